@@ -1,0 +1,163 @@
+// Package appliance runs a homeserver process: it opens and migrates the
+// store, loads the signing key, binds every listener, serves, and shuts
+// down cleanly. Everything that can fail is checked before the first
+// request is answered, so a bad start never half-starts.
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"hearth/config"
+	"hearth/server"
+	"hearth/server/storage"
+)
+
+// Version is the Hearth release, set at build time with -ldflags.
+var Version = "0.1.0-dev"
+
+// Options adjust a run beyond the config file.
+type Options struct {
+	// Listen overrides the address of the first listener serving the client
+	// API ("host:port"); tests and containers use it.
+	Listen string
+	Log    *slog.Logger
+	// Ready, if set, receives the bound client address once serving.
+	Ready func(addr string)
+}
+
+// OpenStore opens the database the config names.
+func OpenStore(ctx context.Context, cfg *config.Config) (*storage.Store, error) {
+	o := storage.Options{SQLitePath: cfg.Database.Args.Database}
+	if cfg.IsPostgres() {
+		o = storage.Options{Postgres: cfg.PostgresDSN(), MaxConns: cfg.Database.Args.CPMax}
+	}
+	st, err := storage.Open(ctx, o)
+	if err != nil {
+		return nil, fmt.Errorf("database (%s): %w", cfg.Database.Name, err)
+	}
+	return st, nil
+}
+
+// Run serves until ctx is cancelled.
+func Run(ctx context.Context, cfg *config.Config, o Options) error {
+	log := o.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	key, err := cfg.LoadSigningKey()
+	if err != nil {
+		return err
+	}
+	st, err := OpenStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	_, handler := server.New(server.Deps{Cfg: cfg, Store: st, Key: key, Log: log})
+
+	// Bind every listener first: a port in use stops the start before any
+	// request is served.
+	type bound struct {
+		ln  net.Listener
+		srv *http.Server
+	}
+	var servers []bound
+	closeAll := func() {
+		for _, b := range servers {
+			b.ln.Close()
+		}
+	}
+	overridden := false
+	for i, l := range cfg.Listeners {
+		if l.Type != "http" {
+			continue
+		}
+		addrs := make([]string, 0, len(l.BindAddresses))
+		for _, a := range l.BindAddresses {
+			addrs = append(addrs, net.JoinHostPort(a, strconv.Itoa(l.Port)))
+		}
+		if o.Listen != "" && !overridden && servesClient(l) {
+			addrs, overridden = []string{o.Listen}, true
+		}
+		var firstErr error
+		boundHere := 0
+		for _, addr := range addrs {
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				// "::" and "0.0.0.0" are often listed together; on a
+				// dual-stack host the first already holds the port. A
+				// listener fails only when none of its addresses binds.
+				if firstErr == nil {
+					firstErr = fmt.Errorf("listeners[%d]: cannot listen on %s: %w", i, addr, err)
+				}
+				continue
+			}
+			boundHere++
+			h := server.WithXForwarded(handler, l.XForwarded)
+			servers = append(servers, bound{ln: ln, srv: &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second,
+				ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}})
+		}
+		if boundHere == 0 {
+			closeAll()
+			return firstErr
+		}
+		if firstErr != nil {
+			log.Warn("listener address skipped", "err", firstErr)
+		}
+	}
+	if len(servers) == 0 {
+		return errors.New("listeners: no http listener could be bound")
+	}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, len(servers))
+	for _, b := range servers {
+		wg.Add(1)
+		go func(b bound) {
+			defer wg.Done()
+			log.Info("listening", "addr", b.ln.Addr().String())
+			if err := b.srv.Serve(b.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}(b)
+	}
+	log.Info("hearth started", "version", Version, "server_name", cfg.ServerName, "database", st.Engine())
+	if o.Ready != nil {
+		o.Ready(servers[0].ln.Addr().String())
+	}
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, b := range servers {
+		_ = b.srv.Shutdown(shutdownCtx)
+	}
+	wg.Wait()
+	log.Info("hearth stopped")
+	return err
+}
+
+func servesClient(l config.Listener) bool {
+	if len(l.Resources) == 0 {
+		return true
+	}
+	for _, r := range l.Resources {
+		for _, n := range r.Names {
+			if n == "client" {
+				return true
+			}
+		}
+	}
+	return false
+}

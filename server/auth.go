@@ -1,0 +1,166 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"hearth/server/matrix"
+	"hearth/server/storage"
+)
+
+// Device identifies the authenticated caller of a request.
+type Device struct {
+	UserID   string
+	DeviceID string
+	TokenID  int64
+	IsAdmin  bool
+	IsGuest  bool
+	PuppetBy string
+}
+
+type deviceKey struct{}
+
+// deviceFrom returns the caller; only valid behind s.auth.
+func deviceFrom(ctx context.Context) *Device {
+	d, _ := ctx.Value(deviceKey{}).(*Device)
+	return d
+}
+
+// accessToken reads the token from the Authorization header, or from the
+// deprecated access_token query parameter that older clients still send.
+func accessToken(r *http.Request) (string, bool) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, tok, ok := strings.Cut(h, " ")
+		if ok && strings.EqualFold(scheme, "Bearer") {
+			return strings.TrimSpace(tok), true
+		}
+		return "", false
+	}
+	if t := r.URL.Query().Get("access_token"); t != "" {
+		return t, true
+	}
+	return "", false
+}
+
+// authenticate resolves the request's token to a Device.
+func (s *Server) authenticate(r *http.Request) (*Device, error) {
+	tok, ok := accessToken(r)
+	if !ok || tok == "" {
+		return nil, matrix.MissingToken("missing access token")
+	}
+	se, err := s.store.SessionByToken(r.Context(), tok)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, matrix.UnknownToken("unknown access token", false)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if se.ExpiresTS != 0 && se.ExpiresTS <= s.now().UnixMilli() {
+		// Expired refreshable token: soft logout, the client should refresh.
+		return nil, matrix.UnknownToken("access token has expired", true)
+	}
+	u, err := s.store.UserByID(r.Context(), se.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if u.Deactivated {
+		return nil, matrix.UnknownToken("account has been deactivated", false)
+	}
+	if u.Locked {
+		return nil, &matrix.Error{Code: "M_USER_LOCKED", Msg: "this account has been locked", Extra: map[string]any{"soft_logout": true}}
+	}
+	if s.touches.due(se.TokenID, s.now()) {
+		ip := clientIP(r, s.xForwarded(r))
+		// Best effort: a failed last-seen update must not fail the request.
+		_ = s.store.TouchDevice(r.Context(), se.UserID, se.DeviceID, ip, r.UserAgent())
+	}
+	return &Device{UserID: se.UserID, DeviceID: se.DeviceID, TokenID: se.TokenID, IsAdmin: u.IsAdmin, IsGuest: u.IsGuest, PuppetBy: se.PuppetBy}, nil
+}
+
+// auth is middleware requiring a valid access token. Guests are refused
+// unless the route is wrapped with allowGuests.
+func (s *Server) auth(next http.Handler) http.Handler {
+	return s.api(func(w http.ResponseWriter, r *http.Request) error {
+		d, err := s.authenticate(r)
+		if err != nil {
+			return err
+		}
+		ctx := context.WithValue(r.Context(), deviceKey{}, d)
+		ctx = context.WithValue(ctx, logKey{}, logFrom(ctx, s.log).With("user_id", d.UserID))
+		next.ServeHTTP(w, r.WithContext(ctx))
+		return nil
+	})
+}
+
+// adminOnly is middleware (after auth) refusing non-admins with 403.
+func (s *Server) adminOnly(next http.Handler) http.Handler {
+	return s.api(func(w http.ResponseWriter, r *http.Request) error {
+		if d := deviceFrom(r.Context()); d == nil || !d.IsAdmin {
+			return matrix.Forbidden("you are not a server admin")
+		}
+		next.ServeHTTP(w, r)
+		return nil
+	})
+}
+
+// xForwarded reports whether the listener the request came in on trusts
+// X-Forwarded-For (listeners[].x_forwarded).
+func (s *Server) xForwarded(r *http.Request) bool {
+	if v, ok := r.Context().Value(xForwardedKey{}).(bool); ok {
+		return v
+	}
+	return false
+}
+
+type xForwardedKey struct{}
+
+// WithXForwarded marks requests from a listener whose x_forwarded is set.
+func WithXForwarded(h http.Handler, trust bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), xForwardedKey{}, trust)))
+	})
+}
+
+// clientIP is the peer address, or the first X-Forwarded-For hop when the
+// listener sits behind a trusted reverse proxy.
+func clientIP(r *http.Request, trustForwarded bool) string {
+	if trustForwarded {
+		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
+			first, _, _ := strings.Cut(xff, ",")
+			if ip := net.ParseIP(strings.TrimSpace(first)); ip != nil {
+				return ip.String()
+			}
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// touchCache limits last-seen writes to one a minute per token.
+type touchCache struct {
+	mu   sync.Mutex
+	last map[int64]time.Time
+}
+
+func newTouchCache() *touchCache { return &touchCache{last: map[int64]time.Time{}} }
+
+func (c *touchCache) due(tokenID int64, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t, ok := c.last[tokenID]; ok && now.Sub(t) < time.Minute {
+		return false
+	}
+	if len(c.last) > 100_000 {
+		c.last = map[int64]time.Time{}
+	}
+	c.last[tokenID] = now
+	return true
+}

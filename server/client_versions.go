@@ -1,0 +1,48 @@
+package server
+
+import (
+	"net/http"
+	"strings"
+)
+
+// specVersions are the Client-Server API versions advertised in /versions.
+// A version is listed only once the features it added are implemented.
+var specVersions = []string{
+	"r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1",
+	"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6",
+}
+
+// GET /_matrix/client/versions
+func (s *Server) getVersions(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, map[string]any{
+		"versions":          specVersions,
+		"unstable_features": map[string]bool{},
+	})
+}
+
+// GET /.well-known/matrix/client
+//
+// Served when public_baseurl is set, so clients can discover the server from
+// the bare server name; extra_well_known_client_content is merged in.
+func (s *Server) getWellKnownClient(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.PublicBaseURL == "" {
+		return writeJSON(w, http.StatusNotFound, map[string]any{"errcode": "M_NOT_FOUND", "error": "no .well-known client configuration"})
+	}
+	body := map[string]any{}
+	for k, v := range s.cfg.ExtraWellKnownClientContent {
+		body[k] = v
+	}
+	body["m.homeserver"] = map[string]any{"base_url": strings.TrimSuffix(s.cfg.PublicBaseURL, "/")}
+	return writeJSON(w, http.StatusOK, body)
+}
+
+// GET /_matrix/client/v3/capabilities
+func (s *Server) getCapabilities(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, map[string]any{"capabilities": map[string]any{
+		"m.change_password": map[string]bool{"enabled": s.cfg.PasswordLoginEnabled()},
+		"m.set_displayname": map[string]bool{"enabled": true},
+		"m.set_avatar_url":  map[string]bool{"enabled": true},
+		"m.3pid_changes":    map[string]bool{"enabled": false},
+		"m.get_login_token": map[string]bool{"enabled": false},
+	}})
+}

@@ -1,0 +1,89 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"hearth/server/matrix"
+)
+
+// maxJSONBody bounds a request body read by decodeJSON. Events are capped at
+// 65,536 bytes by the spec; other bodies (key uploads, filters) stay well
+// under this.
+const maxJSONBody = 1 << 20
+
+// decodeJSON reads the body into v. A body that is not JSON, or not an
+// object, is M_NOT_JSON; JSON whose fields have the wrong types is
+// M_BAD_JSON; an empty body decodes as {} (several endpoints allow it).
+// Unknown fields are accepted: clients send extra keys.
+func decodeJSON(r *http.Request, v any) error {
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxJSONBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return matrix.TooLarge("request body is larger than %d bytes", maxJSONBody)
+		}
+		return matrix.NotJSON("could not read body: %v", err)
+	}
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		body = []byte("{}")
+	}
+	if body[0] != '{' || !json.Valid(body) {
+		return matrix.NotJSON("content not JSON")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return matrix.BadJSON("field %q has the wrong type: expected %s", te.Field, te.Type.String())
+		}
+		return matrix.BadJSON("invalid JSON: %v", err)
+	}
+	return nil
+}
+
+// writeJSON writes v with status. Errors writing are the client's problem.
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+	return nil
+}
+
+// pathParam returns a path parameter unescaped. chi matches on the raw
+// (escaped) path when one is set, so "%40alice%3Aexample.org" arrives here
+// still escaped.
+func pathParam(r *http.Request, name string) (string, error) {
+	raw := chi.URLParam(r, name)
+	v, err := url.PathUnescape(raw)
+	if err != nil {
+		return "", matrix.InvalidParam("path parameter %s is not validly escaped", name)
+	}
+	return v, nil
+}
+
+// queryBool reads a boolean query parameter ("true"/"false"; Synapse also
+// accepts "1"/"0").
+func queryBool(r *http.Request, name string, def bool) (bool, error) {
+	v := r.URL.Query().Get(name)
+	switch strings.ToLower(v) {
+	case "":
+		return def, nil
+	case "true", "1":
+		return true, nil
+	case "false", "0":
+		return false, nil
+	}
+	return false, matrix.InvalidParam("query parameter %s must be true or false", name)
+}

@@ -1,0 +1,62 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+)
+
+// routes is the whole HTTP surface on one screen.
+func (s *Server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(s.requestLog, cors)
+
+	r.Get("/.well-known/matrix/client", s.api(s.getWellKnownClient))
+	r.Get("/_matrix/client/versions", s.api(s.getVersions))
+
+	// Older clients and tools still call r0; Synapse serves it as an alias
+	// of v3, and so does Hearth.
+	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
+		r.Route(prefix, s.clientV3Routes)
+	}
+	r.Route("/_matrix/client/v1", func(r chi.Router) {
+		r.Get("/register/m.login.registration_token/validity", s.api(s.getRegistrationTokenValidity))
+	})
+
+	r.Route("/_synapse/admin", func(r chi.Router) {
+		r.Get("/v1/register", s.api(s.getAdminRegisterNonce))
+		r.Post("/v1/register", s.api(s.postAdminRegister))
+	})
+
+	r.NotFound(s.api(unrecognized))
+	r.MethodNotAllowed(s.api(methodNotAllowed))
+	return r
+}
+
+// clientV3Routes are the Client-Server API routes under /_matrix/client/v3.
+func (s *Server) clientV3Routes(r chi.Router) {
+	// Sessions and accounts.
+	r.Get("/login", s.api(s.getLogin))
+	r.Post("/login", s.api(s.postLogin))
+	r.Post("/refresh", s.api(s.postRefresh))
+	r.Post("/register", s.api(s.postRegister))
+	r.Get("/register/available", s.api(s.getRegisterAvailable))
+	r.Group(func(r chi.Router) {
+		r.Use(s.auth)
+		r.Get("/capabilities", s.api(s.getCapabilities))
+		r.Post("/logout", s.api(s.postLogout))
+		r.Post("/logout/all", s.api(s.postLogoutAll))
+		r.Get("/account/whoami", s.api(s.getWhoami))
+		r.Post("/account/deactivate", s.api(s.postDeactivate))
+
+		r.Get("/devices", s.api(s.getDevices))
+		r.Get("/devices/{deviceId}", s.api(s.getDevice))
+		r.Put("/devices/{deviceId}", s.api(s.putDevice))
+		r.Delete("/devices/{deviceId}", s.api(s.deleteDevice))
+		r.Post("/delete_devices", s.api(s.postDeleteDevices))
+	})
+	// /account/password accepts an unauthenticated request when the UIA
+	// flow itself identifies the user (spec: "Changing password"), so it
+	// authenticates inside the handler.
+	r.Post("/account/password", s.api(s.postPassword))
+}

@@ -1,0 +1,54 @@
+// Package server is Hearth's HTTP surface: every Matrix route (routes.go),
+// the handlers by spec area, and the few helpers they share (errors.go,
+// json.go, auth.go). Handlers read top to bottom: decode, check, store, answer.
+package server
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+
+	"hearth/config"
+	"hearth/server/storage"
+)
+
+// Deps is everything the server needs, passed explicitly (no globals).
+type Deps struct {
+	Cfg   *config.Config
+	Store *storage.Store
+	Key   config.SigningKey
+	Log   *slog.Logger
+	// Now is the clock; tests may replace it.
+	Now func() time.Time
+}
+
+// Server holds the dependencies and the per-process state handlers share.
+type Server struct {
+	cfg     *config.Config
+	store   *storage.Store
+	key     config.SigningKey
+	log     *slog.Logger
+	now     func() time.Time
+	started time.Time
+	limits  *limiters
+	nonces  *nonceStore
+	touches *touchCache
+}
+
+// New builds the server and its routes.
+func New(d Deps) (*Server, http.Handler) {
+	if d.Log == nil {
+		d.Log = slog.Default()
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	s := &Server{cfg: d.Cfg, store: d.Store, key: d.Key, log: d.Log, now: d.Now, started: d.Now()}
+	s.limits = newLimiters(d.Cfg, d.Now)
+	s.nonces = newNonceStore(d.Now)
+	s.touches = newTouchCache()
+	return s, s.routes()
+}
+
+// ServerName is the configured server_name.
+func (s *Server) ServerName() string { return s.cfg.ServerName }

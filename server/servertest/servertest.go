@@ -1,0 +1,90 @@
+// Package servertest starts a real Hearth server over HTTP for tests, once
+// per storage engine (see storagetest.Each).
+package servertest
+
+import (
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"hearth/config"
+	"hearth/server"
+	"hearth/server/storage"
+	"hearth/server/storage/storagetest"
+)
+
+// Bundle is a running test server.
+type Bundle struct {
+	URL    string
+	Cfg    *config.Config
+	Store  *storage.Store
+	Server *server.Server
+	HTTP   *httptest.Server
+}
+
+// Option edits the config before the server starts.
+type Option func(*config.Config)
+
+// Config returns a valid config for server name "hearth.test" with
+// registration open and rate limits off (tests that measure limits turn
+// them back on through an Option).
+func Config(t testing.TB, dir string) *config.Config {
+	t.Helper()
+	key, err := config.NewSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPath := filepath.Join(dir, "signing.key")
+	if err := os.WriteFile(keyPath, key.Encode(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{
+		ServerName:                            "hearth.test",
+		SigningKeyPath:                        keyPath,
+		RegistrationSharedSecret:              "test-shared-secret",
+		EnableRegistration:                    true,
+		EnableRegistrationWithoutVerification: true,
+		MediaStorePath:                        filepath.Join(dir, "media"),
+		Database:                              config.Database{Name: "sqlite3", Args: config.DatabaseArgs{Database: filepath.Join(dir, "hearth.db")}},
+	}
+	cfg.Defaults()
+	// Rate limits off: a zero per_second never limits.
+	cfg.RCLogin = config.RCLogin{Address: config.RateLimit{BurstCount: 1}, Account: config.RateLimit{BurstCount: 1}, FailedAttempts: config.RateLimit{BurstCount: 1}}
+	cfg.RCRegistration = config.RateLimit{BurstCount: 1}
+	return cfg
+}
+
+// Start runs a server on engine e, configured by opts.
+func Start(t testing.TB, e storagetest.Engine, opts ...Option) *Bundle {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := Config(t, dir)
+	for _, o := range opts {
+		o(cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("test config invalid: %v", err)
+	}
+	st, err := storage.Open(t.Context(), e.Options)
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	key, err := cfg.LoadSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if os.Getenv("HEARTH_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	srv, h := server.New(server.Deps{Cfg: cfg, Store: st, Key: key, Log: log})
+	hs := httptest.NewServer(h)
+	t.Cleanup(func() {
+		hs.Close()
+		st.Close()
+	})
+	return &Bundle{URL: hs.URL, Cfg: cfg, Store: st, Server: srv, HTTP: hs}
+}

@@ -1,0 +1,160 @@
+// Package storage is Hearth's one database layer: one Store, one SQL code
+// path for SQLite and PostgreSQL. SQL sits inline beside its Scan; the few
+// dialect differences live in dialect.go and in migration templates.
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
+	_ "modernc.org/sqlite"             // registers "sqlite"
+)
+
+// ErrNotFound is returned when a row asked for does not exist.
+var ErrNotFound = errors.New("storage: not found")
+
+// ErrConflict is returned when a unique key is already taken.
+var ErrConflict = errors.New("storage: already exists")
+
+// Store is the database. Reads go to read; every write goes through tx(),
+// which uses write. On SQLite write is a single connection, so writers queue
+// in Go instead of failing with "database is locked".
+type Store struct {
+	read, write *sql.DB
+	d           dialect
+}
+
+// Options selects the engine.
+type Options struct {
+	// Postgres, when set, is a pgx connection string; otherwise SQLitePath is used.
+	Postgres   string
+	SQLitePath string
+	MaxConns   int
+}
+
+// Open connects and applies pending migrations.
+func Open(ctx context.Context, o Options) (*Store, error) {
+	var s *Store
+	if o.Postgres != "" {
+		db, err := sql.Open("pgx", o.Postgres)
+		if err != nil {
+			return nil, fmt.Errorf("storage: open postgres: %w", err)
+		}
+		if o.MaxConns > 0 {
+			db.SetMaxOpenConns(o.MaxConns)
+		} else {
+			db.SetMaxOpenConns(20)
+		}
+		db.SetMaxIdleConns(5)
+		db.SetConnMaxIdleTime(5 * time.Minute)
+		s = &Store{read: db, write: db, d: postgresDialect}
+	} else {
+		if o.SQLitePath == "" {
+			return nil, errors.New("storage: no SQLite path given")
+		}
+		if err := os.MkdirAll(filepath.Dir(o.SQLitePath), 0o700); err != nil {
+			return nil, fmt.Errorf("storage: create database directory: %w", err)
+		}
+		// WAL lets readers run beside the writer; synchronous=FULL makes a
+		// commit durable before it is acknowledged; _txlock=immediate takes
+		// the write lock at BEGIN so two writers never deadlock on upgrade.
+		q := url.Values{}
+		for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)"} {
+			q.Add("_pragma", p)
+		}
+		q.Set("_txlock", "immediate")
+		dsn := "file:" + o.SQLitePath + "?" + q.Encode()
+		write, err := sql.Open("sqlite", dsn)
+		if err != nil {
+			return nil, fmt.Errorf("storage: open sqlite %s: %w", o.SQLitePath, err)
+		}
+		write.SetMaxOpenConns(1)
+		read, err := sql.Open("sqlite", dsn)
+		if err != nil {
+			write.Close()
+			return nil, fmt.Errorf("storage: open sqlite %s: %w", o.SQLitePath, err)
+		}
+		read.SetMaxOpenConns(4)
+		s = &Store{read: read, write: write, d: sqliteDialect}
+	}
+	if err := s.write.PingContext(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("storage: connect to %s: %w", s.d.Name, err)
+	}
+	if err := s.migrate(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close releases the connections.
+func (s *Store) Close() error {
+	err := s.write.Close()
+	if s.read != s.write {
+		err = errors.Join(err, s.read.Close())
+	}
+	return err
+}
+
+// Engine is "sqlite" or "postgres".
+func (s *Store) Engine() string { return s.d.Name }
+
+// Ping checks the database answers.
+func (s *Store) Ping(ctx context.Context) error { return s.read.PingContext(ctx) }
+
+// tx runs fn in a write transaction, committing when it returns nil.
+func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("storage: begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("storage: commit: %w", err)
+	}
+	return nil
+}
+
+// inList renders "$n,$n+1,..." for an IN clause of count items starting at
+// placeholder start (array parameters are not portable).
+func inList(start, count int) string {
+	var b strings.Builder
+	for i := 0; i < count; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "$%d", start+i)
+	}
+	return b.String()
+}
+
+// notFound maps sql.ErrNoRows to ErrNotFound, wrapping everything else.
+func notFound(err error, op string) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	return fmt.Errorf("storage: %s: %w", op, err)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func nowMS() int64 { return time.Now().UnixMilli() }
+
+func toLower(s string) string { return strings.ToLower(s) }
