@@ -2,7 +2,6 @@ package server
 
 import (
 	"net/http"
-	"time"
 )
 
 // Placeholders: each helper replaces its own handlers in its own file and
@@ -40,14 +39,3 @@ func (s *Server) postDeleteDevices(w http.ResponseWriter, r *http.Request) error
 func (s *Server) getRegistrationTokenValidity(w http.ResponseWriter, r *http.Request) error {
 	return unrecognized(w, r)
 }
-
-func (s *Server) getAdminRegisterNonce(w http.ResponseWriter, r *http.Request) error {
-	return unrecognized(w, r)
-}
-func (s *Server) postAdminRegister(w http.ResponseWriter, r *http.Request) error {
-	return unrecognized(w, r)
-}
-
-type nonceStore struct{}
-
-func newNonceStore(now func() time.Time) *nonceStore { return &nonceStore{} }
