@@ -44,6 +44,9 @@ type Config struct {
 	MaxUploadSize  Size   `yaml:"max_upload_size"`
 
 	PasswordConfig PasswordConfig `yaml:"password_config"`
+	// BcryptRounds is the bcrypt cost for new password hashes (Synapse's
+	// bcrypt_rounds, default 12).
+	BcryptRounds int `yaml:"bcrypt_rounds"`
 
 	// Token lifetimes. Zero lifetimes mean "never expires" (Synapse's default
 	// for non-refreshable tokens).
@@ -218,6 +221,9 @@ func (c *Config) Defaults() {
 	if c.Database.Name == "" {
 		c.Database.Name = "sqlite3"
 	}
+	if c.BcryptRounds == 0 {
+		c.BcryptRounds = 12
+	}
 	if c.MaxUploadSize == 0 {
 		c.MaxUploadSize = 50 << 20
 	}
@@ -344,6 +350,9 @@ func (c *Config) Validate() error {
 	if c.EnableRegistration && !c.EnableRegistrationWithoutVerification && !c.RegistrationRequiresToken {
 		bad("enable_registration", "open registration without verification lets anyone create accounts: also set "+
 			"enable_registration_without_verification: true, or registration_requires_token: true")
+	}
+	if c.BcryptRounds < 4 || c.BcryptRounds > 31 {
+		bad("bcrypt_rounds", "%d is outside bcrypt's range 4-31", c.BcryptRounds)
 	}
 	if c.MaxUploadSize < 0 {
 		bad("max_upload_size", "must not be negative")

@@ -51,6 +51,7 @@ func Config(t testing.TB, dir string) *config.Config {
 		Database:                              config.Database{Name: "sqlite3", Args: config.DatabaseArgs{Database: filepath.Join(dir, "hearth.db")}},
 	}
 	cfg.Defaults()
+	cfg.BcryptRounds = 4 // the minimum: tests hash many passwords
 	// Rate limits off: a zero per_second never limits.
 	cfg.RCLogin = config.RCLogin{Address: config.RateLimit{BurstCount: 1}, Account: config.RateLimit{BurstCount: 1}, FailedAttempts: config.RateLimit{BurstCount: 1}}
 	cfg.RCRegistration = config.RateLimit{BurstCount: 1}
