@@ -1,0 +1,55 @@
+// Package secret makes and checks the server's secrets: access and refresh
+// tokens, device IDs, and bcrypt password hashes readable by Synapse.
+package secret
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"strings"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Token returns prefix + 256 random bits, URL-safe. The prefix says what the
+// token is (e.g. "syt_" for access tokens, as Synapse does) so leaked tokens
+// are easy to recognise in logs and secret scanners.
+func Token(prefix string) string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic("secret: crypto/rand failed: " + err.Error())
+	}
+	return prefix + base64.RawURLEncoding.EncodeToString(b)
+}
+
+// DeviceID returns a random 10-letter upper-case device ID, Synapse's shape.
+func DeviceID() string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	b := make([]byte, 10)
+	if _, err := rand.Read(b); err != nil {
+		panic("secret: crypto/rand failed: " + err.Error())
+	}
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+// HashPassword returns a bcrypt hash at the given cost. Go writes the "$2a$"
+// prefix; Synapse's bcrypt reads it, and Hearth reads Synapse's "$2b$".
+func HashPassword(password string, cost int) (string, error) {
+	h, err := bcrypt.GenerateFromPassword([]byte(password), cost)
+	return string(h), err
+}
+
+// CheckPassword reports whether password matches hash ("$2a$", "$2b$" or
+// "$2y$" bcrypt). An empty hash never matches.
+func CheckPassword(hash, password string) bool {
+	if hash == "" {
+		return false
+	}
+	// x/crypto/bcrypt accepts $2a$ and $2b$ variants; normalise $2y$ too.
+	if strings.HasPrefix(hash, "$2y$") {
+		hash = "$2b$" + hash[4:]
+	}
+	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) == nil
+}
