@@ -22,16 +22,25 @@ func Token(prefix string) string {
 }
 
 // DeviceID returns a random 10-letter upper-case device ID, Synapse's shape.
-func DeviceID() string {
-	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	b := make([]byte, 10)
-	if _, err := rand.Read(b); err != nil {
-		panic("secret: crypto/rand failed: " + err.Error())
+func DeviceID() string { return FromAlphabet("ABCDEFGHIJKLMNOPQRSTUVWXYZ", 10) }
+
+// FromAlphabet returns n characters drawn uniformly from alphabet (at most
+// 256 characters), by rejection sampling so no character is favoured.
+func FromAlphabet(alphabet string, n int) string {
+	limit := 256 - 256%len(alphabet)
+	out := make([]byte, 0, n)
+	buf := make([]byte, 64)
+	for len(out) < n {
+		if _, err := rand.Read(buf); err != nil {
+			panic("secret: crypto/rand failed: " + err.Error())
+		}
+		for _, b := range buf {
+			if int(b) < limit && len(out) < n {
+				out = append(out, alphabet[int(b)%len(alphabet)])
+			}
+		}
 	}
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return string(b)
+	return string(out)
 }
 
 // HashPassword returns a bcrypt hash at the given cost. Go writes the "$2a$"

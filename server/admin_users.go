@@ -1,0 +1,881 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"hearth/server/matrix"
+	"hearth/server/secret"
+	"hearth/server/storage"
+)
+
+// Version is the Hearth release, set at build time with -ldflags
+// "-X hearth/server.Version=...".
+var Version = "0.1.0-dev"
+
+// synapseAdminRoutes are the Synapse admin API endpoints Hearth serves, under
+// /_synapse/admin, with Synapse's paths, parameters and JSON shapes so synadm
+// and synapse-admin work unchanged. Every route needs an admin's token.
+func (s *Server) synapseAdminRoutes(r chi.Router) {
+	r.Group(func(r chi.Router) {
+		r.Use(s.auth, s.adminOnly)
+		r.Get("/v1/server_version", s.api(s.getAdminServerVersion))
+
+		r.Get("/v2/users", s.api(s.getAdminUsers))
+		r.Get("/v3/users", s.api(s.getAdminUsers))
+		r.Get("/v2/users/{userId}", s.api(s.getAdminUser))
+		r.Put("/v2/users/{userId}", s.api(s.putAdminUser))
+		r.Post("/v1/deactivate/{userId}", s.api(s.postAdminDeactivate))
+		r.Post("/v1/reset_password/{userId}", s.api(s.postAdminResetPassword))
+		r.Get("/v1/users/{userId}/admin", s.api(s.getAdminUserAdmin))
+		r.Put("/v1/users/{userId}/admin", s.api(s.putAdminUserAdmin))
+		r.Get("/v1/whois/{userId}", s.api(s.getAdminWhois))
+		r.Post("/v1/users/{userId}/login", s.api(s.postAdminLoginAsUser))
+		r.Post("/v1/users/{userId}/shadow_ban", s.api(s.postAdminShadowBan))
+		r.Delete("/v1/users/{userId}/shadow_ban", s.api(s.deleteAdminShadowBan))
+		r.Get("/v1/users/{userId}/override_ratelimit", s.api(s.getAdminRateLimit))
+		r.Post("/v1/users/{userId}/override_ratelimit", s.api(s.postAdminRateLimit))
+		r.Delete("/v1/users/{userId}/override_ratelimit", s.api(s.deleteAdminRateLimit))
+		r.Get("/v1/username_available", s.api(s.getAdminUsernameAvailable))
+
+		r.Get("/v2/users/{userId}/devices", s.api(s.getAdminDevices))
+		r.Post("/v2/users/{userId}/devices", s.api(s.postAdminDevice))
+		r.Get("/v2/users/{userId}/devices/{deviceId}", s.api(s.getAdminDevice))
+		r.Put("/v2/users/{userId}/devices/{deviceId}", s.api(s.putAdminDevice))
+		r.Delete("/v2/users/{userId}/devices/{deviceId}", s.api(s.deleteAdminDevice))
+		r.Post("/v2/users/{userId}/delete_devices", s.api(s.postAdminDeleteDevices))
+
+		r.Get("/v1/registration_tokens", s.api(s.getAdminRegTokens))
+		r.Post("/v1/registration_tokens/new", s.api(s.postAdminRegTokenNew))
+		r.Get("/v1/registration_tokens/{token}", s.api(s.getAdminRegToken))
+		r.Put("/v1/registration_tokens/{token}", s.api(s.putAdminRegToken))
+		r.Delete("/v1/registration_tokens/{token}", s.api(s.deleteAdminRegToken))
+	})
+}
+
+// GET /_synapse/admin/v1/server_version
+func (s *Server) getAdminServerVersion(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, map[string]string{"server_version": "Hearth " + Version})
+}
+
+// errNoSelfDemotion keeps the last admin from locking everyone out by
+// accident (Synapse answers the same 400).
+var errNoSelfDemotion = &matrix.Error{Code: "M_UNKNOWN", Msg: "you may not demote yourself", Status: http.StatusBadRequest}
+
+// adminUserJSON is the user object of Synapse's admin API. Synapse's list
+// gives creation_ts in milliseconds but its single-user query in seconds
+// (its table stores seconds); tools read each as Synapse sends it, so
+// Hearth keeps the difference.
+func adminUserJSON(u *storage.User, lastSeenTS int64, creationInMS bool) map[string]any {
+	creation := u.CreatedTS / 1000
+	if creationInMS {
+		creation = u.CreatedTS
+	}
+	var userType, displayname, avatar any
+	if u.UserType != "" {
+		userType = u.UserType
+	}
+	if u.DisplayName != "" {
+		displayname = u.DisplayName
+	}
+	if u.AvatarURL != "" {
+		avatar = u.AvatarURL
+	}
+	var lastSeen any
+	if lastSeenTS > 0 {
+		lastSeen = lastSeenTS
+	}
+	return map[string]any{
+		"name": u.UserID, "displayname": displayname, "avatar_url": avatar,
+		"is_guest": u.IsGuest, "admin": u.IsAdmin, "user_type": userType,
+		"deactivated": u.Deactivated, "erased": u.Erased, "shadow_banned": u.ShadowBanned,
+		"locked": u.Locked, "suspended": false, "approved": true,
+		"creation_ts": creation, "last_seen_ts": lastSeen,
+		"threepids": []any{}, "external_ids": []any{}, "appservice_id": nil,
+		"consent_server_notice_sent": nil, "consent_version": nil, "consent_ts": nil,
+	}
+}
+
+// localUserParam reads {userId} and insists it is one of ours: the admin
+// API manages local accounts only.
+func (s *Server) localUserParam(r *http.Request) (string, error) {
+	userID, err := pathParam(r, "userId")
+	if err != nil {
+		return "", err
+	}
+	_, server, ok := matrix.SplitUserID(userID)
+	if !ok {
+		return "", matrix.InvalidParam("%q is not a user ID", userID)
+	}
+	if server != s.cfg.ServerName {
+		return "", matrix.InvalidParam("this endpoint can only be used with local users")
+	}
+	return userID, nil
+}
+
+// lastSeen is the latest last_seen_ts over the user's devices.
+func (s *Server) lastSeen(r *http.Request, userID string) (int64, error) {
+	devs, err := s.store.Devices(r.Context(), userID)
+	var last int64
+	for _, d := range devs {
+		last = max(last, d.LastSeenTS)
+	}
+	return last, err
+}
+
+// GET /_synapse/admin/v2/users and /v3/users
+//
+// Query: from, limit, name, user_id, guests, deactivated, admins, order_by,
+// dir (f|b). v3 treats a missing deactivated as "both".
+func (s *Server) getAdminUsers(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	f := storage.UserFilter{Name: q.Get("name"), OrderBy: q.Get("order_by"), Limit: 100}
+	if f.Name == "" {
+		f.Name = q.Get("user_id")
+	}
+	var err error
+	if f.From, err = queryInt(r, "from", 0); err != nil {
+		return err
+	}
+	if f.Limit, err = queryInt(r, "limit", 100); err != nil {
+		return err
+	}
+	if f.From < 0 || f.Limit < 0 {
+		return matrix.InvalidParam("from and limit must not be negative")
+	}
+	if f.Guests, err = queryBool(r, "guests", true); err != nil {
+		return err
+	}
+	v3 := strings.Contains(r.URL.Path, "/v3/")
+	if f.Deactivated, err = queryBool(r, "deactivated", v3); err != nil {
+		return err
+	}
+	if v := q.Get("admins"); v != "" {
+		b, err := queryBool(r, "admins", false)
+		if err != nil {
+			return err
+		}
+		f.Admins = &b
+	}
+	if f.OrderBy != "" {
+		if _, ok := map[string]bool{"name": true, "is_guest": true, "admin": true, "user_type": true, "deactivated": true,
+			"shadow_banned": true, "displayname": true, "avatar_url": true, "creation_ts": true, "last_seen_ts": true, "locked": true}[f.OrderBy]; !ok {
+			return matrix.InvalidParam("unknown value for order_by: %s", f.OrderBy)
+		}
+	}
+	switch q.Get("dir") {
+	case "", "f":
+	case "b":
+		f.Desc = true
+	default:
+		return matrix.InvalidParam("unknown direction: %s", q.Get("dir"))
+	}
+	users, total, err := s.store.ListUsers(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	out := make([]map[string]any, 0, len(users))
+	for _, u := range users {
+		ls, err := s.lastSeen(r, u.UserID)
+		if err != nil {
+			return err
+		}
+		out = append(out, adminUserJSON(u, ls, true))
+	}
+	body := map[string]any{"users": out, "total": total}
+	if f.From+len(users) < total {
+		body["next_token"] = strconv.Itoa(f.From + len(users))
+	}
+	return writeJSON(w, http.StatusOK, body)
+}
+
+// GET /_synapse/admin/v2/users/{userId}
+func (s *Server) getAdminUser(w http.ResponseWriter, r *http.Request) error {
+	userID, err := s.localUserParam(r)
+	if err != nil {
+		return err
+	}
+	u, err := s.store.UserByID(r.Context(), userID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return matrix.NotFound("user not found")
+	}
+	if err != nil {
+		return err
+	}
+	ls, err := s.lastSeen(r, userID)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, adminUserJSON(u, ls, false))
+}
+
+// PUT /_synapse/admin/v2/users/{userId}
+//
+// Creates the account (201) or modifies it (200). Fields left out are left
+// alone; password changes log out every device unless logout_devices is false.
+func (s *Server) putAdminUser(w http.ResponseWriter, r *http.Request) error {
+	userID, err := s.localUserParam(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Password      *string `json:"password"`
+		LogoutDevices *bool   `json:"logout_devices"`
+		DisplayName   *string `json:"displayname"`
+		AvatarURL     *string `json:"avatar_url"`
+		Admin         *bool   `json:"admin"`
+		Deactivated   *bool   `json:"deactivated"`
+		Locked        *bool   `json:"locked"`
+		UserType      *string `json:"user_type"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.UserType != nil && *req.UserType != "" && *req.UserType != "support" && *req.UserType != "bot" {
+		return matrix.InvalidParam("invalid user type %q", *req.UserType)
+	}
+	ctx := r.Context()
+	status := http.StatusOK
+	u, err := s.store.UserByID(ctx, userID)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		localpart, _, _ := matrix.SplitUserID(userID)
+		if me := matrix.ValidateLocalpart(localpart, s.cfg.ServerName); me != nil {
+			return me
+		}
+		nu := &storage.User{UserID: userID, Localpart: localpart, IsAdmin: req.Admin != nil && *req.Admin}
+		if req.Password != nil {
+			if nu.PasswordHash, err = secret.HashPassword(*req.Password, s.cfg.BcryptRounds); err != nil {
+				return err
+			}
+		}
+		if req.DisplayName != nil {
+			nu.DisplayName = *req.DisplayName
+		} else {
+			nu.DisplayName = localpart
+		}
+		if req.AvatarURL != nil {
+			nu.AvatarURL = *req.AvatarURL
+		}
+		if req.UserType != nil {
+			nu.UserType = *req.UserType
+		}
+		if err := s.store.CreateUser(ctx, nu); err != nil {
+			return err
+		}
+		if req.Locked != nil && *req.Locked {
+			if err := s.store.SetLocked(ctx, userID, true); err != nil {
+				return err
+			}
+		}
+		if req.Deactivated != nil && *req.Deactivated {
+			if err := s.store.DeactivateUser(ctx, userID, false); err != nil {
+				return err
+			}
+		}
+		status = http.StatusCreated
+	case err != nil:
+		return err
+	default:
+		me := deviceFrom(ctx)
+		if req.Admin != nil && !*req.Admin && userID == me.UserID {
+			return errNoSelfDemotion
+		}
+		if req.Deactivated != nil && *req.Deactivated && !u.Deactivated {
+			if err := s.store.DeactivateUser(ctx, userID, false); err != nil {
+				return err
+			}
+		}
+		if req.Deactivated != nil && !*req.Deactivated && u.Deactivated {
+			if req.Password == nil && u.PasswordHash == "" {
+				return matrix.InvalidParam("must provide a password to re-activate an account")
+			}
+			if err := s.store.Reactivate(ctx, userID); err != nil {
+				return err
+			}
+		}
+		if req.Password != nil {
+			hash, err := secret.HashPassword(*req.Password, s.cfg.BcryptRounds)
+			if err != nil {
+				return err
+			}
+			if err := s.store.SetPasswordHash(ctx, userID, hash); err != nil {
+				return err
+			}
+			if req.LogoutDevices == nil || *req.LogoutDevices {
+				if err := s.store.DeleteUserTokens(ctx, userID, "", false); err != nil {
+					return err
+				}
+			}
+		}
+		for _, set := range []struct {
+			present bool
+			apply   func() error
+		}{
+			{req.DisplayName != nil, func() error { return s.store.SetDisplayName(ctx, userID, *req.DisplayName) }},
+			{req.AvatarURL != nil, func() error { return s.store.SetAvatarURL(ctx, userID, *req.AvatarURL) }},
+			{req.Admin != nil, func() error { return s.store.SetAdmin(ctx, userID, *req.Admin) }},
+			{req.Locked != nil, func() error { return s.store.SetLocked(ctx, userID, *req.Locked) }},
+			{req.UserType != nil, func() error { return s.store.SetUserType(ctx, userID, *req.UserType) }},
+		} {
+			if set.present {
+				if err := set.apply(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	u, err = s.store.UserByID(ctx, userID)
+	if err != nil {
+		return err
+	}
+	ls, err := s.lastSeen(r, userID)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, status, adminUserJSON(u, ls, false))
+}
+
+// POST /_synapse/admin/v1/deactivate/{userId}
+func (s *Server) postAdminDeactivate(w http.ResponseWriter, r *http.Request) error {
+	userID, err := s.localUserParam(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Erase bool `json:"erase"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if err := s.store.DeactivateUser(r.Context(), userID, req.Erase); errors.Is(err, storage.ErrNotFound) {
+		return matrix.NotFound("user not found")
+	} else if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]string{"id_server_unbind_result": "success"})
+}
+
+// POST /_synapse/admin/v1/reset_password/{userId}
+func (s *Server) postAdminResetPassword(w http.ResponseWriter, r *http.Request) error {
+	userID, err := s.localUserParam(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		NewPassword   *string `json:"new_password"`
+		LogoutDevices *bool   `json:"logout_devices"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.NewPassword == nil {
+		return matrix.MissingParam("missing new_password")
+	}
+	hash, err := secret.HashPassword(*req.NewPassword, s.cfg.BcryptRounds)
+	if err != nil {
+		return err
+	}
+	if err := s.store.SetPasswordHash(r.Context(), userID, hash); errors.Is(err, storage.ErrNotFound) {
+		return matrix.NotFound("user not found")
+	} else if err != nil {
+		return err
+	}
+	if req.LogoutDevices == nil || *req.LogoutDevices {
+		if err := s.store.DeleteUserTokens(r.Context(), userID, "", false); err != nil {
+			return err
+		}
+	}
+	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// GET /_synapse/admin/v1/users/{userId}/admin
+func (s *Server) getAdminUserAdmin(w http.ResponseWriter, r *http.Request) error {
+	userID, err := s.localUserParam(r)
+	if err != nil {
+		return err
+	}
+	u, err := s.store.UserByID(r.Context(), userID)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]bool{"admin": u.IsAdmin})
+}
+
+// PUT /_synapse/admin/v1/users/{userId}/admin
+func (s *Server) putAdminUserAdmin(w http.ResponseWriter, r *http.Request) error {
+	userID, err := s.localUserParam(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Admin *bool `json:"admin"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Admin == nil {
+		return matrix.MissingParam("missing key: admin")
+	}
+	if userID == deviceFrom(r.Context()).UserID && !*req.Admin {
+		return errNoSelfDemotion
+	}
+	if err := s.store.SetAdmin(r.Context(), userID, *req.Admin); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// GET /_synapse/admin/v1/whois/{userId}
+func (s *Server) getAdminWhois(w http.ResponseWriter, r *http.Request) error {
+	userID, err := s.localUserParam(r)
+	if err != nil {
+		return err
+	}
+	if _, err := s.store.UserByID(r.Context(), userID); err != nil {
+		return err
+	}
+	devs, err := s.store.Devices(r.Context(), userID)
+	if err != nil {
+		return err
+	}
+	devices := map[string]any{}
+	for _, d := range devs {
+		conns := []map[string]any{}
+		if d.LastSeenTS > 0 {
+			conns = append(conns, map[string]any{"ip": d.LastSeenIP, "last_seen": d.LastSeenTS, "user_agent": d.LastSeenUserAgent})
+		}
+		devices[d.DeviceID] = map[string]any{"sessions": []map[string]any{{"connections": conns}}}
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"user_id": userID, "devices": devices})
+}
+
+// POST /_synapse/admin/v1/users/{userId}/login
+//
+// Issues a token to act as the user, with no device; valid_until_ms bounds
+// it. An admin cannot use it on themselves.
+func (s *Server) postAdminLoginAsUser(w http.ResponseWriter, r *http.Request) error {
+	userID, err := s.localUserParam(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		ValidUntilMS int64 `json:"valid_until_ms"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	admin := deviceFrom(r.Context())
+	if admin.UserID == userID {
+		return matrix.InvalidParam("cannot use admin API to login as self")
+	}
+	u, err := s.store.UserByID(r.Context(), userID)
+	if err != nil {
+		return err
+	}
+	if u.Deactivated {
+		return matrix.InvalidParam("user is deactivated")
+	}
+	tok := secret.Token("syt_")
+	if err := s.store.CreatePuppetToken(r.Context(), userID, admin.UserID, tok, req.ValidUntilMS); err != nil {
+		return err
+	}
+	logFrom(r.Context(), s.log).Info("admin logged in as user", "admin", admin.UserID, "target", userID)
+	return writeJSON(w, http.StatusOK, map[string]string{"access_token": tok})
+}
+
+// POST /_synapse/admin/v1/users/{userId}/shadow_ban
+func (s *Server) postAdminShadowBan(w http.ResponseWriter, r *http.Request) error {
+	return s.setShadowBan(w, r, true)
+}
+
+// DELETE /_synapse/admin/v1/users/{userId}/shadow_ban
+func (s *Server) deleteAdminShadowBan(w http.ResponseWriter, r *http.Request) error {
+	return s.setShadowBan(w, r, false)
+}
+
+func (s *Server) setShadowBan(w http.ResponseWriter, r *http.Request, banned bool) error {
+	userID, err := s.localUserParam(r)
+	if err != nil {
+		return err
+	}
+	if err := s.store.SetShadowBanned(r.Context(), userID, banned); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// GET /_synapse/admin/v1/users/{userId}/override_ratelimit
+func (s *Server) getAdminRateLimit(w http.ResponseWriter, r *http.Request) error {
+	userID, err := s.localUserParam(r)
+	if err != nil {
+		return err
+	}
+	o, err := s.store.RateLimitOverride(r.Context(), userID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return writeJSON(w, http.StatusOK, struct{}{})
+	}
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]float64{"messages_per_second": o.MessagesPerSecond, "burst_count": o.BurstCount})
+}
+
+// POST /_synapse/admin/v1/users/{userId}/override_ratelimit
+func (s *Server) postAdminRateLimit(w http.ResponseWriter, r *http.Request) error {
+	userID, err := s.localUserParam(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		MessagesPerSecond *float64 `json:"messages_per_second"`
+		BurstCount        *float64 `json:"burst_count"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	o := storage.RateLimitOverride{}
+	if req.MessagesPerSecond != nil {
+		o.MessagesPerSecond = *req.MessagesPerSecond
+	}
+	if req.BurstCount != nil {
+		o.BurstCount = *req.BurstCount
+	}
+	if o.MessagesPerSecond < 0 || o.BurstCount < 0 {
+		return matrix.InvalidParam("messages_per_second and burst_count must be positive integers")
+	}
+	if _, err := s.store.UserByID(r.Context(), userID); err != nil {
+		return err
+	}
+	if err := s.store.SetRateLimitOverride(r.Context(), userID, o); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]float64{"messages_per_second": o.MessagesPerSecond, "burst_count": o.BurstCount})
+}
+
+// DELETE /_synapse/admin/v1/users/{userId}/override_ratelimit
+func (s *Server) deleteAdminRateLimit(w http.ResponseWriter, r *http.Request) error {
+	userID, err := s.localUserParam(r)
+	if err != nil {
+		return err
+	}
+	if err := s.store.DeleteRateLimitOverride(r.Context(), userID); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// GET /_synapse/admin/v1/username_available?username=
+func (s *Server) getAdminUsernameAvailable(w http.ResponseWriter, r *http.Request) error {
+	name := strings.ToLower(r.URL.Query().Get("username"))
+	if me := matrix.ValidateLocalpart(name, s.cfg.ServerName); me != nil {
+		return me
+	}
+	taken, err := s.store.LocalpartTaken(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	if taken {
+		return matrix.UserInUse("user ID already taken")
+	}
+	return writeJSON(w, http.StatusOK, map[string]bool{"available": true})
+}
+
+// adminDeviceJSON is a device in the admin API's shape.
+func adminDeviceJSON(d *storage.Device) map[string]any {
+	out := map[string]any{"device_id": d.DeviceID, "user_id": d.UserID, "display_name": nil,
+		"last_seen_ip": nil, "last_seen_ts": nil, "last_seen_user_agent": nil}
+	if d.DisplayName != "" {
+		out["display_name"] = d.DisplayName
+	}
+	if d.LastSeenTS > 0 {
+		out["last_seen_ts"], out["last_seen_ip"], out["last_seen_user_agent"] = d.LastSeenTS, d.LastSeenIP, d.LastSeenUserAgent
+	}
+	return out
+}
+
+// GET /_synapse/admin/v2/users/{userId}/devices
+func (s *Server) getAdminDevices(w http.ResponseWriter, r *http.Request) error {
+	userID, err := s.localUserParam(r)
+	if err != nil {
+		return err
+	}
+	if _, err := s.store.UserByID(r.Context(), userID); err != nil {
+		return err
+	}
+	devs, err := s.store.Devices(r.Context(), userID)
+	if err != nil {
+		return err
+	}
+	out := make([]map[string]any, 0, len(devs))
+	for _, d := range devs {
+		out = append(out, adminDeviceJSON(d))
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"devices": out, "total": len(out)})
+}
+
+// POST /_synapse/admin/v2/users/{userId}/devices
+func (s *Server) postAdminDevice(w http.ResponseWriter, r *http.Request) error {
+	userID, err := s.localUserParam(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		DeviceID string `json:"device_id"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.DeviceID == "" {
+		return matrix.MissingParam("missing device_id")
+	}
+	if _, err := s.store.UserByID(r.Context(), userID); err != nil {
+		return err
+	}
+	if err := s.store.CreateDevice(r.Context(), &storage.Device{UserID: userID, DeviceID: req.DeviceID}); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, struct{}{})
+}
+
+// GET /_synapse/admin/v2/users/{userId}/devices/{deviceId}
+func (s *Server) getAdminDevice(w http.ResponseWriter, r *http.Request) error {
+	userID, err := s.localUserParam(r)
+	if err != nil {
+		return err
+	}
+	deviceID, err := pathParam(r, "deviceId")
+	if err != nil {
+		return err
+	}
+	d, err := s.store.Device(r.Context(), userID, deviceID)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, adminDeviceJSON(d))
+}
+
+// PUT /_synapse/admin/v2/users/{userId}/devices/{deviceId}
+func (s *Server) putAdminDevice(w http.ResponseWriter, r *http.Request) error {
+	userID, err := s.localUserParam(r)
+	if err != nil {
+		return err
+	}
+	deviceID, err := pathParam(r, "deviceId")
+	if err != nil {
+		return err
+	}
+	var req struct {
+		DisplayName *string `json:"display_name"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.DisplayName != nil {
+		if err := s.store.SetDeviceDisplayName(r.Context(), userID, deviceID, *req.DisplayName); err != nil {
+			return err
+		}
+	} else if _, err := s.store.Device(r.Context(), userID, deviceID); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// DELETE /_synapse/admin/v2/users/{userId}/devices/{deviceId}
+func (s *Server) deleteAdminDevice(w http.ResponseWriter, r *http.Request) error {
+	userID, err := s.localUserParam(r)
+	if err != nil {
+		return err
+	}
+	deviceID, err := pathParam(r, "deviceId")
+	if err != nil {
+		return err
+	}
+	if err := s.store.DeleteDevices(r.Context(), userID, []string{deviceID}); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// POST /_synapse/admin/v2/users/{userId}/delete_devices
+func (s *Server) postAdminDeleteDevices(w http.ResponseWriter, r *http.Request) error {
+	userID, err := s.localUserParam(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Devices []string `json:"devices"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Devices == nil {
+		return matrix.MissingParam("missing devices")
+	}
+	if err := s.store.DeleteDevices(r.Context(), userID, req.Devices); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+func regTokenJSON(t *storage.RegistrationToken) map[string]any {
+	var uses, exp any
+	if t.UsesAllowed != nil {
+		uses = *t.UsesAllowed
+	}
+	if t.ExpiryTime != nil {
+		exp = *t.ExpiryTime
+	}
+	return map[string]any{"token": t.Token, "uses_allowed": uses, "pending": t.Pending, "completed": t.Completed, "expiry_time": exp}
+}
+
+// GET /_synapse/admin/v1/registration_tokens?valid=true|false
+func (s *Server) getAdminRegTokens(w http.ResponseWriter, r *http.Request) error {
+	toks, err := s.store.RegistrationTokens(r.Context())
+	if err != nil {
+		return err
+	}
+	filter := r.URL.Query().Get("valid")
+	want, err := queryBool(r, "valid", true)
+	if err != nil {
+		return err
+	}
+	out := []map[string]any{}
+	for _, t := range toks {
+		if filter != "" && t.Valid(s.now().UnixMilli()) != want {
+			continue
+		}
+		out = append(out, regTokenJSON(t))
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"registration_tokens": out})
+}
+
+// regTokenChars are the characters a registration token may contain
+// (spec: m.login.registration_token; Synapse's admin API).
+const regTokenChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-"
+
+// POST /_synapse/admin/v1/registration_tokens/new
+func (s *Server) postAdminRegTokenNew(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Token       *string `json:"token"`
+		UsesAllowed *int    `json:"uses_allowed"`
+		ExpiryTime  *int64  `json:"expiry_time"`
+		Length      *int    `json:"length"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	t := &storage.RegistrationToken{UsesAllowed: req.UsesAllowed, ExpiryTime: req.ExpiryTime}
+	if t.UsesAllowed != nil && *t.UsesAllowed < 0 {
+		return matrix.InvalidParam("uses_allowed must be a non-negative integer or null")
+	}
+	if t.ExpiryTime != nil && *t.ExpiryTime < s.now().UnixMilli() {
+		return matrix.InvalidParam("expiry_time must not be in the past")
+	}
+	if req.Token != nil {
+		if len(*req.Token) == 0 || len(*req.Token) > 64 || strings.Trim(*req.Token, regTokenChars) != "" {
+			return matrix.InvalidParam("token must consist of 1-64 characters from A-Z, a-z, 0-9, '.', '_', '~' and '-'")
+		}
+		t.Token = *req.Token
+	} else {
+		length := 16
+		if req.Length != nil {
+			length = *req.Length
+		}
+		if length < 1 || length > 64 {
+			return matrix.InvalidParam("length must be an integer between 1 and 64")
+		}
+		t.Token = secret.FromAlphabet(regTokenChars, length)
+	}
+	if err := s.store.CreateRegistrationToken(r.Context(), t); errors.Is(err, storage.ErrConflict) {
+		return matrix.InvalidParam("token already exists")
+	} else if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, regTokenJSON(t))
+}
+
+// GET /_synapse/admin/v1/registration_tokens/{token}
+func (s *Server) getAdminRegToken(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathParam(r, "token")
+	if err != nil {
+		return err
+	}
+	t, err := s.store.RegistrationTokenByID(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, regTokenJSON(t))
+}
+
+// PUT /_synapse/admin/v1/registration_tokens/{token}
+//
+// A field that is present and null clears the limit; an absent one is kept.
+func (s *Server) putAdminRegToken(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathParam(r, "token")
+	if err != nil {
+		return err
+	}
+	var req map[string]json.RawMessage
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	t, err := s.store.RegistrationTokenByID(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	if raw, ok := req["uses_allowed"]; ok {
+		t.UsesAllowed = nil
+		if string(raw) != "null" {
+			var n int
+			if json.Unmarshal(raw, &n) != nil || n < 0 {
+				return matrix.InvalidParam("uses_allowed must be a non-negative integer or null")
+			}
+			t.UsesAllowed = &n
+		}
+	}
+	if raw, ok := req["expiry_time"]; ok {
+		t.ExpiryTime = nil
+		if string(raw) != "null" {
+			var n int64
+			if json.Unmarshal(raw, &n) != nil || n < s.now().UnixMilli() {
+				return matrix.InvalidParam("expiry_time must be an integer not in the past, or null")
+			}
+			t.ExpiryTime = &n
+		}
+	}
+	if err := s.store.UpdateRegistrationToken(r.Context(), name, t.UsesAllowed, t.ExpiryTime); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, regTokenJSON(t))
+}
+
+// DELETE /_synapse/admin/v1/registration_tokens/{token}
+func (s *Server) deleteAdminRegToken(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathParam(r, "token")
+	if err != nil {
+		return err
+	}
+	if err := s.store.DeleteRegistrationToken(r.Context(), name); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// queryInt reads a non-required integer query parameter.
+func queryInt(r *http.Request, name string, def int) (int, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, matrix.InvalidParam("query parameter %s must be an integer", name)
+	}
+	return n, nil
+}
