@@ -20,9 +20,6 @@ import (
 	"hearth/server/storage"
 )
 
-// Version is the Hearth release, set at build time with -ldflags.
-var Version = "0.1.0-dev"
-
 // Options adjust a run beyond the config file.
 type Options struct {
 	// Listen overrides the address of the first listener serving the client
@@ -129,7 +126,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			}
 		}(b)
 	}
-	log.Info("hearth started", "version", Version, "server_name", cfg.ServerName, "database", st.Engine())
+	log.Info("hearth started", "version", server.Version, "server_name", cfg.ServerName, "database", st.Engine())
 	if o.Ready != nil {
 		o.Ready(servers[0].ln.Addr().String())
 	}

@@ -26,6 +26,7 @@ func (s *Server) routes() http.Handler {
 	r.Route("/_synapse/admin", func(r chi.Router) {
 		r.Get("/v1/register", s.api(s.getAdminRegisterNonce))
 		r.Post("/v1/register", s.api(s.postAdminRegister))
+		s.synapseAdminRoutes(r)
 	})
 
 	r.NotFound(s.api(unrecognized))

@@ -11,6 +11,7 @@ import (
 
 	"hearth/appliance"
 	"hearth/config"
+	"hearth/server"
 )
 
 func runServe(args []string) error {
@@ -54,6 +55,6 @@ func newLogger(cfg *config.Config) *slog.Logger {
 }
 
 func runVersion(args []string) error {
-	fmt.Println("hearth " + appliance.Version)
+	fmt.Println("hearth " + server.Version)
 	return nil
 }
