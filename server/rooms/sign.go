@@ -1,0 +1,319 @@
+package rooms
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json/jsontext"
+	"encoding/json/v2"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// SigningKey is a server's ed25519 signing key.
+type SigningKey struct {
+	ServerName string
+	KeyID      string // "ed25519:abcd"
+	Private    ed25519.PrivateKey
+}
+
+// SigningKeyFromSeed builds a signing key from a 32-byte ed25519 seed.
+func SigningKeyFromSeed(serverName, keyID string, seed []byte) (SigningKey, error) {
+	if len(seed) != ed25519.SeedSize {
+		return SigningKey{}, fmt.Errorf("ed25519 seed must be %d bytes, got %d", ed25519.SeedSize, len(seed))
+	}
+	return SigningKey{ServerName: serverName, KeyID: keyID, Private: ed25519.NewKeyFromSeed(seed)}, nil
+}
+
+// Public returns the public key in unpadded base64, as published in
+// /_matrix/key/v2/server.
+func (k SigningKey) Public() string {
+	return base64.RawStdEncoding.EncodeToString(k.Private.Public().(ed25519.PublicKey))
+}
+
+// SignJSON signs a JSON object with the spec's "Signing JSON" algorithm
+// (signatures and unsigned removed, canonical JSON, ed25519) and returns the
+// object with the signature added under signatures[server][keyID].
+func SignJSON(raw []byte, key SigningKey) (jsontext.Value, error) {
+	b, err := withoutKeys(raw, "signatures", "unsigned")
+	if err != nil {
+		return nil, err
+	}
+	c, err := canonicalBytes(nil, b)
+	if err != nil {
+		return nil, err
+	}
+	return addSignature(raw, key, ed25519.Sign(key.Private, c))
+}
+
+func addSignature(raw []byte, key SigningKey, sig []byte) (jsontext.Value, error) {
+	var obj map[string]jsontext.Value
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return nil, err
+	}
+	sigs := map[string]map[string]string{}
+	if s, ok := obj["signatures"]; ok {
+		if err := json.Unmarshal(s, &sigs); err != nil {
+			return nil, fmt.Errorf("%w: signatures: %w", ErrBadEvent, err)
+		}
+		if sigs == nil {
+			sigs = map[string]map[string]string{}
+		}
+	}
+	if sigs[key.ServerName] == nil {
+		sigs[key.ServerName] = map[string]string{}
+	}
+	sigs[key.ServerName][key.KeyID] = base64.RawStdEncoding.EncodeToString(sig)
+	enc, err := json.Marshal(sigs, json.Deterministic(true))
+	if err != nil {
+		return nil, err
+	}
+	obj["signatures"] = enc
+	return json.Marshal(obj, json.Deterministic(true))
+}
+
+// SignEvent signs the redacted form of a PDU (spec "Signing events") and
+// returns the PDU with the signature added. hashes must already be set.
+func SignEvent(rv *RoomVersion, raw []byte, key SigningKey) (jsontext.Value, error) {
+	in, err := signingInput(rv, raw)
+	if err != nil {
+		return nil, err
+	}
+	return addSignature(raw, key, ed25519.Sign(key.Private, in))
+}
+
+// KeyLookup returns a server's public ed25519 key for a key ID, and the
+// key's valid_until_ts in milliseconds (0 if unknown). minValidTS is the
+// event's origin_server_ts, a hint for which key version is needed.
+type KeyLookup func(serverName, keyID string, minValidTS int64) (ed25519.PublicKey, int64, error)
+
+// ErrSignature is wrapped by every signature verification failure.
+var ErrSignature = errors.New("signature check failed")
+
+// RequiredSignatureServers lists the servers whose signatures an event must
+// carry (server-server spec "Validating hashes and signatures on received
+// events"): the sender's server; for v1/v2 the server of the event ID; and
+// for v8+ joins authorised via join_authorised_via_users_server, that user's
+// server.
+func RequiredSignatureServers(e *Event) []string {
+	servers := []string{serverOf(e.Sender())}
+	add := func(s string) {
+		for _, x := range servers {
+			if x == s {
+				return
+			}
+		}
+		servers = append(servers, s)
+	}
+	if e.version.EventIDs == EventIDRandom {
+		add(serverOf(e.id))
+	}
+	if e.version.RestrictedJoins && e.Type() == TypeMember && e.Membership() == MembershipJoin {
+		if via := contentString(e.Content(), "join_authorised_via_users_server"); via != "" {
+			add(serverOf(via))
+		}
+	}
+	return servers
+}
+
+// VerifyServerSignature checks that the event carries at least one valid
+// ed25519 signature from serverName over its redacted form. For v5+ the key
+// must be valid at the event's origin_server_ts.
+func VerifyServerSignature(e *Event, serverName string, keys KeyLookup) error {
+	sigs := e.f.Signatures[serverName]
+	if len(sigs) == 0 {
+		return fmt.Errorf("%w: no signature from %s", ErrSignature, serverName)
+	}
+	in, err := signingInput(e.version, e.raw)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for keyID, sig := range sigs {
+		if !strings.HasPrefix(keyID, "ed25519:") {
+			continue
+		}
+		pub, validUntil, err := keys(serverName, keyID, e.f.OriginServerTS)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("key %s of %s: %w", keyID, serverName, err))
+			continue
+		}
+		if e.version.EnforceKeyValidity && validUntil < e.f.OriginServerTS {
+			errs = append(errs, fmt.Errorf("key %s of %s expired at %d, before the event (%d)", keyID, serverName, validUntil, e.f.OriginServerTS))
+			continue
+		}
+		raw, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(sig, "="))
+		if err != nil || len(pub) != ed25519.PublicKeySize {
+			errs = append(errs, fmt.Errorf("key %s of %s: undecodable signature or key", keyID, serverName))
+			continue
+		}
+		if ed25519.Verify(pub, in, raw) {
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("key %s of %s: bad signature", keyID, serverName))
+	}
+	return fmt.Errorf("%w: no valid signature from %s: %w", ErrSignature, serverName, errors.Join(errs...))
+}
+
+// VerifySignatures checks the signatures of every required server.
+func VerifySignatures(e *Event, keys KeyLookup) error {
+	for _, s := range RequiredSignatureServers(e) {
+		if err := VerifyServerSignature(e, s, keys); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CheckReceived performs steps 2–3 of "Checks performed on receipt of a PDU"
+// on a parsed event: signatures must verify (else the event is dropped with
+// an error); if the content hash does not match, the redacted event is
+// returned in its place, as the spec requires.
+func CheckReceived(e *Event, keys KeyLookup) (*Event, error) {
+	if err := VerifySignatures(e, keys); err != nil {
+		return nil, err
+	}
+	if e.VerifyContentHash() {
+		return e, nil
+	}
+	return RedactEvent(e)
+}
+
+// EventTemplate is everything a local event needs before hashing and signing.
+type EventTemplate struct {
+	RoomID   string // ignored for a v12 m.room.create (its room ID is derived)
+	Type     string
+	StateKey *string
+	Sender   string
+	Content  any // marshalled to a JSON object; jsontext.Value is used as is
+	// Redacts is the target of an m.room.redaction; placed at the top level
+	// before v11 and into content from v11.
+	Redacts        string
+	PrevEvents     []string
+	AuthEvents     []string
+	Depth          int64
+	OriginServerTS int64
+	// RefHashes supplies, for v1/v2 rooms only, the unpadded base64
+	// reference hash of every event named in PrevEvents and AuthEvents.
+	RefHashes map[string]string
+}
+
+// BuildEvent creates a local event: fills hashes.sha256, signs the redacted
+// form with key and derives the event ID for the room version.
+func BuildEvent(rv *RoomVersion, t EventTemplate, key SigningKey) (*Event, error) {
+	content, err := marshalContent(t.Content)
+	if err != nil {
+		return nil, err
+	}
+	if t.Redacts != "" && rv.RedactsInContent {
+		var c map[string]jsontext.Value
+		if err := json.Unmarshal(content, &c); err != nil {
+			return nil, err
+		}
+		c["redacts"], _ = json.Marshal(t.Redacts)
+		if content, err = json.Marshal(c, json.Deterministic(true)); err != nil {
+			return nil, err
+		}
+	}
+	obj := map[string]any{
+		"type":             t.Type,
+		"sender":           t.Sender,
+		"content":          content,
+		"depth":            t.Depth,
+		"origin_server_ts": t.OriginServerTS,
+	}
+	if t.StateKey != nil {
+		obj["state_key"] = *t.StateKey
+	}
+	if t.Redacts != "" && !rv.RedactsInContent {
+		obj["redacts"] = t.Redacts
+	}
+	isV12Create := rv.RoomIDFromCreateEvent && t.Type == TypeCreate && t.StateKey != nil && *t.StateKey == ""
+	if !isV12Create {
+		if t.RoomID == "" {
+			return nil, errors.New("rooms: BuildEvent needs a room ID")
+		}
+		obj["room_id"] = t.RoomID
+	}
+	if rv.EventIDs == EventIDRandom {
+		ref := func(ids []string) ([]any, error) {
+			out := make([]any, 0, len(ids))
+			for _, id := range ids {
+				h, ok := t.RefHashes[id]
+				if !ok {
+					return nil, fmt.Errorf("rooms: no reference hash for %s", id)
+				}
+				out = append(out, []any{id, map[string]string{"sha256": h}})
+			}
+			return out, nil
+		}
+		if obj["prev_events"], err = ref(t.PrevEvents); err != nil {
+			return nil, err
+		}
+		if obj["auth_events"], err = ref(t.AuthEvents); err != nil {
+			return nil, err
+		}
+		obj["event_id"] = "$" + randomString(18) + ":" + key.ServerName
+	} else {
+		obj["prev_events"] = nonNil(t.PrevEvents)
+		obj["auth_events"] = nonNil(t.AuthEvents)
+	}
+	raw, err := json.Marshal(obj, json.Deterministic(true))
+	if err != nil {
+		return nil, err
+	}
+	h, err := ContentHash(raw)
+	if err != nil {
+		return nil, err
+	}
+	obj["hashes"] = map[string]string{"sha256": base64.RawStdEncoding.EncodeToString(h[:])}
+	if raw, err = json.Marshal(obj, json.Deterministic(true)); err != nil {
+		return nil, err
+	}
+	if raw, err = SignEvent(rv, raw, key); err != nil {
+		return nil, err
+	}
+	return ParseEvent(rv, raw)
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func marshalContent(c any) (jsontext.Value, error) {
+	var raw jsontext.Value
+	switch v := c.(type) {
+	case nil:
+		return jsontext.Value("{}"), nil
+	case jsontext.Value:
+		raw = v
+	case []byte:
+		raw = v
+	default:
+		var err error
+		if raw, err = json.Marshal(v, json.Deterministic(true)); err != nil {
+			return nil, err
+		}
+	}
+	if raw.Kind() != '{' {
+		return nil, errors.New("rooms: content must be a JSON object")
+	}
+	return raw, nil
+}
+
+const idAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+func randomString(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	for i := range b {
+		b[i] = idAlphabet[int(b[i])%len(idAlphabet)]
+	}
+	return string(b)
+}
