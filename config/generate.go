@@ -1,0 +1,274 @@
+package config
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/template"
+)
+
+// GenerateOptions describes a new homeserver.yaml.
+type GenerateOptions struct {
+	ServerName string
+	// ConfigPath is the file to create; it must not exist yet.
+	ConfigPath string
+	// DataDir holds the database, media store and signing key. Empty means
+	// the config file's directory.
+	DataDir     string
+	ReportStats bool
+}
+
+// Generated lists the files Generate wrote.
+type Generated struct {
+	ConfigPath, SigningKeyPath, DataDir string
+}
+
+// Generate writes a commented homeserver.yaml that documents every key, with
+// a fresh registration_shared_secret, and a new signing key in Synapse's
+// format. It never overwrites: an existing config or key file is an error,
+// because replacing either would lock out accounts or break federation.
+// Both files are written with mode 0600: they hold secrets.
+func Generate(o GenerateOptions) (Generated, error) {
+	if o.ServerName == "" {
+		return Generated{}, errors.New("server_name: --server-name is required (the domain in your users' IDs, e.g. example.org)")
+	}
+	if !serverNameRe.MatchString(o.ServerName) {
+		return Generated{}, fmt.Errorf("server_name: %q is not a valid server name (hostname or IP with optional :port)", o.ServerName)
+	}
+	if o.ConfigPath == "" {
+		return Generated{}, errors.New("--config-path is required")
+	}
+	cfgPath, err := filepath.Abs(o.ConfigPath)
+	if err != nil {
+		return Generated{}, err
+	}
+	cfgDir := filepath.Dir(cfgPath)
+	dataDir := cfgDir
+	if o.DataDir != "" {
+		if dataDir, err = filepath.Abs(o.DataDir); err != nil {
+			return Generated{}, err
+		}
+	}
+	keyPath := filepath.Join(dataDir, o.ServerName+".signing.key")
+	for _, p := range []string{cfgPath, keyPath} {
+		if _, err := os.Stat(p); err == nil {
+			return Generated{}, fmt.Errorf("%s already exists; not overwriting it (move it away first to generate a new one)", p)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return Generated{}, err
+		}
+	}
+
+	key, err := NewSigningKey()
+	if err != nil {
+		return Generated{}, fmt.Errorf("signing key: %w", err)
+	}
+	text, err := renderConfig(o, cfgDir, dataDir, keyPath)
+	if err != nil {
+		return Generated{}, err
+	}
+	if err := os.MkdirAll(cfgDir, 0o755); err != nil {
+		return Generated{}, fmt.Errorf("config directory: %w", err)
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return Generated{}, fmt.Errorf("data directory: %w", err)
+	}
+	// The key first: a config pointing at a missing key is worse than a
+	// stray key with no config.
+	if err := writeNew(keyPath, key.Encode()); err != nil {
+		return Generated{}, fmt.Errorf("signing_key_path: %w", err)
+	}
+	if err := writeNew(cfgPath, text); err != nil {
+		os.Remove(keyPath)
+		return Generated{}, err
+	}
+	return Generated{ConfigPath: cfgPath, SigningKeyPath: keyPath, DataDir: dataDir}, nil
+}
+
+// writeNew creates path with mode 0600, failing if it exists (O_EXCL closes
+// the race between the check above and the write).
+func writeNew(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	return f.Close()
+}
+
+// NewSharedSecret returns a random registration_shared_secret: 256 bits,
+// URL-safe base64, so it needs no quoting care in YAML or shells.
+func NewSharedSecret() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// renderConfig fills the template. Paths inside the config's directory are
+// written relative to it, so the whole directory can be moved; others are
+// written absolute.
+func renderConfig(o GenerateOptions, cfgDir, dataDir, keyPath string) ([]byte, error) {
+	secret, err := NewSharedSecret()
+	if err != nil {
+		return nil, err
+	}
+	rel := func(p string) string {
+		if r, err := filepath.Rel(cfgDir, p); err == nil && r != ".." && !strings.HasPrefix(r, ".."+string(filepath.Separator)) {
+			return r
+		}
+		return p
+	}
+	var d Config
+	d.Defaults()
+	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+	data := map[string]any{
+		"ServerName":   strconv.Quote(o.ServerName),
+		"ReportStats":  o.ReportStats,
+		"Secret":       strconv.Quote(secret),
+		"Database":     strconv.Quote(rel(filepath.Join(dataDir, "homeserver.db"))),
+		"SigningKey":   strconv.Quote(rel(keyPath)),
+		"MediaStore":   strconv.Quote(rel(filepath.Join(dataDir, "media_store"))),
+		"BcryptRounds": d.BcryptRounds,
+		"LoginAddr":    [2]string{f(d.RCLogin.Address.PerSecond), f(d.RCLogin.Address.BurstCount)},
+		"LoginAcct":    [2]string{f(d.RCLogin.Account.PerSecond), f(d.RCLogin.Account.BurstCount)},
+		"LoginFailed":  [2]string{f(d.RCLogin.FailedAttempts.PerSecond), f(d.RCLogin.FailedAttempts.BurstCount)},
+		"Registration": [2]string{f(d.RCRegistration.PerSecond), f(d.RCRegistration.BurstCount)},
+	}
+	var b bytes.Buffer
+	if err := configTemplate.Execute(&b, data); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// configTemplate is the generated homeserver.yaml. Every key of Config
+// appears here, set or as a commented example; TestGenerateDocumentsEveryKey
+// keeps it that way.
+var configTemplate = template.Must(template.New("homeserver.yaml").Parse(`# Hearth homeserver configuration.
+#
+# Key names follow Synapse's where the meaning is the same, so Synapse's
+# documentation mostly applies. Relative paths are resolved against the
+# directory of this file. Sizes may be written as 50M, 1G, 512K or bytes;
+# durations as 30s, 5m, 2h, 7d, 1w, 1y or milliseconds.
+#
+# This file holds secrets (registration_shared_secret, database passwords):
+# keep it readable by the server's user only.
+
+# The domain in your users' IDs (@alice:example.org). It cannot be changed
+# once users exist.
+server_name: {{.ServerName}}
+
+# The URL clients use to reach this server, when it differs from
+# https://<server_name>/ (for example behind a reverse proxy on another host).
+#public_baseurl: https://matrix.example.org/
+
+# Whether to report anonymous usage statistics. Hearth does not send any
+# yet; the key is kept for Synapse compatibility.
+report_stats: {{.ReportStats}}
+
+# One of debug, info, warn, error.
+log_level: info
+
+# Where to accept HTTP connections. Each listener has a port, the addresses
+# to bind, a type (http or metrics), whether it terminates TLS itself,
+# whether to trust X-Forwarded-For from a reverse proxy, and the resources
+# it serves (client, federation, media, metrics, ...).
+listeners:
+  - port: 8008
+    bind_addresses: ['::1', '127.0.0.1']
+    type: http
+    tls: false
+    x_forwarded: true
+    resources:
+      - names: [client, federation]
+        compress: false
+
+# The database. sqlite3 needs nothing else and suits small servers; for
+# PostgreSQL use Synapse's name psycopg2 with its args:
+#
+#database:
+#  name: psycopg2
+#  args:
+#    user: hearth
+#    password: secret
+#    database: hearth
+#    host: localhost
+#    port: 5432
+#    cp_min: 5
+#    cp_max: 10
+#    # dsn: postgres://hearth:secret@localhost:5432/hearth  (wins over the fields above)
+database:
+  name: sqlite3
+  args:
+    database: {{.Database}}
+
+# The server's ed25519 signing key, in Synapse's file format (a key can be
+# moved between Synapse and Hearth). Losing it breaks federation.
+signing_key_path: {{.SigningKey}}
+
+# Anyone who knows this secret can create accounts, admins included, with
+# "hearth register-user" or Synapse's register_new_matrix_user. Treat it like
+# a root password; remove the line to turn shared-secret registration off.
+registration_shared_secret: {{.Secret}}
+
+# Open registration through the client API. Turning it on without a token
+# or other verification requires enable_registration_without_verification.
+enable_registration: false
+enable_registration_without_verification: false
+# Require a registration token (created by an admin) to register.
+registration_requires_token: false
+# Whether guests may register and read rooms that allow guests.
+allow_guest_access: false
+
+# Uploaded media, and the largest upload accepted.
+media_store_path: {{.MediaStore}}
+max_upload_size: 50M
+
+# Password login. Set enabled: false when users sign in another way; the
+# policy applies to new passwords.
+password_config:
+  enabled: true
+  policy:
+    enabled: false
+    minimum_length: 0
+
+# bcrypt cost for new password hashes (4-31; each step doubles the work).
+bcrypt_rounds: {{.BcryptRounds}}
+
+# Access tokens for clients that support refresh tokens expire after
+# refreshable_access_token_lifetime; refresh tokens after
+# refresh_token_lifetime. Unset means they do not expire.
+#refreshable_access_token_lifetime: 5m
+#refresh_token_lifetime: 30d
+
+# Rate limits: a bucket of burst_count requests refilled at per_second.
+rc_login:
+  address:
+    per_second: {{index .LoginAddr 0}}
+    burst_count: {{index .LoginAddr 1}}
+  account:
+    per_second: {{index .LoginAcct 0}}
+    burst_count: {{index .LoginAcct 1}}
+  failed_attempts:
+    per_second: {{index .LoginFailed 0}}
+    burst_count: {{index .LoginFailed 1}}
+rc_registration:
+  per_second: {{index .Registration 0}}
+  burst_count: {{index .Registration 1}}
+
+# Extra keys merged into /.well-known/matrix/client, for example:
+#extra_well_known_client_content:
+#  org.example.custom: {"url": "https://example.org/"}
+`))
