@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
@@ -30,6 +31,11 @@ var ErrConflict = errors.New("storage: already exists")
 type Store struct {
 	read, write *sql.DB
 	d           dialect
+	// persistMu orders event writes: stream positions become visible in
+	// the order they were assigned, so a /sync reader that has seen
+	// position N has seen everything below it (PostgreSQL would otherwise
+	// commit concurrent transactions out of order).
+	persistMu sync.Mutex
 }
 
 // Options selects the engine.

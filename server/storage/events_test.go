@@ -1,0 +1,99 @@
+package storage_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"hearth/server/storage"
+	"hearth/server/storage/storagetest"
+)
+
+func strp(s string) *string { return &s }
+
+func TestEventsAndStateGroups(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		ctx := context.Background()
+		room := "!r:hs"
+		if err := st.CreateRoom(ctx, &storage.Room{RoomID: room, RoomVersion: "12", Creator: "@a:hs"}); err != nil {
+			t.Fatal(err)
+		}
+		prev, group := []string{}, int64(0)
+		persist := func(id, typ string, sk *string, membership string) *storage.NewEvent {
+			t.Helper()
+			ne := &storage.NewEvent{Event: storage.Event{EventID: id, RoomID: room, Type: typ, StateKey: sk, Sender: "@a:hs",
+				Depth: int64(len(prev) + 1), JSON: []byte(`{}`), Membership: membership},
+				PrevEvents: prev, StateBefore: group, UpdateCurrentState: true}
+			if _, err := st.PersistEvent(ctx, ne); err != nil {
+				t.Fatalf("persist %s: %v", id, err)
+			}
+			prev, group = []string{id}, ne.StateGroup
+			return ne
+		}
+		persist("$create", "m.room.create", strp(""), "")
+		persist("$join", "m.room.member", strp("@a:hs"), "join")
+		msg := persist("$msg", "m.room.message", nil, "")
+		if msg.StateGroup == 0 || msg.StateGroup != group {
+			t.Fatal("message event did not keep its parent's state group")
+		}
+		// 100 members: more than one delta chain's worth, so a snapshot is cut.
+		for i := 0; i < 100; i++ {
+			persist(fmt.Sprintf("$m%d", i), "m.room.member", strp(fmt.Sprintf("@u%d:hs", i)), "join")
+		}
+		persist("$topic", "m.room.topic", strp(""), "")
+		state, err := st.StateGroup(ctx, group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(state) != 103 || state[storage.StateKey{Type: "m.room.member", StateKey: "@u42:hs"}] != "$m42" {
+			t.Fatalf("state has %d entries", len(state))
+		}
+		// State at an earlier event is unchanged by later ones.
+		early, _ := st.StateGroup(ctx, msg.StateGroup)
+		if len(early) != 2 {
+			t.Fatalf("state at $msg has %d entries, want 2", len(early))
+		}
+		cur, _ := st.CurrentState(ctx, room)
+		if len(cur) != len(state) {
+			t.Fatalf("current state %d != %d", len(cur), len(state))
+		}
+		ext, _ := st.ForwardExtremities(ctx, room)
+		if len(ext) != 1 || ext[0].EventID != "$topic" {
+			t.Fatalf("extremities %+v", ext)
+		}
+		if m, _ := st.Membership(ctx, room, "@u7:hs"); m != "join" {
+			t.Fatalf("membership %q", m)
+		}
+		rooms, _ := st.RoomsOfUser(ctx, "@u7:hs", "join")
+		if len(rooms) != 1 || rooms[0].RoomID != room {
+			t.Fatalf("rooms of user %+v", rooms)
+		}
+		// Idempotent transaction IDs.
+		ne := &storage.NewEvent{Event: storage.Event{EventID: "$t1", RoomID: room, Type: "m.room.message", Sender: "@a:hs", JSON: []byte(`{}`),
+			SenderDevice: "D", TxnID: "txn1"}, PrevEvents: prev, StateBefore: group}
+		if _, err := st.PersistEvent(ctx, ne); err != nil {
+			t.Fatal(err)
+		}
+		if id, err := st.EventIDByTxn(ctx, "@a:hs", "D", "txn1"); err != nil || id != "$t1" {
+			t.Fatalf("txn lookup %q %v", id, err)
+		}
+		dup := &storage.NewEvent{Event: storage.Event{EventID: "$t2", RoomID: room, Type: "m.room.message", Sender: "@a:hs", JSON: []byte(`{}`),
+			SenderDevice: "D", TxnID: "txn1"}, PrevEvents: []string{"$t1"}, StateBefore: group}
+		if _, err := st.PersistEvent(ctx, dup); !errors.Is(err, storage.ErrConflict) {
+			t.Fatalf("duplicate txn: %v", err)
+		}
+		if _, err := st.EventByID(ctx, "$t2"); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatal("a refused event was half-stored")
+		}
+		evs, err := st.RoomEvents(ctx, room, 0, 1<<62, 1000, false)
+		if err != nil || len(evs) != 105 {
+			t.Fatalf("room events %d %v", len(evs), err)
+		}
+		for i := 1; i < len(evs); i++ {
+			if evs[i].StreamPos <= evs[i-1].StreamPos {
+				t.Fatal("stream order not increasing")
+			}
+		}
+	})
+}
