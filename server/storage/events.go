@@ -19,6 +19,7 @@ type Event struct {
 	OriginServerTS int64
 	JSON           []byte
 	Membership     string
+	ReplacesState  string // event ID of the state event this one replaced
 	StateGroup     int64
 	Rejected       bool
 	Outlier        bool
@@ -33,7 +34,7 @@ type Event struct {
 func (e *Event) IsState() bool { return e.StateKey != nil }
 
 const eventColumns = `stream_ordering, event_id, room_id, type, state_key, sender, depth, origin_server_ts, json,
-	COALESCE(membership, ''), COALESCE(state_group, 0), rejected, outlier, COALESCE(redacted_by, ''),
+	COALESCE(membership, ''), COALESCE(replaces_state, ''), COALESCE(state_group, 0), rejected, outlier, COALESCE(redacted_by, ''),
 	COALESCE(relates_to, ''), COALESCE(rel_type, ''), COALESCE(sender_device, ''), COALESCE(txn_id, '')`
 
 func scanEvent(row interface{ Scan(...any) error }) (*Event, error) {
@@ -42,7 +43,7 @@ func scanEvent(row interface{ Scan(...any) error }) (*Event, error) {
 	var js string
 	var rejected, outlier int
 	err := row.Scan(&e.StreamPos, &e.EventID, &e.RoomID, &e.Type, &sk, &e.Sender, &e.Depth, &e.OriginServerTS, &js,
-		&e.Membership, &e.StateGroup, &rejected, &outlier, &e.RedactedBy, &e.RelatesTo, &e.RelType, &e.SenderDevice, &e.TxnID)
+		&e.Membership, &e.ReplacesState, &e.StateGroup, &rejected, &outlier, &e.RedactedBy, &e.RelatesTo, &e.RelType, &e.SenderDevice, &e.TxnID)
 	if err != nil {
 		return nil, err
 	}
@@ -150,10 +151,10 @@ func (s *Store) PersistEvent(ctx context.Context, ne *NewEvent) (int64, error) {
 	defer s.persistMu.Unlock()
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		err := tx.QueryRowContext(ctx, `INSERT INTO events (event_id, room_id, type, state_key, sender, depth, origin_server_ts, json,
-			membership, rejected, outlier, relates_to, rel_type, sender_device, txn_id)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING stream_ordering`,
+			membership, replaces_state, rejected, outlier, relates_to, rel_type, sender_device, txn_id)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING stream_ordering`,
 			e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS, string(e.JSON),
-			nullStr(e.Membership), boolInt(e.Rejected), boolInt(e.Outlier), nullStr(e.RelatesTo), nullStr(e.RelType),
+			nullStr(e.Membership), nullStr(e.ReplacesState), boolInt(e.Rejected), boolInt(e.Outlier), nullStr(e.RelatesTo), nullStr(e.RelType),
 			nullStr(e.SenderDevice), nullStr(e.TxnID)).Scan(&e.StreamPos)
 		if isUnique(err) {
 			return ErrConflict

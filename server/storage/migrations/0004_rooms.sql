@@ -44,6 +44,7 @@ CREATE TABLE events (
     origin_server_ts BIGINT NOT NULL,
     json             TEXT NOT NULL,            -- the PDU; replaced by its redacted form once redacted
     membership       TEXT,                     -- content.membership of m.room.member events
+    replaces_state   TEXT,                     -- the state event this one replaced (unsigned.prev_content)
     state_group      BIGINT,                   -- state after this event
     rejected         INTEGER NOT NULL DEFAULT 0,
     outlier          INTEGER NOT NULL DEFAULT 0,
