@@ -1,0 +1,118 @@
+package cache
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestLRUEvictsLeastRecentlyUsed(t *testing.T) {
+	r := NewRegistry()
+	c := NewLRU[string, int](r, "t", "test", 2)
+	c.Add("a", 1)
+	c.Add("b", 2)
+	c.Get("a") // a is now the most recent
+	c.Add("c", 3)
+	if _, ok := c.Get("b"); ok {
+		t.Fatal("b should have been evicted")
+	}
+	if v, ok := c.Get("a"); !ok || v != 1 {
+		t.Fatalf("a: %v %v", v, ok)
+	}
+	st := r.Stats()[0]
+	if st.Size != 2 || st.Capacity != 2 || st.Evictions != 1 || st.Hits != 2 || st.Misses != 1 {
+		t.Fatalf("stats: %+v", st)
+	}
+	if hr := st.HitRate(); hr < 0.66 || hr > 0.67 {
+		t.Fatalf("hit rate %v", hr)
+	}
+}
+
+func TestFactorsResize(t *testing.T) {
+	r := NewRegistry()
+	if err := r.SetFactor("later", 3); err != nil { // before the cache exists
+		t.Fatal(err)
+	}
+	a := NewLRU[int, int](r, "a", "", 100)
+	b := NewLRU[int, int](r, "later", "", 10)
+	for i := range 100 {
+		a.Add(i, i)
+	}
+	if got := r.Stats()[1].Capacity; got != 30 {
+		t.Fatalf("per-cache factor at registration: capacity %d, want 30", got)
+	}
+	if err := r.SetGlobalFactor(0.5); err != nil {
+		t.Fatal(err)
+	}
+	if a.Len() != 50 {
+		t.Fatalf("after global 0.5: %d entries, want 50", a.Len())
+	}
+	if st := r.Stats()[1]; st.Capacity != 15 || st.Factor != 3 {
+		t.Fatalf("later: %+v", st)
+	}
+	if err := r.SetFactor("a", 0.01); err != nil {
+		t.Fatal(err)
+	}
+	if a.Len() != 1 {
+		t.Fatalf("capacity never drops below 1: got %d", a.Len())
+	}
+	for _, bad := range []float64{0, -1, 1e6} {
+		if r.SetGlobalFactor(bad) == nil {
+			t.Errorf("factor %v accepted", bad)
+		}
+	}
+	_ = b
+}
+
+func TestGetOrLoadSkipsStaleStore(t *testing.T) {
+	r := NewRegistry()
+	c := NewLRU[string, string](r, "t", "", 10)
+	v, err := c.GetOrLoad("k", func() (string, error) {
+		c.Remove("k") // a writer invalidated while we were loading
+		return "stale", nil
+	})
+	if err != nil || v != "stale" {
+		t.Fatal(v, err)
+	}
+	if _, ok := c.Get("k"); ok {
+		t.Fatal("a value loaded across an invalidation was cached")
+	}
+	if _, err := c.GetOrLoad("e", func() (string, error) { return "", errors.New("boom") }); err == nil {
+		t.Fatal("error lost")
+	}
+	if c.Len() != 0 {
+		t.Fatal("error result cached")
+	}
+	c.GetOrLoad("k", func() (string, error) { return "fresh", nil })
+	if v, ok := c.Get("k"); !ok || v != "fresh" {
+		t.Fatal("fresh value not cached")
+	}
+	c.RemoveFunc(func(k, v string) bool { return v == "fresh" })
+	if c.Len() != 0 {
+		t.Fatal("RemoveFunc")
+	}
+}
+
+func TestDuplicateNamePanics(t *testing.T) {
+	r := NewRegistry()
+	NewLRU[int, int](r, "x", "", 1)
+	defer func() {
+		if recover() == nil {
+			t.Fatal("no panic")
+		}
+	}()
+	NewLRU[int, int](r, "x", "", 1)
+}
+
+func TestPresets(t *testing.T) {
+	for _, id := range []string{"pi-1g", "vps-2g", "default"} {
+		if _, ok := PresetByID(id); !ok {
+			t.Errorf("preset %s missing", id)
+		}
+	}
+	limit, gc := CurrentRuntime()
+	defer ApplyRuntime(limit, gc)
+	ApplyRuntime(300<<20, 70)
+	if l, g := CurrentRuntime(); l != 300<<20 || g != 70 {
+		t.Fatalf("runtime: %d %d", l, g)
+	}
+}

@@ -1,0 +1,86 @@
+package cache
+
+import (
+	"math"
+	"runtime/debug"
+)
+
+// Tuning is the memory side of the configuration: cache factors and the Go
+// runtime's memory limit and GC target. It is applied at start and again
+// whenever the dashboard changes it.
+type Tuning struct {
+	GlobalFactor    float64
+	PerCacheFactors map[string]float64
+	// MemoryLimit is the Go runtime's soft memory limit in bytes
+	// (debug.SetMemoryLimit); 0 means no limit.
+	MemoryLimit int64
+	// GCPercent is the GC target (debug.SetGCPercent); 0 means the default 100.
+	GCPercent int
+}
+
+// Preset is a named Tuning for a kind of machine.
+type Preset struct {
+	ID, Name, Description string
+	Tuning                Tuning
+}
+
+// Presets are starting points for common machines. The memory limit sits
+// well under the machine's RAM because the database (and, for SQLite, the
+// page cache) needs room too.
+var Presets = []Preset{
+	{ID: "pi-1g", Name: "Raspberry Pi 1 GB", Description: "Caches at a quarter, GC more often, 400 MiB soft limit.",
+		Tuning: Tuning{GlobalFactor: 0.25, MemoryLimit: 400 << 20, GCPercent: 50}},
+	{ID: "vps-2g", Name: "Small VPS 2 GB", Description: "Caches at half, default GC, 1 GiB soft limit.",
+		Tuning: Tuning{GlobalFactor: 0.5, MemoryLimit: 1 << 30, GCPercent: 100}},
+	{ID: "default", Name: "Default", Description: "Caches at their base size, default GC, no memory limit.",
+		Tuning: Tuning{GlobalFactor: 1, MemoryLimit: 0, GCPercent: 100}},
+}
+
+// PresetByID finds a preset.
+func PresetByID(id string) (Preset, bool) {
+	for _, p := range Presets {
+		if p.ID == id {
+			return p, true
+		}
+	}
+	return Preset{}, false
+}
+
+// ApplyRuntime sets the Go memory limit and GC target process-wide.
+func ApplyRuntime(memoryLimit int64, gcPercent int) {
+	if memoryLimit <= 0 {
+		memoryLimit = math.MaxInt64 // the runtime's "no limit"
+	}
+	debug.SetMemoryLimit(memoryLimit)
+	if gcPercent == 0 {
+		gcPercent = 100
+	}
+	debug.SetGCPercent(gcPercent)
+}
+
+// CurrentRuntime reads back the memory limit (0: none) and GC target.
+func CurrentRuntime() (memoryLimit int64, gcPercent int) {
+	memoryLimit = debug.SetMemoryLimit(-1) // a negative value only reads
+	if memoryLimit == math.MaxInt64 {
+		memoryLimit = 0
+	}
+	gcPercent = debug.SetGCPercent(-1)
+	debug.SetGCPercent(gcPercent) // SetGCPercent has no read-only form
+	return memoryLimit, gcPercent
+}
+
+// Apply sets the cache factors on r and the runtime settings on the process.
+func (t Tuning) Apply(r *Registry) error {
+	if t.GlobalFactor > 0 {
+		if err := r.SetGlobalFactor(t.GlobalFactor); err != nil {
+			return err
+		}
+	}
+	for name, f := range t.PerCacheFactors {
+		if err := r.SetFactor(name, f); err != nil {
+			return err
+		}
+	}
+	ApplyRuntime(t.MemoryLimit, t.GCPercent)
+	return nil
+}
