@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"hearth/server/cache"
+
 	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
 	_ "modernc.org/sqlite"             // registers "sqlite"
 )
@@ -36,6 +38,9 @@ type Store struct {
 	// position N has seen everything below it (PostgreSQL would otherwise
 	// commit concurrent transactions out of order).
 	persistMu sync.Mutex
+
+	cacheRegistry *cache.Registry
+	c             caches // caches.go
 }
 
 // Options selects the engine.
@@ -44,6 +49,8 @@ type Options struct {
 	Postgres   string
 	SQLitePath string
 	MaxConns   int
+	// Caches is where the Store registers its caches; nil: a registry of its own.
+	Caches *cache.Registry
 }
 
 // Open connects and applies pending migrations.
@@ -91,6 +98,11 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		read.SetMaxOpenConns(4)
 		s = &Store{read: read, write: write, d: sqliteDialect}
 	}
+	s.cacheRegistry = o.Caches
+	if s.cacheRegistry == nil {
+		s.cacheRegistry = cache.NewRegistry()
+	}
+	s.c = newCaches(s.cacheRegistry)
 	if err := s.write.PingContext(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("storage: connect to %s: %w", s.d.Name, err)

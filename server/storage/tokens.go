@@ -43,6 +43,9 @@ type NewLogin struct {
 
 // CreateLogin creates or reuses the device and issues its tokens atomically.
 func (s *Store) CreateLogin(ctx context.Context, l NewLogin) error {
+	if l.ReplaceDevice {
+		defer s.tokensRevoked(l.UserID, l.DeviceID)
+	}
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		if err := upsertDevice(ctx, tx, &Device{UserID: l.UserID, DeviceID: l.DeviceID, DisplayName: l.DeviceDisplayName,
 			LastSeenIP: l.IP, LastSeenUserAgent: l.UserAgent}); err != nil {
@@ -76,8 +79,22 @@ func insertTokens(ctx context.Context, tx *sql.Tx, l NewLogin) error {
 	return nil
 }
 
-// SessionByToken resolves an access token.
+// SessionByToken resolves an access token, through the access_tokens cache.
 func (s *Store) SessionByToken(ctx context.Context, token string) (*Session, error) {
+	se, err := s.c.sessions.GetOrLoad(HashToken(token), func() (Session, error) {
+		se, err := s.sessionByToken(ctx, token)
+		if err != nil {
+			return Session{}, err
+		}
+		return *se, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &se, nil
+}
+
+func (s *Store) sessionByToken(ctx context.Context, token string) (*Session, error) {
 	se := &Session{}
 	var exp sql.NullInt64
 	var puppet sql.NullString
@@ -93,6 +110,7 @@ func (s *Store) SessionByToken(ctx context.Context, token string) (*Session, err
 // DeleteAccessToken revokes one access token and the refresh token issued
 // with it (logout).
 func (s *Store) DeleteAccessToken(ctx context.Context, tokenID int64) error {
+	defer s.c.sessions.RemoveFunc(func(_ string, se Session) bool { return se.TokenID == tokenID })
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE id IN (SELECT refresh_token_id FROM access_tokens WHERE id = $1)`, tokenID); err != nil {
 			return fmt.Errorf("storage: revoke refresh token: %w", err)
@@ -136,6 +154,9 @@ func (s *Store) RefreshSession(ctx context.Context, oldRefresh string, next NewL
 		next.UserID, next.DeviceID = userID, deviceID
 		return insertTokens(ctx, tx, next)
 	})
+	if userID != "" {
+		s.tokensRevoked(userID, deviceID)
+	}
 	return userID, deviceID, err
 }
 
@@ -143,6 +164,7 @@ func (s *Store) RefreshSession(ctx context.Context, oldRefresh string, next NewL
 // device's (password change with logout_devices keeps the caller's).
 // When deleteDevices is set the devices go too.
 func (s *Store) DeleteUserTokens(ctx context.Context, userID, keepDevice string, deleteDevices bool) error {
+	defer s.tokensRevoked(userID) // the kept device's session is simply reloaded
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		tables := []string{"access_tokens", "refresh_tokens"}
 		if deleteDevices {

@@ -44,6 +44,7 @@ func (s *Store) CreateUser(ctx context.Context, u *User) error {
 	if u.CreatedTS == 0 {
 		u.CreatedTS = nowMS()
 	}
+	defer s.userChanged(u.UserID)
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO users (user_id, localpart, password_hash, is_admin, is_guest, user_type,
 			displayname, avatar_url, created_ts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
@@ -59,8 +60,23 @@ func (s *Store) CreateUser(ctx context.Context, u *User) error {
 	})
 }
 
-// UserByID returns the account, deactivated or not.
+// UserByID returns the account, deactivated or not, through the users cache.
+// The caller gets its own copy.
 func (s *Store) UserByID(ctx context.Context, userID string) (*User, error) {
+	u, err := s.c.users.GetOrLoad(userID, func() (User, error) {
+		u, err := s.userByID(ctx, userID)
+		if err != nil {
+			return User{}, err
+		}
+		return *u, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &u, nil
+}
+
+func (s *Store) userByID(ctx context.Context, userID string) (*User, error) {
 	u, err := scanUser(s.read.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE user_id = $1`, userID))
 	if err != nil {
 		return nil, notFound(err, "user "+userID)
@@ -119,7 +135,9 @@ func (s *Store) Reactivate(ctx context.Context, userID string) error {
 	return s.updateUser(ctx, userID, `UPDATE users SET deactivated = 0, erased = 0 WHERE user_id = $1`, userID)
 }
 
+// updateUser runs one UPDATE of users and drops the cached row.
 func (s *Store) updateUser(ctx context.Context, userID, query string, args ...any) error {
+	defer s.userChanged(userID)
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, query, args...)
 		if err != nil {
@@ -136,6 +154,8 @@ func (s *Store) updateUser(ctx context.Context, userID, query string, args ...an
 // deletes every device and token in one transaction, so a crash never leaves
 // a deactivated account that can still sign in. erase also clears the profile.
 func (s *Store) DeactivateUser(ctx context.Context, userID string, erase bool) error {
+	defer s.userChanged(userID)
+	defer s.tokensRevoked(userID)
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		q := `UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = $1`
 		if erase {

@@ -1,0 +1,60 @@
+package storage
+
+import "hearth/server/cache"
+
+// Base sizes at cache factor 1. A session entry is ~200 bytes and a user
+// ~300, so at factor 1 both together stay under 10 MB.
+const (
+	tokenCacheBase = 20_000
+	userCacheBase  = 20_000
+)
+
+// caches are the Store's read-through caches. Every write that can change
+// what they hold invalidates them after its transaction (see userChanged and
+// tokensRevoked); the LRU's generation check keeps a read that raced the
+// write from putting the old row back.
+type caches struct {
+	// sessions maps HashToken(access token) to its session: every
+	// authenticated request looks its token up.
+	sessions *cache.LRU[string, Session]
+	// users maps a user ID to the account row, read by auth on every
+	// request to check deactivation, lock and admin flags.
+	users *cache.LRU[string, User]
+}
+
+func newCaches(r *cache.Registry) caches {
+	return caches{
+		sessions: cache.NewLRU[string, Session](r, "access_tokens", "access token → session, read on every authenticated request", tokenCacheBase),
+		users:    cache.NewLRU[string, User](r, "users", "user ID → account row (admin, deactivated, locked flags)", userCacheBase),
+	}
+}
+
+// Caches is the registry the Store's caches are registered in; the process
+// registers its other caches there too, so the dashboard sees them all.
+func (s *Store) Caches() *cache.Registry { return s.cacheRegistry }
+
+// userChanged drops a user's cached row. Every UPDATE of users goes through
+// updateUser or DeactivateUser, which call it; a new writer of the users
+// table must call it too.
+func (s *Store) userChanged(userID string) { s.c.users.Remove(userID) }
+
+// tokensRevoked drops every cached session of the user (of the listed
+// devices only, when any are given). Revocation is rare, so being broader
+// than the exact tokens deleted costs one database read per dropped token
+// and keeps every path obviously correct.
+func (s *Store) tokensRevoked(userID string, deviceIDs ...string) {
+	s.c.sessions.RemoveFunc(func(_ string, se Session) bool {
+		if se.UserID != userID {
+			return false
+		}
+		if len(deviceIDs) == 0 {
+			return true
+		}
+		for _, d := range deviceIDs {
+			if se.DeviceID == d {
+				return true
+			}
+		}
+		return false
+	})
+}
