@@ -716,4 +716,3 @@ func TestAccountRegistrationDisabled(t *testing.T) {
 		acctDo(t, b, "POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password", "user": "alice", "password": acctPW}).want(t, 400, "M_UNKNOWN")
 	})
 }
-
