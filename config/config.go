@@ -59,6 +59,11 @@ type Config struct {
 	// ExtraWellKnownClientContent is merged into /.well-known/matrix/client.
 	ExtraWellKnownClientContent map[string]any `yaml:"extra_well_known_client_content"`
 
+	// Admin dashboard, cache sizes and Go memory tuning (dashboard.go).
+	AdminDashboard AdminDashboard `yaml:"admin_dashboard"`
+	Caches         Caches         `yaml:"caches"`
+	Memory         Memory         `yaml:"memory"`
+
 	// path is where the file was read from; relative paths in the file are
 	// resolved against its directory.
 	path string
@@ -239,6 +244,7 @@ func (c *Config) Defaults() {
 	if c.RCRegistration == (RateLimit{}) {
 		c.RCRegistration = RateLimit{PerSecond: 0.17, BurstCount: 3}
 	}
+	c.dashboardDefaults()
 }
 
 // PasswordLoginEnabled reports whether m.login.password is offered.
@@ -363,6 +369,7 @@ func (c *Config) Validate() error {
 			bad(name, "per_second and burst_count must not be negative")
 		}
 	}
+	c.validateDashboard(bad)
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errors.Join(errs...)
 }
