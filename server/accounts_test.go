@@ -231,6 +231,12 @@ func TestAccountRegisterLoginWhoami(t *testing.T) {
 		if inh.status != 200 || inh.body["user_id"] != "@quiet:hearth.test" || inh.body["access_token"] != nil {
 			t.Fatalf("inhibit_login: %d %v", inh.status, inh.body)
 		}
+		// refresh_token and device_id on registration.
+		rr := acctDo(t, b, "POST", "/_matrix/client/v3/register", "", map[string]any{"username": "fresh", "password": acctPW,
+			"device_id": "MYDEVICE", "refresh_token": true, "auth": map[string]any{"type": "m.login.dummy"}})
+		if rr.status != 200 || rr.body["device_id"] != "MYDEVICE" || rr.body["refresh_token"] == nil || rr.body["expires_in_ms"] != float64(300_000) {
+			t.Fatalf("register with refresh_token: %d %v", rr.status, rr.body)
+		}
 		// /register/available
 		if _, err := acctClient(t, b, "").RegisterAvailable(ctx, "newname"); err != nil {
 			t.Fatalf("available: %v", err)
@@ -708,6 +714,8 @@ func TestAccountRegistrationDisabled(t *testing.T) {
 			c.PasswordConfig.Enabled = &no
 		})
 		acctDo(t, b, "POST", "/_matrix/client/v3/register", "", map[string]any{"username": "alice", "password": acctPW}).want(t, 403, "M_FORBIDDEN")
+		acctDo(t, b, "GET", "/_matrix/client/v3/register/available?username=alice", "", nil).want(t, 403, "M_FORBIDDEN")
+		acctDo(t, b, "GET", "/_matrix/client/v1/register/m.login.registration_token/validity?token=x", "", nil).want(t, 403, "M_FORBIDDEN")
 		// With password acctLogin off, /login offers nothing and refuses it.
 		flows := acctDo(t, b, "GET", "/_matrix/client/v3/login", "", nil)
 		if f, _ := flows.body["flows"].([]any); flows.status != 200 || len(f) != 0 {

@@ -177,6 +177,9 @@ func (s *Server) createAccount(r *http.Request, localpart, passwordHash string) 
 
 // GET /_matrix/client/v3/register/available
 func (s *Server) getRegisterAvailable(w http.ResponseWriter, r *http.Request) error {
+	if !s.cfg.EnableRegistration {
+		return matrix.Forbidden("Registration has been disabled")
+	}
 	name := r.URL.Query().Get("username")
 	if name == "" {
 		return matrix.MissingParam("username is required")
