@@ -271,4 +271,30 @@ rc_registration:
 # Extra keys merged into /.well-known/matrix/client, for example:
 #extra_well_known_client_content:
 #  org.example.custom: {"url": "https://example.org/"}
+
+# The built-in admin dashboard, for server admins. By default it is served
+# at /_hearth/admin/ on the client listener. Give it a port to move it to a
+# listener of its own (bound to localhost unless bind_addresses says
+# otherwise); set x_forwarded when a TLS-terminating proxy sits in front.
+admin_dashboard:
+  enabled: true
+  #port: 8009
+  #bind_addresses: ['127.0.0.1', '::1']
+  #x_forwarded: false
+  session_lifetime: 12h
+
+# Cache sizes, as in Synapse: every cache's base size is multiplied by
+# global_factor and by its own entry in per_cache_factors. Lower them on
+# small machines; the dashboard's Caches page shows hit rates and can
+# change these live (it writes them back here).
+caches:
+  global_factor: 1.0
+  per_cache_factors: {}
+
+# Go runtime memory tuning. limit is a soft memory limit (e.g. 400M on a
+# 1 GB machine; 0: none); gc_percent is the GC target (100 is Go's
+# default; lower holds less garbage at more CPU).
+memory:
+  limit: 0
+  gc_percent: 100
 `))
