@@ -679,6 +679,7 @@ func TestAccountErrors(t *testing.T) {
 			{"unknown endpoint", "GET", "/_matrix/client/v3/no/such/endpoint", "", nil, 404, "M_UNRECOGNIZED"},
 			{"unknown device", "GET", "/_matrix/client/v3/devices/NOPE", reg.AccessToken, nil, 404, "M_NOT_FOUND"},
 			{"delete unknown device", "DELETE", "/_matrix/client/v3/devices/NOPE", reg.AccessToken, nil, 404, "M_NOT_FOUND"},
+			{"password change without new_password", "POST", "/_matrix/client/v3/account/password", reg.AccessToken, map[string]any{}, 400, "M_MISSING_PARAM"},
 			{"validity without token", "GET", "/_matrix/client/v1/register/m.login.registration_token/validity", "", nil, 400, "M_MISSING_PARAM"},
 		}
 		for _, tc := range tests {

@@ -45,10 +45,14 @@ func (s *Server) postPassword(w http.ResponseWriter, r *http.Request) error {
 	if err := unmarshalFields(fields, &req); err != nil {
 		return err
 	}
-	if req.NewPassword != nil {
+	switch {
+	case req.NewPassword != nil:
 		if err := s.checkPasswordPolicy(*req.NewPassword); err != nil {
 			return err
 		}
+	case !hasUIASession(fields):
+		// Nothing can be bound to a session yet: the password must be here.
+		return matrix.MissingParam("new_password is required")
 	}
 	spec := uiaSpec{flows: passwordFlows, secretField: "new_password"}
 	if caller != nil {

@@ -72,7 +72,9 @@ func (s *Server) postRegister(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 
-	se, body, err := s.uia(w, r, fields, uiaSpec{flows: s.registrationFlows(), secretField: "password"})
+	spec := uiaSpec{flows: s.registrationFlows(), secretField: "password",
+		beforeHash: func() error { return s.limits.registration.take("hash|" + ip) }}
+	se, body, err := s.uia(w, r, fields, spec)
 	if err != nil || se == nil {
 		return err
 	}

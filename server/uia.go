@@ -80,6 +80,10 @@ type uiaSpec struct {
 	// secretField names the body field holding a new password, bound by
 	// its bcrypt hash rather than kept.
 	secretField string
+	// beforeHash, when set, runs before that hash is computed; /register
+	// rate-limits there, as bcrypt is deliberately costly and the endpoint
+	// is open to anyone.
+	beforeHash func() error
 }
 
 // uiaOp names the operation a request performs; the r0 alias counts as v3.
@@ -127,8 +131,8 @@ func (s *Server) uia(w http.ResponseWriter, r *http.Request, fields map[string]j
 		}
 		switch se.BodyMAC {
 		case "":
-			if err := s.bindUIABody(se, body, mac, spec.secretField); err != nil {
-				return nil, nil, err
+			if err := s.bindUIABody(se, body, mac, spec); err != nil {
+				return nil, nil, withRetryAfter(w, err)
 			}
 		case mac:
 		default:
@@ -275,7 +279,8 @@ func canonicalJSON(v any) ([]byte, error) {
 
 // bindUIABody ties the session to body; a secret field is kept only as its
 // bcrypt hash.
-func (s *Server) bindUIABody(se *uiaSession, body map[string]json.RawMessage, mac, secretField string) error {
+func (s *Server) bindUIABody(se *uiaSession, body map[string]json.RawMessage, mac string, spec uiaSpec) error {
+	secretField := spec.secretField
 	kept := make(map[string]json.RawMessage, len(body))
 	for k, v := range body {
 		kept[k] = v
@@ -288,6 +293,11 @@ func (s *Server) bindUIABody(se *uiaSession, body map[string]json.RawMessage, ma
 		}
 		if err := s.checkPasswordPolicy(pw); err != nil {
 			return err
+		}
+		if spec.beforeHash != nil {
+			if err := spec.beforeHash(); err != nil {
+				return err
+			}
 		}
 		h, err := s.hashPassword(pw)
 		if err != nil {
