@@ -1,0 +1,56 @@
+# Hearth's build. mautrix's federation packages need encoding/json/v2.
+export GOEXPERIMENT=jsonv2
+
+GO      ?= go
+BIN     := bin
+# VERSION comes from the nearest git tag; untagged builds keep the
+# version compiled into server.Version.
+VERSION ?= $(shell git describe --tags --dirty 2>/dev/null)
+LDFLAGS := -s -w $(if $(VERSION),-X hearth/server.Version=$(VERSION))
+PKGS    := ./...
+
+.PHONY: all run build test bench cross clean
+
+all: build
+
+# run: build, write homeserver.yaml + data/ on first use (registration
+# closed; create users with bin/hearth register-user -c homeserver.yaml),
+# then serve on localhost:8008.
+run: build
+	@if [ ! -f homeserver.yaml ]; then \
+		$(BIN)/hearth generate-config --server-name localhost:8008 --config-path homeserver.yaml --data-dir data; \
+	fi
+	$(BIN)/hearth serve --config-path homeserver.yaml
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hearth ./cmd/hearth
+
+# test: formatting, vet, generated templ code up to date, then every test.
+# PostgreSQL runs too when HEARTH_TEST_POSTGRES is set (see README).
+test:
+	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt -l lists files to format:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	@if [ -n "$$(find . -name '*.templ' -not -path './.git/*' | head -1)" ]; then \
+		echo "checking generated templ code"; \
+		$(GO) run github.com/a-h/templ/cmd/templ@$$($(GO) list -m -f '{{.Version}}' github.com/a-h/templ) generate -path . && \
+		changed="$$(git status --porcelain -- '*_templ.go')"; \
+		if [ -n "$$changed" ]; then echo "templ generate changed files; commit them:"; echo "$$changed"; exit 1; fi; \
+	fi
+	$(GO) test -timeout 20m $(PKGS)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 20m $(PKGS)
+
+# cross: static binaries (CGO_ENABLED=0; SQLite is pure Go) for the usual
+# server and single-board targets.
+cross:
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hearth-linux-amd64 ./cmd/hearth
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hearth-linux-arm64 ./cmd/hearth
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hearth-linux-armv7 ./cmd/hearth
+
+# clean removes build output only: homeserver.yaml and data/ hold the
+# server's keys and accounts and are never deleted by make.
+clean:
+	rm -rf $(BIN) coverage.out
