@@ -45,7 +45,9 @@ func pl(sender string, override map[string]any) func(rv *RoomVersion) candidate 
 	}
 }
 
-func fixed(c candidate) func(*RoomVersion) candidate { return func(*RoomVersion) candidate { return c } }
+func fixed(c candidate) func(*RoomVersion) candidate {
+	return func(*RoomVersion) candidate { return c }
+}
 
 func usersWith(rv *RoomVersion, kv ...any) map[string]any {
 	u := map[string]any{mod: 50}

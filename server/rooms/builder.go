@@ -23,6 +23,9 @@ type RoomBuilder struct {
 	Depth int64
 	// Now returns origin_server_ts in milliseconds; time.Now if nil.
 	Now func() int64
+	// Sink, if set, is called with every event the builder accepts (for
+	// example to persist it).
+	Sink func(*Event)
 
 	refHashes map[string]string
 }
@@ -124,4 +127,7 @@ func (b *RoomBuilder) Accept(e *Event) {
 	b.Extremities = []string{e.ID()}
 	b.Depth = max(b.Depth, e.Depth())
 	b.rememberRef(e)
+	if b.Sink != nil {
+		b.Sink(e)
+	}
 }

@@ -101,9 +101,18 @@ func basePL(rv *RoomVersion, override map[string]any) map[string]any {
 // is set to joinRule.
 func baseRoom(t testing.TB, ver, joinRule string) *RoomBuilder {
 	t.Helper()
+	return baseRoomInto(t, ver, joinRule, nil)
+}
+
+// baseRoomInto is baseRoom recording every event into m (if not nil).
+func baseRoomInto(t testing.TB, ver, joinRule string, m EventMap) *RoomBuilder {
+	t.Helper()
 	rv := MustVersion(ver)
 	b := NewRoomBuilder(rv, roomIDFor(rv), testKey(t, "example.org"))
 	b.Now = clock()
+	if m != nil {
+		b.Sink = func(e *Event) { m.Add(e) }
+	}
 	create := map[string]any{"room_version": ver}
 	if rv.CreatorInContent {
 		create["creator"] = alice

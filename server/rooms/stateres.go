@@ -13,6 +13,15 @@ import (
 // StateMap is room state as event IDs keyed by (type, state_key).
 type StateMap map[StateKey]string
 
+// IDs returns the state as event IDs.
+func (s StateEvents) IDs() StateMap {
+	m := make(StateMap, len(s))
+	for k, e := range s {
+		m[k] = e.ID()
+	}
+	return m
+}
+
 // EventProvider supplies events by ID for state resolution: every event of
 // the state sets and of their auth chains must be available. Rejected
 // events are returned with Rejected set.
