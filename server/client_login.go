@@ -69,12 +69,6 @@ func (p *passwordAuth) identify() (string, *matrix.Error) {
 	return p.User, nil
 }
 
-// user is identify without the error, for callers that default the user.
-func (p *passwordAuth) user() string {
-	u, _ := p.identify()
-	return u
-}
-
 // qualifyUser turns a localpart or a user ID of this server into the
 // canonical, lower-cased user ID (Synapse matches logins case-insensitively).
 func (s *Server) qualifyUser(u string) (string, *matrix.Error) {

@@ -393,9 +393,13 @@ func (s *Server) uiaPasswordStage(r *http.Request, se *uiaSession, spec uiaSpec,
 	if err := unmarshalFields(auth, &req); err != nil {
 		return nil, err
 	}
+	name, ferr := req.identify()
+	if ferr != nil {
+		return ferr, nil
+	}
 	userID := spec.user
-	if req.user() != "" {
-		id, err := s.qualifyUser(req.user())
+	if name != "" {
+		id, err := s.qualifyUser(name)
 		if err != nil {
 			return err, nil
 		}
