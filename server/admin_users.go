@@ -63,10 +63,6 @@ func (s *Server) getAdminServerVersion(w http.ResponseWriter, r *http.Request) e
 	return writeJSON(w, http.StatusOK, map[string]string{"server_version": "Hearth " + Version})
 }
 
-// errNoSelfDemotion keeps the last admin from locking everyone out by
-// accident (Synapse answers the same 400).
-var errNoSelfDemotion = &matrix.Error{Code: "M_UNKNOWN", Msg: "you may not demote yourself", Status: http.StatusBadRequest}
-
 // adminUserJSON is the user object of Synapse's admin API. Synapse's list
 // gives creation_ts in milliseconds but its single-user query in seconds
 // (its table stores seconds); tools read each as Synapse sends it, so
@@ -118,14 +114,9 @@ func (s *Server) localUserParam(r *http.Request) (string, error) {
 	return userID, nil
 }
 
-// lastSeen is the latest last_seen_ts over the user's devices.
-func (s *Server) lastSeen(r *http.Request, userID string) (int64, error) {
-	devs, err := s.store.Devices(r.Context(), userID)
-	var last int64
-	for _, d := range devs {
-		last = max(last, d.LastSeenTS)
-	}
-	return last, err
+// apiActor is the admin calling the Synapse admin API, for the audit log.
+func (s *Server) apiActor(r *http.Request) Actor {
+	return Actor{UserID: deviceFrom(r.Context()).UserID, IP: clientIP(r, s.xForwarded(r)), Via: "api"}
 }
 
 // GET /_synapse/admin/v2/users and /v3/users
@@ -175,17 +166,13 @@ func (s *Server) getAdminUsers(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return matrix.InvalidParam("unknown direction: %s", q.Get("dir"))
 	}
-	users, total, err := s.store.ListUsers(r.Context(), f)
+	users, total, err := s.ListUsers(r.Context(), f)
 	if err != nil {
 		return err
 	}
 	out := make([]map[string]any, 0, len(users))
 	for _, u := range users {
-		ls, err := s.lastSeen(r, u.UserID)
-		if err != nil {
-			return err
-		}
-		out = append(out, adminUserJSON(u, ls, true))
+		out = append(out, adminUserJSON(&u.User, u.LastSeenTS, true))
 	}
 	body := map[string]any{"users": out, "total": total}
 	if f.From+len(users) < total {
@@ -200,18 +187,11 @@ func (s *Server) getAdminUser(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	u, err := s.store.UserByID(r.Context(), userID)
-	if errors.Is(err, storage.ErrNotFound) {
-		return matrix.NotFound("user not found")
-	}
+	u, err := s.User(r.Context(), userID)
 	if err != nil {
 		return err
 	}
-	ls, err := s.lastSeen(r, userID)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, adminUserJSON(u, ls, false))
+	return writeJSON(w, http.StatusOK, adminUserJSON(&u.User, u.LastSeenTS, false))
 }
 
 // PUT /_synapse/admin/v2/users/{userId}
@@ -236,109 +216,22 @@ func (s *Server) putAdminUser(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	if req.UserType != nil && *req.UserType != "" && *req.UserType != "support" && *req.UserType != "bot" {
-		return matrix.InvalidParam("invalid user type %q", *req.UserType)
+	created, err := s.UpsertUser(r.Context(), s.apiActor(r), userID, UserChanges{
+		Password: req.Password, LogoutDevices: req.LogoutDevices, DisplayName: req.DisplayName, AvatarURL: req.AvatarURL,
+		Admin: req.Admin, Deactivated: req.Deactivated, Locked: req.Locked, UserType: req.UserType,
+	})
+	if err != nil {
+		return err
 	}
-	ctx := r.Context()
 	status := http.StatusOK
-	u, err := s.store.UserByID(ctx, userID)
-	switch {
-	case errors.Is(err, storage.ErrNotFound):
-		localpart, _, _ := matrix.SplitUserID(userID)
-		if me := matrix.ValidateLocalpart(localpart, s.cfg.ServerName); me != nil {
-			return me
-		}
-		nu := &storage.User{UserID: userID, Localpart: localpart, IsAdmin: req.Admin != nil && *req.Admin}
-		if req.Password != nil {
-			if nu.PasswordHash, err = secret.HashPassword(*req.Password, s.cfg.BcryptRounds); err != nil {
-				return err
-			}
-		}
-		if req.DisplayName != nil {
-			nu.DisplayName = *req.DisplayName
-		} else {
-			nu.DisplayName = localpart
-		}
-		if req.AvatarURL != nil {
-			nu.AvatarURL = *req.AvatarURL
-		}
-		if req.UserType != nil {
-			nu.UserType = *req.UserType
-		}
-		if err := s.store.CreateUser(ctx, nu); err != nil {
-			return err
-		}
-		if req.Locked != nil && *req.Locked {
-			if err := s.store.SetLocked(ctx, userID, true); err != nil {
-				return err
-			}
-		}
-		if req.Deactivated != nil && *req.Deactivated {
-			if err := s.store.DeactivateUser(ctx, userID, false); err != nil {
-				return err
-			}
-		}
+	if created {
 		status = http.StatusCreated
-	case err != nil:
-		return err
-	default:
-		me := deviceFrom(ctx)
-		if req.Admin != nil && !*req.Admin && userID == me.UserID {
-			return errNoSelfDemotion
-		}
-		if req.Deactivated != nil && *req.Deactivated && !u.Deactivated {
-			if err := s.store.DeactivateUser(ctx, userID, false); err != nil {
-				return err
-			}
-		}
-		if req.Deactivated != nil && !*req.Deactivated && u.Deactivated {
-			if req.Password == nil && u.PasswordHash == "" {
-				return matrix.InvalidParam("must provide a password to re-activate an account")
-			}
-			if err := s.store.Reactivate(ctx, userID); err != nil {
-				return err
-			}
-		}
-		if req.Password != nil {
-			hash, err := secret.HashPassword(*req.Password, s.cfg.BcryptRounds)
-			if err != nil {
-				return err
-			}
-			if err := s.store.SetPasswordHash(ctx, userID, hash); err != nil {
-				return err
-			}
-			if req.LogoutDevices == nil || *req.LogoutDevices {
-				if err := s.store.DeleteUserTokens(ctx, userID, "", false); err != nil {
-					return err
-				}
-			}
-		}
-		for _, set := range []struct {
-			present bool
-			apply   func() error
-		}{
-			{req.DisplayName != nil, func() error { return s.store.SetDisplayName(ctx, userID, *req.DisplayName) }},
-			{req.AvatarURL != nil, func() error { return s.store.SetAvatarURL(ctx, userID, *req.AvatarURL) }},
-			{req.Admin != nil, func() error { return s.store.SetAdmin(ctx, userID, *req.Admin) }},
-			{req.Locked != nil, func() error { return s.store.SetLocked(ctx, userID, *req.Locked) }},
-			{req.UserType != nil, func() error { return s.store.SetUserType(ctx, userID, *req.UserType) }},
-		} {
-			if set.present {
-				if err := set.apply(); err != nil {
-					return err
-				}
-			}
-		}
 	}
-	u, err = s.store.UserByID(ctx, userID)
+	u, err := s.User(r.Context(), userID)
 	if err != nil {
 		return err
 	}
-	ls, err := s.lastSeen(r, userID)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, status, adminUserJSON(u, ls, false))
+	return writeJSON(w, status, adminUserJSON(&u.User, u.LastSeenTS, false))
 }
 
 // POST /_synapse/admin/v1/deactivate/{userId}
@@ -353,9 +246,7 @@ func (s *Server) postAdminDeactivate(w http.ResponseWriter, r *http.Request) err
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	if err := s.store.DeactivateUser(r.Context(), userID, req.Erase); errors.Is(err, storage.ErrNotFound) {
-		return matrix.NotFound("user not found")
-	} else if err != nil {
+	if err := s.DeactivateUser(r.Context(), s.apiActor(r), userID, req.Erase); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, map[string]string{"id_server_unbind_result": "success"})
@@ -377,19 +268,8 @@ func (s *Server) postAdminResetPassword(w http.ResponseWriter, r *http.Request) 
 	if req.NewPassword == nil {
 		return matrix.MissingParam("missing new_password")
 	}
-	hash, err := secret.HashPassword(*req.NewPassword, s.cfg.BcryptRounds)
-	if err != nil {
+	if err := s.ResetPassword(r.Context(), s.apiActor(r), userID, *req.NewPassword, req.LogoutDevices == nil || *req.LogoutDevices); err != nil {
 		return err
-	}
-	if err := s.store.SetPasswordHash(r.Context(), userID, hash); errors.Is(err, storage.ErrNotFound) {
-		return matrix.NotFound("user not found")
-	} else if err != nil {
-		return err
-	}
-	if req.LogoutDevices == nil || *req.LogoutDevices {
-		if err := s.store.DeleteUserTokens(r.Context(), userID, "", false); err != nil {
-			return err
-		}
 	}
 	return writeJSON(w, http.StatusOK, struct{}{})
 }
@@ -422,10 +302,7 @@ func (s *Server) putAdminUserAdmin(w http.ResponseWriter, r *http.Request) error
 	if req.Admin == nil {
 		return matrix.MissingParam("missing key: admin")
 	}
-	if userID == deviceFrom(r.Context()).UserID && !*req.Admin {
-		return errNoSelfDemotion
-	}
-	if err := s.store.SetAdmin(r.Context(), userID, *req.Admin); err != nil {
+	if err := s.SetUserAdmin(r.Context(), s.apiActor(r), userID, *req.Admin); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, struct{}{})
@@ -696,7 +573,7 @@ func (s *Server) deleteAdminDevice(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	if err := s.store.DeleteDevices(r.Context(), userID, []string{deviceID}); err != nil {
+	if err := s.DeleteUserDevices(r.Context(), s.apiActor(r), userID, []string{deviceID}); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, struct{}{})
@@ -717,7 +594,7 @@ func (s *Server) postAdminDeleteDevices(w http.ResponseWriter, r *http.Request) 
 	if req.Devices == nil {
 		return matrix.MissingParam("missing devices")
 	}
-	if err := s.store.DeleteDevices(r.Context(), userID, req.Devices); err != nil {
+	if err := s.DeleteUserDevices(r.Context(), s.apiActor(r), userID, req.Devices); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, struct{}{})
@@ -736,28 +613,24 @@ func regTokenJSON(t *storage.RegistrationToken) map[string]any {
 
 // GET /_synapse/admin/v1/registration_tokens?valid=true|false
 func (s *Server) getAdminRegTokens(w http.ResponseWriter, r *http.Request) error {
-	toks, err := s.store.RegistrationTokens(r.Context())
-	if err != nil {
-		return err
+	var valid *bool
+	if r.URL.Query().Get("valid") != "" {
+		want, err := queryBool(r, "valid", true)
+		if err != nil {
+			return err
+		}
+		valid = &want
 	}
-	filter := r.URL.Query().Get("valid")
-	want, err := queryBool(r, "valid", true)
+	toks, err := s.RegTokens(r.Context(), valid)
 	if err != nil {
 		return err
 	}
 	out := []map[string]any{}
 	for _, t := range toks {
-		if filter != "" && t.Valid(s.now().UnixMilli()) != want {
-			continue
-		}
 		out = append(out, regTokenJSON(t))
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"registration_tokens": out})
 }
-
-// regTokenChars are the characters a registration token may contain
-// (spec: m.login.registration_token; Synapse's admin API).
-const regTokenChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-"
 
 // POST /_synapse/admin/v1/registration_tokens/new
 func (s *Server) postAdminRegTokenNew(w http.ResponseWriter, r *http.Request) error {
@@ -770,31 +643,9 @@ func (s *Server) postAdminRegTokenNew(w http.ResponseWriter, r *http.Request) er
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	t := &storage.RegistrationToken{UsesAllowed: req.UsesAllowed, ExpiryTime: req.ExpiryTime}
-	if t.UsesAllowed != nil && *t.UsesAllowed < 0 {
-		return matrix.InvalidParam("uses_allowed must be a non-negative integer or null")
-	}
-	if t.ExpiryTime != nil && *t.ExpiryTime < s.now().UnixMilli() {
-		return matrix.InvalidParam("expiry_time must not be in the past")
-	}
-	if req.Token != nil {
-		if len(*req.Token) == 0 || len(*req.Token) > 64 || strings.Trim(*req.Token, regTokenChars) != "" {
-			return matrix.InvalidParam("token must consist of 1-64 characters from A-Z, a-z, 0-9, '.', '_', '~' and '-'")
-		}
-		t.Token = *req.Token
-	} else {
-		length := 16
-		if req.Length != nil {
-			length = *req.Length
-		}
-		if length < 1 || length > 64 {
-			return matrix.InvalidParam("length must be an integer between 1 and 64")
-		}
-		t.Token = secret.FromAlphabet(regTokenChars, length)
-	}
-	if err := s.store.CreateRegistrationToken(r.Context(), t); errors.Is(err, storage.ErrConflict) {
-		return matrix.InvalidParam("token already exists")
-	} else if err != nil {
+	t, err := s.CreateRegToken(r.Context(), s.apiActor(r), NewRegToken{Token: req.Token, UsesAllowed: req.UsesAllowed,
+		ExpiryTime: req.ExpiryTime, Length: req.Length})
+	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, regTokenJSON(t))
@@ -861,7 +712,7 @@ func (s *Server) deleteAdminRegToken(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	if err := s.store.DeleteRegistrationToken(r.Context(), name); err != nil {
+	if err := s.DeleteRegToken(r.Context(), s.apiActor(r), name); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, struct{}{})
