@@ -627,8 +627,11 @@ func TestAccountRateLimits(t *testing.T) {
 			for i := 0; i < 2; i++ {
 				acctDo(t, b, "POST", "/_matrix/client/v3/login", "", loginBody("fay", "wrong")).want(t, 403, "M_FORBIDDEN")
 			}
-			// Now even the right password waits.
+			// Now even the right password waits, at /login and at a UIA
+			// password stage alike.
 			wantLimited(t, acctDo(t, b, "POST", "/_matrix/client/v3/login", "", loginBody("fay", acctPW)))
+			wantLimited(t, acctUIA(t, b, "POST", "/_matrix/client/v3/account/password", "", map[string]any{"new_password": "another long one"},
+				func(s string) map[string]any { return acctPasswordAuth("fay", acctPW, s) }))
 		})
 		t.Run("registration", func(t *testing.T) {
 			b := servertest.Start(t, e, func(c *config.Config) { c.RCRegistration = slow })
