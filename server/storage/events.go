@@ -33,9 +33,16 @@ type Event struct {
 // IsState reports whether the event has a state key.
 func (e *Event) IsState() bool { return e.StateKey != nil }
 
-const eventColumns = `stream_ordering, event_id, room_id, type, state_key, sender, depth, origin_server_ts, json,
-	COALESCE(membership, ''), COALESCE(replaces_state, ''), COALESCE(state_group, 0), rejected, outlier, COALESCE(redacted_by, ''),
-	COALESCE(relates_to, ''), COALESCE(rel_type, ''), COALESCE(sender_device, ''), COALESCE(txn_id, '')`
+// eventColumnsOf lists the event columns read by scanEvent, each qualified
+// with prefix ("" or a table alias such as "e.").
+func eventColumnsOf(p string) string {
+	return strings.NewReplacer("@", p).Replace(`@stream_ordering, @event_id, @room_id, @type, @state_key, @sender, @depth,
+	@origin_server_ts, @json, COALESCE(@membership, ''), COALESCE(@replaces_state, ''), COALESCE(@state_group, 0),
+	@rejected, @outlier, COALESCE(@redacted_by, ''), COALESCE(@relates_to, ''), COALESCE(@rel_type, ''),
+	COALESCE(@sender_device, ''), COALESCE(@txn_id, '')`)
+}
+
+var eventColumns = eventColumnsOf("")
 
 func scanEvent(row interface{ Scan(...any) error }) (*Event, error) {
 	e := &Event{}
@@ -221,6 +228,9 @@ func (s *Store) PersistEvent(ctx context.Context, ne *NewEvent) (int64, error) {
 // StateKey is a (type, state_key) pair.
 type StateKey struct{ Type, StateKey string }
 
+// StateKeyMap is room state as event IDs by (type, state_key).
+type StateKeyMap = map[StateKey]string
+
 // newStateGroup adds a group holding delta on top of prev, or a snapshot of
 // prev+delta when prev's chain is long (or prev is 0).
 func newStateGroup(ctx context.Context, tx *sql.Tx, roomID string, prev int64, delta map[StateKey]string) (int64, error) {
@@ -389,7 +399,7 @@ func (s *Store) CurrentState(ctx context.Context, roomID string) (map[StateKey]s
 
 // CurrentStateEvent returns one current state event, or ErrNotFound.
 func (s *Store) CurrentStateEvent(ctx context.Context, roomID, typ, stateKey string) (*Event, error) {
-	e, err := scanEvent(s.read.QueryRowContext(ctx, `SELECT `+prefixCols("e.")+` FROM current_state c JOIN events e ON e.event_id = c.event_id
+	e, err := scanEvent(s.read.QueryRowContext(ctx, `SELECT `+eventColumnsOf("e.")+` FROM current_state c JOIN events e ON e.event_id = c.event_id
 		WHERE c.room_id = $1 AND c.type = $2 AND c.state_key = $3`, roomID, typ, stateKey))
 	if err != nil {
 		return nil, notFound(err, "state event")
@@ -505,18 +515,4 @@ func (s *Store) RedactEvent(ctx context.Context, eventID, redactedBy string, red
 		}
 		return nil
 	})
-}
-
-func prefixCols(p string) string {
-	cols := strings.Split(eventColumns, ",")
-	for i, c := range cols {
-		c = strings.TrimSpace(c)
-		if strings.HasPrefix(c, "COALESCE(") {
-			c = "COALESCE(" + p + strings.TrimPrefix(c, "COALESCE(")
-		} else {
-			c = p + c
-		}
-		cols[i] = c
-	}
-	return strings.Join(cols, ", ")
 }

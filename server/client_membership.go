@@ -1,0 +1,304 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"hearth/server/matrix"
+	"hearth/server/rooms"
+	"hearth/server/storage"
+)
+
+// memberContent is the content of a membership event the server sends for
+// a user: with their profile for joins, as Synapse does, and the reason.
+func (s *Server) memberContent(ctx context.Context, membership, userID, reason string) (map[string]any, error) {
+	c := map[string]any{"membership": membership}
+	if membership == rooms.MembershipJoin || membership == rooms.MembershipInvite || membership == rooms.MembershipKnock {
+		u, err := s.store.UserByID(ctx, userID)
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return nil, err
+		}
+		if u != nil {
+			if u.DisplayName != "" {
+				c["displayname"] = u.DisplayName
+			}
+			if u.AvatarURL != "" {
+				c["avatar_url"] = u.AvatarURL
+			}
+		}
+	}
+	if reason != "" {
+		c["reason"] = reason
+	}
+	return c, nil
+}
+
+// resolveRoom turns a room ID or a local alias into a room ID.
+func (s *Server) resolveRoom(ctx context.Context, idOrAlias string) (string, error) {
+	switch {
+	case strings.HasPrefix(idOrAlias, "!"):
+		return idOrAlias, nil
+	case strings.HasPrefix(idOrAlias, "#"):
+		roomID, _, err := s.store.AliasRoom(ctx, idOrAlias)
+		if errors.Is(err, storage.ErrNotFound) {
+			return "", matrix.NotFound("room alias %s not found", idOrAlias)
+		}
+		return roomID, err
+	}
+	return "", matrix.InvalidParam("%q is not a room ID or alias", idOrAlias)
+}
+
+type reasonBody struct {
+	Reason string `json:"reason"`
+}
+
+// POST /_matrix/client/v3/join/{roomIdOrAlias}
+func (s *Server) postJoinByIDOrAlias(w http.ResponseWriter, r *http.Request) error {
+	idOrAlias, err := pathParam(r, "roomIdOrAlias")
+	if err != nil {
+		return err
+	}
+	roomID, err := s.resolveRoom(r.Context(), idOrAlias)
+	if err != nil {
+		return err
+	}
+	return s.join(w, r, roomID)
+}
+
+// POST /_matrix/client/v3/rooms/{roomId}/join
+func (s *Server) postJoin(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return err
+	}
+	return s.join(w, r, roomID)
+}
+
+func (s *Server) join(w http.ResponseWriter, r *http.Request, roomID string) error {
+	me := deviceFrom(r.Context())
+	var req reasonBody
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	ctx := r.Context()
+	content, err := s.memberContent(ctx, rooms.MembershipJoin, me.UserID, req.Reason)
+	if err != nil {
+		return err
+	}
+	if via, err := s.restrictedJoinVia(ctx, roomID, me.UserID); err != nil {
+		return err
+	} else if via != "" {
+		content["join_authorised_via_users_server"] = via
+	}
+	if _, err := s.sendEvents(ctx, roomID, newEvent{Type: rooms.TypeMember, StateKey: &me.UserID, Sender: me.UserID, Content: content}); err != nil {
+		if errors.Is(err, errUnknownRoom) {
+			return matrix.NotFound("room %s is not known to this server", roomID)
+		}
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+}
+
+// restrictedJoinVia picks, for a join to a restricted room by a user who is
+// neither invited nor joined, a local member with power to invite, once
+// the user satisfies one of the join rule's allow conditions (spec:
+// "Restricted rooms"). It returns "" when no authorising user is needed or
+// the conditions are not met (then the auth rules refuse the join).
+func (s *Server) restrictedJoinVia(ctx context.Context, roomID, userID string) (string, error) {
+	jr, err := s.store.CurrentStateEvent(ctx, roomID, rooms.TypeJoinRules, "")
+	if errors.Is(err, storage.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	var c struct {
+		JoinRule string `json:"join_rule"`
+		Allow    []struct {
+			Type   string `json:"type"`
+			RoomID string `json:"room_id"`
+		} `json:"allow"`
+	}
+	if json.Unmarshal(contentOf(jr.JSON), &c) != nil || (c.JoinRule != rooms.JoinRuleRestricted && c.JoinRule != rooms.JoinRuleKnockRestricted) {
+		return "", nil
+	}
+	if m, err := s.store.Membership(ctx, roomID, userID); err != nil || m == rooms.MembershipJoin || m == rooms.MembershipInvite {
+		return "", err
+	}
+	satisfied := false
+	for _, a := range c.Allow {
+		if a.Type != "m.room_membership" {
+			continue
+		}
+		if m, err := s.store.Membership(ctx, a.RoomID, userID); err != nil {
+			return "", err
+		} else if m == rooms.MembershipJoin {
+			satisfied = true
+			break
+		}
+	}
+	if !satisfied {
+		return "", nil
+	}
+	members, err := s.store.Members(ctx, roomID)
+	if err != nil {
+		return "", err
+	}
+	for u, m := range members {
+		if m != rooms.MembershipJoin || !strings.HasSuffix(u, ":"+s.cfg.ServerName) {
+			continue
+		}
+		if ok, err := s.hasPowerFor(ctx, roomID, u, "invite"); err != nil {
+			return "", err
+		} else if ok {
+			return u, nil
+		}
+	}
+	return "", &matrix.Error{Code: "M_UNABLE_TO_GRANT_JOIN", Msg: "no local user can authorise the join"}
+}
+
+// POST /_matrix/client/v3/knock/{roomIdOrAlias}
+func (s *Server) postKnock(w http.ResponseWriter, r *http.Request) error {
+	me := deviceFrom(r.Context())
+	idOrAlias, err := pathParam(r, "roomIdOrAlias")
+	if err != nil {
+		return err
+	}
+	roomID, err := s.resolveRoom(r.Context(), idOrAlias)
+	if err != nil {
+		return err
+	}
+	var req reasonBody
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	content, err := s.memberContent(r.Context(), rooms.MembershipKnock, me.UserID, req.Reason)
+	if err != nil {
+		return err
+	}
+	if _, err := s.sendEvents(r.Context(), roomID, newEvent{Type: rooms.TypeMember, StateKey: &me.UserID, Sender: me.UserID, Content: content}); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+}
+
+// POST /_matrix/client/v3/rooms/{roomId}/leave
+func (s *Server) postLeave(w http.ResponseWriter, r *http.Request) error {
+	me := deviceFrom(r.Context())
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return err
+	}
+	var req reasonBody
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	content, _ := s.memberContent(r.Context(), rooms.MembershipLeave, me.UserID, req.Reason)
+	if _, err := s.sendEvents(r.Context(), roomID, newEvent{Type: rooms.TypeMember, StateKey: &me.UserID, Sender: me.UserID, Content: content}); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// POST /_matrix/client/v3/rooms/{roomId}/forget
+func (s *Server) postForget(w http.ResponseWriter, r *http.Request) error {
+	me := deviceFrom(r.Context())
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return err
+	}
+	m, err := s.store.Membership(r.Context(), roomID, me.UserID)
+	if err != nil {
+		return err
+	}
+	if m == rooms.MembershipJoin || m == rooms.MembershipInvite || m == rooms.MembershipKnock {
+		return &matrix.Error{Code: "M_UNKNOWN", Msg: "you are still in this room: leave it first", Status: http.StatusBadRequest}
+	}
+	if m == "" {
+		return matrix.NotFound("you have never been in this room")
+	}
+	if err := s.store.ForgetRoom(r.Context(), me.UserID, roomID); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// targetMembership handles invite, kick, ban and unban: a membership event
+// about another user, sent by the caller.
+func (s *Server) targetMembership(w http.ResponseWriter, r *http.Request, membership string) error {
+	me := deviceFrom(r.Context())
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		UserID string `json:"user_id"`
+		Reason string `json:"reason"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.UserID == "" {
+		return matrix.MissingParam("missing user_id")
+	}
+	if _, _, ok := matrix.SplitUserID(req.UserID); !ok {
+		return matrix.InvalidParam("%q is not a user ID", req.UserID)
+	}
+	ctx := r.Context()
+	if membership == "unban" {
+		if m, err := s.store.Membership(ctx, roomID, req.UserID); err != nil {
+			return err
+		} else if m != rooms.MembershipBan {
+			return matrix.Forbidden("%s is not banned", req.UserID)
+		}
+		membership = rooms.MembershipLeave
+	}
+	if membership == "kick" {
+		if m, err := s.store.Membership(ctx, roomID, req.UserID); err != nil {
+			return err
+		} else if m != rooms.MembershipJoin && m != rooms.MembershipInvite && m != rooms.MembershipKnock {
+			return matrix.Forbidden("%s is not in the room", req.UserID)
+		}
+		membership = rooms.MembershipLeave
+	}
+	if membership == rooms.MembershipInvite {
+		if m, err := s.store.Membership(ctx, roomID, req.UserID); err != nil {
+			return err
+		} else if m == rooms.MembershipJoin {
+			return matrix.Forbidden("%s is already in the room", req.UserID)
+		} else if m == rooms.MembershipBan {
+			return matrix.Forbidden("%s is banned from the room", req.UserID)
+		}
+	}
+	content, err := s.memberContent(ctx, membership, req.UserID, req.Reason)
+	if err != nil {
+		return err
+	}
+	if _, err := s.sendEvents(ctx, roomID, newEvent{Type: rooms.TypeMember, StateKey: &req.UserID, Sender: me.UserID, Content: content}); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// POST /_matrix/client/v3/rooms/{roomId}/invite
+func (s *Server) postInvite(w http.ResponseWriter, r *http.Request) error {
+	return s.targetMembership(w, r, rooms.MembershipInvite)
+}
+
+// POST /_matrix/client/v3/rooms/{roomId}/kick
+func (s *Server) postKick(w http.ResponseWriter, r *http.Request) error {
+	return s.targetMembership(w, r, "kick")
+}
+
+// POST /_matrix/client/v3/rooms/{roomId}/ban
+func (s *Server) postBan(w http.ResponseWriter, r *http.Request) error {
+	return s.targetMembership(w, r, rooms.MembershipBan)
+}
+
+// POST /_matrix/client/v3/rooms/{roomId}/unban
+func (s *Server) postUnban(w http.ResponseWriter, r *http.Request) error {
+	return s.targetMembership(w, r, "unban")
+}

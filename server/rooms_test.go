@@ -1,0 +1,210 @@
+package server_test
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"hearth/server/servertest"
+	"hearth/server/storage/storagetest"
+)
+
+// roomUser is a registered user with a client.
+type roomUser struct {
+	id  id.UserID
+	tok string
+	cli *mautrix.Client
+}
+
+func newRoomUser(t *testing.T, b *servertest.Bundle, name string) roomUser {
+	t.Helper()
+	r := acctRegister(t, b, name)
+	return roomUser{id: r.UserID, tok: r.AccessToken, cli: acctClient(t, b, r.AccessToken)}
+}
+
+func esc(s string) string { return url.PathEscape(s) }
+
+func TestRoomLifecycle(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice, bob, carol := newRoomUser(t, b, "alice"), newRoomUser(t, b, "bob"), newRoomUser(t, b, "carol")
+
+		created, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "Lounge", Topic: "chat", Preset: "private_chat", RoomAliasName: "lounge"})
+		if err != nil {
+			t.Fatalf("createRoom: %v", err)
+		}
+		room := created.RoomID
+		if !strings.HasPrefix(string(room), "!") {
+			t.Fatalf("room id %q", room)
+		}
+		var name event.RoomNameEventContent
+		if err := alice.cli.StateEvent(ctx, room, event.StateRoomName, "", &name); err != nil || name.Name != "Lounge" {
+			t.Fatalf("name state: %+v %v", name, err)
+		}
+
+		// Bob is not in the room: sending is refused, and so is joining an
+		// invite-only room uninvited.
+		_, err = bob.cli.SendText(ctx, room, "hi")
+		acctWantErr(t, err, 403, "M_FORBIDDEN")
+		_, err = bob.cli.JoinRoomByID(ctx, room)
+		acctWantErr(t, err, 403, "M_FORBIDDEN")
+
+		// A non-member cannot invite.
+		_, err = carol.cli.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.id})
+		acctWantErr(t, err, 403, "M_FORBIDDEN")
+
+		if _, err := alice.cli.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.id}); err != nil {
+			t.Fatalf("invite: %v", err)
+		}
+		if _, err := bob.cli.JoinRoom(ctx, "#lounge:hearth.test", nil); err != nil {
+			t.Fatalf("join by alias: %v", err)
+		}
+		sent, err := bob.cli.SendText(ctx, room, "hello")
+		if err != nil {
+			t.Fatalf("send: %v", err)
+		}
+		evt, err := alice.cli.GetEvent(ctx, room, sent.EventID)
+		if err != nil || evt.Content.Raw["body"] != "hello" || evt.Sender != bob.id {
+			t.Fatalf("get event: %+v %v", evt, err)
+		}
+
+		// Transaction IDs are idempotent per device.
+		r1 := acctDo(t, b, "PUT", "/_matrix/client/v3/rooms/"+esc(string(room))+"/send/m.room.message/txn-1", bob.tok, map[string]any{"msgtype": "m.text", "body": "once"})
+		r2 := acctDo(t, b, "PUT", "/_matrix/client/v3/rooms/"+esc(string(room))+"/send/m.room.message/txn-1", bob.tok, map[string]any{"msgtype": "m.text", "body": "once"})
+		if r1.status != 200 || r1.body["event_id"] == nil || r1.body["event_id"] != r2.body["event_id"] {
+			t.Fatalf("txn idempotence: %v / %v", r1.body, r2.body)
+		}
+
+		// Bob raising his own power level is refused and changes nothing.
+		var pl event.PowerLevelsEventContent
+		if err := bob.cli.StateEvent(ctx, room, event.StatePowerLevels, "", &pl); err != nil {
+			t.Fatal(err)
+		}
+		before := pl.GetUserLevel(bob.id)
+		pl.SetUserLevel(bob.id, 100)
+		_, err = bob.cli.SendStateEvent(ctx, room, event.StatePowerLevels, "", &pl)
+		acctWantErr(t, err, 403, "M_FORBIDDEN")
+		var after event.PowerLevelsEventContent
+		if err := alice.cli.StateEvent(ctx, room, event.StatePowerLevels, "", &after); err != nil || after.GetUserLevel(bob.id) != before {
+			t.Fatalf("power levels changed after refusal: %v %v", after.GetUserLevel(bob.id), err)
+		}
+
+		// Members and joined members.
+		jm, err := alice.cli.JoinedMembers(ctx, room)
+		if err != nil || len(jm.Joined) != 2 {
+			t.Fatalf("joined members: %+v %v", jm, err)
+		}
+		m := acctDo(t, b, "GET", "/_matrix/client/v3/rooms/"+esc(string(room))+"/members?membership=join", alice.tok, nil)
+		if chunk, _ := m.body["chunk"].([]any); m.status != 200 || len(chunk) != 2 {
+			t.Fatalf("members: %d %v", m.status, m.body)
+		}
+
+		// A ban sticks: the banned user cannot re-join, and state stays.
+		if _, err := alice.cli.BanUser(ctx, room, &mautrix.ReqBanUser{UserID: bob.id, Reason: "spam"}); err != nil {
+			t.Fatalf("ban: %v", err)
+		}
+		_, err = bob.cli.JoinRoomByID(ctx, room)
+		acctWantErr(t, err, 403, "M_FORBIDDEN")
+		if mem := acctDo(t, b, "GET", "/_matrix/client/v3/rooms/"+esc(string(room))+"/state/m.room.member/"+esc(string(bob.id)), alice.tok, nil); mem.body["membership"] != "ban" {
+			t.Fatalf("membership after refused re-join: %v", mem.body)
+		}
+		if _, err := alice.cli.UnbanUser(ctx, room, &mautrix.ReqUnbanUser{UserID: bob.id}); err != nil {
+			t.Fatalf("unban: %v", err)
+		}
+
+		// Redaction strips content and links the redaction.
+		msg, _ := alice.cli.SendText(ctx, room, "oops")
+		if _, err := alice.cli.RedactEvent(ctx, room, msg.EventID, mautrix.ReqRedact{Reason: "typo"}); err != nil {
+			t.Fatalf("redact: %v", err)
+		}
+		red := acctDo(t, b, "GET", "/_matrix/client/v3/rooms/"+esc(string(room))+"/event/"+esc(string(msg.EventID)), alice.tok, nil)
+		content, _ := red.body["content"].(map[string]any)
+		unsigned, _ := red.body["unsigned"].(map[string]any)
+		if len(content) != 0 || unsigned["redacted_because"] == nil {
+			t.Fatalf("redacted event: %v", red.body)
+		}
+
+		// Oversized events are refused with 413.
+		big := strings.Repeat("x", 70000)
+		_, err = alice.cli.SendText(ctx, room, big)
+		acctWantErr(t, err, 413, "M_TOO_LARGE")
+
+		// Leave, then forget.
+		if _, err := alice.cli.LeaveRoom(ctx, room); err != nil {
+			t.Fatalf("leave: %v", err)
+		}
+		if _, err := alice.cli.ForgetRoom(ctx, room); err != nil {
+			t.Fatalf("forget: %v", err)
+		}
+		jr, err := alice.cli.JoinedRooms(ctx)
+		if err != nil || len(jr.JoinedRooms) != 0 {
+			t.Fatalf("joined rooms after leave: %+v %v", jr, err)
+		}
+	})
+}
+
+func TestRoomErrors(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice := newRoomUser(t, b, "alice")
+		acctDo(t, b, "POST", "/_matrix/client/v3/createRoom", alice.tok, map[string]any{"room_version": "99"}).want(t, 400, "M_UNSUPPORTED_ROOM_VERSION")
+		acctDo(t, b, "POST", "/_matrix/client/v3/createRoom", alice.tok, map[string]any{"initial_state": []any{map[string]any{"type": "m.room.topic", "state_key": 5, "content": map[string]any{}}}}).want(t, 400, "M_BAD_JSON")
+		acctDo(t, b, "POST", "/_matrix/client/v3/createRoom", alice.tok, `{"name": `).want(t, 400, "M_NOT_JSON")
+		acctDo(t, b, "PUT", "/_matrix/client/v3/rooms/%21nope%3Ahearth.test/send/m.room.message/1", alice.tok, map[string]any{"body": "x"}).want(t, 404, "M_NOT_FOUND")
+		acctDo(t, b, "POST", "/_matrix/client/v3/join/%23missing%3Ahearth.test", alice.tok, map[string]any{}).want(t, 404, "M_NOT_FOUND")
+		r := acctDo(t, b, "POST", "/_matrix/client/v3/createRoom", alice.tok, map[string]any{"room_alias_name": "dup"})
+		if r.status != 200 {
+			t.Fatalf("createRoom: %v", r.body)
+		}
+		acctDo(t, b, "POST", "/_matrix/client/v3/createRoom", alice.tok, map[string]any{"room_alias_name": "dup"}).want(t, 400, "M_ROOM_IN_USE")
+		room := esc(r.body["room_id"].(string))
+		acctDo(t, b, "PUT", "/_matrix/client/v3/rooms/"+room+"/send/m.room.message/1", alice.tok, `[1,2]`).want(t, 400, "M_NOT_JSON")
+		acctDo(t, b, "PUT", "/_matrix/client/v3/rooms/"+room+"/state/m.room.canonical_alias", alice.tok, map[string]any{"alias": "#other:hearth.test"}).want(t, 400, "M_BAD_ALIAS")
+		acctDo(t, b, "PUT", "/_matrix/client/v3/rooms/"+room+"/state/"+strings.Repeat("t", 256), alice.tok, map[string]any{}).want(t, 400, "M_BAD_JSON")
+		acctDo(t, b, "GET", "/_matrix/client/v3/rooms/"+room+"/state/m.room.topic", alice.tok, nil).want(t, 404, "M_NOT_FOUND")
+	})
+}
+
+// TestEveryRoomVersion creates a room of each version 1-12 and runs a
+// join, a message, a state change and a redaction through it.
+func TestEveryRoomVersion(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice, bob := newRoomUser(t, b, "alice"), newRoomUser(t, b, "bob")
+		for v := 1; v <= 12; v++ {
+			created, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{RoomVersion: id.RoomVersion(fmt.Sprint(v)), Preset: "public_chat"})
+			if err != nil {
+				t.Fatalf("v%d createRoom: %v", v, err)
+			}
+			room := created.RoomID
+			if _, err := bob.cli.JoinRoomByID(ctx, room); err != nil {
+				t.Fatalf("v%d join: %v", v, err)
+			}
+			msg, err := bob.cli.SendText(ctx, room, "hi")
+			if err != nil {
+				t.Fatalf("v%d send: %v", v, err)
+			}
+			if _, err := alice.cli.SendStateEvent(ctx, room, event.StateTopic, "", map[string]string{"topic": "v" + fmt.Sprint(v)}); err != nil {
+				t.Fatalf("v%d topic: %v", v, err)
+			}
+			if _, err := alice.cli.RedactEvent(ctx, room, msg.EventID); err != nil {
+				t.Fatalf("v%d redact: %v", v, err)
+			}
+			var create map[string]any
+			if err := bob.cli.StateEvent(ctx, room, event.StateCreate, "", &create); err != nil || create["room_version"] != fmt.Sprint(v) {
+				t.Fatalf("v%d create content %v %v", v, create, err)
+			}
+		}
+		if r := acctDo(t, b, "GET", "/_matrix/client/v3/joined_rooms", bob.tok, nil); len(r.body["joined_rooms"].([]any)) != 12 || r.status != http.StatusOK {
+			t.Fatalf("joined rooms: %v", r.body)
+		}
+	})
+}
