@@ -33,6 +33,10 @@ type Server struct {
 	limits  *limiters
 	nonces  *nonceStore
 	touches *touchCache
+	// roomStates holds each room's event builder between events and
+	// serialises writers per room; notifier wakes /sync.
+	roomStates *roomStates
+	notifier   *notifier
 }
 
 // New builds the server and its routes.
@@ -47,6 +51,8 @@ func New(d Deps) (*Server, http.Handler) {
 	s.limits = newLimiters(d.Cfg, d.Now)
 	s.nonces = newNonceStore(d.Now)
 	s.touches = newTouchCache()
+	s.roomStates = newRoomStates(1024)
+	s.notifier = newNotifier()
 	return s, s.routes()
 }
 
