@@ -102,16 +102,16 @@ func TestCheckReceived(t *testing.T) {
 		wantErr    bool
 		wantRedact bool
 	}{
-		{name: "untouched", versions: allVersions(), keys: keyring(1 << 60, key)},
-		{name: "content changed: redacted, not rejected", versions: allVersions(), keys: keyring(1 << 60, key),
+		{name: "untouched", versions: allVersions(), keys: keyring(1<<60, key)},
+		{name: "content changed: redacted, not rejected", versions: allVersions(), keys: keyring(1<<60, key),
 			mutate:     func(m map[string]any) { m["content"].(map[string]any)["body"] = "forged" },
 			wantRedact: true},
-		{name: "unsigned may change", versions: allVersions(), keys: keyring(1 << 60, key),
+		{name: "unsigned may change", versions: allVersions(), keys: keyring(1<<60, key),
 			mutate: func(m map[string]any) { m["unsigned"] = map[string]any{"age": 5} }},
-		{name: "depth changed: signature fails", versions: allVersions(), keys: keyring(1 << 60, key),
+		{name: "depth changed: signature fails", versions: allVersions(), keys: keyring(1<<60, key),
 			mutate: func(m map[string]any) { m["depth"] = 999 }, wantErr: true},
-		{name: "unknown key", versions: allVersions(), keys: keyring(1 << 60, other), wantErr: true},
-		{name: "signature stripped", versions: allVersions(), keys: keyring(1 << 60, key),
+		{name: "unknown key", versions: allVersions(), keys: keyring(1<<60, other), wantErr: true},
+		{name: "signature stripped", versions: allVersions(), keys: keyring(1<<60, key),
 			mutate: func(m map[string]any) { delete(m, "signatures") }, wantErr: true},
 		{name: "expired key accepted before v5", versions: versionsUpTo(4), keys: keyring(1, key)},
 		{name: "expired key refused from v5", versions: versionsFrom(5), keys: keyring(1, key), wantErr: true},

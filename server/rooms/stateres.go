@@ -110,11 +110,11 @@ func (r *resolver) authChain(id string) (map[string]bool, error) {
 	return chain, nil
 }
 
-func (r *resolver) resolve(states []StateMap) (StateMap, error) {
-	if len(states) == 0 {
-		return StateMap{}, nil
-	}
-	unconflicted := StateMap{}
+// partition splits the state sets into the unconflicted state map and the
+// full conflicted set (conflicted state set ∪ auth difference, plus the
+// conflicted state subgraph for v2.1).
+func (r *resolver) partition(states []StateMap) (unconflicted StateMap, full map[string]bool, err error) {
+	unconflicted = StateMap{}
 	conflicted := map[string]bool{}
 	keys := map[StateKey]bool{}
 	for _, s := range states {
@@ -141,11 +141,11 @@ func (r *resolver) resolve(states []StateMap) (StateMap, error) {
 		}
 	}
 	if len(conflicted) == 0 {
-		return unconflicted, nil
+		return unconflicted, conflicted, nil
 	}
 
 	// Auth difference.
-	full := maps.Clone(conflicted)
+	full = maps.Clone(conflicted)
 	counts := map[string]int{}
 	for _, s := range states {
 		chain := map[string]bool{}
@@ -153,7 +153,7 @@ func (r *resolver) resolve(states []StateMap) (StateMap, error) {
 			chain[id] = true
 			c, err := r.authChain(id)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			for x := range c {
 				chain[x] = true
@@ -171,11 +171,25 @@ func (r *resolver) resolve(states []StateMap) (StateMap, error) {
 	if r.rv.StateRes == StateResV21 {
 		sub, err := r.conflictedSubgraph(conflicted)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for x := range sub {
 			full[x] = true
 		}
+	}
+	return unconflicted, full, nil
+}
+
+func (r *resolver) resolve(states []StateMap) (StateMap, error) {
+	if len(states) == 0 {
+		return StateMap{}, nil
+	}
+	unconflicted, full, err := r.partition(states)
+	if err != nil {
+		return nil, err
+	}
+	if len(full) == 0 {
+		return unconflicted, nil
 	}
 
 	// Step 1: power events and their auth chains within the full conflicted set.

@@ -262,3 +262,60 @@ func TestStateResTrivialCases(t *testing.T) {
 		}
 	})
 }
+
+func TestFullConflictedSetSubgraph(t *testing.T) {
+	t.Parallel()
+	// base → PL1 (alice) → X (mod changes displayname, cites PL1) → fork:
+	// A: C1 = mod kicks bob (cites X); B: PL2 (alice, cites PL1).
+	// X is in both states (unconflicted) and in both auth chains, so it is
+	// not in the auth difference; but it lies on the auth path C1 → X → PL1
+	// between conflicted events, so v2.1 adds it as part of the conflicted
+	// state subgraph.
+	tests := []struct {
+		ver   string
+		wantX bool
+	}{
+		{"11", false},
+		{"12", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.ver, func(t *testing.T) {
+			t.Parallel()
+			events := EventMap{}
+			base := baseRoomInto(t, tt.ver, JoinRulePublic, events)
+			pl1 := mustAppend(t, base, TypePowerLevels, strp(""), alice, basePL(base.Version, map[string]any{"ban": 40}))
+			x := member(t, base, mod, mod, MembershipJoin, "displayname", "Mod")
+			a, b := base.Fork(), base.Fork()
+			c1 := member(t, a, mod, bob, MembershipLeave)
+			pl2 := mustAppend(t, b, TypePowerLevels, strp(""), alice, basePL(b.Version, map[string]any{"kick": 40}))
+			r := &resolver{rv: base.Version, events: events, chains: map[string]map[string]bool{}}
+			unconflicted, full, err := r.partition([]StateMap{stateOf(a), stateOf(b)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if unconflicted[StateKey{TypeMember, mod}] != x.ID() {
+				t.Fatalf("X is not unconflicted")
+			}
+			for _, e := range []*Event{pl1, pl2, c1} {
+				if !full[e.ID()] {
+					t.Errorf("conflicted %s (%s) missing from the full conflicted set", e.ID(), e.Type())
+				}
+			}
+			if full[x.ID()] != tt.wantX {
+				t.Errorf("X in full conflicted set = %v, want %v", full[x.ID()], tt.wantX)
+			}
+			// The base join_rules are in every state and on no path between
+			// conflicted events.
+			if jr := base.State.Get(TypeJoinRules, ""); full[jr.ID()] {
+				t.Errorf("unrelated unconflicted event %s in the full conflicted set", jr.ID())
+			}
+			got, err := ResolveState(base.Version, []StateMap{stateOf(a), stateOf(b)}, events)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[StateKey{TypeMember, bob}] != c1.ID() || got[StateKey{TypeMember, mod}] != x.ID() {
+				t.Errorf("resolved bob %s mod %s, want kick %s and X %s", got[StateKey{TypeMember, bob}], got[StateKey{TypeMember, mod}], c1.ID(), x.ID())
+			}
+		})
+	}
+}
