@@ -163,3 +163,17 @@ func TestGenerateDocumentsEveryKey(t *testing.T) {
 	}
 	walk(reflect.TypeOf(Config{}), "")
 }
+
+// BenchmarkLoadGenerated measures reading a full generated config, the
+// start-up cost every hearth command pays.
+func BenchmarkLoadGenerated(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "homeserver.yaml")
+	if _, err := Generate(GenerateOptions{ServerName: "example.org", ConfigPath: path}); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, _, err := Load(path); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
