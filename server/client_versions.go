@@ -3,6 +3,8 @@ package server
 import (
 	"net/http"
 	"strings"
+
+	"hearth/server/rooms"
 )
 
 // specVersions are the Client-Server API versions advertised in /versions.
@@ -44,5 +46,6 @@ func (s *Server) getCapabilities(w http.ResponseWriter, r *http.Request) error {
 		"m.set_avatar_url":  map[string]bool{"enabled": true},
 		"m.3pid_changes":    map[string]bool{"enabled": false},
 		"m.get_login_token": map[string]bool{"enabled": false},
+		"m.room_versions":   rooms.Capability(),
 	}})
 }
