@@ -6,6 +6,7 @@ package appliance
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -72,6 +73,16 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			b.ln.Close()
 		}
 	}
+	var tlsConfig *tls.Config
+	for _, l := range cfg.Listeners {
+		if l.TLS && tlsConfig == nil {
+			cert, err := tls.LoadX509KeyPair(cfg.TLSCertificatePath, cfg.TLSPrivateKeyPath)
+			if err != nil {
+				return fmt.Errorf("tls_certificate_path / tls_private_key_path: %w", err)
+			}
+			tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		}
+	}
 	overridden := false
 	for i, l := range cfg.Listeners {
 		if l.Type != "http" {
@@ -96,6 +107,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 					firstErr = fmt.Errorf("listeners[%d]: cannot listen on %s: %w", i, addr, err)
 				}
 				continue
+			}
+			if l.TLS {
+				ln = tls.NewListener(ln, tlsConfig)
 			}
 			boundHere++
 			h := server.WithXForwarded(handler, l.XForwarded)

@@ -29,7 +29,10 @@ type Config struct {
 	LogLevel string `yaml:"log_level"`
 
 	Listeners []Listener `yaml:"listeners"`
-	Database  Database   `yaml:"database"`
+	// TLS certificate and key (PEM) for listeners with tls: true.
+	TLSCertificatePath string   `yaml:"tls_certificate_path"`
+	TLSPrivateKeyPath  string   `yaml:"tls_private_key_path"`
+	Database           Database `yaml:"database"`
 
 	SigningKeyPath           string `yaml:"signing_key_path"`
 	RegistrationSharedSecret string `yaml:"registration_shared_secret"`
@@ -317,6 +320,9 @@ func (c *Config) Validate() error {
 	}
 	for i, l := range c.Listeners {
 		key := fmt.Sprintf("listeners[%d]", i)
+		if l.TLS && (c.TLSCertificatePath == "" || c.TLSPrivateKeyPath == "") {
+			bad(key+".tls", "is true, so tls_certificate_path and tls_private_key_path must name a PEM certificate and key")
+		}
 		if l.Port < 1 || l.Port > 65535 {
 			bad(key+".port", "%d is not a TCP port (1-65535)", l.Port)
 		}
@@ -406,6 +412,8 @@ func Parse(raw []byte, path string) (*Config, []string, error) {
 		c.Database.Args.Database = c.Resolve(c.Database.Args.Database)
 	}
 	c.SigningKeyPath = c.Resolve(c.SigningKeyPath)
+	c.TLSCertificatePath = c.Resolve(c.TLSCertificatePath)
+	c.TLSPrivateKeyPath = c.Resolve(c.TLSPrivateKeyPath)
 	c.MediaStorePath = c.Resolve(c.MediaStorePath)
 	if err := c.Validate(); err != nil {
 		return nil, warnings, fmt.Errorf("config %s is not valid:\n%w", path, err)

@@ -195,6 +195,11 @@ listeners:
       - names: [client, federation]
         compress: false
 
+# PEM certificate and private key for listeners with tls: true (Hearth can
+# also sit behind a TLS-terminating reverse proxy, which needs neither).
+#tls_certificate_path: /etc/hearth/fullchain.pem
+#tls_private_key_path: /etc/hearth/privkey.pem
+
 # The database. sqlite3 needs nothing else and suits small servers; for
 # PostgreSQL use Synapse's name psycopg2 with its args:
 #
