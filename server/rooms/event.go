@@ -55,6 +55,16 @@ type eventFields struct {
 // ErrBadEvent wraps every structural problem found when parsing a PDU.
 var ErrBadEvent = errors.New("malformed event")
 
+// ErrEventTooLarge is wrapped when a PDU exceeds the spec's size limits
+// (65536 bytes of canonical JSON; 255 bytes for sender, room_id, type,
+// state_key and event_id). Client endpoints map it to M_TOO_LARGE.
+var ErrEventTooLarge = errors.New("event too large")
+
+const (
+	maxPDUSize   = 65536
+	maxFieldSize = 255
+)
+
 // ParseEvent parses a PDU in the given room version. It checks the shape of
 // the event and that it is canonical-JSON encodable (integers only within
 // ±(2^53-1) for v6+), and computes its event ID. It does not check hashes,
@@ -64,12 +74,25 @@ func ParseEvent(rv *RoomVersion, raw []byte) (*Event, error) {
 		return nil, fmt.Errorf("%w: no room version", ErrBadEvent)
 	}
 	raw = append([]byte(nil), raw...)
-	if _, err := canonicalBytes(rv, raw); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadEvent, err)
+	canon, err := canonicalBytes(rv, raw)
+	if err != nil {
+		return nil, err
+	}
+	if len(canon) > maxPDUSize {
+		return nil, fmt.Errorf("%w: %d bytes", ErrEventTooLarge, len(canon))
 	}
 	e := &Event{raw: raw, version: rv}
 	if err := json.Unmarshal(raw, &e.f); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadEvent, err)
+	}
+	sk := ""
+	if e.f.StateKey != nil {
+		sk = *e.f.StateKey
+	}
+	for name, v := range map[string]string{"sender": e.f.Sender, "room_id": e.f.RoomID, "type": e.f.Type, "state_key": sk, "event_id": e.f.EventID} {
+		if len(v) > maxFieldSize {
+			return nil, fmt.Errorf("%w: %s is %d bytes", ErrEventTooLarge, name, len(v))
+		}
 	}
 	if e.f.Type == "" || e.f.Sender == "" {
 		return nil, fmt.Errorf("%w: missing type or sender", ErrBadEvent)
@@ -77,7 +100,6 @@ func ParseEvent(rv *RoomVersion, raw []byte) (*Event, error) {
 	if len(e.f.Content) == 0 || e.f.Content.Kind() != '{' {
 		return nil, fmt.Errorf("%w: content is not an object", ErrBadEvent)
 	}
-	var err error
 	if e.prev, err = parseRefs(rv, e.f.PrevEvents); err != nil {
 		return nil, fmt.Errorf("%w: prev_events: %w", ErrBadEvent, err)
 	}

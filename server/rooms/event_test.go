@@ -309,3 +309,65 @@ func TestSigningKeyPublic(t *testing.T) {
 		t.Error("short seed accepted")
 	}
 }
+
+func TestEventSizeLimits(t *testing.T) {
+	t.Parallel()
+	key := testKey(t, "example.org")
+	tests := []struct {
+		name    string
+		tmpl    EventTemplate
+		wantErr error
+	}{
+		{"fits", EventTemplate{Type: "m.room.message", Content: map[string]any{"body": strings.Repeat("a", 60000)}}, nil},
+		{"content too large", EventTemplate{Type: "m.room.message", Content: map[string]any{"body": strings.Repeat("a", 66000)}}, ErrEventTooLarge},
+		{"type too long", EventTemplate{Type: strings.Repeat("t", 256), Content: map[string]any{}}, ErrEventTooLarge},
+		{"state_key too long", EventTemplate{Type: "x", StateKey: strp(strings.Repeat("k", 256)), Content: map[string]any{}}, ErrEventTooLarge},
+		{"float in content", EventTemplate{Type: "x", Content: map[string]any{"n": 1.5}}, ErrBadEvent},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tmpl := tt.tmpl
+			tmpl.RoomID, tmpl.Sender, tmpl.Depth, tmpl.OriginServerTS = "!r:example.org", alice, 1, 1
+			_, err := BuildEvent(MustVersion("11"), tmpl, key)
+			if tt.wantErr == nil && err != nil || tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+				t.Errorf("err = %v, want %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestClientEvent(t *testing.T) {
+	t.Parallel()
+	for _, ver := range []string{"10", "11", "12"} {
+		t.Run(ver, func(t *testing.T) {
+			t.Parallel()
+			b := baseRoom(t, ver, JoinRulePublic)
+			msg := mustAppend(t, b, "m.room.message", nil, bob, map[string]any{"body": "x"})
+			red := mustAppend(t, b, TypeRedaction, nil, mod, map[string]any{"redacts": msg.ID(), "reason": "spam"})
+			ce := red.ClientEvent(jsontext.Value(`{"age":1}`))
+			out, err := json.Marshal(ce)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var m map[string]jsontext.Value
+			_ = json.Unmarshal(out, &m)
+			for _, k := range []string{"content", "event_id", "origin_server_ts", "room_id", "sender", "type", "redacts", "unsigned"} {
+				if _, ok := m[k]; !ok {
+					t.Errorf("client event lacks %s: %s", k, out)
+				}
+			}
+			if _, ok := m["state_key"]; ok {
+				t.Error("message event has state_key")
+			}
+			// Before v11 redacts is top-level only in the PDU.
+			inContent := contentString(red.Content(), "redacts") != ""
+			if inContent != b.Version.RedactsInContent {
+				t.Errorf("content.redacts present = %v in v%s", inContent, ver)
+			}
+			if contentString(red.Content(), "reason") != "spam" {
+				t.Error("reason lost")
+			}
+		})
+	}
+}

@@ -17,7 +17,7 @@ import (
 func canonicalBytes(_ *RoomVersion, raw []byte) ([]byte, error) {
 	v := jsontext.Value(append([]byte(nil), raw...))
 	if err := canonicaljson.Canonicalize(&v); err != nil {
-		return nil, fmt.Errorf("not canonical-JSON encodable: %w", err)
+		return nil, fmt.Errorf("%w: not canonical-JSON encodable: %w", ErrBadEvent, err)
 	}
 	return v, nil
 }

@@ -206,12 +206,17 @@ func BuildEvent(rv *RoomVersion, t EventTemplate, key SigningKey) (*Event, error
 	if err != nil {
 		return nil, err
 	}
-	if t.Redacts != "" && rv.RedactsInContent {
+	if t.Redacts != "" {
+		// v11+ carries redacts in content; earlier versions at the top level only.
 		var c map[string]jsontext.Value
 		if err := json.Unmarshal(content, &c); err != nil {
 			return nil, err
 		}
-		c["redacts"], _ = json.Marshal(t.Redacts)
+		if rv.RedactsInContent {
+			c["redacts"], _ = json.Marshal(t.Redacts)
+		} else {
+			delete(c, "redacts")
+		}
 		if content, err = json.Marshal(c, json.Deterministic(true)); err != nil {
 			return nil, err
 		}
