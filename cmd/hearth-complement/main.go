@@ -1,0 +1,179 @@
+// Command hearth-complement is the entrypoint of the Docker image that
+// matrix-org/complement runs (appliance/complement/Dockerfile). It writes a
+// config for $SERVER_NAME on first start, issues a TLS certificate for the
+// federation port signed by Complement's CA (/complement/ca), and serves.
+// The image is FROM scratch, so this binary does what a shell script and
+// openssl would do elsewhere.
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"hearth/appliance"
+	"hearth/config"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "hearth-complement:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	serverName := os.Getenv("SERVER_NAME")
+	if serverName == "" {
+		serverName = "localhost"
+	}
+	dataDir := envOr("HEARTH_DATA_DIR", "/data")
+	caDir := envOr("COMPLEMENT_CA_DIR", "/complement/ca")
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return err
+	}
+	cfgPath := filepath.Join(dataDir, "homeserver.yaml")
+	if err := writeConfig(cfgPath, dataDir, serverName); err != nil {
+		return err
+	}
+	host := serverName
+	if h, _, err := net.SplitHostPort(serverName); err == nil {
+		host = h
+	}
+	if err := issueCert(filepath.Join(dataDir, "tls.crt"), filepath.Join(dataDir, "tls.key"), host, caDir); err != nil {
+		return fmt.Errorf("tls certificate: %w", err)
+	}
+	cfg, warnings, err := config.Load(cfgPath)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	for _, w := range warnings {
+		log.Warn(w)
+	}
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return appliance.Run(ctx, cfg, appliance.Options{Log: log})
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// writeConfig writes the config once; later starts of the container reuse
+// it (Complement may run the entrypoint more than once).
+func writeConfig(path, dataDir, serverName string) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	keyPath := filepath.Join(dataDir, "signing.key")
+	if _, err := os.Stat(keyPath); errors.Is(err, os.ErrNotExist) {
+		k, err := config.NewSigningKey()
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(keyPath, k.Encode(), 0o600); err != nil {
+			return err
+		}
+	}
+	// Registration is open and unlimited: Complement registers many users
+	// quickly. The shared secret "complement" is what Complement's admin
+	// registration uses.
+	text := strings.NewReplacer("SERVER_NAME", serverName, "DATA", dataDir).Replace(`server_name: "SERVER_NAME"
+log_level: info
+listeners:
+  - port: 8008
+    bind_addresses: ['0.0.0.0']
+    type: http
+    resources: [{names: [client]}]
+  - port: 8448
+    bind_addresses: ['0.0.0.0']
+    type: http
+    tls: true
+    resources: [{names: [federation]}]
+tls_certificate_path: DATA/tls.crt
+tls_private_key_path: DATA/tls.key
+database:
+  name: sqlite3
+  args:
+    database: DATA/hearth.db
+signing_key_path: DATA/signing.key
+media_store_path: DATA/media
+registration_shared_secret: "complement"
+enable_registration: true
+enable_registration_without_verification: true
+bcrypt_rounds: 4
+rc_login:
+  address: {per_second: 0, burst_count: 1000}
+  account: {per_second: 0, burst_count: 1000}
+  failed_attempts: {per_second: 0, burst_count: 1000}
+rc_registration: {per_second: 0, burst_count: 1000}
+`)
+	return os.WriteFile(path, []byte(text), 0o600)
+}
+
+// issueCert writes a certificate for host signed by the CA in caDir, or a
+// self-signed one when no CA is mounted (running the image by hand).
+func issueCert(certPath, keyPath, host, caDir string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: host},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(7 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		tmpl.IPAddresses = []net.IP{ip}
+	} else {
+		tmpl.DNSNames = []string{host}
+	}
+	parent, signer := tmpl, any(key)
+	if ca, err := tls.LoadX509KeyPair(filepath.Join(caDir, "ca.crt"), filepath.Join(caDir, "ca.key")); err == nil {
+		if parent, err = x509.ParseCertificate(ca.Certificate[0]); err != nil {
+			return err
+		}
+		signer = ca.PrivateKey
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("CA in %s: %w", caDir, err)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
+	if err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+}
