@@ -1,10 +1,15 @@
 package rooms
 
 import (
+	"cmp"
 	"errors"
 	"maps"
+	"slices"
 	"time"
 )
+
+// maxPrevEvents is the spec's limit on prev_events in a PDU.
+const maxPrevEvents = 20
 
 // RoomBuilder appends locally created events to a room: it picks
 // prev_events (the builder's forward extremities), depth, and auth_events
@@ -42,6 +47,12 @@ func NewRoomBuilder(rv *RoomVersion, roomID string, key SigningKey) *RoomBuilder
 func ResumeRoomBuilder(rv *RoomVersion, roomID string, key SigningKey, state StateEvents, extremities []*Event) *RoomBuilder {
 	b := NewRoomBuilder(rv, roomID, key)
 	b.State = maps.Clone(state)
+	if len(extremities) > maxPrevEvents {
+		// The spec caps prev_events at 20; keep the deepest extremities.
+		extremities = slices.Clone(extremities)
+		slices.SortFunc(extremities, func(x, y *Event) int { return cmp.Compare(y.Depth(), x.Depth()) })
+		extremities = extremities[:maxPrevEvents]
+	}
 	for _, e := range extremities {
 		b.Extremities = append(b.Extremities, e.ID())
 		b.Depth = max(b.Depth, e.Depth())
