@@ -9,7 +9,7 @@ VERSION ?= $(shell git describe --tags --dirty 2>/dev/null)
 LDFLAGS := -s -w $(if $(VERSION),-X hearth/server.Version=$(VERSION))
 PKGS    := ./...
 
-.PHONY: all run build test bench cross clean
+.PHONY: all run build test bench cross clean complement-image
 
 all: build
 
@@ -49,6 +49,13 @@ cross:
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hearth-linux-amd64 ./cmd/hearth
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hearth-linux-arm64 ./cmd/hearth
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hearth-linux-armv7 ./cmd/hearth
+
+# complement-image: the Docker image matrix-org/complement runs
+# (COMPLEMENT_BASE_IMAGE=complement-hearth). FROM scratch: nothing is pulled.
+complement-image:
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hearth-complement ./cmd/hearth-complement
+	docker build -t complement-hearth -f appliance/complement/Dockerfile .
 
 # clean removes build output only: homeserver.yaml and data/ hold the
 # server's keys and accounts and are never deleted by make.
