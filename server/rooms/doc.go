@@ -29,9 +29,9 @@
 // what send/state endpoints need.
 //
 // State resolution: ResolveState(version, states, provider) resolves state
-// maps (event IDs keyed by type/state_key) with v2 (room versions 2–11) or
-// v2.1 (12), fetching events through an EventProvider. Room version 1's
-// algorithm is not implemented (ErrStateResV1).
+// maps (event IDs keyed by type/state_key) with v1 (room version 1), v2
+// (room versions 2–11) or v2.1 (12), fetching events through an
+// EventProvider.
 //
 // All JSON uses encoding/json/v2; build with GOEXPERIMENT=jsonv2.
 package rooms

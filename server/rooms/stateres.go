@@ -47,24 +47,20 @@ func (m EventMap) Add(events ...*Event) {
 	}
 }
 
-// ErrStateResV1 is returned for room version 1, whose state resolution
-// algorithm (v1) is not implemented.
-var ErrStateResV1 = errors.New("rooms: state resolution v1 (room version 1) is not implemented")
-
 // ResolveState resolves a set of room states (the states after each of an
 // event's prev_events) with the room version's algorithm: state resolution
-// v2 for room versions 2–11 and v2.1 for 12 (rooms spec, "State
-// resolution").
+// v1 for room version 1, v2 for room versions 2–11 and v2.1 for 12 (rooms
+// spec, "State resolution").
 //
 // One deliberate reading: the "full auth chain" of a state set is taken to
 // include the set's own events (as Synapse computes the auth difference),
 // so an event present in every state set is never part of the auth
 // difference.
 func ResolveState(rv *RoomVersion, states []StateMap, events EventProvider) (StateMap, error) {
-	if rv.StateRes == StateResV1 {
-		return nil, ErrStateResV1
-	}
 	r := &resolver{rv: rv, events: events, chains: map[string]map[string]bool{}}
+	if rv.StateRes == StateResV1 {
+		return r.resolveV1(states)
+	}
 	return r.resolve(states)
 }
 

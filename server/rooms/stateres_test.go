@@ -1,7 +1,6 @@
 package rooms
 
 import (
-	"errors"
 	"testing"
 )
 
@@ -255,12 +254,6 @@ func TestStateResTrivialCases(t *testing.T) {
 			}
 		})
 	}
-	t.Run("room v1 unsupported", func(t *testing.T) {
-		t.Parallel()
-		if _, err := ResolveState(MustVersion("1"), []StateMap{s, {}}, events); !errors.Is(err, ErrStateResV1) {
-			t.Errorf("err = %v, want ErrStateResV1", err)
-		}
-	})
 }
 
 func TestFullConflictedSetSubgraph(t *testing.T) {
