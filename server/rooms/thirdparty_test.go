@@ -74,3 +74,54 @@ func TestAuthThirdPartyInvite(t *testing.T) {
 		}
 	}
 }
+
+func TestAuthRestrictedJoinNeedsAuthoriserSignature(t *testing.T) {
+	t.Parallel()
+	exampleKey, otherKey := testKey(t, "example.org"), testKey(t, "other.org")
+	keys := keyring(1<<60, exampleKey, otherKey)
+	tests := []struct {
+		name    string
+		ver     string
+		cosign  bool
+		keys    KeyLookup
+		want    string
+		servers int
+	}{
+		{name: "signed by the authorising server", ver: "10", cosign: true, keys: keys, servers: 2},
+		{name: "not signed by the authorising server", ver: "10", keys: keys, want: "5.2.1", servers: 2},
+		{name: "caller already verified signatures", ver: "10", keys: nil, servers: 2},
+		{name: "v7 has no such rule: public join with the key passes unsigned", ver: "7", keys: keys, servers: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			jr := JoinRuleRestricted
+			if !MustVersion(tt.ver).RestrictedJoins {
+				jr = JoinRulePublic
+			}
+			b := baseRoom(t, tt.ver, jr)
+			e, err := BuildEvent(b.Version, EventTemplate{RoomID: b.RoomID, Type: TypeMember, StateKey: strp(zed), Sender: zed,
+				Content:    map[string]any{"membership": MembershipJoin, "join_authorised_via_users_server": alice},
+				PrevEvents: b.Extremities, AuthEvents: SelectAuthEvents(AuthEventKeys(b.Version, TypeMember, strp(zed), zed, []byte(`{"membership":"join","join_authorised_via_users_server":"`+alice+`"}`)), b.State),
+				Depth: b.Depth + 1, OriginServerTS: 2e12, RefHashes: b.refHashes}, otherKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.cosign {
+				raw, err := SignEvent(b.Version, e.JSON(), exampleKey)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if e, err = ParseEvent(b.Version, raw); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := len(RequiredSignatureServers(e)); n != tt.servers {
+				t.Errorf("%d required signature servers, want %d", n, tt.servers)
+			}
+			if got := ruleOf(AuthorizeAgainstState(e, b.State, tt.keys)); got != tt.want {
+				t.Errorf("rule = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
