@@ -1,0 +1,226 @@
+// Package templates holds the admin dashboard's templ components and the
+// view models they take. Handlers in package web build the view models (and
+// unit tests check the constructors); components only lay them out, so no
+// formatting or database access happens while rendering.
+package templates
+
+// Chrome is what every signed-in page needs: the navigation, the signed-in
+// admin, the form token, and a one-shot message from the previous action.
+type Chrome struct {
+	Title      string
+	Prefix     string // e.g. "/_hearth/admin"
+	ServerName string
+	Admin      string // signed-in user ID; "" on the sign-in and error pages
+	CSRF       string
+	Active     string // nav item: overview, users, registration, caches, audit
+	Flash      string
+	FlashError bool
+	Version    string
+}
+
+// URL joins the dashboard prefix and a path.
+func (c Chrome) URL(path string) string { return c.Prefix + path }
+
+// NavItem is one navigation link.
+type NavItem struct {
+	ID, Label, Path string
+}
+
+// Nav is the navigation. Rooms and media are left out until the room model
+// and media repository have admin views.
+var Nav = []NavItem{
+	{"overview", "Overview", "/"},
+	{"users", "Users", "/users"},
+	{"registration", "Registration", "/registration"},
+	{"caches", "Caches & memory", "/caches"},
+	{"audit", "Audit log", "/audit"},
+}
+
+// LoginVM is the sign-in page.
+type LoginVM struct {
+	Chrome
+	Username string
+	Error    string
+}
+
+// Stat is one number on the overview. When Available is false the value
+// does not exist yet (the feature that would count it is not built) and
+// Note says so; no number is shown.
+type Stat struct {
+	Label     string
+	Value     string
+	Available bool
+	Note      string
+}
+
+// OverviewVM is the overview page.
+type OverviewVM struct {
+	Chrome
+	Version  string
+	Uptime   string
+	Engine   string
+	Counts   []Stat // users, rooms, events, media
+	Activity []Stat // events per second
+	Memory   []Stat // RSS, heap, GC
+	Runtime  []Stat // goroutines, database size
+}
+
+// UserRowVM is one line of the user list.
+type UserRowVM struct {
+	UserID, DisplayName, Created, LastSeen, DetailURL string
+	Admin, Deactivated, Guest, Locked                 bool
+}
+
+// SortLink is a column header that sorts the list.
+type SortLink struct {
+	Label, URL string
+	Active     bool
+	Desc       bool
+}
+
+// UsersVM is the user list.
+type UsersVM struct {
+	Chrome
+	Query           string
+	ShowDeactivated bool
+	Sort            []SortLink
+	Rows            []UserRowVM
+	Total           int
+	Showing         string // "1–50 of 120"
+	PrevURL         string // "" on the first page
+	NextURL         string // "" on the last page
+}
+
+// DeviceVM is one of a user's devices (a session).
+type DeviceVM struct {
+	DeviceID, DisplayName, LastSeen, LastSeenIP, UserAgent string
+}
+
+// UserVM is one user's page.
+type UserVM struct {
+	Chrome
+	UserID, DisplayName, Created, LastSeen, UserType string
+	Admin, Deactivated, Erased, Locked, Guest        bool
+	Self                                             bool // the signed-in admin
+	Devices                                          []DeviceVM
+	BaseURL                                          string // the user's page, for its forms
+}
+
+// RegTokenVM is one registration token.
+type RegTokenVM struct {
+	Token, Uses, Expires string
+	Valid                bool
+}
+
+// RegistrationVM is the registration page.
+type RegistrationVM struct {
+	Chrome
+	Enabled, RequiresToken, WithoutVerification bool
+	// Pending is set when the file says something else than the running
+	// server uses: the change waits for a restart.
+	Pending   string
+	CanSave   bool // the config came from a file the dashboard can edit
+	Tokens    []RegTokenVM
+	NewToken  string // the token just created, shown once in full
+	TokenHint string
+}
+
+// CacheRowVM is one cache.
+type CacheRowVM struct {
+	Name, Description                   string
+	Size, Capacity, BaseSize, Evictions string
+	HitRate                             string
+	Factor                              string
+	FillPercent                         int // 0-100, for the bar
+}
+
+// PresetVM is a memory preset.
+type PresetVM struct {
+	ID, Name, Description string
+}
+
+// ChartVM is a server-rendered line chart of memory over time. Coordinates
+// are in the SVG's own units (Width × Height).
+type ChartVM struct {
+	Width, Height int
+	// Lines are polylines: points as "x,y x,y ...".
+	Lines []ChartLine
+	// YLabels mark the vertical axis; XLabels the horizontal.
+	YLabels []ChartLabel
+	XLabels []ChartLabel
+	Empty   string // shown instead of the chart when there is nothing to draw
+}
+
+// ChartLine is one series.
+type ChartLine struct {
+	Name, Class, Points string
+	Latest              string
+}
+
+// ChartLabel is an axis label at a position.
+type ChartLabel struct {
+	X, Y int
+	Text string
+}
+
+// CachesVM is the caches and memory page.
+type CachesVM struct {
+	Chrome
+	GlobalFactor string
+	Caches       []CacheRowVM
+	MemoryLimit  string // as typed in the config: "400M", "0" for none
+	GCPercent    string
+	Presets      []PresetVM
+	Chart        ChartVM
+	Persisted    string // where changes are saved, or why they are not
+	CanSave      bool
+	Memory       []Stat
+}
+
+// AuditRowVM is one audit entry.
+type AuditRowVM struct {
+	When, Actor, Action, Target, Detail, IP string
+}
+
+// AuditVM is the audit log page.
+type AuditVM struct {
+	Chrome
+	Rows    []AuditRowVM
+	Showing string
+	PrevURL string
+	NextURL string
+}
+
+// Field is a hidden form field carried through a confirmation.
+type Field struct {
+	Name, Value string
+}
+
+// ConfirmVM asks before a destructive action. Submitting the form repeats
+// the original POST with confirmed=yes; without JavaScript this is a page
+// of its own.
+type ConfirmVM struct {
+	Chrome
+	Heading string
+	Message string
+	Action  string // form action
+	Fields  []Field
+	Button  string
+	Cancel  string // URL to go back to
+}
+
+// ErrorVM is the error page.
+type ErrorVM struct {
+	Chrome
+	Status  int
+	Heading string
+	Message string
+	Back    string
+}
+
+// NotAvailableVM is the page for areas that do not exist yet.
+type NotAvailableVM struct {
+	Chrome
+	Heading string
+	Message string
+}
