@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"time"
 
@@ -374,4 +375,23 @@ func (s *Server) DeleteRegToken(ctx context.Context, by Actor, token string) err
 	}
 	s.audit(ctx, by, "registration_token.delete", token, "")
 	return nil
+}
+
+// Audit records an action taken outside the operations above (dashboard
+// sign-in, cache tuning, settings).
+func (s *Server) Audit(ctx context.Context, by Actor, action, target, detail string) {
+	s.audit(ctx, by, action, target, detail)
+}
+
+// ClientIP is the caller's address, honouring X-Forwarded-For only on
+// listeners configured with x_forwarded.
+func (s *Server) ClientIP(r *http.Request) string { return clientIP(r, s.xForwarded(r)) }
+
+// IsHTTPS reports whether the browser reached us over TLS: directly, or
+// through a trusted proxy that says so in X-Forwarded-Proto.
+func (s *Server) IsHTTPS(r *http.Request) bool {
+	if r.TLS != nil {
+		return true
+	}
+	return s.xForwarded(r) && strings.EqualFold(strings.TrimSpace(r.Header.Get("X-Forwarded-Proto")), "https")
 }
