@@ -29,6 +29,11 @@ func (s *Server) routes() http.Handler {
 		s.synapseAdminRoutes(r)
 	})
 
+	// The admin dashboard, when it shares this listener (admin_dashboard).
+	if s.dashboard != nil {
+		r.Mount("/_hearth/admin", s.dashboard)
+	}
+
 	r.NotFound(s.api(unrecognized))
 	r.MethodNotAllowed(s.api(methodNotAllowed))
 	return r

@@ -20,6 +20,9 @@ type Deps struct {
 	Log   *slog.Logger
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
+	// Dashboard, when set, builds the admin dashboard (package web, which
+	// imports this one) to mount at /_hearth/admin on this handler.
+	Dashboard func(*Server) http.Handler
 }
 
 // Server holds the dependencies and the per-process state handlers share.
@@ -37,6 +40,7 @@ type Server struct {
 	// serialises writers per room; notifier wakes /sync.
 	roomStates *roomStates
 	notifier   *notifier
+	dashboard  http.Handler
 }
 
 // New builds the server and its routes.
@@ -53,6 +57,9 @@ func New(d Deps) (*Server, http.Handler) {
 	s.touches = newTouchCache()
 	s.roomStates = newRoomStates(1024)
 	s.notifier = newNotifier()
+	if d.Dashboard != nil {
+		s.dashboard = d.Dashboard(s)
+	}
 	return s, s.routes()
 }
 
