@@ -19,6 +19,7 @@ import (
 	"hearth/config"
 	"hearth/server"
 	"hearth/server/storage"
+	"hearth/web"
 )
 
 // Options adjust a run beyond the config file.
@@ -59,7 +60,11 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		return err
 	}
 	defer st.Close()
-	_, handler := server.New(server.Deps{Cfg: cfg, Store: st, Key: key, Log: log})
+	if err := applyTuning(cfg, st); err != nil {
+		return err
+	}
+	var dash *web.Dashboard // dashboard.go
+	srv, handler := server.New(server.Deps{Cfg: cfg, Store: st, Key: key, Log: log, Dashboard: dashboardHook(cfg, &dash)})
 
 	// Bind every listener first: a port in use stops the start before any
 	// request is served.
@@ -126,6 +131,18 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}
 	if len(servers) == 0 {
 		return errors.New("listeners: no http listener could be bound")
+	}
+	dashLns, dashHandler, err := dashboardListeners(cfg, srv, &dash)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	for _, ln := range dashLns {
+		servers = append(servers, bound{ln: ln, srv: &http.Server{Handler: dashHandler, ReadHeaderTimeout: 30 * time.Second,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}})
+	}
+	if dash != nil {
+		go dash.Run(ctx)
 	}
 
 	var wg sync.WaitGroup

@@ -1,0 +1,74 @@
+package appliance
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+
+	"hearth/config"
+	"hearth/server"
+	"hearth/server/cache"
+	"hearth/server/storage"
+	"hearth/web"
+)
+
+// applyTuning sets the cache factors and, when configured, the Go memory
+// limit and GC target (caches.*, memory.*). Left at their defaults, the
+// runtime settings are not touched, so GOMEMLIMIT and GOGC in the
+// environment still work.
+func applyTuning(cfg *config.Config, st *storage.Store) error {
+	reg := st.Caches()
+	if err := reg.SetGlobalFactor(cfg.Caches.GlobalFactor); err != nil {
+		return fmt.Errorf("caches.global_factor: %w", err)
+	}
+	for name, f := range cfg.Caches.PerCacheFactors {
+		if err := reg.SetFactor(name, f); err != nil {
+			return fmt.Errorf("caches.per_cache_factors.%s: %w", name, err)
+		}
+	}
+	if cfg.Memory.Limit != 0 || (cfg.Memory.GCPercent != 0 && cfg.Memory.GCPercent != 100) {
+		cache.ApplyRuntime(int64(cfg.Memory.Limit), cfg.Memory.GCPercent)
+	}
+	return nil
+}
+
+// dashboardHook mounts the dashboard on the client listeners unless it has
+// a port of its own; it records the dashboard in *dash either way.
+func dashboardHook(cfg *config.Config, dash **web.Dashboard) func(*server.Server) http.Handler {
+	if !cfg.DashboardEnabled() || cfg.DashboardOwnListener() {
+		return nil
+	}
+	return func(s *server.Server) http.Handler {
+		*dash = web.New(web.Deps{Server: s})
+		return (*dash).Handler()
+	}
+}
+
+// dashboardListeners binds the dashboard's own listener (admin_dashboard.port)
+// and returns its listeners and handler; nothing when it shares the client
+// listeners.
+func dashboardListeners(cfg *config.Config, srv *server.Server, dash **web.Dashboard) ([]net.Listener, http.Handler, error) {
+	if !cfg.DashboardOwnListener() {
+		return nil, nil, nil
+	}
+	*dash = web.New(web.Deps{Server: srv})
+	h := server.WithXForwarded((*dash).Standalone(), cfg.AdminDashboard.XForwarded)
+	var lns []net.Listener
+	var firstErr error
+	for _, a := range cfg.AdminDashboard.BindAddresses {
+		addr := net.JoinHostPort(a, strconv.Itoa(cfg.AdminDashboard.Port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("admin_dashboard: cannot listen on %s: %w", addr, err)
+			}
+			continue
+		}
+		lns = append(lns, ln)
+	}
+	if len(lns) == 0 {
+		return nil, nil, firstErr
+	}
+	return lns, h, nil
+}
