@@ -1,0 +1,54 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+)
+
+// RoomsWithEventsBetween lists the rooms that have events in (after, upTo]:
+// what an incremental /sync needs to look at.
+func (s *Store) RoomsWithEventsBetween(ctx context.Context, after, upTo int64) (map[string]bool, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT DISTINCT room_id FROM events
+		WHERE stream_ordering > $1 AND stream_ordering <= $2 AND outlier = 0`, after, upTo)
+	if err != nil {
+		return nil, fmt.Errorf("storage: rooms with events: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var r string
+		if err := rows.Scan(&r); err != nil {
+			return nil, fmt.Errorf("storage: scan room: %w", err)
+		}
+		out[r] = true
+	}
+	return out, rows.Err()
+}
+
+// ForgottenRooms lists the rooms the user has forgotten.
+func (s *Store) ForgottenRooms(ctx context.Context, userID string) (map[string]bool, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT room_id FROM forgotten_rooms WHERE user_id = $1`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("storage: forgotten rooms: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var r string
+		if err := rows.Scan(&r); err != nil {
+			return nil, fmt.Errorf("storage: scan room: %w", err)
+		}
+		out[r] = true
+	}
+	return out, rows.Err()
+}
+
+// StateGroupAt returns the state group after the room's last event at or
+// before stream position pos (0 when the room had none yet).
+func (s *Store) StateGroupAt(ctx context.Context, roomID string, pos int64) (int64, error) {
+	evs, err := s.RoomEvents(ctx, roomID, 0, pos, 1, true)
+	if err != nil || len(evs) == 0 {
+		return 0, err
+	}
+	return evs[0].StateGroup, nil
+}
