@@ -1,0 +1,152 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"hearth/server/matrix"
+	"hearth/server/rooms"
+	"hearth/server/storage"
+)
+
+// Receipts and read markers (spec: Client-Server API, "Receipts" and
+// "Fully read markers"). m.read and m.read.private are receipts (stored,
+// sent in /sync as m.receipt ephemeral events; private ones only to their
+// owner); m.fully_read is room account data.
+
+// checkReceiptTarget checks that the caller is in the room and the event
+// belongs to it.
+func (s *Server) checkReceiptTarget(ctx context.Context, userID, roomID, eventID string) error {
+	m, err := s.store.Membership(ctx, roomID, userID)
+	if err != nil {
+		return err
+	}
+	if m != rooms.MembershipJoin {
+		return matrix.Forbidden("you are not in room %s", roomID)
+	}
+	e, err := s.store.EventByID(ctx, eventID)
+	if err != nil || e.RoomID != roomID {
+		return matrix.NotFound("event %s not found in room %s", eventID, roomID)
+	}
+	return nil
+}
+
+// setReceipt stores one marker of type typ.
+func (s *Server) setReceipt(ctx context.Context, userID, roomID, typ, eventID, threadID string) error {
+	if err := s.checkReceiptTarget(ctx, userID, roomID, eventID); err != nil {
+		return err
+	}
+	if typ == "m.fully_read" {
+		content, _ := json.Marshal(map[string]string{"event_id": eventID})
+		if _, err := s.store.PutAccountData(ctx, userID, roomID, "m.fully_read", content); err != nil {
+			return err
+		}
+	} else {
+		rc := &storage.Receipt{RoomID: roomID, UserID: userID, Type: typ, ThreadID: threadID, EventID: eventID, TS: s.now().UnixMilli()}
+		if _, err := s.store.PutReceipt(ctx, rc); err != nil {
+			return err
+		}
+	}
+	s.notifier.notify(0)
+	return nil
+}
+
+// POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}
+func (s *Server) postReceipt(w http.ResponseWriter, r *http.Request) error {
+	me := deviceFrom(r.Context())
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return err
+	}
+	typ, err := pathParam(r, "receiptType")
+	if err != nil {
+		return err
+	}
+	eventID, err := pathParam(r, "eventId")
+	if err != nil {
+		return err
+	}
+	var req struct {
+		ThreadID string `json:"thread_id"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	switch typ {
+	case "m.read", "m.read.private":
+	case "m.fully_read":
+		if req.ThreadID != "" {
+			return matrix.InvalidParam("m.fully_read cannot be threaded")
+		}
+	default:
+		return matrix.InvalidParam("unknown receipt type %q", typ)
+	}
+	if req.ThreadID != "" && req.ThreadID != "main" && !strings.HasPrefix(req.ThreadID, "$") {
+		return matrix.InvalidParam("thread_id must be \"main\" or an event ID")
+	}
+	if err := s.setReceipt(r.Context(), me.UserID, roomID, typ, eventID, req.ThreadID); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// POST /_matrix/client/v3/rooms/{roomId}/read_markers
+func (s *Server) postReadMarkers(w http.ResponseWriter, r *http.Request) error {
+	me := deviceFrom(r.Context())
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		FullyRead   string `json:"m.fully_read"`
+		Read        string `json:"m.read"`
+		ReadPrivate string `json:"m.read.private"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	for _, m := range []struct{ typ, eventID string }{{"m.fully_read", req.FullyRead}, {"m.read", req.Read}, {"m.read.private", req.ReadPrivate}} {
+		if m.eventID == "" {
+			continue
+		}
+		if err := s.setReceipt(r.Context(), me.UserID, roomID, m.typ, m.eventID, ""); err != nil {
+			return err
+		}
+	}
+	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// receiptEvent renders receipts as one m.receipt ephemeral event for
+// viewer: content is event ID → receipt type → user ID → {ts, thread_id}.
+// Other users' private receipts are left out.
+func receiptEvent(viewer string, rs []storage.Receipt) map[string]any {
+	content := map[string]map[string]map[string]any{}
+	n := 0
+	for _, rc := range rs {
+		if rc.Type == "m.read.private" && rc.UserID != viewer {
+			continue
+		}
+		byType := content[rc.EventID]
+		if byType == nil {
+			byType = map[string]map[string]any{}
+			content[rc.EventID] = byType
+		}
+		byUser := byType[rc.Type]
+		if byUser == nil {
+			byUser = map[string]any{}
+			byType[rc.Type] = byUser
+		}
+		info := map[string]any{"ts": rc.TS}
+		if rc.ThreadID != "" {
+			info["thread_id"] = rc.ThreadID
+		}
+		byUser[rc.UserID] = info
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	return map[string]any{"type": "m.receipt", "content": content}
+}

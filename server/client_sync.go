@@ -1,0 +1,734 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"hearth/server/matrix"
+	"hearth/server/rooms"
+	"hearth/server/storage"
+)
+
+// GET /sync (spec: Client-Server API, "Syncing"). A sync token is a pair of
+// positions in the stored streams (tokens.go): events, and the aux stream of
+// account data and receipts. Everything /sync reports is read from the
+// database between the since token and the current positions, so tokens
+// stay valid across restarts and the answer never depends on what this
+// process happened to see.
+
+const (
+	defaultTimelineLimit = 10
+	// maxSyncTimeout bounds a long poll whatever the client asks.
+	maxSyncTimeout = 5 * time.Minute
+)
+
+// strippedStateTypes are the state events an invitee or knocker sees
+// (spec: "Stripped state"), besides their own membership event.
+var strippedStateTypes = []string{rooms.TypeCreate, rooms.TypeJoinRules, "m.room.name", "m.room.avatar",
+	"m.room.canonical_alias", "m.room.encryption"}
+
+type eventsBlock struct {
+	Events []any `json:"events"`
+}
+
+type timelineBlock struct {
+	Events    []any  `json:"events"`
+	Limited   bool   `json:"limited"`
+	PrevBatch string `json:"prev_batch,omitempty"`
+}
+
+type roomSummary struct {
+	Heroes       []string `json:"m.heroes,omitempty"`
+	JoinedCount  int      `json:"m.joined_member_count"`
+	InvitedCount int      `json:"m.invited_member_count"`
+}
+
+type joinedRoom struct {
+	Summary             *roomSummary   `json:"summary,omitempty"`
+	State               eventsBlock    `json:"state"`
+	Timeline            timelineBlock  `json:"timeline"`
+	Ephemeral           eventsBlock    `json:"ephemeral"`
+	AccountData         eventsBlock    `json:"account_data"`
+	UnreadNotifications map[string]int `json:"unread_notifications"`
+}
+
+type leftRoom struct {
+	State       eventsBlock   `json:"state"`
+	Timeline    timelineBlock `json:"timeline"`
+	AccountData eventsBlock   `json:"account_data"`
+}
+
+type syncRooms struct {
+	Join   map[string]*joinedRoom `json:"join"`
+	Invite map[string]any         `json:"invite"`
+	Leave  map[string]*leftRoom   `json:"leave"`
+	Knock  map[string]any         `json:"knock"`
+}
+
+type syncResponse struct {
+	NextBatch              string         `json:"next_batch"`
+	Rooms                  syncRooms      `json:"rooms"`
+	AccountData            eventsBlock    `json:"account_data"`
+	Presence               eventsBlock    `json:"presence"`
+	ToDevice               eventsBlock    `json:"to_device"`
+	DeviceLists            map[string]any `json:"device_lists"`
+	DeviceOneTimeKeysCount map[string]int `json:"device_one_time_keys_count"`
+}
+
+// empty reports whether the answer carries nothing for the client, so a
+// long poll should keep waiting.
+func (r *syncResponse) empty() bool {
+	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 &&
+		len(r.Rooms.Knock) == 0 && len(r.AccountData.Events) == 0
+}
+
+// syncRequest is a parsed /sync query.
+type syncRequest struct {
+	me        *Device
+	since     *streamToken
+	fullState bool
+	filter    *syncFilter
+}
+
+// GET /_matrix/client/v3/sync
+func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	q := r.URL.Query()
+	req := &syncRequest{me: deviceFrom(ctx)}
+	if tok := q.Get("since"); tok != "" {
+		st, err := parseSyncToken(tok)
+		if err != nil {
+			return err
+		}
+		req.since = &st
+	}
+	var err error
+	if req.fullState, err = queryBool(r, "full_state", false); err != nil {
+		return err
+	}
+	var timeout time.Duration
+	if t := q.Get("timeout"); t != "" {
+		ms, err := strconv.ParseInt(t, 10, 64)
+		if err != nil || ms < 0 {
+			return matrix.InvalidParam("timeout must be a non-negative number of milliseconds")
+		}
+		timeout = min(time.Duration(ms)*time.Millisecond, maxSyncTimeout)
+	}
+	if req.filter, err = s.syncFilterParam(ctx, req.me.UserID, q.Get("filter")); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(timeout)
+	var timer *time.Timer
+	for {
+		// Take the wake-up channel before reading positions: an event
+		// committed after the read closes this channel, so none is missed.
+		wake := s.notifier.waitCh()
+		to, err := s.currentStreamToken(ctx)
+		if err != nil {
+			return err
+		}
+		resp, err := s.buildSync(ctx, req, to)
+		if err != nil {
+			return err
+		}
+		if req.since == nil || req.fullState || !resp.empty() {
+			return writeJSON(w, http.StatusOK, resp)
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return writeJSON(w, http.StatusOK, resp)
+		}
+		// Nothing for this user up to next_batch: wait from there.
+		next, _ := parseSyncToken(resp.NextBatch)
+		req.since = &next
+		if timer == nil {
+			timer = time.NewTimer(left)
+			defer timer.Stop()
+		}
+		s.notifier.waiting.Add(1)
+		select {
+		case <-wake:
+			s.notifier.waiting.Add(-1)
+		case <-timer.C:
+			s.notifier.waiting.Add(-1)
+			return writeJSON(w, http.StatusOK, resp)
+		case <-ctx.Done():
+			s.notifier.waiting.Add(-1)
+			return ctx.Err()
+		}
+	}
+}
+
+// syncFilterParam reads ?filter=: inline JSON or the ID of a stored filter.
+func (s *Server) syncFilterParam(ctx context.Context, userID, v string) (*syncFilter, error) {
+	if v == "" {
+		return &syncFilter{}, nil
+	}
+	raw := []byte(v)
+	if !strings.HasPrefix(strings.TrimSpace(v), "{") {
+		var err error
+		if raw, err = s.storedFilter(ctx, userID, v); err != nil {
+			return nil, err
+		}
+	}
+	f, err := parseFilter(raw)
+	if err != nil {
+		return nil, matrix.InvalidParam("invalid filter: %v", err)
+	}
+	return f, nil
+}
+
+// currentStreamToken reads the newest positions of both streams.
+func (s *Server) currentStreamToken(ctx context.Context) (streamToken, error) {
+	ev, err := s.store.MaxStreamPos(ctx)
+	if err != nil {
+		return streamToken{}, err
+	}
+	aux, err := s.store.MaxAuxPos(ctx)
+	return streamToken{Events: ev, Aux: aux}, err
+}
+
+// Filter accessors: nil sub-filters allow everything.
+func (f *syncFilter) room() *roomFilter {
+	if f.Room == nil {
+		return &roomFilter{}
+	}
+	return f.Room
+}
+
+func (f *syncFilter) timelineLimit() int {
+	if t := f.room().Timeline; t != nil && t.Limit != nil {
+		return *t.Limit
+	}
+	return defaultTimelineLimit
+}
+
+// buildSync assembles the answer for the changes in (since, to].
+func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken) (*syncResponse, error) {
+	me := req.me
+	rf := req.filter.room()
+	mems, err := s.store.RoomsOfUser(ctx, me.UserID)
+	if err != nil {
+		return nil, err
+	}
+	// A membership read here may be newer than to; every event up to it is
+	// committed (events commit in stream order), so move to up to it.
+	for _, m := range mems {
+		to.Events = max(to.Events, m.StreamPos)
+	}
+	var since streamToken
+	if req.since != nil {
+		since = *req.since
+		since.Events, since.Aux = min(since.Events, to.Events), min(since.Aux, to.Aux)
+	}
+	resp := &syncResponse{
+		NextBatch:              to.String(),
+		Rooms:                  syncRooms{Join: map[string]*joinedRoom{}, Invite: map[string]any{}, Leave: map[string]*leftRoom{}, Knock: map[string]any{}},
+		AccountData:            eventsBlock{Events: []any{}},
+		Presence:               eventsBlock{Events: []any{}},
+		ToDevice:               eventsBlock{Events: []any{}},
+		DeviceLists:            map[string]any{"changed": []string{}, "left": []string{}},
+		DeviceOneTimeKeysCount: map[string]int{},
+	}
+	forgotten, err := s.store.ForgottenRooms(ctx, me.UserID)
+	if err != nil {
+		return nil, err
+	}
+	var changed map[string]bool
+	if req.since != nil {
+		if changed, err = s.store.RoomsWithEventsBetween(ctx, since.Events, to.Events); err != nil {
+			return nil, err
+		}
+	}
+
+	// Account data: global entries go to the top level, room entries to
+	// their room below.
+	acct, err := s.store.AccountDataBetween(ctx, me.UserID, since.Aux, to.Aux)
+	if err != nil {
+		return nil, err
+	}
+	roomAcct := map[string][]any{}
+	hasPushRules := false
+	for _, a := range acct {
+		ev := map[string]any{"type": a.Type, "content": json.RawMessage(a.Content)}
+		if a.RoomID == "" {
+			hasPushRules = hasPushRules || a.Type == "m.push_rules"
+			if req.filter.AccountData.allows(a.Type, "") {
+				resp.AccountData.Events = append(resp.AccountData.Events, ev)
+			}
+			continue
+		}
+		if ad := rf.AccountData; ad == nil || (ad.allows(a.Type, "") && allowsRoom(ad.Rooms, ad.NotRooms, a.RoomID)) {
+			roomAcct[a.RoomID] = append(roomAcct[a.RoomID], ev)
+		}
+	}
+	// The push rules are account data too; clients read them from the
+	// initial sync. Until users can change them they are the defaults.
+	if req.since == nil && !hasPushRules && req.filter.AccountData.allows("m.push_rules", "") {
+		resp.AccountData.Events = append(resp.AccountData.Events, map[string]any{"type": "m.push_rules", "content": defaultPushRules(me.UserID)})
+	}
+
+	// Receipts for the rooms the user is in.
+	var joined []string
+	for _, m := range mems {
+		if m.Membership == rooms.MembershipJoin && allowsRoom(rf.Rooms, rf.NotRooms, m.RoomID) {
+			joined = append(joined, m.RoomID)
+		}
+	}
+	receipts := map[string][]storage.Receipt{}
+	if eph := rf.Ephemeral; eph == nil || eph.allows("m.receipt", "") {
+		rs, err := s.store.ReceiptsBetween(ctx, joined, since.Aux, to.Aux)
+		if err != nil {
+			return nil, err
+		}
+		for _, rc := range rs {
+			if eph == nil || allowsRoom(eph.Rooms, eph.NotRooms, rc.RoomID) {
+				receipts[rc.RoomID] = append(receipts[rc.RoomID], rc)
+			}
+		}
+	}
+
+	lazy := s.lazyMembersFor(req)
+	for _, m := range mems {
+		if !allowsRoom(rf.Rooms, rf.NotRooms, m.RoomID) {
+			continue
+		}
+		isNew := req.since == nil || m.StreamPos > since.Events
+		rs := &roomSync{req: req, since: since, to: to, mem: m, lazy: lazy}
+		switch m.Membership {
+		case rooms.MembershipJoin:
+			if isNew && req.since != nil {
+				// A join after since, unless it only changed the profile
+				// of a user who was already joined.
+				was, err := s.membershipAt(ctx, m.RoomID, me.UserID, since.Events)
+				if err != nil {
+					return nil, err
+				}
+				isNew = was != rooms.MembershipJoin
+			}
+			rs.fresh = isNew
+			eph := receiptEvent(me.UserID, receipts[m.RoomID])
+			if !isNew && !req.fullState && !changed[m.RoomID] && len(roomAcct[m.RoomID]) == 0 && eph == nil {
+				continue
+			}
+			jr, err := s.syncJoinedRoom(ctx, rs)
+			if err != nil {
+				return nil, err
+			}
+			if eph != nil {
+				jr.Ephemeral.Events = append(jr.Ephemeral.Events, eph)
+			}
+			jr.AccountData.Events = append(jr.AccountData.Events, roomAcct[m.RoomID]...)
+			if isNew || len(jr.Timeline.Events) > 0 || len(jr.State.Events) > 0 || len(jr.Ephemeral.Events) > 0 || len(jr.AccountData.Events) > 0 {
+				resp.Rooms.Join[m.RoomID] = jr
+			}
+		case rooms.MembershipInvite, rooms.MembershipKnock:
+			if !isNew && !req.fullState {
+				continue
+			}
+			stripped, err := s.strippedState(ctx, m)
+			if err != nil {
+				return nil, err
+			}
+			if m.Membership == rooms.MembershipInvite {
+				resp.Rooms.Invite[m.RoomID] = map[string]any{"invite_state": eventsBlock{Events: stripped}}
+			} else {
+				resp.Rooms.Knock[m.RoomID] = map[string]any{"knock_state": eventsBlock{Events: stripped}}
+			}
+		case rooms.MembershipLeave, rooms.MembershipBan:
+			if forgotten[m.RoomID] {
+				continue
+			}
+			// Initial and full-state syncs list left rooms only when the
+			// filter asks (include_leave); incremental ones report a
+			// leave that happened since.
+			if (req.since == nil || req.fullState) && !rf.IncludeLeave {
+				continue
+			}
+			if req.since != nil && !isNew && !req.fullState {
+				continue
+			}
+			rs.fresh = req.since == nil || req.fullState
+			jr, err := s.syncRoomTimeline(ctx, rs)
+			if err != nil {
+				return nil, err
+			}
+			lr := &leftRoom{State: jr.State, Timeline: jr.Timeline, AccountData: eventsBlock{Events: []any{}}}
+			lr.AccountData.Events = append(lr.AccountData.Events, roomAcct[m.RoomID]...)
+			resp.Rooms.Leave[m.RoomID] = lr
+		}
+	}
+	return resp, nil
+}
+
+// roomSync is the work on one room of one /sync.
+type roomSync struct {
+	req       *syncRequest
+	since, to streamToken
+	mem       storage.RoomMembership
+	// fresh: the client has nothing of this room yet (initial sync, a new
+	// join, full_state), so it gets the full state.
+	fresh bool
+	lazy  *lazyMembers
+}
+
+// membershipAt is the user's membership in the room after stream position pos.
+func (s *Server) membershipAt(ctx context.Context, roomID, userID string, pos int64) (string, error) {
+	group, err := s.store.StateGroupAt(ctx, roomID, pos)
+	if err != nil || group == 0 {
+		return "", err
+	}
+	state, err := s.store.StateGroup(ctx, group)
+	if err != nil {
+		return "", err
+	}
+	id, ok := state[storage.StateKey{Type: rooms.TypeMember, StateKey: userID}]
+	if !ok {
+		return "", nil
+	}
+	e, err := s.store.EventByID(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	return e.Membership, nil
+}
+
+// syncJoinedRoom builds a joined room's entry: timeline, state, summary.
+func (s *Server) syncJoinedRoom(ctx context.Context, rs *roomSync) (*joinedRoom, error) {
+	jr, err := s.syncRoomTimeline(ctx, rs)
+	if err != nil {
+		return nil, err
+	}
+	members, err := s.store.Members(ctx, rs.mem.RoomID)
+	if err != nil {
+		return nil, err
+	}
+	sum := &roomSummary{}
+	var heroes, former []string
+	for u, m := range members {
+		switch m {
+		case rooms.MembershipJoin:
+			sum.JoinedCount++
+		case rooms.MembershipInvite:
+			sum.InvitedCount++
+		}
+		if u == rs.req.me.UserID {
+			continue
+		}
+		if m == rooms.MembershipJoin || m == rooms.MembershipInvite {
+			heroes = append(heroes, u)
+		} else {
+			former = append(former, u)
+		}
+	}
+	if len(heroes) == 0 {
+		heroes = former
+	}
+	slices.Sort(heroes)
+	sum.Heroes = heroes[:min(len(heroes), 5)]
+	jr.Summary = sum
+	return jr, nil
+}
+
+// syncRoomTimeline builds the timeline and state blocks of a joined or
+// left room. A left room's timeline ends at the user's leave.
+func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoom, error) {
+	req, roomID := rs.req, rs.mem.RoomID
+	rf := req.filter.room()
+	upTo := rs.to.Events
+	if rs.mem.Membership != rooms.MembershipJoin {
+		upTo = min(upTo, rs.mem.StreamPos)
+	}
+	var after int64
+	if !rs.fresh {
+		after = rs.since.Events
+	}
+	timeline, limited, err := s.syncTimeline(ctx, req.me.UserID, roomID, after, upTo, req.filter.timelineLimit(), rf.Timeline)
+	if err != nil {
+		return nil, err
+	}
+	jr := &joinedRoom{
+		State:               eventsBlock{Events: []any{}},
+		Timeline:            timelineBlock{Events: []any{}, Limited: limited},
+		Ephemeral:           eventsBlock{Events: []any{}},
+		AccountData:         eventsBlock{Events: []any{}},
+		UnreadNotifications: map[string]int{"notification_count": 0, "highlight_count": 0},
+	}
+	start := upTo // the timeline starts after this position
+	if len(timeline) > 0 {
+		start = timeline[0].StreamPos - 1
+	}
+	jr.Timeline.PrevBatch = streamToken{Events: start, Aux: rs.to.Aux}.String()
+
+	// State: the full state at the start of the timeline for a fresh room
+	// or full_state; otherwise what changed between since and the start of
+	// the timeline, which is nothing unless the timeline skipped events.
+	var state storage.StateKeyMap
+	if rs.fresh || req.fullState || limited {
+		group, err := s.store.StateGroupAt(ctx, roomID, start)
+		if err != nil {
+			return nil, err
+		}
+		if state, err = s.store.StateGroup(ctx, group); err != nil {
+			return nil, err
+		}
+		if !rs.fresh && !req.fullState {
+			sinceGroup, err := s.store.StateGroupAt(ctx, roomID, rs.since.Events)
+			if err != nil {
+				return nil, err
+			}
+			before, err := s.store.StateGroup(ctx, sinceGroup)
+			if err != nil {
+				return nil, err
+			}
+			for k, id := range state {
+				if before[k] == id {
+					delete(state, k)
+				}
+			}
+		}
+	}
+	stf := rf.State
+	if stf != nil && stf.LazyLoadMembers {
+		state, err = s.lazyLoad(ctx, rs, state, timeline, start)
+		if err != nil {
+			return nil, err
+		}
+	}
+	var stateEvs []*storage.Event
+	if len(state) > 0 {
+		all, err := s.stateEvents(ctx, state)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range all {
+			if stf == nil || stf.allowsEvent(e) {
+				stateEvs = append(stateEvs, e)
+			}
+		}
+		slices.SortFunc(stateEvs, func(a, b *storage.Event) int { return int(a.StreamPos - b.StreamPos) })
+	}
+	f := &eventFormatter{store: s.store, viewer: req.me, now: s.now(), omitRoomID: true}
+	for _, part := range []struct {
+		evs []*storage.Event
+		out *[]any
+	}{{stateEvs, &jr.State.Events}, {timeline, &jr.Timeline.Events}} {
+		formatted, err := f.format(ctx, part.evs)
+		if err != nil {
+			return nil, err
+		}
+		for _, ce := range formatted {
+			*part.out = append(*part.out, applyEventFields(ce, req.filter.EventFields))
+		}
+	}
+	if rs.lazy != nil {
+		for _, e := range append(stateEvs, timeline...) {
+			if e.Type == rooms.TypeMember && e.StateKey != nil {
+				rs.lazy.sent(roomID, *e.StateKey, e.EventID)
+			}
+		}
+	}
+	return jr, nil
+}
+
+// syncTimeline returns the newest visible, filter-passing events of the
+// room in (after, upTo], at most limit, oldest first, and whether older
+// ones were left out. History the user may not see ends the scan.
+func (s *Server) syncTimeline(ctx context.Context, userID, roomID string, after, upTo int64, limit int, f *roomEventFilter) ([]*storage.Event, bool, error) {
+	batch := min(limit+1, 500)
+	maxScan := 10*(limit+1) + 500
+	var kept []*storage.Event
+	cursor, scanned := upTo, 0
+	for len(kept) <= limit && cursor > after {
+		evs, err := s.store.RoomEvents(ctx, roomID, after, cursor, batch, true)
+		if err != nil {
+			return nil, false, err
+		}
+		if len(evs) == 0 {
+			break
+		}
+		cursor = evs[len(evs)-1].StreamPos - 1
+		scanned += len(evs)
+		visible, err := s.filterVisible(ctx, userID, evs)
+		if err != nil {
+			return nil, false, err
+		}
+		ok := make(map[string]bool, len(visible))
+		for _, e := range visible {
+			ok[e.EventID] = true
+		}
+		hidden := false
+		for _, e := range evs {
+			// The user's own membership events are always theirs to see
+			// (their leave above all).
+			own := e.Type == rooms.TypeMember && e.StateKey != nil && *e.StateKey == userID
+			if !ok[e.EventID] && !own {
+				hidden = true
+				break
+			}
+			if f.allowsEvent(e) {
+				kept = append(kept, e)
+				if len(kept) > limit {
+					break
+				}
+			}
+		}
+		if hidden || len(evs) < batch {
+			break
+		}
+		if scanned >= maxScan && len(kept) <= limit {
+			// A narrow filter over a long history: stop here and let
+			// the client paginate.
+			kept = append(kept, nil)
+			break
+		}
+	}
+	limited := len(kept) > limit
+	if limited {
+		kept = kept[:limit]
+	}
+	slices.Reverse(kept)
+	return kept, limited, nil
+}
+
+// strippedState is what an invitee or knocker sees of the room: a few
+// state events, stripped to type, state_key, sender and content, and their
+// own membership event.
+func (s *Server) strippedState(ctx context.Context, m storage.RoomMembership) ([]any, error) {
+	ev, err := s.store.EventByID(ctx, m.EventID)
+	if err != nil {
+		return nil, err
+	}
+	state, err := s.store.StateGroup(ctx, ev.StateGroup)
+	if err != nil {
+		return nil, err
+	}
+	ids := []string{m.EventID}
+	for _, t := range strippedStateTypes {
+		if id, ok := state[storage.StateKey{Type: t}]; ok {
+			ids = append(ids, id)
+		}
+	}
+	evs, err := s.store.EventsByID(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(evs, func(a, b *storage.Event) int { return int(a.StreamPos - b.StreamPos) })
+	out := make([]any, 0, len(evs))
+	for _, e := range evs {
+		out = append(out, map[string]any{"type": e.Type, "state_key": e.StateKey, "sender": e.Sender, "content": contentOf(e.JSON)})
+	}
+	return out, nil
+}
+
+// lazyLoad trims state to what lazy-loading clients want (spec: "Lazy-loading
+// room members"): all non-member state, and the membership, at the start of
+// the timeline, of the timeline's senders and of the user. Without
+// include_redundant_members, members this device was already sent are left
+// out.
+func (s *Server) lazyLoad(ctx context.Context, rs *roomSync, state storage.StateKeyMap, timeline []*storage.Event, start int64) (storage.StateKeyMap, error) {
+	wanted := map[string]bool{rs.req.me.UserID: true}
+	for _, e := range timeline {
+		wanted[e.Sender] = true
+	}
+	out := storage.StateKeyMap{}
+	for k, id := range state {
+		if k.Type != rooms.TypeMember {
+			out[k] = id
+		}
+	}
+	var atStart storage.StateKeyMap
+	for u := range wanted {
+		k := storage.StateKey{Type: rooms.TypeMember, StateKey: u}
+		id, ok := state[k]
+		if !ok && !rs.fresh && !rs.req.fullState {
+			// Incremental: the sender's membership may predate since and
+			// so not be in the delta; read it at the start of the timeline.
+			if atStart == nil {
+				group, err := s.store.StateGroupAt(ctx, rs.mem.RoomID, start)
+				if err != nil {
+					return nil, err
+				}
+				if atStart, err = s.store.StateGroup(ctx, group); err != nil {
+					return nil, err
+				}
+			}
+			id, ok = atStart[k]
+		}
+		if !ok {
+			continue
+		}
+		redundant := rs.req.filter.room().State.IncludeRedundantMembers
+		if !redundant && rs.lazy != nil && rs.lazy.has(rs.mem.RoomID, u, id) {
+			continue
+		}
+		out[k] = id
+	}
+	return out, nil
+}
+
+// lazyMembers remembers, per device, which membership events it was sent,
+// so lazy-loading syncs need not send them again. It lives in memory: after
+// a restart the worst case is a redundant member event.
+type lazyMembers struct {
+	mu    sync.Mutex
+	rooms map[string]map[string]string // room → user → member event ID
+}
+
+func (l *lazyMembers) has(roomID, userID, eventID string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.rooms[roomID][userID] == eventID
+}
+
+func (l *lazyMembers) sent(roomID, userID, eventID string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := l.rooms[roomID]
+	if m == nil {
+		m = map[string]string{}
+		l.rooms[roomID] = m
+	}
+	m[userID] = eventID
+}
+
+// lazyCache holds lazyMembers per device, at most maxLazyDevices of them.
+type lazyCache struct {
+	mu      sync.Mutex
+	devices map[string]*lazyMembers
+}
+
+const maxLazyDevices = 4096
+
+// lazyMembersFor returns the device's record, emptied on an initial sync,
+// or nil when the request does not lazy-load members.
+func (s *Server) lazyMembersFor(req *syncRequest) *lazyMembers {
+	if st := req.filter.room().State; st == nil || !st.LazyLoadMembers {
+		return nil
+	}
+	c := &s.notifier.lazy
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.devices == nil {
+		c.devices = map[string]*lazyMembers{}
+	}
+	key := req.me.UserID + "|" + req.me.DeviceID
+	l := c.devices[key]
+	if l == nil || req.since == nil {
+		if l == nil && len(c.devices) >= maxLazyDevices {
+			for k := range c.devices { // evict an arbitrary device
+				delete(c.devices, k)
+				break
+			}
+		}
+		l = &lazyMembers{rooms: map[string]map[string]string{}}
+		c.devices[key] = l
+	}
+	return l
+}
