@@ -5,10 +5,12 @@ package servertest
 import (
 	"io"
 	"log/slog"
+	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"hearth/config"
 	"hearth/server"
@@ -23,6 +25,8 @@ type Bundle struct {
 	Store  *storage.Store
 	Server *server.Server
 	HTTP   *httptest.Server
+
+	engine storagetest.Engine
 }
 
 // Option edits the config before the server starts.
@@ -69,11 +73,21 @@ func Start(t testing.TB, e storagetest.Engine, opts ...Option) *Bundle {
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("test config invalid: %v", err)
 	}
-	st, err := storage.Open(t.Context(), e.Options)
+	b := &Bundle{Cfg: cfg, engine: e}
+	b.open(t, "")
+	t.Cleanup(b.close)
+	return b
+}
+
+// open starts a server on the bundle's config and engine, listening on
+// addr ("" for any free port).
+func (b *Bundle) open(t testing.TB, addr string) {
+	t.Helper()
+	st, err := storage.Open(t.Context(), b.engine.Options)
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
-	key, err := cfg.LoadSigningKey()
+	key, err := b.Cfg.LoadSigningKey()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,11 +95,38 @@ func Start(t testing.TB, e storagetest.Engine, opts ...Option) *Bundle {
 	if os.Getenv("HEARTH_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	srv, h := server.New(server.Deps{Cfg: cfg, Store: st, Key: key, Log: log})
-	hs := httptest.NewServer(h)
-	t.Cleanup(func() {
-		hs.Close()
-		st.Close()
-	})
-	return &Bundle{URL: hs.URL, Cfg: cfg, Store: st, Server: srv, HTTP: hs}
+	srv, h := server.New(server.Deps{Cfg: b.Cfg, Store: st, Key: key, Log: log})
+	hs := httptest.NewUnstartedServer(h)
+	if addr != "" {
+		// Listen where the previous server did, so clients keep their URL.
+		var l net.Listener
+		for i := 0; ; i++ {
+			if l, err = net.Listen("tcp", addr); err == nil || i == 50 {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err != nil {
+			st.Close()
+			t.Fatalf("listen again on %s: %v", addr, err)
+		}
+		hs.Listener.Close()
+		hs.Listener = l
+	}
+	hs.Start()
+	b.URL, b.Store, b.Server, b.HTTP = hs.URL, st, srv, hs
+}
+
+func (b *Bundle) close() {
+	b.HTTP.Close()
+	b.Store.Close()
+}
+
+// Restart stops the server and its store, then starts a new server on the
+// same database and address: what survives is only what was stored.
+func (b *Bundle) Restart(t testing.TB) {
+	t.Helper()
+	addr := b.HTTP.Listener.Addr().String()
+	b.close()
+	b.open(t, addr)
 }
