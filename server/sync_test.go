@@ -1,0 +1,761 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"hearth/server"
+	"hearth/server/servertest"
+	"hearth/server/storage/storagetest"
+)
+
+// These tests drive /sync and the streams around it (account data, tags,
+// filters, receipts, push rules) through mautrix-go over HTTP, on every
+// storage engine.
+
+// newSyncUser is newRoomUser with the client's UserID set (mautrix needs it
+// for the per-user endpoints).
+func newSyncUser(t *testing.T, b *servertest.Bundle, name string) roomUser {
+	t.Helper()
+	u := newRoomUser(t, b, name)
+	u.cli.UserID = u.id
+	return u
+}
+
+// doSync runs one /sync; filter is inline JSON or a filter ID.
+func doSync(t *testing.T, u roomUser, since, filter string, timeoutMS int) *mautrix.RespSync {
+	t.Helper()
+	resp, err := u.cli.FullSyncRequest(t.Context(), mautrix.ReqSync{Timeout: timeoutMS, Since: since, FilterID: filter})
+	if err != nil {
+		t.Fatalf("sync as %s (since %q): %v", u.id, since, err)
+	}
+	return resp
+}
+
+// bodies lists the body of every m.room.message event.
+func bodies(evs []*event.Event) []string {
+	var out []string
+	for _, e := range evs {
+		if e.Type == event.EventMessage {
+			b, _ := e.Content.Raw["body"].(string)
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// memberKeys lists the state keys of the m.room.member events.
+func memberKeys(evs []*event.Event) []string {
+	var out []string
+	for _, e := range evs {
+		if e.Type == event.StateMember && e.StateKey != nil {
+			out = append(out, *e.StateKey)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func hasType(evs []*event.Event, typ string) *event.Event {
+	for _, e := range evs {
+		if e.Type.Type == typ {
+			return e
+		}
+	}
+	return nil
+}
+
+// sharedRoom creates a public room of owner's that the others join.
+func sharedRoom(t *testing.T, owner roomUser, others ...roomUser) id.RoomID {
+	t.Helper()
+	created, err := owner.cli.CreateRoom(t.Context(), &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Sync"})
+	if err != nil {
+		t.Fatalf("createRoom: %v", err)
+	}
+	for _, o := range others {
+		if _, err := o.cli.JoinRoomByID(t.Context(), created.RoomID); err != nil {
+			t.Fatalf("%s join: %v", o.id, err)
+		}
+	}
+	return created.RoomID
+}
+
+func send(t *testing.T, u roomUser, room id.RoomID, body string) id.EventID {
+	t.Helper()
+	r, err := u.cli.SendText(t.Context(), room, body)
+	if err != nil {
+		t.Fatalf("%s send %q: %v", u.id, body, err)
+	}
+	return r.EventID
+}
+
+const bigTimeline = `{"room":{"timeline":{"limit":2000}}}`
+
+// waitParked waits until n /sync requests are asleep in a long poll.
+func waitParked(t *testing.T, b *servertest.Bundle, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for server.SyncWaiters(b.Server) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d syncs parked", server.SyncWaiters(b.Server), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestSyncLongPollWakes(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice, bob, carol := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob"), newSyncUser(t, b, "carol")
+		room := sharedRoom(t, alice, bob)
+
+		first := doSync(t, bob, "", "", 0)
+		if first.Rooms.Join[room] == nil {
+			t.Fatalf("initial sync lacks the joined room: %+v", first.Rooms)
+		}
+		carolFirst := doSync(t, carol, "", "", 0)
+
+		// Bob and Carol park long polls with a 30 s timeout. Carol is not in
+		// the room: Alice's message must wake Bob, and leave Carol asleep.
+		const timeout = 30000
+		type result struct {
+			resp *mautrix.RespSync
+			err  error
+			at   time.Time
+		}
+		bobDone, carolDone := make(chan result, 1), make(chan result, 1)
+		go func() {
+			r, err := bob.cli.FullSyncRequest(t.Context(), mautrix.ReqSync{Timeout: timeout, Since: first.NextBatch})
+			bobDone <- result{r, err, time.Now()}
+		}()
+		go func() {
+			r, err := carol.cli.FullSyncRequest(t.Context(), mautrix.ReqSync{Timeout: 1500, Since: carolFirst.NextBatch})
+			carolDone <- result{r, err, time.Now()}
+		}()
+		waitParked(t, b, 2)
+
+		sentAt := time.Now()
+		evID := send(t, alice, room, "wake up")
+		sendReturned := time.Now()
+		var got result
+		select {
+		case got = <-bobDone:
+		case <-time.After(10 * time.Second):
+			t.Fatal("long poll did not wake within 10 s of the event")
+		}
+		if got.err != nil {
+			t.Fatal(got.err)
+		}
+		wake := got.at.Sub(sentAt)
+		t.Logf("%s: long poll returned %v after the send started (%v after it was acknowledged)", e.Name, wake, got.at.Sub(sendReturned))
+		if wake > 2*time.Second {
+			t.Fatalf("long poll took %v to wake (timeout %d ms)", wake, timeout)
+		}
+		jr := got.resp.Rooms.Join[room]
+		if jr == nil || len(jr.Timeline.Events) != 1 || jr.Timeline.Events[0].ID != evID || jr.Timeline.Limited {
+			t.Fatalf("woken sync: %+v", got.resp.Rooms.Join)
+		}
+
+		c := <-carolDone
+		if c.err != nil {
+			t.Fatal(c.err)
+		}
+		if !c.resp.Rooms.IsZero() {
+			t.Fatalf("carol, outside the room, was sent %+v", c.resp.Rooms)
+		}
+		if waited := c.at.Sub(sentAt); waited < time.Second {
+			t.Fatalf("carol's poll returned after %v, before its 1.5 s timeout, with nothing", waited)
+		}
+		if c.resp.NextBatch == "" {
+			t.Fatal("empty next_batch")
+		}
+	})
+}
+
+func TestSyncConcurrentSenders(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
+		defer cancel()
+		const senders, each = 20, 50
+		owner := newSyncUser(t, b, "owner")
+		var users []roomUser
+		for i := range senders {
+			users = append(users, newSyncUser(t, b, fmt.Sprintf("sender%d", i)))
+		}
+		room := sharedRoom(t, owner, users...)
+
+		// Three members follow the room with long polls while the senders
+		// write; each collects the message bodies in the order seen.
+		observers := []roomUser{owner, users[0], users[senders-1]}
+		seen := make([][]string, len(observers))
+		var obs sync.WaitGroup
+		for i, o := range observers {
+			since := doSync(t, o, "", bigTimeline, 0).NextBatch
+			obs.Add(1)
+			go func() {
+				defer obs.Done()
+				for len(seen[i]) < senders*each && ctx.Err() == nil {
+					resp, err := o.cli.FullSyncRequest(ctx, mautrix.ReqSync{Timeout: 5000, Since: since, FilterID: bigTimeline})
+					if err != nil {
+						t.Errorf("observer %s: %v", o.id, err)
+						return
+					}
+					if jr := resp.Rooms.Join[room]; jr != nil {
+						if jr.Timeline.Limited {
+							t.Errorf("observer %s: timeline limited", o.id)
+							return
+						}
+						seen[i] = append(seen[i], bodies(jr.Timeline.Events)...)
+					}
+					since = resp.NextBatch
+				}
+			}()
+		}
+
+		start := time.Now()
+		var wg sync.WaitGroup
+		for i, u := range users {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := range each {
+					if _, err := u.cli.SendText(ctx, room, fmt.Sprintf("%d-%d", i, j)); err != nil {
+						t.Errorf("sender %d message %d: %v", i, j, err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		t.Logf("%s: %d messages sent by %d senders in %v", e.Name, senders*each, senders, time.Since(start))
+		obs.Wait()
+		if t.Failed() {
+			return
+		}
+
+		// Everyone saw everything once, in the same order, and each
+		// sender's messages in the order sent.
+		for i, s := range seen {
+			if len(s) != senders*each {
+				t.Fatalf("observer %d saw %d messages, want %d", i, len(s), senders*each)
+			}
+			if !slices.Equal(s, seen[0]) {
+				t.Fatalf("observer %d saw another order than observer 0", i)
+			}
+		}
+		next := make([]int, senders)
+		for _, body := range seen[0] {
+			var i, j int
+			fmt.Sscanf(body, "%d-%d", &i, &j)
+			if j != next[i] {
+				t.Fatalf("sender %d: message %d seen where %d was due", i, j, next[i])
+			}
+			next[i]++
+		}
+		// A fresh initial sync agrees with the followers.
+		fresh := doSync(t, users[5], "", bigTimeline, 0)
+		if got := bodies(fresh.Rooms.Join[room].Timeline.Events); !slices.Equal(got, seen[0]) {
+			t.Fatalf("initial sync order differs: %d messages", len(got))
+		}
+	})
+}
+
+func TestSyncSurvivesRestart(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice, bob := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob")
+		room := sharedRoom(t, alice, bob)
+		since := doSync(t, bob, "", "", 0).NextBatch
+		send(t, alice, room, "before restart")
+		if err := bob.cli.SetAccountData(t.Context(), "org.example.pref", map[string]any{"v": 1}); err != nil {
+			t.Fatal(err)
+		}
+
+		b.Restart(t)
+
+		send(t, alice, room, "after restart")
+		resp := doSync(t, bob, since, "", 0)
+		jr := resp.Rooms.Join[room]
+		if jr == nil || jr.Timeline.Limited {
+			t.Fatalf("sync after restart: %+v", resp.Rooms)
+		}
+		if got := bodies(jr.Timeline.Events); !slices.Equal(got, []string{"before restart", "after restart"}) {
+			t.Fatalf("timeline after restart: %v", got)
+		}
+		if hasType(resp.AccountData.Events, "org.example.pref") == nil {
+			t.Fatalf("account data lost across the restart: %+v", resp.AccountData.Events)
+		}
+		// The new token is quiet, and a long poll on it still wakes.
+		again := doSync(t, bob, resp.NextBatch, "", 0)
+		if !again.Rooms.IsZero() {
+			t.Fatalf("sync after catching up: %+v", again.Rooms)
+		}
+	})
+}
+
+func TestSyncLimitedTimeline(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice, bob := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob")
+		room := sharedRoom(t, alice, bob)
+		for i := range 12 {
+			send(t, alice, room, fmt.Sprint("m", i))
+		}
+		const five = `{"room":{"timeline":{"limit":5}}}`
+		first := doSync(t, bob, "", five, 0)
+		jr := first.Rooms.Join[room]
+		if !jr.Timeline.Limited || jr.Timeline.PrevBatch == "" {
+			t.Fatalf("initial timeline not limited: limited=%v prev_batch=%q", jr.Timeline.Limited, jr.Timeline.PrevBatch)
+		}
+		if got := bodies(jr.Timeline.Events); !slices.Equal(got, []string{"m7", "m8", "m9", "m10", "m11"}) {
+			t.Fatalf("initial timeline: %v", got)
+		}
+		// The state is the state at the start of the timeline: the room's
+		// creation and both members are there, and no message is.
+		if hasType(jr.State.Events, "m.room.create") == nil || !slices.Equal(memberKeys(jr.State.Events), []string{string(alice.id), string(bob.id)}) {
+			t.Fatalf("initial state: %d events, members %v", len(jr.State.Events), memberKeys(jr.State.Events))
+		}
+
+		// Incremental: a topic change falls outside the 5-event window, so
+		// it must arrive in the state block.
+		if _, err := alice.cli.SendStateEvent(t.Context(), room, event.StateTopic, "", map[string]string{"topic": "new topic"}); err != nil {
+			t.Fatal(err)
+		}
+		for i := 12; i < 20; i++ {
+			send(t, alice, room, fmt.Sprint("m", i))
+		}
+		incResp := doSync(t, bob, first.NextBatch, five, 0)
+		inc := incResp.Rooms.Join[room]
+		if inc == nil || !inc.Timeline.Limited || inc.Timeline.PrevBatch == "" {
+			t.Fatalf("incremental timeline not limited: %+v", inc)
+		}
+		if got := bodies(inc.Timeline.Events); !slices.Equal(got, []string{"m15", "m16", "m17", "m18", "m19"}) {
+			t.Fatalf("incremental timeline: %v", got)
+		}
+		topic := hasType(inc.State.Events, "m.room.topic")
+		if topic == nil || topic.Content.Raw["topic"] != "new topic" || len(inc.State.Events) != 1 {
+			t.Fatalf("incremental state delta: %+v", inc.State.Events)
+		}
+		// Not limited: everything since fits, and the state block is empty.
+		send(t, alice, room, "m20")
+		small := doSync(t, bob, incResp.NextBatch, five, 0).Rooms.Join[room]
+		if small == nil || small.Timeline.Limited || len(small.State.Events) != 0 || !slices.Equal(bodies(small.Timeline.Events), []string{"m20"}) {
+			t.Fatalf("small incremental: limited=%v state=%d %v", small.Timeline.Limited, len(small.State.Events), bodies(small.Timeline.Events))
+		}
+
+		// prev_batch leads /messages to the events just before the window,
+		// once /messages is routed on this tree.
+		msgs := acctDo(t, b, "GET", "/_matrix/client/v3/rooms/"+esc(string(room))+"/messages?dir=b&limit=3&from="+url.QueryEscape(inc.Timeline.PrevBatch), bob.tok, nil)
+		if msgs.errcode() != "M_UNRECOGNIZED" {
+			var got []string
+			chunk, _ := msgs.body["chunk"].([]any)
+			for _, c := range chunk {
+				content, _ := c.(map[string]any)["content"].(map[string]any)
+				if body, ok := content["body"].(string); ok {
+					got = append(got, body)
+				}
+			}
+			if msgs.status != 200 || !slices.Equal(got, []string{"m14", "m13", "m12"}) {
+				t.Fatalf("/messages from prev_batch: %d %v", msgs.status, got)
+			}
+		}
+	})
+}
+
+func TestSyncLazyLoadMembers(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice, bob, carol, dave := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob"), newSyncUser(t, b, "carol"), newSyncUser(t, b, "dave")
+		room := sharedRoom(t, alice, bob, carol, dave)
+		for i := range 4 {
+			send(t, dave, room, fmt.Sprint("d", i))
+		}
+		const lazy = `{"room":{"timeline":{"limit":3},"state":{"lazy_load_members":true}}}`
+		first := doSync(t, bob, "", lazy, 0)
+		jr := first.Rooms.Join[room]
+		// Only the timeline's sender and the user themself.
+		if got := memberKeys(jr.State.Events); !slices.Equal(got, []string{string(bob.id), string(dave.id)}) {
+			t.Fatalf("lazy members: %v", got)
+		}
+		if hasType(jr.State.Events, "m.room.create") == nil || hasType(jr.State.Events, "m.room.power_levels") == nil {
+			t.Fatal("lazy loading dropped non-member state")
+		}
+		if jr.Summary.JoinedMemberCount == nil || *jr.Summary.JoinedMemberCount != 4 || len(jr.Summary.Heroes) != 3 {
+			t.Fatalf("summary: %+v", jr.Summary)
+		}
+		// Without lazy loading every member is sent.
+		if got := memberKeys(doSync(t, bob, "", `{"room":{"timeline":{"limit":3}}}`, 0).Rooms.Join[room].State.Events); len(got) != 4 {
+			t.Fatalf("full members: %v", got)
+		}
+
+		// Incremental: Dave's membership was already sent to this device,
+		// Carol's was not.
+		send(t, dave, room, "d4")
+		send(t, carol, room, "c0")
+		inc := doSync(t, bob, first.NextBatch, lazy, 0).Rooms.Join[room]
+		if got := memberKeys(inc.State.Events); !slices.Equal(got, []string{string(carol.id)}) {
+			t.Fatalf("incremental lazy members: %v", got)
+		}
+		// include_redundant_members sends them again.
+		const redundant = `{"room":{"timeline":{"limit":3},"state":{"lazy_load_members":true,"include_redundant_members":true}}}`
+		red := doSync(t, bob, first.NextBatch, redundant, 0).Rooms.Join[room]
+		if got := memberKeys(red.State.Events); !slices.Equal(got, []string{string(bob.id), string(carol.id), string(dave.id)}) {
+			t.Fatalf("redundant lazy members: %v", got)
+		}
+	})
+}
+
+func TestSyncMembershipSections(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice, bob := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob")
+		created, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Secret",
+			InitialState: []*event.Event{{Type: event.StateHistoryVisibility, Content: event.Content{Raw: map[string]any{"history_visibility": "joined"}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		room := created.RoomID
+		send(t, alice, room, "before invite")
+		since := doSync(t, bob, "", "", 0).NextBatch
+
+		// Invite: stripped state and the invite itself.
+		if _, err := alice.cli.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.id}); err != nil {
+			t.Fatal(err)
+		}
+		resp := doSync(t, bob, since, "", 0)
+		inv := resp.Rooms.Invite[room]
+		if inv == nil {
+			t.Fatalf("no invite: %+v", resp.Rooms)
+		}
+		types := map[string]bool{}
+		for _, ev := range inv.State.Events {
+			types[ev.Type.Type] = true
+			if ev.ID != "" || ev.Content.Raw == nil {
+				t.Fatalf("invite_state event not stripped: %+v", ev)
+			}
+		}
+		member := hasType(inv.State.Events, "m.room.member")
+		if !types["m.room.create"] || !types["m.room.join_rules"] || !types["m.room.name"] || member == nil ||
+			member.Content.Raw["membership"] != "invite" || *member.StateKey != string(bob.id) || types["m.room.power_levels"] {
+			t.Fatalf("invite_state: %v", types)
+		}
+
+		// Join: the room moves to join with its full state; history from
+		// before the join is hidden (history_visibility joined).
+		if _, err := bob.cli.JoinRoomByID(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		resp = doSync(t, bob, resp.NextBatch, "", 0)
+		jr := resp.Rooms.Join[room]
+		if jr == nil || hasType(jr.State.Events, "m.room.create") == nil {
+			t.Fatalf("join section: %+v", resp.Rooms)
+		}
+		if got := bodies(jr.Timeline.Events); len(got) != 0 {
+			t.Fatalf("history before the join leaked: %v", got)
+		}
+
+		// Leave: the leave section holds the leave and nothing after it.
+		send(t, alice, room, "while joined")
+		if _, err := bob.cli.LeaveRoom(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		send(t, alice, room, "after leave")
+		resp = doSync(t, bob, resp.NextBatch, "", 0)
+		lr := resp.Rooms.Leave[room]
+		if lr == nil || resp.Rooms.Join[room] != nil {
+			t.Fatalf("leave section: %+v", resp.Rooms)
+		}
+		last := lr.Timeline.Events[len(lr.Timeline.Events)-1]
+		if got := bodies(lr.Timeline.Events); !slices.Equal(got, []string{"while joined"}) ||
+			last.Type != event.StateMember || last.Content.Raw["membership"] != "leave" {
+			t.Fatalf("leave timeline: %v, last %s", got, last.Type.Type)
+		}
+		// Nothing more arrives for the left room.
+		send(t, alice, room, "much later")
+		if later := doSync(t, bob, resp.NextBatch, "", 0); !later.Rooms.IsZero() {
+			t.Fatalf("left room still syncing: %+v", later.Rooms)
+		}
+
+		// Initial syncs list left rooms only with include_leave.
+		if plain := doSync(t, bob, "", "", 0); plain.Rooms.Leave[room] != nil {
+			t.Fatal("left room in an initial sync without include_leave")
+		}
+		withLeave := doSync(t, bob, "", `{"room":{"include_leave":true}}`, 0).Rooms.Leave[room]
+		if withLeave == nil {
+			t.Fatal("include_leave: left room missing")
+		}
+		if got := bodies(withLeave.Timeline.Events); !slices.Equal(got, []string{"while joined"}) {
+			t.Fatalf("include_leave timeline: %v", got)
+		}
+		// Forgotten rooms are gone even with include_leave.
+		if _, err := bob.cli.ForgetRoom(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		if doSync(t, bob, "", `{"room":{"include_leave":true}}`, 0).Rooms.Leave[room] != nil {
+			t.Fatal("forgotten room still listed")
+		}
+	})
+}
+
+func TestSyncAccountDataAndTags(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice, bob := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob")
+		room := sharedRoom(t, alice)
+		first := doSync(t, alice, "", "", 0)
+		if rules := hasType(first.AccountData.Events, "m.push_rules"); rules == nil || rules.Content.Raw["global"] == nil {
+			t.Fatal("initial sync lacks m.push_rules account data")
+		}
+
+		// Global and room account data round trip.
+		if err := alice.cli.SetAccountData(ctx, "org.example.settings", map[string]any{"theme": "dark"}); err != nil {
+			t.Fatal(err)
+		}
+		var got map[string]any
+		if err := alice.cli.GetAccountData(ctx, "org.example.settings", &got); err != nil || got["theme"] != "dark" {
+			t.Fatalf("get account data: %v %v", got, err)
+		}
+		if err := alice.cli.SetRoomAccountData(ctx, room, "org.example.room", map[string]any{"pinned": true}); err != nil {
+			t.Fatal(err)
+		}
+		base := "/_matrix/client/v3/user/" + esc(string(alice.id))
+		if r := acctDo(t, b, "GET", base+"/rooms/"+esc(string(room))+"/account_data/org.example.room", alice.tok, nil); r.status != 200 || r.body["pinned"] != true {
+			t.Fatalf("get room account data: %d %v", r.status, r.body)
+		}
+		acctDo(t, b, "GET", base+"/account_data/org.example.missing", alice.tok, nil).want(t, 404, "M_NOT_FOUND")
+		acctDo(t, b, "GET", base+"/account_data/org.example.settings", bob.tok, nil).want(t, 403, "M_FORBIDDEN")
+		acctDo(t, b, "PUT", base+"/account_data/org.example.settings", bob.tok, map[string]any{}).want(t, 403, "M_FORBIDDEN")
+		acctDo(t, b, "PUT", base+"/account_data/m.push_rules", alice.tok, map[string]any{}).want(t, 400, "M_BAD_JSON")
+		acctDo(t, b, "PUT", base+"/rooms/"+esc(string(room))+"/account_data/m.fully_read", alice.tok, map[string]any{"event_id": "$x"}).want(t, 400, "M_BAD_JSON")
+		acctDo(t, b, "PUT", base+"/account_data/org.example.settings", alice.tok, `[1]`).want(t, 400, "M_NOT_JSON")
+
+		// Tags: stored as m.tag room account data.
+		if err := alice.cli.AddTag(ctx, room, event.RoomTagFavourite, 0.25); err != nil {
+			t.Fatal(err)
+		}
+		if err := alice.cli.AddTag(ctx, room, "u.work", 0.5); err != nil {
+			t.Fatal(err)
+		}
+		if err := alice.cli.RemoveTag(ctx, room, "u.work"); err != nil {
+			t.Fatal(err)
+		}
+		tags, err := alice.cli.GetTags(ctx, room)
+		if err != nil || len(tags.Tags) != 1 || tags.Tags[event.RoomTagFavourite].Order != "0.25" {
+			t.Fatalf("tags: %+v %v", tags, err)
+		}
+		acctDo(t, b, "PUT", base+"/rooms/"+esc(string(room))+"/tags/u.bad", alice.tok, map[string]any{"order": "high"}).want(t, 400, "M_BAD_JSON")
+
+		// All of it arrives in the next sync, global and per room.
+		resp := doSync(t, alice, first.NextBatch, "", 0)
+		if s := hasType(resp.AccountData.Events, "org.example.settings"); s == nil || s.Content.Raw["theme"] != "dark" {
+			t.Fatalf("global account data in sync: %+v", resp.AccountData.Events)
+		}
+		jr := resp.Rooms.Join[room]
+		if jr == nil {
+			t.Fatal("room account data did not bring the room into the sync")
+		}
+		tag := hasType(jr.AccountData.Events, "m.tag")
+		if hasType(jr.AccountData.Events, "org.example.room") == nil || tag == nil {
+			t.Fatalf("room account data in sync: %+v", jr.AccountData.Events)
+		}
+		if tg, _ := tag.Content.Raw["tags"].(map[string]any); len(tg) != 1 || tg["m.favourite"] == nil {
+			t.Fatalf("m.tag in sync: %v", tag.Content.Raw)
+		}
+		// An account-data filter keeps only what it names.
+		only := doSync(t, alice, first.NextBatch, `{"account_data":{"types":["org.example.*"]},"room":{"account_data":{"not_types":["m.tag"]}}}`, 0)
+		if len(only.AccountData.Events) != 1 || hasType(only.Rooms.Join[room].AccountData.Events, "m.tag") != nil {
+			t.Fatalf("filtered account data: %+v / %+v", only.AccountData.Events, only.Rooms.Join[room].AccountData.Events)
+		}
+	})
+}
+
+func TestSyncFilters(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice, bob := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob")
+		room, other := sharedRoom(t, alice), sharedRoom(t, alice)
+		base := "/_matrix/client/v3/user/" + esc(string(alice.id)) + "/filter"
+
+		// Stored and read back as sent.
+		def := map[string]any{"event_fields": []string{"type", "content.body"},
+			"room": map[string]any{"rooms": []string{string(room)}, "timeline": map[string]any{"limit": 2, "not_types": []string{"m.room.member"}}}}
+		created := acctDo(t, b, "POST", base, alice.tok, def)
+		fid, _ := created.body["filter_id"].(string)
+		if created.status != 200 || fid == "" {
+			t.Fatalf("create filter: %d %v", created.status, created.body)
+		}
+		back := acctDo(t, b, "GET", base+"/"+fid, alice.tok, nil)
+		if rf, _ := back.body["room"].(map[string]any); back.status != 200 || rf["timeline"] == nil {
+			t.Fatalf("get filter: %d %v", back.status, back.body)
+		}
+		acctDo(t, b, "GET", base+"/999999", alice.tok, nil).want(t, 404, "M_NOT_FOUND")
+		acctDo(t, b, "GET", "/_matrix/client/v3/user/"+esc(string(bob.id))+"/filter/"+fid, bob.tok, nil).want(t, 404, "M_NOT_FOUND")
+		acctDo(t, b, "GET", base+"/"+fid, bob.tok, nil).want(t, 403, "M_FORBIDDEN")
+		acctDo(t, b, "POST", base, alice.tok, map[string]any{"room": map[string]any{"timeline": map[string]any{"limit": "ten"}}}).want(t, 400, "M_BAD_JSON")
+		acctDo(t, b, "POST", base, alice.tok, map[string]any{"room": map[string]any{"rooms": []string{"not-a-room"}}}).want(t, 400, "M_BAD_JSON")
+		acctDo(t, b, "POST", base, alice.tok, map[string]any{"event_format": "xml"}).want(t, 400, "M_INVALID_PARAM")
+		acctDo(t, b, "POST", base, alice.tok, map[string]any{"room": map[string]any{"timeline": map[string]any{"limit": -1}}}).want(t, 400, "M_INVALID_PARAM")
+		if _, err := alice.cli.CreateFilter(ctx, &mautrix.Filter{Room: &mautrix.RoomFilter{Timeline: &mautrix.FilterPart{Limit: 1}}}); err != nil {
+			t.Fatalf("mautrix CreateFilter: %v", err)
+		}
+
+		send(t, alice, room, "one")
+		send(t, alice, room, "two")
+		send(t, alice, room, "three")
+		send(t, alice, other, "elsewhere")
+
+		// Applied by ID: only room, no member events, last two messages,
+		// each event trimmed to type and content.body.
+		r := acctDo(t, b, "GET", "/_matrix/client/v3/sync?filter="+fid, alice.tok, nil)
+		join, _ := r.body["rooms"].(map[string]any)["join"].(map[string]any)
+		if r.status != 200 || len(join) != 1 || join[string(room)] == nil {
+			t.Fatalf("rooms filter: %d %v", r.status, join)
+		}
+		tl := join[string(room)].(map[string]any)["timeline"].(map[string]any)
+		evs, _ := tl["events"].([]any)
+		if len(evs) != 2 || tl["limited"] != true {
+			t.Fatalf("filtered timeline: %v", tl)
+		}
+		for i, want := range []string{"two", "three"} {
+			ev := evs[i].(map[string]any)
+			content, _ := ev["content"].(map[string]any)
+			if len(ev) != 2 || ev["type"] != "m.room.message" || len(content) != 1 || content["body"] != want {
+				t.Fatalf("event_fields: %v", ev)
+			}
+		}
+		// Inline: not_rooms and types.
+		resp := doSync(t, alice, "", `{"room":{"not_rooms":["`+string(room)+`"],"timeline":{"types":["m.room.message"]}}}`, 0)
+		if resp.Rooms.Join[room] != nil || resp.Rooms.Join[other] == nil {
+			t.Fatalf("not_rooms: %v", resp.Rooms.Join)
+		}
+		for _, ev := range resp.Rooms.Join[other].Timeline.Events {
+			if ev.Type != event.EventMessage {
+				t.Fatalf("types filter let %s through", ev.Type.Type)
+			}
+		}
+		acctDo(t, b, "GET", "/_matrix/client/v3/sync?filter=12345", alice.tok, nil).want(t, 404, "M_NOT_FOUND")
+		acctDo(t, b, "GET", "/_matrix/client/v3/sync?filter="+url.QueryEscape(`{"room":{"timeline":{"limit":"x"}}}`), alice.tok, nil).want(t, 400, "M_INVALID_PARAM")
+		acctDo(t, b, "GET", "/_matrix/client/v3/sync?since=bogus", alice.tok, nil).want(t, 400, "M_INVALID_PARAM")
+	})
+}
+
+func TestSyncReceipts(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice, bob, carol := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob"), newSyncUser(t, b, "carol")
+		room := sharedRoom(t, alice, bob)
+		msg := send(t, alice, room, "read me")
+		since := doSync(t, alice, "", "", 0).NextBatch
+		bobSince := doSync(t, bob, "", "", 0).NextBatch
+
+		if err := bob.cli.SendReceipt(ctx, room, msg, event.ReceiptTypeRead, map[string]any{"thread_id": "main"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := bob.cli.SetReadMarkers(ctx, room, map[string]any{"m.fully_read": msg, "m.read.private": msg}); err != nil {
+			t.Fatal(err)
+		}
+		rooms := "/_matrix/client/v3/rooms/" + esc(string(room))
+		acctDo(t, b, "POST", rooms+"/receipt/m.unknown/"+esc(string(msg)), bob.tok, map[string]any{}).want(t, 400, "M_INVALID_PARAM")
+		acctDo(t, b, "POST", rooms+"/receipt/m.read/"+esc(string(msg)), bob.tok, map[string]any{"thread_id": "nope"}).want(t, 400, "M_INVALID_PARAM")
+		acctDo(t, b, "POST", rooms+"/receipt/m.read/"+esc(string(msg)), carol.tok, map[string]any{}).want(t, 403, "M_FORBIDDEN")
+		acctDo(t, b, "POST", rooms+"/receipt/m.read/%24missing", bob.tok, map[string]any{}).want(t, 404, "M_NOT_FOUND")
+
+		receiptsOf := func(resp *mautrix.RespSync) map[string]any {
+			t.Helper()
+			jr := resp.Rooms.Join[room]
+			if jr == nil {
+				t.Fatalf("no room in sync: %+v", resp.Rooms)
+			}
+			r := hasType(jr.Ephemeral.Events, "m.receipt")
+			if r == nil {
+				t.Fatalf("no m.receipt: %+v", jr.Ephemeral.Events)
+			}
+			byType, _ := r.Content.Raw[string(msg)].(map[string]any)
+			return byType
+		}
+		// Alice sees Bob's public receipt, threaded, not his private one.
+		ar := receiptsOf(doSync(t, alice, since, "", 0))
+		read, _ := ar["m.read"].(map[string]any)
+		info, _ := read[string(bob.id)].(map[string]any)
+		if info == nil || info["thread_id"] != "main" || info["ts"] == nil || ar["m.read.private"] != nil {
+			t.Fatalf("alice's receipts: %v", ar)
+		}
+		// Bob sees both, and his fully-read marker as room account data.
+		bobResp := doSync(t, bob, bobSince, "", 0)
+		if br := receiptsOf(bobResp); br["m.read"] == nil || br["m.read.private"] == nil {
+			t.Fatalf("bob's receipts: %v", br)
+		}
+		fr := hasType(bobResp.Rooms.Join[room].AccountData.Events, "m.fully_read")
+		if fr == nil || fr.Content.Raw["event_id"] != string(msg) {
+			t.Fatalf("m.fully_read: %+v", bobResp.Rooms.Join[room].AccountData.Events)
+		}
+		// An initial sync carries the receipts too; an ephemeral filter
+		// can drop them.
+		if ir := receiptsOf(doSync(t, alice, "", "", 0)); ir["m.read"] == nil {
+			t.Fatalf("initial sync receipts: %v", ir)
+		}
+		noEph := doSync(t, alice, "", `{"room":{"ephemeral":{"not_types":["m.receipt"]}}}`, 0)
+		if jr := noEph.Rooms.Join[room]; jr == nil || len(jr.Ephemeral.Events) != 0 {
+			t.Fatalf("ephemeral filter: %+v", jr)
+		}
+	})
+}
+
+func TestPushRules(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice := newSyncUser(t, b, "alice")
+		rules, err := alice.cli.GetPushRules(t.Context())
+		if err != nil {
+			t.Fatalf("GET /pushrules/: %v", err)
+		}
+		var override []string
+		for _, r := range rules.Override {
+			override = append(override, r.RuleID)
+		}
+		want := []string{".m.rule.master", ".m.rule.suppress_notices", ".m.rule.invite_for_me", ".m.rule.member_event",
+			".m.rule.is_user_mention", ".m.rule.contains_display_name", ".m.rule.is_room_mention", ".m.rule.roomnotif",
+			".m.rule.tombstone", ".m.rule.reaction", ".m.rule.room.server_acl", ".m.rule.suppress_edits"}
+		if !slices.Equal(override, want) {
+			t.Fatalf("override rules: %v", override)
+		}
+		if len(rules.Content) != 1 || rules.Content[0].Pattern != "alice" || len(rules.Underride) != 5 || rules.Underride[0].RuleID != ".m.rule.call" {
+			t.Fatalf("content/underride rules: %+v / %d", rules.Content, len(rules.Underride))
+		}
+		p := "/_matrix/client/v3/pushrules/global/"
+		if r := acctDo(t, b, "GET", p, alice.tok, nil); r.status != 200 || r.body["underride"] == nil {
+			t.Fatalf("GET global: %d", r.status)
+		}
+		if r := acctDo(t, b, "GET", p+"override/.m.rule.master/enabled", alice.tok, nil); r.body["enabled"] != false {
+			t.Fatalf("master enabled: %v", r.body)
+		}
+		r := acctDo(t, b, "GET", p+"override/.m.rule.invite_for_me", alice.tok, nil)
+		raw, _ := json.Marshal(r.body["conditions"])
+		if !strings.Contains(string(raw), string(alice.id)) {
+			t.Fatalf("invite_for_me conditions: %s", raw)
+		}
+		if r := acctDo(t, b, "GET", p+"underride/.m.rule.message/actions", alice.tok, nil); fmt.Sprint(r.body["actions"]) != "[notify]" {
+			t.Fatalf("message actions: %v", r.body)
+		}
+		acctDo(t, b, "GET", p+"override/.m.rule.nope", alice.tok, nil).want(t, 404, "M_NOT_FOUND")
+		acctDo(t, b, "PUT", p+"override/.m.rule.master/enabled", alice.tok, map[string]any{"enabled": true}).want(t, 400, "M_UNRECOGNIZED")
+		acctDo(t, b, "DELETE", p+"override/.m.rule.nope", alice.tok, nil).want(t, 404, "M_NOT_FOUND")
+		acctDo(t, b, "GET", "/_matrix/client/v3/pushrules/", "", nil).want(t, 401, "M_MISSING_TOKEN")
+	})
+}
