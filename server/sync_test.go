@@ -183,6 +183,67 @@ func TestSyncLongPollWakes(t *testing.T) {
 	})
 }
 
+// TestSyncManyWaiters parks 200 long polls (50 per member) and checks one
+// event wakes every one of them promptly, and a non-member's stay asleep.
+func TestSyncManyWaiters(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice, outsider := newSyncUser(t, b, "alice"), newSyncUser(t, b, "outsider")
+		members := []roomUser{alice, newSyncUser(t, b, "m1"), newSyncUser(t, b, "m2"), newSyncUser(t, b, "m3")}
+		room := sharedRoom(t, alice, members[1:]...)
+		const perMember = 50
+		type result struct {
+			ok bool
+			at time.Time
+		}
+		results := make(chan result, len(members)*perMember)
+		for _, m := range members {
+			since := doSync(t, m, "", "", 0).NextBatch
+			for range perMember {
+				go func() {
+					r, err := m.cli.FullSyncRequest(t.Context(), mautrix.ReqSync{Timeout: 30000, Since: since})
+					ok := err == nil && r.Rooms.Join[room] != nil && len(r.Rooms.Join[room].Timeline.Events) == 1
+					results <- result{ok, time.Now()}
+				}()
+			}
+		}
+		outsiderSince := doSync(t, outsider, "", "", 0).NextBatch
+		outsiderDone := make(chan *mautrix.RespSync, 1)
+		go func() {
+			r, _ := outsider.cli.FullSyncRequest(t.Context(), mautrix.ReqSync{Timeout: 30000, Since: outsiderSince})
+			outsiderDone <- r
+		}()
+		waitParked(t, b, int64(len(members)*perMember)+1)
+
+		sent := time.Now()
+		send(t, alice, room, "everyone up")
+		var slowest time.Duration
+		for range len(members) * perMember {
+			select {
+			case r := <-results:
+				if !r.ok {
+					t.Fatal("a waiter woke without the event")
+				}
+				slowest = max(slowest, r.at.Sub(sent))
+			case <-time.After(15 * time.Second):
+				t.Fatal("not every waiter woke within 15 s")
+			}
+		}
+		t.Logf("%s: %d waiters woke, the last %v after the send started", e.Name, len(members)*perMember, slowest)
+		if slowest > 5*time.Second {
+			t.Fatalf("slowest waiter took %v", slowest)
+		}
+		select {
+		case r := <-outsiderDone:
+			t.Fatalf("the outsider's poll returned: %+v", r)
+		default:
+		}
+		if n := server.SyncWaiters(b.Server); n != 1 {
+			t.Fatalf("%d polls still parked, want the outsider's alone", n)
+		}
+	})
+}
+
 func TestSyncConcurrentSenders(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
 		b := servertest.Start(t, e)
@@ -297,10 +358,29 @@ func TestSyncSurvivesRestart(t *testing.T) {
 		if hasType(resp.AccountData.Events, "org.example.pref") == nil {
 			t.Fatalf("account data lost across the restart: %+v", resp.AccountData.Events)
 		}
-		// The new token is quiet, and a long poll on it still wakes.
+		// The new token is quiet, and the new process's notifier wakes a
+		// long poll on it.
 		again := doSync(t, bob, resp.NextBatch, "", 0)
 		if !again.Rooms.IsZero() {
 			t.Fatalf("sync after catching up: %+v", again.Rooms)
+		}
+		done := make(chan *mautrix.RespSync, 1)
+		go func() {
+			r, err := bob.cli.FullSyncRequest(t.Context(), mautrix.ReqSync{Timeout: 30000, Since: again.NextBatch})
+			if err != nil {
+				t.Error(err)
+			}
+			done <- r
+		}()
+		waitParked(t, b, 1)
+		send(t, alice, room, "wake after restart")
+		select {
+		case r := <-done:
+			if r == nil || r.Rooms.Join[room] == nil || !slices.Equal(bodies(r.Rooms.Join[room].Timeline.Events), []string{"wake after restart"}) {
+				t.Fatalf("woken sync after restart: %+v", r)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("long poll after restart did not wake")
 		}
 	})
 }
@@ -475,7 +555,7 @@ func TestSyncMembershipSections(t *testing.T) {
 		send(t, alice, room, "after leave")
 		resp = doSync(t, bob, resp.NextBatch, "", 0)
 		lr := resp.Rooms.Leave[room]
-		if lr == nil || resp.Rooms.Join[room] != nil {
+		if lr == nil || resp.Rooms.Join[room] != nil || len(lr.Timeline.Events) == 0 {
 			t.Fatalf("leave section: %+v", resp.Rooms)
 		}
 		last := lr.Timeline.Events[len(lr.Timeline.Events)-1]
@@ -500,6 +580,29 @@ func TestSyncMembershipSections(t *testing.T) {
 		if got := bodies(withLeave.Timeline.Events); !slices.Equal(got, []string{"while joined"}) {
 			t.Fatalf("include_leave timeline: %v", got)
 		}
+		// full_state resends a joined room's whole state with no news.
+		quiet := doSync(t, alice, "", "", 0).NextBatch
+		full, err := alice.cli.FullSyncRequest(ctx, mautrix.ReqSync{Since: quiet, FullState: true})
+		if err != nil || full.Rooms.Join[room] == nil || hasType(full.Rooms.Join[room].State.Events, "m.room.create") == nil {
+			t.Fatalf("full_state: %+v %v", full, err)
+		}
+
+		// Knock: the knock section with stripped state.
+		knockRoom, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "Door", RoomVersion: "7",
+			InitialState: []*event.Event{{Type: event.StateJoinRules, Content: event.Content{Raw: map[string]any{"join_rule": "knock"}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		beforeKnock := doSync(t, bob, "", "", 0).NextBatch
+		if r := acctDo(t, b, "POST", "/_matrix/client/v3/knock/"+esc(string(knockRoom.RoomID)), bob.tok, map[string]any{"reason": "let me in"}); r.status != 200 {
+			t.Fatalf("knock: %d %v", r.status, r.body)
+		}
+		kr := doSync(t, bob, beforeKnock, "", 0).Rooms.Knock[knockRoom.RoomID]
+		if kr == nil || hasType(kr.State.Events, "m.room.name") == nil || hasType(kr.State.Events, "m.room.member") == nil ||
+			hasType(kr.State.Events, "m.room.member").Content.Raw["membership"] != "knock" {
+			t.Fatalf("knock section: %+v", kr)
+		}
+
 		// Forgotten rooms are gone even with include_leave.
 		if _, err := bob.cli.ForgetRoom(ctx, room); err != nil {
 			t.Fatal(err)
