@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"hearth/config"
 	"hearth/server"
@@ -32,10 +33,23 @@ type dash struct {
 // listener of its own, as admin_dashboard.port does.
 func start(t *testing.T, e storagetest.Engine, opts ...servertest.Option) *dash {
 	t.Helper()
+	d, _ := startWithSampler(t, e, 0, opts...)
+	return d
+}
+
+// startWithSampler is start with the memory sampler ticking every interval
+// (0: the default) once the caller runs the dashboard.
+func startWithSampler(t *testing.T, e storagetest.Engine, interval time.Duration, opts ...servertest.Option) (*dash, *web.Dashboard) {
+	t.Helper()
 	b := servertest.Start(t, e, opts...)
-	hs := httptest.NewServer(web.New(web.Deps{Server: b.Server}).Standalone())
+	deps := web.Deps{Server: b.Server}
+	if interval > 0 {
+		deps.Sampler = web.NewSampler(interval, 3600, b.Store.MaxStreamPos)
+	}
+	wd := web.New(deps)
+	hs := httptest.NewServer(wd.Standalone())
 	t.Cleanup(hs.Close)
-	return &dash{Bundle: b, URL: hs.URL + web.Path}
+	return &dash{Bundle: b, URL: hs.URL + web.Path}, wd
 }
 
 // seed creates an account straight in the store.

@@ -1,0 +1,280 @@
+package web_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"hearth/server/storage/storagetest"
+)
+
+const chromiumPath = "/usr/bin/chromium"
+
+// browserMu runs one Chromium at a time: the engines' subtests run in
+// parallel, and two browsers on a small shared machine only slow both.
+var browserMu sync.Mutex
+
+// newChromium starts a headless Chromium with a fresh profile, or skips the
+// test when Chromium is not installed.
+func newChromium(t *testing.T) context.Context {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Skip("real-browser test skipped: " + chromiumPath + " is not installed (apt-get install chromium)")
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Flag("headless", true),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	t.Cleanup(func() {
+		cancelCtx()
+		cancelAlloc()
+	})
+	// The first call starts the browser; it must not carry a timeout,
+	// which would stop the browser with it.
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// step bounds one browser interaction.
+const step = 30 * time.Second
+
+// text is the text content of the first element matching sel.
+func text(t *testing.T, ctx context.Context, sel string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, step)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		t.Fatalf("read %s: %v", sel, err)
+	}
+	return strings.TrimSpace(s)
+}
+
+func run(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, step)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// script runs JavaScript in the page for its effect.
+func script(expr string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := chromedp.Evaluate[any](expr)(ctx, tg)
+		return err
+	})
+}
+
+// screenshot navigates and captures the full page as PNG.
+func screenshot(t *testing.T, ctx context.Context, url string) []byte {
+	t.Helper()
+	run(t, ctx, "open "+url, chromedp.Navigate(url), chromedp.WaitVisible(chromedp.CSS(`main h1`)))
+	ctx, cancel := context.WithTimeout(ctx, step)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", url, err)
+	}
+	return png
+}
+
+// waitText polls until the element's text contains want: after a click the
+// old page may still be showing, and the search form submits itself as you
+// type.
+func waitText(t *testing.T, ctx context.Context, sel, want string) {
+	t.Helper()
+	var got string
+	for deadline := time.Now().Add(step); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		got, _ = chromedp.Run(ctx, chromedp.Evaluate[string](`(document.querySelector(`+strconvQuote(sel)+`)||{}).textContent||""`))
+		if strings.Contains(got, want) {
+			return
+		}
+	}
+	t.Fatalf("%s: text %q, want %q", sel, got, want)
+}
+
+func strconvQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `\'`) + "'" }
+
+// signInAs fills and submits the sign-in form the way a person would.
+func signInAs(t *testing.T, ctx context.Context, dashURL, user, password string) {
+	t.Helper()
+	run(t, ctx, "sign in as "+user,
+		chromedp.Navigate(dashURL+"/login"),
+		chromedp.WaitVisible(chromedp.CSS(`input[name=username]`)),
+		chromedp.SendKeys(chromedp.CSS(`input[name=username]`), user),
+		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), password),
+		chromedp.Click(chromedp.CSS(`form button[type=submit].primary`)),
+	)
+}
+
+// TestBrowser drives the dashboard in headless Chromium: sign in, create a
+// user, find it, deactivate it through the confirmation page, change the
+// cache factor; a form without its CSRF token is refused; a non-admin
+// cannot sign in.
+func TestBrowser(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		d := start(t, e)
+		seed(t, d.Store, "root", "rootpassword", true)
+		seed(t, d.Store, "mallory", "mallorypassword", false)
+		browserMu.Lock()
+		defer browserMu.Unlock()
+		ctx := newChromium(t)
+
+		signInAs(t, ctx, d.URL, "root", "rootpassword")
+		waitText(t, ctx, "main h1", "Overview")
+
+		// Create a user.
+		run(t, ctx, "create user",
+			chromedp.Navigate(d.URL+"/users"),
+			chromedp.WaitVisible(chromedp.CSS(`#create input[name=username]`)),
+			chromedp.SendKeys(chromedp.CSS(`#create input[name=username]`), "carol"),
+			chromedp.SendKeys(chromedp.CSS(`#create input[name=displayname]`), "Carol Danvers"),
+			chromedp.SendKeys(chromedp.CSS(`#create input[name=password]`), "carolpassword"),
+			chromedp.Click(chromedp.CSS(`#create button[type=submit]`)),
+		)
+		waitText(t, ctx, "p.flash", "Created @carol:hearth.test")
+
+		// Find it with the search box. Seed more users so the search has
+		// something to leave out; typing submits the form by itself (the
+		// progressive enhancement), the button does without JavaScript.
+		seed(t, d.Store, "dave", "davepassword", false)
+		run(t, ctx, "search",
+			chromedp.Navigate(d.URL+"/users"),
+			chromedp.WaitVisible(chromedp.CSS(`input[name=q]`)),
+			chromedp.SendKeys(chromedp.CSS(`input[name=q]`), "danvers"),
+		)
+		waitText(t, ctx, "main p.muted", "1–1 of 1 users")
+		run(t, ctx, "search result", chromedp.WaitVisible(chromedp.CSS(`table.list tbody a[href$="@carol:hearth.test"]`)))
+
+		// Deactivate it, through the confirmation page.
+		run(t, ctx, "open user",
+			chromedp.Click(chromedp.CSS(`table.list tbody a[href$="@carol:hearth.test"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`.danger-zone button.danger`)),
+			chromedp.Click(chromedp.CSS(`.danger-zone button.danger`)),
+			chromedp.WaitVisible(chromedp.CSS(`#confirm`)),
+		)
+		waitText(t, ctx, "main h1", "Deactivate @carol:hearth.test?")
+		if u, _ := d.Store.UserByID(context.Background(), "@carol:hearth.test"); u.Deactivated {
+			t.Fatal("deactivated before the confirmation was accepted")
+		}
+		run(t, ctx, "confirm", chromedp.Click(chromedp.CSS(`#confirm`)))
+		waitText(t, ctx, "p.flash", "Deactivated @carol:hearth.test")
+		if u, _ := d.Store.UserByID(context.Background(), "@carol:hearth.test"); !u.Deactivated {
+			t.Fatal("carol is not deactivated")
+		}
+
+		// Change the global cache factor and see the capacities follow.
+		run(t, ctx, "caches page", chromedp.Navigate(d.URL+"/caches"), chromedp.WaitVisible(chromedp.CSS(`#global-factor`)))
+		if c := text(t, ctx, "#cache-users .capacity"); c != "20,000" {
+			t.Fatalf("users cache capacity at factor 1: %q", c)
+		}
+		run(t, ctx, "set factor",
+			chromedp.SetValue(chromedp.CSS(`#global-factor`), "0.25"),
+			chromedp.Submit(chromedp.CSS(`#global-factor`)),
+		)
+		waitText(t, ctx, "p.flash", "Global cache factor set to 0.25")
+		if c := text(t, ctx, "#cache-users .capacity"); c != "5,000" {
+			t.Fatalf("users cache capacity at factor 0.25: %q", c)
+		}
+		if v, err := chromedp.Run(ctx, chromedp.Value(chromedp.CSS(`#global-factor`))); err != nil || v != "0.25" {
+			t.Fatalf("factor field shows %q", v)
+		}
+
+		// A form posted without its CSRF token is refused.
+		run(t, ctx, "post without token",
+			chromedp.Navigate(d.URL+"/users"),
+			chromedp.WaitVisible(chromedp.CSS(`#create input[name=username]`)),
+			script(`document.querySelector('#create input[name=csrf]').remove()`),
+			chromedp.SendKeys(chromedp.CSS(`#create input[name=username]`), "eve"),
+			chromedp.SendKeys(chromedp.CSS(`#create input[name=password]`), "evepassword"),
+			chromedp.Click(chromedp.CSS(`#create button[type=submit]`)),
+		)
+		waitText(t, ctx, "main h1", "Forbidden")
+		waitText(t, ctx, "main p", "not accepted")
+		if _, err := d.Store.UserByID(context.Background(), "@eve:hearth.test"); err == nil {
+			t.Fatal("a form without its token created a user")
+		}
+
+		// Sign out; a non-admin cannot sign in.
+		run(t, ctx, "sign out", chromedp.Navigate(d.URL+"/"), chromedp.WaitVisible(chromedp.CSS(`form.signout button`)),
+			chromedp.Click(chromedp.CSS(`form.signout button`)), chromedp.WaitVisible(chromedp.CSS(`input[name=username]`)))
+		signInAs(t, ctx, d.URL, "mallory", "mallorypassword")
+		waitText(t, ctx, "p.flash.error", "Only server admins")
+		run(t, ctx, "overview after refusal", chromedp.Navigate(d.URL+"/"), chromedp.WaitVisible(chromedp.CSS(`input[name=username]`)))
+		waitText(t, ctx, "main h1", "Sign in")
+	})
+}
+
+// TestScreenshots writes docs/screenshots/*.png from a real run when
+// HEARTH_SCREENSHOTS names the output directory; it lets the memory
+// sampler run for a minute first so the chart has real data.
+func TestScreenshots(t *testing.T) {
+	out := os.Getenv("HEARTH_SCREENSHOTS")
+	if out == "" {
+		t.Skip("set HEARTH_SCREENSHOTS=<dir> to write dashboard screenshots")
+	}
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		if e.Name != "sqlite" {
+			t.Skip("screenshots are taken once, on SQLite")
+		}
+		d, dash := startWithSampler(t, e, 2*time.Second)
+		seed(t, d.Store, "root", "rootpassword", true)
+		for _, u := range []string{"alice", "bob", "carol", "dave", "erin"} {
+			seed(t, d.Store, u, u+"password", false)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go dash.Run(ctx)
+		// Work the caches so hit rates are real: sessions and users are
+		// looked up on every authenticated request.
+		deadline := time.Now().Add(70 * time.Second)
+		for time.Now().Before(deadline) {
+			for _, u := range []string{"@alice:hearth.test", "@bob:hearth.test", "@nobody:hearth.test"} {
+				_, _ = d.Store.UserByID(ctx, u)
+			}
+			buf := make([]byte, 2<<20) // a little garbage so the GC has work
+			_ = buf
+			time.Sleep(50 * time.Millisecond)
+		}
+		browserMu.Lock()
+		defer browserMu.Unlock()
+		bctx := newChromium(t)
+		signInAs(t, bctx, d.URL, "root", "rootpassword")
+		waitText(t, bctx, "main h1", "Overview")
+		shots := []struct{ name, path string }{{"overview", "/"}, {"caches", "/caches"}, {"users", "/users"}}
+		for _, s := range shots {
+			png := screenshot(t, bctx, d.URL+s.path)
+			if err := os.WriteFile(filepath.Join(out, s.name+".png"), png, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A phone-sized view of the user list.
+		run(t, bctx, "phone size", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)))
+		png := screenshot(t, bctx, d.URL+"/users")
+		if err := os.WriteFile(filepath.Join(out, "users-phone.png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
