@@ -1,0 +1,436 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/tidwall/gjson"
+
+	"hearth/server/matrix"
+	"hearth/server/rooms"
+	"hearth/server/storage"
+)
+
+// Room history: /messages, /context and /timestamp_to_event (spec:
+// Client-Server API, "Syncing" → "Getting events for a room").
+//
+// Pagination walks a room in topological order, (depth, stream). A
+// position is a point between events, written as a t-token; the events at
+// or before it are those with (depth, stream) <= the token's. Paging
+// backwards returns the events at or before `from`, newest first, and
+// hands back the position just before the oldest one returned; paging
+// forwards returns the events after `from`. /sync's prev_batch is an
+// s-token (a stream position); it is converted to the topological position
+// of the last event that arrived by then.
+
+const (
+	defaultPageLimit = 10
+	maxPageLimit     = 1000
+	// maxPageScan bounds the rows one request reads when filters and
+	// history visibility hide most of them; the client gets a partial
+	// chunk and an end token to continue from.
+	maxPageScan = 2000
+)
+
+// historyFilter is the RoomEventFilter /messages and /context take in the
+// filter query parameter (client_filters.go), plus MSC3874's relation
+// filters, which Synapse accepts under their unstable names.
+type historyFilter struct {
+	roomEventFilter
+	RelTypes            []string `json:"rel_types"`
+	NotRelTypes         []string `json:"not_rel_types"`
+	UnstableRelTypes    []string `json:"org.matrix.msc3874.rel_types"`
+	UnstableNotRelTypes []string `json:"org.matrix.msc3874.not_rel_types"`
+}
+
+// parseHistoryFilter reads the filter query parameter (JSON); an absent one
+// matches everything.
+func parseHistoryFilter(r *http.Request) (*historyFilter, error) {
+	f := &historyFilter{}
+	raw := r.URL.Query().Get("filter")
+	if raw == "" {
+		return f, nil
+	}
+	if !strings.HasPrefix(strings.TrimSpace(raw), "{") {
+		return nil, matrix.InvalidParam("filter must be a JSON RoomEventFilter")
+	}
+	if err := json.Unmarshal([]byte(raw), f); err != nil {
+		return nil, matrix.InvalidParam("filter is not a valid RoomEventFilter: %v", err)
+	}
+	f.RelTypes = append(f.RelTypes, f.UnstableRelTypes...)
+	f.NotRelTypes = append(f.NotRelTypes, f.UnstableNotRelTypes...)
+	return f, nil
+}
+
+// matches applies the filter to one event.
+func (f *historyFilter) matches(e *storage.Event) bool {
+	if !f.allowsEvent(e) {
+		return false
+	}
+	if len(f.RelTypes) > 0 && !slices.Contains(f.RelTypes, e.RelType) {
+		return false
+	}
+	if e.RelType != "" && slices.Contains(f.NotRelTypes, e.RelType) {
+		return false
+	}
+	return true
+}
+
+func topoString(p storage.TopoPos) string {
+	return topoToken{Depth: p.Depth, Events: p.Stream}.String()
+}
+
+// parsePosition reads a pagination token of either shape as a position in
+// the room.
+func (s *Server) parsePosition(ctx context.Context, roomID, tok string) (storage.TopoPos, error) {
+	if strings.HasPrefix(tok, "t") {
+		t, err := parseTopoToken(tok)
+		return storage.TopoPos{Depth: t.Depth, Stream: t.Events}, err
+	}
+	st, err := parseSyncToken(tok)
+	if err != nil {
+		return storage.TopoPos{}, matrix.InvalidParam("invalid pagination token %q", tok)
+	}
+	return s.store.TopoPosAtStream(ctx, roomID, st.Events)
+}
+
+// queryLimit reads the limit query parameter.
+func queryLimit(r *http.Request, def, maximum int) (int, error) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, matrix.InvalidParam("limit must be a non-negative integer")
+	}
+	return min(n, maximum), nil
+}
+
+// page is one walk through a room's timeline.
+type page struct {
+	events []*storage.Event
+	// next is the position after the last event consumed (returned or
+	// skipped); more is false once the walk reached the end (or `to`).
+	next storage.TopoPos
+	more bool
+}
+
+// paginate walks the room from `from` collecting up to limit events the
+// filter matches and the viewer may see (history visibility).
+func (s *Server) paginate(ctx context.Context, viewer, roomID string, from storage.TopoPos, to *storage.TopoPos,
+	limit int, backwards bool, f *historyFilter) (*page, error) {
+	p := &page{next: from, more: true}
+	if limit <= 0 {
+		return p, nil
+	}
+	scanned := 0
+	for len(p.events) < limit && scanned < maxPageScan {
+		need := limit - len(p.events)
+		batch := need + 1 // one extra tells whether more exist
+		if scanned > 0 {
+			batch = min(max(need*4, 50), 500)
+		}
+		rows, err := s.store.RoomEventsTopo(ctx, roomID, p.next, to, batch, backwards)
+		if err != nil {
+			return nil, err
+		}
+		visible, err := s.filterVisible(ctx, viewer, rows)
+		if err != nil {
+			return nil, err
+		}
+		seen := make(map[string]bool, len(visible))
+		for _, e := range visible {
+			seen[e.EventID] = true
+		}
+		consumed := 0
+		for _, e := range rows {
+			consumed++
+			scanned++
+			if backwards {
+				p.next = storage.TopoPos{Depth: e.Depth, Stream: e.StreamPos - 1}
+			} else {
+				p.next = storage.TopoPos{Depth: e.Depth, Stream: e.StreamPos}
+			}
+			if seen[e.EventID] && f.matches(e) {
+				p.events = append(p.events, e)
+				if len(p.events) == limit {
+					break
+				}
+			}
+		}
+		if len(rows) < batch && consumed == len(rows) {
+			p.more = false
+			break
+		}
+	}
+	return p, nil
+}
+
+// canReadHistory is the gate in front of history endpoints: members past
+// and present, and anyone when the room is world-readable. Which events
+// they see is then up to filterVisible.
+func (s *Server) canReadHistory(ctx context.Context, roomID, userID string) error {
+	m, err := s.store.Membership(ctx, roomID, userID)
+	if err != nil {
+		return err
+	}
+	if m != "" {
+		return nil
+	}
+	hv, err := s.store.CurrentStateEvent(ctx, roomID, rooms.TypeHistoryVis, "")
+	if err == nil && gjson.GetBytes(contentOf(hv.JSON), "history_visibility").String() == "world_readable" {
+		return nil
+	}
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return err
+	}
+	return matrix.Forbidden("you are not allowed to view events in room %s", roomID)
+}
+
+// lazyMembers returns the m.room.member events of the senders of evs (spec:
+// "Lazy-loading room members"), each read from the state after one of that
+// sender's events, so the profile shown is the one they had then.
+func (s *Server) lazyMembers(ctx context.Context, evs []*storage.Event) ([]*storage.Event, error) {
+	groups := map[int64]storage.StateKeyMap{}
+	want := map[string]string{} // sender → member event ID
+	for _, e := range evs {
+		if _, done := want[e.Sender]; done {
+			continue
+		}
+		st, ok := groups[e.StateGroup]
+		if !ok {
+			var err error
+			if st, err = s.store.StateGroup(ctx, e.StateGroup); err != nil {
+				return nil, err
+			}
+			groups[e.StateGroup] = st
+		}
+		want[e.Sender] = st[storage.StateKey{Type: rooms.TypeMember, StateKey: e.Sender}]
+	}
+	ids := make([]string, 0, len(want))
+	for _, id := range want {
+		if id != "" {
+			ids = append(ids, id)
+		}
+	}
+	return s.store.EventsByID(ctx, ids)
+}
+
+// GET /_matrix/client/v3/rooms/{roomId}/messages
+func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) error {
+	me := deviceFrom(r.Context())
+	ctx := r.Context()
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	backwards := false
+	switch q.Get("dir") {
+	case "b":
+		backwards = true
+	case "f", "":
+		// Synapse defaults to forwards; the spec requires dir.
+	default:
+		return matrix.InvalidParam("dir must be b or f")
+	}
+	f, err := parseHistoryFilter(r)
+	if err != nil {
+		return err
+	}
+	def := defaultPageLimit
+	if f.Limit != nil && *f.Limit > 0 {
+		def = min(*f.Limit, maxPageLimit)
+	}
+	limit, err := queryLimit(r, def, maxPageLimit)
+	if err != nil {
+		return err
+	}
+	if err := s.canReadHistory(ctx, roomID, me.UserID); err != nil {
+		return err
+	}
+	// Without from (allowed since v1.3), start at the end of the room when
+	// going backwards and at its beginning going forwards.
+	var from storage.TopoPos
+	start := q.Get("from")
+	if start != "" {
+		if from, err = s.parsePosition(ctx, roomID, start); err != nil {
+			return err
+		}
+	} else if backwards {
+		if from, err = s.store.TopoPosAtStream(ctx, roomID, storage.TopoEnd.Stream); err != nil {
+			return err
+		}
+		start = topoString(from)
+	} else {
+		start = topoString(from)
+	}
+	var to *storage.TopoPos
+	if t := q.Get("to"); t != "" {
+		p, err := s.parsePosition(ctx, roomID, t)
+		if err != nil {
+			return err
+		}
+		to = &p
+	}
+	pg, err := s.paginate(ctx, me.UserID, roomID, from, to, limit, backwards, f)
+	if err != nil {
+		return err
+	}
+	fm := &eventFormatter{store: s.store, viewer: me, now: s.now()}
+	chunk, err := fm.format(ctx, pg.events)
+	if err != nil {
+		return err
+	}
+	resp := map[string]any{"start": start, "chunk": chunk}
+	if pg.more {
+		resp["end"] = topoString(pg.next)
+	}
+	if f.LazyLoadMembers && len(pg.events) > 0 {
+		members, err := s.lazyMembers(ctx, pg.events)
+		if err != nil {
+			return err
+		}
+		state, err := fm.format(ctx, members)
+		if err != nil {
+			return err
+		}
+		if len(state) > 0 {
+			resp["state"] = state
+		}
+	}
+	return writeJSON(w, http.StatusOK, resp)
+}
+
+// GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}
+func (s *Server) getContext(w http.ResponseWriter, r *http.Request) error {
+	me := deviceFrom(r.Context())
+	ctx := r.Context()
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return err
+	}
+	eventID, err := pathParam(r, "eventId")
+	if err != nil {
+		return err
+	}
+	f, err := parseHistoryFilter(r)
+	if err != nil {
+		return err
+	}
+	limit, err := queryLimit(r, defaultPageLimit, maxPageLimit)
+	if err != nil {
+		return err
+	}
+	e, err := s.store.EventByID(ctx, eventID)
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && (e.RoomID != roomID || e.Outlier || e.Rejected)) {
+		return matrix.NotFound("event not found")
+	}
+	if err != nil {
+		return err
+	}
+	if ok, err := s.canSeeEvent(ctx, me.UserID, e); err != nil {
+		return err
+	} else if !ok {
+		return matrix.NotFound("event not found")
+	}
+	// The limit is shared: half before, the rest after (as Synapse).
+	nBefore := limit / 2
+	before, err := s.paginate(ctx, me.UserID, roomID, storage.TopoPos{Depth: e.Depth, Stream: e.StreamPos - 1}, nil, nBefore, true, f)
+	if err != nil {
+		return err
+	}
+	after, err := s.paginate(ctx, me.UserID, roomID, storage.TopoPos{Depth: e.Depth, Stream: e.StreamPos}, nil, limit-nBefore, false, f)
+	if err != nil {
+		return err
+	}
+	fm := &eventFormatter{store: s.store, viewer: me, now: s.now()}
+	all := append(append([]*storage.Event{e}, before.events...), after.events...)
+	formatted, err := fm.format(ctx, all)
+	if err != nil {
+		return err
+	}
+	// The state is the state after the last event returned.
+	last := e
+	if len(after.events) > 0 {
+		last = after.events[len(after.events)-1]
+	}
+	stateMap, err := s.store.StateGroup(ctx, last.StateGroup)
+	if err != nil {
+		return err
+	}
+	var stateEvs []*storage.Event
+	if f.LazyLoadMembers {
+		if stateEvs, err = s.lazyMembers(ctx, all); err != nil {
+			return err
+		}
+	} else {
+		if stateEvs, err = s.stateEvents(ctx, stateMap); err != nil {
+			return err
+		}
+	}
+	state, err := fm.format(ctx, stateEvs)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{
+		"event":         formatted[0],
+		"events_before": formatted[1 : 1+len(before.events)],
+		"events_after":  formatted[1+len(before.events):],
+		"state":         state,
+		"start":         topoString(before.next),
+		"end":           topoString(after.next),
+	})
+}
+
+// GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event
+//
+// Finds the event closest to ts in direction dir: the first at or after it
+// (f) or the last at or before it (b), among those the caller may see.
+func (s *Server) getTimestampToEvent(w http.ResponseWriter, r *http.Request) error {
+	me := deviceFrom(r.Context())
+	ctx := r.Context()
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	if q.Get("ts") == "" {
+		return matrix.MissingParam("ts is required")
+	}
+	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
+	if err != nil {
+		return matrix.InvalidParam("ts must be an integer")
+	}
+	var forwards bool
+	switch q.Get("dir") {
+	case "f":
+		forwards = true
+	case "b":
+	case "":
+		return matrix.MissingParam("dir is required")
+	default:
+		return matrix.InvalidParam("dir must be f or b")
+	}
+	if err := s.canReadHistory(ctx, roomID, me.UserID); err != nil {
+		return err
+	}
+	evs, err := s.store.EventsNearTimestamp(ctx, roomID, ts, forwards, 100)
+	if err != nil {
+		return err
+	}
+	visible, err := s.filterVisible(ctx, me.UserID, evs)
+	if err != nil {
+		return err
+	}
+	if len(visible) == 0 {
+		return matrix.NotFound("no event found from %d in direction %s", ts, q.Get("dir"))
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"event_id": visible[0].EventID, "origin_server_ts": visible[0].OriginServerTS})
+}
