@@ -32,6 +32,9 @@ type eventFormatter struct {
 	now    time.Time
 	// omitRoomID is set for /sync, whose events sit under their room.
 	omitRoomID bool
+	// noBundles leaves out unsigned.m.relations (client_relations.go), for
+	// events shown inside another event's bundle.
+	noBundles bool
 }
 
 // format renders a batch of events in order.
@@ -55,11 +58,21 @@ func (f *eventFormatter) format(ctx context.Context, evs []*storage.Event) ([]cl
 			extra[e.EventID] = e
 		}
 	}
+	var bundles map[string]map[string]any
+	if !f.noBundles {
+		var err error
+		if bundles, err = f.bundledAggregations(ctx, evs); err != nil {
+			return nil, err
+		}
+	}
 	out := make([]clientEvent, 0, len(evs))
 	for _, e := range evs {
 		ce, err := f.one(e, extra)
 		if err != nil {
 			return nil, err
+		}
+		if b := bundles[e.EventID]; b != nil {
+			ce.Unsigned["m.relations"] = b
 		}
 		out = append(out, ce)
 	}
