@@ -21,6 +21,15 @@ func (s *Server) routes() http.Handler {
 	}
 	r.Route("/_matrix/client/v1", func(r chi.Router) {
 		r.Get("/register/m.login.registration_token/validity", s.api(s.getRegistrationTokenValidity))
+		r.Group(func(r chi.Router) {
+			r.Use(s.auth)
+			// Relations, threads and jumping to a date (client_relations.go, client_history.go).
+			r.Get("/rooms/{roomId}/relations/{eventId}", s.api(s.getRelations))
+			r.Get("/rooms/{roomId}/relations/{eventId}/{relType}", s.api(s.getRelations))
+			r.Get("/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", s.api(s.getRelations))
+			r.Get("/rooms/{roomId}/threads", s.api(s.getThreads))
+			r.Get("/rooms/{roomId}/timestamp_to_event", s.api(s.getTimestampToEvent))
+		})
 	})
 
 	r.Route("/_synapse/admin", func(r chi.Router) {
@@ -113,4 +122,27 @@ func (s *Server) clientV3Routes(r chi.Router) {
 	// flow itself identifies the user (spec: "Changing password"), so it
 	// authenticates inside the handler.
 	r.Post("/account/password", s.api(s.postPassword))
+
+	// History, aliases, the directories and profiles
+	// (client_history.go, client_directory.go, client_profile.go). Looking
+	// up aliases, published rooms and profiles needs no access token.
+	r.Get("/directory/room/{roomAlias}", s.api(s.getDirectoryRoom))
+	r.Get("/directory/list/room/{roomId}", s.api(s.getDirectoryVisibility))
+	r.Get("/publicRooms", s.api(s.getPublicRooms))
+	r.Get("/profile/{userId}", s.api(s.getProfile))
+	r.Get("/profile/{userId}/displayname", s.api(s.getDisplayName))
+	r.Get("/profile/{userId}/avatar_url", s.api(s.getAvatarURL))
+	r.Group(func(r chi.Router) {
+		r.Use(s.auth)
+		r.Get("/rooms/{roomId}/messages", s.api(s.getMessages))
+		r.Get("/rooms/{roomId}/context/{eventId}", s.api(s.getContext))
+		r.Put("/directory/room/{roomAlias}", s.api(s.putDirectoryRoom))
+		r.Delete("/directory/room/{roomAlias}", s.api(s.deleteDirectoryRoom))
+		r.Get("/rooms/{roomId}/aliases", s.api(s.getRoomAliases))
+		r.Put("/directory/list/room/{roomId}", s.api(s.putDirectoryVisibility))
+		r.Post("/publicRooms", s.api(s.postPublicRooms))
+		r.Put("/profile/{userId}/displayname", s.api(s.putDisplayName))
+		r.Put("/profile/{userId}/avatar_url", s.api(s.putAvatarURL))
+		r.Post("/user_directory/search", s.api(s.postUserDirectorySearch))
+	})
 }
