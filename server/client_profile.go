@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strings"
 	"unicode/utf8"
 
 	"hearth/server/matrix"
@@ -117,7 +116,7 @@ func (s *Server) putDisplayName(w http.ResponseWriter, r *http.Request) error {
 	}
 	v := ""
 	if name != nil {
-		v = strings.TrimSpace(*name)
+		v = *name
 	}
 	if utf8.RuneCountInString(v) > maxDisplayNameLen {
 		return matrix.InvalidParam("displayname is longer than %d characters", maxDisplayNameLen)
@@ -153,9 +152,6 @@ func (s *Server) putAvatarURL(w http.ResponseWriter, r *http.Request) error {
 	}
 	if len(v) > maxAvatarURLLen {
 		return matrix.InvalidParam("avatar_url is longer than %d bytes", maxAvatarURLLen)
-	}
-	if v != "" && !strings.HasPrefix(v, "mxc://") {
-		return matrix.InvalidParam("avatar_url must be an mxc:// URI")
 	}
 	if err := s.store.SetAvatarURL(r.Context(), me.UserID, v); err != nil {
 		return err

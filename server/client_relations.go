@@ -28,15 +28,19 @@ const (
 
 // bundledAggregations computes unsigned.m.relations for a batch of events:
 // the latest valid edit (m.replace), thread summaries (m.thread) and
-// references (m.reference). State events, redacted events, and edits and
-// annotations themselves get none (spec: "Server-side aggregation of
-// child events"; a redacted original has no m.replace bundle).
+// references (m.reference). State events, edits and annotations get none
+// (spec: "Server-side aggregation of child events"), and a redacted
+// event no edit.
 func (f *eventFormatter) bundledAggregations(ctx context.Context, evs []*storage.Event) (map[string]map[string]any, error) {
 	byID := map[string]*storage.Event{}
 	var ids []string
 	roots := map[string][]string{} // room → candidate thread roots
 	for _, e := range evs {
-		if e.IsState() || e.RedactedBy != "" || e.Rejected || e.RelType == relReplace || e.RelType == relAnnotation {
+		relType := e.RelType
+		if e.RedactedBy != "" {
+			relType = "" // redaction stripped its m.relates_to
+		}
+		if e.IsState() || e.Rejected || relType == relReplace || relType == relAnnotation {
 			continue
 		}
 		if _, dup := byID[e.EventID]; dup {
@@ -44,7 +48,7 @@ func (f *eventFormatter) bundledAggregations(ctx context.Context, evs []*storage
 		}
 		byID[e.EventID] = e
 		ids = append(ids, e.EventID)
-		if e.RelType != relThread { // a thread event cannot root a thread
+		if relType != relThread { // a thread event cannot root a thread
 			roots[e.RoomID] = append(roots[e.RoomID], e.EventID)
 		}
 	}
@@ -72,7 +76,9 @@ func (f *eventFormatter) bundledAggregations(ctx context.Context, evs []*storage
 		}
 		switch rel.RelType {
 		case relReplace:
-			if validEdit(orig, rel) && (edits[orig.EventID] == nil || laterEdit(rel, edits[orig.EventID])) {
+			// A redacted original shows no edit (spec: "Redactions of the
+			// original event"); its thread and references remain.
+			if orig.RedactedBy == "" && validEdit(orig, rel) && (edits[orig.EventID] == nil || laterEdit(rel, edits[orig.EventID])) {
 				edits[orig.EventID] = rel
 			}
 		case relReference:

@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"slices"
@@ -440,9 +439,6 @@ func TestHistoryVisibility(t *testing.T) {
 		}
 	})
 }
-
-// jsonOf re-encodes v (a decoded JSON value) for comparisons in messages.
-func jsonOf(v any) string { b, _ := json.Marshal(v); return string(b) }
 
 // TestMessagesFromSyncPrevBatch: /sync's prev_batch (a stream token)
 // continues exactly where the sync timeline starts.

@@ -216,5 +216,22 @@ func TestRelationsEditsAndThreads(t *testing.T) {
 			t.Fatalf("thread roots lack their bundle: %v", r.body)
 		}
 		histGet(t, b, dave.tok, "/_matrix/client/v1/rooms/"+esc(string(room))+"/threads", nil).want(t, 403, "M_FORBIDDEN")
+
+		// Redacting an original drops its edit but keeps its references
+		// and thread.
+		for _, target := range []id.EventID{root, root2} {
+			if _, err := alice.cli.RedactEvent(ctx, room, target); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, _ := latestEdit(carol); got != "" {
+			t.Fatalf("redacted original still bundles edit %s", got)
+		}
+		if ev, _ := carol.cli.GetEvent(ctx, room, root); len(ev.Unsigned.Relations.GetReferences().GetEventIDs()) != 1 {
+			t.Fatalf("redacted original lost its references: %+v", ev.Unsigned.Relations)
+		}
+		if th := thread(carol); th.GetCount() != 3 {
+			t.Fatalf("redacted root lost its thread: %+v", th)
+		}
 	})
 }
