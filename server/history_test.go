@@ -277,11 +277,23 @@ func TestMessagesFilterAndErrors(t *testing.T) {
 		if err != nil || len(resp.Chunk) != 1 || resp.Chunk[0].Type.Type != "org.example.custom" {
 			t.Fatalf("wildcard type: %v %v", histIDs(resp.Chunk), err)
 		}
+		// MSC3874 relation filters (Synapse's unstable names).
+		reply := histSend(t, bob, room, map[string]any{"msgtype": "m.text", "body": "in thread",
+			"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": a1}})
+		msgPath := "/_matrix/client/v3/rooms/" + esc(string(room)) + "/messages"
+		r := histGet(t, b, alice.tok, msgPath, url.Values{"dir": {"b"}, "filter": {`{"org.matrix.msc3874.rel_types":["m.thread"]}`}})
+		if got := histRawIDs(r.body["chunk"]); !slices.Equal(got, []string{string(reply)}) {
+			t.Fatalf("rel_types filter: %v", got)
+		}
+		r = histGet(t, b, alice.tok, msgPath, url.Values{"dir": {"b"}, "limit": {"2"}, "filter": {`{"org.matrix.msc3874.not_rel_types":["m.thread"]}`}})
+		if got := histRawIDs(r.body["chunk"]); len(got) != 2 || slices.Contains(got, string(reply)) {
+			t.Fatalf("not_rel_types filter: %v", got)
+		}
 		// The default limit is 10.
 		for i := range 12 {
 			histText(t, alice, room, fmt.Sprint("more ", i))
 		}
-		r := histGet(t, b, alice.tok, "/_matrix/client/v3/rooms/"+esc(string(room))+"/messages", url.Values{"dir": {"b"}})
+		r = histGet(t, b, alice.tok, msgPath, url.Values{"dir": {"b"}})
 		if chunk, _ := r.body["chunk"].([]any); r.status != 200 || len(chunk) != 10 || r.body["end"] == nil || r.body["start"] == nil {
 			t.Fatalf("default limit: %d %d", r.status, len(chunk))
 		}
