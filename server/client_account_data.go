@@ -89,7 +89,7 @@ func (s *Server) storeAccountData(w http.ResponseWriter, r *http.Request, withRo
 	if _, err := s.store.PutAccountData(r.Context(), me.UserID, roomID, typ, content); err != nil {
 		return err
 	}
-	s.notifier.notify(0)
+	s.notifier.notifyUser(me.UserID)
 	return writeJSON(w, http.StatusOK, struct{}{})
 }
 
@@ -177,6 +177,6 @@ func (s *Server) editTag(w http.ResponseWriter, r *http.Request, info json.RawMe
 	if err != nil {
 		return err
 	}
-	s.notifier.notify(0)
+	s.notifier.notifyUser(me.UserID)
 	return writeJSON(w, http.StatusOK, struct{}{})
 }

@@ -43,13 +43,14 @@ func (s *Server) setReceipt(ctx context.Context, userID, roomID, typ, eventID, t
 		if _, err := s.store.PutAccountData(ctx, userID, roomID, "m.fully_read", content); err != nil {
 			return err
 		}
-	} else {
-		rc := &storage.Receipt{RoomID: roomID, UserID: userID, Type: typ, ThreadID: threadID, EventID: eventID, TS: s.now().UnixMilli()}
-		if _, err := s.store.PutReceipt(ctx, rc); err != nil {
-			return err
-		}
+		s.notifier.notifyUser(userID)
+		return nil
 	}
-	s.notifier.notify(0)
+	rc := &storage.Receipt{RoomID: roomID, UserID: userID, Type: typ, ThreadID: threadID, EventID: eventID, TS: s.now().UnixMilli()}
+	if _, err := s.store.PutReceipt(ctx, rc); err != nil {
+		return err
+	}
+	s.notifier.notifyRoom(roomID)
 	return nil
 }
 

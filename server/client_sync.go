@@ -126,43 +126,90 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 	deadline := time.Now().Add(timeout)
 	var timer *time.Timer
 	for {
-		// Take the wake-up channel before reading positions: an event
-		// committed after the read closes this channel, so none is missed.
-		wake := s.notifier.waitCh()
-		to, err := s.currentStreamToken(ctx)
-		if err != nil {
-			return err
-		}
-		resp, err := s.buildSync(ctx, req, to)
-		if err != nil {
-			return err
-		}
-		if req.since == nil || req.fullState || !resp.empty() {
+		// Register before reading positions: a change committed after the
+		// read then wakes this request (notifier.go).
+		wt := s.notifier.register(req.me.UserID)
+		resp, joined, err := s.syncOnce(ctx, req)
+		if err != nil || req.since == nil || req.fullState || !resp.empty() || time.Until(deadline) <= 0 {
+			s.notifier.unregister(wt)
+			if err != nil {
+				return err
+			}
 			return writeJSON(w, http.StatusOK, resp)
 		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			return writeJSON(w, http.StatusOK, resp)
-		}
-		// Nothing for this user up to next_batch: wait from there.
+		// Nothing for this user up to next_batch: wait from there, for
+		// its own changes and those of its rooms. The rooms are watched
+		// only now, so look once more for anything that came in between.
 		next, _ := parseSyncToken(resp.NextBatch)
 		req.since = &next
+		s.notifier.watchRooms(wt, joined)
+		now, err := s.currentStreamToken(ctx)
+		if err != nil {
+			s.notifier.unregister(wt)
+			return err
+		}
+		missed, err := s.missedInRooms(ctx, joined, next, now)
+		if err != nil || missed {
+			s.notifier.unregister(wt)
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		if timer == nil {
-			timer = time.NewTimer(left)
+			timer = time.NewTimer(time.Until(deadline))
 			defer timer.Stop()
 		}
 		s.notifier.waiting.Add(1)
+		var timedOut bool
 		select {
-		case <-wake:
-			s.notifier.waiting.Add(-1)
+		case <-wt.wake:
 		case <-timer.C:
-			s.notifier.waiting.Add(-1)
-			return writeJSON(w, http.StatusOK, resp)
+			timedOut = true
 		case <-ctx.Done():
-			s.notifier.waiting.Add(-1)
+		}
+		s.notifier.waiting.Add(-1)
+		s.notifier.unregister(wt)
+		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if timedOut {
+			return writeJSON(w, http.StatusOK, resp)
+		}
 	}
+}
+
+// missedInRooms reports whether something in rooms may have changed
+// between next and now, before the waiter watched them. Changes addressed
+// to the user need no check: the waiter was registered for those before
+// its read.
+func (s *Server) missedInRooms(ctx context.Context, rooms []string, next, now streamToken) (bool, error) {
+	if now.Aux > next.Aux {
+		return true, nil // receipts: rare enough to just look again
+	}
+	if now.Events <= next.Events || len(rooms) == 0 {
+		return false, nil
+	}
+	changed, err := s.store.RoomsWithEventsBetween(ctx, next.Events, now.Events)
+	if err != nil {
+		return false, err
+	}
+	for _, r := range rooms {
+		if changed[r] {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// syncOnce reads the current positions and builds the answer up to them;
+// it also returns the rooms the user is joined to.
+func (s *Server) syncOnce(ctx context.Context, req *syncRequest) (*syncResponse, []string, error) {
+	to, err := s.currentStreamToken(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s.buildSync(ctx, req, to)
 }
 
 // syncFilterParam reads ?filter=: inline JSON or the ID of a stored filter.
@@ -210,12 +257,12 @@ func (f *syncFilter) timelineLimit() int {
 }
 
 // buildSync assembles the answer for the changes in (since, to].
-func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken) (*syncResponse, error) {
+func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken) (*syncResponse, []string, error) {
 	me := req.me
 	rf := req.filter.room()
 	mems, err := s.store.RoomsOfUser(ctx, me.UserID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// A membership read here may be newer than to; every event up to it is
 	// committed (events commit in stream order), so move to up to it.
@@ -238,12 +285,12 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 	}
 	forgotten, err := s.store.ForgottenRooms(ctx, me.UserID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var changed map[string]bool
 	if req.since != nil {
 		if changed, err = s.store.RoomsWithEventsBetween(ctx, since.Events, to.Events); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 
@@ -251,7 +298,7 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 	// their room below.
 	acct, err := s.store.AccountDataBetween(ctx, me.UserID, since.Aux, to.Aux)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	roomAcct := map[string][]any{}
 	hasPushRules := false
@@ -285,7 +332,7 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 	if eph := rf.Ephemeral; eph == nil || eph.allows("m.receipt", "") {
 		rs, err := s.store.ReceiptsBetween(ctx, joined, since.Aux, to.Aux)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, rc := range rs {
 			if eph == nil || allowsRoom(eph.Rooms, eph.NotRooms, rc.RoomID) {
@@ -308,7 +355,7 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 				// of a user who was already joined.
 				was, err := s.membershipAt(ctx, m.RoomID, me.UserID, since.Events)
 				if err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 				isNew = was != rooms.MembershipJoin
 			}
@@ -319,7 +366,7 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 			}
 			jr, err := s.syncJoinedRoom(ctx, rs)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if eph != nil {
 				jr.Ephemeral.Events = append(jr.Ephemeral.Events, eph)
@@ -334,7 +381,7 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 			}
 			stripped, err := s.strippedState(ctx, m)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if m.Membership == rooms.MembershipInvite {
 				resp.Rooms.Invite[m.RoomID] = map[string]any{"invite_state": eventsBlock{Events: stripped}}
@@ -357,14 +404,14 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 			rs.fresh = req.since == nil || req.fullState
 			jr, err := s.syncRoomTimeline(ctx, rs)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			lr := &leftRoom{State: jr.State, Timeline: jr.Timeline, AccountData: eventsBlock{Events: []any{}}}
 			lr.AccountData.Events = append(lr.AccountData.Events, roomAcct[m.RoomID]...)
 			resp.Rooms.Leave[m.RoomID] = lr
 		}
 	}
-	return resp, nil
+	return resp, joined, nil
 }
 
 // roomSync is the work on one room of one /sync.

@@ -3,23 +3,34 @@ package server
 import (
 	"sync"
 	"sync/atomic"
+
+	"hearth/server/storage"
 )
 
 // notifier is /sync's per-process state. Above all it wakes long-polling
-// /sync requests: every change /sync can report (an event, account data, a
-// receipt) calls notify, and each waiter then re-reads the stores for what
-// concerns it. A waiter takes waitCh before reading, so a change committed
-// after its read always wakes it. One broadcast channel serves any number
-// of waiters: notify closes it (O(1), whoever is waiting) and installs a
-// fresh one, so hundreds of waiters cost one channel, not one each, and a
-// waiter that finds nothing for it goes back to sleep on the new channel.
+// /sync requests: a parked request is a waiter registered under its user
+// and under the rooms it is joined to, and every change /sync can report
+// wakes the waiters it may concern:
+//
+//   - an event wakes the waiters of its room, and for a membership event
+//     also those of its target user (an invite reaches someone who is not
+//     in the room yet);
+//   - account data wakes its user's waiters, a receipt its room's.
+//
+// A woken waiter re-reads the stores for what concerns it; the notifier
+// carries no data, so a spurious wake costs one read and a missed one is
+// impossible as long as a waiter registers before it reads (getSync).
+// Waking is a non-blocking send on each waiter's one-slot channel, so a
+// change costs O(waiters concerned), not O(all waiters), and hundreds of
+// parked requests in other rooms are not disturbed.
 //
 // It also keeps the lazy-loading record of which member events each device
 // has been sent (client_sync.go), the only other thing /sync remembers
 // between requests.
 type notifier struct {
-	mu   sync.Mutex
-	wake chan struct{}
+	mu     sync.Mutex
+	byUser map[string]map[*waiter]struct{}
+	byRoom map[string]map[*waiter]struct{}
 	// waiting counts parked /sync requests (a gauge; tests use it to know
 	// a long poll is asleep before they cause the event that wakes it).
 	waiting atomic.Int64
@@ -27,22 +38,106 @@ type notifier struct {
 	lazy lazyCache
 }
 
-func newNotifier() *notifier { return &notifier{wake: make(chan struct{})} }
+// waiter is one parked /sync request.
+type waiter struct {
+	wake   chan struct{} // one slot: a pending wake is never lost or doubled
+	userID string
+	rooms  []string
+}
 
-// notify wakes every current waiter. The argument (the event stream
-// position of the change, 0 for aux changes) is informational: waiters
-// read the stores themselves.
-func (n *notifier) notify(int64) {
+func newNotifier() *notifier {
+	return &notifier{byUser: map[string]map[*waiter]struct{}{}, byRoom: map[string]map[*waiter]struct{}{}}
+}
+
+func addWaiter(m map[string]map[*waiter]struct{}, key string, w *waiter) {
+	set := m[key]
+	if set == nil {
+		set = map[*waiter]struct{}{}
+		m[key] = set
+	}
+	set[w] = struct{}{}
+}
+
+func removeWaiter(m map[string]map[*waiter]struct{}, key string, w *waiter) {
+	if set := m[key]; set != nil {
+		delete(set, w)
+		if len(set) == 0 {
+			delete(m, key)
+		}
+	}
+}
+
+// register adds a waiter for userID's own changes. Call it before reading
+// the stores, so a change committed after the read wakes it.
+func (n *notifier) register(userID string) *waiter {
+	w := &waiter{wake: make(chan struct{}, 1), userID: userID}
 	n.mu.Lock()
-	close(n.wake)
-	n.wake = make(chan struct{})
+	addWaiter(n.byUser, userID, w)
+	n.mu.Unlock()
+	return w
+}
+
+// watchRooms also wakes w for changes in rooms. A change between the read
+// that listed the rooms and this call is not seen by w: the caller checks
+// the stream positions again afterwards.
+func (n *notifier) watchRooms(w *waiter, rooms []string) {
+	n.mu.Lock()
+	for _, r := range rooms {
+		addWaiter(n.byRoom, r, w)
+	}
+	w.rooms = append(w.rooms, rooms...)
 	n.mu.Unlock()
 }
 
-// waitCh returns a channel closed at the next notify. Take it before
-// checking for news, so a change between the check and the wait is not lost.
-func (n *notifier) waitCh() <-chan struct{} {
+// unregister removes w everywhere.
+func (n *notifier) unregister(w *waiter) {
+	n.mu.Lock()
+	removeWaiter(n.byUser, w.userID, w)
+	for _, r := range w.rooms {
+		removeWaiter(n.byRoom, r, w)
+	}
+	n.mu.Unlock()
+}
+
+func (n *notifier) wakeSet(set map[*waiter]struct{}) {
+	for w := range set {
+		select {
+		case w.wake <- struct{}{}:
+		default: // already has a wake pending
+		}
+	}
+}
+
+// notifyEvent wakes the waiters an event may concern: its room's, and its
+// target's for a membership event.
+func (n *notifier) notifyEvent(e *storage.Event) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.wake
+	n.wakeSet(n.byRoom[e.RoomID])
+	if e.Type == "m.room.member" && e.StateKey != nil {
+		n.wakeSet(n.byUser[*e.StateKey])
+	}
+}
+
+// notifyUser wakes userID's waiters (account data).
+func (n *notifier) notifyUser(userID string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.wakeSet(n.byUser[userID])
+}
+
+// notifyRoom wakes the waiters of a room (receipts).
+func (n *notifier) notifyRoom(roomID string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.wakeSet(n.byRoom[roomID])
+}
+
+// notify wakes every waiter: for changes whose audience is unknown.
+func (n *notifier) notify(int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, set := range n.byUser {
+		n.wakeSet(set)
+	}
 }
