@@ -258,7 +258,7 @@ func (s *Server) persistLocal(ctx context.Context, st *roomState, e *rooms.Event
 	if _, err := s.store.PersistEvent(ctx, n); err != nil {
 		return nil, err
 	}
-	s.notifier.notify(n.StreamPos)
+	s.notifier.notifyEvent(&n.Event)
 	return &n.Event, nil
 }
 
