@@ -862,3 +862,86 @@ func TestPushRules(t *testing.T) {
 		acctDo(t, b, "GET", "/_matrix/client/v3/pushrules/", "", nil).want(t, 401, "M_MISSING_TOKEN")
 	})
 }
+
+// TestSyncWakesForEveryStream parks a long poll and checks each kind of
+// change addressed to it wakes it promptly: an invite to a room the user is
+// not in, account data, a tag, another member's receipt.
+func TestSyncWakesForEveryStream(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice, bob := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob")
+		room := sharedRoom(t, alice)
+		since := doSync(t, bob, "", "", 0).NextBatch
+
+		// wakeOn parks a poll for u, runs cause, and returns what woke it.
+		wakeOn := func(u roomUser, what string, cause func()) *mautrix.RespSync {
+			t.Helper()
+			done := make(chan *mautrix.RespSync, 1)
+			go func() {
+				r, err := u.cli.FullSyncRequest(ctx, mautrix.ReqSync{Timeout: 30000, Since: since})
+				if err != nil {
+					t.Error(err)
+				}
+				done <- r
+			}()
+			waitParked(t, b, 1)
+			start := time.Now()
+			cause()
+			select {
+			case r := <-done:
+				if r == nil {
+					t.FailNow()
+				}
+				if d := time.Since(start); d > 2*time.Second {
+					t.Fatalf("%s: woke after %v", what, d)
+				}
+				since = r.NextBatch
+				return r
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s did not wake the poll", what)
+			}
+			return nil
+		}
+
+		r := wakeOn(bob, "invite", func() {
+			if _, err := alice.cli.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.id}); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if r.Rooms.Invite[room] == nil {
+			t.Fatalf("invite wake: %+v", r.Rooms)
+		}
+		if _, err := bob.cli.JoinRoomByID(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		since = doSync(t, bob, since, "", 0).NextBatch
+
+		r = wakeOn(bob, "account data", func() {
+			if err := bob.cli.SetAccountData(ctx, "org.example.wake", map[string]any{"n": 1}); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if hasType(r.AccountData.Events, "org.example.wake") == nil {
+			t.Fatalf("account data wake: %+v", r.AccountData)
+		}
+		r = wakeOn(bob, "tag", func() {
+			if err := bob.cli.AddTag(ctx, room, event.RoomTagLowPriority, 0.5); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if jr := r.Rooms.Join[room]; jr == nil || hasType(jr.AccountData.Events, "m.tag") == nil {
+			t.Fatalf("tag wake: %+v", r.Rooms)
+		}
+		msg := send(t, bob, room, "read this")
+		since = doSync(t, bob, since, "", 0).NextBatch
+		r = wakeOn(bob, "receipt", func() {
+			if err := alice.cli.MarkRead(ctx, room, msg); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if jr := r.Rooms.Join[room]; jr == nil || hasType(jr.Ephemeral.Events, "m.receipt") == nil {
+			t.Fatalf("receipt wake: %+v", r.Rooms)
+		}
+	})
+}
