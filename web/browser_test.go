@@ -6,11 +6,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"net/http"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"hearth/server/secret"
+	"hearth/server/storage"
 	"hearth/server/storage/storagetest"
 )
 
@@ -40,6 +43,7 @@ func newChromium(t *testing.T) context.Context {
 		chromedp.NoDefaultBrowserCheck,
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1280, 900),
+		chromedp.Flag("hide-scrollbars", true), // screenshots show the whole width
 	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelCtx := chromedp.NewContext(actx)
@@ -247,23 +251,33 @@ func TestScreenshots(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go dash.Run(ctx)
-		// Work the caches so hit rates are real: sessions and users are
-		// looked up on every authenticated request.
-		deadline := time.Now().Add(70 * time.Second)
-		for time.Now().Before(deadline) {
-			for _, u := range []string{"@alice:hearth.test", "@bob:hearth.test", "@nobody:hearth.test"} {
-				_, _ = d.Store.UserByID(ctx, u)
+		// Real traffic so the caches have real hit rates: signed-in
+		// clients call whoami, which looks up the token and the user.
+		var tokens []string
+		for _, u := range []string{"alice", "bob", "carol"} {
+			tok := secret.Token("syt_")
+			if err := d.Store.CreateLogin(ctx, storage.NewLogin{UserID: "@" + u + ":hearth.test", DeviceID: "PHONE", AccessToken: tok,
+				DeviceDisplayName: "Element on " + u + "'s phone", IP: "192.0.2.7", UserAgent: "Element/1.11"}); err != nil {
+				t.Fatal(err)
 			}
-			buf := make([]byte, 2<<20) // a little garbage so the GC has work
-			_ = buf
-			time.Sleep(50 * time.Millisecond)
+			tokens = append(tokens, tok)
+		}
+		deadline := time.Now().Add(70 * time.Second)
+		for i := 0; time.Now().Before(deadline); i++ {
+			req, _ := http.NewRequest("GET", d.Bundle.URL+"/_matrix/client/v3/account/whoami", nil)
+			req.Header.Set("Authorization", "Bearer "+tokens[i%len(tokens)])
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+			time.Sleep(40 * time.Millisecond)
 		}
 		browserMu.Lock()
 		defer browserMu.Unlock()
 		bctx := newChromium(t)
 		signInAs(t, bctx, d.URL, "root", "rootpassword")
 		waitText(t, bctx, "main h1", "Overview")
-		shots := []struct{ name, path string }{{"overview", "/"}, {"caches", "/caches"}, {"users", "/users"}}
+		run(t, bctx, "desktop size", chromedp.EmulateViewport(1200, 900))
+		shots := []struct{ name, path string }{{"overview", "/"}, {"caches", "/caches"}, {"users", "/users"}, {"user", "/users/@alice:hearth.test"}}
 		for _, s := range shots {
 			png := screenshot(t, bctx, d.URL+s.path)
 			if err := os.WriteFile(filepath.Join(out, s.name+".png"), png, 0o644); err != nil {
