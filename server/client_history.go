@@ -289,7 +289,10 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	resp := map[string]any{"start": start, "chunk": chunk}
-	if pg.more {
+	// Going back, end disappears at the start of the room (spec). Going
+	// forwards the live end is not final, so a client that got events
+	// keeps a token to catch up from later (as Synapse does).
+	if pg.more || (!backwards && len(chunk) > 0) {
 		resp["end"] = topoString(pg.next)
 	}
 	if f.LazyLoadMembers && len(pg.events) > 0 {

@@ -349,6 +349,20 @@ func TestContext(t *testing.T) {
 		if err != nil || len(next.Chunk) != 1 || next.Chunk[0].ID != ids[8] {
 			t.Fatalf("forward from context end: %v %v", histIDs(next.Chunk), err)
 		}
+		// Forwards to the live end still hands back a token, from which a
+		// later call picks up exactly the new events.
+		tail, err := alice.cli.Messages(ctx, room, c.End, "", mautrix.DirectionForward, nil, 10)
+		if err != nil || !slices.Equal(histIDs(tail.Chunk), ids[8:]) || tail.End == "" {
+			t.Fatalf("forward to the live end: %v end %q %v", histIDs(tail.Chunk), tail.End, err)
+		}
+		fresh := histText(t, alice, room, "fresh")
+		later, err := alice.cli.Messages(ctx, room, tail.End, "", mautrix.DirectionForward, nil, 10)
+		if err != nil || !slices.Equal(histIDs(later.Chunk), []id.EventID{fresh}) {
+			t.Fatalf("catching up from the live end: %v %v", histIDs(later.Chunk), err)
+		}
+		if empty, err := alice.cli.Messages(ctx, room, later.End, "", mautrix.DirectionForward, nil, 10); err != nil || len(empty.Chunk) != 0 || empty.End != "" {
+			t.Fatalf("nothing new: %v end %q %v", histIDs(empty.Chunk), empty.End, err)
+		}
 		prev, err := alice.cli.Messages(ctx, room, c.Start, "", mautrix.DirectionBackward, nil, 1)
 		if err != nil || len(prev.Chunk) != 1 || prev.Chunk[0].ID != ids[2] {
 			t.Fatalf("backward from context start: %v %v", histIDs(prev.Chunk), err)
