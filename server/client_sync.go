@@ -24,6 +24,9 @@ import (
 
 const (
 	defaultTimelineLimit = 10
+	// maxTimelineLimit caps a filter's timeline limit: beyond it clients
+	// get limited: true and paginate with /messages.
+	maxTimelineLimit = 2000
 	// maxSyncTimeout bounds a long poll whatever the client asks.
 	maxSyncTimeout = 5 * time.Minute
 )
@@ -51,7 +54,8 @@ type roomSummary struct {
 
 type joinedRoom struct {
 	Summary             *roomSummary   `json:"summary,omitempty"`
-	State               eventsBlock    `json:"state"`
+	State               *eventsBlock   `json:"state,omitempty"`
+	StateAfter          *eventsBlock   `json:"state_after,omitempty"`
 	Timeline            timelineBlock  `json:"timeline"`
 	Ephemeral           eventsBlock    `json:"ephemeral"`
 	AccountData         eventsBlock    `json:"account_data"`
@@ -59,7 +63,8 @@ type joinedRoom struct {
 }
 
 type leftRoom struct {
-	State       eventsBlock   `json:"state"`
+	State       *eventsBlock  `json:"state,omitempty"`
+	StateAfter  *eventsBlock  `json:"state_after,omitempty"`
 	Timeline    timelineBlock `json:"timeline"`
 	AccountData eventsBlock   `json:"account_data"`
 }
@@ -90,10 +95,11 @@ func (r *syncResponse) empty() bool {
 
 // syncRequest is a parsed /sync query.
 type syncRequest struct {
-	me        *Device
-	since     *streamToken
-	fullState bool
-	filter    *syncFilter
+	me         *Device
+	since      *streamToken
+	fullState  bool
+	stateAfter bool // use_state_after: state_after replaces state
+	filter     *syncFilter
 }
 
 // GET /_matrix/client/v3/sync
@@ -110,6 +116,9 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 	}
 	var err error
 	if req.fullState, err = queryBool(r, "full_state", false); err != nil {
+		return err
+	}
+	if req.stateAfter, err = queryBool(r, "use_state_after", false); err != nil {
 		return err
 	}
 	var timeout time.Duration
@@ -251,7 +260,7 @@ func (f *syncFilter) room() *roomFilter {
 
 func (f *syncFilter) timelineLimit() int {
 	if t := f.room().Timeline; t != nil && t.Limit != nil {
-		return *t.Limit
+		return min(*t.Limit, maxTimelineLimit)
 	}
 	return defaultTimelineLimit
 }
@@ -372,7 +381,7 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 				jr.Ephemeral.Events = append(jr.Ephemeral.Events, eph)
 			}
 			jr.AccountData.Events = append(jr.AccountData.Events, roomAcct[m.RoomID]...)
-			if isNew || len(jr.Timeline.Events) > 0 || len(jr.State.Events) > 0 || len(jr.Ephemeral.Events) > 0 || len(jr.AccountData.Events) > 0 {
+			if isNew || len(jr.Timeline.Events) > 0 || jr.stateCount() > 0 || len(jr.Ephemeral.Events) > 0 || len(jr.AccountData.Events) > 0 {
 				resp.Rooms.Join[m.RoomID] = jr
 			}
 		case rooms.MembershipInvite, rooms.MembershipKnock:
@@ -406,7 +415,7 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 			if err != nil {
 				return nil, nil, err
 			}
-			lr := &leftRoom{State: jr.State, Timeline: jr.Timeline, AccountData: eventsBlock{Events: []any{}}}
+			lr := &leftRoom{State: jr.State, StateAfter: jr.StateAfter, Timeline: jr.Timeline, AccountData: eventsBlock{Events: []any{}}}
 			lr.AccountData.Events = append(lr.AccountData.Events, roomAcct[m.RoomID]...)
 			resp.Rooms.Leave[m.RoomID] = lr
 		}
@@ -501,7 +510,6 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 		return nil, err
 	}
 	jr := &joinedRoom{
-		State:               eventsBlock{Events: []any{}},
 		Timeline:            timelineBlock{Events: []any{}, Limited: limited},
 		Ephemeral:           eventsBlock{Events: []any{}},
 		AccountData:         eventsBlock{Events: []any{}},
@@ -516,9 +524,16 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 	// State: the full state at the start of the timeline for a fresh room
 	// or full_state; otherwise what changed between since and the start of
 	// the timeline, which is nothing unless the timeline skipped events.
+	// With use_state_after (spec v1.16) the same, but at the end of the
+	// timeline, so state changes in the timeline count too.
+	at, stateOut := start, &eventsBlock{Events: []any{}}
+	jr.State = stateOut
+	if req.stateAfter {
+		at, jr.State, jr.StateAfter = upTo, nil, stateOut
+	}
 	var state storage.StateKeyMap
-	if rs.fresh || req.fullState || limited {
-		group, err := s.store.StateGroupAt(ctx, roomID, start)
+	if rs.fresh || req.fullState || limited || (req.stateAfter && hasStateEvent(timeline)) {
+		group, err := s.store.StateGroupAt(ctx, roomID, at)
 		if err != nil {
 			return nil, err
 		}
@@ -543,7 +558,7 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 	}
 	stf := rf.State
 	if stf != nil && stf.LazyLoadMembers {
-		state, err = s.lazyLoad(ctx, rs, state, timeline, start)
+		state, err = s.lazyLoad(ctx, rs, state, timeline, at)
 		if err != nil {
 			return nil, err
 		}
@@ -565,7 +580,7 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 	for _, part := range []struct {
 		evs []*storage.Event
 		out *[]any
-	}{{stateEvs, &jr.State.Events}, {timeline, &jr.Timeline.Events}} {
+	}{{stateEvs, &stateOut.Events}, {timeline, &jr.Timeline.Events}} {
 		formatted, err := f.format(ctx, part.evs)
 		if err != nil {
 			return nil, err
@@ -582,6 +597,23 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 		}
 	}
 	return jr, nil
+}
+
+// stateCount is the number of events in the room's state block.
+func (jr *joinedRoom) stateCount() int {
+	if jr.StateAfter != nil {
+		return len(jr.StateAfter.Events)
+	}
+	return len(jr.State.Events)
+}
+
+func hasStateEvent(evs []*storage.Event) bool {
+	for _, e := range evs {
+		if e.IsState() {
+			return true
+		}
+	}
+	return false
 }
 
 // syncTimeline returns the newest visible, filter-passing events of the

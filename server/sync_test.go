@@ -945,3 +945,45 @@ func TestSyncWakesForEveryStream(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncStateAfter checks use_state_after (spec v1.16): state_after, the
+// state at the end of the timeline, replaces state.
+func TestSyncStateAfter(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice, bob := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob")
+		room := sharedRoom(t, alice, bob)
+		syncAfter := func(since string) *mautrix.SyncJoinedRoom {
+			t.Helper()
+			r, err := bob.cli.FullSyncRequest(ctx, mautrix.ReqSync{Since: since, UseStateAfter: true, FilterID: `{"room":{"timeline":{"limit":3}}}`})
+			if err != nil {
+				t.Fatal(err)
+			}
+			jr := r.Rooms.Join[room]
+			if jr == nil || jr.StateAfter == nil || len(jr.State.Events) != 0 {
+				t.Fatalf("state_after missing or state present: %+v", jr)
+			}
+			return jr
+		}
+		first, err := bob.cli.FullSyncRequest(ctx, mautrix.ReqSync{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A topic change inside the timeline is in state_after.
+		if _, err := alice.cli.SendStateEvent(ctx, room, event.StateTopic, "", map[string]string{"topic": "after"}); err != nil {
+			t.Fatal(err)
+		}
+		send(t, alice, room, "x")
+		inc := syncAfter(first.NextBatch)
+		topic := hasType(inc.StateAfter.Events, "m.room.topic")
+		if inc.Timeline.Limited || topic == nil || topic.Content.Raw["topic"] != "after" || len(inc.StateAfter.Events) != 1 {
+			t.Fatalf("incremental state_after: limited=%v %+v", inc.Timeline.Limited, inc.StateAfter.Events)
+		}
+		// Initial: the whole state at the end, timeline's state included.
+		full := syncAfter("")
+		if hasType(full.StateAfter.Events, "m.room.topic") == nil || hasType(full.StateAfter.Events, "m.room.create") == nil {
+			t.Fatalf("initial state_after: %d events", len(full.StateAfter.Events))
+		}
+	})
+}
