@@ -459,10 +459,20 @@ func TestHistoryVisibility(t *testing.T) {
 		}
 		histGet(t, b, bob.tok, "/_matrix/client/v3/rooms/"+esc(string(room))+"/context/"+esc(string(secret)), nil).want(t, 404, "M_NOT_FOUND")
 		acctDo(t, b, "GET", "/_matrix/client/v3/rooms/"+esc(string(room))+"/event/"+esc(string(secret)), bob.tok, nil).want(t, 404, "M_NOT_FOUND")
-		shared, _, _ := seenBy("shared")
+		shared, sharedRoom, _ := seenBy("shared")
 		if !shared["before bob"] || !shared["after bob"] {
 			t.Fatalf("shared visibility: bob saw %v", shared)
 		}
+		// A stranger reads a world_readable room, but not a shared one.
+		carol := newRoomUser(t, b, "carol")
+		_, open, _ := seenBy("world_readable")
+		msgs := func(room id.RoomID) acctReply {
+			return histGet(t, b, carol.tok, "/_matrix/client/v3/rooms/"+esc(string(room))+"/messages", url.Values{"dir": {"b"}})
+		}
+		if r := msgs(open); r.status != 200 || len(histRawIDs(r.body["chunk"])) == 0 {
+			t.Fatalf("world_readable for a stranger: %d %v", r.status, r.body)
+		}
+		msgs(sharedRoom).want(t, 403, "M_FORBIDDEN")
 	})
 }
 
