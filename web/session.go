@@ -176,8 +176,12 @@ func (d *Dashboard) renderLogin(w http.ResponseWriter, r *http.Request, status i
 }
 
 // dummyHash is checked when the account does not exist, so a wrong user
-// name takes as long as a wrong password.
-var dummyHash, _ = secret.HashPassword("hearth-dashboard-no-such-user", 10)
+// name takes as long as a wrong password. Made on first use: hashing at
+// start would slow every start for a page few people open.
+var dummyHash = sync.OnceValue(func() string {
+	h, _ := secret.HashPassword("hearth-dashboard-no-such-user", 10)
+	return h
+})
 
 // POST /_hearth/admin/login
 //
@@ -209,7 +213,7 @@ func (d *Dashboard) postLogin(w http.ResponseWriter, r *http.Request) error {
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return err
 	}
-	hash := dummyHash
+	hash := dummyHash()
 	if u != nil && !u.Deactivated {
 		hash = u.PasswordHash
 	}
