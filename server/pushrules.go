@@ -18,7 +18,7 @@ type pushRule struct {
 	Default    bool            `json:"default"`
 	Enabled    bool            `json:"enabled"`
 	Pattern    string          `json:"pattern,omitempty"`
-	Conditions []pushCondition `json:"conditions,omitempty"`
+	Conditions []pushCondition `json:"conditions,omitzero"` // nil for content rules; [] for the master rule
 	Actions    []any           `json:"actions"`
 }
 

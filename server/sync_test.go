@@ -848,6 +848,12 @@ func TestPushRules(t *testing.T) {
 		if r := acctDo(t, b, "GET", p+"override/.m.rule.master/enabled", alice.tok, nil); r.body["enabled"] != false {
 			t.Fatalf("master enabled: %v", r.body)
 		}
+		if r := acctDo(t, b, "GET", p+"override/.m.rule.master", alice.tok, nil); r.body["conditions"] == nil || r.body["default"] != true {
+			t.Fatalf("master rule: %v", r.body)
+		}
+		if r := acctDo(t, b, "GET", p+"content/.m.rule.contains_user_name", alice.tok, nil); r.body["pattern"] != "alice" || r.body["conditions"] != nil {
+			t.Fatalf("contains_user_name rule: %v", r.body)
+		}
 		r := acctDo(t, b, "GET", p+"override/.m.rule.invite_for_me", alice.tok, nil)
 		raw, _ := json.Marshal(r.body["conditions"])
 		if !strings.Contains(string(raw), string(alice.id)) {
