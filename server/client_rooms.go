@@ -112,6 +112,9 @@ func (s *Server) postCreateRoom(w http.ResponseWriter, r *http.Request) error {
 	if errors.As(err, &authErr) {
 		return matrix.InvalidParam("the room's initial events are not valid: %s", authErr.Reason)
 	}
+	if errors.Is(err, rooms.ErrEventTooLarge) {
+		return matrix.TooLarge("%v", err)
+	}
 	if err != nil {
 		return matrix.BadJSON("cannot create room: %v", err)
 	}

@@ -224,6 +224,9 @@ func (s *Server) sendEvents(ctx context.Context, roomID string, evs ...newEvent)
 		if errors.As(err, &authErr) {
 			return out, matrix.Forbidden("%s", authErr.Reason)
 		}
+		if errors.Is(err, rooms.ErrEventTooLarge) {
+			return out, matrix.TooLarge("%v", err)
+		}
 		if err != nil {
 			return out, fmt.Errorf("build event: %w", err)
 		}
