@@ -2,11 +2,11 @@ package web_test
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"net/http"
 	"testing"
 	"time"
 
