@@ -1,0 +1,143 @@
+package storage_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"hearth/server/storage"
+	"hearth/server/storage/storagetest"
+)
+
+// TestAuxStreamCommitsInOrder writes account data from many goroutines while
+// a reader follows the aux stream the way /sync does (read the newest
+// position, then everything up to it). If an id could commit after a higher
+// one was visible, the reader would step past it and never see that entry.
+func TestAuxStreamCommitsInOrder(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		ctx := context.Background()
+		const writers, each = 8, 40
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range each {
+					var err error
+					if i%2 == 0 {
+						_, err = st.PutAccountData(ctx, "@u:hs", "", fmt.Sprintf("t.%d.%d", w, i), []byte(`{}`))
+					} else {
+						_, err = st.PutReceipt(ctx, &storage.Receipt{RoomID: "!r:hs", UserID: fmt.Sprintf("@%d.%d:hs", w, i), Type: "m.read", EventID: "$e"})
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		seen := map[string]bool{}
+		var last int64
+		follow := func() {
+			upTo, err := st.MaxAuxPos(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ad, err := st.AccountDataBetween(ctx, "@u:hs", last, upTo)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs, err := st.ReceiptsBetween(ctx, []string{"!r:hs"}, last, upTo)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range ad {
+				seen[a.Type] = true
+			}
+			for _, r := range rs {
+				seen[r.UserID] = true
+			}
+			last = upTo
+		}
+		for running := true; running; {
+			select {
+			case <-done:
+				running = false
+			default:
+			}
+			follow()
+		}
+		follow()
+		if len(seen) != writers*each {
+			t.Fatalf("the follower saw %d of %d changes", len(seen), writers*each)
+		}
+	})
+}
+
+func TestAccountDataReceiptsFilters(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		ctx := context.Background()
+		if _, err := st.AccountDataContent(ctx, "@u:hs", "", "x"); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("absent account data: %v", err)
+		}
+		id1, err := st.PutAccountData(ctx, "@u:hs", "", "x", []byte(`{"a":1}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Concurrent read-modify-writes lose nothing.
+		var wg sync.WaitGroup
+		for i := range 10 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := st.UpdateAccountData(ctx, "@u:hs", "!r:hs", "m.tag", func(old []byte) ([]byte, error) {
+					m := map[string]int{}
+					if old != nil {
+						_ = json.Unmarshal(old, &m)
+					}
+					m[fmt.Sprint("t", i)] = i
+					return json.Marshal(m)
+				})
+				if err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		c, err := st.AccountDataContent(ctx, "@u:hs", "!r:hs", "m.tag")
+		m := map[string]int{}
+		if err != nil || json.Unmarshal(c, &m) != nil || len(m) != 10 {
+			t.Fatalf("tags after concurrent edits: %s %v", c, err)
+		}
+		between, err := st.AccountDataBetween(ctx, "@u:hs", id1, 1<<62)
+		if err != nil || len(between) != 1 || between[0].RoomID != "!r:hs" || between[0].StreamID <= id1 {
+			t.Fatalf("account data since %d: %+v %v", id1, between, err)
+		}
+
+		// A receipt replaces the user's previous one of the same type and thread.
+		r1, _ := st.PutReceipt(ctx, &storage.Receipt{RoomID: "!r:hs", UserID: "@u:hs", Type: "m.read", EventID: "$1", TS: 1})
+		st.PutReceipt(ctx, &storage.Receipt{RoomID: "!r:hs", UserID: "@u:hs", Type: "m.read", ThreadID: "main", EventID: "$1", TS: 1})
+		st.PutReceipt(ctx, &storage.Receipt{RoomID: "!r:hs", UserID: "@u:hs", Type: "m.read", EventID: "$2", TS: 2})
+		rs, err := st.ReceiptsBetween(ctx, []string{"!r:hs", "!other:hs"}, 0, 1<<62)
+		if err != nil || len(rs) != 2 || rs[1].EventID != "$2" || rs[1].StreamID <= r1 {
+			t.Fatalf("receipts: %+v %v", rs, err)
+		}
+
+		// Filters belong to their user.
+		fid, err := st.CreateFilter(ctx, "@u:hs", []byte(`{"room":{}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if def, err := st.Filter(ctx, "@u:hs", fid); err != nil || string(def) != `{"room":{}}` {
+			t.Fatalf("filter: %s %v", def, err)
+		}
+		if _, err := st.Filter(ctx, "@v:hs", fid); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("another user's filter: %v", err)
+		}
+	})
+}
