@@ -144,6 +144,9 @@ func (s *Server) postAdminRegister(w http.ResponseWriter, r *http.Request) error
 		req.Nonce, req.Username, req.Password, req.Admin, userType))) {
 		return matrix.Forbidden("HMAC incorrect")
 	}
+	// The MAC covers the name as sent; the account is created lower-cased,
+	// as Synapse does (Complement checks this).
+	req.Username = strings.ToLower(req.Username)
 
 	if err := matrix.ValidateLocalpart(req.Username, s.cfg.ServerName); err != nil {
 		return err

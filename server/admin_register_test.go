@@ -208,8 +208,15 @@ func TestAdminRegister(t *testing.T) {
 			wantErr(t, code, body, 400, "M_USER_IN_USE")
 		})
 
+		t.Run("capitals are lower-cased after the MAC check", func(t *testing.T) {
+			code, body := b.register(t, b.nonce(t), "CapitalBob", "pw", false, nil)
+			if code != 200 || body["user_id"] != "@capitalbob:hearth.test" {
+				t.Fatalf("got %d %v, want @capitalbob:hearth.test", code, body)
+			}
+		})
+
 		t.Run("invalid names", func(t *testing.T) {
-			for _, name := range []string{"Alice", "al ice", "al:ice", "_bridge", "é", strings.Repeat("a", 250)} {
+			for _, name := range []string{"al ice", "al:ice", "_bridge", "é", strings.Repeat("a", 250)} {
 				code, body := b.register(t, b.nonce(t), name, "pw", false, nil)
 				wantErr(t, code, body, 400, "M_INVALID_USERNAME")
 			}

@@ -79,14 +79,29 @@ func (s *Server) postJoin(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) join(w http.ResponseWriter, r *http.Request, roomID string) error {
 	me := deviceFrom(r.Context())
-	var req reasonBody
-	if err := decodeJSON(r, &req); err != nil {
+	// The body's other keys go into the membership content, as Synapse
+	// does (clients use this for custom join metadata).
+	var body map[string]json.RawMessage
+	if err := decodeJSON(r, &body); err != nil {
 		return err
 	}
+	var reason string
+	if raw, ok := body["reason"]; ok && json.Unmarshal(raw, &reason) != nil {
+		return matrix.BadJSON("reason must be a string")
+	}
 	ctx := r.Context()
-	content, err := s.memberContent(ctx, rooms.MembershipJoin, me.UserID, req.Reason)
+	content, err := s.memberContent(ctx, rooms.MembershipJoin, me.UserID, reason)
 	if err != nil {
 		return err
+	}
+	for k, v := range body {
+		switch k {
+		case "membership", "reason", "third_party_signed", "join_authorised_via_users_server":
+		default:
+			if _, set := content[k]; !set {
+				content[k] = v
+			}
+		}
 	}
 	if via, err := s.restrictedJoinVia(ctx, roomID, me.UserID); err != nil {
 		return err

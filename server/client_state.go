@@ -34,15 +34,23 @@ func (s *Server) viewableState(ctx context.Context, roomID, userID string) (stor
 		}
 		return s.store.StateGroup(ctx, mem.StateGroup)
 	}
-	if hv, err := s.store.CurrentStateEvent(ctx, roomID, rooms.TypeHistoryVis, ""); err == nil {
-		var c struct {
-			HistoryVisibility string `json:"history_visibility"`
-		}
-		if json.Unmarshal(contentOf(hv.JSON), &c) == nil && c.HistoryVisibility == "world_readable" {
-			return s.store.CurrentState(ctx, roomID)
-		}
+	if s.worldReadable(ctx, roomID) {
+		return s.store.CurrentState(ctx, roomID)
 	}
 	return nil, matrix.Forbidden("you are not in room %s", roomID)
+}
+
+// worldReadable reports whether the room's current history visibility is
+// world_readable.
+func (s *Server) worldReadable(ctx context.Context, roomID string) bool {
+	hv, err := s.store.CurrentStateEvent(ctx, roomID, rooms.TypeHistoryVis, "")
+	if err != nil {
+		return false
+	}
+	var c struct {
+		HistoryVisibility string `json:"history_visibility"`
+	}
+	return json.Unmarshal(contentOf(hv.JSON), &c) == nil && c.HistoryVisibility == "world_readable"
 }
 
 // stateEvents loads and orders a state map's events.
@@ -120,13 +128,21 @@ func (s *Server) getStateEvent(w http.ResponseWriter, r *http.Request) error {
 }
 
 // GET /_matrix/client/v3/rooms/{roomId}/joined_members
+//
+// Only current members (or anyone, for world-readable rooms) may ask:
+// unlike /state, a former member does not get the list as it was.
 func (s *Server) getJoinedMembers(w http.ResponseWriter, r *http.Request) error {
 	me := deviceFrom(r.Context())
 	roomID, err := roomIDParam(r)
 	if err != nil {
 		return err
 	}
-	state, err := s.viewableState(r.Context(), roomID, me.UserID)
+	if m, err := s.store.Membership(r.Context(), roomID, me.UserID); err != nil {
+		return err
+	} else if m != rooms.MembershipJoin && !s.worldReadable(r.Context(), roomID) {
+		return matrix.Forbidden("you are not in room %s", roomID)
+	}
+	state, err := s.store.CurrentState(r.Context(), roomID)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 
@@ -38,6 +39,10 @@ func decodeJSON(r *http.Request, v any) error {
 	}
 	if body[0] != '{' || !json.Valid(body) {
 		return matrix.NotJSON("content not JSON")
+	}
+	if !utf8.Valid(body) {
+		// encoding/json would silently replace the bad bytes.
+		return matrix.NotJSON("content is not valid UTF-8")
 	}
 	if err := json.Unmarshal(body, v); err != nil {
 		var te *json.UnmarshalTypeError
