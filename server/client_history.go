@@ -173,15 +173,26 @@ func (s *Server) paginate(ctx context.Context, viewer, roomID string, from stora
 }
 
 // canReadHistory is the gate in front of history endpoints: members past
-// and present, and anyone when the room is world-readable. Which events
+// (who have not forgotten the room) and present, and anyone when the room
+// is world-readable. Which events
 // they see is then up to filterVisible.
 func (s *Server) canReadHistory(ctx context.Context, roomID, userID string) error {
 	m, err := s.store.Membership(ctx, roomID, userID)
 	if err != nil {
 		return err
 	}
-	if m != "" {
+	if m == rooms.MembershipJoin || m == rooms.MembershipInvite || m == rooms.MembershipKnock {
 		return nil
+	}
+	if m != "" {
+		// Former members keep their history until they forget the room.
+		forgot, err := s.store.IsForgotten(ctx, userID, roomID)
+		if err != nil {
+			return err
+		}
+		if !forgot {
+			return nil
+		}
 	}
 	hv, err := s.store.CurrentStateEvent(ctx, roomID, rooms.TypeHistoryVis, "")
 	if err == nil && gjson.GetBytes(contentOf(hv.JSON), "history_visibility").String() == "world_readable" {
