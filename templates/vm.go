@@ -103,7 +103,13 @@ type UserVM struct {
 	Admin, Deactivated, Erased, Locked, Guest        bool
 	Self                                             bool // the signed-in admin
 	Devices                                          []DeviceVM
-	BaseURL                                          string // the user's page, for its forms
+	Rooms                                            []RoomVM // joined and invited
+	BaseURL                                          string   // the user's page, for its forms
+}
+
+// RoomVM is a room a user is in or invited to.
+type RoomVM struct {
+	RoomID, Membership string
 }
 
 // RegTokenVM is one registration token.

@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -175,6 +176,30 @@ func TestSignInCSRFAndDestructiveActions(t *testing.T) {
 		}
 		if _, err := d.Store.UserByID(ctx, "@eve:hearth.test"); err == nil {
 			t.Fatal("user created without a CSRF token")
+		}
+
+		// A user's page lists their rooms: bob creates one through the
+		// client API.
+		bobTok := secret.Token("syt_")
+		if err := d.Store.CreateLogin(ctx, storage.NewLogin{UserID: bob, DeviceID: "BOBDEV", AccessToken: bobTok}); err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest("POST", d.Bundle.URL+"/_matrix/client/v3/createRoom", strings.NewReader(`{}`))
+		req.Header.Set("Authorization", "Bearer "+bobTok)
+		cr, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var room struct {
+			RoomID string `json:"room_id"`
+		}
+		_ = json.NewDecoder(cr.Body).Decode(&room)
+		cr.Body.Close()
+		if room.RoomID == "" {
+			t.Fatalf("createRoom: %d", cr.StatusCode)
+		}
+		if _, page, _ := b.do("GET", "/users/"+bob, nil); !strings.Contains(page, room.RoomID) || !strings.Contains(page, "BOBDEV") {
+			t.Fatalf("user page lacks the room or the device:\n%s", page)
 		}
 
 		// Deactivation asks first, then acts, then is audited.

@@ -119,7 +119,11 @@ func (d *Dashboard) getUser(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	vm := newUserVM(d.chrome(w, r, userID, "users"), u, devs, d.srv.Now())
+	rooms, err := d.store.RoomsOfUser(r.Context(), userID, "join", "invite")
+	if err != nil {
+		return err
+	}
+	vm := newUserVM(d.chrome(w, r, userID, "users"), u, devs, rooms, d.srv.Now())
 	d.render(w, r, http.StatusOK, templates.User(vm))
 	return nil
 }

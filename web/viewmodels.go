@@ -194,7 +194,7 @@ func userURL(prefix, userID string) string {
 	return prefix + "/users/" + url.PathEscape(userID)
 }
 
-func newUserVM(c templates.Chrome, u *server.UserRow, devs []*storage.Device, now time.Time) templates.UserVM {
+func newUserVM(c templates.Chrome, u *server.UserRow, devs []*storage.Device, rooms []storage.RoomMembership, now time.Time) templates.UserVM {
 	vm := templates.UserVM{Chrome: c, UserID: u.UserID, DisplayName: u.DisplayName, Created: humanTime(u.CreatedTS, now),
 		LastSeen: humanTimeOr(u.LastSeenTS, now, "never"), UserType: u.UserType, Admin: u.IsAdmin, Deactivated: u.Deactivated,
 		Erased: u.Erased, Locked: u.Locked, Guest: u.IsGuest, Self: u.UserID == c.Admin, BaseURL: userURL(c.Prefix, u.UserID)}
@@ -204,6 +204,9 @@ func newUserVM(c templates.Chrome, u *server.UserRow, devs []*storage.Device, no
 	for _, d := range devs {
 		vm.Devices = append(vm.Devices, templates.DeviceVM{DeviceID: d.DeviceID, DisplayName: d.DisplayName,
 			LastSeen: humanTimeOr(d.LastSeenTS, now, "never"), LastSeenIP: d.LastSeenIP, UserAgent: d.LastSeenUserAgent})
+	}
+	for _, r := range rooms {
+		vm.Rooms = append(vm.Rooms, templates.RoomVM{RoomID: r.RoomID, Membership: r.Membership})
 	}
 	return vm
 }

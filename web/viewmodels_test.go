@@ -214,3 +214,23 @@ func TestConfirmAndErrorPages(t *testing.T) {
 		t.Error("messages must be escaped")
 	}
 }
+
+func TestUserVM(t *testing.T) {
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	u := &server.UserRow{User: storage.User{UserID: "@root:hearth.test", IsAdmin: true, CreatedTS: now.Add(-time.Hour).UnixMilli()}}
+	devs := []*storage.Device{{DeviceID: "PHONE", DisplayName: "Element", LastSeenTS: now.Add(-2 * time.Minute).UnixMilli(), LastSeenIP: "192.0.2.7"}}
+	rooms := []storage.RoomMembership{{RoomID: "!abc:hearth.test", Membership: "join"}}
+	vm := newUserVM(chrome, u, devs, rooms, now)
+	if !vm.Self || vm.DisplayName != "—" || vm.Created != "1 h ago" || vm.LastSeen != "never" || vm.BaseURL != "/_hearth/admin/users/@root:hearth.test" {
+		t.Fatalf("vm: %+v", vm)
+	}
+	page := html(t, func(b *bytes.Buffer) error { return templates.User(vm).Render(context.Background(), b) })
+	for _, want := range []string{"PHONE", "192.0.2.7", "2 min ago", "!abc:hearth.test", "You cannot remove your own admin rights"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("user page lacks %q", want)
+		}
+	}
+	if strings.Contains(page, "Deactivate user") {
+		t.Error("an admin is offered to deactivate themselves")
+	}
+}
