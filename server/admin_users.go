@@ -363,6 +363,7 @@ func (s *Server) postAdminLoginAsUser(w http.ResponseWriter, r *http.Request) er
 		return err
 	}
 	logFrom(r.Context(), s.log).Info("admin logged in as user", "admin", admin.UserID, "target", userID)
+	s.audit(r.Context(), s.apiActor(r), "user.login_as", userID, "")
 	return writeJSON(w, http.StatusOK, map[string]string{"access_token": tok})
 }
 
@@ -384,6 +385,7 @@ func (s *Server) setShadowBan(w http.ResponseWriter, r *http.Request, banned boo
 	if err := s.store.SetShadowBanned(r.Context(), userID, banned); err != nil {
 		return err
 	}
+	s.audit(r.Context(), s.apiActor(r), "user.shadow_ban", userID, "shadow_banned="+strconv.FormatBool(banned))
 	return writeJSON(w, http.StatusOK, struct{}{})
 }
 
@@ -432,6 +434,7 @@ func (s *Server) postAdminRateLimit(w http.ResponseWriter, r *http.Request) erro
 	if err := s.store.SetRateLimitOverride(r.Context(), userID, o); err != nil {
 		return err
 	}
+	s.audit(r.Context(), s.apiActor(r), "user.ratelimit_override", userID, "")
 	return writeJSON(w, http.StatusOK, map[string]float64{"messages_per_second": o.MessagesPerSecond, "burst_count": o.BurstCount})
 }
 
@@ -444,6 +447,7 @@ func (s *Server) deleteAdminRateLimit(w http.ResponseWriter, r *http.Request) er
 	if err := s.store.DeleteRateLimitOverride(r.Context(), userID); err != nil {
 		return err
 	}
+	s.audit(r.Context(), s.apiActor(r), "user.ratelimit_override_removed", userID, "")
 	return writeJSON(w, http.StatusOK, struct{}{})
 }
 
