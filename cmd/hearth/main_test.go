@@ -233,7 +233,7 @@ func TestRegisterUser(t *testing.T) {
 			want        string
 		}{
 			{"taken", "", []string{"--user", "alice", "--password", "x", "--no-admin"}, "M_USER_IN_USE"},
-			{"invalid", "", []string{"--user", "Alice", "--password", "x", "--no-admin"}, "M_INVALID_USERNAME"},
+			{"invalid", "", []string{"--user", "al ice", "--password", "x", "--no-admin"}, "M_INVALID_USERNAME"},
 			{"wrong secret", "", []string{"--user", "carol", "--password", "x", "--no-admin", "--shared-secret", "nope"}, "M_FORBIDDEN"},
 			{"mismatch", "carol\none\ntwo\n", nil, "passwords do not match"},
 		} {
