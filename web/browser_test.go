@@ -2,9 +2,11 @@ package web_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -262,12 +264,28 @@ func TestScreenshots(t *testing.T) {
 			}
 			tokens = append(tokens, tok)
 		}
+		call := func(method, path, tok, body string) string {
+			req, _ := http.NewRequest(method, d.Bundle.URL+path, strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return ""
+			}
+			defer resp.Body.Close()
+			var out struct {
+				RoomID string `json:"room_id"`
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&out)
+			return out.RoomID
+		}
+		// alice's room gets a message every half second, so events per
+		// second and the event count are real too.
+		room := call("POST", "/_matrix/client/v3/createRoom", tokens[0], `{"name": "Book club"}`)
 		deadline := time.Now().Add(70 * time.Second)
 		for i := 0; time.Now().Before(deadline); i++ {
-			req, _ := http.NewRequest("GET", d.Bundle.URL+"/_matrix/client/v3/account/whoami", nil)
-			req.Header.Set("Authorization", "Bearer "+tokens[i%len(tokens)])
-			if resp, err := http.DefaultClient.Do(req); err == nil {
-				resp.Body.Close()
+			call("GET", "/_matrix/client/v3/account/whoami", tokens[i%len(tokens)], "")
+			if room != "" && i%12 == 0 {
+				call("PUT", "/_matrix/client/v3/rooms/"+room+"/send/m.room.message/t"+strconv.Itoa(i), tokens[0], `{"msgtype": "m.text", "body": "hello"}`)
 			}
 			time.Sleep(40 * time.Millisecond)
 		}
