@@ -354,3 +354,24 @@ func TestCacheChangesPersisted(t *testing.T) {
 		t.Fatalf("reloaded: %+v %v", reloaded, err)
 	}
 }
+
+// TestSecureCookieBehindProxy: X-Forwarded-Proto makes the cookie Secure
+// only on a listener that trusts the proxy (x_forwarded).
+func TestSecureCookieBehindProxy(t *testing.T) {
+	b := servertest.Start(t, storagetest.Engine{Name: "sqlite", Options: storage.Options{SQLitePath: filepath.Join(t.TempDir(), "h.db")}})
+	h := web.New(web.Deps{Server: b.Server}).Standalone()
+	for _, trust := range []bool{true, false} {
+		hs := httptest.NewServer(server.WithXForwarded(h, trust))
+		req, _ := http.NewRequest("GET", hs.URL+web.Path+"/login", nil)
+		req.Header.Set("X-Forwarded-Proto", "https")
+		resp, err := http.DefaultClient.Do(req)
+		hs.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if c := resp.Cookies(); len(c) == 0 || c[0].Secure != trust {
+			t.Errorf("x_forwarded=%t: cookies %+v", trust, c)
+		}
+	}
+}
