@@ -45,6 +45,12 @@ type Config struct {
 
 	MediaStorePath string `yaml:"media_store_path"`
 	MaxUploadSize  Size   `yaml:"max_upload_size"`
+	// Media serving and URL previews (media.go).
+	EnableAuthenticatedMedia   *bool    `yaml:"enable_authenticated_media"`
+	URLPreviewEnabled          bool     `yaml:"url_preview_enabled"`
+	URLPreviewIPRangeBlacklist []string `yaml:"url_preview_ip_range_blacklist"`
+	URLPreviewIPRangeWhitelist []string `yaml:"url_preview_ip_range_whitelist"`
+	MaxSpiderSize              Size     `yaml:"max_spider_size"`
 
 	PasswordConfig PasswordConfig `yaml:"password_config"`
 	// BcryptRounds is the bcrypt cost for new password hashes (Synapse's
@@ -248,6 +254,7 @@ func (c *Config) Defaults() {
 		c.RCRegistration = RateLimit{PerSecond: 0.17, BurstCount: 3}
 	}
 	c.dashboardDefaults()
+	c.mediaDefaults()
 }
 
 // PasswordLoginEnabled reports whether m.login.password is offered.
@@ -376,6 +383,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateDashboard(bad)
+	c.validateMedia(bad)
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errors.Join(errs...)
 }

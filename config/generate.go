@@ -241,6 +241,23 @@ allow_guest_access: false
 media_store_path: {{.MediaStore}}
 max_upload_size: 50M
 
+# Media uploaded while enable_authenticated_media is true is served only to
+# signed-in users (/_matrix/client/v1/media); the legacy unauthenticated
+# /_matrix/media/v3 download and thumbnail endpoints answer 404 for it.
+# Setting it to false serves new uploads on both, as older clients expect.
+enable_authenticated_media: true
+
+# URL previews fetch the pages users link to. They are off by default: the
+# server would fetch any URL a user names. Private, loopback, link-local,
+# multicast and reserved addresses are always refused (checked on the
+# address actually dialled); url_preview_ip_range_blacklist adds ranges to
+# that list and url_preview_ip_range_whitelist makes exceptions to it.
+# max_spider_size bounds what is downloaded per preview.
+url_preview_enabled: false
+#url_preview_ip_range_blacklist: ['198.51.100.0/24']
+#url_preview_ip_range_whitelist: ['192.168.1.10']
+max_spider_size: 10M
+
 # Password login. Set enabled: false when users sign in another way; the
 # policy applies to new passwords.
 password_config:
