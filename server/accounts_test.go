@@ -659,7 +659,7 @@ func TestAccountErrors(t *testing.T) {
 			errcode                   string
 		}{
 			{"malformed JSON", "POST", "/_matrix/client/v3/login", "", `{"type": "m.login.password",`, 400, "M_NOT_JSON"},
-			{"not an object", "POST", "/_matrix/client/v3/register", "", `["alice"]`, 400, "M_NOT_JSON"},
+			{"not an object", "POST", "/_matrix/client/v3/register", "", `["alice"]`, 400, "M_BAD_JSON"},
 			{"missing password", "POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password", "user": "alice"}, 400, "M_MISSING_PARAM"},
 			{"missing acctLogin type", "POST", "/_matrix/client/v3/login", "", map[string]any{"user": "alice", "password": acctPW}, 400, "M_MISSING_PARAM"},
 			{"wrong field type", "POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password", "user": "alice", "password": 7}, 400, "M_BAD_JSON"},

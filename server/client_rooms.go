@@ -178,17 +178,26 @@ func validateEventFields(typ string, stateKey *string) error {
 	return nil
 }
 
+// txnScope is the scope a client transaction ID is unique in: the
+// endpoint (send, or redact) and the room.
+func txnScope(eventType, roomID string) string {
+	if eventType == rooms.TypeRedaction {
+		return "redact " + roomID
+	}
+	return "send " + roomID
+}
+
 // sendOne sends one event and maps a lost transaction-ID race to the event
 // the first request made.
 func (s *Server) sendOne(ctx context.Context, roomID string, ne newEvent) (string, error) {
 	if ne.Device != nil && ne.TxnID != "" {
-		if id, err := s.store.EventIDByTxn(ctx, ne.Sender, ne.Device.DeviceID, ne.TxnID); err == nil {
+		if id, err := s.store.EventIDByTxn(ctx, ne.Sender, ne.Device.DeviceID, txnScope(ne.Type, roomID), ne.TxnID); err == nil {
 			return id, nil
 		}
 	}
 	evs, err := s.sendEvents(ctx, roomID, ne)
 	if errors.Is(err, storage.ErrConflict) && ne.Device != nil && ne.TxnID != "" {
-		return s.store.EventIDByTxn(ctx, ne.Sender, ne.Device.DeviceID, ne.TxnID)
+		return s.store.EventIDByTxn(ctx, ne.Sender, ne.Device.DeviceID, txnScope(ne.Type, roomID), ne.TxnID)
 	}
 	if err != nil {
 		return "", err
@@ -366,7 +375,7 @@ func (s *Server) putRedact(w http.ResponseWriter, r *http.Request) error {
 		content["redacts"] = target
 	}
 	ne := newEvent{Type: rooms.TypeRedaction, Sender: me.UserID, Content: content, Device: me, TxnID: txnID}
-	if id, err := s.store.EventIDByTxn(ctx, me.UserID, me.DeviceID, txnID); err == nil {
+	if id, err := s.store.EventIDByTxn(ctx, me.UserID, me.DeviceID, txnScope(rooms.TypeRedaction, roomID), txnID); err == nil {
 		return writeJSON(w, http.StatusOK, map[string]string{"event_id": id})
 	}
 	evs, err := s.sendRedaction(ctx, roomID, ne, te)

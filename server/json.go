@@ -37,8 +37,12 @@ func decodeJSON(r *http.Request, v any) error {
 	if len(body) == 0 {
 		body = []byte("{}")
 	}
-	if body[0] != '{' || !json.Valid(body) {
+	if !json.Valid(body) {
 		return matrix.NotJSON("content not JSON")
+	}
+	if body[0] != '{' {
+		// Valid JSON of the wrong shape is M_BAD_JSON, as Synapse answers.
+		return matrix.BadJSON("content must be a JSON object")
 	}
 	if !utf8.Valid(body) {
 		// encoding/json would silently replace the bad bytes.

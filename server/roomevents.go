@@ -227,6 +227,10 @@ func (s *Server) sendEvents(ctx context.Context, roomID string, evs ...newEvent)
 		if errors.Is(err, rooms.ErrEventTooLarge) {
 			return out, matrix.TooLarge("%v", err)
 		}
+		if errors.Is(err, rooms.ErrBadEvent) {
+			// e.g. integers beyond ±(2^53-1) or floats in a v6+ room.
+			return out, matrix.BadJSON("%v", err)
+		}
 		if err != nil {
 			return out, fmt.Errorf("build event: %w", err)
 		}
@@ -250,7 +254,7 @@ func (s *Server) sendEvents(ctx context.Context, roomID string, evs ...newEvent)
 func (s *Server) persistLocal(ctx context.Context, st *roomState, e *rooms.Event, ne newEvent) (*storage.Event, error) {
 	se := storageEvent(e)
 	if ne.Device != nil && ne.TxnID != "" {
-		se.SenderDevice, se.TxnID = ne.Device.DeviceID, ne.TxnID
+		se.SenderDevice, se.TxnID, se.TxnScope = ne.Device.DeviceID, ne.TxnID, txnScope(e.Type(), e.RoomID())
 	}
 	if e.IsState() {
 		if prev := st.builder.State[e.Key()]; prev != nil {

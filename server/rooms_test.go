@@ -81,6 +81,15 @@ func TestRoomLifecycle(t *testing.T) {
 		if r1.status != 200 || r1.body["event_id"] == nil || r1.body["event_id"] != r2.body["event_id"] {
 			t.Fatalf("txn idempotence: %v / %v", r1.body, r2.body)
 		}
+		// The same transaction ID in another room is another transaction.
+		other, err := bob.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r3 := acctDo(t, b, "PUT", "/_matrix/client/v3/rooms/"+esc(string(other.RoomID))+"/send/m.room.message/txn-1", bob.tok, map[string]any{"msgtype": "m.text", "body": "once"})
+		if r3.status != 200 || r3.body["event_id"] == r1.body["event_id"] {
+			t.Fatalf("txn ID reused across rooms returned the first room's event: %v", r3.body)
+		}
 
 		// Bob raising his own power level is refused and changes nothing.
 		var pl event.PowerLevelsEventContent
@@ -165,7 +174,10 @@ func TestRoomErrors(t *testing.T) {
 		}
 		acctDo(t, b, "POST", "/_matrix/client/v3/createRoom", alice.tok, map[string]any{"room_alias_name": "dup"}).want(t, 400, "M_ROOM_IN_USE")
 		room := esc(r.body["room_id"].(string))
-		acctDo(t, b, "PUT", "/_matrix/client/v3/rooms/"+room+"/send/m.room.message/1", alice.tok, `[1,2]`).want(t, 400, "M_NOT_JSON")
+		acctDo(t, b, "PUT", "/_matrix/client/v3/rooms/"+room+"/send/m.room.message/1", alice.tok, `[1,2]`).want(t, 400, "M_BAD_JSON")
+		acctDo(t, b, "PUT", "/_matrix/client/v3/rooms/"+room+"/send/m.room.message/2", alice.tok, `{"body": 9007199254740992}`).want(t, 400, "M_BAD_JSON")
+		acctDo(t, b, "PUT", "/_matrix/client/v3/rooms/"+room+"/send/m.room.message/3", alice.tok, `{"body": 1.5}`).want(t, 400, "M_BAD_JSON")
+		acctDo(t, b, "PUT", "/_matrix/client/v3/rooms/"+room+"/send/m.room.message/4", alice.tok, `{"body": NaN}`).want(t, 400, "M_NOT_JSON")
 		acctDo(t, b, "PUT", "/_matrix/client/v3/rooms/"+room+"/state/m.room.canonical_alias", alice.tok, map[string]any{"alias": "#other:hearth.test"}).want(t, 400, "M_BAD_ALIAS")
 		acctDo(t, b, "PUT", "/_matrix/client/v3/rooms/"+room+"/state/"+strings.Repeat("t", 256), alice.tok, map[string]any{}).want(t, 400, "M_BAD_JSON")
 		acctDo(t, b, "GET", "/_matrix/client/v3/rooms/"+room+"/state/m.room.topic", alice.tok, nil).want(t, 404, "M_NOT_FOUND")

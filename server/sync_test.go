@@ -645,7 +645,7 @@ func TestSyncAccountDataAndTags(t *testing.T) {
 		acctDo(t, b, "PUT", base+"/account_data/org.example.settings", bob.tok, map[string]any{}).want(t, 403, "M_FORBIDDEN")
 		acctDo(t, b, "PUT", base+"/account_data/m.push_rules", alice.tok, map[string]any{}).want(t, 400, "M_BAD_JSON")
 		acctDo(t, b, "PUT", base+"/rooms/"+esc(string(room))+"/account_data/m.fully_read", alice.tok, map[string]any{"event_id": "$x"}).want(t, 400, "M_BAD_JSON")
-		acctDo(t, b, "PUT", base+"/account_data/org.example.settings", alice.tok, `[1]`).want(t, 400, "M_NOT_JSON")
+		acctDo(t, b, "PUT", base+"/account_data/org.example.settings", alice.tok, `[1]`).want(t, 400, "M_BAD_JSON")
 
 		// Tags: stored as m.tag room account data.
 		if err := alice.cli.AddTag(ctx, room, event.RoomTagFavourite, 0.25); err != nil {

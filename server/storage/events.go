@@ -28,6 +28,9 @@ type Event struct {
 	RelType        string
 	SenderDevice   string
 	TxnID          string
+	// TxnScope is the endpoint and room the transaction ID belongs to; it
+	// is stored with the ID, not on the event.
+	TxnScope string
 }
 
 // IsState reports whether the event has a state key.
@@ -212,8 +215,8 @@ func (s *Store) PersistEvent(ctx context.Context, ne *NewEvent) (int64, error) {
 			}
 		}
 		if e.TxnID != "" && e.SenderDevice != "" {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5)`,
-				e.Sender, e.SenderDevice, e.TxnID, e.EventID, nowMS()); err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO event_txn_ids (user_id, device_id, scope, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5, $6)`,
+				e.Sender, e.SenderDevice, e.TxnScope, e.TxnID, e.EventID, nowMS()); err != nil {
 				if isUnique(err) {
 					return ErrConflict
 				}
@@ -475,10 +478,10 @@ func (s *Store) Members(ctx context.Context, roomID string) (map[string]string, 
 }
 
 // EventIDByTxn returns the event a client transaction already produced.
-func (s *Store) EventIDByTxn(ctx context.Context, userID, deviceID, txnID string) (string, error) {
+func (s *Store) EventIDByTxn(ctx context.Context, userID, deviceID, scope, txnID string) (string, error) {
 	var id string
-	err := s.read.QueryRowContext(ctx, `SELECT event_id FROM event_txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3`,
-		userID, deviceID, txnID).Scan(&id)
+	err := s.read.QueryRowContext(ctx, `SELECT event_id FROM event_txn_ids WHERE user_id = $1 AND device_id = $2 AND scope = $3 AND txn_id = $4`,
+		userID, deviceID, scope, txnID).Scan(&id)
 	if err != nil {
 		return "", notFound(err, "txn")
 	}

@@ -71,15 +71,15 @@ func TestEventsAndStateGroups(t *testing.T) {
 		}
 		// Idempotent transaction IDs.
 		ne := &storage.NewEvent{Event: storage.Event{EventID: "$t1", RoomID: room, Type: "m.room.message", Sender: "@a:hs", JSON: []byte(`{}`),
-			SenderDevice: "D", TxnID: "txn1"}, PrevEvents: prev, StateBefore: group}
+			SenderDevice: "D", TxnID: "txn1", TxnScope: "send " + room}, PrevEvents: prev, StateBefore: group}
 		if _, err := st.PersistEvent(ctx, ne); err != nil {
 			t.Fatal(err)
 		}
-		if id, err := st.EventIDByTxn(ctx, "@a:hs", "D", "txn1"); err != nil || id != "$t1" {
+		if id, err := st.EventIDByTxn(ctx, "@a:hs", "D", "send "+room, "txn1"); err != nil || id != "$t1" {
 			t.Fatalf("txn lookup %q %v", id, err)
 		}
 		dup := &storage.NewEvent{Event: storage.Event{EventID: "$t2", RoomID: room, Type: "m.room.message", Sender: "@a:hs", JSON: []byte(`{}`),
-			SenderDevice: "D", TxnID: "txn1"}, PrevEvents: []string{"$t1"}, StateBefore: group}
+			SenderDevice: "D", TxnID: "txn1", TxnScope: "send " + room}, PrevEvents: []string{"$t1"}, StateBefore: group}
 		if _, err := st.PersistEvent(ctx, dup); !errors.Is(err, storage.ErrConflict) {
 			t.Fatalf("duplicate txn: %v", err)
 		}

@@ -85,14 +85,18 @@ CREATE TABLE current_state (
 );
 CREATE INDEX current_state_member ON current_state (state_key, type, membership);
 
--- Idempotent sends: a (user, device, txn_id) maps to the event it made.
+-- Idempotent sends: a (user, device, scope, txn_id) maps to the event it
+-- made. The scope is the endpoint and room ("send !room:hs"): the spec
+-- scopes transaction IDs to the request path, so one ID may be reused in
+-- another room.
 CREATE TABLE event_txn_ids (
     user_id   TEXT NOT NULL,
     device_id TEXT NOT NULL,
+    scope     TEXT NOT NULL,
     txn_id    TEXT NOT NULL,
     event_id  TEXT NOT NULL,
     created_ts BIGINT NOT NULL,
-    PRIMARY KEY (user_id, device_id, txn_id)
+    PRIMARY KEY (user_id, device_id, scope, txn_id)
 );
 
 CREATE TABLE room_aliases (
