@@ -103,6 +103,13 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, roomID string) err
 			}
 		}
 	}
+	// Joining again with nothing changed makes no new event (Synapse does
+	// the same, and clients retry joins).
+	if cur, err := s.store.CurrentStateEvent(ctx, roomID, rooms.TypeMember, me.UserID); err == nil && cur.Membership == rooms.MembershipJoin {
+		if b, err := json.Marshal(content); err == nil && jsonEqual(contentOf(cur.JSON), b) {
+			return writeJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+		}
+	}
 	if via, err := s.restrictedJoinVia(ctx, roomID, me.UserID); err != nil {
 		return err
 	} else if via != "" {

@@ -66,6 +66,7 @@ func (f *eventFormatter) format(ctx context.Context, evs []*storage.Event) ([]cl
 		}
 	}
 	out := make([]clientEvent, 0, len(evs))
+	memberships := map[int64]string{} // state group → viewer's membership
 	for _, e := range evs {
 		ce, err := f.one(e, extra)
 		if err != nil {
@@ -73,6 +74,21 @@ func (f *eventFormatter) format(ctx context.Context, evs []*storage.Event) ([]cl
 		}
 		if b := bundles[e.EventID]; b != nil {
 			ce.Unsigned["m.relations"] = b
+		}
+		if f.viewer != nil {
+			m, ok := memberships[e.StateGroup]
+			if !ok {
+				if m, err = f.store.MembershipInGroup(ctx, e.StateGroup, f.viewer.UserID); err != nil {
+					return nil, err
+				}
+				memberships[e.StateGroup] = m
+			}
+			// unsigned.membership (spec v1.11): the viewer's membership
+			// at the event, "leave" when they had none.
+			if m == "" {
+				m = "leave"
+			}
+			ce.Unsigned["membership"] = m
 		}
 		out = append(out, ce)
 	}

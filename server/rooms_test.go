@@ -220,3 +220,47 @@ func TestEveryRoomVersion(t *testing.T) {
 		}
 	})
 }
+
+func TestRoomUnsignedMembershipAndIdempotentJoin(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice, bob := newRoomUser(t, b, "alice"), newRoomUser(t, b, "bob")
+		created, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		room := created.RoomID
+		if _, err := bob.cli.JoinRoomByID(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.cli.SendText(ctx, room, "hi"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.cli.JoinRoomByID(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		members := acctDo(t, b, "GET", "/_matrix/client/v3/rooms/"+esc(string(room))+"/members", alice.tok, nil)
+		if chunk, _ := members.body["chunk"].([]any); len(chunk) != 2 {
+			t.Fatalf("members: %v", members.body)
+		}
+		// A second join with nothing changed made no second member event.
+		msgs := acctDo(t, b, "GET", "/_matrix/client/v3/rooms/"+esc(string(room))+"/messages?dir=b&limit=50", bob.tok, nil)
+		joins := 0
+		chunk := msgs.body["chunk"].([]any)
+		want := "leave" // Bob's membership at each event, oldest first
+		for i := len(chunk) - 1; i >= 0; i-- {
+			ev := chunk[i].(map[string]any)
+			if ev["type"] == "m.room.member" && ev["state_key"] == string(bob.id) {
+				joins++
+				want = "join"
+			}
+			if got := ev["unsigned"].(map[string]any)["membership"]; got != want {
+				t.Errorf("%s %v: unsigned.membership %v, want %s", ev["type"], ev["state_key"], got, want)
+			}
+		}
+		if joins != 1 {
+			t.Fatalf("bob has %d join events, want 1", joins)
+		}
+	})
+}

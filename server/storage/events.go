@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -318,6 +319,41 @@ func stateOfGroup(ctx context.Context, q querier, group int64) (map[StateKey]str
 		g = prev.Int64
 	}
 	return out, nil
+}
+
+// StateEntry returns the event ID one (type, state_key) has in a group's
+// state, walking the delta chain only until it is found ("" if absent).
+func (s *Store) StateEntry(ctx context.Context, group int64, typ, stateKey string) (string, error) {
+	for g := group; g != 0; {
+		var id string
+		err := s.read.QueryRowContext(ctx, `SELECT event_id FROM state_group_entries WHERE group_id = $1 AND type = $2 AND state_key = $3`,
+			g, typ, stateKey).Scan(&id)
+		if err == nil {
+			return id, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return "", fmt.Errorf("storage: state entry: %w", err)
+		}
+		var prev sql.NullInt64
+		if err := s.read.QueryRowContext(ctx, `SELECT prev_group FROM state_groups WHERE id = $1`, g).Scan(&prev); err != nil {
+			return "", notFound(err, "state group")
+		}
+		g = prev.Int64
+	}
+	return "", nil
+}
+
+// MembershipInGroup is the user's membership in a group's state ("" if none).
+func (s *Store) MembershipInGroup(ctx context.Context, group int64, userID string) (string, error) {
+	id, err := s.StateEntry(ctx, group, "m.room.member", userID)
+	if err != nil || id == "" {
+		return "", err
+	}
+	var m sql.NullString
+	if err := s.read.QueryRowContext(ctx, `SELECT membership FROM events WHERE event_id = $1`, id).Scan(&m); err != nil {
+		return "", notFound(err, "member event")
+	}
+	return m.String, nil
 }
 
 // StateGroup returns the full state map of a group.
