@@ -398,16 +398,13 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 				resp.Rooms.Knock[m.RoomID] = map[string]any{"knock_state": eventsBlock{Events: stripped}}
 			}
 		case rooms.MembershipLeave, rooms.MembershipBan:
-			if forgotten[m.RoomID] {
-				continue
-			}
-			// Initial and full-state syncs list left rooms only when the
-			// filter asks (include_leave); incremental ones report a
-			// leave that happened since.
-			if (req.since == nil || req.fullState) && !rf.IncludeLeave {
-				continue
-			}
-			if req.since != nil && !isNew && !req.fullState {
+			// A leave that happened since `since` is always reported,
+			// even for a room forgotten since (the client must learn it
+			// left). Older leaves appear only in initial or full-state
+			// syncs whose filter asks for them (include_leave), and never
+			// for forgotten rooms.
+			leftSince := req.since != nil && isNew
+			if !leftSince && (forgotten[m.RoomID] || !rf.IncludeLeave || (req.since != nil && !req.fullState)) {
 				continue
 			}
 			rs.fresh = req.since == nil || req.fullState

@@ -994,3 +994,51 @@ func TestSyncStateAfter(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncLeaveReported checks that a leave since the token is reported in
+// an incremental sync whatever else the request says: after rejecting an
+// invite with full_state set, and after leaving and forgetting the room.
+func TestSyncLeaveReported(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice, bob := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob")
+		room, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		since := doSync(t, bob, "", "", 0).NextBatch
+		if _, err := alice.cli.InviteUser(ctx, room.RoomID, &mautrix.ReqInviteUser{UserID: bob.id}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.cli.LeaveRoom(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		full, err := bob.cli.FullSyncRequest(ctx, mautrix.ReqSync{Since: since, FullState: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := full.Rooms.Leave[room.RoomID]; !ok {
+			t.Fatalf("rejected invite missing from leave in a full_state sync: %+v", full.Rooms)
+		}
+
+		if _, err := bob.cli.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		since = doSync(t, bob, "", "", 0).NextBatch
+		if _, err := bob.cli.LeaveRoom(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.cli.ForgetRoom(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		inc := doSync(t, bob, since, "", 0)
+		if _, ok := inc.Rooms.Leave[room.RoomID]; !ok {
+			t.Fatalf("leave of a room forgotten since is missing from the incremental sync: %+v", inc.Rooms)
+		}
+		// Once reported, a forgotten room stays out of syncs.
+		if again := doSync(t, bob, "", `{"room":{"include_leave":true}}`, 0); again.Rooms.Leave[room.RoomID] != nil {
+			t.Fatal("forgotten room listed in an initial sync with include_leave")
+		}
+	})
+}
