@@ -8,6 +8,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"hearth/server/cache"
 	"hearth/server/matrix"
 	"hearth/server/rooms"
 	"hearth/server/storage"
@@ -26,16 +27,17 @@ type roomState struct {
 	group   int64
 }
 
-// roomStates caches roomState per room and serialises writers per room.
+// roomStates caches roomState per room (a registered LRU, so the dashboard
+// shows it and the cache factor sizes it) and serialises writers per room.
 type roomStates struct {
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex
-	cache map[string]*roomState
-	max   int
+	cache *cache.LRU[string, *roomState]
 }
 
-func newRoomStates(max int) *roomStates {
-	return &roomStates{locks: map[string]*sync.Mutex{}, cache: map[string]*roomState{}, max: max}
+func newRoomStates(reg *cache.Registry) *roomStates {
+	return &roomStates{locks: map[string]*sync.Mutex{},
+		cache: cache.NewLRU[string, *roomState](reg, "room_builders", "room → state, extremities and depth for building its next event", 256)}
 }
 
 // lock takes the room's writer lock; the returned func releases it.
@@ -52,28 +54,13 @@ func (rs *roomStates) lock(roomID string) func() {
 }
 
 func (rs *roomStates) get(roomID string) *roomState {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	return rs.cache[roomID]
+	st, _ := rs.cache.Get(roomID)
+	return st
 }
 
-func (rs *roomStates) put(roomID string, st *roomState) {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	if len(rs.cache) >= rs.max {
-		for k := range rs.cache { // evict an arbitrary room; it reloads on demand
-			delete(rs.cache, k)
-			break
-		}
-	}
-	rs.cache[roomID] = st
-}
+func (rs *roomStates) put(roomID string, st *roomState) { rs.cache.Add(roomID, st) }
 
-func (rs *roomStates) drop(roomID string) {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	delete(rs.cache, roomID)
-}
+func (rs *roomStates) drop(roomID string) { rs.cache.Remove(roomID) }
 
 // roomsKey is the server's signing key in the form package rooms uses.
 func (s *Server) roomsKey() rooms.SigningKey {
@@ -192,6 +179,9 @@ type newEvent struct {
 	// Device and TxnID make sends idempotent and fill unsigned.transaction_id.
 	Device *Device
 	TxnID  string
+	// IgnoreBlock lets the event into a blocked room: the leaves an admin's
+	// room deletion sends for local users after blocking it.
+	IgnoreBlock bool
 }
 
 // errUnknownRoom answers events for rooms this server has no state for.
@@ -213,11 +203,11 @@ func (s *Server) sendEvents(ctx context.Context, roomID string, evs ...newEvent)
 		}
 		s.roomStates.put(roomID, st)
 	}
-	if st.room.Blocked {
-		return nil, matrix.Forbidden("this room has been blocked on this server")
-	}
 	var out []*storage.Event
 	for _, ne := range evs {
+		if st.room.Blocked && !ne.IgnoreBlock {
+			return out, matrix.Forbidden("this room has been blocked on this server")
+		}
 		fork := st.builder.Fork()
 		e, err := fork.Append(ne.Type, ne.StateKey, ne.Sender, ne.Content)
 		var authErr *rooms.AuthError

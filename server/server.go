@@ -55,7 +55,7 @@ func New(d Deps) (*Server, http.Handler) {
 	s.limits = newLimiters(d.Cfg, d.Now)
 	s.nonces = newNonceStore(d.Now)
 	s.touches = newTouchCache()
-	s.roomStates = newRoomStates(1024)
+	s.roomStates = newRoomStates(d.Store.Caches())
 	s.notifier = newNotifier()
 	if d.Dashboard != nil {
 		s.dashboard = d.Dashboard(s)

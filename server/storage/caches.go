@@ -7,6 +7,9 @@ import "hearth/server/cache"
 const (
 	tokenCacheBase = 20_000
 	userCacheBase  = 20_000
+	// A state group's map costs about 100 bytes per entry; most groups of
+	// a small server hold tens of entries.
+	stateGroupCacheBase = 2_000
 )
 
 // caches are the Store's read-through caches. Every write that can change
@@ -20,12 +23,18 @@ type caches struct {
 	// users maps a user ID to the account row, read by auth on every
 	// request to check deactivation, lock and admin flags.
 	users *cache.LRU[string, User]
+	// stateGroups maps a state group to its full state. Groups never
+	// change once written, so entries need no invalidation; /sync, history
+	// visibility and room loads read the same groups again and again.
+	stateGroups *cache.LRU[int64, StateKeyMap]
 }
 
 func newCaches(r *cache.Registry) caches {
 	return caches{
 		sessions: cache.NewLRU[string, Session](r, "access_tokens", "access token → session, read on every authenticated request", tokenCacheBase),
 		users:    cache.NewLRU[string, User](r, "users", "user ID → account row (admin, deactivated, locked flags)", userCacheBase),
+		stateGroups: cache.NewLRU[int64, StateKeyMap](r, "state_groups", "state group → room state (immutable; read by sync, visibility, room loads)",
+			stateGroupCacheBase),
 	}
 }
 

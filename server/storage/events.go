@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 )
 
@@ -356,12 +357,17 @@ func (s *Store) MembershipInGroup(ctx context.Context, group int64, userID strin
 	return m.String, nil
 }
 
-// StateGroup returns the full state map of a group.
+// StateGroup returns the full state map of a group. The map is the
+// caller's to change: cached groups are handed out as copies.
 func (s *Store) StateGroup(ctx context.Context, group int64) (map[StateKey]string, error) {
 	if group == 0 {
 		return map[StateKey]string{}, nil
 	}
-	return stateOfGroup(ctx, s.read, group)
+	m, err := s.c.stateGroups.GetOrLoad(group, func() (StateKeyMap, error) { return stateOfGroup(ctx, s.read, group) })
+	if err != nil {
+		return nil, err
+	}
+	return maps.Clone(m), nil
 }
 
 // EventByID returns one event.
