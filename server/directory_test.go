@@ -311,5 +311,9 @@ func TestUserDirectory(t *testing.T) {
 		if got, limited := search("hearth.test", 1); len(got) != 1 || !limited {
 			t.Fatalf("limit: %v limited=%v", got, limited)
 		}
+		// The searcher is not among the results (Synapse leaves them out).
+		if got, _ := search("hearth.test", 10); !slices.Equal(got, []id.UserID{bob.id, carol.id}) {
+			t.Fatalf("everyone visible to alice but alice: %v", got)
+		}
 	})
 }

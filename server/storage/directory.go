@@ -105,6 +105,7 @@ func (s *Store) SearchUserDirectory(ctx context.Context, searcher, term string, 
 			AND (m.room_id IN (SELECT room_id FROM current_state WHERE type = 'm.room.member' AND state_key = $1 AND membership = 'join')
 				OR m.room_id IN (SELECT room_id FROM rooms WHERE is_public = 1 AND blocked = 0))
 			AND (u.deactivated IS NULL OR u.deactivated = 0)
+			AND m.state_key <> $1
 			AND (LOWER(m.state_key) LIKE $2 ESCAPE '\' OR LOWER(COALESCE(u.displayname, '')) LIKE $2 ESCAPE '\')
 		ORDER BY m.state_key LIMIT $3`, searcher, like, limit+1)
 	if err != nil {
