@@ -41,6 +41,8 @@ type Server struct {
 	roomStates *roomStates
 	notifier   *notifier
 	dashboard  http.Handler
+	// media is the content repository's state (media.go).
+	media *mediaRepo
 }
 
 // New builds the server and its routes.
@@ -57,6 +59,7 @@ func New(d Deps) (*Server, http.Handler) {
 	s.touches = newTouchCache()
 	s.roomStates = newRoomStates(d.Store.Caches())
 	s.notifier = newNotifier()
+	s.media = newMediaRepo(s)
 	if d.Dashboard != nil {
 		s.dashboard = d.Dashboard(s)
 	}

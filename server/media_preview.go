@@ -1,0 +1,375 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/net/html"
+	"golang.org/x/net/html/charset"
+
+	"hearth/config"
+	"hearth/server/matrix"
+)
+
+// URL previews (spec: GET /_matrix/client/v1/media/preview_url). Off unless
+// url_preview_enabled: the server fetches whatever URL a user names, so the
+// fetcher is built to be unable to reach anything internal.
+//
+// The address check happens at dial time, on the address actually dialled:
+// safeDialer resolves the host itself, refuses every address in the deny
+// list (private, loopback, link-local, multicast, reserved, plus
+// url_preview_ip_range_blacklist) unless the allow list names it, and then
+// dials the IP literal, so a DNS answer that changes between a check and
+// the connect (DNS rebinding) has nothing to change. The net.Dialer's
+// Control hook checks the same address once more just before connect(2).
+// Redirects go through the same dialer; proxies from the environment are
+// not used (they would dial for us).
+
+// errAddressRefused is the dialer's refusal.
+var errAddressRefused = errors.New("url preview: address refused by url_preview_ip_range_blacklist")
+
+// safeDialer dials only addresses the policy allows.
+type safeDialer struct {
+	deny, allow []netip.Prefix
+	// lookup resolves a host name; tests inject a fake.
+	lookup func(ctx context.Context, host string) ([]netip.Addr, error)
+	// dial connects to an IP literal address; tests inject a recorder.
+	dial func(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+func newSafeDialer(deny, allow []netip.Prefix) *safeDialer {
+	d := &safeDialer{deny: deny, allow: allow}
+	d.lookup = func(ctx context.Context, host string) ([]netip.Addr, error) {
+		return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	}
+	nd := &net.Dialer{Timeout: 10 * time.Second, Control: d.control}
+	d.dial = nd.DialContext
+	return d
+}
+
+// allowed applies the policy to one address.
+func (d *safeDialer) allowed(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	if !ip.IsValid() || ip.IsUnspecified() {
+		return false
+	}
+	for _, p := range d.allow {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	for _, p := range d.deny {
+		if p.Contains(ip) {
+			return false
+		}
+	}
+	return true
+}
+
+// control is net.Dialer.Control: it runs after the socket is created and
+// before it connects, with the numeric address. Anything it cannot parse
+// is refused.
+func (d *safeDialer) control(network, address string, _ syscall.RawConn) error {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return errAddressRefused
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || !d.allowed(ip) {
+		return errAddressRefused
+	}
+	return nil
+}
+
+// DialContext resolves addr's host, drops refused addresses and dials the
+// first allowed one that answers, by IP literal.
+func (d *safeDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	var ips []netip.Addr
+	if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		ips = []netip.Addr{ip}
+	} else if ips, err = d.lookup(ctx, host); err != nil {
+		return nil, fmt.Errorf("url preview: resolve %s: %w", host, err)
+	}
+	lastErr := error(errAddressRefused)
+	for _, ip := range ips {
+		if !d.allowed(ip) {
+			continue
+		}
+		conn, err := d.dial(ctx, network, net.JoinHostPort(ip.Unmap().String(), port))
+		if err == nil {
+			return conn, nil
+		}
+		lastErr = err
+	}
+	return nil, lastErr
+}
+
+// previewer fetches pages and builds previews, caching them for an hour.
+type previewer struct {
+	dialer  *safeDialer
+	client  *http.Client
+	maxSize int64
+
+	mu    sync.Mutex
+	cache map[string]previewEntry
+}
+
+type previewEntry struct {
+	body    map[string]any
+	expires time.Time
+}
+
+func newPreviewer(cfg *config.Config) *previewer {
+	deny, allow := cfg.URLPreviewRanges()
+	return newPreviewerWith(newSafeDialer(deny, allow), int64(cfg.MaxSpiderSize))
+}
+
+func newPreviewerWith(d *safeDialer, maxSize int64) *previewer {
+	tr := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           d.DialContext,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 10 * time.Second,
+		MaxIdleConns:          16,
+		IdleConnTimeout:       30 * time.Second,
+	}
+	client := &http.Client{
+		Transport: tr,
+		Timeout:   20 * time.Second,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 5 {
+				return errors.New("url preview: too many redirects")
+			}
+			if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+				return errors.New("url preview: redirect to a non-HTTP URL")
+			}
+			return nil
+		},
+	}
+	return &previewer{dialer: d, client: client, maxSize: maxSize, cache: map[string]previewEntry{}}
+}
+
+// fetch GETs u, reading at most maxSize bytes; truncated reports whether
+// the body was longer.
+func (p *previewer) fetch(ctx context.Context, u string) (body []byte, contentType string, final *url.URL, truncated bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, "", nil, false, err
+	}
+	req.Header.Set("User-Agent", "Hearth URL preview (Matrix homeserver)")
+	req.Header.Set("Accept", "text/html, image/*;q=0.9, */*;q=0.5")
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return nil, "", nil, false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, "", nil, false, fmt.Errorf("url preview: %s answered %d", resp.Request.URL.Host, resp.StatusCode)
+	}
+	body, err = io.ReadAll(io.LimitReader(resp.Body, p.maxSize+1))
+	if err != nil {
+		return nil, "", nil, false, err
+	}
+	if int64(len(body)) > p.maxSize {
+		body, truncated = body[:p.maxSize], true
+	}
+	return body, resp.Header.Get("Content-Type"), resp.Request.URL, truncated, nil
+}
+
+// GET /_matrix/client/v1/media/preview_url
+// GET /_matrix/media/v3/preview_url
+func (s *Server) getPreviewURL(w http.ResponseWriter, r *http.Request) error {
+	p := s.media.preview
+	if p == nil {
+		// Synapse does not serve the endpoint at all when previews are off.
+		return matrix.Unrecognized("URL previews are disabled on this server")
+	}
+	raw := r.URL.Query().Get("url")
+	if raw == "" {
+		return matrix.MissingParam("missing url")
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return matrix.InvalidParam("url must be an http or https URL")
+	}
+	u.Fragment = ""
+	key := u.String()
+	now := s.now()
+	p.mu.Lock()
+	if e, ok := p.cache[key]; ok && now.Before(e.expires) {
+		p.mu.Unlock()
+		return writeJSON(w, http.StatusOK, e.body)
+	}
+	p.mu.Unlock()
+
+	body, err := s.buildPreview(r.Context(), deviceFrom(r.Context()).UserID, key)
+	if err != nil {
+		if r.Context().Err() != nil {
+			return r.Context().Err()
+		}
+		logFrom(r.Context(), s.log).Info("url preview failed", "host", u.Hostname(), "err", err)
+		return &matrix.Error{Code: "M_UNKNOWN", Msg: "could not fetch a preview of this URL", Status: http.StatusBadGateway, Err: err}
+	}
+	p.mu.Lock()
+	if len(p.cache) > 1000 {
+		p.cache = map[string]previewEntry{}
+	}
+	p.cache[key] = previewEntry{body: body, expires: now.Add(time.Hour)}
+	p.mu.Unlock()
+	return writeJSON(w, http.StatusOK, body)
+}
+
+// buildPreview fetches u and returns its OpenGraph description; an image
+// URL (or a page's og:image) is stored as local media owned by userID.
+func (s *Server) buildPreview(ctx context.Context, userID, u string) (map[string]any, error) {
+	p := s.media.preview
+	body, ctype, final, truncated, err := p.fetch(ctx, u)
+	if err != nil {
+		return nil, err
+	}
+	base, params, _ := mime.ParseMediaType(ctype)
+	out := map[string]any{}
+	switch {
+	case strings.HasPrefix(base, "image/"):
+		if truncated {
+			return nil, errors.New("url preview: image larger than max_spider_size")
+		}
+		if err := s.previewImage(ctx, userID, body, base, final, out); err != nil {
+			return nil, err
+		}
+	case base == "text/html" || base == "application/xhtml+xml":
+		og := parseOpenGraph(body, params["charset"])
+		for k, v := range og {
+			if k != "og:image" {
+				out[k] = v
+			}
+		}
+		if img := og["og:image"]; img != "" {
+			if iu, err := final.Parse(img); err == nil && (iu.Scheme == "http" || iu.Scheme == "https") {
+				// A page's image is optional: a failure just leaves it out.
+				ib, ict, _, trunc, err := p.fetch(ctx, iu.String())
+				ibase, _, _ := mime.ParseMediaType(ict)
+				if err == nil && !trunc && strings.HasPrefix(ibase, "image/") {
+					_ = s.previewImage(ctx, userID, ib, ibase, iu, out)
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// previewImage stores an image fetched for a preview and describes it.
+func (s *Server) previewImage(ctx context.Context, userID string, data []byte, ctype string, from *url.URL, out map[string]any) error {
+	name := from.Path[strings.LastIndex(from.Path, "/")+1:]
+	tmp, size, sum, err := s.media.receive(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		return err
+	}
+	id, err := s.saveMedia(ctx, userID, ctype, name, tmp, size, sum)
+	if err != nil {
+		return err
+	}
+	out["og:image"] = s.mxc(id)
+	out["og:image:type"] = ctype
+	out["matrix:image:size"] = size
+	if cfg, _, err := image.DecodeConfig(bytes.NewReader(data)); err == nil {
+		out["og:image:width"], out["og:image:height"] = cfg.Width, cfg.Height
+	}
+	return nil
+}
+
+// parseOpenGraph reads og:* meta tags, falling back to <title> and the
+// description meta tag.
+func parseOpenGraph(body []byte, cs string) map[string]string {
+	var rd io.Reader = bytes.NewReader(body)
+	if cs != "" {
+		if r, err := charset.NewReader(rd, "text/html; charset="+cs); err == nil {
+			rd = r
+		}
+	}
+	z := html.NewTokenizer(rd)
+	og := map[string]string{}
+	var title, desc string
+	inTitle := false
+	for {
+		tt := z.Next()
+		switch tt {
+		case html.ErrorToken:
+			if og["og:title"] == "" && title != "" {
+				og["og:title"] = title
+			}
+			if og["og:description"] == "" && desc != "" {
+				og["og:description"] = desc
+			}
+			for k, v := range og {
+				og[k] = clip(strings.TrimSpace(v), 500)
+			}
+			return og
+		case html.StartTagToken, html.SelfClosingTagToken:
+			name, hasAttr := z.TagName()
+			switch string(name) {
+			case "title":
+				inTitle = tt == html.StartTagToken
+			case "meta":
+				var prop, content string
+				for hasAttr {
+					var k, v []byte
+					k, v, hasAttr = z.TagAttr()
+					switch string(k) {
+					case "property", "name":
+						if prop == "" || strings.HasPrefix(string(v), "og:") {
+							prop = strings.ToLower(string(v))
+						}
+					case "content":
+						content = string(v)
+					}
+				}
+				switch {
+				case strings.HasPrefix(prop, "og:") && len(og) < 50:
+					if _, dup := og[prop]; !dup {
+						og[prop] = content
+					}
+				case prop == "description":
+					desc = content
+				}
+			}
+		case html.TextToken:
+			if inTitle && title == "" {
+				title = string(z.Text())
+			}
+		case html.EndTagToken:
+			if name, _ := z.TagName(); string(name) == "title" {
+				inTitle = false
+			}
+		}
+	}
+}
+
+// clip shortens s to at most n bytes on a rune boundary.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}

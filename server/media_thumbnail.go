@@ -1,0 +1,237 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"image"
+	"image/gif"
+	"image/jpeg"
+	"image/png"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"golang.org/x/image/draw"
+	_ "golang.org/x/image/webp" // registers the WebP decoder
+
+	"hearth/server/matrix"
+)
+
+// Thumbnails (spec: "Thumbnails"). Only the five sizes the spec recommends
+// are ever generated, so a client cannot make the server render and cache
+// an unbounded number of sizes; a request is answered with the smallest
+// one at least as large as asked for (Synapse without dynamic_thumbnails).
+// They are decoded and resampled in pure Go (golang.org/x/image), cached
+// on disk next to the media, and never upscaled. Animated images get their
+// first frame.
+
+type thumbSize struct {
+	w, h   int
+	method string // "crop" or "scale"
+}
+
+var thumbSizes = []thumbSize{{32, 32, "crop"}, {96, 96, "crop"}, {320, 240, "scale"}, {640, 480, "scale"}, {800, 600, "scale"}}
+
+// maxThumbSourcePixels refuses to decode huge images (a decompression bomb
+// would otherwise cost gigabytes), like Synapse's max_image_pixels.
+const maxThumbSourcePixels = 32_000_000
+
+// thumbnailable are the source types decoded here.
+var thumbnailable = map[string]bool{"image/jpeg": true, "image/png": true, "image/gif": true, "image/webp": true}
+
+// pickThumbSize chooses the generated size that serves a request.
+func pickThumbSize(w, h int, method string) thumbSize {
+	var best, largest *thumbSize
+	for i := range thumbSizes {
+		t := &thumbSizes[i]
+		if t.method != method {
+			continue
+		}
+		if largest == nil || t.w*t.h > largest.w*largest.h {
+			largest = t
+		}
+		ok := t.w >= w && t.h >= h
+		if method == "scale" {
+			ok = t.w >= w || t.h >= h
+		}
+		if ok && (best == nil || t.w*t.h < best.w*best.h) {
+			best = t
+		}
+	}
+	if best == nil {
+		best = largest
+	}
+	return *best
+}
+
+// GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}
+func (s *Server) getThumbnail(w http.ResponseWriter, r *http.Request) error {
+	return s.thumbnail(w, r, true)
+}
+
+// GET /_matrix/media/v3/thumbnail/{serverName}/{mediaId}
+func (s *Server) getLegacyThumbnail(w http.ResponseWriter, r *http.Request) error {
+	return s.thumbnail(w, r, false)
+}
+
+func (s *Server) thumbnail(w http.ResponseWriter, r *http.Request, authenticated bool) error {
+	q := r.URL.Query()
+	var dims [2]int
+	for i, name := range []string{"width", "height"} {
+		v := q.Get(name)
+		if v == "" {
+			return matrix.MissingParam("missing %s", name)
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return matrix.InvalidParam("%s must be a positive integer", name)
+		}
+		dims[i] = n
+	}
+	method := q.Get("method")
+	switch method {
+	case "":
+		method = "scale"
+	case "scale", "crop":
+	default:
+		return matrix.InvalidParam("method must be crop or scale")
+	}
+	m, err := s.servableMedia(r, authenticated)
+	if err != nil {
+		return err
+	}
+	base := m.ContentType
+	if i := bytes.IndexByte([]byte(base), ';'); i >= 0 {
+		base = base[:i]
+	}
+	if !thumbnailable[base] {
+		return &matrix.Error{Code: "M_UNKNOWN", Msg: "cannot generate a thumbnail for this type of content", Status: http.StatusBadRequest}
+	}
+	size := pickThumbSize(dims[0], dims[1], method)
+	outType := "image/png"
+	if base == "image/jpeg" {
+		outType = "image/jpeg"
+	}
+	path := filepath.Join(s.media.thumbDir(m.MediaID), fmt.Sprintf("%dx%d-%s", size.w, size.h, size.method))
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		data, err = s.makeThumbnail(r, m.MediaID, size, outType, path)
+	}
+	if err != nil {
+		return err
+	}
+	setMediaHeaders(w, outType, "thumbnail."+outType[len("image/"):])
+	setMediaCache(w, authenticated)
+	http.ServeContent(w, r, "", time.UnixMilli(m.CreatedTS), bytes.NewReader(data))
+	return nil
+}
+
+// makeThumbnail renders one size and caches it (best effort).
+func (s *Server) makeThumbnail(r *http.Request, id string, size thumbSize, outType, path string) ([]byte, error) {
+	select {
+	case s.media.thumbSem <- struct{}{}:
+		defer func() { <-s.media.thumbSem }()
+	case <-r.Context().Done():
+		return nil, r.Context().Err()
+	}
+	f, err := os.Open(s.media.contentPath(id))
+	if err != nil {
+		return nil, fmt.Errorf("media: open %s for thumbnail: %w", id, err)
+	}
+	defer f.Close()
+	data, err := renderThumbnail(f, size, outType)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeFileAtomic(path, data); err != nil {
+		logFrom(r.Context(), s.log).Warn("thumbnail not cached", "media_id", id, "err", err)
+	}
+	return data, nil
+}
+
+// renderThumbnail decodes src and renders it at size, encoded as outType.
+func renderThumbnail(src io.ReadSeeker, size thumbSize, outType string) ([]byte, error) {
+	cannot := &matrix.Error{Code: "M_UNKNOWN", Msg: "cannot generate a thumbnail for this image", Status: http.StatusBadRequest}
+	cfg, format, err := image.DecodeConfig(src)
+	if err != nil {
+		return nil, cannot
+	}
+	if int64(cfg.Width)*int64(cfg.Height) > maxThumbSourcePixels || cfg.Width <= 0 || cfg.Height <= 0 {
+		return nil, cannot
+	}
+	if _, err := src.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	var img image.Image
+	if format == "gif" {
+		img, err = gif.Decode(src) // the first frame
+	} else {
+		img, _, err = image.Decode(src)
+	}
+	if err != nil {
+		return nil, cannot
+	}
+	out := scaleImage(img, size)
+	var b bytes.Buffer
+	if outType == "image/jpeg" {
+		err = jpeg.Encode(&b, out, &jpeg.Options{Quality: 80})
+	} else {
+		err = png.Encode(&b, out)
+	}
+	return b.Bytes(), err
+}
+
+// scaleImage resizes without upscaling. "scale" fits the image inside the
+// box keeping its aspect ratio; "crop" fills the box and cuts the overflow
+// from the centre.
+func scaleImage(img image.Image, size thumbSize) image.Image {
+	b := img.Bounds()
+	sw, sh := b.Dx(), b.Dy()
+	if size.method == "crop" {
+		// Scale so the image covers the box, then take its centre.
+		ratio := max(float64(size.w)/float64(sw), float64(size.h)/float64(sh))
+		ratio = min(ratio, 1)
+		cw, ch := min(sw, int(float64(size.w)/ratio+0.5)), min(sh, int(float64(size.h)/ratio+0.5))
+		x0, y0 := b.Min.X+(sw-cw)/2, b.Min.Y+(sh-ch)/2
+		srcRect := image.Rect(x0, y0, x0+cw, y0+ch)
+		dw, dh := min(size.w, cw), min(size.h, ch)
+		dst := image.NewRGBA(image.Rect(0, 0, dw, dh))
+		draw.CatmullRom.Scale(dst, dst.Bounds(), img, srcRect, draw.Src, nil)
+		return dst
+	}
+	ratio := min(float64(size.w)/float64(sw), float64(size.h)/float64(sh), 1)
+	dw, dh := max(1, int(float64(sw)*ratio+0.5)), max(1, int(float64(sh)*ratio+0.5))
+	dst := image.NewRGBA(image.Rect(0, 0, dw, dh))
+	draw.CatmullRom.Scale(dst, dst.Bounds(), img, b, draw.Src, nil)
+	return dst
+}
+
+// writeFileAtomic writes a cache file through a temporary name, so a
+// reader never sees half a thumbnail.
+func writeFileAtomic(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	return nil
+}
