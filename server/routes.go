@@ -29,13 +29,58 @@ func (s *Server) routes() http.Handler {
 			r.Get("/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", s.api(s.getRelations))
 			r.Get("/rooms/{roomId}/threads", s.api(s.getThreads))
 			r.Get("/rooms/{roomId}/timestamp_to_event", s.api(s.getTimestampToEvent))
+			// Authenticated media (media.go, media_thumbnail.go, media_preview.go).
+			r.Get("/media/config", s.api(s.getMediaConfig))
+			r.Get("/media/download/{serverName}/{mediaId}", s.api(s.getDownload))
+			r.Get("/media/download/{serverName}/{mediaId}/{fileName}", s.api(s.getDownload))
+			r.Get("/media/thumbnail/{serverName}/{mediaId}", s.api(s.getThumbnail))
+			r.Get("/media/preview_url", s.api(s.getPreviewURL))
 		})
 	})
+
+	// The content repository's own prefix: uploads, and the legacy
+	// unauthenticated download and thumbnail endpoints Synapse still serves
+	// (for media uploaded while enable_authenticated_media was false).
+	for _, prefix := range []string{"/_matrix/media/v3", "/_matrix/media/r0"} {
+		r.Route(prefix, func(r chi.Router) {
+			r.Get("/download/{serverName}/{mediaId}", s.api(s.getLegacyDownload))
+			r.Get("/download/{serverName}/{mediaId}/{fileName}", s.api(s.getLegacyDownload))
+			r.Get("/thumbnail/{serverName}/{mediaId}", s.api(s.getLegacyThumbnail))
+			r.Group(func(r chi.Router) {
+				r.Use(s.auth)
+				r.Get("/config", s.api(s.getMediaConfig))
+				r.Get("/preview_url", s.api(s.getPreviewURL))
+				r.Post("/upload", s.api(s.postUpload))
+				r.Put("/upload/{serverName}/{mediaId}", s.api(s.putUpload))
+			})
+		})
+	}
+	r.With(s.auth).Post("/_matrix/media/v1/create", s.api(s.postCreateMedia))
 
 	r.Route("/_synapse/admin", func(r chi.Router) {
 		r.Get("/v1/register", s.api(s.getAdminRegisterNonce))
 		r.Post("/v1/register", s.api(s.postAdminRegister))
 		s.synapseAdminRoutes(r)
+		// Media (admin_media.go).
+		r.Group(func(r chi.Router) {
+			r.Use(s.auth, s.adminOnly)
+			r.Get("/v1/room/{roomId}/media", s.api(s.getAdminRoomMedia))
+			r.Post("/v1/room/{roomId}/media/quarantine", s.api(s.postAdminQuarantineRoomMedia))
+			r.Post("/v1/quarantine_media/{roomId}", s.api(s.postAdminQuarantineRoomMedia))
+			r.Post("/v1/user/{userId}/media/quarantine", s.api(s.postAdminQuarantineUserMedia))
+			r.Get("/v1/users/{userId}/media", s.api(s.getAdminUserMedia))
+			r.Delete("/v1/users/{userId}/media", s.api(s.deleteAdminUserMedia))
+			r.Get("/v1/media/{serverName}/{mediaId}", s.api(s.getAdminMedia))
+			r.Delete("/v1/media/{serverName}/{mediaId}", s.api(s.deleteAdminMedia))
+			r.Post("/v1/media/delete", s.api(s.postAdminMediaDelete))
+			r.Post("/v1/media/{serverName}/delete", s.api(s.postAdminMediaDelete))
+			r.Post("/v1/purge_media_cache", s.api(s.postAdminPurgeMediaCache))
+			r.Post("/v1/media/quarantine/{serverName}/{mediaId}", s.api(s.postAdminQuarantineMedia))
+			r.Post("/v1/media/unquarantine/{serverName}/{mediaId}", s.api(s.postAdminUnquarantineMedia))
+			r.Post("/v1/media/protect/{mediaId}", s.api(s.postAdminProtectMedia))
+			r.Post("/v1/media/unprotect/{mediaId}", s.api(s.postAdminUnprotectMedia))
+			r.Get("/v1/statistics/users/media", s.api(s.getAdminMediaStatistics))
+		})
 	})
 
 	// The admin dashboard, when it shares this listener (admin_dashboard).
