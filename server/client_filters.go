@@ -35,6 +35,9 @@ type roomEventFilter struct {
 	LazyLoadMembers         bool     `json:"lazy_load_members,omitempty"`
 	IncludeRedundantMembers bool     `json:"include_redundant_members,omitempty"`
 	UnreadThreadNotifs      bool     `json:"unread_thread_notifications,omitempty"`
+	// ignored holds the senders the user ignores (m.ignored_user_list):
+	// their non-state events are left out. Set by the server, not the client.
+	ignored map[string]bool
 }
 
 type roomFilter struct {
@@ -259,6 +262,9 @@ func (f *roomEventFilter) allowsEvent(e *storage.Event) bool {
 		return true
 	}
 	if !f.eventFilter.allows(e.Type, e.Sender) || !allowsRoom(f.Rooms, f.NotRooms, e.RoomID) {
+		return false
+	}
+	if f.ignored[e.Sender] && !e.IsState() {
 		return false
 	}
 	if f.ContainsURL != nil {

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"strconv"
@@ -100,6 +101,7 @@ type syncRequest struct {
 	fullState  bool
 	stateAfter bool // use_state_after: state_after replaces state
 	filter     *syncFilter
+	ignored    map[string]bool // m.ignored_user_list, read once per sync
 }
 
 // GET /_matrix/client/v3/sync
@@ -265,10 +267,39 @@ func (f *syncFilter) timelineLimit() int {
 	return defaultTimelineLimit
 }
 
+// ignoredUsers reads the user's m.ignored_user_list account data.
+func (s *Server) ignoredUsers(ctx context.Context, userID string) (map[string]bool, error) {
+	raw, err := s.store.AccountDataContent(ctx, userID, "", "m.ignored_user_list")
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var c struct {
+		IgnoredUsers map[string]json.RawMessage `json:"ignored_users"`
+	}
+	if json.Unmarshal(raw, &c) != nil {
+		return nil, nil
+	}
+	out := make(map[string]bool, len(c.IgnoredUsers))
+	for u := range c.IgnoredUsers {
+		out[u] = true
+	}
+	return out, nil
+}
+
 // buildSync assembles the answer for the changes in (since, to].
 func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken) (*syncResponse, []string, error) {
 	me := req.me
 	rf := req.filter.room()
+	// Ignored users (spec: "Ignoring Users"): their invites and their
+	// non-state timeline events are not sent.
+	ignored, err := s.ignoredUsers(ctx, me.UserID)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.ignored = ignored
 	mems, err := s.store.RoomsOfUser(ctx, me.UserID)
 	if err != nil {
 		return nil, nil, err
@@ -388,6 +419,15 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 			if !isNew && !req.fullState {
 				continue
 			}
+			if m.Membership == rooms.MembershipInvite && len(ignored) > 0 {
+				inv, err := s.store.EventByID(ctx, m.EventID)
+				if err != nil {
+					return nil, nil, err
+				}
+				if ignored[inv.Sender] {
+					continue
+				}
+			}
 			stripped, err := s.strippedState(ctx, m)
 			if err != nil {
 				return nil, nil, err
@@ -502,7 +542,16 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 	if !rs.fresh {
 		after = rs.since.Events
 	}
-	timeline, limited, err := s.syncTimeline(ctx, req.me.UserID, roomID, after, upTo, req.filter.timelineLimit(), rf.Timeline)
+	tf := rf.Timeline
+	if len(req.ignored) > 0 {
+		c := roomEventFilter{}
+		if tf != nil {
+			c = *tf
+		}
+		c.ignored = req.ignored
+		tf = &c
+	}
+	timeline, limited, err := s.syncTimeline(ctx, req.me.UserID, roomID, after, upTo, req.filter.timelineLimit(), tf)
 	if err != nil {
 		return nil, err
 	}

@@ -1042,3 +1042,44 @@ func TestSyncLeaveReported(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncIgnoredUsers checks m.ignored_user_list: an ignored user's invite
+// and messages are not synced; their state events still are.
+func TestSyncIgnoredUsers(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice, bob := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob")
+		if err := alice.cli.SetAccountData(ctx, "m.ignored_user_list", map[string]any{"ignored_users": map[string]any{string(bob.id): map[string]any{}}}); err != nil {
+			t.Fatal(err)
+		}
+		since := doSync(t, alice, "", "", 0).NextBatch
+		invite, err := bob.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Invite: []id.UserID{alice.id}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		shared, err := bob.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.cli.JoinRoomByID(ctx, shared.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		send(t, bob, shared.RoomID, "from bob")
+		send(t, alice, shared.RoomID, "from alice")
+		resp := doSync(t, alice, since, "", 0)
+		if _, ok := resp.Rooms.Invite[invite.RoomID]; ok {
+			t.Fatal("an ignored user's invite was synced")
+		}
+		jr, ok := resp.Rooms.Join[shared.RoomID]
+		if !ok {
+			t.Fatal("shared room missing")
+		}
+		if got := bodies(jr.Timeline.Events); !slices.Equal(got, []string{"from alice"}) {
+			t.Fatalf("timeline bodies %v, want only alice's", got)
+		}
+		if hasType(append(jr.Timeline.Events, jr.State.Events...), "m.room.create") == nil {
+			t.Fatal("the ignored user's state events must still be synced")
+		}
+	})
+}
