@@ -73,6 +73,9 @@ type Config struct {
 	Caches         Caches         `yaml:"caches"`
 	Memory         Memory         `yaml:"memory"`
 
+	// ServerNotices is the server-notices account (notices.go).
+	ServerNotices ServerNotices `yaml:"server_notices"`
+
 	// path is where the file was read from; relative paths in the file are
 	// resolved against its directory.
 	path string

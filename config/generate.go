@@ -319,4 +319,13 @@ caches:
 memory:
   limit: 0
   gc_percent: 100
+
+# Server notices (Synapse's server_notices): admins send them with the
+# admin API's send_server_notice, from this account, into a room of the
+# recipient's own tagged m.server_notice. Off until the localpart is set.
+#server_notices:
+#  system_mxid_localpart: notices
+#  system_mxid_display_name: "Server Notices"
+#  system_mxid_avatar_url: "mxc://example.org/abc"
+#  room_name: "Server Notices"
 `))
