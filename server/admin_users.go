@@ -55,6 +55,8 @@ func (s *Server) synapseAdminRoutes(r chi.Router) {
 		r.Get("/v1/registration_tokens/{token}", s.api(s.getAdminRegToken))
 		r.Put("/v1/registration_tokens/{token}", s.api(s.putAdminRegToken))
 		r.Delete("/v1/registration_tokens/{token}", s.api(s.deleteAdminRegToken))
+
+		s.adminRoomRoutes(r) // admin_rooms.go
 	})
 }
 

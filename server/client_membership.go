@@ -218,6 +218,9 @@ func (s *Server) postLeave(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
+	if err := s.leaveRefused(r.Context(), roomID, me.UserID); err != nil {
+		return err
+	}
 	content, _ := s.memberContent(r.Context(), rooms.MembershipLeave, me.UserID, req.Reason)
 	if _, err := s.sendEvents(r.Context(), roomID, newEvent{Type: rooms.TypeMember, StateKey: &me.UserID, Sender: me.UserID, Content: content}); err != nil {
 		return err

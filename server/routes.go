@@ -140,6 +140,11 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.Post("/rooms/{roomId}/ban", s.api(s.postBan))
 		r.Post("/rooms/{roomId}/unban", s.api(s.postUnban))
 
+		// Reporting content (admin_reports.go).
+		r.Post("/rooms/{roomId}/report/{eventId}", s.api(s.postReportEvent))
+		r.Post("/rooms/{roomId}/report", s.api(s.postReportRoom))
+		r.Post("/users/{userId}/report", s.api(s.postReportUser))
+
 		// Sync and the per-user streams around it.
 		r.Get("/sync", s.api(s.getSync))
 		r.Post("/user/{userId}/filter", s.api(s.postFilter))

@@ -63,6 +63,8 @@ func New(d Deps) (*Server, http.Handler) {
 	if d.Dashboard != nil {
 		s.dashboard = d.Dashboard(s)
 	}
+	// Room deletions a previous process left unfinished (admin_room_delete.go).
+	go s.resumeRoomDeletes()
 	return s, s.routes()
 }
 
