@@ -63,7 +63,9 @@ func newSafeDialer(deny, allow []netip.Prefix) *safeDialer {
 
 // allowed applies the policy to one address.
 func (d *safeDialer) allowed(ip netip.Addr) bool {
-	ip = ip.Unmap()
+	// A zoned address (fe80::1%eth0) is never "contained" in a prefix, so
+	// drop the zone first or link-local would slip through.
+	ip = ip.Unmap().WithZone("")
 	if !ip.IsValid() || ip.IsUnspecified() {
 		return false
 	}

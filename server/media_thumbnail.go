@@ -54,10 +54,11 @@ func pickThumbSize(w, h int, method string) thumbSize {
 		if largest == nil || t.w*t.h > largest.w*largest.h {
 			largest = t
 		}
+		// The generated box contains the requested one, so the result is
+		// never smaller than asked for (spec: "MUST NOT return a smaller
+		// thumbnail than requested, unless the original content makes that
+		// impossible").
 		ok := t.w >= w && t.h >= h
-		if method == "scale" {
-			ok = t.w >= w || t.h >= h
-		}
 		if ok && (best == nil || t.w*t.h < best.w*best.h) {
 			best = t
 		}

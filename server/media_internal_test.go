@@ -1,0 +1,323 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"hearth/config"
+)
+
+// These tests check the URL-preview fetcher's address policy with an
+// injected resolver and dialer. No test here connects anywhere except to
+// 127.0.0.1 servers it started itself: the fake dialer records the
+// addresses it is asked for and refuses them, and "public" addresses are
+// either refused by the recorder or redirected to a local test server.
+
+// fakeNet is an injected resolver plus a dial recorder.
+type fakeNet struct {
+	mu      sync.Mutex
+	answers map[string][]string // host → addresses
+	dials   []string
+	lookups atomic.Int64
+	// forward, when set, maps a dialled address to a local one to really
+	// connect to (standing in for a public server).
+	forward map[string]string
+}
+
+func (f *fakeNet) lookup(_ context.Context, host string) ([]netip.Addr, error) {
+	f.lookups.Add(1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ans, ok := f.answers[host]
+	if !ok {
+		return nil, fmt.Errorf("no such host %s", host)
+	}
+	var out []netip.Addr
+	for _, a := range ans {
+		out = append(out, netip.MustParseAddr(a))
+	}
+	return out, nil
+}
+
+var errFakeRefused = errors.New("fake dialer: not connecting")
+
+func (f *fakeNet) dial(ctx context.Context, network, address string) (net.Conn, error) {
+	f.mu.Lock()
+	f.dials = append(f.dials, address)
+	to, ok := f.forward[address]
+	f.mu.Unlock()
+	if !ok {
+		return nil, errFakeRefused
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, to)
+}
+
+func (f *fakeNet) dialled() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.dials)
+}
+
+func defaultDialer(t *testing.T, allow []string, f *fakeNet) *safeDialer {
+	t.Helper()
+	c := &config.Config{URLPreviewIPRangeWhitelist: allow}
+	deny, al := c.URLPreviewRanges()
+	d := newSafeDialer(deny, al)
+	d.lookup, d.dial = f.lookup, f.dial
+	return d
+}
+
+func TestSafeDialerRefusesPrivateAddresses(t *testing.T) {
+	f := &fakeNet{answers: map[string][]string{
+		"internal.example": {"10.0.0.1"},
+		"metadata.example": {"169.254.169.254"},
+		"loop.example":     {"127.0.0.1", "::1"},
+		"mapped.example":   {"::ffff:192.168.1.1"},
+		"mixed.example":    {"10.0.0.1", "93.184.216.34"},
+	}}
+	d := defaultDialer(t, nil, f)
+	for _, addr := range []string{
+		"internal.example:80", "metadata.example:80", "loop.example:443", "mapped.example:80",
+		"127.0.0.1:80", "[::1]:80", "[::ffff:10.0.0.1]:80", "169.254.169.254:80", "0.0.0.0:80", "[::]:80",
+		"[fe80::1]:80", "[fe80::1%eth0]:80", "[ff02::1%lo]:80", "224.0.0.1:80", "255.255.255.255:80", "100.64.1.1:80", "172.16.5.4:80", "192.168.0.1:80",
+		"[fd00::1]:443", "[64:ff9b::a00:1]:80", "[2002:a00:1::]:80", "198.18.0.1:80",
+	} {
+		_, err := d.DialContext(t.Context(), "tcp", addr)
+		if !errors.Is(err, errAddressRefused) {
+			t.Errorf("dial %s: %v, want the address refused", addr, err)
+		}
+	}
+	if got := f.dialled(); len(got) != 0 {
+		t.Fatalf("refused addresses reached the dialer: %v", got)
+	}
+
+	// A name with a private and a public address: only the public one is
+	// dialled (and the recorder refuses it: no connection is made).
+	_, err := d.DialContext(t.Context(), "tcp", "mixed.example:80")
+	if !errors.Is(err, errFakeRefused) || !slices.Equal(f.dialled(), []string{"93.184.216.34:80"}) {
+		t.Fatalf("mixed answer: %v, dialled %v", err, f.dialled())
+	}
+	// An unresolvable name fails without dialling.
+	if _, err := d.DialContext(t.Context(), "tcp", "nowhere.example:80"); err == nil || len(f.dialled()) != 1 {
+		t.Fatalf("unresolvable: %v, dialled %v", err, f.dialled())
+	}
+
+	// The whitelist makes an exception; the blacklist config adds ranges.
+	f2 := &fakeNet{answers: map[string][]string{"internal.example": {"10.0.0.1"}, "public.example": {"93.184.216.34"}}}
+	c := &config.Config{URLPreviewIPRangeWhitelist: []string{"10.0.0.0/8"}, URLPreviewIPRangeBlacklist: []string{"93.184.216.0/24"}}
+	deny, allow := c.URLPreviewRanges()
+	d2 := newSafeDialer(deny, allow)
+	d2.lookup, d2.dial = f2.lookup, f2.dial
+	if _, err := d2.DialContext(t.Context(), "tcp", "internal.example:80"); !errors.Is(err, errFakeRefused) {
+		t.Fatalf("whitelisted address: %v", err)
+	}
+	if _, err := d2.DialContext(t.Context(), "tcp", "public.example:80"); !errors.Is(err, errAddressRefused) {
+		t.Fatalf("blacklisted public address: %v", err)
+	}
+	if got := f2.dialled(); !slices.Equal(got, []string{"10.0.0.1:80"}) {
+		t.Fatalf("dialled %v", got)
+	}
+}
+
+func TestSafeDialerControl(t *testing.T) {
+	d := defaultDialer(t, nil, &fakeNet{})
+	for addr, ok := range map[string]bool{
+		"10.0.0.1:80": false, "127.0.0.1:8008": false, "[::1]:80": false, "[::ffff:127.0.0.1]:80": false,
+		"169.254.169.254:80": false, "not an address": false, "example.org:80": false, "[fe80::1%eth0]:80": false,
+		"93.184.216.34:443": true, "[2606:2800:220:1:248:1893:25c8:1946]:443": true,
+	} {
+		if err := d.control("tcp", addr, nil); (err == nil) != ok {
+			t.Errorf("control(%s) = %v, want allowed=%v", addr, err, ok)
+		}
+	}
+
+	// Control runs inside a real net.Dialer, before connect(2): a loopback
+	// listener that is not whitelisted never sees a connection.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	}()
+	real := newSafeDialer(d.deny, nil) // the production lookup and dialer
+	if _, err := real.DialContext(t.Context(), "tcp", l.Addr().String()); !errors.Is(err, errAddressRefused) {
+		t.Fatalf("safe dialer to loopback: %v", err)
+	}
+	nd := &net.Dialer{Control: real.control}
+	if _, err := nd.DialContext(t.Context(), "tcp", l.Addr().String()); !errors.Is(err, errAddressRefused) {
+		t.Fatalf("net.Dialer with the control hook: %v", err)
+	}
+	// Whitelisted, the same listener is reached: the refusals above were the policy's.
+	ok := newSafeDialer(d.deny, []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")})
+	c, err := ok.DialContext(t.Context(), "tcp", l.Addr().String())
+	if err != nil {
+		t.Fatalf("whitelisted loopback: %v", err)
+	}
+	c.Close()
+	if n := accepted.Load(); n > 1 {
+		t.Fatalf("listener accepted %d connections, want at most the whitelisted one", n)
+	}
+}
+
+// TestPreviewRedirectAndRebinding: a page that redirects to an internal
+// host, and a host whose DNS answer turns private on the second lookup,
+// are both refused when the connection is made.
+func TestPreviewRedirectAndRebinding(t *testing.T) {
+	var secretHits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close") // every request dials (and resolves) again
+		switch r.URL.Path {
+		case "/go":
+			http.Redirect(w, r, "http://internal.example/secret", http.StatusFound)
+		case "/again":
+			http.Redirect(w, r, "/secret", http.StatusFound)
+		case "/page":
+			w.Header().Set("Content-Type", "text/html")
+			fmt.Fprint(w, `<meta property="og:title" content="ok">`)
+		case "/secret":
+			secretHits.Add(1)
+			fmt.Fprint(w, "secret")
+		}
+	}))
+	defer srv.Close()
+	local := srv.Listener.Addr().String()
+
+	// "public.example" stands for a public server: its address is
+	// forwarded to the local test server.
+	f := &fakeNet{
+		answers: map[string][]string{"public.example": {"93.184.216.34"}, "internal.example": {"10.0.0.1"}},
+		forward: map[string]string{"93.184.216.34:80": local},
+	}
+	p := newPreviewerWith(defaultDialer(t, nil, f), 1<<20)
+	body, _, _, _, err := p.fetch(t.Context(), "http://public.example/page")
+	if err != nil || string(body) != `<meta property="og:title" content="ok">` {
+		t.Fatalf("public page: %q %v", body, err)
+	}
+	if _, _, _, _, err := p.fetch(t.Context(), "http://public.example/go"); !errors.Is(err, errAddressRefused) {
+		t.Fatalf("redirect to an internal host: %v", err)
+	}
+
+	// DNS rebinding: the first answer is public, the next one private.
+	var n atomic.Int64
+	f.mu.Lock()
+	f.answers["rebind.example"] = []string{"93.184.216.34"}
+	f.mu.Unlock()
+	lookup := f.lookup
+	p.dialer.lookup = func(ctx context.Context, host string) ([]netip.Addr, error) {
+		if host == "rebind.example" && n.Add(1) > 1 {
+			return []netip.Addr{netip.MustParseAddr("10.0.0.1")}, nil
+		}
+		return lookup(ctx, host)
+	}
+	if _, _, _, _, err := p.fetch(t.Context(), "http://rebind.example/again"); !errors.Is(err, errAddressRefused) {
+		t.Fatalf("rebinding: %v", err)
+	}
+	if n.Load() < 2 {
+		t.Fatalf("rebinding test resolved %d times; it must resolve on every connection", n.Load())
+	}
+	for _, a := range f.dialled() {
+		if a != "93.184.216.34:80" {
+			t.Fatalf("dialled %s", a)
+		}
+	}
+	if secretHits.Load() != 0 {
+		t.Fatal("the secret was fetched")
+	}
+
+	// Size bound: a body over the limit is cut at the limit.
+	small := newPreviewerWith(defaultDialer(t, nil, f), 10)
+	body, _, _, truncated, err := small.fetch(t.Context(), "http://public.example/page")
+	if err != nil || len(body) != 10 || !truncated {
+		t.Fatalf("bounded fetch: %q %v %v", body, truncated, err)
+	}
+}
+
+func TestParseOpenGraph(t *testing.T) {
+	for _, tc := range []struct {
+		name, html, cs string
+		want           map[string]string
+	}{
+		{"og tags", `<html><head><meta property="og:title" content="T"><meta property="og:description" content="D">
+			<meta property="og:image" content="https://x/i.png"><title>ignored</title></head></html>`, "",
+			map[string]string{"og:title": "T", "og:description": "D", "og:image": "https://x/i.png"}},
+		{"fallbacks", `<title> Plain &amp; simple </title><meta name="description" content="about">`, "",
+			map[string]string{"og:title": "Plain & simple", "og:description": "about"}},
+		{"first wins", `<meta property="og:title" content="one"><meta property="og:title" content="two">`, "",
+			map[string]string{"og:title": "one"}},
+		{"latin-1", "<title>caf\xe9</title>", "iso-8859-1", map[string]string{"og:title": "café"}},
+		{"nothing", `<p>hello</p>`, "", map[string]string{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := parseOpenGraph([]byte(tc.html), tc.cs)
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+	long := make([]byte, 2000)
+	for i := range long {
+		long[i] = 'a'
+	}
+	if got := parseOpenGraph([]byte(`<meta property="og:description" content="`+string(long)+`">`), ""); len(got["og:description"]) > 510 {
+		t.Fatalf("description not clipped: %d bytes", len(got["og:description"]))
+	}
+}
+
+func TestPickThumbSize(t *testing.T) {
+	for _, tc := range []struct {
+		w, h   int
+		method string
+		want   thumbSize
+	}{
+		{1, 1, "crop", thumbSize{32, 32, "crop"}},
+		{32, 32, "crop", thumbSize{32, 32, "crop"}},
+		{33, 20, "crop", thumbSize{96, 96, "crop"}},
+		{500, 500, "crop", thumbSize{96, 96, "crop"}},
+		{100, 100, "scale", thumbSize{320, 240, "scale"}},
+		{321, 100, "scale", thumbSize{640, 480, "scale"}},
+		{2000, 2000, "scale", thumbSize{800, 600, "scale"}},
+	} {
+		if got := pickThumbSize(tc.w, tc.h, tc.method); got != tc.want {
+			t.Errorf("pickThumbSize(%d, %d, %s) = %v, want %v", tc.w, tc.h, tc.method, got, tc.want)
+		}
+	}
+}
+
+func TestContentDisposition(t *testing.T) {
+	for _, tc := range []struct {
+		inline bool
+		name   string
+		want   string
+	}{
+		{true, "", "inline"},
+		{false, "", "attachment"},
+		{true, "cat.png", "inline; filename=cat.png"},
+		{false, "two words.pdf", `attachment; filename="two words.pdf"`},
+		{false, "naïve.txt", `attachment; filename*=utf-8''na%C3%AFve.txt`},
+		{false, "a\r\nSet-Cookie: x=1", `attachment; filename*=utf-8''a%0D%0ASet-Cookie%3A%20x%3D1`},
+	} {
+		if got := contentDisposition(tc.inline, tc.name); got != tc.want {
+			t.Errorf("contentDisposition(%v, %q) = %q, want %q", tc.inline, tc.name, got, tc.want)
+		}
+	}
+}
