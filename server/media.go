@@ -276,6 +276,7 @@ const (
 func (s *Server) postCreateMedia(w http.ResponseWriter, r *http.Request) error {
 	me := deviceFrom(r.Context())
 	now := s.now()
+	s.expirePendingMedia(r.Context(), now)
 	n, err := s.store.CountPendingMedia(r.Context(), me.UserID, now.UnixMilli())
 	if err != nil {
 		return err
@@ -291,6 +292,22 @@ func (s *Server) postCreateMedia(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"content_uri": s.mxc(id), "unused_expires_at": exp})
+}
+
+// expirePendingMedia drops /create'd media IDs whose upload deadline
+// passed (best effort: they hold no file, only a row and maybe waiters).
+func (s *Server) expirePendingMedia(ctx context.Context, now time.Time) {
+	ids, err := s.store.ExpiredPendingMedia(ctx, now.UnixMilli())
+	if err != nil || len(ids) == 0 {
+		return
+	}
+	if _, err := s.store.DeleteMediaRows(ctx, ids); err != nil {
+		logFrom(ctx, s.log).Warn("expired pending media not removed", "err", err)
+		return
+	}
+	for _, id := range ids {
+		s.media.uploaded(id) // wakes waiters, who then find nothing
+	}
 }
 
 // PUT /_matrix/media/v3/upload/{serverName}/{mediaId}
