@@ -327,6 +327,8 @@ func TestMediaThumbnails(t *testing.T) {
 			t.Fatal(err)
 		}
 		animated := upload(t, alice.cli, g.Bytes(), "image/gif", "anim.gif")
+		// A 1×1 lossless WebP: decoded by golang.org/x/image/webp.
+		webp := upload(t, alice.cli, []byte("RIFF\x1a\x00\x00\x00WEBPVP8L\x0d\x00\x00\x00\x2f\x00\x00\x00\x10\x07\x10\x11\x11\x88\x88\xfe\x07\x00"), "image/webp", "dot.webp")
 		text := upload(t, alice.cli, []byte("not an image"), "text/plain", "a.txt")
 		liar := upload(t, alice.cli, []byte("not a png at all"), "image/png", "liar.png")
 
@@ -347,6 +349,7 @@ func TestMediaThumbnails(t *testing.T) {
 			{tall, "width=96&height=96&method=crop", "image/jpeg", 96, 96},
 			{tiny, "width=800&height=600&method=scale", "image/png", 20, 10}, // never upscaled
 			{animated, "width=96&height=96&method=crop", "image/png", 96, 96},
+			{webp, "width=32&height=32&method=crop", "image/png", 1, 1},
 		} {
 			w, h := decodeThumb(t, thumb(tc.uri, tc.q), tc.ctype)
 			if w != tc.wantW || h != tc.wantH {
