@@ -57,6 +57,15 @@ func newMediaRepo(s *Server) *mediaRepo {
 	if s.cfg.URLPreviewEnabled {
 		m.preview = newPreviewer(s.cfg)
 	}
+	// Uploads cut short by a crash left their temporary files behind; one
+	// untouched for an hour is not being written by anyone.
+	if old, err := filepath.Glob(filepath.Join(m.root, "tmp", "upload-*")); err == nil {
+		for _, f := range old {
+			if fi, err := os.Stat(f); err == nil && time.Since(fi.ModTime()) > time.Hour {
+				os.Remove(f)
+			}
+		}
+	}
 	return m
 }
 
@@ -121,7 +130,9 @@ func (m *mediaRepo) receive(body io.Reader, limit int64) (tmp string, size int64
 // commit moves a received file to its media ID's path durably.
 func (m *mediaRepo) commit(tmp, id string) error {
 	dst := m.contentPath(id)
-	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+	dir := filepath.Dir(dst)
+	_, statErr := os.Stat(dir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("media: create directory: %w", err)
 	}
@@ -129,7 +140,18 @@ func (m *mediaRepo) commit(tmp, id string) error {
 		os.Remove(tmp)
 		return fmt.Errorf("media: rename upload: %w", err)
 	}
-	return syncDir(filepath.Dir(dst))
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	if statErr != nil {
+		// The directories were new: their own entries must be durable too.
+		for _, d := range []string{filepath.Dir(dir), filepath.Dir(filepath.Dir(dir)), m.root} {
+			if err := syncDir(d); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // syncDir makes a rename in dir durable.
