@@ -16,6 +16,9 @@ type Chrome struct {
 	Flash      string
 	FlashError bool
 	Version    string
+	// Refresh, when positive, reloads the page after that many seconds
+	// (progress pages; a meta refresh works without JavaScript).
+	Refresh int
 }
 
 // URL joins the dashboard prefix and a path.
@@ -26,11 +29,13 @@ type NavItem struct {
 	ID, Label, Path string
 }
 
-// Nav is the navigation. Rooms and media are left out until the room model
-// and media repository have admin views.
+// Nav is the navigation. Media is left out until the media repository has
+// admin views here.
 var Nav = []NavItem{
 	{"overview", "Overview", "/"},
 	{"users", "Users", "/users"},
+	{"rooms", "Rooms", "/rooms"},
+	{"reports", "Reports", "/reports"},
 	{"registration", "Registration", "/registration"},
 	{"caches", "Caches & memory", "/caches"},
 	{"audit", "Audit log", "/audit"},
