@@ -3,6 +3,7 @@ package web_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -208,6 +209,42 @@ func TestBrowser(t *testing.T) {
 			t.Fatalf("factor field shows %q", v)
 		}
 
+		// Find a room on the rooms page and delete it through the
+		// confirmation; the progress page follows the deletion to the end.
+		roomID := createRoomAs(t, d, "@dave:hearth.test", `{"name": "Basement band", "room_alias_name": "band", "preset": "public_chat"}`)
+		createRoomAs(t, d, "@dave:hearth.test", `{"name": "Attic choir"}`)
+		run(t, ctx, "rooms page",
+			chromedp.Navigate(d.URL+"/"),
+			chromedp.WaitVisible(chromedp.CSS(`nav.nav a[href$="/rooms"]`)),
+			chromedp.Click(chromedp.CSS(`nav.nav a[href$="/rooms"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`input[name=q]`)),
+		)
+		waitText(t, ctx, "#rooms-showing", "1–2 of 2 rooms")
+		run(t, ctx, "search rooms", chromedp.SendKeys(chromedp.CSS(`input[name=q]`), "basement"))
+		waitText(t, ctx, "#rooms-showing", "1–1 of 1 rooms")
+		waitText(t, ctx, "#rooms tbody", "#band:hearth.test")
+		run(t, ctx, "open room",
+			chromedp.Click(chromedp.CSS(`#rooms tbody a`)),
+			chromedp.WaitVisible(chromedp.CSS(`#delete`)),
+		)
+		waitText(t, ctx, "main h1", "Basement band")
+		waitText(t, ctx, "#members", "@dave:hearth.test")
+		waitText(t, ctx, "#servers", "hearth.test")
+		run(t, ctx, "delete room", chromedp.Click(chromedp.CSS(`#delete`)), chromedp.WaitVisible(chromedp.CSS(`#confirm`)))
+		waitText(t, ctx, "main h1", "Delete "+roomID+"?")
+		if _, err := d.Store.RoomByID(context.Background(), roomID); err != nil {
+			t.Fatalf("room gone before the confirmation was accepted: %v", err)
+		}
+		run(t, ctx, "confirm delete", chromedp.Click(chromedp.CSS(`#confirm`)))
+		waitText(t, ctx, "#delete-status", "complete")
+		waitText(t, ctx, "main", "@dave:hearth.test")
+		if _, err := d.Store.RoomByID(context.Background(), roomID); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("room still stored after the deletion: %v", err)
+		}
+		run(t, ctx, "rooms after delete", chromedp.Navigate(d.URL+"/rooms"), chromedp.WaitVisible(chromedp.CSS(`#rooms`)))
+		waitText(t, ctx, "#rooms-showing", "1–1 of 1 rooms")
+		waitText(t, ctx, "#rooms tbody", "Attic choir")
+
 		// A form posted without its CSRF token is refused.
 		run(t, ctx, "post without token",
 			chromedp.Navigate(d.URL+"/users"),
@@ -231,6 +268,29 @@ func TestBrowser(t *testing.T) {
 		run(t, ctx, "overview after refusal", chromedp.Navigate(d.URL+"/"), chromedp.WaitVisible(chromedp.CSS(`input[name=username]`)))
 		waitText(t, ctx, "main h1", "Sign in")
 	})
+}
+
+// createRoomAs creates a room through the client API as a seeded user.
+func createRoomAs(t *testing.T, d *dash, userID, body string) string {
+	t.Helper()
+	tok := secret.Token("syt_")
+	if err := d.Store.CreateLogin(context.Background(), storage.NewLogin{UserID: userID, DeviceID: secret.DeviceID(), AccessToken: tok}); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", d.Bundle.URL+"/_matrix/client/v3/createRoom", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		RoomID string `json:"room_id"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out.RoomID == "" {
+		t.Fatalf("createRoom: %d %v", resp.StatusCode, err)
+	}
+	return out.RoomID
 }
 
 // TestScreenshots writes docs/screenshots/*.png from a real run when
