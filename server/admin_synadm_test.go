@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix"
+
 	"hearth/server/servertest"
 	"hearth/server/storage/storagetest"
 )
@@ -26,7 +28,13 @@ func TestSynadm(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
 		b := servertest.Start(t, e)
 		tok := seedUser(t, b.Store, "root", "rootpw", true)
-		seedUser(t, b.Store, "alice", "alicepw", false)
+		aliceTok := seedUser(t, b.Store, "alice", "alicepw", false)
+		alice, err := mautrix.NewClient(b.URL, "@alice:hearth.test", aliceTok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		room := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Name: "Garden club", RoomAliasName: "garden", Preset: "public_chat"})
+		mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Name: "Allotment"})
 
 		dir := t.TempDir()
 		cfg := filepath.Join(dir, "synadm.yaml")
@@ -81,6 +89,38 @@ func TestSynadm(t *testing.T) {
 		}
 		if details.Name != "@alice:hearth.test" || details.Admin || details.Deactivated {
 			t.Fatalf("user details: %s", out)
+		}
+
+		// Rooms: the list (sorted by name, as Synapse) and one room's details.
+		var rooms struct {
+			Rooms []struct {
+				RoomID         string `json:"room_id"`
+				Name           string `json:"name"`
+				CanonicalAlias string `json:"canonical_alias"`
+				JoinedMembers  int    `json:"joined_members"`
+			} `json:"rooms"`
+			TotalRooms int `json:"total_rooms"`
+		}
+		out = synadm("room", "list")
+		if err := json.Unmarshal(out, &rooms); err != nil {
+			t.Fatalf("room list output: %v\n%s", err, out)
+		}
+		if rooms.TotalRooms != 2 || len(rooms.Rooms) != 2 || rooms.Rooms[0].Name != "Allotment" || rooms.Rooms[1].RoomID != string(room) ||
+			rooms.Rooms[1].CanonicalAlias != "#garden:hearth.test" || rooms.Rooms[1].JoinedMembers != 1 {
+			t.Fatalf("room list: %s", out)
+		}
+		out = synadm("room", "list", "--name", "garden")
+		if err := json.Unmarshal(out, &rooms); err != nil || rooms.TotalRooms != 1 || len(rooms.Rooms) != 1 || rooms.Rooms[0].Name != "Garden club" {
+			t.Fatalf("room list --name garden: %v\n%s", err, out)
+		}
+		var roomDetails struct {
+			RoomID string `json:"room_id"`
+			Name   string `json:"name"`
+			Public bool   `json:"public"`
+		}
+		out = synadm("room", "details", string(room))
+		if err := json.Unmarshal(out, &roomDetails); err != nil || roomDetails.RoomID != string(room) || roomDetails.Name != "Garden club" {
+			t.Fatalf("room details: %v\n%s", err, out)
 		}
 	})
 }
