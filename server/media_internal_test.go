@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"image"
+	"image/color"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -318,6 +320,35 @@ func TestContentDisposition(t *testing.T) {
 	} {
 		if got := contentDisposition(tc.inline, tc.name); got != tc.want {
 			t.Errorf("contentDisposition(%v, %q) = %q, want %q", tc.inline, tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestOrient(t *testing.T) {
+	// A 3×2 image whose top-left pixel is marked: where it lands shows the
+	// transform (EXIF 2.3, Orientation).
+	src := image.NewRGBA(image.Rect(0, 0, 3, 2))
+	mark := color.RGBA{255, 0, 0, 255}
+	src.Set(0, 0, mark)
+	for o, want := range map[int]struct{ w, h, x, y int }{
+		1: {3, 2, 0, 0}, 2: {3, 2, 2, 0}, 3: {3, 2, 2, 1}, 4: {3, 2, 0, 1},
+		5: {2, 3, 0, 0}, 6: {2, 3, 1, 0}, 7: {2, 3, 1, 2}, 8: {2, 3, 0, 2},
+	} {
+		got := orient(src, o)
+		b := got.Bounds()
+		if b.Dx() != want.w || b.Dy() != want.h || color.RGBAModel.Convert(got.At(want.x, want.y)) != mark {
+			t.Errorf("orientation %d: %dx%d, mark not at (%d,%d)", o, b.Dx(), b.Dy(), want.x, want.y)
+		}
+	}
+	// Little-endian EXIF, and junk that must not panic.
+	le := []byte{0xFF, 0xD8, 0xFF, 0xE1, 0, 34, 'E', 'x', 'i', 'f', 0, 0,
+		'I', 'I', 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0}
+	if o := jpegOrientation(le); o != 8 {
+		t.Fatalf("little-endian orientation = %d", o)
+	}
+	for _, junk := range [][]byte{nil, {0xFF, 0xD8}, {0xFF, 0xD8, 0xFF, 0xE1, 0xFF, 0xFF}, le[:20], append(le[:12:12], 'X', 'X', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)} {
+		if o := jpegOrientation(junk); o != 1 {
+			t.Errorf("jpegOrientation(%x) = %d", junk, o)
 		}
 	}
 }

@@ -370,6 +370,23 @@ func TestMediaThumbnails(t *testing.T) {
 			t.Fatalf("thumbnail not cached on disk: %v", err)
 		}
 
+		// A phone photo: stored 300×600 with its top-left corner red, and
+		// EXIF orientation 6 (turn 90° clockwise to display). The thumbnail
+		// is upright: 600×300 scaled into 320×240, red at the top right.
+		photo := upload(t, alice.cli, exifJPEG(t, 6), "image/jpeg", "photo.jpg")
+		r := thumb(photo, "width=320&height=240&method=scale")
+		if w, h := decodeThumb(t, r, "image/jpeg"); w != 320 || h != 160 {
+			t.Fatalf("EXIF-rotated thumbnail is %dx%d, want 320x160", w, h)
+		}
+		upright, err := jpeg.Decode(bytes.NewReader(r.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		isRed := func(c color.Color) bool { r, g, b, _ := c.RGBA(); return r > 0xc000 && g < 0x4000 && b < 0x4000 }
+		if !isRed(upright.At(310, 10)) || isRed(upright.At(10, 10)) || isRed(upright.At(310, 150)) {
+			t.Fatalf("EXIF orientation not applied: top-right %v, top-left %v", upright.At(310, 10), upright.At(10, 10))
+		}
+
 		for _, tc := range []struct {
 			uri     id.ContentURI
 			q       string
@@ -535,4 +552,31 @@ func TestMediaURLPreview(t *testing.T) {
 			acctWantErr(t, err, 502, "M_UNKNOWN")
 		})
 	})
+}
+
+// exifJPEG is a 300×600 JPEG, red in its top-left 100×100 corner and blue
+// elsewhere, carrying an EXIF Orientation tag.
+func exifJPEG(t *testing.T, orientation byte) []byte {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, 300, 600))
+	for y := 0; y < 600; y++ {
+		for x := 0; x < 300; x++ {
+			c := color.RGBA{0, 0, 255, 255}
+			if x < 100 && y < 100 {
+				c = color.RGBA{255, 0, 0, 255}
+			}
+			img.Set(x, y, c)
+		}
+	}
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: 95}); err != nil {
+		t.Fatal(err)
+	}
+	// APP1 "Exif": big-endian TIFF header, IFD0 with one SHORT entry 0x0112.
+	tiff := []byte{'M', 'M', 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, orientation, 0, 0, 0, 0, 0, 0}
+	seg := append([]byte("Exif\x00\x00"), tiff...)
+	app1 := append([]byte{0xFF, 0xE1, byte((len(seg) + 2) >> 8), byte(len(seg) + 2)}, seg...)
+	out := append([]byte{}, buf.Bytes()[:2]...)
+	out = append(out, app1...)
+	return append(out, buf.Bytes()[2:]...)
 }

@@ -157,6 +157,13 @@ func (s *Server) makeThumbnail(r *http.Request, id string, size thumbSize, outTy
 // renderThumbnail decodes src and renders it at size, encoded as outType.
 func renderThumbnail(src io.ReadSeeker, size thumbSize, outType string) ([]byte, error) {
 	cannot := &matrix.Error{Code: "M_UNKNOWN", Msg: "cannot generate a thumbnail for this image", Status: http.StatusBadRequest}
+	// The EXIF block sits in the first segments; 64 KiB holds it.
+	head := make([]byte, 64<<10)
+	n, _ := io.ReadFull(src, head)
+	orientation := jpegOrientation(head[:n])
+	if _, err := src.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
 	cfg, format, err := image.DecodeConfig(src)
 	if err != nil {
 		return nil, cannot
@@ -176,7 +183,12 @@ func renderThumbnail(src io.ReadSeeker, size thumbSize, outType string) ([]byte,
 	if err != nil {
 		return nil, cannot
 	}
-	out := scaleImage(img, size)
+	// Scale in stored orientation (for a quarter turn, into the swapped
+	// box), then turn the small result upright.
+	if orientation >= 5 {
+		size.w, size.h = size.h, size.w
+	}
+	out := orient(scaleImage(img, size), orientation)
 	var b bytes.Buffer
 	if outType == "image/jpeg" {
 		err = jpeg.Encode(&b, out, &jpeg.Options{Quality: 80})
@@ -235,4 +247,103 @@ func writeFileAtomic(path string, data []byte) error {
 		return err
 	}
 	return nil
+}
+
+// jpegOrientation reads the EXIF Orientation tag (1-8) of a JPEG; 1 when
+// absent. Phone cameras store pixels as the sensor saw them and record the
+// rotation here, so a thumbnail that ignored it would lie on its side.
+func jpegOrientation(data []byte) int {
+	if len(data) < 4 || data[0] != 0xFF || data[1] != 0xD8 {
+		return 1
+	}
+	for i := 2; i+4 <= len(data); {
+		if data[i] != 0xFF {
+			return 1
+		}
+		marker := data[i+1]
+		if marker == 0xDA || marker == 0xD9 { // start of scan, end of image
+			return 1
+		}
+		n := int(data[i+2])<<8 | int(data[i+3])
+		if n < 2 || i+2+n > len(data) {
+			return 1
+		}
+		seg := data[i+4 : i+2+n]
+		if marker == 0xE1 && len(seg) > 14 && string(seg[:6]) == "Exif\x00\x00" {
+			return exifOrientation(seg[6:])
+		}
+		i += 2 + n
+	}
+	return 1
+}
+
+// exifOrientation finds tag 0x0112 in IFD0 of a TIFF block.
+func exifOrientation(tiff []byte) int {
+	var u16 func([]byte) int
+	var u32 func([]byte) int
+	switch string(tiff[:2]) {
+	case "II":
+		u16 = func(b []byte) int { return int(b[0]) | int(b[1])<<8 }
+		u32 = func(b []byte) int { return u16(b) | u16(b[2:])<<16 }
+	case "MM":
+		u16 = func(b []byte) int { return int(b[0])<<8 | int(b[1]) }
+		u32 = func(b []byte) int { return u16(b)<<16 | u16(b[2:]) }
+	default:
+		return 1
+	}
+	ifd := u32(tiff[4:])
+	if ifd < 8 || ifd+2 > len(tiff) {
+		return 1
+	}
+	count := u16(tiff[ifd:])
+	for e := 0; e < count; e++ {
+		off := ifd + 2 + 12*e
+		if off+12 > len(tiff) {
+			return 1
+		}
+		if u16(tiff[off:]) == 0x0112 {
+			if o := u16(tiff[off+8:]); o >= 1 && o <= 8 {
+				return o
+			}
+			return 1
+		}
+	}
+	return 1
+}
+
+// orient applies an EXIF orientation to a (small, already scaled) image.
+func orient(img image.Image, o int) image.Image {
+	if o <= 1 || o > 8 {
+		return img
+	}
+	b := img.Bounds()
+	w, h := b.Dx(), b.Dy()
+	dw, dh := w, h
+	if o >= 5 {
+		dw, dh = h, w
+	}
+	dst := image.NewRGBA(image.Rect(0, 0, dw, dh))
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			var nx, ny int
+			switch o {
+			case 2: // mirrored horizontally
+				nx, ny = w-1-x, y
+			case 3: // rotated 180°
+				nx, ny = w-1-x, h-1-y
+			case 4: // mirrored vertically
+				nx, ny = x, h-1-y
+			case 5: // transposed
+				nx, ny = y, x
+			case 6: // rotate 90° clockwise to display
+				nx, ny = h-1-y, x
+			case 7: // transversed
+				nx, ny = h-1-y, w-1-x
+			case 8: // rotate 90° anticlockwise to display
+				nx, ny = y, w-1-x
+			}
+			dst.Set(nx, ny, img.At(b.Min.X+x, b.Min.Y+y))
+		}
+	}
+	return dst
 }
