@@ -1,0 +1,200 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// To-device messages (spec: "Send-to-Device messaging"). Each message takes
+// an aux stream position; /sync delivers a device's messages above its since
+// token and deletes those at or below it, which the device has
+// acknowledged by sending that token.
+
+// ToDeviceMessage is one message to one device.
+type ToDeviceMessage struct {
+	UserID, DeviceID string
+	Sender, Type     string
+	Content          []byte
+	StreamID         int64
+}
+
+// SendToDevice queues msgs unless the sender's transaction txnID was seen
+// already, in which case it does nothing and reports false.
+func (s *Store) SendToDevice(ctx context.Context, senderUser, senderDevice, txnID string, msgs []ToDeviceMessage) (bool, error) {
+	sent := false
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO to_device_txns (user_id, device_id, txn_id, created_ts) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (user_id, device_id, txn_id) DO NOTHING`, senderUser, senderDevice, txnID, nowMS())
+		if err != nil {
+			return fmt.Errorf("storage: to-device txn: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil
+		}
+		sent = true
+		if len(msgs) == 0 {
+			return nil
+		}
+		id, err := s.nextAuxID(ctx, tx, "to_device")
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO to_device (stream_id, user_id, device_id, sender, type, content) VALUES ($1, $2, $3, $4, $5, $6)`,
+				id, m.UserID, m.DeviceID, m.Sender, m.Type, string(m.Content)); err != nil {
+				return fmt.Errorf("storage: queue to-device message: %w", err)
+			}
+		}
+		return nil
+	})
+	return sent, err
+}
+
+// AckToDevice deletes the device's messages at or below upTo.
+func (s *Store) AckToDevice(ctx context.Context, userID, deviceID string, upTo int64) error {
+	// Skip the write transaction when there is nothing to delete, which
+	// is nearly always.
+	var n int
+	if err := s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream_id <= $3`,
+		userID, deviceID, upTo).Scan(&n); err != nil {
+		return fmt.Errorf("storage: count acknowledged to-device messages: %w", err)
+	}
+	if n == 0 {
+		return nil
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream_id <= $3`,
+			userID, deviceID, upTo); err != nil {
+			return fmt.Errorf("storage: delete acknowledged to-device messages: %w", err)
+		}
+		return nil
+	})
+}
+
+// ToDeviceBetween returns up to limit of the device's messages in
+// (after, upTo], oldest first.
+func (s *Store) ToDeviceBetween(ctx context.Context, userID, deviceID string, after, upTo int64, limit int) ([]ToDeviceMessage, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT stream_id, sender, type, content FROM to_device
+		WHERE user_id = $1 AND device_id = $2 AND stream_id > $3 AND stream_id <= $4 ORDER BY stream_id LIMIT $5`,
+		userID, deviceID, after, upTo, limit)
+	if err != nil {
+		return nil, fmt.Errorf("storage: to-device messages: %w", err)
+	}
+	defer rows.Close()
+	var out []ToDeviceMessage
+	for rows.Next() {
+		m := ToDeviceMessage{UserID: userID, DeviceID: deviceID}
+		var c string
+		if err := rows.Scan(&m.StreamID, &m.Sender, &m.Type, &c); err != nil {
+			return nil, fmt.Errorf("storage: scan to-device message: %w", err)
+		}
+		m.Content = []byte(c)
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// Presence is a user's presence (spec: "Presence").
+type Presence struct {
+	UserID       string
+	State        string
+	StatusMsg    *string
+	LastActiveTS int64
+	StreamID     int64
+}
+
+// PresenceOf returns a user's presence, or ErrNotFound.
+func (s *Store) PresenceOf(ctx context.Context, userID string) (*Presence, error) {
+	p := Presence{UserID: userID}
+	var msg sql.NullString
+	err := s.read.QueryRowContext(ctx, `SELECT state, status_msg, last_active_ts, stream_id FROM presence WHERE user_id = $1`, userID).
+		Scan(&p.State, &msg, &p.LastActiveTS, &p.StreamID)
+	if err != nil {
+		return nil, notFound(err, "presence")
+	}
+	if msg.Valid {
+		p.StatusMsg = &msg.String
+	}
+	return &p, nil
+}
+
+// SetPresence stores a presence. When only last_active_ts moves (the state
+// and message are unchanged) it takes no stream position, so busy clients
+// do not wake their contacts' /sync; it reports whether it took one. With
+// touch set it only records activity: an existing presence keeps its state
+// and a new one is stored at stream position 0, seen by initial syncs only.
+func (s *Store) SetPresence(ctx context.Context, p *Presence, touch bool) (bool, error) {
+	changed := false
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var state string
+		var msg sql.NullString
+		err := tx.QueryRowContext(ctx, `SELECT state, status_msg FROM presence WHERE user_id = $1`, p.UserID).Scan(&state, &msg)
+		if err != nil && notFound(err, "") != ErrNotFound {
+			return fmt.Errorf("storage: read presence: %w", err)
+		}
+		if touch && err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO presence (user_id, state, status_msg, last_active_ts, stream_id) VALUES ($1, $2, $3, $4, 0)`,
+				p.UserID, p.State, p.StatusMsg, p.LastActiveTS); err != nil {
+				return fmt.Errorf("storage: put presence: %w", err)
+			}
+			return nil
+		}
+		same := err == nil && state == p.State && msg.Valid == (p.StatusMsg != nil) && (p.StatusMsg == nil || msg.String == *p.StatusMsg)
+		if same || touch {
+			_, err := tx.ExecContext(ctx, `UPDATE presence SET last_active_ts = $2 WHERE user_id = $1`, p.UserID, p.LastActiveTS)
+			if err != nil {
+				return fmt.Errorf("storage: touch presence: %w", err)
+			}
+			return nil
+		}
+		id, err := s.nextAuxID(ctx, tx, "presence")
+		if err != nil {
+			return err
+		}
+		changed = true
+		if _, err := tx.ExecContext(ctx, `INSERT INTO presence (user_id, state, status_msg, last_active_ts, stream_id) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, status_msg = excluded.status_msg,
+				last_active_ts = excluded.last_active_ts, stream_id = excluded.stream_id`,
+			p.UserID, p.State, p.StatusMsg, p.LastActiveTS, id); err != nil {
+			return fmt.Errorf("storage: put presence: %w", err)
+		}
+		return nil
+	})
+	return changed, err
+}
+
+// PresenceBetween lists the presence of the users among candidates that
+// changed in (after, upTo].
+func (s *Store) PresenceBetween(ctx context.Context, candidates []string, after, upTo int64) ([]Presence, error) {
+	var out []Presence
+	for start := 0; start < len(candidates); start += 500 {
+		chunk := candidates[start:min(start+500, len(candidates))]
+		args := []any{after, upTo}
+		for _, u := range chunk {
+			args = append(args, u)
+		}
+		rows, err := s.read.QueryContext(ctx, `SELECT user_id, state, status_msg, last_active_ts, stream_id FROM presence
+			WHERE stream_id > $1 AND stream_id <= $2 AND user_id IN (`+inList(3, len(chunk))+`) ORDER BY stream_id`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("storage: presence since: %w", err)
+		}
+		for rows.Next() {
+			var p Presence
+			var msg sql.NullString
+			if err := rows.Scan(&p.UserID, &p.State, &msg, &p.LastActiveTS, &p.StreamID); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("storage: scan presence: %w", err)
+			}
+			if msg.Valid {
+				p.StatusMsg = &msg.String
+			}
+			out = append(out, p)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
