@@ -107,7 +107,8 @@ func (s *Store) DeleteDevices(ctx context.Context, userID string, deviceIDs []st
 				return fmt.Errorf("storage: delete devices: %w", err)
 			}
 		}
-		return nil
+		// Their end-to-end keys and pending to-device messages go too (keys.go).
+		return s.deleteDeviceKeys(ctx, tx, in, args)
 	})
 }
 
