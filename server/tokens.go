@@ -10,9 +10,13 @@ import (
 
 // Pagination and sync tokens are opaque to clients. Two shapes exist:
 //
-//	s<events>_<aux>   a stream token: a position in the event stream and in
-//	                  the aux stream (account data, receipts). /sync's
-//	                  next_batch; also accepted by /messages and /members.
+//	s<events>_<aux>[_<typing>]
+//	                  a stream token: a position in the event stream, in
+//	                  the aux stream (account data, receipts, to-device,
+//	                  device lists, presence) and in the in-memory typing
+//	                  stream (typing.go). /sync's next_batch; also accepted
+//	                  by /messages and /members. Tokens without the typing
+//	                  part, from before it existed, still parse (typing 0).
 //	t<depth>_<events> a topological token: a point in a room's DAG order,
 //	                  used by /messages to page history in depth order.
 
@@ -20,26 +24,39 @@ import (
 type streamToken struct {
 	Events int64
 	Aux    int64
+	// Typing counts typing changes since this process started; it is
+	// not persisted, so a token from before a restart may be ahead of it
+	// (/sync clamps it like the others).
+	Typing int64
 }
 
-func (t streamToken) String() string { return fmt.Sprintf("s%d_%d", t.Events, t.Aux) }
+func (t streamToken) String() string {
+	if t.Typing == 0 {
+		return fmt.Sprintf("s%d_%d", t.Events, t.Aux)
+	}
+	return fmt.Sprintf("s%d_%d_%d", t.Events, t.Aux, t.Typing)
+}
 
 // parseSyncToken parses an s-token; bad tokens are 400 M_INVALID_PARAM.
 func parseSyncToken(tok string) (streamToken, error) {
 	if !strings.HasPrefix(tok, "s") {
 		return streamToken{}, matrix.InvalidParam("invalid stream token %q", tok)
 	}
-	ev, aux, _ := strings.Cut(tok[1:], "_")
+	ev, rest, _ := strings.Cut(tok[1:], "_")
+	aux, typing, _ := strings.Cut(rest, "_")
 	e, err1 := strconv.ParseInt(ev, 10, 64)
-	a := int64(0)
-	var err2 error
+	var a, ty int64
+	var err2, err3 error
 	if aux != "" {
 		a, err2 = strconv.ParseInt(aux, 10, 64)
 	}
-	if err1 != nil || err2 != nil || e < 0 || a < 0 {
+	if typing != "" {
+		ty, err3 = strconv.ParseInt(typing, 10, 64)
+	}
+	if err1 != nil || err2 != nil || err3 != nil || e < 0 || a < 0 || ty < 0 {
 		return streamToken{}, matrix.InvalidParam("invalid stream token %q", tok)
 	}
-	return streamToken{Events: e, Aux: a}, nil
+	return streamToken{Events: e, Aux: a, Typing: ty}, nil
 }
 
 // topoToken is a point in a room's (depth, stream) order.
