@@ -1,0 +1,208 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+
+	"hearth/server/rooms"
+)
+
+// The parts of /sync that serve end-to-end encryption and the ephemeral
+// streams: to-device messages, device list changes, one-time key counts,
+// presence and typing (spec: "Extensions to /sync" of the modules).
+
+// deviceLists is /sync's device_lists (and the /keys/changes answer).
+type deviceLists struct {
+	Changed []string `json:"changed"`
+	Left    []string `json:"left"`
+}
+
+// syncToDevice deletes the to-device messages the since token
+// acknowledges and returns those in (since.Aux, to.Aux], at most
+// maxToDevicePerSync; when there are more, to.Aux is lowered to the last
+// one returned, so the next sync continues from there.
+func (s *Server) syncToDevice(ctx context.Context, req *syncRequest, since streamToken, to *streamToken) ([]any, error) {
+	me := req.me
+	if req.since != nil {
+		if err := s.store.AckToDevice(ctx, me.UserID, me.DeviceID, since.Aux); err != nil {
+			return nil, err
+		}
+	}
+	msgs, err := s.store.ToDeviceBetween(ctx, me.UserID, me.DeviceID, since.Aux, to.Aux, maxToDevicePerSync)
+	if err != nil {
+		return nil, err
+	}
+	if len(msgs) == maxToDevicePerSync {
+		to.Aux = msgs[len(msgs)-1].StreamID
+	}
+	out := make([]any, 0, len(msgs))
+	for _, m := range msgs {
+		out = append(out, map[string]any{"type": m.Type, "sender": m.Sender, "content": json.RawMessage(m.Content)})
+	}
+	return out, nil
+}
+
+// deviceListDelta computes device_lists for userID between two tokens
+// (spec: "Tracking the device list for a user"): changed holds the users
+// sharing a room with userID whose keys changed, or who newly share one
+// (they joined, or userID joined their room); left holds those who no
+// longer share any room with userID after a leave in between.
+func (s *Server) deviceListDelta(ctx context.Context, userID string, since, to streamToken) (changed, left []string, err error) {
+	changed, left = []string{}, []string{}
+	peers, err := s.store.UsersSharingRooms(ctx, userID)
+	if err != nil {
+		return nil, nil, err
+	}
+	sharing := make(map[string]bool, len(peers)+1)
+	for _, u := range peers {
+		sharing[u] = true
+	}
+	sharing[userID] = true // one's own other devices matter too
+	cands := make([]string, 0, len(sharing))
+	for u := range sharing {
+		cands = append(cands, u)
+	}
+	keyChanges, err := s.store.DeviceListChangesBetween(ctx, cands, since.Aux, to.Aux)
+	if err != nil {
+		return nil, nil, err
+	}
+	ch, lf := map[string]bool{}, map[string]bool{}
+	for _, u := range keyChanges {
+		ch[u] = true
+	}
+	mems, err := s.store.RoomsOfUser(ctx, userID)
+	if err != nil {
+		return nil, nil, err
+	}
+	roomIDs := make([]string, 0, len(mems))
+	for _, m := range mems {
+		roomIDs = append(roomIDs, m.RoomID)
+	}
+	if since.Events < to.Events {
+		moves, err := s.store.MembershipChangesBetween(ctx, roomIDs, since.Events, to.Events)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, mv := range moves {
+			joined := mv.Membership == rooms.MembershipJoin
+			left := mv.Membership == rooms.MembershipLeave || mv.Membership == rooms.MembershipBan
+			switch {
+			case mv.UserID == userID && (joined || left):
+				// Everyone in the room is new to us, or may be gone.
+				members, err := s.store.Members(ctx, mv.RoomID)
+				if err != nil {
+					return nil, nil, err
+				}
+				for u, m := range members {
+					if m != rooms.MembershipJoin || u == userID {
+						continue
+					}
+					if sharing[u] {
+						ch[u] = true
+					} else {
+						lf[u] = true
+					}
+				}
+			case joined && sharing[mv.UserID]:
+				ch[mv.UserID] = true
+			case left && !sharing[mv.UserID]:
+				lf[mv.UserID] = true
+			}
+		}
+	}
+	for u := range ch {
+		if sharing[u] {
+			changed = append(changed, u)
+		}
+	}
+	for u := range lf {
+		if !sharing[u] {
+			left = append(left, u)
+		}
+	}
+	slices.Sort(changed)
+	slices.Sort(left)
+	return changed, left, nil
+}
+
+// syncE2EE fills the encryption and ephemeral parts of a /sync answer for
+// the changes in (since, to]; joined are the joined rooms the room filter
+// allows.
+func (s *Server) syncE2EE(ctx context.Context, req *syncRequest, since, to streamToken, joined []string, resp *syncResponse) error {
+	me := req.me
+	var err error
+	if resp.DeviceOneTimeKeysCount, err = s.otkCounts(ctx, me.UserID, me.DeviceID); err != nil {
+		return err
+	}
+	if resp.DeviceUnusedFallbackKeyTypes, err = s.store.UnusedFallbackKeyTypes(ctx, me.UserID, me.DeviceID); err != nil {
+		return err
+	}
+	if req.since != nil {
+		changed, left, err := s.deviceListDelta(ctx, me.UserID, since, to)
+		if err != nil {
+			return err
+		}
+		resp.DeviceLists = deviceLists{Changed: changed, Left: left}
+	}
+
+	// Presence of everyone sharing a room with the user, and their own.
+	if pf := req.filter.Presence; pf == nil || pf.allows("m.presence", "") {
+		peers, err := s.store.UsersSharingRooms(ctx, me.UserID)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(peers, me.UserID) {
+			peers = append(peers, me.UserID)
+		}
+		after := since.Aux
+		if req.since == nil {
+			after = -1 // also the presence only activity recorded (presence.go)
+		}
+		ps, err := s.store.PresenceBetween(ctx, peers, after, to.Aux)
+		if err != nil {
+			return err
+		}
+		for i := range ps {
+			if pf != nil && !pf.allows("m.presence", ps[i].UserID) {
+				continue
+			}
+			resp.Presence.Events = append(resp.Presence.Events, map[string]any{
+				"type": "m.presence", "sender": ps[i].UserID, "content": s.presenceContent(&ps[i]),
+			})
+		}
+	}
+
+	// Typing, as an ephemeral event of each joined room whose typing list
+	// changed.
+	rf := req.filter.room()
+	if eph := rf.Ephemeral; eph == nil || eph.allows("m.typing", "") {
+		for roomID, users := range s.notifier.typing.changedSince(joined, since.Typing) {
+			if eph != nil && !allowsRoom(eph.Rooms, eph.NotRooms, roomID) {
+				continue
+			}
+			if len(req.ignored) > 0 {
+				users = slices.DeleteFunc(users, func(u string) bool { return req.ignored[u] })
+			}
+			jr := resp.Rooms.Join[roomID]
+			if jr == nil {
+				jr = &joinedRoom{
+					Timeline:            timelineBlock{Events: []any{}},
+					Ephemeral:           eventsBlock{Events: []any{}},
+					AccountData:         eventsBlock{Events: []any{}},
+					UnreadNotifications: map[string]int{"notification_count": 0, "highlight_count": 0},
+				}
+				resp.Rooms.Join[roomID] = jr
+			}
+			jr.Ephemeral.Events = append(jr.Ephemeral.Events, map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
+		}
+	}
+	return nil
+}
+
+// e2eeEmpty reports whether the parts syncE2EE and syncToDevice fill carry
+// nothing new (key counts are state, not news).
+func (r *syncResponse) e2eeEmpty() bool {
+	return len(r.ToDevice.Events) == 0 && len(r.Presence.Events) == 0 &&
+		len(r.DeviceLists.Changed) == 0 && len(r.DeviceLists.Left) == 0
+}
