@@ -83,15 +83,17 @@ type syncResponse struct {
 	AccountData            eventsBlock    `json:"account_data"`
 	Presence               eventsBlock    `json:"presence"`
 	ToDevice               eventsBlock    `json:"to_device"`
-	DeviceLists            map[string]any `json:"device_lists"`
+	DeviceLists            deviceLists    `json:"device_lists"`
 	DeviceOneTimeKeysCount map[string]int `json:"device_one_time_keys_count"`
+	// Encryption, presence and typing are filled by sync_e2ee.go.
+	DeviceUnusedFallbackKeyTypes []string `json:"device_unused_fallback_key_types"`
 }
 
 // empty reports whether the answer carries nothing for the client, so a
 // long poll should keep waiting.
 func (r *syncResponse) empty() bool {
 	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 &&
-		len(r.Rooms.Knock) == 0 && len(r.AccountData.Events) == 0
+		len(r.Rooms.Knock) == 0 && len(r.AccountData.Events) == 0 && r.e2eeEmpty()
 }
 
 // syncRequest is a parsed /sync query.
@@ -132,6 +134,9 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 		timeout = min(time.Duration(ms)*time.Millisecond, maxSyncTimeout)
 	}
 	if req.filter, err = s.syncFilterParam(ctx, req.me.UserID, q.Get("filter")); err != nil {
+		return err
+	}
+	if err := s.syncSetPresence(ctx, req.me, q.Get("set_presence")); err != nil { // presence.go
 		return err
 	}
 	deadline := time.Now().Add(timeout)
@@ -195,8 +200,8 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 // to the user need no check: the waiter was registered for those before
 // its read.
 func (s *Server) missedInRooms(ctx context.Context, rooms []string, next, now streamToken) (bool, error) {
-	if now.Aux > next.Aux {
-		return true, nil // receipts: rare enough to just look again
+	if now.Aux > next.Aux || now.Typing > next.Typing {
+		return true, nil // receipts, typing: rare enough to just look again
 	}
 	if now.Events <= next.Events || len(rooms) == 0 {
 		return false, nil
@@ -249,7 +254,7 @@ func (s *Server) currentStreamToken(ctx context.Context) (streamToken, error) {
 		return streamToken{}, err
 	}
 	aux, err := s.store.MaxAuxPos(ctx)
-	return streamToken{Events: ev, Aux: aux}, err
+	return streamToken{Events: ev, Aux: aux, Typing: s.notifier.typing.current()}, err
 }
 
 // Filter accessors: nil sub-filters allow everything.
@@ -312,15 +317,20 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 	var since streamToken
 	if req.since != nil {
 		since = *req.since
-		since.Events, since.Aux = min(since.Events, to.Events), min(since.Aux, to.Aux)
+		since.Events, since.Aux, since.Typing = min(since.Events, to.Events), min(since.Aux, to.Aux), min(since.Typing, to.Typing)
+	}
+	// To-device messages first: a backlog may lower to.Aux (sync_e2ee.go).
+	toDevice, err := s.syncToDevice(ctx, req, since, &to)
+	if err != nil {
+		return nil, nil, err
 	}
 	resp := &syncResponse{
 		NextBatch:              to.String(),
 		Rooms:                  syncRooms{Join: map[string]*joinedRoom{}, Invite: map[string]any{}, Leave: map[string]*leftRoom{}, Knock: map[string]any{}},
 		AccountData:            eventsBlock{Events: []any{}},
 		Presence:               eventsBlock{Events: []any{}},
-		ToDevice:               eventsBlock{Events: []any{}},
-		DeviceLists:            map[string]any{"changed": []string{}, "left": []string{}},
+		ToDevice:               eventsBlock{Events: toDevice},
+		DeviceLists:            deviceLists{Changed: []string{}, Left: []string{}},
 		DeviceOneTimeKeysCount: map[string]int{},
 	}
 	forgotten, err := s.store.ForgottenRooms(ctx, me.UserID)
@@ -456,6 +466,9 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 			lr.AccountData.Events = append(lr.AccountData.Events, roomAcct[m.RoomID]...)
 			resp.Rooms.Leave[m.RoomID] = lr
 		}
+	}
+	if err := s.syncE2EE(ctx, req, since, to, joined, resp); err != nil {
+		return nil, nil, err
 	}
 	return resp, joined, nil
 }

@@ -36,6 +36,8 @@ type notifier struct {
 	waiting atomic.Int64
 
 	lazy lazyCache
+	// typing is the rooms' typing users (typing.go).
+	typing typingState
 }
 
 // waiter is one parked /sync request.
