@@ -167,6 +167,29 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.Put("/pushrules/global/{kind}/{ruleId}/enabled", s.api(s.changePushRule))
 		r.Put("/pushrules/global/{kind}/{ruleId}/actions", s.api(s.changePushRule))
 		r.Delete("/pushrules/global/{kind}/{ruleId}", s.api(s.changePushRule))
+
+		// End-to-end encryption, to-device, typing and presence (keys.go,
+		// keybackup.go, todevice.go, typing.go, presence.go).
+		r.Post("/keys/upload", s.api(s.postKeysUpload))
+		r.Post("/keys/query", s.api(s.postKeysQuery))
+		r.Post("/keys/claim", s.api(s.postKeysClaim))
+		r.Get("/keys/changes", s.api(s.getKeysChanges))
+		r.Post("/keys/device_signing/upload", s.api(s.postDeviceSigningUpload))
+		r.Post("/keys/signatures/upload", s.api(s.postSignaturesUpload))
+		r.Post("/room_keys/version", s.api(s.postRoomKeysVersion))
+		r.Get("/room_keys/version", s.api(s.getRoomKeysVersion))
+		r.Get("/room_keys/version/{version}", s.api(s.getRoomKeysVersion))
+		r.Put("/room_keys/version/{version}", s.api(s.putRoomKeysVersion))
+		r.Delete("/room_keys/version/{version}", s.api(s.deleteRoomKeysVersion))
+		for _, p := range []string{"/room_keys/keys", "/room_keys/keys/{roomId}", "/room_keys/keys/{roomId}/{sessionId}"} {
+			r.Get(p, s.api(s.getRoomKeys))
+			r.Put(p, s.api(s.putRoomKeys))
+			r.Delete(p, s.api(s.deleteRoomKeys))
+		}
+		r.Put("/sendToDevice/{eventType}/{txnId}", s.api(s.putSendToDevice))
+		r.Put("/rooms/{roomId}/typing/{userId}", s.api(s.putTyping))
+		r.Get("/presence/{userId}/status", s.api(s.getPresence))
+		r.Put("/presence/{userId}/status", s.api(s.putPresence))
 	})
 	// /account/password accepts an unauthenticated request when the UIA
 	// flow itself identifies the user (spec: "Changing password"), so it
