@@ -54,6 +54,7 @@ type RoomDetailVM struct {
 	Servers             []string
 	State               []StateRowVM
 	Deletes             []DeleteRowVM
+	Media               RoomMediaVM
 }
 
 // DeleteStatusVM is the progress of one room deletion.

@@ -227,6 +227,9 @@ func (d *Dashboard) getRoom(w http.ResponseWriter, r *http.Request) error {
 	for _, e := range state {
 		vm.State = append(vm.State, templates.StateRowVM{Type: e.Type, StateKey: *e.StateKey, Sender: e.Sender, Content: stateSummary(e.JSON)})
 	}
+	if vm.Media, err = d.roomMediaVM(r, roomID); err != nil {
+		return err
+	}
 	d.render(w, r, http.StatusOK, templates.Room(vm))
 	return nil
 }
