@@ -29,13 +29,13 @@ type NavItem struct {
 	ID, Label, Path string
 }
 
-// Nav is the navigation. Media is left out until the media repository has
-// admin views here.
+// Nav is the navigation.
 var Nav = []NavItem{
 	{"overview", "Overview", "/"},
 	{"users", "Users", "/users"},
 	{"rooms", "Rooms", "/rooms"},
 	{"reports", "Reports", "/reports"},
+	{"media", "Media", "/media"},
 	{"registration", "Registration", "/registration"},
 	{"caches", "Caches & memory", "/caches"},
 	{"audit", "Audit log", "/audit"},

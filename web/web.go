@@ -116,9 +116,13 @@ func (d *Dashboard) Handler() http.Handler {
 		r.Get("/rooms/{roomID}", d.page(d.getRoom))
 		r.Post("/rooms/{roomID}/block", d.page(d.postRoomBlock))
 		r.Post("/rooms/{roomID}/delete", d.page(d.postRoomDelete))
+		r.Post("/rooms/{roomID}/media/quarantine", d.page(d.postRoomMediaQuarantine))
 		r.Get("/reports", d.page(d.getReports))
 		r.Post("/reports/{reportID}/delete", d.page(d.postReportDelete))
-		r.Get("/media", d.page(d.getNotAvailable("Media", "Media administration is not available yet: Hearth does not store media yet.")))
+		r.Get("/media", d.page(d.getMedia))
+		r.Post("/media/{mediaID}/quarantine", d.page(d.postMediaQuarantine))
+		r.Post("/media/{mediaID}/protect", d.page(d.postMediaProtect))
+		r.Post("/media/{mediaID}/delete", d.page(d.postMediaDelete))
 	})
 	r.NotFound(d.page(func(w http.ResponseWriter, r *http.Request) error {
 		return &pageError{Status: http.StatusNotFound, Msg: "There is no dashboard page at this address."}
@@ -294,13 +298,4 @@ func (d *Dashboard) confirmed(w http.ResponseWriter, r *http.Request, vm templat
 	}
 	d.render(w, r, http.StatusOK, templates.Confirm(vm))
 	return false
-}
-
-// GET /_hearth/admin/rooms and /media
-func (d *Dashboard) getNotAvailable(heading, msg string) pageFunc {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		vm := templates.NotAvailableVM{Chrome: d.chrome(w, r, heading, ""), Heading: heading, Message: msg}
-		d.render(w, r, http.StatusOK, templates.NotAvailable(vm))
-		return nil
-	}
 }
