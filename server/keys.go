@@ -325,6 +325,8 @@ func (s *Server) postKeysClaim(w http.ResponseWriter, r *http.Request) error {
 }
 
 // GET /_matrix/client/v3/keys/changes
+//
+// Also served for POST, which mautrix-go's client sends.
 func (s *Server) getKeysChanges(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	me := deviceFrom(ctx)
