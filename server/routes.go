@@ -174,6 +174,7 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.Post("/keys/query", s.api(s.postKeysQuery))
 		r.Post("/keys/claim", s.api(s.postKeysClaim))
 		r.Get("/keys/changes", s.api(s.getKeysChanges))
+		r.Post("/keys/changes", s.api(s.getKeysChanges)) // mautrix-go sends POST
 		r.Post("/keys/device_signing/upload", s.api(s.postDeviceSigningUpload))
 		r.Post("/keys/signatures/upload", s.api(s.postSignaturesUpload))
 		r.Post("/room_keys/version", s.api(s.postRoomKeysVersion))
