@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -355,7 +356,8 @@ func TestScreenshots(t *testing.T) {
 		signInAs(t, bctx, d.URL, "root", "rootpassword")
 		waitText(t, bctx, "main h1", "Overview")
 		run(t, bctx, "desktop size", chromedp.EmulateViewport(1200, 900))
-		shots := []struct{ name, path string }{{"overview", "/"}, {"caches", "/caches"}, {"users", "/users"}, {"user", "/users/@alice:hearth.test"}}
+		shots := []struct{ name, path string }{{"overview", "/"}, {"caches", "/caches"}, {"users", "/users"}, {"user", "/users/@alice:hearth.test"},
+			{"rooms", "/rooms"}, {"room", "/rooms/" + url.PathEscape(room)}}
 		for _, s := range shots {
 			png := screenshot(t, bctx, d.URL+s.path)
 			if err := os.WriteFile(filepath.Join(out, s.name+".png"), png, 0o644); err != nil {
