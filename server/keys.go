@@ -548,10 +548,15 @@ func (s *Server) postSignaturesUpload(w http.ResponseWriter, r *http.Request) er
 			}
 			var storedObj signedObject
 			_ = json.Unmarshal(stored, &storedObj)
-			added := 0
+			if len(o.Signatures[me.UserID]) == 0 {
+				fail(userID, keyID, "M_INVALID_SIGNATURE", "no signature by "+me.UserID)
+				continue
+			}
 			for signerKey, sig := range o.Signatures[me.UserID] {
 				if storedObj.Signatures[me.UserID][signerKey] == sig {
-					continue // the object's own signature, already stored
+					// Already on the object (its self-signature, or one
+					// uploaded with it): uploading it again is harmless.
+					continue
 				}
 				pub, ok := signers[signerKey]
 				if !ok || !verifySignature(stored, pub, sig) {
@@ -559,10 +564,6 @@ func (s *Server) postSignaturesUpload(w http.ResponseWriter, r *http.Request) er
 					continue
 				}
 				good = append(good, storage.KeySignature{TargetUser: userID, TargetKey: keyID, SignerUser: me.UserID, SignerKey: signerKey, Signature: sig})
-				added++
-			}
-			if added == 0 && failures[userID][keyID] == nil {
-				fail(userID, keyID, "M_INVALID_SIGNATURE", "no new signature by "+me.UserID)
 			}
 		}
 	}
