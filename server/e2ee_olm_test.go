@@ -1,0 +1,209 @@
+//go:build goolm
+
+package server_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/crypto"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"hearth/server/servertest"
+	"hearth/server/storage/storagetest"
+)
+
+// This test runs mautrix-go's OlmMachine, with its pure-Go goolm backend,
+// against Hearth: two clients publish their keys, cross-sign, establish an
+// Olm session over to-device messages, share a Megolm session and decrypt
+// each other's room messages. libolm needs cgo and its headers, so the
+// test is behind the goolm tag:
+//
+//	go test -tags goolm -run TestOlmMachines ./server
+
+// olmStateStore tells the machines that the test's room is encrypted.
+type olmStateStore struct {
+	room id.RoomID
+}
+
+func (s *olmStateStore) IsEncrypted(_ context.Context, r id.RoomID) (bool, error) {
+	return r == s.room, nil
+}
+
+func (s *olmStateStore) GetEncryptionEvent(_ context.Context, r id.RoomID) (*event.EncryptionEventContent, error) {
+	if r != s.room {
+		return nil, nil
+	}
+	return &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}, nil
+}
+
+func (s *olmStateStore) GetHistoryVisibility(context.Context, id.RoomID) (*event.HistoryVisibilityEventContent, error) {
+	return &event.HistoryVisibilityEventContent{HistoryVisibility: event.HistoryVisibilityShared}, nil
+}
+
+func (s *olmStateStore) FindSharedRooms(context.Context, id.UserID) ([]id.RoomID, error) {
+	return []id.RoomID{s.room}, nil
+}
+
+// olmClient is a user with an OlmMachine and its sync position.
+type olmClient struct {
+	e2ee  *e2eeUser
+	mach  *crypto.OlmMachine
+	since string
+}
+
+func newOlmClient(t *testing.T, u *e2eeUser, st *olmStateStore) *olmClient {
+	t.Helper()
+	log := zerolog.Nop()
+	mach := crypto.NewOlmMachine(u.cli, &log, crypto.NewMemoryStore(nil), st)
+	if err := mach.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := mach.ShareKeys(t.Context(), -1); err != nil {
+		t.Fatalf("share keys: %v", err)
+	}
+	return &olmClient{e2ee: u, mach: mach}
+}
+
+// sync runs one /sync and feeds it to the machine, returning the room's
+// timeline.
+func (c *olmClient) sync(t *testing.T, room id.RoomID) []*event.Event {
+	t.Helper()
+	resp, err := c.e2ee.cli.FullSyncRequest(t.Context(), mautrix.ReqSync{Since: c.since, SetPresence: event.PresenceOffline})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.mach.ProcessSyncResponse(t.Context(), resp, c.since)
+	c.since = resp.NextBatch
+	if jr := resp.Rooms.Join[room]; jr != nil {
+		return jr.Timeline.Events
+	}
+	return nil
+}
+
+// send encrypts body with the room's Megolm session, sharing it first.
+func (c *olmClient) send(t *testing.T, room id.RoomID, to []id.UserID, body string) {
+	t.Helper()
+	if err := c.mach.ShareGroupSession(t.Context(), room, to); err != nil {
+		t.Fatalf("share group session: %v", err)
+	}
+	enc, err := c.mach.EncryptMegolmEvent(t.Context(), room, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: body})
+	if err != nil {
+		t.Fatalf("encrypt: %v", err)
+	}
+	if _, err := c.e2ee.cli.SendMessageEvent(t.Context(), room, event.EventEncrypted, enc); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+}
+
+// decryptAll decrypts the room's encrypted events and returns the bodies.
+func (c *olmClient) decryptAll(t *testing.T, room id.RoomID, evs []*event.Event) []string {
+	t.Helper()
+	var out []string
+	for _, ev := range evs {
+		if ev.Type != event.EventEncrypted {
+			continue
+		}
+		ev.RoomID = room
+		if ev.Content.Parsed == nil {
+			if err := ev.Content.ParseRaw(ev.Type); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dec, err := c.mach.DecryptMegolmEvent(t.Context(), ev)
+		if err != nil {
+			t.Fatalf("%s decrypting %s: %v", c.e2ee.id, ev.ID, err)
+		}
+		if dec.Content.Parsed == nil {
+			if err := dec.Content.ParseRaw(dec.Type); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out = append(out, dec.Content.AsMessage().Body)
+	}
+	return out
+}
+
+func TestOlmMachines(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice, bob := newE2EEUser(t, b, "alice"), newE2EEUser(t, b, "bob")
+		room := sharedRoom(t, alice.roomUser, bob.roomUser)
+		st := &olmStateStore{room: room}
+		ac, bc := newOlmClient(t, alice, st), newOlmClient(t, bob, st)
+		ac.sync(t, room)
+		bc.sync(t, room)
+
+		// Cross-signing: both publish keys (the first upload needs no
+		// UIA) and sign their own device and master key; bob then signs
+		// alice, so her device becomes cross-signed-verified to him.
+		for _, c := range []*olmClient{ac, bc} {
+			keys, err := c.mach.GenerateCrossSigningKeys()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.mach.PublishCrossSigningKeys(t.Context(), keys, func(*mautrix.RespUserInteractive) any {
+				t.Error("first cross-signing upload asked for UIA")
+				return nil
+			}); err != nil {
+				t.Fatalf("publish cross-signing keys: %v", err)
+			}
+			if err := c.mach.SignOwnMasterKey(t.Context()); err != nil {
+				t.Fatalf("sign own master key: %v", err)
+			}
+			if err := c.mach.SignOwnDevice(t.Context(), c.mach.OwnIdentity()); err != nil {
+				t.Fatalf("sign own device: %v", err)
+			}
+		}
+		ac.sync(t, room)
+		bc.sync(t, room)
+		theirs, err := bob.cli.QueryKeys(t.Context(), &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{alice.id: nil}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var master id.Ed25519
+		for _, k := range theirs.MasterKeys[alice.id].Keys {
+			master = k
+		}
+		if err := bc.mach.SignUser(t.Context(), alice.id, master); err != nil {
+			t.Fatalf("bob signs alice: %v", err)
+		}
+		bc.sync(t, room)
+		dev, err := bc.mach.GetOrFetchDevice(t.Context(), alice.id, alice.device)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if trust := bc.mach.ResolveTrust(dev); trust != id.TrustStateCrossSignedVerified {
+			t.Fatalf("alice's device is %s to bob, want cross-signed verified", trust)
+		}
+
+		// Alice shares a Megolm session with bob over Olm (claiming one of
+		// his one-time keys) and sends; bob decrypts, and the other way.
+		members := []id.UserID{alice.id, bob.id}
+		ac.send(t, room, members, "hello from alice")
+		if got := bc.decryptAll(t, room, bc.sync(t, room)); len(got) != 1 || got[0] != "hello from alice" {
+			t.Fatalf("bob decrypted %q", got)
+		}
+		bc.send(t, room, members, "hello from bob")
+		// Alice's sync since before her own message brings both.
+		if got := ac.decryptAll(t, room, ac.sync(t, room)); !slices.Equal(got, []string{"hello from alice", "hello from bob"}) {
+			t.Fatalf("alice decrypted %q", got)
+		}
+		// The to-device messages carrying the keys were acknowledged by the
+		// next sync and are gone.
+		for _, c := range []*olmClient{ac, bc} {
+			c.sync(t, room)
+			r, err := c.e2ee.cli.FullSyncRequest(t.Context(), mautrix.ReqSync{SetPresence: event.PresenceOffline})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(r.ToDevice.Events) != 0 {
+				t.Fatalf("%s still has %d to-device messages", c.e2ee.id, len(r.ToDevice.Events))
+			}
+		}
+	})
+}
