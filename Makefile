@@ -38,6 +38,10 @@ test:
 		if [ -n "$$changed" ]; then echo "templ generate changed files; commit them:"; echo "$$changed"; exit 1; fi; \
 	fi
 	$(GO) test -timeout 20m $(PKGS)
+	# mautrix-go's OlmMachine against the server, on its pure-Go goolm
+	# backend (libolm needs cgo): server/e2ee_olm_test.go.
+	$(GO) vet -tags goolm ./server
+	$(GO) test -tags goolm -run TestOlmMachines -timeout 5m ./server
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 20m $(PKGS)
