@@ -184,6 +184,12 @@ func (s *Store) ClaimOneTimeKey(ctx context.Context, userID, deviceID, algorithm
 	var out *OneTimeKey
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		out = nil
+		// Keys of a device that no longer exists (an account deactivated
+		// without deleting them) are never handed out.
+		var one int
+		if err := tx.QueryRowContext(ctx, `SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2`, userID, deviceID).Scan(&one); err != nil {
+			return notFound(err, "claim one-time key")
+		}
 		for {
 			k := OneTimeKey{Algorithm: algorithm}
 			var js string
