@@ -21,6 +21,9 @@ import (
 // online presence to count as currently_active.
 const currentlyActiveFor = 5 * time.Minute
 
+// presenceTouchEvery is how often /sync records a user's activity.
+const presenceTouchEvery = time.Minute
+
 var presenceStates = []string{"online", "unavailable", "offline"}
 
 // presenceContent is the m.presence content (and GET answer) of p.
@@ -84,6 +87,11 @@ func (s *Server) syncSetPresence(ctx context.Context, me *Device, set string) er
 	old, err := s.store.PresenceOf(ctx, me.UserID)
 	switch {
 	case err == nil:
+		// Most syncs change nothing: skip the write while the recorded
+		// activity is recent.
+		if (touch || old.State == set) && p.LastActiveTS-old.LastActiveTS < presenceTouchEvery.Milliseconds() {
+			return nil
+		}
 		p.StatusMsg = old.StatusMsg
 	case !errors.Is(err, storage.ErrNotFound):
 		return err
