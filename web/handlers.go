@@ -38,7 +38,11 @@ func (d *Dashboard) getOverview(w http.ResponseWriter, r *http.Request) error {
 	} else {
 		in.Events = &n
 	}
-	// in.Media stays nil until media storage exists.
+	if n, _, err := d.srv.MediaTotals(ctx); err != nil {
+		return err
+	} else {
+		in.Media = &n
+	}
 	if eps, ok := EventsPerSecond(d.sampler.Samples(), 5*time.Minute); ok {
 		in.EventsPerSecond = &eps
 	}

@@ -61,6 +61,9 @@ func TestMediaPages(t *testing.T) {
 			!strings.Contains(page, `id="media-usage"`) {
 			t.Fatalf("media page: %d\n%s", status, page)
 		}
+		if _, page, _ = b.do("GET", "/", nil); !strings.Contains(page, "<dt>Media</dt><dd>1</dd>") {
+			t.Fatalf("overview does not count the file:\n%s", page)
+		}
 		if _, page, _ = b.do("GET", "/media?user=root", nil); !strings.Contains(page, "No media") {
 			t.Fatal("root's uploads are not empty")
 		}
