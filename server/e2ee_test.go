@@ -550,6 +550,12 @@ func TestCrossSigningAndSignatures(t *testing.T) {
 			t.Fatalf("master key not replaced: %v", dig(q.body, "master_keys"))
 		}
 		ac = repl
+		// Once a master key exists, adding a key it lacked also needs UIA.
+		noUser := newCSKeys(t, bob.id)
+		acctDo(t, b, http.MethodPost, csPath, bob.tok, map[string]any{"master_key": noUser.master}).want(t, http.StatusOK, "")
+		if r := acctDo(t, b, http.MethodPost, csPath, bob.tok, map[string]any{"self_signing_key": noUser.self}); r.status != http.StatusUnauthorized {
+			t.Fatalf("adding a self-signing key without auth: %d %v", r.status, r.body)
+		}
 
 		// Alice signs her device with her self-signing key and her master
 		// key with her device.
@@ -579,7 +585,9 @@ func TestCrossSigningAndSignatures(t *testing.T) {
 		// Bob signs alice's master key with his user-signing key: bob sees
 		// that signature, carol does not.
 		bc := newCSKeys(t, bob.id)
-		acctDo(t, b, http.MethodPost, csPath, bob.tok, bc.body()).want(t, http.StatusOK, "")
+		acctUIA(t, b, http.MethodPost, csPath, bob.tok, bc.body(), func(s string) map[string]any {
+			return acctPasswordAuth("bob", acctPW, s)
+		}).want(t, http.StatusOK, "")
 		am := map[string]any{}
 		for k, v := range ac.master {
 			am[k] = v

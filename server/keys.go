@@ -427,10 +427,15 @@ func (s *Server) postDeviceSigningUpload(w http.ResponseWriter, r *http.Request)
 	return writeJSON(w, http.StatusOK, struct{}{})
 }
 
-// replacesKeys reports whether any of news differs from a stored key.
+// replacesKeys reports whether an upload changes keys of a user who has
+// cross-signing keys already: once a master key exists, any key but the
+// very same ones needs the password, as in Synapse.
 func replacesKeys(news []*storage.CrossSigningKey, existing map[string]*storage.CrossSigningKey) bool {
+	if existing["master"] == nil {
+		return false
+	}
 	for _, k := range news {
-		if old := existing[k.Type]; old != nil && string(old.JSON) != string(k.JSON) {
+		if old := existing[k.Type]; old == nil || string(old.JSON) != string(k.JSON) {
 			return true
 		}
 	}
