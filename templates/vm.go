@@ -115,6 +115,7 @@ type UserVM struct {
 // RoomVM is a room a user is in or invited to.
 type RoomVM struct {
 	RoomID, Membership string
+	URL                string // the room's page
 }
 
 // RegTokenVM is one registration token.

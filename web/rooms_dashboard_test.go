@@ -40,6 +40,12 @@ func TestRoomPages(t *testing.T) {
 			t.Fatalf("room page: %d\n%s", status, page)
 		}
 
+		// The member's page links back to the room and to their uploads.
+		if _, page, _ = b.do("GET", "/users/@dave:hearth.test", nil); !strings.Contains(page, `href="/_hearth/admin`+path+`"`) ||
+			!strings.Contains(page, `href="/_hearth/admin/media?user=%40dave%3Ahearth.test"`) {
+			t.Fatalf("user page lacks the room or media links:\n%s", page)
+		}
+
 		// Blocking: without the token refused, then confirmed, then audited.
 		if status, _, _ = b.do("POST", path+"/block", url.Values{"block": {"1"}, "confirmed": {"yes"}}); status != http.StatusForbidden {
 			t.Fatalf("block without token: %d", status)

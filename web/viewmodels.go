@@ -206,7 +206,7 @@ func newUserVM(c templates.Chrome, u *server.UserRow, devs []*storage.Device, ro
 			LastSeen: humanTimeOr(d.LastSeenTS, now, "never"), LastSeenIP: d.LastSeenIP, UserAgent: d.LastSeenUserAgent})
 	}
 	for _, r := range rooms {
-		vm.Rooms = append(vm.Rooms, templates.RoomVM{RoomID: r.RoomID, Membership: r.Membership})
+		vm.Rooms = append(vm.Rooms, templates.RoomVM{RoomID: r.RoomID, Membership: r.Membership, URL: roomURL(c.Prefix, r.RoomID)})
 	}
 	return vm
 }
