@@ -127,6 +127,16 @@ rc_login:
   account: {per_second: 0, burst_count: 1000}
   failed_attempts: {per_second: 0, burst_count: 1000}
 rc_registration: {per_second: 0, burst_count: 1000}
+# Complement's media tests download through the legacy endpoints, its URL
+# preview test serves the page from the Docker host (a private address),
+# and its server-notice tests need notices on; none of these are defaults.
+enable_authenticated_media: false
+url_preview_enabled: true
+url_preview_ip_range_whitelist: ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16']
+server_notices:
+  system_mxid_localpart: _server
+  system_mxid_display_name: "Server Notices"
+  room_name: "Server Notices"
 `)
 	return os.WriteFile(path, []byte(text), 0o600)
 }
