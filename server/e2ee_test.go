@@ -829,7 +829,7 @@ func TestPresence(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
 		b := servertest.Start(t, e)
 		alice, bob, carol := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob"), newSyncUser(t, b, "carol")
-		sharedRoom(t, alice, bob)
+		room := sharedRoom(t, alice, bob)
 		noPresence := func(u roomUser, since string) *mautrix.RespSync {
 			t.Helper()
 			r, err := u.cli.FullSyncRequest(t.Context(), mautrix.ReqSync{Since: since, SetPresence: event.PresenceOffline})
@@ -886,11 +886,20 @@ func TestPresence(t *testing.T) {
 		if r := noPresence(bob, since); len(r.Presence.Events) != 0 {
 			t.Fatalf("unchanged presence sent again: %+v", r.Presence.Events)
 		}
-		// Carol's initial sync has no presence of alice's.
-		for _, ev := range noPresence(carol, "").Presence.Events {
+		// Carol's initial sync has no presence of alice's; once carol
+		// joins alice's room, her next sync brings it, unchanged as it is.
+		carolSince := noPresence(carol, "")
+		for _, ev := range carolSince.Presence.Events {
 			if ev.Sender == alice.id {
 				t.Fatal("carol was sent alice's presence")
 			}
+		}
+		if _, err := carol.cli.JoinRoomByID(t.Context(), room); err != nil {
+			t.Fatal(err)
+		}
+		r = noPresence(carol, carolSince.NextBatch)
+		if !slices.ContainsFunc(r.Presence.Events, func(ev *event.Event) bool { return ev.Sender == alice.id }) {
+			t.Fatalf("carol's sync after joining lacks alice's presence: %+v", r.Presence.Events)
 		}
 	})
 }

@@ -342,7 +342,7 @@ func (s *Server) getKeysChanges(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	changed, left, err := s.deviceListDelta(ctx, me.UserID, from, to)
+	changed, left, _, err := s.deviceListDelta(ctx, me.UserID, from, to)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"hearth/server/rooms"
+	"hearth/server/storage"
 )
 
 // The parts of /sync that serve end-to-end encryption and the ephemeral
@@ -47,12 +48,13 @@ func (s *Server) syncToDevice(ctx context.Context, req *syncRequest, since strea
 // (spec: "Tracking the device list for a user"): changed holds the users
 // sharing a room with userID whose keys changed, or who newly share one
 // (they joined, or userID joined their room); left holds those who no
-// longer share any room with userID after a leave in between.
-func (s *Server) deviceListDelta(ctx context.Context, userID string, since, to streamToken) (changed, left []string, err error) {
+// longer share any room with userID after a leave in between. met holds
+// the users who newly share a room (a subset of changed).
+func (s *Server) deviceListDelta(ctx context.Context, userID string, since, to streamToken) (changed, left, met []string, err error) {
 	changed, left = []string{}, []string{}
 	peers, err := s.store.UsersSharingRooms(ctx, userID)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	sharing := make(map[string]bool, len(peers)+1)
 	for _, u := range peers {
@@ -65,15 +67,15 @@ func (s *Server) deviceListDelta(ctx context.Context, userID string, since, to s
 	}
 	keyChanges, err := s.store.DeviceListChangesBetween(ctx, cands, since.Aux, to.Aux)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	ch, lf := map[string]bool{}, map[string]bool{}
+	ch, lf, joins := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for _, u := range keyChanges {
 		ch[u] = true
 	}
 	mems, err := s.store.RoomsOfUser(ctx, userID)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	roomIDs := make([]string, 0, len(mems))
 	for _, m := range mems {
@@ -82,7 +84,7 @@ func (s *Server) deviceListDelta(ctx context.Context, userID string, since, to s
 	if since.Events < to.Events {
 		moves, err := s.store.MembershipChangesBetween(ctx, roomIDs, since.Events, to.Events)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		for _, mv := range moves {
 			joined := mv.Membership == rooms.MembershipJoin
@@ -92,20 +94,20 @@ func (s *Server) deviceListDelta(ctx context.Context, userID string, since, to s
 				// Everyone in the room is new to us, or may be gone.
 				members, err := s.store.Members(ctx, mv.RoomID)
 				if err != nil {
-					return nil, nil, err
+					return nil, nil, nil, err
 				}
 				for u, m := range members {
 					if m != rooms.MembershipJoin || u == userID {
 						continue
 					}
 					if sharing[u] {
-						ch[u] = true
+						ch[u], joins[u] = true, true
 					} else {
 						lf[u] = true
 					}
 				}
 			case joined && sharing[mv.UserID]:
-				ch[mv.UserID] = true
+				ch[mv.UserID], joins[mv.UserID] = true, true
 			case left && !sharing[mv.UserID]:
 				lf[mv.UserID] = true
 			}
@@ -114,6 +116,9 @@ func (s *Server) deviceListDelta(ctx context.Context, userID string, since, to s
 	for u := range ch {
 		if sharing[u] {
 			changed = append(changed, u)
+			if joins[u] {
+				met = append(met, u)
+			}
 		}
 	}
 	for u := range lf {
@@ -123,7 +128,7 @@ func (s *Server) deviceListDelta(ctx context.Context, userID string, since, to s
 	}
 	slices.Sort(changed)
 	slices.Sort(left)
-	return changed, left, nil
+	return changed, left, met, nil
 }
 
 // syncE2EE fills the encryption and ephemeral parts of a /sync answer for
@@ -138,9 +143,10 @@ func (s *Server) syncE2EE(ctx context.Context, req *syncRequest, since, to strea
 	if resp.DeviceUnusedFallbackKeyTypes, err = s.store.UnusedFallbackKeyTypes(ctx, me.UserID, me.DeviceID); err != nil {
 		return err
 	}
+	var met []string
 	if req.since != nil {
-		changed, left, err := s.deviceListDelta(ctx, me.UserID, since, to)
-		if err != nil {
+		var changed, left []string
+		if changed, left, met, err = s.deviceListDelta(ctx, me.UserID, since, to); err != nil {
 			return err
 		}
 		resp.DeviceLists = deviceLists{Changed: changed, Left: left}
@@ -162,6 +168,19 @@ func (s *Server) syncE2EE(ctx context.Context, req *syncRequest, since, to strea
 		ps, err := s.store.PresenceBetween(ctx, peers, after, to.Aux)
 		if err != nil {
 			return err
+		}
+		// Users who newly share a room are sent their presence even if
+		// it did not change: the client has not seen it before.
+		if len(met) > 0 {
+			more, err := s.store.PresenceBetween(ctx, met, -1, to.Aux)
+			if err != nil {
+				return err
+			}
+			for _, p := range more {
+				if !slices.ContainsFunc(ps, func(q storage.Presence) bool { return q.UserID == p.UserID }) {
+					ps = append(ps, p)
+				}
+			}
 		}
 		for i := range ps {
 			if pf != nil && !pf.allows("m.presence", ps[i].UserID) {
