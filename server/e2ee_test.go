@@ -18,8 +18,11 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"hearth/server/servertest"
+	"hearth/server/storage"
 	"hearth/server/storage/storagetest"
 )
+
+func ptr[T any](v T) *T { return &v }
 
 // These tests drive the encryption endpoints with real ed25519 keys and
 // hand-built key objects (the signing is done here, with mautrix's
@@ -886,6 +889,29 @@ func TestPresence(t *testing.T) {
 		if r := noPresence(bob, since); len(r.Presence.Events) != 0 {
 			t.Fatalf("unchanged presence sent again: %+v", r.Presence.Events)
 		}
+		// Alice goes quiet: last active ten minutes ago (written to the
+		// store, as the clock cannot be moved). She reads as offline at
+		// once, and the next /sync of someone who can see her publishes it.
+		since = doSync(t, bob, since, "", 0).NextBatch
+		quiet := &storage.Presence{UserID: string(alice.id), State: "online", StatusMsg: ptr("lunch"), LastActiveTS: time.Now().Add(-10 * time.Minute).UnixMilli()}
+		if _, err := b.Store.SetPresence(t.Context(), quiet, false); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := bob.cli.GetPresence(t.Context(), alice.id); err != nil || got.Presence != event.PresenceOffline {
+			t.Fatalf("GET presence of a gone user: %+v %v", got, err)
+		}
+		r = noPresence(bob, since)
+		r = noPresence(bob, r.NextBatch)
+		if len(r.Presence.Events) != 1 || presenceOf(r.Presence.Events[0]).Presence != event.PresenceOffline {
+			t.Fatalf("gone user not published offline: %+v", r.Presence.Events)
+		}
+		// Her next sync brings her back online.
+		since = r.NextBatch
+		doSync(t, alice, "", "", 0)
+		if r := noPresence(bob, since); len(r.Presence.Events) != 1 || presenceOf(r.Presence.Events[0]).Presence != event.PresenceOnline {
+			t.Fatalf("back from offline: %+v", r.Presence.Events)
+		}
+
 		// Carol's initial sync has no presence of alice's; once carol
 		// joins alice's room, her next sync brings it, unchanged as it is.
 		carolSince := noPresence(carol, "")

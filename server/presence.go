@@ -24,15 +24,25 @@ const currentlyActiveFor = 5 * time.Minute
 // presenceTouchEvery is how often /sync records a user's activity.
 const presenceTouchEvery = time.Minute
 
+// presenceGoneAfter is how long after their last activity (a /sync or a
+// presence update) a user who is not offline is taken to be offline: a
+// client that was closed says nothing. /sync polls last at most five
+// minutes (maxSyncTimeout), so a connected client is never taken for gone.
+const presenceGoneAfter = maxSyncTimeout + presenceTouchEvery
+
 var presenceStates = []string{"online", "unavailable", "offline"}
 
 // presenceContent is the m.presence content (and GET answer) of p.
 func (s *Server) presenceContent(p *storage.Presence) map[string]any {
 	ago := max(s.now().UnixMilli()-p.LastActiveTS, 0)
+	state := p.State
+	if time.Duration(ago)*time.Millisecond > presenceGoneAfter {
+		state = "offline" // not yet published by expirePresence
+	}
 	c := map[string]any{
-		"presence":         p.State,
+		"presence":         state,
 		"last_active_ago":  ago,
-		"currently_active": p.State == "online" && time.Duration(ago)*time.Millisecond < currentlyActiveFor,
+		"currently_active": state == "online" && time.Duration(ago)*time.Millisecond < currentlyActiveFor,
 	}
 	if p.StatusMsg != nil {
 		c["status_msg"] = *p.StatusMsg
@@ -64,14 +74,34 @@ func (s *Server) notifyPeers(ctx context.Context, userID string) error {
 	return nil
 }
 
+// expirePresence publishes as offline the users among peers who have been
+// gone for presenceGoneAfter. There is no timer: the /sync of whoever can
+// see them does it, so it costs nothing while nobody looks, and the change
+// reaches the others through the stream like any other.
+func (s *Server) expirePresence(ctx context.Context, peers []string) error {
+	stale, err := s.store.StalePresence(ctx, peers, s.now().Add(-presenceGoneAfter).UnixMilli())
+	if err != nil {
+		return err
+	}
+	for i := range stale {
+		p := stale[i]
+		p.State = "offline"
+		if err := s.setPresence(ctx, &p, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // syncSetPresence applies /sync's set_presence: "offline" leaves the
 // presence alone, online and unavailable set it.
 //
 // Omitted, the spec says the user is marked online. Hearth records the
-// activity (last_active_ago; online for a user with no presence yet) but
-// publishes no change: every client's first /sync would otherwise wake the
-// long polls of everyone sharing a room with the user. Element sets
-// presence with PUT /presence, which publishes.
+// activity, and publishes online only for a user who was offline; a user
+// with no presence yet is stored online without publishing, as otherwise
+// every new client's first /sync would wake the long polls of everyone
+// sharing a room with the user. Element sets presence with PUT /presence,
+// which publishes.
 func (s *Server) syncSetPresence(ctx context.Context, me *Device, set string) error {
 	touch := false
 	switch set {
@@ -87,6 +117,11 @@ func (s *Server) syncSetPresence(ctx context.Context, me *Device, set string) er
 	old, err := s.store.PresenceOf(ctx, me.UserID)
 	switch {
 	case err == nil:
+		if touch && old.State == "offline" {
+			// Back after being offline (gone, or set so): the spec's
+			// "marked online", published.
+			touch = false
+		}
 		// Most syncs change nothing: skip the write while the recorded
 		// activity is recent.
 		if (touch || old.State == set) && p.LastActiveTS-old.LastActiveTS < presenceTouchEvery.Milliseconds() {

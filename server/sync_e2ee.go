@@ -161,6 +161,10 @@ func (s *Server) syncE2EE(ctx context.Context, req *syncRequest, since, to strea
 		if !slices.Contains(peers, me.UserID) {
 			peers = append(peers, me.UserID)
 		}
+		// Published now, seen from the next sync on (presence.go).
+		if err := s.expirePresence(ctx, peers); err != nil {
+			return err
+		}
 		after := since.Aux
 		if req.since == nil {
 			after = -1 // also the presence only activity recorded (presence.go)

@@ -198,3 +198,38 @@ func (s *Store) PresenceBetween(ctx context.Context, candidates []string, after,
 	}
 	return out, nil
 }
+
+// StalePresence lists the users among candidates who are not offline but
+// were last active before the given time (Unix ms).
+func (s *Store) StalePresence(ctx context.Context, candidates []string, before int64) ([]Presence, error) {
+	var out []Presence
+	for start := 0; start < len(candidates); start += 500 {
+		chunk := candidates[start:min(start+500, len(candidates))]
+		args := []any{before}
+		for _, u := range chunk {
+			args = append(args, u)
+		}
+		rows, err := s.read.QueryContext(ctx, `SELECT user_id, state, status_msg, last_active_ts, stream_id FROM presence
+			WHERE state <> 'offline' AND last_active_ts < $1 AND user_id IN (`+inList(2, len(chunk))+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("storage: stale presence: %w", err)
+		}
+		for rows.Next() {
+			var p Presence
+			var msg sql.NullString
+			if err := rows.Scan(&p.UserID, &p.State, &msg, &p.LastActiveTS, &p.StreamID); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("storage: scan presence: %w", err)
+			}
+			if msg.Valid {
+				p.StatusMsg = &msg.String
+			}
+			out = append(out, p)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
