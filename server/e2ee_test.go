@@ -462,6 +462,28 @@ func TestToDevice(t *testing.T) {
 		if len(r.ToDevice.Events) != 1 || r.ToDevice.Events[0].Content.Raw["n"] != float64(2) {
 			t.Fatalf("bob's second device got %d events", len(r.ToDevice.Events))
 		}
+		// A message to a device that does not exist is dropped, not an error.
+		send("ghost", map[id.UserID]map[id.DeviceID]*event.Content{bob.id: {"NOSUCHDEVICE": content(0)}})
+
+		// A backlog is delivered a hundred at a time, in order, none lost.
+		for i := range 130 {
+			send(fmt.Sprintf("bulk%d", i), map[id.UserID]map[id.DeviceID]*event.Content{bob.id: {bob.device: content(1000 + i)}})
+		}
+		var got []float64
+		next := t1
+		for range 3 {
+			r := doSync(t, bob.roomUser, next, "", 0)
+			if len(r.ToDevice.Events) > 100 {
+				t.Fatalf("%d to-device events in one sync", len(r.ToDevice.Events))
+			}
+			for _, ev := range r.ToDevice.Events {
+				got = append(got, ev.Content.Raw["n"].(float64))
+			}
+			next = r.NextBatch
+		}
+		if len(got) != 130 || got[0] != 1000 || got[99] != 1099 || got[129] != 1129 || !slices.IsSorted(got) {
+			t.Fatalf("backlog delivered as %d messages: %v", len(got), got)
+		}
 	})
 }
 

@@ -44,19 +44,21 @@ func (s *Server) putSendToDevice(w http.ResponseWriter, r *http.Request) error {
 		if _, server, ok := matrix.SplitUserID(userID); !ok || server != s.cfg.ServerName {
 			continue // no federation: remote users are unreachable
 		}
-		var all []*storage.Device
-		for deviceID, content := range devices {
+		for _, content := range devices {
 			if c := bytes.TrimSpace(content); len(c) == 0 || c[0] != '{' {
 				return matrix.BadJSON("message content must be an object")
 			}
-			if deviceID != "*" {
-				continue
-			}
-			if all == nil {
-				if all, err = s.store.Devices(r.Context(), userID); err != nil {
-					return err
-				}
-			}
+		}
+		// Messages to devices that do not exist would never be fetched.
+		all, err := s.store.Devices(r.Context(), userID)
+		if err != nil {
+			return err
+		}
+		exists := make(map[string]bool, len(all))
+		for _, d := range all {
+			exists[d.DeviceID] = true
+		}
+		if content, ok := devices["*"]; ok {
 			for _, d := range all {
 				t := target{userID, d.DeviceID}
 				if _, ok := byDevice[t]; !ok {
@@ -66,7 +68,7 @@ func (s *Server) putSendToDevice(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 		for deviceID, content := range devices {
-			if deviceID == "*" {
+			if deviceID == "*" || !exists[deviceID] {
 				continue
 			}
 			t := target{userID, deviceID}
