@@ -107,6 +107,10 @@ func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) error {
 	if err := s.store.DeleteDevices(r.Context(), me.UserID, []string{id}); err != nil {
 		return err
 	}
+	// Its keys went with it: wake those who track them (keys.go).
+	if err := s.notifyPeers(r.Context(), me.UserID); err != nil {
+		return err
+	}
 	if err := s.store.DeleteUIASession(r.Context(), se.id); err != nil {
 		return err
 	}
@@ -145,6 +149,9 @@ func (s *Server) postDeleteDevices(w http.ResponseWriter, r *http.Request) error
 		return matrix.MissingParam("devices is required")
 	}
 	if err := s.store.DeleteDevices(r.Context(), me.UserID, *req.Devices); err != nil {
+		return err
+	}
+	if err := s.notifyPeers(r.Context(), me.UserID); err != nil {
 		return err
 	}
 	if err := s.store.DeleteUIASession(r.Context(), se.id); err != nil {
