@@ -391,10 +391,12 @@ func TestKeysDeviceListChanges(t *testing.T) {
 		alice2 := &e2eeUser{roomUser: roomUser{id: alice.id, tok: second.AccessToken, cli: acctClient(t, b, second.AccessToken)}, device: "SECOND", priv: alice.priv, pub: alice.pub}
 		alice2.upload(t, b, map[string]any{"device_keys": alice2.deviceKeys(t), "one_time_keys": map[string]any{"signed_curve25519:X": alice2.otk(t, false)}}).want(t, http.StatusOK, "")
 		since = doSync(t, bob.roomUser, since, "", 0).NextBatch
+		poll = waitSync(t, bob.roomUser, since)
+		waitParked(t, b, 1)
 		acctUIA(t, b, http.MethodDelete, "/_matrix/client/v3/devices/SECOND", alice.tok, nil, func(s string) map[string]any {
 			return acctPasswordAuth("alice", acctPW, s)
 		}).want(t, http.StatusOK, "")
-		r = doSync(t, bob.roomUser, since, "", 0)
+		r = recvSync(t, poll)
 		if !slices.Equal(r.DeviceLists.Changed, []id.UserID{alice.id}) {
 			t.Fatalf("device deletion: changed = %v", r.DeviceLists.Changed)
 		}
