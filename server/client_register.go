@@ -28,7 +28,7 @@ type registerRequest struct {
 // registrationFlows are the UIA flows /register offers: a registration token
 // when one is required, otherwise the dummy stage (open registration).
 func (s *Server) registrationFlows() [][]string {
-	if s.cfg.RegistrationRequiresToken {
+	if s.Registration().RequiresToken {
 		return [][]string{{stageRegistrationToken}}
 	}
 	return [][]string{{stageDummy}}
@@ -52,7 +52,7 @@ func (s *Server) postRegister(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return matrix.InvalidParam("kind must be user or guest")
 	}
-	if !s.cfg.EnableRegistration {
+	if !s.Registration().Enabled {
 		return matrix.Forbidden("Registration has been disabled")
 	}
 	var fields map[string]json.RawMessage
@@ -179,7 +179,7 @@ func (s *Server) createAccount(r *http.Request, localpart, passwordHash string) 
 
 // GET /_matrix/client/v3/register/available
 func (s *Server) getRegisterAvailable(w http.ResponseWriter, r *http.Request) error {
-	if !s.cfg.EnableRegistration {
+	if !s.Registration().Enabled {
 		return matrix.Forbidden("Registration has been disabled")
 	}
 	name := r.URL.Query().Get("username")
@@ -200,7 +200,7 @@ func (s *Server) getRegistrationTokenValidity(w http.ResponseWriter, r *http.Req
 	if err := s.limits.registration.take("validity|" + clientIP(r, s.xForwarded(r))); err != nil {
 		return withRetryAfter(w, err)
 	}
-	if !s.cfg.EnableRegistration {
+	if !s.Registration().Enabled {
 		return matrix.Forbidden("Registration has been disabled")
 	}
 	tok := r.URL.Query().Get("token")

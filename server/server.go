@@ -39,6 +39,7 @@ type Server struct {
 	// roomStates holds each room's event builder between events and
 	// serialises writers per room; notifier wakes /sync.
 	roomStates *roomStates
+	reg        registrationState
 	notifier   *notifier
 	dashboard  http.Handler
 	// media is the content repository's state (media.go).

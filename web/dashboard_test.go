@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -373,5 +374,64 @@ func TestSecureCookieBehindProxy(t *testing.T) {
 		if c := resp.Cookies(); len(c) == 0 || c[0].Secure != trust {
 			t.Errorf("x_forwarded=%t: cookies %+v", trust, c)
 		}
+	}
+}
+
+// TestRegistrationModeLive: changing who may register applies to the
+// client API at once and is saved to homeserver.yaml.
+func TestRegistrationModeLive(t *testing.T) {
+	dir := t.TempDir()
+	base := servertest.Config(t, dir)
+	path := filepath.Join(dir, "homeserver.yaml")
+	yml := "server_name: hearth.test\nsigning_key_path: " + base.SigningKeyPath + "\n" +
+		"database:\n  name: sqlite3\n  args:\n    database: " + filepath.Join(dir, "h.db") + "\n" +
+		"enable_registration: false\n"
+	if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.BcryptRounds = 4
+	st := storagetest.Open(t, storagetest.Engine{Name: "sqlite", Options: storage.Options{SQLitePath: filepath.Join(dir, "h.db")}})
+	key, err := cfg.LoadSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, api := server.New(server.Deps{Cfg: cfg, Store: st, Key: key, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	apiSrv := httptest.NewServer(api)
+	defer apiSrv.Close()
+	hs := httptest.NewServer(web.New(web.Deps{Server: srv}).Standalone())
+	defer hs.Close()
+	seed(t, st, "root", "rootpassword", true)
+	b := newBrowser(t, hs.URL+web.Path)
+	if status, _ := b.signIn("root", "rootpassword"); status != http.StatusSeeOther {
+		t.Fatal("sign in")
+	}
+	register := func() (int, string) {
+		resp, err := http.Post(apiSrv.URL+"/_matrix/client/v3/register", "application/json", strings.NewReader(`{"username":"newbie","password":"a long password"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if status, _ := register(); status != http.StatusForbidden {
+		t.Fatalf("closed registration answered %d", status)
+	}
+	b.do("POST", "/registration/settings", url.Values{"csrf": {b.csrfOf("/registration")}, "mode": {"token"}})
+	status, body := register()
+	if status != http.StatusUnauthorized || !strings.Contains(body, "m.login.registration_token") {
+		t.Fatalf("after switching to tokens: %d %s", status, body)
+	}
+	raw, _ := os.ReadFile(path)
+	if !strings.Contains(string(raw), "registration_requires_token: true") || !strings.Contains(string(raw), "enable_registration: true") {
+		t.Fatalf("not saved:\n%s", raw)
+	}
+	b.do("POST", "/registration/settings", url.Values{"csrf": {b.csrfOf("/registration")}, "mode": {"closed"}})
+	if status, _ := register(); status != http.StatusForbidden {
+		t.Fatalf("closed again answered %d", status)
 	}
 }

@@ -239,33 +239,18 @@ func (d *Dashboard) getRegistration(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	vm := templates.RegistrationVM{Chrome: d.chrome(w, r, "Registration", "registration"), Enabled: cfg.EnableRegistration,
-		RequiresToken: cfg.RegistrationRequiresToken, WithoutVerification: cfg.EnableRegistrationWithoutVerification,
+	live := d.srv.Registration()
+	vm := templates.RegistrationVM{Chrome: d.chrome(w, r, "Registration", "registration"), Enabled: live.Enabled,
+		RequiresToken: live.RequiresToken, WithoutVerification: live.Enabled && !live.RequiresToken,
 		CanSave: cfg.Path() != "", Tokens: newRegTokenVMs(toks, d.srv.Now())}
-	if cfg.Path() != "" {
-		if onDisk, _, err := config.Load(cfg.Path()); err == nil && registrationMode(onDisk) != registrationMode(cfg) {
-			vm.Pending = "homeserver.yaml now says: " + registrationMode(onDisk) + ". Restart Hearth to apply it."
-		}
-	}
 	d.render(w, r, http.StatusOK, templates.Registration(vm))
 	return nil
 }
 
-func registrationMode(c *config.Config) string {
-	switch {
-	case !c.EnableRegistration:
-		return "closed"
-	case c.RegistrationRequiresToken:
-		return "open with a registration token"
-	}
-	return "open to anyone"
-}
-
 // POST /_hearth/admin/registration/settings
 //
-// Writes the registration keys to homeserver.yaml. The running server keeps
-// its settings until restarted: client handlers read the config without
-// locking, so changing it under them would race.
+// Applies the registration mode at once and writes it to homeserver.yaml so
+// it survives a restart.
 func (d *Dashboard) postRegistrationSettings(w http.ResponseWriter, r *http.Request) error {
 	path := d.srv.Config().Path()
 	if path == "" {
@@ -294,8 +279,9 @@ func (d *Dashboard) postRegistrationSettings(w http.ResponseWriter, r *http.Requ
 		d.srv.Log().Error("dashboard: saving registration settings", "err", err)
 		return d.redirect(w, r, "/registration", "Could not save: "+err.Error(), true)
 	}
+	d.srv.SetRegistration(server.RegistrationSettings{Enabled: enable, RequiresToken: requireToken})
 	d.srv.Audit(r.Context(), d.actor(r), "registration.settings", "", fmt.Sprintf("enable=%t requires_token=%t", enable, requireToken))
-	return d.redirect(w, r, "/registration", "Saved to "+path+". Restart Hearth to apply.", false)
+	return d.redirect(w, r, "/registration", "Applied and saved to "+path+".", false)
 }
 
 // POST /_hearth/admin/registration/tokens
