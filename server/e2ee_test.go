@@ -795,6 +795,21 @@ func TestTyping(t *testing.T) {
 		b := servertest.Start(t, e)
 		alice, bob, carol := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob"), newSyncUser(t, b, "carol")
 		room := sharedRoom(t, alice, bob)
+		// A token from before any typing on the server still hears that
+		// typing started and stopped (Complement's "Typing can be
+		// explicitly stopped"): no typing yet must not read as an initial sync.
+		fresh := sharedRoom(t, alice, bob)
+		before := doSync(t, bob, "", "", 0).NextBatch
+		if _, err := alice.cli.UserTyping(t.Context(), fresh, true, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.cli.UserTyping(t.Context(), fresh, false, 0); err != nil {
+			t.Fatal(err)
+		}
+		if users, ok := typingIn(doSync(t, bob, before, "", 0), fresh); !ok || len(users) != 0 {
+			t.Fatalf("stop seen from a token older than any typing: %v %v", users, ok)
+		}
+
 		since := doSync(t, bob, "", "", 0).NextBatch
 
 		// Only members, and only for themselves.

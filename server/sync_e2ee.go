@@ -200,7 +200,7 @@ func (s *Server) syncE2EE(ctx context.Context, req *syncRequest, since, to strea
 	// changed.
 	rf := req.filter.room()
 	if eph := rf.Ephemeral; eph == nil || eph.allows("m.typing", "") {
-		for roomID, users := range s.notifier.typing.changedSince(joined, since.Typing) {
+		for roomID, users := range s.notifier.typing.changedSince(joined, since.Typing, req.since == nil) {
 			if eph != nil && !allowsRoom(eph.Rooms, eph.NotRooms, roomID) {
 				continue
 			}

@@ -84,8 +84,10 @@ func (t *typingState) set(roomID, userID string, typing bool, timeout time.Durat
 
 // changedSince returns, for the rooms among roomIDs whose typing list
 // changed after since, the users typing there now (sorted, possibly empty:
-// the client must learn that everyone stopped).
-func (t *typingState) changedSince(roomIDs []string, since int64) map[string][]string {
+// the client must learn that everyone stopped). An initial sync (initial
+// set) gets only rooms where someone is typing: it has nothing to clear.
+// A token from before any typing has since 0 but is not initial.
+func (t *typingState) changedSince(roomIDs []string, since int64, initial bool) map[string][]string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := map[string][]string{}
@@ -99,7 +101,7 @@ func (t *typingState) changedSince(roomIDs []string, since int64) map[string][]s
 			users = append(users, u)
 		}
 		slices.Sort(users)
-		if since == 0 && len(users) == 0 {
+		if initial && len(users) == 0 {
 			continue // an initial sync has nothing to clear
 		}
 		out[r] = users
