@@ -215,6 +215,45 @@ func (d *Dashboard) postMediaDelete(w http.ResponseWriter, r *http.Request) erro
 	return d.redirect(w, r, d.mediaBack(r), "Deleted "+id+".", false)
 }
 
+// POST /_hearth/admin/media/cleanup
+//
+// Deletes local media last used before `days` ago (optionally only files
+// larger than size_mib), through the same code as the admin API's
+// /v1/media/delete, or cleans the remote media cache. Hearth does not
+// federate yet, so that cache is always empty and the page says so.
+func (d *Dashboard) postMediaCleanup(w http.ResponseWriter, r *http.Request) error {
+	days, err := strconv.Atoi(r.PostFormValue("days"))
+	if err != nil || days < 1 {
+		return &pageError{Status: http.StatusBadRequest, Msg: "Give a number of days, 1 or more."}
+	}
+	sizeMiB := 0
+	if v := r.PostFormValue("size_mib"); v != "" {
+		if sizeMiB, err = strconv.Atoi(v); err != nil || sizeMiB < 0 {
+			return &pageError{Status: http.StatusBadRequest, Msg: "The size must be a whole number of MiB, 0 or more."}
+		}
+	}
+	if r.PostFormValue("scope") == "remote" {
+		return d.redirect(w, r, "/media", "The remote media cache is empty: Hearth does not federate yet, so it holds no other server's media.", false)
+	}
+	keep := r.PostFormValue("keep_profiles") == "1"
+	what := fmt.Sprintf("every file last used more than %d days ago", days)
+	if sizeMiB > 0 {
+		what += fmt.Sprintf(" and larger than %d MiB", sizeMiB)
+	}
+	if !d.confirmed(w, r, templates.ConfirmVM{Heading: "Delete old media?",
+		Message: "This deletes " + what + " from the media store, except protected files" +
+			map[bool]string{true: " and avatars", false: ""}[keep] + ". Messages that show them will show nothing. This cannot be undone.",
+		Button: "Delete files", Cancel: d.prefix + "/media"}) {
+		return nil
+	}
+	before := d.srv.Now().Add(-time.Duration(days) * 24 * time.Hour).UnixMilli()
+	deleted, err := d.srv.DeleteMediaBefore(r.Context(), d.actor(r), before, int64(sizeMiB)<<20, keep)
+	if err != nil {
+		return err
+	}
+	return d.redirect(w, r, "/media", fmt.Sprintf("Deleted %d files.", len(deleted)), false)
+}
+
 // POST /_hearth/admin/rooms/{roomID}/media/quarantine
 func (d *Dashboard) postRoomMediaQuarantine(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := d.roomParam(r)

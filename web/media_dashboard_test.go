@@ -120,6 +120,30 @@ func TestMediaPages(t *testing.T) {
 		if _, _, resp = b.do("POST", base+"/protect", url.Values{"csrf": {csrf}, "protect": {"0"}, "back": {"//evil.example/"}}); resp.Header.Get("Location") != "/_hearth/admin/media" {
 			t.Fatalf("back to %q", resp.Header.Get("Location"))
 		}
+		// Clean-up by age asks first, then keeps a file used today.
+		clean := func(kv ...string) (int, string, *http.Response) {
+			v := url.Values{"csrf": {csrf}}
+			for i := 0; i+1 < len(kv); i += 2 {
+				v.Set(kv[i], kv[i+1])
+			}
+			return b.do("POST", "/media/cleanup", v)
+		}
+		if status, _, _ = clean("days", "0", "scope", "local"); status != http.StatusBadRequest {
+			t.Fatalf("clean-up of 0 days: %d", status)
+		}
+		if status, page, _ = clean("days", "1", "scope", "local", "keep_profiles", "1"); status != 200 || !strings.Contains(page, `name="confirmed"`) {
+			t.Fatalf("clean-up without confirmation: %d", status)
+		}
+		if status, _, _ = clean("days", "1", "scope", "local", "keep_profiles", "1", "confirmed", "yes"); status != http.StatusSeeOther {
+			t.Fatalf("clean-up: %d", status)
+		}
+		media() // a file used today survives a clean-up of files older than a day
+		if status, _, _ = clean("days", "30", "scope", "remote"); status != http.StatusSeeOther {
+			t.Fatalf("remote cache clean-up: %d", status)
+		}
+		if _, page, _ = b.do("GET", "/media", nil); !strings.Contains(page, "remote media cache is empty") {
+			t.Fatal("remote clean-up does not say the cache is empty")
+		}
 		if status, page, _ = b.do("POST", base+"/delete", form()); status != 200 || !strings.Contains(page, `name="confirmed"`) {
 			t.Fatalf("delete without confirmation: %d", status)
 		}

@@ -120,6 +120,7 @@ func (d *Dashboard) Handler() http.Handler {
 		r.Get("/reports", d.page(d.getReports))
 		r.Post("/reports/{reportID}/delete", d.page(d.postReportDelete))
 		r.Get("/media", d.page(d.getMedia))
+		r.Post("/media/cleanup", d.page(d.postMediaCleanup))
 		r.Post("/media/{mediaID}/quarantine", d.page(d.postMediaQuarantine))
 		r.Post("/media/{mediaID}/protect", d.page(d.postMediaProtect))
 		r.Post("/media/{mediaID}/delete", d.page(d.postMediaDelete))
