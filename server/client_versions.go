@@ -12,6 +12,11 @@ import (
 var specVersions = []string{
 	"r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1",
 	"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6",
+	// v1.7 asynchronous uploads; v1.8 room version 11; v1.10 recursive
+	// relations; v1.11 authenticated media and unsigned.membership. Clients
+	// use authenticated media only when v1.11 is listed, and new uploads
+	// are served only through it by default.
+	"v1.7", "v1.8", "v1.9", "v1.10", "v1.11",
 }
 
 // GET /_matrix/client/versions

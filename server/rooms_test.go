@@ -264,3 +264,27 @@ func TestRoomUnsignedMembershipAndIdempotentJoin(t *testing.T) {
 		}
 	})
 }
+
+// TestVersionsAndCapabilities checks what the server advertises: spec
+// versions up to v1.11 (authenticated media, which Element only uses when
+// v1.11 is listed) and the room versions 1-12 with 12 the default.
+func TestVersionsAndCapabilities(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice := newRoomUser(t, b, "alice")
+		v, err := alice.cli.Versions(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !v.ContainsGreaterOrEqual(mautrix.SpecV111) {
+			t.Fatalf("versions %v do not include v1.11", v.Versions)
+		}
+		caps, err := alice.cli.Capabilities(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if caps.RoomVersions == nil || caps.RoomVersions.Default != "12" || len(caps.RoomVersions.Available) != 12 {
+			t.Fatalf("room versions capability: %+v", caps.RoomVersions)
+		}
+	})
+}
