@@ -288,3 +288,24 @@ func TestVersionsAndCapabilities(t *testing.T) {
 		}
 	})
 }
+
+// TestEmptyFeatureEndpoints: what Element asks for at start-up and in its
+// settings answers with the spec's empty shapes, behind authentication.
+func TestEmptyFeatureEndpoints(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice := newRoomUser(t, b, "alice")
+		for path, key := range map[string]string{"/account/3pid": "threepids", "/pushers": "pushers"} {
+			r := acctDo(t, b, "GET", "/_matrix/client/v3"+path, alice.tok, nil)
+			if list, ok := r.body[key].([]any); r.status != 200 || !ok || len(list) != 0 {
+				t.Errorf("%s: %d %v", path, r.status, r.body)
+			}
+			acctDo(t, b, "GET", "/_matrix/client/v3"+path, "", nil).want(t, 401, "M_MISSING_TOKEN")
+		}
+		for _, path := range []string{"/thirdparty/protocols", "/voip/turnServer"} {
+			if r := acctDo(t, b, "GET", "/_matrix/client/v3"+path, alice.tok, nil); r.status != 200 || len(r.body) != 0 {
+				t.Errorf("%s: %d %v", path, r.status, r.body)
+			}
+		}
+	})
+}

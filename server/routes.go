@@ -115,6 +115,12 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.Delete("/devices/{deviceId}", s.api(s.deleteDevice))
 		r.Post("/delete_devices", s.api(s.postDeleteDevices))
 
+		// Features with nothing to offer yet, answered with empty shapes.
+		r.Get("/account/3pid", s.api(s.getThreePIDs))
+		r.Get("/thirdparty/protocols", s.api(s.getThirdPartyProtocols))
+		r.Get("/voip/turnServer", s.api(s.getTurnServer))
+		r.Get("/pushers", s.api(s.getPushers))
+
 		// Rooms: creation, events, state, membership.
 		r.Post("/createRoom", s.api(s.postCreateRoom))
 		r.Get("/joined_rooms", s.api(s.getJoinedRooms))
