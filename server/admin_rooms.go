@@ -523,13 +523,9 @@ func (s *Server) getAdminRoomMessages(w http.ResponseWriter, r *http.Request) er
 		return err
 	}
 	q := r.URL.Query()
-	backwards := false
-	switch q.Get("dir") {
-	case "b":
-		backwards = true
-	case "f", "":
-	default:
-		return matrix.InvalidParam("dir must be b or f")
+	backwards, err := parseDir(q.Get("dir"))
+	if err != nil {
+		return err
 	}
 	f, err := parseHistoryFilter(r)
 	if err != nil {
@@ -539,27 +535,9 @@ func (s *Server) getAdminRoomMessages(w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return err
 	}
-	var from storage.TopoPos
-	start := q.Get("from")
-	if start != "" {
-		if from, err = s.parsePosition(ctx, roomID, start); err != nil {
-			return err
-		}
-	} else if backwards {
-		if from, err = s.store.TopoPosAtStream(ctx, roomID, storage.TopoEnd.Stream); err != nil {
-			return err
-		}
-		start = topoString(from)
-	} else {
-		start = topoString(from)
-	}
-	var to *storage.TopoPos
-	if t := q.Get("to"); t != "" {
-		p, err := s.parsePosition(ctx, roomID, t)
-		if err != nil {
-			return err
-		}
-		to = &p
+	from, start, to, err := s.historyRange(ctx, roomID, q.Get("from"), q.Get("to"), backwards)
+	if err != nil {
+		return err
 	}
 	pg, err := s.adminPaginate(ctx, roomID, from, to, limit, backwards, f)
 	if err != nil {

@@ -233,6 +233,46 @@ func (s *Server) lazyMembers(ctx context.Context, evs []*storage.Event) ([]*stor
 	return s.store.EventsByID(ctx, ids)
 }
 
+// parseDir reads /messages' dir: b, or f (Synapse's default when absent;
+// the spec requires it).
+func parseDir(dir string) (backwards bool, err error) {
+	switch dir {
+	case "b":
+		return true, nil
+	case "f", "":
+		return false, nil
+	}
+	return false, matrix.InvalidParam("dir must be b or f")
+}
+
+// historyRange resolves /messages' from and to tokens. Without from
+// (allowed since v1.3) it starts at the end of the room going backwards and
+// at its beginning going forwards; start is the token the answer reports.
+func (s *Server) historyRange(ctx context.Context, roomID, fromTok, toTok string, backwards bool) (from storage.TopoPos, start string, to *storage.TopoPos, err error) {
+	start = fromTok
+	switch {
+	case start != "":
+		if from, err = s.parsePosition(ctx, roomID, start); err != nil {
+			return from, "", nil, err
+		}
+	case backwards:
+		if from, err = s.store.TopoPosAtStream(ctx, roomID, storage.TopoEnd.Stream); err != nil {
+			return from, "", nil, err
+		}
+		start = topoString(from)
+	default:
+		start = topoString(from)
+	}
+	if toTok != "" {
+		p, err := s.parsePosition(ctx, roomID, toTok)
+		if err != nil {
+			return from, "", nil, err
+		}
+		to = &p
+	}
+	return from, start, to, nil
+}
+
 // GET /_matrix/client/v3/rooms/{roomId}/messages
 func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) error {
 	me := deviceFrom(r.Context())
@@ -242,14 +282,9 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	q := r.URL.Query()
-	backwards := false
-	switch q.Get("dir") {
-	case "b":
-		backwards = true
-	case "f", "":
-		// Synapse defaults to forwards; the spec requires dir.
-	default:
-		return matrix.InvalidParam("dir must be b or f")
+	backwards, err := parseDir(q.Get("dir"))
+	if err != nil {
+		return err
 	}
 	f, err := parseHistoryFilter(r)
 	if err != nil {
@@ -266,29 +301,9 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) error {
 	if err := s.canReadHistory(ctx, roomID, me.UserID); err != nil {
 		return err
 	}
-	// Without from (allowed since v1.3), start at the end of the room when
-	// going backwards and at its beginning going forwards.
-	var from storage.TopoPos
-	start := q.Get("from")
-	if start != "" {
-		if from, err = s.parsePosition(ctx, roomID, start); err != nil {
-			return err
-		}
-	} else if backwards {
-		if from, err = s.store.TopoPosAtStream(ctx, roomID, storage.TopoEnd.Stream); err != nil {
-			return err
-		}
-		start = topoString(from)
-	} else {
-		start = topoString(from)
-	}
-	var to *storage.TopoPos
-	if t := q.Get("to"); t != "" {
-		p, err := s.parsePosition(ctx, roomID, t)
-		if err != nil {
-			return err
-		}
-		to = &p
+	from, start, to, err := s.historyRange(ctx, roomID, q.Get("from"), q.Get("to"), backwards)
+	if err != nil {
+		return err
 	}
 	pg, err := s.paginate(ctx, me.UserID, roomID, from, to, limit, backwards, f)
 	if err != nil {
