@@ -526,13 +526,18 @@ func (s *Server) postAdminDevice(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusCreated, struct{}{})
 }
 
+// adminDeviceParams reads {userId} (a local user) and {deviceId}.
+func (s *Server) adminDeviceParams(r *http.Request) (userID, deviceID string, err error) {
+	if userID, err = s.localUserParam(r); err != nil {
+		return "", "", err
+	}
+	deviceID, err = pathParam(r, "deviceId")
+	return userID, deviceID, err
+}
+
 // GET /_synapse/admin/v2/users/{userId}/devices/{deviceId}
 func (s *Server) getAdminDevice(w http.ResponseWriter, r *http.Request) error {
-	userID, err := s.localUserParam(r)
-	if err != nil {
-		return err
-	}
-	deviceID, err := pathParam(r, "deviceId")
+	userID, deviceID, err := s.adminDeviceParams(r)
 	if err != nil {
 		return err
 	}
@@ -545,11 +550,7 @@ func (s *Server) getAdminDevice(w http.ResponseWriter, r *http.Request) error {
 
 // PUT /_synapse/admin/v2/users/{userId}/devices/{deviceId}
 func (s *Server) putAdminDevice(w http.ResponseWriter, r *http.Request) error {
-	userID, err := s.localUserParam(r)
-	if err != nil {
-		return err
-	}
-	deviceID, err := pathParam(r, "deviceId")
+	userID, deviceID, err := s.adminDeviceParams(r)
 	if err != nil {
 		return err
 	}
@@ -571,11 +572,7 @@ func (s *Server) putAdminDevice(w http.ResponseWriter, r *http.Request) error {
 
 // DELETE /_synapse/admin/v2/users/{userId}/devices/{deviceId}
 func (s *Server) deleteAdminDevice(w http.ResponseWriter, r *http.Request) error {
-	userID, err := s.localUserParam(r)
-	if err != nil {
-		return err
-	}
-	deviceID, err := pathParam(r, "deviceId")
+	userID, deviceID, err := s.adminDeviceParams(r)
 	if err != nil {
 		return err
 	}
