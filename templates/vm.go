@@ -128,13 +128,10 @@ type RegTokenVM struct {
 type RegistrationVM struct {
 	Chrome
 	Enabled, RequiresToken, WithoutVerification bool
-	// Pending is set when the file says something else than the running
-	// server uses: the change waits for a restart.
-	Pending   string
-	CanSave   bool // the config came from a file the dashboard can edit
-	Tokens    []RegTokenVM
-	NewToken  string // the token just created, shown once in full
-	TokenHint string
+	CanSave                                     bool // the config came from a file the dashboard can edit
+	Tokens                                      []RegTokenVM
+	NewToken                                    string // the token just created, shown once in full
+	TokenHint                                   string
 }
 
 // CacheRowVM is one cache.
