@@ -192,10 +192,7 @@ func (s *Server) resumeRoomDeletes() {
 func (s *Server) shutdownRoom(ctx context.Context, roomID string, req DeleteRoomRequest) (*ShutdownResult, error) {
 	res := &ShutdownResult{KickedUsers: []string{}, FailedToKickUsers: []string{}, LocalAliases: []string{}}
 	if req.Block {
-		unlock := s.roomStates.lock(roomID)
-		err := s.store.SetRoomBlocked(ctx, roomID, req.Actor.UserID, true)
-		s.roomStates.drop(roomID)
-		unlock()
+		err := s.timeline.Exclusive(roomID, func() error { return s.store.SetRoomBlocked(ctx, roomID, req.Actor.UserID, true) })
 		if err != nil {
 			return nil, err
 		}
@@ -283,7 +280,7 @@ func (s *Server) createRoomAs(ctx context.Context, cr rooms.CreateRoomRequest, p
 		return "", fmt.Errorf("create room: %w", err)
 	}
 	room := &storage.Room{RoomID: b.RoomID, RoomVersion: cr.Version.ID, Creator: cr.Creator, IsPublic: public}
-	if err := s.persistNewRoom(ctx, room, events, b); err != nil {
+	if err := s.timeline.CreateRoom(ctx, room, events, b); err != nil {
 		return "", err
 	}
 	return room.RoomID, nil
@@ -295,11 +292,7 @@ func (s *Server) purgeRoom(ctx context.Context, roomID string, req DeleteRoomReq
 	if len(res.FailedToKickUsers) > 0 && !req.ForcePurge {
 		return matrix.InvalidParam("Users are still joined to this room")
 	}
-	unlock := s.roomStates.lock(roomID)
-	defer unlock()
-	err := s.store.PurgeRoom(ctx, roomID)
-	s.roomStates.drop(roomID)
-	return err
+	return s.timeline.Exclusive(roomID, func() error { return s.store.PurgeRoom(ctx, roomID) })
 }
 
 // RoomDeleteStatus returns one deletion; an unknown ID is M_NOT_FOUND.

@@ -295,10 +295,8 @@ func (s *Server) SetRoomBlocked(ctx context.Context, by Actor, roomID string, bl
 	if !strings.HasPrefix(roomID, "!") {
 		return matrix.InvalidParam("%q is not a room ID", roomID)
 	}
-	unlock := s.roomStates.lock(roomID)
-	err := s.store.SetRoomBlocked(ctx, roomID, by.UserID, blocked)
-	s.roomStates.drop(roomID) // the cached room row carries the old flag
-	unlock()
+	// The room's cached head carries the old flag.
+	err := s.timeline.Exclusive(roomID, func() error { return s.store.SetRoomBlocked(ctx, roomID, by.UserID, blocked) })
 	if err != nil {
 		return err
 	}
@@ -723,10 +721,7 @@ func (s *Server) deleteAdminForwardExtremities(w http.ResponseWriter, r *http.Re
 	if err != nil {
 		return err
 	}
-	unlock := s.roomStates.lock(roomID)
-	n, err := s.store.DeleteExtraForwardExtremities(r.Context(), roomID)
-	s.roomStates.drop(roomID)
-	unlock()
+	n, err := s.timeline.DropExtremities(r.Context(), roomID)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"hearth/server/matrix"
 	"hearth/server/rooms"
 	"hearth/server/storage"
+	"hearth/server/timeline"
 )
 
 // memberContent is the content of a membership event the server sends for
@@ -116,7 +117,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, roomID string) err
 		content["join_authorised_via_users_server"] = via
 	}
 	if _, err := s.sendEvents(ctx, roomID, newEvent{Type: rooms.TypeMember, StateKey: &me.UserID, Sender: me.UserID, Content: content}); err != nil {
-		if errors.Is(err, errUnknownRoom) {
+		if errors.Is(err, timeline.ErrUnknownRoom) {
 			return matrix.NotFound("room %s is not known to this server", roomID)
 		}
 		return err

@@ -118,13 +118,8 @@ func (s *Server) postCreateRoom(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return matrix.BadJSON("cannot create room: %v", err)
 	}
-	for _, e := range events {
-		if len(e.JSON()) > maxEventSize {
-			return matrix.TooLarge("event %s is larger than %d bytes", e.Type(), maxEventSize)
-		}
-	}
 	room := &storage.Room{RoomID: b.RoomID, RoomVersion: rv.ID, Creator: me.UserID, IsPublic: req.Visibility == "public"}
-	if err := s.persistNewRoom(r.Context(), room, events, b); err != nil {
+	if err := s.timeline.CreateRoom(r.Context(), room, events, b); err != nil {
 		return err
 	}
 	if alias != "" {
@@ -412,7 +407,8 @@ func (s *Server) sendRedaction(ctx context.Context, roomID string, ne newEvent, 
 		return nil, err
 	}
 	if target.IsState() {
-		s.roomStates.drop(roomID)
+		// The room's head holds the state event as it was.
+		s.timeline.Invalidate(roomID)
 	}
 	return evs[0], nil
 }

@@ -187,7 +187,7 @@ func (s *Server) getMembers(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if at := r.URL.Query().Get("at"); at != "" {
-		if state, err = s.stateAtToken(ctx, roomID, at, state); err != nil {
+		if state, err = s.stateAtToken(ctx, roomID, at); err != nil {
 			return err
 		}
 	}
@@ -218,20 +218,12 @@ func (s *Server) getMembers(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, map[string]any{"chunk": out})
 }
 
-// stateAtToken returns the room state at a stream position token (the
-// state after the last event of the room at or before it), never beyond
-// what the viewer may already see.
-func (s *Server) stateAtToken(ctx context.Context, roomID, token string, visible storage.StateKeyMap) (storage.StateKeyMap, error) {
+// stateAtToken returns the room state at a stream position token: the
+// room's current state as it was then.
+func (s *Server) stateAtToken(ctx context.Context, roomID, token string) (storage.StateKeyMap, error) {
 	pos, err := parseStreamToken(token)
 	if err != nil {
 		return nil, err
 	}
-	evs, err := s.store.RoomEvents(ctx, roomID, 0, pos, 1, true)
-	if err != nil {
-		return nil, err
-	}
-	if len(evs) == 0 {
-		return storage.StateKeyMap{}, nil
-	}
-	return s.store.StateGroup(ctx, evs[0].StateGroup)
+	return s.store.StateAt(ctx, roomID, pos)
 }

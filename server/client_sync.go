@@ -391,13 +391,26 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 		}
 	}
 
+	// Current-state changes since the last sync, of the rooms with any.
+	var stateChanges map[string][]storage.StateChange
+	if req.since != nil && len(changed) > 0 {
+		var ids []string
+		for _, m := range mems {
+			if changed[m.RoomID] {
+				ids = append(ids, m.RoomID)
+			}
+		}
+		if stateChanges, err = s.store.StateChangesBetween(ctx, ids, since.Events, to.Events); err != nil {
+			return nil, nil, err
+		}
+	}
 	lazy := s.lazyMembersFor(req)
 	for _, m := range mems {
 		if !allowsRoom(rf.Rooms, rf.NotRooms, m.RoomID) {
 			continue
 		}
 		isNew := req.since == nil || m.StreamPos > since.Events
-		rs := &roomSync{req: req, since: since, to: to, mem: m, lazy: lazy}
+		rs := &roomSync{req: req, since: since, to: to, mem: m, lazy: lazy, changes: stateChanges[m.RoomID]}
 		switch m.Membership {
 		case rooms.MembershipJoin:
 			if isNew && req.since != nil {
@@ -482,21 +495,15 @@ type roomSync struct {
 	// join, full_state), so it gets the full state.
 	fresh bool
 	lazy  *lazyMembers
+	// changes are the room's current-state changes in (since, to].
+	changes []storage.StateChange
 }
 
-// membershipAt is the user's membership in the room after stream position pos.
+// membershipAt is the user's membership in the room at stream position pos.
 func (s *Server) membershipAt(ctx context.Context, roomID, userID string, pos int64) (string, error) {
-	group, err := s.store.StateGroupAt(ctx, roomID, pos)
-	if err != nil || group == 0 {
+	id, err := s.store.StateEntryAt(ctx, roomID, pos, rooms.TypeMember, userID)
+	if err != nil || id == "" {
 		return "", err
-	}
-	state, err := s.store.StateGroup(ctx, group)
-	if err != nil {
-		return "", err
-	}
-	id, ok := state[storage.StateKey{Type: rooms.TypeMember, StateKey: userID}]
-	if !ok {
-		return "", nil
 	}
 	e, err := s.store.EventByID(ctx, id)
 	if err != nil {
@@ -584,27 +591,24 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 	// or full_state; otherwise what changed between since and the start of
 	// the timeline, which is nothing unless the timeline skipped events.
 	// With use_state_after (spec v1.16) the same, but at the end of the
-	// timeline, so state changes in the timeline count too.
+	// timeline, so state changes in the timeline count too. The room's
+	// state at a position is its current state as it was then (the
+	// current-state deltas), whichever DAG branch events arrived on.
 	at, stateOut := start, &eventsBlock{Events: []any{}}
 	jr.State = stateOut
 	if req.stateAfter {
 		at, jr.State, jr.StateAfter = upTo, nil, stateOut
 	}
+	// Changes of the current state that no timeline event carries: forks
+	// merged by state resolution, a state reset among them.
+	foreign := foreignChanges(rs.changes, timeline, upTo)
 	var state storage.StateKeyMap
-	if rs.fresh || req.fullState || limited || (req.stateAfter && hasStateEvent(timeline)) {
-		group, err := s.store.StateGroupAt(ctx, roomID, at)
-		if err != nil {
-			return nil, err
-		}
-		if state, err = s.store.StateGroup(ctx, group); err != nil {
+	if rs.fresh || req.fullState || limited || (req.stateAfter && (hasStateEvent(timeline) || len(foreign) > 0)) {
+		if state, err = s.store.StateAt(ctx, roomID, at); err != nil {
 			return nil, err
 		}
 		if !rs.fresh && !req.fullState {
-			sinceGroup, err := s.store.StateGroupAt(ctx, roomID, rs.since.Events)
-			if err != nil {
-				return nil, err
-			}
-			before, err := s.store.StateGroup(ctx, sinceGroup)
+			before, err := s.store.StateAt(ctx, roomID, rs.since.Events)
 			if err != nil {
 				return nil, err
 			}
@@ -612,6 +616,23 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 				if before[k] == id {
 					delete(state, k)
 				}
+			}
+		}
+	}
+	if !req.stateAfter && !rs.fresh && !req.fullState && len(foreign) > 0 {
+		// The state block comes before the timeline: put there the
+		// values these keys have at its end, unless a timeline event
+		// sets the key itself.
+		end, err := s.store.StateAt(ctx, roomID, upTo)
+		if err != nil {
+			return nil, err
+		}
+		if state == nil {
+			state = storage.StateKeyMap{}
+		}
+		for _, c := range foreign {
+			if id, ok := end[c.Key]; ok && !setsKey(timeline, c.Key) {
+				state[c.Key] = id
 			}
 		}
 	}
@@ -664,6 +685,28 @@ func (jr *joinedRoom) stateCount() int {
 		return len(jr.StateAfter.Events)
 	}
 	return len(jr.State.Events)
+}
+
+// foreignChanges are the changes up to upTo whose new event is not in the
+// timeline.
+func foreignChanges(changes []storage.StateChange, timeline []*storage.Event, upTo int64) []storage.StateChange {
+	var out []storage.StateChange
+	for _, c := range changes {
+		if c.StreamPos > upTo || c.EventID == "" {
+			continue
+		}
+		if !slices.ContainsFunc(timeline, func(e *storage.Event) bool { return e.EventID == c.EventID }) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// setsKey reports whether a timeline event sets the state key k.
+func setsKey(evs []*storage.Event, k storage.StateKey) bool {
+	return slices.ContainsFunc(evs, func(e *storage.Event) bool {
+		return e.StateKey != nil && e.Type == k.Type && *e.StateKey == k.StateKey
+	})
 }
 
 func hasStateEvent(evs []*storage.Event) bool {
@@ -789,11 +832,8 @@ func (s *Server) lazyLoad(ctx context.Context, rs *roomSync, state storage.State
 			// Incremental: the sender's membership may predate since and
 			// so not be in the delta; read it at the start of the timeline.
 			if atStart == nil {
-				group, err := s.store.StateGroupAt(ctx, rs.mem.RoomID, start)
-				if err != nil {
-					return nil, err
-				}
-				if atStart, err = s.store.StateGroup(ctx, group); err != nil {
+				var err error
+				if atStart, err = s.store.StateAt(ctx, rs.mem.RoomID, start); err != nil {
 					return nil, err
 				}
 			}

@@ -4,7 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"hearth/server/storage"
+	"hearth/server/timeline"
 )
 
 // notifier is /sync's per-process state. Above all it wakes long-polling
@@ -110,14 +110,23 @@ func (n *notifier) wakeSet(set map[*waiter]struct{}) {
 	}
 }
 
-// notifyEvent wakes the waiters an event may concern: its room's, and its
-// target's for a membership event.
-func (n *notifier) notifyEvent(e *storage.Event) {
+// EventPersisted wakes the waiters an event may concern (it is the
+// timeline's observer): its room's, and those of every user whose
+// membership it changed, its own target's for a membership event and
+// those a state reset moved (an invite reaches someone who is not in the
+// room yet; a reset may take a user out of it).
+func (n *notifier) EventPersisted(p *timeline.Persisted) {
+	e := p.Event
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.wakeSet(n.byRoom[e.RoomID])
 	if e.Type == "m.room.member" && e.StateKey != nil {
 		n.wakeSet(n.byUser[*e.StateKey])
+	}
+	for _, c := range p.Changes {
+		if c.Key.Type == "m.room.member" {
+			n.wakeSet(n.byUser[c.Key.StateKey])
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"hearth/config"
 	"hearth/server/storage"
+	"hearth/server/timeline"
 )
 
 // Deps is everything the server needs, passed explicitly (no globals).
@@ -36,12 +37,12 @@ type Server struct {
 	limits  *limiters
 	nonces  *nonceStore
 	touches *touchCache
-	// roomStates holds each room's event builder between events and
-	// serialises writers per room; notifier wakes /sync.
-	roomStates *roomStates
-	reg        registrationState
-	notifier   *notifier
-	dashboard  http.Handler
+	// timeline is the only way events enter rooms; notifier wakes /sync
+	// when it persists one.
+	timeline  *timeline.Timeline
+	reg       registrationState
+	notifier  *notifier
+	dashboard http.Handler
 	// media is the content repository's state (media.go).
 	media *mediaRepo
 }
@@ -58,8 +59,9 @@ func New(d Deps) (*Server, http.Handler) {
 	s.limits = newLimiters(d.Cfg, d.Now)
 	s.nonces = newNonceStore(d.Now)
 	s.touches = newTouchCache()
-	s.roomStates = newRoomStates(d.Store.Caches())
 	s.notifier = newNotifier()
+	s.timeline = timeline.New(timeline.Deps{Store: d.Store, Key: s.roomsKey(), Now: d.Now, Log: d.Log})
+	s.timeline.Observe(s.notifier)
 	s.media = newMediaRepo(s)
 	if d.Dashboard != nil {
 		s.dashboard = d.Dashboard(s)
@@ -68,6 +70,10 @@ func New(d Deps) (*Server, http.Handler) {
 	go s.resumeRoomDeletes()
 	return s, s.routes()
 }
+
+// Timeline is the server's room pipeline: the federation code receives
+// events through it, tests feed it DAGs.
+func (s *Server) Timeline() *timeline.Timeline { return s.timeline }
 
 // ServerName is the configured server_name.
 func (s *Server) ServerName() string { return s.cfg.ServerName }

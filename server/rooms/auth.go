@@ -36,7 +36,9 @@ func reject(rule, format string, args ...any) error {
 type StateEvents map[StateKey]*Event
 
 // Get returns the state event for a key, or nil.
-func (s StateEvents) Get(typ, stateKey string) *Event { return s[StateKey{typ, stateKey}] }
+func (s StateEvents) Get(typ, stateKey string) *Event {
+	return s[StateKey{Type: typ, StateKey: stateKey}]
+}
 
 func (s StateEvents) membership(user string) string {
 	if e := s.Get(TypeMember, user); e != nil {
@@ -72,24 +74,24 @@ func AuthEventKeys(rv *RoomVersion, typ string, stateKey *string, sender string,
 		keys = append(keys, k)
 	}
 	if !rv.RoomIDFromCreateEvent {
-		add(StateKey{TypeCreate, ""})
+		add(StateKey{Type: TypeCreate, StateKey: ""})
 	}
-	add(StateKey{TypePowerLevels, ""})
-	add(StateKey{TypeMember, sender})
+	add(StateKey{Type: TypePowerLevels, StateKey: ""})
+	add(StateKey{Type: TypeMember, StateKey: sender})
 	if typ == TypeMember && stateKey != nil {
-		add(StateKey{TypeMember, *stateKey})
+		add(StateKey{Type: TypeMember, StateKey: *stateKey})
 		m := contentString(content, "membership")
 		if m == MembershipJoin || m == MembershipInvite || m == MembershipKnock {
-			add(StateKey{TypeJoinRules, ""})
+			add(StateKey{Type: TypeJoinRules, StateKey: ""})
 		}
 		if m == MembershipInvite {
 			if tok := gjson.GetBytes(content, "third_party_invite.signed.token"); tok.Type == gjson.String {
-				add(StateKey{TypeThirdPartyInvite, tok.Str})
+				add(StateKey{Type: TypeThirdPartyInvite, StateKey: tok.Str})
 			}
 		}
 		if m == MembershipJoin && rv.RestrictedJoins {
 			if via := contentString(content, "join_authorised_via_users_server"); via != "" {
-				add(StateKey{TypeMember, via})
+				add(StateKey{Type: TypeMember, StateKey: via})
 			}
 		}
 	}
@@ -174,7 +176,7 @@ func AuthorizeByAuthEvents(e *Event, authEvents []*Event, create *Event, keys Ke
 		state[a.Key()] = a
 	}
 	if e.version.RoomIDFromCreateEvent && create != nil {
-		state[StateKey{TypeCreate, ""}] = create
+		state[StateKey{Type: TypeCreate, StateKey: ""}] = create
 	}
 	return Authorize(e, state, keys)
 }
@@ -191,7 +193,7 @@ func AuthorizeAgainstState(e *Event, state StateEvents, keys KeyLookup) error {
 		}
 	}
 	if c := state.Get(TypeCreate, ""); c != nil {
-		sel[StateKey{TypeCreate, ""}] = c
+		sel[StateKey{Type: TypeCreate, StateKey: ""}] = c
 	}
 	return Authorize(e, sel, keys)
 }

@@ -28,7 +28,7 @@
 // existing room from its current state and forward extremities, which is
 // what send/state endpoints need.
 //
-// State resolution: ResolveState(version, states, provider) resolves state
+// State resolution: ResolveState(ctx, version, states, provider) resolves state
 // maps (event IDs keyed by type/state_key) with v1 (room version 1), v2
 // (room versions 2–11) or v2.1 (12), fetching events through an
 // EventProvider.

@@ -8,15 +8,13 @@ import (
 	"strings"
 
 	"github.com/tidwall/gjson"
+
+	"hearth/server/matrix"
 )
 
-// StateKey identifies an entry of room state.
-type StateKey struct {
-	Type     string
-	StateKey string
-}
-
-func (k StateKey) String() string { return k.Type + "|" + k.StateKey }
+// StateKey identifies an entry of room state (matrix.StateKey, shared
+// with storage).
+type StateKey = matrix.StateKey
 
 // Event is a PDU of a known room version. It keeps the JSON exactly as built
 // or received (hashes and signatures are computed over it) plus the parsed
@@ -194,7 +192,7 @@ func (e *Event) IsState() bool { return e.f.StateKey != nil }
 // Key returns the state key pair; only meaningful for state events.
 func (e *Event) Key() StateKey {
 	sk, _ := e.StateKey()
-	return StateKey{e.f.Type, sk}
+	return StateKey{Type: e.f.Type, StateKey: sk}
 }
 
 // IsCreate reports whether this is the room's m.room.create event.

@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -26,14 +27,14 @@ func (s StateEvents) IDs() StateMap {
 // the state sets and of their auth chains must be available. Rejected
 // events are returned with Rejected set.
 type EventProvider interface {
-	Event(id string) (*Event, error)
+	Event(ctx context.Context, id string) (*Event, error)
 }
 
 // EventMap is an in-memory EventProvider.
 type EventMap map[string]*Event
 
 // Event implements EventProvider.
-func (m EventMap) Event(id string) (*Event, error) {
+func (m EventMap) Event(_ context.Context, id string) (*Event, error) {
 	if e, ok := m[id]; ok {
 		return e, nil
 	}
@@ -56,8 +57,8 @@ func (m EventMap) Add(events ...*Event) {
 // include the set's own events (as Synapse computes the auth difference),
 // so an event present in every state set is never part of the auth
 // difference.
-func ResolveState(rv *RoomVersion, states []StateMap, events EventProvider) (StateMap, error) {
-	r := &resolver{rv: rv, events: events, chains: map[string]map[string]bool{}}
+func ResolveState(ctx context.Context, rv *RoomVersion, states []StateMap, events EventProvider) (StateMap, error) {
+	r := &resolver{ctx: ctx, rv: rv, events: events, chains: map[string]map[string]bool{}}
 	if rv.StateRes == StateResV1 {
 		return r.resolveV1(states)
 	}
@@ -65,13 +66,14 @@ func ResolveState(rv *RoomVersion, states []StateMap, events EventProvider) (Sta
 }
 
 type resolver struct {
+	ctx    context.Context
 	rv     *RoomVersion
 	events EventProvider
 	chains map[string]map[string]bool
 }
 
 func (r *resolver) get(id string) (*Event, error) {
-	e, err := r.events.Event(id)
+	e, err := r.events.Event(r.ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +232,7 @@ func (r *resolver) resolve(states []StateMap) (StateMap, error) {
 			rest = append(rest, id)
 		}
 	}
-	rest, err = r.mainlineOrder(partial[StateKey{TypePowerLevels, ""}], rest)
+	rest, err = r.mainlineOrder(partial[StateKey{Type: TypePowerLevels, StateKey: ""}], rest)
 	if err != nil {
 		return nil, err
 	}
@@ -520,7 +522,7 @@ func (r *resolver) iterativeAuthChecks(state StateMap, ids []string) error {
 			}
 		}
 		keys := e.AuthEventKeys()
-		keys = append(keys, StateKey{TypeCreate, ""})
+		keys = append(keys, StateKey{Type: TypeCreate, StateKey: ""})
 		for _, k := range keys {
 			if sid, ok := state[k]; ok {
 				se, err := r.get(sid)
@@ -532,7 +534,7 @@ func (r *resolver) iterativeAuthChecks(state StateMap, ids []string) error {
 		}
 		if r.rv.RoomIDFromCreateEvent && auth.Get(TypeCreate, "") == nil && !e.IsCreate() {
 			if c, err := r.createFor(e); err == nil && c != nil && !c.Rejected {
-				auth[StateKey{TypeCreate, ""}] = c
+				auth[StateKey{Type: TypeCreate, StateKey: ""}] = c
 			}
 		}
 		if Authorize(e, auth, nil) == nil {

@@ -36,13 +36,13 @@ func TestStateResTopicConflict(t *testing.T) {
 				a, b := at(base.Fork(), tt.tsA), at(base.Fork(), tt.tsB)
 				ta := mustAppend(t, a, TypeTopic, strp(""), alice, map[string]any{"topic": "A"})
 				tb := mustAppend(t, b, TypeTopic, strp(""), mod, map[string]any{"topic": "B"})
-				got, err := ResolveState(base.Version, []StateMap{stateOf(a), stateOf(b)}, events)
+				got, err := ResolveState(t.Context(), base.Version, []StateMap{stateOf(a), stateOf(b)}, events)
 				if err != nil {
 					t.Fatal(err)
 				}
 				want := map[string]string{"A": ta.ID(), "B": tb.ID()}[tt.wantTopicOf]
-				if got[StateKey{TypeTopic, ""}] != want {
-					t.Errorf("topic = %s, want topic %s (%s)", got[StateKey{TypeTopic, ""}], tt.wantTopicOf, want)
+				if got[StateKey{Type: TypeTopic, StateKey: ""}] != want {
+					t.Errorf("topic = %s, want topic %s (%s)", got[StateKey{Type: TypeTopic, StateKey: ""}], tt.wantTopicOf, want)
 				}
 				// Everything else was unconflicted and must be kept.
 				for k, id := range stateOf(base) {
@@ -77,12 +77,12 @@ func TestStateResBanRacesJoin(t *testing.T) {
 				a, b := at(base.Fork(), tsBan), at(base.Fork(), tsJoin)
 				ban := member(t, a, alice, dave, MembershipBan)
 				member(t, b, dave, dave, MembershipJoin)
-				got, err := ResolveState(base.Version, []StateMap{stateOf(a), stateOf(b)}, events)
+				got, err := ResolveState(t.Context(), base.Version, []StateMap{stateOf(a), stateOf(b)}, events)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if got[StateKey{TypeMember, dave}] != ban.ID() {
-					t.Errorf("dave's membership = %s, want the ban %s", got[StateKey{TypeMember, dave}], ban.ID())
+				if got[StateKey{Type: TypeMember, StateKey: dave}] != ban.ID() {
+					t.Errorf("dave's membership = %s, want the ban %s", got[StateKey{Type: TypeMember, StateKey: dave}], ban.ID())
 				}
 			})
 		}
@@ -130,7 +130,7 @@ func TestStateResConcurrentPowerLevels(t *testing.T) {
 				if tt.modTopic {
 					mustAppend(t, b, TypeTopic, strp(""), mod, map[string]any{"topic": "mod's"})
 				}
-				got, err := ResolveState(base.Version, []StateMap{stateOf(a), stateOf(b)}, events)
+				got, err := ResolveState(t.Context(), base.Version, []StateMap{stateOf(a), stateOf(b)}, events)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -138,10 +138,10 @@ func TestStateResConcurrentPowerLevels(t *testing.T) {
 				if tt.wantAlice {
 					want = alicePL.ID()
 				}
-				if got[StateKey{TypePowerLevels, ""}] != want {
-					t.Errorf("power levels = %s, want %s (alice %s, mod %s)", got[StateKey{TypePowerLevels, ""}], want, alicePL.ID(), modPL.ID())
+				if got[StateKey{Type: TypePowerLevels, StateKey: ""}] != want {
+					t.Errorf("power levels = %s, want %s (alice %s, mod %s)", got[StateKey{Type: TypePowerLevels, StateKey: ""}], want, alicePL.ID(), modPL.ID())
 				}
-				if id, ok := got[StateKey{TypeTopic, ""}]; ok && tt.modTopic {
+				if id, ok := got[StateKey{Type: TypeTopic, StateKey: ""}]; ok && tt.modTopic {
 					t.Errorf("mod's topic %s survived although mod was demoted", id)
 				}
 			})
@@ -164,15 +164,15 @@ func TestStateResMainlineBeatsTimestamp(t *testing.T) {
 			mustAppend(t, a, TypeTopic, strp(""), mod, map[string]any{"topic": "T1"})
 			p1 := mustAppend(t, b, TypePowerLevels, strp(""), alice, basePL(b.Version, map[string]any{"ban": 40}))
 			t2 := mustAppend(t, b, TypeTopic, strp(""), mod, map[string]any{"topic": "T2"})
-			got, err := ResolveState(base.Version, []StateMap{stateOf(a), stateOf(b)}, events)
+			got, err := ResolveState(t.Context(), base.Version, []StateMap{stateOf(a), stateOf(b)}, events)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got[StateKey{TypePowerLevels, ""}] != p1.ID() {
-				t.Errorf("power levels = %s, want %s", got[StateKey{TypePowerLevels, ""}], p1.ID())
+			if got[StateKey{Type: TypePowerLevels, StateKey: ""}] != p1.ID() {
+				t.Errorf("power levels = %s, want %s", got[StateKey{Type: TypePowerLevels, StateKey: ""}], p1.ID())
 			}
-			if got[StateKey{TypeTopic, ""}] != t2.ID() {
-				t.Errorf("topic = %s, want T2 %s", got[StateKey{TypeTopic, ""}], t2.ID())
+			if got[StateKey{Type: TypeTopic, StateKey: ""}] != t2.ID() {
+				t.Errorf("topic = %s, want T2 %s", got[StateKey{Type: TypeTopic, StateKey: ""}], t2.ID())
 			}
 		})
 	}
@@ -208,7 +208,7 @@ func TestStateResV2VersusV21(t *testing.T) {
 			mustAppend(t, base, TypePowerLevels, strp(""), alice, basePL(base.Version, map[string]any{"users": usersWith(base.Version, mod, 0)}))
 			a, b := base.Fork(), at(base.Fork(), 2000)
 			j2 := mustAppend(t, b, TypeJoinRules, strp(""), alice, map[string]any{"join_rule": JoinRulePublic})
-			got, err := ResolveState(base.Version, []StateMap{stateOf(a), stateOf(b)}, events)
+			got, err := ResolveState(t.Context(), base.Version, []StateMap{stateOf(a), stateOf(b)}, events)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -216,8 +216,8 @@ func TestStateResV2VersusV21(t *testing.T) {
 			if tt.wantJ1 {
 				want = j1.ID()
 			}
-			if got[StateKey{TypeJoinRules, ""}] != want {
-				t.Errorf("join_rules = %s, want %s (j1 %s, j2 %s)", got[StateKey{TypeJoinRules, ""}], want, j1.ID(), j2.ID())
+			if got[StateKey{Type: TypeJoinRules, StateKey: ""}] != want {
+				t.Errorf("join_rules = %s, want %s (j1 %s, j2 %s)", got[StateKey{Type: TypeJoinRules, StateKey: ""}], want, j1.ID(), j2.ID())
 			}
 		})
 	}
@@ -240,7 +240,7 @@ func TestStateResTrivialCases(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := ResolveState(base.Version, tt.states, events)
+			got, err := ResolveState(t.Context(), base.Version, tt.states, events)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -286,7 +286,7 @@ func TestFullConflictedSetSubgraph(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if unconflicted[StateKey{TypeMember, mod}] != x.ID() {
+			if unconflicted[StateKey{Type: TypeMember, StateKey: mod}] != x.ID() {
 				t.Fatalf("X is not unconflicted")
 			}
 			for _, e := range []*Event{pl1, pl2, c1} {
@@ -302,12 +302,12 @@ func TestFullConflictedSetSubgraph(t *testing.T) {
 			if jr := base.State.Get(TypeJoinRules, ""); full[jr.ID()] {
 				t.Errorf("unrelated unconflicted event %s in the full conflicted set", jr.ID())
 			}
-			got, err := ResolveState(base.Version, []StateMap{stateOf(a), stateOf(b)}, events)
+			got, err := ResolveState(t.Context(), base.Version, []StateMap{stateOf(a), stateOf(b)}, events)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got[StateKey{TypeMember, bob}] != c1.ID() || got[StateKey{TypeMember, mod}] != x.ID() {
-				t.Errorf("resolved bob %s mod %s, want kick %s and X %s", got[StateKey{TypeMember, bob}], got[StateKey{TypeMember, mod}], c1.ID(), x.ID())
+			if got[StateKey{Type: TypeMember, StateKey: bob}] != c1.ID() || got[StateKey{Type: TypeMember, StateKey: mod}] != x.ID() {
+				t.Errorf("resolved bob %s mod %s, want kick %s and X %s", got[StateKey{Type: TypeMember, StateKey: bob}], got[StateKey{Type: TypeMember, StateKey: mod}], c1.ID(), x.ID())
 			}
 		})
 	}

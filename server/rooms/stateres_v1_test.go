@@ -32,15 +32,15 @@ func TestStateResV1(t *testing.T) {
 			mustAppend(t, f.a, TypeTopic, strp(""), alice, map[string]any{"topic": "A"})
 			mustAppend(t, f.b, TypeName, strp(""), mod, map[string]any{"name": "n"})
 			deeper := mustAppend(t, f.b, TypeTopic, strp(""), mod, map[string]any{"topic": "B"})
-			return StateKey{TypeTopic, ""}, deeper.ID()
+			return StateKey{Type: TypeTopic, StateKey: ""}, deeper.ID()
 		}},
 		{"other state: equal depth, lowest sha1(event_id) wins", func(t *testing.T, f forks) (StateKey, string) {
 			x := mustAppend(t, f.a, TypeTopic, strp(""), alice, map[string]any{"topic": "A"})
 			y := mustAppend(t, f.b, TypeTopic, strp(""), mod, map[string]any{"topic": "B"})
 			if sha1hex(x.ID()) < sha1hex(y.ID()) {
-				return StateKey{TypeTopic, ""}, x.ID()
+				return StateKey{Type: TypeTopic, StateKey: ""}, x.ID()
 			}
-			return StateKey{TypeTopic, ""}, y.ID()
+			return StateKey{Type: TypeTopic, StateKey: ""}, y.ID()
 		}},
 		{"other state: the candidate must pass auth", func(t *testing.T, f forks) (StateKey, string) {
 			// Deeper topic by mod, but alice demoted mod on the other fork.
@@ -49,24 +49,24 @@ func TestStateResV1(t *testing.T) {
 			mustAppend(t, f.b, TypeName, strp(""), mod, map[string]any{"name": "n"})
 			mustAppend(t, f.b, TypeName, strp(""), mod, map[string]any{"name": "m"})
 			mustAppend(t, f.b, TypeTopic, strp(""), mod, map[string]any{"topic": "B"})
-			return StateKey{TypeTopic, ""}, x.ID()
+			return StateKey{Type: TypeTopic, StateKey: ""}, x.ID()
 		}},
 		{"power levels: all allowed, last in (depth asc, sha1 desc) order wins", func(t *testing.T, f forks) (StateKey, string) {
 			x := mustAppend(t, f.a, TypePowerLevels, strp(""), alice, basePL(f.a.Version, map[string]any{"ban": 40}))
 			y := mustAppend(t, f.b, TypePowerLevels, strp(""), mod, basePL(f.b.Version, map[string]any{"kick": 40}))
 			if sha1hex(x.ID()) < sha1hex(y.ID()) {
-				return StateKey{TypePowerLevels, ""}, x.ID()
+				return StateKey{Type: TypePowerLevels, StateKey: ""}, x.ID()
 			}
-			return StateKey{TypePowerLevels, ""}, y.ID()
+			return StateKey{Type: TypePowerLevels, StateKey: ""}, y.ID()
 		}},
 		{"membership: ban beats a racing join", func(t *testing.T, f forks) (StateKey, string) {
 			ban := member(t, f.a, alice, dave, MembershipBan)
 			member(t, f.b, dave, dave, MembershipJoin)
-			return StateKey{TypeMember, dave}, ban.ID()
+			return StateKey{Type: TypeMember, StateKey: dave}, ban.ID()
 		}},
 		{"a key in only one state is not a conflict", func(t *testing.T, f forks) (StateKey, string) {
 			x := mustAppend(t, f.a, TypeTopic, strp(""), alice, map[string]any{"topic": "A"})
-			return StateKey{TypeTopic, ""}, x.ID()
+			return StateKey{Type: TypeTopic, StateKey: ""}, x.ID()
 		}},
 	}
 	for _, tt := range tests {
@@ -74,7 +74,7 @@ func TestStateResV1(t *testing.T) {
 			t.Parallel()
 			f := mk(t)
 			key, want := tt.run(t, f)
-			got, err := ResolveState(f.base.Version, []StateMap{stateOf(f.a), stateOf(f.b)}, f.events)
+			got, err := ResolveState(t.Context(), f.base.Version, []StateMap{stateOf(f.a), stateOf(f.b)}, f.events)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -13,7 +13,7 @@ import (
 // nextAuxID takes the next aux stream position inside tx. On PostgreSQL the
 // table lock makes aux writers commit in the order their ids were taken, so
 // a /sync reader that sees id N has seen every id below it (the same
-// guarantee persistMu gives the event stream). SQLite has one writer anyway.
+// guarantee eventStream gives the event stream). SQLite has one writer anyway.
 func (s *Store) nextAuxID(ctx context.Context, tx *sql.Tx, kind string) (int64, error) {
 	if s.d.Name == "postgres" {
 		if _, err := tx.ExecContext(ctx, `LOCK TABLE aux_stream IN SHARE ROW EXCLUSIVE MODE`); err != nil {

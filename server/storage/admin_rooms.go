@@ -163,23 +163,22 @@ func (s *Store) SetRoomBlocked(ctx context.Context, roomID, userID string, block
 }
 
 // PurgeRoom removes everything stored about a room: its row, events, DAG,
-// state groups, current state, aliases, receipts, account data, reports,
-// its place as someone's server-notices room, and the transaction IDs of
-// its events. What stays is the block (blocked_rooms) and the record of the
-// deletion (room_deletes). Deleting per table in one transaction keeps a
-// half-purged room from being visible.
+// state groups, current state and its deltas, aliases, receipts, account
+// data, reports, its place as someone's server-notices room, and the
+// transaction IDs of its events. What stays is the block (blocked_rooms)
+// and the record of the deletion (room_deletes).
+//
+// The room's row, current state and every small table go first, in one
+// transaction: from then on the room is gone for readers. The large tables
+// (events, state groups, deltas, edges) follow in chunks of their own
+// transactions, so purging a big room never holds the database's writer
+// for long and other rooms' sends go on. A purge cut short is finished by
+// running it again (room deletions are resumed at start-up).
 func (s *Store) PurgeRoom(ctx context.Context, roomID string) error {
-	s.persistMu.Lock()
-	defer s.persistMu.Unlock()
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
 		for _, q := range []string{
-			`DELETE FROM event_txn_ids WHERE event_id IN (SELECT event_id FROM events WHERE room_id = $1)`,
-			`DELETE FROM state_group_entries WHERE group_id IN (SELECT id FROM state_groups WHERE room_id = $1)`,
-			`DELETE FROM state_groups WHERE room_id = $1`,
-			`DELETE FROM event_edges WHERE room_id = $1`,
 			`DELETE FROM forward_extremities WHERE room_id = $1`,
 			`DELETE FROM current_state WHERE room_id = $1`,
-			`DELETE FROM events WHERE room_id = $1`,
 			`DELETE FROM room_aliases WHERE room_id = $1`,
 			`DELETE FROM forgotten_rooms WHERE room_id = $1`,
 			`DELETE FROM account_data WHERE room_id = $1`,
@@ -195,26 +194,41 @@ func (s *Store) PurgeRoom(ctx context.Context, roomID string) error {
 		}
 		return nil
 	})
-}
-
-// DeleteExtraForwardExtremities removes every forward extremity of the room
-// but the newest (by depth, then arrival), returning how many went.
-func (s *Store) DeleteExtraForwardExtremities(ctx context.Context, roomID string) (int, error) {
-	exts, err := s.ForwardExtremities(ctx, roomID)
-	if err != nil || len(exts) <= 1 {
-		return 0, err
+	if err != nil {
+		return err
 	}
-	n := 0
-	err = s.tx(ctx, func(tx *sql.Tx) error {
-		for _, x := range exts[1:] {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2`, roomID, x.EventID); err != nil {
-				return fmt.Errorf("storage: delete forward extremity: %w", err)
+	s.c.currentState.Remove(roomID)
+	for _, chunk := range [][]string{
+		{`DELETE FROM event_txn_ids WHERE event_id IN (SELECT event_id FROM events WHERE room_id = $1 ORDER BY stream_ordering LIMIT 500)`,
+			`DELETE FROM events WHERE stream_ordering IN (SELECT stream_ordering FROM events WHERE room_id = $1 ORDER BY stream_ordering LIMIT 500)`},
+		{`DELETE FROM state_group_entries WHERE group_id IN (SELECT id FROM state_groups WHERE room_id = $1 ORDER BY id LIMIT 50)`,
+			`DELETE FROM state_groups WHERE id IN (SELECT id FROM state_groups WHERE room_id = $1 ORDER BY id LIMIT 50)`},
+		{`DELETE FROM current_state_deltas WHERE room_id = $1 AND stream_ordering IN
+			(SELECT stream_ordering FROM current_state_deltas WHERE room_id = $1 ORDER BY stream_ordering LIMIT 500)`},
+		{`DELETE FROM event_edges WHERE room_id = $1 AND event_id IN (SELECT event_id FROM event_edges WHERE room_id = $1 LIMIT 500)`},
+	} {
+		for {
+			var n int64
+			err := s.tx(ctx, func(tx *sql.Tx) error {
+				for _, q := range chunk {
+					res, err := tx.ExecContext(ctx, q, roomID)
+					if err != nil {
+						return fmt.Errorf("storage: purge room %s: %s: %w", roomID, strings.Fields(q)[2], err)
+					}
+					m, _ := res.RowsAffected()
+					n += m
+				}
+				return nil
+			})
+			if err != nil {
+				return err
 			}
-			n++
+			if n == 0 {
+				break
+			}
 		}
-		return nil
-	})
-	return n, err
+	}
+	return nil
 }
 
 // Delete statuses of a room deletion (Synapse's names).

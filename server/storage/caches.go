@@ -10,6 +10,8 @@ const (
 	// A state group's map costs about 100 bytes per entry; most groups of
 	// a small server hold tens of entries.
 	stateGroupCacheBase = 2_000
+	// Current state: one entry per active room.
+	currentStateCacheBase = 1_000
 )
 
 // caches are the Store's read-through caches. Every write that can change
@@ -27,6 +29,10 @@ type caches struct {
 	// change once written, so entries need no invalidation; /sync, history
 	// visibility and room loads read the same groups again and again.
 	stateGroups *cache.LRU[int64, StateKeyMap]
+	// currentState maps a room to its current state. Every change goes
+	// through PersistEvents or SetRoomHead, which drop the room's entry
+	// after committing and before the change becomes visible.
+	currentState *cache.LRU[string, StateKeyMap]
 }
 
 func newCaches(r *cache.Registry) caches {
@@ -35,6 +41,8 @@ func newCaches(r *cache.Registry) caches {
 		users:    cache.NewLRU[string, User](r, "users", "user ID → account row (admin, deactivated, locked flags)", userCacheBase),
 		stateGroups: cache.NewLRU[int64, StateKeyMap](r, "state_groups", "state group → room state (immutable; read by sync, visibility, room loads)",
 			stateGroupCacheBase),
+		currentState: cache.NewLRU[string, StateKeyMap](r, "current_state", "room → current state (read by sync, state endpoints, visibility)",
+			currentStateCacheBase),
 	}
 }
 

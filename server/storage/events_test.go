@@ -24,8 +24,12 @@ func TestEventsAndStateGroups(t *testing.T) {
 			t.Helper()
 			ne := &storage.NewEvent{Event: storage.Event{EventID: id, RoomID: room, Type: typ, StateKey: sk, Sender: "@a:hs",
 				Depth: int64(len(prev) + 1), JSON: []byte(`{}`), Membership: membership},
-				PrevEvents: prev, StateBefore: group, UpdateCurrentState: true}
-			if _, err := st.PersistEvent(ctx, ne); err != nil {
+				PrevEvents: prev, StateBefore: group}
+			head := &storage.HeadUpdate{Extremities: []string{id}}
+			if sk != nil {
+				head.Changes = []storage.StateChange{{Key: storage.StateKey{Type: typ, StateKey: *sk}, EventID: id}}
+			}
+			if err := st.PersistEvents(ctx, []*storage.NewEvent{ne}, head); err != nil {
 				t.Fatalf("persist %s: %v", id, err)
 			}
 			prev, group = []string{id}, ne.StateGroup
@@ -72,7 +76,7 @@ func TestEventsAndStateGroups(t *testing.T) {
 		// Idempotent transaction IDs.
 		ne := &storage.NewEvent{Event: storage.Event{EventID: "$t1", RoomID: room, Type: "m.room.message", Sender: "@a:hs", JSON: []byte(`{}`),
 			SenderDevice: "D", TxnID: "txn1", TxnScope: "send " + room}, PrevEvents: prev, StateBefore: group}
-		if _, err := st.PersistEvent(ctx, ne); err != nil {
+		if err := st.PersistEvents(ctx, []*storage.NewEvent{ne}, nil); err != nil {
 			t.Fatal(err)
 		}
 		if id, err := st.EventIDByTxn(ctx, "@a:hs", "D", "send "+room, "txn1"); err != nil || id != "$t1" {
@@ -80,7 +84,7 @@ func TestEventsAndStateGroups(t *testing.T) {
 		}
 		dup := &storage.NewEvent{Event: storage.Event{EventID: "$t2", RoomID: room, Type: "m.room.message", Sender: "@a:hs", JSON: []byte(`{}`),
 			SenderDevice: "D", TxnID: "txn1", TxnScope: "send " + room}, PrevEvents: []string{"$t1"}, StateBefore: group}
-		if _, err := st.PersistEvent(ctx, dup); !errors.Is(err, storage.ErrConflict) {
+		if err := st.PersistEvents(ctx, []*storage.NewEvent{dup}, nil); !errors.Is(err, storage.ErrConflict) {
 			t.Fatalf("duplicate txn: %v", err)
 		}
 		if _, err := st.EventByID(ctx, "$t2"); !errors.Is(err, storage.ErrNotFound) {

@@ -18,8 +18,9 @@ type TopoPos struct {
 // TopoEnd is after every event.
 var TopoEnd = TopoPos{Depth: math.MaxInt64, Stream: math.MaxInt64}
 
-// liveEvent is the condition every client-visible timeline query shares.
-const liveEvent = `outlier = 0 AND rejected = 0`
+// liveEvent is the condition every client-visible timeline query shares:
+// outliers, rejected and soft-failed events are stored but never shown.
+const liveEvent = `outlier = 0 AND rejected = 0 AND soft_failed = 0`
 
 // topoAfter and topoAtOrBefore compare (depth, stream_ordering) with a
 // position as explicit ORs (row values are portable, but the expanded form

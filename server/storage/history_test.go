@@ -24,7 +24,7 @@ func TestTopologicalPagination(t *testing.T) {
 			t.Helper()
 			ne := &storage.NewEvent{Event: storage.Event{EventID: id, RoomID: room, Type: "m.room.message", Sender: "@a:hs",
 				Depth: depth, JSON: []byte(`{}`), RelatesTo: relatesTo, RelType: relType}}
-			if _, err := st.PersistEvent(ctx, ne); err != nil {
+			if err := st.PersistEvents(ctx, []*storage.NewEvent{ne}, nil); err != nil {
 				t.Fatalf("persist %s: %v", id, err)
 			}
 		}

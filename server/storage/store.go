@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"hearth/server/cache"
@@ -33,11 +32,10 @@ var ErrConflict = errors.New("storage: already exists")
 type Store struct {
 	read, write *sql.DB
 	d           dialect
-	// persistMu orders event writes: stream positions become visible in
-	// the order they were assigned, so a /sync reader that has seen
-	// position N has seen everything below it (PostgreSQL would otherwise
-	// commit concurrent transactions out of order).
-	persistMu sync.Mutex
+	// events hands out event stream positions and makes them visible in
+	// order, so a /sync reader that has seen position N has seen
+	// everything below it, without serialising writers (streams.go).
+	events *eventStream
 
 	cacheRegistry *cache.Registry
 	c             caches // caches.go
@@ -111,6 +109,12 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	es, err := loadEventStream(ctx, s.write)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.events = es
 	return s, nil
 }
 

@@ -5,11 +5,13 @@ import (
 	"fmt"
 )
 
-// RoomsWithEventsBetween lists the rooms that have events in (after, upTo]:
-// what an incremental /sync needs to look at.
+// RoomsWithEventsBetween lists the rooms that have live events or
+// current-state changes in (after, upTo]: what an incremental /sync needs
+// to look at.
 func (s *Store) RoomsWithEventsBetween(ctx context.Context, after, upTo int64) (map[string]bool, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT DISTINCT room_id FROM events
-		WHERE stream_ordering > $1 AND stream_ordering <= $2 AND outlier = 0`, after, upTo)
+	rows, err := s.read.QueryContext(ctx, `SELECT room_id FROM events
+		WHERE stream_ordering > $1 AND stream_ordering <= $2 AND `+liveEvent+`
+		UNION SELECT room_id FROM current_state_deltas WHERE stream_ordering > $1 AND stream_ordering <= $2`, after, upTo)
 	if err != nil {
 		return nil, fmt.Errorf("storage: rooms with events: %w", err)
 	}
@@ -41,14 +43,4 @@ func (s *Store) ForgottenRooms(ctx context.Context, userID string) (map[string]b
 		out[r] = true
 	}
 	return out, rows.Err()
-}
-
-// StateGroupAt returns the state group after the room's last event at or
-// before stream position pos (0 when the room had none yet).
-func (s *Store) StateGroupAt(ctx context.Context, roomID string, pos int64) (int64, error) {
-	evs, err := s.RoomEvents(ctx, roomID, 0, pos, 1, true)
-	if err != nil || len(evs) == 0 {
-		return 0, err
-	}
-	return evs[0].StateGroup, nil
 }

@@ -1,0 +1,356 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// NewEvent is an event to persist.
+type NewEvent struct {
+	Event
+	// PrevEvents are the event's prev_events: its DAG edges (none are
+	// stored for outliers).
+	PrevEvents []string
+	// StateBefore is the group of the state before the event: 0 for the
+	// create event and outliers, and for a rejected event whose state is
+	// unknown.
+	StateBefore int64
+	// ChainState: the state before the event is the state after the
+	// previous event of the batch (StateBefore is ignored).
+	ChainState bool
+	// Backfilled marks history older than what the room had: it takes a
+	// position at or below zero, never seen as new by an incremental /sync.
+	Backfilled bool
+	// RejectReason says why a rejected or soft-failed event failed.
+	RejectReason string
+}
+
+// live reports whether the event takes a live stream position.
+func (ne *NewEvent) live() bool { return !ne.Outlier && !ne.Backfilled }
+
+// HeadUpdate is what persisting events changes about the room's head: the
+// forward extremities and the current state. Only accepted live events
+// change them; rejected, soft-failed, backfilled and outlier events are
+// persisted without one.
+type HeadUpdate struct {
+	// Extremities replaces the room's forward extremities (nil: unchanged).
+	Extremities []string
+	// StateGroup holds the new current state; 0 means the state after the
+	// last event persisted with this update.
+	StateGroup int64
+	// Changes is the difference from the old current state to the new.
+	Changes []StateChange
+}
+
+// StateChange is one key of current state changing.
+type StateChange struct {
+	Key StateKey
+	// EventID is the key's new event; "" when the key left the state.
+	EventID string
+	// PrevEventID is the key's old event; "" when it was not in the state.
+	PrevEventID string
+	// StreamPos is the stream position of the change (set when read).
+	StreamPos int64
+}
+
+// PersistEvents stores events of one room, in order, in one transaction:
+// each with its state group, DAG edges and transaction ID, then the head
+// update (forward extremities, current state and its deltas). It is the
+// only way events enter the store besides PersistOutliers. Live events
+// take increasing stream positions; PersistEvents returns once those are
+// visible to readers (see eventStream), so whoever it tells may read them.
+//
+// An event already stored as an outlier is turned into a timeline event in
+// place; any other event already stored is ErrConflict, as is a reused
+// client transaction ID.
+func (s *Store) PersistEvents(ctx context.Context, evs []*NewEvent, head *HeadUpdate) error {
+	if len(evs) == 0 && head == nil {
+		return nil
+	}
+	roomID := ""
+	nLive := 0
+	for _, ne := range evs {
+		if roomID != "" && ne.RoomID != roomID {
+			return fmt.Errorf("storage: persist: events of rooms %s and %s in one batch", roomID, ne.RoomID)
+		}
+		roomID = ne.RoomID
+		if ne.live() {
+			nLive++
+		}
+	}
+	if head != nil && nLive == 0 {
+		nLive = 1 // the deltas need a position of their own
+	}
+	var live []int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		live = s.events.nextLive(nLive)
+		next := live
+		var lastGroup int64
+		for _, ne := range evs {
+			if ne.live() {
+				ne.StreamPos, next = next[0], next[1:]
+			} else {
+				ne.StreamPos = s.events.nextHistory()
+			}
+			if ne.ChainState {
+				ne.StateBefore = lastGroup
+			}
+			if err := s.insertEvent(ctx, tx, ne); err != nil {
+				return err
+			}
+			lastGroup = ne.StateGroup
+		}
+		if head == nil {
+			return nil
+		}
+		if len(evs) == 0 {
+			// A head change with no event of its own (extremities dropped).
+			roomID = ""
+		}
+		return applyHead(ctx, tx, roomID, live[len(live)-1], lastGroup, head)
+	})
+	if head != nil && err == nil {
+		// Before the positions become visible: a reader that sees them
+		// must not find the old current state in the cache.
+		s.c.currentState.Remove(roomID)
+	}
+	s.events.finish(live)
+	if err != nil {
+		return err
+	}
+	if len(live) > 0 {
+		return s.events.waitVisible(context.WithoutCancel(ctx), live[len(live)-1])
+	}
+	return nil
+}
+
+// SetRoomHead changes a room's head without a new event (an admin dropping
+// forward extremities): the deltas take a position of their own.
+func (s *Store) SetRoomHead(ctx context.Context, roomID string, head *HeadUpdate) error {
+	var pos []int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		pos = s.events.nextLive(1)
+		return applyHead(ctx, tx, roomID, pos[0], 0, head)
+	})
+	if err == nil {
+		s.c.currentState.Remove(roomID)
+	}
+	s.events.finish(pos)
+	if err != nil {
+		return err
+	}
+	return s.events.waitVisible(context.WithoutCancel(ctx), pos[0])
+}
+
+// insertEvent stores one event row with its state group, edges and
+// transaction ID.
+func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, ne *NewEvent) error {
+	e := &ne.Event
+	group := ne.StateBefore
+	if e.Outlier {
+		group = 0
+	} else if e.IsState() && !e.Rejected {
+		// Soft-failed events have a state after them like any other: later
+		// events may build on them.
+		var err error
+		if group, err = newStateGroup(ctx, tx, e.RoomID, ne.StateBefore, map[StateKey]string{{Type: e.Type, StateKey: *e.StateKey}: e.EventID}); err != nil {
+			return err
+		}
+	}
+	e.StateGroup = group
+	var inserted int64
+	err := tx.QueryRowContext(ctx, `INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth, origin_server_ts,
+			json, membership, replaces_state, state_group, rejected, soft_failed, rejection_reason, outlier, relates_to, rel_type,
+			sender_device, txn_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+		ON CONFLICT (event_id) DO NOTHING RETURNING stream_ordering`,
+		e.StreamPos, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS, string(e.JSON),
+		nullStr(e.Membership), nullStr(e.ReplacesState), nullInt(group), boolInt(e.Rejected), boolInt(e.SoftFailed),
+		nullStr(ne.RejectReason), boolInt(e.Outlier), nullStr(e.RelatesTo), nullStr(e.RelType),
+		nullStr(e.SenderDevice), nullStr(e.TxnID)).Scan(&inserted)
+	if errors.Is(err, sql.ErrNoRows) {
+		if err := deOutlier(ctx, tx, ne, group); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return fmt.Errorf("storage: insert event %s: %w", e.EventID, err)
+	}
+	if !e.Outlier {
+		for _, p := range ne.PrevEvents {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES ($1, $2, $3)
+				ON CONFLICT DO NOTHING`, e.EventID, p, e.RoomID); err != nil {
+				return fmt.Errorf("storage: insert edge: %w", err)
+			}
+		}
+	}
+	if e.TxnID != "" && e.SenderDevice != "" {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO event_txn_ids (user_id, device_id, scope, txn_id, event_id, created_ts)
+			VALUES ($1, $2, $3, $4, $5, $6)`, e.Sender, e.SenderDevice, e.TxnScope, e.TxnID, e.EventID, nowMS()); err != nil {
+			if isUnique(err) {
+				return ErrConflict
+			}
+			return fmt.Errorf("storage: record txn id: %w", err)
+		}
+	}
+	return nil
+}
+
+// deOutlier turns an event stored as an outlier (from an auth chain or a
+// join's state) into a timeline event once it arrives as one. Any other
+// duplicate is ErrConflict.
+func deOutlier(ctx context.Context, tx *sql.Tx, ne *NewEvent, group int64) error {
+	e := &ne.Event
+	var outlier int
+	if err := tx.QueryRowContext(ctx, `SELECT outlier FROM events WHERE event_id = $1`, e.EventID).Scan(&outlier); err != nil {
+		return fmt.Errorf("storage: read event %s: %w", e.EventID, err)
+	}
+	if outlier == 0 || e.Outlier {
+		return ErrConflict
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE events SET stream_ordering = $1, outlier = 0, state_group = $2, rejected = $3,
+		soft_failed = $4, rejection_reason = $5, json = $6 WHERE event_id = $7`,
+		e.StreamPos, nullInt(group), boolInt(e.Rejected), boolInt(e.SoftFailed), nullStr(ne.RejectReason), string(e.JSON), e.EventID)
+	if err != nil {
+		return fmt.Errorf("storage: de-outlier %s: %w", e.EventID, err)
+	}
+	return nil
+}
+
+// applyHead writes a head update at stream position pos. lastGroup is the
+// state group after the last event persisted with it.
+func applyHead(ctx context.Context, tx *sql.Tx, roomID string, pos, lastGroup int64, head *HeadUpdate) error {
+	if roomID == "" {
+		return errors.New("storage: head update without a room")
+	}
+	if head.Extremities != nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM forward_extremities WHERE room_id = $1`, roomID); err != nil {
+			return fmt.Errorf("storage: update extremities: %w", err)
+		}
+		for _, id := range head.Extremities {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)`, roomID, id); err != nil {
+				return fmt.Errorf("storage: insert extremity: %w", err)
+			}
+		}
+	}
+	group := head.StateGroup
+	if group == 0 {
+		group = lastGroup
+	}
+	if len(head.Changes) > 0 || head.StateGroup != 0 {
+		if _, err := tx.ExecContext(ctx, `UPDATE rooms SET state_group = $1 WHERE room_id = $2`, nullInt(group), roomID); err != nil {
+			return fmt.Errorf("storage: set room state group: %w", err)
+		}
+	}
+	for _, c := range head.Changes {
+		if c.EventID == "" {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3`,
+				roomID, c.Key.Type, c.Key.StateKey); err != nil {
+				return fmt.Errorf("storage: update current state: %w", err)
+			}
+		} else {
+			// current_state.stream_ordering is when the key last changed,
+			// not the event's own position: a state reset back to an old
+			// event is a change now.
+			if _, err := tx.ExecContext(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id, membership, stream_ordering)
+				VALUES ($1, $2, $3, $4, (SELECT membership FROM events WHERE event_id = $4), $5)
+				ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id,
+					membership = excluded.membership, stream_ordering = excluded.stream_ordering`,
+				roomID, c.Key.Type, c.Key.StateKey, c.EventID, pos); err != nil {
+				return fmt.Errorf("storage: update current state: %w", err)
+			}
+			if c.Key.Type == "m.room.member" {
+				if _, err := tx.ExecContext(ctx, `DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2
+					AND EXISTS (SELECT 1 FROM events WHERE event_id = $3 AND membership = 'join')`, c.Key.StateKey, roomID, c.EventID); err != nil {
+					return fmt.Errorf("storage: unforget room: %w", err)
+				}
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO current_state_deltas (stream_ordering, room_id, type, state_key, event_id, prev_event_id)
+			VALUES ($1, $2, $3, $4, $5, $6)`, pos, roomID, c.Key.Type, c.Key.StateKey, nullStr(c.EventID), nullStr(c.PrevEventID)); err != nil {
+			return fmt.Errorf("storage: record state delta: %w", err)
+		}
+	}
+	return nil
+}
+
+// outlierChunk bounds the rows one PersistOutliers transaction writes, so
+// a join's thousands of state events never hold the (SQLite) writer for
+// long: other rooms' sends interleave between chunks.
+const outlierChunk = 100
+
+// PersistOutliers stores events outside the timeline (auth chains, the
+// state a join brings): no stream position readers see, no state group,
+// no edges. Events already stored are left as they are. The batch is
+// written in chunks, each its own transaction; the room lock is not needed.
+func (s *Store) PersistOutliers(ctx context.Context, evs []*NewEvent) error {
+	for start := 0; start < len(evs); start += outlierChunk {
+		chunk := evs[start:min(start+outlierChunk, len(evs))]
+		err := s.tx(ctx, func(tx *sql.Tx) error {
+			for _, ne := range chunk {
+				e := &ne.Event
+				e.Outlier, e.StreamPos, e.StateGroup = true, s.events.nextHistory(), 0
+				if _, err := tx.ExecContext(ctx, `INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth,
+						origin_server_ts, json, membership, rejected, rejection_reason, outlier, relates_to, rel_type)
+					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $14) ON CONFLICT (event_id) DO NOTHING`,
+					e.StreamPos, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS, string(e.JSON),
+					nullStr(e.Membership), boolInt(e.Rejected), nullStr(ne.RejectReason), nullStr(e.RelatesTo), nullStr(e.RelType)); err != nil {
+					return fmt.Errorf("storage: insert outlier %s: %w", e.EventID, err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// EventsExist returns which of ids are stored, with whether each is an
+// outlier.
+func (s *Store) EventsExist(ctx context.Context, ids []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for start := 0; start < len(ids); start += 500 {
+		chunk := ids[start:min(start+500, len(ids))]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		rows, err := s.read.QueryContext(ctx, `SELECT event_id, outlier FROM events WHERE event_id IN (`+inList(1, len(chunk))+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("storage: events exist: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			var outlier int
+			if err := rows.Scan(&id, &outlier); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[id] = outlier != 0
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// valuesList renders "($1, $2, $3), ($4, $5, $6)" for a multi-row INSERT of
+// rows rows of cols columns.
+func valuesList(rows, cols int) string {
+	var b strings.Builder
+	for r := 0; r < rows; r++ {
+		if r > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		b.WriteString(inList(r*cols+1, cols))
+		b.WriteByte(')')
+	}
+	return b.String()
+}

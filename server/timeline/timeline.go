@@ -1,0 +1,219 @@
+// Package timeline is the only way events enter a room, whoever built them.
+//
+// Local events (createRoom, send, state, membership) are built, signed and
+// authorised on the room's head (Send, CreateRoom). Events built elsewhere
+// arrive through Receive, as one of three kinds: Live (new events), Backfill
+// (older history) and Outlier (auth chains, the state a join brings), and a
+// join through another server through Join. Both paths share persistence
+// (storage.PersistEvents), the state calculation (state.go) and the
+// observers told about every persisted event (the /sync notifier today; the
+// federation send queue and push later).
+//
+// Received events go through the checks of the server-server spec
+// ("Checks performed on receipt of a PDU") in its order: format and room
+// version, signatures (through a rooms.KeyLookup the federation code
+// provides), hashes (the event is redacted on a mismatch), authorisation
+// against its own auth_events (failure: rejected), against the state before
+// it, resolved from its prev_events' states (rejected), and, for live
+// events, against the room's current state (soft-failed). Rejected and
+// soft-failed events are stored with their status and change nothing else.
+//
+// Concurrency: everything that can take long (signature checks, fetching
+// missing events, state resolution, loading state) happens before a room's
+// lock is taken; the lock is held for the write of the room's head alone,
+// and never across network I/O. Locks are a fixed table of shards, not one
+// mutex per room ever seen. Observers run after the lock is released.
+package timeline
+
+import (
+	"context"
+	"errors"
+	"hash/fnv"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"hearth/server/cache"
+	"hearth/server/rooms"
+	"hearth/server/storage"
+)
+
+// ErrUnknownRoom is returned for events of rooms this server has no state for.
+var ErrUnknownRoom = errors.New("timeline: unknown room")
+
+// ErrRoomBlocked is returned for local events in a room an admin blocked.
+var ErrRoomBlocked = errors.New("timeline: this room has been blocked on this server")
+
+// Fetcher fetches what a received event refers to and this server lacks:
+// missing auth events, and the state before an event whose prev_events are
+// unknown. Federation implements it; without one, such events are dropped.
+// It is called with no lock held.
+type Fetcher interface {
+	// Event fetches one event from server (GET /_matrix/federation/v1/event).
+	Event(ctx context.Context, server string, rv *rooms.RoomVersion, eventID string) (*rooms.Event, error)
+	// StateBefore fetches the room state before an event and its auth chain
+	// from server (GET /_matrix/federation/v1/state/{roomId}?event_id=).
+	StateBefore(ctx context.Context, server string, rv *rooms.RoomVersion, roomID, eventID string) (state, authChain []*rooms.Event, err error)
+}
+
+// Observer is told about every event that became part of a room's live
+// timeline (accepted live events, local or received), in the order of their
+// stream positions per room, after the event is visible to readers.
+type Observer interface {
+	EventPersisted(p *Persisted)
+}
+
+// Persisted is one event an observer is told about.
+type Persisted struct {
+	Event *storage.Event
+	PDU   *rooms.Event
+	// Changes is what the event changed in the room's current state: its
+	// own key for a local state event, possibly many keys (a state reset
+	// among them) when a received event merges forks.
+	Changes []storage.StateChange
+	// Local is true for events built on this server.
+	Local bool
+}
+
+// Deps is what a Timeline needs.
+type Deps struct {
+	Store *storage.Store
+	// Key signs local events.
+	Key rooms.SigningKey
+	// Keys looks up servers' public keys to verify received events; the
+	// federation code provides it (it must know this server's own key).
+	// Without it, received events are dropped.
+	Keys rooms.KeyLookup
+	// Fetcher fetches missing events for received ones; optional.
+	Fetcher Fetcher
+	Now     func() time.Time
+	Log     *slog.Logger
+}
+
+// Timeline is the room pipeline of one server.
+type Timeline struct {
+	store *storage.Store
+	key   rooms.SigningKey
+	keys  rooms.KeyLookup
+	fetch Fetcher
+	now   func() time.Time
+	log   *slog.Logger
+
+	locks roomLocks
+	heads *cache.LRU[string, *roomHead]
+
+	// versions numbers every head this Timeline builds or changes, so a
+	// plan made against one head is known to be stale once it moved on.
+	versions atomic.Int64
+
+	obsMu     sync.RWMutex
+	observers []Observer
+}
+
+// New builds a Timeline. Its caches are registered in the store's registry.
+func New(d Deps) *Timeline {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Log == nil {
+		d.Log = slog.Default()
+	}
+	return &Timeline{store: d.Store, key: d.Key, keys: d.Keys, fetch: d.Fetcher, now: d.Now, log: d.Log,
+		heads: cache.NewLRU[string, *roomHead](d.Store.Caches(), "room_builders",
+			"room → current state, extremities and depth for building its next event", 256)}
+}
+
+// Observe registers o for every event persisted from now on.
+func (t *Timeline) Observe(o Observer) {
+	t.obsMu.Lock()
+	defer t.obsMu.Unlock()
+	t.observers = append(t.observers, o)
+}
+
+// SetKeys sets the key lookup received events are verified with (the
+// federation code, which is built after the timeline).
+func (t *Timeline) SetKeys(keys rooms.KeyLookup) { t.keys = keys }
+
+// SetFetcher sets how missing events are fetched.
+func (t *Timeline) SetFetcher(f Fetcher) { t.fetch = f }
+
+func (t *Timeline) tell(ps []*Persisted) {
+	if len(ps) == 0 {
+		return
+	}
+	t.obsMu.RLock()
+	defer t.obsMu.RUnlock()
+	for _, p := range ps {
+		for _, o := range t.observers {
+			o.EventPersisted(p)
+		}
+	}
+}
+
+// lockShards is the size of the room lock table: rooms hash onto shards,
+// so memory stays bounded however many rooms the server sees. Two rooms on
+// one shard only wait for each other's head writes, which are short.
+const lockShards = 256
+
+type roomLocks [lockShards]sync.Mutex
+
+// lock takes the room's lock; the returned func releases it. Nothing may
+// take a second room lock while holding one (two rooms may share a shard).
+func (l *roomLocks) lock(roomID string) func() {
+	h := fnv.New32a()
+	h.Write([]byte(roomID))
+	m := &l[h.Sum32()%lockShards]
+	m.Lock()
+	return m.Unlock
+}
+
+// Exclusive runs fn while no event enters the room, then forgets the room's
+// cached head: for admin changes to the room's row or DAG (block, purge).
+// fn must not call the Timeline.
+func (t *Timeline) Exclusive(roomID string, fn func() error) error {
+	unlock := t.locks.lock(roomID)
+	defer unlock()
+	defer t.heads.Remove(roomID)
+	return fn()
+}
+
+// Invalidate forgets the room's cached head, so the next event reloads it
+// from the store (after a redaction changed a state event's content).
+func (t *Timeline) Invalidate(roomID string) {
+	unlock := t.locks.lock(roomID)
+	defer unlock()
+	t.heads.Remove(roomID)
+}
+
+// DropExtremities keeps only the room's newest forward extremity (by depth,
+// then arrival), for rooms whose DAG has too many leaves; the current state
+// becomes the state at that extremity. It returns how many were dropped.
+func (t *Timeline) DropExtremities(ctx context.Context, roomID string) (int, error) {
+	unlock := t.locks.lock(roomID)
+	defer unlock()
+	defer t.heads.Remove(roomID)
+	exts, err := t.store.ForwardExtremities(ctx, roomID)
+	if err != nil || len(exts) <= 1 {
+		return 0, err
+	}
+	h, err := t.head(ctx, roomID)
+	if err != nil {
+		return 0, err
+	}
+	current, err := t.store.StateGroup(ctx, h.group)
+	if err != nil {
+		return 0, err
+	}
+	keep := exts[0]
+	state, err := t.store.StateGroup(ctx, keep.StateGroup)
+	if err != nil {
+		return 0, err
+	}
+	err = t.store.SetRoomHead(ctx, roomID, &storage.HeadUpdate{Extremities: []string{keep.EventID}, StateGroup: keep.StateGroup,
+		Changes: changesBetween(current, state)})
+	if err != nil {
+		return 0, err
+	}
+	return len(exts) - 1, nil
+}
