@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/tidwall/gjson"
 
 	"hearth/server/matrix"
@@ -21,43 +20,6 @@ import (
 
 // Room administration: the Synapse admin API's room endpoints, and the
 // operations the dashboard's rooms pages share with them.
-
-// adminRoomRoutes are the room, report, notice and federation endpoints of
-// the Synapse admin API; synapseAdminRoutes mounts them behind adminOnly.
-func (s *Server) adminRoomRoutes(r chi.Router) {
-	r.Get("/v1/rooms", s.api(s.getAdminRooms))
-	r.Get("/v1/rooms/{roomId}", s.api(s.getAdminRoom))
-	r.Delete("/v1/rooms/{roomId}", s.api(s.deleteAdminRoomV1))
-	r.Get("/v1/rooms/{roomId}/members", s.api(s.getAdminRoomMembers))
-	r.Get("/v1/rooms/{roomId}/state", s.api(s.getAdminRoomState))
-	r.Get("/v1/rooms/{roomId}/messages", s.api(s.getAdminRoomMessages))
-	r.Get("/v1/rooms/{roomId}/context/{eventId}", s.api(s.getAdminRoomContext))
-	r.Get("/v1/rooms/{roomId}/timestamp_to_event", s.api(s.getAdminTimestampToEvent))
-	r.Get("/v1/rooms/{roomId}/block", s.api(s.getAdminRoomBlock))
-	r.Put("/v1/rooms/{roomId}/block", s.api(s.putAdminRoomBlock))
-	r.Get("/v1/rooms/{roomId}/forward_extremities", s.api(s.getAdminForwardExtremities))
-	r.Delete("/v1/rooms/{roomId}/forward_extremities", s.api(s.deleteAdminForwardExtremities))
-	r.Post("/v1/rooms/{roomId}/make_room_admin", s.api(s.postAdminMakeRoomAdmin))
-	r.Post("/v1/join/{roomIdOrAlias}", s.api(s.postAdminJoin))
-	r.Get("/v1/users/{userId}/joined_rooms", s.api(s.getAdminUserJoinedRooms))
-	r.Get("/v1/users/{userId}/memberships", s.api(s.getAdminUserMemberships))
-
-	r.Delete("/v2/rooms/{roomId}", s.api(s.deleteAdminRoomV2))
-	r.Get("/v2/rooms/{roomId}/delete_status", s.api(s.getAdminRoomDeleteStatus))
-	r.Get("/v2/rooms/delete_status/{deleteId}", s.api(s.getAdminDeleteStatus))
-
-	r.Get("/v1/event_reports", s.api(s.getAdminEventReports))
-	r.Get("/v1/event_reports/{reportId}", s.api(s.getAdminEventReport))
-	r.Delete("/v1/event_reports/{reportId}", s.api(s.deleteAdminEventReport))
-
-	r.Post("/v1/send_server_notice", s.api(s.postAdminServerNotice))
-	r.Put("/v1/send_server_notice/{txnId}", s.api(s.postAdminServerNotice))
-
-	r.Get("/v1/federation/destinations", s.api(s.getAdminDestinations))
-	r.Get("/v1/federation/destinations/{destination}", s.api(s.getAdminDestination))
-	r.Get("/v1/federation/destinations/{destination}/rooms", s.api(s.getAdminDestinationRooms))
-	r.Post("/v1/federation/destinations/{destination}/reset_connection", s.api(s.postAdminResetConnection))
-}
 
 // AdminRoom is a room as the admin API and the dashboard show it.
 type AdminRoom struct {
