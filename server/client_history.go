@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -84,6 +85,11 @@ func (f *historyFilter) matches(e *storage.Event) bool {
 func topoString(p storage.TopoPos) string {
 	return topoToken{Depth: p.Depth, Events: p.Stream}.String()
 }
+
+// byStreamPos orders events by stream position (arrival order), for
+// slices.SortFunc. cmp.Compare, not a subtraction: int is 32 bits on the
+// armv7 build, and an int64 difference would wrap there.
+func byStreamPos(a, b *storage.Event) int { return cmp.Compare(a.StreamPos, b.StreamPos) }
 
 // parsePosition reads a pagination token of either shape as a position in
 // the room.
