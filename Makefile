@@ -8,6 +8,9 @@ BIN     := bin
 VERSION ?= $(shell git describe --tags --dirty 2>/dev/null)
 LDFLAGS := -s -w $(if $(VERSION),-X hearth/server.Version=$(VERSION))
 PKGS    := ./...
+# staticcheck runs at a pinned release (go run fetches it through the
+# module proxy); bump it with the Go toolchain it must understand.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: all run build test bench cross clean complement-image
 
@@ -26,11 +29,12 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hearth ./cmd/hearth
 
-# test: formatting, vet, generated templ code up to date, then every test.
-# PostgreSQL runs too when HEARTH_TEST_POSTGRES is set (see README).
+# test: formatting, vet, staticcheck, generated templ code up to date, then
+# every test. PostgreSQL runs too when HEARTH_TEST_POSTGRES is set (see README).
 test:
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt -l lists files to format:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) run $(STATICCHECK) $(PKGS)
 	@if [ -n "$$(find . -name '*.templ' -not -path './.git/*' | head -1)" ]; then \
 		echo "checking generated templ code"; \
 		$(GO) run github.com/a-h/templ/cmd/templ@$$($(GO) list -m -f '{{.Version}}' github.com/a-h/templ) generate -path . && \
@@ -41,6 +45,7 @@ test:
 	# mautrix-go's OlmMachine against the server, on its pure-Go goolm
 	# backend (libolm needs cgo): server/e2ee_olm_test.go.
 	$(GO) vet -tags goolm ./server
+	$(GO) run $(STATICCHECK) -tags goolm ./server
 	$(GO) test -tags goolm -run TestOlmMachines -timeout 5m ./server
 
 bench:

@@ -487,7 +487,7 @@ func userMediaFilter(r *http.Request, userID string) (storage.MediaFilter, error
 	}
 	if f.OrderBy == "" {
 		f.OrderBy = "created_ts"
-	} else if _, ok := storage.MediaOrderColumns[f.OrderBy]; !ok {
+	} else if !storage.MediaOrderKnown(f.OrderBy) {
 		return f, matrix.InvalidParam("unknown value for order_by: %s", f.OrderBy)
 	}
 	f.Desc, err = queryDir(r)

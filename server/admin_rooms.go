@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/tidwall/gjson"
 
 	"hearth/server/matrix"
@@ -21,43 +20,6 @@ import (
 
 // Room administration: the Synapse admin API's room endpoints, and the
 // operations the dashboard's rooms pages share with them.
-
-// adminRoomRoutes are the room, report, notice and federation endpoints of
-// the Synapse admin API; synapseAdminRoutes mounts them behind adminOnly.
-func (s *Server) adminRoomRoutes(r chi.Router) {
-	r.Get("/v1/rooms", s.api(s.getAdminRooms))
-	r.Get("/v1/rooms/{roomId}", s.api(s.getAdminRoom))
-	r.Delete("/v1/rooms/{roomId}", s.api(s.deleteAdminRoomV1))
-	r.Get("/v1/rooms/{roomId}/members", s.api(s.getAdminRoomMembers))
-	r.Get("/v1/rooms/{roomId}/state", s.api(s.getAdminRoomState))
-	r.Get("/v1/rooms/{roomId}/messages", s.api(s.getAdminRoomMessages))
-	r.Get("/v1/rooms/{roomId}/context/{eventId}", s.api(s.getAdminRoomContext))
-	r.Get("/v1/rooms/{roomId}/timestamp_to_event", s.api(s.getAdminTimestampToEvent))
-	r.Get("/v1/rooms/{roomId}/block", s.api(s.getAdminRoomBlock))
-	r.Put("/v1/rooms/{roomId}/block", s.api(s.putAdminRoomBlock))
-	r.Get("/v1/rooms/{roomId}/forward_extremities", s.api(s.getAdminForwardExtremities))
-	r.Delete("/v1/rooms/{roomId}/forward_extremities", s.api(s.deleteAdminForwardExtremities))
-	r.Post("/v1/rooms/{roomId}/make_room_admin", s.api(s.postAdminMakeRoomAdmin))
-	r.Post("/v1/join/{roomIdOrAlias}", s.api(s.postAdminJoin))
-	r.Get("/v1/users/{userId}/joined_rooms", s.api(s.getAdminUserJoinedRooms))
-	r.Get("/v1/users/{userId}/memberships", s.api(s.getAdminUserMemberships))
-
-	r.Delete("/v2/rooms/{roomId}", s.api(s.deleteAdminRoomV2))
-	r.Get("/v2/rooms/{roomId}/delete_status", s.api(s.getAdminRoomDeleteStatus))
-	r.Get("/v2/rooms/delete_status/{deleteId}", s.api(s.getAdminDeleteStatus))
-
-	r.Get("/v1/event_reports", s.api(s.getAdminEventReports))
-	r.Get("/v1/event_reports/{reportId}", s.api(s.getAdminEventReport))
-	r.Delete("/v1/event_reports/{reportId}", s.api(s.deleteAdminEventReport))
-
-	r.Post("/v1/send_server_notice", s.api(s.postAdminServerNotice))
-	r.Put("/v1/send_server_notice/{txnId}", s.api(s.postAdminServerNotice))
-
-	r.Get("/v1/federation/destinations", s.api(s.getAdminDestinations))
-	r.Get("/v1/federation/destinations/{destination}", s.api(s.getAdminDestination))
-	r.Get("/v1/federation/destinations/{destination}/rooms", s.api(s.getAdminDestinationRooms))
-	r.Post("/v1/federation/destinations/{destination}/reset_connection", s.api(s.postAdminResetConnection))
-}
 
 // AdminRoom is a room as the admin API and the dashboard show it.
 type AdminRoom struct {
@@ -476,145 +438,27 @@ func (s *Server) getAdminRoomState(w http.ResponseWriter, r *http.Request) error
 	return writeJSON(w, http.StatusOK, map[string]any{"state": state})
 }
 
-// adminPaginate walks the room like paginate, without history visibility:
-// admins read every live event.
-func (s *Server) adminPaginate(ctx context.Context, roomID string, from storage.TopoPos, to *storage.TopoPos,
-	limit int, backwards bool, f *historyFilter) (*page, error) {
-	p := &page{next: from, more: true}
-	scanned := 0
-	for len(p.events) < limit && scanned < maxPageScan {
-		batch := min(max((limit-len(p.events))*2, 50), 500)
-		rows, err := s.store.RoomEventsTopo(ctx, roomID, p.next, to, batch, backwards)
-		if err != nil {
-			return nil, err
-		}
-		for _, e := range rows {
-			scanned++
-			if backwards {
-				p.next = storage.TopoPos{Depth: e.Depth, Stream: e.StreamPos - 1}
-			} else {
-				p.next = storage.TopoPos{Depth: e.Depth, Stream: e.StreamPos}
-			}
-			if f.matches(e) {
-				p.events = append(p.events, e)
-				if len(p.events) == limit {
-					break
-				}
-			}
-		}
-		if len(rows) < batch && len(p.events) < limit {
-			p.more = false
-			break
-		}
-	}
-	return p, nil
-}
-
 // GET /_synapse/admin/v1/rooms/{roomId}/messages
 //
 // As the client /messages (from, to, dir, limit, filter), but the admin
 // need not be in the room and history visibility does not apply.
 func (s *Server) getAdminRoomMessages(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
 	roomID, err := s.adminRoomParam(r)
 	if err != nil {
 		return err
 	}
-	q := r.URL.Query()
-	backwards, err := parseDir(q.Get("dir"))
-	if err != nil {
-		return err
-	}
-	f, err := parseHistoryFilter(r)
-	if err != nil {
-		return err
-	}
-	limit, err := queryLimit(r, defaultPageLimit, maxPageLimit)
-	if err != nil {
-		return err
-	}
-	from, start, to, err := s.historyRange(ctx, roomID, q.Get("from"), q.Get("to"), backwards)
-	if err != nil {
-		return err
-	}
-	pg, err := s.adminPaginate(ctx, roomID, from, to, limit, backwards, f)
-	if err != nil {
-		return err
-	}
-	fm := &eventFormatter{store: s.store, now: s.now()}
-	chunk, err := fm.format(ctx, pg.events)
-	if err != nil {
-		return err
-	}
-	resp := map[string]any{"start": start, "chunk": chunk}
-	if pg.more || (!backwards && len(chunk) > 0) {
-		resp["end"] = topoString(pg.next)
-	}
-	return writeJSON(w, http.StatusOK, resp)
+	return s.serveMessages(w, r, adminReader(), roomID)
 }
 
 // GET /_synapse/admin/v1/rooms/{roomId}/context/{eventId}
+//
+// As the client /context, for any event of the room.
 func (s *Server) getAdminRoomContext(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
 	roomID, err := s.adminRoomParam(r)
 	if err != nil {
 		return err
 	}
-	eventID, err := pathParam(r, "eventId")
-	if err != nil {
-		return err
-	}
-	f, err := parseHistoryFilter(r)
-	if err != nil {
-		return err
-	}
-	limit, err := queryLimit(r, defaultPageLimit, maxPageLimit)
-	if err != nil {
-		return err
-	}
-	e, err := s.store.EventByID(ctx, eventID)
-	if errors.Is(err, storage.ErrNotFound) || (err == nil && (e.RoomID != roomID || e.Outlier || e.Rejected)) {
-		return matrix.NotFound("Event not found.")
-	}
-	if err != nil {
-		return err
-	}
-	nBefore := limit / 2
-	before, err := s.adminPaginate(ctx, roomID, storage.TopoPos{Depth: e.Depth, Stream: e.StreamPos - 1}, nil, nBefore, true, f)
-	if err != nil {
-		return err
-	}
-	after, err := s.adminPaginate(ctx, roomID, storage.TopoPos{Depth: e.Depth, Stream: e.StreamPos}, nil, limit-nBefore, false, f)
-	if err != nil {
-		return err
-	}
-	fm := &eventFormatter{store: s.store, now: s.now()}
-	all := append(append([]*storage.Event{e}, before.events...), after.events...)
-	formatted, err := fm.format(ctx, all)
-	if err != nil {
-		return err
-	}
-	last := e
-	if len(after.events) > 0 {
-		last = after.events[len(after.events)-1]
-	}
-	stateMap, err := s.store.StateGroup(ctx, last.StateGroup)
-	if err != nil {
-		return err
-	}
-	stateEvs, err := s.stateEvents(ctx, stateMap)
-	if err != nil {
-		return err
-	}
-	state, err := fm.format(ctx, stateEvs)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, map[string]any{
-		"event": formatted[0], "events_before": formatted[1 : 1+len(before.events)],
-		"events_after": formatted[1+len(before.events):], "state": state,
-		"start": topoString(before.next), "end": topoString(after.next),
-	})
+	return s.serveContext(w, r, adminReader(), roomID)
 }
 
 // GET /_synapse/admin/v1/rooms/{roomId}/timestamp_to_event

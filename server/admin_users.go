@@ -7,58 +7,10 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/go-chi/chi/v5"
-
 	"hearth/server/matrix"
 	"hearth/server/secret"
 	"hearth/server/storage"
 )
-
-// Version is the Hearth release, set at build time with -ldflags
-// "-X hearth/server.Version=...".
-var Version = "0.1.0-dev"
-
-// synapseAdminRoutes are the Synapse admin API endpoints Hearth serves, under
-// /_synapse/admin, with Synapse's paths, parameters and JSON shapes so synadm
-// and synapse-admin work unchanged. Every route needs an admin's token.
-func (s *Server) synapseAdminRoutes(r chi.Router) {
-	r.Group(func(r chi.Router) {
-		r.Use(s.auth, s.adminOnly)
-		r.Get("/v1/server_version", s.api(s.getAdminServerVersion))
-
-		r.Get("/v2/users", s.api(s.getAdminUsers))
-		r.Get("/v3/users", s.api(s.getAdminUsers))
-		r.Get("/v2/users/{userId}", s.api(s.getAdminUser))
-		r.Put("/v2/users/{userId}", s.api(s.putAdminUser))
-		r.Post("/v1/deactivate/{userId}", s.api(s.postAdminDeactivate))
-		r.Post("/v1/reset_password/{userId}", s.api(s.postAdminResetPassword))
-		r.Get("/v1/users/{userId}/admin", s.api(s.getAdminUserAdmin))
-		r.Put("/v1/users/{userId}/admin", s.api(s.putAdminUserAdmin))
-		r.Get("/v1/whois/{userId}", s.api(s.getAdminWhois))
-		r.Post("/v1/users/{userId}/login", s.api(s.postAdminLoginAsUser))
-		r.Post("/v1/users/{userId}/shadow_ban", s.api(s.postAdminShadowBan))
-		r.Delete("/v1/users/{userId}/shadow_ban", s.api(s.deleteAdminShadowBan))
-		r.Get("/v1/users/{userId}/override_ratelimit", s.api(s.getAdminRateLimit))
-		r.Post("/v1/users/{userId}/override_ratelimit", s.api(s.postAdminRateLimit))
-		r.Delete("/v1/users/{userId}/override_ratelimit", s.api(s.deleteAdminRateLimit))
-		r.Get("/v1/username_available", s.api(s.getAdminUsernameAvailable))
-
-		r.Get("/v2/users/{userId}/devices", s.api(s.getAdminDevices))
-		r.Post("/v2/users/{userId}/devices", s.api(s.postAdminDevice))
-		r.Get("/v2/users/{userId}/devices/{deviceId}", s.api(s.getAdminDevice))
-		r.Put("/v2/users/{userId}/devices/{deviceId}", s.api(s.putAdminDevice))
-		r.Delete("/v2/users/{userId}/devices/{deviceId}", s.api(s.deleteAdminDevice))
-		r.Post("/v2/users/{userId}/delete_devices", s.api(s.postAdminDeleteDevices))
-
-		r.Get("/v1/registration_tokens", s.api(s.getAdminRegTokens))
-		r.Post("/v1/registration_tokens/new", s.api(s.postAdminRegTokenNew))
-		r.Get("/v1/registration_tokens/{token}", s.api(s.getAdminRegToken))
-		r.Put("/v1/registration_tokens/{token}", s.api(s.putAdminRegToken))
-		r.Delete("/v1/registration_tokens/{token}", s.api(s.deleteAdminRegToken))
-
-		s.adminRoomRoutes(r) // admin_rooms.go
-	})
-}
 
 // GET /_synapse/admin/v1/server_version
 func (s *Server) getAdminServerVersion(w http.ResponseWriter, r *http.Request) error {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -85,6 +86,11 @@ func topoString(p storage.TopoPos) string {
 	return topoToken{Depth: p.Depth, Events: p.Stream}.String()
 }
 
+// byStreamPos orders events by stream position (arrival order), for
+// slices.SortFunc. cmp.Compare, not a subtraction: int is 32 bits on the
+// armv7 build, and an int64 difference would wrap there.
+func byStreamPos(a, b *storage.Event) int { return cmp.Compare(a.StreamPos, b.StreamPos) }
+
 // parsePosition reads a pagination token of either shape as a position in
 // the room.
 func (s *Server) parsePosition(ctx context.Context, roomID, tok string) (storage.TopoPos, error) {
@@ -112,6 +118,52 @@ func queryLimit(r *http.Request, def, maximum int) (int, error) {
 	return min(n, maximum), nil
 }
 
+// historyReader is who reads a room's history through /messages and
+// /context. A client sees what its membership and the room's history
+// visibility allow; the Synapse admin API (Synapse's use_admin_priviledge)
+// sees every live event of any room, in it or not, and its events are
+// formatted for no one in particular.
+type historyReader struct {
+	admin  bool
+	device *Device // the client; nil for the admin API
+}
+
+// clientReader is the reader behind the client endpoints.
+func clientReader(d *Device) historyReader { return historyReader{device: d} }
+
+// adminReader is the reader behind the Synapse admin endpoints.
+func adminReader() historyReader { return historyReader{admin: true} }
+
+// mayRead is the gate in front of /messages: a client must be able to read
+// the room's history (canReadHistory); the admin reads any room.
+func (s *Server) mayRead(ctx context.Context, rd historyReader, roomID string) error {
+	if rd.admin {
+		return nil
+	}
+	return s.canReadHistory(ctx, roomID, rd.device.UserID)
+}
+
+// maySee is the gate in front of /context: whether the reader may see e.
+func (s *Server) maySee(ctx context.Context, rd historyReader, e *storage.Event) (bool, error) {
+	if rd.admin {
+		return true, nil
+	}
+	return s.canSeeEvent(ctx, rd.device.UserID, e)
+}
+
+// visible keeps the events of evs the reader may see.
+func (s *Server) visible(ctx context.Context, rd historyReader, evs []*storage.Event) ([]*storage.Event, error) {
+	if rd.admin {
+		return evs, nil
+	}
+	return s.filterVisible(ctx, rd.device.UserID, evs)
+}
+
+// formatter renders events for the reader.
+func (s *Server) formatter(rd historyReader) *eventFormatter {
+	return &eventFormatter{store: s.store, viewer: rd.device, now: s.now()}
+}
+
 // page is one walk through a room's timeline.
 type page struct {
 	events []*storage.Event
@@ -122,8 +174,8 @@ type page struct {
 }
 
 // paginate walks the room from `from` collecting up to limit events the
-// filter matches and the viewer may see (history visibility).
-func (s *Server) paginate(ctx context.Context, viewer, roomID string, from storage.TopoPos, to *storage.TopoPos,
+// filter matches and the reader may see.
+func (s *Server) paginate(ctx context.Context, rd historyReader, roomID string, from storage.TopoPos, to *storage.TopoPos,
 	limit int, backwards bool, f *historyFilter) (*page, error) {
 	p := &page{next: from, more: true}
 	if limit <= 0 {
@@ -140,7 +192,7 @@ func (s *Server) paginate(ctx context.Context, viewer, roomID string, from stora
 		if err != nil {
 			return nil, err
 		}
-		visible, err := s.filterVisible(ctx, viewer, rows)
+		visible, err := s.visible(ctx, rd, rows)
 		if err != nil {
 			return nil, err
 		}
@@ -275,12 +327,18 @@ func (s *Server) historyRange(ctx context.Context, roomID, fromTok, toTok string
 
 // GET /_matrix/client/v3/rooms/{roomId}/messages
 func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) error {
-	me := deviceFrom(r.Context())
-	ctx := r.Context()
 	roomID, err := roomIDParam(r)
 	if err != nil {
 		return err
 	}
+	return s.serveMessages(w, r, clientReader(deviceFrom(r.Context())), roomID)
+}
+
+// serveMessages answers /messages for the client and admin endpoints alike:
+// dir, from, to, limit and filter mean the same to both, and only the
+// reader's gates differ (historyReader).
+func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, rd historyReader, roomID string) error {
+	ctx := r.Context()
 	q := r.URL.Query()
 	backwards, err := parseDir(q.Get("dir"))
 	if err != nil {
@@ -298,18 +356,18 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.canReadHistory(ctx, roomID, me.UserID); err != nil {
+	if err := s.mayRead(ctx, rd, roomID); err != nil {
 		return err
 	}
 	from, start, to, err := s.historyRange(ctx, roomID, q.Get("from"), q.Get("to"), backwards)
 	if err != nil {
 		return err
 	}
-	pg, err := s.paginate(ctx, me.UserID, roomID, from, to, limit, backwards, f)
+	pg, err := s.paginate(ctx, rd, roomID, from, to, limit, backwards, f)
 	if err != nil {
 		return err
 	}
-	fm := &eventFormatter{store: s.store, viewer: me, now: s.now()}
+	fm := s.formatter(rd)
 	chunk, err := fm.format(ctx, pg.events)
 	if err != nil {
 		return err
@@ -339,12 +397,17 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request) error {
 
 // GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}
 func (s *Server) getContext(w http.ResponseWriter, r *http.Request) error {
-	me := deviceFrom(r.Context())
-	ctx := r.Context()
 	roomID, err := roomIDParam(r)
 	if err != nil {
 		return err
 	}
+	return s.serveContext(w, r, clientReader(deviceFrom(r.Context())), roomID)
+}
+
+// serveContext answers /context for the client and admin endpoints alike.
+// An event the reader may not see is not found.
+func (s *Server) serveContext(w http.ResponseWriter, r *http.Request, rd historyReader, roomID string) error {
+	ctx := r.Context()
 	eventID, err := pathParam(r, "eventId")
 	if err != nil {
 		return err
@@ -359,27 +422,27 @@ func (s *Server) getContext(w http.ResponseWriter, r *http.Request) error {
 	}
 	e, err := s.store.EventByID(ctx, eventID)
 	if errors.Is(err, storage.ErrNotFound) || (err == nil && (e.RoomID != roomID || e.Outlier || e.Rejected)) {
-		return matrix.NotFound("event not found")
+		return matrix.NotFound("Event not found.")
 	}
 	if err != nil {
 		return err
 	}
-	if ok, err := s.canSeeEvent(ctx, me.UserID, e); err != nil {
+	if ok, err := s.maySee(ctx, rd, e); err != nil {
 		return err
 	} else if !ok {
-		return matrix.NotFound("event not found")
+		return matrix.NotFound("Event not found.")
 	}
 	// The limit is shared: half before, the rest after (as Synapse).
 	nBefore := limit / 2
-	before, err := s.paginate(ctx, me.UserID, roomID, storage.TopoPos{Depth: e.Depth, Stream: e.StreamPos - 1}, nil, nBefore, true, f)
+	before, err := s.paginate(ctx, rd, roomID, storage.TopoPos{Depth: e.Depth, Stream: e.StreamPos - 1}, nil, nBefore, true, f)
 	if err != nil {
 		return err
 	}
-	after, err := s.paginate(ctx, me.UserID, roomID, storage.TopoPos{Depth: e.Depth, Stream: e.StreamPos}, nil, limit-nBefore, false, f)
+	after, err := s.paginate(ctx, rd, roomID, storage.TopoPos{Depth: e.Depth, Stream: e.StreamPos}, nil, limit-nBefore, false, f)
 	if err != nil {
 		return err
 	}
-	fm := &eventFormatter{store: s.store, viewer: me, now: s.now()}
+	fm := s.formatter(rd)
 	all := append(append([]*storage.Event{e}, before.events...), after.events...)
 	formatted, err := fm.format(ctx, all)
 	if err != nil {

@@ -251,10 +251,9 @@ func (s *Server) putStateEvent(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if typ == rooms.TypeMember {
-		// Memberships go through their own endpoints' checks, but the
-		// spec allows setting them here too; the auth rules decide.
-	}
+	// m.room.member needs no check here: the spec allows setting a
+	// membership through this endpoint too, and the auth rules decide, as
+	// they do behind the membership endpoints.
 	if typ == rooms.TypeCanonicalAlias {
 		if err := s.checkCanonicalAlias(r.Context(), roomID, content); err != nil {
 			return err

@@ -654,7 +654,7 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 				stateEvs = append(stateEvs, e)
 			}
 		}
-		slices.SortFunc(stateEvs, func(a, b *storage.Event) int { return int(a.StreamPos - b.StreamPos) })
+		slices.SortFunc(stateEvs, byStreamPos)
 	}
 	f := &eventFormatter{store: s.store, viewer: req.me, now: s.now(), omitRoomID: true}
 	for _, part := range []struct {
@@ -800,7 +800,7 @@ func (s *Server) strippedState(ctx context.Context, m storage.RoomMembership) ([
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(evs, func(a, b *storage.Event) int { return int(a.StreamPos - b.StreamPos) })
+	slices.SortFunc(evs, byStreamPos)
 	out := make([]any, 0, len(evs))
 	for _, e := range evs {
 		out = append(out, map[string]any{"type": e.Type, "state_key": e.StateKey, "sender": e.Sender, "content": contentOf(e.JSON)})

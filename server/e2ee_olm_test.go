@@ -177,8 +177,8 @@ func TestOlmMachines(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if trust := bc.mach.ResolveTrust(dev); trust != id.TrustStateCrossSignedVerified {
-			t.Fatalf("alice's device is %s to bob, want cross-signed verified", trust)
+		if trust, err := bc.mach.ResolveTrustContext(t.Context(), dev); err != nil || trust != id.TrustStateCrossSignedVerified {
+			t.Fatalf("alice's device is %s to bob (%v), want cross-signed verified", trust, err)
 		}
 
 		// Alice shares a Megolm session with bob over Olm (claiming one of

@@ -62,11 +62,7 @@ func signJSON(t *testing.T, obj map[string]any, signer id.UserID, keyID string, 
 			bare[k] = v
 		}
 	}
-	raw, err := json.Marshal(bare)
-	if err != nil {
-		t.Fatal(err)
-	}
-	canon, err := canonicaljson.CanonicalJSON(raw)
+	canon, err := canonicaljson.Marshal(bare)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,8 +142,7 @@ func verifySig(t *testing.T, obj map[string]any, signer, keyID, pub string) bool
 			bare[k] = v
 		}
 	}
-	raw, _ := json.Marshal(bare)
-	canon, err := canonicaljson.CanonicalJSON(raw)
+	canon, err := canonicaljson.Marshal(bare)
 	if err != nil {
 		t.Fatal(err)
 	}

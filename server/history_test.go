@@ -512,3 +512,75 @@ func TestMessagesFromSyncPrevBatch(t *testing.T) {
 		}
 	})
 }
+
+// TestAdminHistory: the Synapse admin /messages and /context share the
+// client endpoints' walk but not their gates. An admin outside the room
+// reads every event, whatever the history visibility; a room that does not
+// exist is not found rather than forbidden; lazy-loaded members come back
+// as state, as they do for clients.
+func TestAdminHistory(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		root := roomsUser(t, b, "root", true)
+		alice := roomsUser(t, b, "alice", false)
+		bob := roomsUser(t, b, "bob", false)
+		room := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat",
+			InitialState: []*event.Event{{Type: event.StateHistoryVisibility, Content: event.Content{Raw: map[string]any{"history_visibility": "joined"}}}}})
+		hidden := mustSend(t, alice, room, "before bob")
+		if _, err := bob.JoinRoomByID(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		shown := mustSend(t, bob, room, "after bob")
+		all, err := b.Store.RoomEvents(ctx, string(room), 0, 1<<62, 100, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin := b.URL + "/_synapse/admin/v1/rooms/" + esc(string(room))
+		client := "/_matrix/client/v3/rooms/" + esc(string(room))
+
+		// The same room through the client API: the admin is not in it,
+		// and bob's history starts at his join.
+		histGet(t, b, root.AccessToken, client+"/messages", url.Values{"dir": {"b"}}).want(t, 403, "M_FORBIDDEN")
+		if got := histRawIDs(histGet(t, b, bob.AccessToken, client+"/messages", url.Values{"dir": {"b"}, "limit": {"50"}}).body["chunk"]); slices.Contains(got, string(hidden)) {
+			t.Fatalf("bob's history reaches before his join: %v", got)
+		}
+		histGet(t, b, bob.AccessToken, client+"/context/"+esc(string(hidden)), nil).want(t, 404, "M_NOT_FOUND")
+
+		// The admin reads all of it, back to the create event, and there
+		// is no end token once the start of the room is reached.
+		status, body := call(t, "GET", admin+"/messages?dir=b&limit=50", root.AccessToken, nil)
+		got := histRawIDs(body["chunk"])
+		if status != 200 || len(got) != len(all) || got[0] != string(shown) || !slices.Contains(got, string(hidden)) || got[len(got)-1] != all[0].EventID {
+			t.Fatalf("admin messages: %d %v, want the room's %d events", status, got, len(all))
+		}
+		if _, ok := body["end"]; ok {
+			t.Errorf("admin messages: end %v at the start of the room", body["end"])
+		}
+		status, body = call(t, "GET", admin+"/context/"+esc(string(hidden))+"?limit=2", root.AccessToken, nil)
+		if ev, _ := body["event"].(map[string]any); status != 200 || ev["event_id"] != string(hidden) {
+			t.Fatalf("admin context of a hidden event: %d %v", status, body)
+		}
+
+		// Lazy-loaded members: the senders' member events.
+		filter := url.QueryEscape(`{"lazy_load_members":true}`)
+		status, body = call(t, "GET", admin+"/messages?dir=b&limit=1&filter="+filter, root.AccessToken, nil)
+		state, _ := body["state"].([]any)
+		if status != 200 || len(state) != 1 || state[0].(map[string]any)["state_key"] != string(bob.UserID) {
+			t.Fatalf("admin messages, lazy-loaded members: %d %v", status, body)
+		}
+
+		// Unknown rooms, and events of another room.
+		nope := b.URL + "/_synapse/admin/v1/rooms/" + esc("!nope:hearth.test")
+		for _, u := range []string{nope + "/messages", nope + "/context/" + esc(string(hidden))} {
+			if status, body := call(t, "GET", u, root.AccessToken, nil); status != 404 || body["errcode"] != "M_NOT_FOUND" {
+				t.Errorf("GET %s: %d %v, want 404 M_NOT_FOUND", u, status, body)
+			}
+		}
+		other := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+		u := b.URL + "/_synapse/admin/v1/rooms/" + esc(string(other)) + "/context/" + esc(string(hidden))
+		if status, body := call(t, "GET", u, root.AccessToken, nil); status != 404 || body["errcode"] != "M_NOT_FOUND" {
+			t.Errorf("context of another room's event: %d %v", status, body)
+		}
+	})
+}

@@ -395,7 +395,6 @@ func (s *Server) postDeviceSigningUpload(w http.ResponseWriter, r *http.Request)
 	if err != nil {
 		return err
 	}
-	body := fields
 	// Parse first without auth to see whether this replaces anything; a
 	// request carrying only auth uses the body its UIA session bound.
 	news, err := parseCrossSigningUpload(fields, me.UserID, existing)
@@ -410,8 +409,7 @@ func (s *Server) postDeviceSigningUpload(w http.ResponseWriter, r *http.Request)
 		if err := s.store.DeleteUIASession(ctx, se.id); err != nil {
 			return err
 		}
-		body = bound
-		if news, err = parseCrossSigningUpload(body, me.UserID, existing); err != nil {
+		if news, err = parseCrossSigningUpload(bound, me.UserID, existing); err != nil {
 			return err
 		}
 	}

@@ -143,12 +143,3 @@ func (n *notifier) notifyRoom(roomID string) {
 	defer n.mu.Unlock()
 	n.wakeSet(n.byRoom[roomID])
 }
-
-// notify wakes every waiter: for changes whose audience is unknown.
-func (n *notifier) notify(int64) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for _, set := range n.byUser {
-		n.wakeSet(set)
-	}
-}

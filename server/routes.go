@@ -57,31 +57,8 @@ func (s *Server) routes() http.Handler {
 	}
 	r.With(s.auth).Post("/_matrix/media/v1/create", s.api(s.postCreateMedia))
 
-	r.Route("/_synapse/admin", func(r chi.Router) {
-		r.Get("/v1/register", s.api(s.getAdminRegisterNonce))
-		r.Post("/v1/register", s.api(s.postAdminRegister))
-		s.synapseAdminRoutes(r)
-		// Media (admin_media.go).
-		r.Group(func(r chi.Router) {
-			r.Use(s.auth, s.adminOnly)
-			r.Get("/v1/room/{roomId}/media", s.api(s.getAdminRoomMedia))
-			r.Post("/v1/room/{roomId}/media/quarantine", s.api(s.postAdminQuarantineRoomMedia))
-			r.Post("/v1/quarantine_media/{roomId}", s.api(s.postAdminQuarantineRoomMedia))
-			r.Post("/v1/user/{userId}/media/quarantine", s.api(s.postAdminQuarantineUserMedia))
-			r.Get("/v1/users/{userId}/media", s.api(s.getAdminUserMedia))
-			r.Delete("/v1/users/{userId}/media", s.api(s.deleteAdminUserMedia))
-			r.Get("/v1/media/{serverName}/{mediaId}", s.api(s.getAdminMedia))
-			r.Delete("/v1/media/{serverName}/{mediaId}", s.api(s.deleteAdminMedia))
-			r.Post("/v1/media/delete", s.api(s.postAdminMediaDelete))
-			r.Post("/v1/media/{serverName}/delete", s.api(s.postAdminMediaDelete))
-			r.Post("/v1/purge_media_cache", s.api(s.postAdminPurgeMediaCache))
-			r.Post("/v1/media/quarantine/{serverName}/{mediaId}", s.api(s.postAdminQuarantineMedia))
-			r.Post("/v1/media/unquarantine/{serverName}/{mediaId}", s.api(s.postAdminUnquarantineMedia))
-			r.Post("/v1/media/protect/{mediaId}", s.api(s.postAdminProtectMedia))
-			r.Post("/v1/media/unprotect/{mediaId}", s.api(s.postAdminUnprotectMedia))
-			r.Get("/v1/statistics/users/media", s.api(s.getAdminMediaStatistics))
-		})
-	})
+	// Synapse's admin API, for synadm and synapse-admin (synapseAdminRoutes).
+	r.Route("/_synapse/admin", s.synapseAdminRoutes)
 
 	// The admin dashboard, when it shares this listener (admin_dashboard).
 	if s.dashboard != nil {
@@ -224,5 +201,103 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.Put("/profile/{userId}/displayname", s.api(s.putDisplayName))
 		r.Put("/profile/{userId}/avatar_url", s.api(s.putAvatarURL))
 		r.Post("/user_directory/search", s.api(s.postUserDirectorySearch))
+	})
+}
+
+// synapseAdminRoutes are the Synapse admin API endpoints Hearth serves, under
+// /_synapse/admin, with Synapse's paths, parameters and JSON shapes so synadm
+// and synapse-admin work unchanged. Shared-secret registration proves itself
+// with its HMAC; every other route needs an admin's token.
+func (s *Server) synapseAdminRoutes(r chi.Router) {
+	r.Get("/v1/register", s.api(s.getAdminRegisterNonce))
+	r.Post("/v1/register", s.api(s.postAdminRegister))
+	r.Group(func(r chi.Router) {
+		r.Use(s.auth, s.adminOnly)
+		r.Get("/v1/server_version", s.api(s.getAdminServerVersion))
+
+		// Users, their devices and registration tokens (admin_users.go).
+		r.Get("/v2/users", s.api(s.getAdminUsers))
+		r.Get("/v3/users", s.api(s.getAdminUsers))
+		r.Get("/v2/users/{userId}", s.api(s.getAdminUser))
+		r.Put("/v2/users/{userId}", s.api(s.putAdminUser))
+		r.Post("/v1/deactivate/{userId}", s.api(s.postAdminDeactivate))
+		r.Post("/v1/reset_password/{userId}", s.api(s.postAdminResetPassword))
+		r.Get("/v1/users/{userId}/admin", s.api(s.getAdminUserAdmin))
+		r.Put("/v1/users/{userId}/admin", s.api(s.putAdminUserAdmin))
+		r.Get("/v1/whois/{userId}", s.api(s.getAdminWhois))
+		r.Post("/v1/users/{userId}/login", s.api(s.postAdminLoginAsUser))
+		r.Post("/v1/users/{userId}/shadow_ban", s.api(s.postAdminShadowBan))
+		r.Delete("/v1/users/{userId}/shadow_ban", s.api(s.deleteAdminShadowBan))
+		r.Get("/v1/users/{userId}/override_ratelimit", s.api(s.getAdminRateLimit))
+		r.Post("/v1/users/{userId}/override_ratelimit", s.api(s.postAdminRateLimit))
+		r.Delete("/v1/users/{userId}/override_ratelimit", s.api(s.deleteAdminRateLimit))
+		r.Get("/v1/username_available", s.api(s.getAdminUsernameAvailable))
+
+		r.Get("/v2/users/{userId}/devices", s.api(s.getAdminDevices))
+		r.Post("/v2/users/{userId}/devices", s.api(s.postAdminDevice))
+		r.Get("/v2/users/{userId}/devices/{deviceId}", s.api(s.getAdminDevice))
+		r.Put("/v2/users/{userId}/devices/{deviceId}", s.api(s.putAdminDevice))
+		r.Delete("/v2/users/{userId}/devices/{deviceId}", s.api(s.deleteAdminDevice))
+		r.Post("/v2/users/{userId}/delete_devices", s.api(s.postAdminDeleteDevices))
+
+		r.Get("/v1/registration_tokens", s.api(s.getAdminRegTokens))
+		r.Post("/v1/registration_tokens/new", s.api(s.postAdminRegTokenNew))
+		r.Get("/v1/registration_tokens/{token}", s.api(s.getAdminRegToken))
+		r.Put("/v1/registration_tokens/{token}", s.api(s.putAdminRegToken))
+		r.Delete("/v1/registration_tokens/{token}", s.api(s.deleteAdminRegToken))
+
+		// Rooms (admin_rooms.go, admin_room_delete.go).
+		r.Get("/v1/rooms", s.api(s.getAdminRooms))
+		r.Get("/v1/rooms/{roomId}", s.api(s.getAdminRoom))
+		r.Delete("/v1/rooms/{roomId}", s.api(s.deleteAdminRoomV1))
+		r.Get("/v1/rooms/{roomId}/members", s.api(s.getAdminRoomMembers))
+		r.Get("/v1/rooms/{roomId}/state", s.api(s.getAdminRoomState))
+		r.Get("/v1/rooms/{roomId}/messages", s.api(s.getAdminRoomMessages))
+		r.Get("/v1/rooms/{roomId}/context/{eventId}", s.api(s.getAdminRoomContext))
+		r.Get("/v1/rooms/{roomId}/timestamp_to_event", s.api(s.getAdminTimestampToEvent))
+		r.Get("/v1/rooms/{roomId}/block", s.api(s.getAdminRoomBlock))
+		r.Put("/v1/rooms/{roomId}/block", s.api(s.putAdminRoomBlock))
+		r.Get("/v1/rooms/{roomId}/forward_extremities", s.api(s.getAdminForwardExtremities))
+		r.Delete("/v1/rooms/{roomId}/forward_extremities", s.api(s.deleteAdminForwardExtremities))
+		r.Post("/v1/rooms/{roomId}/make_room_admin", s.api(s.postAdminMakeRoomAdmin))
+		r.Post("/v1/join/{roomIdOrAlias}", s.api(s.postAdminJoin))
+		r.Get("/v1/users/{userId}/joined_rooms", s.api(s.getAdminUserJoinedRooms))
+		r.Get("/v1/users/{userId}/memberships", s.api(s.getAdminUserMemberships))
+
+		r.Delete("/v2/rooms/{roomId}", s.api(s.deleteAdminRoomV2))
+		r.Get("/v2/rooms/{roomId}/delete_status", s.api(s.getAdminRoomDeleteStatus))
+		r.Get("/v2/rooms/delete_status/{deleteId}", s.api(s.getAdminDeleteStatus))
+
+		// Reports, server notices and federation destinations
+		// (admin_reports.go, admin_notices.go, admin_federation.go).
+		r.Get("/v1/event_reports", s.api(s.getAdminEventReports))
+		r.Get("/v1/event_reports/{reportId}", s.api(s.getAdminEventReport))
+		r.Delete("/v1/event_reports/{reportId}", s.api(s.deleteAdminEventReport))
+
+		r.Post("/v1/send_server_notice", s.api(s.postAdminServerNotice))
+		r.Put("/v1/send_server_notice/{txnId}", s.api(s.postAdminServerNotice))
+
+		r.Get("/v1/federation/destinations", s.api(s.getAdminDestinations))
+		r.Get("/v1/federation/destinations/{destination}", s.api(s.getAdminDestination))
+		r.Get("/v1/federation/destinations/{destination}/rooms", s.api(s.getAdminDestinationRooms))
+		r.Post("/v1/federation/destinations/{destination}/reset_connection", s.api(s.postAdminResetConnection))
+
+		// Media (admin_media.go).
+		r.Get("/v1/room/{roomId}/media", s.api(s.getAdminRoomMedia))
+		r.Post("/v1/room/{roomId}/media/quarantine", s.api(s.postAdminQuarantineRoomMedia))
+		r.Post("/v1/quarantine_media/{roomId}", s.api(s.postAdminQuarantineRoomMedia))
+		r.Post("/v1/user/{userId}/media/quarantine", s.api(s.postAdminQuarantineUserMedia))
+		r.Get("/v1/users/{userId}/media", s.api(s.getAdminUserMedia))
+		r.Delete("/v1/users/{userId}/media", s.api(s.deleteAdminUserMedia))
+		r.Get("/v1/media/{serverName}/{mediaId}", s.api(s.getAdminMedia))
+		r.Delete("/v1/media/{serverName}/{mediaId}", s.api(s.deleteAdminMedia))
+		r.Post("/v1/media/delete", s.api(s.postAdminMediaDelete))
+		r.Post("/v1/media/{serverName}/delete", s.api(s.postAdminMediaDelete))
+		r.Post("/v1/purge_media_cache", s.api(s.postAdminPurgeMediaCache))
+		r.Post("/v1/media/quarantine/{serverName}/{mediaId}", s.api(s.postAdminQuarantineMedia))
+		r.Post("/v1/media/unquarantine/{serverName}/{mediaId}", s.api(s.postAdminUnquarantineMedia))
+		r.Post("/v1/media/protect/{mediaId}", s.api(s.postAdminProtectMedia))
+		r.Post("/v1/media/unprotect/{mediaId}", s.api(s.postAdminUnprotectMedia))
+		r.Get("/v1/statistics/users/media", s.api(s.getAdminMediaStatistics))
 	})
 }

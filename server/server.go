@@ -13,6 +13,10 @@ import (
 	"hearth/server/timeline"
 )
 
+// Version is the Hearth release, set at build time with -ldflags
+// "-X hearth/server.Version=...".
+var Version = "0.1.0-dev"
+
 // Deps is everything the server needs, passed explicitly (no globals).
 type Deps struct {
 	Cfg   *config.Config

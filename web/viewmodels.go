@@ -251,8 +251,9 @@ func newCacheRows(stats []cache.Stats) []templates.CacheRowVM {
 }
 
 func newPresetVMs() []templates.PresetVM {
-	out := make([]templates.PresetVM, 0, len(cache.Presets))
-	for _, p := range cache.Presets {
+	presets := cache.Presets()
+	out := make([]templates.PresetVM, 0, len(presets))
+	for _, p := range presets {
 		out = append(out, templates.PresetVM{ID: p.ID, Name: p.Name, Description: p.Description})
 	}
 	return out

@@ -3,6 +3,7 @@ package cache
 import (
 	"math"
 	"runtime/debug"
+	"slices"
 )
 
 // Tuning is the memory side of the configuration: cache factors and the Go
@@ -24,10 +25,10 @@ type Preset struct {
 	Tuning                Tuning
 }
 
-// Presets are starting points for common machines. The memory limit sits
+// presets are starting points for common machines. The memory limit sits
 // well under the machine's RAM because the database (and, for SQLite, the
 // page cache) needs room too.
-var Presets = []Preset{
+var presets = []Preset{
 	{ID: "pi-1g", Name: "Raspberry Pi 1 GB", Description: "Caches at a quarter, GC more often, 400 MiB soft limit.",
 		Tuning: Tuning{GlobalFactor: 0.25, MemoryLimit: 400 << 20, GCPercent: 50}},
 	{ID: "vps-2g", Name: "Small VPS 2 GB", Description: "Caches at half, default GC, 1 GiB soft limit.",
@@ -36,9 +37,12 @@ var Presets = []Preset{
 		Tuning: Tuning{GlobalFactor: 1, MemoryLimit: 0, GCPercent: 100}},
 }
 
+// Presets lists the presets, in a slice the caller may change.
+func Presets() []Preset { return slices.Clone(presets) }
+
 // PresetByID finds a preset.
 func PresetByID(id string) (Preset, bool) {
-	for _, p := range Presets {
+	for _, p := range presets {
 		if p.ID == id {
 			return p, true
 		}

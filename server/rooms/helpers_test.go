@@ -2,7 +2,6 @@ package rooms
 
 import (
 	"crypto/ed25519"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"testing"
@@ -139,5 +138,3 @@ func ruleOf(err error) string {
 	}
 	return "error: " + err.Error()
 }
-
-func b64(b []byte) string { return base64.RawStdEncoding.EncodeToString(b) }

@@ -14,15 +14,17 @@ import (
 type RoomInfo struct {
 	Room
 	// Content holds the content (JSON) of each current state event with an
-	// empty state key among the types AdminRoomTypes lists.
+	// empty state key among the types RoomInfos reads (adminRoomTypes: create,
+	// name, topic, avatar, canonical alias, encryption, join rules, guest
+	// access and history visibility), keyed by type.
 	Content            map[string][]byte
 	JoinedMembers      int
 	JoinedLocalMembers int
 	StateEvents        int
 }
 
-// AdminRoomTypes are the state types RoomInfos reads.
-var AdminRoomTypes = []string{"m.room.create", "m.room.name", "m.room.topic", "m.room.avatar", "m.room.canonical_alias",
+// adminRoomTypes are the state types RoomInfos reads.
+var adminRoomTypes = []string{"m.room.create", "m.room.name", "m.room.topic", "m.room.avatar", "m.room.canonical_alias",
 	"m.room.encryption", "m.room.join_rules", "m.room.guest_access", "m.room.history_visibility"}
 
 // AllRoomIDs lists every room this server has a row for.
@@ -44,14 +46,14 @@ func (s *Store) AllRoomIDs(ctx context.Context) ([]string, error) {
 }
 
 // RoomInfos reads the rooms' rows, member and state counts, and the
-// current state events of AdminRoomTypes. localServer decides which joined
+// current state events of adminRoomTypes. localServer decides which joined
 // members are local. Rooms without a row are left out.
 func (s *Store) RoomInfos(ctx context.Context, roomIDs []string, localServer string) (map[string]*RoomInfo, error) {
 	out := make(map[string]*RoomInfo, len(roomIDs))
 	suffix := "%:" + escapeLike(localServer)
 	for start := 0; start < len(roomIDs); start += 400 {
 		chunk := roomIDs[start:min(start+400, len(roomIDs))]
-		args := make([]any, 0, len(chunk)+len(AdminRoomTypes)+1)
+		args := make([]any, 0, len(chunk)+len(adminRoomTypes)+1)
 		for _, id := range chunk {
 			args = append(args, id)
 		}
@@ -96,11 +98,11 @@ func (s *Store) RoomInfos(ctx context.Context, roomIDs []string, localServer str
 		if err := rows.Err(); err != nil {
 			return nil, err
 		}
-		for _, t := range AdminRoomTypes {
+		for _, t := range adminRoomTypes {
 			args = append(args, t)
 		}
 		rows, err = s.read.QueryContext(ctx, `SELECT c.room_id, c.type, e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
-			WHERE c.room_id IN (`+in+`) AND c.type IN (`+inList(len(chunk)+1, len(AdminRoomTypes))+`) AND c.state_key = ''`, args...)
+			WHERE c.room_id IN (`+in+`) AND c.type IN (`+inList(len(chunk)+1, len(adminRoomTypes))+`) AND c.state_key = ''`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("storage: room state: %w", err)
 		}

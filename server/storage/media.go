@@ -124,11 +124,19 @@ type MediaFilter struct {
 	Desc    bool
 }
 
-// MediaOrderColumns maps Synapse's order_by names to columns.
-var MediaOrderColumns = map[string]string{
+// mediaOrderColumns maps Synapse's order_by names to columns. ListMedia
+// writes the column into its SQL, so only this table may name one.
+var mediaOrderColumns = map[string]string{
 	"media_id": "media_id", "upload_name": "upload_name", "created_ts": "created_ts", "last_access_ts": "last_access_ts",
 	"media_length": "size", "media_type": "content_type", "quarantined_by": "COALESCE(quarantined_by, '')",
 	"safe_from_quarantine": "protected",
+}
+
+// MediaOrderKnown reports whether orderBy is one of Synapse's order_by
+// names ListMedia sorts by.
+func MediaOrderKnown(orderBy string) bool {
+	_, ok := mediaOrderColumns[orderBy]
+	return ok
 }
 
 // ListMedia returns one page of a user's uploaded media (pending uploads
@@ -143,7 +151,7 @@ func (s *Store) ListMedia(ctx context.Context, f MediaFilter) ([]*Media, int, er
 	if err := s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM local_media `+where, args...).Scan(&total); err != nil {
 		return nil, 0, fmt.Errorf("storage: count media: %w", err)
 	}
-	col, ok := MediaOrderColumns[f.OrderBy]
+	col, ok := mediaOrderColumns[f.OrderBy]
 	if !ok {
 		col = "created_ts"
 	}

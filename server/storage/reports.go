@@ -58,9 +58,12 @@ func scanEventReport(row interface{ Scan(...any) error }) (*EventReport, error) 
 }
 
 // EventReports returns one page of reports and how many match. user_id
-// and room_id match as substrings, as in Synapse.
+// and room_id match as substrings, as in Synapse, and ignore case on both
+// engines: LIKE alone ignores ASCII case on SQLite but not on PostgreSQL,
+// so both sides are lowered (no ILIKE, which SQLite lacks).
 func (s *Store) EventReports(ctx context.Context, f EventReportFilter) ([]*EventReport, int, error) {
-	where := `WHERE ($1 = '' OR user_id LIKE $2 ESCAPE '\') AND ($3 = '' OR room_id LIKE $4 ESCAPE '\')`
+	where := `WHERE ($1 = '' OR LOWER(user_id) LIKE LOWER($2) ESCAPE '\')
+		AND ($3 = '' OR LOWER(room_id) LIKE LOWER($4) ESCAPE '\')`
 	args := []any{f.UserID, "%" + escapeLike(f.UserID) + "%", f.RoomID, "%" + escapeLike(f.RoomID) + "%"}
 	var total int
 	if err := s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM event_reports `+where, args...).Scan(&total); err != nil {
