@@ -141,8 +141,19 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		servers = append(servers, bound{ln: ln, srv: &http.Server{Handler: dashHandler, ReadHeaderTimeout: 30 * time.Second,
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}})
 	}
+	// Background work (room deletions, the dashboard's sampler) stops only
+	// after the last request has been answered, and the store closes
+	// (deferred above) only after it has stopped.
+	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackground()
+	var background sync.WaitGroup
+	background.Go(func() {
+		if err := srv.Run(bgCtx); err != nil {
+			log.Error("background work", "err", err)
+		}
+	})
 	if dash != nil {
-		go dash.Run(ctx)
+		background.Go(func() { dash.Run(bgCtx) })
 	}
 
 	var wg sync.WaitGroup
@@ -172,6 +183,8 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		_ = b.srv.Shutdown(shutdownCtx)
 	}
 	wg.Wait()
+	stopBackground()
+	background.Wait()
 	log.Info("hearth stopped")
 	return err
 }

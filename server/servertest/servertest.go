@@ -3,6 +3,7 @@
 package servertest
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -27,6 +28,8 @@ type Bundle struct {
 	HTTP   *httptest.Server
 
 	engine storagetest.Engine
+	// stopRun ends Server.Run and waits for it to return.
+	stopRun func()
 }
 
 // Option edits the config before the server starts.
@@ -114,11 +117,21 @@ func (b *Bundle) open(t testing.TB, addr string) {
 		hs.Listener = l
 	}
 	hs.Start()
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- srv.Run(ctx) }()
+	b.stopRun = func() {
+		cancel()
+		<-ran // Run fails only when called twice
+	}
 	b.URL, b.Store, b.Server, b.HTTP = hs.URL, st, srv, hs
 }
 
+// close stops the server as the appliance does: requests first, then the
+// background work, and the store last.
 func (b *Bundle) close() {
 	b.HTTP.Close()
+	b.stopRun()
 	b.Store.Close()
 }
 
