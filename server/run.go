@@ -11,6 +11,13 @@ import (
 // hands each one a context that ends with Run's and returns only once all
 // have stopped, so none of them touches the store after its owner closes it.
 
+// ErrShuttingDown is the cause with which the process cancels every
+// request's context when shutdown starts (context.WithCancelCause under the
+// http.Server's BaseContext). Parked /sync long-polls then return at once,
+// and writeError answers 503 instead of taking it for a client that went
+// away.
+var ErrShuttingDown = errors.New("server is shutting down")
+
 // background is the state Run and goBackground share.
 type background struct {
 	mu sync.Mutex

@@ -28,8 +28,10 @@ type Bundle struct {
 	HTTP   *httptest.Server
 
 	engine storagetest.Engine
-	// stopRun ends Server.Run and waits for it to return.
-	stopRun func()
+	// stopRequests cancels the requests' contexts; stopRun ends
+	// Server.Run and waits for it to return.
+	stopRequests context.CancelCauseFunc
+	stopRun      func()
 }
 
 // Option edits the config before the server starts.
@@ -100,6 +102,10 @@ func (b *Bundle) open(t testing.TB, addr string) {
 	}
 	srv, h := server.New(server.Deps{Cfg: b.Cfg, Store: st, Key: key, Log: log})
 	hs := httptest.NewUnstartedServer(h)
+	// As the appliance: requests' contexts end, with server.ErrShuttingDown,
+	// when shutdown starts, so parked /sync long-polls do not hold it.
+	reqCtx, stopRequests := context.WithCancelCause(context.Background())
+	hs.Config.BaseContext = func(net.Listener) context.Context { return reqCtx }
 	if addr != "" {
 		// Listen where the previous server did, so clients keep their URL.
 		var l net.Listener
@@ -124,12 +130,15 @@ func (b *Bundle) open(t testing.TB, addr string) {
 		cancel()
 		<-ran // Run fails only when called twice
 	}
+	b.stopRequests = stopRequests
 	b.URL, b.Store, b.Server, b.HTTP = hs.URL, st, srv, hs
 }
 
-// close stops the server as the appliance does: requests first, then the
-// background work, and the store last.
+// close stops the server in the appliance's order: requests first (their
+// contexts cancelled, then every handler waited for), then the background
+// work, and the store last.
 func (b *Bundle) close() {
+	b.stopRequests(server.ErrShuttingDown)
 	b.HTTP.Close()
 	b.stopRun()
 	b.Store.Close()
