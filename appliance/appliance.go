@@ -59,12 +59,16 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if err != nil {
 		return err
 	}
+	// Closed last: after every handler and background goroutine has
+	// returned (the end of Run).
 	defer st.Close()
 	if err := applyTuning(cfg, st); err != nil {
 		return err
 	}
 	var dash *web.Dashboard // dashboard.go
 	srv, handler := server.New(server.Deps{Cfg: cfg, Store: st, Key: key, Log: log, Dashboard: dashboardHook(cfg, &dash)})
+
+	reqs := newRequests(ctx) // requests.go
 
 	// Bind every listener first: a port in use stops the start before any
 	// request is served.
@@ -118,8 +122,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			}
 			boundHere++
 			h := server.WithXForwarded(handler, l.XForwarded)
-			servers = append(servers, bound{ln: ln, srv: &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second,
-				ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}})
+			servers = append(servers, bound{ln: ln, srv: reqs.httpServer(h, log)})
 		}
 		if boundHere == 0 {
 			closeAll()
@@ -138,11 +141,21 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		return err
 	}
 	for _, ln := range dashLns {
-		servers = append(servers, bound{ln: ln, srv: &http.Server{Handler: dashHandler, ReadHeaderTimeout: 30 * time.Second,
-			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}})
+		servers = append(servers, bound{ln: ln, srv: reqs.httpServer(dashHandler, log)})
 	}
+	// Background work (room deletions, the dashboard's sampler) runs on a
+	// context of its own, ended only after the last request has been
+	// answered.
+	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackground()
+	var background sync.WaitGroup
+	background.Go(func() {
+		if err := srv.Run(bgCtx); err != nil {
+			log.Error("background work", "err", err)
+		}
+	})
 	if dash != nil {
-		go dash.Run(ctx)
+		background.Go(func() { dash.Run(bgCtx) })
 	}
 
 	var wg sync.WaitGroup
@@ -166,13 +179,32 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
+	// Shut down in order: requests (their contexts are cancelled first,
+	// so parked /sync long-polls answer at once), then the background
+	// work, then the store (deferred above).
+	began := time.Now()
+	log.Info("hearth stopping")
+	reqs.stop()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	var stopping sync.WaitGroup
 	for _, b := range servers {
-		_ = b.srv.Shutdown(shutdownCtx)
+		stopping.Go(func() {
+			if err := b.srv.Shutdown(shutdownCtx); err != nil {
+				// A handler ignored its cancelled context (a download to a
+				// slow client, say): close the connections so its reads
+				// and writes fail and it returns.
+				log.Warn("requests still running at the shutdown deadline; closing their connections", "addr", b.ln.Addr().String(), "err", err)
+				b.srv.Close()
+			}
+		})
 	}
+	stopping.Wait()
 	wg.Wait()
-	log.Info("hearth stopped")
+	reqs.drain()
+	stopBackground()
+	background.Wait()
+	log.Info("hearth stopped", "took", time.Since(began))
 	return err
 }
 

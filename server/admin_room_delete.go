@@ -118,16 +118,47 @@ func (s *Server) StartRoomDelete(ctx context.Context, by Actor, roomID string, r
 		return "", err
 	}
 	s.audit(ctx, by, "room.delete.start", roomID, fmt.Sprintf("delete_id=%s block=%t purge=%t", d.DeleteID, req.Block, req.purge()))
-	go s.runRoomDelete(d.DeleteID, roomID, req)
+	// The deletion outlives this request, so Run owns it. Before Run runs
+	// (or once it has stopped) the stored record is the queue: the next
+	// Run resumes it.
+	if !s.goBackground(func(ctx context.Context) { s.runRoomDelete(ctx, d.DeleteID, roomID, req) }) {
+		s.log.Info("room deletion recorded; it starts when the server runs", "delete_id", d.DeleteID, "room_id", roomID)
+	}
 	return d.DeleteID, nil
 }
 
-// runRoomDelete carries out a recorded deletion, updating its status. It
-// outlives the request that started it.
-func (s *Server) runRoomDelete(deleteID, roomID string, req DeleteRoomRequest) {
-	ctx := context.Background()
+// runRoomDelete carries out a recorded deletion, updating its status,
+// unless this process is already doing so or it has finished. When ctx ends
+// first, the deletion is left as it stands (every step is idempotent), for
+// the next process to resume.
+func (s *Server) runRoomDelete(ctx context.Context, deleteID, roomID string, req DeleteRoomRequest) {
 	log := s.log.With("delete_id", deleteID, "room_id", roomID)
+	if !s.bg.claimDelete(deleteID) {
+		return
+	}
+	defer s.bg.releaseDelete(deleteID)
+	// interrupted reports (and logs) an error that is only ctx ending.
+	interrupted := func(err error) bool {
+		if ctx.Err() == nil {
+			return false
+		}
+		log.Info("room deletion interrupted by shutdown; the next start resumes it", "err", err)
+		return true
+	}
+	// Read the status again now that it is ours: resumeRoomDeletes may have
+	// listed a deletion that the admin API's goroutine has since finished.
+	if d, err := s.store.RoomDeleteByID(ctx, deleteID); err != nil {
+		if !interrupted(err) {
+			log.Error("room deletion: status", "err", err)
+		}
+		return
+	} else if d.Status == storage.DeleteComplete || d.Status == storage.DeleteFailed {
+		return
+	}
 	fail := func(err error) {
+		if interrupted(err) {
+			return
+		}
 		log.Error("room deletion failed", "err", err)
 		msg := "internal error"
 		var me *matrix.Error
@@ -139,7 +170,9 @@ func (s *Server) runRoomDelete(deleteID, roomID string, req DeleteRoomRequest) {
 		}
 	}
 	if err := s.store.UpdateRoomDelete(ctx, deleteID, storage.DeleteShuttingDown, "", nil); err != nil {
-		log.Error("room deletion: status", "err", err)
+		if !interrupted(err) {
+			log.Error("room deletion: status", "err", err)
+		}
 		return
 	}
 	res, err := s.shutdownRoom(ctx, roomID, req)
@@ -150,7 +183,9 @@ func (s *Server) runRoomDelete(deleteID, roomID string, req DeleteRoomRequest) {
 	result, _ := json.Marshal(res)
 	if req.purge() {
 		if err := s.store.UpdateRoomDelete(ctx, deleteID, storage.DeletePurging, "", result); err != nil {
-			log.Error("room deletion: status", "err", err)
+			if !interrupted(err) {
+				log.Error("room deletion: status", "err", err)
+			}
 			return
 		}
 		if err := s.purgeRoom(ctx, roomID, req, res); err != nil {
@@ -159,30 +194,37 @@ func (s *Server) runRoomDelete(deleteID, roomID string, req DeleteRoomRequest) {
 		}
 	}
 	if err := s.store.UpdateRoomDelete(ctx, deleteID, storage.DeleteComplete, "", result); err != nil {
-		log.Error("room deletion: status", "err", err)
+		if !interrupted(err) {
+			log.Error("room deletion: status", "err", err)
+		}
 		return
 	}
 	s.audit(ctx, req.Actor, "room.delete", roomID, fmt.Sprintf("delete_id=%s block=%t purge=%t", deleteID, req.Block, req.purge()))
 }
 
 // resumeRoomDeletes restarts the deletions a previous process left
-// unfinished. Each step is idempotent: leaving users already gone is
-// skipped, and purging a purged room deletes nothing.
-func (s *Server) resumeRoomDeletes() {
-	ctx := context.Background()
+// unfinished, and those recorded before Run started. Each step is
+// idempotent: leaving users already gone is skipped, and purging a purged
+// room deletes nothing.
+func (s *Server) resumeRoomDeletes(ctx context.Context) {
 	ds, err := s.store.RoomDeletes(ctx, "", true)
 	if err != nil {
-		s.log.Error("looking for unfinished room deletions failed", "err", err)
+		if ctx.Err() == nil {
+			s.log.Error("looking for unfinished room deletions failed", "err", err)
+		}
 		return
 	}
 	for _, d := range ds {
+		if ctx.Err() != nil {
+			return
+		}
 		var req DeleteRoomRequest
 		if err := json.Unmarshal(d.Params, &req); err != nil {
 			_ = s.store.UpdateRoomDelete(ctx, d.DeleteID, storage.DeleteFailed, "unreadable request", nil)
 			continue
 		}
 		s.log.Info("resuming room deletion", "delete_id", d.DeleteID, "room_id", d.RoomID)
-		s.runRoomDelete(d.DeleteID, d.RoomID, req)
+		s.runRoomDelete(ctx, d.DeleteID, d.RoomID, req)
 	}
 }
 

@@ -32,6 +32,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		if me.HTTPStatus() >= 500 {
 			logFrom(r.Context(), s.log).Error("request failed", "path", r.URL.Path, "err", err)
 		}
+	case r.Context().Err() != nil && errors.Is(context.Cause(r.Context()), ErrShuttingDown):
+		// Whatever failed, it failed because the process is stopping (a
+		// parked /sync, a query cut short): tell the client to come back,
+		// rather than leaving it a 200 with no body or logging a 500.
+		logFrom(r.Context(), s.log).Debug("request cut short by shutdown", "path", r.URL.Path, "err", err)
+		me = &matrix.Error{Code: "M_UNKNOWN", Msg: "server is shutting down", Status: http.StatusServiceUnavailable}
 	case errors.Is(err, storage.ErrNotFound):
 		me = matrix.NotFound("not found")
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:

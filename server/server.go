@@ -49,9 +49,11 @@ type Server struct {
 	dashboard http.Handler
 	// media is the content repository's state (media.go).
 	media *mediaRepo
+	// bg is the background work Run owns (run.go).
+	bg background
 }
 
-// New builds the server and its routes.
+// New builds the server and its routes. Call Run for its background work.
 func New(d Deps) (*Server, http.Handler) {
 	if d.Log == nil {
 		d.Log = slog.Default()
@@ -70,8 +72,6 @@ func New(d Deps) (*Server, http.Handler) {
 	if d.Dashboard != nil {
 		s.dashboard = d.Dashboard(s)
 	}
-	// Room deletions a previous process left unfinished (admin_room_delete.go).
-	go s.resumeRoomDeletes()
 	return s, s.routes()
 }
 

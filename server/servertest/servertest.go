@@ -3,6 +3,7 @@
 package servertest
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -27,6 +28,10 @@ type Bundle struct {
 	HTTP   *httptest.Server
 
 	engine storagetest.Engine
+	// stopRequests cancels the requests' contexts; stopRun ends
+	// Server.Run and waits for it to return.
+	stopRequests context.CancelCauseFunc
+	stopRun      func()
 }
 
 // Option edits the config before the server starts.
@@ -97,6 +102,10 @@ func (b *Bundle) open(t testing.TB, addr string) {
 	}
 	srv, h := server.New(server.Deps{Cfg: b.Cfg, Store: st, Key: key, Log: log})
 	hs := httptest.NewUnstartedServer(h)
+	// As the appliance: requests' contexts end, with server.ErrShuttingDown,
+	// when shutdown starts, so parked /sync long-polls do not hold it.
+	reqCtx, stopRequests := context.WithCancelCause(context.Background())
+	hs.Config.BaseContext = func(net.Listener) context.Context { return reqCtx }
 	if addr != "" {
 		// Listen where the previous server did, so clients keep their URL.
 		var l net.Listener
@@ -114,11 +123,24 @@ func (b *Bundle) open(t testing.TB, addr string) {
 		hs.Listener = l
 	}
 	hs.Start()
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- srv.Run(ctx) }()
+	b.stopRun = func() {
+		cancel()
+		<-ran // Run fails only when called twice
+	}
+	b.stopRequests = stopRequests
 	b.URL, b.Store, b.Server, b.HTTP = hs.URL, st, srv, hs
 }
 
+// close stops the server in the appliance's order: requests first (their
+// contexts cancelled, then every handler waited for), then the background
+// work, and the store last.
 func (b *Bundle) close() {
+	b.stopRequests(server.ErrShuttingDown)
 	b.HTTP.Close()
+	b.stopRun()
 	b.Store.Close()
 }
 
