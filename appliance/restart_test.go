@@ -179,7 +179,7 @@ func TestRestartUnderLoad(t *testing.T) {
 			if err != nil {
 				t.Fatalf("register %s: %v", name, err)
 			}
-			cli.SetCredentials(resp.UserID, resp.AccessToken)
+			cli.UserID, cli.AccessToken = resp.UserID, resp.AccessToken
 			users[i] = cli
 		}
 		room, err := users[0].CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
@@ -331,7 +331,7 @@ func TestRestartUnderLoad(t *testing.T) {
 		// 3. After a restart every acknowledged message is there, and
 		// every sender's last transaction, retried, is answered with the
 		// event it already made or a new one: nothing lost, nothing twice.
-		a = startApp(t, cfg, addr)
+		startApp(t, cfg, addr) // stopped at cleanup
 		l = newLoad()
 		retried := &outcomes{}
 		sendLoops(l, retried, true)

@@ -15,10 +15,6 @@ import (
 	"hearth/server/storage"
 )
 
-// maxEventSize is the spec's limit on a whole PDU (Client-Server API,
-// "Size limits").
-const maxEventSize = 65536
-
 // roomIDParam reads {roomId} and checks its shape.
 func roomIDParam(r *http.Request) (string, error) {
 	id, err := pathParam(r, "roomId")
