@@ -575,66 +575,49 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 	if err != nil {
 		return nil, err
 	}
+	// State (spec: "Syncing"). The room's state at a stream position is
+	// its current state as it was then (the current-state deltas),
+	// whichever DAG branch its events arrived on.
+	var state storage.StateKeyMap
+	start, at := timelineStart(timeline, upTo), upTo
+	if req.stateAfter {
+		// use_state_after (spec v1.16): the state at the end of the
+		// timeline; for a room the client has, what changed since.
+		if rs.fresh || req.fullState || limited || len(rs.changes) > 0 {
+			if state, err = s.store.StateAt(ctx, roomID, upTo); err != nil {
+				return nil, err
+			}
+		}
+	} else {
+		if timeline, limited, state, err = s.classicState(ctx, rs, timeline, limited, upTo); err != nil {
+			return nil, err
+		}
+		start = timelineStart(timeline, upTo)
+		at = start
+	}
+	if state != nil && !rs.fresh && !req.fullState {
+		before, err := s.store.StateAt(ctx, roomID, rs.since.Events)
+		if err != nil {
+			return nil, err
+		}
+		for k, id := range state {
+			if before[k] == id {
+				delete(state, k)
+			}
+		}
+	}
 	jr := &joinedRoom{
 		Timeline:            timelineBlock{Events: []any{}, Limited: limited},
 		Ephemeral:           eventsBlock{Events: []any{}},
 		AccountData:         eventsBlock{Events: []any{}},
 		UnreadNotifications: map[string]int{"notification_count": 0, "highlight_count": 0},
 	}
-	start := upTo // the timeline starts after this position
-	if len(timeline) > 0 {
-		start = timeline[0].StreamPos - 1
-	}
 	jr.Timeline.PrevBatch = streamToken{Events: start, Aux: rs.to.Aux}.String()
-
-	// State: the full state at the start of the timeline for a fresh room
-	// or full_state; otherwise what changed between since and the start of
-	// the timeline, which is nothing unless the timeline skipped events.
-	// With use_state_after (spec v1.16) the same, but at the end of the
-	// timeline, so state changes in the timeline count too. The room's
-	// state at a position is its current state as it was then (the
-	// current-state deltas), whichever DAG branch events arrived on.
-	at, stateOut := start, &eventsBlock{Events: []any{}}
-	jr.State = stateOut
+	stateOut := &eventsBlock{Events: []any{}}
 	if req.stateAfter {
-		at, jr.State, jr.StateAfter = upTo, nil, stateOut
-	}
-	// Changes of the current state that no timeline event carries: forks
-	// merged by state resolution, a state reset among them.
-	foreign := foreignChanges(rs.changes, timeline, upTo)
-	var state storage.StateKeyMap
-	if rs.fresh || req.fullState || limited || (req.stateAfter && (hasStateEvent(timeline) || len(foreign) > 0)) {
-		if state, err = s.store.StateAt(ctx, roomID, at); err != nil {
-			return nil, err
-		}
-		if !rs.fresh && !req.fullState {
-			before, err := s.store.StateAt(ctx, roomID, rs.since.Events)
-			if err != nil {
-				return nil, err
-			}
-			for k, id := range state {
-				if before[k] == id {
-					delete(state, k)
-				}
-			}
-		}
-	}
-	if !req.stateAfter && !rs.fresh && !req.fullState && len(foreign) > 0 {
-		// The state block comes before the timeline: put there the
-		// values these keys have at its end, unless a timeline event
-		// sets the key itself.
-		end, err := s.store.StateAt(ctx, roomID, upTo)
-		if err != nil {
-			return nil, err
-		}
-		if state == nil {
-			state = storage.StateKeyMap{}
-		}
-		for _, c := range foreign {
-			if id, ok := end[c.Key]; ok && !setsKey(timeline, c.Key) {
-				state[c.Key] = id
-			}
-		}
+		jr.StateAfter = stateOut
+	} else {
+		jr.State = stateOut
 	}
 	stf := rf.State
 	if stf != nil && stf.LazyLoadMembers {
@@ -687,12 +670,65 @@ func (jr *joinedRoom) stateCount() int {
 	return len(jr.State.Events)
 }
 
-// foreignChanges are the changes up to upTo whose new event is not in the
-// timeline.
-func foreignChanges(changes []storage.StateChange, timeline []*storage.Event, upTo int64) []storage.StateChange {
+// timelineStart is the position the timeline starts after.
+func timelineStart(timeline []*storage.Event, upTo int64) int64 {
+	if len(timeline) > 0 {
+		return timeline[0].StreamPos - 1
+	}
+	return upTo
+}
+
+// classicState computes the state block of a room for a client without
+// use_state_after: the full state at the start of the timeline for a room
+// the client does not have (or full_state); otherwise what changed between
+// since and the start of the timeline, which is nothing unless the timeline
+// skipped events (nil when there is nothing to compute).
+//
+// The client applies the state block, then the timeline. A change of the
+// current state that no timeline event carries (forks merged by state
+// resolution, a state reset among them) therefore goes into the state
+// block with the value its key has at the end of the timeline, unless a
+// timeline event sets that key after it. When a timeline event set the key
+// before the change, the timeline would undo it: the timeline is cut to
+// start after the change, and marked limited.
+func (s *Server) classicState(ctx context.Context, rs *roomSync, timeline []*storage.Event, limited bool, upTo int64) ([]*storage.Event, bool, storage.StateKeyMap, error) {
+	incremental := !rs.fresh && !rs.req.fullState
+	for {
+		start := timelineStart(timeline, upTo)
+		if incremental && !limited && len(foreignChanges(rs.changes, timeline, start, upTo)) == 0 {
+			return timeline, limited, nil, nil
+		}
+		state, later, err := s.store.StateAndChangesAfter(ctx, rs.mem.RoomID, start)
+		if err != nil {
+			return nil, false, nil, err
+		}
+		foreign := foreignChanges(later, timeline, start, upTo)
+		cut := int64(0)
+		for _, c := range foreign {
+			if slices.ContainsFunc(timeline, func(e *storage.Event) bool { return e.StreamPos < c.StreamPos && setsKey(e, c.Key) }) {
+				cut = max(cut, c.StreamPos)
+			}
+		}
+		if cut > 0 {
+			timeline = slices.DeleteFunc(timeline, func(e *storage.Event) bool { return e.StreamPos <= cut })
+			limited = true
+			continue
+		}
+		for _, c := range foreign {
+			if !slices.ContainsFunc(timeline, func(e *storage.Event) bool { return setsKey(e, c.Key) }) {
+				state[c.Key] = c.EventID // the last change of the key wins
+			}
+		}
+		return timeline, limited, state, nil
+	}
+}
+
+// foreignChanges are the changes in (start, upTo] whose new event is not in
+// the timeline (removals included: a client cannot be told of those).
+func foreignChanges(changes []storage.StateChange, timeline []*storage.Event, start, upTo int64) []storage.StateChange {
 	var out []storage.StateChange
 	for _, c := range changes {
-		if c.StreamPos > upTo || c.EventID == "" {
+		if c.StreamPos <= start || c.StreamPos > upTo || c.EventID == "" {
 			continue
 		}
 		if !slices.ContainsFunc(timeline, func(e *storage.Event) bool { return e.EventID == c.EventID }) {
@@ -702,11 +738,9 @@ func foreignChanges(changes []storage.StateChange, timeline []*storage.Event, up
 	return out
 }
 
-// setsKey reports whether a timeline event sets the state key k.
-func setsKey(evs []*storage.Event, k storage.StateKey) bool {
-	return slices.ContainsFunc(evs, func(e *storage.Event) bool {
-		return e.StateKey != nil && e.Type == k.Type && *e.StateKey == k.StateKey
-	})
+// setsKey reports whether e is a state event of key k.
+func setsKey(e *storage.Event, k storage.StateKey) bool {
+	return e.StateKey != nil && e.Type == k.Type && *e.StateKey == k.StateKey
 }
 
 func hasStateEvent(evs []*storage.Event) bool {

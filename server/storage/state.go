@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 
 	"hearth/server/matrix"
 )
@@ -243,35 +244,47 @@ func (s *Store) CurrentState(ctx context.Context, roomID string) (map[StateKey]s
 }
 
 // StateAt returns the room's state as it was at stream position pos: the
-// current state with every change after pos undone. Current state is read
-// before the deltas, so a change committed in between is undone through
-// its delta rather than missed.
+// current state with every change after pos undone.
 func (s *Store) StateAt(ctx context.Context, roomID string, pos int64) (map[StateKey]string, error) {
+	state, _, err := s.StateAndChangesAfter(ctx, roomID, pos)
+	return state, err
+}
+
+// StateAndChangesAfter returns the room's state at stream position pos and
+// the current-state changes after it, oldest first. Current state is read
+// before the changes, so a change committed in between is undone through
+// its delta rather than missed.
+func (s *Store) StateAndChangesAfter(ctx context.Context, roomID string, pos int64) (map[StateKey]string, []StateChange, error) {
 	state, err := s.CurrentState(ctx, roomID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	rows, err := s.read.QueryContext(ctx, `SELECT type, state_key, COALESCE(prev_event_id, '') FROM current_state_deltas
-		WHERE room_id = $1 AND stream_ordering > $2 ORDER BY stream_ordering DESC`, roomID, pos)
+	rows, err := s.read.QueryContext(ctx, `SELECT type, state_key, COALESCE(event_id, ''), COALESCE(prev_event_id, ''), stream_ordering
+		FROM current_state_deltas WHERE room_id = $1 AND stream_ordering > $2 ORDER BY stream_ordering DESC`, roomID, pos)
 	if err != nil {
-		return nil, fmt.Errorf("storage: state deltas: %w", err)
+		return nil, nil, fmt.Errorf("storage: state deltas: %w", err)
 	}
 	defer rows.Close()
-	// Newest first: the earliest change after pos is applied last, and its
+	// Newest first: the earliest change after pos is undone last, and its
 	// previous event is the state at pos.
+	var later []StateChange
 	for rows.Next() {
-		var k StateKey
-		var prev string
-		if err := rows.Scan(&k.Type, &k.StateKey, &prev); err != nil {
-			return nil, err
+		var c StateChange
+		if err := rows.Scan(&c.Key.Type, &c.Key.StateKey, &c.EventID, &c.PrevEventID, &c.StreamPos); err != nil {
+			return nil, nil, err
 		}
-		if prev == "" {
-			delete(state, k)
+		if c.PrevEventID == "" {
+			delete(state, c.Key)
 		} else {
-			state[k] = prev
+			state[c.Key] = c.PrevEventID
 		}
+		later = append(later, c)
 	}
-	return state, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, nil, err
+	}
+	slices.Reverse(later)
+	return state, later, nil
 }
 
 // StateEntryAt is one key of StateAt ("" when absent).
