@@ -47,6 +47,9 @@ test:
 	$(GO) vet -tags goolm ./server
 	$(GO) run $(STATICCHECK) -tags goolm ./server
 	$(GO) test -tags goolm -run TestOlmMachines -timeout 5m ./server
+	# Tests that measure latency run last and alone, so that the other
+	# tests do not skew their figures (server/timeline_test.go).
+	HEARTH_LATENCY_TESTS=1 $(GO) test -run '^TestLatency' -count=1 -v -timeout 5m ./server
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 20m $(PKGS)

@@ -43,7 +43,7 @@ func (s *Server) postReportEvent(w http.ResponseWriter, r *http.Request) error {
 	}
 	notFound := matrix.NotFound("Unable to report event: it does not exist or you aren't able to see it.")
 	e, err := s.store.EventByID(ctx, eventID)
-	if errors.Is(err, storage.ErrNotFound) || (err == nil && (e.RoomID != roomID || e.Outlier || e.Rejected)) {
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && (e.RoomID != roomID || !e.Live())) {
 		return notFound
 	}
 	if err != nil {

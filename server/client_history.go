@@ -421,7 +421,7 @@ func (s *Server) serveContext(w http.ResponseWriter, r *http.Request, rd history
 		return err
 	}
 	e, err := s.store.EventByID(ctx, eventID)
-	if errors.Is(err, storage.ErrNotFound) || (err == nil && (e.RoomID != roomID || e.Outlier || e.Rejected)) {
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && (e.RoomID != roomID || !e.Live())) {
 		return matrix.NotFound("Event not found.")
 	}
 	if err != nil {

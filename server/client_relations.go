@@ -40,7 +40,7 @@ func (f *eventFormatter) bundledAggregations(ctx context.Context, evs []*storage
 		if e.RedactedBy != "" {
 			relType = "" // redaction stripped its m.relates_to
 		}
-		if e.IsState() || e.Rejected || relType == relReplace || relType == relAnnotation {
+		if e.IsState() || !e.Live() || relType == relReplace || relType == relAnnotation {
 			continue
 		}
 		if _, dup := byID[e.EventID]; dup {
@@ -168,7 +168,7 @@ func laterEdit(a, b *storage.Event) bool {
 // else is 404 M_NOT_FOUND, so existence does not leak.
 func (s *Server) visibleParent(ctx context.Context, userID, roomID, eventID string) (*storage.Event, error) {
 	e, err := s.store.EventByID(ctx, eventID)
-	if errors.Is(err, storage.ErrNotFound) || (err == nil && (e.RoomID != roomID || e.Outlier || e.Rejected)) {
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && (e.RoomID != roomID || !e.Live())) {
 		return nil, matrix.NotFound("event not found")
 	}
 	if err != nil {

@@ -449,7 +449,7 @@ func (s *Server) getRoomEvent(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	e, err := s.store.EventByID(r.Context(), eventID)
-	if errors.Is(err, storage.ErrNotFound) || (err == nil && (e.RoomID != roomID || e.Outlier || e.Rejected)) {
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && (e.RoomID != roomID || !e.Live())) {
 		return matrix.NotFound("event not found")
 	}
 	if err != nil {

@@ -743,15 +743,6 @@ func setsKey(e *storage.Event, k storage.StateKey) bool {
 	return e.StateKey != nil && e.Type == k.Type && *e.StateKey == k.StateKey
 }
 
-func hasStateEvent(evs []*storage.Event) bool {
-	for _, e := range evs {
-		if e.IsState() {
-			return true
-		}
-	}
-	return false
-}
-
 // syncTimeline returns the newest visible, filter-passing events of the
 // room in (after, upTo], at most limit, oldest first, and whether older
 // ones were left out. History the user may not see ends the scan.

@@ -37,6 +37,10 @@ type Event struct {
 // IsState reports whether the event has a state key.
 func (e *Event) IsState() bool { return e.StateKey != nil }
 
+// Live reports whether the event is part of the room's timeline as clients
+// see it: not an outlier, not rejected, not soft-failed.
+func (e *Event) Live() bool { return !e.Outlier && !e.Rejected && !e.SoftFailed }
+
 // eventColumnsOf lists the event columns read by scanEvent, each qualified
 // with prefix ("" or a table alias such as "e.").
 func eventColumnsOf(p string) string {

@@ -375,13 +375,16 @@ func (s *Store) UsersSharingRooms(ctx context.Context, userID string) ([]string,
 	return out, rows.Err()
 }
 
-// MembershipChange is a membership event in the event stream.
+// MembershipChange is a change of a user's membership in a room's current
+// state.
 type MembershipChange struct {
 	RoomID, UserID, Membership string
 }
 
-// MembershipChangesBetween lists the membership events of the rooms in
-// (after, upTo], in stream order.
+// MembershipChangesBetween lists the membership changes of the rooms' current
+// state in (after, upTo], in stream order: membership events, and changes
+// state resolution made (a member removed from the state counts as a
+// leave).
 func (s *Store) MembershipChangesBetween(ctx context.Context, roomIDs []string, after, upTo int64) ([]MembershipChange, error) {
 	var out []MembershipChange
 	for start := 0; start < len(roomIDs); start += 500 {
@@ -390,10 +393,10 @@ func (s *Store) MembershipChangesBetween(ctx context.Context, roomIDs []string, 
 		for _, r := range chunk {
 			args = append(args, r)
 		}
-		rows, err := s.read.QueryContext(ctx, `SELECT room_id, state_key, membership FROM events
-			WHERE type = 'm.room.member' AND stream_ordering > $1 AND stream_ordering <= $2 AND room_id IN (`+inList(3, len(chunk))+`)
-				AND rejected = 0 AND outlier = 0 AND state_key IS NOT NULL AND membership IS NOT NULL
-			ORDER BY stream_ordering`, args...)
+		rows, err := s.read.QueryContext(ctx, `SELECT d.room_id, d.state_key, COALESCE(e.membership, 'leave') FROM current_state_deltas d
+			LEFT JOIN events e ON e.event_id = d.event_id
+			WHERE d.type = 'm.room.member' AND d.stream_ordering > $1 AND d.stream_ordering <= $2 AND d.room_id IN (`+inList(3, len(chunk))+`)
+			ORDER BY d.stream_ordering`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("storage: membership changes: %w", err)
 		}

@@ -5,7 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
+	"slices"
 )
 
 // NewEvent is an event to persist.
@@ -110,7 +110,7 @@ func (s *Store) PersistEvents(ctx context.Context, evs []*NewEvent, head *HeadUp
 			// A head change with no event of its own (extremities dropped).
 			roomID = ""
 		}
-		return applyHead(ctx, tx, roomID, live[len(live)-1], lastGroup, head)
+		return s.applyHead(ctx, tx, roomID, live[len(live)-1], lastGroup, head)
 	})
 	if head != nil && err == nil {
 		// Before the positions become visible: a reader that sees them
@@ -133,7 +133,7 @@ func (s *Store) SetRoomHead(ctx context.Context, roomID string, head *HeadUpdate
 	var pos []int64
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		pos = s.events.nextLive(1)
-		return applyHead(ctx, tx, roomID, pos[0], 0, head)
+		return s.applyHead(ctx, tx, roomID, pos[0], 0, head)
 	})
 	if err == nil {
 		s.c.currentState.Remove(roomID)
@@ -156,7 +156,7 @@ func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, ne *NewEvent) error
 		// Soft-failed events have a state after them like any other: later
 		// events may build on them.
 		var err error
-		if group, err = newStateGroup(ctx, tx, e.RoomID, ne.StateBefore, map[StateKey]string{{Type: e.Type, StateKey: *e.StateKey}: e.EventID}); err != nil {
+		if group, err = s.newStateGroup(ctx, tx, e.RoomID, ne.StateBefore, map[StateKey]string{{Type: e.Type, StateKey: *e.StateKey}: e.EventID}); err != nil {
 			return err
 		}
 	}
@@ -221,7 +221,7 @@ func deOutlier(ctx context.Context, tx *sql.Tx, ne *NewEvent, group int64) error
 
 // applyHead writes a head update at stream position pos. lastGroup is the
 // state group after the last event persisted with it.
-func applyHead(ctx context.Context, tx *sql.Tx, roomID string, pos, lastGroup int64, head *HeadUpdate) error {
+func (s *Store) applyHead(ctx context.Context, tx *sql.Tx, roomID string, pos, lastGroup int64, head *HeadUpdate) error {
 	if roomID == "" {
 		return errors.New("storage: head update without a room")
 	}
@@ -244,33 +244,114 @@ func applyHead(ctx context.Context, tx *sql.Tx, roomID string, pos, lastGroup in
 			return fmt.Errorf("storage: set room state group: %w", err)
 		}
 	}
-	for _, c := range head.Changes {
+	return s.applyChanges(ctx, tx, roomID, pos, head.Changes)
+}
+
+// applyChanges writes current-state changes and their deltas with bulk
+// statements: a join's thousands of keys are a few statements each.
+func (s *Store) applyChanges(ctx context.Context, tx *sql.Tx, roomID string, pos int64, changes []StateChange) error {
+	var memberEvents []string
+	for _, c := range changes {
+		if c.Key.Type == "m.room.member" && c.EventID != "" {
+			memberEvents = append(memberEvents, c.EventID)
+		}
+	}
+	membership, err := s.memberships(ctx, tx, memberEvents)
+	if err != nil {
+		return err
+	}
+	var upserts, deltas []any
+	var joined []string
+	for _, c := range changes {
+		deltas = append(deltas, pos, roomID, c.Key.Type, c.Key.StateKey, nullStr(c.EventID), nullStr(c.PrevEventID))
 		if c.EventID == "" {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3`,
 				roomID, c.Key.Type, c.Key.StateKey); err != nil {
 				return fmt.Errorf("storage: update current state: %w", err)
 			}
-		} else {
-			// current_state.stream_ordering is when the key last changed,
-			// not the event's own position: a state reset back to an old
-			// event is a change now.
-			if _, err := tx.ExecContext(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id, membership, stream_ordering)
-				VALUES ($1, $2, $3, $4, (SELECT membership FROM events WHERE event_id = $4), $5)
-				ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id,
-					membership = excluded.membership, stream_ordering = excluded.stream_ordering`,
-				roomID, c.Key.Type, c.Key.StateKey, c.EventID, pos); err != nil {
-				return fmt.Errorf("storage: update current state: %w", err)
-			}
-			if c.Key.Type == "m.room.member" {
-				if _, err := tx.ExecContext(ctx, `DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2
-					AND EXISTS (SELECT 1 FROM events WHERE event_id = $3 AND membership = 'join')`, c.Key.StateKey, roomID, c.EventID); err != nil {
-					return fmt.Errorf("storage: unforget room: %w", err)
-				}
-			}
+			continue
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO current_state_deltas (stream_ordering, room_id, type, state_key, event_id, prev_event_id)
-			VALUES ($1, $2, $3, $4, $5, $6)`, pos, roomID, c.Key.Type, c.Key.StateKey, nullStr(c.EventID), nullStr(c.PrevEventID)); err != nil {
-			return fmt.Errorf("storage: record state delta: %w", err)
+		m := membership[c.EventID]
+		upserts = append(upserts, roomID, c.Key.Type, c.Key.StateKey, c.EventID, nullStr(m), pos)
+		if m == "join" {
+			joined = append(joined, c.Key.StateKey)
+		}
+	}
+	// current_state.stream_ordering is when the key last changed, not the
+	// event's own position: a state reset back to an old event is a change
+	// now.
+	err = s.bulkExec(ctx, tx, `INSERT INTO current_state (room_id, type, state_key, event_id, membership, stream_ordering) VALUES `,
+		6, ` ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id,
+			membership = excluded.membership, stream_ordering = excluded.stream_ordering`, upserts)
+	if err != nil {
+		return fmt.Errorf("storage: update current state: %w", err)
+	}
+	if len(joined) > 0 {
+		if err := clearForgotten(ctx, tx, roomID, joined); err != nil {
+			return err
+		}
+	}
+	if err := s.bulkExec(ctx, tx, `INSERT INTO current_state_deltas (stream_ordering, room_id, type, state_key, event_id, prev_event_id) VALUES `,
+		6, ``, deltas); err != nil {
+		return fmt.Errorf("storage: record state delta: %w", err)
+	}
+	return nil
+}
+
+// memberships reads the membership of member events, by event ID.
+func (s *Store) memberships(ctx context.Context, tx *sql.Tx, ids []string) (map[string]string, error) {
+	out := make(map[string]string, len(ids))
+	for start := 0; start < len(ids); start += s.d.InChunk {
+		chunk := ids[start:min(start+s.d.InChunk, len(ids))]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT event_id, COALESCE(membership, '') FROM events WHERE event_id IN (`+inList(1, len(chunk))+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("storage: memberships: %w", err)
+		}
+		for rows.Next() {
+			var id, m string
+			if err := rows.Scan(&id, &m); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[id] = m
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// clearForgotten removes the forgetting of the room by users who joined it
+// again. Few users forget a room: read who did, then match.
+func clearForgotten(ctx context.Context, tx *sql.Tx, roomID string, users []string) error {
+	rows, err := tx.QueryContext(ctx, `SELECT user_id FROM forgotten_rooms WHERE room_id = $1`, roomID)
+	if err != nil {
+		return fmt.Errorf("storage: forgotten rooms: %w", err)
+	}
+	var rejoined []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			rows.Close()
+			return err
+		}
+		if slices.Contains(users, u) {
+			rejoined = append(rejoined, u)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, u := range rejoined {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2`, u, roomID); err != nil {
+			return fmt.Errorf("storage: unforget room: %w", err)
 		}
 	}
 	return nil
@@ -279,7 +360,7 @@ func applyHead(ctx context.Context, tx *sql.Tx, roomID string, pos, lastGroup in
 // outlierChunk bounds the rows one PersistOutliers transaction writes, so
 // a join's thousands of state events never hold the (SQLite) writer for
 // long: other rooms' sends interleave between chunks.
-const outlierChunk = 100
+const outlierChunk = 10
 
 // PersistOutliers stores events outside the timeline (auth chains, the
 // state a join brings): no stream position readers see, no state group,
@@ -288,17 +369,21 @@ const outlierChunk = 100
 func (s *Store) PersistOutliers(ctx context.Context, evs []*NewEvent) error {
 	for start := 0; start < len(evs); start += outlierChunk {
 		chunk := evs[start:min(start+outlierChunk, len(evs))]
-		err := s.tx(ctx, func(tx *sql.Tx) error {
-			for _, ne := range chunk {
-				e := &ne.Event
-				e.Outlier, e.StreamPos, e.StateGroup = true, s.events.nextHistory(), 0
-				if _, err := tx.ExecContext(ctx, `INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth,
-						origin_server_ts, json, membership, rejected, rejection_reason, outlier, relates_to, rel_type)
-					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $14) ON CONFLICT (event_id) DO NOTHING`,
-					e.StreamPos, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS, string(e.JSON),
-					nullStr(e.Membership), boolInt(e.Rejected), nullStr(ne.RejectReason), nullStr(e.RelatesTo), nullStr(e.RelType)); err != nil {
-					return fmt.Errorf("storage: insert outlier %s: %w", e.EventID, err)
-				}
+		args := make([]any, 0, 15*len(chunk))
+		for _, ne := range chunk {
+			e := &ne.Event
+			e.Outlier, e.StreamPos, e.StateGroup = true, s.events.nextHistory(), 0
+			args = append(args, e.StreamPos, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS, string(e.JSON),
+				nullStr(e.Membership), boolInt(e.Rejected), nullStr(ne.RejectReason), nullStr(e.RelatesTo), nullStr(e.RelType), 1)
+		}
+		// Outliers matter only once an event that refers to them is
+		// persisted, whose commit makes them durable too.
+		err := s.txNoSync(ctx, func(tx *sql.Tx) error {
+			err := s.bulkExec(ctx, tx, `INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth,
+					origin_server_ts, json, membership, rejected, rejection_reason, relates_to, rel_type, outlier) VALUES `,
+				15, ` ON CONFLICT (event_id) DO NOTHING`, args)
+			if err != nil {
+				return fmt.Errorf("storage: insert outliers: %w", err)
 			}
 			return nil
 		})
@@ -338,19 +423,4 @@ func (s *Store) EventsExist(ctx context.Context, ids []string) (map[string]bool,
 		}
 	}
 	return out, nil
-}
-
-// valuesList renders "($1, $2, $3), ($4, $5, $6)" for a multi-row INSERT of
-// rows rows of cols columns.
-func valuesList(rows, cols int) string {
-	var b strings.Builder
-	for r := 0; r < rows; r++ {
-		if r > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteByte('(')
-		b.WriteString(inList(r*cols+1, cols))
-		b.WriteByte(')')
-	}
-	return b.String()
 }

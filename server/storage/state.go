@@ -34,14 +34,10 @@ type StateKeyMap = map[StateKey]string
 // this many groups before reaching a snapshot.
 const maxStateChain = 64
 
-// stateEntryRows bounds the rows of one multi-row INSERT of state entries
-// (4 parameters each; both engines accept far more).
-const stateEntryRows = 250
-
 // newStateGroup adds a group holding delta on top of prev, or a snapshot of
 // prev+delta when prev's chain is long (or prev is 0). An empty event ID in
 // delta removes the key.
-func newStateGroup(ctx context.Context, tx *sql.Tx, roomID string, prev int64, delta map[StateKey]string) (int64, error) {
+func (s *Store) newStateGroup(ctx context.Context, tx *sql.Tx, roomID string, prev int64, delta map[StateKey]string) (int64, error) {
 	chain := 0
 	if prev != 0 {
 		if err := tx.QueryRowContext(ctx, `SELECT chain_len FROM state_groups WHERE id = $1`, prev).Scan(&chain); err != nil {
@@ -73,48 +69,26 @@ func newStateGroup(ctx context.Context, tx *sql.Tx, roomID string, prev int64, d
 		roomID, prevArg, chainLen).Scan(&id); err != nil {
 		return 0, fmt.Errorf("storage: insert state group: %w", err)
 	}
-	if err := insertStateEntries(ctx, tx, id, entries); err != nil {
-		return 0, err
+	args := make([]any, 0, 4*len(entries))
+	for k, ev := range entries {
+		args = append(args, id, k.Type, k.StateKey, ev)
+	}
+	if err := s.bulkExec(ctx, tx, `INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES `, 4, ``, args); err != nil {
+		return 0, fmt.Errorf("storage: insert state entries: %w", err)
 	}
 	return id, nil
-}
-
-// insertStateEntries writes a group's entries with multi-row INSERTs: a
-// join's state of thousands of keys is a handful of statements.
-func insertStateEntries(ctx context.Context, tx *sql.Tx, group int64, entries map[StateKey]string) error {
-	args := make([]any, 0, 4*min(len(entries), stateEntryRows))
-	flush := func() error {
-		if len(args) == 0 {
-			return nil
-		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES `+
-			valuesList(len(args)/4, 4), args...)
-		args = args[:0]
-		if err != nil {
-			return fmt.Errorf("storage: insert state entries: %w", err)
-		}
-		return nil
-	}
-	for k, ev := range entries {
-		args = append(args, group, k.Type, k.StateKey, ev)
-		if len(args) == 4*stateEntryRows {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-	}
-	return flush()
 }
 
 // StoreStateGroup saves state as a new group: delta on top of prev (0 for
 // a snapshot), an empty event ID removing a key. State resolution uses it
 // for states no single parent had, stored as the difference from one of
-// them.
+// them. A group matters only once an event refers to it, whose commit
+// makes the group durable too: it is written without waiting for the disk.
 func (s *Store) StoreStateGroup(ctx context.Context, roomID string, prev int64, delta map[StateKey]string) (int64, error) {
 	var id int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.txNoSync(ctx, func(tx *sql.Tx) error {
 		var err error
-		id, err = newStateGroup(ctx, tx, roomID, prev, delta)
+		id, err = s.newStateGroup(ctx, tx, roomID, prev, delta)
 		return err
 	})
 	return id, err

@@ -6,6 +6,7 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net/url"
@@ -136,6 +137,51 @@ func (s *Store) Ping(ctx context.Context) error { return s.read.PingContext(ctx)
 // tx runs fn in a write transaction, committing when it returns nil.
 func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("storage: begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("storage: commit: %w", err)
+	}
+	return nil
+}
+
+// txNoSync is tx for writes whose durability can wait for the next
+// ordinary commit: the commit does not wait for the disk, and the next
+// durable commit, which comes after it in the (SQLite or PostgreSQL)
+// write-ahead log, makes it durable as well. Only for rows that matter
+// once a later durable write refers to them (outliers, state groups).
+func (s *Store) txNoSync(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if s.d.Name == "postgres" {
+		return s.tx(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+				return fmt.Errorf("storage: relax commit: %w", err)
+			}
+			return fn(tx)
+		})
+	}
+	// SQLite: synchronous is per connection, so hold the writer's one
+	// connection for the pragma, the transaction and the pragma's reset.
+	conn, err := s.write.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("storage: writer connection: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+		return fmt.Errorf("storage: relax commit: %w", err)
+	}
+	defer func() {
+		if _, err := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL`); err != nil {
+			// A writer left relaxed would acknowledge writes before they
+			// are on disk: drop the connection instead.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+	}()
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("storage: begin: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
 
@@ -114,7 +115,10 @@ type receiver struct {
 	known map[string]*rooms.Event
 	// outliers wait to be written by flushOutliers.
 	outliers []*storage.NewEvent
-	fetches  int
+	// stored caches which events the store has (true: as an outlier), for
+	// events looked up in bulk beforehand.
+	stored  map[string]bool
+	fetches int
 }
 
 func (t *Timeline) receiver(ctx context.Context, origin string, kind Kind, roomID string) (*receiver, error) {
@@ -129,7 +133,27 @@ func (t *Timeline) receiver(ctx context.Context, origin string, kind Kind, roomI
 	if !ok {
 		return nil, fmt.Errorf("timeline: room %s has unknown version %q", roomID, room.RoomVersion)
 	}
-	return &receiver{t: t, origin: origin, kind: kind, room: room, rv: rv, known: map[string]*rooms.Event{}}, nil
+	return &receiver{t: t, origin: origin, kind: kind, room: room, rv: rv, known: map[string]*rooms.Event{}, stored: map[string]bool{}}, nil
+}
+
+// lookupStored records which of ids the store has, asking it only about
+// those not looked up before.
+func (rc *receiver) lookupStored(ctx context.Context, ids []string) error {
+	var ask []string
+	for _, id := range ids {
+		if _, ok := rc.stored[id]; !ok {
+			ask = append(ask, id)
+		}
+	}
+	if len(ask) == 0 {
+		return nil
+	}
+	found, err := rc.t.store.EventsExist(ctx, ask)
+	if err != nil {
+		return err
+	}
+	maps.Copy(rc.stored, found)
+	return nil
 }
 
 func dropped(e *rooms.Event, format string, args ...any) Result {
@@ -156,11 +180,10 @@ func (rc *receiver) receive(ctx context.Context, e *rooms.Event, sb *stateBefore
 	if _, ok := rc.known[e.ID()]; ok {
 		return Result{EventID: e.ID(), Status: Known}, nil
 	}
-	exists, err := t.store.EventsExist(ctx, []string{e.ID()})
-	if err != nil {
+	if err := rc.lookupStored(ctx, []string{e.ID()}); err != nil {
 		return Result{}, err
 	}
-	if outlier, ok := exists[e.ID()]; ok && (!outlier || rc.kind == Outlier) {
+	if outlier, ok := rc.stored[e.ID()]; ok && (!outlier || rc.kind == Outlier) {
 		return Result{EventID: e.ID(), Status: Known}, nil
 	}
 	// 2–3. Signatures, then hashes: a content hash mismatch keeps the
@@ -350,10 +373,21 @@ func (rc *receiver) fetchOutliers(ctx context.Context, ids []string) error {
 func (rc *receiver) ingestOutliers(ctx context.Context, evs []*rooms.Event) error {
 	evs = slices.Clone(evs)
 	slices.SortStableFunc(evs, func(a, b *rooms.Event) int { return cmp.Compare(a.Depth(), b.Depth()) })
+	ids := make([]string, len(evs))
+	for i, e := range evs {
+		ids[i] = e.ID()
+	}
+	if err := rc.lookupStored(ctx, ids); err != nil {
+		return err
+	}
 	kind := rc.kind
 	rc.kind = Outlier
 	defer func() { rc.kind = kind }()
 	for _, e := range evs {
+		// A join's state is thousands of signature checks: let requests
+		// waiting for a processor run between events rather than after
+		// the scheduler's time slice.
+		runtime.Gosched()
 		res, err := rc.receive(ctx, e, nil)
 		if err != nil {
 			return err
@@ -505,12 +539,8 @@ func (rc *receiver) stateFrom(ctx context.Context, state, chain []*rooms.Event) 
 		}
 		if k, ok := rc.known[s.ID()]; ok && !k.Rejected {
 			ids[s.Key()] = s.ID()
-		} else if !ok {
-			if exists, err := rc.t.store.EventsExist(ctx, []string{s.ID()}); err != nil {
-				return nil, err
-			} else if _, ok := exists[s.ID()]; ok {
-				ids[s.Key()] = s.ID() // stored before this batch
-			}
+		} else if _, stored := rc.stored[s.ID()]; !ok && stored {
+			ids[s.Key()] = s.ID() // stored before this batch
 		}
 	}
 	group, err := rc.t.store.StoreStateGroup(ctx, rc.room.RoomID, 0, ids)
@@ -685,8 +715,9 @@ func (rc *receiver) plan(ctx context.Context, snap snapshot, e *rooms.Event, sb 
 			need = append(need, c.EventID)
 		}
 	}
+	// The events of this batch (a join's state) are parsed already.
 	var err error
-	if p.events, err = t.events(ctx, rc.rv, need, map[string]*rooms.Event{e.ID(): e}); err != nil {
+	if p.events, err = t.events(ctx, rc.rv, need, rc.known); err != nil {
 		return nil, err
 	}
 	exts, err := t.events(ctx, rc.rv, extIDs(others), nil)
