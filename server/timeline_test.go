@@ -897,3 +897,114 @@ func pct(ds []time.Duration, p int) time.Duration {
 }
 
 func p99(ds []time.Duration) time.Duration { return pct(ds, 99) }
+
+// fetcher serves a remote server's events and states to the timeline, as
+// the federation client will (GET /event, GET /state).
+type fetcher struct {
+	events map[string]*rooms.Event
+	// before maps an event ID to the room state before it.
+	before map[string]rooms.StateEvents
+	calls  []string
+}
+
+func (fe *fetcher) Event(_ context.Context, server string, _ *rooms.RoomVersion, eventID string) (*rooms.Event, error) {
+	fe.calls = append(fe.calls, "event "+eventID)
+	if e, ok := fe.events[eventID]; ok {
+		return e, nil
+	}
+	return nil, fmt.Errorf("%s has no event %s", server, eventID)
+}
+
+func (fe *fetcher) StateBefore(_ context.Context, server string, _ *rooms.RoomVersion, _, eventID string) ([]*rooms.Event, []*rooms.Event, error) {
+	fe.calls = append(fe.calls, "state "+eventID)
+	st, ok := fe.before[eventID]
+	if !ok {
+		return nil, nil, fmt.Errorf("%s has no state before %s", server, eventID)
+	}
+	var state, chain []*rooms.Event
+	seen := map[string]bool{}
+	var walk func(ids []string)
+	walk = func(ids []string) {
+		for _, id := range ids {
+			if e := fe.events[id]; e != nil && !seen[id] {
+				seen[id] = true
+				chain = append(chain, e)
+				walk(e.AuthEventIDs())
+			}
+		}
+	}
+	for _, e := range st {
+		state = append(state, e)
+		walk(e.AuthEventIDs())
+	}
+	return state, chain, nil
+}
+
+// TestTimelineGap: an event whose auth event and prev event this server
+// never received is dropped when nothing can fetch them; with a fetcher,
+// the missing auth event is fetched and checked, the state before the
+// event is asked for, and the event joins the room as a new branch, merged
+// into the current state.
+//
+// bob (r2.test) is in alice's room. His server sends his new display name
+// (a member event) and then a message; this server misses the first. The
+// message cites the missing member event as auth event and prev event.
+func TestTimelineGap(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		f := newFed(t, b, "r2.test")
+		ctx := t.Context()
+		alice := newSyncUser(t, b, "alice")
+		bob := "@bob:r2.test"
+		created, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		roomID := string(created.RoomID)
+		remote := f.builderOnHead("r2.test", roomID)
+		f.mustReceive("r2.test", timeline.Live, timeline.Accepted, f.add(remote, "m.room.member", sp(bob), bob, map[string]any{"membership": "join"}))
+
+		fe := &fetcher{events: map[string]*rooms.Event{}, before: map[string]rooms.StateEvents{}}
+		rename := f.add(remote, "m.room.member", sp(bob), bob, map[string]any{"membership": "join", "displayname": "Bob"})
+		before := maps.Clone(remote.State)
+		msg := f.add(remote, "m.room.message", nil, bob, map[string]any{"msgtype": "m.text", "body": "hello across a gap"})
+		fe.before[msg.ID()] = before
+		for _, ev := range remote.State {
+			fe.events[ev.ID()] = ev
+		}
+		// alice moves on meanwhile: the room forks.
+		if _, err := alice.cli.SendText(ctx, created.RoomID, "meanwhile"); err != nil {
+			t.Fatal(err)
+		}
+
+		// Nothing to fetch with: dropped, and not stored.
+		f.mustReceive("r2.test", timeline.Live, timeline.Dropped, msg)
+		if _, err := b.Store.EventByID(ctx, msg.ID()); err == nil {
+			t.Fatal("a dropped event was stored")
+		}
+
+		f.tl.SetFetcher(fe)
+		t.Cleanup(func() { f.tl.SetFetcher(nil) })
+		f.mustReceive("r2.test", timeline.Live, timeline.Accepted, msg)
+		if !slices.Contains(fe.calls, "event "+rename.ID()) || !slices.Contains(fe.calls, "state "+msg.ID()) {
+			t.Errorf("fetcher calls %v: want bob's renaming and the state before the message", fe.calls)
+		}
+		se, err := b.Store.EventByID(ctx, rename.ID())
+		if err != nil || !se.Outlier {
+			t.Errorf("bob's renaming: stored %+v (%v), want an outlier", se, err)
+		}
+		if got := f.currentEvent(roomID, "m.room.member", bob); got != rename.ID() {
+			t.Errorf("bob's membership in the current state: %q, want the renaming %s", got, rename.ID())
+		}
+		if got := f.extremities(roomID); len(got) != 2 || !slices.Contains(got, msg.ID()) {
+			t.Errorf("extremities %v: want alice's message and bob's", got)
+		}
+		found := false
+		for _, x := range messagesIDs(t, alice, created.RoomID) {
+			found = found || x == id.EventID(msg.ID())
+		}
+		if !found {
+			t.Error("/messages lacks the event received across the gap")
+		}
+	})
+}

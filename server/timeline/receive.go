@@ -756,6 +756,9 @@ func (rc *receiver) apply(ctx context.Context, h *roomHead, e *rooms.Event, ne *
 	} else {
 		h.group = ne.StateGroup
 	}
+	for i := range p.update.Changes {
+		p.update.Changes[i].StreamPos = ne.StreamPos
+	}
 	h.version = t.versions.Add(1)
 	if h.builder.Now == nil {
 		h.builder.Now = func() int64 { return t.now().UnixMilli() }
