@@ -205,7 +205,7 @@ func (rc *receiver) receive(ctx context.Context, e *rooms.Event, sb *stateBefore
 		}
 		return Result{}, err
 	}
-	create, err := rc.createEvent(ctx, e, authEvs)
+	create, err := rc.createEvent(ctx, e)
 	if err != nil {
 		return Result{}, err
 	}
@@ -401,7 +401,7 @@ func (rc *receiver) ingestOutliers(ctx context.Context, evs []*rooms.Event) erro
 
 // createEvent is the room's create event for a v12 room, whose events do
 // not list it among their auth events (nil before v12).
-func (rc *receiver) createEvent(ctx context.Context, e *rooms.Event, authEvs []*rooms.Event) (*rooms.Event, error) {
+func (rc *receiver) createEvent(ctx context.Context, e *rooms.Event) (*rooms.Event, error) {
 	if !rc.rv.RoomIDFromCreateEvent || e.IsCreate() {
 		return nil, nil
 	}
