@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"cmp"
+	"encoding/json/jsontext"
 	"errors"
 	"maps"
 	"slices"
@@ -85,16 +86,37 @@ func (b *RoomBuilder) rememberRef(e *Event) {
 // extremities and, if allowed, advances the builder. A rejected event is
 // returned with an *AuthError and does not change the builder.
 func (b *RoomBuilder) Append(typ string, stateKey *string, sender string, content any) (*Event, error) {
-	c, err := marshalContent(content)
+	t, err := b.Template(typ, stateKey, sender, content)
 	if err != nil {
 		return nil, err
 	}
+	e, err := BuildEvent(b.Version, t, b.Key)
+	if err != nil {
+		return nil, err
+	}
+	if err := AuthorizeAgainstState(e, b.State, nil); err != nil {
+		return e, err
+	}
+	if e.IsCreate() {
+		b.RoomID = e.RoomID()
+	}
+	b.Accept(e)
+	return e, nil
+}
+
+// Template is the template of the builder's next event: prev_events,
+// depth and auth_events as Append would choose them.
+func (b *RoomBuilder) Template(typ string, stateKey *string, sender string, content any) (EventTemplate, error) {
+	c, err := marshalContent(content)
+	if err != nil {
+		return EventTemplate{}, err
+	}
 	isCreate := typ == TypeCreate && stateKey != nil && *stateKey == ""
 	if isCreate && len(b.Extremities) > 0 {
-		return nil, errors.New("rooms: m.room.create must be the first event")
+		return EventTemplate{}, errors.New("rooms: m.room.create must be the first event")
 	}
 	if !isCreate && b.RoomID == "" {
-		return nil, errors.New("rooms: no room ID (append m.room.create first)")
+		return EventTemplate{}, errors.New("rooms: no room ID (append m.room.create first)")
 	}
 	now := b.Now
 	if now == nil {
@@ -115,18 +137,28 @@ func (b *RoomBuilder) Append(typ string, stateKey *string, sender string, conten
 	if typ == TypeRedaction {
 		t.Redacts = contentString(c, "redacts")
 	}
+	return t, nil
+}
+
+// Proto is the unsigned event a server answers make_join (make_leave,
+// make_knock) with, for sender (a user of another server) on the builder's
+// head. The auth rules must allow it as the state stands; the builder does
+// not change.
+func (b *RoomBuilder) Proto(typ string, stateKey *string, sender string, content any) (jsontext.Value, error) {
+	t, err := b.Template(typ, stateKey, sender, content)
+	if err != nil {
+		return nil, err
+	}
+	// The auth rules judge a signed event: sign it with this server's key
+	// to check, then hand out the template unsigned.
 	e, err := BuildEvent(b.Version, t, b.Key)
 	if err != nil {
 		return nil, err
 	}
 	if err := AuthorizeAgainstState(e, b.State, nil); err != nil {
-		return e, err
+		return nil, err
 	}
-	if isCreate {
-		b.RoomID = e.RoomID()
-	}
-	b.Accept(e)
-	return e, nil
+	return BuildProto(b.Version, t)
 }
 
 // Accept advances the builder past an event that was authorised elsewhere

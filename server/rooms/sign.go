@@ -202,6 +202,45 @@ type EventTemplate struct {
 // BuildEvent creates a local event: fills hashes.sha256, signs the redacted
 // form with key and derives the event ID for the room version.
 func BuildEvent(rv *RoomVersion, t EventTemplate, key SigningKey) (*Event, error) {
+	obj, err := eventObject(rv, t)
+	if err != nil {
+		return nil, err
+	}
+	if rv.EventIDs == EventIDRandom {
+		obj["event_id"] = "$" + randomString(18) + ":" + key.ServerName
+	}
+	raw, err := json.Marshal(obj, json.Deterministic(true))
+	if err != nil {
+		return nil, err
+	}
+	h, err := ContentHash(raw)
+	if err != nil {
+		return nil, err
+	}
+	obj["hashes"] = map[string]string{"sha256": base64.RawStdEncoding.EncodeToString(h[:])}
+	if raw, err = json.Marshal(obj, json.Deterministic(true)); err != nil {
+		return nil, err
+	}
+	if raw, err = SignEvent(rv, raw, key); err != nil {
+		return nil, err
+	}
+	return ParseEvent(rv, raw)
+}
+
+// BuildProto renders an event template as the unsigned event a server
+// answers make_join, make_leave and make_knock with: no hashes, no
+// signatures and no event ID (the joining server adds them).
+func BuildProto(rv *RoomVersion, t EventTemplate) (jsontext.Value, error) {
+	obj, err := eventObject(rv, t)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(obj, json.Deterministic(true))
+}
+
+// eventObject is the event of a template as a JSON object, before hashes,
+// signatures and (v1/v2) the event ID.
+func eventObject(rv *RoomVersion, t EventTemplate) (map[string]any, error) {
 	content, err := marshalContent(t.Content)
 	if err != nil {
 		return nil, err
@@ -253,33 +292,18 @@ func BuildEvent(rv *RoomVersion, t EventTemplate, key SigningKey) (*Event, error
 			}
 			return out, nil
 		}
+		var err error
 		if obj["prev_events"], err = ref(t.PrevEvents); err != nil {
 			return nil, err
 		}
 		if obj["auth_events"], err = ref(t.AuthEvents); err != nil {
 			return nil, err
 		}
-		obj["event_id"] = "$" + randomString(18) + ":" + key.ServerName
 	} else {
 		obj["prev_events"] = nonNil(t.PrevEvents)
 		obj["auth_events"] = nonNil(t.AuthEvents)
 	}
-	raw, err := json.Marshal(obj, json.Deterministic(true))
-	if err != nil {
-		return nil, err
-	}
-	h, err := ContentHash(raw)
-	if err != nil {
-		return nil, err
-	}
-	obj["hashes"] = map[string]string{"sha256": base64.RawStdEncoding.EncodeToString(h[:])}
-	if raw, err = json.Marshal(obj, json.Deterministic(true)); err != nil {
-		return nil, err
-	}
-	if raw, err = SignEvent(rv, raw, key); err != nil {
-		return nil, err
-	}
-	return ParseEvent(rv, raw)
+	return obj, nil
 }
 
 func nonNil(s []string) []string {

@@ -26,6 +26,9 @@ type NewEvent struct {
 	Backfilled bool
 	// RejectReason says why a rejected or soft-failed event failed.
 	RejectReason string
+	// Outbound: the federation sender sends the event to the room's other
+	// servers (this server's own events; memberships it relays).
+	Outbound bool
 }
 
 // live reports whether the event takes a live stream position.
@@ -164,13 +167,13 @@ func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, ne *NewEvent) error
 	var inserted int64
 	err := tx.QueryRowContext(ctx, `INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth, origin_server_ts,
 			json, membership, replaces_state, state_group, rejected, soft_failed, rejection_reason, outlier, relates_to, rel_type,
-			sender_device, txn_id)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+			sender_device, txn_id, outbound)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
 		ON CONFLICT (event_id) DO NOTHING RETURNING stream_ordering`,
 		e.StreamPos, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS, string(e.JSON),
 		nullStr(e.Membership), nullStr(e.ReplacesState), nullInt(group), boolInt(e.Rejected), boolInt(e.SoftFailed),
 		nullStr(ne.RejectReason), boolInt(e.Outlier), nullStr(e.RelatesTo), nullStr(e.RelType),
-		nullStr(e.SenderDevice), nullStr(e.TxnID)).Scan(&inserted)
+		nullStr(e.SenderDevice), nullStr(e.TxnID), boolInt(ne.Outbound)).Scan(&inserted)
 	if errors.Is(err, sql.ErrNoRows) {
 		if err := deOutlier(ctx, tx, ne, group); err != nil {
 			return err
@@ -211,8 +214,9 @@ func deOutlier(ctx context.Context, tx *sql.Tx, ne *NewEvent, group int64) error
 		return ErrConflict
 	}
 	_, err := tx.ExecContext(ctx, `UPDATE events SET stream_ordering = $1, outlier = 0, state_group = $2, rejected = $3,
-		soft_failed = $4, rejection_reason = $5, json = $6 WHERE event_id = $7`,
-		e.StreamPos, nullInt(group), boolInt(e.Rejected), boolInt(e.SoftFailed), nullStr(ne.RejectReason), string(e.JSON), e.EventID)
+		soft_failed = $4, rejection_reason = $5, json = $6, outbound = $7 WHERE event_id = $8`,
+		e.StreamPos, nullInt(group), boolInt(e.Rejected), boolInt(e.SoftFailed), nullStr(ne.RejectReason), string(e.JSON),
+		boolInt(ne.Outbound), e.EventID)
 	if err != nil {
 		return fmt.Errorf("storage: de-outlier %s: %w", e.EventID, err)
 	}

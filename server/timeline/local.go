@@ -80,7 +80,7 @@ func (t *Timeline) send(ctx context.Context, roomID string, evs []NewEvent) ([]*
 		if ne.DeviceID != "" && ne.TxnID != "" {
 			se.SenderDevice, se.TxnID, se.TxnScope = ne.DeviceID, ne.TxnID, ne.TxnScope
 		}
-		batch = append(batch, &storage.NewEvent{Event: *se, PrevEvents: e.PrevEventIDs(), StateBefore: h.group, ChainState: len(batch) > 0})
+		batch = append(batch, &storage.NewEvent{Event: *se, PrevEvents: e.PrevEventIDs(), StateBefore: h.group, ChainState: len(batch) > 0, Outbound: true})
 		pdus = append(pdus, e)
 	}
 	if len(batch) == 0 {
@@ -239,7 +239,7 @@ func (t *Timeline) createRoom(ctx context.Context, room *storage.Room, events []
 			se.ReplacesState = state[e.Key()]
 			state[e.Key()] = e.ID()
 		}
-		batch[i] = &storage.NewEvent{Event: *se, PrevEvents: e.PrevEventIDs(), ChainState: i > 0}
+		batch[i] = &storage.NewEvent{Event: *se, PrevEvents: e.PrevEventIDs(), ChainState: i > 0, Outbound: true}
 	}
 	update.Changes = changesBetween(nil, state)
 	last := batch[len(batch)-1]

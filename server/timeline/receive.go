@@ -119,6 +119,9 @@ type receiver struct {
 	// events looked up in bulk beforehand.
 	stored  map[string]bool
 	fetches int
+	// relay: accepted events go on to the room's other servers (a
+	// membership another server asked this one to accept: send_join).
+	relay bool
 }
 
 func (t *Timeline) receiver(ctx context.Context, origin string, kind Kind, roomID string) (*receiver, error) {
@@ -229,7 +232,8 @@ func (rc *receiver) receive(ctx context.Context, e *rooms.Event, sb *stateBefore
 			return Result{}, err
 		}
 	}
-	ne := &storage.NewEvent{Event: *storageEvent(e), PrevEvents: e.PrevEventIDs(), StateBefore: sb.group, Backfilled: rc.kind == Backfill}
+	ne := &storage.NewEvent{Event: *storageEvent(e), PrevEvents: e.PrevEventIDs(), StateBefore: sb.group, Backfilled: rc.kind == Backfill,
+		Outbound: rc.relay}
 	if e.IsState() {
 		ne.ReplacesState = sb.ids[e.Key()]
 	}

@@ -1,0 +1,424 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"hearth/server/storage"
+)
+
+// The sender delivers this server's events to every other server in their
+// rooms.
+//
+// It reads the event stream, not a queue of its own: events marked
+// outbound (this server's, and memberships it relays) are read in stream
+// order from a persisted position. For each it records, per destination
+// and room, the newest event queued (federation_destination_rooms) in the
+// same transaction that advances the position, then hands the event to the
+// destination's worker. So an acknowledged event reaches every server even
+// if the process stops at any point: what was not queued is read again,
+// and what was queued but not delivered is caught up.
+//
+// A worker sends its queue as transactions of at most 50 PDUs and 100 EDUs.
+// When a destination fails, the worker backs off (doubling, capped) and
+// drops its in-memory queue; when the destination answers again it catches
+// up by sending the newest queued event of each room it missed, and the
+// destination fetches the rest itself (/get_missing_events), as the spec
+// and Synapse do. A destination that contacts this server (Reset) is
+// retried at once.
+
+const (
+	maxTxnPDUs = 50
+	maxTxnEDUs = 100
+	// readBatch bounds the events read from the stream at once.
+	readBatch = 100
+)
+
+// SenderOptions configure a Sender.
+type SenderOptions struct {
+	Store      *storage.Store
+	ServerName string
+	// Send delivers one transaction (the Client's SendTransaction).
+	Send func(ctx context.Context, destination, txnID string, txn *Transaction) (*SendResponse, error)
+	Log  *slog.Logger
+	Now  func() time.Time
+	// MinRetry and MaxRetry bound the back-off of a failing destination
+	// (defaults 10 s and 1 h).
+	MinRetry, MaxRetry time.Duration
+	// Allowed, when set, says whether a destination may be sent to at all
+	// (federation_domain_whitelist).
+	Allowed func(destination string) bool
+}
+
+// Sender is the outbound side of federation: one loop over the event
+// stream, one worker per destination with work.
+type Sender struct {
+	o   SenderOptions
+	ctx context.Context
+
+	wake chan struct{}
+
+	mu      sync.Mutex
+	dests   map[string]*destination
+	servers map[string][]string // room → joined servers (cache)
+	txnSeq  int64
+	wg      sync.WaitGroup
+}
+
+// destination is one server's worker state.
+type destination struct {
+	name    string
+	pending []*storage.Event
+	edus    []EDU
+	// catchUp: the worker sends from federation_destination_rooms rather
+	// than pending (after a failure, or at start).
+	catchUp bool
+	running bool
+	reset   chan struct{}
+}
+
+// NewSender builds a Sender; Run starts it.
+func NewSender(o SenderOptions) *Sender {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.MinRetry <= 0 {
+		o.MinRetry = 10 * time.Second
+	}
+	if o.MaxRetry <= 0 {
+		o.MaxRetry = time.Hour
+	}
+	return &Sender{o: o, wake: make(chan struct{}, 1), dests: map[string]*destination{}, servers: map[string][]string{}}
+}
+
+// EventPersisted tells the sender an event of roomID entered the room's
+// timeline (any event, local or received; membershipChanged when it
+// changed who is in the room). Cheap; it never blocks.
+func (s *Sender) EventPersisted(roomID string, membershipChanged bool) {
+	if membershipChanged {
+		s.mu.Lock()
+		delete(s.servers, roomID)
+		s.mu.Unlock()
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Reset retries destination at once: it just contacted this server, so it
+// is up again.
+func (s *Sender) Reset(ctx context.Context, destination string) {
+	was, err := s.o.Store.ResetDestinationRetry(ctx, destination)
+	if err != nil || !was {
+		return
+	}
+	s.mu.Lock()
+	d := s.dests[destination]
+	s.mu.Unlock()
+	if d != nil {
+		select {
+		case d.reset <- struct{}{}:
+		default:
+		}
+	}
+	s.start(destination, nil, nil, true)
+}
+
+// SendEDUs queues ephemeral data units for destinations (typing, receipts):
+// they go with the next transaction, and are dropped for a destination
+// that is failing.
+func (s *Sender) SendEDUs(destinations []string, edus ...EDU) {
+	for _, d := range destinations {
+		if d != s.o.ServerName {
+			s.start(d, nil, edus, false)
+		}
+	}
+}
+
+// Run reads the event stream until ctx ends, then waits for the workers.
+func (s *Sender) Run(ctx context.Context) error {
+	s.ctx = ctx
+	pos, err := s.o.Store.FederationSenderPosition(ctx)
+	if err != nil {
+		return err
+	}
+	behind, err := s.o.Store.DestinationsBehind(ctx)
+	if err != nil {
+		return err
+	}
+	for _, d := range behind {
+		s.start(d, nil, nil, true)
+	}
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		if pos, err = s.drain(ctx, pos); err != nil && ctx.Err() == nil {
+			s.o.Log.Error("federation sender: reading the event stream failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			s.wg.Wait()
+			return nil
+		case <-s.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// drain queues every outbound event after pos and returns the new position.
+func (s *Sender) drain(ctx context.Context, pos int64) (int64, error) {
+	for {
+		upTo, err := s.o.Store.MaxStreamPos(ctx)
+		if err != nil || upTo <= pos {
+			return pos, err
+		}
+		evs, err := s.o.Store.OutboundEventsAfter(ctx, pos, upTo, readBatch)
+		if err != nil {
+			return pos, err
+		}
+		next := upTo
+		if len(evs) == readBatch {
+			next = evs[len(evs)-1].StreamPos
+		}
+		var queued []storage.DestinationRoom
+		byDest := map[string][]*storage.Event{}
+		for _, e := range evs {
+			dests, err := s.destinations(ctx, e)
+			if err != nil {
+				return pos, err
+			}
+			for _, d := range dests {
+				queued = append(queued, storage.DestinationRoom{Destination: d, RoomID: e.RoomID, StreamPos: e.StreamPos})
+				byDest[d] = append(byDest[d], e)
+			}
+		}
+		for d := range byDest {
+			if err := s.o.Store.EnsureDestination(ctx, d, 0); err != nil {
+				return pos, err
+			}
+		}
+		// With nothing queued the position moves in memory only: after a
+		// restart those events are read again and go nowhere again, and
+		// a server with no federation writes nothing per event.
+		if len(queued) > 0 {
+			if err := s.o.Store.QueueForDestinations(ctx, next, queued); err != nil {
+				return pos, err
+			}
+		}
+		pos = next
+		for d, evs := range byDest {
+			s.start(d, evs, nil, false)
+		}
+	}
+}
+
+// destinations are the servers an event goes to: those with a joined
+// member in its room, and for a membership event its target's server (a
+// kicked or banned user's server learns of it), never this one.
+func (s *Sender) destinations(ctx context.Context, e *storage.Event) ([]string, error) {
+	s.mu.Lock()
+	servers, ok := s.servers[e.RoomID]
+	s.mu.Unlock()
+	if !ok || e.Type == "m.room.member" {
+		var err error
+		if servers, err = s.o.Store.JoinedServers(ctx, e.RoomID); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		s.servers[e.RoomID] = servers
+		s.mu.Unlock()
+	}
+	seen := map[string]bool{s.o.ServerName: true}
+	var out []string
+	add := func(d string) {
+		if !seen[d] && (s.o.Allowed == nil || s.o.Allowed(d)) {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	for _, d := range servers {
+		add(d)
+	}
+	if e.Type == "m.room.member" && e.StateKey != nil {
+		if _, server, ok := strings.Cut(*e.StateKey, ":"); ok {
+			add(server)
+		}
+	}
+	return out, nil
+}
+
+// start hands work to destination's worker, starting it if idle.
+func (s *Sender) start(name string, evs []*storage.Event, edus []EDU, catchUp bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.dests[name]
+	if d == nil {
+		d = &destination{name: name, reset: make(chan struct{}, 1)}
+		s.dests[name] = d
+	}
+	d.pending = append(d.pending, evs...)
+	d.edus = append(d.edus, edus...)
+	d.catchUp = d.catchUp || catchUp
+	if d.running || s.ctx == nil || s.ctx.Err() != nil {
+		return
+	}
+	d.running = true
+	s.wg.Add(1)
+	go s.work(d)
+}
+
+// work sends destination's queue until it is empty.
+func (s *Sender) work(d *destination) {
+	defer s.wg.Done()
+	ctx := s.ctx
+	for ctx.Err() == nil {
+		row, err := s.o.Store.DestinationByName(ctx, d.name)
+		if errors.Is(err, storage.ErrNotFound) {
+			if err = s.o.Store.EnsureDestination(ctx, d.name, 0); err == nil {
+				row, err = s.o.Store.DestinationByName(ctx, d.name)
+			}
+		}
+		if err != nil {
+			s.o.Log.Error("federation sender: destination state", "destination", d.name, "err", err)
+			s.stop(d)
+			return
+		}
+		if wait := s.backoff(row); wait > 0 {
+			s.mu.Lock()
+			d.pending, d.edus, d.catchUp = nil, nil, true // caught up when it is back
+			s.mu.Unlock()
+			select {
+			case <-ctx.Done():
+			case <-d.reset:
+			case <-time.After(wait):
+			}
+			continue
+		}
+		pdus, edus, last, err := s.next(ctx, d, row)
+		if err != nil {
+			s.o.Log.Error("federation sender: reading the catch-up queue", "destination", d.name, "err", err)
+			s.stop(d)
+			return
+		}
+		if len(pdus) == 0 && len(edus) == 0 {
+			if s.idle(d) {
+				return
+			}
+			continue
+		}
+		if err := s.deliver(ctx, d.name, pdus, edus, last, row); err != nil && ctx.Err() == nil {
+			s.mu.Lock()
+			d.catchUp = true
+			s.mu.Unlock()
+		}
+	}
+	s.stop(d)
+}
+
+// next picks what to send: the newest missed event of each room when
+// catching up, else the queue in order.
+func (s *Sender) next(ctx context.Context, d *destination, row *storage.Destination) ([]*storage.Event, []EDU, int64, error) {
+	s.mu.Lock()
+	catchUp := d.catchUp
+	if catchUp {
+		// Whatever is queued from now on is sent after the catch-up.
+		d.pending = nil
+	}
+	s.mu.Unlock()
+	if catchUp {
+		evs, err := s.o.Store.CatchUpEvents(ctx, d.name, row.LastSuccessfulPos, maxTxnPDUs)
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		if len(evs) > 0 {
+			return evs, nil, evs[len(evs)-1].StreamPos, nil
+		}
+		s.mu.Lock()
+		d.catchUp = false
+		s.mu.Unlock()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := min(len(d.pending), maxTxnPDUs)
+	pdus := d.pending[:n:n]
+	d.pending = d.pending[n:]
+	m := min(len(d.edus), maxTxnEDUs)
+	edus := d.edus[:m:m]
+	d.edus = d.edus[m:]
+	var last int64
+	if n > 0 {
+		last = pdus[n-1].StreamPos
+	}
+	return pdus, edus, last, nil
+}
+
+// idle stops the worker when nothing is left; it reports whether it did.
+func (s *Sender) idle(d *destination) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(d.pending) > 0 || len(d.edus) > 0 || d.catchUp {
+		return false
+	}
+	d.running = false
+	return true
+}
+
+func (s *Sender) stop(d *destination) {
+	s.mu.Lock()
+	d.running = false
+	s.mu.Unlock()
+}
+
+// backoff is how long to wait before trying row's destination again.
+func (s *Sender) backoff(row *storage.Destination) time.Duration {
+	if row.RetryIntervalMS == 0 {
+		return 0
+	}
+	next := time.UnixMilli(row.RetryLastTS + row.RetryIntervalMS)
+	return max(next.Sub(s.o.Now()), 0)
+}
+
+// deliver sends one transaction and records the outcome.
+func (s *Sender) deliver(ctx context.Context, dest string, pdus []*storage.Event, edus []EDU, last int64, row *storage.Destination) error {
+	txn := &Transaction{Origin: s.o.ServerName, OriginServerTS: nowMS(s.o.Now), PDUs: make([]json.RawMessage, len(pdus)), EDUs: edus}
+	for i, e := range pdus {
+		txn.PDUs[i] = e.JSON
+	}
+	s.mu.Lock()
+	s.txnSeq++
+	txnID := fmt.Sprintf("%d_%d", s.o.Now().UnixMilli(), s.txnSeq)
+	s.mu.Unlock()
+	resp, err := s.o.Send(ctx, dest, txnID, txn)
+	if err != nil {
+		interval := time.Duration(row.RetryIntervalMS) * time.Millisecond * 2
+		interval = min(max(interval, s.o.MinRetry), s.o.MaxRetry)
+		s.o.Log.Warn("federation: could not deliver a transaction; retrying later", "destination", dest,
+			"pdus", len(pdus), "edus", len(edus), "retry_in", interval, "err", err)
+		if ferr := s.o.Store.DestinationFailed(ctx, dest, err.Error(), interval.Milliseconds()); ferr != nil {
+			s.o.Log.Error("federation sender: record failure", "destination", dest, "err", ferr)
+		}
+		return err
+	}
+	for id, r := range resp.PDUs {
+		if r.Error != "" {
+			s.o.Log.Info("federation: destination refused an event", "destination", dest, "event_id", id, "error", r.Error)
+		}
+	}
+	if last == 0 {
+		last = row.LastSuccessfulPos
+	}
+	if err := s.o.Store.DestinationDelivered(ctx, dest, last); err != nil {
+		s.o.Log.Error("federation sender: record delivery", "destination", dest, "err", err)
+	}
+	return nil
+}

@@ -1,0 +1,383 @@
+package federation_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"hearth/server/federation"
+	"hearth/server/rooms"
+	"hearth/server/storage"
+	"hearth/server/storage/storagetest"
+	"hearth/server/timeline"
+)
+
+// The sender is tested on a real store with the real room pipeline; only
+// the network is replaced: transactions go to an in-process recorder that
+// can be told to fail.
+
+// net records the transactions each destination received.
+type net struct {
+	mu   sync.Mutex
+	got  map[string][]string // destination → event IDs, in arrival order
+	txns map[string]int      // destination → transactions
+	pdus map[string]int      // destination → largest transaction's PDUs
+	down map[string]bool
+	sent chan string
+}
+
+func newNet() *net {
+	return &net{got: map[string][]string{}, txns: map[string]int{}, pdus: map[string]int{}, down: map[string]bool{}, sent: make(chan string, 1000)}
+}
+
+func (n *net) send(_ context.Context, dest, _ string, txn *federation.Transaction) (*federation.SendResponse, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.down[dest] {
+		return nil, errors.New("connection refused")
+	}
+	n.txns[dest]++
+	n.pdus[dest] = max(n.pdus[dest], len(txn.PDUs))
+	for _, p := range txn.PDUs {
+		n.got[dest] = append(n.got[dest], idOf(p))
+	}
+	select {
+	case n.sent <- dest:
+	default:
+	}
+	return &federation.SendResponse{}, nil
+}
+
+// idOf recomputes an event's ID (v12 rooms: the reference hash).
+func idOf(pdu []byte) string {
+	e, err := rooms.ParseEvent(rooms.MustVersion("12"), pdu)
+	if err != nil {
+		return "?"
+	}
+	return e.ID()
+}
+
+func (n *net) setDown(dest string, down bool) {
+	n.mu.Lock()
+	n.down[dest] = down
+	n.mu.Unlock()
+}
+
+func (n *net) received(dest string) []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.got[dest])
+}
+
+// waitFor waits until dest received every event in ids.
+func (n *net) waitFor(t *testing.T, dest string, ids ...string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		got := n.received(dest)
+		missing := 0
+		for _, id := range ids {
+			if !slices.Contains(got, id) {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return
+		}
+		select {
+		case <-n.sent:
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("%s received %d events, still missing %d of %d", dest, len(got), missing, len(ids))
+		}
+	}
+}
+
+type world struct {
+	st   *storage.Store
+	tl   *timeline.Timeline
+	keys map[string]rooms.SigningKey
+	ts   int64
+}
+
+func newWorld(t *testing.T, st *storage.Store) *world {
+	w := &world{st: st, keys: map[string]rooms.SigningKey{}, ts: time.Now().UnixMilli()}
+	for _, s := range []string{"hs.test", "r1.test", "r2.test", "r3.test"} {
+		seed := sha256.Sum256([]byte(s))
+		k, err := rooms.SigningKeyFromSeed(s, "ed25519:t", seed[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.keys[s] = k
+	}
+	w.tl = timeline.New(timeline.Deps{Store: st, Key: w.keys["hs.test"], Keys: func(server, keyID string, _ int64) (ed25519.PublicKey, int64, error) {
+		if k, ok := w.keys[server]; ok && k.KeyID == keyID {
+			return k.Private.Public().(ed25519.PublicKey), 1 << 62, nil
+		}
+		return nil, 0, fmt.Errorf("no key for %s", server)
+	}})
+	return w
+}
+
+func (w *world) now() int64 { w.ts++; return w.ts }
+
+// room creates a public room of alice's (local) that remote users join.
+func (w *world) room(t *testing.T, remotes ...string) string {
+	t.Helper()
+	ctx := context.Background()
+	evs, b, err := rooms.CreateRoom(rooms.CreateRoomRequest{Version: rooms.MustVersion("12"), Creator: "@alice:hs.test", Preset: rooms.PresetPublicChat},
+		w.keys["hs.test"], w.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.tl.CreateRoom(ctx, &storage.Room{RoomID: b.RoomID, RoomVersion: "12", Creator: "@alice:hs.test"}, evs, b); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range remotes {
+		_, server, _ := cut(u)
+		rb := w.remoteBuilder(t, b.RoomID, server)
+		join, err := rb.Append("m.room.member", &u, u, map[string]any{"membership": "join"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := w.tl.Receive(ctx, server, timeline.Live, []*rooms.Event{join})
+		if err != nil || res[0].Status != timeline.Accepted {
+			t.Fatalf("join of %s: %v %v", u, res, err)
+		}
+	}
+	return b.RoomID
+}
+
+func cut(u string) (string, string, bool) {
+	for i := range u {
+		if u[i] == ':' {
+			return u[:i], u[i+1:], true
+		}
+	}
+	return u, "", false
+}
+
+// remoteBuilder builds on the room's current head as server.
+func (w *world) remoteBuilder(t *testing.T, roomID, server string) *rooms.RoomBuilder {
+	t.Helper()
+	ctx := context.Background()
+	rv := rooms.MustVersion("12")
+	state, err := w.st.CurrentState(ctx, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := rooms.StateEvents{}
+	for k, id := range state {
+		evs[k] = w.pdu(t, id)
+	}
+	exts, err := w.st.ForwardExtremities(ctx, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var extEvs []*rooms.Event
+	for _, x := range exts {
+		extEvs = append(extEvs, w.pdu(t, x.EventID))
+	}
+	b := rooms.ResumeRoomBuilder(rv, roomID, w.keys[server], evs, extEvs)
+	b.Now = w.now
+	return b
+}
+
+func (w *world) pdu(t *testing.T, id string) *rooms.Event {
+	t.Helper()
+	se, err := w.st.EventByID(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := rooms.ParseEvent(rooms.MustVersion("12"), se.JSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (w *world) say(t *testing.T, roomID, text string) string {
+	t.Helper()
+	evs, err := w.tl.Send(context.Background(), roomID, timeline.NewEvent{Type: "m.room.message", Sender: "@alice:hs.test",
+		Content: map[string]any{"msgtype": "m.text", "body": text}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs[0].EventID
+}
+
+type wakeOnPersist struct{ s *federation.Sender }
+
+func (o wakeOnPersist) EventPersisted(p *timeline.Persisted) {
+	changed := false
+	for _, c := range p.Changes {
+		changed = changed || c.Key.Type == "m.room.member"
+	}
+	o.s.EventPersisted(p.Event.RoomID, changed)
+}
+
+// startSender runs a sender until the test (or stop) ends.
+func startSender(t *testing.T, w *world, n *net) (*federation.Sender, func()) {
+	s := federation.NewSender(federation.SenderOptions{Store: w.st, ServerName: "hs.test", Send: n.send, MinRetry: 50 * time.Millisecond, MaxRetry: 200 * time.Millisecond})
+	w.tl.Observe(wakeOnPersist{s})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	stop := func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return s, stop
+}
+
+func TestSenderDeliversToEveryServerInTheRoom(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		w := newWorld(t, st)
+		n := newNet()
+		startSender(t, w, n)
+		room := w.room(t, "@bob:r1.test", "@carol:r2.test")
+		lonely := w.room(t) // no remote members: nothing to send
+		var ids []string
+		for i := 0; i < 120; i++ {
+			ids = append(ids, w.say(t, room, fmt.Sprintf("m%d", i)))
+		}
+		w.say(t, lonely, "to nobody")
+		n.waitFor(t, "r1.test", ids...)
+		n.waitFor(t, "r2.test", ids...)
+		if got := n.received("r1.test"); !slices.IsSortedFunc(indexes(ids, got), func(a, b int) int { return a - b }) {
+			t.Error("r1.test received the events out of order")
+		}
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.pdus["r1.test"] > 50 {
+			t.Errorf("a transaction carried %d PDUs", n.pdus["r1.test"])
+		}
+		if len(n.got) != 2 {
+			t.Errorf("transactions went to %v", n.txns)
+		}
+	})
+}
+
+func indexes(order, got []string) []int {
+	var out []int
+	for _, g := range got {
+		if i := slices.Index(order, g); i >= 0 {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// A destination that was down is sent, once back, the newest event of each
+// room it missed; the events it had before are not sent again.
+func TestSenderCatchesUpAfterAnOutage(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		w := newWorld(t, st)
+		n := newNet()
+		s, _ := startSender(t, w, n)
+		a, b := w.room(t, "@bob:r1.test"), w.room(t, "@bob:r1.test")
+		first := w.say(t, a, "before")
+		n.waitFor(t, "r1.test", first)
+		n.setDown("r1.test", true)
+		var lastA, lastB string
+		for i := 0; i < 30; i++ {
+			lastA = w.say(t, a, fmt.Sprintf("a%d", i))
+			lastB = w.say(t, b, fmt.Sprintf("b%d", i))
+		}
+		time.Sleep(100 * time.Millisecond)
+		n.setDown("r1.test", false)
+		s.Reset(context.Background(), "r1.test")
+		n.waitFor(t, "r1.test", lastA, lastB)
+		if got := n.received("r1.test"); count(got, first) != 1 {
+			t.Error("the event delivered before the outage was sent again")
+		}
+		waitDelivered(t, st, "r1.test", 0)
+	})
+}
+
+// Events acknowledged while the sender was stopped (or had not queued them
+// yet) reach their destinations when a new sender starts on the same store.
+func TestSenderSurvivesARestart(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		st := storagetest.Open(t, e)
+		w := newWorld(t, st)
+		n := newNet()
+		_, stop := startSender(t, w, n)
+		room := w.room(t, "@bob:r1.test")
+		running := w.say(t, room, "while running")
+		n.waitFor(t, "r1.test", running)
+		se, err := st.EventByID(context.Background(), running)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitDelivered(t, st, "r1.test", se.StreamPos)
+		stop()
+		var ids []string
+		for i := 0; i < 5; i++ {
+			ids = append(ids, w.say(t, room, fmt.Sprintf("while stopped %d", i)))
+		}
+		// A new process: a new store, pipeline and sender on the same
+		// database.
+		st.Close()
+		st2 := storagetest.Open(t, e)
+		w2 := &world{st: st2, keys: w.keys, ts: w.ts}
+		w2.tl = timeline.New(timeline.Deps{Store: st2, Key: w.keys["hs.test"]})
+		startSender(t, w2, n)
+		n.waitFor(t, "r1.test", ids...)
+	})
+}
+
+// A kicked user's server receives the kick, though it has no member left.
+func TestSenderTellsTheKickedServer(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		w := newWorld(t, st)
+		n := newNet()
+		startSender(t, w, n)
+		room := w.room(t, "@bob:r1.test", "@carol:r2.test")
+		carol := "@carol:r2.test"
+		kick, err := w.tl.Send(context.Background(), room, timeline.NewEvent{Type: "m.room.member", StateKey: &carol, Sender: "@alice:hs.test",
+			Content: map[string]any{"membership": "leave"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.waitFor(t, "r2.test", kick[0].EventID)
+		n.waitFor(t, "r1.test", kick[0].EventID)
+		after := w.say(t, room, "after the kick")
+		n.waitFor(t, "r1.test", after)
+		time.Sleep(100 * time.Millisecond)
+		if slices.Contains(n.received("r2.test"), after) {
+			t.Error("the kicked user's server still receives the room's events")
+		}
+	})
+}
+
+// waitDelivered waits until dest is recorded healthy with everything up to
+// pos delivered.
+func waitDelivered(t *testing.T, st *storage.Store, dest string, pos int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d, err := st.DestinationByName(context.Background(), dest)
+		if err == nil && d.FailureTS == 0 && d.RetryIntervalMS == 0 && d.LastSuccessfulPos >= pos {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("destination %s: %+v (%v), want healthy and delivered up to %d", dest, d, err, pos)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func count(ids []string, id string) int {
+	n := 0
+	for _, x := range ids {
+		if x == id {
+			n++
+		}
+	}
+	return n
+}
