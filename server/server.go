@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"hearth/config"
+	"hearth/server/federation"
 	"hearth/server/storage"
 	"hearth/server/timeline"
 )
@@ -49,6 +50,9 @@ type Server struct {
 	dashboard http.Handler
 	// media is the content repository's state (media.go).
 	media *mediaRepo
+	// fedSender delivers this server's events to other servers (nil
+	// until federation is wired).
+	fedSender *federation.Sender
 	// bg is the background work Run owns (run.go).
 	bg background
 }

@@ -144,8 +144,14 @@ func (s *Server) putTyping(w http.ResponseWriter, r *http.Request) error {
 	if req.Timeout != nil && *req.Timeout > 0 {
 		timeout = min(time.Duration(*req.Timeout)*time.Millisecond, maxTypingTimeout)
 	}
-	if s.notifier.typing.set(roomID, me.UserID, *req.Typing, timeout, func() { s.notifier.notifyRoom(roomID) }) {
+	s.setTyping(roomID, me.UserID, *req.Typing, timeout)
+	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// setTyping starts or stops a user typing in a room and wakes the room's
+// syncs when that changed something.
+func (s *Server) setTyping(roomID, userID string, typing bool, timeout time.Duration) {
+	if s.notifier.typing.set(roomID, userID, typing, timeout, func() { s.notifier.notifyRoom(roomID) }) {
 		s.notifier.notifyRoom(roomID)
 	}
-	return writeJSON(w, http.StatusOK, struct{}{})
 }
