@@ -50,9 +50,10 @@ type Server struct {
 	dashboard http.Handler
 	// media is the content repository's state (media.go).
 	media *mediaRepo
-	// fedSender delivers this server's events to other servers (nil
-	// until federation is wired).
+	// fedSender delivers this server's events to other servers, and
+	// fedClient makes requests to them (both nil when not federating).
 	fedSender *federation.Sender
+	fedClient *federation.Client
 	// bg is the background work Run owns (run.go).
 	bg background
 }

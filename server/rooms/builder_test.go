@@ -1,7 +1,11 @@
 package rooms
 
 import (
+	"errors"
+	"slices"
 	"testing"
+
+	"github.com/tidwall/gjson"
 )
 
 func TestResumeRoomBuilder(t *testing.T) {
@@ -65,5 +69,46 @@ func TestRoomBuilderRejectsLeaveBuilderUnchanged(t *testing.T) {
 	}
 	if _, err := b.Append(TypeCreate, strp(""), alice, map[string]any{}); err == nil {
 		t.Error("second m.room.create accepted")
+	}
+}
+
+// A make_join round trip: the resident server's template for a remote
+// user, completed and signed by the user's server, verifies and passes the
+// auth rules on the room's state, in every room version.
+func TestProtoRoundTrip(t *testing.T) {
+	for _, v := range allVersions() {
+		t.Run("v"+v, func(t *testing.T) {
+			b := baseRoom(t, v, JoinRulePublic)
+			rv := b.Version
+			proto, err := b.Proto(TypeMember, strp(zed), zed, map[string]any{"membership": MembershipJoin})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if gjson.GetBytes(proto, "signatures").Exists() || gjson.GetBytes(proto, "hashes").Exists() || gjson.GetBytes(proto, "event_id").Exists() {
+				t.Fatalf("template carries signatures, hashes or an event ID: %s", proto)
+			}
+			remote := testKey(t, "other.org")
+			e, err := CompleteProto(rv, proto, map[string]any{"membership": MembershipJoin, "displayname": "Zed"}, remote)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := VerifySignatures(e, keyring(1<<62, remote)); err != nil {
+				t.Fatalf("signatures: %v", err)
+			}
+			if !e.VerifyContentHash() {
+				t.Fatal("content hash does not verify")
+			}
+			if err := AuthorizeAgainstState(e, b.State, keyring(1<<62, remote)); err != nil {
+				t.Fatalf("auth: %v", err)
+			}
+			if !slices.Equal(e.PrevEventIDs(), b.Extremities) {
+				t.Errorf("prev_events %v, want %v", e.PrevEventIDs(), b.Extremities)
+			}
+			// A user who may not join gets no template.
+			mustAppend(t, b, TypeJoinRules, strp(""), alice, map[string]any{"join_rule": JoinRuleInvite})
+			if _, err := b.Proto(TypeMember, strp(zed), zed, map[string]any{"membership": MembershipJoin}); !errors.Is(err, ErrNotAuthorized) {
+				t.Errorf("template for a join to an invite-only room: %v", err)
+			}
+		})
 	}
 }

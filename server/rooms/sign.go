@@ -206,6 +206,35 @@ func BuildEvent(rv *RoomVersion, t EventTemplate, key SigningKey) (*Event, error
 	if err != nil {
 		return nil, err
 	}
+	return finishEvent(rv, obj, key)
+}
+
+// CompleteProto turns the unsigned event another server made for this one
+// (the answer to make_join, make_leave, make_knock) into this server's
+// event: content replaces the template's when not nil, then the event ID
+// (v1/v2), hashes and this server's signature are added.
+func CompleteProto(rv *RoomVersion, proto []byte, content any, key SigningKey) (*Event, error) {
+	var obj map[string]any
+	if err := json.Unmarshal(proto, &obj); err != nil {
+		return nil, fmt.Errorf("%w: template: %w", ErrBadEvent, err)
+	}
+	delete(obj, "hashes")
+	delete(obj, "signatures")
+	delete(obj, "unsigned")
+	delete(obj, "event_id")
+	if content != nil {
+		c, err := marshalContent(content)
+		if err != nil {
+			return nil, err
+		}
+		obj["content"] = c
+	}
+	return finishEvent(rv, obj, key)
+}
+
+// finishEvent adds the event ID (v1/v2), the content hash and key's
+// signature to an event object.
+func finishEvent(rv *RoomVersion, obj map[string]any, key SigningKey) (*Event, error) {
 	if rv.EventIDs == EventIDRandom {
 		obj["event_id"] = "$" + randomString(18) + ":" + key.ServerName
 	}

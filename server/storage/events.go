@@ -312,3 +312,21 @@ func (s *Store) RedactEvent(ctx context.Context, eventID, redactedBy string, red
 		return nil
 	})
 }
+
+// PrevEvents returns an event's prev_events as recorded in the DAG's edges.
+func (s *Store) PrevEvents(ctx context.Context, eventID string) ([]string, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT prev_event_id FROM event_edges WHERE event_id = $1`, eventID)
+	if err != nil {
+		return nil, fmt.Errorf("storage: prev events: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}

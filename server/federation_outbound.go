@@ -1,0 +1,130 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/tidwall/gjson"
+
+	"hearth/server/federation"
+	"hearth/server/matrix"
+	"hearth/server/rooms"
+)
+
+// Client requests that need other servers: joining a room this server is
+// not in, through one of the servers that is.
+
+// joinRemote joins userID to roomID through the first of servers that lets
+// it (spec: "Joining Rooms": make_join, then send_join), with content as
+// the membership content, and persists the room's state and the join.
+func (s *Server) joinRemote(ctx context.Context, userID, roomID string, servers []string, content map[string]any) error {
+	if s.fedClient == nil {
+		return matrix.NotFound("room %s is not known to this server, and it does not federate", roomID)
+	}
+	var errs []error
+	tried := map[string]bool{s.cfg.ServerName: true}
+	for _, server := range servers {
+		if server == "" || tried[server] {
+			continue
+		}
+		tried[server] = true
+		err := s.joinThrough(ctx, server, userID, roomID, content)
+		if err == nil {
+			return nil
+		}
+		s.log.Info("federation: join through a server failed", "room_id", roomID, "server", server, "err", err)
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return matrix.NotFound("no server to join room %s through: give one with via or server_name", roomID)
+	}
+	// The last server's refusal says most; a 403 from a resident server
+	// is the client's answer as it is.
+	var re *federation.RemoteError
+	if errors.As(errs[len(errs)-1], &re) {
+		switch re.Status {
+		case http.StatusForbidden:
+			return matrix.Forbidden("%s refused the join: %s", re.Destination, re.Msg)
+		case http.StatusNotFound:
+			return matrix.NotFound("%s does not know room %s", re.Destination, roomID)
+		case http.StatusBadRequest:
+			if re.Code == "M_INCOMPATIBLE_ROOM_VERSION" {
+				return &matrix.Error{Code: "M_INCOMPATIBLE_ROOM_VERSION", Msg: re.Msg}
+			}
+		}
+	}
+	return &matrix.Error{Code: "M_UNKNOWN", Status: http.StatusBadGateway, Msg: fmt.Sprintf("could not join room %s through %d servers", roomID, len(errs)),
+		Err: errors.Join(errs...)}
+}
+
+// joinThrough runs make_join and send_join against one server.
+func (s *Server) joinThrough(ctx context.Context, server, userID, roomID string, content map[string]any) error {
+	proto, rv, err := s.fedClient.MakeMembership(ctx, server, rooms.MembershipJoin, roomID, userID)
+	if err != nil {
+		return err
+	}
+	// The template's content may carry the resident's choices (a
+	// restricted join's authorising user); ours adds the profile.
+	merged := map[string]any{}
+	if err := json.Unmarshal([]byte(gjson.GetBytes(proto, "content").Raw), &merged); err != nil && gjson.GetBytes(proto, "content").Exists() {
+		return fmt.Errorf("template content: %w", err)
+	}
+	for k, v := range content {
+		if _, set := merged[k]; !set || k == "membership" {
+			merged[k] = v
+		}
+	}
+	if gjson.GetBytes(proto, "sender").String() != userID || gjson.GetBytes(proto, "state_key").String() != userID ||
+		gjson.GetBytes(proto, "room_id").String() != roomID || gjson.GetBytes(proto, "type").String() != rooms.TypeMember {
+		return fmt.Errorf("%s answered make_join with a template for another event", server)
+	}
+	join, err := rooms.CompleteProto(rv, proto, merged, s.roomsKey())
+	if err != nil {
+		return fmt.Errorf("complete the join template of %s: %w", server, err)
+	}
+	var resp federation.SendJoinResponse
+	if err := s.fedClient.SendMembership(ctx, server, rooms.MembershipJoin, join, &resp); err != nil {
+		return err
+	}
+	if len(resp.Event) > 0 {
+		// Restricted joins come back signed by the resident server too.
+		signed, err := rooms.ParseEvent(rv, resp.Event)
+		if err != nil || signed.ID() != join.ID() {
+			return fmt.Errorf("%s answered send_join with another event", server)
+		}
+		join = signed
+	}
+	state := parseRoomEvents(rv, resp.State)
+	chain := parseRoomEvents(rv, resp.AuthChain)
+	if _, err := s.timeline.Join(ctx, server, rv, join, state, chain); err != nil {
+		return fmt.Errorf("persist the join of %s: %w", roomID, err)
+	}
+	return nil
+}
+
+// parseRoomEvents parses PDUs of a room version, leaving malformed ones out.
+func parseRoomEvents(rv *rooms.RoomVersion, raws []json.RawMessage) []*rooms.Event {
+	out := make([]*rooms.Event, 0, len(raws))
+	for _, raw := range raws {
+		if e, err := rooms.ParseEvent(rv, raw); err == nil {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// joinServers lists the servers to try joining roomID through: those the
+// client named, then the room ID's own server (v1–11 room IDs name the
+// server that created the room).
+func joinServers(roomID string, named []string) []string {
+	out := slices.Clone(named)
+	if _, server, ok := strings.Cut(roomID, ":"); ok {
+		out = append(out, server)
+	}
+	return out
+}
