@@ -76,6 +76,21 @@ type Config struct {
 	// ServerNotices is the server-notices account (notices.go).
 	ServerNotices ServerNotices `yaml:"server_notices"`
 
+	// Federation: outbound TLS and address filtering, notaries, old keys
+	// (federation.go). FederationVerifyCertificates nil means true.
+	FederationVerifyCertificates *bool    `yaml:"federation_verify_certificates"`
+	FederationCustomCAList       []string `yaml:"federation_custom_ca_list"`
+	// FederationDomainWhitelist nil (unset) allows every server; an empty
+	// list allows none.
+	FederationDomainWhitelist      []string                 `yaml:"federation_domain_whitelist"`
+	IPRangeBlacklist               []string                 `yaml:"ip_range_blacklist"`
+	IPRangeWhitelist               []string                 `yaml:"ip_range_whitelist"`
+	TrustedKeyServers              []TrustedKeyServer       `yaml:"trusted_key_servers"`
+	SuppressKeyServerWarning       bool                     `yaml:"suppress_key_server_warning"`
+	AllowPublicRoomsOverFederation bool                     `yaml:"allow_public_rooms_over_federation"`
+	ServeServerWellKnown           bool                     `yaml:"serve_server_wellknown"`
+	OldSigningKeys                 map[string]OldSigningKey `yaml:"old_signing_keys"`
+
 	// path is where the file was read from; relative paths in the file are
 	// resolved against its directory.
 	path string
@@ -258,6 +273,7 @@ func (c *Config) Defaults() {
 	}
 	c.dashboardDefaults()
 	c.mediaDefaults()
+	c.federationDefaults()
 }
 
 // PasswordLoginEnabled reports whether m.login.password is offered.
@@ -387,6 +403,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateDashboard(bad)
 	c.validateMedia(bad)
+	c.validateFederation(bad)
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errors.Join(errs...)
 }
@@ -426,6 +443,9 @@ func Parse(raw []byte, path string) (*Config, []string, error) {
 	c.TLSCertificatePath = c.Resolve(c.TLSCertificatePath)
 	c.TLSPrivateKeyPath = c.Resolve(c.TLSPrivateKeyPath)
 	c.MediaStorePath = c.Resolve(c.MediaStorePath)
+	for i, p := range c.FederationCustomCAList {
+		c.FederationCustomCAList[i] = c.Resolve(p)
+	}
 	if err := c.Validate(); err != nil {
 		return nil, warnings, fmt.Errorf("config %s is not valid:\n%w", path, err)
 	}

@@ -328,4 +328,63 @@ memory:
 #  system_mxid_display_name: "Server Notices"
 #  system_mxid_avatar_url: "mxc://example.org/abc"
 #  room_name: "Server Notices"
+
+## Federation ##
+
+# Whether outbound federation checks other servers' TLS certificates (the
+# spec requires valid ones). Turn it off only for a closed test federation.
+federation_verify_certificates: true
+
+# PEM files of the certificate authorities federation trusts. As in
+# Synapse, this list REPLACES the operating system's roots: with it set,
+# only these CAs are trusted for federation (and for .well-known lookups).
+# Meant for private federations with their own CA.
+#federation_custom_ca_list:
+#  - /etc/hearth/federation-ca.pem
+
+# Federate only with these servers (exact server names). Unset means every
+# server; an empty list means none. Requests to other servers are refused
+# before any network traffic.
+#federation_domain_whitelist:
+#  - lon.example.com
+#  - nyc.example.com
+
+# Outbound federation (requests, key fetches, remote media) never connects
+# to private, loopback, link-local, unique-local, CGNAT, multicast or other
+# reserved addresses: that built-in list is a superset of Synapse's default
+# ip_range_blacklist and is checked on the address actually dialled, after
+# DNS. ip_range_blacklist adds ranges to it (unlike Synapse, it cannot
+# remove the built-in ones); ip_range_whitelist makes exceptions, e.g. for
+# servers of a private federation on your LAN.
+#ip_range_blacklist: ['198.51.100.0/24']
+#ip_range_whitelist: ['192.168.1.0/24']
+
+# Notaries asked for other servers' signing keys when those servers cannot
+# be reached. With verify_keys, answers must be signed by one of the given
+# keys. accept_keys_insecurely allows an entry without verify_keys while
+# federation_verify_certificates is false. The default is matrix.org (as in
+# Synapse); an empty list (trusted_key_servers: []) asks servers directly
+# only. Trusting matrix.org without verify_keys logs a warning at start
+# unless suppress_key_server_warning is true.
+trusted_key_servers:
+  - server_name: "matrix.org"
+#  - server_name: "notary.example.org"
+#    verify_keys:
+#      "ed25519:auto": "abcdefghijklmnopqrstuvwxyzabcdefghijklmopqr"
+#    accept_keys_insecurely: false
+suppress_key_server_warning: false
+
+# Whether other servers may read this server's public room directory.
+allow_public_rooms_over_federation: false
+
+# Serve /.well-known/matrix/server pointing other servers at
+# public_baseurl's host on port 443, for deployments where federation goes
+# through the same HTTPS port as clients instead of 8448.
+serve_server_wellknown: false
+
+# Keys this server signed with before, still published so that what they
+# signed can be checked: key ID → base64 public key and when it was last
+# used (ms since the Unix epoch). Synapse's export_signing_key output fits.
+#old_signing_keys:
+#  "ed25519:id": { key: "base64string", expired_ts: 123456789123 }
 `))

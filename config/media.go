@@ -9,19 +9,6 @@ import (
 // Media repository settings (Synapse's names). The fields live on Config
 // beside media_store_path and max_upload_size; defaults and checks are here.
 
-// DefaultURLPreviewBlacklist is every private, loopback, link-local,
-// multicast and otherwise reserved range (IANA special-purpose registries):
-// URL previews never fetch from them unless url_preview_ip_range_whitelist
-// makes an explicit exception. url_preview_ip_range_blacklist adds to this
-// list; it cannot shrink it.
-var DefaultURLPreviewBlacklist = []string{
-	"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-	"192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
-	"198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
-	"::/128", "::1/128", "::ffff:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001::/23",
-	"2001:db8::/32", "2002::/16", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
-}
-
 // AuthenticatedMediaOnly reports whether new uploads are served only by the
 // authenticated /_matrix/client/v1/media endpoints (Synapse's
 // enable_authenticated_media, default true). Media uploaded while it was
@@ -30,21 +17,24 @@ func (c *Config) AuthenticatedMediaOnly() bool {
 	return c.EnableAuthenticatedMedia == nil || *c.EnableAuthenticatedMedia
 }
 
-// URLPreviewRanges returns the parsed blacklist (the defaults plus
-// url_preview_ip_range_blacklist) and whitelist. Validate has already
+// URLPreviewRanges returns the ranges url_preview_ip_range_blacklist adds to
+// the built-in deny list (every private, loopback, link-local, multicast
+// and reserved range: netguard.DefaultDeny, which no setting can shrink)
+// and the url_preview_ip_range_whitelist exceptions. Validate has already
 // checked every entry.
 func (c *Config) URLPreviewRanges() (deny, allow []netip.Prefix) {
-	for _, s := range append(append([]string{}, DefaultURLPreviewBlacklist...), c.URLPreviewIPRangeBlacklist...) {
+	return parseCIDRs(c.URLPreviewIPRangeBlacklist), parseCIDRs(c.URLPreviewIPRangeWhitelist)
+}
+
+// parseCIDRs parses a list Validate has checked, skipping bad entries.
+func parseCIDRs(list []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range list {
 		if p, err := parseCIDR(s); err == nil {
-			deny = append(deny, p)
+			out = append(out, p)
 		}
 	}
-	for _, s := range c.URLPreviewIPRangeWhitelist {
-		if p, err := parseCIDR(s); err == nil {
-			allow = append(allow, p)
-		}
-	}
-	return deny, allow
+	return out
 }
 
 // parseCIDR accepts a CIDR range or a single address.
@@ -60,6 +50,11 @@ func parseCIDR(s string) (netip.Prefix, error) {
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
 		return netip.Prefix{}, err
+	}
+	// An IPv4-mapped range (::ffff:10.0.0.0/104) is the IPv4 range it
+	// maps: addresses are checked unmapped.
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	}
 	return p.Masked(), nil
 }

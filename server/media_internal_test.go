@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"hearth/config"
+	"hearth/server/netguard"
 )
 
 // These tests check the URL-preview fetcher's address policy with an
@@ -70,116 +71,19 @@ func (f *fakeNet) dialled() []string {
 	return slices.Clone(f.dials)
 }
 
-func defaultDialer(t *testing.T, allow []string, f *fakeNet) *safeDialer {
+// guardedDialer is the previewer's dialer with url_preview settings
+// allowing allow, resolving and dialling through f.
+func guardedDialer(t *testing.T, allow []string, f *fakeNet) *netguard.Dialer {
 	t.Helper()
 	c := &config.Config{URLPreviewIPRangeWhitelist: allow}
 	deny, al := c.URLPreviewRanges()
-	d := newSafeDialer(deny, al)
-	d.lookup, d.dial = f.lookup, f.dial
-	return d
+	return &netguard.Dialer{Policy: netguard.Policy{Deny: deny, Allow: al, Name: "url_preview_ip_range_blacklist"},
+		Lookup: f.lookup, Dial: f.dial}
 }
 
-func TestSafeDialerRefusesPrivateAddresses(t *testing.T) {
-	f := &fakeNet{answers: map[string][]string{
-		"internal.example": {"10.0.0.1"},
-		"metadata.example": {"169.254.169.254"},
-		"loop.example":     {"127.0.0.1", "::1"},
-		"mapped.example":   {"::ffff:192.168.1.1"},
-		"mixed.example":    {"10.0.0.1", "93.184.216.34"},
-	}}
-	d := defaultDialer(t, nil, f)
-	for _, addr := range []string{
-		"internal.example:80", "metadata.example:80", "loop.example:443", "mapped.example:80",
-		"127.0.0.1:80", "[::1]:80", "[::ffff:10.0.0.1]:80", "169.254.169.254:80", "0.0.0.0:80", "[::]:80",
-		"[fe80::1]:80", "[fe80::1%eth0]:80", "[ff02::1%lo]:80", "224.0.0.1:80", "255.255.255.255:80", "100.64.1.1:80", "172.16.5.4:80", "192.168.0.1:80",
-		"[fd00::1]:443", "[64:ff9b::a00:1]:80", "[2002:a00:1::]:80", "198.18.0.1:80",
-	} {
-		_, err := d.DialContext(t.Context(), "tcp", addr)
-		if !errors.Is(err, errAddressRefused) {
-			t.Errorf("dial %s: %v, want the address refused", addr, err)
-		}
-	}
-	if got := f.dialled(); len(got) != 0 {
-		t.Fatalf("refused addresses reached the dialer: %v", got)
-	}
-
-	// A name with a private and a public address: only the public one is
-	// dialled (and the recorder refuses it: no connection is made).
-	_, err := d.DialContext(t.Context(), "tcp", "mixed.example:80")
-	if !errors.Is(err, errFakeRefused) || !slices.Equal(f.dialled(), []string{"93.184.216.34:80"}) {
-		t.Fatalf("mixed answer: %v, dialled %v", err, f.dialled())
-	}
-	// An unresolvable name fails without dialling.
-	if _, err := d.DialContext(t.Context(), "tcp", "nowhere.example:80"); err == nil || len(f.dialled()) != 1 {
-		t.Fatalf("unresolvable: %v, dialled %v", err, f.dialled())
-	}
-
-	// The whitelist makes an exception; the blacklist config adds ranges.
-	f2 := &fakeNet{answers: map[string][]string{"internal.example": {"10.0.0.1"}, "public.example": {"93.184.216.34"}}}
-	c := &config.Config{URLPreviewIPRangeWhitelist: []string{"10.0.0.0/8"}, URLPreviewIPRangeBlacklist: []string{"93.184.216.0/24"}}
-	deny, allow := c.URLPreviewRanges()
-	d2 := newSafeDialer(deny, allow)
-	d2.lookup, d2.dial = f2.lookup, f2.dial
-	if _, err := d2.DialContext(t.Context(), "tcp", "internal.example:80"); !errors.Is(err, errFakeRefused) {
-		t.Fatalf("whitelisted address: %v", err)
-	}
-	if _, err := d2.DialContext(t.Context(), "tcp", "public.example:80"); !errors.Is(err, errAddressRefused) {
-		t.Fatalf("blacklisted public address: %v", err)
-	}
-	if got := f2.dialled(); !slices.Equal(got, []string{"10.0.0.1:80"}) {
-		t.Fatalf("dialled %v", got)
-	}
-}
-
-func TestSafeDialerControl(t *testing.T) {
-	d := defaultDialer(t, nil, &fakeNet{})
-	for addr, ok := range map[string]bool{
-		"10.0.0.1:80": false, "127.0.0.1:8008": false, "[::1]:80": false, "[::ffff:127.0.0.1]:80": false,
-		"169.254.169.254:80": false, "not an address": false, "example.org:80": false, "[fe80::1%eth0]:80": false,
-		"93.184.216.34:443": true, "[2606:2800:220:1:248:1893:25c8:1946]:443": true,
-	} {
-		if err := d.control("tcp", addr, nil); (err == nil) != ok {
-			t.Errorf("control(%s) = %v, want allowed=%v", addr, err, ok)
-		}
-	}
-
-	// Control runs inside a real net.Dialer, before connect(2): a loopback
-	// listener that is not whitelisted never sees a connection.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	var accepted atomic.Int64
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			c.Close()
-		}
-	}()
-	real := newSafeDialer(d.deny, nil) // the production lookup and dialer
-	if _, err := real.DialContext(t.Context(), "tcp", l.Addr().String()); !errors.Is(err, errAddressRefused) {
-		t.Fatalf("safe dialer to loopback: %v", err)
-	}
-	nd := &net.Dialer{Control: real.control}
-	if _, err := nd.DialContext(t.Context(), "tcp", l.Addr().String()); !errors.Is(err, errAddressRefused) {
-		t.Fatalf("net.Dialer with the control hook: %v", err)
-	}
-	// Whitelisted, the same listener is reached: the refusals above were the policy's.
-	ok := newSafeDialer(d.deny, []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")})
-	c, err := ok.DialContext(t.Context(), "tcp", l.Addr().String())
-	if err != nil {
-		t.Fatalf("whitelisted loopback: %v", err)
-	}
-	c.Close()
-	if n := accepted.Load(); n > 1 {
-		t.Fatalf("listener accepted %d connections, want at most the whitelisted one", n)
-	}
-}
+// The address policy itself is tested in package netguard; these tests
+// check that previews, their redirects and their re-resolutions go
+// through it.
 
 // TestPreviewRedirectAndRebinding: a page that redirects to an internal
 // host, and a host whose DNS answer turns private on the second lookup,
@@ -210,12 +114,12 @@ func TestPreviewRedirectAndRebinding(t *testing.T) {
 		answers: map[string][]string{"public.example": {"93.184.216.34"}, "internal.example": {"10.0.0.1"}},
 		forward: map[string]string{"93.184.216.34:80": local},
 	}
-	p := newPreviewerWith(defaultDialer(t, nil, f), 1<<20)
+	p := newPreviewerWith(guardedDialer(t, nil, f), 1<<20)
 	body, _, _, _, err := p.fetch(t.Context(), "http://public.example/page")
 	if err != nil || string(body) != `<meta property="og:title" content="ok">` {
 		t.Fatalf("public page: %q %v", body, err)
 	}
-	if _, _, _, _, err := p.fetch(t.Context(), "http://public.example/go"); !errors.Is(err, errAddressRefused) {
+	if _, _, _, _, err := p.fetch(t.Context(), "http://public.example/go"); !errors.Is(err, netguard.ErrRefused) {
 		t.Fatalf("redirect to an internal host: %v", err)
 	}
 
@@ -225,13 +129,13 @@ func TestPreviewRedirectAndRebinding(t *testing.T) {
 	f.answers["rebind.example"] = []string{"93.184.216.34"}
 	f.mu.Unlock()
 	lookup := f.lookup
-	p.dialer.lookup = func(ctx context.Context, host string) ([]netip.Addr, error) {
+	p.dialer.Lookup = func(ctx context.Context, host string) ([]netip.Addr, error) {
 		if host == "rebind.example" && n.Add(1) > 1 {
 			return []netip.Addr{netip.MustParseAddr("10.0.0.1")}, nil
 		}
 		return lookup(ctx, host)
 	}
-	if _, _, _, _, err := p.fetch(t.Context(), "http://rebind.example/again"); !errors.Is(err, errAddressRefused) {
+	if _, _, _, _, err := p.fetch(t.Context(), "http://rebind.example/again"); !errors.Is(err, netguard.ErrRefused) {
 		t.Fatalf("rebinding: %v", err)
 	}
 	if n.Load() < 2 {
@@ -247,7 +151,7 @@ func TestPreviewRedirectAndRebinding(t *testing.T) {
 	}
 
 	// Size bound: a body over the limit is cut at the limit.
-	small := newPreviewerWith(defaultDialer(t, nil, f), 10)
+	small := newPreviewerWith(guardedDialer(t, nil, f), 10)
 	body, _, _, truncated, err := small.fetch(t.Context(), "http://public.example/page")
 	if err != nil || len(body) != 10 || !truncated {
 		t.Fatalf("bounded fetch: %q %v %v", body, truncated, err)

@@ -8,13 +8,10 @@ import (
 	"image"
 	"io"
 	"mime"
-	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -23,110 +20,21 @@ import (
 
 	"hearth/config"
 	"hearth/server/matrix"
+	"hearth/server/netguard"
 )
 
 // URL previews (spec: GET /_matrix/client/v1/media/preview_url). Off unless
 // url_preview_enabled: the server fetches whatever URL a user names, so the
-// fetcher is built to be unable to reach anything internal.
-//
-// The address check happens at dial time, on the address actually dialled:
-// safeDialer resolves the host itself, refuses every address in the deny
-// list (private, loopback, link-local, multicast, reserved, plus
-// url_preview_ip_range_blacklist) unless the allow list names it, and then
-// dials the IP literal, so a DNS answer that changes between a check and
-// the connect (DNS rebinding) has nothing to change. The net.Dialer's
-// Control hook checks the same address once more just before connect(2).
+// fetcher dials through a netguard.Dialer, which refuses every private,
+// loopback, link-local, multicast and reserved address (plus
+// url_preview_ip_range_blacklist) unless url_preview_ip_range_whitelist
+// names it, checking the address actually dialled (see package netguard).
 // Redirects go through the same dialer; proxies from the environment are
 // not used (they would dial for us).
 
-// errAddressRefused is the dialer's refusal.
-var errAddressRefused = errors.New("url preview: address refused by url_preview_ip_range_blacklist")
-
-// safeDialer dials only addresses the policy allows.
-type safeDialer struct {
-	deny, allow []netip.Prefix
-	// lookup resolves a host name; tests inject a fake.
-	lookup func(ctx context.Context, host string) ([]netip.Addr, error)
-	// dial connects to an IP literal address; tests inject a recorder.
-	dial func(ctx context.Context, network, address string) (net.Conn, error)
-}
-
-func newSafeDialer(deny, allow []netip.Prefix) *safeDialer {
-	d := &safeDialer{deny: deny, allow: allow}
-	d.lookup = func(ctx context.Context, host string) ([]netip.Addr, error) {
-		return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	}
-	nd := &net.Dialer{Timeout: 10 * time.Second, Control: d.control}
-	d.dial = nd.DialContext
-	return d
-}
-
-// allowed applies the policy to one address.
-func (d *safeDialer) allowed(ip netip.Addr) bool {
-	// A zoned address (fe80::1%eth0) is never "contained" in a prefix, so
-	// drop the zone first or link-local would slip through.
-	ip = ip.Unmap().WithZone("")
-	if !ip.IsValid() || ip.IsUnspecified() {
-		return false
-	}
-	for _, p := range d.allow {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	for _, p := range d.deny {
-		if p.Contains(ip) {
-			return false
-		}
-	}
-	return true
-}
-
-// control is net.Dialer.Control: it runs after the socket is created and
-// before it connects, with the numeric address. Anything it cannot parse
-// is refused.
-func (d *safeDialer) control(network, address string, _ syscall.RawConn) error {
-	host, _, err := net.SplitHostPort(address)
-	if err != nil {
-		return errAddressRefused
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil || !d.allowed(ip) {
-		return errAddressRefused
-	}
-	return nil
-}
-
-// DialContext resolves addr's host, drops refused addresses and dials the
-// first allowed one that answers, by IP literal.
-func (d *safeDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	var ips []netip.Addr
-	if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
-		ips = []netip.Addr{ip}
-	} else if ips, err = d.lookup(ctx, host); err != nil {
-		return nil, fmt.Errorf("url preview: resolve %s: %w", host, err)
-	}
-	lastErr := error(errAddressRefused)
-	for _, ip := range ips {
-		if !d.allowed(ip) {
-			continue
-		}
-		conn, err := d.dial(ctx, network, net.JoinHostPort(ip.Unmap().String(), port))
-		if err == nil {
-			return conn, nil
-		}
-		lastErr = err
-	}
-	return nil, lastErr
-}
-
 // previewer fetches pages and builds previews, caching them for an hour.
 type previewer struct {
-	dialer  *safeDialer
+	dialer  *netguard.Dialer
 	client  *http.Client
 	maxSize int64
 
@@ -141,10 +49,11 @@ type previewEntry struct {
 
 func newPreviewer(cfg *config.Config) *previewer {
 	deny, allow := cfg.URLPreviewRanges()
-	return newPreviewerWith(newSafeDialer(deny, allow), int64(cfg.MaxSpiderSize))
+	d := &netguard.Dialer{Policy: netguard.Policy{Deny: deny, Allow: allow, Name: "url_preview_ip_range_blacklist"}}
+	return newPreviewerWith(d, int64(cfg.MaxSpiderSize))
 }
 
-func newPreviewerWith(d *safeDialer, maxSize int64) *previewer {
+func newPreviewerWith(d *netguard.Dialer, maxSize int64) *previewer {
 	tr := &http.Transport{
 		Proxy:                 nil,
 		DialContext:           d.DialContext,

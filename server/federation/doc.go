@@ -1,6 +1,7 @@
 // Package federation is Hearth's outbound side of the Server-Server API:
 // server discovery (resolve.go), the transport that dials what discovery
-// finds with TLS and address filtering (transport.go), the key ring of
+// finds with TLS and address filtering (transport.go; the filter is package
+// netguard, shared with URL previews), the key ring of
 // other servers' signing keys (keyring.go), request signing and checking
 // (xmatrix.go), the typed client (client.go) and the per-destination send
 // queue (queue.go). The handlers that answer other servers live beside the
