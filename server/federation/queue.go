@@ -65,14 +65,14 @@ type Sender struct {
 	wake chan struct{}
 
 	mu      sync.Mutex
-	dests   map[string]*destination
+	dests   map[string]*destQueue
 	servers map[string][]string // room → joined servers (cache)
 	txnSeq  int64
 	wg      sync.WaitGroup
 }
 
-// destination is one server's worker state.
-type destination struct {
+// destQueue is one server's worker state.
+type destQueue struct {
 	name    string
 	pending []*storage.Event
 	edus    []EDU
@@ -97,7 +97,7 @@ func NewSender(o SenderOptions) *Sender {
 	if o.MaxRetry <= 0 {
 		o.MaxRetry = time.Hour
 	}
-	return &Sender{o: o, wake: make(chan struct{}, 1), dests: map[string]*destination{}, servers: map[string][]string{}}
+	return &Sender{o: o, wake: make(chan struct{}, 1), dests: map[string]*destQueue{}, servers: map[string][]string{}}
 }
 
 // EventPersisted tells the sender an event of roomID entered the room's
@@ -263,7 +263,7 @@ func (s *Sender) start(name string, evs []*storage.Event, edus []EDU, catchUp bo
 	defer s.mu.Unlock()
 	d := s.dests[name]
 	if d == nil {
-		d = &destination{name: name, reset: make(chan struct{}, 1)}
+		d = &destQueue{name: name, reset: make(chan struct{}, 1)}
 		s.dests[name] = d
 	}
 	d.pending = append(d.pending, evs...)
@@ -278,7 +278,7 @@ func (s *Sender) start(name string, evs []*storage.Event, edus []EDU, catchUp bo
 }
 
 // work sends destination's queue until it is empty.
-func (s *Sender) work(d *destination) {
+func (s *Sender) work(d *destQueue) {
 	defer s.wg.Done()
 	ctx := s.ctx
 	for ctx.Err() == nil {
@@ -327,7 +327,7 @@ func (s *Sender) work(d *destination) {
 
 // next picks what to send: the newest missed event of each room when
 // catching up, else the queue in order.
-func (s *Sender) next(ctx context.Context, d *destination, row *storage.Destination) ([]*storage.Event, []EDU, int64, error) {
+func (s *Sender) next(ctx context.Context, d *destQueue, row *storage.Destination) ([]*storage.Event, []EDU, int64, error) {
 	s.mu.Lock()
 	catchUp := d.catchUp
 	if catchUp {
@@ -363,7 +363,7 @@ func (s *Sender) next(ctx context.Context, d *destination, row *storage.Destinat
 }
 
 // idle stops the worker when nothing is left; it reports whether it did.
-func (s *Sender) idle(d *destination) bool {
+func (s *Sender) idle(d *destQueue) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(d.pending) > 0 || len(d.edus) > 0 || d.catchUp {
@@ -373,7 +373,7 @@ func (s *Sender) idle(d *destination) bool {
 	return true
 }
 
-func (s *Sender) stop(d *destination) {
+func (s *Sender) stop(d *destQueue) {
 	s.mu.Lock()
 	d.running = false
 	s.mu.Unlock()
