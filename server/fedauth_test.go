@@ -93,10 +93,10 @@ func (f fedRequest) send(t *testing.T, base string) (int, map[string]any) {
 	return resp.StatusCode, out
 }
 
-// TestFederationAuthOnRoutes checks the X-Matrix check in front of the
+// TestXMatrixOnFederationRoutes checks the X-Matrix check in front of the
 // federation routes of a running server: a signed request is answered;
 // each kind of tampering or bad header is 401 M_UNAUTHORIZED.
-func TestFederationAuthOnRoutes(t *testing.T) {
+func TestXMatrixOnFederationRoutes(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
 		b := servertest.Start(t, e)
 		key := originKey(t)
@@ -200,11 +200,11 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// TestFederationAuthWithBody puts the server's X-Matrix check in front of
+// TestXMatrixWithBody puts the server's X-Matrix check in front of
 // a handler like /send (a PUT with a JSON body): the handler gets the
 // origin and the body; a tampered body is refused and the refusal logged
 // with the claimed origin and the reason.
-func TestFederationAuthWithBody(t *testing.T) {
+func TestXMatrixWithBody(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
 		var logs syncBuffer
 		h := startHearth(t, e, "hearth.test", func(d *server.Deps) {
