@@ -57,6 +57,25 @@ func (s *Server) routes() http.Handler {
 	}
 	r.With(s.auth).Post("/_matrix/media/v1/create", s.api(s.postCreateMedia))
 
+	// Federation: this server's keys and the notary (keys_server.go), and
+	// the Server-Server API. /version is unauthenticated (spec); every
+	// other route goes in the group, behind the X-Matrix check
+	// (fedauth.go), and reads the asking server with originFrom.
+	r.Route("/_matrix/key/v2", func(r chi.Router) {
+		r.Get("/server", s.api(s.getServerKeys))
+		r.Get("/server/{keyId}", s.api(s.getServerKeys))
+		r.Get("/query/{serverName}", s.api(s.getKeyQuery))
+		r.Get("/query/{serverName}/{keyId}", s.api(s.getKeyQuery))
+		r.Post("/query", s.api(s.postKeyQuery))
+	})
+	r.Route("/_matrix/federation/v1", func(r chi.Router) {
+		r.Get("/version", s.api(s.getFederationVersion))
+		r.Group(func(r chi.Router) {
+			r.Use(s.federationAuth)
+			r.Get("/query/profile", s.api(s.getFederationProfile))
+		})
+	})
+
 	// Synapse's admin API, for synadm and synapse-admin (synapseAdminRoutes).
 	r.Route("/_synapse/admin", s.synapseAdminRoutes)
 

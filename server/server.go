@@ -4,6 +4,7 @@
 package server
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"time"
@@ -29,6 +30,16 @@ type Deps struct {
 	// Dashboard, when set, builds the admin dashboard (package web, which
 	// imports this one) to mount at /_hearth/admin on this handler.
 	Dashboard func(*Server) http.Handler
+	// Keys is the key ring: other servers' signing keys, for X-Matrix
+	// requests, received events and the notary endpoints. nil: one built
+	// from Key, Store, Now and OldKeys, with a plain http.Client that
+	// cannot reach other servers (until the federation transport is
+	// wired in) and no trusted key servers.
+	Keys *federation.KeyRing
+	// OldKeys are the keys this server used to sign with (config
+	// old_signing_keys), published in old_verify_keys. Only used to build
+	// the key ring when Keys is nil; a given key ring carries its own.
+	OldKeys []federation.OldKey
 }
 
 // Server holds the dependencies and the per-process state handlers share.
@@ -50,6 +61,9 @@ type Server struct {
 	dashboard http.Handler
 	// media is the content repository's state (media.go).
 	media *mediaRepo
+	// keys finds other servers' signing keys and publishes ours
+	// (keys_server.go, fedauth.go).
+	keys *federation.KeyRing
 	// fedSender delivers this server's events to other servers, and
 	// fedClient makes requests to them (both nil when not federating).
 	fedSender *federation.Sender
@@ -71,7 +85,15 @@ func New(d Deps) (*Server, http.Handler) {
 	s.nonces = newNonceStore(d.Now)
 	s.touches = newTouchCache()
 	s.notifier = newNotifier()
-	s.timeline = timeline.New(timeline.Deps{Store: d.Store, Key: s.roomsKey(), Now: d.Now, Log: d.Log})
+	s.keys = d.Keys
+	if s.keys == nil {
+		s.keys = federation.NewKeyRing(federation.KeyRingOptions{Key: s.roomsKey(), OldKeys: d.OldKeys,
+			Store: d.Store, Now: d.Now, Log: d.Log})
+	}
+	// Key lookups for received events are bounded by the key ring's own
+	// fetch timeout, not by the request that delivered the events.
+	s.timeline = timeline.New(timeline.Deps{Store: d.Store, Key: s.roomsKey(), Keys: s.keys.Lookup(context.Background()),
+		Now: d.Now, Log: d.Log})
 	s.timeline.Observe(s.notifier)
 	s.media = newMediaRepo(s)
 	if d.Dashboard != nil {
@@ -83,6 +105,10 @@ func New(d Deps) (*Server, http.Handler) {
 // Timeline is the server's room pipeline: the federation code receives
 // events through it, tests feed it DAGs.
 func (s *Server) Timeline() *timeline.Timeline { return s.timeline }
+
+// KeyRing is the server's key ring: the federation code verifies other
+// servers' signatures with it.
+func (s *Server) KeyRing() *federation.KeyRing { return s.keys }
 
 // ServerName is the configured server_name.
 func (s *Server) ServerName() string { return s.cfg.ServerName }

@@ -60,6 +60,7 @@ var statusByCode = map[string]int{
 	"M_FORBIDDEN":                       http.StatusForbidden,
 	"M_UNKNOWN_TOKEN":                   http.StatusUnauthorized,
 	"M_MISSING_TOKEN":                   http.StatusUnauthorized,
+	"M_UNAUTHORIZED":                    http.StatusUnauthorized,
 	"M_USER_LOCKED":                     http.StatusUnauthorized,
 	"M_NOT_FOUND":                       http.StatusNotFound,
 	"M_UNRECOGNIZED":                    http.StatusNotFound,
@@ -95,6 +96,12 @@ func InvalidUsername(format string, args ...any) *Error {
 func UserInUse(format string, args ...any) *Error { return newf("M_USER_IN_USE", format, args...) }
 func MissingToken(format string, args ...any) *Error {
 	return newf("M_MISSING_TOKEN", format, args...)
+}
+
+// Unauthorized is the 401 for a request whose authentication failed, such
+// as a federation request without a valid X-Matrix signature.
+func Unauthorized(format string, args ...any) *Error {
+	return newf("M_UNAUTHORIZED", format, args...)
 }
 func Unrecognized(format string, args ...any) *Error {
 	return newf("M_UNRECOGNIZED", format, args...)

@@ -47,6 +47,48 @@ func SignJSON(raw []byte, key SigningKey) (jsontext.Value, error) {
 	return addSignature(raw, key, ed25519.Sign(key.Private, c))
 }
 
+// VerifyJSON checks serverName's signature with key keyID on a signed JSON
+// object (spec appendices, "Checking for a signature": signatures and
+// unsigned removed, canonical JSON, ed25519). Every failure wraps
+// ErrSignature.
+func VerifyJSON(raw []byte, serverName, keyID string, pub ed25519.PublicKey) error {
+	var obj struct {
+		Signatures map[string]map[string]string `json:"signatures"`
+	}
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return fmt.Errorf("%w: %w", ErrSignature, err)
+	}
+	sig, ok := obj.Signatures[serverName][keyID]
+	if !ok {
+		return fmt.Errorf("%w: no signature from %s with key %s", ErrSignature, serverName, keyID)
+	}
+	b, err := withoutKeys(raw, "signatures", "unsigned")
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrSignature, err)
+	}
+	c, err := canonicalBytes(nil, b)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrSignature, err)
+	}
+	return VerifyBytes(c, sig, pub)
+}
+
+// VerifyBytes checks an unpadded base64 ed25519 signature (padding is
+// tolerated) over msg. Every failure wraps ErrSignature.
+func VerifyBytes(msg []byte, sig string, pub ed25519.PublicKey) error {
+	raw, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(sig, "="))
+	if err != nil || len(raw) != ed25519.SignatureSize {
+		return fmt.Errorf("%w: signature is not %d bytes of base64", ErrSignature, ed25519.SignatureSize)
+	}
+	if len(pub) != ed25519.PublicKeySize {
+		return fmt.Errorf("%w: public key is not %d bytes", ErrSignature, ed25519.PublicKeySize)
+	}
+	if !ed25519.Verify(pub, msg, raw) {
+		return fmt.Errorf("%w: bad signature", ErrSignature)
+	}
+	return nil
+}
+
 func addSignature(raw []byte, key SigningKey, sig []byte) (jsontext.Value, error) {
 	var obj map[string]jsontext.Value
 	if err := json.Unmarshal(raw, &obj); err != nil {

@@ -1,8 +1,11 @@
 package rooms
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json/v2"
+	"errors"
 	"testing"
 )
 
@@ -107,5 +110,39 @@ func TestSpecEventSigningVectors(t *testing.T) {
 				t.Errorf("signature = %s, want %s", got, tt.sig)
 			}
 		})
+	}
+}
+
+func TestVerifyJSON(t *testing.T) {
+	t.Parallel()
+	key := specKey(t)
+	pub := key.Private.Public().(ed25519.PublicKey)
+	signed, err := SignJSON([]byte(`{"one": 1, "two": "Two", "unsigned": {"age": 5}}`), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyJSON(signed, "domain", "ed25519:1", pub); err != nil {
+		t.Fatalf("own signature: %v", err)
+	}
+	// unsigned is outside the signature: changing it keeps it valid.
+	changedUnsigned := bytes.Replace(signed, []byte(`"age":5`), []byte(`"age":6`), 1)
+	if err := VerifyJSON(changedUnsigned, "domain", "ed25519:1", pub); err != nil {
+		t.Errorf("unsigned changed: %v", err)
+	}
+	other := ed25519.NewKeyFromSeed(make([]byte, 32)).Public().(ed25519.PublicKey)
+	for name, tc := range map[string]struct {
+		raw         []byte
+		server, kid string
+		pub         ed25519.PublicKey
+	}{
+		"tampered":       {bytes.Replace(signed, []byte(`"Two"`), []byte(`"Three"`), 1), "domain", "ed25519:1", pub},
+		"other key":      {signed, "domain", "ed25519:1", other},
+		"no such key id": {signed, "domain", "ed25519:2", pub},
+		"no such server": {signed, "elsewhere", "ed25519:1", pub},
+		"not json":       {[]byte(`{`), "domain", "ed25519:1", pub},
+	} {
+		if err := VerifyJSON(tc.raw, tc.server, tc.kid, tc.pub); !errors.Is(err, ErrSignature) {
+			t.Errorf("%s: err = %v, want ErrSignature", name, err)
+		}
 	}
 }
