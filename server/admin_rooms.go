@@ -702,7 +702,7 @@ func (s *Server) adminRoomOrAlias(r *http.Request, param string) (string, error)
 	if err != nil {
 		return "", err
 	}
-	roomID, err := s.resolveRoom(r.Context(), idOrAlias)
+	roomID, _, err := s.resolveRoom(r.Context(), idOrAlias)
 	if err != nil {
 		return "", err
 	}

@@ -37,19 +37,23 @@ func (s *Server) memberContent(ctx context.Context, membership, userID, reason s
 	return c, nil
 }
 
-// resolveRoom turns a room ID or a local alias into a room ID.
-func (s *Server) resolveRoom(ctx context.Context, idOrAlias string) (string, error) {
+// resolveRoom turns a room ID or an alias into a room ID, with the servers
+// known to be in the room (from another server's directory).
+func (s *Server) resolveRoom(ctx context.Context, idOrAlias string) (string, []string, error) {
 	switch {
 	case strings.HasPrefix(idOrAlias, "!"):
-		return idOrAlias, nil
+		return idOrAlias, nil, nil
 	case strings.HasPrefix(idOrAlias, "#"):
+		if _, server, ok := strings.Cut(idOrAlias, ":"); ok && server != s.cfg.ServerName && s.fedClient != nil {
+			return s.remoteAlias(ctx, server, idOrAlias)
+		}
 		roomID, _, err := s.store.AliasRoom(ctx, idOrAlias)
 		if errors.Is(err, storage.ErrNotFound) {
-			return "", matrix.NotFound("room alias %s not found", idOrAlias)
+			return "", nil, matrix.NotFound("room alias %s not found", idOrAlias)
 		}
-		return roomID, err
+		return roomID, nil, err
 	}
-	return "", matrix.InvalidParam("%q is not a room ID or alias", idOrAlias)
+	return "", nil, matrix.InvalidParam("%q is not a room ID or alias", idOrAlias)
 }
 
 type reasonBody struct {
@@ -62,11 +66,12 @@ func (s *Server) postJoinByIDOrAlias(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	roomID, err := s.resolveRoom(r.Context(), idOrAlias)
+	roomID, servers, err := s.resolveRoom(r.Context(), idOrAlias)
 	if err != nil {
 		return err
 	}
-	return s.join(w, r, roomID)
+	q := r.URL.Query()
+	return s.join(w, r, roomID, append(append(q["via"], q["server_name"]...), servers...))
 }
 
 // POST /_matrix/client/v3/rooms/{roomId}/join
@@ -75,10 +80,12 @@ func (s *Server) postJoin(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return s.join(w, r, roomID)
+	return s.join(w, r, roomID, nil)
 }
 
-func (s *Server) join(w http.ResponseWriter, r *http.Request, roomID string) error {
+// join joins the user to the room: here when this server is in the room,
+// else through one of servers (or another server known to be in it).
+func (s *Server) join(w http.ResponseWriter, r *http.Request, roomID string, servers []string) error {
 	me := deviceFrom(r.Context())
 	// The body's other keys go into the membership content, as Synapse
 	// does (clients use this for custom join metadata).
@@ -103,6 +110,14 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, roomID string) err
 				content[k] = v
 			}
 		}
+	}
+	if remote, others, err := s.joinsRemotely(ctx, roomID); err != nil {
+		return err
+	} else if remote {
+		if err := s.joinRemote(ctx, me.UserID, roomID, joinServers(roomID, append(servers, others...)), content); err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 	}
 	// Joining again with nothing changed makes no new event (Synapse does
 	// the same, and clients retry joins).
@@ -190,7 +205,7 @@ func (s *Server) postKnock(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	roomID, err := s.resolveRoom(r.Context(), idOrAlias)
+	roomID, _, err := s.resolveRoom(r.Context(), idOrAlias)
 	if err != nil {
 		return err
 	}

@@ -51,6 +51,14 @@ func (s *Server) setReceipt(ctx context.Context, userID, roomID, typ, eventID, t
 		return err
 	}
 	s.notifier.notifyRoom(roomID)
+	if typ == "m.read" && s.isLocalUser(userID) {
+		data := map[string]any{"ts": rc.TS}
+		if threadID != "" {
+			data["thread_id"] = threadID
+		}
+		s.sendEDU(roomID, "m.receipt", map[string]any{roomID: map[string]any{"m.read": map[string]any{
+			userID: map[string]any{"event_ids": []string{eventID}, "data": data}}}})
+	}
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -14,6 +15,7 @@ import (
 	"hearth/server/federation"
 	"hearth/server/matrix"
 	"hearth/server/rooms"
+	"hearth/server/storage"
 )
 
 // Client requests that need other servers: joining a room this server is
@@ -105,6 +107,49 @@ func (s *Server) joinThrough(ctx context.Context, server, userID, roomID string,
 		return fmt.Errorf("persist the join of %s: %w", roomID, err)
 	}
 	return nil
+}
+
+// joinsRemotely reports whether a join to roomID must go through another
+// server: this server does not know the room, or none of its users is in
+// it (its copy of the room is no longer kept up to date) while others are.
+// others are the servers with members in the room.
+func (s *Server) joinsRemotely(ctx context.Context, roomID string) (bool, []string, error) {
+	if s.fedClient == nil {
+		return false, nil, nil
+	}
+	if _, err := s.store.RoomByID(ctx, roomID); errors.Is(err, storage.ErrNotFound) {
+		return true, nil, nil
+	} else if err != nil {
+		return false, nil, err
+	}
+	servers, err := s.store.JoinedServers(ctx, roomID)
+	if err != nil {
+		return false, nil, err
+	}
+	if len(servers) == 0 || slices.Contains(servers, s.cfg.ServerName) {
+		return false, nil, nil
+	}
+	return true, servers, nil
+}
+
+// remoteAlias resolves an alias of another server through its directory
+// (GET /_matrix/federation/v1/query/directory).
+func (s *Server) remoteAlias(ctx context.Context, server, alias string) (string, []string, error) {
+	var resp struct {
+		RoomID  string   `json:"room_id"`
+		Servers []string `json:"servers"`
+	}
+	err := s.fedClient.Do(ctx, server, http.MethodGet, "/_matrix/federation/v1/query/directory", url.Values{"room_alias": {alias}}, nil, &resp)
+	if federation.IsNotFound(err) {
+		return "", nil, matrix.NotFound("room alias %s not found", alias)
+	}
+	if err != nil {
+		return "", nil, &matrix.Error{Code: "M_UNKNOWN", Status: http.StatusBadGateway, Msg: fmt.Sprintf("could not ask %s about %s", server, alias), Err: err}
+	}
+	if !strings.HasPrefix(resp.RoomID, "!") {
+		return "", nil, &matrix.Error{Code: "M_UNKNOWN", Status: http.StatusBadGateway, Msg: fmt.Sprintf("%s answered for %s without a room ID", server, alias)}
+	}
+	return resp.RoomID, append(resp.Servers, server), nil
 }
 
 // parseRoomEvents parses PDUs of a room version, leaving malformed ones out.

@@ -125,6 +125,7 @@ func (s *Server) receivePDUs(ctx context.Context, origin string, raws []json.Raw
 				s.log.Info("federation: event refused", "origin", origin, "event_id", r.EventID, "status", r.Status.String(), "reason", r.Err)
 			default:
 				results[r.EventID] = pduResult{}
+				s.log.Debug("federation: event received", "origin", origin, "event_id", r.EventID, "status", r.Status.String(), "err", r.Err)
 			}
 		}
 	}

@@ -341,28 +341,6 @@ func (s *Server) walkBack(ctx context.Context, roomID string, starts []string, s
 	return out, nil
 }
 
-// fedQueryProfile answers GET /query/profile for a local user.
-func (s *Server) fedQueryProfile(ctx context.Context, userID, field string) (map[string]any, error) {
-	if !s.isLocalUser(userID) {
-		return nil, matrix.InvalidParam("%s is not a user of this server", userID)
-	}
-	u, err := s.store.UserByID(ctx, userID)
-	if errors.Is(err, storage.ErrNotFound) || (err == nil && u.Deactivated) {
-		return nil, matrix.NotFound("profile not found")
-	}
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]any{}
-	if u.DisplayName != "" && (field == "" || field == "displayname") {
-		out["displayname"] = u.DisplayName
-	}
-	if u.AvatarURL != "" && (field == "" || field == "avatar_url") {
-		out["avatar_url"] = u.AvatarURL
-	}
-	return out, nil
-}
-
 // fedQueryDirectory answers GET /query/directory for a local alias.
 func (s *Server) fedQueryDirectory(ctx context.Context, alias string) (map[string]any, error) {
 	if !strings.HasSuffix(alias, ":"+s.cfg.ServerName) {

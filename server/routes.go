@@ -4,6 +4,8 @@ import (
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
+
+	"hearth/server/rooms"
 )
 
 // routes is the whole HTTP surface on one screen.
@@ -72,8 +74,29 @@ func (s *Server) routes() http.Handler {
 		r.Get("/version", s.api(s.getFederationVersion))
 		r.Group(func(r chi.Router) {
 			r.Use(s.federationAuth)
+			// Transactions (federation_send.go).
+			r.Put("/send/{txnId}", s.api(s.putFederationSend))
+			// Memberships through this server (federation_join.go).
+			r.Get("/make_join/{roomId}/{userId}", s.api(s.makeHandler(rooms.MembershipJoin)))
+			r.Get("/make_leave/{roomId}/{userId}", s.api(s.makeHandler(rooms.MembershipLeave)))
+			r.Get("/make_knock/{roomId}/{userId}", s.api(s.makeHandler(rooms.MembershipKnock)))
+			r.Put("/send_knock/{roomId}/{eventId}", s.api(s.sendHandler(rooms.MembershipKnock)))
+			// Reading rooms (federation_serve.go).
+			r.Get("/event/{eventId}", s.api(s.getFederationEvent))
+			r.Get("/state/{roomId}", s.api(s.stateHandler(false)))
+			r.Get("/state_ids/{roomId}", s.api(s.stateHandler(true)))
+			r.Get("/event_auth/{roomId}/{eventId}", s.api(s.getFederationEventAuth))
+			r.Get("/backfill/{roomId}", s.api(s.getFederationBackfill))
+			r.Post("/get_missing_events/{roomId}", s.api(s.postFederationMissingEvents))
+			// Queries (federation_misc.go, federation_serve.go).
 			r.Get("/query/profile", s.api(s.getFederationProfile))
+			r.Get("/query/directory", s.api(s.getFederationDirectory))
 		})
+	})
+	r.Route("/_matrix/federation/v2", func(r chi.Router) {
+		r.Use(s.federationAuth)
+		r.Put("/send_join/{roomId}/{eventId}", s.api(s.sendHandler(rooms.MembershipJoin)))
+		r.Put("/send_leave/{roomId}/{eventId}", s.api(s.sendHandler(rooms.MembershipLeave)))
 	})
 
 	// Synapse's admin API, for synadm and synapse-admin (synapseAdminRoutes).

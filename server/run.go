@@ -53,6 +53,13 @@ func (s *Server) Run(ctx context.Context) error {
 	b.mu.Unlock()
 
 	s.goBackground(s.resumeRoomDeletes)
+	if s.fedSender != nil {
+		s.goBackground(func(ctx context.Context) {
+			if err := s.fedSender.Run(ctx); err != nil {
+				s.log.Error("federation sender stopped", "err", err)
+			}
+		})
+	}
 	<-ctx.Done()
 
 	b.mu.Lock()

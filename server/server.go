@@ -66,8 +66,9 @@ type Server struct {
 	keys *federation.KeyRing
 	// fedSender delivers this server's events to other servers, and
 	// fedClient makes requests to them (both nil when not federating).
-	fedSender *federation.Sender
-	fedClient *federation.Client
+	fedSender    *federation.Sender
+	fedClient    *federation.Client
+	fedTransport *federation.Transport
 	// bg is the background work Run owns (run.go).
 	bg background
 }
@@ -85,16 +86,20 @@ func New(d Deps) (*Server, http.Handler) {
 	s.nonces = newNonceStore(d.Now)
 	s.touches = newTouchCache()
 	s.notifier = newNotifier()
+	fedHTTP := s.federationHTTP()
 	s.keys = d.Keys
 	if s.keys == nil {
 		s.keys = federation.NewKeyRing(federation.KeyRingOptions{Key: s.roomsKey(), OldKeys: d.OldKeys,
-			Store: d.Store, Now: d.Now, Log: d.Log})
+			Store: d.Store, Client: fedHTTP, TrustedKeyServers: trustedKeyServers(d.Cfg), Now: d.Now, Log: d.Log})
 	}
 	// Key lookups for received events are bounded by the key ring's own
 	// fetch timeout, not by the request that delivered the events.
 	s.timeline = timeline.New(timeline.Deps{Store: d.Store, Key: s.roomsKey(), Keys: s.keys.Lookup(context.Background()),
 		Now: d.Now, Log: d.Log})
 	s.timeline.Observe(s.notifier)
+	if fedHTTP != nil {
+		s.startFederation(fedHTTP)
+	}
 	s.media = newMediaRepo(s)
 	if d.Dashboard != nil {
 		s.dashboard = d.Dashboard(s)

@@ -741,11 +741,12 @@ func firstDiff(a, b []id.EventID) string {
 // TestTimelineStateReset: a state reset that takes a local user out of a
 // room is reported to that user's incremental /sync as a membership change.
 //
-// alice joins carol's room (r1.test) through carol's server (J1), leaves
-// (L) and joins again (J2) here. Carol's server, which has not seen L or J2,
-// then makes the room invite-only on top of J1. Resolving the two branches
-// applies the join rules first (a power event); J2 then fails (alice is not
-// invited) while L still passes, so alice's membership returns to L.
+// alice joins carol's room (r1.test) through carol's server (J1), then
+// dave joins here, and alice leaves (L) and joins again (J2). Carol's
+// server, which has seen none of these, makes the room invite-only on top
+// of J1. Resolving the two branches applies the join rules first (a power
+// event); J2 then fails (alice is not invited) while L still passes, so
+// alice's membership returns to L.
 func TestTimelineStateReset(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
 		b := servertest.Start(t, e)
@@ -757,6 +758,13 @@ func TestTimelineStateReset(t *testing.T) {
 		roomID := id.RoomID(rb.RoomID)
 		joinThrough(t, f, rb, "r1.test", alice.id)
 		onJ1 := rb.Fork()
+		// dave joins here too, so this server stays in the room while
+		// alice leaves and joins again (else her join would go through
+		// carol's server).
+		dave := newSyncUser(t, b, "dave")
+		if _, err := dave.cli.JoinRoomByID(ctx, roomID); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := alice.cli.LeaveRoom(ctx, roomID); err != nil {
 			t.Fatal(err)
 		}

@@ -154,4 +154,7 @@ func (s *Server) setTyping(roomID, userID string, typing bool, timeout time.Dura
 	if s.notifier.typing.set(roomID, userID, typing, timeout, func() { s.notifier.notifyRoom(roomID) }) {
 		s.notifier.notifyRoom(roomID)
 	}
+	if s.isLocalUser(userID) {
+		s.sendEDU(roomID, "m.typing", map[string]any{"room_id": roomID, "user_id": userID, "typing": typing})
+	}
 }

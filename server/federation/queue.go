@@ -224,7 +224,8 @@ func (s *Sender) drain(ctx context.Context, pos int64) (int64, error) {
 
 // destinations are the servers an event goes to: those with a joined
 // member in its room, and for a membership event its target's server (a
-// kicked or banned user's server learns of it), never this one.
+// kicked or banned user's server learns of it), never this one nor the
+// sender's.
 func (s *Sender) destinations(ctx context.Context, e *storage.Event) ([]string, error) {
 	s.mu.Lock()
 	servers, ok := s.servers[e.RoomID]
@@ -239,6 +240,11 @@ func (s *Sender) destinations(ctx context.Context, e *storage.Event) ([]string, 
 		s.mu.Unlock()
 	}
 	seen := map[string]bool{s.o.ServerName: true}
+	// A relayed membership (send_join, send_leave) came from its sender's
+	// server, which has it.
+	if _, server, ok := strings.Cut(e.Sender, ":"); ok {
+		seen[server] = true
+	}
 	var out []string
 	add := func(d string) {
 		if !seen[d] && (s.o.Allowed == nil || s.o.Allowed(d)) {
@@ -408,6 +414,13 @@ func (s *Sender) deliver(ctx context.Context, dest string, pdus []*storage.Event
 			s.o.Log.Error("federation sender: record failure", "destination", dest, "err", ferr)
 		}
 		return err
+	}
+	if s.o.Log.Enabled(ctx, slog.LevelDebug) {
+		ids := make([]string, len(pdus))
+		for i, e := range pdus {
+			ids[i] = e.Type + " " + e.EventID
+		}
+		s.o.Log.Debug("federation: transaction delivered", "destination", dest, "txn_id", txnID, "pdus", ids, "edus", len(edus))
 	}
 	for id, r := range resp.PDUs {
 		if r.Error != "" {

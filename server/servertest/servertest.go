@@ -32,6 +32,12 @@ type Bundle struct {
 	// Server.Run and waits for it to return.
 	stopRequests context.CancelCauseFunc
 	stopRun      func()
+
+	// FedHTTP serves the federation API over TLS at the server name's
+	// address (federated bundles only, see Federation).
+	FedHTTP *httptest.Server
+	fed     *Federation
+	fedLn   net.Listener
 }
 
 // Option edits the config before the server starts.
@@ -61,6 +67,12 @@ func Config(t testing.TB, dir string) *config.Config {
 	}
 	cfg.Defaults()
 	cfg.BcryptRounds = 4 // the minimum: tests hash many passwords
+	// No traffic off this machine: no server may be sent to (the
+	// remote servers some tests play are never dialled) and no notary is
+	// asked for keys. Federation.Start opens this up for loopback.
+	cfg.FederationDomainWhitelist = []string{}
+	cfg.TrustedKeyServers = []config.TrustedKeyServer{}
+	cfg.SuppressKeyServerWarning = true
 	// Rate limits off: a zero per_second never limits.
 	cfg.RCLogin = config.RCLogin{Address: config.RateLimit{BurstCount: 1}, Account: config.RateLimit{BurstCount: 1}, FailedAttempts: config.RateLimit{BurstCount: 1}}
 	cfg.RCRegistration = config.RateLimit{BurstCount: 1}
@@ -123,6 +135,10 @@ func (b *Bundle) open(t testing.TB, addr string) {
 		hs.Listener = l
 	}
 	hs.Start()
+	if b.fed != nil {
+		b.FedHTTP = b.fed.serve(t, h, reqCtx, b.Cfg.ServerName, b.fedLn)
+		b.fedLn = nil
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- srv.Run(ctx) }()
@@ -140,6 +156,9 @@ func (b *Bundle) open(t testing.TB, addr string) {
 func (b *Bundle) close() {
 	b.stopRequests(server.ErrShuttingDown)
 	b.HTTP.Close()
+	if b.FedHTTP != nil {
+		b.FedHTTP.Close()
+	}
 	b.stopRun()
 	b.Store.Close()
 }

@@ -48,7 +48,7 @@ func (t *Timeline) Join(ctx context.Context, origin string, rv *rooms.RoomVersio
 	if err != nil {
 		return nil, err
 	}
-	if res.Status != Accepted {
+	if res.Status != Accepted && res.Status != Known {
 		return nil, fmt.Errorf("timeline: join event %s %s: %w", join.ID(), res.Status, res.Err)
 	}
 	return t.store.EventByID(ctx, join.ID())

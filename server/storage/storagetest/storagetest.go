@@ -91,3 +91,13 @@ func FreshSchema(t testing.TB, dsn string) string {
 	u.RawQuery = q.Encode()
 	return u.String()
 }
+
+// Another returns an engine of e's kind on a database of its own: for tests
+// that run several servers, each with its own store.
+func Another(t testing.TB, e Engine) Engine {
+	t.Helper()
+	if e.Name == "postgres" {
+		return Engine{Name: "postgres", Options: storage.Options{Postgres: FreshSchema(t, os.Getenv(EnvPostgres)), MaxConns: e.Options.MaxConns}}
+	}
+	return Engine{Name: e.Name, Options: storage.Options{SQLitePath: filepath.Join(t.TempDir(), "hearth.db")}}
+}

@@ -1,0 +1,169 @@
+package server
+
+import (
+	"io"
+	"net/http"
+	"strconv"
+
+	"hearth/server/matrix"
+	"hearth/server/rooms"
+)
+
+// The Server-Server API's HTTP handlers (routes.go, the federation
+// groups): each reads its parameters and the asking server (originFrom),
+// and calls the function that does the work (federation_send.go,
+// federation_join.go, federation_serve.go).
+
+// fedBody reads the request body federationAuth already checked.
+func fedBody(r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, matrix.NotJSON("could not read body: %v", err)
+	}
+	return b, nil
+}
+
+// answer writes a handler's result as a 200 JSON answer.
+func answer(w http.ResponseWriter, v any, err error) error {
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, v)
+}
+
+// PUT /_matrix/federation/v1/send/{txnId}
+func (s *Server) putFederationSend(w http.ResponseWriter, r *http.Request) error {
+	txnID, err := pathParam(r, "txnId")
+	if err != nil {
+		return err
+	}
+	body, err := fedBody(r)
+	if err != nil {
+		return err
+	}
+	resp, err := s.receiveTransaction(r.Context(), originFrom(r.Context()), txnID, body)
+	return answer(w, resp, err)
+}
+
+// makeHandler answers make_join, make_leave and make_knock.
+func (s *Server) makeHandler(membership string) apiFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		roomID, err := pathParam(r, "roomId")
+		if err != nil {
+			return err
+		}
+		userID, err := pathParam(r, "userId")
+		if err != nil {
+			return err
+		}
+		var versions []string
+		if membership != rooms.MembershipLeave {
+			versions = r.URL.Query()["ver"]
+			if len(versions) == 0 {
+				versions = []string{"1"} // the spec's default
+			}
+		}
+		resp, err := s.makeMembership(r.Context(), originFrom(r.Context()), roomID, userID, membership, versions)
+		return answer(w, resp, err)
+	}
+}
+
+// sendHandler answers send_join, send_leave (v2) and send_knock.
+func (s *Server) sendHandler(membership string) apiFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		roomID, err := pathParam(r, "roomId")
+		if err != nil {
+			return err
+		}
+		eventID, err := pathParam(r, "eventId")
+		if err != nil {
+			return err
+		}
+		body, err := fedBody(r)
+		if err != nil {
+			return err
+		}
+		omit, err := queryBool(r, "omit_members", false)
+		if err != nil {
+			return err
+		}
+		resp, err := s.sendMembership(r.Context(), originFrom(r.Context()), roomID, eventID, membership, body, omit)
+		return answer(w, resp, err)
+	}
+}
+
+// GET /_matrix/federation/v1/event/{eventId}
+func (s *Server) getFederationEvent(w http.ResponseWriter, r *http.Request) error {
+	eventID, err := pathParam(r, "eventId")
+	if err != nil {
+		return err
+	}
+	resp, err := s.fedEvent(r.Context(), originFrom(r.Context()), eventID)
+	return answer(w, resp, err)
+}
+
+// stateHandler answers GET /state/{roomId} and /state_ids/{roomId}.
+func (s *Server) stateHandler(idsOnly bool) apiFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		roomID, err := pathParam(r, "roomId")
+		if err != nil {
+			return err
+		}
+		resp, err := s.fedState(r.Context(), originFrom(r.Context()), roomID, r.URL.Query().Get("event_id"), idsOnly)
+		return answer(w, resp, err)
+	}
+}
+
+// GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}
+func (s *Server) getFederationEventAuth(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := pathParam(r, "roomId")
+	if err != nil {
+		return err
+	}
+	eventID, err := pathParam(r, "eventId")
+	if err != nil {
+		return err
+	}
+	resp, err := s.fedEventAuth(r.Context(), originFrom(r.Context()), roomID, eventID)
+	return answer(w, resp, err)
+}
+
+// GET /_matrix/federation/v1/backfill/{roomId}
+func (s *Server) getFederationBackfill(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := pathParam(r, "roomId")
+	if err != nil {
+		return err
+	}
+	limit := 10
+	if v := r.URL.Query().Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil {
+			return matrix.InvalidParam("limit must be an integer")
+		}
+	}
+	resp, err := s.fedBackfill(r.Context(), originFrom(r.Context()), roomID, r.URL.Query()["v"], limit)
+	return answer(w, resp, err)
+}
+
+// POST /_matrix/federation/v1/get_missing_events/{roomId}
+func (s *Server) postFederationMissingEvents(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := pathParam(r, "roomId")
+	if err != nil {
+		return err
+	}
+	body, err := fedBody(r)
+	if err != nil {
+		return err
+	}
+	resp, err := s.fedMissingEvents(r.Context(), originFrom(r.Context()), roomID, body)
+	return answer(w, resp, err)
+}
+
+// GET /_matrix/federation/v1/query/directory
+func (s *Server) getFederationDirectory(w http.ResponseWriter, r *http.Request) error {
+	alias := r.URL.Query().Get("room_alias")
+	if alias == "" {
+		return matrix.MissingParam("room_alias is required")
+	}
+	resp, err := s.fedQueryDirectory(r.Context(), alias)
+	return answer(w, resp, err)
+}

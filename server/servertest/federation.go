@@ -1,0 +1,131 @@
+package servertest
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"hearth/server/storage/storagetest"
+)
+
+// Federation is a set of test servers that federate with each other on
+// loopback. Each is named after the address of its federation listener
+// ("127.0.0.1:<port>": an IP literal with a port, so no DNS is involved),
+// serves the federation API over TLS with a certificate from one CA the
+// test makes, trusts that CA (federation_custom_ca_list), may dial
+// loopback (ip_range_whitelist) and trusts no notary.
+type Federation struct {
+	caCert *x509.Certificate
+	caKey  *ecdsa.PrivateKey
+	caPath string
+}
+
+// NewFederation makes the CA of a test's federation.
+func NewFederation(t testing.TB) *Federation {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Hearth test federation CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &Federation{caCert: cert, caKey: key, caPath: path}
+}
+
+// Start runs a federating server on a database of its own of engine e's
+// kind.
+func (f *Federation) Start(t testing.TB, e storagetest.Engine, opts ...Option) *Bundle {
+	t.Helper()
+	e = storagetest.Another(t, e)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg := Config(t, dir)
+	cfg.ServerName = ln.Addr().String()
+	cfg.FederationCustomCAList = []string{f.caPath}
+	cfg.IPRangeWhitelist = []string{"127.0.0.0/8"}
+	cfg.FederationDomainWhitelist = nil // every server of the test, all on loopback
+	for _, o := range opts {
+		o(cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		ln.Close()
+		t.Fatalf("test config invalid: %v", err)
+	}
+	b := &Bundle{Cfg: cfg, engine: e, fed: f, fedLn: ln}
+	b.open(t, "")
+	t.Cleanup(b.close)
+	return b
+}
+
+// serve starts the federation listener of a server: on ln, or listening
+// again on the server name's address after a restart.
+func (f *Federation) serve(t testing.TB, h http.Handler, reqCtx context.Context, serverName string, ln net.Listener) *httptest.Server {
+	t.Helper()
+	if ln == nil {
+		var err error
+		for i := 0; ; i++ {
+			if ln, err = net.Listen("tcp", serverName); err == nil || i == 50 {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("listen again on %s: %v", serverName, err)
+		}
+	}
+	hs := httptest.NewUnstartedServer(h)
+	hs.Listener.Close()
+	hs.Listener = ln
+	hs.Config.BaseContext = func(net.Listener) context.Context { return reqCtx }
+	hs.TLS = &tls.Config{Certificates: []tls.Certificate{f.certificate(t)}, MinVersion: tls.VersionTLS12}
+	hs.StartTLS()
+	return hs
+}
+
+// certificate issues a certificate for 127.0.0.1 from the federation's CA.
+func (f *Federation) certificate(t testing.TB) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, f.caCert, &key.PublicKey, f.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
