@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -104,10 +105,17 @@ func NewSender(o SenderOptions) *Sender {
 // timeline (any event, local or received; membershipChanged when it
 // changed who is in the room). Cheap; it never blocks.
 func (s *Sender) EventPersisted(roomID string, membershipChanged bool) {
+	s.mu.Lock()
+	servers, known := s.servers[roomID]
 	if membershipChanged {
-		s.mu.Lock()
 		delete(s.servers, roomID)
-		s.mu.Unlock()
+		known = false
+	}
+	s.mu.Unlock()
+	// A room with no other server has nothing to send: its events are
+	// read, and go nowhere, with the next batch that has somewhere to go.
+	if known && !slices.ContainsFunc(servers, func(d string) bool { return d != s.o.ServerName }) {
+		return
 	}
 	select {
 	case s.wake <- struct{}{}:
