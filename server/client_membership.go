@@ -114,7 +114,18 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, roomID string, ser
 	if remote, others, err := s.joinsRemotely(ctx, roomID); err != nil {
 		return err
 	} else if remote {
+		// An invite names the server to join through: the inviter's.
+		if m, err := s.store.OutOfRoomMembership(ctx, me.UserID, roomID); err == nil && m.Membership == rooms.MembershipInvite {
+			if inv, err := s.store.EventByID(ctx, m.EventID); err == nil {
+				if _, server, ok := strings.Cut(inv.Sender, ":"); ok {
+					servers = append([]string{server}, servers...)
+				}
+			}
+		}
 		if err := s.joinRemote(ctx, me.UserID, roomID, joinServers(roomID, append(servers, others...)), content); err != nil {
+			return err
+		}
+		if err := s.store.DeleteOutOfRoomMembership(ctx, me.UserID, roomID); err != nil {
 			return err
 		}
 		return writeJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
@@ -237,6 +248,16 @@ func (s *Server) postLeave(w http.ResponseWriter, r *http.Request) error {
 	if err := s.leaveRefused(r.Context(), roomID, me.UserID); err != nil {
 		return err
 	}
+	// An invite to a room this server is not in is rejected through the
+	// inviting server.
+	if m, err := s.store.OutOfRoomMembership(r.Context(), me.UserID, roomID); err == nil && m.Membership == rooms.MembershipInvite {
+		if cur, err := s.store.Membership(r.Context(), roomID, me.UserID); err == nil && cur != rooms.MembershipJoin {
+			if err := s.rejectRemoteInvite(r.Context(), me.UserID, m, req.Reason); err != nil {
+				return err
+			}
+			return writeJSON(w, http.StatusOK, struct{}{})
+		}
+	}
 	content, _ := s.memberContent(r.Context(), rooms.MembershipLeave, me.UserID, req.Reason)
 	if _, err := s.sendEvents(r.Context(), roomID, newEvent{Type: rooms.TypeMember, StateKey: &me.UserID, Sender: me.UserID, Content: content}); err != nil {
 		return err
@@ -317,6 +338,13 @@ func (s *Server) targetMembership(w http.ResponseWriter, r *http.Request, member
 	content, err := s.memberContent(ctx, membership, req.UserID, req.Reason)
 	if err != nil {
 		return err
+	}
+	if membership == rooms.MembershipInvite && !s.isLocalUser(req.UserID) {
+		// The invitee's server must sign the invite first.
+		if err := s.inviteRemote(ctx, roomID, me.UserID, req.UserID, content); err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, struct{}{})
 	}
 	if _, err := s.sendEvents(ctx, roomID, newEvent{Type: rooms.TypeMember, StateKey: &req.UserID, Sender: me.UserID, Content: content}); err != nil {
 		return err

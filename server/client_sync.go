@@ -471,7 +471,14 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 				continue
 			}
 			rs.fresh = req.since == nil || req.fullState
-			jr, err := s.syncRoomTimeline(ctx, rs)
+			var jr *joinedRoom
+			if m.Stripped != nil {
+				// A rejected invite to a room this server is not in:
+				// the leave is all there is to show.
+				jr, err = s.outOfRoomLeave(ctx, rs)
+			} else {
+				jr, err = s.syncRoomTimeline(ctx, rs)
+			}
 			if err != nil {
 				return nil, nil, err
 			}
@@ -662,6 +669,28 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 	return jr, nil
 }
 
+// outOfRoomLeave is the leave section entry of a room this server is not
+// in: its timeline is the user's leave event.
+func (s *Server) outOfRoomLeave(ctx context.Context, rs *roomSync) (*joinedRoom, error) {
+	ev, err := s.store.EventByID(ctx, rs.mem.EventID)
+	if err != nil {
+		return nil, err
+	}
+	f := &eventFormatter{store: s.store, viewer: rs.req.me, now: s.now(), omitRoomID: true}
+	formatted, err := f.format(ctx, []*storage.Event{ev})
+	if err != nil {
+		return nil, err
+	}
+	jr := &joinedRoom{Timeline: timelineBlock{Events: []any{}}, State: &eventsBlock{Events: []any{}}}
+	for _, ce := range formatted {
+		jr.Timeline.Events = append(jr.Timeline.Events, applyEventFields(ce, rs.req.filter.EventFields))
+	}
+	if rs.req.stateAfter {
+		jr.State, jr.StateAfter = nil, &eventsBlock{Events: []any{}}
+	}
+	return jr, nil
+}
+
 // stateCount is the number of events in the room's state block.
 func (jr *joinedRoom) stateCount() int {
 	if jr.StateAfter != nil {
@@ -810,6 +839,15 @@ func (s *Server) strippedState(ctx context.Context, m storage.RoomMembership) ([
 	ev, err := s.store.EventByID(ctx, m.EventID)
 	if err != nil {
 		return nil, err
+	}
+	if m.Stripped != nil {
+		// A room this server is not in: what the inviting server sent,
+		// and the membership event itself.
+		var out []any
+		if err := json.Unmarshal(m.Stripped, &out); err != nil {
+			out = nil
+		}
+		return append(out, map[string]any{"type": ev.Type, "state_key": ev.StateKey, "sender": ev.Sender, "content": contentOf(ev.JSON)}), nil
 	}
 	state, err := s.store.StateGroup(ctx, ev.StateGroup)
 	if err != nil {

@@ -167,3 +167,21 @@ func (s *Server) getFederationDirectory(w http.ResponseWriter, r *http.Request) 
 	resp, err := s.fedQueryDirectory(r.Context(), alias)
 	return answer(w, resp, err)
 }
+
+// PUT /_matrix/federation/v2/invite/{roomId}/{eventId}
+func (s *Server) putFederationInvite(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := pathParam(r, "roomId")
+	if err != nil {
+		return err
+	}
+	eventID, err := pathParam(r, "eventId")
+	if err != nil {
+		return err
+	}
+	body, err := fedBody(r)
+	if err != nil {
+		return err
+	}
+	resp, err := s.receiveInvite(r.Context(), originFrom(r.Context()), roomID, eventID, body)
+	return answer(w, resp, err)
+}

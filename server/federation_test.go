@@ -3,6 +3,7 @@ package server_test
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,12 +82,126 @@ func TestFederationJoinAndMessages(t *testing.T) {
 		if _, err := alice.cli.SendText(ctx, room.RoomID, "hello from A"); err != nil {
 			t.Fatal(err)
 		}
-		bobSince = waitMessage(t, bob, room.RoomID, bobSince, "hello from A")
+		waitMessage(t, bob, room.RoomID, bobSince, "hello from A")
 		if _, err := bob.cli.SendText(ctx, room.RoomID, "hello from B"); err != nil {
 			t.Fatal(err)
 		}
-		aliceSince = waitMessage(t, alice, room.RoomID, aliceSince, "hello from B")
-		_ = aliceSince
-		_ = bobSince
+		waitMessage(t, alice, room.RoomID, aliceSince, "hello from B")
 	})
+}
+
+// waitRoom long-polls u's /sync until check accepts an answer, and returns
+// the new since.
+func waitRoom(t *testing.T, u roomUser, since string, what string, check func(*mautrix.RespSync) bool) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := u.cli.FullSyncRequest(t.Context(), mautrix.ReqSync{Since: since, Timeout: 2000})
+		if err != nil {
+			t.Fatalf("sync as %s: %v", u.id, err)
+		}
+		since = resp.NextBatch
+		if check(resp) {
+			return since
+		}
+	}
+	t.Fatalf("%s never saw %s", u.id, what)
+	return since
+}
+
+// Invites, rejections, profile changes, kicks and bans across two servers.
+func TestFederationMemberships(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		fed := servertest.NewFederation(t)
+		a := fed.Start(t, e)
+		b := fed.Start(t, e)
+		ctx := t.Context()
+		alice := newSyncUser(t, a, "alice")
+		bob, carol := newSyncUser(t, b, "bob"), newSyncUser(t, b, "carol")
+		bobSince := doSync(t, bob, "", "", 0).NextBatch
+		carolSince := doSync(t, carol, "", "", 0).NextBatch
+
+		room, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Secret plans"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// An invite to a server that is not in the room yet.
+		if _, err := alice.cli.InviteUser(ctx, room.RoomID, &mautrix.ReqInviteUser{UserID: bob.id}); err != nil {
+			t.Fatalf("invite bob: %v", err)
+		}
+		bobSince = waitRoom(t, bob, bobSince, "the invite", func(r *mautrix.RespSync) bool {
+			inv, ok := r.Rooms.Invite[room.RoomID]
+			if !ok {
+				return false
+			}
+			if n := hasType(inv.State.Events, "m.room.name"); n == nil || n.Content.Raw["name"] != "Secret plans" {
+				t.Errorf("invite state lacks the room's name: %v", inv.State.Events)
+			}
+			return true
+		})
+		if _, err := bob.cli.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatalf("bob accepts the invite: %v", err)
+		}
+		if _, err := alice.cli.SendText(ctx, room.RoomID, "welcome"); err != nil {
+			t.Fatal(err)
+		}
+		bobSince = waitMessage(t, bob, room.RoomID, bobSince, "welcome")
+
+		// An invite rejected: the inviting server learns of it.
+		if _, err := alice.cli.InviteUser(ctx, room.RoomID, &mautrix.ReqInviteUser{UserID: carol.id}); err != nil {
+			t.Fatalf("invite carol: %v", err)
+		}
+		waitRoom(t, carol, carolSince, "the invite", func(r *mautrix.RespSync) bool {
+			_, ok := r.Rooms.Invite[room.RoomID]
+			return ok
+		})
+		if _, err := carol.cli.LeaveRoom(ctx, room.RoomID); err != nil {
+			t.Fatalf("carol rejects the invite: %v", err)
+		}
+		waitFor(t, "carol's rejection on alice's server", func() bool {
+			m, _ := a.Store.Membership(ctx, string(room.RoomID), string(carol.id))
+			return m == "leave"
+		})
+
+		// bob's new display name reaches alice's server.
+		if err := bob.cli.SetDisplayName(ctx, "Robert"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "bob's display name on alice's server", func() bool {
+			ev, err := a.Store.CurrentStateEvent(ctx, string(room.RoomID), "m.room.member", string(bob.id))
+			return err == nil && strings.Contains(string(ev.JSON), `"Robert"`)
+		})
+
+		// A kick reaches the kicked user's server; bob can no longer send.
+		if _, err := alice.cli.KickUser(ctx, room.RoomID, &mautrix.ReqKickUser{UserID: bob.id, Reason: "bye"}); err != nil {
+			t.Fatal(err)
+		}
+		waitRoom(t, bob, bobSince, "the kick", func(r *mautrix.RespSync) bool {
+			_, ok := r.Rooms.Leave[room.RoomID]
+			return ok
+		})
+		if _, err := bob.cli.SendText(ctx, room.RoomID, "still here?"); err == nil {
+			t.Error("a kicked user could still send")
+		}
+		// A ban of a user who is not in the room reaches their server too.
+		if _, err := alice.cli.BanUser(ctx, room.RoomID, &mautrix.ReqBanUser{UserID: bob.id}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "bob's ban on his own server", func() bool {
+			m, _ := b.Store.Membership(ctx, string(room.RoomID), string(bob.id))
+			return m == "ban"
+		})
+	})
+}
+
+// waitFor polls cond for up to 20 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -97,6 +97,7 @@ func (s *Server) routes() http.Handler {
 		r.Use(s.federationAuth)
 		r.Put("/send_join/{roomId}/{eventId}", s.api(s.sendHandler(rooms.MembershipJoin)))
 		r.Put("/send_leave/{roomId}/{eventId}", s.api(s.sendHandler(rooms.MembershipLeave)))
+		r.Put("/invite/{roomId}/{eventId}", s.api(s.putFederationInvite))
 	})
 
 	// Synapse's admin API, for synadm and synapse-admin (synapseAdminRoutes).

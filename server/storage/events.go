@@ -224,29 +224,50 @@ type RoomMembership struct {
 	Membership string
 	EventID    string
 	StreamPos  int64
+	// Stripped is set for a room this server is not in (a remote
+	// invite): the stripped state the invite came with, a JSON array;
+	// RoomVersion is then the room's version, as the invite named it.
+	Stripped    []byte
+	RoomVersion string
 }
 
 // RoomsOfUser lists the rooms where the user's current membership is one of
-// memberships (all when none given).
+// memberships (all when none given): from the current state of the rooms
+// this server is in, and the user's memberships in rooms it is not in.
 func (s *Store) RoomsOfUser(ctx context.Context, userID string, memberships ...string) ([]RoomMembership, error) {
-	q := `SELECT room_id, COALESCE(membership, ''), event_id, stream_ordering FROM current_state WHERE type = 'm.room.member' AND state_key = $1`
+	q := `SELECT room_id, COALESCE(membership, '') AS membership, event_id, stream_ordering, NULL AS stripped_state FROM current_state
+		WHERE type = 'm.room.member' AND state_key = $1
+		UNION ALL SELECT room_id, membership, event_id, stream_ordering, stripped_state FROM out_of_room_memberships
+		WHERE user_id = $1`
 	args := []any{userID}
 	if len(memberships) > 0 {
-		q += ` AND membership IN (` + inList(2, len(memberships)) + `)`
+		q = `SELECT * FROM (` + q + `) m WHERE m.membership IN (` + inList(2, len(memberships)) + `)`
 		for _, m := range memberships {
 			args = append(args, m)
 		}
 	}
-	rows, err := s.read.QueryContext(ctx, q+` ORDER BY room_id`, args...)
+	rows, err := s.read.QueryContext(ctx, q+` ORDER BY 1`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("storage: rooms of user: %w", err)
 	}
 	defer rows.Close()
+	// A room may have both rows (an invite to a room this server left
+	// earlier): the newer one is the user's membership.
 	var out []RoomMembership
 	for rows.Next() {
 		var m RoomMembership
-		if err := rows.Scan(&m.RoomID, &m.Membership, &m.EventID, &m.StreamPos); err != nil {
+		var stripped sql.NullString
+		if err := rows.Scan(&m.RoomID, &m.Membership, &m.EventID, &m.StreamPos, &stripped); err != nil {
 			return nil, err
+		}
+		if stripped.Valid {
+			m.Stripped = []byte(stripped.String)
+		}
+		if n := len(out); n > 0 && out[n-1].RoomID == m.RoomID {
+			if m.StreamPos > out[n-1].StreamPos {
+				out[n-1] = m
+			}
+			continue
 		}
 		out = append(out, m)
 	}

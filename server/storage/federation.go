@@ -249,3 +249,51 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// SetOutOfRoomMembership records a local user's membership in a room this
+// server is not in (an invite from another server, its rejection), with
+// the stripped state the user sees of it, at a new stream position.
+func (s *Store) SetOutOfRoomMembership(ctx context.Context, userID, roomID, roomVersion, membership, eventID string, stripped []byte) error {
+	var pos []int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		pos = s.events.nextLive(1)
+		_, err := tx.ExecContext(ctx, `INSERT INTO out_of_room_memberships (user_id, room_id, membership, event_id, stream_ordering,
+				stripped_state, room_version)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, room_id) DO UPDATE SET membership = excluded.membership,
+				event_id = excluded.event_id, stream_ordering = excluded.stream_ordering, stripped_state = excluded.stripped_state,
+				room_version = excluded.room_version`,
+			userID, roomID, membership, eventID, pos[0], string(stripped), roomVersion)
+		if err != nil {
+			return fmt.Errorf("storage: out-of-room membership: %w", err)
+		}
+		return nil
+	})
+	s.events.finish(pos)
+	if err != nil {
+		return err
+	}
+	return s.events.waitVisible(context.WithoutCancel(ctx), pos[0])
+}
+
+// OutOfRoomMembership returns a local user's membership in a room this
+// server is not in, or ErrNotFound.
+func (s *Store) OutOfRoomMembership(ctx context.Context, userID, roomID string) (*RoomMembership, error) {
+	m := &RoomMembership{RoomID: roomID}
+	var stripped string
+	err := s.read.QueryRowContext(ctx, `SELECT membership, event_id, stream_ordering, stripped_state, room_version FROM out_of_room_memberships
+		WHERE user_id = $1 AND room_id = $2`, userID, roomID).Scan(&m.Membership, &m.EventID, &m.StreamPos, &stripped, &m.RoomVersion)
+	if err != nil {
+		return nil, notFound(err, "out-of-room membership")
+	}
+	m.Stripped = []byte(stripped)
+	return m, nil
+}
+
+// DeleteOutOfRoomMembership forgets a local user's out-of-room membership
+// (the user joined the room: current_state has it now).
+func (s *Store) DeleteOutOfRoomMembership(ctx context.Context, userID, roomID string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM out_of_room_memberships WHERE user_id = $1 AND room_id = $2`, userID, roomID)
+		return err
+	})
+}

@@ -119,3 +119,19 @@ func (t *Timeline) AuthChain(ctx context.Context, rv *rooms.RoomVersion, ids []s
 	out = append(out, evs...)
 	return out, nil
 }
+
+// Build builds, signs and authorises a local event on the room's head
+// without persisting it: an invite of another server's user, which that
+// server must sign too before it enters the room (ReceiveRelayed then).
+func (t *Timeline) Build(ctx context.Context, roomID string, ne NewEvent) (*rooms.Event, error) {
+	unlock := t.locks.lock(roomID)
+	defer unlock()
+	h, err := t.head(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	if h.room.Blocked && !ne.IgnoreBlock {
+		return nil, ErrRoomBlocked
+	}
+	return h.builder.Fork().Append(ne.Type, ne.StateKey, ne.Sender, ne.Content)
+}

@@ -1,0 +1,246 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"hearth/server/federation"
+	"hearth/server/matrix"
+	"hearth/server/rooms"
+	"hearth/server/storage"
+	"hearth/server/timeline"
+)
+
+// Invites across servers (spec: Server-Server API, "Inviting to a room"):
+// the inviting server builds the invite and has the invitee's server sign
+// it (PUT /_matrix/federation/v2/invite) before it enters the room. An
+// invitee on a server not in the room sees the invite through
+// out-of-room memberships, with the stripped state the inviter sent, and
+// rejects it through the inviting server (make_leave, send_leave).
+
+// inviteRemote invites invitee, a user of another server, to roomID.
+func (s *Server) inviteRemote(ctx context.Context, roomID, inviter, invitee string, content map[string]any) error {
+	if s.fedClient == nil {
+		return matrix.Forbidden("this server does not federate: %s cannot be invited", invitee)
+	}
+	_, server, _ := strings.Cut(invitee, ":")
+	e, err := s.timeline.Build(ctx, roomID, timeline.NewEvent{Type: rooms.TypeMember, StateKey: &invitee, Sender: inviter, Content: content})
+	if err != nil {
+		return sendError(err)
+	}
+	stripped, err := s.inviteRoomState(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	raw, err := s.fedClient.Invite(ctx, server, e, stripped)
+	var re *federation.RemoteError
+	if errors.As(err, &re) && re.Status < 500 {
+		return matrix.Forbidden("%s refused the invite: %s", server, re.Msg)
+	}
+	if err != nil {
+		return &matrix.Error{Code: "M_UNKNOWN", Status: http.StatusBadGateway, Msg: "could not reach " + server + " to invite " + invitee, Err: err}
+	}
+	signed, err := rooms.ParseEvent(e.Version(), raw)
+	if err != nil || signed.ID() != e.ID() {
+		return &matrix.Error{Code: "M_UNKNOWN", Status: http.StatusBadGateway, Msg: server + " answered the invite with another event"}
+	}
+	if err := rooms.VerifyServerSignature(signed, server, s.keys.Lookup(ctx)); err != nil {
+		return &matrix.Error{Code: "M_UNKNOWN", Status: http.StatusBadGateway, Msg: server + " did not sign the invite", Err: err}
+	}
+	res, err := s.timeline.ReceiveRelayed(ctx, server, signed)
+	if err != nil {
+		return err
+	}
+	if res.Status != timeline.Accepted && res.Status != timeline.Known {
+		return matrix.Forbidden("the invite was not accepted (%s): %v", res.Status, res.Err)
+	}
+	return nil
+}
+
+// inviteRoomState is what an invitee's server is shown of the room: the
+// stripped state events of strippedStateTypes.
+func (s *Server) inviteRoomState(ctx context.Context, roomID string) ([]json.RawMessage, error) {
+	var out []json.RawMessage
+	for _, t := range strippedStateTypes {
+		e, err := s.store.CurrentStateEvent(ctx, roomID, t, "")
+		if errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		raw, _ := json.Marshal(map[string]any{"type": e.Type, "state_key": e.StateKey, "sender": e.Sender, "content": contentOf(e.JSON)})
+		out = append(out, raw)
+	}
+	return out, nil
+}
+
+// receiveInvite answers PUT /_matrix/federation/v2/invite/{roomId}/{eventId}:
+// origin invites one of this server's users. The invite is signed and
+// returned; when this server is not in the room, the invitee is shown it
+// as an out-of-room membership.
+func (s *Server) receiveInvite(ctx context.Context, origin, roomID, eventID string, body []byte) (any, error) {
+	var req struct {
+		Event           json.RawMessage   `json:"event"`
+		RoomVersion     string            `json:"room_version"`
+		InviteRoomState []json.RawMessage `json:"invite_room_state"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, matrix.BadJSON("%v", err)
+	}
+	rv, ok := rooms.LookupVersion(req.RoomVersion)
+	if !ok {
+		return nil, &matrix.Error{Code: "M_INCOMPATIBLE_ROOM_VERSION", Msg: "this server does not support room version " + req.RoomVersion,
+			Extra: map[string]any{"room_version": req.RoomVersion}}
+	}
+	e, err := rooms.ParseEvent(rv, req.Event)
+	if err != nil {
+		return nil, matrix.BadJSON("not an event of room version %s: %v", rv.ID, err)
+	}
+	invitee, isState := e.StateKey()
+	switch {
+	case e.ID() != eventID || e.RoomID() != roomID:
+		return nil, matrix.BadJSON("the event is not %s in %s", eventID, roomID)
+	case e.Type() != rooms.TypeMember || !isState || e.Membership() != rooms.MembershipInvite:
+		return nil, matrix.BadJSON("the event is not an invite")
+	case !fromOrigin(e.Sender(), origin):
+		return nil, matrix.Forbidden("%s is not a user of %s", e.Sender(), origin)
+	case !s.isLocalUser(invitee):
+		return nil, matrix.Forbidden("%s is not a user of this server", invitee)
+	}
+	if ok, err := s.serverAllowed(ctx, roomID, origin); err != nil {
+		return nil, err
+	} else if !ok {
+		return nil, matrix.Forbidden("server %s is denied by the room's server ACL", origin)
+	}
+	if u, err := s.store.UserByID(ctx, invitee); errors.Is(err, storage.ErrNotFound) || (err == nil && u.Deactivated) {
+		return nil, matrix.NotFound("user %s not found", invitee)
+	} else if err != nil {
+		return nil, err
+	}
+	if err := rooms.VerifyServerSignature(e, origin, s.keys.Lookup(ctx)); err != nil {
+		return nil, matrix.Forbidden("the invite is not signed by %s: %v", origin, err)
+	}
+	signed, err := rooms.SignEvent(rv, e.JSON(), s.roomsKey())
+	if err != nil {
+		return nil, err
+	}
+	if inRoom, err := s.inRoom(ctx, roomID); err != nil {
+		return nil, err
+	} else if !inRoom {
+		// The invite reaches this server only this way: keep it, and
+		// show it to the invitee.
+		se, err := rooms.ParseEvent(rv, signed)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.recordOutOfRoom(ctx, se, invitee, rooms.MembershipInvite, req.InviteRoomState); err != nil {
+			return nil, err
+		}
+	}
+	return map[string]any{"event": json.RawMessage(signed)}, nil
+}
+
+// inRoom reports whether a user of this server is joined to the room.
+func (s *Server) inRoom(ctx context.Context, roomID string) (bool, error) {
+	servers, err := s.store.JoinedServers(ctx, roomID)
+	if err != nil {
+		return false, err
+	}
+	for _, srv := range servers {
+		if srv == s.cfg.ServerName {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// recordOutOfRoom stores a membership event of a room this server is not in
+// (as an outlier) and shows it to the local user.
+func (s *Server) recordOutOfRoom(ctx context.Context, e *rooms.Event, userID, membership string, stripped []json.RawMessage) error {
+	se := &storage.NewEvent{Event: storage.Event{EventID: e.ID(), RoomID: e.RoomID(), Type: e.Type(), Sender: e.Sender(),
+		Depth: e.Depth(), OriginServerTS: e.OriginServerTS(), JSON: e.JSON(), Membership: e.Membership()}}
+	sk, _ := e.StateKey()
+	se.StateKey = &sk
+	if err := s.store.PersistOutliers(ctx, []*storage.NewEvent{se}); err != nil {
+		return err
+	}
+	if stripped == nil {
+		stripped = []json.RawMessage{}
+	}
+	raw, err := json.Marshal(stripped)
+	if err != nil {
+		return err
+	}
+	if err := s.store.SetOutOfRoomMembership(ctx, userID, e.RoomID(), e.Version().ID, membership, e.ID(), raw); err != nil {
+		return err
+	}
+	s.notifier.notifyUser(userID)
+	return nil
+}
+
+// rejectRemoteInvite answers a local user's leave of a room this server is
+// not in: through the inviting server (make_leave, send_leave), or, when it
+// cannot be reached, here only, as Synapse does, so the user is not stuck
+// with the invite.
+func (s *Server) rejectRemoteInvite(ctx context.Context, userID string, m *storage.RoomMembership, reason string) error {
+	invite, err := s.store.EventByID(ctx, m.EventID)
+	if err != nil {
+		return err
+	}
+	_, server, _ := strings.Cut(invite.Sender, ":")
+	content := map[string]any{"membership": rooms.MembershipLeave}
+	if reason != "" {
+		content["reason"] = reason
+	}
+	var leave *rooms.Event
+	if s.fedClient != nil {
+		proto, rv, err := s.fedClient.MakeMembership(ctx, server, rooms.MembershipLeave, m.RoomID, userID)
+		if err == nil {
+			if leave, err = rooms.CompleteProto(rv, proto, content, s.roomsKey()); err == nil {
+				err = s.fedClient.SendMembership(ctx, server, rooms.MembershipLeave, leave, nil)
+			}
+		}
+		if err != nil {
+			s.log.Info("federation: rejecting an invite through the inviting server failed; rejected here only",
+				"room_id", m.RoomID, "server", server, "err", err)
+			leave = nil
+		}
+	}
+	if leave == nil {
+		if leave, err = s.localLeave(m, invite, userID, content); err != nil {
+			return err
+		}
+	}
+	var stripped []json.RawMessage
+	_ = json.Unmarshal(m.Stripped, &stripped)
+	return s.recordOutOfRoom(ctx, leave, userID, rooms.MembershipLeave, stripped)
+}
+
+// localLeave builds a leave that follows an invite in a room this server is
+// not in, signed here: the record of a rejection no other server heard.
+func (s *Server) localLeave(m *storage.RoomMembership, invite *storage.Event, userID string, content map[string]any) (*rooms.Event, error) {
+	rv, ok := rooms.LookupVersion(m.RoomVersion)
+	if !ok {
+		return nil, fmt.Errorf("room %s has unknown version %q", m.RoomID, m.RoomVersion)
+	}
+	t := rooms.EventTemplate{RoomID: m.RoomID, Type: rooms.TypeMember, StateKey: &userID, Sender: userID,
+		Content: content, PrevEvents: []string{invite.EventID}, AuthEvents: []string{invite.EventID}, Depth: invite.Depth + 1,
+		OriginServerTS: s.now().UnixMilli()}
+	if rv.EventIDs == rooms.EventIDRandom {
+		ie, err := rooms.ParseEvent(rv, invite.JSON)
+		if err != nil {
+			return nil, err
+		}
+		h, err := ie.ReferenceHashB64()
+		if err != nil {
+			return nil, err
+		}
+		t.RefHashes = map[string]string{invite.EventID: h}
+	}
+	return rooms.BuildEvent(rv, t, s.roomsKey())
+}
