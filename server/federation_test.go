@@ -205,3 +205,61 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A server stopped for a while gets what it missed once it is back: the
+// other server sends the newest event when the stopped one next contacts
+// it, and the stopped one fetches the events before it
+// (/get_missing_events).
+func TestFederationCatchUpAfterRestart(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		fed := servertest.NewFederation(t)
+		a := fed.Start(t, e)
+		b := fed.Start(t, e)
+		ctx := t.Context()
+		alice := newSyncUser(t, a, "alice")
+		bob := newSyncUser(t, b, "bob")
+		room, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.cli.JoinRoom(ctx, string(room.RoomID), &mautrix.ReqJoinRoom{Via: []string{a.Cfg.ServerName}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.cli.SendText(ctx, room.RoomID, "before"); err != nil {
+			t.Fatal(err)
+		}
+		since := waitMessage(t, bob, room.RoomID, doSync(t, bob, "", "", 0).NextBatch, "before")
+
+		b.Stop(t)
+		var sent []string
+		for i := 0; i < 5; i++ {
+			body := fmt.Sprintf("while B was down %d", i)
+			if _, err := alice.cli.SendText(ctx, room.RoomID, body); err != nil {
+				t.Fatal(err)
+			}
+			sent = append(sent, body)
+		}
+		// A has tried B and is backing off.
+		waitFor(t, "A to record B as failing", func() bool {
+			d, err := a.Store.DestinationByName(ctx, b.Cfg.ServerName)
+			return err == nil && d.FailureTS != 0
+		})
+		b.Start(t)
+		// bob speaks: B contacts A, which retries B at once.
+		if _, err := bob.cli.SendText(ctx, room.RoomID, "I'm back"); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		waitRoom(t, bob, since, "the messages sent while B was down", func(r *mautrix.RespSync) bool {
+			if jr, ok := r.Rooms.Join[room.RoomID]; ok {
+				got = append(got, bodies(jr.Timeline.Events)...)
+			}
+			for _, s := range sent {
+				if !slices.Contains(got, s) {
+					return false
+				}
+			}
+			return true
+		})
+	})
+}

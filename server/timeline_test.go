@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -907,12 +908,49 @@ func pct(ds []time.Duration, p int) time.Duration {
 func p99(ds []time.Duration) time.Duration { return pct(ds, 99) }
 
 // fetcher serves a remote server's events and states to the timeline, as
-// the federation client will (GET /event, GET /state).
+// the federation client will (GET /event, GET /state, POST
+// /get_missing_events).
 type fetcher struct {
 	events map[string]*rooms.Event
 	// before maps an event ID to the room state before it.
 	before map[string]rooms.StateEvents
 	calls  []string
+	// noMissing: the server does not answer /get_missing_events.
+	noMissing bool
+}
+
+func (fe *fetcher) MissingEvents(_ context.Context, server string, _ *rooms.RoomVersion, _ string, earliest, latest []string, limit int) ([]*rooms.Event, error) {
+	fe.calls = append(fe.calls, "missing "+strings.Join(latest, ","))
+	if fe.noMissing {
+		return nil, fmt.Errorf("%s does not answer get_missing_events", server)
+	}
+	stop := map[string]bool{}
+	for _, id := range append(earliest, latest...) {
+		stop[id] = true
+	}
+	var out []*rooms.Event
+	queue := []string{}
+	for _, id := range latest {
+		if e := fe.events[id]; e != nil {
+			queue = append(queue, e.PrevEventIDs()...)
+		}
+	}
+	seen := map[string]bool{}
+	for len(queue) > 0 && len(out) < limit {
+		id := queue[0]
+		queue = queue[1:]
+		if seen[id] || stop[id] {
+			continue
+		}
+		seen[id] = true
+		e := fe.events[id]
+		if e == nil {
+			continue
+		}
+		out = append(out, e)
+		queue = append(queue, e.PrevEventIDs()...)
+	}
+	return out, nil
 }
 
 func (fe *fetcher) Event(_ context.Context, server string, _ *rooms.RoomVersion, eventID string) (*rooms.Event, error) {
@@ -991,6 +1029,7 @@ func TestTimelineGap(t *testing.T) {
 			t.Fatal("a dropped event was stored")
 		}
 
+		fe.noMissing = true // so the state at the message is asked for
 		f.tl.SetFetcher(fe)
 		t.Cleanup(func() { f.tl.SetFetcher(nil) })
 		f.mustReceive("r2.test", timeline.Live, timeline.Accepted, msg)
@@ -1013,6 +1052,57 @@ func TestTimelineGap(t *testing.T) {
 		}
 		if !found {
 			t.Error("/messages lacks the event received across the gap")
+		}
+	})
+}
+
+// TestTimelineGapFilled: a live event after events this server missed
+// brings them with it (POST /get_missing_events): they become timeline
+// events, in order, not outliers.
+func TestTimelineGapFilled(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		f := newFed(t, b, "r2.test")
+		ctx := t.Context()
+		alice := newSyncUser(t, b, "alice")
+		bob := "@bob:r2.test"
+		created, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		roomID := string(created.RoomID)
+		remote := f.builderOnHead("r2.test", roomID)
+		f.mustReceive("r2.test", timeline.Live, timeline.Accepted, f.add(remote, "m.room.member", sp(bob), bob, map[string]any{"membership": "join"}))
+		since := doSync(t, alice, "", "", 0).NextBatch
+		fe := &fetcher{events: map[string]*rooms.Event{}, before: map[string]rooms.StateEvents{}}
+		var missed []*rooms.Event
+		for i := 0; i < 5; i++ {
+			m := f.add(remote, "m.room.message", nil, bob, map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("missed %d", i)})
+			fe.events[m.ID()] = m
+			missed = append(missed, m)
+		}
+		last := f.add(remote, "m.room.message", nil, bob, map[string]any{"msgtype": "m.text", "body": "the one that arrived"})
+		fe.events[last.ID()] = last
+		f.tl.SetFetcher(fe)
+		t.Cleanup(func() { f.tl.SetFetcher(nil) })
+		f.mustReceive("r2.test", timeline.Live, timeline.Accepted, last)
+
+		for _, m := range missed {
+			se, err := b.Store.EventByID(ctx, m.ID())
+			if err != nil || se.Outlier || !se.Live() {
+				t.Fatalf("missed event %s after the gap was filled: %+v %v", m.ID(), se, err)
+			}
+		}
+		if slices.ContainsFunc(fe.calls, func(c string) bool { return strings.HasPrefix(c, "state ") }) {
+			t.Errorf("the state was asked for though the gap was filled: %v", fe.calls)
+		}
+		resp := doSync(t, alice, since, "", 0)
+		want := []string{"missed 0", "missed 1", "missed 2", "missed 3", "missed 4", "the one that arrived"}
+		if got := bodies(resp.Rooms.Join[created.RoomID].Timeline.Events); !slices.Equal(got, want) {
+			t.Errorf("alice's timeline %v, want %v", got, want)
+		}
+		if got := f.extremities(roomID); !slices.Equal(got, []string{last.ID()}) {
+			t.Errorf("extremities %v", got)
 		}
 	})
 }

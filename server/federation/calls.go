@@ -116,3 +116,16 @@ func (f Fetcher) StateBefore(ctx context.Context, server string, rv *rooms.RoomV
 	}
 	return parsePDUs(rv, resp.PDUs), parsePDUs(rv, resp.AuthChain), nil
 }
+
+// MissingEvents fetches up to limit events between earliest and latest
+// (POST /_matrix/federation/v1/get_missing_events/{roomId}).
+func (f Fetcher) MissingEvents(ctx context.Context, server string, rv *rooms.RoomVersion, roomID string, earliest, latest []string, limit int) ([]*rooms.Event, error) {
+	var resp struct {
+		Events []json.RawMessage `json:"events"`
+	}
+	body := map[string]any{"earliest_events": earliest, "latest_events": latest, "limit": limit, "min_depth": 0}
+	if err := f.Client.Do(ctx, server, http.MethodPost, "/_matrix/federation/v1/get_missing_events/"+url.PathEscape(roomID), nil, body, &resp); err != nil {
+		return nil, err
+	}
+	return parsePDUs(rv, resp.Events), nil
+}

@@ -82,7 +82,7 @@ func (f *Federation) Start(t testing.TB, e storagetest.Engine, opts ...Option) *
 	}
 	b := &Bundle{Cfg: cfg, engine: e, fed: f, fedLn: ln}
 	b.open(t, "")
-	t.Cleanup(b.close)
+	t.Cleanup(b.cleanup)
 	return b
 }
 

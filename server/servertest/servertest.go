@@ -38,6 +38,10 @@ type Bundle struct {
 	FedHTTP *httptest.Server
 	fed     *Federation
 	fedLn   net.Listener
+
+	// addr is the client listener's address while stopped.
+	addr    string
+	stopped bool
 }
 
 // Option edits the config before the server starts.
@@ -92,7 +96,7 @@ func Start(t testing.TB, e storagetest.Engine, opts ...Option) *Bundle {
 	}
 	b := &Bundle{Cfg: cfg, engine: e}
 	b.open(t, "")
-	t.Cleanup(b.close)
+	t.Cleanup(b.cleanup)
 	return b
 }
 
@@ -163,11 +167,36 @@ func (b *Bundle) close() {
 	b.Store.Close()
 }
 
+// cleanup closes the server at the end of the test, unless it is stopped.
+func (b *Bundle) cleanup() {
+	if !b.stopped {
+		b.close()
+	}
+}
+
 // Restart stops the server and its store, then starts a new server on the
 // same database and address: what survives is only what was stored.
 func (b *Bundle) Restart(t testing.TB) {
 	t.Helper()
-	addr := b.HTTP.Listener.Addr().String()
+	b.Stop(t)
+	b.Start(t)
+}
+
+// Stop stops the server and its store, as a shutdown does; Start runs it
+// again on the same database and addresses.
+func (b *Bundle) Stop(t testing.TB) {
+	t.Helper()
+	b.addr = b.HTTP.Listener.Addr().String()
 	b.close()
-	b.open(t, addr)
+	b.stopped = true
+}
+
+// Start runs a server stopped with Stop again.
+func (b *Bundle) Start(t testing.TB) {
+	t.Helper()
+	if !b.stopped {
+		t.Fatal("servertest: Start of a server that is running")
+	}
+	b.stopped = false
+	b.open(t, b.addr)
 }

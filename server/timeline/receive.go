@@ -122,6 +122,9 @@ type receiver struct {
 	// relay: accepted events go on to the room's other servers (a
 	// membership another server asked this one to accept: send_join).
 	relay bool
+	// fillingGap: the events being received fill a gap (fillGap); they
+	// do not ask for gaps of their own.
+	fillingGap bool
 }
 
 func (t *Timeline) receiver(ctx context.Context, origin string, kind Kind, roomID string) (*receiver, error) {
@@ -458,6 +461,15 @@ func (rc *receiver) stateBefore(ctx context.Context, e *rooms.Event) (*stateBefo
 	if err != nil {
 		return nil, err
 	}
+	if rc.kind == Live && len(stored) < len(prevs) && !e.IsCreate() {
+		// A gap before a live event: ask for what is missing first.
+		if err := rc.fillGap(ctx, e); err != nil {
+			return nil, err
+		}
+		if stored, err = t.store.EventsByID(ctx, prevs); err != nil {
+			return nil, err
+		}
+	}
 	byID := make(map[string]*storage.Event, len(stored))
 	for _, se := range stored {
 		byID[se.EventID] = se
@@ -498,6 +510,47 @@ func (rc *receiver) stateBefore(ctx context.Context, e *rooms.Event) (*stateBefo
 		return nil, err
 	}
 	return &stateBefore{group: group, ids: ids}, nil
+}
+
+// maxGap bounds the events fetched to fill a gap before a live event; a
+// longer gap is crossed by asking for the state at the event instead, and
+// its history is backfilled later.
+const maxGap = 20
+
+// fillGap fetches the events between the room's forward extremities and a
+// live event whose prev events are unknown (POST /get_missing_events) and
+// receives them, oldest first, before the event itself. Events of the gap
+// whose own prev events are still unknown are placed on the state the
+// origin gives for them; they do not start gaps of their own.
+func (rc *receiver) fillGap(ctx context.Context, e *rooms.Event) error {
+	if rc.t.fetch == nil || rc.fillingGap {
+		return nil
+	}
+	exts, err := rc.t.store.ForwardExtremities(ctx, rc.room.RoomID)
+	if err != nil {
+		return err
+	}
+	evs, err := rc.t.fetch.MissingEvents(ctx, rc.origin, rc.rv, rc.room.RoomID, extIDs(exts), []string{e.ID()}, maxGap)
+	if err != nil {
+		rc.t.log.Debug("could not fetch missing events", "event_id", e.ID(), "origin", rc.origin, "err", err)
+		return nil // the state at the event is asked for instead
+	}
+	slices.SortStableFunc(evs, func(a, b *rooms.Event) int { return cmp.Compare(a.Depth(), b.Depth()) })
+	rc.fillingGap = true
+	defer func() { rc.fillingGap = false }()
+	for _, m := range evs {
+		if m.ID() == e.ID() || m.RoomID() != rc.room.RoomID {
+			continue
+		}
+		res, err := rc.receive(ctx, m, nil)
+		if err != nil {
+			return err
+		}
+		if res.Status == Dropped {
+			rc.t.log.Debug("missing event dropped", "event_id", m.ID(), "origin", rc.origin, "err", res.Err)
+		}
+	}
+	return nil
 }
 
 func sameSet(a, b []string) bool {

@@ -55,6 +55,9 @@ type Fetcher interface {
 	// StateBefore fetches the room state before an event and its auth chain
 	// from server (GET /_matrix/federation/v1/state/{roomId}?event_id=).
 	StateBefore(ctx context.Context, server string, rv *rooms.RoomVersion, roomID, eventID string) (state, authChain []*rooms.Event, err error)
+	// MissingEvents fetches up to limit events between earliest and latest
+	// from server (POST /_matrix/federation/v1/get_missing_events).
+	MissingEvents(ctx context.Context, server string, rv *rooms.RoomVersion, roomID string, earliest, latest []string, limit int) ([]*rooms.Event, error)
 }
 
 // Observer is told about every event that became part of a room's live
