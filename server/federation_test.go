@@ -1,7 +1,12 @@
 package server_test
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +16,8 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"hearth/server/federation"
+	"hearth/server/rooms"
 	"hearth/server/servertest"
 	"hearth/server/storage/storagetest"
 )
@@ -262,4 +269,213 @@ func TestFederationCatchUpAfterRestart(t *testing.T) {
 			return true
 		})
 	})
+}
+
+// Three servers, two of which change the room at the same time without
+// seeing each other's change: every server ends with the state the spec's
+// state resolution gives. alice (A) demotes bob while bob (B), not knowing
+// it, sets the topic; carol (C) receives both. The demotion, a power
+// event, is resolved first, and bob's topic then fails against it: the
+// topic stays what it was, on all three.
+func TestFederationConcurrentChangesConverge(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		fed := servertest.NewFederation(t)
+		a, b, c := fed.Start(t, e), fed.Start(t, e), fed.Start(t, e)
+		ctx := t.Context()
+		alice, bob, carol := newSyncUser(t, a, "alice"), newSyncUser(t, b, "bob"), newSyncUser(t, c, "carol")
+		room, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Topic: "original", RoomVersion: "11",
+			PowerLevelOverride: plOverride(map[string]any{string(alice.id): 100, string(bob.id): 50})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range []roomUser{bob, carol} {
+			if _, err := u.cli.JoinRoom(ctx, string(room.RoomID), &mautrix.ReqJoinRoom{Via: []string{a.Cfg.ServerName}}); err != nil {
+				t.Fatalf("%s joins: %v", u.id, err)
+			}
+		}
+		roomID := string(room.RoomID)
+		everywhere := func(what string, cond func(*servertest.Bundle) bool) {
+			t.Helper()
+			for _, srv := range []*servertest.Bundle{a, b, c} {
+				waitFor(t, what+" on "+srv.Cfg.ServerName, func() bool { return cond(srv) })
+			}
+		}
+		everywhere("three members", func(srv *servertest.Bundle) bool {
+			m, _ := srv.Store.Members(ctx, roomID)
+			return len(m) == 3
+		})
+		original := currentID(t, a, roomID, "m.room.topic")
+
+		// A stops hearing from other servers: bob's topic cannot reach it.
+		a.PauseFederation(t)
+		if _, err := bob.cli.SendStateEvent(ctx, room.RoomID, event.StateTopic, "", map[string]any{"topic": "bob's topic"}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "bob's topic on C", func() bool { return currentID(t, c, roomID, "m.room.topic") != original })
+		var pl map[string]any
+		if err := alice.cli.StateEvent(ctx, room.RoomID, event.StatePowerLevels, "", &pl); err != nil {
+			t.Fatal(err)
+		}
+		pl["users"].(map[string]any)[string(bob.id)] = 0
+		demotion, err := alice.cli.SendStateEvent(ctx, room.RoomID, event.StatePowerLevels, "", pl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.ResumeFederation(t)
+		// A speaks again: B, which failed to reach A, retries at once.
+		if _, err := alice.cli.SendText(ctx, room.RoomID, "anyone there?"); err != nil {
+			t.Fatal(err)
+		}
+		everywhere("alice's power levels", func(srv *servertest.Bundle) bool {
+			return currentID(t, srv, roomID, "m.room.power_levels") == string(demotion.EventID)
+		})
+		everywhere("the original topic", func(srv *servertest.Bundle) bool {
+			return currentID(t, srv, roomID, "m.room.topic") == original
+		})
+		// And the whole current state is the same on all three.
+		want, _ := a.Store.CurrentState(ctx, roomID)
+		for _, srv := range []*servertest.Bundle{b, c} {
+			got, _ := srv.Store.CurrentState(ctx, roomID)
+			if !maps.Equal(got, want) {
+				t.Errorf("current state on %s differs from A's:\n got %v\nwant %v", srv.Cfg.ServerName, got, want)
+			}
+		}
+	})
+}
+
+// currentID is the event ID of a key of the room's current state on srv.
+func currentID(t *testing.T, srv *servertest.Bundle, roomID, typ string) string {
+	t.Helper()
+	ev, err := srv.Store.CurrentStateEvent(t.Context(), roomID, typ, "")
+	if err != nil {
+		return ""
+	}
+	return ev.EventID
+}
+
+// One transaction with a good event and three bad ones: a bad signature
+// (refused, not stored), a bad content hash (kept, redacted, as the spec
+// requires), and one its sender was not allowed to send (rejected). The
+// good event is kept and reaches the room's users; the answer names each.
+func TestFederationBadEventsInATransaction(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		fed := servertest.NewFederation(t)
+		a, b := fed.Start(t, e), fed.Start(t, e)
+		ctx := t.Context()
+		alice, bob := newSyncUser(t, a, "alice"), newSyncUser(t, b, "bob")
+		room, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.cli.JoinRoom(ctx, string(room.RoomID), &mautrix.ReqJoinRoom{Via: []string{a.Cfg.ServerName}}); err != nil {
+			t.Fatal(err)
+		}
+		roomID := string(room.RoomID)
+		since := doSync(t, alice, "", "", 0).NextBatch
+
+		// Build as B, on A's view of the room (A keeps verifying with its
+		// real key ring, which fetches B's key from B).
+		af := newFed(t, a)
+		a.Server.Timeline().SetKeys(a.Server.KeyRing().Lookup(context.Background()))
+		bkey, err := b.Cfg.LoadSigningKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		af.keys[b.Cfg.ServerName] = rooms.SigningKey{ServerName: b.Cfg.ServerName, KeyID: bkey.ID, Private: bkey.Priv}
+		head := af.builderOnHead(b.Cfg.ServerName, roomID)
+		msg := func(sender, body string) *rooms.Event {
+			e, err := head.Fork().Append("m.room.message", nil, sender, map[string]any{"msgtype": "m.text", "body": body})
+			if err != nil && !errors.Is(err, rooms.ErrNotAuthorized) {
+				t.Fatal(err)
+			}
+			return e
+		}
+		good := msg(string(bob.id), "a good event")
+		badSig := tamper(t, msg(string(bob.id), "a bad signature"), func(o map[string]any) {
+			sigs := o["signatures"].(map[string]any)[b.Cfg.ServerName].(map[string]any)
+			for k := range sigs {
+				sigs[k] = "AAAA" + sigs[k].(string)[4:]
+			}
+		})
+		badHash := tamper(t, msg(string(bob.id), "a bad hash"), func(o map[string]any) {
+			o["content"] = map[string]any{"msgtype": "m.text", "body": "changed after signing"}
+		})
+		dave := "@dave:" + b.Cfg.ServerName
+		notAllowed := msg(dave, "I never joined")
+
+		var resp struct {
+			PDUs map[string]struct {
+				Error string `json:"error"`
+			} `json:"pdus"`
+		}
+		txn := map[string]any{"origin": b.Cfg.ServerName, "origin_server_ts": time.Now().UnixMilli(),
+			"pdus": []json.RawMessage{json.RawMessage(good.JSON()), badSig, badHash, json.RawMessage(notAllowed.JSON())}}
+		cli := fed.Client(t, b)
+		if err := cli.Do(ctx, a.Cfg.ServerName, http.MethodPut, "/_matrix/federation/v1/send/bad-events-1", nil, txn, &resp); err != nil {
+			t.Fatal(err)
+		}
+		badHashID := idOfRaw(t, badHash)
+		if r, ok := resp.PDUs[good.ID()]; !ok || r.Error != "" {
+			t.Errorf("good event: %+v (present %t)", r, ok)
+		}
+		if r := resp.PDUs[notAllowed.ID()]; r.Error == "" {
+			t.Error("the event dave was not allowed to send has no error")
+		}
+		if r, ok := resp.PDUs[badHashID]; !ok || r.Error != "" {
+			t.Errorf("the event with a bad hash (kept redacted): %+v (present %t)", r, ok)
+		}
+		if r, ok := resp.PDUs[idOfRaw(t, badSig)]; ok && r.Error == "" {
+			t.Error("the event with a bad signature was accepted")
+		}
+		if _, err := a.Store.EventByID(ctx, idOfRaw(t, badSig)); err == nil {
+			t.Error("the event with a bad signature was stored")
+		}
+		if se, err := a.Store.EventByID(ctx, notAllowed.ID()); err != nil || !se.Rejected {
+			t.Errorf("the not-allowed event: %+v %v, want stored as rejected", se, err)
+		}
+		if se, err := a.Store.EventByID(ctx, badHashID); err != nil || strings.Contains(string(se.JSON), "changed after signing") {
+			t.Errorf("the bad-hash event: %v, want stored redacted", err)
+		}
+		waitMessage(t, alice, room.RoomID, since, "a good event")
+		// The same transaction again is answered the same, not processed twice.
+		var again map[string]any
+		if err := cli.Do(ctx, a.Cfg.ServerName, http.MethodPut, "/_matrix/federation/v1/send/bad-events-1", nil, txn, &again); err != nil {
+			t.Fatal(err)
+		}
+		if len(again["pdus"].(map[string]any)) != len(resp.PDUs) {
+			t.Errorf("the retried transaction got %v", again)
+		}
+		// An unsigned request is 401 M_UNAUTHORIZED.
+		unsigned := &federation.Client{HTTP: cli.HTTP}
+		err = unsigned.Do(ctx, a.Cfg.ServerName, http.MethodPut, "/_matrix/federation/v1/send/unsigned-1", nil, txn, nil)
+		var re *federation.RemoteError
+		if !errors.As(err, &re) || re.Status != http.StatusUnauthorized || re.Code != "M_UNAUTHORIZED" {
+			t.Errorf("unsigned transaction: %v", err)
+		}
+	})
+}
+
+// tamper edits an event's JSON after it was signed.
+func tamper(t *testing.T, e *rooms.Event, edit func(map[string]any)) json.RawMessage {
+	t.Helper()
+	var o map[string]any
+	if err := json.Unmarshal(e.JSON(), &o); err != nil {
+		t.Fatal(err)
+	}
+	edit(o)
+	raw, err := json.Marshal(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// idOfRaw is the event ID of a v12 PDU (its reference hash).
+func idOfRaw(t *testing.T, raw []byte) string {
+	t.Helper()
+	e, err := rooms.ParseEvent(rooms.MustVersion("12"), raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.ID()
 }

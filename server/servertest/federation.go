@@ -13,11 +13,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"hearth/server/federation"
+	"hearth/server/netguard"
+	"hearth/server/rooms"
 	"hearth/server/storage/storagetest"
 )
 
@@ -128,4 +132,38 @@ func (f *Federation) certificate(t testing.TB) tls.Certificate {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// PauseFederation closes the server's federation listener: other servers
+// cannot reach it, while it keeps serving clients and sending to them.
+func (b *Bundle) PauseFederation(t testing.TB) {
+	t.Helper()
+	b.FedHTTP.Close()
+}
+
+// ResumeFederation listens for other servers again.
+func (b *Bundle) ResumeFederation(t testing.TB) {
+	t.Helper()
+	b.FedHTTP = b.fed.serve(t, b.FedHTTP.Config.Handler, b.reqCtx, b.Cfg.ServerName, nil)
+}
+
+// Client is a federation client of the test's network, signing as srv: for
+// tests that play a server sending its own requests.
+func (f *Federation) Client(t testing.TB, srv *Bundle) *federation.Client {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AddCert(f.caCert)
+	tr, err := federation.NewTransport(federation.WithRootCAs(pool),
+		federation.WithAddressPolicy(netguard.Policy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := srv.Cfg.LoadSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rk := rooms.SigningKey{ServerName: srv.Cfg.ServerName, KeyID: key.ID, Private: key.Priv}
+	return &federation.Client{HTTP: &http.Client{Transport: tr}, Sign: func(req *http.Request, destination string, content []byte) error {
+		return federation.SignRequest(req, rk, srv.Cfg.ServerName, destination, content)
+	}}
 }

@@ -31,6 +31,7 @@ type Bundle struct {
 	// stopRequests cancels the requests' contexts; stopRun ends
 	// Server.Run and waits for it to return.
 	stopRequests context.CancelCauseFunc
+	reqCtx       context.Context
 	stopRun      func()
 
 	// FedHTTP serves the federation API over TLS at the server name's
@@ -150,7 +151,7 @@ func (b *Bundle) open(t testing.TB, addr string) {
 		cancel()
 		<-ran // Run fails only when called twice
 	}
-	b.stopRequests = stopRequests
+	b.stopRequests, b.reqCtx = stopRequests, reqCtx
 	b.URL, b.Store, b.Server, b.HTTP = hs.URL, st, srv, hs
 }
 
