@@ -367,6 +367,17 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, rd histor
 	if err != nil {
 		return err
 	}
+	if backwards && !pg.more && to == nil {
+		// The start of what this server has: older history may be on
+		// other servers of the room. Fetch it, then page again.
+		if n, err := s.backfill(ctx, roomID, limit); err != nil {
+			return err
+		} else if n > 0 {
+			if pg, err = s.paginate(ctx, rd, roomID, from, to, limit, backwards, f); err != nil {
+				return err
+			}
+		}
+	}
 	fm := s.formatter(rd)
 	chunk, err := fm.format(ctx, pg.events)
 	if err != nil {

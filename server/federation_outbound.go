@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -16,6 +17,7 @@ import (
 	"hearth/server/matrix"
 	"hearth/server/rooms"
 	"hearth/server/storage"
+	"hearth/server/timeline"
 )
 
 // Client requests that need other servers: joining a room this server is
@@ -172,4 +174,56 @@ func joinServers(roomID string, named []string) []string {
 		out = append(out, server)
 	}
 	return out
+}
+
+// backfill fetches history of roomID older than what this server has from
+// another server in the room (GET /_matrix/federation/v1/backfill) and
+// stores it; it returns how many events it added.
+func (s *Server) backfill(ctx context.Context, roomID string, limit int) (int, error) {
+	if s.fedClient == nil {
+		return 0, nil
+	}
+	from, err := s.store.BackwardExtremities(ctx, roomID, 20)
+	if err != nil || len(from) == 0 {
+		return 0, err
+	}
+	room, err := s.store.RoomByID(ctx, roomID)
+	if err != nil {
+		return 0, err
+	}
+	rv, ok := rooms.LookupVersion(room.RoomVersion)
+	if !ok {
+		return 0, nil
+	}
+	servers, err := s.store.JoinedServers(ctx, roomID)
+	if err != nil {
+		return 0, err
+	}
+	q := url.Values{"v": from, "limit": {strconv.Itoa(min(max(limit, 10), 100))}}
+	for _, server := range servers {
+		if server == s.cfg.ServerName {
+			continue
+		}
+		var resp struct {
+			PDUs []json.RawMessage `json:"pdus"`
+		}
+		if err := s.fedClient.Do(ctx, server, http.MethodGet, "/_matrix/federation/v1/backfill/"+url.PathEscape(roomID), q, nil, &resp); err != nil {
+			s.log.Info("federation: backfill failed", "room_id", roomID, "server", server, "err", err)
+			continue
+		}
+		res, err := s.timeline.Receive(ctx, server, timeline.Backfill, parseRoomEvents(rv, resp.PDUs))
+		if err != nil {
+			return 0, err
+		}
+		n := 0
+		for _, r := range res {
+			if r.Status == timeline.Accepted {
+				n++
+			}
+		}
+		if n > 0 {
+			return n, nil
+		}
+	}
+	return 0, nil
 }

@@ -479,3 +479,47 @@ func idOfRaw(t *testing.T, raw []byte) string {
 	}
 	return e.ID()
 }
+
+// A user who joins a room through another server pages back into history
+// from before the join: /messages fetches it from the other server
+// (backfill) when it reaches the start of what its own server has.
+func TestFederationBackPagination(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		fed := servertest.NewFederation(t)
+		a, b := fed.Start(t, e), fed.Start(t, e)
+		ctx := t.Context()
+		alice, bob := newSyncUser(t, a, "alice"), newSyncUser(t, b, "bob")
+		room, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for i := 0; i < 25; i++ {
+			body := fmt.Sprintf("history %d", i)
+			if _, err := alice.cli.SendText(ctx, room.RoomID, body); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, body)
+		}
+		if _, err := bob.cli.JoinRoom(ctx, string(room.RoomID), &mautrix.ReqJoinRoom{Via: []string{a.Cfg.ServerName}}); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		from := ""
+		for page := 0; page < 20; page++ {
+			resp, err := bob.cli.Messages(ctx, room.RoomID, from, "", mautrix.DirectionBackward, nil, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, bodies(resp.Chunk)...) // newest first
+			if resp.End == "" {
+				break
+			}
+			from = resp.End
+		}
+		slices.Reverse(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("bob paged back to %v, want %v", got, want)
+		}
+	})
+}

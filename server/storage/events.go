@@ -351,3 +351,25 @@ func (s *Store) PrevEvents(ctx context.Context, eventID string) ([]string, error
 	}
 	return out, rows.Err()
 }
+
+// BackwardExtremities lists up to limit prev_events of the room's timeline
+// events that this server does not have in its timeline: where its history
+// of the room stops and older history could be backfilled from.
+func (s *Store) BackwardExtremities(ctx context.Context, roomID string, limit int) ([]string, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT DISTINCT e.prev_event_id FROM event_edges e
+		LEFT JOIN events p ON p.event_id = e.prev_event_id
+		WHERE e.room_id = $1 AND (p.event_id IS NULL OR p.outlier = 1) LIMIT $2`, roomID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("storage: backward extremities: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}

@@ -244,18 +244,31 @@ func (rc *receiver) receive(ctx context.Context, e *rooms.Event, sb *stateBefore
 	if authErr != nil {
 		e.Rejected, ne.Rejected, ne.RejectReason = true, true, authErr.Error()
 		if err := t.store.PersistEvents(ctx, []*storage.NewEvent{ne}, nil); err != nil {
-			return Result{}, err
+			return known(e, err)
 		}
 		return Result{EventID: e.ID(), Status: Rejected, Err: authErr}, nil
 	}
 	if rc.kind == Backfill {
 		if err := t.store.PersistEvents(ctx, []*storage.NewEvent{ne}, nil); err != nil {
-			return Result{}, err
+			return known(e, err)
 		}
 		return Result{EventID: e.ID(), Status: Accepted}, nil
 	}
 	// 6. Auth against the current state, and the new head.
-	return rc.commitNew(ctx, e, ne, sb)
+	res, err := rc.commitNew(ctx, e, ne, sb)
+	if err != nil {
+		return known(e, err)
+	}
+	return res, nil
+}
+
+// known turns a persist that lost a race with another receipt of the same
+// event (live and backfilled at once, say) into Known; other errors stay.
+func known(e *rooms.Event, err error) (Result, error) {
+	if errors.Is(err, storage.ErrConflict) {
+		return Result{EventID: e.ID(), Status: Known}, nil
+	}
+	return Result{}, err
 }
 
 // addOutlier records an outlier checked against its auth events.

@@ -14,3 +14,7 @@ CREATE TABLE out_of_room_memberships (
     PRIMARY KEY (user_id, room_id)
 );
 CREATE INDEX out_of_room_memberships_stream ON out_of_room_memberships (stream_ordering);
+
+-- Backward extremities (events whose prev_events this server lacks) are
+-- looked up per room when /messages reaches the start of what is stored.
+CREATE INDEX event_edges_room ON event_edges (room_id);
