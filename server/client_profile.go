@@ -5,15 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"unicode/utf8"
 
+	"hearth/server/federation"
 	"hearth/server/matrix"
 	"hearth/server/rooms"
 	"hearth/server/storage"
 )
 
-// Profiles (spec: Client-Server API, "Profiles"). Only local users have
-// profiles here; remote ones need federation. A change is copied into a
+// Profiles (spec: Client-Server API, "Profiles"). Other servers' users'
+// profiles are asked of their servers. A change is copied into a
 // new m.room.member join event in every room the user is joined to, as
 // Synapse does, so other members see the new name.
 
@@ -32,7 +34,7 @@ func (s *Server) profileUser(r *http.Request) (*storage.User, error) {
 	if _, server, ok := matrix.SplitUserID(userID); !ok {
 		return nil, matrix.InvalidParam("%q is not a user ID", userID)
 	} else if server != s.cfg.ServerName {
-		return nil, matrix.NotFound("profile of %s not found: federation is not available", userID)
+		return s.remoteProfile(r.Context(), server, userID)
 	}
 	u, err := s.store.UserByID(r.Context(), userID)
 	if errors.Is(err, storage.ErrNotFound) {
@@ -217,4 +219,24 @@ func (s *Server) updateMemberProfile(ctx context.Context, roomID string, u *stor
 	}
 	_, err = s.sendEvents(ctx, roomID, newEvent{Type: rooms.TypeMember, StateKey: &u.UserID, Sender: u.UserID, Content: content})
 	return err
+}
+
+// remoteProfile asks a user's server for their profile
+// (GET /_matrix/federation/v1/query/profile).
+func (s *Server) remoteProfile(ctx context.Context, server, userID string) (*storage.User, error) {
+	if s.fedClient == nil {
+		return nil, matrix.NotFound("profile of %s not found: this server does not federate", userID)
+	}
+	var p struct {
+		DisplayName string `json:"displayname"`
+		AvatarURL   string `json:"avatar_url"`
+	}
+	err := s.fedClient.Do(ctx, server, http.MethodGet, "/_matrix/federation/v1/query/profile", url.Values{"user_id": {userID}}, nil, &p)
+	if federation.IsNotFound(err) {
+		return nil, matrix.NotFound("user %s not found", userID)
+	}
+	if err != nil {
+		return nil, &matrix.Error{Code: "M_UNKNOWN", Status: http.StatusBadGateway, Msg: "could not ask " + server + " for the profile", Err: err}
+	}
+	return &storage.User{UserID: userID, DisplayName: p.DisplayName, AvatarURL: p.AvatarURL}, nil
 }

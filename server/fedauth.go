@@ -75,6 +75,12 @@ func (s *Server) federationAuth(next http.Handler) http.Handler {
 			s.writeError(w, r, err)
 			return
 		}
+		done, err := s.fedLimits.acquire(r.Context(), origin)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		defer done()
 		ctx := context.WithValue(r.Context(), originKey{}, origin)
 		ctx = context.WithValue(ctx, logKey{}, logFrom(ctx, s.log).With("origin", origin))
 		r = r.WithContext(ctx)

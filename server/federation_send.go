@@ -110,6 +110,14 @@ func (s *Server) receivePDUs(ctx context.Context, origin string, raws []json.Raw
 		byRoom[roomID] = append(byRoom[roomID], e)
 	}
 	for _, roomID := range order {
+		if ok, err := s.serverAllowed(ctx, roomID, origin); err != nil || !ok {
+			// The room's server ACL bars the origin (spec: "Server
+			// Access Control Lists"): none of its events are taken.
+			for _, e := range byRoom[roomID] {
+				results[e.ID()] = pduResult{Error: "the room's server ACL denies " + origin}
+			}
+			continue
+		}
 		res, err := s.timeline.Receive(ctx, origin, timeline.Live, byRoom[roomID])
 		if err != nil {
 			s.log.Error("federation: persisting received events failed", "origin", origin, "room_id", roomID, "err", err)
@@ -156,6 +164,9 @@ func (s *Server) receiveEDU(ctx context.Context, origin, typ string, content jso
 		if !fromOrigin(c.UserID, origin) {
 			return errNotFromOrigin
 		}
+		if ok, err := s.serverAllowed(ctx, c.RoomID, origin); err != nil || !ok {
+			return errors.New("denied by the room's server ACL")
+		}
 		if m, err := s.store.Membership(ctx, c.RoomID, c.UserID); err != nil || m != rooms.MembershipJoin {
 			return errors.New("the user is not in the room")
 		}
@@ -180,6 +191,9 @@ func (s *Server) receiveEDU(ctx context.Context, origin, typ string, content jso
 				}
 				for userID, r := range byUser {
 					if !fromOrigin(userID, origin) || len(r.EventIDs) == 0 {
+						continue
+					}
+					if ok, err := s.serverAllowed(ctx, roomID, origin); err != nil || !ok {
 						continue
 					}
 					if err := s.setReceipt(ctx, userID, roomID, typ, r.EventIDs[0], r.Data.ThreadID); err != nil {

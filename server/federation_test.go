@@ -178,6 +178,13 @@ func TestFederationMemberships(t *testing.T) {
 			ev, err := a.Store.CurrentStateEvent(ctx, string(room.RoomID), "m.room.member", string(bob.id))
 			return err == nil && strings.Contains(string(ev.JSON), `"Robert"`)
 		})
+		// alice asks bob's server for his profile.
+		if p, err := alice.cli.GetProfile(ctx, bob.id); err != nil || p.DisplayName != "Robert" {
+			t.Errorf("bob's profile through alice's server: %+v %v", p, err)
+		}
+		if _, err := alice.cli.GetProfile(ctx, id.UserID("@nobody:"+b.Cfg.ServerName)); !errorIs(err, mautrix.MNotFound) {
+			t.Errorf("unknown remote user's profile: %v", err)
+		}
 
 		// A kick reaches the kicked user's server; bob can no longer send.
 		if _, err := alice.cli.KickUser(ctx, room.RoomID, &mautrix.ReqKickUser{UserID: bob.id, Reason: "bye"}); err != nil {
@@ -522,4 +529,55 @@ func TestFederationBackPagination(t *testing.T) {
 			t.Errorf("bob paged back to %v, want %v", got, want)
 		}
 	})
+}
+
+// A room's server ACL shuts a server out: its events are refused.
+func TestFederationServerACL(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		fed := servertest.NewFederation(t)
+		a, b := fed.Start(t, e), fed.Start(t, e)
+		ctx := t.Context()
+		alice, bob := newSyncUser(t, a, "alice"), newSyncUser(t, b, "bob")
+		room, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.cli.JoinRoom(ctx, string(room.RoomID), &mautrix.ReqJoinRoom{Via: []string{a.Cfg.ServerName}}); err != nil {
+			t.Fatal(err)
+		}
+		since := doSync(t, alice, "", "", 0).NextBatch
+		if _, err := bob.cli.SendText(ctx, room.RoomID, "before the ACL"); err != nil {
+			t.Fatal(err)
+		}
+		waitMessage(t, alice, room.RoomID, since, "before the ACL")
+		host, _, _ := strings.Cut(b.Cfg.ServerName, ":")
+		if _, err := alice.cli.SendStateEvent(ctx, room.RoomID, event.StateServerACL, "", map[string]any{
+			"allow": []string{"*"}, "deny": []string{host}, "allow_ip_literals": true}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the ACL on bob's server", func() bool { return currentID(t, b, string(room.RoomID), "m.room.server_acl") != "" })
+		sent, err := bob.cli.SendText(ctx, room.RoomID, "after the ACL")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// bob's server sends it (it has nowhere else to go), and alice's
+		// server answers with an error for it.
+		waitFor(t, "bob's server to have tried", func() bool {
+			d, err := b.Store.DestinationByName(ctx, a.Cfg.ServerName)
+			return err == nil && d.LastSuccessfulPos >= eventPos(t, b, string(sent.EventID))
+		})
+		if _, err := a.Store.EventByID(ctx, string(sent.EventID)); err == nil {
+			t.Error("alice's server took an event from a server its ACL denies")
+		}
+	})
+}
+
+// eventPos is an event's stream position on srv.
+func eventPos(t *testing.T, srv *servertest.Bundle, eventID string) int64 {
+	t.Helper()
+	se, err := srv.Store.EventByID(t.Context(), eventID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return se.StreamPos
 }

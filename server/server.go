@@ -69,6 +69,7 @@ type Server struct {
 	fedSender    *federation.Sender
 	fedClient    *federation.Client
 	fedTransport *federation.Transport
+	fedLimits    originLimits
 	// bg is the background work Run owns (run.go).
 	bg background
 }
