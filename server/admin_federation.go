@@ -233,7 +233,7 @@ func (s *Server) getAdminDestinationRooms(w http.ResponseWriter, r *http.Request
 	if err != nil {
 		return err
 	}
-	rooms, total, err := s.DestinationRooms(r.Context(), name, from, limit, desc)
+	rooms, total, err := s.store.DestinationRooms(r.Context(), name, from, limit, desc)
 	if err != nil {
 		return err
 	}
