@@ -719,28 +719,6 @@ func TestServerNotices(t *testing.T) {
 	}
 }
 
-func TestFederationDestinations(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
-		b := servertest.Start(t, e)
-		tok := seedUser(t, b.Store, "root", "rootpw", true)
-		base := b.URL + "/_synapse/admin/v1/federation/destinations"
-		status, body := call(t, "GET", base, tok, nil)
-		if d, ok := body["destinations"].([]any); status != 200 || !ok || len(d) != 0 || body["total"] != float64(0) {
-			t.Errorf("list: %d %v", status, body)
-		}
-		if status, body = call(t, "GET", base+"?dir=x", tok, nil); status != 400 {
-			t.Errorf("bad dir: %d %v", status, body)
-		}
-		for _, ep := range []struct{ method, path string }{
-			{"GET", "/example.org"}, {"GET", "/example.org/rooms"}, {"POST", "/example.org/reset_connection"},
-		} {
-			if status, body = call(t, ep.method, base+ep.path, tok, map[string]any{}); status != 404 || body["errcode"] != "M_NOT_FOUND" {
-				t.Errorf("%s %s: %d %v", ep.method, ep.path, status, body)
-			}
-		}
-	})
-}
-
 func hasTag(tags map[event.RoomTag]event.TagMetadata, tag event.RoomTag) bool {
 	_, ok := tags[tag]
 	return ok

@@ -61,7 +61,11 @@ func (s *Server) receiveTransaction(ctx context.Context, origin, txnID string, b
 		}
 	}
 	if s.fedSender != nil {
-		s.fedSender.Reset(ctx, origin) // it is up: retry what it missed now
+		// It is up: retry what it missed now. A failure to record that
+		// only delays the retry until the back-off ends.
+		if _, err := s.fedSender.Reset(ctx, origin); err != nil {
+			s.log.Warn("federation: could not reset the back-off of a server that contacted us", "origin", origin, "err", err)
+		}
 	}
 	results := s.receivePDUs(ctx, origin, txn.PDUs)
 	for _, edu := range txn.EDUs {

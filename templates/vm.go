@@ -12,7 +12,7 @@ type Chrome struct {
 	ServerName string
 	Admin      string // signed-in user ID; "" on the sign-in and error pages
 	CSRF       string
-	Active     string // nav item: overview, users, registration, caches, audit
+	Active     string // nav item: one of Nav's IDs
 	Flash      string
 	FlashError bool
 	Version    string
@@ -34,6 +34,7 @@ var Nav = []NavItem{
 	{"overview", "Overview", "/"},
 	{"users", "Users", "/users"},
 	{"rooms", "Rooms", "/rooms"},
+	{"federation", "Federation", "/federation"},
 	{"reports", "Reports", "/reports"},
 	{"media", "Media", "/media"},
 	{"registration", "Registration", "/registration"},

@@ -124,11 +124,12 @@ func (s *Sender) EventPersisted(roomID string, membershipChanged bool) {
 }
 
 // Reset retries destination at once: it just contacted this server, so it
-// is up again.
-func (s *Sender) Reset(ctx context.Context, destination string) {
+// is up again, or an admin asked. It reports whether the destination was
+// backing off (when not, there is nothing to retry and nothing changes).
+func (s *Sender) Reset(ctx context.Context, destination string) (bool, error) {
 	was, err := s.o.Store.ResetDestinationRetry(ctx, destination)
 	if err != nil || !was {
-		return
+		return false, err
 	}
 	s.mu.Lock()
 	d := s.dests[destination]
@@ -140,6 +141,7 @@ func (s *Sender) Reset(ctx context.Context, destination string) {
 		}
 	}
 	s.start(destination, nil, nil, true)
+	return true, nil
 }
 
 // SendEDUs queues ephemeral data units for destinations (typing, receipts):
