@@ -239,10 +239,11 @@ func TestFederationCatchUpAfterRestart(t *testing.T) {
 		if _, err := bob.cli.JoinRoom(ctx, string(room.RoomID), &mautrix.ReqJoinRoom{Via: []string{a.Cfg.ServerName}}); err != nil {
 			t.Fatal(err)
 		}
+		since := doSync(t, bob, "", "", 0).NextBatch
 		if _, err := alice.cli.SendText(ctx, room.RoomID, "before"); err != nil {
 			t.Fatal(err)
 		}
-		since := waitMessage(t, bob, room.RoomID, doSync(t, bob, "", "", 0).NextBatch, "before")
+		since = waitMessage(t, bob, room.RoomID, since, "before")
 
 		b.Stop(t)
 		var sent []string

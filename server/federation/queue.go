@@ -67,7 +67,8 @@ type Sender struct {
 
 	mu      sync.Mutex
 	dests   map[string]*destQueue
-	servers map[string][]string // room → joined servers (cache)
+	servers map[string][]string // room → joined servers at its last event read
+	groups  map[int64][]string  // state group → joined servers (cache)
 	txnSeq  int64
 	wg      sync.WaitGroup
 }
@@ -98,7 +99,8 @@ func NewSender(o SenderOptions) *Sender {
 	if o.MaxRetry <= 0 {
 		o.MaxRetry = time.Hour
 	}
-	return &Sender{o: o, wake: make(chan struct{}, 1), dests: map[string]*destQueue{}, servers: map[string][]string{}}
+	return &Sender{o: o, wake: make(chan struct{}, 1), dests: map[string]*destQueue{}, servers: map[string][]string{},
+		groups: map[int64][]string{}}
 }
 
 // EventPersisted tells the sender an event of roomID entered the room's
@@ -233,22 +235,17 @@ func (s *Sender) drain(ctx context.Context, pos int64) (int64, error) {
 }
 
 // destinations are the servers an event goes to: those with a joined
-// member in its room, and for a membership event its target's server (a
-// kicked or banned user's server learns of it), never this one nor the
-// sender's.
+// member in its room at the event, and for a membership event its target's
+// server (a kicked or banned user's server learns of it), never this one
+// nor the sender's.
 func (s *Sender) destinations(ctx context.Context, e *storage.Event) ([]string, error) {
-	s.mu.Lock()
-	servers, ok := s.servers[e.RoomID]
-	s.mu.Unlock()
-	if !ok || e.Type == "m.room.member" {
-		var err error
-		if servers, err = s.o.Store.JoinedServers(ctx, e.RoomID); err != nil {
-			return nil, err
-		}
-		s.mu.Lock()
-		s.servers[e.RoomID] = servers
-		s.mu.Unlock()
+	servers, err := s.joinedAt(ctx, e.StateGroup)
+	if err != nil {
+		return nil, err
 	}
+	s.mu.Lock()
+	s.servers[e.RoomID] = servers // for EventPersisted's skip of local-only rooms
+	s.mu.Unlock()
 	seen := map[string]bool{s.o.ServerName: true}
 	// A relayed membership (send_join, send_leave) came from its sender's
 	// server, which has it.
@@ -271,6 +268,29 @@ func (s *Sender) destinations(ctx context.Context, e *storage.Event) ([]string, 
 		}
 	}
 	return out, nil
+}
+
+// joinedAt lists the servers with a joined member in a state group: the
+// room as it was at an event (state after it), however late the sender
+// reads the event. Groups are cached: a room's messages share one.
+func (s *Sender) joinedAt(ctx context.Context, group int64) ([]string, error) {
+	s.mu.Lock()
+	servers, ok := s.groups[group]
+	s.mu.Unlock()
+	if ok {
+		return servers, nil
+	}
+	servers, err := s.o.Store.JoinedServersInGroup(ctx, group)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if len(s.groups) >= 1024 {
+		clear(s.groups)
+	}
+	s.groups[group] = servers
+	s.mu.Unlock()
+	return servers, nil
 }
 
 // start hands work to destination's worker, starting it if idle.

@@ -217,6 +217,50 @@ func (s *Store) JoinedServers(ctx context.Context, roomID string) ([]string, err
 	return out, rows.Err()
 }
 
+// JoinedServersInGroup lists the servers with a joined member in a state
+// group's state.
+func (s *Store) JoinedServersInGroup(ctx context.Context, group int64) ([]string, error) {
+	state, err := s.StateGroup(ctx, group)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for k, id := range state {
+		if k.Type == "m.room.member" {
+			ids = append(ids, id)
+		}
+	}
+	seen := map[string]bool{}
+	var out []string
+	for start := 0; start < len(ids); start += s.d.InChunk {
+		chunk := ids[start:min(start+s.d.InChunk, len(ids))]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		rows, err := s.read.QueryContext(ctx, `SELECT state_key FROM events WHERE event_id IN (`+inList(1, len(chunk))+`) AND membership = 'join'`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("storage: joined servers: %w", err)
+		}
+		for rows.Next() {
+			var u string
+			if err := rows.Scan(&u); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if _, server, ok := strings.Cut(u, ":"); ok && !seen[server] {
+				seen[server] = true
+				out = append(out, server)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
 // ReceivedTxn returns the answer given to a transaction from origin, if it
 // was received before.
 func (s *Store) ReceivedTxn(ctx context.Context, origin, txnID string) ([]byte, bool, error) {

@@ -213,6 +213,10 @@ func (rc *receiver) receive(ctx context.Context, e *rooms.Event, sb *stateBefore
 	}
 	create, err := rc.createEvent(ctx, e)
 	if err != nil {
+		var miss *missingError
+		if errors.As(err, &miss) {
+			return Result{EventID: e.ID(), Status: Dropped, Err: err}, nil
+		}
 		return Result{}, err
 	}
 	authErr := rooms.AuthorizeByAuthEvents(e, authEvs, create, t.keys)
@@ -426,11 +430,25 @@ func (rc *receiver) createEvent(ctx context.Context, e *rooms.Event) (*rooms.Eve
 		return nil, nil
 	}
 	id := "$" + strings.TrimPrefix(rc.room.RoomID, "!")
-	found, _, err := rc.lookup(ctx, []string{id})
+	found, missing, err := rc.lookup(ctx, []string{id})
 	if err != nil {
 		return nil, err
 	}
-	return found[id], nil // nil: the auth rules reject the event
+	if len(missing) > 0 {
+		// Not here yet (a join still storing the room's state, say):
+		// fetch it like a missing auth event. An event is never rejected
+		// for lacking it, only dropped.
+		if err := rc.fetchOutliers(ctx, missing); err != nil {
+			return nil, err
+		}
+		if found, missing, err = rc.lookup(ctx, []string{id}); err != nil {
+			return nil, err
+		}
+		if len(missing) > 0 {
+			return nil, &missingError{what: "create event", ids: missing}
+		}
+	}
+	return found[id], nil
 }
 
 // authorizeAgainst checks e against a state map (loading only the events
