@@ -84,7 +84,7 @@ func (s *Server) putSendToDevice(w http.ResponseWriter, r *http.Request) error {
 		msgs = append(msgs, storage.ToDeviceMessage{UserID: t.user, DeviceID: t.device, Sender: me.UserID, Type: evType, Content: byDevice[t]})
 		users[t.user] = true
 	}
-	sent, err := s.store.SendToDevice(r.Context(), me.UserID, me.DeviceID, txnID, msgs)
+	sent, err := s.store.SendToDevice(r.Context(), me.UserID, me.DeviceID, txnID, msgs, nil)
 	if err != nil {
 		return err
 	}
