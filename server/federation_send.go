@@ -189,6 +189,10 @@ func (s *Server) receiveEDU(ctx context.Context, origin, typ string, content jso
 			}
 		}
 		return nil
+	case "m.device_list_update":
+		return s.receiveDeviceListUpdate(ctx, origin, content)
+	case "m.signing_key_update":
+		return s.receiveSigningKeyUpdate(ctx, origin, content)
 	}
 	return nil
 }

@@ -69,6 +69,9 @@ type Server struct {
 	fedSender    *federation.Sender
 	fedClient    *federation.Client
 	fedTransport *federation.Transport
+	// resyncs are the remote device lists being fetched again
+	// (federation_keys.go).
+	resyncs resyncs
 	// bg is the background work Run owns (run.go).
 	bg background
 }

@@ -463,11 +463,13 @@ var errUpdateRaced = errors.New("storage: remote device list changed concurrentl
 
 // PutRemoteCrossSigningKeys stores a remote user's new cross-signing keys
 // (m.signing_key_update) when their device list is cached, and records the
-// change either way.
-func (s *Store) PutRemoteCrossSigningKeys(ctx context.Context, userID string, keys []*CrossSigningKey) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+// change either way. It reports whether the list was cached.
+func (s *Store) PutRemoteCrossSigningKeys(ctx context.Context, userID string, keys []*CrossSigningKey) (bool, error) {
+	cached := false
+	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var one int
 		err := tx.QueryRowContext(ctx, `SELECT 1 FROM remote_device_lists WHERE user_id = $1`, userID).Scan(&one)
+		cached = err == nil
 		switch {
 		case err == nil:
 			for _, k := range keys {
@@ -481,6 +483,7 @@ func (s *Store) PutRemoteCrossSigningKeys(ctx context.Context, userID string, ke
 		_, err = s.markDeviceListChange(ctx, tx, userID)
 		return err
 	})
+	return cached, err
 }
 
 // ForgetUntrackedDeviceLists drops the cached device lists of those among

@@ -224,8 +224,8 @@ func TestRemoteDeviceLists(t *testing.T) {
 		if got, _ := st.RemoteDeviceListOf(ctx, bob); got.StreamID != 14 {
 			t.Fatalf("an old snapshot replaced the list: %+v", got)
 		}
-		if err := st.PutRemoteCrossSigningKeys(ctx, bob, []*storage.CrossSigningKey{{Type: "self_signing", PublicKey: "S", JSON: []byte(`{}`)}}); err != nil {
-			t.Fatal(err)
+		if cached, err := st.PutRemoteCrossSigningKeys(ctx, bob, []*storage.CrossSigningKey{{Type: "self_signing", PublicKey: "S", JSON: []byte(`{}`)}}); err != nil || !cached {
+			t.Fatalf("put cross-signing keys: %v %v", cached, err)
 		}
 		if got, _ := st.RemoteDeviceListOf(ctx, bob); got.CrossSigning["self_signing"] == nil || got.CrossSigning["master"] == nil {
 			t.Fatalf("cross-signing keys %+v", got.CrossSigning)
