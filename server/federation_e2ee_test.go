@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -254,6 +255,72 @@ func TestFederationDeviceListUpdates(t *testing.T) {
 		// Delivered updates are forgotten by alice's server.
 		waitFor(t, "alice's server to empty its outbox", func() bool {
 			d, err := p.a.Store.OutboxDestinations(ctx)
+			return err == nil && len(d) == 0
+		})
+	})
+}
+
+// To-device messages cross servers both ways, once per client
+// transaction, and survive the sender's restart while the receiver is down.
+func TestFederationToDevice(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		p := newFedPair(t, e)
+		alice, bob := p.alice, p.bob
+		ctx := t.Context()
+		bobSince := doSync(t, bob.roomUser, "", "", 0).NextBatch
+		aliceSince := doSync(t, alice.roomUser, "", "", 0).NextBatch
+		send := func(from *e2eeUser, b *servertest.Bundle, txn string, to id.UserID, device string, n int) {
+			t.Helper()
+			acctDo(t, b, http.MethodPut, "/_matrix/client/v3/sendToDevice/m.test/"+txn, from.tok,
+				map[string]any{"messages": map[string]any{string(to): map[string]any{device: map[string]any{"n": n}}}}).want(t, http.StatusOK, "")
+		}
+		// received collects the n of the m.test messages from sender.
+		received := func(u roomUser, since string, sender id.UserID, want int) ([]float64, string) {
+			t.Helper()
+			var got []float64
+			r := syncUntil(t, u, since, fmt.Sprintf("%d messages from %s", want, sender), func(r *mautrix.RespSync) bool {
+				for _, ev := range r.ToDevice.Events {
+					if ev.Sender == sender && ev.Type.Type == "m.test" {
+						got = append(got, ev.Content.Raw["n"].(float64))
+					}
+				}
+				return len(got) >= want
+			})
+			return got, r.NextBatch
+		}
+
+		send(alice, p.a, "t1", bob.id, string(bob.device), 1)
+		send(alice, p.a, "t1", bob.id, string(bob.device), 1) // retried: sent once
+		send(alice, p.a, "t2", bob.id, string(bob.device), 2)
+		got, next := received(bob.roomUser, bobSince, alice.id, 2)
+		if !slices.Equal(got, []float64{1, 2}) {
+			t.Fatalf("bob got %v", got)
+		}
+		bobSince = next
+		send(bob, p.b, "b1", alice.id, "*", 10)
+		if got, _ := received(alice.roomUser, aliceSince, bob.id, 1); !slices.Equal(got, []float64{10}) {
+			t.Fatalf("alice got %v", got)
+		}
+
+		// Bob's server is down: alice's message waits in her server's
+		// outbox, across a restart of her server.
+		p.b.FedHTTP.Close()
+		send(alice, p.a, "t3", bob.id, string(bob.device), 3)
+		waitFor(t, "a failed delivery to bob's server", func() bool {
+			d, err := p.a.Store.DestinationByName(ctx, p.b.Cfg.ServerName)
+			return err == nil && d.FailureTS != 0
+		})
+		p.a.Restart(t)
+		p.b.Restart(t)
+		// Bob's server is back; its next transaction tells alice's so.
+		if _, err := bob.cli.SendText(ctx, p.room, "I'm back"); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := received(bob.roomUser, bobSince, alice.id, 1); !slices.Equal(got, []float64{3}) {
+			t.Fatalf("after the outage bob got %v", got)
+		}
+		waitFor(t, "alice's server to empty its outbox", func() bool {
+			d, err := p.a.Store.OutboxDestinations(context.Background())
 			return err == nil && len(d) == 0
 		})
 	})

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"testing"
@@ -12,9 +13,9 @@ import (
 	"hearth/server/storage/storagetest"
 )
 
-// What another server may ask about local users' keys, checked with
-// signed requests from origin.test (whose key the server under test knows)
-// against one server.
+// What another server may ask about local users' keys, and the to-device
+// EDUs it may send, checked with signed requests from origin.test (whose
+// key the server under test knows) against one server.
 
 // fedCall sends a signed request from origin.test to b.
 func fedCall(t *testing.T, b *servertest.Bundle, method, target string, body any) (int, map[string]any) {
@@ -108,6 +109,51 @@ func TestFederationServesKeys(t *testing.T) {
 			if claimed[k] != 1 {
 				t.Fatalf("one-time key %s claimed %d times", k, claimed[k])
 			}
+		}
+	})
+}
+
+// m.direct_to_device from another server reaches the named local devices
+// once, however often its transaction is sent; one about a user of another
+// server than the origin is refused.
+func TestFederationReceivesToDevice(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		knowKey(t, b.Store, originKey(t))
+		bob := newE2EEUser(t, b, "bob")
+		bob2tok := acctLogin(t, b, "bob", acctPW, "BOB2").AccessToken
+		bob2 := roomUser{id: bob.id, tok: bob2tok, cli: acctClient(t, b, bob2tok)}
+		since := doSync(t, bob.roomUser, "", "", 0).NextBatch
+		since2 := doSync(t, bob2, "", "", 0).NextBatch
+
+		edu := func(sender, msgID string, n int, device string) map[string]any {
+			return map[string]any{"edu_type": "m.direct_to_device", "content": map[string]any{
+				"sender": sender, "type": "m.test", "message_id": msgID,
+				"messages": map[string]any{string(bob.id): map[string]any{device: map[string]any{"n": n}}},
+			}}
+		}
+		send := func(txn string, edus ...map[string]any) {
+			t.Helper()
+			status, body := fedCall(t, b, http.MethodPut, "/_matrix/federation/v1/send/"+txn,
+				map[string]any{"origin": "origin.test", "origin_server_ts": 1, "pdus": []any{}, "edus": edus})
+			if status != http.StatusOK {
+				t.Fatalf("send %s: %d %v", txn, status, body)
+			}
+		}
+		send("t1", edu("@alice:origin.test", "m1", 1, string(bob.device)))
+		send("t2", edu("@alice:origin.test", "m1", 1, string(bob.device)), // the same message again
+			edu("@mallory:other.test", "m2", 2, string(bob.device)), // not the origin's user
+			edu("@alice:origin.test", "m3", 3, "*"))
+
+		var got []string
+		for _, ev := range doSync(t, bob.roomUser, since, "", 0).ToDevice.Events {
+			got = append(got, fmt.Sprintf("%s %s %v", ev.Sender, ev.Type.Type, ev.Content.Raw["n"]))
+		}
+		if want := []string{"@alice:origin.test m.test 1", "@alice:origin.test m.test 3"}; fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("bob's device got %q, want %q", got, want)
+		}
+		if r := doSync(t, bob2, since2, "", 0); len(r.ToDevice.Events) != 1 || r.ToDevice.Events[0].Content.Raw["n"] != float64(3) {
+			t.Fatalf("bob's other device got %d messages", len(r.ToDevice.Events))
 		}
 	})
 }

@@ -193,6 +193,8 @@ func (s *Server) receiveEDU(ctx context.Context, origin, typ string, content jso
 		return s.receiveDeviceListUpdate(ctx, origin, content)
 	case "m.signing_key_update":
 		return s.receiveSigningKeyUpdate(ctx, origin, content)
+	case "m.direct_to_device":
+		return s.receiveDirectToDevice(ctx, origin, content)
 	}
 	return nil
 }
