@@ -257,6 +257,14 @@ func TestFederationDeviceListUpdates(t *testing.T) {
 			d, err := p.a.Store.OutboxDestinations(ctx)
 			return err == nil && len(d) == 0
 		})
+		// Bob leaving, his server shares no room with alice: her list goes.
+		if _, err := bob.cli.LeaveRoom(ctx, p.room); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "alice's list to be dropped", func() bool {
+			_, err := p.b.Store.RemoteDeviceListOf(ctx, string(alice.id))
+			return errors.Is(err, storage.ErrNotFound)
+		})
 	})
 }
 

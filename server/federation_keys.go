@@ -656,12 +656,16 @@ type deviceListObserver struct{ s *Server }
 func (o deviceListObserver) EventPersisted(p *timeline.Persisted) {
 	var users []string
 	for _, c := range p.Changes {
-		if c.Key.Type == "m.room.member" {
-			users = append(users, c.Key.StateKey)
+		// Only a member who was in the state may have left: a key new to
+		// the state (a join, the whole state of a room just joined)
+		// untracks nobody, nor does the event's own join.
+		if c.Key.Type != "m.room.member" || c.PrevEventID == "" ||
+			(c.EventID == p.Event.EventID && p.Event.Membership == "join") {
+			continue
 		}
+		users = append(users, c.Key.StateKey)
 	}
-	// A join untracks nobody.
-	if len(users) == 0 || (len(users) == 1 && p.Event.Type == "m.room.member" && p.Event.Membership == "join") {
+	if len(users) == 0 {
 		return
 	}
 	roomID := p.Event.RoomID
