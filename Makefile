@@ -43,7 +43,9 @@ test:
 	fi
 	$(GO) test -timeout 20m $(PKGS)
 	# mautrix-go's OlmMachine against the server, on its pure-Go goolm
-	# backend (libolm needs cgo): server/e2ee_olm_test.go.
+	# backend (libolm needs cgo): server/e2ee_olm_test.go, on one server
+	# (TestOlmMachines) and across two federating ones
+	# (TestOlmMachinesAcrossServers).
 	$(GO) vet -tags goolm ./server
 	$(GO) run $(STATICCHECK) -tags goolm ./server
 	$(GO) test -tags goolm -run TestOlmMachines -timeout 5m ./server

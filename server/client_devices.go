@@ -108,7 +108,7 @@ func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	// Its keys went with it: wake those who track them (keys.go).
-	if err := s.notifyPeers(r.Context(), me.UserID); err != nil {
+	if err := s.deviceListChanged(r.Context(), me.UserID); err != nil {
 		return err
 	}
 	if err := s.store.DeleteUIASession(r.Context(), se.id); err != nil {
@@ -151,7 +151,7 @@ func (s *Server) postDeleteDevices(w http.ResponseWriter, r *http.Request) error
 	if err := s.store.DeleteDevices(r.Context(), me.UserID, *req.Devices); err != nil {
 		return err
 	}
-	if err := s.notifyPeers(r.Context(), me.UserID); err != nil {
+	if err := s.deviceListChanged(r.Context(), me.UserID); err != nil {
 		return err
 	}
 	if err := s.store.DeleteUIASession(r.Context(), se.id); err != nil {

@@ -257,7 +257,10 @@ func (s *Server) postLogout(w http.ResponseWriter, r *http.Request) error {
 	if me.PuppetBy != "" {
 		err = s.store.DeleteAccessToken(r.Context(), me.TokenID)
 	} else {
-		err = s.store.DeleteDevices(r.Context(), me.UserID, []string{me.DeviceID})
+		if err = s.store.DeleteDevices(r.Context(), me.UserID, []string{me.DeviceID}); err == nil {
+			// Its keys went with it (keys.go).
+			err = s.deviceListChanged(r.Context(), me.UserID)
+		}
 	}
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
@@ -205,5 +206,131 @@ func TestOlmMachines(t *testing.T) {
 				t.Fatalf("%s still has %d to-device messages", c.e2ee.id, len(r.ToDevice.Events))
 			}
 		}
+	})
+}
+
+// untilDecrypted syncs c (long-polling) until the room's encrypted events
+// received since c.since decrypt to want, in order: the Megolm session
+// arrives over Olm as a to-device message, which may come before or after
+// the room event.
+func (c *olmClient) untilDecrypted(t *testing.T, room id.RoomID, want ...string) {
+	t.Helper()
+	var evs []*event.Event
+	deadline := time.Now().Add(30 * time.Second)
+	var got []string
+	for time.Now().Before(deadline) {
+		resp, err := c.e2ee.cli.FullSyncRequest(t.Context(), mautrix.ReqSync{Since: c.since, Timeout: 1000, SetPresence: event.PresenceOffline})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.mach.ProcessSyncResponse(t.Context(), resp, c.since)
+		c.since = resp.NextBatch
+		if jr := resp.Rooms.Join[room]; jr != nil {
+			for _, ev := range jr.Timeline.Events {
+				if ev.Type == event.EventEncrypted {
+					evs = append(evs, ev)
+				}
+			}
+		}
+		got = got[:0]
+		for _, ev := range evs {
+			ev.RoomID = room
+			if ev.Content.Parsed == nil {
+				if err := ev.Content.ParseRaw(ev.Type); err != nil {
+					t.Fatal(err)
+				}
+			}
+			dec, err := c.mach.DecryptMegolmEvent(t.Context(), ev)
+			if err != nil {
+				break // its session has not arrived yet
+			}
+			if dec.Content.Parsed == nil {
+				if err := dec.Content.ParseRaw(dec.Type); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got = append(got, dec.Content.AsMessage().Body)
+		}
+		if slices.Equal(got, want) {
+			return
+		}
+	}
+	t.Fatalf("%s decrypted %q, want %q", c.e2ee.id, got, want)
+}
+
+// trusts syncs c until it holds other's device as cross-signed verified.
+func (c *olmClient) trusts(t *testing.T, room id.RoomID, other *e2eeUser) {
+	t.Helper()
+	var trust id.TrustState
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		resp, err := c.e2ee.cli.FullSyncRequest(t.Context(), mautrix.ReqSync{Since: c.since, Timeout: 1000, SetPresence: event.PresenceOffline})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.mach.ProcessSyncResponse(t.Context(), resp, c.since)
+		c.since = resp.NextBatch
+		dev, err := c.mach.GetOrFetchDevice(t.Context(), other.id, other.device)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if trust, err = c.mach.ResolveTrustContext(t.Context(), dev); err == nil && trust == id.TrustStateCrossSignedVerified {
+			return
+		}
+	}
+	t.Fatalf("%s's device is %s to %s, want cross-signed verified", other.id, trust, c.e2ee.id)
+}
+
+// The same across two servers: alice on one, bob on the other. Every key,
+// signature, one-time key claim and Olm message crosses federation: the
+// clients only talk to their own server.
+func TestOlmMachinesAcrossServers(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		p := newFedPair(t, e)
+		alice, bob, room := p.alice, p.bob, p.room
+		st := &olmStateStore{room: room}
+		ac, bc := newOlmClient(t, alice, st), newOlmClient(t, bob, st)
+		ac.sync(t, room)
+		bc.sync(t, room)
+
+		for _, c := range []*olmClient{ac, bc} {
+			keys, err := c.mach.GenerateCrossSigningKeys()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.mach.PublishCrossSigningKeys(t.Context(), keys, func(*mautrix.RespUserInteractive) any {
+				t.Error("first cross-signing upload asked for UIA")
+				return nil
+			}); err != nil {
+				t.Fatalf("publish cross-signing keys: %v", err)
+			}
+			if err := c.mach.SignOwnMasterKey(t.Context()); err != nil {
+				t.Fatalf("sign own master key: %v", err)
+			}
+			if err := c.mach.SignOwnDevice(t.Context(), c.mach.OwnIdentity()); err != nil {
+				t.Fatalf("sign own device: %v", err)
+			}
+		}
+		// Bob signs alice's master key, which his server fetched from hers.
+		var master id.Ed25519
+		waitFor(t, "alice's master key on bob's side", func() bool {
+			theirs, err := bob.cli.QueryKeys(t.Context(), &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{alice.id: nil}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range theirs.MasterKeys[alice.id].Keys {
+				master = k
+			}
+			return master != ""
+		})
+		if err := bc.mach.SignUser(t.Context(), alice.id, master); err != nil {
+			t.Fatalf("bob signs alice: %v", err)
+		}
+		bc.trusts(t, room, alice)
+
+		members := []id.UserID{alice.id, bob.id}
+		ac.send(t, room, members, "hello from alice")
+		bc.untilDecrypted(t, room, "hello from alice")
+		bc.send(t, room, members, "hello from bob")
+		ac.untilDecrypted(t, room, "hello from alice", "hello from bob")
 	})
 }

@@ -207,6 +207,12 @@ func (s *Server) receiveEDU(ctx context.Context, origin, typ string, content jso
 			}
 		}
 		return nil
+	case "m.device_list_update":
+		return s.receiveDeviceListUpdate(ctx, origin, content)
+	case "m.signing_key_update":
+		return s.receiveSigningKeyUpdate(ctx, origin, content)
+	case "m.direct_to_device":
+		return s.receiveDirectToDevice(ctx, origin, content)
 	}
 	return nil
 }

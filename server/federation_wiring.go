@@ -44,9 +44,10 @@ func (s *Server) startFederation(hc *http.Client) {
 		return federation.SignRequest(req, key, s.cfg.ServerName, destination, content)
 	}}
 	s.fedSender = federation.NewSender(federation.SenderOptions{Store: s.store, ServerName: s.cfg.ServerName,
-		Send: s.fedClient.SendTransaction, Log: s.log, Now: s.now, Allowed: s.fedTransport.Allowed})
+		Send: s.fedClient.SendTransaction, Log: s.log, Now: s.now, Allowed: s.fedTransport.Allowed, Outbox: fedOutbox{s}})
 	s.timeline.SetFetcher(federation.Fetcher{Client: s.fedClient})
 	s.timeline.Observe(senderObserver{s.fedSender})
+	s.timeline.Observe(deviceListObserver{s})
 }
 
 // senderObserver tells the sender about every event that entered a room.

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"hearth/server/matrix"
 	"hearth/server/rooms"
@@ -168,7 +169,7 @@ func (s *Server) postKeysUpload(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if changed {
-		if err := s.notifyPeers(ctx, me.UserID); err != nil {
+		if err := s.deviceListChanged(ctx, me.UserID); err != nil {
 			return err
 		}
 	}
@@ -216,93 +217,132 @@ func withSignatures(raw []byte, sigs []storage.KeySignature, targetKey, viewer s
 	return b, err
 }
 
+// keysAnswer is the answer to a keys query (the client's, or another
+// server's, which has no user-signing keys), by user ID.
+type keysAnswer struct {
+	devices     map[string]map[string]json.RawMessage
+	master      map[string]json.RawMessage
+	selfSigning map[string]json.RawMessage
+	userSigning map[string]json.RawMessage
+}
+
+func newKeysAnswer() *keysAnswer {
+	return &keysAnswer{devices: map[string]map[string]json.RawMessage{}, master: map[string]json.RawMessage{},
+		selfSigning: map[string]json.RawMessage{}, userSigning: map[string]json.RawMessage{}}
+}
+
+// localKeys adds the local user userID's keys to out: the devices in
+// wanted (all when empty) and the cross-signing keys, with the signatures
+// viewer may see. viewer "" is another server: it sees the owner's
+// signatures only, no user-signing key and no device names (as Synapse,
+// whose allow_device_name_lookup_over_federation is off by default).
+func (s *Server) localKeys(ctx context.Context, out *keysAnswer, userID string, wanted []string, viewer string) error {
+	keys, err := s.store.DeviceKeys(ctx, userID)
+	if err != nil {
+		return err
+	}
+	sigs, err := s.store.KeySignatures(ctx, userID)
+	if err != nil {
+		return err
+	}
+	names := map[string]string{}
+	if viewer != "" {
+		devices, err := s.store.Devices(ctx, userID)
+		if err != nil {
+			return err
+		}
+		for _, d := range devices {
+			names[d.DeviceID] = d.DisplayName
+		}
+	}
+	devs := map[string]json.RawMessage{}
+	for deviceID, raw := range keys {
+		if len(wanted) > 0 && !slices.Contains(wanted, deviceID) {
+			continue
+		}
+		var extra map[string]any
+		if n := names[deviceID]; n != "" {
+			extra = map[string]any{"unsigned": map[string]any{"device_display_name": n}}
+		}
+		obj, err := withSignatures(raw, sigs, deviceID, viewer, extra)
+		if err != nil {
+			return err
+		}
+		devs[deviceID] = obj
+	}
+	out.devices[userID] = devs
+	cs, err := s.store.CrossSigningKeys(ctx, userID)
+	if err != nil {
+		return err
+	}
+	for typ, dst := range map[string]map[string]json.RawMessage{"master": out.master, "self_signing": out.selfSigning, "user_signing": out.userSigning} {
+		k := cs[typ]
+		// A user's user-signing key is theirs alone (spec: "Cross-signing").
+		if k == nil || (typ == "user_signing" && userID != viewer) {
+			continue
+		}
+		obj, err := withSignatures(k.JSON, sigs, k.PublicKey, viewer, nil)
+		if err != nil {
+			return err
+		}
+		dst[userID] = obj
+	}
+	return nil
+}
+
+// remoteTimeout is how long a client request waits for other servers: the
+// request's timeout (ms), 10 s by default as in Synapse, at most a minute.
+func remoteTimeout(ms *int64) time.Duration {
+	if ms == nil || *ms <= 0 {
+		return 10 * time.Second
+	}
+	return min(time.Duration(*ms)*time.Millisecond, time.Minute)
+}
+
 // POST /_matrix/client/v3/keys/query
+//
+// Remote users' keys come from the cache of the device lists this server
+// tracks, or from their servers (federation_keys.go).
 func (s *Server) postKeysQuery(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	me := deviceFrom(ctx)
 	var req struct {
 		DeviceKeys map[string][]string `json:"device_keys"`
+		Timeout    *int64              `json:"timeout"`
 	}
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	devKeys := map[string]map[string]json.RawMessage{}
-	master := map[string]json.RawMessage{}
-	selfSigning := map[string]json.RawMessage{}
-	userSigning := map[string]json.RawMessage{}
+	out := newKeysAnswer()
+	remote := map[string][]string{}
 	for userID, wanted := range req.DeviceKeys {
 		if !s.isLocalUser(userID) {
-			continue // no federation yet
+			if _, _, ok := matrix.SplitUserID(userID); ok {
+				remote[userID] = wanted
+			}
+			continue
 		}
-		keys, err := s.store.DeviceKeys(ctx, userID)
-		if err != nil {
+		if err := s.localKeys(ctx, out, userID, wanted, me.UserID); err != nil {
 			return err
-		}
-		sigs, err := s.store.KeySignatures(ctx, userID)
-		if err != nil {
-			return err
-		}
-		devices, err := s.store.Devices(ctx, userID)
-		if err != nil {
-			return err
-		}
-		names := map[string]string{}
-		for _, d := range devices {
-			names[d.DeviceID] = d.DisplayName
-		}
-		out := map[string]json.RawMessage{}
-		for deviceID, raw := range keys {
-			if len(wanted) > 0 && !slices.Contains(wanted, deviceID) {
-				continue
-			}
-			var extra map[string]any
-			if n := names[deviceID]; n != "" {
-				extra = map[string]any{"unsigned": map[string]any{"device_display_name": n}}
-			}
-			obj, err := withSignatures(raw, sigs, deviceID, me.UserID, extra)
-			if err != nil {
-				return err
-			}
-			out[deviceID] = obj
-		}
-		devKeys[userID] = out
-		cs, err := s.store.CrossSigningKeys(ctx, userID)
-		if err != nil {
-			return err
-		}
-		for typ, dst := range map[string]map[string]json.RawMessage{"master": master, "self_signing": selfSigning, "user_signing": userSigning} {
-			k := cs[typ]
-			// A user's user-signing key is theirs alone (spec: "Cross-signing").
-			if k == nil || (typ == "user_signing" && userID != me.UserID) {
-				continue
-			}
-			obj, err := withSignatures(k.JSON, sigs, k.PublicKey, me.UserID, nil)
-			if err != nil {
-				return err
-			}
-			dst[userID] = obj
 		}
 	}
+	failures, err := s.remoteKeys(ctx, out, remote, me.UserID, remoteTimeout(req.Timeout))
+	if err != nil {
+		return err
+	}
 	return writeJSON(w, http.StatusOK, map[string]any{
-		"failures":          map[string]any{},
-		"device_keys":       devKeys,
-		"master_keys":       master,
-		"self_signing_keys": selfSigning,
-		"user_signing_keys": userSigning,
+		"failures":          failures,
+		"device_keys":       out.devices,
+		"master_keys":       out.master,
+		"self_signing_keys": out.selfSigning,
+		"user_signing_keys": out.userSigning,
 	})
 }
 
-// POST /_matrix/client/v3/keys/claim
-func (s *Server) postKeysClaim(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
-	var req struct {
-		OneTimeKeys map[string]map[string]string `json:"one_time_keys"`
-	}
-	if err := decodeJSON(r, &req); err != nil {
-		return err
-	}
-	out := map[string]map[string]map[string]json.RawMessage{}
-	for userID, devices := range req.OneTimeKeys {
+// claimLocal claims one key per device of local users in req (user →
+// device → algorithm) into out.
+func (s *Server) claimLocal(ctx context.Context, req map[string]map[string]string, out map[string]map[string]map[string]json.RawMessage) error {
+	for userID, devices := range req {
 		if !s.isLocalUser(userID) {
 			continue
 		}
@@ -320,7 +360,25 @@ func (s *Server) postKeysClaim(w http.ResponseWriter, r *http.Request) error {
 			out[userID][deviceID] = map[string]json.RawMessage{k.Algorithm + ":" + k.KeyID: k.JSON}
 		}
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"one_time_keys": out, "failures": map[string]any{}})
+	return nil
+}
+
+// POST /_matrix/client/v3/keys/claim
+func (s *Server) postKeysClaim(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	var req struct {
+		OneTimeKeys map[string]map[string]string `json:"one_time_keys"`
+		Timeout     *int64                       `json:"timeout"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	out := map[string]map[string]map[string]json.RawMessage{}
+	if err := s.claimLocal(ctx, req.OneTimeKeys, out); err != nil {
+		return err
+	}
+	failures := s.claimRemote(ctx, req.OneTimeKeys, out, remoteTimeout(req.Timeout))
+	return writeJSON(w, http.StatusOK, map[string]any{"one_time_keys": out, "failures": failures})
 }
 
 // GET /_matrix/client/v3/keys/changes
@@ -417,7 +475,7 @@ func (s *Server) postDeviceSigningUpload(w http.ResponseWriter, r *http.Request)
 		if err := s.store.PutCrossSigningKeys(ctx, me.UserID, news); err != nil {
 			return err
 		}
-		if err := s.notifyPeers(ctx, me.UserID); err != nil {
+		if err := s.deviceListChanged(ctx, me.UserID); err != nil {
 			return err
 		}
 	}
@@ -515,6 +573,8 @@ func (s *Server) postSignaturesUpload(w http.ResponseWriter, r *http.Request) er
 			if theirCS, err = s.store.CrossSigningKeys(ctx, userID); err != nil {
 				return err
 			}
+		} else if theirCS, err = s.remoteCrossSigningKeys(ctx, userID); err != nil {
+			return err
 		}
 		for keyID, raw := range objs {
 			var o signedObject
@@ -577,7 +637,7 @@ func (s *Server) postSignaturesUpload(w http.ResponseWriter, r *http.Request) er
 		for _, g := range good {
 			if !notified[g.TargetUser] {
 				notified[g.TargetUser] = true
-				if err := s.notifyPeers(ctx, g.TargetUser); err != nil {
+				if err := s.deviceListChanged(ctx, g.TargetUser); err != nil {
 					return err
 				}
 			}

@@ -91,6 +91,10 @@ func (s *Server) routes() http.Handler {
 			// Queries (federation_misc.go, federation_serve.go).
 			r.Get("/query/profile", s.api(s.getFederationProfile))
 			r.Get("/query/directory", s.api(s.getFederationDirectory))
+			// End-to-end encryption (federation_keys.go).
+			r.Get("/user/devices/{userId}", s.api(s.getFederationUserDevices))
+			r.Post("/user/keys/query", s.api(s.postFederationUserKeysQuery))
+			r.Post("/user/keys/claim", s.api(s.postFederationUserKeysClaim))
 		})
 	})
 	r.Route("/_matrix/federation/v2", func(r chi.Router) {

@@ -70,6 +70,9 @@ type Server struct {
 	fedClient    *federation.Client
 	fedTransport *federation.Transport
 	fedLimits    originLimits
+	// resyncs are the remote device lists being fetched again
+	// (federation_keys.go).
+	resyncs resyncs
 	// bg is the background work Run owns (run.go).
 	bg background
 }

@@ -33,6 +33,16 @@ import (
 // destination fetches the rest itself (/get_missing_events), as the spec
 // and Synapse do. A destination that contacts this server (Reset) is
 // retried at once.
+//
+// EDUs come in two kinds. Those handed to SendEDUs (typing, receipts) live
+// in memory and are dropped for a destination that fails: they are stale
+// by the time it is back. Those that must not be lost (device list
+// updates, to-device messages) are persisted by their owner, the Outbox:
+// after storing one, the owner calls Wake, and each transaction to the
+// destination is topped up with what the Outbox has waiting; only once the
+// transaction is delivered does the Outbox forget them. A failure, a
+// back-off or a restart leaves them where they are, and they go with the
+// next transaction that succeeds.
 
 const (
 	maxTxnPDUs = 50
@@ -55,6 +65,21 @@ type SenderOptions struct {
 	// Allowed, when set, says whether a destination may be sent to at all
 	// (federation_domain_whitelist).
 	Allowed func(destination string) bool
+	// Outbox, when set, holds the persisted EDUs to add to transactions.
+	Outbox Outbox
+}
+
+// Outbox is where a Sender finds the EDUs that must reach a destination
+// even across failures and restarts. The caller persists them, then calls
+// Sender.Wake; the Sender reads them when it builds a transaction and
+// acknowledges them only once that transaction was delivered.
+type Outbox interface {
+	// Pending returns up to limit EDUs waiting for destination, oldest
+	// first, and the function to call once a transaction carrying them was
+	// delivered (it forgets them). Fewer than limit means none is left.
+	Pending(ctx context.Context, destination string, limit int) ([]EDU, func(context.Context) error, error)
+	// Destinations lists the destinations with EDUs waiting.
+	Destinations(ctx context.Context) ([]string, error)
 }
 
 // Sender is the outbound side of federation: one loop over the event
@@ -81,6 +106,8 @@ type destQueue struct {
 	// catchUp: the worker sends from federation_destination_rooms rather
 	// than pending (after a failure, or at start).
 	catchUp bool
+	// outbox: the Outbox may have EDUs waiting for this destination.
+	outbox  bool
 	running bool
 	reset   chan struct{}
 }
@@ -142,7 +169,7 @@ func (s *Sender) Reset(ctx context.Context, destination string) (bool, error) {
 		default:
 		}
 	}
-	s.start(destination, nil, nil, true)
+	s.start(destination, nil, nil, true, false)
 	return true, nil
 }
 
@@ -152,9 +179,39 @@ func (s *Sender) Reset(ctx context.Context, destination string) (bool, error) {
 func (s *Sender) SendEDUs(destinations []string, edus ...EDU) {
 	for _, d := range destinations {
 		if d != s.o.ServerName {
-			s.start(d, nil, edus, false)
+			s.start(d, nil, edus, false, false)
 		}
 	}
+}
+
+// Wake tells the sender the Outbox has new EDUs for destinations: they go
+// with the next transaction to each. Cheap; it never blocks.
+func (s *Sender) Wake(destinations ...string) {
+	if s.o.Outbox == nil {
+		return
+	}
+	for _, d := range destinations {
+		if d != s.o.ServerName && (s.o.Allowed == nil || s.o.Allowed(d)) {
+			s.start(d, nil, nil, false, true)
+		}
+	}
+}
+
+// sweepOutbox starts a worker for every destination the Outbox has EDUs
+// for: at start, and now and then, in case a Wake was missed (a write that
+// did not call it, a worker that stopped on a database error).
+func (s *Sender) sweepOutbox(ctx context.Context) {
+	if s.o.Outbox == nil {
+		return
+	}
+	dests, err := s.o.Outbox.Destinations(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.o.Log.Error("federation sender: listing the destinations with persisted EDUs", "err", err)
+		}
+		return
+	}
+	s.Wake(dests...)
 }
 
 // Run reads the event stream until ctx ends, then waits for the workers.
@@ -169,11 +226,12 @@ func (s *Sender) Run(ctx context.Context) error {
 		return err
 	}
 	for _, d := range behind {
-		s.start(d, nil, nil, true)
+		s.start(d, nil, nil, true, false)
 	}
+	s.sweepOutbox(ctx)
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
-	for {
+	for ticks := 0; ; {
 		if pos, err = s.drain(ctx, pos); err != nil && ctx.Err() == nil {
 			s.o.Log.Error("federation sender: reading the event stream failed", "err", err)
 		}
@@ -183,6 +241,9 @@ func (s *Sender) Run(ctx context.Context) error {
 			return nil
 		case <-s.wake:
 		case <-tick.C:
+			if ticks++; ticks%12 == 0 {
+				s.sweepOutbox(ctx)
+			}
 		}
 	}
 }
@@ -229,7 +290,7 @@ func (s *Sender) drain(ctx context.Context, pos int64) (int64, error) {
 		}
 		pos = next
 		for d, evs := range byDest {
-			s.start(d, evs, nil, false)
+			s.start(d, evs, nil, false, false)
 		}
 	}
 }
@@ -293,8 +354,9 @@ func (s *Sender) joinedAt(ctx context.Context, group int64) ([]string, error) {
 	return servers, nil
 }
 
-// start hands work to destination's worker, starting it if idle.
-func (s *Sender) start(name string, evs []*storage.Event, edus []EDU, catchUp bool) {
+// start hands work to destination's worker, starting it if idle; outbox
+// says the Outbox has EDUs for it.
+func (s *Sender) start(name string, evs []*storage.Event, edus []EDU, catchUp, outbox bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d := s.dests[name]
@@ -305,6 +367,7 @@ func (s *Sender) start(name string, evs []*storage.Event, edus []EDU, catchUp bo
 	d.pending = append(d.pending, evs...)
 	d.edus = append(d.edus, edus...)
 	d.catchUp = d.catchUp || catchUp
+	d.outbox = d.outbox || outbox
 	if d.running || s.ctx == nil || s.ctx.Err() != nil {
 		return
 	}
@@ -332,6 +395,7 @@ func (s *Sender) work(d *destQueue) {
 		if wait := s.backoff(row); wait > 0 {
 			s.mu.Lock()
 			d.pending, d.edus, d.catchUp = nil, nil, true // caught up when it is back
+			d.outbox = s.o.Outbox != nil                  // persisted EDUs wait for it
 			s.mu.Unlock()
 			select {
 			case <-ctx.Done():
@@ -346,16 +410,37 @@ func (s *Sender) work(d *destQueue) {
 			s.stop(d)
 			return
 		}
+		persisted, ack, err := s.persistedEDUs(ctx, d, maxTxnEDUs-len(edus))
+		if err != nil {
+			if ctx.Err() == nil {
+				s.o.Log.Error("federation sender: reading the persisted EDUs", "destination", d.name, "err", err)
+			}
+			s.stop(d)
+			return
+		}
+		edus = append(edus, persisted...)
 		if len(pdus) == 0 && len(edus) == 0 {
 			if s.idle(d) {
 				return
 			}
 			continue
 		}
-		if err := s.deliver(ctx, d.name, pdus, edus, last, row); err != nil && ctx.Err() == nil {
-			s.mu.Lock()
-			d.catchUp = true
-			s.mu.Unlock()
+		if err := s.deliver(ctx, d.name, pdus, edus, last, row); err != nil {
+			if ctx.Err() == nil {
+				s.mu.Lock()
+				d.catchUp = true
+				d.outbox = d.outbox || ack != nil
+				s.mu.Unlock()
+			}
+		} else if ack != nil {
+			if err := ack(ctx); err != nil {
+				// Sent again with the next transaction: the receiver
+				// drops what it already has (message_id, stream_id).
+				s.o.Log.Error("federation sender: forgetting delivered EDUs", "destination", d.name, "err", err)
+				s.mu.Lock()
+				d.outbox = true
+				s.mu.Unlock()
+			}
 		}
 	}
 	s.stop(d)
@@ -398,11 +483,36 @@ func (s *Sender) next(ctx context.Context, d *destQueue, row *storage.Destinatio
 	return pdus, edus, last, nil
 }
 
+// persistedEDUs reads up to limit of the Outbox's EDUs for d when it may
+// have some, with the function that acknowledges them (nil: none read).
+func (s *Sender) persistedEDUs(ctx context.Context, d *destQueue, limit int) ([]EDU, func(context.Context) error, error) {
+	s.mu.Lock()
+	want := d.outbox && s.o.Outbox != nil && limit > 0
+	if want {
+		// Cleared before reading: a Wake from now on sets it again.
+		d.outbox = false
+	}
+	s.mu.Unlock()
+	if !want {
+		return nil, nil, nil
+	}
+	edus, ack, err := s.o.Outbox.Pending(ctx, d.name, limit)
+	if err != nil || len(edus) >= limit {
+		s.mu.Lock()
+		d.outbox = true // more may be waiting
+		s.mu.Unlock()
+	}
+	if err != nil || len(edus) == 0 {
+		return nil, nil, err
+	}
+	return edus, ack, nil
+}
+
 // idle stops the worker when nothing is left; it reports whether it did.
 func (s *Sender) idle(d *destQueue) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(d.pending) > 0 || len(d.edus) > 0 || d.catchUp {
+	if len(d.pending) > 0 || len(d.edus) > 0 || d.catchUp || d.outbox {
 		return false
 	}
 	d.running = false

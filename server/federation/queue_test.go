@@ -26,6 +26,7 @@ import (
 type net struct {
 	mu   sync.Mutex
 	got  map[string][]string // destination → event IDs, in arrival order
+	edus map[string][]string // destination → EDU contents, in arrival order
 	txns map[string]int      // destination → transactions
 	pdus map[string]int      // destination → largest transaction's PDUs
 	down map[string]bool
@@ -33,7 +34,7 @@ type net struct {
 }
 
 func newNet() *net {
-	return &net{got: map[string][]string{}, txns: map[string]int{}, pdus: map[string]int{}, down: map[string]bool{}, sent: make(chan string, 1000)}
+	return &net{got: map[string][]string{}, edus: map[string][]string{}, txns: map[string]int{}, pdus: map[string]int{}, down: map[string]bool{}, sent: make(chan string, 1000)}
 }
 
 func (n *net) send(_ context.Context, dest, _ string, txn *federation.Transaction) (*federation.SendResponse, error) {
@@ -46,6 +47,12 @@ func (n *net) send(_ context.Context, dest, _ string, txn *federation.Transactio
 	n.pdus[dest] = max(n.pdus[dest], len(txn.PDUs))
 	for _, p := range txn.PDUs {
 		n.got[dest] = append(n.got[dest], idOf(p))
+	}
+	if len(txn.EDUs) > maxEDUs {
+		return nil, fmt.Errorf("%d EDUs in one transaction", len(txn.EDUs))
+	}
+	for _, e := range txn.EDUs {
+		n.edus[dest] = append(n.edus[dest], string(e.Content))
 	}
 	select {
 	case n.sent <- dest:
@@ -224,7 +231,13 @@ func (o wakeOnPersist) EventPersisted(p *timeline.Persisted) {
 
 // startSender runs a sender until the test (or stop) ends.
 func startSender(t *testing.T, w *world, n *net) (*federation.Sender, func()) {
-	s := federation.NewSender(federation.SenderOptions{Store: w.st, ServerName: "hs.test", Send: n.send, MinRetry: 50 * time.Millisecond, MaxRetry: 200 * time.Millisecond})
+	return startSenderWith(t, w, n, nil)
+}
+
+// startSenderWith runs a sender with an Outbox.
+func startSenderWith(t *testing.T, w *world, n *net, outbox federation.Outbox) (*federation.Sender, func()) {
+	s := federation.NewSender(federation.SenderOptions{Store: w.st, ServerName: "hs.test", Send: n.send, MinRetry: 50 * time.Millisecond, MaxRetry: 200 * time.Millisecond,
+		Outbox: outbox})
 	w.tl.Observe(wakeOnPersist{s})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -380,4 +393,129 @@ func count(ids []string, id string) int {
 		}
 	}
 	return n
+}
+
+// maxEDUs is the spec's limit of EDUs per transaction.
+const maxEDUs = 100
+
+// memOutbox is an Outbox that, like a persisted one, forgets its EDUs only
+// when their delivery is acknowledged.
+type memOutbox struct {
+	mu   sync.Mutex
+	edus map[string][]string
+}
+
+func (o *memOutbox) add(dest string, contents ...string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.edus == nil {
+		o.edus = map[string][]string{}
+	}
+	o.edus[dest] = append(o.edus[dest], contents...)
+}
+
+func (o *memOutbox) left(dest string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.edus[dest])
+}
+
+func (o *memOutbox) waitEmpty(t *testing.T, dest string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); o.left(dest) > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d EDUs for %s never acknowledged", o.left(dest), dest)
+		}
+	}
+}
+
+func (o *memOutbox) Pending(_ context.Context, dest string, limit int) ([]federation.EDU, func(context.Context) error, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := min(limit, len(o.edus[dest]))
+	out := make([]federation.EDU, n)
+	for i, c := range o.edus[dest][:n] {
+		out[i] = federation.EDU{Type: "m.test", Content: []byte(c)}
+	}
+	return out, func(context.Context) error {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		o.edus[dest] = o.edus[dest][n:] // only ever appended to: the first n were sent
+		return nil
+	}, nil
+}
+
+func (o *memOutbox) Destinations(context.Context) ([]string, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []string
+	for d, e := range o.edus {
+		if len(e) > 0 {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+// waitEDUs waits until dest received the EDU contents want, in order.
+func (n *net) waitEDUs(t *testing.T, dest string, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n.mu.Lock()
+		got := slices.Clone(n.edus[dest])
+		n.mu.Unlock()
+		if slices.Equal(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s received EDUs %q, want %q", dest, got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Persisted EDUs go with a destination's transactions, at most a hundred
+// at a time, in order; unlike in-memory EDUs they survive a failing
+// destination and a restart of the sender.
+func TestSenderDeliversPersistedEDUs(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		w := newWorld(t, st)
+		n := newNet()
+		ob := &memOutbox{}
+		var many []string
+		for i := range 150 {
+			many = append(many, fmt.Sprintf(`{"n":%d}`, i))
+		}
+		ob.add("r1.test", many...) // before the sender starts: found at start
+		s, stop := startSenderWith(t, w, n, ob)
+		n.waitEDUs(t, "r1.test", many...)
+		n.mu.Lock()
+		txns := n.txns["r1.test"]
+		n.mu.Unlock()
+		if txns < 2 {
+			t.Fatalf("150 EDUs went in %d transactions", txns)
+		}
+		ob.waitEmpty(t, "r1.test") // acknowledged once delivered
+
+		// r2 is down: the typing notice is dropped, the persisted EDU kept.
+		n.setDown("r2.test", true)
+		s.SendEDUs([]string{"r2.test"}, federation.EDU{Type: "m.typing", Content: []byte(`"typing"`)})
+		ob.add("r2.test", `"kept"`)
+		s.Wake("r2.test")
+		time.Sleep(150 * time.Millisecond)
+		if ob.left("r2.test") != 1 {
+			t.Fatal("an EDU not delivered was forgotten")
+		}
+		n.setDown("r2.test", false)
+		s.Reset(context.Background(), "r2.test")
+		n.waitEDUs(t, "r2.test", `"kept"`)
+		ob.waitEmpty(t, "r2.test")
+
+		// Queued while no sender runs: the next one sends it.
+		stop()
+		ob.add("r1.test", `"after restart"`)
+		startSenderWith(t, w, n, ob)
+		n.waitEDUs(t, "r1.test", append(many, `"after restart"`)...)
+	})
 }

@@ -3,7 +3,9 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"slices"
 )
 
 // End-to-end encryption keys (server/keys.go). Every change to what
@@ -11,11 +13,34 @@ import (
 // stream, so /sync and /keys/changes can tell the user's peers.
 
 // markDeviceListChange records, inside tx, that userID's device list
-// changed, at a new aux stream position.
-func (s *Store) markDeviceListChange(ctx context.Context, tx *sql.Tx, userID string) (int64, error) {
-	id, err := s.nextAuxID(ctx, tx, "device_list")
-	if err != nil {
-		return 0, err
+// changed, at a new aux stream position. devices names the local user's
+// devices whose keys changed ("" for the cross-signing keys): the other
+// servers sharing a room with the user are sent them (devicelists.go).
+// Without devices (a remote user's list, a signature only its signer sees)
+// no other server is told.
+//
+// Each device takes a position of its own: an m.device_list_update's
+// stream_id names one device's change, and the next one's prev_id must
+// differ from it.
+func (s *Store) markDeviceListChange(ctx context.Context, tx *sql.Tx, userID string, devices ...string) (int64, error) {
+	var dests []string
+	if len(devices) > 0 {
+		var err error
+		if dests, err = pokeDestinations(ctx, tx, userID); err != nil {
+			return 0, err
+		}
+	}
+	var id int64
+	for i := 0; i == 0 || i < len(devices); i++ {
+		var err error
+		if id, err = s.nextAuxID(ctx, tx, "device_list"); err != nil {
+			return 0, err
+		}
+		if i < len(devices) && len(dests) > 0 {
+			if err := s.queueDeviceListPoke(ctx, tx, dests, userID, devices[i], id); err != nil {
+				return 0, err
+			}
+		}
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO device_list_changes (user_id, stream_id) VALUES ($1, $2)
 		ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id`, userID, id); err != nil {
@@ -24,7 +49,23 @@ func (s *Store) markDeviceListChange(ctx context.Context, tx *sql.Tx, userID str
 	return id, nil
 }
 
-// MarkDeviceListChange records that userID's device list changed.
+// DeviceListStreamID is the stream position of userID's newest device list
+// change (0: none): the stream_id GET /user/devices answers, in the same
+// sequence as the m.device_list_update EDUs.
+func (s *Store) DeviceListStreamID(ctx context.Context, userID string) (int64, error) {
+	var id int64
+	err := s.read.QueryRowContext(ctx, `SELECT stream_id FROM device_list_changes WHERE user_id = $1`, userID).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("storage: device list stream id: %w", err)
+	}
+	return id, nil
+}
+
+// MarkDeviceListChange records that userID's device list changed, telling
+// no other server.
 func (s *Store) MarkDeviceListChange(ctx context.Context, userID string) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		_, err := s.markDeviceListChange(ctx, tx, userID)
@@ -41,7 +82,11 @@ func (s *Store) deleteDeviceKeys(ctx context.Context, tx *sql.Tx, in string, arg
 			return fmt.Errorf("storage: delete device keys: %w", err)
 		}
 	}
-	_, err := s.markDeviceListChange(ctx, tx, args[0].(string))
+	devices := make([]string, 0, len(args)-1)
+	for _, a := range args[1:] {
+		devices = append(devices, a.(string))
+	}
+	_, err := s.markDeviceListChange(ctx, tx, args[0].(string), devices...)
 	return err
 }
 
@@ -80,7 +125,7 @@ func (s *Store) UploadKeys(ctx context.Context, userID, deviceID string, u *KeyU
 					ON CONFLICT (user_id, device_id) DO UPDATE SET key_json = excluded.key_json`, userID, deviceID, string(u.DeviceKeys)); err != nil {
 					return fmt.Errorf("storage: put device keys: %w", err)
 				}
-				if _, err := s.markDeviceListChange(ctx, tx, userID); err != nil {
+				if _, err := s.markDeviceListChange(ctx, tx, userID, deviceID); err != nil {
 					return err
 				}
 				changed = true
@@ -271,7 +316,7 @@ func (s *Store) PutCrossSigningKeys(ctx context.Context, userID string, keys []*
 				return fmt.Errorf("storage: put cross-signing key: %w", err)
 			}
 		}
-		_, err := s.markDeviceListChange(ctx, tx, userID)
+		_, err := s.markDeviceListChange(ctx, tx, userID, "")
 		return err
 	})
 }
@@ -284,20 +329,41 @@ type KeySignature struct {
 }
 
 // PutKeySignatures stores signatures and records a device list change for
-// each target user.
+// each target user. Signatures users make on their own keys (a device by
+// the self-signing key, the master key by a device) are sent to the
+// servers sharing a room with them; those on another user's key are for
+// the signer's eyes only and are not.
 func (s *Store) PutKeySignatures(ctx context.Context, sigs []KeySignature) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		users := map[string]bool{}
+		users := map[string][]string{}
 		for _, k := range sigs {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO key_signatures (target_user, target_key, signer_user, signer_key, signature) VALUES ($1, $2, $3, $4, $5)
 				ON CONFLICT (target_user, target_key, signer_user, signer_key) DO UPDATE SET signature = excluded.signature`,
 				k.TargetUser, k.TargetKey, k.SignerUser, k.SignerKey, k.Signature); err != nil {
 				return fmt.Errorf("storage: put key signature: %w", err)
 			}
-			users[k.TargetUser] = true
+			devs, ok := users[k.TargetUser]
+			if !ok {
+				users[k.TargetUser] = nil
+			}
+			if k.SignerUser != k.TargetUser {
+				continue
+			}
+			// The target is a device, or a cross-signing key ("").
+			dev := k.TargetKey
+			var one int
+			err := tx.QueryRowContext(ctx, `SELECT 1 FROM cross_signing_keys WHERE user_id = $1 AND public_key = $2`, k.TargetUser, k.TargetKey).Scan(&one)
+			if err == nil {
+				dev = ""
+			} else if !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("storage: signed key: %w", err)
+			}
+			if !slices.Contains(devs, dev) {
+				users[k.TargetUser] = append(devs, dev)
+			}
 		}
-		for u := range users {
-			if _, err := s.markDeviceListChange(ctx, tx, u); err != nil {
+		for u, devs := range users {
+			if _, err := s.markDeviceListChange(ctx, tx, u, devs...); err != nil {
 				return err
 			}
 		}

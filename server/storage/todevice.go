@@ -19,9 +19,14 @@ type ToDeviceMessage struct {
 	StreamID         int64
 }
 
-// SendToDevice queues msgs unless the sender's transaction txnID was seen
+// SendToDevice queues msgs for local devices, and remote (m.direct_to_device
+// EDUs) for other servers, unless the sender's transaction txnID was seen
 // already, in which case it does nothing and reports false.
-func (s *Store) SendToDevice(ctx context.Context, senderUser, senderDevice, txnID string, msgs []ToDeviceMessage) (bool, error) {
+//
+// Messages received from other servers come through here too, with
+// senderDevice "" and the EDU's message_id as txnID: a message delivered
+// twice (its transaction retried) is queued once.
+func (s *Store) SendToDevice(ctx context.Context, senderUser, senderDevice, txnID string, msgs []ToDeviceMessage, remote []OutboxEDU) (bool, error) {
 	sent := false
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO to_device_txns (user_id, device_id, txn_id, created_ts) VALUES ($1, $2, $3, $4)
@@ -33,6 +38,9 @@ func (s *Store) SendToDevice(ctx context.Context, senderUser, senderDevice, txnI
 			return nil
 		}
 		sent = true
+		if err := s.queueOutboxEDUs(ctx, tx, remote); err != nil {
+			return err
+		}
 		if len(msgs) == 0 {
 			return nil
 		}
