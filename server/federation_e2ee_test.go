@@ -79,16 +79,6 @@ func changedHas(u id.UserID) func(*mautrix.RespSync) bool {
 	return func(r *mautrix.RespSync) bool { return slices.Contains(r.DeviceLists.Changed, u) }
 }
 
-// waitFor polls cond for up to 20 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
 // Bob's client asks his own server for alice's keys; it asks hers, and
 // answers with what she published. One-time keys are claimed the same way,
 // each once. A server that cannot be reached is reported in failures.
