@@ -378,32 +378,39 @@ func (s *Server) postPublicRooms(w http.ResponseWriter, r *http.Request) error {
 	return s.publicRooms(w, r, req)
 }
 
-// publicRooms lists the published rooms, largest first, paged by offset
-// (tokens are "o<offset>").
+// publicRooms answers the client's room directory: this server's, or
+// another server's (asked over federation) when req.Server names one.
 func (s *Server) publicRooms(w http.ResponseWriter, r *http.Request, req publicRoomsRequest) error {
-	ctx := r.Context()
 	if req.Server != "" && req.Server != s.cfg.ServerName {
-		return matrix.NotFound("cannot list the rooms of %s: federation is not available", req.Server)
+		resp, err := s.remotePublicRooms(r.Context(), req)
+		return answer(w, resp, err)
 	}
+	resp, err := s.publicRoomList(r.Context(), req)
+	return answer(w, resp, err)
+}
+
+// publicRoomList lists the published rooms, largest first, paged by offset
+// (tokens are "o<offset>").
+func (s *Server) publicRoomList(ctx context.Context, req publicRoomsRequest) (map[string]any, error) {
 	if req.ThirdPartyInstanceID != "" {
-		return writeJSON(w, http.StatusOK, map[string]any{"chunk": []publicRoom{}, "total_room_count_estimate": 0})
+		return map[string]any{"chunk": []publicRoom{}, "total_room_count_estimate": 0}, nil
 	}
 	offset := 0
 	if req.Since != "" {
 		n, err := strconv.Atoi(strings.TrimPrefix(req.Since, "o"))
 		if !strings.HasPrefix(req.Since, "o") || err != nil || n < 0 {
-			return matrix.InvalidParam("invalid since token %q", req.Since)
+			return nil, matrix.InvalidParam("invalid since token %q", req.Since)
 		}
 		offset = n
 	}
 	ids, err := s.store.PublicRoomIDs(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	sums, err := s.store.RoomSummaries(ctx, ids, []string{rooms.TypeName, rooms.TypeTopic, rooms.TypeCanonicalAlias,
 		"m.room.avatar", rooms.TypeJoinRules, rooms.TypeHistoryVis, rooms.TypeGuestAccess, rooms.TypeCreate})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	term := strings.ToLower(strings.TrimSpace(req.Filter.GenericSearchTerm))
 	all := make([]publicRoom, 0, len(ids))
@@ -446,7 +453,7 @@ func (s *Server) publicRooms(w http.ResponseWriter, r *http.Request, req publicR
 	if lo > 0 {
 		resp["prev_batch"] = "o" + strconv.Itoa(max(lo-limit, 0))
 	}
-	return writeJSON(w, http.StatusOK, resp)
+	return resp, nil
 }
 
 // roomTypeAllowed applies filter.room_types, where null stands for rooms

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
@@ -183,5 +184,38 @@ func (s *Server) putFederationInvite(w http.ResponseWriter, r *http.Request) err
 		return err
 	}
 	resp, err := s.receiveInvite(r.Context(), originFrom(r.Context()), roomID, eventID, body)
+	return answer(w, resp, err)
+}
+
+// GET and POST /_matrix/federation/v1/publicRooms: this server's room
+// directory, when allow_public_rooms_over_federation lets other servers
+// see it (off by default, as in Synapse).
+func (s *Server) federationPublicRooms(w http.ResponseWriter, r *http.Request) error {
+	if !s.cfg.AllowPublicRoomsOverFederation {
+		return matrix.Forbidden("this server does not share its room directory (allow_public_rooms_over_federation)")
+	}
+	var req publicRoomsRequest
+	if r.Method == http.MethodPost {
+		body, err := fedBody(r)
+		if err != nil {
+			return err
+		}
+		if len(body) > 0 {
+			if err := json.Unmarshal(body, &req); err != nil {
+				return matrix.BadJSON("%v", err)
+			}
+		}
+	} else {
+		q := r.URL.Query()
+		req.Since = q.Get("since")
+		if v := q.Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return matrix.InvalidParam("limit must be a non-negative integer")
+			}
+			req.Limit = n
+		}
+	}
+	resp, err := s.publicRoomList(r.Context(), req)
 	return answer(w, resp, err)
 }

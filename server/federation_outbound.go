@@ -227,3 +227,42 @@ func (s *Server) backfill(ctx context.Context, roomID string, limit int) (int, e
 	}
 	return 0, nil
 }
+
+// remotePublicRooms asks another server for its room directory
+// (GET or, with a filter, POST /_matrix/federation/v1/publicRooms).
+func (s *Server) remotePublicRooms(ctx context.Context, req publicRoomsRequest) (map[string]any, error) {
+	if s.fedClient == nil {
+		return nil, matrix.NotFound("cannot list the rooms of %s: this server does not federate", req.Server)
+	}
+	var resp map[string]any
+	var err error
+	if req.Filter.GenericSearchTerm != "" || req.Filter.RoomTypes != nil || req.IncludeAllNetworks || req.ThirdPartyInstanceID != "" {
+		body := req
+		body.Server = ""
+		err = s.fedClient.Do(ctx, req.Server, http.MethodPost, "/_matrix/federation/v1/publicRooms", nil, body, &resp)
+	} else {
+		q := url.Values{}
+		if req.Limit > 0 {
+			q.Set("limit", strconv.Itoa(req.Limit))
+		}
+		if req.Since != "" {
+			q.Set("since", req.Since)
+		}
+		err = s.fedClient.Do(ctx, req.Server, http.MethodGet, "/_matrix/federation/v1/publicRooms", q, nil, &resp)
+	}
+	var re *federation.RemoteError
+	switch {
+	case errors.As(err, &re) && re.Status < 500:
+		return nil, &matrix.Error{Code: cmpOr(re.Code, "M_UNKNOWN"), Status: re.Status, Msg: req.Server + ": " + re.Msg}
+	case err != nil:
+		return nil, &matrix.Error{Code: "M_UNKNOWN", Status: http.StatusBadGateway, Msg: "could not ask " + req.Server + " for its rooms", Err: err}
+	}
+	return resp, nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}

@@ -16,6 +16,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"hearth/config"
 	"hearth/server/federation"
 	"hearth/server/rooms"
 	"hearth/server/servertest"
@@ -581,4 +582,39 @@ func eventPos(t *testing.T, srv *servertest.Bundle, eventID string) int64 {
 		t.Fatal(err)
 	}
 	return se.StreamPos
+}
+
+// A client lists another server's room directory through its own server,
+// when that server shares it (allow_public_rooms_over_federation).
+func TestFederationPublicRooms(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		fed := servertest.NewFederation(t)
+		sharing := fed.Start(t, e, func(c *config.Config) { c.AllowPublicRoomsOverFederation = true })
+		private := fed.Start(t, e)
+		b := fed.Start(t, e)
+		ctx := t.Context()
+		bob := newSyncUser(t, b, "bob")
+		for _, srv := range []*servertest.Bundle{sharing, private} {
+			owner := newSyncUser(t, srv, "owner")
+			if _, err := owner.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Visibility: "public", Name: "Town square"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		resp, err := bob.cli.PublicRooms(ctx, &mautrix.ReqPublicRooms{Server: sharing.Cfg.ServerName})
+		if err != nil {
+			t.Fatalf("directory of %s: %v", sharing.Cfg.ServerName, err)
+		}
+		if len(resp.Chunk) != 1 || resp.Chunk[0].Name != "Town square" {
+			t.Errorf("directory of %s: %+v", sharing.Cfg.ServerName, resp.Chunk)
+		}
+		var found mautrix.RespPublicRooms
+		u := bob.cli.BuildClientURL("v3", "publicRooms")
+		body := map[string]any{"server": sharing.Cfg.ServerName, "filter": map[string]any{"generic_search_term": "town"}}
+		if _, err := bob.cli.MakeRequest(ctx, http.MethodPost, u, body, &found); err != nil || len(found.Chunk) != 1 {
+			t.Errorf("filtered directory of %s: %+v %v", sharing.Cfg.ServerName, found, err)
+		}
+		if _, err := bob.cli.PublicRooms(ctx, &mautrix.ReqPublicRooms{Server: private.Cfg.ServerName}); !errorIs(err, mautrix.MForbidden) {
+			t.Errorf("directory of a server that does not share it: %v", err)
+		}
+	})
 }

@@ -91,6 +91,8 @@ func (s *Server) routes() http.Handler {
 			// Queries (federation_misc.go, federation_serve.go).
 			r.Get("/query/profile", s.api(s.getFederationProfile))
 			r.Get("/query/directory", s.api(s.getFederationDirectory))
+			r.Get("/publicRooms", s.api(s.federationPublicRooms))
+			r.Post("/publicRooms", s.api(s.federationPublicRooms))
 			// End-to-end encryption (federation_keys.go).
 			r.Get("/user/devices/{userId}", s.api(s.getFederationUserDevices))
 			r.Post("/user/keys/query", s.api(s.postFederationUserKeysQuery))
