@@ -91,6 +91,9 @@ func (s *Server) routes() http.Handler {
 			// Queries (federation_misc.go, federation_serve.go).
 			r.Get("/query/profile", s.api(s.getFederationProfile))
 			r.Get("/query/directory", s.api(s.getFederationDirectory))
+			// The content repository (federation_media.go).
+			r.Get("/media/download/{mediaId}", s.api(s.getFederationMediaDownload))
+			r.Get("/media/thumbnail/{mediaId}", s.api(s.getFederationMediaThumbnail))
 		})
 	})
 	r.Route("/_matrix/federation/v2", func(r chi.Router) {
