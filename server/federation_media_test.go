@@ -16,7 +16,10 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"hearth/config"
@@ -316,6 +319,59 @@ func TestFederationMedia(t *testing.T) {
 		}
 		if r := mediaDo(t, a, "GET", "/_matrix/client/v1/media/download/"+mxcPath(bobURI), alice.tok, "", nil); r.status != 200 || string(r.body) != "from b" {
 			t.Fatalf("authenticated download of b's media on a: %d %s", r.status, r.body)
+		}
+
+		// b's admin API sees the cache: media info, quarantine, room
+		// media, and the purge, after which the picture is fetched again.
+		bAdmin := seedAdmin(t, b)
+		adm := b.URL + "/_synapse/admin/v1"
+		status, body := call(t, "GET", adm+"/media/"+mxcPath(uri), bAdmin, nil)
+		info, _ := body["media_info"].(map[string]any)
+		if status != 200 || info["media_origin"] != a.Cfg.ServerName || info["media_id"] != uri.FileID || info["media_type"] != "image/png" ||
+			info["media_length"] != float64(len(pic)) || info["upload_name"] != "pic.png" || info["sha256"] != sha256Hex(pic) ||
+			info["quarantined_by"] != nil || info["authenticated"] != false {
+			t.Fatalf("remote media info: %d %v", status, body)
+		}
+		if status, _ = call(t, "POST", adm+"/media/quarantine/"+mxcPath(uri), bAdmin, nil); status != 200 {
+			t.Fatalf("quarantine remote: %d", status)
+		}
+		if r := mediaDo(t, b, "GET", "/_matrix/client/v1/media/download/"+mxcPath(uri), bob.tok, "", nil); r.status != 404 {
+			t.Fatalf("quarantined copy served: %d", r.status)
+		}
+		if status, _ = call(t, "POST", adm+"/media/unquarantine/"+mxcPath(uri), bAdmin, nil); status != 200 {
+			t.Fatalf("unquarantine remote: %d", status)
+		}
+		room, err := bob.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.cli.SendMessageEvent(ctx, room.RoomID, event.EventMessage, map[string]any{
+			"msgtype": "m.image", "body": "pic2", "url": uri2.String()}); err != nil {
+			t.Fatal(err)
+		}
+		status, body = call(t, "POST", adm+"/room/"+esc(string(room.RoomID))+"/media/quarantine", bAdmin, nil)
+		if status != 200 || body["num_quarantined"] != float64(1) {
+			t.Fatalf("room media quarantine: %d %v", status, body)
+		}
+		if r := mediaDo(t, b, "GET", "/_matrix/client/v1/media/download/"+mxcPath(uri2), bob.tok, "", nil); r.status != 404 {
+			t.Fatalf("copy quarantined with its room served: %d", r.status)
+		}
+		future := time.Now().Add(time.Hour).UnixMilli()
+		status, body = call(t, "POST", fmt.Sprintf("%s/purge_media_cache?before_ts=%d", adm, future), bAdmin, nil)
+		if status != 200 || body["deleted"] != float64(1) { // the picture; the quarantined copy is kept
+			t.Fatalf("purge_media_cache: %d %v", status, body)
+		}
+		if status, _ = call(t, "GET", adm+"/media/"+mxcPath(uri), bAdmin, nil); status != 404 {
+			t.Fatalf("media info after purge: %d", status)
+		}
+		if _, err := b.Store.RemoteMediaByID(ctx, a.Cfg.ServerName, uri2.FileID); err != nil {
+			t.Fatalf("quarantined copy purged: %v", err)
+		}
+		if r := mediaDo(t, b, "GET", "/_matrix/client/v1/media/download/"+mxcPath(uri), bob.tok, "", nil); r.status != 200 || !bytes.Equal(r.body, pic) {
+			t.Fatalf("download after purge: %d", r.status)
+		}
+		if n := fetches(uri) - before; n != 2 {
+			t.Fatalf("after the purge a saw %d fetches in all, want 2", n)
 		}
 
 		// remote_media_download_*: c lets a client address have it fetch
