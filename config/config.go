@@ -51,6 +51,10 @@ type Config struct {
 	URLPreviewIPRangeBlacklist []string `yaml:"url_preview_ip_range_blacklist"`
 	URLPreviewIPRangeWhitelist []string `yaml:"url_preview_ip_range_whitelist"`
 	MaxSpiderSize              Size     `yaml:"max_spider_size"`
+	// What clients may make this server download from other servers, in
+	// bytes per client address (Synapse's remote media download limit).
+	RemoteMediaDownloadPerSecond  Size `yaml:"remote_media_download_per_second"`
+	RemoteMediaDownloadBurstCount Size `yaml:"remote_media_download_burst_count"`
 
 	PasswordConfig PasswordConfig `yaml:"password_config"`
 	// BcryptRounds is the bcrypt cost for new password hashes (Synapse's

@@ -247,6 +247,13 @@ max_upload_size: 50M
 # Setting it to false serves new uploads on both, as older clients expect.
 enable_authenticated_media: true
 
+# Other servers' media is fetched when a user asks for it, at most
+# max_upload_size per file, and kept in media_store_path until an admin
+# purges it (purge_media_cache). A client address may make the server
+# download this much from other servers (Synapse's limit):
+#remote_media_download_per_second: 87K
+#remote_media_download_burst_count: 500M
+
 # URL previews fetch the pages users link to. They are off by default: the
 # server would fetch any URL a user names. Private, loopback, link-local,
 # multicast and reserved addresses are always refused (checked on the

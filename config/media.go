@@ -63,11 +63,24 @@ func (c *Config) mediaDefaults() {
 	if c.MaxSpiderSize == 0 {
 		c.MaxSpiderSize = 10 << 20
 	}
+	// Synapse's defaults: 87K a second, 500M at once.
+	if c.RemoteMediaDownloadPerSecond == 0 {
+		c.RemoteMediaDownloadPerSecond = 87 << 10
+	}
+	if c.RemoteMediaDownloadBurstCount == 0 {
+		c.RemoteMediaDownloadBurstCount = 500 << 20
+	}
 }
 
 func (c *Config) validateMedia(bad func(key, format string, args ...any)) {
 	if c.MaxSpiderSize < 0 {
 		bad("max_spider_size", "must not be negative")
+	}
+	if c.RemoteMediaDownloadPerSecond < 0 {
+		bad("remote_media_download_per_second", "must not be negative")
+	}
+	if c.RemoteMediaDownloadBurstCount < 0 {
+		bad("remote_media_download_burst_count", "must not be negative")
 	}
 	for key, list := range map[string][]string{"url_preview_ip_range_blacklist": c.URLPreviewIPRangeBlacklist,
 		"url_preview_ip_range_whitelist": c.URLPreviewIPRangeWhitelist} {

@@ -45,6 +45,71 @@ func (s *Server) MediaTotals(ctx context.Context) (count, bytes int64, err error
 	return s.store.MediaTotals(ctx)
 }
 
+// RemoteMediaInfo returns the cached copy of another server's media;
+// M_NOT_FOUND when there is none.
+func (s *Server) RemoteMediaInfo(ctx context.Context, origin, mediaID string) (*storage.RemoteMedia, error) {
+	m, err := s.store.RemoteMediaByID(ctx, origin, mediaID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, matrix.NotFound("unknown media")
+	}
+	return m, err
+}
+
+// RemoteMediaTotals counts the copies in the remote media cache and their
+// bytes.
+func (s *Server) RemoteMediaTotals(ctx context.Context) (count, bytes int64, err error) {
+	return s.store.RemoteMediaTotals(ctx)
+}
+
+// PurgeRemoteMedia deletes the copies of other servers' media not
+// downloaded since beforeTS, rows first, then files, and returns how many
+// it deleted. Quarantined copies are kept (purged, they could be fetched
+// again unquarantined); the others are fetched again when next asked for.
+func (s *Server) PurgeRemoteMedia(ctx context.Context, by Actor, beforeTS int64) (int, error) {
+	old, err := s.store.RemoteMediaBefore(ctx, beforeTS)
+	if err != nil {
+		return 0, err
+	}
+	deleted, err := s.store.DeleteRemoteMedia(ctx, old)
+	if err != nil {
+		return 0, err
+	}
+	for _, m := range deleted {
+		if err := s.media.removeRemote(m.FileID); err != nil {
+			logFrom(ctx, s.log).Error("remote media file not removed", "media", m.Origin+"/"+m.MediaID, "err", err)
+		}
+	}
+	if len(deleted) > 0 {
+		s.audit(ctx, by, "media.purge_remote", fmt.Sprintf("%d item(s)", len(deleted)), fmt.Sprintf("before_ts=%d", beforeTS))
+	}
+	return len(deleted), nil
+}
+
+// QuarantineRemoteMedia quarantines (or releases) cached copies of other
+// servers' media. It returns how many changed.
+func (s *Server) QuarantineRemoteMedia(ctx context.Context, by Actor, refs []storage.RemoteMediaRef, quarantine bool) (int, error) {
+	q := ""
+	if quarantine {
+		q = by.UserID
+	}
+	n, err := s.store.SetRemoteMediaQuarantine(ctx, refs, q)
+	if err != nil {
+		return 0, err
+	}
+	action := "media.quarantine"
+	if !quarantine {
+		action = "media.unquarantine"
+	}
+	if n > 0 {
+		names := make([]string, 0, min(len(refs), 20))
+		for _, r := range refs[:min(len(refs), 20)] {
+			names = append(names, r.Origin+"/"+r.MediaID)
+		}
+		s.audit(ctx, by, action, strings.Join(names, ", "), fmt.Sprintf("%d item(s)", n))
+	}
+	return n, nil
+}
+
 // DeleteMedia deletes local media by ID, rows first (so nothing serves
 // them any more), then files. It returns the IDs that existed.
 func (s *Server) DeleteMedia(ctx context.Context, by Actor, ids []string) ([]string, error) {
@@ -209,10 +274,11 @@ func (s *Server) RoomMedia(ctx context.Context, roomID string) (local, remote []
 	return local, remote, nil
 }
 
-// QuarantineRoomMedia quarantines every local media item the room refers
-// to. (Remote media is not cached here, so there is none to quarantine.)
+// QuarantineRoomMedia quarantines every media item the room refers to:
+// local media, and the cached copies of other servers' (a copy not cached
+// is not fetched to be quarantined).
 func (s *Server) QuarantineRoomMedia(ctx context.Context, by Actor, roomID string) (int, error) {
-	local, _, err := s.RoomMedia(ctx, roomID)
+	local, remote, err := s.RoomMedia(ctx, roomID)
 	if err != nil {
 		return 0, err
 	}
@@ -221,7 +287,17 @@ func (s *Server) QuarantineRoomMedia(ctx context.Context, by Actor, roomID strin
 		_, id, _ := splitMXC(uri)
 		ids = append(ids, id)
 	}
-	return s.QuarantineMedia(ctx, by, ids, true)
+	n, err := s.QuarantineMedia(ctx, by, ids, true)
+	if err != nil || len(remote) == 0 {
+		return n, err
+	}
+	refs := make([]storage.RemoteMediaRef, 0, len(remote))
+	for _, uri := range remote {
+		origin, id, _ := splitMXC(uri)
+		refs = append(refs, storage.RemoteMediaRef{Origin: origin, MediaID: id})
+	}
+	nr, err := s.QuarantineRemoteMedia(ctx, by, refs, true)
+	return n + nr, err
 }
 
 // QuarantineUserMedia quarantines everything a user uploaded.
@@ -289,12 +365,12 @@ func (s *Server) getAdminMedia(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if server != s.cfg.ServerName {
-		return errRemoteMedia()
-	}
 	id, err := pathParam(r, "mediaId")
 	if err != nil {
 		return err
+	}
+	if server != s.cfg.ServerName {
+		return s.getAdminRemoteMedia(w, r, server, id)
 	}
 	m, err := s.MediaInfo(r.Context(), id)
 	if err != nil {
@@ -309,6 +385,21 @@ func (s *Server) getAdminMedia(w http.ResponseWriter, r *http.Request) error {
 		"media_length": m.Size, "upload_name": nullIfEmpty(m.UploadName), "created_ts": m.CreatedTS,
 		"last_access_ts": m.LastAccessTS, "quarantined_by": q, "authenticated": m.Authenticated,
 		"safe_from_quarantine": m.Protected, "sha256": m.SHA256,
+	}})
+}
+
+// getAdminRemoteMedia answers GET /v1/media for a cached copy of another
+// server's media, in the shape Synapse gives its remote_media_cache rows.
+func (s *Server) getAdminRemoteMedia(w http.ResponseWriter, r *http.Request, origin, id string) error {
+	m, err := s.RemoteMediaInfo(r.Context(), origin, id)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"media_info": map[string]any{
+		"media_origin": m.Origin, "media_id": m.MediaID, "media_type": m.ContentType, "media_length": m.Size,
+		"upload_name": nullIfEmpty(m.UploadName), "created_ts": m.CreatedTS, "last_access_ts": m.LastAccessTS,
+		"filesystem_id": m.FileID, "quarantined_by": nullIfEmpty(m.QuarantinedBy), "authenticated": m.Authenticated,
+		"sha256": m.SHA256,
 	}})
 }
 
@@ -368,17 +459,22 @@ func (s *Server) postAdminMediaDelete(w http.ResponseWriter, r *http.Request) er
 
 // POST /_synapse/admin/v1/purge_media_cache
 //
-// Purges cached remote media older than before_ts. Hearth does not
-// federate yet, so it holds no remote media and there is nothing to purge.
+// Deletes the cached copies of other servers' media not downloaded since
+// before_ts (ms), quarantined ones excepted (PurgeRemoteMedia).
 func (s *Server) postAdminPurgeMediaCache(w http.ResponseWriter, r *http.Request) error {
 	v := r.URL.Query().Get("before_ts")
 	if v == "" {
 		return matrix.MissingParam("missing integer query parameter before_ts")
 	}
-	if n, err := strconv.ParseInt(v, 10, 64); err != nil || n < 0 {
+	before, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || before < 0 {
 		return matrix.InvalidParam("query parameter before_ts must be a positive integer")
 	}
-	return writeJSON(w, http.StatusOK, map[string]int{"deleted": 0})
+	n, err := s.PurgeRemoteMedia(r.Context(), s.apiActor(r), before)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]int{"deleted": n})
 }
 
 // POST /_synapse/admin/v1/media/quarantine/{serverName}/{mediaId}
@@ -392,6 +488,25 @@ func (s *Server) postAdminUnquarantineMedia(w http.ResponseWriter, r *http.Reque
 }
 
 func (s *Server) quarantineOne(w http.ResponseWriter, r *http.Request, quarantine bool) error {
+	origin, err := pathParam(r, "serverName")
+	if err != nil {
+		return err
+	}
+	if origin != s.cfg.ServerName {
+		// Another server's media: its cached copy, when there is one.
+		id, err := pathParam(r, "mediaId")
+		if err != nil {
+			return err
+		}
+		if _, err := s.RemoteMediaInfo(r.Context(), origin, id); err != nil {
+			return err
+		}
+		refs := []storage.RemoteMediaRef{{Origin: origin, MediaID: id}}
+		if _, err := s.QuarantineRemoteMedia(r.Context(), s.apiActor(r), refs, quarantine); err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, struct{}{})
+	}
 	id, err := s.localMediaParams(r, "quarantine")
 	if err != nil {
 		return err

@@ -127,8 +127,8 @@ func (s *Server) postFederationUserKeysClaim(w http.ResponseWriter, r *http.Requ
 	return writeJSON(w, http.StatusOK, map[string]any{"one_time_keys": out})
 }
 
-// remoteFailure is a server's entry in a keys answer's failures.
-func remoteFailure(err error) map[string]any {
+// keysFailure is a server's entry in a keys answer's failures.
+func keysFailure(err error) map[string]any {
 	var re *federation.RemoteError
 	if errors.As(err, &re) {
 		return map[string]any{"status": re.Status, "message": re.Msg}
@@ -226,7 +226,7 @@ func (s *Server) remoteKeys(ctx context.Context, out *keysAnswer, users map[stri
 	for server, err := range errs {
 		if err != nil {
 			s.log.Info("federation: keys query failed", "server", server, "err", err)
-			failures[server] = remoteFailure(err)
+			failures[server] = keysFailure(err)
 		}
 	}
 	for _, l := range lists {
@@ -429,7 +429,7 @@ func (s *Server) claimRemote(ctx context.Context, req map[string]map[string]stri
 	for server, err := range errs {
 		if err != nil {
 			s.log.Info("federation: keys claim failed", "server", server, "err", err)
-			failures[server] = remoteFailure(err)
+			failures[server] = keysFailure(err)
 		}
 	}
 	return failures

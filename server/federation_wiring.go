@@ -40,7 +40,7 @@ func trustedKeyServers(cfg *config.Config) []federation.TrustedKeyServer {
 // the sender.
 func (s *Server) startFederation(hc *http.Client) {
 	key := s.roomsKey()
-	s.fedClient = &federation.Client{HTTP: hc, Sign: func(req *http.Request, destination string, content []byte) error {
+	s.fedClient = &federation.Client{HTTP: hc, Web: s.fedTransport.WebClient(), Sign: func(req *http.Request, destination string, content []byte) error {
 		return federation.SignRequest(req, key, s.cfg.ServerName, destination, content)
 	}}
 	s.fedSender = federation.NewSender(federation.SenderOptions{Store: s.store, ServerName: s.cfg.ServerName,

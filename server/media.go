@@ -36,8 +36,9 @@ import (
 // so an acknowledged upload survives a crash; a crash in between leaves at
 // worst an orphaned file, never a row without its file.
 //
-// Only local media exists: Hearth does not federate yet, so every request
-// for another server's media is 404 M_NOT_FOUND.
+// Other servers' media is fetched over federation into the remote media
+// cache (media_remote.go) and served from there like local media; this
+// server's media is served to other servers by federation_media.go.
 
 // mediaRepo is the per-process state of the content repository.
 type mediaRepo struct {
@@ -49,11 +50,13 @@ type mediaRepo struct {
 	// thumbSem bounds concurrent thumbnail generation (CPU and memory).
 	thumbSem chan struct{}
 	preview  *previewer // nil unless url_preview_enabled
+	// remote is the state of fetches of other servers' media (media_remote.go).
+	remote remoteFetches
 }
 
 func newMediaRepo(s *Server) *mediaRepo {
 	m := &mediaRepo{root: s.cfg.MediaStorePath, waiters: map[string]chan struct{}{}, touched: map[string]time.Time{},
-		thumbSem: make(chan struct{}, 2)}
+		thumbSem: make(chan struct{}, 2), remote: newRemoteFetches()}
 	if s.cfg.URLPreviewEnabled {
 		m.preview = newPreviewer(s.cfg)
 	}
@@ -82,6 +85,24 @@ func (m *mediaRepo) contentPath(id string) string {
 // thumbDir holds a media ID's thumbnails.
 func (m *mediaRepo) thumbDir(id string) string {
 	return filepath.Join(m.root, "local_thumbnails", id[0:2], id[2:4], id[4:])
+}
+
+// mediaFile is a file that may be served: local media, or the cached copy
+// of another server's.
+type mediaFile struct {
+	ContentType string
+	UploadName  string
+	CreatedTS   int64
+	path        string // the content
+	thumbDir    string // its cached thumbnails
+	ref         string // "server/id", for logs
+	remote      bool   // a copy of another server's media
+}
+
+// localFile is the servable file of local media.
+func (s *Server) localFile(m *storage.Media) *mediaFile {
+	return &mediaFile{ContentType: m.ContentType, UploadName: m.UploadName, CreatedTS: m.CreatedTS,
+		path: s.media.contentPath(m.MediaID), thumbDir: s.media.thumbDir(m.MediaID), ref: s.cfg.ServerName + "/" + m.MediaID}
 }
 
 // errTooLarge is the 413 for uploads over max_upload_size.
@@ -129,7 +150,12 @@ func (m *mediaRepo) receive(body io.Reader, limit int64) (tmp string, size int64
 
 // commit moves a received file to its media ID's path durably.
 func (m *mediaRepo) commit(tmp, id string) error {
-	dst := m.contentPath(id)
+	return m.commitTo(tmp, m.contentPath(id))
+}
+
+// commitTo moves a received file to dst, a path three directories below
+// the media store's root (<kind>/ab/cd/efgh...), durably.
+func (m *mediaRepo) commitTo(tmp, dst string) error {
 	dir := filepath.Dir(dst)
 	_, statErr := os.Stat(dir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -229,11 +255,15 @@ func uploadMeta(r *http.Request) (contentType, name string) {
 	if contentType == "" {
 		contentType = "application/octet-stream"
 	}
-	name = r.URL.Query().Get("filename")
+	return contentType, cleanFilename(r.URL.Query().Get("filename"))
+}
+
+// cleanFilename bounds a file name and drops its control characters.
+func cleanFilename(name string) string {
 	if len(name) > 255 {
 		name = name[:255]
 	}
-	return contentType, strings.Map(func(c rune) rune {
+	return strings.Map(func(c rune) rune {
 		if c < 0x20 || c == 0x7f {
 			return -1
 		}
@@ -391,22 +421,47 @@ func (s *Server) mediaParams(r *http.Request) (server, id string, err error) {
 	return server, id, nil
 }
 
-// errRemoteMedia answers requests for other servers' media.
+// errRemoteMedia answers requests for other servers' media when this
+// server cannot make federation requests.
 func errRemoteMedia() error {
-	return matrix.NotFound("remote media is not available: this server does not federate yet")
+	return matrix.NotFound("remote media is not available: this server cannot reach other servers")
 }
 
-// servableMedia finds local media that may be served: uploaded (waiting up
-// to timeout_ms for an async upload), not quarantined, and, on the legacy
-// unauthenticated endpoints, not uploaded as authenticated-only.
-func (s *Server) servableMedia(r *http.Request, authenticated bool) (*storage.Media, error) {
+// servableMedia finds media that may be served to a client: this server's
+// (localMedia), or a copy of another server's (remoteMedia).
+func (s *Server) servableMedia(r *http.Request, authenticated bool) (*mediaFile, error) {
 	server, id, err := s.mediaParams(r)
 	if err != nil {
 		return nil, err
 	}
 	if server != s.cfg.ServerName {
-		return nil, errRemoteMedia()
+		return s.remoteMedia(r, server, id, authenticated)
 	}
+	m, err := s.localMedia(r, id, authenticated)
+	if err != nil {
+		return nil, err
+	}
+	return s.localFile(m), nil
+}
+
+// mediaWait reads timeout_ms: how long a download may wait for content
+// not uploaded yet (default 20 s, at most 120 s).
+func mediaWait(r *http.Request) (time.Duration, error) {
+	v := r.URL.Query().Get("timeout_ms")
+	if v == "" {
+		return 20 * time.Second, nil
+	}
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || ms < 0 {
+		return 0, matrix.InvalidParam("timeout_ms must be a non-negative integer")
+	}
+	return min(time.Duration(ms)*time.Millisecond, 120*time.Second), nil
+}
+
+// localMedia finds local media that may be served: uploaded (waiting up
+// to timeout_ms for an async upload), not quarantined, and, on the legacy
+// unauthenticated endpoints, not uploaded as authenticated-only.
+func (s *Server) localMedia(r *http.Request, id string, authenticated bool) (*storage.Media, error) {
 	m, err := s.store.MediaByID(r.Context(), id)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, matrix.NotFound("media not found")
@@ -414,13 +469,9 @@ func (s *Server) servableMedia(r *http.Request, authenticated bool) (*storage.Me
 		return nil, err
 	}
 	if m.Pending {
-		timeout := 20 * time.Second
-		if v := r.URL.Query().Get("timeout_ms"); v != "" {
-			ms, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || ms < 0 {
-				return nil, matrix.InvalidParam("timeout_ms must be a non-negative integer")
-			}
-			timeout = min(time.Duration(ms)*time.Millisecond, 120*time.Second)
+		timeout, err := mediaWait(r)
+		if err != nil {
+			return nil, err
 		}
 		ch := s.media.wait(id)
 		// The upload may have finished between the read and the wait.
@@ -475,6 +526,19 @@ var inlineTypes = map[string]bool{
 // disposition for a served file.
 func setMediaHeaders(w http.ResponseWriter, contentType, filename string) {
 	h := w.Header()
+	contentType, disposition := mediaTypeAndDisposition(contentType, filename)
+	h.Set("Content-Type", contentType)
+	h.Set("Content-Security-Policy", mediaCSP)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cross-Origin-Resource-Policy", "cross-origin")
+	h.Set("Content-Disposition", disposition)
+}
+
+// mediaTypeAndDisposition returns the Content-Type and Content-Disposition
+// a file is served with: an unparsable type becomes
+// application/octet-stream, text gets a charset, and only inlineTypes are
+// inline.
+func mediaTypeAndDisposition(contentType, filename string) (string, string) {
 	base, params, err := mime.ParseMediaType(contentType)
 	if err != nil {
 		base, params, contentType = "application/octet-stream", nil, "application/octet-stream"
@@ -482,11 +546,7 @@ func setMediaHeaders(w http.ResponseWriter, contentType, filename string) {
 	if strings.HasPrefix(base, "text/") && params["charset"] == "" {
 		contentType = base + "; charset=utf-8"
 	}
-	h.Set("Content-Type", contentType)
-	h.Set("Content-Security-Policy", mediaCSP)
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cross-Origin-Resource-Policy", "cross-origin")
-	h.Set("Content-Disposition", contentDisposition(inlineTypes[base], filename))
+	return contentType, contentDisposition(inlineTypes[base], filename)
 }
 
 // contentDisposition renders the header with the file name encoded (RFC
@@ -526,18 +586,28 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request, authenticated 
 			return err
 		}
 	}
-	f, err := os.Open(s.media.contentPath(m.MediaID))
-	if errors.Is(err, os.ErrNotExist) {
-		logFrom(r.Context(), s.log).Error("media file missing", "media_id", m.MediaID)
-		return matrix.NotFound("media not found")
-	} else if err != nil {
-		return fmt.Errorf("media: open %s: %w", m.MediaID, err)
+	f, err := s.openMedia(r, m)
+	if err != nil {
+		return err
 	}
 	defer f.Close()
 	setMediaHeaders(w, m.ContentType, name)
 	setMediaCache(w, authenticated)
 	http.ServeContent(w, r, "", time.UnixMilli(m.CreatedTS), f)
 	return nil
+}
+
+// openMedia opens a servable file; a missing one is not found (and logged:
+// its row says it should be there).
+func (s *Server) openMedia(r *http.Request, m *mediaFile) (*os.File, error) {
+	f, err := os.Open(m.path)
+	if errors.Is(err, os.ErrNotExist) {
+		logFrom(r.Context(), s.log).Error("media file missing", "media", m.ref)
+		return nil, matrix.NotFound("media not found")
+	} else if err != nil {
+		return nil, fmt.Errorf("media: open %s: %w", m.ref, err)
+	}
+	return f, nil
 }
 
 // setMediaCache: content never changes, but it can be quarantined or

@@ -206,11 +206,16 @@ func TestMediaUploadDownload(t *testing.T) {
 		if r.status != 401 {
 			t.Fatalf("unauthenticated upload: %d", r.status)
 		}
-		for _, p := range []string{"hearth.test/AAAAAAAAAAAAAAAAAAAAAAAA", "hearth.test/..%2F..%2Fetc", "other.example/" + uri.FileID} {
+		for _, p := range []string{"hearth.test/AAAAAAAAAAAAAAAAAAAAAAAA", "hearth.test/..%2F..%2Fetc", "bad%2Fserver/" + uri.FileID} {
 			r = mediaDo(t, b, "GET", "/_matrix/client/v1/media/download/"+p, alice.tok, "", nil)
 			if r.status != 404 || r.errcode(t) != "M_NOT_FOUND" {
 				t.Fatalf("download %s: %d %s", p, r.status, r.body)
 			}
+		}
+		// This test server federates with no one (federation_domain_whitelist: []).
+		r = mediaDo(t, b, "GET", "/_matrix/client/v1/media/download/other.example/"+uri.FileID, alice.tok, "", nil)
+		if r.status != 403 || r.errcode(t) != "M_FORBIDDEN" {
+			t.Fatalf("download from a server not federated with: %d %s", r.status, r.body)
 		}
 
 		// Range requests work (video seeking).
@@ -398,7 +403,8 @@ func TestMediaThumbnails(t *testing.T) {
 			{wide, "width=96&height=96&method=stretch", 400, "M_INVALID_PARAM"},
 			{text, "width=96&height=96", 400, "M_UNKNOWN"},
 			{liar, "width=96&height=96", 400, "M_UNKNOWN"},
-			{id.ContentURI{Homeserver: "other.example", FileID: wide.FileID}, "width=96&height=96", 404, "M_NOT_FOUND"},
+			// This test server federates with no one (federation_domain_whitelist: []).
+			{id.ContentURI{Homeserver: "other.example", FileID: wide.FileID}, "width=96&height=96", 403, "M_FORBIDDEN"},
 		} {
 			r := thumb(tc.uri, tc.q)
 			if r.status != tc.status || r.errcode(t) != tc.errcode {

@@ -80,48 +80,15 @@ func (s *Server) getLegacyThumbnail(w http.ResponseWriter, r *http.Request) erro
 }
 
 func (s *Server) thumbnail(w http.ResponseWriter, r *http.Request, authenticated bool) error {
-	q := r.URL.Query()
-	var dims [2]int
-	for i, name := range []string{"width", "height"} {
-		v := q.Get(name)
-		if v == "" {
-			return matrix.MissingParam("missing %s", name)
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			return matrix.InvalidParam("%s must be a positive integer", name)
-		}
-		dims[i] = n
-	}
-	method := q.Get("method")
-	switch method {
-	case "":
-		method = "scale"
-	case "scale", "crop":
-	default:
-		return matrix.InvalidParam("method must be crop or scale")
+	size, err := thumbParams(r)
+	if err != nil {
+		return err
 	}
 	m, err := s.servableMedia(r, authenticated)
 	if err != nil {
 		return err
 	}
-	base := m.ContentType
-	if i := bytes.IndexByte([]byte(base), ';'); i >= 0 {
-		base = base[:i]
-	}
-	if !thumbnailable[base] {
-		return &matrix.Error{Code: "M_UNKNOWN", Msg: "cannot generate a thumbnail for this type of content", Status: http.StatusBadRequest}
-	}
-	size := pickThumbSize(dims[0], dims[1], method)
-	outType := "image/png"
-	if base == "image/jpeg" {
-		outType = "image/jpeg"
-	}
-	path := filepath.Join(s.media.thumbDir(m.MediaID), fmt.Sprintf("%dx%d-%s", size.w, size.h, size.method))
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		data, err = s.makeThumbnail(r, m.MediaID, size, outType, path)
-	}
+	data, outType, err := s.thumbnailOf(r, m, size)
 	if err != nil {
 		return err
 	}
@@ -131,17 +98,76 @@ func (s *Server) thumbnail(w http.ResponseWriter, r *http.Request, authenticated
 	return nil
 }
 
+// thumbParams reads width, height and method, and picks the size that
+// serves them.
+func thumbParams(r *http.Request) (thumbSize, error) {
+	q := r.URL.Query()
+	var dims [2]int
+	for i, name := range []string{"width", "height"} {
+		v := q.Get(name)
+		if v == "" {
+			return thumbSize{}, matrix.MissingParam("missing %s", name)
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return thumbSize{}, matrix.InvalidParam("%s must be a positive integer", name)
+		}
+		dims[i] = n
+	}
+	method := q.Get("method")
+	switch method {
+	case "":
+		method = "scale"
+	case "scale", "crop":
+	default:
+		return thumbSize{}, matrix.InvalidParam("method must be crop or scale")
+	}
+	return pickThumbSize(dims[0], dims[1], method), nil
+}
+
+// thumbnailOf returns a thumbnail of m at size and its type: from the
+// cache next to m, or rendered and cached.
+func (s *Server) thumbnailOf(r *http.Request, m *mediaFile, size thumbSize) ([]byte, string, error) {
+	base := m.ContentType
+	if i := bytes.IndexByte([]byte(base), ';'); i >= 0 {
+		base = base[:i]
+	}
+	if !thumbnailable[base] {
+		return nil, "", &matrix.Error{Code: "M_UNKNOWN", Msg: "cannot generate a thumbnail for this type of content", Status: http.StatusBadRequest}
+	}
+	outType := "image/png"
+	if base == "image/jpeg" {
+		outType = "image/jpeg"
+	}
+	path := filepath.Join(m.thumbDir, fmt.Sprintf("%dx%d-%s", size.w, size.h, size.method))
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		data, err = s.makeThumbnail(r, m, size, outType, path)
+	}
+	var me *matrix.Error
+	if errors.As(err, &me) && me.Code == "M_TOO_LARGE" && m.remote {
+		// Spec: 502 for remote content too large to thumbnail.
+		c := *me
+		c.Status = http.StatusBadGateway
+		return nil, "", &c
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	return data, outType, nil
+}
+
 // makeThumbnail renders one size and caches it (best effort).
-func (s *Server) makeThumbnail(r *http.Request, id string, size thumbSize, outType, path string) ([]byte, error) {
+func (s *Server) makeThumbnail(r *http.Request, m *mediaFile, size thumbSize, outType, path string) ([]byte, error) {
 	select {
 	case s.media.thumbSem <- struct{}{}:
 		defer func() { <-s.media.thumbSem }()
 	case <-r.Context().Done():
 		return nil, r.Context().Err()
 	}
-	f, err := os.Open(s.media.contentPath(id))
+	f, err := os.Open(m.path)
 	if err != nil {
-		return nil, fmt.Errorf("media: open %s for thumbnail: %w", id, err)
+		return nil, fmt.Errorf("media: open %s for thumbnail: %w", m.ref, err)
 	}
 	defer f.Close()
 	data, err := renderThumbnail(f, size, outType)
@@ -149,7 +175,7 @@ func (s *Server) makeThumbnail(r *http.Request, id string, size thumbSize, outTy
 		return nil, err
 	}
 	if err := writeFileAtomic(path, data); err != nil {
-		logFrom(r.Context(), s.log).Warn("thumbnail not cached", "media_id", id, "err", err)
+		logFrom(r.Context(), s.log).Warn("thumbnail not cached", "media", m.ref, "err", err)
 	}
 	return data, nil
 }
@@ -168,8 +194,13 @@ func renderThumbnail(src io.ReadSeeker, size thumbSize, outType string) ([]byte,
 	if err != nil {
 		return nil, cannot
 	}
-	if int64(cfg.Width)*int64(cfg.Height) > maxThumbSourcePixels || cfg.Width <= 0 || cfg.Height <= 0 {
+	if cfg.Width <= 0 || cfg.Height <= 0 {
 		return nil, cannot
+	}
+	if int64(cfg.Width)*int64(cfg.Height) > maxThumbSourcePixels {
+		// Spec: 413 M_TOO_LARGE, "the local content is too large for the
+		// server to thumbnail".
+		return nil, matrix.TooLarge("the image is too large to thumbnail")
 	}
 	if _, err := src.Seek(0, io.SeekStart); err != nil {
 		return nil, err

@@ -65,13 +65,17 @@ func (l *limiter) check(key string) error {
 }
 
 // charge spends a token even if none is left.
-func (l *limiter) charge(key string) {
+func (l *limiter) charge(key string) { l.chargeN(key, 1) }
+
+// chargeN spends n tokens even if fewer are left (for limits counted in
+// bytes, known only once spent).
+func (l *limiter) chargeN(key string, n float64) {
 	if l == nil || l.rate <= 0 {
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.refill(key, l.now()).tokens--
+	l.refill(key, l.now()).tokens -= n
 }
 
 func (l *limiter) refill(key string, now time.Time) *bucket {
@@ -103,6 +107,9 @@ type limiters struct {
 	loginAccount *limiter
 	loginFailed  *limiter
 	registration *limiter
+	// remoteMedia counts bytes fetched from other servers for a client
+	// address (media_remote.go).
+	remoteMedia *limiter
 }
 
 func newLimiters(c *config.Config, now func() time.Time) *limiters {
@@ -111,5 +118,7 @@ func newLimiters(c *config.Config, now func() time.Time) *limiters {
 		loginAccount: newLimiter(c.RCLogin.Account, now),
 		loginFailed:  newLimiter(c.RCLogin.FailedAttempts, now),
 		registration: newLimiter(c.RCRegistration, now),
+		remoteMedia: newLimiter(config.RateLimit{PerSecond: float64(c.RemoteMediaDownloadPerSecond),
+			BurstCount: float64(c.RemoteMediaDownloadBurstCount)}, now),
 	}
 }

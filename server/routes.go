@@ -97,6 +97,9 @@ func (s *Server) routes() http.Handler {
 			r.Get("/user/devices/{userId}", s.api(s.getFederationUserDevices))
 			r.Post("/user/keys/query", s.api(s.postFederationUserKeysQuery))
 			r.Post("/user/keys/claim", s.api(s.postFederationUserKeysClaim))
+			// The content repository (federation_media.go).
+			r.Get("/media/download/{mediaId}", s.api(s.getFederationMediaDownload))
+			r.Get("/media/thumbnail/{mediaId}", s.api(s.getFederationMediaThumbnail))
 		})
 	})
 	r.Route("/_matrix/federation/v2", func(r chi.Router) {

@@ -68,12 +68,21 @@ func (q mediaQuery) url(prefix string, edit func(*mediaQuery)) string {
 	return prefix + "/media?" + v.Encode()
 }
 
+// mediaTotals are the media page's counts: local media, and the cache
+// of other servers' media.
+type mediaTotals struct {
+	Count, Bytes             int64
+	RemoteCount, RemoteBytes int64
+}
+
 func newMediaVM(c templates.Chrome, q mediaQuery, rows []*storage.Media, total int, usage []storage.MediaUsage,
-	count, bytes int64, now time.Time) templates.MediaVM {
+	t mediaTotals, now time.Time) templates.MediaVM {
 	vm := templates.MediaVM{Chrome: c, User: q.User, Back: q.url("", nil)}
 	vm.Totals = []templates.Stat{
-		{Label: "Files", Value: thousands(count), Available: true},
-		{Label: "Stored", Value: humanBytes(uint64(max(bytes, 0))), Available: true},
+		{Label: "Files", Value: thousands(t.Count), Available: true},
+		{Label: "Stored", Value: humanBytes(uint64(max(t.Bytes, 0))), Available: true},
+		{Label: "Cached from other servers", Value: thousands(t.RemoteCount), Available: true,
+			Note: humanBytes(uint64(max(t.RemoteBytes, 0)))},
 	}
 	for _, u := range usage {
 		vm.Usage = append(vm.Usage, templates.MediaUsageVM{UserID: u.UserID, Count: thousands(u.Count), Size: humanBytes(uint64(max(u.Bytes, 0))),
@@ -132,11 +141,14 @@ func (d *Dashboard) getMedia(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	count, bytes, err := d.srv.MediaTotals(ctx)
-	if err != nil {
+	var t mediaTotals
+	if t.Count, t.Bytes, err = d.srv.MediaTotals(ctx); err != nil {
 		return err
 	}
-	vm := newMediaVM(d.chrome(w, r, "Media", "media"), q, rows, total, usage, count, bytes, d.srv.Now())
+	if t.RemoteCount, t.RemoteBytes, err = d.srv.RemoteMediaTotals(ctx); err != nil {
+		return err
+	}
+	vm := newMediaVM(d.chrome(w, r, "Media", "media"), q, rows, total, usage, t, d.srv.Now())
 	d.render(w, r, http.StatusOK, templates.Media(vm))
 	return nil
 }
@@ -219,8 +231,10 @@ func (d *Dashboard) postMediaDelete(w http.ResponseWriter, r *http.Request) erro
 //
 // Deletes local media last used before `days` ago (optionally only files
 // larger than size_mib), through the same code as the admin API's
-// /v1/media/delete, or cleans the remote media cache. Hearth does not
-// federate yet, so that cache is always empty and the page says so.
+// /v1/media/delete, or cleans the cache of other servers' media of what
+// was not downloaded in as long (the admin API's purge_media_cache). The
+// cache clean-up asks no confirmation: what it removes is fetched again
+// when next asked for.
 func (d *Dashboard) postMediaCleanup(w http.ResponseWriter, r *http.Request) error {
 	days, err := strconv.Atoi(r.PostFormValue("days"))
 	if err != nil || days < 1 {
@@ -233,7 +247,12 @@ func (d *Dashboard) postMediaCleanup(w http.ResponseWriter, r *http.Request) err
 		}
 	}
 	if r.PostFormValue("scope") == "remote" {
-		return d.redirect(w, r, "/media", "The remote media cache is empty: Hearth does not federate yet, so it holds no other server's media.", false)
+		before := d.srv.Now().Add(-time.Duration(days) * 24 * time.Hour).UnixMilli()
+		n, err := d.srv.PurgeRemoteMedia(r.Context(), d.actor(r), before)
+		if err != nil {
+			return err
+		}
+		return d.redirect(w, r, "/media", fmt.Sprintf("Removed %d file(s) from the cache of other servers' media.", n), false)
 	}
 	keep := r.PostFormValue("keep_profiles") == "1"
 	what := fmt.Sprintf("every file last used more than %d days ago", days)
@@ -261,7 +280,7 @@ func (d *Dashboard) postRoomMediaQuarantine(w http.ResponseWriter, r *http.Reque
 		return err
 	}
 	if !d.confirmed(w, r, templates.ConfirmVM{Heading: "Quarantine the media of " + roomID + "?",
-		Message: "Every file of this server that the room's messages refer to becomes undownloadable, except protected ones.",
+		Message: "Every file that the room's messages refer to becomes undownloadable: this server's, except protected ones, and the copies of other servers' files this server keeps.",
 		Button:  "Quarantine", Cancel: roomURL(d.prefix, roomID)}) {
 		return nil
 	}

@@ -138,11 +138,31 @@ func TestMediaPages(t *testing.T) {
 			t.Fatalf("clean-up: %d", status)
 		}
 		media() // a file used today survives a clean-up of files older than a day
+		// The cache of other servers' media: two copies, one last
+		// downloaded 40 days ago (server/federation_test.go fills it for
+		// real; only rows are needed here).
+		now := d.Bundle.Server.Now().UnixMilli()
+		for i, ts := range []int64{now - 40*24*3600*1000, now} {
+			m := &storage.RemoteMedia{Origin: "other.example", MediaID: "remoteMedia" + string(rune('A'+i)), ContentType: "image/png",
+				Size: 2048, CreatedTS: ts, SHA256: "ab", FileID: "fileIdxxxxxxxxxxxxxxxxx" + string(rune('A'+i))}
+			if err := d.Store.CreateRemoteMedia(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, page, _ = b.do("GET", "/media", nil); !strings.Contains(page, "Cached from other servers") || !strings.Contains(page, "4.0 KiB") {
+			t.Fatal("the media page does not count the remote media cache")
+		}
 		if status, _, _ = clean("days", "30", "scope", "remote"); status != http.StatusSeeOther {
 			t.Fatalf("remote cache clean-up: %d", status)
 		}
-		if _, page, _ = b.do("GET", "/media", nil); !strings.Contains(page, "remote media cache is empty") {
-			t.Fatal("remote clean-up does not say the cache is empty")
+		if _, page, _ = b.do("GET", "/media", nil); !strings.Contains(page, "Removed 1 file(s) from the cache") {
+			t.Fatal("remote clean-up does not say what it removed")
+		}
+		if _, err := d.Store.RemoteMediaByID(ctx, "other.example", "remoteMediaA"); err == nil {
+			t.Fatal("the old copy survived the clean-up")
+		}
+		if _, err := d.Store.RemoteMediaByID(ctx, "other.example", "remoteMediaB"); err != nil {
+			t.Fatalf("the recent copy was cleaned up: %v", err)
 		}
 		if status, page, _ = b.do("POST", base+"/delete", form()); status != 200 || !strings.Contains(page, `name="confirmed"`) {
 			t.Fatalf("delete without confirmation: %d", status)

@@ -27,6 +27,9 @@ type Client struct {
 	// MaxResponse bounds a response body (default 50 MiB: a send_join
 	// answer for a large room is big).
 	MaxResponse int64
+	// Web fetches the http(s) URLs a media download may be redirected to
+	// (a Location part, media.go); nil: such answers fail.
+	Web *http.Client
 }
 
 // RemoteError is an error answer from another server.
@@ -55,27 +58,9 @@ func (c *Client) Do(ctx context.Context, destination, method, path string, query
 			return fmt.Errorf("federation: encode request to %s: %w", destination, err)
 		}
 	}
-	u := Scheme + "://" + destination + path
-	if len(query) > 0 {
-		u += "?" + query.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(content))
+	resp, err := c.send(ctx, destination, method, path, query, content, true)
 	if err != nil {
-		return fmt.Errorf("federation: request to %s: %w", destination, err)
-	}
-	if content != nil {
-		req.Header.Set("Content-Type", "application/json")
-	} else {
-		req.Body, req.ContentLength = http.NoBody, 0
-	}
-	if c.Sign != nil {
-		if err := c.Sign(req, destination, content); err != nil {
-			return fmt.Errorf("federation: sign request to %s: %w", destination, err)
-		}
-	}
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return fmt.Errorf("federation: %s %s to %s: %w", method, path, destination, err)
+		return err
 	}
 	defer resp.Body.Close()
 	limit := c.MaxResponse
@@ -90,17 +75,7 @@ func (c *Client) Do(ctx context.Context, destination, method, path string, query
 		return fmt.Errorf("federation: answer of %s to %s is larger than %d bytes", destination, path, limit)
 	}
 	if resp.StatusCode != http.StatusOK {
-		re := &RemoteError{Destination: destination, Status: resp.StatusCode}
-		var me struct {
-			Code  string `json:"errcode"`
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(raw, &me) == nil && me.Code != "" {
-			re.Code, re.Msg = me.Code, me.Error
-		} else {
-			re.Msg = strings.TrimSpace(string(raw[:min(len(raw), 200)]))
-		}
-		return re
+		return remoteError(destination, resp.StatusCode, raw)
 	}
 	if out == nil {
 		return nil
@@ -109,6 +84,66 @@ func (c *Client) Do(ctx context.Context, destination, method, path string, query
 		return fmt.Errorf("federation: answer of %s to %s is not the JSON expected: %w", destination, path, err)
 	}
 	return nil
+}
+
+// Stream sends GET path (with its query) to destination, signed unless
+// unsigned, and returns a 200 answer for the caller to read and close:
+// unlike Do it does not buffer the body, so the caller can bound and
+// store a large one (media). Other answers are *RemoteError.
+func (c *Client) Stream(ctx context.Context, destination, path string, query url.Values, unsigned bool) (*http.Response, error) {
+	resp, err := c.send(ctx, destination, http.MethodGet, path, query, nil, !unsigned)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		// An error body is small JSON; the rest of a larger one is of no use.
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return nil, remoteError(destination, resp.StatusCode, raw)
+	}
+	return resp, nil
+}
+
+// send makes the request, with content as its JSON body when not nil.
+func (c *Client) send(ctx context.Context, destination, method, path string, query url.Values, content []byte, sign bool) (*http.Response, error) {
+	u := Scheme + "://" + destination + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(content))
+	if err != nil {
+		return nil, fmt.Errorf("federation: request to %s: %w", destination, err)
+	}
+	if content != nil {
+		req.Header.Set("Content-Type", "application/json")
+	} else {
+		req.Body, req.ContentLength = http.NoBody, 0
+	}
+	if sign && c.Sign != nil {
+		if err := c.Sign(req, destination, content); err != nil {
+			return nil, fmt.Errorf("federation: sign request to %s: %w", destination, err)
+		}
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("federation: %s %s to %s: %w", method, path, destination, err)
+	}
+	return resp, nil
+}
+
+// remoteError describes an error answer; raw is its body.
+func remoteError(destination string, status int, raw []byte) *RemoteError {
+	re := &RemoteError{Destination: destination, Status: status}
+	var me struct {
+		Code  string `json:"errcode"`
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(raw, &me) == nil && me.Code != "" {
+		re.Code, re.Msg = me.Code, me.Error
+	} else {
+		re.Msg = strings.TrimSpace(string(raw[:min(len(raw), 200)]))
+	}
+	return re
 }
 
 // IsNotFound reports whether err is a remote 404.

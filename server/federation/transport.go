@@ -232,6 +232,37 @@ func NewTransportFromConfig(cfg *config.Config, opts ...TransportOption) (*Trans
 // Resolver is the Transport's resolver (for diagnostics, or to share).
 func (t *Transport) Resolver() *Resolver { return t.resolver }
 
+// WebClient returns a client for ordinary http and https URLs that dials
+// through the Transport's address policy and trusts the same CAs: for the
+// URL another server may send in place of media (a Location part). It
+// follows at most 5 redirects, to http(s) URLs only. These URLs are not
+// server names, so federation_domain_whitelist does not apply to them.
+func (t *Transport) WebClient() *http.Client {
+	tc := t.tlsConfig.Clone()
+	tc.NextProtos = nil
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:                  nil,
+			DialContext:            t.dialer.DialContext,
+			TLSClientConfig:        tc,
+			TLSHandshakeTimeout:    t.timeouts.TLSHandshake,
+			ResponseHeaderTimeout:  t.timeouts.ResponseHeader,
+			MaxIdleConns:           8,
+			IdleConnTimeout:        t.timeouts.Idle,
+			MaxResponseHeaderBytes: 64 << 10,
+		},
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 5 {
+				return errors.New("federation: too many redirects")
+			}
+			if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+				return errors.New("federation: redirect to a non-HTTP URL")
+			}
+			return nil
+		},
+	}
+}
+
 // ErrNotWhitelisted is the refusal of a destination that is not on
 // federation_domain_whitelist.
 var ErrNotWhitelisted = errors.New("not on federation_domain_whitelist")

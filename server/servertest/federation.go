@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,6 +89,33 @@ func (f *Federation) Start(t testing.TB, e storagetest.Engine, opts ...Option) *
 	b.open(t, "")
 	t.Cleanup(b.cleanup)
 	return b
+}
+
+// FederationRequests counts the requests the server's federation listener
+// received whose path starts with prefix: what other servers asked of it.
+func (b *Bundle) FederationRequests(prefix string) int {
+	b.fedMu.Lock()
+	defer b.fedMu.Unlock()
+	n := 0
+	for p, c := range b.fedSeen {
+		if strings.HasPrefix(p, prefix) {
+			n += c
+		}
+	}
+	return n
+}
+
+// countFederation counts each request (FederationRequests) before h.
+func (b *Bundle) countFederation(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b.fedMu.Lock()
+		if b.fedSeen == nil {
+			b.fedSeen = map[string]int{}
+		}
+		b.fedSeen[r.URL.Path]++
+		b.fedMu.Unlock()
+		h.ServeHTTP(w, r)
+	})
 }
 
 // serve starts the federation listener of a server: on ln, or listening

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,6 +44,8 @@ type Bundle struct {
 	// addr is the client listener's address while stopped.
 	addr    string
 	stopped bool
+	fedMu   sync.Mutex
+	fedSeen map[string]int // path → requests (FederationRequests)
 }
 
 // Option edits the config before the server starts.
@@ -141,7 +144,7 @@ func (b *Bundle) open(t testing.TB, addr string) {
 	}
 	hs.Start()
 	if b.fed != nil {
-		b.FedHTTP = b.fed.serve(t, h, reqCtx, b.Cfg.ServerName, b.fedLn)
+		b.FedHTTP = b.fed.serve(t, b.countFederation(h), reqCtx, b.Cfg.ServerName, b.fedLn)
 		b.fedLn = nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
