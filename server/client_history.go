@@ -533,6 +533,11 @@ func (s *Server) getTimestampToEvent(w http.ResponseWriter, r *http.Request) err
 		return err
 	}
 	if len(visible) == 0 {
+		// History this server lacks may have it: ask the room's other
+		// servers, as Synapse does.
+		if resp, ok := s.remoteTimestampToEvent(ctx, roomID, q.Get("ts"), q.Get("dir")); ok {
+			return writeJSON(w, http.StatusOK, resp)
+		}
 		return matrix.NotFound("no event found from %d in direction %s", ts, q.Get("dir"))
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"event_id": visible[0].EventID, "origin_server_ts": visible[0].OriginServerTS})

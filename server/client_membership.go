@@ -216,7 +216,7 @@ func (s *Server) postKnock(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	roomID, _, err := s.resolveRoom(r.Context(), idOrAlias)
+	roomID, servers, err := s.resolveRoom(r.Context(), idOrAlias)
 	if err != nil {
 		return err
 	}
@@ -227,6 +227,16 @@ func (s *Server) postKnock(w http.ResponseWriter, r *http.Request) error {
 	content, err := s.memberContent(r.Context(), rooms.MembershipKnock, me.UserID, req.Reason)
 	if err != nil {
 		return err
+	}
+	if remote, others, err := s.joinsRemotely(r.Context(), roomID); err != nil {
+		return err
+	} else if remote {
+		q := r.URL.Query()
+		servers = append(append(append(q["via"], q["server_name"]...), servers...), others...)
+		if err := s.knockRemote(r.Context(), me.UserID, roomID, joinServers(roomID, servers), content); err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 	}
 	if _, err := s.sendEvents(r.Context(), roomID, newEvent{Type: rooms.TypeMember, StateKey: &me.UserID, Sender: me.UserID, Content: content}); err != nil {
 		return err

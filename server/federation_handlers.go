@@ -219,3 +219,21 @@ func (s *Server) federationPublicRooms(w http.ResponseWriter, r *http.Request) e
 	resp, err := s.publicRoomList(r.Context(), req)
 	return answer(w, resp, err)
 }
+
+// GET /_matrix/federation/v1/timestamp_to_event/{roomId}
+func (s *Server) getFederationTimestampToEvent(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := pathParam(r, "roomId")
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
+	if err != nil {
+		return matrix.InvalidParam("ts must be an integer")
+	}
+	if d := q.Get("dir"); d != "f" && d != "b" {
+		return matrix.InvalidParam("dir must be f or b")
+	}
+	resp, err := s.fedTimestampToEvent(r.Context(), originFrom(r.Context()), roomID, ts, q.Get("dir") == "f")
+	return answer(w, resp, err)
+}

@@ -244,3 +244,46 @@ func (s *Server) localLeave(m *storage.RoomMembership, invite *storage.Event, us
 	}
 	return rooms.BuildEvent(rv, t, s.roomsKey())
 }
+
+// knockRemote knocks on a room this server is not in, through the first of
+// servers that takes it (make_knock, send_knock); the knock is shown to
+// the user as an out-of-room membership with the room's stripped state.
+func (s *Server) knockRemote(ctx context.Context, userID, roomID string, servers []string, content map[string]any) error {
+	if s.fedClient == nil {
+		return matrix.NotFound("room %s is not known to this server, and it does not federate", roomID)
+	}
+	var lastErr error
+	tried := map[string]bool{s.cfg.ServerName: true}
+	for _, server := range servers {
+		if server == "" || tried[server] {
+			continue
+		}
+		tried[server] = true
+		proto, rv, err := s.fedClient.MakeMembership(ctx, server, rooms.MembershipKnock, roomID, userID)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		knock, err := rooms.CompleteProto(rv, proto, content, s.roomsKey())
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		var resp struct {
+			KnockRoomState []json.RawMessage `json:"knock_room_state"`
+		}
+		if err := s.fedClient.SendMembership(ctx, server, rooms.MembershipKnock, knock, &resp); err != nil {
+			lastErr = err
+			continue
+		}
+		return s.recordOutOfRoom(ctx, knock, userID, rooms.MembershipKnock, resp.KnockRoomState)
+	}
+	var re *federation.RemoteError
+	if errors.As(lastErr, &re) && re.Status == http.StatusForbidden {
+		return matrix.Forbidden("%s refused the knock: %s", re.Destination, re.Msg)
+	}
+	if lastErr == nil {
+		return matrix.NotFound("no server to knock on room %s through", roomID)
+	}
+	return &matrix.Error{Code: "M_UNKNOWN", Status: http.StatusBadGateway, Msg: "could not knock on room " + roomID, Err: lastErr}
+}

@@ -266,3 +266,33 @@ func cmpOr(a, b string) string {
 	}
 	return b
 }
+
+// remoteTimestampToEvent asks the room's other servers for the event
+// closest to ts (GET /_matrix/federation/v1/timestamp_to_event), and
+// answers the first event found that this server can also read about.
+func (s *Server) remoteTimestampToEvent(ctx context.Context, roomID, ts, dir string) (map[string]any, bool) {
+	if s.fedClient == nil {
+		return nil, false
+	}
+	servers, err := s.store.JoinedServers(ctx, roomID)
+	if err != nil {
+		return nil, false
+	}
+	for _, server := range servers {
+		if server == s.cfg.ServerName {
+			continue
+		}
+		var resp struct {
+			EventID        string `json:"event_id"`
+			OriginServerTS int64  `json:"origin_server_ts"`
+		}
+		q := url.Values{"ts": {ts}, "dir": {dir}}
+		if err := s.fedClient.Do(ctx, server, http.MethodGet, "/_matrix/federation/v1/timestamp_to_event/"+url.PathEscape(roomID), q, nil, &resp); err != nil {
+			continue
+		}
+		if strings.HasPrefix(resp.EventID, "$") {
+			return map[string]any{"event_id": resp.EventID, "origin_server_ts": resp.OriginServerTS}, true
+		}
+	}
+	return nil, false
+}

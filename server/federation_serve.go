@@ -369,3 +369,25 @@ func (s *Server) fedQueryDirectory(ctx context.Context, alias string) (map[strin
 	})
 	return map[string]any{"room_id": roomID, "servers": servers}, nil
 }
+
+// fedTimestampToEvent answers GET /timestamp_to_event/{roomId}: the event
+// of the room closest to ts in the direction asked, among those origin may
+// see.
+func (s *Server) fedTimestampToEvent(ctx context.Context, origin, roomID string, ts int64, forwards bool) (map[string]any, error) {
+	if _, _, err := s.roomOfServer(ctx, roomID, origin); err != nil {
+		return nil, err
+	}
+	evs, err := s.store.EventsNearTimestamp(ctx, roomID, ts, forwards, 100)
+	if err != nil {
+		return nil, err
+	}
+	cache := map[int64]bool{}
+	for _, e := range evs {
+		if ok, err := s.serverCanSee(ctx, origin, e.StateGroup, cache); err != nil {
+			return nil, err
+		} else if ok {
+			return map[string]any{"event_id": e.EventID, "origin_server_ts": e.OriginServerTS}, nil
+		}
+	}
+	return nil, matrix.NotFound("no event found from %d", ts)
+}

@@ -503,15 +503,28 @@ func TestFederationBackPagination(t *testing.T) {
 			t.Fatal(err)
 		}
 		var want []string
+		var mid id.EventID
+		var midTS time.Time
 		for i := 0; i < 25; i++ {
 			body := fmt.Sprintf("history %d", i)
-			if _, err := alice.cli.SendText(ctx, room.RoomID, body); err != nil {
+			sent, err := alice.cli.SendText(ctx, room.RoomID, body)
+			if err != nil {
 				t.Fatal(err)
+			}
+			if i == 12 {
+				mid, midTS = sent.EventID, time.Now()
+				time.Sleep(20 * time.Millisecond)
 			}
 			want = append(want, body)
 		}
 		if _, err := bob.cli.JoinRoom(ctx, string(room.RoomID), &mautrix.ReqJoinRoom{Via: []string{a.Cfg.ServerName}}); err != nil {
 			t.Fatal(err)
+		}
+		// Before any back-pagination, bob's server has none of that
+		// history: it asks alice's for the event nearest a time in it.
+		near, err := bob.cli.TimestampToEvent(ctx, room.RoomID, midTS.Add(5*time.Millisecond), mautrix.DirectionBackward)
+		if err != nil || near.EventID != mid {
+			t.Errorf("timestamp_to_event in history bob's server lacks: %+v %v, want %s", near, err, mid)
 		}
 		var got []string
 		from := ""
@@ -615,6 +628,49 @@ func TestFederationPublicRooms(t *testing.T) {
 		}
 		if _, err := bob.cli.PublicRooms(ctx, &mautrix.ReqPublicRooms{Server: private.Cfg.ServerName}); !errorIs(err, mautrix.MForbidden) {
 			t.Errorf("directory of a server that does not share it: %v", err)
+		}
+	})
+}
+
+// Knocking on a room of another server: the knock reaches the room, the
+// knocker sees it with the room's stripped state, and an invite from the
+// room lets them in.
+func TestFederationKnock(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		fed := servertest.NewFederation(t)
+		a, b := fed.Start(t, e), fed.Start(t, e)
+		ctx := t.Context()
+		alice, bob := newSyncUser(t, a, "alice"), newSyncUser(t, b, "bob")
+		room, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Knock first",
+			InitialState: []*event.Event{{Type: event.StateJoinRules, Content: event.Content{Raw: map[string]any{"join_rule": "knock"}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		since := doSync(t, bob, "", "", 0).NextBatch
+		if _, err := bob.cli.KnockRoom(ctx, string(room.RoomID), &mautrix.ReqKnockRoom{Via: []string{a.Cfg.ServerName}, Reason: "let me in"}); err != nil {
+			t.Fatalf("knock: %v", err)
+		}
+		since = waitRoom(t, bob, since, "the knock", func(r *mautrix.RespSync) bool {
+			k, ok := r.Rooms.Knock[room.RoomID]
+			if ok {
+				if n := hasType(k.State.Events, "m.room.name"); n == nil || n.Content.Raw["name"] != "Knock first" {
+					t.Errorf("knock state lacks the room's name: %v", k.State.Events)
+				}
+			}
+			return ok
+		})
+		if m, err := a.Store.Membership(ctx, string(room.RoomID), string(bob.id)); err != nil || m != "knock" {
+			t.Fatalf("bob's membership on alice's server: %q %v", m, err)
+		}
+		if _, err := alice.cli.InviteUser(ctx, room.RoomID, &mautrix.ReqInviteUser{UserID: bob.id}); err != nil {
+			t.Fatal(err)
+		}
+		waitRoom(t, bob, since, "the invite", func(r *mautrix.RespSync) bool {
+			_, ok := r.Rooms.Invite[room.RoomID]
+			return ok
+		})
+		if _, err := bob.cli.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatalf("join after the invite: %v", err)
 		}
 	})
 }

@@ -88,6 +88,7 @@ func (s *Server) routes() http.Handler {
 			r.Get("/event_auth/{roomId}/{eventId}", s.api(s.getFederationEventAuth))
 			r.Get("/backfill/{roomId}", s.api(s.getFederationBackfill))
 			r.Post("/get_missing_events/{roomId}", s.api(s.postFederationMissingEvents))
+			r.Get("/timestamp_to_event/{roomId}", s.api(s.getFederationTimestampToEvent))
 			// Queries (federation_misc.go, federation_serve.go).
 			r.Get("/query/profile", s.api(s.getFederationProfile))
 			r.Get("/query/directory", s.api(s.getFederationDirectory))

@@ -53,10 +53,15 @@ type SendJoinResponse struct {
 	MembersOmitted bool              `json:"members_omitted"`
 }
 
-// SendMembership sends a signed membership event (send_join, send_leave,
-// send_knock, v2) and decodes the answer into out (nil to ignore it).
+// SendMembership sends a signed membership event (send_join and
+// send_leave v2, send_knock v1, the only one the spec has) and decodes the
+// answer into out (nil to ignore it).
 func (c *Client) SendMembership(ctx context.Context, destination, membership string, e *rooms.Event, out any) error {
-	path := fmt.Sprintf("/_matrix/federation/v2/send_%s/%s/%s", membership, url.PathEscape(e.RoomID()), url.PathEscape(e.ID()))
+	version := "v2"
+	if membership == rooms.MembershipKnock {
+		version = "v1"
+	}
+	path := fmt.Sprintf("/_matrix/federation/%s/send_%s/%s/%s", version, membership, url.PathEscape(e.RoomID()), url.PathEscape(e.ID()))
 	return c.Do(ctx, destination, http.MethodPut, path, nil, json.RawMessage(e.JSON()), out)
 }
 
