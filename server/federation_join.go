@@ -75,6 +75,13 @@ func (s *Server) roomForServer(ctx context.Context, roomID, origin string) (*sto
 	} else if !ok {
 		return nil, matrix.Forbidden("server %s is denied by the room's server ACL", origin)
 	}
+	// A server whose users all left has a stale copy of the room: it can
+	// neither vouch for joins nor serve its state.
+	if in, err := s.inRoom(ctx, roomID); err != nil {
+		return nil, err
+	} else if !in {
+		return nil, matrix.NotFound("this server is no longer in room %s", roomID)
+	}
 	return room, nil
 }
 

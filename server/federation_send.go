@@ -11,6 +11,7 @@ import (
 
 	"hearth/server/matrix"
 	"hearth/server/rooms"
+	"hearth/server/storage"
 	"hearth/server/timeline"
 )
 
@@ -95,6 +96,9 @@ func (s *Server) receivePDUs(ctx context.Context, origin string, raws []json.Raw
 	for _, raw := range raws {
 		roomID := gjson.GetBytes(raw, "room_id").String()
 		room, err := s.store.RoomByID(ctx, roomID)
+		if err == nil && !s.receivesFor(ctx, roomID) && !s.aboutLocalMember(raw) {
+			err = storage.ErrNotFound
+		}
 		if err != nil {
 			s.log.Info("federation: PDU for a room this server is not in", "origin", origin, "room_id", roomID)
 			continue
@@ -142,6 +146,24 @@ func (s *Server) receivePDUs(ctx context.Context, origin string, raws []json.Raw
 		}
 	}
 	return results
+}
+
+// receivesFor reports whether this server takes events of a room it knows:
+// while a user of its is in it, or while it is joining (no timeline yet).
+// A room all its users left is not followed any more.
+func (s *Server) receivesFor(ctx context.Context, roomID string) bool {
+	if in, err := s.inRoom(ctx, roomID); err != nil || in {
+		return err == nil
+	}
+	exts, err := s.store.ForwardExtremities(ctx, roomID)
+	return err == nil && len(exts) == 0
+}
+
+// aboutLocalMember reports whether a PDU is a membership event of one of
+// this server's users (a ban or an invite after they left still concerns
+// them).
+func (s *Server) aboutLocalMember(pdu []byte) bool {
+	return gjson.GetBytes(pdu, "type").String() == rooms.TypeMember && s.isLocalUser(gjson.GetBytes(pdu, "state_key").String())
 }
 
 // errNotFromOrigin refuses an EDU about a user of another server.
