@@ -171,6 +171,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		}(b)
 	}
 	log.Info("hearth started", "version", server.Version, "server_name", cfg.ServerName, "database", st.Engine())
+	if w := cfg.KeyServerWarning(); w != "" {
+		log.Warn(w)
+	}
 	if o.Ready != nil {
 		o.Ready(servers[0].ln.Addr().String())
 	}
