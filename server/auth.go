@@ -97,6 +97,20 @@ func (s *Server) auth(next http.Handler) http.Handler {
 	})
 }
 
+// authOptional is middleware for routes where a token is optional: with
+// one it must be valid (deviceFrom then names the user), without one the
+// request goes on anonymously.
+func (s *Server) authOptional(next http.Handler) http.Handler {
+	return s.api(func(w http.ResponseWriter, r *http.Request) error {
+		if r.Header.Get("Authorization") == "" && !r.URL.Query().Has("access_token") {
+			next.ServeHTTP(w, r)
+			return nil
+		}
+		s.auth(next).ServeHTTP(w, r)
+		return nil
+	})
+}
+
 // adminOnly is middleware (after auth) refusing non-admins with 403.
 func (s *Server) adminOnly(next http.Handler) http.Handler {
 	return s.api(func(w http.ResponseWriter, r *http.Request) error {

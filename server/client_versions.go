@@ -23,7 +23,7 @@ var specVersions = []string{
 func (s *Server) getVersions(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, map[string]any{
 		"versions":          specVersions,
-		"unstable_features": map[string]bool{},
+		"unstable_features": map[string]bool{"im.nheko.summary": true},
 	})
 }
 

@@ -23,6 +23,8 @@ func (s *Server) routes() http.Handler {
 	}
 	r.Route("/_matrix/client/v1", func(r chi.Router) {
 		r.Get("/register/m.login.registration_token/validity", s.api(s.getRegistrationTokenValidity))
+		// Spaces (client_spaces.go): the summary needs no token for rooms anyone may see.
+		r.With(s.authOptional).Get("/room_summary/{roomIdOrAlias}", s.api(s.getRoomSummary))
 		r.Group(func(r chi.Router) {
 			r.Use(s.auth)
 			// Relations, threads and jumping to a date (client_relations.go, client_history.go).
@@ -31,6 +33,7 @@ func (s *Server) routes() http.Handler {
 			r.Get("/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", s.api(s.getRelations))
 			r.Get("/rooms/{roomId}/threads", s.api(s.getThreads))
 			r.Get("/rooms/{roomId}/timestamp_to_event", s.api(s.getTimestampToEvent))
+			r.Get("/rooms/{roomId}/hierarchy", s.api(s.getHierarchy))
 			// Authenticated media (media.go, media_thumbnail.go, media_preview.go).
 			r.Get("/media/config", s.api(s.getMediaConfig))
 			r.Get("/media/download/{serverName}/{mediaId}", s.api(s.getDownload))
@@ -38,6 +41,13 @@ func (s *Server) routes() http.Handler {
 			r.Get("/media/thumbnail/{serverName}/{mediaId}", s.api(s.getThumbnail))
 			r.Get("/media/preview_url", s.api(s.getPreviewURL))
 		})
+	})
+
+	// MSC3266's unstable paths for /room_summary, which clients use until
+	// the server lists v1.15.
+	r.Route("/_matrix/client/unstable/im.nheko.summary", func(r chi.Router) {
+		r.With(s.authOptional).Get("/summary/{roomIdOrAlias}", s.api(s.getRoomSummary))
+		r.With(s.authOptional).Get("/rooms/{roomIdOrAlias}/summary", s.api(s.getRoomSummary))
 	})
 
 	// The content repository's own prefix: uploads, and the legacy
@@ -94,6 +104,7 @@ func (s *Server) routes() http.Handler {
 			r.Get("/query/directory", s.api(s.getFederationDirectory))
 			r.Get("/publicRooms", s.api(s.federationPublicRooms))
 			r.Post("/publicRooms", s.api(s.federationPublicRooms))
+			r.Get("/hierarchy/{roomId}", s.api(s.getFederationHierarchy))
 			// End-to-end encryption (federation_keys.go).
 			r.Get("/user/devices/{userId}", s.api(s.getFederationUserDevices))
 			r.Post("/user/keys/query", s.api(s.postFederationUserKeysQuery))

@@ -73,6 +73,8 @@ type Server struct {
 	// resyncs are the remote device lists being fetched again
 	// (federation_keys.go).
 	resyncs resyncs
+	// spaces caches other servers' descriptions of rooms (client_spaces.go).
+	spaces spaceCache
 	// bg is the background work Run owns (run.go).
 	bg background
 }
