@@ -70,9 +70,10 @@ func (s *Server) routes() http.Handler {
 	r.With(s.auth).Post("/_matrix/media/v1/create", s.api(s.postCreateMedia))
 
 	// Federation: this server's keys and the notary (keys_server.go), and
-	// the Server-Server API. /version is unauthenticated (spec); every
-	// other route goes in the group, behind the X-Matrix check
-	// (fedauth.go), and reads the asking server with originFrom.
+	// the Server-Server API. /version and /openid/userinfo are
+	// unauthenticated (spec); every other route goes in the group, behind
+	// the X-Matrix check (fedauth.go), and reads the asking server with
+	// originFrom.
 	r.Route("/_matrix/key/v2", func(r chi.Router) {
 		r.Get("/server", s.api(s.getServerKeys))
 		r.Get("/server/{keyId}", s.api(s.getServerKeys))
@@ -82,6 +83,8 @@ func (s *Server) routes() http.Handler {
 	})
 	r.Route("/_matrix/federation/v1", func(r chi.Router) {
 		r.Get("/version", s.api(s.getFederationVersion))
+		// Asked by the third party an OpenID token was given to (openid.go).
+		r.Get("/openid/userinfo", s.api(s.getOpenIDUserinfo))
 		r.Group(func(r chi.Router) {
 			r.Use(s.federationAuth)
 			// Transactions (federation_send.go).
@@ -155,6 +158,8 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.Put("/devices/{deviceId}", s.api(s.putDevice))
 		r.Delete("/devices/{deviceId}", s.api(s.deleteDevice))
 		r.Post("/delete_devices", s.api(s.postDeleteDevices))
+		// Proving who the user is to a third party (openid.go).
+		r.Post("/user/{userId}/openid/request_token", s.api(s.postOpenIDRequestToken))
 
 		// Features with nothing to offer yet, answered with empty shapes.
 		r.Get("/account/3pid", s.api(s.getThreePIDs))

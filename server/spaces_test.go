@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -267,6 +268,37 @@ func TestFederationSpaces(t *testing.T) {
 		err = cli.Do(ctx, a.Cfg.ServerName, "GET", "/_matrix/federation/v1/hierarchy/"+url.PathEscape(string(old.r2)), nil, nil, nil)
 		if err == nil || !strings.Contains(err.Error(), "M_NOT_FOUND") {
 			t.Errorf("hierarchy of a room bob's server may not see: %v", err)
+		}
+	})
+}
+
+// TestOpenID: a user's OpenID token names them to whoever asks this
+// server's federation API, without X-Matrix, for an hour.
+func TestOpenID(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice, bob := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob")
+		path := "/_matrix/client/v3/user/" + esc(string(alice.id)) + "/openid/request_token"
+		acctDo(t, b, "POST", path, bob.tok, map[string]any{}).want(t, 403, "M_FORBIDDEN")
+		acctDo(t, b, "POST", path, "", map[string]any{}).want(t, 401, "M_MISSING_TOKEN")
+		got := acctDo(t, b, "POST", path, alice.tok, map[string]any{})
+		got.want(t, 200, "")
+		tok, _ := got.body["access_token"].(string)
+		if tok == "" || got.body["token_type"] != "Bearer" || got.body["matrix_server_name"] != alice.id.Homeserver() || got.body["expires_in"] != 3600.0 {
+			t.Fatalf("openid token: %v", got.body)
+		}
+		info := acctDo(t, b, "GET", "/_matrix/federation/v1/openid/userinfo?access_token="+url.QueryEscape(tok), "", nil)
+		if info.want(t, 200, ""); info.body["sub"] != string(alice.id) {
+			t.Errorf("userinfo: %v", info.body)
+		}
+		acctDo(t, b, "GET", "/_matrix/federation/v1/openid/userinfo?access_token=nope", "", nil).want(t, 401, "M_UNKNOWN_TOKEN")
+		acctDo(t, b, "GET", "/_matrix/federation/v1/openid/userinfo", "", nil).want(t, 401, "M_MISSING_TOKEN")
+		// An access token is not an OpenID token.
+		acctDo(t, b, "GET", "/_matrix/federation/v1/openid/userinfo?access_token="+url.QueryEscape(alice.tok), "", nil).want(t, 401, "M_UNKNOWN_TOKEN")
+		// After an hour the token is refused.
+		later := time.Now().Add(time.Hour).UnixMilli()
+		if _, err := b.Store.OpenIDTokenUser(t.Context(), tok, later); err == nil {
+			t.Errorf("the token is still valid an hour later")
 		}
 	})
 }
