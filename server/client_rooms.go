@@ -420,13 +420,13 @@ func (s *Server) hasPowerFor(ctx context.Context, roomID, userID, level string) 
 		return false, err
 	}
 	rv, _ := rooms.LookupVersion(room.RoomVersion)
-	ce, err := rooms.ParseEvent(rv, create.JSON)
+	ce, err := rooms.ParseStored(rv, create.JSON, create.EventID)
 	if err != nil {
 		return false, err
 	}
 	var pe *rooms.Event
 	if pl, err := s.store.CurrentStateEvent(ctx, roomID, rooms.TypePowerLevels, ""); err == nil {
-		if pe, err = rooms.ParseEvent(rv, pl.JSON); err != nil {
+		if pe, err = rooms.ParseStored(rv, pl.JSON, pl.EventID); err != nil {
 			return false, err
 		}
 	} else if !errors.Is(err, storage.ErrNotFound) {

@@ -152,20 +152,11 @@ func (s *Store) EventByID(ctx context.Context, eventID string) (*Event, error) {
 
 // EventsByID returns the events found, in no particular order.
 func (s *Store) EventsByID(ctx context.Context, ids []string) ([]*Event, error) {
-	var out []*Event
-	for start := 0; start < len(ids); start += 500 {
-		chunk := ids[start:min(start+500, len(ids))]
-		args := make([]any, len(chunk))
-		for i, id := range chunk {
-			args[i] = id
-		}
-		evs, err := scanEvents(s.read.QueryContext(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id IN (`+inList(1, len(chunk))+`)`, args...))
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, evs...)
+	if len(ids) == 0 {
+		return nil, nil
 	}
-	return out, nil
+	cond, arg := s.inSet("event_id", 1, ids)
+	return scanEvents(s.read.QueryContext(ctx, `SELECT `+eventColumns+` FROM events WHERE `+cond, arg))
 }
 
 // Extremity is a forward extremity with what building on it needs.
