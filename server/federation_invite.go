@@ -62,7 +62,10 @@ func (s *Server) inviteRemote(ctx context.Context, roomID, inviter, invitee stri
 }
 
 // inviteRoomState is what an invitee's server is shown of the room: the
-// stripped state events of strippedStateTypes.
+// current state events of strippedStateTypes, m.room.create first, as the
+// PDUs they are. Since v1.16 (MSC4311) the spec wants full PDUs of the
+// room's version here, so the invitee's server can check them; Synapse
+// warns about stripped events and means to refuse them.
 func (s *Server) inviteRoomState(ctx context.Context, roomID string) ([]json.RawMessage, error) {
 	var out []json.RawMessage
 	for _, t := range strippedStateTypes {
@@ -73,10 +76,41 @@ func (s *Server) inviteRoomState(ctx context.Context, roomID string) ([]json.Raw
 		if err != nil {
 			return nil, err
 		}
-		raw, _ := json.Marshal(map[string]any{"type": e.Type, "state_key": e.StateKey, "sender": e.Sender, "content": contentOf(e.JSON)})
-		out = append(out, raw)
+		out = append(out, json.RawMessage(e.JSON))
 	}
 	return out, nil
+}
+
+// clientStrippedState turns the room state another server sent with an
+// invite (full PDUs since v1.16, stripped events before) into what the
+// Client-Server API shows an invitee: StrippedStateEvents with type,
+// state_key, sender and content only. Entries of another room, or without
+// those fields, are left out.
+func clientStrippedState(roomID string, raws []json.RawMessage) []json.RawMessage {
+	out := make([]json.RawMessage, 0, len(raws))
+	for _, raw := range raws {
+		var e struct {
+			RoomID   *string         `json:"room_id"`
+			Type     *string         `json:"type"`
+			StateKey *string         `json:"state_key"`
+			Sender   *string         `json:"sender"`
+			Content  json.RawMessage `json:"content"`
+		}
+		if json.Unmarshal(raw, &e) != nil || e.Type == nil || e.StateKey == nil || e.Sender == nil ||
+			len(e.Content) == 0 || e.Content[0] != '{' {
+			continue
+		}
+		// v12 create events carry no room_id: the room ID is their hash.
+		if e.RoomID != nil && *e.RoomID != roomID {
+			continue
+		}
+		stripped, err := json.Marshal(map[string]any{"type": *e.Type, "state_key": *e.StateKey, "sender": *e.Sender, "content": e.Content})
+		if err != nil {
+			continue
+		}
+		out = append(out, stripped)
+	}
+	return out
 }
 
 // receiveInvite answers PUT /_matrix/federation/v2/invite/{roomId}/{eventId}:
@@ -138,7 +172,7 @@ func (s *Server) receiveInvite(ctx context.Context, origin, roomID, eventID stri
 		if err != nil {
 			return nil, err
 		}
-		if err := s.recordOutOfRoom(ctx, se, invitee, rooms.MembershipInvite, req.InviteRoomState); err != nil {
+		if err := s.recordOutOfRoom(ctx, se, invitee, rooms.MembershipInvite, clientStrippedState(roomID, req.InviteRoomState)); err != nil {
 			return nil, err
 		}
 	}
