@@ -3,7 +3,10 @@
 //
 // Synapse comes from a Python virtualenv named by HEARTH_TEST_SYNAPSE,
 // which .ci/synapse-venv makes with the version pinned in VERSION. Without
-// the variable, Start skips the test and says how to run it.
+// the variable, Start skips the test and says how to run it. Synapse logs
+// at INFO (DEBUG when HEARTH_TEST_LOG is set, which also turns on Hearth's
+// test logs); the end of the log is printed when a test fails, and
+// HEARTH_TEST_SYNAPSE_LOGDIR keeps whole logs.
 package synapse
 
 import (
@@ -36,6 +39,11 @@ import (
 // EnvVenv names the variable holding the path of the virtualenv with
 // Synapse installed.
 const EnvVenv = "HEARTH_TEST_SYNAPSE"
+
+// EnvLogDir, when set, names a directory where each Synapse's whole log is
+// copied when its test ends, as <test name>.log (the test's temporary
+// directory, where it was written, is removed).
+const EnvLogDir = "HEARTH_TEST_SYNAPSE_LOGDIR"
 
 // Version is the Synapse release the tests are pinned to; .ci/synapse-venv
 // reads the same file.
@@ -121,6 +129,9 @@ func Start(t testing.TB, fed *servertest.Federation) *Server {
 	}()
 	t.Cleanup(func() {
 		s.stop()
+		if d := os.Getenv(EnvLogDir); d != "" {
+			s.keepLog(t, d)
+		}
 		if t.Failed() {
 			t.Logf("Synapse %s log (%s), last lines:\n%s", s.Name, s.LogFile, s.LogTail(80))
 		}
@@ -206,6 +217,7 @@ func (s *Server) writeConfig(t testing.TB, fed *servertest.Federation, fedPort, 
 		"macaroon_secret_key":        randomHex(t),
 		"form_secret":                randomHex(t),
 		"registration_shared_secret": randomHex(t),
+		"bcrypt_rounds":              4, // the minimum: test passwords need no strength
 		"enable_registration":        true,
 		"enable_registration_without_verification": true,
 		"listeners": []any{
@@ -300,6 +312,17 @@ func (s *Server) stop() {
 	}
 }
 
+// keepLog copies the log into dir.
+func (s *Server) keepLog(t testing.TB, dir string) {
+	data, err := os.ReadFile(s.LogFile)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+".log"), data, 0o644)
+	}
+	if err != nil {
+		t.Logf("keep Synapse's log: %v", err)
+	}
+}
+
 // LogTail returns the last n lines of Synapse's log.
 func (s *Server) LogTail(n int) string {
 	data, err := os.ReadFile(s.LogFile)
@@ -313,13 +336,21 @@ func (s *Server) LogTail(n int) string {
 	return string(bytes.Join(lines, []byte("\n")))
 }
 
-// LogLines returns the lines of Synapse's log that contain substr.
-func (s *Server) LogLines(substr string) []string {
+// Complaints returns the lines Synapse logged at WARNING or above, other
+// than its start-up banner: what it found wrong, with Hearth among others.
+func (s *Server) Complaints() []string {
 	data, _ := os.ReadFile(s.LogFile)
 	var out []string
 	for line := range strings.SplitSeq(string(data), "\n") {
-		if strings.Contains(line, substr) {
-			out = append(out, line)
+		_, rest, ok := strings.Cut(line, " - ")
+		if !ok || strings.HasPrefix(rest, "synapse.config.logger - ") {
+			continue
+		}
+		for _, level := range []string{" - WARNING - ", " - ERROR - ", " - CRITICAL - "} {
+			if strings.Contains(rest, level) {
+				out = append(out, line)
+				break
+			}
 		}
 	}
 	return out
