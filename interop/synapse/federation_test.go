@@ -356,3 +356,66 @@ func TestRemoteProfiles(t *testing.T) {
 		})
 	})
 }
+
+// Rooms of the versions in use today (10 and 11, whose event formats and
+// room IDs differ from 12's), created on either side and joined from the
+// other. Messages go both ways, and the joiner reads the history from
+// before the join (the room's history is shared), which its server
+// backfills from the other.
+func TestRoomVersionsAndHistory(t *testing.T) {
+	each(t, func(t *testing.T, p pair) {
+		alice := p.hearthUser(t, "alice")
+		bob := p.synapseUser(t, "bob")
+		for _, v := range []id.RoomVersion{"10", "11", "12"} {
+			t.Run("HearthRoomV"+string(v), func(t *testing.T) {
+				crossJoin(t, alice, bob, p.hearth.Cfg.ServerName, v)
+			})
+			t.Run("SynapseRoomV"+string(v), func(t *testing.T) {
+				crossJoin(t, bob, alice, p.synapse.Name, v)
+			})
+		}
+	})
+}
+
+// crossJoin has owner create a public room of version v on server, send
+// three messages, and joiner join it.
+func crossJoin(t *testing.T, owner, joiner *user, server string, v id.RoomVersion) {
+	t.Helper()
+	ctx := t.Context()
+	room := owner.createRoom(t, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: v})
+	early := []string{"early 1", "early 2", "early 3"}
+	for _, body := range early {
+		owner.send(t, room, body)
+	}
+	// Synapse never takes the server from a room ID (room IDs are
+	// opaque), so via is given for every version.
+	if _, err := joiner.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{server}}); err != nil {
+		t.Fatalf("%s joins %s (version %s): %v", joiner.UserID, room, v, err)
+	}
+	var create event.CreateEventContent
+	if err := joiner.StateEvent(ctx, room, event.StateCreate, "", &create); err != nil || create.RoomVersion != v {
+		t.Errorf("room version on the joiner's server: %q %v", create.RoomVersion, err)
+	}
+	owner.waitMembership(t, room, joiner.UserID, "join")
+	joiner.send(t, room, "hi from "+string(joiner.UserID))
+	owner.waitMessage(t, room, joiner.UserID, "hi from "+string(joiner.UserID))
+	owner.send(t, room, "hi back")
+	joiner.waitMessage(t, room, owner.UserID, "hi back")
+
+	t.Run("History", func(t *testing.T) {
+		msgs, err := joiner.Messages(ctx, room, "", "", mautrix.DirectionBackward, nil, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range msgs.Chunk {
+			if b, ok := e.Content.Raw["body"].(string); ok && e.Type == event.EventMessage && e.Sender == owner.UserID {
+				got = append(got, b)
+			}
+		}
+		slices.Reverse(got)
+		if len(got) < 4 || !slices.Equal(got[:3], early) {
+			t.Errorf("%s's history of %s: %q, want %q first", joiner.UserID, room, got, early)
+		}
+	})
+}
