@@ -17,6 +17,7 @@ import (
 	"crypto/x509"
 	_ "embed" // VERSION
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -97,6 +98,24 @@ func Start(t testing.TB, fed *servertest.Federation) *Server {
 	python := filepath.Join(venv, "bin", "python")
 	checkVersion(t, python)
 
+	// The ports are picked free before Synapse starts, so another process
+	// may take one first: then Synapse exits, and starts again on others.
+	for attempt := 1; ; attempt++ {
+		s, err := launch(t, fed, python)
+		if err == nil {
+			return s
+		}
+		if attempt < 3 && strings.Contains(s.LogTail(20), "Address already in use") {
+			t.Logf("Synapse could not listen (%v): trying other ports", err)
+			continue
+		}
+		t.Fatalf("start Synapse: %v; log:\n%s", err, s.LogTail(80))
+	}
+}
+
+// launch starts Synapse on two free ports and waits until it answers.
+func launch(t testing.TB, fed *servertest.Federation, python string) (*Server, error) {
+	t.Helper()
 	dir := t.TempDir()
 	fedPort, clientPort := freePort(t), freePort(t)
 	s := &Server{
@@ -136,8 +155,7 @@ func Start(t testing.TB, fed *servertest.Federation) *Server {
 			t.Logf("Synapse %s log (%s), last lines:\n%s", s.Name, s.LogFile, s.LogTail(80))
 		}
 	})
-	s.waitReady(t, fed)
-	return s
+	return s, s.waitReady(t, fed)
 }
 
 // checkVersion fails the test when the venv holds another Synapse than the
@@ -261,9 +279,9 @@ func (s *Server) writeConfig(t testing.TB, fed *servertest.Federation, fedPort, 
 	return cfgPath
 }
 
-// waitReady waits until both listeners answer, failing the test with the
-// log if Synapse exits or takes over a minute.
-func (s *Server) waitReady(t testing.TB, fed *servertest.Federation) {
+// waitReady waits until both listeners answer; it fails if Synapse exits
+// or takes over a minute.
+func (s *Server) waitReady(t testing.TB, fed *servertest.Federation) error {
 	t.Helper()
 	hc := &http.Client{Timeout: 2 * time.Second}
 	// The federation listener must present a certificate from the
@@ -287,15 +305,15 @@ func (s *Server) waitReady(t testing.TB, fed *servertest.Federation) {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		if up(hc, s.URL+"/_matrix/client/versions") && up(fedc, "https://"+s.Name+"/_matrix/federation/v1/version") {
-			return
+			return nil
 		}
 		select {
 		case <-s.exited:
-			t.Fatalf("Synapse exited while starting (%v); log:\n%s", s.err, s.LogTail(80))
+			return fmt.Errorf("exited while starting (%v)", s.err)
 		case <-time.After(200 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("Synapse did not answer within a minute; log:\n%s", s.LogTail(80))
+			return errors.New("no answer within a minute")
 		}
 	}
 }
