@@ -31,7 +31,6 @@ import (
 
 	"go.yaml.in/yaml/v3"
 	"maunium.net/go/mautrix"
-	"maunium.net/go/mautrix/id"
 
 	"hearth/config"
 	"hearth/server/servertest"
@@ -46,8 +45,8 @@ const EnvVenv = "HEARTH_TEST_SYNAPSE"
 // directory, where it was written, is removed).
 const EnvLogDir = "HEARTH_TEST_SYNAPSE_LOGDIR"
 
-// Version is the Synapse release the tests are pinned to; .ci/synapse-venv
-// reads the same file.
+// version is interop/synapse/VERSION, the Synapse release the tests are
+// pinned to; .ci/synapse-venv installs the release that file names.
 //
 //go:embed VERSION
 var version string
@@ -397,11 +396,6 @@ func Register(t testing.TB, url, localpart string) *mautrix.Client {
 	}
 	cli.UserID, cli.AccessToken, cli.DeviceID = resp.UserID, resp.AccessToken, resp.DeviceID
 	return cli
-}
-
-// UserID is the ID of localpart on this server.
-func (s *Server) UserID(localpart string) id.UserID {
-	return id.NewUserID(localpart, s.Name)
 }
 
 func randomHex(t testing.TB) string {
