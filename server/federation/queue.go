@@ -296,9 +296,12 @@ func (s *Sender) drain(ctx context.Context, pos int64) (int64, error) {
 }
 
 // destinations are the servers an event goes to: those with a joined
-// member in its room at the event, and for a membership event its target's
+// member in its room at the event, and for a leave or a ban its target's
 // server (a kicked or banned user's server learns of it), never this one
-// nor the sender's.
+// nor the sender's. An invite's target server is not added: it had the
+// invite through /invite, and a transaction would push it again to a
+// server not in the room (Synapse ignores it) or, racing the invitee's
+// join, after the join as a new event (Synapse soft-fails it).
 func (s *Sender) destinations(ctx context.Context, e *storage.Event) ([]string, error) {
 	servers, err := s.joinedAt(ctx, e.StateGroup)
 	if err != nil {
@@ -323,7 +326,7 @@ func (s *Sender) destinations(ctx context.Context, e *storage.Event) ([]string, 
 	for _, d := range servers {
 		add(d)
 	}
-	if e.Type == "m.room.member" && e.StateKey != nil {
+	if e.Type == "m.room.member" && e.StateKey != nil && (e.Membership == "leave" || e.Membership == "ban") {
 		if _, server, ok := strings.Cut(*e.StateKey, ":"); ok {
 			add(server)
 		}

@@ -368,6 +368,31 @@ func TestSenderTellsTheKickedServer(t *testing.T) {
 	})
 }
 
+// An invite goes to the servers in the room, not in a transaction to the
+// invitee's server: that server had it through /invite (it signed it).
+// Pushed again, it reaches a server not in the room, which ignores it, or,
+// when the invitee is joining at that moment, arrives after the join as a
+// new event, which Synapse then soft-fails.
+func TestSenderKeepsInvitesFromTheInviteesServer(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		w := newWorld(t, st)
+		n := newNet()
+		startSender(t, w, n)
+		room := w.room(t, "@bob:r1.test")
+		dave := "@dave:r3.test"
+		invite, err := w.tl.Send(context.Background(), room, timeline.NewEvent{Type: "m.room.member", StateKey: &dave, Sender: "@alice:hs.test",
+			Content: map[string]any{"membership": "invite"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := w.say(t, room, "after the invite")
+		n.waitFor(t, "r1.test", invite[0].EventID, after)
+		if got := n.received("r3.test"); len(got) != 0 {
+			t.Errorf("the invitee's server, not in the room, was sent %v", got)
+		}
+	})
+}
+
 // waitDelivered waits until dest is recorded healthy with everything up to
 // pos delivered.
 func waitDelivered(t *testing.T, st *storage.Store, dest string, pos int64) {
