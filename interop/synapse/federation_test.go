@@ -345,7 +345,6 @@ func TestRemoteProfiles(t *testing.T) {
 			}
 		})
 		t.Run("HearthAsksSynapse", func(t *testing.T) {
-			t.Skip("Hearth does not look up remote profiles yet: GET /_matrix/client/v3/profile/{userId} answers 404 for users of other servers (profileUser in server/client_profile.go) instead of asking their server's query/profile")
 			prof, err := alice.GetProfile(ctx, bob.UserID)
 			if err != nil {
 				t.Fatalf("Hearth's profile of %s: %v", bob.UserID, err)
