@@ -409,8 +409,14 @@ func TestSenderSendsToTheServersInTheRoomAtTheEvent(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 		before := w.say(t, room, "before")
 		w.join(t, room, "@bob:r1.test")
+		sent := time.Now()
 		after := w.say(t, room, "after")
 		n.waitFor(t, "r1.test", after)
+		// At once, not at the sender's next 5 s tick: reading "before"
+		// must not leave the room taken for one with no other server.
+		if d := time.Since(sent); d > 3*time.Second {
+			t.Errorf("the event after bob's join took %v to reach his server", d.Round(time.Millisecond))
+		}
 		if slices.Contains(n.received("r1.test"), before) {
 			t.Error("an event sent before bob's server joined was pushed to it")
 		}
@@ -428,7 +434,16 @@ func TestSenderAfterAStopSendsToTheServersInTheRoomAtTheEvent(t *testing.T) {
 		_, stop := startSender(t, w, n)
 		room := w.room(t, "@bob:r1.test", "@carol:r2.test")
 		first := w.say(t, room, "first")
+		n.waitFor(t, "r1.test", first)
 		n.waitFor(t, "r2.test", first)
+		// Recorded delivered, so the next sender does not start by
+		// catching up (which sends only the newest event of a room).
+		se, err := st.EventByID(context.Background(), first)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitDelivered(t, st, "r1.test", se.StreamPos)
+		waitDelivered(t, st, "r2.test", se.StreamPos)
 		stop()
 		while := w.say(t, room, "while carol is here")
 		w.member(t, room, "@carol:r2.test", "leave")
