@@ -52,11 +52,14 @@ test:
 	$(GO) run $(STATICCHECK) -tags goolm ./server
 	$(GO) test -tags goolm -run TestOlmMachines -timeout 5m ./server
 	# Federation against Synapse (interop/): a step of its own, so that
-	# Synapse's Python does not share the two cores with the other tests.
+	# Synapse's Python does not share the two cores with the other tests;
+	# with goolm for the OlmMachines of interop/synapse/e2ee_olm_test.go.
+	$(GO) vet -tags goolm ./interop/...
+	$(GO) run $(STATICCHECK) -tags goolm ./interop/...
 	@if [ -z "$$HEARTH_TEST_SYNAPSE" ]; then \
 		echo 'Synapse interop tests skip: HEARTH_TEST_SYNAPSE is not set (HEARTH_TEST_SYNAPSE="$$(.ci/synapse-venv)" make test runs them)'; \
 	fi
-	$(GO) test -timeout 10m ./interop/...
+	$(GO) test -tags goolm -timeout 10m ./interop/...
 	# Tests that measure latency run last and alone, so that the other
 	# tests do not skew their figures (server/timeline_test.go).
 	HEARTH_LATENCY_TESTS=1 $(GO) test -run '^TestLatency' -count=1 -v -timeout 5m ./server
