@@ -418,3 +418,35 @@ func crossJoin(t *testing.T, owner, joiner *user, server string, v id.RoomVersio
 		}
 	})
 }
+
+// Media across servers: each side downloads, through its own server, what
+// a user of the other uploaded (the server fetches it over federation).
+func TestMedia(t *testing.T) {
+	each(t, func(t *testing.T, p pair) {
+		ctx := t.Context()
+		alice := p.hearthUser(t, "alice")
+		bob := p.synapseUser(t, "bob")
+		for _, tc := range []struct {
+			name       string
+			up, down   *user
+			data, mime string
+		}{
+			{"SynapseFetchesFromHearth", alice, bob, "a picture on Hearth", "text/plain"},
+			{"HearthFetchesFromSynapse", bob, alice, "a picture on Synapse", "text/plain"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				up, err := tc.up.UploadBytes(ctx, []byte(tc.data), tc.mime)
+				if err != nil {
+					t.Fatalf("%s uploads: %v", tc.up.UserID, err)
+				}
+				got, err := tc.down.DownloadBytes(ctx, up.ContentURI)
+				if err != nil {
+					t.Fatalf("%s downloads %s: %v", tc.down.UserID, up.ContentURI, err)
+				}
+				if string(got) != tc.data {
+					t.Errorf("%s got %q, want %q", tc.down.UserID, got, tc.data)
+				}
+			})
+		}
+	})
+}
