@@ -450,3 +450,42 @@ func TestMedia(t *testing.T) {
 		}
 	})
 }
+
+// Room directories across servers: each side lists, through its own
+// server, the public rooms of the other.
+func TestPublicRooms(t *testing.T) {
+	each(t, func(t *testing.T, p pair) {
+		ctx := t.Context()
+		alice := p.hearthUser(t, "alice")
+		bob := p.synapseUser(t, "bob")
+		onHearth := alice.createRoom(t, &mautrix.ReqCreateRoom{Preset: "public_chat", Visibility: "public", Name: "Hearth square"})
+		onSynapse := bob.createRoom(t, &mautrix.ReqCreateRoom{Preset: "public_chat", Visibility: "public", Name: "Synapse square"})
+		for _, tc := range []struct {
+			name   string
+			asker  *user
+			server string
+			room   id.RoomID
+			title  string
+		}{
+			{"SynapseListsHearth", bob, p.hearth.Cfg.ServerName, onHearth, "Hearth square"},
+			{"HearthListsSynapse", alice, p.synapse.Name, onSynapse, "Synapse square"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				// Polled: Synapse builds its list from room statistics
+				// it updates in the background.
+				var chunk []*mautrix.PublicRoomInfo
+				for deadline := time.Now().Add(waitTimeout); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+					resp, err := tc.asker.PublicRooms(ctx, &mautrix.ReqPublicRooms{Server: tc.server, Limit: 10})
+					if err != nil {
+						t.Fatalf("%s lists %s's public rooms: %v", tc.asker.UserID, tc.server, err)
+					}
+					chunk = resp.Chunk
+					if slices.ContainsFunc(chunk, func(r *mautrix.PublicRoomInfo) bool { return r.RoomID == tc.room && r.Name == tc.title }) {
+						return
+					}
+				}
+				t.Errorf("%s's public rooms as %s sees them: %+v", tc.server, tc.asker.UserID, chunk)
+			})
+		}
+	})
+}

@@ -9,6 +9,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"hearth/config"
 	"hearth/interop/synapse"
 	"hearth/server/servertest"
 	"hearth/server/storage/storagetest"
@@ -30,7 +31,9 @@ func each(t *testing.T, fn func(t *testing.T, p pair)) {
 	synapse.Venv(t)
 	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
 		fed := servertest.NewFederation(t)
-		h := fed.Start(t, e)
+		// Hearth shares its room directory with other servers, as
+		// Synapse here does.
+		h := fed.Start(t, e, func(cfg *config.Config) { cfg.AllowPublicRoomsOverFederation = true })
 		s := synapse.Start(t, fed)
 		t.Cleanup(func() {
 			for _, line := range s.Complaints() {
