@@ -489,3 +489,84 @@ func TestPublicRooms(t *testing.T) {
 		}
 	})
 }
+
+// Kicks, bans and redactions across: the room's owner on one side acts on
+// a member from the other, and the member's side sees it.
+func TestModeration(t *testing.T) {
+	each(t, func(t *testing.T, p pair) {
+		alice := p.hearthUser(t, "alice")
+		bob := p.synapseUser(t, "bob")
+		// bob, banned, tries to join again: Hearth refuses make_join.
+		p.expect("Request failed: GET matrix-federation://"+p.hearth.Cfg.ServerName+"/_matrix/federation/v1/make_join/", "403: Forbidden")
+		t.Run("HearthModeratesSynapseUser", func(t *testing.T) {
+			moderate(t, alice, bob, p.hearth.Cfg.ServerName, "")
+		})
+		t.Run("SynapseModeratesHearthUser", func(t *testing.T) {
+			moderate(t, bob, alice, p.synapse.Name,
+				"Hearth does not apply redactions received over federation yet (docs/timeline.md): the redacted message keeps its body on Hearth")
+		})
+	})
+}
+
+// moderate has owner make a public room on server that member joins; owner
+// redacts member's message, kicks member, who joins again, and bans them.
+// noRedaction, when set, is why the member's server cannot apply the
+// redaction yet.
+func moderate(t *testing.T, owner, member *user, server, noRedaction string) {
+	t.Helper()
+	ctx := t.Context()
+	room := owner.createRoom(t, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	join := func() {
+		t.Helper()
+		if _, err := member.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{server}}); err != nil {
+			t.Fatalf("%s joins: %v", member.UserID, err)
+		}
+		owner.waitMembership(t, room, member.UserID, "join")
+	}
+	join()
+
+	spam := member.send(t, room, "spam")
+	owner.waitMessage(t, room, member.UserID, "spam")
+	if _, err := owner.RedactEvent(ctx, room, spam, mautrix.ReqRedact{Reason: "no spam"}); err != nil {
+		t.Fatalf("%s redacts: %v", owner.UserID, err)
+	}
+	member.wait(t, "the redaction of "+string(spam), func(r *mautrix.RespSync) bool {
+		jr, ok := r.Rooms.Join[room]
+		return ok && slices.ContainsFunc(jr.Timeline.Events, func(e *event.Event) bool {
+			return e.Type == event.EventRedaction && (e.Redacts == spam || e.Content.Raw["redacts"] == string(spam))
+		})
+	})
+	t.Run("RedactionApplied", func(t *testing.T) {
+		if noRedaction != "" {
+			t.Skip(noRedaction)
+		}
+		// The member's server applied it: the message has no body any
+		// more.
+		var redacted *event.Event
+		for deadline := time.Now().Add(waitTimeout); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			ev, err := member.GetEvent(ctx, room, spam)
+			if err != nil {
+				t.Fatalf("%s gets %s: %v", member.UserID, spam, err)
+			}
+			if redacted = ev; ev.Content.Raw["body"] == nil {
+				break
+			}
+		}
+		if redacted.Content.Raw["body"] != nil {
+			t.Errorf("%s's server still shows the redacted message: %v", member.UserID, redacted.Content.Raw)
+		}
+	})
+
+	if _, err := owner.KickUser(ctx, room, &mautrix.ReqKickUser{UserID: member.UserID, Reason: "calm down"}); err != nil {
+		t.Fatalf("%s kicks: %v", owner.UserID, err)
+	}
+	member.waitLeft(t, room)
+	join()
+	if _, err := owner.BanUser(ctx, room, &mautrix.ReqBanUser{UserID: member.UserID, Reason: "enough"}); err != nil {
+		t.Fatalf("%s bans: %v", owner.UserID, err)
+	}
+	member.waitLeft(t, room)
+	if _, err := member.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{server}}); err == nil {
+		t.Errorf("%s joined again after the ban", member.UserID)
+	}
+}
