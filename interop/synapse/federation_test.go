@@ -499,20 +499,18 @@ func TestModeration(t *testing.T) {
 		// bob, banned, tries to join again: Hearth refuses make_join.
 		p.expect("Request failed: GET matrix-federation://"+p.hearth.Cfg.ServerName+"/_matrix/federation/v1/make_join/", "403: Forbidden")
 		t.Run("HearthModeratesSynapseUser", func(t *testing.T) {
-			moderate(t, alice, bob, p.hearth.Cfg.ServerName, "")
+			moderate(t, alice, bob, p.hearth.Cfg.ServerName)
 		})
 		t.Run("SynapseModeratesHearthUser", func(t *testing.T) {
-			moderate(t, bob, alice, p.synapse.Name,
-				"Hearth does not apply redactions received over federation yet (docs/timeline.md): the redacted message keeps its body on Hearth")
+			moderate(t, bob, alice, p.synapse.Name)
 		})
 	})
 }
 
 // moderate has owner make a public room on server that member joins; owner
-// redacts member's message, kicks member, who joins again, and bans them.
-// noRedaction, when set, is why the member's server cannot apply the
-// redaction yet.
-func moderate(t *testing.T, owner, member *user, server, noRedaction string) {
+// redacts member's message (which the member's server applies), kicks
+// member, who joins again, and bans them.
+func moderate(t *testing.T, owner, member *user, server string) {
 	t.Helper()
 	ctx := t.Context()
 	room := owner.createRoom(t, &mautrix.ReqCreateRoom{Preset: "public_chat"})
@@ -537,9 +535,6 @@ func moderate(t *testing.T, owner, member *user, server, noRedaction string) {
 		})
 	})
 	t.Run("RedactionApplied", func(t *testing.T) {
-		if noRedaction != "" {
-			t.Skip(noRedaction)
-		}
 		// The member's server applied it: the message has no body any
 		// more.
 		var redacted *event.Event
