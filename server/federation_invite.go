@@ -310,7 +310,7 @@ func (s *Server) knockRemote(ctx context.Context, userID, roomID string, servers
 			lastErr = err
 			continue
 		}
-		return s.recordOutOfRoom(ctx, knock, userID, rooms.MembershipKnock, resp.KnockRoomState)
+		return s.recordOutOfRoom(ctx, knock, userID, rooms.MembershipKnock, clientStrippedState(roomID, resp.KnockRoomState))
 	}
 	var re *federation.RemoteError
 	if errors.As(lastErr, &re) && re.Status == http.StatusForbidden {
