@@ -151,6 +151,11 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) error {
 	if u.Deactivated {
 		return matrix.UserDeactivated("this account has been deactivated")
 	}
+	if u.Locked {
+		// As Synapse: the password was right, but a new session would
+		// only be refused on every request (auth.go).
+		return &matrix.Error{Code: "M_USER_LOCKED", Msg: "this account has been locked"}
+	}
 	// rc_login.account counts successful logins per account; it is taken
 	// only now because the account is not known before (as in Synapse).
 	if err := s.limits.loginAccount.take(userID); err != nil {

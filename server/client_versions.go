@@ -44,13 +44,22 @@ func (s *Server) getWellKnownClient(w http.ResponseWriter, r *http.Request) erro
 }
 
 // GET /_matrix/client/v3/capabilities
+//
+// Some capabilities depend on the caller: a suspended account cannot change
+// its profile, and only server admins may moderate accounts
+// (m.account_moderation is left out for everyone else, as the spec asks).
 func (s *Server) getCapabilities(w http.ResponseWriter, r *http.Request) error {
-	return writeJSON(w, http.StatusOK, map[string]any{"capabilities": map[string]any{
+	me := deviceFrom(r.Context())
+	caps := map[string]any{
 		"m.change_password": map[string]bool{"enabled": s.cfg.PasswordLoginEnabled()},
-		"m.set_displayname": map[string]bool{"enabled": true},
-		"m.set_avatar_url":  map[string]bool{"enabled": true},
+		"m.set_displayname": map[string]bool{"enabled": !me.Suspended},
+		"m.set_avatar_url":  map[string]bool{"enabled": !me.Suspended},
 		"m.3pid_changes":    map[string]bool{"enabled": false},
 		"m.get_login_token": map[string]bool{"enabled": false},
 		"m.room_versions":   rooms.Capability(),
-	}})
+	}
+	if me.IsAdmin {
+		caps["m.account_moderation"] = map[string]bool{"lock": true, "suspend": true}
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"capabilities": caps})
 }

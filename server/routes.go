@@ -40,6 +40,11 @@ func (s *Server) routes() http.Handler {
 			r.Get("/media/download/{serverName}/{mediaId}/{fileName}", s.api(s.getDownload))
 			r.Get("/media/thumbnail/{serverName}/{mediaId}", s.api(s.getThumbnail))
 			r.Get("/media/preview_url", s.api(s.getPreviewURL))
+			// Account moderation, for server admins (client_admin.go).
+			r.Get("/admin/lock/{userId}", s.api(s.getLockStatus))
+			r.Put("/admin/lock/{userId}", s.api(s.putLockStatus))
+			r.Get("/admin/suspend/{userId}", s.api(s.getSuspendStatus))
+			r.Put("/admin/suspend/{userId}", s.api(s.putSuspendStatus))
 		})
 	})
 
@@ -62,12 +67,12 @@ func (s *Server) routes() http.Handler {
 				r.Use(s.auth)
 				r.Get("/config", s.api(s.getMediaConfig))
 				r.Get("/preview_url", s.api(s.getPreviewURL))
-				r.Post("/upload", s.api(s.postUpload))
-				r.Put("/upload/{serverName}/{mediaId}", s.api(s.putUpload))
+				r.With(s.notSuspended).Post("/upload", s.api(s.postUpload))
+				r.With(s.notSuspended).Put("/upload/{serverName}/{mediaId}", s.api(s.putUpload))
 			})
 		})
 	}
-	r.With(s.auth).Post("/_matrix/media/v1/create", s.api(s.postCreateMedia))
+	r.With(s.auth, s.notSuspended).Post("/_matrix/media/v1/create", s.api(s.postCreateMedia))
 
 	// Federation: this server's keys and the notary (keys_server.go), and
 	// the Server-Server API. /version and /openid/userinfo are
@@ -158,6 +163,8 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.Put("/devices/{deviceId}", s.api(s.putDevice))
 		r.Delete("/devices/{deviceId}", s.api(s.deleteDevice))
 		r.Post("/delete_devices", s.api(s.postDeleteDevices))
+		// A user's own sessions, or anyone's for an admin (client_admin.go).
+		r.Get("/admin/whois/{userId}", s.api(s.getWhois))
 		// Proving who the user is to a third party (openid.go).
 		r.Post("/user/{userId}/openid/request_token", s.api(s.postOpenIDRequestToken))
 
@@ -167,8 +174,10 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.Get("/voip/turnServer", s.api(s.getTurnServer))
 		r.Get("/pushers", s.api(s.getPushers))
 
-		// Rooms: creation, events, state, membership.
-		r.Post("/createRoom", s.api(s.postCreateRoom))
+		// Rooms: creation, events, state, membership. A suspended account
+		// may read and leave, not join or act on others (notSuspended);
+		// /send, /state and /redact decide per request.
+		r.With(s.notSuspended).Post("/createRoom", s.api(s.postCreateRoom))
 		r.Get("/joined_rooms", s.api(s.getJoinedRooms))
 		r.Put("/rooms/{roomId}/send/{eventType}/{txnId}", s.api(s.putSendEvent))
 		r.Put("/rooms/{roomId}/state/{eventType}", s.api(s.putStateEvent))
@@ -182,15 +191,15 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.Get("/rooms/{roomId}/event/{eventId}", s.api(s.getRoomEvent))
 		r.Get("/rooms/{roomId}/members", s.api(s.getMembers))
 		r.Get("/rooms/{roomId}/joined_members", s.api(s.getJoinedMembers))
-		r.Post("/join/{roomIdOrAlias}", s.api(s.postJoinByIDOrAlias))
-		r.Post("/knock/{roomIdOrAlias}", s.api(s.postKnock))
-		r.Post("/rooms/{roomId}/join", s.api(s.postJoin))
+		r.With(s.notSuspended).Post("/join/{roomIdOrAlias}", s.api(s.postJoinByIDOrAlias))
+		r.With(s.notSuspended).Post("/knock/{roomIdOrAlias}", s.api(s.postKnock))
+		r.With(s.notSuspended).Post("/rooms/{roomId}/join", s.api(s.postJoin))
 		r.Post("/rooms/{roomId}/leave", s.api(s.postLeave))
 		r.Post("/rooms/{roomId}/forget", s.api(s.postForget))
-		r.Post("/rooms/{roomId}/invite", s.api(s.postInvite))
-		r.Post("/rooms/{roomId}/kick", s.api(s.postKick))
-		r.Post("/rooms/{roomId}/ban", s.api(s.postBan))
-		r.Post("/rooms/{roomId}/unban", s.api(s.postUnban))
+		r.With(s.notSuspended).Post("/rooms/{roomId}/invite", s.api(s.postInvite))
+		r.With(s.notSuspended).Post("/rooms/{roomId}/kick", s.api(s.postKick))
+		r.With(s.notSuspended).Post("/rooms/{roomId}/ban", s.api(s.postBan))
+		r.With(s.notSuspended).Post("/rooms/{roomId}/unban", s.api(s.postUnban))
 
 		// Reporting content (admin_reports.go).
 		r.Post("/rooms/{roomId}/report/{eventId}", s.api(s.postReportEvent))
@@ -267,8 +276,8 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.Get("/rooms/{roomId}/aliases", s.api(s.getRoomAliases))
 		r.Put("/directory/list/room/{roomId}", s.api(s.putDirectoryVisibility))
 		r.Post("/publicRooms", s.api(s.postPublicRooms))
-		r.Put("/profile/{userId}/displayname", s.api(s.putDisplayName))
-		r.Put("/profile/{userId}/avatar_url", s.api(s.putAvatarURL))
+		r.With(s.notSuspended).Put("/profile/{userId}/displayname", s.api(s.putDisplayName))
+		r.With(s.notSuspended).Put("/profile/{userId}/avatar_url", s.api(s.putAvatarURL))
 		r.Post("/user_directory/search", s.api(s.postUserDirectorySearch))
 	})
 }
@@ -294,6 +303,7 @@ func (s *Server) synapseAdminRoutes(r chi.Router) {
 		r.Get("/v1/users/{userId}/admin", s.api(s.getAdminUserAdmin))
 		r.Put("/v1/users/{userId}/admin", s.api(s.putAdminUserAdmin))
 		r.Get("/v1/whois/{userId}", s.api(s.getAdminWhois))
+		r.Put("/v1/suspend/{userId}", s.api(s.putAdminSuspend))
 		r.Post("/v1/users/{userId}/login", s.api(s.postAdminLoginAsUser))
 		r.Post("/v1/users/{userId}/shadow_ban", s.api(s.postAdminShadowBan))
 		r.Delete("/v1/users/{userId}/shadow_ban", s.api(s.deleteAdminShadowBan))
