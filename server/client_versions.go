@@ -23,7 +23,13 @@ var specVersions = []string{
 func (s *Server) getVersions(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, map[string]any{
 		"versions":          specVersions,
-		"unstable_features": map[string]bool{"im.nheko.summary": true},
+		"unstable_features": map[string]bool{
+			"im.nheko.summary": true,
+			// Mutual rooms on both paths; .stable tells clients the v1
+			// path is served although v1.19 is not listed (as Synapse).
+			"uk.half-shot.msc2666.query_mutual_rooms":        true,
+			"uk.half-shot.msc2666.query_mutual_rooms.stable": true,
+		},
 	})
 }
 

@@ -34,6 +34,7 @@ func (s *Server) routes() http.Handler {
 			r.Get("/rooms/{roomId}/threads", s.api(s.getThreads))
 			r.Get("/rooms/{roomId}/timestamp_to_event", s.api(s.getTimestampToEvent))
 			r.Get("/rooms/{roomId}/hierarchy", s.api(s.getHierarchy))
+			r.Get("/mutual_rooms", s.api(s.getMutualRooms))
 			// Authenticated media (media.go, media_thumbnail.go, media_preview.go).
 			r.Get("/media/config", s.api(s.getMediaConfig))
 			r.Get("/media/download/{serverName}/{mediaId}", s.api(s.getDownload))
@@ -54,6 +55,10 @@ func (s *Server) routes() http.Handler {
 		r.With(s.authOptional).Get("/summary/{roomIdOrAlias}", s.api(s.getRoomSummary))
 		r.With(s.authOptional).Get("/rooms/{roomIdOrAlias}/summary", s.api(s.getRoomSummary))
 	})
+
+	// MSC2666's unstable path for /mutual_rooms, which Synapse served before
+	// v1.19.
+	r.With(s.auth).Get("/_matrix/client/unstable/uk.half-shot.msc2666/user/mutual_rooms", s.api(s.getMutualRooms))
 
 	// The content repository's own prefix: uploads, and the legacy
 	// unauthenticated download and thumbnail endpoints Synapse still serves
