@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 
+	"hearth/server/matrix"
 	"hearth/server/rooms"
 )
 
@@ -22,7 +23,7 @@ var specVersions = []string{
 // GET /_matrix/client/versions
 func (s *Server) getVersions(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, map[string]any{
-		"versions":          specVersions,
+		"versions": specVersions,
 		"unstable_features": map[string]bool{
 			"im.nheko.summary": true,
 			// Mutual rooms on both paths; .stable tells clients the v1
@@ -46,6 +47,36 @@ func (s *Server) getWellKnownClient(w http.ResponseWriter, r *http.Request) erro
 		body[k] = v
 	}
 	body["m.homeserver"] = map[string]any{"base_url": strings.TrimSuffix(s.cfg.PublicBaseURL, "/")}
+	return writeJSON(w, http.StatusOK, body)
+}
+
+// GET /.well-known/matrix/support
+//
+// Whom to contact about this server (spec: "Server support discovery"),
+// from well_known_support; 404 when nothing is configured.
+func (s *Server) getWellKnownSupport(w http.ResponseWriter, r *http.Request) error {
+	sup := s.cfg.WellKnownSupport
+	if !sup.Configured() {
+		return matrix.NotFound("no support information is configured")
+	}
+	body := map[string]any{}
+	if len(sup.Contacts) > 0 {
+		contacts := make([]map[string]string, 0, len(sup.Contacts))
+		for _, c := range sup.Contacts {
+			ct := map[string]string{"role": c.Role}
+			if c.MatrixID != "" {
+				ct["matrix_id"] = c.MatrixID
+			}
+			if c.EmailAddress != "" {
+				ct["email_address"] = c.EmailAddress
+			}
+			contacts = append(contacts, ct)
+		}
+		body["contacts"] = contacts
+	}
+	if sup.SupportPage != "" {
+		body["support_page"] = sup.SupportPage
+	}
 	return writeJSON(w, http.StatusOK, body)
 }
 

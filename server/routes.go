@@ -14,6 +14,7 @@ func (s *Server) routes() http.Handler {
 	r.Use(s.requestLog, cors)
 
 	r.Get("/.well-known/matrix/client", s.api(s.getWellKnownClient))
+	r.Get("/.well-known/matrix/support", s.api(s.getWellKnownSupport))
 	r.Get("/_matrix/client/versions", s.api(s.getVersions))
 
 	// Older clients and tools still call r0; Synapse serves it as an alias
