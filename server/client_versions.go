@@ -92,7 +92,7 @@ func (s *Server) getCapabilities(w http.ResponseWriter, r *http.Request) error {
 		"m.set_displayname": map[string]bool{"enabled": !me.Suspended},
 		"m.set_avatar_url":  map[string]bool{"enabled": !me.Suspended},
 		"m.3pid_changes":    map[string]bool{"enabled": false},
-		"m.get_login_token": map[string]bool{"enabled": false},
+		"m.get_login_token": map[string]bool{"enabled": s.cfg.LoginViaExistingSession.Enabled && !me.IsGuest},
 		"m.room_versions":   rooms.Capability(),
 	}
 	if me.IsAdmin {

@@ -24,6 +24,8 @@ func (s *Server) routes() http.Handler {
 	}
 	r.Route("/_matrix/client/v1", func(r chi.Router) {
 		r.Get("/register/m.login.registration_token/validity", s.api(s.getRegistrationTokenValidity))
+		// Signing in another device with a one-time token (client_login_token.go).
+		r.Post("/login/get_token", s.api(s.postLoginGetToken))
 		// Spaces (client_spaces.go): the summary needs no token for rooms anyone may see.
 		r.With(s.authOptional).Get("/room_summary/{roomIdOrAlias}", s.api(s.getRoomSummary))
 		r.Group(func(r chi.Router) {
