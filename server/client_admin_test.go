@@ -170,6 +170,8 @@ func TestAccountSuspension(t *testing.T) {
 		acctWantErr(t, err, 403, "M_USER_SUSPENDED")
 		err = bob.cli.SetDisplayName(ctx, "Bobby")
 		acctWantErr(t, err, 403, "M_USER_SUSPENDED")
+		acctDo(t, b, "PUT", "/_matrix/client/v3/profile/"+esc(string(bob.id))+"/m.tz", bob.tok, map[string]any{"m.tz": "UTC"}).want(t, 403, "M_USER_SUSPENDED")
+		acctDo(t, b, "DELETE", "/_matrix/client/v3/profile/"+esc(string(bob.id))+"/m.tz", bob.tok, nil).want(t, 403, "M_USER_SUSPENDED")
 		_, err = bob.cli.UploadBytes(ctx, []byte("data"), "text/plain")
 		acctWantErr(t, err, 403, "M_USER_SUSPENDED")
 		_, err = bob.cli.RedactEvent(ctx, room.RoomID, theirs.EventID)

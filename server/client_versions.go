@@ -91,6 +91,9 @@ func (s *Server) getCapabilities(w http.ResponseWriter, r *http.Request) error {
 		"m.change_password": map[string]bool{"enabled": s.cfg.PasswordLoginEnabled()},
 		"m.set_displayname": map[string]bool{"enabled": !me.Suspended},
 		"m.set_avatar_url":  map[string]bool{"enabled": !me.Suspended},
+		// Custom fields (spec v1.16); displayname and avatar_url follow
+		// their own capabilities.
+		"m.profile_fields":  map[string]bool{"enabled": !me.Suspended},
 		"m.3pid_changes":    map[string]bool{"enabled": false},
 		"m.get_login_token": map[string]bool{"enabled": s.cfg.LoginViaExistingSession.Enabled && !me.IsGuest},
 		"m.room_versions":   rooms.Capability(),

@@ -275,6 +275,7 @@ func (s *Server) clientV3Routes(r chi.Router) {
 	r.Get("/profile/{userId}", s.api(s.getProfile))
 	r.Get("/profile/{userId}/displayname", s.api(s.getDisplayName))
 	r.Get("/profile/{userId}/avatar_url", s.api(s.getAvatarURL))
+	r.Get("/profile/{userId}/{keyName}", s.api(s.getProfileField))
 	r.Group(func(r chi.Router) {
 		r.Use(s.auth)
 		r.Get("/rooms/{roomId}/messages", s.api(s.getMessages))
@@ -286,6 +287,8 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.Post("/publicRooms", s.api(s.postPublicRooms))
 		r.With(s.notSuspended).Put("/profile/{userId}/displayname", s.api(s.putDisplayName))
 		r.With(s.notSuspended).Put("/profile/{userId}/avatar_url", s.api(s.putAvatarURL))
+		r.With(s.notSuspended).Put("/profile/{userId}/{keyName}", s.api(s.putProfileField))
+		r.With(s.notSuspended).Delete("/profile/{userId}/{keyName}", s.api(s.deleteProfileField))
 		r.Post("/user_directory/search", s.api(s.postUserDirectorySearch))
 	})
 }
