@@ -158,6 +158,11 @@ func (s *Server) clientV3Routes(r chi.Router) {
 	r.Post("/refresh", s.api(s.postRefresh))
 	r.Post("/register", s.api(s.postRegister))
 	r.Get("/register/available", s.api(s.getRegisterAvailable))
+	// Email and phone numbers cannot be validated (client_threepid.go).
+	r.Post("/register/email/requestToken", s.api(s.postThreePIDDenied))
+	r.Post("/register/msisdn/requestToken", s.api(s.postThreePIDDenied))
+	r.Post("/account/password/email/requestToken", s.api(s.postThreePIDDenied))
+	r.Post("/account/password/msisdn/requestToken", s.api(s.postThreePIDDenied))
 	r.Group(func(r chi.Router) {
 		r.Use(s.auth)
 		r.Get("/capabilities", s.api(s.getCapabilities))
@@ -176,9 +181,24 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		// Proving who the user is to a third party (openid.go).
 		r.Post("/user/{userId}/openid/request_token", s.api(s.postOpenIDRequestToken))
 
-		// Features with nothing to offer yet, answered with empty shapes.
+		// Third-party identifiers (client_threepid.go).
 		r.Get("/account/3pid", s.api(s.getThreePIDs))
+		r.Post("/account/3pid", s.api(s.postThreePID))
+		r.Post("/account/3pid/add", s.api(s.postThreePIDAdd))
+		r.Post("/account/3pid/bind", s.api(s.postThreePIDBind))
+		r.Post("/account/3pid/unbind", s.api(s.postThreePIDRemove))
+		r.Post("/account/3pid/delete", s.api(s.postThreePIDRemove))
+		r.Post("/account/3pid/email/requestToken", s.api(s.postThreePIDRequestToken))
+		r.Post("/account/3pid/msisdn/requestToken", s.api(s.postThreePIDRequestToken))
+
+		// Features with nothing to offer yet, answered with empty shapes
+		// (client_misc.go).
 		r.Get("/thirdparty/protocols", s.api(s.getThirdPartyProtocols))
+		r.Get("/thirdparty/protocol/{protocol}", s.api(s.getThirdPartyProtocol))
+		r.Get("/thirdparty/location", s.api(s.getThirdPartyLookup))
+		r.Get("/thirdparty/location/{protocol}", s.api(s.getThirdPartyLookup))
+		r.Get("/thirdparty/user", s.api(s.getThirdPartyLookup))
+		r.Get("/thirdparty/user/{protocol}", s.api(s.getThirdPartyLookup))
 		r.Get("/voip/turnServer", s.api(s.getTurnServer))
 		r.Get("/pushers", s.api(s.getPushers))
 
