@@ -65,12 +65,16 @@ type Config struct {
 	// for non-refreshable tokens).
 	RefreshableAccessTokenLifetime Duration `yaml:"refreshable_access_token_lifetime"`
 	RefreshTokenLifetime           Duration `yaml:"refresh_token_lifetime"`
+	// Signing in a new device from a signed-in one (clientapi.go).
+	LoginViaExistingSession LoginViaExistingSession `yaml:"login_via_existing_session"`
 
 	RCLogin        RCLogin   `yaml:"rc_login"`
 	RCRegistration RateLimit `yaml:"rc_registration"`
 
 	// ExtraWellKnownClientContent is merged into /.well-known/matrix/client.
 	ExtraWellKnownClientContent map[string]any `yaml:"extra_well_known_client_content"`
+	// WellKnownSupport is served at /.well-known/matrix/support (clientapi.go).
+	WellKnownSupport WellKnownSupport `yaml:"well_known_support"`
 
 	// Admin dashboard, cache sizes and Go memory tuning (dashboard.go).
 	AdminDashboard AdminDashboard `yaml:"admin_dashboard"`
@@ -278,6 +282,7 @@ func (c *Config) Defaults() {
 	c.dashboardDefaults()
 	c.mediaDefaults()
 	c.federationDefaults()
+	c.clientAPIDefaults()
 }
 
 // PasswordLoginEnabled reports whether m.login.password is offered.
@@ -408,6 +413,7 @@ func (c *Config) Validate() error {
 	c.validateDashboard(bad)
 	c.validateMedia(bad)
 	c.validateFederation(bad)
+	c.validateClientAPI(bad)
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errors.Join(errs...)
 }

@@ -290,6 +290,32 @@ func (s *Server) SetUserAdmin(ctx context.Context, by Actor, userID string, admi
 	return nil
 }
 
+// SetUserLocked locks or unlocks an account (spec: "Account locking"). A
+// locked account keeps its sessions, but every request except logout is
+// refused with M_USER_LOCKED until the lock is lifted (auth.go).
+func (s *Server) SetUserLocked(ctx context.Context, by Actor, userID string, locked bool) error {
+	if err := s.store.SetLocked(ctx, userID, locked); errors.Is(err, storage.ErrNotFound) {
+		return matrix.NotFound("user not found")
+	} else if err != nil {
+		return err
+	}
+	s.audit(ctx, by, "user.locked", userID, fmt.Sprintf("locked=%t", locked))
+	return nil
+}
+
+// SetUserSuspended suspends an account or lifts the suspension (spec:
+// "Account suspension", MSC3823): the user keeps reading, but the actions
+// behind notSuspended (auth.go) are refused with M_USER_SUSPENDED.
+func (s *Server) SetUserSuspended(ctx context.Context, by Actor, userID string, suspended bool) error {
+	if err := s.store.SetSuspended(ctx, userID, suspended); errors.Is(err, storage.ErrNotFound) {
+		return matrix.NotFound("user not found")
+	} else if err != nil {
+		return err
+	}
+	s.audit(ctx, by, "user.suspended", userID, fmt.Sprintf("suspended=%t", suspended))
+	return nil
+}
+
 // DeleteUserDevices removes devices and their tokens.
 func (s *Server) DeleteUserDevices(ctx context.Context, by Actor, userID string, deviceIDs []string) error {
 	if err := s.store.DeleteDevices(ctx, userID, deviceIDs); err != nil {

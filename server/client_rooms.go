@@ -218,6 +218,9 @@ func (s *Server) putSendEvent(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := s.suspendedMaySend(r.Context(), me, roomID, typ, nil, content); err != nil {
+		return err
+	}
 	id, err := s.sendOne(r.Context(), roomID, newEvent{Type: typ, Sender: me.UserID, Content: jsontext.Value(content), Device: me, TxnID: txnID})
 	if err != nil {
 		return err
@@ -245,6 +248,9 @@ func (s *Server) putStateEvent(w http.ResponseWriter, r *http.Request) error {
 	}
 	content, err := decodeContent(r)
 	if err != nil {
+		return err
+	}
+	if err := s.suspendedMaySend(r.Context(), me, roomID, typ, &stateKey, content); err != nil {
 		return err
 	}
 	// m.room.member needs no check here: the spec allows setting a
@@ -348,6 +354,9 @@ func (s *Server) putRedact(w http.ResponseWriter, r *http.Request) error {
 	// Only the sender or someone with the redact level may redact (the
 	// auth rules accept the redaction event itself more widely: the
 	// server decides whether it applies).
+	if te.Sender != me.UserID && me.Suspended {
+		return errUserSuspended("redact other users' events")
+	}
 	if te.Sender != me.UserID {
 		allowed, err := s.hasPowerFor(ctx, roomID, me.UserID, "redact")
 		if err != nil {

@@ -77,6 +77,9 @@ type Server struct {
 	spaces spaceCache
 	// bg is the background work Run owns (run.go).
 	bg background
+	// mutualBatch overrides the mutual rooms batch size (tests; 0: the
+	// default, client_mutual_rooms.go).
+	mutualBatch int
 }
 
 // New builds the server and its routes. Call Run for its background work.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -280,6 +281,28 @@ func (s *Store) Members(ctx context.Context, roomID string) (map[string]string, 
 		}
 		out[u] = m
 	}
+	return out, rows.Err()
+}
+
+// MutualRooms lists the rooms both users are joined to, sorted by room ID
+// byte-wise (in Go: PostgreSQL's ORDER BY follows the database collation).
+func (s *Store) MutualRooms(ctx context.Context, a, b string) ([]string, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT x.room_id FROM current_state x
+		JOIN current_state y ON y.room_id = x.room_id AND y.type = 'm.room.member' AND y.state_key = $2 AND y.membership = 'join'
+		WHERE x.type = 'm.room.member' AND x.state_key = $1 AND x.membership = 'join'`, a, b)
+	if err != nil {
+		return nil, fmt.Errorf("storage: mutual rooms: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("storage: mutual rooms: %w", err)
+		}
+		out = append(out, id)
+	}
+	slices.Sort(out)
 	return out, rows.Err()
 }
 

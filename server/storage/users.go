@@ -18,24 +18,25 @@ type User struct {
 	Erased       bool
 	ShadowBanned bool
 	Locked       bool
+	Suspended    bool
 	DisplayName  string
 	AvatarURL    string
 	CreatedTS    int64
 }
 
 const userColumns = `user_id, localpart, COALESCE(password_hash, ''), is_admin, is_guest, COALESCE(user_type, ''),
-	deactivated, erased, shadow_banned, locked, COALESCE(displayname, ''), COALESCE(avatar_url, ''), created_ts`
+	deactivated, erased, shadow_banned, locked, suspended, COALESCE(displayname, ''), COALESCE(avatar_url, ''), created_ts`
 
 func scanUser(row interface{ Scan(...any) error }) (*User, error) {
 	u := &User{}
-	var admin, guest, deact, erased, shadow, locked int
+	var admin, guest, deact, erased, shadow, locked, suspended int
 	err := row.Scan(&u.UserID, &u.Localpart, &u.PasswordHash, &admin, &guest, &u.UserType,
-		&deact, &erased, &shadow, &locked, &u.DisplayName, &u.AvatarURL, &u.CreatedTS)
+		&deact, &erased, &shadow, &locked, &suspended, &u.DisplayName, &u.AvatarURL, &u.CreatedTS)
 	if err != nil {
 		return nil, err
 	}
 	u.IsAdmin, u.IsGuest, u.Deactivated = admin != 0, guest != 0, deact != 0
-	u.Erased, u.ShadowBanned, u.Locked = erased != 0, shadow != 0, locked != 0
+	u.Erased, u.ShadowBanned, u.Locked, u.Suspended = erased != 0, shadow != 0, locked != 0, suspended != 0
 	return u, nil
 }
 
@@ -115,6 +116,11 @@ func (s *Store) SetLocked(ctx context.Context, userID string, locked bool) error
 	return s.updateUser(ctx, userID, `UPDATE users SET locked = $1 WHERE user_id = $2`, boolInt(locked), userID)
 }
 
+// SetSuspended sets or clears the suspended flag.
+func (s *Store) SetSuspended(ctx context.Context, userID string, suspended bool) error {
+	return s.updateUser(ctx, userID, `UPDATE users SET suspended = $1 WHERE user_id = $2`, boolInt(suspended), userID)
+}
+
 // SetUserType sets the user type ("" for a regular user).
 func (s *Store) SetUserType(ctx context.Context, userID, userType string) error {
 	return s.updateUser(ctx, userID, `UPDATE users SET user_type = $1 WHERE user_id = $2`, nullStr(userType), userID)
@@ -168,10 +174,16 @@ func (s *Store) DeactivateUser(ctx context.Context, userID string, erase bool) e
 		if n, _ := res.RowsAffected(); n == 0 {
 			return ErrNotFound
 		}
+		if erase {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM profile_fields WHERE user_id = $1`, userID); err != nil {
+				return fmt.Errorf("storage: erase profile of %s: %w", userID, err)
+			}
+		}
 		for _, q := range []string{
 			`DELETE FROM access_tokens WHERE user_id = $1`,
 			`DELETE FROM refresh_tokens WHERE user_id = $1`,
 			`DELETE FROM devices WHERE user_id = $1`,
+			`DELETE FROM login_tokens WHERE user_id = $1`,
 		} {
 			if _, err := tx.ExecContext(ctx, q, userID); err != nil {
 				return fmt.Errorf("storage: deactivate %s: %w", userID, err)
