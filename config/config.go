@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"hearth/server/rooms"
 )
 
 // Config is the whole homeserver configuration.
@@ -42,6 +44,13 @@ type Config struct {
 	EnableRegistrationWithoutVerification bool `yaml:"enable_registration_without_verification"`
 	RegistrationRequiresToken             bool `yaml:"registration_requires_token"`
 	AllowGuestAccess                      bool `yaml:"allow_guest_access"`
+
+	// DefaultRoomVersion is the version of rooms created without one
+	// (createRoom without room_version, server notices rooms, the room
+	// users of a deleted room move to) and the default /capabilities
+	// advertises. Synapse's key and default: "11", because servers that do
+	// not know version 12 cannot join its rooms.
+	DefaultRoomVersion string `yaml:"default_room_version"`
 
 	MediaStorePath string `yaml:"media_store_path"`
 	MaxUploadSize  Size   `yaml:"max_upload_size"`
@@ -264,6 +273,9 @@ func (c *Config) Defaults() {
 	if c.BcryptRounds == 0 {
 		c.BcryptRounds = 12
 	}
+	if c.DefaultRoomVersion == "" {
+		c.DefaultRoomVersion = rooms.DefaultRoomVersion
+	}
 	if c.MaxUploadSize == 0 {
 		c.MaxUploadSize = 50 << 20
 	}
@@ -397,6 +409,10 @@ func (c *Config) Validate() error {
 	if c.EnableRegistration && !c.EnableRegistrationWithoutVerification && !c.RegistrationRequiresToken {
 		bad("enable_registration", "open registration without verification lets anyone create accounts: also set "+
 			"enable_registration_without_verification: true, or registration_requires_token: true")
+	}
+	if _, ok := rooms.LookupVersion(c.DefaultRoomVersion); !ok {
+		bad("default_room_version", "%q is not a room version this server supports (%s)", c.DefaultRoomVersion,
+			strings.Join(rooms.KnownVersions(), ", "))
 	}
 	if c.BcryptRounds < 4 || c.BcryptRounds > 31 {
 		bad("bcrypt_rounds", "%d is outside bcrypt's range 4-31", c.BcryptRounds)

@@ -237,6 +237,12 @@ registration_requires_token: false
 # Whether guests may register and read rooms that allow guests.
 allow_guest_access: false
 
+# The room version of new rooms when the client names none (and of rooms
+# the server makes itself), advertised as the default in /capabilities.
+# 11, as in Synapse: servers that do not support version 12 yet cannot
+# join rooms of that version. Clients may still ask for any version 1-12.
+default_room_version: "11"
+
 # Uploaded media, and the largest upload accepted.
 media_store_path: {{.MediaStore}}
 max_upload_size: 50M

@@ -104,7 +104,7 @@ func (s *Server) SendServerNotice(ctx context.Context, by Actor, n ServerNotice)
 func (s *Server) noticeRoom(ctx context.Context, system, userID string) (string, error) {
 	roomID, err := s.store.ServerNoticeRoom(ctx, userID)
 	if errors.Is(err, storage.ErrNotFound) {
-		rv, _ := rooms.LookupVersion(rooms.DefaultRoomVersion)
+		rv, _ := rooms.LookupVersion(s.cfg.DefaultRoomVersion)
 		// Only the system account may send or change anything.
 		override := map[string]any{"events_default": 100, "invite": 100, "state_default": 100}
 		raw, _ := json.Marshal(override)

@@ -300,7 +300,7 @@ func (s *Server) shutdownRoom(ctx context.Context, roomID string, req DeleteRoom
 // createViolationRoom makes the room users of a deleted room are moved to,
 // with the admin's message in it.
 func (s *Server) createViolationRoom(ctx context.Context, req DeleteRoomRequest) (string, error) {
-	rv, _ := rooms.LookupVersion(rooms.DefaultRoomVersion)
+	rv, _ := rooms.LookupVersion(s.cfg.DefaultRoomVersion)
 	roomID, err := s.createRoomAs(ctx, rooms.CreateRoomRequest{Version: rv, Creator: req.NewRoomUserID, Preset: rooms.PresetPublicChat,
 		Name: cmp.Or(req.RoomName, defaultNewRoomName)}, false)
 	if err != nil {

@@ -48,7 +48,7 @@ func (s *Server) postCreateRoom(w http.ResponseWriter, r *http.Request) error {
 	}
 	version := req.RoomVersion
 	if version == "" {
-		version = rooms.DefaultRoomVersion
+		version = s.cfg.DefaultRoomVersion
 	}
 	rv, ok := rooms.LookupVersion(version)
 	if !ok {

@@ -96,7 +96,7 @@ func (s *Server) getCapabilities(w http.ResponseWriter, r *http.Request) error {
 		"m.profile_fields":  map[string]bool{"enabled": !me.Suspended},
 		"m.3pid_changes":    map[string]bool{"enabled": false},
 		"m.get_login_token": map[string]bool{"enabled": s.cfg.LoginViaExistingSession.Enabled && !me.IsGuest},
-		"m.room_versions":   rooms.Capability(),
+		"m.room_versions":   rooms.Capability(s.cfg.DefaultRoomVersion),
 	}
 	if me.IsAdmin {
 		caps["m.account_moderation"] = map[string]bool{"lock": true, "suspend": true}

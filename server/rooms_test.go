@@ -283,7 +283,7 @@ func TestVersionsAndCapabilities(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if caps.RoomVersions == nil || caps.RoomVersions.Default != "12" || len(caps.RoomVersions.Available) != 12 {
+		if caps.RoomVersions == nil || caps.RoomVersions.Default != "11" || len(caps.RoomVersions.Available) != 12 {
 			t.Fatalf("room versions capability: %+v", caps.RoomVersions)
 		}
 	})

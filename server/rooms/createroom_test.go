@@ -162,9 +162,9 @@ func TestCreateRoomErrors(t *testing.T) {
 
 func TestCapability(t *testing.T) {
 	t.Parallel()
-	c := Capability()
-	if c.Default != "12" {
-		t.Errorf("default %s, want 12 (spec v1.19 recommendation)", c.Default)
+	c := Capability(DefaultRoomVersion)
+	if c.Default != "11" {
+		t.Errorf("default %s, want 11 (Synapse's default_room_version)", c.Default)
 	}
 	if len(c.Available) != 12 {
 		t.Errorf("%d versions available, want 12", len(c.Available))
