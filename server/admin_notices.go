@@ -110,7 +110,7 @@ func (s *Server) noticeRoom(ctx context.Context, system, userID string) (string,
 		raw, _ := json.Marshal(override)
 		var pl map[string]json.RawMessage
 		_ = json.Unmarshal(raw, &pl)
-		if roomID, err = s.createRoomAs(ctx, rooms.CreateRoomRequest{Version: rv, Creator: system, Preset: rooms.PresetPrivateChat,
+		if roomID, err = s.createRoom(ctx, rooms.CreateRoomRequest{Version: rv, Creator: system, Preset: rooms.PresetPrivateChat,
 			Name: s.cfg.ServerNotices.Name(), PowerLevelOverride: toJSONText(pl)}, false); err != nil {
 			return "", err
 		}

@@ -100,36 +100,48 @@ func (s *Server) postCreateRoom(w http.ResponseWriter, r *http.Request) error {
 		}
 		cr.InitialState = append(cr.InitialState, rooms.InitialStateEvent{Type: is.Type, StateKey: sk, Content: jsontext.Value(is.Content)})
 	}
-	if !rv.RoomIDFromCreateEvent {
-		cr.RoomID = "!" + secret.FromAlphabet("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", 18) + ":" + s.cfg.ServerName
-	}
-	events, b, err := rooms.CreateRoom(cr, s.roomsKey(), func() int64 { return s.now().UnixMilli() })
-	var authErr *rooms.AuthError
-	if errors.As(err, &authErr) {
-		return matrix.InvalidParam("the room's initial events are not valid: %s", authErr.Reason)
-	}
-	if errors.Is(err, rooms.ErrEventTooLarge) {
-		return matrix.TooLarge("%v", err)
-	}
+	roomID, err := s.createRoom(r.Context(), cr, req.Visibility == "public")
 	if err != nil {
-		return matrix.BadJSON("cannot create room: %v", err)
-	}
-	room := &storage.Room{RoomID: b.RoomID, RoomVersion: rv.ID, Creator: me.UserID, IsPublic: req.Visibility == "public"}
-	if err := s.timeline.CreateRoom(r.Context(), room, events, b); err != nil {
 		return err
 	}
 	if alias != "" {
-		if err := s.store.CreateAlias(r.Context(), alias, room.RoomID, me.UserID); errors.Is(err, storage.ErrConflict) {
+		if err := s.store.CreateAlias(r.Context(), alias, roomID, me.UserID); errors.Is(err, storage.ErrConflict) {
 			return &matrix.Error{Code: "M_ROOM_IN_USE", Msg: "room alias already taken"}
 		} else if err != nil {
 			return err
 		}
 	}
-	resp := map[string]string{"room_id": room.RoomID}
+	resp := map[string]string{"room_id": roomID}
 	if alias != "" {
 		resp["room_alias"] = alias
 	}
 	return writeJSON(w, http.StatusOK, resp)
+}
+
+// createRoom builds a room's first events (rooms.CreateRoom) and persists
+// them through the timeline: the one path for POST /createRoom, room
+// upgrades and the rooms the server makes itself (server notices, the room
+// a deleted room's users move to). public lists the room in the directory.
+// Initial events the auth rules refuse are the request's fault: 400.
+func (s *Server) createRoom(ctx context.Context, cr rooms.CreateRoomRequest, public bool) (string, error) {
+	if !cr.Version.RoomIDFromCreateEvent {
+		cr.RoomID = "!" + secret.FromAlphabet("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", 18) + ":" + s.cfg.ServerName
+	}
+	events, b, err := rooms.CreateRoom(cr, s.roomsKey(), func() int64 { return s.now().UnixMilli() })
+	var authErr *rooms.AuthError
+	switch {
+	case errors.As(err, &authErr):
+		return "", matrix.InvalidParam("the room's initial events are not valid: %s", authErr.Reason)
+	case errors.Is(err, rooms.ErrEventTooLarge):
+		return "", matrix.TooLarge("%v", err)
+	case err != nil:
+		return "", matrix.BadJSON("cannot create room: %v", err)
+	}
+	room := &storage.Room{RoomID: b.RoomID, RoomVersion: cr.Version.ID, Creator: cr.Creator, IsPublic: public}
+	if err := s.timeline.CreateRoom(ctx, room, events, b); err != nil {
+		return "", err
+	}
+	return room.RoomID, nil
 }
 
 func toJSONText(m map[string]json.RawMessage) map[string]jsontext.Value {
