@@ -128,6 +128,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, roomID string, ser
 		if err := s.store.DeleteOutOfRoomMembership(ctx, me.UserID, roomID); err != nil {
 			return err
 		}
+		s.joinedUpgradedRoom(ctx, me.UserID, roomID)
 		return writeJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 	}
 	// Joining again with nothing changed makes no new event (Synapse does
@@ -142,13 +143,29 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, roomID string, ser
 	} else if via != "" {
 		content["join_authorised_via_users_server"] = via
 	}
+	before, err := s.store.Membership(ctx, roomID, me.UserID)
+	if err != nil {
+		return err
+	}
 	if _, err := s.sendEvents(ctx, roomID, newEvent{Type: rooms.TypeMember, StateKey: &me.UserID, Sender: me.UserID, Content: content}); err != nil {
 		if errors.Is(err, timeline.ErrUnknownRoom) {
 			return matrix.NotFound("room %s is not known to this server", roomID)
 		}
 		return err
 	}
+	if before != rooms.MembershipJoin {
+		s.joinedUpgradedRoom(ctx, me.UserID, roomID)
+	}
 	return writeJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+}
+
+// joinedUpgradedRoom copies a user's settings from the room the joined
+// room replaced, if it replaced one (copyUserRoomSettings). The join has
+// happened: a failure here is logged, not reported.
+func (s *Server) joinedUpgradedRoom(ctx context.Context, userID, roomID string) {
+	if err := s.copySettingsOnJoin(ctx, userID, roomID); err != nil {
+		logFrom(ctx, s.log).Warn("cannot copy room settings to an upgraded room", "room_id", roomID, "user_id", userID, "err", err)
+	}
 }
 
 // restrictedJoinVia picks, for a join to a restricted room by a user who is

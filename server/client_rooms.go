@@ -54,6 +54,11 @@ func (s *Server) postCreateRoom(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return &matrix.Error{Code: "M_UNSUPPORTED_ROOM_VERSION", Msg: "room version " + version + " is not supported"}
 	}
+	if rv.PrivilegedCreators {
+		if _, err := parseAdditionalCreators(req.CreationContent["additional_creators"], "creation_content.additional_creators"); err != nil {
+			return err
+		}
+	}
 	switch req.Visibility {
 	case "", "private", "public":
 	default:

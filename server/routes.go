@@ -228,6 +228,7 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.With(s.notSuspended).Post("/rooms/{roomId}/kick", s.api(s.postKick))
 		r.With(s.notSuspended).Post("/rooms/{roomId}/ban", s.api(s.postBan))
 		r.With(s.notSuspended).Post("/rooms/{roomId}/unban", s.api(s.postUnban))
+		r.With(s.notSuspended).Post("/rooms/{roomId}/upgrade", s.api(s.postRoomUpgrade))
 
 		// Reporting content (admin_reports.go).
 		r.Post("/rooms/{roomId}/report/{eventId}", s.api(s.postReportEvent))

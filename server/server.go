@@ -75,6 +75,8 @@ type Server struct {
 	resyncs resyncs
 	// spaces caches other servers' descriptions of rooms (client_spaces.go).
 	spaces spaceCache
+	// upgrades are the rooms being upgraded (client_upgrade.go).
+	upgrades upgradeLocks
 	// bg is the background work Run owns (run.go).
 	bg background
 	// mutualBatch overrides the mutual rooms batch size (tests; 0: the
