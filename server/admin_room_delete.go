@@ -311,7 +311,6 @@ func (s *Server) createViolationRoom(ctx context.Context, req DeleteRoomRequest)
 	return roomID, err
 }
 
-
 // purgeRoom removes the room from the database once no local user is left
 // in it (unless force_purge).
 func (s *Server) purgeRoom(ctx context.Context, roomID string, req DeleteRoomRequest, res *ShutdownResult) error {
