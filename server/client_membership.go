@@ -275,21 +275,34 @@ func (s *Server) postLeave(w http.ResponseWriter, r *http.Request) error {
 	if err := s.leaveRefused(r.Context(), roomID, me.UserID); err != nil {
 		return err
 	}
-	// An invite to a room this server is not in is rejected through the
-	// inviting server.
-	if m, err := s.store.OutOfRoomMembership(r.Context(), me.UserID, roomID); err == nil && m.Membership == rooms.MembershipInvite {
-		if cur, err := s.store.Membership(r.Context(), roomID, me.UserID); err == nil && cur != rooms.MembershipJoin {
-			if err := s.rejectRemoteInvite(r.Context(), me.UserID, m, req.Reason); err != nil {
-				return err
-			}
-			return writeJSON(w, http.StatusOK, struct{}{})
-		}
-	}
-	content, _ := s.memberContent(r.Context(), rooms.MembershipLeave, me.UserID, req.Reason)
-	if _, err := s.sendEvents(r.Context(), roomID, newEvent{Type: rooms.TypeMember, StateKey: &me.UserID, Sender: me.UserID, Content: content}); err != nil {
+	if err := s.leaveRoom(r.Context(), me.UserID, roomID, req.Reason); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// leaveRoom makes a local user leave a room, reject an invite or withdraw
+// a knock: in the room when this server is in it, else through a server
+// that is (leaveOutOfRoom). A user may leave a blocked room, as in
+// Synapse.
+func (s *Server) leaveRoom(ctx context.Context, userID, roomID, reason string) error {
+	m, err := s.store.OutOfRoomMembership(ctx, userID, roomID)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return err
+	}
+	if m != nil && (m.Membership == rooms.MembershipInvite || m.Membership == rooms.MembershipKnock) {
+		if cur, err := s.store.Membership(ctx, roomID, userID); err != nil {
+			return err
+		} else if cur != rooms.MembershipJoin {
+			return s.leaveOutOfRoom(ctx, userID, m, reason)
+		}
+	}
+	content, err := s.memberContent(ctx, rooms.MembershipLeave, userID, reason)
+	if err != nil {
+		return err
+	}
+	_, err = s.sendEvents(ctx, roomID, newEvent{Type: rooms.TypeMember, StateKey: &userID, Sender: userID, Content: content, IgnoreBlock: true})
+	return err
 }
 
 // POST /_matrix/client/v3/rooms/{roomId}/forget

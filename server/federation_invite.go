@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"hearth/server/federation"
@@ -217,36 +218,40 @@ func (s *Server) recordOutOfRoom(ctx context.Context, e *rooms.Event, userID, me
 	return nil
 }
 
-// rejectRemoteInvite answers a local user's leave of a room this server is
-// not in: through the inviting server (make_leave, send_leave), or, when it
-// cannot be reached, here only, as Synapse does, so the user is not stuck
-// with the invite.
-func (s *Server) rejectRemoteInvite(ctx context.Context, userID string, m *storage.RoomMembership, reason string) error {
-	invite, err := s.store.EventByID(ctx, m.EventID)
+// leaveOutOfRoom answers a local user's leave of a room this server is not
+// in (rejecting an invite, withdrawing a knock): through a server that is
+// in it (make_leave, send_leave): the inviting server, or for a knock the
+// servers the room's stripped state came from. When none can be reached
+// the leave is recorded here only, as Synapse does for invites, so the
+// user is not stuck with the membership.
+func (s *Server) leaveOutOfRoom(ctx context.Context, userID string, m *storage.RoomMembership, reason string) error {
+	last, err := s.store.EventByID(ctx, m.EventID)
 	if err != nil {
 		return err
 	}
-	_, server, _ := strings.Cut(invite.Sender, ":")
 	content := map[string]any{"membership": rooms.MembershipLeave}
 	if reason != "" {
 		content["reason"] = reason
 	}
 	var leave *rooms.Event
 	if s.fedClient != nil {
-		proto, rv, err := s.fedClient.MakeMembership(ctx, server, rooms.MembershipLeave, m.RoomID, userID)
-		if err == nil {
-			if leave, err = rooms.CompleteProto(rv, proto, content, s.roomsKey()); err == nil {
-				err = s.fedClient.SendMembership(ctx, server, rooms.MembershipLeave, leave, nil)
+		for _, server := range s.outOfRoomServers(m, last) {
+			proto, rv, err := s.fedClient.MakeMembership(ctx, server, rooms.MembershipLeave, m.RoomID, userID)
+			if err == nil {
+				if leave, err = rooms.CompleteProto(rv, proto, content, s.roomsKey()); err == nil {
+					err = s.fedClient.SendMembership(ctx, server, rooms.MembershipLeave, leave, nil)
+				}
 			}
-		}
-		if err != nil {
-			s.log.Info("federation: rejecting an invite through the inviting server failed; rejected here only",
-				"room_id", m.RoomID, "server", server, "err", err)
+			if err == nil {
+				break
+			}
+			s.log.Info("federation: leaving a room through another server failed",
+				"room_id", m.RoomID, "membership", m.Membership, "server", server, "err", err)
 			leave = nil
 		}
 	}
 	if leave == nil {
-		if leave, err = s.localLeave(m, invite, userID, content); err != nil {
+		if leave, err = s.localLeave(m, last, userID, content); err != nil {
 			return err
 		}
 	}
@@ -255,26 +260,52 @@ func (s *Server) rejectRemoteInvite(ctx context.Context, userID string, m *stora
 	return s.recordOutOfRoom(ctx, leave, userID, rooms.MembershipLeave, stripped)
 }
 
-// localLeave builds a leave that follows an invite in a room this server is
-// not in, signed here: the record of a rejection no other server heard.
-func (s *Server) localLeave(m *storage.RoomMembership, invite *storage.Event, userID string, content map[string]any) (*rooms.Event, error) {
+// outOfRoomServers are the servers to leave a room this server is not in
+// through: an invite's sender's server; for a knock, the servers of the
+// stripped state's senders and the room ID's server (before v12).
+func (s *Server) outOfRoomServers(m *storage.RoomMembership, last *storage.Event) []string {
+	var out []string
+	add := func(userOrRoom string) {
+		if _, server, ok := strings.Cut(userOrRoom, ":"); ok && server != s.cfg.ServerName && !slices.Contains(out, server) {
+			out = append(out, server)
+		}
+	}
+	if m.Membership == rooms.MembershipInvite {
+		add(last.Sender)
+		return out
+	}
+	var stripped []struct {
+		Sender string `json:"sender"`
+	}
+	_ = json.Unmarshal(m.Stripped, &stripped)
+	for _, e := range stripped {
+		add(e.Sender)
+	}
+	add(m.RoomID)
+	return out
+}
+
+// localLeave builds a leave that follows an invite or a knock (last) in a
+// room this server is not in, signed here: the record of a leave no other
+// server heard.
+func (s *Server) localLeave(m *storage.RoomMembership, last *storage.Event, userID string, content map[string]any) (*rooms.Event, error) {
 	rv, ok := rooms.LookupVersion(m.RoomVersion)
 	if !ok {
 		return nil, fmt.Errorf("room %s has unknown version %q", m.RoomID, m.RoomVersion)
 	}
 	t := rooms.EventTemplate{RoomID: m.RoomID, Type: rooms.TypeMember, StateKey: &userID, Sender: userID,
-		Content: content, PrevEvents: []string{invite.EventID}, AuthEvents: []string{invite.EventID}, Depth: invite.Depth + 1,
+		Content: content, PrevEvents: []string{last.EventID}, AuthEvents: []string{last.EventID}, Depth: last.Depth + 1,
 		OriginServerTS: s.now().UnixMilli()}
 	if rv.EventIDs == rooms.EventIDRandom {
-		ie, err := rooms.ParseEvent(rv, invite.JSON)
+		le, err := rooms.ParseEvent(rv, last.JSON)
 		if err != nil {
 			return nil, err
 		}
-		h, err := ie.ReferenceHashB64()
+		h, err := le.ReferenceHashB64()
 		if err != nil {
 			return nil, err
 		}
-		t.RefHashes = map[string]string{invite.EventID: h}
+		t.RefHashes = map[string]string{last.EventID: h}
 	}
 	return rooms.BuildEvent(rv, t, s.roomsKey())
 }
