@@ -264,12 +264,11 @@ func (s *Server) ResetPassword(ctx context.Context, by Actor, userID, password s
 	return nil
 }
 
-// DeactivateUser deactivates the account, signing out every device; erase
-// also clears its profile.
+// DeactivateUser deactivates the account as the user's own deactivation
+// does (deactivate.go): signed out everywhere, out of every room; erase
+// also clears its profile and hides its messages from later members.
 func (s *Server) DeactivateUser(ctx context.Context, by Actor, userID string, erase bool) error {
-	if err := s.store.DeactivateUser(ctx, userID, erase); errors.Is(err, storage.ErrNotFound) {
-		return matrix.NotFound("user not found")
-	} else if err != nil {
+	if err := s.deactivateAccount(ctx, userID, erase); err != nil {
 		return err
 	}
 	s.audit(ctx, by, "user.deactivate", userID, fmt.Sprintf("erase=%t", erase))

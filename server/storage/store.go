@@ -225,6 +225,24 @@ func (s *Store) inSet(column string, n int, values []string) (string, any) {
 	return fmt.Sprintf("%s = ANY($%d)", column, n), values
 }
 
+// queryStrings runs a query of one text column and returns its values.
+func queryStrings(ctx context.Context, q querier, query string, args ...any) ([]string, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
 // notFound maps sql.ErrNoRows to ErrNotFound, wrapping everything else.
 func notFound(err error, op string) error {
 	if errors.Is(err, sql.ErrNoRows) {
