@@ -481,14 +481,12 @@ func (s *Server) getRoomEvent(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ok, err := s.canSeeEvent(r.Context(), me.UserID, e)
-	if err != nil {
+	if e, err = s.visibleEvent(r.Context(), me.UserID, e); err != nil {
 		return err
-	}
-	if !ok {
+	} else if e == nil {
 		return matrix.NotFound("event not found")
 	}
-	f := &eventFormatter{store: s.store, viewer: me, now: s.now()}
+	f := s.formatterFor(me)
 	out, err := f.format(r.Context(), []*storage.Event{e})
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"net/http"
+	"slices"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -131,6 +132,87 @@ func TestDeactivationLeavesEverything(t *testing.T) {
 			t.Errorf("deactivating an unknown user: %d %v", status, body)
 		}
 	})
+}
+
+// TestDeactivationErase checks what erase hides: the erased user's events,
+// redacted for members who were not in the room when they were sent, on
+// every read path; as they were for the members who were.
+func TestDeactivationErase(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice, bob, dave := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob"), newSyncUser(t, b, "dave")
+		room := sharedRoom(t, alice, bob)
+		if err := bob.cli.SetDisplayName(ctx, "Bob"); err != nil {
+			t.Fatal(err)
+		}
+		secret := send(t, bob, room, "my secret")
+		if _, err := bob.cli.SendMessageEvent(ctx, room, event.EventMessage, map[string]any{
+			"msgtype": "m.text", "body": "* my edited secret",
+			"m.new_content": map[string]any{"msgtype": "m.text", "body": "my edited secret"},
+			"m.relates_to":  map[string]any{"rel_type": "m.replace", "event_id": secret},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		send(t, alice, room, "alice's words")
+		deactivate(t, b, bob, "bob", true)
+		if _, err := dave.cli.JoinRoomByID(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+
+		// Dave joined later: bob's message has no content for him, on
+		// /event, /context, /messages and /sync (bodies leaves out the
+		// empty ones), and carries no edit.
+		ev, err := dave.cli.GetEvent(ctx, room, secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ev.Content.Raw) != 0 || ev.Unsigned.Relations != nil {
+			t.Errorf("/event shows dave the erased message: %+v %+v", ev.Content.Raw, ev.Unsigned.Relations)
+		}
+		c, err := dave.cli.Context(ctx, room, secret, nil, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(c.Event.Content.Raw) != 0 {
+			t.Errorf("/context shows dave the erased message: %v", c.Event.Content.Raw)
+		}
+		if got := nonEmpty(bodies(c.EventsAfter)); !slices.Equal(got, []string{"alice's words"}) {
+			t.Errorf("/context after the erased message: %v", got)
+		}
+		msgs, err := dave.cli.Messages(ctx, room, "", "", mautrix.DirectionBackward, nil, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := nonEmpty(bodies(msgs.Chunk)); !slices.Equal(got, []string{"alice's words"}) {
+			t.Errorf("dave's /messages bodies %v, want only alice's", got)
+		}
+		sync := doSync(t, dave, "", bigTimeline, 0)
+		if got := nonEmpty(bodies(sync.Rooms.Join[room].Timeline.Events)); !slices.Equal(got, []string{"alice's words"}) {
+			t.Errorf("dave's /sync timeline bodies %v, want only alice's", got)
+		}
+
+		// Alice was there: she still sees what bob wrote.
+		ev, err = alice.cli.GetEvent(ctx, room, secret)
+		if err != nil || ev.Content.Raw["body"] != "my secret" {
+			t.Errorf("alice's /event of bob's message: %+v %v", ev, err)
+		}
+		msgs, err = alice.cli.Messages(ctx, room, "", "", mautrix.DirectionBackward, nil, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bodies(msgs.Chunk); !slices.Contains(got, "my secret") {
+			t.Errorf("alice's /messages bodies %v", got)
+		}
+		// The erased profile: no name, no avatar.
+		if p, err := alice.cli.GetProfile(ctx, bob.id); err == nil && (p.DisplayName != "" || p.AvatarURL.String() != "") {
+			t.Errorf("bob's erased profile: %+v", p)
+		}
+	})
+}
+
+func nonEmpty(list []string) []string {
+	return slices.DeleteFunc(list, func(s string) bool { return s == "" })
 }
 
 // TestDeactivationAcrossServers deactivates a user of one server who is
