@@ -154,6 +154,9 @@ func (s *Server) upgradeRoom(ctx context.Context, userID, roomID string, rv *roo
 		Content: map[string]any{"body": tombstoneBody, "replacement_room": ""}}); err != nil {
 		return "", sendError(err)
 	}
+	// From here on the upgrade runs to its end even if the client goes
+	// away: a new room without the old one's tombstone helps nobody.
+	ctx = context.WithoutCancel(ctx)
 	state, err := s.store.CurrentState(ctx, roomID)
 	if err != nil {
 		return "", err
