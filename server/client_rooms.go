@@ -87,7 +87,11 @@ func (s *Server) postCreateRoom(w http.ResponseWriter, r *http.Request) error {
 			return &matrix.Error{Code: "M_ROOM_IN_USE", Msg: "room alias already taken"}
 		}
 	}
-	cr := rooms.CreateRoomRequest{Version: rv, Creator: me.UserID, Preset: req.Preset, Visibility: req.Visibility,
+	join, err := s.memberContent(r.Context(), rooms.MembershipJoin, me.UserID, "")
+	if err != nil {
+		return err
+	}
+	cr := rooms.CreateRoomRequest{Version: rv, Creator: me.UserID, CreatorJoin: join, Preset: req.Preset, Visibility: req.Visibility,
 		CanonicalAlias: alias, Name: req.Name, Topic: req.Topic, Invite: req.Invite, IsDirect: req.IsDirect,
 		CreationContent: toJSONText(req.CreationContent), PowerLevelOverride: toJSONText(req.PowerLevelOverride)}
 	for i, raw := range req.InitialState {

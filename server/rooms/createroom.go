@@ -44,6 +44,9 @@ type CreateRoomRequest struct {
 	// PowerLevelOverride is power_level_content_override, merged at the top level.
 	PowerLevelOverride map[string]jsontext.Value
 	InitialState       []InitialStateEvent
+	// CreatorJoin is the content of the creator's join (displayname and
+	// avatar_url, as for any join); membership is set here.
+	CreatorJoin map[string]any
 }
 
 // DefaultPowerLevels returns the default m.room.power_levels content for a
@@ -177,7 +180,12 @@ func CreateRoom(req CreateRoomRequest, key SigningKey, now func() int64) ([]*Eve
 	if err := add(TypeCreate, strp(""), req.Creator, createContent); err != nil {
 		return nil, nil, err
 	}
-	if err := add(TypeMember, strp(req.Creator), req.Creator, map[string]any{"membership": MembershipJoin}); err != nil {
+	join := map[string]any{}
+	for k, v := range req.CreatorJoin {
+		join[k] = v
+	}
+	join["membership"] = MembershipJoin
+	if err := add(TypeMember, strp(req.Creator), req.Creator, join); err != nil {
 		return nil, nil, err
 	}
 	// Power levels in initial_state replace the defaults and the override
