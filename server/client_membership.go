@@ -386,6 +386,11 @@ func (s *Server) targetMembership(w http.ResponseWriter, r *http.Request, member
 		}
 		return writeJSON(w, http.StatusOK, struct{}{})
 	}
+	if membership == rooms.MembershipInvite {
+		if err := s.checkInviteBlocked(ctx, req.UserID, me.UserID); err != nil {
+			return err
+		}
+	}
 	if _, err := s.sendEvents(ctx, roomID, newEvent{Type: rooms.TypeMember, StateKey: &req.UserID, Sender: me.UserID, Content: content}); err != nil {
 		return err
 	}

@@ -73,6 +73,11 @@ func (s *Server) postCreateRoom(w http.ResponseWriter, r *http.Request) error {
 		if _, _, ok := matrix.SplitUserID(u); !ok {
 			return matrix.InvalidParam("%q is not a user ID", u)
 		}
+		if s.isLocalUser(u) {
+			if err := s.checkInviteBlocked(r.Context(), u, me.UserID); err != nil {
+				return err
+			}
+		}
 	}
 	alias := ""
 	if req.RoomAliasName != "" {

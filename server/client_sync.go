@@ -305,6 +305,10 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 		return nil, nil, err
 	}
 	req.ignored = ignored
+	inviteCfg, err := s.inviteConfigOf(ctx, me.UserID)
+	if err != nil {
+		return nil, nil, err
+	}
 	mems, err := s.store.RoomsOfUser(ctx, me.UserID)
 	if err != nil {
 		return nil, nil, err
@@ -442,12 +446,14 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 			if !isNew && !req.fullState {
 				continue
 			}
-			if m.Membership == rooms.MembershipInvite && len(ignored) > 0 {
+			if m.Membership == rooms.MembershipInvite {
+				// Invites from ignored users, or that the user's invite
+				// filter ignores (MSC4155), are not shown.
 				inv, err := s.store.EventByID(ctx, m.EventID)
 				if err != nil {
 					return nil, nil, err
 				}
-				if ignored[inv.Sender] {
+				if ignored[inv.Sender] || inviteCfg.rule(inv.Sender) != inviteAllow {
 					continue
 				}
 			}

@@ -40,7 +40,11 @@ func (s *Server) inviteRemote(ctx context.Context, roomID, inviter, invitee stri
 	raw, err := s.fedClient.Invite(ctx, server, e, stripped)
 	var re *federation.RemoteError
 	if errors.As(err, &re) && re.Status < 500 {
-		return matrix.Forbidden("%s refused the invite: %s", server, re.Msg)
+		code := "M_FORBIDDEN"
+		if re.Code == "M_INVITE_BLOCKED" {
+			code = re.Code
+		}
+		return &matrix.Error{Code: code, Status: http.StatusForbidden, Msg: server + " refused the invite: " + re.Msg}
 	}
 	if err != nil {
 		return &matrix.Error{Code: "M_UNKNOWN", Status: http.StatusBadGateway, Msg: "could not reach " + server + " to invite " + invitee, Err: err}
@@ -159,6 +163,9 @@ func (s *Server) receiveInvite(ctx context.Context, origin, roomID, eventID stri
 	}
 	if err := rooms.VerifyServerSignature(e, origin, s.keys.Lookup(ctx)); err != nil {
 		return nil, matrix.Forbidden("the invite is not signed by %s: %v", origin, err)
+	}
+	if err := s.checkInviteBlocked(ctx, invitee, e.Sender()); err != nil {
+		return nil, err
 	}
 	signed, err := rooms.SignEvent(rv, e.JSON(), s.roomsKey())
 	if err != nil {
