@@ -728,3 +728,23 @@ func TestAccountRegistrationDisabled(t *testing.T) {
 		acctDo(t, b, "POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password", "user": "alice", "password": acctPW}).want(t, 400, "M_UNKNOWN")
 	})
 }
+
+// TestDeviceNotificationSettingsGoWithTheDevice (MSC3890): a device's
+// local notification settings, in account data named after it, are
+// deleted with the device.
+func TestDeviceNotificationSettingsGoWithTheDevice(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		reg := acctRegister(t, b, "alice")
+		two := acctLogin(t, b, "alice", acctPW, "TWO")
+		typ := "org.matrix.msc3890.local_notification_settings.TWO"
+		path := "/_matrix/client/v3/user/" + esc(string(reg.UserID)) + "/account_data/" + typ
+		acctDo(t, b, "PUT", path, reg.AccessToken, map[string]any{"is_silenced": true}).want(t, 200, "")
+		other := "/_matrix/client/v3/user/" + esc(string(reg.UserID)) + "/account_data/org.matrix.msc3890.local_notification_settings." + string(reg.DeviceID)
+		acctDo(t, b, "PUT", other, reg.AccessToken, map[string]any{"is_silenced": false}).want(t, 200, "")
+		acctDo(t, b, "GET", path, reg.AccessToken, nil).want(t, 200, "")
+		acctDo(t, b, "POST", "/_matrix/client/v3/logout", two.AccessToken, map[string]any{}).want(t, 200, "")
+		acctDo(t, b, "GET", path, reg.AccessToken, nil).want(t, 404, "M_NOT_FOUND")
+		acctDo(t, b, "GET", other, reg.AccessToken, nil).want(t, 200, "")
+	})
+}

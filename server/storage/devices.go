@@ -89,6 +89,10 @@ func (s *Store) SetDeviceDisplayName(ctx context.Context, userID, deviceID, name
 	})
 }
 
+// LocalNotificationSettingsPrefix starts the account data type of a
+// device's local notification settings (MSC3890), which go with the device.
+const LocalNotificationSettingsPrefix = "org.matrix.msc3890.local_notification_settings."
+
 // DeleteDevices removes devices and every token issued to them. Unknown
 // device IDs are ignored, as the spec's delete_devices asks.
 func (s *Store) DeleteDevices(ctx context.Context, userID string, deviceIDs []string) error {
@@ -106,6 +110,15 @@ func (s *Store) DeleteDevices(ctx context.Context, userID string, deviceIDs []st
 			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE user_id = $1 AND device_id IN (`+in+`)`, args...); err != nil {
 				return fmt.Errorf("storage: delete devices: %w", err)
 			}
+		}
+		// So do the devices' local notification settings (MSC3890), kept
+		// in account data named after each device.
+		types := []any{userID}
+		for _, d := range deviceIDs {
+			types = append(types, LocalNotificationSettingsPrefix+d)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM account_data WHERE user_id = $1 AND room_id = '' AND type IN (`+in+`)`, types...); err != nil {
+			return fmt.Errorf("storage: delete devices' notification settings: %w", err)
 		}
 		// Their end-to-end keys and pending to-device messages go too (keys.go).
 		return s.deleteDeviceKeys(ctx, tx, in, args)
