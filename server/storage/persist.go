@@ -181,6 +181,9 @@ func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, ne *NewEvent) error
 	} else if err != nil {
 		return fmt.Errorf("storage: insert event %s: %w", e.EventID, err)
 	}
+	if err := s.indexForSearch(ctx, tx, ne); err != nil {
+		return err
+	}
 	if !e.Outlier {
 		for _, p := range ne.PrevEvents {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES ($1, $2, $3)
