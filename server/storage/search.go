@@ -22,7 +22,8 @@ import (
 // (SearchKeyType), keyed by the event's stream_ordering. It is written in
 // the transaction that persists the event (indexForSearch), so a search
 // never misses an event a /sync has shown, and rows leave it with the
-// event's redaction or its room's purge.
+// event's redaction or its room's purge. On PostgreSQL the row rides on
+// the event's own INSERT (withSearchIndex).
 //
 // The engines differ here more than anywhere else, but only in SQL text;
 // both read a search term through the same parse of Synapse's syntax
@@ -82,14 +83,10 @@ func (s *Store) searchRowID() string {
 }
 
 // indexForSearch adds a persisted event to event_search when it is
-// searchable. One short statement in the persist transaction: the text is
-// read from the event in Go, and the engine tokenises it.
+// searchable: one short statement in the persist transaction, the text
+// read from the event in Go and tokenised by the engine.
 func (s *Store) indexForSearch(ctx context.Context, tx *sql.Tx, ne *NewEvent) error {
-	e := &ne.Event
-	if e.Outlier || e.Rejected || e.SoftFailed {
-		return nil
-	}
-	text, ok := SearchText(e.Type, e.JSON)
+	text, ok := searchTextOf(ne)
 	if !ok {
 		return nil
 	}
@@ -97,10 +94,34 @@ func (s *Store) indexForSearch(ctx context.Context, tx *sql.Tx, ne *NewEvent) er
 	if s.d.Name == "postgres" {
 		q = `INSERT INTO event_search (stream_ordering, vector) VALUES ($1, to_tsvector('english', $2))`
 	}
-	if _, err := tx.ExecContext(ctx, q, e.StreamPos, text); err != nil {
-		return fmt.Errorf("storage: index %s for search: %w", e.EventID, err)
+	if _, err := tx.ExecContext(ctx, q, ne.StreamPos, text); err != nil {
+		return fmt.Errorf("storage: index %s for search: %w", ne.EventID, err)
 	}
 	return nil
+}
+
+// withSearchIndex returns the statement inserting an event (insert, which
+// returns the event's stream_ordering, and its arguments), made on
+// PostgreSQL to write the event's index row too when it is searchable,
+// and whether it does. A round trip less inside the room's lock, where
+// every send of the room waits; SQLite has no round trips to save.
+func (s *Store) withSearchIndex(ne *NewEvent, insert string, args ...any) (string, []any, bool) {
+	text, ok := searchTextOf(ne)
+	if !ok || s.d.Name != "postgres" {
+		return insert, args, false
+	}
+	return fmt.Sprintf(`WITH e AS (%s), s AS (INSERT INTO event_search (stream_ordering, vector)
+		SELECT stream_ordering, to_tsvector('english', $%d) FROM e) SELECT stream_ordering FROM e`, insert, len(args)+1),
+		append(args, text), true
+}
+
+// searchTextOf is the text to index for an event about to be persisted,
+// if it is searchable: live and accepted, with text a search key names.
+func searchTextOf(ne *NewEvent) (string, bool) {
+	if ne.Outlier || ne.Rejected || ne.SoftFailed {
+		return "", false
+	}
+	return SearchText(ne.Type, ne.JSON)
 }
 
 // unindexForSearch removes an event from event_search (its redaction).
