@@ -124,6 +124,7 @@ func (s *Store) PersistEvents(ctx context.Context, evs []*NewEvent, head *HeadUp
 	if err != nil {
 		return err
 	}
+	s.searchQueued(evs)
 	if len(live) > 0 {
 		return s.events.waitVisible(context.WithoutCancel(ctx), live[len(live)-1])
 	}

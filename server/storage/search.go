@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unicode"
 
 	"github.com/tidwall/gjson"
@@ -19,13 +21,14 @@ import (
 // event_search holds one row per searchable event: a live, accepted event
 // (not an outlier, not rejected or soft-failed; backfilled history
 // included) of a type whose text the spec's search keys name
-// (SearchKeyType), keyed by the event's stream_ordering. It is written in
-// the transaction that persists the event (indexForSearch), so a search
-// never misses an event a /sync has shown, and rows leave it with the
-// event's redaction or its room's purge. On PostgreSQL the row rides on
-// the event's own INSERT (withSearchIndex).
+// (SearchKeyType), keyed by the event's stream_ordering. It is written by
+// the transaction that persists the event (indexForSearch): on PostgreSQL
+// by the event's own INSERT (withSearchIndex), on SQLite through a queue
+// that every search empties first (searchQueue). So a search never misses
+// an event /sync has shown. Rows leave with the event's redaction or its
+// room's purge.
 //
-// The engines differ here more than anywhere else, but only in SQL text;
+// The engines differ here more than anywhere else, but mostly in SQL text;
 // both read a search term through the same parse of Synapse's syntax
 // (searchTerm), rendered in each one's query language:
 //   - SQLite: an FTS5 table (modernc's build has FTS5) whose rowid is the
@@ -82,15 +85,15 @@ func (s *Store) searchRowID() string {
 	return "stream_ordering"
 }
 
-// indexForSearch adds a persisted event to event_search when it is
-// searchable: one short statement in the persist transaction, the text
-// read from the event in Go and tokenised by the engine.
+// indexForSearch adds a persisted event to the index when it is
+// searchable: on SQLite to the queue (searchQueue), on PostgreSQL to
+// event_search, unless the event's own INSERT did (withSearchIndex).
 func (s *Store) indexForSearch(ctx context.Context, tx *sql.Tx, ne *NewEvent) error {
 	text, ok := searchTextOf(ne)
 	if !ok {
 		return nil
 	}
-	q := `INSERT INTO event_search (rowid, value) VALUES ($1, $2)`
+	q := `INSERT INTO event_search_pending (stream_ordering, value) VALUES ($1, $2)`
 	if s.d.Name == "postgres" {
 		q = `INSERT INTO event_search (stream_ordering, vector) VALUES ($1, to_tsvector('english', $2))`
 	}
@@ -124,14 +127,136 @@ func searchTextOf(ne *NewEvent) (string, bool) {
 	return SearchText(ne.Type, ne.JSON)
 }
 
-// unindexForSearch removes an event from event_search (its redaction).
-func (s *Store) unindexForSearch(ctx context.Context, tx *sql.Tx, eventID string) error {
+// unindexForSearch removes an event from the index (its redaction), and
+// reports how many rows it took from SQLite's queue.
+func (s *Store) unindexForSearch(ctx context.Context, tx *sql.Tx, eventID string) (int64, error) {
 	_, err := tx.ExecContext(ctx, `DELETE FROM event_search WHERE `+s.searchRowID()+` IN
 		(SELECT stream_ordering FROM events WHERE event_id = $1)`, eventID)
 	if err != nil {
-		return fmt.Errorf("storage: remove %s from search: %w", eventID, err)
+		return 0, fmt.Errorf("storage: remove %s from search: %w", eventID, err)
 	}
+	if s.d.Name != "sqlite" {
+		return 0, nil
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM event_search_pending WHERE stream_ordering IN
+		(SELECT stream_ordering FROM events WHERE event_id = $1)`, eventID)
+	if err != nil {
+		return 0, fmt.Errorf("storage: remove %s from search: %w", eventID, err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
+}
+
+// searchQueue is how SQLite's index keeps out of the sends' way. FTS5
+// pays most of an insert once per transaction (it writes a new segment at
+// every commit): about 80 µs of CPU in modernc's SQLite, which each send
+// would pay inside the database's single writer. So the transaction that
+// persists an event queues its row in event_search_pending (a plain
+// insert), and the queue is moved into the FTS5 table in batches, in
+// transactions of their own: in the background once searchFlushAt rows
+// wait, and before every search, so that a search finds every event
+// persisted before it began. The queue is durable with the events; a
+// batch moved is committed without waiting for the disk, because a crash
+// that loses it puts the rows back in the queue.
+//
+// PostgreSQL writes its index row with the event (withSearchIndex): its
+// GIN index takes rows into a pending list of its own.
+type searchQueue struct {
+	pending  atomic.Int64 // rows in event_search_pending
+	flushing atomic.Bool  // a background flush is running
+	flushMu  sync.Mutex   // one flush at a time
+	mu       sync.Mutex   // closed, and wg.Add against Close's Wait
+	closed   bool
+	wg       sync.WaitGroup
+}
+
+const (
+	searchFlushAt    = 32   // queued rows that start a background flush
+	searchFlushBatch = 1000 // rows one flush transaction moves
+)
+
+// openSearchQueue counts the rows a previous run left queued.
+func (s *Store) openSearchQueue(ctx context.Context) error {
+	if s.d.Name != "sqlite" {
+		return nil
+	}
+	var n int64
+	if err := s.write.QueryRowContext(ctx, `SELECT COUNT(*) FROM event_search_pending`).Scan(&n); err != nil {
+		return fmt.Errorf("storage: search queue: %w", err)
+	}
+	s.sq.pending.Store(n)
 	return nil
+}
+
+// closeSearchQueue waits for a background flush to end.
+func (s *Store) closeSearchQueue() {
+	s.sq.mu.Lock()
+	s.sq.closed = true
+	s.sq.mu.Unlock()
+	s.sq.wg.Wait()
+}
+
+// searchQueued counts the rows persisting evs queued, and starts a
+// background flush when enough wait.
+func (s *Store) searchQueued(evs []*NewEvent) {
+	if s.d.Name != "sqlite" {
+		return
+	}
+	n := 0
+	for _, ne := range evs {
+		if _, ok := searchTextOf(ne); ok {
+			n++
+		}
+	}
+	if n == 0 || s.sq.pending.Add(int64(n)) < searchFlushAt || !s.sq.flushing.CompareAndSwap(false, true) {
+		return
+	}
+	s.sq.mu.Lock()
+	defer s.sq.mu.Unlock()
+	if s.sq.closed {
+		s.sq.flushing.Store(false)
+		return
+	}
+	s.sq.wg.Add(1)
+	go func() {
+		defer s.sq.wg.Done()
+		defer s.sq.flushing.Store(false)
+		// A failure leaves the rows queued; the next search's flush
+		// tries again and reports it.
+		_ = s.flushSearch(context.Background())
+	}()
+}
+
+// flushSearch moves every queued row into the FTS5 table.
+func (s *Store) flushSearch(ctx context.Context) error {
+	if s.d.Name != "sqlite" || s.sq.pending.Load() <= 0 {
+		return nil
+	}
+	s.sq.flushMu.Lock()
+	defer s.sq.flushMu.Unlock()
+	for {
+		var moved int64
+		err := s.txNoSync(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO event_search (rowid, value)
+				SELECT stream_ordering, value FROM event_search_pending ORDER BY stream_ordering LIMIT $1`, searchFlushBatch); err != nil {
+				return fmt.Errorf("storage: index queued events: %w", err)
+			}
+			res, err := tx.ExecContext(ctx, `DELETE FROM event_search_pending WHERE stream_ordering IN
+				(SELECT stream_ordering FROM event_search_pending ORDER BY stream_ordering LIMIT $1)`, searchFlushBatch)
+			if err != nil {
+				return fmt.Errorf("storage: index queued events: %w", err)
+			}
+			moved, _ = res.RowsAffected()
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		s.sq.pending.Add(-moved)
+		if moved < searchFlushBatch {
+			return nil
+		}
+	}
 }
 
 // indexExistingEvents is migration 0017's step: it indexes the events
@@ -240,6 +365,9 @@ func (r SearchResult) Pos() SearchPos {
 // is joined back to the events for their JSON: the sort carries a few
 // numbers per match, not the events.
 func (s *Store) SearchEvents(ctx context.Context, q *SearchQuery) ([]SearchResult, int, error) {
+	if err := s.flushSearch(ctx); err != nil {
+		return nil, 0, err
+	}
 	match := s.matchQuery(q.Term)
 	if match == "" || len(q.Types) == 0 || q.Limit <= 0 || (q.Rooms != nil && len(q.Rooms) == 0) ||
 		(q.Senders != nil && len(q.Senders) == 0) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"hearth/server/storage"
 	"hearth/server/storage/storagetest"
@@ -168,7 +169,8 @@ func TestSearchIndex(t *testing.T) {
 		if ids, _ := searchIDs(t, st, storage.SearchQuery{Term: "wonderful", UserID: "@b:hs"}); len(ids) != 0 {
 			t.Fatalf("non-member found %v", ids)
 		}
-		// Purged: the index rows go with the events.
+		// Purged: the index rows go with the events, queued ones too.
+		r.text("wonderful, and queued when the room is purged")
 		if err := st.PurgeRoom(ctx, r.id); err != nil {
 			t.Fatal(err)
 		}
@@ -178,14 +180,72 @@ func TestSearchIndex(t *testing.T) {
 	})
 }
 
-// searchRows counts event_search's rows.
+// searchRows counts event_search's rows, and SQLite's queued ones.
 func searchRows(t *testing.T, st *storage.Store) int {
 	t.Helper()
 	var n int
 	if err := st.DB().QueryRow(`SELECT COUNT(*) FROM event_search`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
+	return n + queuedRows(t, st)
+}
+
+// queuedRows counts the rows of SQLite's search queue (0 on PostgreSQL).
+func queuedRows(t *testing.T, st *storage.Store) int {
+	t.Helper()
+	if st.Engine() != "sqlite" {
+		return 0
+	}
+	var n int
+	if err := st.DB().QueryRow(`SELECT COUNT(*) FROM event_search_pending`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
 	return n
+}
+
+// TestSearchQueue checks SQLite's queue of index rows (PostgreSQL, which
+// writes them with the events, runs the same assertions): a search finds
+// queued events, a redaction takes them out of the queue, the queue
+// survives a restart, and enough queued rows are moved in the background.
+func TestSearchQueue(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		ctx := context.Background()
+		st := storagetest.Open(t, e)
+		r := newSearchRoom(t, st, "!queue:hs")
+		kept := r.text("queued and kept").Event.EventID
+		gone := r.text("queued and redacted").Event.EventID
+		if err := st.RedactEvent(ctx, gone, "$redaction", []byte(`{"content":{}}`)); err != nil {
+			t.Fatal(err)
+		}
+		if ids, count := searchIDs(t, st, storage.SearchQuery{Term: "queued"}); !slices.Equal(ids, []string{kept}) || count != 1 {
+			t.Fatalf("queued: %v (%d)", ids, count)
+		}
+		// Queued across a restart.
+		again := r.text("queued across a restart").Event.EventID
+		st.Close()
+		st = storagetest.Open(t, e)
+		r.st = st
+		if ids, _ := searchIDs(t, st, storage.SearchQuery{Term: "restart"}); !slices.Equal(ids, []string{again}) {
+			t.Fatalf("after the restart: %v", ids)
+		}
+		// A burst is moved without a search.
+		for i := range 100 {
+			r.text(fmt.Sprintf("burst %d", i))
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for queuedRows(t, st) >= 32 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d rows still queued", queuedRows(t, st))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if _, count := searchIDs(t, st, storage.SearchQuery{Term: "burst"}); count != 100 {
+			t.Fatalf("burst: %d found", count)
+		}
+		if n := queuedRows(t, st); n != 0 {
+			t.Fatalf("%d rows queued after a search", n)
+		}
+	})
 }
 
 // TestSearchOrderAndPages pages through results in both orders: every
@@ -259,7 +319,7 @@ func TestSearchMigration(t *testing.T) {
 		r.text("nul\u0000inside")
 		r.text("another old message")
 		db := st.DB()
-		for _, q := range []string{`DROP TABLE event_search`, `DELETE FROM schema_migrations WHERE version = 17`} {
+		for _, q := range []string{`DROP TABLE event_search`, `DROP TABLE IF EXISTS event_search_pending`, `DELETE FROM schema_migrations WHERE version = 17`} {
 			if _, err := db.Exec(q); err != nil {
 				t.Fatal(err)
 			}

@@ -7,3 +7,10 @@
 -- Existing events are indexed by the migration's Go step
 -- (indexExistingEvents).
 CREATE VIRTUAL TABLE event_search USING fts5(value, tokenize = 'porter unicode61 remove_diacritics 2');
+-- The rows of events persisted since the last batch, waiting to be moved
+-- into event_search: FTS5 pays most of an insert once per transaction,
+-- so sends queue their rows here and batches move them (searchQueue).
+CREATE TABLE event_search_pending (
+    stream_ordering INTEGER PRIMARY KEY,       -- the event's
+    value           TEXT NOT NULL
+);
