@@ -93,11 +93,14 @@ func (s *Store) indexForSearch(ctx context.Context, tx *sql.Tx, ne *NewEvent) er
 	if !ok {
 		return nil
 	}
-	q := `INSERT INTO event_search_pending (stream_ordering, value) VALUES ($1, $2)`
+	var err error
 	if s.d.Name == "postgres" {
-		q = `INSERT INTO event_search (stream_ordering, vector) VALUES ($1, to_tsvector('english', $2))`
+		_, err = tx.ExecContext(ctx, `INSERT INTO event_search (stream_ordering, room_id, type, sender, origin_server_ts, vector)
+			VALUES ($1, $2, $3, $4, $5, to_tsvector('english', $6))`, ne.StreamPos, ne.RoomID, ne.Type, ne.Sender, ne.OriginServerTS, text)
+	} else {
+		_, err = tx.ExecContext(ctx, `INSERT INTO event_search_pending (stream_ordering, value) VALUES ($1, $2)`, ne.StreamPos, text)
 	}
-	if _, err := tx.ExecContext(ctx, q, ne.StreamPos, text); err != nil {
+	if err != nil {
 		return fmt.Errorf("storage: index %s for search: %w", ne.EventID, err)
 	}
 	return nil
@@ -113,9 +116,10 @@ func (s *Store) withSearchIndex(ne *NewEvent, insert string, args ...any) (strin
 	if !ok || s.d.Name != "postgres" {
 		return insert, args, false
 	}
-	return fmt.Sprintf(`WITH e AS (%s), s AS (INSERT INTO event_search (stream_ordering, vector)
-		SELECT stream_ordering, to_tsvector('english', $%d) FROM e) SELECT stream_ordering FROM e`, insert, len(args)+1),
-		append(args, text), true
+	n := len(args)
+	return fmt.Sprintf(`WITH e AS (%s), s AS (INSERT INTO event_search (stream_ordering, room_id, type, sender, origin_server_ts, vector)
+		SELECT stream_ordering, $%d, $%d, $%d, $%d, to_tsvector('english', $%d) FROM e) SELECT stream_ordering FROM e`, insert, n+1, n+2, n+3, n+4, n+5),
+		append(args, ne.RoomID, ne.Type, ne.Sender, ne.OriginServerTS, text), true
 }
 
 // searchTextOf is the text to index for an event about to be persisted,
@@ -265,15 +269,16 @@ func (s *Store) flushSearch(ctx context.Context) error {
 // index exactly what a new event would give (PostgreSQL's JSON functions
 // fail the whole migration on a "\u0000" in one event's content).
 func (s *Store) indexExistingEvents(ctx context.Context, tx *sql.Tx) error {
-	head, tail := `INSERT INTO event_search (rowid, value) VALUES `, ``
+	head, tail, cols := `INSERT INTO event_search (rowid, value) VALUES `, ``, 2
 	if s.d.Name == "postgres" {
-		head = `INSERT INTO event_search (stream_ordering, vector) SELECT CAST(v.s AS BIGINT), to_tsvector('english', v.t) FROM (VALUES `
-		tail = `) AS v (s, t)`
+		head = `INSERT INTO event_search (stream_ordering, room_id, type, sender, origin_server_ts, vector)
+			SELECT CAST(v.s AS BIGINT), v.r, v.t, v.u, CAST(v.o AS BIGINT), to_tsvector('english', v.x) FROM (VALUES `
+		tail, cols = `) AS v (s, r, t, u, o, x)`, 6
 	}
 	const batch = 1000
 	after := int64(-1 << 62)
 	for {
-		rows, err := tx.QueryContext(ctx, `SELECT stream_ordering, type, json FROM events
+		rows, err := tx.QueryContext(ctx, `SELECT stream_ordering, room_id, type, sender, origin_server_ts, json FROM events
 			WHERE stream_ordering > $1 AND type IN ('m.room.message', 'm.room.name', 'm.room.topic')
 			AND outlier = 0 AND rejected = 0 AND soft_failed = 0 AND redacted_by IS NULL
 			ORDER BY stream_ordering LIMIT $2`, after, batch)
@@ -283,9 +288,9 @@ func (s *Store) indexExistingEvents(ctx context.Context, tx *sql.Tx) error {
 		var args []any
 		n := 0
 		for rows.Next() {
-			var pos int64
-			var typ, js string
-			if err := rows.Scan(&pos, &typ, &js); err != nil {
+			var pos, ts int64
+			var room, typ, sender, js string
+			if err := rows.Scan(&pos, &room, &typ, &sender, &ts, &js); err != nil {
 				rows.Close()
 				return err
 			}
@@ -293,7 +298,7 @@ func (s *Store) indexExistingEvents(ctx context.Context, tx *sql.Tx) error {
 			if text, ok := SearchText(typ, []byte(js)); ok {
 				if s.d.Name == "postgres" {
 					// VALUES' untyped parameters are text there.
-					args = append(args, strconv.FormatInt(pos, 10), text)
+					args = append(args, strconv.FormatInt(pos, 10), room, typ, sender, strconv.FormatInt(ts, 10), text)
 				} else {
 					args = append(args, pos, text)
 				}
@@ -303,7 +308,7 @@ func (s *Store) indexExistingEvents(ctx context.Context, tx *sql.Tx) error {
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		if err := s.bulkExec(ctx, tx, head, 2, tail, args); err != nil {
+		if err := s.bulkExec(ctx, tx, head, cols, tail, args); err != nil {
 			return fmt.Errorf("storage: index events for search: %w", err)
 		}
 		if n < batch {
@@ -373,21 +378,48 @@ func (s *Store) SearchEvents(ctx context.Context, q *SearchQuery) ([]SearchResul
 		(q.Senders != nil && len(q.Senders) == 0) {
 		return nil, 0, nil
 	}
-	// $1 is the match, $2 the user; the filters follow.
-	args := []any{match, q.UserID}
-	var from, rank, where string
+	// The statement is built in three parts: with (PostgreSQL's matches),
+	// from + where (the matches the user may search, $1 the match), and
+	// the page around them. t is the table whose room_id, type, sender,
+	// origin_server_ts and stream_ordering the conditions read: the
+	// events on SQLite, the index itself on PostgreSQL. rank is the
+	// rank's expression among the matches, pageRank in the page.
+	args := []any{match}
+	var with, from, t, rank, where string
+	pageRank := `c.rank`
 	if s.d.Name == "sqlite" {
-		from = `event_search JOIN events e ON e.stream_ordering = event_search.rowid`
+		from, t = `event_search JOIN events e ON e.stream_ordering = event_search.rowid
+			JOIN current_state m ON m.room_id = e.room_id AND m.type = 'm.room.member' AND m.state_key = $2 AND m.membership = 'join'`, "e"
+		args = append(args, q.UserID)
 		rank = `-bm25(event_search)`
-		where = `event_search MATCH $1`
+		// Only searchable events are indexed; the events' own columns
+		// are checked anyway, as they are read.
+		where = `event_search MATCH $1 AND e.outlier = 0 AND e.rejected = 0 AND e.soft_failed = 0 AND e.redacted_by IS NULL` +
+			searchFilters(q, t, &args)
 	} else {
-		from = `event_search s JOIN events e ON e.stream_ordering = s.stream_ordering`
+		// The matches first, from the GIN index, whatever the planner's
+		// statistics say: right after a burst of messages they lag, and
+		// it would read every event of the room, or look the membership
+		// up per match. The index rows carry what the conditions need,
+		// the rooms are a list, so only the page reads events.
+		rooms, err := s.joinedRooms(ctx, q.UserID, q.Rooms)
+		if err != nil || len(rooms) == 0 {
+			return nil, 0, err
+		}
+		q := *q
+		q.Rooms = rooms
+		with = `WITH s AS MATERIALIZED (SELECT * FROM event_search WHERE vector @@ websearch_to_tsquery('english', $1)) `
+		from, t, where = `s`, "s", `TRUE`
 		rank = `CAST(ts_rank_cd(s.vector, websearch_to_tsquery('english', $1)) AS DOUBLE PRECISION)`
-		where = `s.vector @@ websearch_to_tsquery('english', $1)`
+		if !q.ByRank {
+			// Newest first: rank the page alone (ts_rank_cd costs a few
+			// µs a match).
+			rank = `0`
+			pageRank = `CAST(ts_rank_cd((SELECT x.vector FROM event_search x WHERE x.stream_ordering = c.so),
+				websearch_to_tsquery('english', $1)) AS DOUBLE PRECISION)`
+		}
+		where += searchFilters(&q, t, &args)
 	}
-	from += `
-		JOIN current_state m ON m.room_id = e.room_id AND m.type = 'm.room.member' AND m.state_key = $2 AND m.membership = 'join'`
-	where += s.searchFilters(q, &args)
 	countArgs := len(args)
 
 	order := `c.ts DESC, c.so DESC`
@@ -408,12 +440,12 @@ func (s *Store) SearchEvents(ctx context.Context, q *SearchQuery) ([]SearchResul
 	args = append(args, q.Limit)
 	// The count is a window over the matches before the page's start
 	// (SQLite cannot call an FTS5 function in a window query itself).
-	page := `SELECT c.so, c.rank, c.total FROM (
+	page := `SELECT c.so, c.ts, c.rank, c.total FROM (
 			SELECT m.so, m.ts, m.rank, COUNT(*) OVER () AS total FROM (
-				SELECT e.stream_ordering AS so, e.origin_server_ts AS ts, ` + rank + ` AS rank FROM ` + from + ` WHERE ` + where + `
+				SELECT ` + t + `.stream_ordering AS so, ` + t + `.origin_server_ts AS ts, ` + rank + ` AS rank FROM ` + from + ` WHERE ` + where + `
 			) m
 		) c ` + after + ` ORDER BY ` + order + fmt.Sprintf(` LIMIT $%d`, len(args))
-	rows, err := s.read.QueryContext(ctx, `SELECT `+eventColumnsOf("e.")+`, c.rank, c.total FROM (`+page+`) c
+	rows, err := s.read.QueryContext(ctx, with+`SELECT `+eventColumnsOf("e.")+`, `+pageRank+`, c.total FROM (`+page+`) c
 		JOIN events e ON e.stream_ordering = c.so`, args...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("storage: search: %w", err)
@@ -444,7 +476,7 @@ func (s *Store) SearchEvents(ctx context.Context, q *SearchQuery) ([]SearchResul
 	})
 	if total < 0 {
 		// An empty page carries no count: count on its own.
-		err := s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+from+` WHERE `+where, args[:countArgs]...).Scan(&total)
+		err := s.read.QueryRowContext(ctx, with+`SELECT COUNT(*) FROM `+from+` WHERE `+where, args[:countArgs]...).Scan(&total)
 		if err != nil {
 			return nil, 0, fmt.Errorf("storage: search count: %w", err)
 		}
@@ -452,9 +484,30 @@ func (s *Store) SearchEvents(ctx context.Context, q *SearchQuery) ([]SearchResul
 	return out, total, nil
 }
 
-// searchFilters renders the conditions on e (the events table) besides
-// the match, appending their arguments.
-func (s *Store) searchFilters(q *SearchQuery, args *[]any) string {
+// joinedRooms lists the rooms userID is joined to, of only's when not nil.
+func (s *Store) joinedRooms(ctx context.Context, userID string, only []string) ([]string, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT room_id FROM current_state
+		WHERE type = 'm.room.member' AND state_key = $1 AND membership = 'join'`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("storage: joined rooms: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("storage: joined rooms: %w", err)
+		}
+		if only == nil || slices.Contains(only, id) {
+			out = append(out, id)
+		}
+	}
+	return out, rows.Err()
+}
+
+// searchFilters renders the conditions on table t (its room_id, type and
+// sender) besides the match, appending their arguments.
+func searchFilters(q *SearchQuery, t string, args *[]any) string {
 	in := func(col string, not bool, vals []string) string {
 		start := len(*args) + 1
 		for _, v := range vals {
@@ -464,22 +517,20 @@ func (s *Store) searchFilters(q *SearchQuery, args *[]any) string {
 		if not {
 			op = ` NOT IN (`
 		}
-		return ` AND ` + col + op + inList(start, len(vals)) + `)`
+		return ` AND ` + t + `.` + col + op + inList(start, len(vals)) + `)`
 	}
-	// Only searchable events are indexed; the checks guard the index
-	// against an event whose status changed after it was written.
-	w := ` AND e.outlier = 0 AND e.rejected = 0 AND e.soft_failed = 0 AND e.redacted_by IS NULL` + in("e.type", false, q.Types)
+	w := in("type", false, q.Types)
 	if q.Rooms != nil {
-		w += in("e.room_id", false, q.Rooms)
+		w += in("room_id", false, q.Rooms)
 	}
 	if len(q.NotRooms) > 0 {
-		w += in("e.room_id", true, q.NotRooms)
+		w += in("room_id", true, q.NotRooms)
 	}
 	if q.Senders != nil {
-		w += in("e.sender", false, q.Senders)
+		w += in("sender", false, q.Senders)
 	}
 	if len(q.NotSenders) > 0 {
-		w += in("e.sender", true, q.NotSenders)
+		w += in("sender", true, q.NotSenders)
 	}
 	return w
 }
