@@ -301,6 +301,7 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.Use(s.auth)
 		r.Get("/rooms/{roomId}/messages", s.api(s.getMessages))
 		r.Get("/rooms/{roomId}/context/{eventId}", s.api(s.getContext))
+		r.Post("/search", s.api(s.postSearch)) // client_search.go
 		r.Put("/directory/room/{roomAlias}", s.api(s.putDirectoryRoom))
 		r.Delete("/directory/room/{roomAlias}", s.api(s.deleteDirectoryRoom))
 		r.Get("/rooms/{roomId}/aliases", s.api(s.getRoomAliases))

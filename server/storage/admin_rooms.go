@@ -203,8 +203,14 @@ func (s *Store) PurgeRoom(ctx context.Context, roomID string) error {
 		return err
 	}
 	s.c.currentState.Remove(roomID)
+	// Index rows still queued go into the index first, where the chunks
+	// below delete them.
+	if err := s.flushSearch(ctx); err != nil {
+		return err
+	}
 	for _, chunk := range [][]string{
 		{`DELETE FROM event_txn_ids WHERE event_id IN (SELECT event_id FROM events WHERE room_id = $1 ORDER BY stream_ordering LIMIT 500)`,
+			`DELETE FROM event_search WHERE ` + s.searchRowID() + ` IN (SELECT stream_ordering FROM events WHERE room_id = $1 ORDER BY stream_ordering LIMIT 500)`,
 			`DELETE FROM events WHERE stream_ordering IN (SELECT stream_ordering FROM events WHERE room_id = $1 ORDER BY stream_ordering LIMIT 500)`},
 		{`DELETE FROM state_group_entries WHERE group_id IN (SELECT id FROM state_groups WHERE room_id = $1 ORDER BY id LIMIT 50)`,
 			`DELETE FROM state_groups WHERE id IN (SELECT id FROM state_groups WHERE room_id = $1 ORDER BY id LIMIT 50)`},

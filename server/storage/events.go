@@ -337,15 +337,24 @@ func (s *Store) MaxStreamPos(context.Context) (int64, error) {
 }
 
 // RedactEvent replaces an event's JSON with its redacted form and records
-// the redaction that caused it.
+// the redaction that caused it. The event leaves the search index.
 func (s *Store) RedactEvent(ctx context.Context, eventID, redactedBy string, redactedJSON []byte) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3`, string(redactedJSON), redactedBy, eventID)
+	var unqueued int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if unqueued, err = s.unindexForSearch(ctx, tx, eventID); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3`, string(redactedJSON), redactedBy, eventID)
 		if err != nil {
 			return fmt.Errorf("storage: redact %s: %w", eventID, err)
 		}
 		return nil
 	})
+	if err == nil {
+		s.sq.pending.Add(-unqueued)
+	}
+	return err
 }
 
 // PrevEvents returns an event's prev_events as recorded in the DAG's edges.

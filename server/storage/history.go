@@ -24,13 +24,15 @@ const liveEvent = `outlier = 0 AND rejected = 0 AND soft_failed = 0`
 
 // topoAfter and topoAtOrBefore compare (depth, stream_ordering) with a
 // position as explicit ORs (row values are portable, but the expanded form
-// lets both planners use events_room_topo).
+// lets both planners use events_room_topo). The redundant bound on depth
+// alone is what PostgreSQL can start an index scan at: without it a page
+// deep in a room's history read every event after it.
 func topoAfter(d, s int) string {
-	return fmt.Sprintf(`(depth > $%d OR (depth = $%d AND stream_ordering > $%d))`, d, d, s)
+	return fmt.Sprintf(`depth >= $%d AND (depth > $%d OR (depth = $%d AND stream_ordering > $%d))`, d, d, d, s)
 }
 
 func topoAtOrBefore(d, s int) string {
-	return fmt.Sprintf(`(depth < $%d OR (depth = $%d AND stream_ordering <= $%d))`, d, d, s)
+	return fmt.Sprintf(`depth <= $%d AND (depth < $%d OR (depth = $%d AND stream_ordering <= $%d))`, d, d, d, s)
 }
 
 // RoomEventsTopo returns up to limit live events of the room in

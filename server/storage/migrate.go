@@ -105,6 +105,11 @@ func (s *Store) migrate(ctx context.Context) error {
 					return fmt.Errorf("storage: migration %04d_%s: %w\n%s", m.version, m.name, err, stmt)
 				}
 			}
+			if step := s.migrationStep(m.version); step != nil {
+				if err := step(ctx, tx); err != nil {
+					return fmt.Errorf("storage: migration %04d_%s: %w", m.version, m.name, err)
+				}
+			}
 			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_ts) VALUES ($1, $2, $3)`,
 				m.version, m.name, nowMS())
 			return err
@@ -112,6 +117,16 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// migrationStep is the Go a migration runs after its SQL, in the same
+// transaction: work that SQL cannot do alike on both engines.
+func (s *Store) migrationStep(version int) func(context.Context, *sql.Tx) error {
+	switch version {
+	case 17:
+		return s.indexExistingEvents
 	}
 	return nil
 }

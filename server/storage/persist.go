@@ -124,6 +124,7 @@ func (s *Store) PersistEvents(ctx context.Context, evs []*NewEvent, head *HeadUp
 	if err != nil {
 		return err
 	}
+	s.searchQueued(evs)
 	if len(live) > 0 {
 		return s.events.waitVisible(context.WithoutCancel(ctx), live[len(live)-1])
 	}
@@ -165,7 +166,7 @@ func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, ne *NewEvent) error
 	}
 	e.StateGroup = group
 	var inserted int64
-	err := tx.QueryRowContext(ctx, `INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth, origin_server_ts,
+	q, args, indexed := s.withSearchIndex(ne, `INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth, origin_server_ts,
 			json, membership, replaces_state, state_group, rejected, soft_failed, rejection_reason, outlier, relates_to, rel_type,
 			sender_device, txn_id, outbound)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
@@ -173,13 +174,20 @@ func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, ne *NewEvent) error
 		e.StreamPos, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS, string(e.JSON),
 		nullStr(e.Membership), nullStr(e.ReplacesState), nullInt(group), boolInt(e.Rejected), boolInt(e.SoftFailed),
 		nullStr(ne.RejectReason), boolInt(e.Outlier), nullStr(e.RelatesTo), nullStr(e.RelType),
-		nullStr(e.SenderDevice), nullStr(e.TxnID), boolInt(ne.Outbound)).Scan(&inserted)
+		nullStr(e.SenderDevice), nullStr(e.TxnID), boolInt(ne.Outbound))
+	err := tx.QueryRowContext(ctx, q, args...).Scan(&inserted)
 	if errors.Is(err, sql.ErrNoRows) {
+		indexed = false
 		if err := deOutlier(ctx, tx, ne, group); err != nil {
 			return err
 		}
 	} else if err != nil {
 		return fmt.Errorf("storage: insert event %s: %w", e.EventID, err)
+	}
+	if !indexed {
+		if err := s.indexForSearch(ctx, tx, ne); err != nil {
+			return err
+		}
 	}
 	if !e.Outlier {
 		for _, p := range ne.PrevEvents {

@@ -41,6 +41,8 @@ type Store struct {
 
 	cacheRegistry *cache.Registry
 	c             caches // caches.go
+	// sq moves queued rows into SQLite's search index (search.go).
+	sq searchQueue
 }
 
 // Options selects the engine.
@@ -117,11 +119,16 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		return nil, err
 	}
 	s.events = es
+	if err := s.openSearchQueue(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
 // Close releases the connections.
 func (s *Store) Close() error {
+	s.closeSearchQueue()
 	err := s.write.Close()
 	if s.read != s.write {
 		err = errors.Join(err, s.read.Close())
