@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"hearth/server/matrix"
+	"hearth/server/push"
 	"hearth/server/rooms"
 	"hearth/server/storage"
 )
@@ -352,10 +353,22 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 	}
 	roomAcct := map[string][]any{}
 	hasPushRules := false
+	// The push rules are account data too (spec: "Push Rules: Events"):
+	// clients read them from the initial sync and from the sync after
+	// each change. Their content is always the rules as they are now.
+	pushRules := func() (any, error) {
+		rs, err := s.pushRules(ctx, me.UserID)
+		return push.Rulesets{Global: rs}, err
+	}
 	for _, a := range acct {
 		ev := map[string]any{"type": a.Type, "content": json.RawMessage(a.Content)}
 		if a.RoomID == "" {
-			hasPushRules = hasPushRules || a.Type == "m.push_rules"
+			if a.Type == "m.push_rules" {
+				hasPushRules = true
+				if ev["content"], err = pushRules(); err != nil {
+					return nil, nil, err
+				}
+			}
 			if req.filter.AccountData.allows(a.Type, "") {
 				resp.AccountData.Events = append(resp.AccountData.Events, ev)
 			}
@@ -365,10 +378,12 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 			roomAcct[a.RoomID] = append(roomAcct[a.RoomID], ev)
 		}
 	}
-	// The push rules are account data too; clients read them from the
-	// initial sync. Until users can change them they are the defaults.
 	if req.since == nil && !hasPushRules && req.filter.AccountData.allows("m.push_rules", "") {
-		resp.AccountData.Events = append(resp.AccountData.Events, map[string]any{"type": "m.push_rules", "content": defaultPushRules(me.UserID)})
+		content, err := pushRules()
+		if err != nil {
+			return nil, nil, err
+		}
+		resp.AccountData.Events = append(resp.AccountData.Events, map[string]any{"type": "m.push_rules", "content": content})
 	}
 
 	// Receipts for the rooms the user is in.

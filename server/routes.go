@@ -199,10 +199,10 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.Get("/pushrules/global/{kind}/{ruleId}", s.api(s.getPushRule))
 		r.Get("/pushrules/global/{kind}/{ruleId}/enabled", s.api(s.getPushRuleEnabled))
 		r.Get("/pushrules/global/{kind}/{ruleId}/actions", s.api(s.getPushRuleActions))
-		r.Put("/pushrules/global/{kind}/{ruleId}", s.api(s.changePushRule))
-		r.Put("/pushrules/global/{kind}/{ruleId}/enabled", s.api(s.changePushRule))
-		r.Put("/pushrules/global/{kind}/{ruleId}/actions", s.api(s.changePushRule))
-		r.Delete("/pushrules/global/{kind}/{ruleId}", s.api(s.changePushRule))
+		r.Put("/pushrules/global/{kind}/{ruleId}", s.api(s.putPushRule))
+		r.Put("/pushrules/global/{kind}/{ruleId}/enabled", s.api(s.putPushRuleEnabled))
+		r.Put("/pushrules/global/{kind}/{ruleId}/actions", s.api(s.putPushRuleActions))
+		r.Delete("/pushrules/global/{kind}/{ruleId}", s.api(s.deletePushRule))
 
 		// End-to-end encryption, to-device, typing and presence (keys.go,
 		// keybackup.go, todevice.go, typing.go, presence.go).

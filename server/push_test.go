@@ -1,0 +1,300 @@
+package server_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/pushrules"
+
+	"hearth/server/servertest"
+	"hearth/server/storage/storagetest"
+)
+
+// These tests drive push rules through mautrix-go over HTTP, on every
+// storage engine.
+
+// ruleIDsOf lists the rule IDs of one kind.
+func ruleIDsOf(rules []*pushrules.PushRule) []string {
+	out := []string{}
+	for _, r := range rules {
+		out = append(out, r.RuleID)
+	}
+	return out
+}
+
+// TestPushRulesDefaults: a new account's rules are the spec's predefined
+// ones (v1.19, plus MSC3930's polls), identical in GET /pushrules/, the
+// initial sync's m.push_rules and GET account_data.
+func TestPushRulesDefaults(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice := newSyncUser(t, b, "alice")
+		rules, err := alice.cli.GetPushRules(t.Context())
+		if err != nil {
+			t.Fatalf("GET /pushrules/: %v", err)
+		}
+		want := []string{".m.rule.master", ".m.rule.suppress_notices", ".m.rule.invite_for_me", ".m.rule.member_event",
+			".m.rule.is_user_mention", ".m.rule.is_room_mention", ".m.rule.tombstone", ".m.rule.reaction",
+			".m.rule.room.server_acl", ".m.rule.suppress_edits", ".org.matrix.msc3930.rule.poll_response"}
+		if got := ruleIDsOf(rules.Override); !slices.Equal(got, want) {
+			t.Errorf("override rules: %v", got)
+		}
+		want = []string{".m.rule.call", ".m.rule.encrypted_room_one_to_one", ".m.rule.room_one_to_one", ".m.rule.message",
+			".m.rule.encrypted", ".org.matrix.msc3930.rule.poll_start_one_to_one", ".org.matrix.msc3930.rule.poll_start",
+			".org.matrix.msc3930.rule.poll_end_one_to_one", ".org.matrix.msc3930.rule.poll_end"}
+		if got := ruleIDsOf(rules.Underride); !slices.Equal(got, want) {
+			t.Errorf("underride rules: %v", got)
+		}
+		if len(rules.Content)+len(rules.Room.Map)+len(rules.Sender.Map) != 0 {
+			t.Errorf("content/room/sender rules on a new account: %+v %+v %+v", rules.Content, rules.Room, rules.Sender)
+		}
+		all := acctDo(t, b, "GET", "/_matrix/client/v3/pushrules/", alice.tok, nil)
+		global, _ := all.body["global"].(map[string]any)
+		for _, k := range []string{"override", "content", "postcontent", "room", "sender", "underride"} {
+			if _, ok := global[k].([]any); !ok {
+				t.Errorf("kind %s missing from GET /pushrules/: %v", k, global[k])
+			}
+		}
+		p := "/_matrix/client/v3/pushrules/global/"
+		r := acctDo(t, b, "GET", p+"override/.m.rule.is_user_mention", alice.tok, nil)
+		raw, _ := json.Marshal(r.body["conditions"])
+		if string(raw) != `[{"key":"content.m\\.mentions.user_ids","kind":"event_property_contains","value":"@alice:hearth.test"}]` {
+			t.Errorf("is_user_mention conditions: %s", raw)
+		}
+		if r := acctDo(t, b, "GET", p+"override/.m.rule.master/enabled", alice.tok, nil); r.body["enabled"] != false {
+			t.Errorf("master enabled: %v", r.body)
+		}
+		if r := acctDo(t, b, "GET", p+"underride/.m.rule.message/actions", alice.tok, nil); fmt.Sprint(r.body["actions"]) != "[notify]" {
+			t.Errorf("message actions: %v", r.body)
+		}
+
+		// The same rules in the initial sync and in account data.
+		first := doSync(t, alice, "", "", 0)
+		pr := hasType(first.AccountData.Events, "m.push_rules")
+		if pr == nil {
+			t.Fatal("initial sync lacks m.push_rules")
+		}
+		fromSync, _ := json.Marshal(pr.Content.Raw["global"])
+		fromAPI, _ := json.Marshal(global)
+		if string(fromSync) != string(fromAPI) {
+			t.Errorf("m.push_rules differs from GET /pushrules/:\n%s\n%s", fromSync, fromAPI)
+		}
+		ad := acctDo(t, b, "GET", "/_matrix/client/v3/user/"+esc(string(alice.id))+"/account_data/m.push_rules", alice.tok, nil)
+		fromAD, _ := json.Marshal(ad.body["global"])
+		if string(fromAD) != string(fromAPI) {
+			t.Errorf("account data m.push_rules differs: %s", fromAD)
+		}
+		acctDo(t, b, "GET", "/_matrix/client/v3/pushrules/", "", nil).want(t, 401, "M_MISSING_TOKEN")
+	})
+}
+
+// TestPushRulesCRUD: rules of every kind a user may write, placed with
+// before/after, enabled and given actions, changes to default rules, and
+// deletion; each change reaches an incremental /sync.
+func TestPushRulesCRUD(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice := newSyncUser(t, b, "alice")
+		since := doSync(t, alice, "", "", 0).NextBatch
+		cond := func(key, pattern string) []*pushrules.PushCondition {
+			return []*pushrules.PushCondition{{Kind: pushrules.KindEventMatch, Key: key, Pattern: pattern}}
+		}
+		notify := []*pushrules.PushAction{{Action: pushrules.ActionNotify}}
+		put := func(kind pushrules.PushRuleType, id string, req *mautrix.ReqPutPushRule) {
+			t.Helper()
+			if err := alice.cli.PutPushRule(ctx, "global", kind, id, req); err != nil {
+				t.Fatalf("PUT %s/%s: %v", kind, id, err)
+			}
+		}
+		overrides := func() []string {
+			t.Helper()
+			rules, err := alice.cli.GetPushRules(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var user []string
+			for _, id := range ruleIDsOf(rules.Override) {
+				if !strings.HasPrefix(id, ".") {
+					user = append(user, id)
+				}
+			}
+			return user
+		}
+
+		// Without before/after a rule goes first; before and after place it.
+		put(pushrules.OverrideRule, "a", &mautrix.ReqPutPushRule{Conditions: cond("content.body", "a"), Actions: notify})
+		put(pushrules.OverrideRule, "b", &mautrix.ReqPutPushRule{Conditions: cond("content.body", "b"), Actions: notify})
+		if got := overrides(); !slices.Equal(got, []string{"b", "a"}) {
+			t.Fatalf("two rules: %v", got)
+		}
+		put(pushrules.OverrideRule, "c", &mautrix.ReqPutPushRule{After: "b", Conditions: cond("content.body", "c"), Actions: notify})
+		put(pushrules.OverrideRule, "d", &mautrix.ReqPutPushRule{Before: "b", Conditions: cond("content.body", "d"), Actions: notify})
+		put(pushrules.OverrideRule, "e", &mautrix.ReqPutPushRule{After: "a", Conditions: cond("content.body", "e"), Actions: notify})
+		if got := overrides(); !slices.Equal(got, []string{"d", "b", "c", "a", "e"}) {
+			t.Fatalf("before/after: %v", got)
+		}
+		rules, _ := alice.cli.GetPushRules(ctx)
+		if rules.Override[0].RuleID != ".m.rule.master" || rules.Override[1].RuleID != "d" || rules.Override[6].RuleID != ".m.rule.suppress_notices" {
+			t.Fatalf("user overrides sit between master and the other defaults: %v", ruleIDsOf(rules.Override))
+		}
+
+		// Disabled, then replaced: the new content keeps the rule disabled;
+		// replaced with after, it moves.
+		if err := alice.cli.SetPushRuleEnabled(ctx, "global", pushrules.OverrideRule, "c", false); err != nil {
+			t.Fatal(err)
+		}
+		put(pushrules.OverrideRule, "c", &mautrix.ReqPutPushRule{After: "e", Conditions: cond("content.body", "cc"), Actions: notify})
+		r, err := alice.cli.GetPushRule(ctx, "global", pushrules.OverrideRule, "c")
+		if err != nil || r.Enabled || r.Conditions[0].Pattern != "cc" {
+			t.Fatalf("replaced rule: %+v %v", r, err)
+		}
+		if got := overrides(); !slices.Equal(got, []string{"d", "b", "a", "e", "c"}) {
+			t.Fatalf("moved rule: %v", got)
+		}
+		if err := alice.cli.PutPushRuleActions(ctx, "global", pushrules.OverrideRule, "c",
+			[]*pushrules.PushAction{{Action: pushrules.ActionNotify}, {Action: pushrules.ActionSetTweak, Tweak: pushrules.TweakHighlight}}); err != nil {
+			t.Fatal(err)
+		}
+		p := "/_matrix/client/v3/pushrules/global/"
+		if r := acctDo(t, b, "GET", p+"override/c/actions", alice.tok, nil); !strings.HasPrefix(fmt.Sprint(r.body["actions"]), "[notify map[set_tweak:highlight") {
+			t.Fatalf("actions: %v", r.body)
+		}
+
+		// The other kinds.
+		put(pushrules.ContentRule, "cake", &mautrix.ReqPutPushRule{Pattern: "cake*", Actions: notify})
+		put(pushrules.RoomRule, "!room:hearth.test", &mautrix.ReqPutPushRule{Actions: []*pushrules.PushAction{}})
+		put(pushrules.SenderRule, "@spam:hearth.test", &mautrix.ReqPutPushRule{Actions: []*pushrules.PushAction{}})
+		put(pushrules.UnderrideRule, "u", &mautrix.ReqPutPushRule{Conditions: cond("type", "org.example.*"), Actions: notify})
+		rules, _ = alice.cli.GetPushRules(ctx)
+		if len(rules.Content) != 1 || rules.Content[0].Pattern != "cake*" || rules.Content[0].Default || len(rules.Room.Map) != 1 ||
+			rules.Room.Map["!room:hearth.test"] == nil || len(rules.Sender.Map) != 1 || rules.Underride[0].RuleID != "u" {
+			t.Fatalf("other kinds: content %+v room %+v sender %+v underride %v", rules.Content, rules.Room, rules.Sender, ruleIDsOf(rules.Underride))
+		}
+
+		// Default rules: enabled and actions change, the rest does not.
+		if err := alice.cli.SetPushRuleEnabled(ctx, "global", pushrules.OverrideRule, ".m.rule.master", true); err != nil {
+			t.Fatal(err)
+		}
+		if err := alice.cli.PutPushRuleActions(ctx, "global", pushrules.UnderrideRule, ".m.rule.message", []*pushrules.PushAction{}); err != nil {
+			t.Fatal(err)
+		}
+		if r := acctDo(t, b, "GET", p+"override/.m.rule.master/enabled", alice.tok, nil); r.body["enabled"] != true {
+			t.Fatalf("master not enabled: %v", r.body)
+		}
+		if r := acctDo(t, b, "GET", p+"underride/.m.rule.message", alice.tok, nil); fmt.Sprint(r.body["actions"]) != "[]" || r.body["default"] != true {
+			t.Fatalf("message actions: %v", r.body)
+		}
+		acctDo(t, b, "PUT", p+"override/.m.rule.master", alice.tok, map[string]any{"conditions": []any{}, "actions": []any{}}).want(t, 400, "M_INVALID_PARAM")
+		acctDo(t, b, "DELETE", p+"override/.m.rule.master", alice.tok, nil).want(t, 404, "M_NOT_FOUND")
+
+		// Errors.
+		acctDo(t, b, "PUT", p+"override/x?before=nope", alice.tok, map[string]any{"conditions": []any{}, "actions": []any{}}).want(t, 400, "M_UNKNOWN")
+		acctDo(t, b, "PUT", p+"override/x?after=.m.rule.master", alice.tok, map[string]any{"conditions": []any{}, "actions": []any{}}).want(t, 400, "M_UNKNOWN")
+		acctDo(t, b, "PUT", p+"override/x", alice.tok, map[string]any{"actions": []any{}}).want(t, 400, "M_MISSING_PARAM")
+		acctDo(t, b, "PUT", p+"override/x", alice.tok, map[string]any{"conditions": []any{map[string]any{"key": "a"}}, "actions": []any{}}).want(t, 400, "M_INVALID_PARAM")
+		acctDo(t, b, "PUT", p+"override/x", alice.tok, map[string]any{"conditions": []any{}}).want(t, 400, "M_MISSING_PARAM")
+		acctDo(t, b, "PUT", p+"override/x", alice.tok, map[string]any{"conditions": []any{}, "actions": []any{"ring"}}).want(t, 400, "M_INVALID_PARAM")
+		acctDo(t, b, "PUT", p+"content/x", alice.tok, map[string]any{"actions": []any{}}).want(t, 400, "M_MISSING_PARAM")
+		acctDo(t, b, "PUT", p+"postcontent/x", alice.tok, map[string]any{"conditions": []any{}, "actions": []any{}}).want(t, 400, "M_INVALID_PARAM")
+		acctDo(t, b, "PUT", p+"nonsense/x", alice.tok, map[string]any{"actions": []any{}}).want(t, 400, "M_INVALID_PARAM")
+		acctDo(t, b, "PUT", p+"override/"+url.PathEscape("a/b"), alice.tok, map[string]any{"conditions": []any{}, "actions": []any{}}).want(t, 400, "M_INVALID_PARAM")
+		acctDo(t, b, "PUT", p+"override/nope/enabled", alice.tok, map[string]any{"enabled": true}).want(t, 404, "M_NOT_FOUND")
+		acctDo(t, b, "PUT", p+"override/.m.rule.nope/actions", alice.tok, map[string]any{"actions": []any{}}).want(t, 404, "M_NOT_FOUND")
+		acctDo(t, b, "PUT", p+"override/c/enabled", alice.tok, map[string]any{}).want(t, 400, "M_MISSING_PARAM")
+		acctDo(t, b, "GET", p+"override/nope", alice.tok, nil).want(t, 404, "M_NOT_FOUND")
+
+		// Deletion.
+		if err := alice.cli.DeletePushRule(ctx, "global", pushrules.OverrideRule, "b"); err != nil {
+			t.Fatal(err)
+		}
+		acctDo(t, b, "DELETE", p+"override/b", alice.tok, nil).want(t, 404, "M_NOT_FOUND")
+		if got := overrides(); !slices.Equal(got, []string{"d", "a", "e", "c"}) {
+			t.Fatalf("after delete: %v", got)
+		}
+
+		// An incremental sync carries the rules as they are now.
+		inc := doSync(t, alice, since, "", 0)
+		pr := hasType(inc.AccountData.Events, "m.push_rules")
+		if pr == nil {
+			t.Fatal("incremental sync lacks m.push_rules after changes")
+		}
+		raw, _ := json.Marshal(pr.Content.Raw["global"])
+		if !strings.Contains(string(raw), `"rule_id":"cake"`) || strings.Contains(string(raw), `"rule_id":"b"`) {
+			t.Fatalf("synced rules are not the current ones: %s", raw)
+		}
+		// Another user's rules are theirs.
+		bob := newSyncUser(t, b, "bob")
+		if rules, _ := bob.cli.GetPushRules(ctx); len(rules.Content) != 0 || len(rules.Room.Map) != 0 {
+			t.Fatalf("bob sees alice's rules: %+v", rules)
+		}
+	})
+}
+
+// TestPushRuleChangeWakesSync: a long-polling /sync returns when a push rule
+// changes (Complement's TestPushSync).
+func TestPushRuleChangeWakesSync(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice := newSyncUser(t, b, "alice")
+		since := doSync(t, alice, "", "", 0).NextBatch
+		done := make(chan *mautrix.RespSync, 1)
+		go func() {
+			r, err := alice.cli.FullSyncRequest(t.Context(), mautrix.ReqSync{Timeout: 20000, Since: since})
+			if err != nil {
+				t.Error(err)
+			}
+			done <- r
+		}()
+		waitParked(t, b, 1)
+		start := time.Now()
+		acctDo(t, b, "PUT", "/_matrix/client/v3/pushrules/global/room/"+esc("!foo:example.com"), alice.tok,
+			map[string]any{"actions": []string{"notify"}}).want(t, 200, "")
+		r := <-done
+		if r == nil || hasType(r.AccountData.Events, "m.push_rules") == nil || time.Since(start) > 5*time.Second {
+			t.Fatalf("sync after a rule change: %+v", r)
+		}
+	})
+}
+
+// TestPushRulesCopiedOnUpgrade: the function the room upgrade calls copies
+// a user's rules about the old room to the new one.
+func TestPushRulesCopiedOnUpgrade(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice := newSyncUser(t, b, "alice")
+		old, next := "!old:hearth.test", "!new:hearth.test"
+		p := "/_matrix/client/v3/pushrules/global/"
+		acctDo(t, b, "PUT", p+"room/"+esc(old), alice.tok, map[string]any{"actions": []any{}}).want(t, 200, "")
+		acctDo(t, b, "PUT", p+"override/quiet", alice.tok, map[string]any{"actions": []any{},
+			"conditions": []any{map[string]any{"kind": "event_match", "key": "room_id", "pattern": old}}}).want(t, 200, "")
+		acctDo(t, b, "PUT", p+"room/"+esc("!other:hearth.test"), alice.tok, map[string]any{"actions": []any{}}).want(t, 200, "")
+		since := doSync(t, alice, "", "", 0).NextBatch
+		if err := b.Server.CopyPushRulesOnUpgrade(ctx, string(alice.id), old, next); err != nil {
+			t.Fatal(err)
+		}
+		rules, _ := alice.cli.GetPushRules(ctx)
+		if rules.Room.Map[next] == nil || rules.Room.Map[old] == nil || len(rules.Room.Map) != 3 {
+			t.Fatalf("room rules after copy: %v", rules.Room.Map)
+		}
+		var copied *pushrules.PushRule
+		for _, r := range rules.Override {
+			if r.RuleID == next {
+				copied = r
+			}
+		}
+		if copied == nil || copied.Conditions[0].Pattern != next {
+			t.Fatalf("override copy: %+v", copied)
+		}
+		if hasType(doSync(t, alice, since, "", 0).AccountData.Events, "m.push_rules") == nil {
+			t.Fatal("copied rules not synced")
+		}
+	})
+}
