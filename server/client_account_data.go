@@ -95,6 +95,9 @@ func (s *Server) storeAccountData(w http.ResponseWriter, r *http.Request, withRo
 	if _, err := s.store.PutAccountData(r.Context(), me.UserID, roomID, typ, content); err != nil {
 		return err
 	}
+	if roomID == "" && typ == "m.ignored_user_list" {
+		s.push.IgnoredChanged(me.UserID) // the evaluator skips ignored senders
+	}
 	s.notifier.notifyUser(me.UserID)
 	return writeJSON(w, http.StatusOK, struct{}{})
 }

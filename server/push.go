@@ -3,13 +3,81 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"sync"
 
 	"hearth/server/push"
+	"hearth/server/timeline"
 )
 
-// Push rules as clients see them, kept in step with the m.push_rules
-// account data (package push merges and evaluates them). The handlers are
-// in pushrules.go.
+// Push notifications: the evaluator (push rules on every event, package
+// push) and how it hooks into the room pipeline and /sync. The handlers
+// are in pushrules.go (rules) and client_push.go (GET /notifications); the
+// counts in /sync in client_sync.go.
+
+// startPush builds the evaluator and puts it between the timeline and the
+// /sync notifier (New; Run runs it).
+func (s *Server) startPush() {
+	s.pushGate = &pushGate{next: s.notifier}
+	s.push = push.NewEvaluator(push.Options{Store: s.store, ServerName: s.cfg.ServerName, Log: s.log, Now: s.now,
+		LegacyMentionRules: s.cfg.Push.LegacyMentionRules,
+		Advanced:           func(int64, []string) { s.pushGate.release() }})
+	s.pushGate.ev = s.push
+	s.timeline.Observe(s.pushGate)
+}
+
+// runPush runs the evaluator until ctx ends (Run).
+func (s *Server) runPush(ctx context.Context) {
+	if err := s.push.Run(ctx); err != nil && ctx.Err() == nil {
+		s.log.Error("push evaluator stopped", "err", err)
+	}
+}
+
+// pushGate is the timeline's observer in front of the /sync notifier: it
+// wakes the evaluator, and holds each event's wake-up of /sync waiters
+// until the evaluator has recorded the event's notifications, so that a
+// woken /sync finds the event and its counts together (spec: "Server
+// behaviour"). Without a running evaluator it passes events straight on.
+type pushGate struct {
+	ev   *push.Evaluator
+	next timeline.Observer
+
+	mu   sync.Mutex
+	held []*timeline.Persisted
+}
+
+func (g *pushGate) EventPersisted(p *timeline.Persisted) {
+	g.ev.Wake()
+	g.mu.Lock()
+	if !g.ev.Running() || g.ev.Evaluated() >= p.Event.StreamPos {
+		g.mu.Unlock()
+		g.next.EventPersisted(p)
+		return
+	}
+	g.held = append(g.held, p)
+	g.mu.Unlock()
+}
+
+// release passes on the events the evaluator has finished (all of them
+// once it stopped).
+func (g *pushGate) release() {
+	g.mu.Lock()
+	pos, running := g.ev.Evaluated(), g.ev.Running()
+	var out []*timeline.Persisted
+	keep := g.held[:0]
+	for _, p := range g.held {
+		if !running || p.Event.StreamPos <= pos {
+			out = append(out, p)
+		} else {
+			keep = append(keep, p)
+		}
+	}
+	clear(g.held[len(keep):])
+	g.held = keep
+	g.mu.Unlock()
+	for _, p := range out {
+		g.next.EventPersisted(p)
+	}
+}
 
 // pushRules returns a user's whole ruleset, as clients see it.
 func (s *Server) pushRules(ctx context.Context, userID string) (push.Ruleset, error) {

@@ -10,14 +10,17 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/pushrules"
 
 	"hearth/server/servertest"
 	"hearth/server/storage/storagetest"
 )
 
-// These tests drive push rules through mautrix-go over HTTP, on every
-// storage engine.
+// These tests drive push rules, notification counts and GET /notifications
+// through mautrix-go over HTTP, on every storage engine; pushers and their
+// delivery to a fake gateway are in pusher_test.go.
 
 // ruleIDsOf lists the rule IDs of one kind.
 func ruleIDsOf(rules []*pushrules.PushRule) []string {
@@ -260,6 +263,205 @@ func TestPushRuleChangeWakesSync(t *testing.T) {
 		if r == nil || hasType(r.AccountData.Events, "m.push_rules") == nil || time.Since(start) > 5*time.Second {
 			t.Fatalf("sync after a rule change: %+v", r)
 		}
+	})
+}
+
+// syncCounts syncs until the room's counts are as wanted (the evaluator
+// records notifications in the background) and returns the answer.
+func syncCounts(t *testing.T, u roomUser, room id.RoomID, notif, highlight int) *mautrix.RespSync {
+	t.Helper()
+	var last *mautrix.UnreadNotificationCounts
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		r := doSync(t, u, "", `{"room":{"timeline":{"limit":1}}}`, 0)
+		if jr := r.Rooms.Join[room]; jr != nil && jr.UnreadNotifications != nil {
+			last = jr.UnreadNotifications
+			if last.NotificationCount == notif && last.HighlightCount == highlight {
+				return r
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s in %s: counts %+v, want notification_count %d highlight_count %d", u.id, room, last, notif, highlight)
+	return nil
+}
+
+func mention(t *testing.T, from roomUser, room id.RoomID, body string, who ...id.UserID) id.EventID {
+	t.Helper()
+	r, err := from.cli.SendMessageEvent(t.Context(), room, event.EventMessage, map[string]any{"msgtype": "m.text", "body": body,
+		"m.mentions": map[string]any{"user_ids": who}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.EventID
+}
+
+// TestMentionHighlight: a mention raises highlight_count for the mentioned
+// user only, everyone else in the room gets a plain notification, the
+// sender none; a read receipt clears the reader's counts. The counts come
+// in the same /sync answer as the event.
+func TestMentionHighlight(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice, bob, carol := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob"), newSyncUser(t, b, "carol")
+		room := sharedRoom(t, alice, bob, carol)
+		bobSince := doSync(t, bob, "", "", 0).NextBatch
+
+		send(t, alice, room, "hello everyone")
+		ev := mention(t, alice, room, "bob, look", bob.id)
+
+		// Bob's next incremental sync has both events and their counts.
+		inc := doSync(t, bob, bobSince, "", 0)
+		jr := inc.Rooms.Join[room]
+		if jr == nil || !slices.Contains(bodies(jr.Timeline.Events), "bob, look") {
+			t.Fatalf("bob's sync lacks the mention: %+v", jr)
+		}
+		if c := jr.UnreadNotifications; c == nil || c.NotificationCount != 2 || c.HighlightCount != 1 {
+			t.Fatalf("bob's counts with the event: %+v", c)
+		}
+		syncCounts(t, carol, room, 2, 0)
+		syncCounts(t, alice, room, 0, 0)
+
+		// GET /notifications lists them, newest first; only=highlight the
+		// mention; pagination goes on from next_token.
+		n := acctDo(t, b, "GET", "/_matrix/client/v3/notifications", bob.tok, nil)
+		list, _ := n.body["notifications"].([]any)
+		if n.status != 200 || len(list) != 2 {
+			t.Fatalf("notifications: %d %v", n.status, n.body)
+		}
+		top := list[0].(map[string]any)
+		if top["event"].(map[string]any)["event_id"] != string(ev) || top["read"] != false || top["room_id"] != string(room) {
+			t.Fatalf("newest notification: %v", top)
+		}
+		if acts, _ := json.Marshal(top["actions"]); !strings.Contains(string(acts), `"highlight"`) {
+			t.Fatalf("mention's actions: %s", acts)
+		}
+		hl := acctDo(t, b, "GET", "/_matrix/client/v3/notifications?only=highlight", bob.tok, nil)
+		if l, _ := hl.body["notifications"].([]any); len(l) != 1 {
+			t.Fatalf("only=highlight: %v", hl.body)
+		}
+		page := acctDo(t, b, "GET", "/_matrix/client/v3/notifications?limit=1", bob.tok, nil)
+		tok, _ := page.body["next_token"].(string)
+		if l, _ := page.body["notifications"].([]any); len(l) != 1 || tok == "" {
+			t.Fatalf("first page: %v", page.body)
+		}
+		page = acctDo(t, b, "GET", "/_matrix/client/v3/notifications?limit=1&from="+tok, bob.tok, nil)
+		if l, _ := page.body["notifications"].([]any); len(l) != 1 || l[0].(map[string]any)["event"].(map[string]any)["content"].(map[string]any)["body"] != "hello everyone" {
+			t.Fatalf("second page: %v", page.body)
+		}
+		acctDo(t, b, "GET", "/_matrix/client/v3/notifications?from=x", bob.tok, nil).want(t, 400, "M_INVALID_PARAM")
+
+		// Bob reads: his counts go to zero, carol's stay.
+		if err := bob.cli.MarkRead(ctx, room, ev); err != nil {
+			t.Fatal(err)
+		}
+		syncCounts(t, bob, room, 0, 0)
+		syncCounts(t, carol, room, 2, 0)
+		n = acctDo(t, b, "GET", "/_matrix/client/v3/notifications", bob.tok, nil)
+		for _, x := range n.body["notifications"].([]any) {
+			if x.(map[string]any)["read"] != true {
+				t.Fatalf("notification not read after the receipt: %v", x)
+			}
+		}
+		// A private receipt clears counts too.
+		if err := carol.cli.SendReceipt(ctx, room, ev, event.ReceiptTypeReadPrivate, nil); err != nil {
+			t.Fatal(err)
+		}
+		syncCounts(t, carol, room, 0, 0)
+
+		// A user who ignores the sender gets nothing from them.
+		if err := carol.cli.SetAccountData(ctx, "m.ignored_user_list", map[string]any{"ignored_users": map[string]any{string(alice.id): map[string]any{}}}); err != nil {
+			t.Fatal(err)
+		}
+		mention(t, alice, room, "carol?", carol.id)
+		syncCounts(t, bob, room, 1, 0)
+		syncCounts(t, carol, room, 0, 0)
+	})
+}
+
+// TestThreadNotificationCounts follows Complement's TestThreadedReceipts
+// with m.mentions: counts per thread with the filter's
+// unread_thread_notifications, threaded and unthreaded receipts clearing
+// their part.
+func TestThreadNotificationCounts(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice, bob := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob")
+		room := sharedRoom(t, alice, bob)
+		sendRaw := func(typ event.Type, content map[string]any) id.EventID {
+			t.Helper()
+			r, err := alice.cli.SendMessageEvent(t.Context(), room, typ, content)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r.EventID
+		}
+		inThread := func(root id.EventID, body string, mentions ...id.UserID) map[string]any {
+			c := map[string]any{"msgtype": "m.text", "body": body, "m.relates_to": map[string]any{"event_id": root, "rel_type": "m.thread"}}
+			if len(mentions) > 0 {
+				c["m.mentions"] = map[string]any{"user_ids": mentions}
+			}
+			return c
+		}
+		a := sendRaw(event.EventMessage, map[string]any{"msgtype": "m.text", "body": "Hello world!"})
+		bb := sendRaw(event.EventMessage, inThread(a, "Start thread!"))
+		sendRaw(event.EventMessage, inThread(a, "Thread response", bob.id))
+		d := sendRaw(event.EventMessage, map[string]any{"msgtype": "m.text", "body": "Hello bob", "m.mentions": map[string]any{"user_ids": []id.UserID{bob.id}}})
+		sendRaw(event.EventMessage, inThread(a, "End thread"))
+		f := sendRaw(event.EventMessage, map[string]any{"msgtype": "m.text", "body": "Reference!",
+			"m.relates_to": map[string]any{"event_id": a, "rel_type": "m.reference"}})
+		g := sendRaw(event.EventReaction, map[string]any{"m.relates_to": map[string]any{"event_id": f, "rel_type": "m.annotation", "key": "x"}})
+
+		threadFilter := url.QueryEscape(`{"room":{"timeline":{"unread_thread_notifications":true}}}`)
+		// check syncs until the room's counts are as wanted, without and
+		// with the filter.
+		check := func(n, h, mainN, mainH, threadN, threadH int) {
+			t.Helper()
+			var plain, threaded acctReply
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				plain = acctDo(t, b, "GET", "/_matrix/client/v3/sync", bob.tok, nil)
+				threaded = acctDo(t, b, "GET", "/_matrix/client/v3/sync?filter="+threadFilter, bob.tok, nil)
+				jr := plain.body["rooms"].(map[string]any)["join"].(map[string]any)[string(room)].(map[string]any)
+				tj := threaded.body["rooms"].(map[string]any)["join"].(map[string]any)[string(room)].(map[string]any)
+				got := fmt.Sprint(jr["unread_notifications"], jr["unread_thread_notifications"], tj["unread_notifications"],
+					tj["unread_thread_notifications"])
+				want := fmt.Sprint(map[string]any{"notification_count": float64(n), "highlight_count": float64(h)}, nil,
+					map[string]any{"notification_count": float64(mainN), "highlight_count": float64(mainH)})
+				wantThread := "<nil>"
+				if threadN > 0 {
+					wantThread = fmt.Sprint(map[string]any{string(a): map[string]any{"notification_count": float64(threadN), "highlight_count": float64(threadH)}})
+				}
+				want += " " + wantThread
+				if got == want {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("counts %s, want %s", got, want)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		receipt := func(ev id.EventID, thread string) {
+			t.Helper()
+			body := map[string]any{}
+			if thread != "" {
+				body["thread_id"] = thread
+			}
+			acctDo(t, b, "POST", "/_matrix/client/v3/rooms/"+esc(string(room))+"/receipt/m.read/"+esc(string(ev)), bob.tok, body).want(t, 200, "")
+		}
+		// A, D, F in the main timeline (D a mention); B, C, E in A's thread
+		// (C a mention); G a reaction, no notification.
+		check(6, 2, 3, 1, 3, 1)
+		receipt(a, "main")
+		check(5, 2, 2, 1, 3, 1)
+		receipt(bb, string(a))
+		check(4, 2, 2, 1, 2, 1)
+		receipt(d, "")
+		check(2, 0, 1, 0, 1, 0)
+		receipt(g, string(a))
+		check(1, 0, 1, 0, 0, 0)
 	})
 }
 

@@ -203,6 +203,8 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.Put("/pushrules/global/{kind}/{ruleId}/enabled", s.api(s.putPushRuleEnabled))
 		r.Put("/pushrules/global/{kind}/{ruleId}/actions", s.api(s.putPushRuleActions))
 		r.Delete("/pushrules/global/{kind}/{ruleId}", s.api(s.deletePushRule))
+		// Notifications (client_push.go).
+		r.Get("/notifications", s.api(s.getNotifications))
 
 		// End-to-end encryption, to-device, typing and presence (keys.go,
 		// keybackup.go, todevice.go, typing.go, presence.go).

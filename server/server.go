@@ -11,6 +11,7 @@ import (
 
 	"hearth/config"
 	"hearth/server/federation"
+	"hearth/server/push"
 	"hearth/server/storage"
 	"hearth/server/timeline"
 )
@@ -73,6 +74,10 @@ type Server struct {
 	// resyncs are the remote device lists being fetched again
 	// (federation_keys.go).
 	resyncs resyncs
+	// push evaluates push rules on every event (push.go); pushGate holds
+	// /sync's wakes until an event's notifications are recorded.
+	push     *push.Evaluator
+	pushGate *pushGate
 	// bg is the background work Run owns (run.go).
 	bg background
 }
@@ -100,7 +105,7 @@ func New(d Deps) (*Server, http.Handler) {
 	// fetch timeout, not by the request that delivered the events.
 	s.timeline = timeline.New(timeline.Deps{Store: d.Store, Key: s.roomsKey(), Keys: s.keys.Lookup(context.Background()),
 		Now: d.Now, Log: d.Log})
-	s.timeline.Observe(s.notifier)
+	s.startPush()
 	if fedHTTP != nil {
 		s.startFederation(fedHTTP)
 	}

@@ -1,0 +1,510 @@
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tidwall/gjson"
+
+	"hearth/server/cache"
+	"hearth/server/rooms"
+	"hearth/server/storage"
+)
+
+// The evaluator runs every user's push rules on every event, for every local
+// member of the event's room (spec: "Server behaviour"), and records the
+// events that notify someone (storage.RecordNotifications).
+//
+// Like the federation sender, it reads the event stream from a persisted
+// position rather than keeping a queue of its own: the timeline's observer
+// only wakes it. Notifications and the position advance in one transaction,
+// so a crash loses nothing (what was not recorded is evaluated again) and
+// never records an event twice. Evaluation never runs in the request that
+// sent the event: a message in a room of 1,000 local members costs the
+// sender nothing, and a burst of events is recorded in one transaction.
+//
+// The spec requires a notification count to appear in the same /sync
+// response as the event that caused it. /sync therefore reads the event
+// stream only up to what the evaluator has finished (Limit), and waiters
+// are woken only once it has (the server's gate over the /sync notifier):
+// an event reaches clients together with its counts.
+//
+// Evaluation uses the state after the event (its state group): who is
+// joined, their display names, the member count and the sender's power.
+// That is computed once per state group and cached, so the messages of a
+// room, which share a group, pay for it once; a user's compiled rules are
+// cached until their stored rules change.
+
+const (
+	// evalBatch bounds the events read and recorded at once.
+	evalBatch = 100
+	// persistEvery bounds how far the position may run ahead of what is
+	// stored when nothing notified anyone (re-evaluated after a crash).
+	persistEvery = 1000
+)
+
+// Options configure an Evaluator.
+type Options struct {
+	Store      *storage.Store
+	ServerName string
+	Log        *slog.Logger
+	Now        func() time.Time
+	// Advanced is called, from the evaluator's goroutine, each time the
+	// evaluated position moves, with the users who got notifications.
+	Advanced func(pos int64, notified []string)
+	// LegacyMentionRules adds the body-mention default rules (defaults.go).
+	LegacyMentionRules bool
+}
+
+// Evaluator evaluates push rules; Run runs it.
+type Evaluator struct {
+	o    Options
+	wake chan struct{}
+
+	running   atomic.Bool
+	evaluated atomic.Int64
+
+	mu       sync.Mutex
+	advanced chan struct{} // closed and replaced whenever evaluated moves
+
+	users *cache.LRU[string, *userState]
+	rooms *cache.LRU[int64, *roomState]
+}
+
+// userState is what evaluation needs of a user: their compiled rules
+// (with the stored rows they were compiled from, to notice a change) and
+// the users they ignore (m.ignored_user_list).
+type userState struct {
+	src     *storage.PushRules
+	rules   *Rules
+	ignored map[string]bool
+}
+
+// roomState is a room at a state group, as evaluation sees it.
+type roomState struct {
+	joined int
+	// local are the local users joined, sorted; names their display names.
+	local []string
+	names map[string]string
+	power *rooms.PowerLevels
+	notif map[string]int64
+}
+
+// NewEvaluator builds an Evaluator; its caches are registered in the
+// store's registry.
+func NewEvaluator(o Options) *Evaluator {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	r := o.Store.Caches()
+	return &Evaluator{o: o, wake: make(chan struct{}, 1), advanced: make(chan struct{}),
+		users: cache.NewLRU[string, *userState](r, "push_users", "user → compiled push rules and ignored users", 10_000),
+		rooms: cache.NewLRU[int64, *roomState](r, "push_rooms", "state group → joined local members, member count, power levels for push", 1_000)}
+}
+
+// Wake tells the evaluator events were persisted. Cheap; it never blocks.
+func (e *Evaluator) Wake() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Running reports whether Run is evaluating.
+func (e *Evaluator) Running() bool { return e.running.Load() }
+
+// Evaluated is the stream position up to which every event has been
+// evaluated and its notifications recorded.
+func (e *Evaluator) Evaluated() int64 { return e.evaluated.Load() }
+
+// Limit caps an event stream position at what has been evaluated, while
+// the evaluator runs (without it there are no counts to wait for).
+func (e *Evaluator) Limit(pos int64) int64 {
+	if !e.running.Load() {
+		return pos
+	}
+	return min(pos, e.evaluated.Load())
+}
+
+// WaitFor waits until events up to pos are evaluated, the evaluator stops
+// or ctx ends.
+func (e *Evaluator) WaitFor(ctx context.Context, pos int64) {
+	for e.running.Load() && e.evaluated.Load() < pos {
+		e.mu.Lock()
+		ch := e.advanced
+		e.mu.Unlock()
+		if !e.running.Load() || e.evaluated.Load() >= pos {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// IgnoredChanged drops what is cached of a user's m.ignored_user_list.
+// Whoever writes that account data must call it.
+func (e *Evaluator) IgnoredChanged(userID string) { e.users.Remove(userID) }
+
+func (e *Evaluator) setEvaluated(pos int64, notified []string) {
+	e.evaluated.Store(pos)
+	e.mu.Lock()
+	close(e.advanced)
+	e.advanced = make(chan struct{})
+	e.mu.Unlock()
+	if e.o.Advanced != nil {
+		e.o.Advanced(pos, notified)
+	}
+}
+
+// Run evaluates events until ctx ends.
+func (e *Evaluator) Run(ctx context.Context) error {
+	pos, err := e.o.Store.PushPosition(ctx)
+	if err != nil {
+		return err
+	}
+	persisted := pos
+	e.evaluated.Store(pos)
+	e.running.Store(true)
+	defer func() {
+		e.running.Store(false)
+		if pos != persisted {
+			// A clean stop keeps what was evaluated; a failed write is
+			// only more work for the next start.
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			_ = e.o.Store.SetPushPosition(wctx, pos)
+			cancel()
+		}
+		e.setEvaluated(pos, nil) // wake whoever waits: the cap is gone
+	}()
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	retry := time.Duration(0)
+	for {
+		next, notified, stored, err := e.step(ctx, pos)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			retry = min(max(2*retry, 100*time.Millisecond), 10*time.Second)
+			e.o.Log.Error("push: evaluating events failed; retrying", "after", pos, "retry_in", retry, "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(retry):
+			}
+			continue
+		case err != nil:
+			return nil
+		}
+		retry = 0
+		if next > pos {
+			pos = next
+			if stored {
+				persisted = pos
+			} else if pos-persisted >= persistEvery {
+				if err := e.o.Store.SetPushPosition(ctx, pos); err == nil {
+					persisted = pos
+				}
+			}
+			e.setEvaluated(pos, notified)
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-e.wake:
+		case <-tick.C:
+			if pos != persisted {
+				if err := e.o.Store.SetPushPosition(ctx, pos); err == nil {
+					persisted = pos
+				}
+			}
+		}
+	}
+}
+
+// step evaluates the next batch of events after pos. It returns the new
+// position, the users notified, and whether the position was stored.
+func (e *Evaluator) step(ctx context.Context, pos int64) (int64, []string, bool, error) {
+	upTo, err := e.o.Store.MaxStreamPos(ctx)
+	if err != nil || upTo <= pos {
+		return pos, nil, false, err
+	}
+	evs, err := e.o.Store.PushEventsAfter(ctx, pos, upTo, evalBatch)
+	if err != nil {
+		return pos, nil, false, err
+	}
+	next := upTo
+	if len(evs) == evalBatch {
+		next = evs[len(evs)-1].StreamPos
+	}
+	b := &batch{heads: map[headKey]*storage.ThreadHead{}, loaded: map[[2]string]bool{}}
+	for _, ev := range evs {
+		if err := e.evaluate(ctx, ev, b); err != nil {
+			return pos, nil, false, err
+		}
+	}
+	if len(b.rows) == 0 {
+		return next, nil, false, nil
+	}
+	heads := make([]storage.ThreadHead, 0, len(b.heads))
+	seen := map[string]bool{}
+	var notified []string
+	for _, h := range b.heads {
+		if h.StreamPos > 0 && h.StreamPos > pos {
+			heads = append(heads, *h)
+		}
+	}
+	for _, r := range b.rows {
+		if !seen[r.UserID] {
+			seen[r.UserID] = true
+			notified = append(notified, r.UserID)
+		}
+	}
+	if err := e.o.Store.RecordNotifications(ctx, next, b.rows, heads); err != nil {
+		return pos, nil, false, err
+	}
+	return next, notified, true, nil
+}
+
+// headKey names a (user, room, thread).
+type headKey struct{ user, room, thread string }
+
+// batch is what one step records.
+type batch struct {
+	rows  []storage.Notification
+	heads map[headKey]*storage.ThreadHead
+	// loaded: the heads of a (room, thread) were read from the store.
+	loaded map[[2]string]bool
+}
+
+// head returns the current head of a (user, room, thread), reading the
+// room's thread from the store once per batch.
+func (e *Evaluator) head(ctx context.Context, b *batch, user, room, thread string) (*storage.ThreadHead, error) {
+	if !b.loaded[[2]string{room, thread}] {
+		stored, err := e.o.Store.ThreadHeads(ctx, room, thread)
+		if err != nil {
+			return nil, err
+		}
+		for u, h := range stored {
+			k := headKey{u, room, thread}
+			if _, ok := b.heads[k]; !ok {
+				h := h
+				b.heads[k] = &h
+			}
+		}
+		b.loaded[[2]string{room, thread}] = true
+	}
+	k := headKey{user, room, thread}
+	h := b.heads[k]
+	if h == nil {
+		h = &storage.ThreadHead{UserID: user, RoomID: room, ThreadID: thread}
+		b.heads[k] = h
+	}
+	return h, nil
+}
+
+// evaluate runs the rules of the event's local members on it.
+func (e *Evaluator) evaluate(ctx context.Context, ev *storage.Event, b *batch) error {
+	if ev.StateGroup == 0 {
+		return nil
+	}
+	rs, err := e.roomState(ctx, ev.RoomID, ev.StateGroup)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) || errors.Is(err, errUnusable) {
+			e.o.Log.Warn("push: cannot evaluate an event", "event_id", ev.EventID, "room_id", ev.RoomID, "err", err)
+			return nil
+		}
+		return err
+	}
+	targets := rs.local
+	// An invite reaches a local user who is not in the room yet
+	// (.m.rule.invite_for_me), as in Synapse.
+	if ev.Type == rooms.TypeMember && ev.StateKey != nil && ev.Membership == rooms.MembershipInvite &&
+		e.isLocal(*ev.StateKey) && !slices.Contains(rs.local, *ev.StateKey) {
+		targets = append(slices.Clip(targets), *ev.StateKey)
+	}
+	if len(targets) == 0 || (len(targets) == 1 && targets[0] == ev.Sender) {
+		return nil
+	}
+	fe := NewEvent(ev.JSON)
+	room := &Room{MemberCount: rs.joined, SenderPower: rs.power.UserLevel(ev.Sender), NotificationLevels: rs.notif}
+	thread := ""
+	now := e.o.Now().UnixMilli()
+	for _, u := range targets {
+		if u == ev.Sender {
+			continue // spec: never for events the user sent
+		}
+		us, err := e.userState(ctx, u)
+		if err != nil {
+			return err
+		}
+		if !ev.IsState() && us.ignored[ev.Sender] {
+			continue
+		}
+		acts, ok := us.rules.Evaluate(fe, room, rs.names[u])
+		if !ok || !acts.Notify {
+			continue
+		}
+		if thread == "" {
+			if thread, err = e.o.Store.ThreadOf(ctx, ev.RelatesTo, ev.RelType); err != nil {
+				return err
+			}
+		}
+		h, err := e.head(ctx, b, u, ev.RoomID, thread)
+		if err != nil {
+			return err
+		}
+		h.StreamPos = ev.StreamPos
+		h.CumNotif++
+		if acts.Highlight {
+			h.CumHighlight++
+		}
+		raw, _ := json.Marshal(acts.Raw)
+		b.rows = append(b.rows, storage.Notification{UserID: u, StreamPos: ev.StreamPos, RoomID: ev.RoomID, EventID: ev.EventID,
+			ThreadID: thread, Highlight: acts.Highlight, Actions: string(raw), TS: now, CumNotif: h.CumNotif, CumHighlight: h.CumHighlight})
+	}
+	return nil
+}
+
+func (e *Evaluator) isLocal(userID string) bool {
+	return strings.HasSuffix(userID, ":"+e.o.ServerName) && strings.HasPrefix(userID, "@")
+}
+
+// userState returns a user's compiled rules and ignored users, compiling
+// again when the stored rules changed.
+func (e *Evaluator) userState(ctx context.Context, userID string) (*userState, error) {
+	src, err := e.o.Store.PushRulesOf(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	if us, ok := e.users.Get(userID); ok && us.src == src {
+		return us, nil
+	}
+	gen := e.users.Generation()
+	us := &userState{src: src, rules: CompileStored(userID, src, e.o.LegacyMentionRules)}
+	raw, err := e.o.Store.AccountDataContent(ctx, userID, "", "m.ignored_user_list")
+	switch {
+	case err == nil:
+		var c struct {
+			IgnoredUsers map[string]json.RawMessage `json:"ignored_users"`
+		}
+		if json.Unmarshal(raw, &c) == nil && len(c.IgnoredUsers) > 0 {
+			us.ignored = make(map[string]bool, len(c.IgnoredUsers))
+			for u := range c.IgnoredUsers {
+				us.ignored[u] = true
+			}
+		}
+	case !errors.Is(err, storage.ErrNotFound):
+		return nil, err
+	}
+	e.users.AddIfGeneration(userID, us, gen)
+	return us, nil
+}
+
+// errUnusable marks a room whose state cannot be read for evaluation (an
+// unknown room version): its events are skipped.
+var errUnusable = errors.New("push: room state unusable")
+
+// roomState returns the room at a state group, computing it on a miss.
+func (e *Evaluator) roomState(ctx context.Context, roomID string, group int64) (*roomState, error) {
+	return e.rooms.GetOrLoad(group, func() (*roomState, error) {
+		room, err := e.o.Store.RoomByID(ctx, roomID)
+		if err != nil {
+			return nil, err
+		}
+		rv, ok := rooms.LookupVersion(room.RoomVersion)
+		if !ok {
+			return nil, errUnusable
+		}
+		state, err := e.o.Store.StateGroup(ctx, group)
+		if err != nil {
+			return nil, err
+		}
+		var memberIDs []string
+		for k, id := range state {
+			if k.Type == rooms.TypeMember {
+				memberIDs = append(memberIDs, id)
+			}
+		}
+		members, err := e.o.Store.MemberRows(ctx, memberIDs)
+		if err != nil {
+			return nil, err
+		}
+		rs := &roomState{names: map[string]string{}}
+		var localIDs []string
+		for _, m := range members {
+			if m.Membership != rooms.MembershipJoin {
+				continue
+			}
+			rs.joined++
+			if e.isLocal(m.UserID) {
+				rs.local = append(rs.local, m.UserID)
+				localIDs = append(localIDs, m.EventID)
+			}
+		}
+		slices.Sort(rs.local)
+		wanted := localIDs
+		plID := state[storage.StateKey{Type: rooms.TypePowerLevels}]
+		createID := state[storage.StateKey{Type: rooms.TypeCreate}]
+		for _, id := range []string{plID, createID} {
+			if id != "" {
+				wanted = append(wanted, id)
+			}
+		}
+		evs, err := e.o.Store.EventsByID(ctx, wanted)
+		if err != nil {
+			return nil, err
+		}
+		var pl, create *rooms.Event
+		for _, ev := range evs {
+			switch ev.EventID {
+			case plID, createID:
+				pe, err := rooms.ParseEvent(rv, ev.JSON)
+				if err != nil {
+					continue
+				}
+				if ev.EventID == plID {
+					pl = pe
+				} else {
+					create = pe
+				}
+			default:
+				if ev.StateKey != nil {
+					if n := gjson.GetBytes(ev.JSON, "content.displayname"); n.Type == gjson.String && n.Str != "" {
+						rs.names[*ev.StateKey] = n.Str
+					}
+				}
+			}
+		}
+		rs.power = rooms.EffectivePowerLevels(rv, pl, create)
+		rs.notif = map[string]int64{}
+		if pl != nil {
+			gjson.GetBytes(pl.Content(), "notifications").ForEach(func(k, v gjson.Result) bool {
+				switch v.Type {
+				case gjson.Number:
+					if n, err := strconv.ParseInt(v.Raw, 10, 64); err == nil {
+						rs.notif[k.Str] = n
+					}
+				case gjson.String:
+					if n, err := strconv.ParseInt(strings.TrimSpace(v.Str), 10, 64); err == nil && !rv.IntegerPowerLevels {
+						rs.notif[k.Str] = n
+					}
+				}
+				return true
+			})
+		}
+		return rs, nil
+	})
+}
