@@ -5,31 +5,50 @@ import (
 	"encoding/json"
 	"sync"
 
+	"hearth/server/netguard"
 	"hearth/server/push"
 	"hearth/server/timeline"
 )
 
 // Push notifications: the evaluator (push rules on every event, package
-// push) and how it hooks into the room pipeline and /sync. The handlers
-// are in pushrules.go (rules) and client_push.go (GET /notifications); the
-// counts in /sync in client_sync.go.
+// push), the pushers, and how they hook into the room pipeline and /sync.
+// The handlers are in pushrules.go (rules) and client_push.go (pushers,
+// GET /notifications); the counts in /sync in client_sync.go.
 
-// startPush builds the evaluator and puts it between the timeline and the
-// /sync notifier (New; Run runs it).
+// startPush builds the evaluator and the pushers and puts the evaluator
+// between the timeline and the /sync notifier (New; Run runs them).
 func (s *Server) startPush() {
 	s.pushGate = &pushGate{next: s.notifier}
 	s.push = push.NewEvaluator(push.Options{Store: s.store, ServerName: s.cfg.ServerName, Log: s.log, Now: s.now,
 		LegacyMentionRules: s.cfg.Push.LegacyMentionRules,
-		Advanced:           func(int64, []string) { s.pushGate.release() }})
+		Advanced: func(_ int64, notified []string) {
+			s.pushGate.release()
+			s.pushers.Notify(notified)
+		}})
 	s.pushGate.ev = s.push
+	// Push gateways are dialled under the same address policy as other
+	// servers (ip_range_blacklist, ip_range_whitelist), as in Synapse.
+	deny, allow := s.cfg.FederationRanges()
+	d := &netguard.Dialer{Policy: netguard.Policy{Deny: deny, Allow: allow, Name: "ip_range_blacklist"}}
+	s.pushers = push.NewPool(push.PoolOptions{Store: s.store, Client: push.NewGatewayClient(d), Log: s.log, Now: s.now,
+		OmitContent: !s.cfg.PushIncludeContent()})
 	s.timeline.Observe(s.pushGate)
 }
 
-// runPush runs the evaluator until ctx ends (Run).
+// runPush runs the evaluator and the pushers until ctx ends (Run).
 func (s *Server) runPush(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := s.pushers.Run(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("pushers stopped", "err", err)
+		}
+	}()
 	if err := s.push.Run(ctx); err != nil && ctx.Err() == nil {
 		s.log.Error("push evaluator stopped", "err", err)
 	}
+	wg.Wait()
 }
 
 // pushGate is the timeline's observer in front of the /sync notifier: it

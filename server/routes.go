@@ -149,7 +149,6 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.Get("/account/3pid", s.api(s.getThreePIDs))
 		r.Get("/thirdparty/protocols", s.api(s.getThirdPartyProtocols))
 		r.Get("/voip/turnServer", s.api(s.getTurnServer))
-		r.Get("/pushers", s.api(s.getPushers))
 
 		// Rooms: creation, events, state, membership.
 		r.Post("/createRoom", s.api(s.postCreateRoom))
@@ -203,7 +202,9 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.Put("/pushrules/global/{kind}/{ruleId}/enabled", s.api(s.putPushRuleEnabled))
 		r.Put("/pushrules/global/{kind}/{ruleId}/actions", s.api(s.putPushRuleActions))
 		r.Delete("/pushrules/global/{kind}/{ruleId}", s.api(s.deletePushRule))
-		// Notifications (client_push.go).
+		// Pushers and notifications (client_push.go).
+		r.Get("/pushers", s.api(s.getPushers))
+		r.Post("/pushers/set", s.api(s.postPushersSet))
 		r.Get("/notifications", s.api(s.getNotifications))
 
 		// End-to-end encryption, to-device, typing and presence (keys.go,

@@ -74,9 +74,11 @@ type Server struct {
 	// resyncs are the remote device lists being fetched again
 	// (federation_keys.go).
 	resyncs resyncs
-	// push evaluates push rules on every event (push.go); pushGate holds
-	// /sync's wakes until an event's notifications are recorded.
+	// push evaluates push rules on every event and pushers delivers the
+	// notifications to push gateways (push.go); pushGate holds /sync's
+	// wakes until an event's notifications are recorded.
 	push     *push.Evaluator
+	pushers  *push.Pool
 	pushGate *pushGate
 	// bg is the background work Run owns (run.go).
 	bg background

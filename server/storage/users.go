@@ -172,6 +172,7 @@ func (s *Store) DeactivateUser(ctx context.Context, userID string, erase bool) e
 			`DELETE FROM access_tokens WHERE user_id = $1`,
 			`DELETE FROM refresh_tokens WHERE user_id = $1`,
 			`DELETE FROM devices WHERE user_id = $1`,
+			`DELETE FROM pushers WHERE user_id = $1`,
 		} {
 			if _, err := tx.ExecContext(ctx, q, userID); err != nil {
 				return fmt.Errorf("storage: deactivate %s: %w", userID, err)
