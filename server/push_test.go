@@ -14,6 +14,7 @@ import (
 	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/pushrules"
 
+	"hearth/config"
 	"hearth/server/servertest"
 	"hearth/server/storage/storagetest"
 )
@@ -497,6 +498,59 @@ func TestPushRulesCopiedOnUpgrade(t *testing.T) {
 		}
 		if hasType(doSync(t, alice, since, "", 0).AccountData.Events, "m.push_rules") == nil {
 			t.Fatal("copied rules not synced")
+		}
+	})
+}
+
+// TestPushFollowsMembership: what rules see of the room follows its
+// members: a two-member room notifies with a sound (room_one_to_one), a
+// third member makes it a group, and the room is a DM again once they
+// leave; a member's display name in the room is the one the legacy
+// contains_display_name rule looks for.
+func TestPushFollowsMembership(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e, func(c *config.Config) { c.Push.LegacyMentionRules = true })
+		ctx := t.Context()
+		alice, bob, carol := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob"), newSyncUser(t, b, "carol")
+		room := sharedRoom(t, alice, bob)
+		// latest returns the actions of bob's newest notification, once it
+		// is the one for ev.
+		latest := func(ev id.EventID) string {
+			t.Helper()
+			var got string
+			waitFor(t, "bob's notification for "+string(ev), func() bool {
+				n := acctDo(t, b, "GET", "/_matrix/client/v3/notifications?limit=1", bob.tok, nil)
+				l, _ := n.body["notifications"].([]any)
+				if len(l) == 0 {
+					return false
+				}
+				top := l[0].(map[string]any)
+				raw, _ := json.Marshal(top["actions"])
+				got = string(raw)
+				return top["event"].(map[string]any)["event_id"] == string(ev)
+			})
+			return got
+		}
+		if a := latest(send(t, alice, room, "just us")); !strings.Contains(a, `"sound"`) {
+			t.Fatalf("two members: %s", a)
+		}
+		if _, err := carol.cli.JoinRoomByID(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		if a := latest(send(t, alice, room, "three of us")); a != `["notify"]` {
+			t.Fatalf("three members: %s", a)
+		}
+		if _, err := carol.cli.LeaveRoom(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		if a := latest(send(t, alice, room, "us again")); !strings.Contains(a, `"sound"`) {
+			t.Fatalf("two members again: %s", a)
+		}
+		if err := bob.cli.SetDisplayName(ctx, "Robert"); err != nil {
+			t.Fatal(err)
+		}
+		if a := latest(send(t, alice, room, "thanks robert!")); !strings.Contains(a, `"highlight"`) {
+			t.Fatalf("display name in the body: %s", a)
 		}
 	})
 }

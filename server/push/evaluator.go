@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -88,14 +89,19 @@ type userState struct {
 	ignored map[string]bool
 }
 
-// roomState is a room at a state group, as evaluation sees it.
+// roomState is a room at a state group, as evaluation sees it. It is
+// shared by every user of the cache: never modified once built.
 type roomState struct {
+	rv     *rooms.RoomVersion
 	joined int
 	// local are the local users joined, sorted; names their display names.
 	local []string
 	names map[string]string
-	power *rooms.PowerLevels
-	notif map[string]int64
+	// plID and createID are the power levels and create events the power
+	// was computed from.
+	plID, createID string
+	power          *rooms.PowerLevels
+	notif          map[string]int64
 }
 
 // NewEvaluator builds an Evaluator; its caches are registered in the
@@ -417,94 +423,223 @@ func (e *Evaluator) userState(ctx context.Context, userID string) (*userState, e
 // unknown room version): its events are skipped.
 var errUnusable = errors.New("push: room state unusable")
 
-// roomState returns the room at a state group, computing it on a miss.
+// roomState returns the room at a state group. A group that changes a
+// few keys of a cached one (a join, a leave, a new name: most state
+// events) is derived from it, reading only the events it changes, so a
+// stream of joins to a large room costs each the join, not the room.
 func (e *Evaluator) roomState(ctx context.Context, roomID string, group int64) (*roomState, error) {
-	return e.rooms.GetOrLoad(group, func() (*roomState, error) {
-		room, err := e.o.Store.RoomByID(ctx, roomID)
+	if rs, ok := e.rooms.Get(group); ok {
+		return rs, nil
+	}
+	gen := e.rooms.Generation()
+	prev, delta, err := e.o.Store.StateGroupDelta(ctx, group)
+	if err != nil {
+		return nil, err
+	}
+	var rs *roomState
+	if base, ok := e.rooms.Get(prev); ok && prev != 0 && len(delta) <= 50 {
+		rs, err = e.applyDelta(ctx, base, delta)
+	}
+	if rs == nil && err == nil {
+		rs, err = e.fullRoomState(ctx, roomID, group)
+	}
+	if err != nil {
+		return nil, err
+	}
+	e.rooms.AddIfGeneration(group, rs, gen)
+	return rs, nil
+}
+
+// applyDelta is base (the state of the delta's parent group) with delta
+// applied, or nil when it cannot tell (a key removed: forks merged), for
+// the caller to compute the room afresh. What a member had before is read
+// from the replaced event each member event names (replaces_state).
+func (e *Evaluator) applyDelta(ctx context.Context, base *roomState, delta storage.StateKeyMap) (*roomState, error) {
+	rs := *base
+	var keys []storage.StateKey
+	powerChanged := false
+	for k, id := range delta {
+		if id == "" {
+			return nil, nil
+		}
+		switch {
+		case k.Type == rooms.TypeMember:
+			keys = append(keys, k)
+		case k.Type == rooms.TypePowerLevels && k.StateKey == "":
+			rs.plID, powerChanged = id, true
+		case k.Type == rooms.TypeCreate && k.StateKey == "":
+			rs.createID, powerChanged = id, true
+		}
+	}
+	if len(keys) > 0 {
+		ids := make([]string, len(keys))
+		for i, k := range keys {
+			ids[i] = delta[k]
+		}
+		rows, err := e.o.Store.MemberRows(ctx, ids)
 		if err != nil {
 			return nil, err
 		}
-		rv, ok := rooms.LookupVersion(room.RoomVersion)
-		if !ok {
-			return nil, errUnusable
-		}
-		state, err := e.o.Store.StateGroup(ctx, group)
-		if err != nil {
-			return nil, err
-		}
-		var memberIDs []string
-		for k, id := range state {
-			if k.Type == rooms.TypeMember {
-				memberIDs = append(memberIDs, id)
+		membership := make(map[string]string, 2*len(rows))
+		before := map[storage.StateKey]string{}
+		var replaced []string
+		for _, r := range rows {
+			membership[r.EventID] = r.Membership
+			if r.ReplacesState != "" {
+				before[storage.StateKey{Type: rooms.TypeMember, StateKey: r.UserID}] = r.ReplacesState
+				replaced = append(replaced, r.ReplacesState)
 			}
 		}
-		members, err := e.o.Store.MemberRows(ctx, memberIDs)
+		old, err := e.o.Store.MemberRows(ctx, replaced)
 		if err != nil {
 			return nil, err
 		}
-		rs := &roomState{names: map[string]string{}}
-		var localIDs []string
-		for _, m := range members {
-			if m.Membership != rooms.MembershipJoin {
+		for _, r := range old {
+			membership[r.EventID] = r.Membership
+		}
+		var named []string
+		copied := false
+		for _, k := range keys {
+			was := before[k] != "" && membership[before[k]] == rooms.MembershipJoin
+			is := delta[k] != "" && membership[delta[k]] == rooms.MembershipJoin
+			switch {
+			case is && !was:
+				rs.joined++
+			case was && !is:
+				rs.joined--
+			}
+			if !e.isLocal(k.StateKey) || (!was && !is) {
 				continue
 			}
-			rs.joined++
-			if e.isLocal(m.UserID) {
-				rs.local = append(rs.local, m.UserID)
-				localIDs = append(localIDs, m.EventID)
+			if !copied {
+				rs.local, rs.names, copied = slices.Clone(rs.local), maps.Clone(rs.names), true
+			}
+			i, found := slices.BinarySearch(rs.local, k.StateKey)
+			delete(rs.names, k.StateKey)
+			switch {
+			case is && !found:
+				rs.local = slices.Insert(rs.local, i, k.StateKey)
+			case !is && found:
+				rs.local = slices.Delete(rs.local, i, i+1)
+			}
+			if is {
+				named = append(named, delta[k])
 			}
 		}
-		slices.Sort(rs.local)
-		wanted := localIDs
-		plID := state[storage.StateKey{Type: rooms.TypePowerLevels}]
-		createID := state[storage.StateKey{Type: rooms.TypeCreate}]
-		for _, id := range []string{plID, createID} {
-			if id != "" {
-				wanted = append(wanted, id)
+		if len(named) > 0 {
+			evs, err := e.o.Store.EventsByID(ctx, named)
+			if err != nil {
+				return nil, err
+			}
+			for _, ev := range evs {
+				if n := gjson.GetBytes(ev.JSON, "content.displayname"); ev.StateKey != nil && n.Type == gjson.String && n.Str != "" {
+					rs.names[*ev.StateKey] = n.Str
+				}
 			}
 		}
-		evs, err := e.o.Store.EventsByID(ctx, wanted)
-		if err != nil {
+	}
+	if powerChanged {
+		if err := e.loadPower(ctx, &rs); err != nil {
 			return nil, err
 		}
-		var pl, create *rooms.Event
-		for _, ev := range evs {
-			switch ev.EventID {
-			case plID, createID:
-				pe, err := rooms.ParseEvent(rv, ev.JSON)
-				if err != nil {
-					continue
+	}
+	return &rs, nil
+}
+
+// fullRoomState computes the room at a group from its whole state.
+func (e *Evaluator) fullRoomState(ctx context.Context, roomID string, group int64) (*roomState, error) {
+	room, err := e.o.Store.RoomByID(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	rv, ok := rooms.LookupVersion(room.RoomVersion)
+	if !ok {
+		return nil, errUnusable
+	}
+	state, err := e.o.Store.StateGroup(ctx, group)
+	if err != nil {
+		return nil, err
+	}
+	var memberIDs []string
+	for k, id := range state {
+		if k.Type == rooms.TypeMember {
+			memberIDs = append(memberIDs, id)
+		}
+	}
+	members, err := e.o.Store.MemberRows(ctx, memberIDs)
+	if err != nil {
+		return nil, err
+	}
+	rs := &roomState{rv: rv, names: map[string]string{}, plID: state[storage.StateKey{Type: rooms.TypePowerLevels}],
+		createID: state[storage.StateKey{Type: rooms.TypeCreate}]}
+	var localIDs []string
+	for _, m := range members {
+		if m.Membership != rooms.MembershipJoin {
+			continue
+		}
+		rs.joined++
+		if e.isLocal(m.UserID) {
+			rs.local = append(rs.local, m.UserID)
+			localIDs = append(localIDs, m.EventID)
+		}
+	}
+	slices.Sort(rs.local)
+	evs, err := e.o.Store.EventsByID(ctx, localIDs)
+	if err != nil {
+		return nil, err
+	}
+	for _, ev := range evs {
+		if n := gjson.GetBytes(ev.JSON, "content.displayname"); ev.StateKey != nil && n.Type == gjson.String && n.Str != "" {
+			rs.names[*ev.StateKey] = n.Str
+		}
+	}
+	if err := e.loadPower(ctx, rs); err != nil {
+		return nil, err
+	}
+	return rs, nil
+}
+
+// loadPower computes rs's power levels from its power levels and create
+// events.
+func (e *Evaluator) loadPower(ctx context.Context, rs *roomState) error {
+	var ids []string
+	for _, id := range []string{rs.plID, rs.createID} {
+		if id != "" {
+			ids = append(ids, id)
+		}
+	}
+	evs, err := e.o.Store.EventsByID(ctx, ids)
+	if err != nil {
+		return err
+	}
+	var pl, create *rooms.Event
+	for _, ev := range evs {
+		pe, err := rooms.ParseEvent(rs.rv, ev.JSON)
+		if err != nil {
+			continue
+		}
+		if ev.EventID == rs.plID {
+			pl = pe
+		} else {
+			create = pe
+		}
+	}
+	rs.power = rooms.EffectivePowerLevels(rs.rv, pl, create)
+	rs.notif = map[string]int64{}
+	if pl != nil {
+		gjson.GetBytes(pl.Content(), "notifications").ForEach(func(k, v gjson.Result) bool {
+			switch v.Type {
+			case gjson.Number:
+				if n, err := strconv.ParseInt(v.Raw, 10, 64); err == nil {
+					rs.notif[k.Str] = n
 				}
-				if ev.EventID == plID {
-					pl = pe
-				} else {
-					create = pe
-				}
-			default:
-				if ev.StateKey != nil {
-					if n := gjson.GetBytes(ev.JSON, "content.displayname"); n.Type == gjson.String && n.Str != "" {
-						rs.names[*ev.StateKey] = n.Str
-					}
+			case gjson.String:
+				if n, err := strconv.ParseInt(strings.TrimSpace(v.Str), 10, 64); err == nil && !rs.rv.IntegerPowerLevels {
+					rs.notif[k.Str] = n
 				}
 			}
-		}
-		rs.power = rooms.EffectivePowerLevels(rv, pl, create)
-		rs.notif = map[string]int64{}
-		if pl != nil {
-			gjson.GetBytes(pl.Content(), "notifications").ForEach(func(k, v gjson.Result) bool {
-				switch v.Type {
-				case gjson.Number:
-					if n, err := strconv.ParseInt(v.Raw, 10, 64); err == nil {
-						rs.notif[k.Str] = n
-					}
-				case gjson.String:
-					if n, err := strconv.ParseInt(strings.TrimSpace(v.Str), 10, 64); err == nil && !rv.IntegerPowerLevels {
-						rs.notif[k.Str] = n
-					}
-				}
-				return true
-			})
-		}
-		return rs, nil
-	})
+			return true
+		})
+	}
+	return nil
 }

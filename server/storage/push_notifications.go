@@ -66,12 +66,14 @@ func (s *Store) PushEventsAfter(ctx context.Context, after, upTo int64, limit in
 		WHERE stream_ordering > $1 AND stream_ordering <= $2 AND `+liveEvent+` ORDER BY stream_ordering LIMIT $3`, after, upTo, limit))
 }
 
-// MemberRow is one membership event of a room's state.
+// MemberRow is one membership event of a room's state; ReplacesState is
+// the member event it replaced ("" for the user's first).
 type MemberRow struct {
-	EventID, UserID, Membership string
+	EventID, UserID, Membership, ReplacesState string
 }
 
-// MemberRows reads the target and membership of member events by ID.
+// MemberRows reads the target, membership and replaced event of member
+// events by ID.
 func (s *Store) MemberRows(ctx context.Context, ids []string) ([]MemberRow, error) {
 	out := make([]MemberRow, 0, len(ids))
 	for start := 0; start < len(ids); start += s.d.InChunk {
@@ -80,14 +82,14 @@ func (s *Store) MemberRows(ctx context.Context, ids []string) ([]MemberRow, erro
 		for i, id := range chunk {
 			args[i] = id
 		}
-		rows, err := s.read.QueryContext(ctx, `SELECT event_id, COALESCE(state_key, ''), COALESCE(membership, '') FROM events
-			WHERE event_id IN (`+inList(1, len(chunk))+`)`, args...)
+		rows, err := s.read.QueryContext(ctx, `SELECT event_id, COALESCE(state_key, ''), COALESCE(membership, ''),
+			COALESCE(replaces_state, '') FROM events WHERE event_id IN (`+inList(1, len(chunk))+`)`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("storage: member rows: %w", err)
 		}
 		for rows.Next() {
 			var m MemberRow
-			if err := rows.Scan(&m.EventID, &m.UserID, &m.Membership); err != nil {
+			if err := rows.Scan(&m.EventID, &m.UserID, &m.Membership, &m.ReplacesState); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("storage: scan member row: %w", err)
 			}
@@ -356,4 +358,29 @@ func (s *Store) ThreadOf(ctx context.Context, relatesTo, relType string) (string
 		relatesTo, relType = next.String, nextType.String
 	}
 	return "main", nil
+}
+
+// StateGroupDelta returns what a state group stores: its parent (0 for a
+// snapshot) and its entries, a delta on the parent when there is one (an
+// empty event ID removes the key).
+func (s *Store) StateGroupDelta(ctx context.Context, group int64) (int64, StateKeyMap, error) {
+	var prev sql.NullInt64
+	if err := s.read.QueryRowContext(ctx, `SELECT prev_group FROM state_groups WHERE id = $1`, group).Scan(&prev); err != nil {
+		return 0, nil, notFound(err, "state group")
+	}
+	rows, err := s.read.QueryContext(ctx, `SELECT type, state_key, event_id FROM state_group_entries WHERE group_id = $1`, group)
+	if err != nil {
+		return 0, nil, fmt.Errorf("storage: read state group %d: %w", group, err)
+	}
+	defer rows.Close()
+	out := StateKeyMap{}
+	for rows.Next() {
+		var k StateKey
+		var ev string
+		if err := rows.Scan(&k.Type, &k.StateKey, &ev); err != nil {
+			return 0, nil, err
+		}
+		out[k] = ev
+	}
+	return prev.Int64, out, rows.Err()
 }
