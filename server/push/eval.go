@@ -172,8 +172,9 @@ type Actions struct {
 	Notify    bool
 	Highlight bool
 	// Raw are the rule's actions as stored, for GET /notifications and
-	// the pushers' tweaks.
-	Raw []json.RawMessage
+	// the pushers' tweaks; JSON is Raw as one JSON array.
+	Raw  []json.RawMessage
+	JSON string
 }
 
 // Tweaks returns the set_tweak actions as a map (a tweak without a value
@@ -199,7 +200,10 @@ func (a Actions) Tweaks() map[string]any {
 }
 
 func parseActions(raw []json.RawMessage) Actions {
-	a := Actions{Raw: raw}
+	a := Actions{Raw: raw, JSON: "[]"}
+	if j, err := json.Marshal(raw); err == nil && len(raw) > 0 {
+		a.JSON = string(j)
+	}
 	for _, r := range raw {
 		var s string
 		if json.Unmarshal(r, &s) == nil {

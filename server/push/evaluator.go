@@ -176,11 +176,21 @@ func (e *Evaluator) setEvaluated(pos int64, notified []string) {
 	}
 }
 
-// Run evaluates events until ctx ends.
+// Run evaluates events until ctx ends. It returns nil then, and an error
+// only when ctx ended before the stored position could be read.
 func (e *Evaluator) Run(ctx context.Context) error {
-	pos, err := e.o.Store.PushPosition(ctx)
-	if err != nil {
-		return err
+	var pos int64
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
+		var err error
+		if pos, err = e.o.Store.PushPosition(ctx); err == nil {
+			break
+		}
+		e.o.Log.Error("push: reading the evaluated position failed; retrying", "retry_in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
 	}
 	persisted := pos
 	e.evaluated.Store(pos)
@@ -377,9 +387,8 @@ func (e *Evaluator) evaluate(ctx context.Context, ev *storage.Event, b *batch) e
 		if acts.Highlight {
 			h.CumHighlight++
 		}
-		raw, _ := json.Marshal(acts.Raw)
 		b.rows = append(b.rows, storage.Notification{UserID: u, StreamPos: ev.StreamPos, RoomID: ev.RoomID, EventID: ev.EventID,
-			ThreadID: thread, Highlight: acts.Highlight, Actions: string(raw), TS: now, CumNotif: h.CumNotif, CumHighlight: h.CumHighlight})
+			ThreadID: thread, Highlight: acts.Highlight, Actions: acts.JSON, TS: now, CumNotif: h.CumNotif, CumHighlight: h.CumHighlight})
 	}
 	return nil
 }

@@ -130,13 +130,20 @@ func (p *Pool) Run(ctx context.Context) error {
 	p.mu.Lock()
 	p.ctx = ctx
 	p.mu.Unlock()
-	users, err := p.o.Store.PusherUsers(ctx, "http")
-	if err != nil {
-		return err
+	load := func() bool {
+		users, err := p.o.Store.PusherUsers(ctx, "http")
+		if err != nil {
+			if ctx.Err() == nil {
+				p.o.Log.Error("push: listing the pushers failed; retrying in a minute", "err", err)
+			}
+			return false
+		}
+		for _, u := range users {
+			p.Changed(ctx, u)
+		}
+		return true
 	}
-	for _, u := range users {
-		p.Changed(ctx, u)
-	}
+	loaded := load()
 	// Now and then every pusher looks again, in case a wake was missed.
 	tick := time.NewTicker(time.Minute)
 	defer tick.Stop()
@@ -146,6 +153,9 @@ func (p *Pool) Run(ctx context.Context) error {
 			p.wg.Wait()
 			return nil
 		case <-tick.C:
+			if !loaded {
+				loaded = load()
+			}
 			p.mu.Lock()
 			for _, ids := range p.byUser {
 				for _, id := range ids {
