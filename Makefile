@@ -30,7 +30,9 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hearth ./cmd/hearth
 
 # test: formatting, vet, staticcheck, generated templ code up to date, then
-# every test. PostgreSQL runs too when HEARTH_TEST_POSTGRES is set (see README).
+# every test. PostgreSQL runs too when HEARTH_TEST_POSTGRES is set, and the
+# federation tests against Synapse when HEARTH_TEST_SYNAPSE names a venv
+# made by .ci/synapse-venv (see README).
 test:
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt -l lists files to format:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
@@ -41,7 +43,7 @@ test:
 		changed="$$(git status --porcelain -- '*_templ.go')"; \
 		if [ -n "$$changed" ]; then echo "templ generate changed files; commit them:"; echo "$$changed"; exit 1; fi; \
 	fi
-	$(GO) test -timeout 20m $(PKGS)
+	$(GO) test -timeout 20m $$($(GO) list $(PKGS) | grep -v '^hearth/interop/')
 	# mautrix-go's OlmMachine against the server, on its pure-Go goolm
 	# backend (libolm needs cgo): server/e2ee_olm_test.go, on one server
 	# (TestOlmMachines) and across two federating ones
@@ -49,6 +51,15 @@ test:
 	$(GO) vet -tags goolm ./server
 	$(GO) run $(STATICCHECK) -tags goolm ./server
 	$(GO) test -tags goolm -run TestOlmMachines -timeout 5m ./server
+	# Federation against Synapse (interop/): a step of its own, so that
+	# Synapse's Python does not share the two cores with the other tests;
+	# with goolm for the OlmMachines of interop/synapse/e2ee_olm_test.go.
+	$(GO) vet -tags goolm ./interop/...
+	$(GO) run $(STATICCHECK) -tags goolm ./interop/...
+	@if [ -z "$$HEARTH_TEST_SYNAPSE" ]; then \
+		echo 'Synapse interop tests skip: HEARTH_TEST_SYNAPSE is not set (HEARTH_TEST_SYNAPSE="$$(.ci/synapse-venv)" make test runs them)'; \
+	fi
+	$(GO) test -tags goolm -timeout 10m ./interop/...
 	# Tests that measure latency run last and alone, so that the other
 	# tests do not skew their figures (server/timeline_test.go).
 	HEARTH_LATENCY_TESTS=1 $(GO) test -run '^TestLatency' -count=1 -v -timeout 5m ./server

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"hearth/server/rooms"
 )
 
 // Config is the whole homeserver configuration.
@@ -43,6 +45,13 @@ type Config struct {
 	RegistrationRequiresToken             bool `yaml:"registration_requires_token"`
 	AllowGuestAccess                      bool `yaml:"allow_guest_access"`
 
+	// DefaultRoomVersion is the version of rooms created without one
+	// (createRoom without room_version, server notices rooms, the room
+	// users of a deleted room move to) and the default /capabilities
+	// advertises. Synapse's key and default: "11", because servers that do
+	// not know version 12 cannot join its rooms.
+	DefaultRoomVersion string `yaml:"default_room_version"`
+
 	MediaStorePath string `yaml:"media_store_path"`
 	MaxUploadSize  Size   `yaml:"max_upload_size"`
 	// Media serving and URL previews (media.go).
@@ -65,12 +74,16 @@ type Config struct {
 	// for non-refreshable tokens).
 	RefreshableAccessTokenLifetime Duration `yaml:"refreshable_access_token_lifetime"`
 	RefreshTokenLifetime           Duration `yaml:"refresh_token_lifetime"`
+	// Signing in a new device from a signed-in one (clientapi.go).
+	LoginViaExistingSession LoginViaExistingSession `yaml:"login_via_existing_session"`
 
 	RCLogin        RCLogin   `yaml:"rc_login"`
 	RCRegistration RateLimit `yaml:"rc_registration"`
 
 	// ExtraWellKnownClientContent is merged into /.well-known/matrix/client.
 	ExtraWellKnownClientContent map[string]any `yaml:"extra_well_known_client_content"`
+	// WellKnownSupport is served at /.well-known/matrix/support (clientapi.go).
+	WellKnownSupport WellKnownSupport `yaml:"well_known_support"`
 
 	// Admin dashboard, cache sizes and Go memory tuning (dashboard.go).
 	AdminDashboard AdminDashboard `yaml:"admin_dashboard"`
@@ -263,6 +276,9 @@ func (c *Config) Defaults() {
 	if c.BcryptRounds == 0 {
 		c.BcryptRounds = 12
 	}
+	if c.DefaultRoomVersion == "" {
+		c.DefaultRoomVersion = rooms.DefaultRoomVersion
+	}
 	if c.MaxUploadSize == 0 {
 		c.MaxUploadSize = 50 << 20
 	}
@@ -281,6 +297,7 @@ func (c *Config) Defaults() {
 	c.dashboardDefaults()
 	c.mediaDefaults()
 	c.federationDefaults()
+	c.clientAPIDefaults()
 }
 
 // PasswordLoginEnabled reports whether m.login.password is offered.
@@ -396,6 +413,10 @@ func (c *Config) Validate() error {
 		bad("enable_registration", "open registration without verification lets anyone create accounts: also set "+
 			"enable_registration_without_verification: true, or registration_requires_token: true")
 	}
+	if _, ok := rooms.LookupVersion(c.DefaultRoomVersion); !ok {
+		bad("default_room_version", "%q is not a room version this server supports (%s)", c.DefaultRoomVersion,
+			strings.Join(rooms.KnownVersions(), ", "))
+	}
 	if c.BcryptRounds < 4 || c.BcryptRounds > 31 {
 		bad("bcrypt_rounds", "%d is outside bcrypt's range 4-31", c.BcryptRounds)
 	}
@@ -411,6 +432,7 @@ func (c *Config) Validate() error {
 	c.validateDashboard(bad)
 	c.validateMedia(bad)
 	c.validateFederation(bad)
+	c.validateClientAPI(bad)
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errors.Join(errs...)
 }

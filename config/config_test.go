@@ -47,6 +47,13 @@ func TestDefaults(t *testing.T) {
 	if c.IsPostgres() {
 		t.Error("sqlite3 reported as PostgreSQL")
 	}
+	if c.DefaultRoomVersion != "11" {
+		t.Errorf("default_room_version %q, want 11 (Synapse's default)", c.DefaultRoomVersion)
+	}
+	// Unquoted, as operators write it.
+	if c, _ := parse(t, minimal+"default_room_version: 12\n"); c.DefaultRoomVersion != "12" {
+		t.Errorf("default_room_version: 12 read as %q", c.DefaultRoomVersion)
+	}
 	// A listener given without bind addresses binds everywhere.
 	c, _ = parse(t, minimal+"listeners:\n  - port: 9000\n")
 	if got := c.Listeners[0].BindAddresses; len(got) != 2 || got[0] != "::" {
@@ -111,6 +118,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"signing_key_path", "server_name: a.org\ndatabase: {args: {database: d}}\n"},
 		{"enable_registration", minimal + "enable_registration: true\n"},
 		{"bcrypt_rounds", minimal + "bcrypt_rounds: 40\n"},
+		{"default_room_version", minimal + "default_room_version: '13'\n"},
 		{"rc_login.address", minimal + "rc_login: {address: {per_second: -1}}\n"},
 		{"rc_login.account", minimal + "rc_login: {account: {burst_count: -1}}\n"},
 		{"rc_login.failed_attempts", minimal + "rc_login: {failed_attempts: {per_second: -1}}\n"},

@@ -237,6 +237,12 @@ registration_requires_token: false
 # Whether guests may register and read rooms that allow guests.
 allow_guest_access: false
 
+# The room version of new rooms when the client names none (and of rooms
+# the server makes itself), advertised as the default in /capabilities.
+# 11, as in Synapse: servers that do not support version 12 yet cannot
+# join rooms of that version. Clients may still ask for any version 1-12.
+default_room_version: "11"
+
 # Uploaded media, and the largest upload accepted.
 media_store_path: {{.MediaStore}}
 max_upload_size: 50M
@@ -282,6 +288,16 @@ bcrypt_rounds: {{.BcryptRounds}}
 #refreshable_access_token_lifetime: 5m
 #refresh_token_lifetime: 30d
 
+# Signing in a new device from one already signed in (MSC3882): the signed-
+# in client asks for a one-time login token (POST /login/get_token) that
+# the new device logs in with. Off by default, as in Synapse. The request
+# needs the password again unless require_ui_auth is false; a token is
+# valid for token_timeout and for one login.
+login_via_existing_session:
+  enabled: false
+  require_ui_auth: true
+  token_timeout: 5m
+
 # Rate limits: a bucket of burst_count requests refilled at per_second.
 rc_login:
   address:
@@ -300,6 +316,20 @@ rc_registration:
 # Extra keys merged into /.well-known/matrix/client, for example:
 #extra_well_known_client_content:
 #  org.example.custom: {"url": "https://example.org/"}
+
+# Whom users and other servers' admins can contact about this server,
+# served at /.well-known/matrix/support (MSC1929) in the same shape. Each
+# contact has a matrix_id, an email_address or both, and a role
+# (m.role.admin, m.role.security). Unset, that URL answers 404. (Synapse
+# has no such key and leaves the file to the web server in front.)
+#well_known_support:
+#  contacts:
+#    - matrix_id: "@admin:example.org"
+#      email_address: admin@example.org
+#      role: m.role.admin
+#    - email_address: security@example.org
+#      role: m.role.security
+#  support_page: https://example.org/support
 
 # The built-in admin dashboard, for server admins. By default it is served
 # at /_hearth/admin/ on the client listener. Give it a port to move it to a

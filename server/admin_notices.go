@@ -104,13 +104,13 @@ func (s *Server) SendServerNotice(ctx context.Context, by Actor, n ServerNotice)
 func (s *Server) noticeRoom(ctx context.Context, system, userID string) (string, error) {
 	roomID, err := s.store.ServerNoticeRoom(ctx, userID)
 	if errors.Is(err, storage.ErrNotFound) {
-		rv, _ := rooms.LookupVersion(rooms.DefaultRoomVersion)
+		rv, _ := rooms.LookupVersion(s.cfg.DefaultRoomVersion)
 		// Only the system account may send or change anything.
 		override := map[string]any{"events_default": 100, "invite": 100, "state_default": 100}
 		raw, _ := json.Marshal(override)
 		var pl map[string]json.RawMessage
 		_ = json.Unmarshal(raw, &pl)
-		if roomID, err = s.createRoomAs(ctx, rooms.CreateRoomRequest{Version: rv, Creator: system, Preset: rooms.PresetPrivateChat,
+		if roomID, err = s.createRoom(ctx, rooms.CreateRoomRequest{Version: rv, Creator: system, Preset: rooms.PresetPrivateChat,
 			Name: s.cfg.ServerNotices.Name(), PowerLevelOverride: toJSONText(pl)}, false); err != nil {
 			return "", err
 		}

@@ -264,12 +264,11 @@ func (s *Server) ResetPassword(ctx context.Context, by Actor, userID, password s
 	return nil
 }
 
-// DeactivateUser deactivates the account, signing out every device; erase
-// also clears its profile.
+// DeactivateUser deactivates the account as the user's own deactivation
+// does (deactivate.go): signed out everywhere, out of every room; erase
+// also clears its profile and hides its messages from later members.
 func (s *Server) DeactivateUser(ctx context.Context, by Actor, userID string, erase bool) error {
-	if err := s.store.DeactivateUser(ctx, userID, erase); errors.Is(err, storage.ErrNotFound) {
-		return matrix.NotFound("user not found")
-	} else if err != nil {
+	if err := s.deactivateAccount(ctx, userID, erase); err != nil {
 		return err
 	}
 	s.audit(ctx, by, "user.deactivate", userID, fmt.Sprintf("erase=%t", erase))
@@ -287,6 +286,32 @@ func (s *Server) SetUserAdmin(ctx context.Context, by Actor, userID string, admi
 		return err
 	}
 	s.audit(ctx, by, "user.admin", userID, fmt.Sprintf("admin=%t", admin))
+	return nil
+}
+
+// SetUserLocked locks or unlocks an account (spec: "Account locking"). A
+// locked account keeps its sessions, but every request except logout is
+// refused with M_USER_LOCKED until the lock is lifted (auth.go).
+func (s *Server) SetUserLocked(ctx context.Context, by Actor, userID string, locked bool) error {
+	if err := s.store.SetLocked(ctx, userID, locked); errors.Is(err, storage.ErrNotFound) {
+		return matrix.NotFound("user not found")
+	} else if err != nil {
+		return err
+	}
+	s.audit(ctx, by, "user.locked", userID, fmt.Sprintf("locked=%t", locked))
+	return nil
+}
+
+// SetUserSuspended suspends an account or lifts the suspension (spec:
+// "Account suspension", MSC3823): the user keeps reading, but the actions
+// behind notSuspended (auth.go) are refused with M_USER_SUSPENDED.
+func (s *Server) SetUserSuspended(ctx context.Context, by Actor, userID string, suspended bool) error {
+	if err := s.store.SetSuspended(ctx, userID, suspended); errors.Is(err, storage.ErrNotFound) {
+		return matrix.NotFound("user not found")
+	} else if err != nil {
+		return err
+	}
+	s.audit(ctx, by, "user.suspended", userID, fmt.Sprintf("suspended=%t", suspended))
 	return nil
 }
 

@@ -300,8 +300,8 @@ func (s *Server) shutdownRoom(ctx context.Context, roomID string, req DeleteRoom
 // createViolationRoom makes the room users of a deleted room are moved to,
 // with the admin's message in it.
 func (s *Server) createViolationRoom(ctx context.Context, req DeleteRoomRequest) (string, error) {
-	rv, _ := rooms.LookupVersion(rooms.DefaultRoomVersion)
-	roomID, err := s.createRoomAs(ctx, rooms.CreateRoomRequest{Version: rv, Creator: req.NewRoomUserID, Preset: rooms.PresetPublicChat,
+	rv, _ := rooms.LookupVersion(s.cfg.DefaultRoomVersion)
+	roomID, err := s.createRoom(ctx, rooms.CreateRoomRequest{Version: rv, Creator: req.NewRoomUserID, Preset: rooms.PresetPublicChat,
 		Name: cmp.Or(req.RoomName, defaultNewRoomName)}, false)
 	if err != nil {
 		return "", err
@@ -309,23 +309,6 @@ func (s *Server) createViolationRoom(ctx context.Context, req DeleteRoomRequest)
 	_, err = s.sendEvents(ctx, roomID, newEvent{Type: "m.room.message", Sender: req.NewRoomUserID,
 		Content: map[string]any{"msgtype": "m.text", "body": cmp.Or(req.Message, defaultNewRoomMsg)}})
 	return roomID, err
-}
-
-// createRoomAs creates a room on behalf of a local user (server-side rooms:
-// server notices, the room users of a deleted room move to).
-func (s *Server) createRoomAs(ctx context.Context, cr rooms.CreateRoomRequest, public bool) (string, error) {
-	if !cr.Version.RoomIDFromCreateEvent {
-		cr.RoomID = "!" + secret.FromAlphabet("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", 18) + ":" + s.cfg.ServerName
-	}
-	events, b, err := rooms.CreateRoom(cr, s.roomsKey(), func() int64 { return s.now().UnixMilli() })
-	if err != nil {
-		return "", fmt.Errorf("create room: %w", err)
-	}
-	room := &storage.Room{RoomID: b.RoomID, RoomVersion: cr.Version.ID, Creator: cr.Creator, IsPublic: public}
-	if err := s.timeline.CreateRoom(ctx, room, events, b); err != nil {
-		return "", err
-	}
-	return room.RoomID, nil
 }
 
 // purgeRoom removes the room from the database once no local user is left

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -44,7 +45,7 @@ func adminUserJSON(u *storage.User, lastSeenTS int64, creationInMS bool) map[str
 		"name": u.UserID, "displayname": displayname, "avatar_url": avatar,
 		"is_guest": u.IsGuest, "admin": u.IsAdmin, "user_type": userType,
 		"deactivated": u.Deactivated, "erased": u.Erased, "shadow_banned": u.ShadowBanned,
-		"locked": u.Locked, "suspended": false, "approved": true,
+		"locked": u.Locked, "suspended": u.Suspended, "approved": true,
 		"creation_ts": creation, "last_seen_ts": lastSeen,
 		"threepids": []any{}, "external_ids": []any{}, "appservice_id": nil,
 		"consent_server_notice_sent": nil, "consent_version": nil, "consent_ts": nil,
@@ -268,12 +269,23 @@ func (s *Server) getAdminWhois(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.store.UserByID(r.Context(), userID); err != nil {
-		return err
-	}
-	devs, err := s.store.Devices(r.Context(), userID)
+	out, err := s.whois(r.Context(), userID)
 	if err != nil {
 		return err
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// whois describes a local user's sessions: per device, the address, user
+// agent and time it was last seen. The Synapse admin API and the client
+// API's /admin/whois (client_admin.go) answer with it alike.
+func (s *Server) whois(ctx context.Context, userID string) (map[string]any, error) {
+	if _, err := s.store.UserByID(ctx, userID); err != nil {
+		return nil, err
+	}
+	devs, err := s.store.Devices(ctx, userID)
+	if err != nil {
+		return nil, err
 	}
 	devices := map[string]any{}
 	for _, d := range devs {
@@ -283,7 +295,31 @@ func (s *Server) getAdminWhois(w http.ResponseWriter, r *http.Request) error {
 		}
 		devices[d.DeviceID] = map[string]any{"sessions": []map[string]any{{"connections": conns}}}
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"user_id": userID, "devices": devices})
+	return map[string]any{"user_id": userID, "devices": devices}, nil
+}
+
+// PUT /_synapse/admin/v1/suspend/{userId}
+//
+// Synapse's form of PUT /_matrix/client/v1/admin/suspend: the body's key is
+// suspend, and the answer names the user.
+func (s *Server) putAdminSuspend(w http.ResponseWriter, r *http.Request) error {
+	userID, err := s.localUserParam(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Suspend *bool `json:"suspend"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Suspend == nil {
+		return matrix.MissingParam("missing key: suspend")
+	}
+	if err := s.SetUserSuspended(r.Context(), s.apiActor(r), userID, *req.Suspend); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]bool{"user_" + userID + "_suspended": *req.Suspend})
 }
 
 // POST /_synapse/admin/v1/users/{userId}/login

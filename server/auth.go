@@ -21,6 +21,9 @@ type Device struct {
 	IsAdmin  bool
 	IsGuest  bool
 	PuppetBy string
+	// Suspended is the account's suspension (spec: "Account suspension"):
+	// notSuspended and the handlers that send events refuse to act for it.
+	Suspended bool
 }
 
 type deviceKey struct{}
@@ -71,15 +74,56 @@ func (s *Server) authenticate(r *http.Request) (*Device, error) {
 	if u.Deactivated {
 		return nil, matrix.UnknownToken("account has been deactivated", false)
 	}
-	if u.Locked {
-		return nil, &matrix.Error{Code: "M_USER_LOCKED", Msg: "this account has been locked", Extra: map[string]any{"soft_logout": true}}
+	if u.Locked && !lockedMayCall(r) {
+		return nil, errUserLocked
 	}
 	if s.touches.due(se.TokenID, s.now()) {
 		ip := clientIP(r, s.xForwarded(r))
 		// Best effort: a failed last-seen update must not fail the request.
 		_ = s.store.TouchDevice(r.Context(), se.UserID, se.DeviceID, ip, r.UserAgent())
 	}
-	return &Device{UserID: se.UserID, DeviceID: se.DeviceID, TokenID: se.TokenID, IsAdmin: u.IsAdmin, IsGuest: u.IsGuest, PuppetBy: se.PuppetBy}, nil
+	return &Device{UserID: se.UserID, DeviceID: se.DeviceID, TokenID: se.TokenID, IsAdmin: u.IsAdmin, IsGuest: u.IsGuest,
+		PuppetBy: se.PuppetBy, Suspended: u.Suspended}, nil
+}
+
+// errUserLocked answers a locked account (spec: "Account locking"): 401
+// with soft_logout, so the client keeps its session and encryption state
+// and can carry on once the lock is lifted.
+var errUserLocked = &matrix.Error{Code: "M_USER_LOCKED", Msg: "this account has been locked", Extra: map[string]any{"soft_logout": true}}
+
+// lockedMayCall reports whether a locked account may make this request:
+// only POST /logout and /logout/all, so a user can still sign out.
+func lockedMayCall(r *http.Request) bool {
+	if r.Method != http.MethodPost {
+		return false
+	}
+	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
+		if p, ok := strings.CutPrefix(r.URL.Path, prefix); ok && (p == "/logout" || p == "/logout/all") {
+			return true
+		}
+	}
+	return false
+}
+
+// errUserSuspended is the answer to what a suspended account may not do
+// (spec: "Account suspension").
+func errUserSuspended(action string) *matrix.Error {
+	return &matrix.Error{Code: "M_USER_SUSPENDED", Msg: "you cannot " + action + " while your account is suspended"}
+}
+
+// notSuspended is middleware (after auth) refusing a suspended account
+// the route's action with 403 M_USER_SUSPENDED. The spec's list: joining,
+// knocking, inviting, sending, changing the profile; Hearth adds creating
+// rooms, moderating others, and uploading media. Routes where only some
+// requests are refused (/send, /state, /redact) check in their handlers.
+func (s *Server) notSuspended(next http.Handler) http.Handler {
+	return s.api(func(w http.ResponseWriter, r *http.Request) error {
+		if d := deviceFrom(r.Context()); d != nil && d.Suspended {
+			return errUserSuspended("perform this action")
+		}
+		next.ServeHTTP(w, r)
+		return nil
+	})
 }
 
 // auth is middleware requiring a valid access token. Guests are refused
@@ -93,6 +137,20 @@ func (s *Server) auth(next http.Handler) http.Handler {
 		ctx := context.WithValue(r.Context(), deviceKey{}, d)
 		ctx = context.WithValue(ctx, logKey{}, logFrom(ctx, s.log).With("user_id", d.UserID))
 		next.ServeHTTP(w, r.WithContext(ctx))
+		return nil
+	})
+}
+
+// authOptional is middleware for routes where a token is optional: with
+// one it must be valid (deviceFrom then names the user), without one the
+// request goes on anonymously.
+func (s *Server) authOptional(next http.Handler) http.Handler {
+	return s.api(func(w http.ResponseWriter, r *http.Request) error {
+		if r.Header.Get("Authorization") == "" && !r.URL.Query().Has("access_token") {
+			next.ServeHTTP(w, r)
+			return nil
+		}
+		s.auth(next).ServeHTTP(w, r)
 		return nil
 	})
 }

@@ -115,7 +115,7 @@ func (s *Server) postDeactivate(w http.ResponseWriter, r *http.Request) error {
 	if err := unmarshalFields(body, &req); err != nil {
 		return err
 	}
-	if err := s.store.DeactivateUser(r.Context(), me.UserID, req.Erase); err != nil {
+	if err := s.deactivateAccount(r.Context(), me.UserID, req.Erase); err != nil {
 		return err
 	}
 	if err := s.store.DeleteUIASession(r.Context(), se.id); err != nil {

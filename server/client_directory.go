@@ -202,13 +202,13 @@ func (s *Server) roomPowerLevels(ctx context.Context, roomID string) (*rooms.Pow
 	if err != nil {
 		return nil, err
 	}
-	ce, err := rooms.ParseEvent(rv, create.JSON)
+	ce, err := rooms.ParseStored(rv, create.JSON, create.EventID)
 	if err != nil {
 		return nil, err
 	}
 	var pe *rooms.Event
 	if pl, err := s.store.CurrentStateEvent(ctx, roomID, rooms.TypePowerLevels, ""); err == nil {
-		if pe, err = rooms.ParseEvent(rv, pl.JSON); err != nil {
+		if pe, err = rooms.ParseStored(rv, pl.JSON, pl.EventID); err != nil {
 			return nil, err
 		}
 	} else if !errors.Is(err, storage.ErrNotFound) {

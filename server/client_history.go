@@ -143,12 +143,13 @@ func (s *Server) mayRead(ctx context.Context, rd historyReader, roomID string) e
 	return s.canReadHistory(ctx, roomID, rd.device.UserID)
 }
 
-// maySee is the gate in front of /context: whether the reader may see e.
-func (s *Server) maySee(ctx context.Context, rd historyReader, e *storage.Event) (bool, error) {
+// seen is the gate in front of /context: e as the reader may see it, nil
+// when they may not.
+func (s *Server) seen(ctx context.Context, rd historyReader, e *storage.Event) (*storage.Event, error) {
 	if rd.admin {
-		return true, nil
+		return e, nil
 	}
-	return s.canSeeEvent(ctx, rd.device.UserID, e)
+	return s.visibleEvent(ctx, rd.device.UserID, e)
 }
 
 // visible keeps the events of evs the reader may see.
@@ -161,7 +162,10 @@ func (s *Server) visible(ctx context.Context, rd historyReader, evs []*storage.E
 
 // formatter renders events for the reader.
 func (s *Server) formatter(rd historyReader) *eventFormatter {
-	return &eventFormatter{store: s.store, viewer: rd.device, now: s.now()}
+	if rd.admin {
+		return &eventFormatter{store: s.store, viewer: rd.device, now: s.now()}
+	}
+	return s.formatterFor(rd.device)
 }
 
 // page is one walk through a room's timeline.
@@ -196,10 +200,7 @@ func (s *Server) paginate(ctx context.Context, rd historyReader, roomID string, 
 		if err != nil {
 			return nil, err
 		}
-		seen := make(map[string]bool, len(visible))
-		for _, e := range visible {
-			seen[e.EventID] = true
-		}
+		seen := visibleByID(visible)
 		consumed := 0
 		for _, e := range rows {
 			consumed++
@@ -209,8 +210,8 @@ func (s *Server) paginate(ctx context.Context, rd historyReader, roomID string, 
 			} else {
 				p.next = storage.TopoPos{Depth: e.Depth, Stream: e.StreamPos}
 			}
-			if seen[e.EventID] && f.matches(e) {
-				p.events = append(p.events, e)
+			if v := seen[e.EventID]; v != nil && f.matches(e) {
+				p.events = append(p.events, v)
 				if len(p.events) == limit {
 					break
 				}
@@ -438,9 +439,9 @@ func (s *Server) serveContext(w http.ResponseWriter, r *http.Request, rd history
 	if err != nil {
 		return err
 	}
-	if ok, err := s.maySee(ctx, rd, e); err != nil {
+	if e, err = s.seen(ctx, rd, e); err != nil {
 		return err
-	} else if !ok {
+	} else if e == nil {
 		return matrix.NotFound("Event not found.")
 	}
 	// The limit is shared: half before, the rest after (as Synapse).

@@ -24,12 +24,27 @@ const defaultRefreshableLifetime = 5 * time.Minute
 const maxDeviceDisplayName = 100
 
 // GET /_matrix/client/v3/login
+//
+// m.login.token is offered only while login_via_existing_session is on:
+// that is the only way Hearth issues such tokens, and clients that do not
+// know a listed flow fall back to the login web page.
 func (s *Server) getLogin(w http.ResponseWriter, r *http.Request) error {
-	flows := []map[string]string{}
+	flows := []map[string]any{}
+	if s.cfg.LoginViaExistingSession.Enabled {
+		flows = append(flows, map[string]any{"type": loginTypeToken, "get_login_token": true})
+	}
 	if s.cfg.PasswordLoginEnabled() {
-		flows = append(flows, map[string]string{"type": stagePassword})
+		flows = append(flows, map[string]any{"type": stagePassword})
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"flows": flows})
+}
+
+// loginRequest is what every login type shares.
+type loginRequest struct {
+	Type                     string `json:"type"`
+	DeviceID                 string `json:"device_id"`
+	InitialDeviceDisplayName string `json:"initial_device_display_name"`
+	RefreshToken             bool   `json:"refresh_token"`
 }
 
 // passwordAuth is the credential part of a password login or of an
@@ -95,12 +110,7 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &fields); err != nil {
 		return err
 	}
-	var req struct {
-		Type                     string `json:"type"`
-		DeviceID                 string `json:"device_id"`
-		InitialDeviceDisplayName string `json:"initial_device_display_name"`
-		RefreshToken             bool   `json:"refresh_token"`
-	}
+	var req loginRequest
 	var cred passwordAuth
 	if err := unmarshalFields(fields, &req); err != nil {
 		return err
@@ -111,6 +121,8 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case req.Type == "":
 		return matrix.MissingParam("type is required")
+	case req.Type == loginTypeToken && s.cfg.LoginViaExistingSession.Enabled:
+		return s.postTokenLogin(w, r, fields, req)
 	case req.Type != stagePassword || !s.cfg.PasswordLoginEnabled():
 		// Synapse: 400 M_UNKNOWN "Unknown login type".
 		return &matrix.Error{Code: "M_UNKNOWN", Msg: "unknown login type " + req.Type, Status: http.StatusBadRequest}
@@ -150,6 +162,11 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) error {
 	}
 	if u.Deactivated {
 		return matrix.UserDeactivated("this account has been deactivated")
+	}
+	if u.Locked {
+		// As Synapse: the password was right, but a new session would
+		// only be refused on every request (auth.go).
+		return &matrix.Error{Code: "M_USER_LOCKED", Msg: "this account has been locked"}
 	}
 	// rc_login.account counts successful logins per account; it is taken
 	// only now because the account is not known before (as in Synapse).

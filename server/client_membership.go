@@ -128,6 +128,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, roomID string, ser
 		if err := s.store.DeleteOutOfRoomMembership(ctx, me.UserID, roomID); err != nil {
 			return err
 		}
+		s.joinedUpgradedRoom(ctx, me.UserID, roomID)
 		return writeJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 	}
 	// Joining again with nothing changed makes no new event (Synapse does
@@ -142,13 +143,29 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, roomID string, ser
 	} else if via != "" {
 		content["join_authorised_via_users_server"] = via
 	}
+	before, err := s.store.Membership(ctx, roomID, me.UserID)
+	if err != nil {
+		return err
+	}
 	if _, err := s.sendEvents(ctx, roomID, newEvent{Type: rooms.TypeMember, StateKey: &me.UserID, Sender: me.UserID, Content: content}); err != nil {
 		if errors.Is(err, timeline.ErrUnknownRoom) {
 			return matrix.NotFound("room %s is not known to this server", roomID)
 		}
 		return err
 	}
+	if before != rooms.MembershipJoin {
+		s.joinedUpgradedRoom(ctx, me.UserID, roomID)
+	}
 	return writeJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+}
+
+// joinedUpgradedRoom copies a user's settings from the room the joined
+// room replaced, if it replaced one (copyUserRoomSettings). The join has
+// happened: a failure here is logged, not reported.
+func (s *Server) joinedUpgradedRoom(ctx context.Context, userID, roomID string) {
+	if err := s.copySettingsOnJoin(ctx, userID, roomID); err != nil {
+		logFrom(ctx, s.log).Warn("cannot copy room settings to an upgraded room", "room_id", roomID, "user_id", userID, "err", err)
+	}
 }
 
 // restrictedJoinVia picks, for a join to a restricted room by a user who is
@@ -258,21 +275,34 @@ func (s *Server) postLeave(w http.ResponseWriter, r *http.Request) error {
 	if err := s.leaveRefused(r.Context(), roomID, me.UserID); err != nil {
 		return err
 	}
-	// An invite to a room this server is not in is rejected through the
-	// inviting server.
-	if m, err := s.store.OutOfRoomMembership(r.Context(), me.UserID, roomID); err == nil && m.Membership == rooms.MembershipInvite {
-		if cur, err := s.store.Membership(r.Context(), roomID, me.UserID); err == nil && cur != rooms.MembershipJoin {
-			if err := s.rejectRemoteInvite(r.Context(), me.UserID, m, req.Reason); err != nil {
-				return err
-			}
-			return writeJSON(w, http.StatusOK, struct{}{})
-		}
-	}
-	content, _ := s.memberContent(r.Context(), rooms.MembershipLeave, me.UserID, req.Reason)
-	if _, err := s.sendEvents(r.Context(), roomID, newEvent{Type: rooms.TypeMember, StateKey: &me.UserID, Sender: me.UserID, Content: content}); err != nil {
+	if err := s.leaveRoom(r.Context(), me.UserID, roomID, req.Reason); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// leaveRoom makes a local user leave a room, reject an invite or withdraw
+// a knock: in the room when this server is in it, else through a server
+// that is (leaveOutOfRoom). A user may leave a blocked room, as in
+// Synapse.
+func (s *Server) leaveRoom(ctx context.Context, userID, roomID, reason string) error {
+	m, err := s.store.OutOfRoomMembership(ctx, userID, roomID)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return err
+	}
+	if m != nil && (m.Membership == rooms.MembershipInvite || m.Membership == rooms.MembershipKnock) {
+		if cur, err := s.store.Membership(ctx, roomID, userID); err != nil {
+			return err
+		} else if cur != rooms.MembershipJoin {
+			return s.leaveOutOfRoom(ctx, userID, m, reason)
+		}
+	}
+	content, err := s.memberContent(ctx, rooms.MembershipLeave, userID, reason)
+	if err != nil {
+		return err
+	}
+	_, err = s.sendEvents(ctx, roomID, newEvent{Type: rooms.TypeMember, StateKey: &userID, Sender: userID, Content: content, IgnoreBlock: true})
+	return err
 }
 
 // POST /_matrix/client/v3/rooms/{roomId}/forget

@@ -1,23 +1,39 @@
 package server
 
-import "net/http"
+import (
+	"net/http"
+
+	"hearth/server/matrix"
+)
 
 // Endpoints Element calls on start-up or in its settings, for features
 // Hearth has nothing to offer yet. Each answers the spec's empty shape, so
 // the client shows "none" instead of an error.
 
-// GET /_matrix/client/v3/account/3pid
-//
-// No third-party identifiers (email, phone) can be bound yet.
-func (s *Server) getThreePIDs(w http.ResponseWriter, r *http.Request) error {
-	return writeJSON(w, http.StatusOK, map[string]any{"threepids": []any{}})
-}
-
 // GET /_matrix/client/v3/thirdparty/protocols
 //
-// No application services (bridges) are registered.
+// Third-party networks come from application services (bridges), and none
+// are registered.
 func (s *Server) getThirdPartyProtocols(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, map[string]any{})
+}
+
+// GET /_matrix/client/v3/thirdparty/protocol/{protocol}
+func (s *Server) getThirdPartyProtocol(w http.ResponseWriter, r *http.Request) error {
+	protocol, err := pathParam(r, "protocol")
+	if err != nil {
+		return err
+	}
+	return matrix.NotFound("unknown protocol %q: no bridge provides it", protocol)
+}
+
+// GET /_matrix/client/v3/thirdparty/location[/{protocol}]
+// GET /_matrix/client/v3/thirdparty/user[/{protocol}]
+//
+// With no bridge to ask, no portal room or user is found: an empty list, as
+// Synapse answers without application services.
+func (s *Server) getThirdPartyLookup(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, []any{})
 }
 
 // GET /_matrix/client/v3/voip/turnServer

@@ -1,11 +1,16 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
+	"time"
+	_ "time/tzdata" // m.tz is checked against the IANA database
 	"unicode/utf8"
 
 	"hearth/server/federation"
@@ -24,65 +29,98 @@ const (
 	maxAvatarURLLen   = 1000 // bytes, as Synapse
 )
 
-// profileUser reads {userId} and loads the local user; unknown and remote
-// users are 404 M_NOT_FOUND.
-func (s *Server) profileUser(r *http.Request) (*storage.User, error) {
+// profileOf returns a user's profile, field name → JSON value: for a local
+// user displayname and avatar_url (when set) and the custom fields, for
+// another server's user what that server answers. field, when set, asks
+// for that field alone (the federation query's field parameter). An
+// unknown user is 404 M_NOT_FOUND.
+func (s *Server) profileOf(ctx context.Context, userID, field string) (map[string]json.RawMessage, error) {
+	if _, server, ok := matrix.SplitUserID(userID); !ok {
+		return nil, matrix.InvalidParam("%q is not a user ID", userID)
+	} else if server != s.cfg.ServerName {
+		return s.remoteProfile(ctx, server, userID, field)
+	}
+	u, err := s.store.UserByID(ctx, userID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, matrix.NotFound("user %s not found", userID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]json.RawMessage{}
+	switch field {
+	case "", "displayname", "avatar_url":
+		if field == "" {
+			if out, err = s.store.ProfileFields(ctx, userID); err != nil {
+				return nil, err
+			}
+		}
+		for key, v := range map[string]string{"displayname": u.DisplayName, "avatar_url": u.AvatarURL} {
+			if v != "" && (field == "" || field == key) {
+				out[key], _ = json.Marshal(v)
+			}
+		}
+	default:
+		v, err := s.store.ProfileField(ctx, userID, field)
+		if errors.Is(err, storage.ErrNotFound) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[field] = v
+	}
+	return out, nil
+}
+
+// profileParam reads {userId} and answers its profile (or the one field).
+func (s *Server) profileParam(r *http.Request, field string) (map[string]json.RawMessage, error) {
 	userID, err := pathParam(r, "userId")
 	if err != nil {
 		return nil, err
 	}
-	if _, server, ok := matrix.SplitUserID(userID); !ok {
-		return nil, matrix.InvalidParam("%q is not a user ID", userID)
-	} else if server != s.cfg.ServerName {
-		return s.remoteProfile(r.Context(), server, userID)
-	}
-	u, err := s.store.UserByID(r.Context(), userID)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil, matrix.NotFound("user %s not found", userID)
-	}
-	return u, err
+	return s.profileOf(r.Context(), userID, field)
 }
 
 // GET /_matrix/client/v3/profile/{userId}
+//
+// Every field: displayname, avatar_url and the custom ones (spec v1.16).
 func (s *Server) getProfile(w http.ResponseWriter, r *http.Request) error {
-	u, err := s.profileUser(r)
+	p, err := s.profileParam(r, "")
 	if err != nil {
 		return err
 	}
-	out := map[string]string{}
-	if u.DisplayName != "" {
-		out["displayname"] = u.DisplayName
-	}
-	if u.AvatarURL != "" {
-		out["avatar_url"] = u.AvatarURL
-	}
-	return writeJSON(w, http.StatusOK, out)
+	return writeJSON(w, http.StatusOK, p)
 }
 
 // GET /_matrix/client/v3/profile/{userId}/displayname
+//
+// An unset name is {} (200), as before custom fields; other fields'
+// absence is 404 (getProfileField).
 func (s *Server) getDisplayName(w http.ResponseWriter, r *http.Request) error {
-	u, err := s.profileUser(r)
+	p, err := s.profileParam(r, "displayname")
 	if err != nil {
 		return err
 	}
-	out := map[string]string{}
-	if u.DisplayName != "" {
-		out["displayname"] = u.DisplayName
-	}
-	return writeJSON(w, http.StatusOK, out)
+	return writeJSON(w, http.StatusOK, onlyField(p, "displayname"))
 }
 
 // GET /_matrix/client/v3/profile/{userId}/avatar_url
 func (s *Server) getAvatarURL(w http.ResponseWriter, r *http.Request) error {
-	u, err := s.profileUser(r)
+	p, err := s.profileParam(r, "avatar_url")
 	if err != nil {
 		return err
 	}
-	out := map[string]string{}
-	if u.AvatarURL != "" {
-		out["avatar_url"] = u.AvatarURL
+	return writeJSON(w, http.StatusOK, onlyField(p, "avatar_url"))
+}
+
+// onlyField keeps the one field of p, if it has a value other than null.
+func onlyField(p map[string]json.RawMessage, field string) map[string]json.RawMessage {
+	out := map[string]json.RawMessage{}
+	if v, ok := p[field]; ok && string(v) != "null" {
+		out[field] = v
 	}
-	return writeJSON(w, http.StatusOK, out)
+	return out
 }
 
 // ownProfile checks that {userId} is the caller: a profile is changed only
@@ -123,6 +161,9 @@ func (s *Server) putDisplayName(w http.ResponseWriter, r *http.Request) error {
 	if utf8.RuneCountInString(v) > maxDisplayNameLen {
 		return matrix.InvalidParam("displayname is longer than %d characters", maxDisplayNameLen)
 	}
+	if err := s.profileFits(r.Context(), me.UserID, "displayname", v); err != nil {
+		return err
+	}
 	if err := s.store.SetDisplayName(r.Context(), me.UserID, v); err != nil {
 		return err
 	}
@@ -155,11 +196,167 @@ func (s *Server) putAvatarURL(w http.ResponseWriter, r *http.Request) error {
 	if len(v) > maxAvatarURLLen {
 		return matrix.InvalidParam("avatar_url is longer than %d bytes", maxAvatarURLLen)
 	}
+	if err := s.profileFits(r.Context(), me.UserID, "avatar_url", v); err != nil {
+		return err
+	}
 	if err := s.store.SetAvatarURL(r.Context(), me.UserID, v); err != nil {
 		return err
 	}
 	s.propagateProfile(r.Context(), me.UserID)
 	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// Custom profile fields (spec v1.16, "Profiles"): any field named in the
+// Common Namespaced Identifier Grammar, holding any JSON value, in a
+// profile of at most 64 KiB in all. They are not copied into rooms (as in
+// Synapse): member events carry the name and avatar only.
+
+// maxProfileKeyLen is the longest field name, in bytes (spec: 255).
+const maxProfileKeyLen = 255
+
+// profileKeyRe is the grammar of custom field names: lower-case letters,
+// digits, _ and -, in at least two dot-separated parts (m.tz,
+// org.example.job_title).
+var profileKeyRe = regexp.MustCompile(`^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)+$`)
+
+// profileKeyParam reads and checks {keyName}.
+func profileKeyParam(r *http.Request) (string, error) {
+	key, err := pathParam(r, "keyName")
+	if err != nil {
+		return "", err
+	}
+	if len(key) > maxProfileKeyLen {
+		return "", &matrix.Error{Code: "M_KEY_TOO_LARGE", Msg: fmt.Sprintf("profile field names are at most %d bytes", maxProfileKeyLen)}
+	}
+	if key != "displayname" && key != "avatar_url" && !profileKeyRe.MatchString(key) {
+		return "", matrix.InvalidParam("%q is not a profile field name (use a namespaced name such as org.example.field)", key)
+	}
+	return key, nil
+}
+
+// errProfileTooLarge is the answer to a change past the 64 KiB limit.
+var errProfileTooLarge = &matrix.Error{Code: "M_PROFILE_TOO_LARGE", Msg: fmt.Sprintf("the profile would be larger than %d bytes", storage.MaxProfileSize)}
+
+// profileFits refuses a displayname or avatar_url that would take the
+// profile past the limit.
+func (s *Server) profileFits(ctx context.Context, userID, field, value string) error {
+	ok, err := s.store.ProfileFits(ctx, userID, field, value)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errProfileTooLarge
+	}
+	return nil
+}
+
+// GET /_matrix/client/v3/profile/{userId}/{keyName}
+func (s *Server) getProfileField(w http.ResponseWriter, r *http.Request) error {
+	key, err := profileKeyParam(r)
+	if err != nil {
+		return err
+	}
+	p, err := s.profileParam(r, key)
+	if err != nil {
+		return err
+	}
+	v, ok := p[key]
+	if !ok {
+		return matrix.NotFound("the user has no profile field %s", key)
+	}
+	return writeJSON(w, http.StatusOK, map[string]json.RawMessage{key: v})
+}
+
+// PUT /_matrix/client/v3/profile/{userId}/{keyName}
+//
+// displayname and avatar_url keep their own rules and are copied into the
+// user's rooms (putDisplayName, putAvatarURL). m.tz must name a zone of the
+// IANA database; other fields take any JSON value, null included (stored,
+// as the spec recommends, not taken as a deletion).
+func (s *Server) putProfileField(w http.ResponseWriter, r *http.Request) error {
+	me := deviceFrom(r.Context())
+	if err := ownProfile(r, me); err != nil {
+		return err
+	}
+	key, err := profileKeyParam(r)
+	if err != nil {
+		return err
+	}
+	switch key {
+	case "displayname":
+		return s.putDisplayName(w, r)
+	case "avatar_url":
+		return s.putAvatarURL(w, r)
+	}
+	var req map[string]json.RawMessage
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	raw, ok := req[key]
+	if !ok {
+		return matrix.MissingParam("the body must hold the field %s", key)
+	}
+	if key == "m.tz" {
+		var tz string
+		if json.Unmarshal(raw, &tz) != nil || !validTimeZone(tz) {
+			return matrix.InvalidParam("m.tz must be a time zone of the IANA database, such as Europe/London")
+		}
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, raw); err != nil {
+		return matrix.BadJSON("the value of %s is not valid JSON", key)
+	}
+	err = s.store.SetProfileField(r.Context(), me.UserID, key, compact.Bytes())
+	if errors.Is(err, storage.ErrProfileTooLarge) {
+		return errProfileTooLarge
+	}
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// DELETE /_matrix/client/v3/profile/{userId}/{keyName}
+//
+// Removing a field that is not set succeeds, as the spec says.
+// Removing displayname or avatar_url clears it in the user's rooms too.
+func (s *Server) deleteProfileField(w http.ResponseWriter, r *http.Request) error {
+	me := deviceFrom(r.Context())
+	if err := ownProfile(r, me); err != nil {
+		return err
+	}
+	key, err := profileKeyParam(r)
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	switch key {
+	case "displayname", "avatar_url":
+		set := s.store.SetDisplayName
+		if key == "avatar_url" {
+			set = s.store.SetAvatarURL
+		}
+		if err := set(ctx, me.UserID, ""); err != nil {
+			return err
+		}
+		s.propagateProfile(ctx, me.UserID)
+	default:
+		if err := s.store.DeleteProfileField(ctx, me.UserID, key); err != nil {
+			return err
+		}
+	}
+	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// validTimeZone reports whether tz names a zone of the IANA time zone
+// database (embedded in the binary, so the answer does not depend on the
+// host's files).
+func validTimeZone(tz string) bool {
+	if tz == "" || tz == "Local" {
+		return false
+	}
+	_, err := time.LoadLocation(tz)
+	return err == nil
 }
 
 // propagateProfile sends a join event carrying the user's new profile into
@@ -221,22 +418,27 @@ func (s *Server) updateMemberProfile(ctx context.Context, roomID string, u *stor
 	return err
 }
 
-// remoteProfile asks a user's server for their profile
-// (GET /_matrix/federation/v1/query/profile).
-func (s *Server) remoteProfile(ctx context.Context, server, userID string) (*storage.User, error) {
+// remoteProfile asks a user's server for their profile, or for one field
+// of it (GET /_matrix/federation/v1/query/profile).
+func (s *Server) remoteProfile(ctx context.Context, server, userID, field string) (map[string]json.RawMessage, error) {
 	if s.fedClient == nil {
 		return nil, matrix.NotFound("profile of %s not found: this server does not federate", userID)
 	}
-	var p struct {
-		DisplayName string `json:"displayname"`
-		AvatarURL   string `json:"avatar_url"`
+	q := url.Values{"user_id": {userID}}
+	if field != "" {
+		q.Set("field", field)
 	}
-	err := s.fedClient.Do(ctx, server, http.MethodGet, "/_matrix/federation/v1/query/profile", url.Values{"user_id": {userID}}, nil, &p)
+	p := map[string]json.RawMessage{}
+	err := s.fedClient.Do(ctx, server, http.MethodGet, "/_matrix/federation/v1/query/profile", q, nil, &p)
 	if federation.IsNotFound(err) {
+		if field != "" && field != "displayname" && field != "avatar_url" {
+			// The user may exist without the field.
+			return map[string]json.RawMessage{}, nil
+		}
 		return nil, matrix.NotFound("user %s not found", userID)
 	}
 	if err != nil {
 		return nil, &matrix.Error{Code: "M_UNKNOWN", Status: http.StatusBadGateway, Msg: "could not ask " + server + " for the profile", Err: err}
 	}
-	return &storage.User{UserID: userID, DisplayName: p.DisplayName, AvatarURL: p.AvatarURL}, nil
+	return p, nil
 }

@@ -164,7 +164,8 @@ func (s *Server) createAccount(r *http.Request, localpart, passwordHash string) 
 			localpart = strconv.FormatInt(n+1, 10)
 		}
 		userID := matrix.UserID(localpart, s.cfg.ServerName)
-		err := s.store.CreateUser(ctx, &storage.User{UserID: userID, Localpart: localpart, PasswordHash: passwordHash})
+		// Synapse gives a new account its localpart as display name.
+		err := s.store.CreateUser(ctx, &storage.User{UserID: userID, Localpart: localpart, PasswordHash: passwordHash, DisplayName: localpart})
 		switch {
 		case err == nil:
 			return userID, nil

@@ -95,7 +95,26 @@ func (f *eventFormatter) bundledAggregations(ctx context.Context, evs []*storage
 			list = append(list, e)
 			origs = append(origs, orig)
 		}
-		sub := &eventFormatter{store: f.store, viewer: f.viewer, now: f.now, omitRoomID: f.omitRoomID, noBundles: true}
+		if f.visible != nil {
+			// An edit the viewer may not see, or sees redacted (its sender
+			// was erased), is no edit for them.
+			shown, err := f.visible(ctx, list)
+			if err != nil {
+				return nil, err
+			}
+			as := map[*storage.Event]bool{}
+			for _, e := range shown {
+				as[e] = true
+			}
+			keepList, keepOrigs := list[:0], origs[:0]
+			for i, e := range list {
+				if as[e] {
+					keepList, keepOrigs = append(keepList, e), append(keepOrigs, origs[i])
+				}
+			}
+			list, origs = keepList, keepOrigs
+		}
+		sub := &eventFormatter{store: f.store, viewer: f.viewer, now: f.now, omitRoomID: f.omitRoomID, noBundles: true, visible: f.visible}
 		formatted, err := sub.format(ctx, list)
 		if err != nil {
 			return nil, err
@@ -123,9 +142,28 @@ func (f *eventFormatter) bundledAggregations(ctx context.Context, evs []*storage
 			latest = append(latest, sum.Latest)
 			rootIDs = append(rootIDs, root)
 		}
+		if f.visible != nil {
+			// The latest event as the viewer may see it; a thread whose
+			// latest event they may not see gets no summary.
+			shown, err := f.visible(ctx, latest)
+			if err != nil {
+				return nil, err
+			}
+			byID := make(map[string]*storage.Event, len(shown))
+			for _, e := range shown {
+				byID[e.EventID] = e
+			}
+			keepLatest, keepRoots := latest[:0], rootIDs[:0]
+			for i, e := range latest {
+				if v := byID[e.EventID]; v != nil {
+					keepLatest, keepRoots = append(keepLatest, v), append(keepRoots, rootIDs[i])
+				}
+			}
+			latest, rootIDs = keepLatest, keepRoots
+		}
 		// The latest event carries its own edit, which Element shows in
 		// the thread summary.
-		sub := &eventFormatter{store: f.store, viewer: f.viewer, now: f.now, omitRoomID: f.omitRoomID}
+		sub := &eventFormatter{store: f.store, viewer: f.viewer, now: f.now, omitRoomID: f.omitRoomID, visible: f.visible}
 		formatted, err := sub.format(ctx, latest)
 		if err != nil {
 			return nil, err
@@ -174,11 +212,9 @@ func (s *Server) visibleParent(ctx context.Context, userID, roomID, eventID stri
 	if err != nil {
 		return nil, err
 	}
-	ok, err := s.canSeeEvent(ctx, userID, e)
-	if err != nil {
+	if e, err = s.visibleEvent(ctx, userID, e); err != nil {
 		return nil, err
-	}
-	if !ok {
+	} else if e == nil {
 		return nil, matrix.NotFound("event not found")
 	}
 	return e, nil
@@ -262,10 +298,7 @@ func (s *Server) getRelations(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		seen := map[string]bool{}
-		for _, e := range visible {
-			seen[e.EventID] = true
-		}
+		seen := visibleByID(visible)
 		consumed := 0
 		for _, e := range rows {
 			consumed++
@@ -274,8 +307,8 @@ func (s *Server) getRelations(w http.ResponseWriter, r *http.Request) error {
 			if backwards {
 				rq.From.Stream--
 			}
-			if seen[e.EventID] {
-				chunk = append(chunk, e)
+			if v := seen[e.EventID]; v != nil {
+				chunk = append(chunk, v)
 				if len(chunk) == limit {
 					break
 				}
@@ -286,7 +319,7 @@ func (s *Server) getRelations(w http.ResponseWriter, r *http.Request) error {
 			break
 		}
 	}
-	fm := &eventFormatter{store: s.store, viewer: me, now: s.now()}
+	fm := s.formatterFor(me)
 	out, err := fm.format(ctx, chunk)
 	if err != nil {
 		return err
@@ -368,17 +401,14 @@ func (s *Server) getThreads(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		seen := map[string]bool{}
-		for _, e := range visible {
-			seen[e.EventID] = true
-		}
+		seen := visibleByID(visible)
 		consumed := 0
 		for _, tr := range trs {
 			consumed++
 			scanned++
 			upTo = tr.LatestReply - 1
-			if seen[tr.EventID] {
-				chunk = append(chunk, byID[tr.EventID])
+			if v := seen[tr.EventID]; v != nil {
+				chunk = append(chunk, v)
 				if len(chunk) == limit {
 					break
 				}
@@ -389,7 +419,7 @@ func (s *Server) getThreads(w http.ResponseWriter, r *http.Request) error {
 			break
 		}
 	}
-	fm := &eventFormatter{store: s.store, viewer: me, now: s.now()}
+	fm := s.formatterFor(me)
 	out, err := fm.format(ctx, chunk)
 	if err != nil {
 		return err

@@ -48,11 +48,16 @@ func (s *Server) postCreateRoom(w http.ResponseWriter, r *http.Request) error {
 	}
 	version := req.RoomVersion
 	if version == "" {
-		version = rooms.DefaultRoomVersion
+		version = s.cfg.DefaultRoomVersion
 	}
 	rv, ok := rooms.LookupVersion(version)
 	if !ok {
 		return &matrix.Error{Code: "M_UNSUPPORTED_ROOM_VERSION", Msg: "room version " + version + " is not supported"}
+	}
+	if rv.PrivilegedCreators {
+		if _, err := parseAdditionalCreators(req.CreationContent["additional_creators"], "creation_content.additional_creators"); err != nil {
+			return err
+		}
 	}
 	switch req.Visibility {
 	case "", "private", "public":
@@ -82,7 +87,11 @@ func (s *Server) postCreateRoom(w http.ResponseWriter, r *http.Request) error {
 			return &matrix.Error{Code: "M_ROOM_IN_USE", Msg: "room alias already taken"}
 		}
 	}
-	cr := rooms.CreateRoomRequest{Version: rv, Creator: me.UserID, Preset: req.Preset, Visibility: req.Visibility,
+	join, err := s.memberContent(r.Context(), rooms.MembershipJoin, me.UserID, "")
+	if err != nil {
+		return err
+	}
+	cr := rooms.CreateRoomRequest{Version: rv, Creator: me.UserID, CreatorJoin: join, Preset: req.Preset, Visibility: req.Visibility,
 		CanonicalAlias: alias, Name: req.Name, Topic: req.Topic, Invite: req.Invite, IsDirect: req.IsDirect,
 		CreationContent: toJSONText(req.CreationContent), PowerLevelOverride: toJSONText(req.PowerLevelOverride)}
 	for i, raw := range req.InitialState {
@@ -100,36 +109,48 @@ func (s *Server) postCreateRoom(w http.ResponseWriter, r *http.Request) error {
 		}
 		cr.InitialState = append(cr.InitialState, rooms.InitialStateEvent{Type: is.Type, StateKey: sk, Content: jsontext.Value(is.Content)})
 	}
-	if !rv.RoomIDFromCreateEvent {
-		cr.RoomID = "!" + secret.FromAlphabet("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", 18) + ":" + s.cfg.ServerName
-	}
-	events, b, err := rooms.CreateRoom(cr, s.roomsKey(), func() int64 { return s.now().UnixMilli() })
-	var authErr *rooms.AuthError
-	if errors.As(err, &authErr) {
-		return matrix.InvalidParam("the room's initial events are not valid: %s", authErr.Reason)
-	}
-	if errors.Is(err, rooms.ErrEventTooLarge) {
-		return matrix.TooLarge("%v", err)
-	}
+	roomID, err := s.createRoom(r.Context(), cr, req.Visibility == "public")
 	if err != nil {
-		return matrix.BadJSON("cannot create room: %v", err)
-	}
-	room := &storage.Room{RoomID: b.RoomID, RoomVersion: rv.ID, Creator: me.UserID, IsPublic: req.Visibility == "public"}
-	if err := s.timeline.CreateRoom(r.Context(), room, events, b); err != nil {
 		return err
 	}
 	if alias != "" {
-		if err := s.store.CreateAlias(r.Context(), alias, room.RoomID, me.UserID); errors.Is(err, storage.ErrConflict) {
+		if err := s.store.CreateAlias(r.Context(), alias, roomID, me.UserID); errors.Is(err, storage.ErrConflict) {
 			return &matrix.Error{Code: "M_ROOM_IN_USE", Msg: "room alias already taken"}
 		} else if err != nil {
 			return err
 		}
 	}
-	resp := map[string]string{"room_id": room.RoomID}
+	resp := map[string]string{"room_id": roomID}
 	if alias != "" {
 		resp["room_alias"] = alias
 	}
 	return writeJSON(w, http.StatusOK, resp)
+}
+
+// createRoom builds a room's first events (rooms.CreateRoom) and persists
+// them through the timeline: the one path for POST /createRoom, room
+// upgrades and the rooms the server makes itself (server notices, the room
+// a deleted room's users move to). public lists the room in the directory.
+// Initial events the auth rules refuse are the request's fault: 400.
+func (s *Server) createRoom(ctx context.Context, cr rooms.CreateRoomRequest, public bool) (string, error) {
+	if !cr.Version.RoomIDFromCreateEvent {
+		cr.RoomID = "!" + secret.FromAlphabet("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", 18) + ":" + s.cfg.ServerName
+	}
+	events, b, err := rooms.CreateRoom(cr, s.roomsKey(), func() int64 { return s.now().UnixMilli() })
+	var authErr *rooms.AuthError
+	switch {
+	case errors.As(err, &authErr):
+		return "", matrix.InvalidParam("the room's initial events are not valid: %s", authErr.Reason)
+	case errors.Is(err, rooms.ErrEventTooLarge):
+		return "", matrix.TooLarge("%v", err)
+	case err != nil:
+		return "", matrix.BadJSON("cannot create room: %v", err)
+	}
+	room := &storage.Room{RoomID: b.RoomID, RoomVersion: cr.Version.ID, Creator: cr.Creator, IsPublic: public}
+	if err := s.timeline.CreateRoom(ctx, room, events, b); err != nil {
+		return "", err
+	}
+	return room.RoomID, nil
 }
 
 func toJSONText(m map[string]json.RawMessage) map[string]jsontext.Value {
@@ -218,6 +239,9 @@ func (s *Server) putSendEvent(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := s.suspendedMaySend(r.Context(), me, roomID, typ, nil, content); err != nil {
+		return err
+	}
 	id, err := s.sendOne(r.Context(), roomID, newEvent{Type: typ, Sender: me.UserID, Content: jsontext.Value(content), Device: me, TxnID: txnID})
 	if err != nil {
 		return err
@@ -245,6 +269,9 @@ func (s *Server) putStateEvent(w http.ResponseWriter, r *http.Request) error {
 	}
 	content, err := decodeContent(r)
 	if err != nil {
+		return err
+	}
+	if err := s.suspendedMaySend(r.Context(), me, roomID, typ, &stateKey, content); err != nil {
 		return err
 	}
 	// m.room.member needs no check here: the spec allows setting a
@@ -348,6 +375,9 @@ func (s *Server) putRedact(w http.ResponseWriter, r *http.Request) error {
 	// Only the sender or someone with the redact level may redact (the
 	// auth rules accept the redaction event itself more widely: the
 	// server decides whether it applies).
+	if te.Sender != me.UserID && me.Suspended {
+		return errUserSuspended("redact other users' events")
+	}
 	if te.Sender != me.UserID {
 		allowed, err := s.hasPowerFor(ctx, roomID, me.UserID, "redact")
 		if err != nil {
@@ -420,13 +450,13 @@ func (s *Server) hasPowerFor(ctx context.Context, roomID, userID, level string) 
 		return false, err
 	}
 	rv, _ := rooms.LookupVersion(room.RoomVersion)
-	ce, err := rooms.ParseEvent(rv, create.JSON)
+	ce, err := rooms.ParseStored(rv, create.JSON, create.EventID)
 	if err != nil {
 		return false, err
 	}
 	var pe *rooms.Event
 	if pl, err := s.store.CurrentStateEvent(ctx, roomID, rooms.TypePowerLevels, ""); err == nil {
-		if pe, err = rooms.ParseEvent(rv, pl.JSON); err != nil {
+		if pe, err = rooms.ParseStored(rv, pl.JSON, pl.EventID); err != nil {
 			return false, err
 		}
 	} else if !errors.Is(err, storage.ErrNotFound) {
@@ -455,14 +485,12 @@ func (s *Server) getRoomEvent(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ok, err := s.canSeeEvent(r.Context(), me.UserID, e)
-	if err != nil {
+	if e, err = s.visibleEvent(r.Context(), me.UserID, e); err != nil {
 		return err
-	}
-	if !ok {
+	} else if e == nil {
 		return matrix.NotFound("event not found")
 	}
-	f := &eventFormatter{store: s.store, viewer: me, now: s.now()}
+	f := s.formatterFor(me)
 	out, err := f.format(r.Context(), []*storage.Event{e})
 	if err != nil {
 		return err

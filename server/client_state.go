@@ -77,7 +77,7 @@ func (s *Server) getRoomState(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	f := &eventFormatter{store: s.store, viewer: me, now: s.now()}
+	f := s.formatterFor(me)
 	out, err := f.format(r.Context(), evs)
 	if err != nil {
 		return err
@@ -115,7 +115,7 @@ func (s *Server) getStateEvent(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if r.URL.Query().Get("format") == "event" {
-		f := &eventFormatter{store: s.store, viewer: me, now: s.now()}
+		f := s.formatterFor(me)
 		out, err := f.format(r.Context(), []*storage.Event{e})
 		if err != nil {
 			return err
@@ -210,7 +210,7 @@ func (s *Server) getMembers(w http.ResponseWriter, r *http.Request) error {
 		}
 		kept = append(kept, e)
 	}
-	f := &eventFormatter{store: s.store, viewer: me, now: s.now()}
+	f := s.formatterFor(me)
 	out, err := f.format(ctx, kept)
 	if err != nil {
 		return err

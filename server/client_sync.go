@@ -720,7 +720,8 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 		}
 		slices.SortFunc(stateEvs, byStreamPos)
 	}
-	f := &eventFormatter{store: s.store, viewer: req.me, now: s.now(), omitRoomID: true}
+	f := s.formatterFor(req.me)
+	f.omitRoomID = true
 	for _, part := range []struct {
 		evs []*storage.Event
 		out *[]any
@@ -750,7 +751,8 @@ func (s *Server) outOfRoomLeave(ctx context.Context, rs *roomSync) (*joinedRoom,
 	if err != nil {
 		return nil, err
 	}
-	f := &eventFormatter{store: s.store, viewer: rs.req.me, now: s.now(), omitRoomID: true}
+	f := s.formatterFor(rs.req.me)
+	f.omitRoomID = true
 	formatted, err := f.format(ctx, []*storage.Event{ev})
 	if err != nil {
 		return nil, err
@@ -868,21 +870,22 @@ func (s *Server) syncTimeline(ctx context.Context, userID, roomID string, after,
 		if err != nil {
 			return nil, false, err
 		}
-		ok := make(map[string]bool, len(visible))
-		for _, e := range visible {
-			ok[e.EventID] = true
-		}
+		shown := visibleByID(visible)
 		hidden := false
 		for _, e := range evs {
 			// The user's own membership events are always theirs to see
 			// (their leave above all).
 			own := e.Type == rooms.TypeMember && e.StateKey != nil && *e.StateKey == userID
-			if !ok[e.EventID] && !own {
+			v := shown[e.EventID]
+			if v == nil && !own {
 				hidden = true
 				break
 			}
+			if v == nil {
+				v = e
+			}
 			if f.allowsEvent(e) {
-				kept = append(kept, e)
+				kept = append(kept, v)
 				if len(kept) > limit {
 					break
 				}

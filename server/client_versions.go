@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 
+	"hearth/server/matrix"
 	"hearth/server/rooms"
 )
 
@@ -22,8 +23,14 @@ var specVersions = []string{
 // GET /_matrix/client/versions
 func (s *Server) getVersions(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, map[string]any{
-		"versions":          specVersions,
-		"unstable_features": map[string]bool{},
+		"versions": specVersions,
+		"unstable_features": map[string]bool{
+			"im.nheko.summary": true,
+			// Mutual rooms on both paths; .stable tells clients the v1
+			// path is served although v1.19 is not listed (as Synapse).
+			"uk.half-shot.msc2666.query_mutual_rooms":        true,
+			"uk.half-shot.msc2666.query_mutual_rooms.stable": true,
+		},
 	})
 }
 
@@ -43,14 +50,56 @@ func (s *Server) getWellKnownClient(w http.ResponseWriter, r *http.Request) erro
 	return writeJSON(w, http.StatusOK, body)
 }
 
+// GET /.well-known/matrix/support
+//
+// Whom to contact about this server (spec: "Server support discovery"),
+// from well_known_support; 404 when nothing is configured.
+func (s *Server) getWellKnownSupport(w http.ResponseWriter, r *http.Request) error {
+	sup := s.cfg.WellKnownSupport
+	if !sup.Configured() {
+		return matrix.NotFound("no support information is configured")
+	}
+	body := map[string]any{}
+	if len(sup.Contacts) > 0 {
+		contacts := make([]map[string]string, 0, len(sup.Contacts))
+		for _, c := range sup.Contacts {
+			ct := map[string]string{"role": c.Role}
+			if c.MatrixID != "" {
+				ct["matrix_id"] = c.MatrixID
+			}
+			if c.EmailAddress != "" {
+				ct["email_address"] = c.EmailAddress
+			}
+			contacts = append(contacts, ct)
+		}
+		body["contacts"] = contacts
+	}
+	if sup.SupportPage != "" {
+		body["support_page"] = sup.SupportPage
+	}
+	return writeJSON(w, http.StatusOK, body)
+}
+
 // GET /_matrix/client/v3/capabilities
+//
+// Some capabilities depend on the caller: a suspended account cannot change
+// its profile, and only server admins may moderate accounts
+// (m.account_moderation is left out for everyone else, as the spec asks).
 func (s *Server) getCapabilities(w http.ResponseWriter, r *http.Request) error {
-	return writeJSON(w, http.StatusOK, map[string]any{"capabilities": map[string]any{
+	me := deviceFrom(r.Context())
+	caps := map[string]any{
 		"m.change_password": map[string]bool{"enabled": s.cfg.PasswordLoginEnabled()},
-		"m.set_displayname": map[string]bool{"enabled": true},
-		"m.set_avatar_url":  map[string]bool{"enabled": true},
+		"m.set_displayname": map[string]bool{"enabled": !me.Suspended},
+		"m.set_avatar_url":  map[string]bool{"enabled": !me.Suspended},
+		// Custom fields (spec v1.16); displayname and avatar_url follow
+		// their own capabilities.
+		"m.profile_fields":  map[string]bool{"enabled": !me.Suspended},
 		"m.3pid_changes":    map[string]bool{"enabled": false},
-		"m.get_login_token": map[string]bool{"enabled": false},
-		"m.room_versions":   rooms.Capability(),
-	}})
+		"m.get_login_token": map[string]bool{"enabled": s.cfg.LoginViaExistingSession.Enabled && !me.IsGuest},
+		"m.room_versions":   rooms.Capability(s.cfg.DefaultRoomVersion),
+	}
+	if me.IsAdmin {
+		caps["m.account_moderation"] = map[string]bool{"lock": true, "suspend": true}
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"capabilities": caps})
 }

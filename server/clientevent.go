@@ -35,6 +35,18 @@ type eventFormatter struct {
 	// noBundles leaves out unsigned.m.relations (client_relations.go), for
 	// events shown inside another event's bundle.
 	noBundles bool
+	// visible applies the viewer's history visibility and erasure
+	// (filterVisible) to the events bundled into others: edits and thread
+	// summaries. nil shows them as stored (admins).
+	visible func(ctx context.Context, evs []*storage.Event) ([]*storage.Event, error)
+}
+
+// formatterFor is the formatter for a user's view of events, bundled
+// events filtered as the events themselves are.
+func (s *Server) formatterFor(viewer *Device) *eventFormatter {
+	return &eventFormatter{store: s.store, viewer: viewer, now: s.now(), visible: func(ctx context.Context, evs []*storage.Event) ([]*storage.Event, error) {
+		return s.visibleAcrossRooms(ctx, viewer.UserID, evs)
+	}}
 }
 
 // format renders a batch of events in order.
@@ -138,7 +150,7 @@ func (f *eventFormatter) one(e *storage.Event, extra map[string]*storage.Event) 
 	}
 	if e.RedactedBy != "" {
 		if r, ok := extra[e.RedactedBy]; ok {
-			sub := &eventFormatter{store: f.store, viewer: f.viewer, now: f.now, omitRoomID: f.omitRoomID}
+			sub := &eventFormatter{store: f.store, viewer: f.viewer, now: f.now, omitRoomID: f.omitRoomID, visible: f.visible}
 			if rc, err := sub.one(r, nil); err == nil {
 				u["redacted_because"] = rc
 			}

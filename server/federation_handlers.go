@@ -237,3 +237,21 @@ func (s *Server) getFederationTimestampToEvent(w http.ResponseWriter, r *http.Re
 	resp, err := s.fedTimestampToEvent(r.Context(), originFrom(r.Context()), roomID, ts, q.Get("dir") == "f")
 	return answer(w, resp, err)
 }
+
+// GET /_matrix/federation/v1/hierarchy/{roomId}
+func (s *Server) getFederationHierarchy(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := pathParam(r, "roomId")
+	if err != nil {
+		return err
+	}
+	var suggestedOnly bool
+	switch v := r.URL.Query().Get("suggested_only"); v {
+	case "", "false":
+	case "true":
+		suggestedOnly = true
+	default:
+		return matrix.InvalidParam("suggested_only must be true or false")
+	}
+	resp, err := s.fedHierarchyOf(r.Context(), originFrom(r.Context()), roomID, suggestedOnly)
+	return answer(w, resp, err)
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"hearth/server/federation"
@@ -62,7 +63,10 @@ func (s *Server) inviteRemote(ctx context.Context, roomID, inviter, invitee stri
 }
 
 // inviteRoomState is what an invitee's server is shown of the room: the
-// stripped state events of strippedStateTypes.
+// current state events of strippedStateTypes, m.room.create first, as the
+// PDUs they are. Since v1.16 (MSC4311) the spec wants full PDUs of the
+// room's version here, so the invitee's server can check them; Synapse
+// warns about stripped events and means to refuse them.
 func (s *Server) inviteRoomState(ctx context.Context, roomID string) ([]json.RawMessage, error) {
 	var out []json.RawMessage
 	for _, t := range strippedStateTypes {
@@ -73,10 +77,41 @@ func (s *Server) inviteRoomState(ctx context.Context, roomID string) ([]json.Raw
 		if err != nil {
 			return nil, err
 		}
-		raw, _ := json.Marshal(map[string]any{"type": e.Type, "state_key": e.StateKey, "sender": e.Sender, "content": contentOf(e.JSON)})
-		out = append(out, raw)
+		out = append(out, json.RawMessage(e.JSON))
 	}
 	return out, nil
+}
+
+// clientStrippedState turns the room state another server sent with an
+// invite (full PDUs since v1.16, stripped events before) into what the
+// Client-Server API shows an invitee: StrippedStateEvents with type,
+// state_key, sender and content only. Entries of another room, or without
+// those fields, are left out.
+func clientStrippedState(roomID string, raws []json.RawMessage) []json.RawMessage {
+	out := make([]json.RawMessage, 0, len(raws))
+	for _, raw := range raws {
+		var e struct {
+			RoomID   *string         `json:"room_id"`
+			Type     *string         `json:"type"`
+			StateKey *string         `json:"state_key"`
+			Sender   *string         `json:"sender"`
+			Content  json.RawMessage `json:"content"`
+		}
+		if json.Unmarshal(raw, &e) != nil || e.Type == nil || e.StateKey == nil || e.Sender == nil ||
+			len(e.Content) == 0 || e.Content[0] != '{' {
+			continue
+		}
+		// v12 create events carry no room_id: the room ID is their hash.
+		if e.RoomID != nil && *e.RoomID != roomID {
+			continue
+		}
+		stripped, err := json.Marshal(map[string]any{"type": *e.Type, "state_key": *e.StateKey, "sender": *e.Sender, "content": e.Content})
+		if err != nil {
+			continue
+		}
+		out = append(out, stripped)
+	}
+	return out
 }
 
 // receiveInvite answers PUT /_matrix/federation/v2/invite/{roomId}/{eventId}:
@@ -138,7 +173,7 @@ func (s *Server) receiveInvite(ctx context.Context, origin, roomID, eventID stri
 		if err != nil {
 			return nil, err
 		}
-		if err := s.recordOutOfRoom(ctx, se, invitee, rooms.MembershipInvite, req.InviteRoomState); err != nil {
+		if err := s.recordOutOfRoom(ctx, se, invitee, rooms.MembershipInvite, clientStrippedState(roomID, req.InviteRoomState)); err != nil {
 			return nil, err
 		}
 	}
@@ -183,36 +218,40 @@ func (s *Server) recordOutOfRoom(ctx context.Context, e *rooms.Event, userID, me
 	return nil
 }
 
-// rejectRemoteInvite answers a local user's leave of a room this server is
-// not in: through the inviting server (make_leave, send_leave), or, when it
-// cannot be reached, here only, as Synapse does, so the user is not stuck
-// with the invite.
-func (s *Server) rejectRemoteInvite(ctx context.Context, userID string, m *storage.RoomMembership, reason string) error {
-	invite, err := s.store.EventByID(ctx, m.EventID)
+// leaveOutOfRoom answers a local user's leave of a room this server is not
+// in (rejecting an invite, withdrawing a knock): through a server that is
+// in it (make_leave, send_leave): the inviting server, or for a knock the
+// servers the room's stripped state came from. When none can be reached
+// the leave is recorded here only, as Synapse does for invites, so the
+// user is not stuck with the membership.
+func (s *Server) leaveOutOfRoom(ctx context.Context, userID string, m *storage.RoomMembership, reason string) error {
+	last, err := s.store.EventByID(ctx, m.EventID)
 	if err != nil {
 		return err
 	}
-	_, server, _ := strings.Cut(invite.Sender, ":")
 	content := map[string]any{"membership": rooms.MembershipLeave}
 	if reason != "" {
 		content["reason"] = reason
 	}
 	var leave *rooms.Event
 	if s.fedClient != nil {
-		proto, rv, err := s.fedClient.MakeMembership(ctx, server, rooms.MembershipLeave, m.RoomID, userID)
-		if err == nil {
-			if leave, err = rooms.CompleteProto(rv, proto, content, s.roomsKey()); err == nil {
-				err = s.fedClient.SendMembership(ctx, server, rooms.MembershipLeave, leave, nil)
+		for _, server := range s.outOfRoomServers(m, last) {
+			proto, rv, err := s.fedClient.MakeMembership(ctx, server, rooms.MembershipLeave, m.RoomID, userID)
+			if err == nil {
+				if leave, err = rooms.CompleteProto(rv, proto, content, s.roomsKey()); err == nil {
+					err = s.fedClient.SendMembership(ctx, server, rooms.MembershipLeave, leave, nil)
+				}
 			}
-		}
-		if err != nil {
-			s.log.Info("federation: rejecting an invite through the inviting server failed; rejected here only",
-				"room_id", m.RoomID, "server", server, "err", err)
+			if err == nil {
+				break
+			}
+			s.log.Info("federation: leaving a room through another server failed",
+				"room_id", m.RoomID, "membership", m.Membership, "server", server, "err", err)
 			leave = nil
 		}
 	}
 	if leave == nil {
-		if leave, err = s.localLeave(m, invite, userID, content); err != nil {
+		if leave, err = s.localLeave(m, last, userID, content); err != nil {
 			return err
 		}
 	}
@@ -221,26 +260,52 @@ func (s *Server) rejectRemoteInvite(ctx context.Context, userID string, m *stora
 	return s.recordOutOfRoom(ctx, leave, userID, rooms.MembershipLeave, stripped)
 }
 
-// localLeave builds a leave that follows an invite in a room this server is
-// not in, signed here: the record of a rejection no other server heard.
-func (s *Server) localLeave(m *storage.RoomMembership, invite *storage.Event, userID string, content map[string]any) (*rooms.Event, error) {
+// outOfRoomServers are the servers to leave a room this server is not in
+// through: an invite's sender's server; for a knock, the servers of the
+// stripped state's senders and the room ID's server (before v12).
+func (s *Server) outOfRoomServers(m *storage.RoomMembership, last *storage.Event) []string {
+	var out []string
+	add := func(userOrRoom string) {
+		if _, server, ok := strings.Cut(userOrRoom, ":"); ok && server != s.cfg.ServerName && !slices.Contains(out, server) {
+			out = append(out, server)
+		}
+	}
+	if m.Membership == rooms.MembershipInvite {
+		add(last.Sender)
+		return out
+	}
+	var stripped []struct {
+		Sender string `json:"sender"`
+	}
+	_ = json.Unmarshal(m.Stripped, &stripped)
+	for _, e := range stripped {
+		add(e.Sender)
+	}
+	add(m.RoomID)
+	return out
+}
+
+// localLeave builds a leave that follows an invite or a knock (last) in a
+// room this server is not in, signed here: the record of a leave no other
+// server heard.
+func (s *Server) localLeave(m *storage.RoomMembership, last *storage.Event, userID string, content map[string]any) (*rooms.Event, error) {
 	rv, ok := rooms.LookupVersion(m.RoomVersion)
 	if !ok {
 		return nil, fmt.Errorf("room %s has unknown version %q", m.RoomID, m.RoomVersion)
 	}
 	t := rooms.EventTemplate{RoomID: m.RoomID, Type: rooms.TypeMember, StateKey: &userID, Sender: userID,
-		Content: content, PrevEvents: []string{invite.EventID}, AuthEvents: []string{invite.EventID}, Depth: invite.Depth + 1,
+		Content: content, PrevEvents: []string{last.EventID}, AuthEvents: []string{last.EventID}, Depth: last.Depth + 1,
 		OriginServerTS: s.now().UnixMilli()}
 	if rv.EventIDs == rooms.EventIDRandom {
-		ie, err := rooms.ParseEvent(rv, invite.JSON)
+		le, err := rooms.ParseEvent(rv, last.JSON)
 		if err != nil {
 			return nil, err
 		}
-		h, err := ie.ReferenceHashB64()
+		h, err := le.ReferenceHashB64()
 		if err != nil {
 			return nil, err
 		}
-		t.RefHashes = map[string]string{invite.EventID: h}
+		t.RefHashes = map[string]string{last.EventID: h}
 	}
 	return rooms.BuildEvent(rv, t, s.roomsKey())
 }
@@ -276,7 +341,7 @@ func (s *Server) knockRemote(ctx context.Context, userID, roomID string, servers
 			lastErr = err
 			continue
 		}
-		return s.recordOutOfRoom(ctx, knock, userID, rooms.MembershipKnock, resp.KnockRoomState)
+		return s.recordOutOfRoom(ctx, knock, userID, rooms.MembershipKnock, clientStrippedState(roomID, resp.KnockRoomState))
 	}
 	var re *federation.RemoteError
 	if errors.As(lastErr, &re) && re.Status == http.StatusForbidden {

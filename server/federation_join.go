@@ -139,11 +139,12 @@ func (s *Server) sendMembership(ctx context.Context, origin, roomID, eventID, me
 	case rooms.MembershipLeave:
 		return struct{}{}, nil
 	case rooms.MembershipKnock:
-		stripped, err := s.strippedState(ctx, storage.RoomMembership{RoomID: roomID, EventID: e.ID()})
+		// Full PDUs, as for invites (spec v1.16, MSC4311).
+		state, err := s.inviteRoomState(ctx, roomID)
 		if err != nil {
 			return nil, err
 		}
-		return map[string]any{"knock_room_state": stripped}, nil
+		return map[string]any{"knock_room_state": state}, nil
 	}
 	return s.joinAnswer(ctx, rv, e, omitMembers)
 }

@@ -1,11 +1,9 @@
 package server
 
 import (
-	"errors"
 	"net/http"
 
 	"hearth/server/matrix"
-	"hearth/server/storage"
 )
 
 // GET /_matrix/federation/v1/version (unauthenticated, as the spec has it)
@@ -15,9 +13,10 @@ func (s *Server) getFederationVersion(w http.ResponseWriter, r *http.Request) er
 
 // GET /_matrix/federation/v1/query/profile
 //
-// Another server asks for a local user's profile: both fields, or the one
-// named by field, as the client API answers it. Unknown users are 404
-// M_NOT_FOUND.
+// Another server asks for a local user's profile: every field (custom ones
+// included, spec v1.16), or the one named by field. Unknown users are 404
+// M_NOT_FOUND; so is a custom field the user has not set, as in Synapse,
+// while an unset displayname or avatar_url is left out of a 200.
 func (s *Server) getFederationProfile(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	userID := q.Get("user_id")
@@ -30,22 +29,15 @@ func (s *Server) getFederationProfile(w http.ResponseWriter, r *http.Request) er
 		return matrix.InvalidParam("user %s is not hosted on this server", userID)
 	}
 	field := q.Get("field")
-	if field != "" && field != "displayname" && field != "avatar_url" {
-		return matrix.InvalidParam("field must be displayname or avatar_url")
+	if field != "" && field != "displayname" && field != "avatar_url" && (len(field) > maxProfileKeyLen || !profileKeyRe.MatchString(field)) {
+		return matrix.InvalidParam("field is not a profile field name")
 	}
-	u, err := s.store.UserByID(r.Context(), userID)
-	if errors.Is(err, storage.ErrNotFound) {
-		return matrix.NotFound("user %s not found", userID)
-	}
+	p, err := s.profileOf(r.Context(), userID, field)
 	if err != nil {
 		return err
 	}
-	out := map[string]string{}
-	if field != "avatar_url" && u.DisplayName != "" {
-		out["displayname"] = u.DisplayName
+	if _, ok := p[field]; !ok && field != "" && field != "displayname" && field != "avatar_url" {
+		return matrix.NotFound("the user has no profile field %s", field)
 	}
-	if field != "displayname" && u.AvatarURL != "" {
-		out["avatar_url"] = u.AvatarURL
-	}
-	return writeJSON(w, http.StatusOK, out)
+	return writeJSON(w, http.StatusOK, p)
 }

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"hearth/config"
+	"hearth/server"
 	"hearth/server/federation"
 	"hearth/server/rooms"
 	"hearth/server/servertest"
@@ -671,6 +673,83 @@ func TestFederationKnock(t *testing.T) {
 		})
 		if _, err := bob.cli.JoinRoomByID(ctx, room.RoomID); err != nil {
 			t.Fatalf("join after the invite: %v", err)
+		}
+	})
+}
+
+// An invite carries the room's state as full PDUs of the room's version,
+// signed, with the m.room.create event among them (Server-Server API v1.16,
+// MSC4311: Synapse logs a warning for stripped events and means to refuse
+// them); the invitee's client is shown them stripped to type, state_key,
+// sender and content, as the Client-Server API's StrippedStateEvent.
+func TestFederationInviteRoomState(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		fed := servertest.NewFederation(t)
+		a, b := fed.Start(t, e), fed.Start(t, e)
+		ctx := t.Context()
+		alice := newSyncUser(t, a, "alice")
+		bob := newSyncUser(t, b, "bob")
+		room, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Plans"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		roomID := string(room.RoomID)
+		stored, err := a.Store.RoomByID(ctx, roomID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rv := rooms.MustVersion(stored.RoomVersion)
+		akey, err := a.Cfg.LoadSigningKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		lookup := func(server, keyID string, _ int64) (ed25519.PublicKey, int64, error) {
+			if server != a.Cfg.ServerName || keyID != akey.ID {
+				return nil, 0, fmt.Errorf("no key %s of %s", keyID, server)
+			}
+			return akey.Public(), 1 << 62, nil
+		}
+
+		sent, err := server.InviteRoomState(a.Server, ctx, roomID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var types []string
+		for _, raw := range sent {
+			pdu, err := rooms.ParseEvent(rv, raw)
+			if err != nil {
+				t.Fatalf("invite_room_state entry is not a PDU of room version %s: %v\n%s", rv.ID, err, raw)
+			}
+			if pdu.RoomID() != roomID {
+				t.Errorf("invite_room_state entry of room %s", pdu.RoomID())
+			}
+			if err := rooms.VerifyServerSignature(pdu, a.Cfg.ServerName, lookup); err != nil {
+				t.Errorf("invite_room_state %s: %v", pdu.Type(), err)
+			}
+			types = append(types, pdu.Type())
+		}
+		if !slices.Contains(types, "m.room.create") || !slices.Contains(types, "m.room.name") {
+			t.Errorf("invite_room_state has %v, want m.room.create and m.room.name among them", types)
+		}
+
+		if _, err := alice.cli.InviteUser(ctx, room.RoomID, &mautrix.ReqInviteUser{UserID: bob.id}); err != nil {
+			t.Fatal(err)
+		}
+		r := acctDo(t, b, http.MethodGet, "/_matrix/client/v3/sync", bob.tok, nil)
+		inv, _ := r.body["rooms"].(map[string]any)["invite"].(map[string]any)[roomID].(map[string]any)
+		evs, _ := inv["invite_state"].(map[string]any)["events"].([]any)
+		var shown []string
+		for _, ev := range evs {
+			m := ev.(map[string]any)
+			for k := range m {
+				if k != "type" && k != "state_key" && k != "sender" && k != "content" {
+					t.Errorf("invite_state %s shows the client %q", m["type"], k)
+				}
+			}
+			shown = append(shown, m["type"].(string))
+		}
+		if !slices.Contains(shown, "m.room.create") || !slices.Contains(shown, "m.room.name") || !slices.Contains(shown, "m.room.member") {
+			t.Errorf("invite_state on bob's server: %v", shown)
 		}
 	})
 }

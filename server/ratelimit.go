@@ -110,6 +110,8 @@ type limiters struct {
 	// remoteMedia counts bytes fetched from other servers for a client
 	// address (media_remote.go).
 	remoteMedia *limiter
+	// loginToken bounds login tokens per user (client_login_token.go).
+	loginToken *limiter
 }
 
 func newLimiters(c *config.Config, now func() time.Time) *limiters {
@@ -120,5 +122,8 @@ func newLimiters(c *config.Config, now func() time.Time) *limiters {
 		registration: newLimiter(c.RCRegistration, now),
 		remoteMedia: newLimiter(config.RateLimit{PerSecond: float64(c.RemoteMediaDownloadPerSecond),
 			BurstCount: float64(c.RemoteMediaDownloadBurstCount)}, now),
+		// One a minute, as Synapse: each token is a new session, and the
+		// spec asks for stricter limits than usual here.
+		loginToken: newLimiter(config.RateLimit{PerSecond: 1.0 / 60, BurstCount: 1}, now),
 	}
 }

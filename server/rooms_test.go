@@ -283,7 +283,7 @@ func TestVersionsAndCapabilities(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if caps.RoomVersions == nil || caps.RoomVersions.Default != "12" || len(caps.RoomVersions.Available) != 12 {
+		if caps.RoomVersions == nil || caps.RoomVersions.Default != "11" || len(caps.RoomVersions.Available) != 12 {
 			t.Fatalf("room versions capability: %+v", caps.RoomVersions)
 		}
 	})
@@ -306,6 +306,35 @@ func TestEmptyFeatureEndpoints(t *testing.T) {
 			if r := acctDo(t, b, "GET", "/_matrix/client/v3"+path, alice.tok, nil); r.status != 200 || len(r.body) != 0 {
 				t.Errorf("%s: %d %v", path, r.status, r.body)
 			}
+		}
+	})
+}
+
+// TestCreatorJoinCarriesProfile: a new account's display name is its
+// localpart (as in Synapse), and the creator's join in createRoom carries
+// the display name and avatar, as every join does.
+func TestCreatorJoinCarriesProfile(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice := newSyncUser(t, b, "alice")
+		name, err := alice.cli.GetDisplayName(ctx, alice.id)
+		if err != nil || name.DisplayName != "alice" {
+			t.Fatalf("a new account's display name: %+v %v", name, err)
+		}
+		if err := alice.cli.SetAvatarURL(ctx, id.MustParseContentURI("mxc://hearth.test/avatar")); err != nil {
+			t.Fatal(err)
+		}
+		room, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m event.MemberEventContent
+		if err := alice.cli.StateEvent(ctx, room.RoomID, event.StateMember, string(alice.id), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.Membership != event.MembershipJoin || m.Displayname != "alice" || m.AvatarURL != "mxc://hearth.test/avatar" {
+			t.Errorf("the creator's join: %+v", m)
 		}
 	})
 }

@@ -14,6 +14,7 @@ func (s *Server) routes() http.Handler {
 	r.Use(s.requestLog, cors)
 
 	r.Get("/.well-known/matrix/client", s.api(s.getWellKnownClient))
+	r.Get("/.well-known/matrix/support", s.api(s.getWellKnownSupport))
 	r.Get("/_matrix/client/versions", s.api(s.getVersions))
 
 	// Older clients and tools still call r0; Synapse serves it as an alias
@@ -23,6 +24,10 @@ func (s *Server) routes() http.Handler {
 	}
 	r.Route("/_matrix/client/v1", func(r chi.Router) {
 		r.Get("/register/m.login.registration_token/validity", s.api(s.getRegistrationTokenValidity))
+		// Signing in another device with a one-time token (client_login_token.go).
+		r.Post("/login/get_token", s.api(s.postLoginGetToken))
+		// Spaces (client_spaces.go): the summary needs no token for rooms anyone may see.
+		r.With(s.authOptional).Get("/room_summary/{roomIdOrAlias}", s.api(s.getRoomSummary))
 		r.Group(func(r chi.Router) {
 			r.Use(s.auth)
 			// Relations, threads and jumping to a date (client_relations.go, client_history.go).
@@ -31,14 +36,32 @@ func (s *Server) routes() http.Handler {
 			r.Get("/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", s.api(s.getRelations))
 			r.Get("/rooms/{roomId}/threads", s.api(s.getThreads))
 			r.Get("/rooms/{roomId}/timestamp_to_event", s.api(s.getTimestampToEvent))
+			r.Get("/rooms/{roomId}/hierarchy", s.api(s.getHierarchy))
+			r.Get("/mutual_rooms", s.api(s.getMutualRooms))
 			// Authenticated media (media.go, media_thumbnail.go, media_preview.go).
 			r.Get("/media/config", s.api(s.getMediaConfig))
 			r.Get("/media/download/{serverName}/{mediaId}", s.api(s.getDownload))
 			r.Get("/media/download/{serverName}/{mediaId}/{fileName}", s.api(s.getDownload))
 			r.Get("/media/thumbnail/{serverName}/{mediaId}", s.api(s.getThumbnail))
 			r.Get("/media/preview_url", s.api(s.getPreviewURL))
+			// Account moderation, for server admins (client_admin.go).
+			r.Get("/admin/lock/{userId}", s.api(s.getLockStatus))
+			r.Put("/admin/lock/{userId}", s.api(s.putLockStatus))
+			r.Get("/admin/suspend/{userId}", s.api(s.getSuspendStatus))
+			r.Put("/admin/suspend/{userId}", s.api(s.putSuspendStatus))
 		})
 	})
+
+	// MSC3266's unstable paths for /room_summary, which clients use until
+	// the server lists v1.15.
+	r.Route("/_matrix/client/unstable/im.nheko.summary", func(r chi.Router) {
+		r.With(s.authOptional).Get("/summary/{roomIdOrAlias}", s.api(s.getRoomSummary))
+		r.With(s.authOptional).Get("/rooms/{roomIdOrAlias}/summary", s.api(s.getRoomSummary))
+	})
+
+	// MSC2666's unstable path for /mutual_rooms, which Synapse served before
+	// v1.19.
+	r.With(s.auth).Get("/_matrix/client/unstable/uk.half-shot.msc2666/user/mutual_rooms", s.api(s.getMutualRooms))
 
 	// The content repository's own prefix: uploads, and the legacy
 	// unauthenticated download and thumbnail endpoints Synapse still serves
@@ -52,17 +75,18 @@ func (s *Server) routes() http.Handler {
 				r.Use(s.auth)
 				r.Get("/config", s.api(s.getMediaConfig))
 				r.Get("/preview_url", s.api(s.getPreviewURL))
-				r.Post("/upload", s.api(s.postUpload))
-				r.Put("/upload/{serverName}/{mediaId}", s.api(s.putUpload))
+				r.With(s.notSuspended).Post("/upload", s.api(s.postUpload))
+				r.With(s.notSuspended).Put("/upload/{serverName}/{mediaId}", s.api(s.putUpload))
 			})
 		})
 	}
-	r.With(s.auth).Post("/_matrix/media/v1/create", s.api(s.postCreateMedia))
+	r.With(s.auth, s.notSuspended).Post("/_matrix/media/v1/create", s.api(s.postCreateMedia))
 
 	// Federation: this server's keys and the notary (keys_server.go), and
-	// the Server-Server API. /version is unauthenticated (spec); every
-	// other route goes in the group, behind the X-Matrix check
-	// (fedauth.go), and reads the asking server with originFrom.
+	// the Server-Server API. /version and /openid/userinfo are
+	// unauthenticated (spec); every other route goes in the group, behind
+	// the X-Matrix check (fedauth.go), and reads the asking server with
+	// originFrom.
 	r.Route("/_matrix/key/v2", func(r chi.Router) {
 		r.Get("/server", s.api(s.getServerKeys))
 		r.Get("/server/{keyId}", s.api(s.getServerKeys))
@@ -72,6 +96,8 @@ func (s *Server) routes() http.Handler {
 	})
 	r.Route("/_matrix/federation/v1", func(r chi.Router) {
 		r.Get("/version", s.api(s.getFederationVersion))
+		// Asked by the third party an OpenID token was given to (openid.go).
+		r.Get("/openid/userinfo", s.api(s.getOpenIDUserinfo))
 		r.Group(func(r chi.Router) {
 			r.Use(s.federationAuth)
 			// Transactions (federation_send.go).
@@ -94,6 +120,7 @@ func (s *Server) routes() http.Handler {
 			r.Get("/query/directory", s.api(s.getFederationDirectory))
 			r.Get("/publicRooms", s.api(s.federationPublicRooms))
 			r.Post("/publicRooms", s.api(s.federationPublicRooms))
+			r.Get("/hierarchy/{roomId}", s.api(s.getFederationHierarchy))
 			// End-to-end encryption (federation_keys.go).
 			r.Get("/user/devices/{userId}", s.api(s.getFederationUserDevices))
 			r.Post("/user/keys/query", s.api(s.postFederationUserKeysQuery))
@@ -131,6 +158,11 @@ func (s *Server) clientV3Routes(r chi.Router) {
 	r.Post("/refresh", s.api(s.postRefresh))
 	r.Post("/register", s.api(s.postRegister))
 	r.Get("/register/available", s.api(s.getRegisterAvailable))
+	// Email and phone numbers cannot be validated (client_threepid.go).
+	r.Post("/register/email/requestToken", s.api(s.postThreePIDDenied))
+	r.Post("/register/msisdn/requestToken", s.api(s.postThreePIDDenied))
+	r.Post("/account/password/email/requestToken", s.api(s.postThreePIDDenied))
+	r.Post("/account/password/msisdn/requestToken", s.api(s.postThreePIDDenied))
 	r.Group(func(r chi.Router) {
 		r.Use(s.auth)
 		r.Get("/capabilities", s.api(s.getCapabilities))
@@ -144,14 +176,35 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.Put("/devices/{deviceId}", s.api(s.putDevice))
 		r.Delete("/devices/{deviceId}", s.api(s.deleteDevice))
 		r.Post("/delete_devices", s.api(s.postDeleteDevices))
+		// A user's own sessions, or anyone's for an admin (client_admin.go).
+		r.Get("/admin/whois/{userId}", s.api(s.getWhois))
+		// Proving who the user is to a third party (openid.go).
+		r.Post("/user/{userId}/openid/request_token", s.api(s.postOpenIDRequestToken))
 
-		// Features with nothing to offer yet, answered with empty shapes.
+		// Third-party identifiers (client_threepid.go).
 		r.Get("/account/3pid", s.api(s.getThreePIDs))
+		r.Post("/account/3pid", s.api(s.postThreePID))
+		r.Post("/account/3pid/add", s.api(s.postThreePIDAdd))
+		r.Post("/account/3pid/bind", s.api(s.postThreePIDBind))
+		r.Post("/account/3pid/unbind", s.api(s.postThreePIDRemove))
+		r.Post("/account/3pid/delete", s.api(s.postThreePIDRemove))
+		r.Post("/account/3pid/email/requestToken", s.api(s.postThreePIDRequestToken))
+		r.Post("/account/3pid/msisdn/requestToken", s.api(s.postThreePIDRequestToken))
+
+		// Features with nothing to offer yet, answered with empty shapes
+		// (client_misc.go).
 		r.Get("/thirdparty/protocols", s.api(s.getThirdPartyProtocols))
+		r.Get("/thirdparty/protocol/{protocol}", s.api(s.getThirdPartyProtocol))
+		r.Get("/thirdparty/location", s.api(s.getThirdPartyLookup))
+		r.Get("/thirdparty/location/{protocol}", s.api(s.getThirdPartyLookup))
+		r.Get("/thirdparty/user", s.api(s.getThirdPartyLookup))
+		r.Get("/thirdparty/user/{protocol}", s.api(s.getThirdPartyLookup))
 		r.Get("/voip/turnServer", s.api(s.getTurnServer))
 
-		// Rooms: creation, events, state, membership.
-		r.Post("/createRoom", s.api(s.postCreateRoom))
+		// Rooms: creation, events, state, membership. A suspended account
+		// may read and leave, not join or act on others (notSuspended);
+		// /send, /state and /redact decide per request.
+		r.With(s.notSuspended).Post("/createRoom", s.api(s.postCreateRoom))
 		r.Get("/joined_rooms", s.api(s.getJoinedRooms))
 		r.Put("/rooms/{roomId}/send/{eventType}/{txnId}", s.api(s.putSendEvent))
 		r.Put("/rooms/{roomId}/state/{eventType}", s.api(s.putStateEvent))
@@ -165,15 +218,16 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.Get("/rooms/{roomId}/event/{eventId}", s.api(s.getRoomEvent))
 		r.Get("/rooms/{roomId}/members", s.api(s.getMembers))
 		r.Get("/rooms/{roomId}/joined_members", s.api(s.getJoinedMembers))
-		r.Post("/join/{roomIdOrAlias}", s.api(s.postJoinByIDOrAlias))
-		r.Post("/knock/{roomIdOrAlias}", s.api(s.postKnock))
-		r.Post("/rooms/{roomId}/join", s.api(s.postJoin))
+		r.With(s.notSuspended).Post("/join/{roomIdOrAlias}", s.api(s.postJoinByIDOrAlias))
+		r.With(s.notSuspended).Post("/knock/{roomIdOrAlias}", s.api(s.postKnock))
+		r.With(s.notSuspended).Post("/rooms/{roomId}/join", s.api(s.postJoin))
 		r.Post("/rooms/{roomId}/leave", s.api(s.postLeave))
 		r.Post("/rooms/{roomId}/forget", s.api(s.postForget))
-		r.Post("/rooms/{roomId}/invite", s.api(s.postInvite))
-		r.Post("/rooms/{roomId}/kick", s.api(s.postKick))
-		r.Post("/rooms/{roomId}/ban", s.api(s.postBan))
-		r.Post("/rooms/{roomId}/unban", s.api(s.postUnban))
+		r.With(s.notSuspended).Post("/rooms/{roomId}/invite", s.api(s.postInvite))
+		r.With(s.notSuspended).Post("/rooms/{roomId}/kick", s.api(s.postKick))
+		r.With(s.notSuspended).Post("/rooms/{roomId}/ban", s.api(s.postBan))
+		r.With(s.notSuspended).Post("/rooms/{roomId}/unban", s.api(s.postUnban))
+		r.With(s.notSuspended).Post("/rooms/{roomId}/upgrade", s.api(s.postRoomUpgrade))
 
 		// Reporting content (admin_reports.go).
 		r.Post("/rooms/{roomId}/report/{eventId}", s.api(s.postReportEvent))
@@ -245,6 +299,7 @@ func (s *Server) clientV3Routes(r chi.Router) {
 	r.Get("/profile/{userId}", s.api(s.getProfile))
 	r.Get("/profile/{userId}/displayname", s.api(s.getDisplayName))
 	r.Get("/profile/{userId}/avatar_url", s.api(s.getAvatarURL))
+	r.Get("/profile/{userId}/{keyName}", s.api(s.getProfileField))
 	r.Group(func(r chi.Router) {
 		r.Use(s.auth)
 		r.Get("/rooms/{roomId}/messages", s.api(s.getMessages))
@@ -254,8 +309,10 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.Get("/rooms/{roomId}/aliases", s.api(s.getRoomAliases))
 		r.Put("/directory/list/room/{roomId}", s.api(s.putDirectoryVisibility))
 		r.Post("/publicRooms", s.api(s.postPublicRooms))
-		r.Put("/profile/{userId}/displayname", s.api(s.putDisplayName))
-		r.Put("/profile/{userId}/avatar_url", s.api(s.putAvatarURL))
+		r.With(s.notSuspended).Put("/profile/{userId}/displayname", s.api(s.putDisplayName))
+		r.With(s.notSuspended).Put("/profile/{userId}/avatar_url", s.api(s.putAvatarURL))
+		r.With(s.notSuspended).Put("/profile/{userId}/{keyName}", s.api(s.putProfileField))
+		r.With(s.notSuspended).Delete("/profile/{userId}/{keyName}", s.api(s.deleteProfileField))
 		r.Post("/user_directory/search", s.api(s.postUserDirectorySearch))
 	})
 }
@@ -281,6 +338,7 @@ func (s *Server) synapseAdminRoutes(r chi.Router) {
 		r.Get("/v1/users/{userId}/admin", s.api(s.getAdminUserAdmin))
 		r.Put("/v1/users/{userId}/admin", s.api(s.putAdminUserAdmin))
 		r.Get("/v1/whois/{userId}", s.api(s.getAdminWhois))
+		r.Put("/v1/suspend/{userId}", s.api(s.putAdminSuspend))
 		r.Post("/v1/users/{userId}/login", s.api(s.postAdminLoginAsUser))
 		r.Post("/v1/users/{userId}/shadow_ban", s.api(s.postAdminShadowBan))
 		r.Delete("/v1/users/{userId}/shadow_ban", s.api(s.deleteAdminShadowBan))

@@ -32,11 +32,11 @@ type background struct {
 	deleting map[string]bool
 }
 
-// Run starts the server's background work (resuming the room deletions a
-// previous process, or this one before Run, left unfinished) and keeps
-// starting the work handlers ask for until ctx ends. It then cancels the
-// work's context and returns once every goroutine has stopped; work cut
-// short is resumable and is resumed by the next Run. Stop serving requests
+// Run starts the server's background work (resuming the room deletions and
+// deactivations a previous process, or this one before Run, left
+// unfinished) and keeps starting the work handlers ask for until ctx ends.
+// It then cancels the work's context and returns once every goroutine has
+// stopped; work cut short is resumable and is resumed by the next Run. Stop serving requests
 // before ending ctx, and close the store only after Run has returned.
 //
 // Run returns nil when ctx ends, and an error only when called twice.
@@ -54,6 +54,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	s.goBackground(s.resumeRoomDeletes)
 	s.goBackground(s.runPush)
+	s.goBackground(s.resumeDeactivations)
 	if s.fedSender != nil {
 		s.goBackground(func(ctx context.Context) {
 			if err := s.fedSender.Run(ctx); err != nil {

@@ -74,6 +74,10 @@ type Server struct {
 	// resyncs are the remote device lists being fetched again
 	// (federation_keys.go).
 	resyncs resyncs
+	// spaces caches other servers' descriptions of rooms (client_spaces.go).
+	spaces spaceCache
+	// upgrades are the rooms being upgraded (client_upgrade.go).
+	upgrades upgradeLocks
 	// push evaluates push rules on every event and pushers delivers the
 	// notifications to push gateways (push.go); pushGate holds /sync's
 	// wakes until an event's notifications are recorded.
@@ -82,6 +86,9 @@ type Server struct {
 	pushGate *pushGate
 	// bg is the background work Run owns (run.go).
 	bg background
+	// mutualBatch overrides the mutual rooms batch size (tests; 0: the
+	// default, client_mutual_rooms.go).
+	mutualBatch int
 }
 
 // New builds the server and its routes. Call Run for its background work.

@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 
 	"hearth/server/rooms"
 	"hearth/server/storage"
@@ -72,19 +74,27 @@ func (v visibilityAt) allows(currentMembership string) bool {
 
 // canSeeEvent reports whether userID may see e.
 func (s *Server) canSeeEvent(ctx context.Context, userID string, e *storage.Event) (bool, error) {
-	current, err := s.store.Membership(ctx, e.RoomID, userID)
-	if err != nil {
-		return false, err
-	}
-	v, err := s.visibilityOfGroup(ctx, e.StateGroup, userID)
-	if err != nil {
-		return false, err
-	}
-	return v.allows(current), nil
+	seen, err := s.visibleEvent(ctx, userID, e)
+	return seen != nil, err
 }
 
-// filterVisible keeps the events userID may see, reading each state group
-// once.
+// visibleEvent returns e as userID may see it (see filterVisible), or nil
+// when they may not.
+func (s *Server) visibleEvent(ctx context.Context, userID string, e *storage.Event) (*storage.Event, error) {
+	out, err := s.filterVisible(ctx, userID, []*storage.Event{e})
+	if err != nil || len(out) == 0 {
+		return nil, err
+	}
+	return out[0], nil
+}
+
+// filterVisible keeps the events of one room userID may see, reading each
+// state group once, and is the one place where an erased user's events
+// are hidden: /sync timelines, /messages, /context, /event and relations
+// all come through here. An event whose sender was deactivated with erase
+// is served redacted (as the redaction algorithm leaves it) to a viewer
+// who was not joined to the room when it was sent, as Synapse does: those
+// who were in the room with the user saw it then, later members do not.
 func (s *Server) filterVisible(ctx context.Context, userID string, evs []*storage.Event) ([]*storage.Event, error) {
 	if len(evs) == 0 {
 		return evs, nil
@@ -94,6 +104,8 @@ func (s *Server) filterVisible(ctx context.Context, userID string, evs []*storag
 		return nil, err
 	}
 	byGroup := map[int64]visibilityAt{}
+	erased := map[string]bool{}
+	var rv *rooms.RoomVersion
 	out := evs[:0:0]
 	for _, e := range evs {
 		v, ok := byGroup[e.StateGroup]
@@ -103,11 +115,93 @@ func (s *Server) filterVisible(ctx context.Context, userID string, evs []*storag
 			}
 			byGroup[e.StateGroup] = v
 		}
-		if v.allows(current) {
-			out = append(out, e)
+		if !v.allows(current) {
+			continue
+		}
+		if v.membership != rooms.MembershipJoin && e.Sender != userID && s.isLocalUser(e.Sender) {
+			gone, ok := erased[e.Sender]
+			if !ok {
+				u, err := s.store.UserByID(ctx, e.Sender)
+				if err != nil && !errors.Is(err, storage.ErrNotFound) {
+					return nil, err
+				}
+				gone = u != nil && u.Erased
+				erased[e.Sender] = gone
+			}
+			if gone {
+				if rv == nil {
+					if rv, err = s.roomVersion(ctx, e.RoomID); err != nil {
+						return nil, err
+					}
+				}
+				if e, err = prunedEvent(rv, e); err != nil {
+					return nil, err
+				}
+			}
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// visibleAcrossRooms is filterVisible for events of several rooms, in
+// their order.
+func (s *Server) visibleAcrossRooms(ctx context.Context, userID string, evs []*storage.Event) ([]*storage.Event, error) {
+	byRoom := map[string][]*storage.Event{}
+	for _, e := range evs {
+		byRoom[e.RoomID] = append(byRoom[e.RoomID], e)
+	}
+	shown := map[string]*storage.Event{}
+	for _, list := range byRoom {
+		vis, err := s.filterVisible(ctx, userID, list)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range vis {
+			shown[e.EventID] = e
+		}
+	}
+	out := evs[:0:0]
+	for _, e := range evs {
+		if v := shown[e.EventID]; v != nil {
+			out = append(out, v)
 		}
 	}
 	return out, nil
+}
+
+// visibleByID indexes what filterVisible returned: the events as the
+// viewer sees them, for callers that walk the unfiltered list.
+func visibleByID(visible []*storage.Event) map[string]*storage.Event {
+	m := make(map[string]*storage.Event, len(visible))
+	for _, e := range visible {
+		m[e.EventID] = e
+	}
+	return m
+}
+
+// prunedEvent is a copy of e with its JSON redacted.
+func prunedEvent(rv *rooms.RoomVersion, e *storage.Event) (*storage.Event, error) {
+	redacted, err := rooms.Redact(rv, e.JSON)
+	if err != nil {
+		return nil, err
+	}
+	c := *e
+	c.JSON = redacted
+	return &c, nil
+}
+
+// roomVersion is the version of a room this server knows.
+func (s *Server) roomVersion(ctx context.Context, roomID string) (*rooms.RoomVersion, error) {
+	room, err := s.store.RoomByID(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	rv, ok := rooms.LookupVersion(room.RoomVersion)
+	if !ok {
+		return nil, fmt.Errorf("room %s has unknown version %q", roomID, room.RoomVersion)
+	}
+	return rv, nil
 }
 
 // contentOf returns the content of a PDU's JSON ("{}" if absent).

@@ -90,12 +90,17 @@ type Sender struct {
 
 	wake chan struct{}
 
-	mu      sync.Mutex
-	dests   map[string]*destQueue
-	servers map[string][]string // room → joined servers at its last event read
-	groups  map[int64][]string  // state group → joined servers (cache)
-	txnSeq  int64
-	wg      sync.WaitGroup
+	mu    sync.Mutex
+	dests map[string]*destQueue
+	// servers: room → the servers joined to it now, for EventPersisted's
+	// skip of local-only rooms; memberGen counts the membership changes
+	// EventPersisted was told of, so a drain that read the servers before
+	// one does not cache what that change made stale.
+	servers   map[string][]string
+	memberGen uint64
+	groups    map[int64][]string // state group → joined servers (cache)
+	txnSeq    int64
+	wg        sync.WaitGroup
 }
 
 // destQueue is one server's worker state.
@@ -138,6 +143,7 @@ func (s *Sender) EventPersisted(roomID string, membershipChanged bool) {
 	servers, known := s.servers[roomID]
 	if membershipChanged {
 		delete(s.servers, roomID)
+		s.memberGen++
 		known = false
 	}
 	s.mu.Unlock()
@@ -263,6 +269,9 @@ func (s *Sender) drain(ctx context.Context, pos int64) (int64, error) {
 		if len(evs) == readBatch {
 			next = evs[len(evs)-1].StreamPos
 		}
+		if err := s.cacheServers(ctx, evs); err != nil {
+			return pos, err
+		}
 		var queued []storage.DestinationRoom
 		byDest := map[string][]*storage.Event{}
 		for _, e := range evs {
@@ -296,17 +305,17 @@ func (s *Sender) drain(ctx context.Context, pos int64) (int64, error) {
 }
 
 // destinations are the servers an event goes to: those with a joined
-// member in its room at the event, and for a membership event its target's
+// member in its room at the event, and for a leave or a ban its target's
 // server (a kicked or banned user's server learns of it), never this one
-// nor the sender's.
+// nor the sender's. An invite's target server is not added: it had the
+// invite through /invite, and a transaction would push it again to a
+// server not in the room (Synapse ignores it) or, racing the invitee's
+// join, after the join as a new event (Synapse soft-fails it).
 func (s *Sender) destinations(ctx context.Context, e *storage.Event) ([]string, error) {
 	servers, err := s.joinedAt(ctx, e.StateGroup)
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	s.servers[e.RoomID] = servers // for EventPersisted's skip of local-only rooms
-	s.mu.Unlock()
 	seen := map[string]bool{s.o.ServerName: true}
 	// A relayed membership (send_join, send_leave) came from its sender's
 	// server, which has it.
@@ -323,12 +332,45 @@ func (s *Sender) destinations(ctx context.Context, e *storage.Event) ([]string, 
 	for _, d := range servers {
 		add(d)
 	}
-	if e.Type == "m.room.member" && e.StateKey != nil {
+	if e.Type == "m.room.member" && e.StateKey != nil && (e.Membership == "leave" || e.Membership == "ban") {
 		if _, server, ok := strings.Cut(*e.StateKey, ":"); ok {
 			add(server)
 		}
 	}
 	return out, nil
+}
+
+// cacheServers records the servers joined now to the rooms of evs, for
+// EventPersisted to skip waking the sender for rooms with no other server.
+// Not the servers at the events read: when a server joined after the last
+// of them, the room would be taken for a local-only one and its next events
+// would wait for the sender's tick.
+func (s *Sender) cacheServers(ctx context.Context, evs []*storage.Event) error {
+	seen := map[string]bool{}
+	for _, e := range evs {
+		if seen[e.RoomID] {
+			continue
+		}
+		seen[e.RoomID] = true
+		// A cached entry is current: every membership change drops it.
+		s.mu.Lock()
+		_, cached := s.servers[e.RoomID]
+		gen := s.memberGen
+		s.mu.Unlock()
+		if cached {
+			continue
+		}
+		servers, err := s.o.Store.JoinedServers(ctx, e.RoomID)
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		if s.memberGen == gen {
+			s.servers[e.RoomID] = servers
+		}
+		s.mu.Unlock()
+	}
+	return nil
 }
 
 // joinedAt lists the servers with a joined member in a state group: the

@@ -368,6 +368,121 @@ func TestSenderTellsTheKickedServer(t *testing.T) {
 	})
 }
 
+// An invite goes to the servers in the room, not in a transaction to the
+// invitee's server: that server had it through /invite (it signed it).
+// Pushed again, it reaches a server not in the room, which ignores it, or,
+// when the invitee is joining at that moment, arrives after the join as a
+// new event, which Synapse then soft-fails.
+func TestSenderKeepsInvitesFromTheInviteesServer(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		w := newWorld(t, st)
+		n := newNet()
+		startSender(t, w, n)
+		room := w.room(t, "@bob:r1.test")
+		dave := "@dave:r3.test"
+		invite, err := w.tl.Send(context.Background(), room, timeline.NewEvent{Type: "m.room.member", StateKey: &dave, Sender: "@alice:hs.test",
+			Content: map[string]any{"membership": "invite"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := w.say(t, room, "after the invite")
+		n.waitFor(t, "r1.test", invite[0].EventID, after)
+		if got := n.received("r3.test"); len(got) != 0 {
+			t.Errorf("the invitee's server, not in the room, was sent %v", got)
+		}
+	})
+}
+
+// An event goes to the servers in the room when it was sent, not to those
+// that joined before the sender read it. Here the sender reads "before"
+// late (a room with no other server wakes nothing) and only after bob's
+// server joined: pushed to it, a pre-join event arrives as a new one, which
+// the joining server may reject or soft-fail against state it does not
+// have yet; it gets the history it may see through backfill instead.
+func TestSenderSendsToTheServersInTheRoomAtTheEvent(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		w := newWorld(t, st)
+		n := newNet()
+		startSender(t, w, n)
+		room := w.room(t)
+		w.say(t, room, "first") // read at once: the room's servers are cached
+		time.Sleep(50 * time.Millisecond)
+		before := w.say(t, room, "before")
+		w.join(t, room, "@bob:r1.test")
+		sent := time.Now()
+		after := w.say(t, room, "after")
+		n.waitFor(t, "r1.test", after)
+		// At once, not at the sender's next 5 s tick: reading "before"
+		// must not leave the room taken for one with no other server.
+		if d := time.Since(sent); d > 3*time.Second {
+			t.Errorf("the event after bob's join took %v to reach his server", d.Round(time.Millisecond))
+		}
+		if slices.Contains(n.received("r1.test"), before) {
+			t.Error("an event sent before bob's server joined was pushed to it")
+		}
+	})
+}
+
+// The same when the sender reads events long after they were sent (it was
+// stopped): what was sent while carol's server was in the room reaches it
+// though she left since, and what was sent before dave's server joined
+// does not reach it.
+func TestSenderAfterAStopSendsToTheServersInTheRoomAtTheEvent(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		w := newWorld(t, st)
+		n := newNet()
+		_, stop := startSender(t, w, n)
+		room := w.room(t, "@bob:r1.test", "@carol:r2.test")
+		first := w.say(t, room, "first")
+		n.waitFor(t, "r1.test", first)
+		n.waitFor(t, "r2.test", first)
+		// Recorded delivered, so the next sender does not start by
+		// catching up (which sends only the newest event of a room).
+		se, err := st.EventByID(context.Background(), first)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitDelivered(t, st, "r1.test", se.StreamPos)
+		waitDelivered(t, st, "r2.test", se.StreamPos)
+		stop()
+		while := w.say(t, room, "while carol is here")
+		w.member(t, room, "@carol:r2.test", "leave")
+		w.member(t, room, "@dave:r3.test", "join")
+		startSender(t, w, n)
+		last := w.say(t, room, "last")
+		n.waitFor(t, "r1.test", while, last)
+		n.waitFor(t, "r2.test", while)
+		n.waitFor(t, "r3.test", last)
+		if slices.Contains(n.received("r3.test"), while) {
+			t.Error("an event sent before dave's server joined was pushed to it")
+		}
+		if slices.Contains(n.received("r2.test"), last) {
+			t.Error("an event sent after carol's server left was sent to it")
+		}
+	})
+}
+
+// join has remote user u join roomID through a live event from u's server.
+func (w *world) join(t *testing.T, roomID, u string) {
+	t.Helper()
+	w.member(t, roomID, u, "join")
+}
+
+// member has remote user u change their membership in roomID through a
+// live event from u's server.
+func (w *world) member(t *testing.T, roomID, u, membership string) {
+	t.Helper()
+	_, server, _ := cut(u)
+	e, err := w.remoteBuilder(t, roomID, server).Append("m.room.member", &u, u, map[string]any{"membership": membership})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := w.tl.Receive(context.Background(), server, timeline.Live, []*rooms.Event{e})
+	if err != nil || res[0].Status != timeline.Accepted {
+		t.Fatalf("%s of %s: %v %v", membership, u, res, err)
+	}
+}
+
 // waitDelivered waits until dest is recorded healthy with everything up to
 // pos delivered.
 func waitDelivered(t *testing.T, st *storage.Store, dest string, pos int64) {

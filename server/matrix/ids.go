@@ -1,6 +1,7 @@
 package matrix
 
 import (
+	"regexp"
 	"strings"
 )
 
@@ -40,3 +41,32 @@ func SplitUserID(userID string) (localpart, server string, ok bool) {
 
 // UserID joins a localpart and a server name.
 func UserID(localpart, serverName string) string { return "@" + localpart + ":" + serverName }
+
+// ValidUserID reports whether userID is a compliant user ID (spec
+// appendices: "Historical user IDs"): at most 255 bytes, a non-empty
+// localpart of the characters U+0021 to U+007E, and a valid server name.
+// Requests naming a user for a lookup use it; accounts already in rooms
+// are not re-checked with it.
+func ValidUserID(userID string) bool {
+	if len(userID) > 255 {
+		return false
+	}
+	localpart, server, ok := SplitUserID(userID)
+	if !ok {
+		return false
+	}
+	for i := 0; i < len(localpart); i++ {
+		if localpart[i] < 0x21 || localpart[i] > 0x7e {
+			return false
+		}
+	}
+	return ValidServerName(server)
+}
+
+// serverNameRe is the spec's server name grammar (appendices: "Server
+// Name"): a DNS name, an IPv4 address or a bracketed IPv6 address, with an
+// optional port.
+var serverNameRe = regexp.MustCompile(`^(\[[0-9A-Fa-f:.]{2,45}\]|[0-9]{1,3}(\.[0-9]{1,3}){3}|[A-Za-z0-9.-]{1,255})(:[0-9]{1,5})?$`)
+
+// ValidServerName reports whether s follows the server name grammar.
+func ValidServerName(s string) bool { return serverNameRe.MatchString(s) }

@@ -44,6 +44,9 @@ type CreateRoomRequest struct {
 	// PowerLevelOverride is power_level_content_override, merged at the top level.
 	PowerLevelOverride map[string]jsontext.Value
 	InitialState       []InitialStateEvent
+	// CreatorJoin is the content of the creator's join (displayname and
+	// avatar_url, as for any join); membership is set here.
+	CreatorJoin map[string]any
 }
 
 // DefaultPowerLevels returns the default m.room.power_levels content for a
@@ -95,10 +98,23 @@ func DefaultPowerLevels(rv *RoomVersion, creator, preset string, invitees []stri
 
 func strp(s string) *string { return &s }
 
+// initialState returns the last initial_state entry of type typ with an
+// empty state key: the one that ends up in the room's state.
+func initialState(is []InitialStateEvent, typ string) (InitialStateEvent, bool) {
+	for i := len(is) - 1; i >= 0; i-- {
+		if is[i].Type == typ && is[i].StateKey == "" {
+			return is[i], true
+		}
+	}
+	return InitialStateEvent{}, false
+}
+
 // CreateRoom builds the event sequence of POST /createRoom in the order the
 // spec prescribes: create, the creator's join, power_levels, canonical_alias,
 // the preset's join_rules/history_visibility/guest_access, initial_state,
-// name and topic, then invites. Every event is authorised as it is added.
+// name and topic, then invites. A preset event whose type initial_state
+// sets is left out, and power_levels in initial_state is sent in the
+// defaults' place. Every event is authorised as it is added.
 // The returned builder holds the room's state and forward extremity.
 func CreateRoom(req CreateRoomRequest, key SigningKey, now func() int64) ([]*Event, *RoomBuilder, error) {
 	rv := req.Version
@@ -164,12 +180,27 @@ func CreateRoom(req CreateRoomRequest, key SigningKey, now func() int64) ([]*Eve
 	if err := add(TypeCreate, strp(""), req.Creator, createContent); err != nil {
 		return nil, nil, err
 	}
-	if err := add(TypeMember, strp(req.Creator), req.Creator, map[string]any{"membership": MembershipJoin}); err != nil {
+	join := map[string]any{}
+	for k, v := range req.CreatorJoin {
+		join[k] = v
+	}
+	join["membership"] = MembershipJoin
+	if err := add(TypeMember, strp(req.Creator), req.Creator, join); err != nil {
 		return nil, nil, err
 	}
-	pl := DefaultPowerLevels(rv, req.Creator, preset, req.Invite)
-	for k, v := range req.PowerLevelOverride {
-		pl[k] = v
+	// Power levels in initial_state replace the defaults and the override
+	// and take the defaults' place, as in Synapse: a room upgrade carries
+	// the old room's levels this way, and the creator must have them
+	// before the rest of the state is sent.
+	var pl any
+	if is, ok := initialState(req.InitialState, TypePowerLevels); ok {
+		pl = is.Content
+	} else {
+		def := DefaultPowerLevels(rv, req.Creator, preset, req.Invite)
+		for k, v := range req.PowerLevelOverride {
+			def[k] = v
+		}
+		pl = def
 	}
 	if err := add(TypePowerLevels, strp(""), req.Creator, pl); err != nil {
 		return nil, nil, err
@@ -188,6 +219,9 @@ func CreateRoom(req CreateRoomRequest, key SigningKey, now func() int64) ([]*Eve
 		{TypeGuestAccess, map[string]any{"guest_access": guestAccess}},
 	}
 	for _, pe := range presetEvents {
+		if _, set := initialState(req.InitialState, pe.typ); set {
+			continue // initial_state sets it (Synapse sends only that one)
+		}
 		if err := add(pe.typ, strp(""), req.Creator, pe.content); err != nil {
 			return nil, nil, err
 		}
@@ -195,6 +229,9 @@ func CreateRoom(req CreateRoomRequest, key SigningKey, now func() int64) ([]*Eve
 	for _, is := range req.InitialState {
 		if (is.Type == TypeName && req.Name != "") || (is.Type == TypeTopic && req.Topic != "") {
 			continue // overwritten by name/topic
+		}
+		if is.Type == TypePowerLevels && is.StateKey == "" {
+			continue // sent in the defaults' place above
 		}
 		if err := add(is.Type, strp(is.StateKey), req.Creator, is.Content); err != nil {
 			return nil, nil, err

@@ -136,6 +136,40 @@ func TestCreateRoomPresets(t *testing.T) {
 	}
 }
 
+// TestCreateRoomInitialStateWins checks what a room upgrade relies on:
+// power levels and preset state given in initial_state are sent once, in
+// the place of the defaults, so the creator holds the copied levels from
+// the start.
+func TestCreateRoomInitialStateWins(t *testing.T) {
+	t.Parallel()
+	rv := MustVersion("11")
+	req := CreateRoomRequest{Version: rv, RoomID: roomIDFor(rv), Creator: alice, Preset: PresetPrivateChat,
+		PowerLevelOverride: map[string]jsontext.Value{"ban": jsontext.Value("1")},
+		InitialState: []InitialStateEvent{
+			{Type: TypeJoinRules, Content: jsontext.Value(`{"join_rule":"public"}`)},
+			{Type: TypePowerLevels, Content: jsontext.Value(`{"users":{"@alice:example.org":100,"@bob:example.org":50},"events_default":10}`)},
+		}}
+	events, b, err := CreateRoom(req, testKey(t, "example.org"), clock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, e := range events {
+		order = append(order, e.Type())
+	}
+	want := []string{TypeCreate, TypeMember, TypePowerLevels, TypeHistoryVis, TypeGuestAccess, TypeJoinRules}
+	if strings.Join(order, ",") != strings.Join(want, ",") {
+		t.Fatalf("order %v, want %v", order, want)
+	}
+	pl := b.State.Get(TypePowerLevels, "").Content()
+	if gjson.GetBytes(pl, "events_default").Int() != 10 || gjson.GetBytes(pl, "ban").Exists() || gjson.GetBytes(pl, "users.@bob:example\\.org").Int() != 50 {
+		t.Errorf("power levels %s: want initial_state's, without defaults or override", pl)
+	}
+	if jr := contentString(b.State.Get(TypeJoinRules, "").Content(), "join_rule"); jr != JoinRulePublic {
+		t.Errorf("join_rule %s", jr)
+	}
+}
+
 func TestCreateRoomErrors(t *testing.T) {
 	t.Parallel()
 	key := testKey(t, "example.org")
@@ -162,9 +196,9 @@ func TestCreateRoomErrors(t *testing.T) {
 
 func TestCapability(t *testing.T) {
 	t.Parallel()
-	c := Capability()
-	if c.Default != "12" {
-		t.Errorf("default %s, want 12 (spec v1.19 recommendation)", c.Default)
+	c := Capability(DefaultRoomVersion)
+	if c.Default != "11" {
+		t.Errorf("default %s, want 11 (Synapse's default_room_version)", c.Default)
 	}
 	if len(c.Available) != 12 {
 		t.Errorf("%d versions available, want 12", len(c.Available))

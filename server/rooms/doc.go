@@ -4,8 +4,9 @@
 //
 // Room versions: LookupVersion / MustVersion return a *RoomVersion whose
 // fields say how the version differs (event ID format, redaction rules,
-// auth rule features, state resolution algorithm). DefaultRoomVersion and
-// Capability() give the m.room_versions capability.
+// auth rule features, state resolution algorithm). DefaultRoomVersion is
+// the default of config's default_room_version; Capability gives the
+// m.room_versions capability.
 //
 // Events: an *Event is a PDU kept byte-for-byte as built or received, with
 // parsed accessors. ParseEvent parses a received PDU (and computes its event

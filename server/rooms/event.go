@@ -68,16 +68,34 @@ const (
 // ±(2^53-1) for v6+), and computes its event ID. It does not check hashes,
 // signatures or auth rules.
 func ParseEvent(rv *RoomVersion, raw []byte) (*Event, error) {
+	return parseEvent(rv, raw, "")
+}
+
+// ParseStored parses an event this server checked when it stored it, under
+// the ID it was stored with: it is neither canonicalised nor hashed again,
+// which is most of the cost of parsing (the timeline reads many stored
+// events for each one it receives).
+func ParseStored(rv *RoomVersion, raw []byte, eventID string) (*Event, error) {
+	if eventID == "" {
+		return nil, fmt.Errorf("%w: a stored event without its ID", ErrBadEvent)
+	}
+	return parseEvent(rv, raw, eventID)
+}
+
+func parseEvent(rv *RoomVersion, raw []byte, storedID string) (*Event, error) {
 	if rv == nil {
 		return nil, fmt.Errorf("%w: no room version", ErrBadEvent)
 	}
 	raw = append([]byte(nil), raw...)
-	canon, err := canonicalBytes(rv, raw)
-	if err != nil {
-		return nil, err
-	}
-	if len(canon) > maxPDUSize {
-		return nil, fmt.Errorf("%w: %d bytes", ErrEventTooLarge, len(canon))
+	var err error
+	if storedID == "" {
+		canon, err := canonicalBytes(rv, raw)
+		if err != nil {
+			return nil, err
+		}
+		if len(canon) > maxPDUSize {
+			return nil, fmt.Errorf("%w: %d bytes", ErrEventTooLarge, len(canon))
+		}
 	}
 	e := &Event{raw: raw, version: rv}
 	if err := json.Unmarshal(raw, &e.f); err != nil {
@@ -104,12 +122,15 @@ func ParseEvent(rv *RoomVersion, raw []byte) (*Event, error) {
 	if e.auth, err = parseRefs(rv, e.f.AuthEvents); err != nil {
 		return nil, fmt.Errorf("%w: auth_events: %w", ErrBadEvent, err)
 	}
-	if rv.EventIDs == EventIDRandom {
+	switch {
+	case storedID != "":
+		e.id = storedID
+	case rv.EventIDs == EventIDRandom:
 		if !strings.HasPrefix(e.f.EventID, "$") || !strings.Contains(e.f.EventID, ":") {
 			return nil, fmt.Errorf("%w: v%s event needs an event_id of the form $opaque:server", ErrBadEvent, rv.ID)
 		}
 		e.id = e.f.EventID
-	} else {
+	default:
 		h, err := ReferenceHash(rv, raw)
 		if err != nil {
 			return nil, err

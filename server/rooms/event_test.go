@@ -6,6 +6,7 @@ import (
 	"encoding/json/v2"
 	"errors"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -62,6 +63,18 @@ func TestEventIDFormats(t *testing.T) {
 			}
 			if p.ID() != e.ID() || p.RoomID() != e.RoomID() || p.Depth() != e.Depth() || len(p.PrevEventIDs()) != 1 {
 				t.Errorf("reparsed event differs: %s/%s vs %s/%s", p.ID(), p.RoomID(), e.ID(), e.RoomID())
+			}
+			// A stored event parses to the same event under its stored ID,
+			// the create event of a v12 room included (its room ID is
+			// derived from that ID).
+			for _, orig := range []*Event{e, create} {
+				st, err := ParseStored(rv, orig.JSON(), orig.ID())
+				if err != nil || st.ID() != orig.ID() || st.RoomID() != orig.RoomID() || !slices.Equal(st.AuthEventIDs(), orig.AuthEventIDs()) {
+					t.Errorf("stored event parses as %v/%v (%v), want %s/%s", st.ID(), st.RoomID(), err, orig.ID(), orig.RoomID())
+				}
+			}
+			if _, err := ParseStored(rv, e.JSON(), ""); err == nil {
+				t.Error("a stored event without an ID parsed")
 			}
 			// The v12 create event is never an auth event; before v12 it always is.
 			hasCreate := false

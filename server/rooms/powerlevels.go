@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"encoding/json/jsontext"
 	"math"
 	"strconv"
 	"strings"
@@ -149,4 +150,35 @@ func (p *PowerLevels) EventLevel(typ string, state bool) int64 {
 		return p.StateDefault
 	}
 	return p.EventsDefault
+}
+
+// CopyPowerLevels returns m.room.power_levels content read under room
+// version rv as content for any version: the levels the spec defines are
+// made JSON integers (a string or boolean level, allowed before v10, would
+// be refused by a v10+ room), levels that cannot be read are left out,
+// and other keys are kept as they are. A room upgrade starts the new
+// room's levels from this.
+func CopyPowerLevels(rv *RoomVersion, content []byte) map[string]any {
+	out := map[string]any{}
+	gjson.ParseBytes(content).ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "users_default", "events_default", "state_default", "ban", "kick", "redact", "invite":
+			if n, ok := parseLevel(rv, v); ok {
+				out[k.Str] = n
+			}
+		case "users", "events", "notifications":
+			m := map[string]int64{}
+			v.ForEach(func(k2, v2 gjson.Result) bool {
+				if n, ok := parseLevel(rv, v2); ok {
+					m[k2.Str] = n
+				}
+				return true
+			})
+			out[k.Str] = m
+		default:
+			out[k.Str] = jsontext.Value(v.Raw)
+		}
+		return true
+	})
+	return out
 }

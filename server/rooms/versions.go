@@ -138,9 +138,11 @@ var roomVersions = func() map[string]*RoomVersion {
 	return m
 }()
 
-// DefaultRoomVersion is the version the spec (v1.19, "Room versions")
-// says servers SHOULD use for new rooms.
-const DefaultRoomVersion = "12"
+// DefaultRoomVersion is the version of new rooms when the configuration
+// names none (config's default_room_version). The spec (v1.16 on) lets
+// servers stay on 11 while version 12 spreads; Synapse and Tuwunel do,
+// because a server that lacks version 12 cannot join its rooms.
+const DefaultRoomVersion = "11"
 
 // LookupVersion returns the room version with the given identifier, or
 // nil and false when it is not known. An empty string is not accepted:
@@ -180,9 +182,10 @@ type RoomVersionsCapability struct {
 	Available map[string]string `json:"available"`
 }
 
-// Capability returns the m.room_versions capability for this server.
-func Capability() RoomVersionsCapability {
-	c := RoomVersionsCapability{Default: DefaultRoomVersion, Available: make(map[string]string, len(roomVersions))}
+// Capability returns the m.room_versions capability for a server whose
+// new rooms get version def.
+func Capability(def string) RoomVersionsCapability {
+	c := RoomVersionsCapability{Default: def, Available: make(map[string]string, len(roomVersions))}
 	for id, rv := range roomVersions {
 		if rv.Stable {
 			c.Available[id] = "stable"

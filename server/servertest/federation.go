@@ -162,6 +162,32 @@ func (f *Federation) certificate(t testing.TB) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
+// CAFile is the path of the federation CA's certificate (PEM): what a
+// server outside Hearth (Synapse's federation_custom_ca_list) trusts to
+// talk to the test's servers.
+func (f *Federation) CAFile() string { return f.caPath }
+
+// WriteCertificate issues a certificate for 127.0.0.1 from the
+// federation's CA and writes it and its key (PKCS #8) as PEM files in dir,
+// for a server outside Hearth to serve the federation API with
+// (Synapse's tls_certificate_path and tls_private_key_path).
+func (f *Federation) WriteCertificate(t testing.TB, dir string) (certFile, keyFile string) {
+	t.Helper()
+	c := f.certificate(t)
+	der, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
 // PauseFederation closes the server's federation listener: other servers
 // cannot reach it, while it keeps serving clients and sending to them.
 func (b *Bundle) PauseFederation(t testing.TB) {

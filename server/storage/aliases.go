@@ -61,6 +61,17 @@ func (s *Store) RoomAliases(ctx context.Context, roomID string) ([]string, error
 	return out, rows.Err()
 }
 
+// MoveAliases points every local alias of a room at another room (a room
+// upgrade).
+func (s *Store) MoveAliases(ctx context.Context, fromRoom, toRoom string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE room_aliases SET room_id = $1 WHERE room_id = $2`, toRoom, fromRoom); err != nil {
+			return fmt.Errorf("storage: move aliases: %w", err)
+		}
+		return nil
+	})
+}
+
 // ForgetRoom records that the user forgot the room.
 func (s *Store) ForgetRoom(ctx context.Context, userID, roomID string) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {

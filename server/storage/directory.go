@@ -61,6 +61,9 @@ func (s *Store) RoomSummaries(ctx context.Context, roomIDs []string, types []str
 			out[id].JoinedMembers = n
 		}
 		rows.Close()
+		if len(types) == 0 {
+			continue
+		}
 		for _, t := range types {
 			args = append(args, t)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -152,20 +153,11 @@ func (s *Store) EventByID(ctx context.Context, eventID string) (*Event, error) {
 
 // EventsByID returns the events found, in no particular order.
 func (s *Store) EventsByID(ctx context.Context, ids []string) ([]*Event, error) {
-	var out []*Event
-	for start := 0; start < len(ids); start += 500 {
-		chunk := ids[start:min(start+500, len(ids))]
-		args := make([]any, len(chunk))
-		for i, id := range chunk {
-			args[i] = id
-		}
-		evs, err := scanEvents(s.read.QueryContext(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id IN (`+inList(1, len(chunk))+`)`, args...))
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, evs...)
+	if len(ids) == 0 {
+		return nil, nil
 	}
-	return out, nil
+	cond, arg := s.inSet("event_id", 1, ids)
+	return scanEvents(s.read.QueryContext(ctx, `SELECT `+eventColumns+` FROM events WHERE `+cond, arg))
 }
 
 // Extremity is a forward extremity with what building on it needs.
@@ -289,6 +281,28 @@ func (s *Store) Members(ctx context.Context, roomID string) (map[string]string, 
 		}
 		out[u] = m
 	}
+	return out, rows.Err()
+}
+
+// MutualRooms lists the rooms both users are joined to, sorted by room ID
+// byte-wise (in Go: PostgreSQL's ORDER BY follows the database collation).
+func (s *Store) MutualRooms(ctx context.Context, a, b string) ([]string, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT x.room_id FROM current_state x
+		JOIN current_state y ON y.room_id = x.room_id AND y.type = 'm.room.member' AND y.state_key = $2 AND y.membership = 'join'
+		WHERE x.type = 'm.room.member' AND x.state_key = $1 AND x.membership = 'join'`, a, b)
+	if err != nil {
+		return nil, fmt.Errorf("storage: mutual rooms: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("storage: mutual rooms: %w", err)
+		}
+		out = append(out, id)
+	}
+	slices.Sort(out)
 	return out, rows.Err()
 }
 

@@ -402,29 +402,22 @@ func (s *Store) PersistOutliers(ctx context.Context, evs []*NewEvent) error {
 // outlier.
 func (s *Store) EventsExist(ctx context.Context, ids []string) (map[string]bool, error) {
 	out := map[string]bool{}
-	for start := 0; start < len(ids); start += 500 {
-		chunk := ids[start:min(start+500, len(ids))]
-		args := make([]any, len(chunk))
-		for i, id := range chunk {
-			args[i] = id
-		}
-		rows, err := s.read.QueryContext(ctx, `SELECT event_id, outlier FROM events WHERE event_id IN (`+inList(1, len(chunk))+`)`, args...)
-		if err != nil {
-			return nil, fmt.Errorf("storage: events exist: %w", err)
-		}
-		for rows.Next() {
-			var id string
-			var outlier int
-			if err := rows.Scan(&id, &outlier); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			out[id] = outlier != 0
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+	if len(ids) == 0 {
+		return out, nil
+	}
+	cond, arg := s.inSet("event_id", 1, ids)
+	rows, err := s.read.QueryContext(ctx, `SELECT event_id, outlier FROM events WHERE `+cond, arg)
+	if err != nil {
+		return nil, fmt.Errorf("storage: events exist: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var outlier int
+		if err := rows.Scan(&id, &outlier); err != nil {
 			return nil, err
 		}
+		out[id] = outlier != 0
 	}
-	return out, nil
+	return out, rows.Err()
 }

@@ -18,24 +18,25 @@ type User struct {
 	Erased       bool
 	ShadowBanned bool
 	Locked       bool
+	Suspended    bool
 	DisplayName  string
 	AvatarURL    string
 	CreatedTS    int64
 }
 
 const userColumns = `user_id, localpart, COALESCE(password_hash, ''), is_admin, is_guest, COALESCE(user_type, ''),
-	deactivated, erased, shadow_banned, locked, COALESCE(displayname, ''), COALESCE(avatar_url, ''), created_ts`
+	deactivated, erased, shadow_banned, locked, suspended, COALESCE(displayname, ''), COALESCE(avatar_url, ''), created_ts`
 
 func scanUser(row interface{ Scan(...any) error }) (*User, error) {
 	u := &User{}
-	var admin, guest, deact, erased, shadow, locked int
+	var admin, guest, deact, erased, shadow, locked, suspended int
 	err := row.Scan(&u.UserID, &u.Localpart, &u.PasswordHash, &admin, &guest, &u.UserType,
-		&deact, &erased, &shadow, &locked, &u.DisplayName, &u.AvatarURL, &u.CreatedTS)
+		&deact, &erased, &shadow, &locked, &suspended, &u.DisplayName, &u.AvatarURL, &u.CreatedTS)
 	if err != nil {
 		return nil, err
 	}
 	u.IsAdmin, u.IsGuest, u.Deactivated = admin != 0, guest != 0, deact != 0
-	u.Erased, u.ShadowBanned, u.Locked = erased != 0, shadow != 0, locked != 0
+	u.Erased, u.ShadowBanned, u.Locked, u.Suspended = erased != 0, shadow != 0, locked != 0, suspended != 0
 	return u, nil
 }
 
@@ -115,6 +116,11 @@ func (s *Store) SetLocked(ctx context.Context, userID string, locked bool) error
 	return s.updateUser(ctx, userID, `UPDATE users SET locked = $1 WHERE user_id = $2`, boolInt(locked), userID)
 }
 
+// SetSuspended sets or clears the suspended flag.
+func (s *Store) SetSuspended(ctx context.Context, userID string, suspended bool) error {
+	return s.updateUser(ctx, userID, `UPDATE users SET suspended = $1 WHERE user_id = $2`, boolInt(suspended), userID)
+}
+
 // SetUserType sets the user type ("" for a regular user).
 func (s *Store) SetUserType(ctx context.Context, userID, userType string) error {
 	return s.updateUser(ctx, userID, `UPDATE users SET user_type = $1 WHERE user_id = $2`, nullStr(userType), userID)
@@ -150,9 +156,15 @@ func (s *Store) updateUser(ctx context.Context, userID, query string, args ...an
 	})
 }
 
-// DeactivateUser marks the account deactivated, removes its password, and
-// deletes every device and token in one transaction, so a crash never leaves
-// a deactivated account that can still sign in. erase also clears the profile.
+// DeactivateUser marks the account deactivated and removes what lets it
+// act or be reached, in one transaction, so a crash never leaves a
+// deactivated account that can still sign in: its password, every token,
+// every device with its end-to-end keys and pending to-device messages
+// (the device list change is recorded for the user's peers), its account
+// data and its server-side key backup, as Synapse does. erase also clears
+// the profile and marks the user erased (their events are then served
+// redacted to users who were not in the room with them). Leaving rooms is
+// the caller's work: it sends events.
 func (s *Store) DeactivateUser(ctx context.Context, userID string, erase bool) error {
 	defer s.userChanged(userID)
 	defer s.tokensRevoked(userID)
@@ -168,18 +180,55 @@ func (s *Store) DeactivateUser(ctx context.Context, userID string, erase bool) e
 		if n, _ := res.RowsAffected(); n == 0 {
 			return ErrNotFound
 		}
+		if erase {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM profile_fields WHERE user_id = $1`, userID); err != nil {
+				return fmt.Errorf("storage: erase profile of %s: %w", userID, err)
+			}
+		}
+		devices, err := queryStrings(ctx, tx, `SELECT device_id FROM devices WHERE user_id = $1`, userID)
+		if err != nil {
+			return fmt.Errorf("storage: deactivate %s: %w", userID, err)
+		}
 		for _, q := range []string{
 			`DELETE FROM access_tokens WHERE user_id = $1`,
 			`DELETE FROM refresh_tokens WHERE user_id = $1`,
+			`DELETE FROM openid_tokens WHERE user_id = $1`,
 			`DELETE FROM devices WHERE user_id = $1`,
+			`DELETE FROM login_tokens WHERE user_id = $1`,
+			`DELETE FROM account_data WHERE user_id = $1`,
+			`DELETE FROM backup_keys WHERE user_id = $1`,
+			// Versions are marked, not removed: their numbers are never reused.
+			`UPDATE backup_versions SET deleted = 1 WHERE user_id = $1`,
 			`DELETE FROM pushers WHERE user_id = $1`,
 		} {
 			if _, err := tx.ExecContext(ctx, q, userID); err != nil {
 				return fmt.Errorf("storage: deactivate %s: %w", userID, err)
 			}
 		}
-		return nil
+		if len(devices) == 0 {
+			return nil
+		}
+		args := []any{userID}
+		for _, d := range devices {
+			args = append(args, d)
+		}
+		return s.deleteDeviceKeys(ctx, tx, inList(2, len(devices)), args)
 	})
+}
+
+// DeactivatedInRooms lists deactivated accounts that are still joined to,
+// invited to or knocking on a room: deactivations whose leaving was cut
+// short (or predates it), for the server to finish.
+func (s *Store) DeactivatedInRooms(ctx context.Context) ([]string, error) {
+	out, err := queryStrings(ctx, s.read, `SELECT u.user_id FROM users u WHERE u.deactivated = 1 AND (
+		EXISTS (SELECT 1 FROM current_state c WHERE c.state_key = u.user_id AND c.type = 'm.room.member'
+			AND c.membership IN ('join', 'invite', 'knock'))
+		OR EXISTS (SELECT 1 FROM out_of_room_memberships o WHERE o.user_id = u.user_id AND o.membership IN ('invite', 'knock')))
+		ORDER BY u.user_id`)
+	if err != nil {
+		return nil, fmt.Errorf("storage: deactivated users in rooms: %w", err)
+	}
+	return out, nil
 }
 
 // UserFilter selects users for the admin list.

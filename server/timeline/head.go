@@ -141,7 +141,7 @@ func (t *Timeline) events(ctx context.Context, rv *rooms.RoomVersion, ids []stri
 }
 
 func parseStored(rv *rooms.RoomVersion, se *storage.Event) (*rooms.Event, error) {
-	e, err := rooms.ParseEvent(rv, se.JSON)
+	e, err := rooms.ParseStored(rv, se.JSON, se.EventID)
 	if err != nil {
 		return nil, fmt.Errorf("timeline: parse stored event %s: %w", se.EventID, err)
 	}

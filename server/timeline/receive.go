@@ -119,6 +119,9 @@ type receiver struct {
 	// events looked up in bulk beforehand.
 	stored  map[string]bool
 	fetches int
+	// newIDs are the events stored by this batch, for the redactions
+	// that waited for them.
+	newIDs []string
 	// relay: accepted events go on to the room's other servers (a
 	// membership another server asked this one to accept: send_join).
 	relay bool
@@ -256,14 +259,28 @@ func (rc *receiver) receive(ctx context.Context, e *rooms.Event, sb *stateBefore
 		if err := t.store.PersistEvents(ctx, []*storage.NewEvent{ne}, nil); err != nil {
 			return known(e, err)
 		}
-		return Result{EventID: e.ID(), Status: Accepted}, nil
+		return rc.accepted(ctx, e, sb)
 	}
 	// 6. Auth against the current state, and the new head.
 	res, err := rc.commitNew(ctx, e, ne, sb)
 	if err != nil {
 		return known(e, err)
 	}
+	if res.Status == Accepted {
+		return rc.accepted(ctx, e, sb)
+	}
 	return res, nil
+}
+
+// accepted finishes an event accepted into the room: a redaction is
+// applied to its target, and the event waits for the redactions received
+// before it (flushOutliers applies them).
+func (rc *receiver) accepted(ctx context.Context, e *rooms.Event, sb *stateBefore) (Result, error) {
+	if err := rc.redaction(ctx, e, sb); err != nil {
+		return Result{}, err
+	}
+	rc.newIDs = append(rc.newIDs, e.ID())
+	return Result{EventID: e.ID(), Status: Accepted}, nil
 }
 
 // known turns a persist that lost a race with another receipt of the same
@@ -289,14 +306,23 @@ func (rc *receiver) addOutlier(e *rooms.Event, authErr error) Result {
 	return Result{EventID: e.ID(), Status: Accepted}
 }
 
-// flushOutliers writes the outliers checked so far.
+// flushOutliers writes the outliers checked so far, and applies the
+// redactions that waited for the events of the batch.
 func (rc *receiver) flushOutliers(ctx context.Context) error {
-	if len(rc.outliers) == 0 {
-		return nil
+	if len(rc.outliers) > 0 {
+		if err := rc.t.store.PersistOutliers(ctx, rc.outliers); err != nil {
+			return err
+		}
+		for _, o := range rc.outliers {
+			if !o.Rejected {
+				rc.newIDs = append(rc.newIDs, o.EventID)
+			}
+		}
+		rc.outliers = nil
 	}
-	err := rc.t.store.PersistOutliers(ctx, rc.outliers)
-	rc.outliers = nil
-	return err
+	ids := rc.newIDs
+	rc.newIDs = nil
+	return rc.applyPending(ctx, ids)
 }
 
 // missingError is an event that refers to events this server does not

@@ -92,7 +92,7 @@ func (t *Timeline) AuthChain(ctx context.Context, rv *rooms.RoomVersion, ids []s
 		}
 		var next []string
 		for _, se := range evs {
-			e, err := rooms.ParseEvent(rv, se.JSON)
+			e, err := rooms.ParseStored(rv, se.JSON, se.EventID)
 			if err != nil {
 				return nil, fmt.Errorf("timeline: parse %s: %w", se.EventID, err)
 			}
