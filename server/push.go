@@ -3,10 +3,12 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 
 	"hearth/server/netguard"
 	"hearth/server/push"
+	"hearth/server/storage"
 	"hearth/server/timeline"
 )
 
@@ -141,10 +143,13 @@ func (s *Server) CopyPushRulesOnUpgrade(ctx context.Context, userID, oldRoomID, 
 	}
 	copied := 0
 	// Rules come highest priority first; each copy is added on top, so go
-	// through them lowest first to keep their order.
+	// through them lowest first to keep their order. A copy already made
+	// (the upgrade copies, then the join does) is left as it is.
 	for i := len(stored.Rules) - 1; i >= 0; i-- {
 		r, ok := push.RoomRuleCopy(stored.Rules[i], oldRoomID, newRoomID)
-		if !ok {
+		if !ok || slices.ContainsFunc(stored.Rules, func(x storage.PushRule) bool {
+			return x.Kind == r.Kind && x.RuleID == r.RuleID && x.Conditions == r.Conditions && x.Actions == r.Actions
+		}) {
 			continue
 		}
 		if err := s.store.PutPushRule(ctx, userID, r, "", ""); err != nil {

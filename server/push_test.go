@@ -554,3 +554,64 @@ func TestPushFollowsMembership(t *testing.T) {
 		}
 	})
 }
+
+// TestPushRulesFollowUpgrade: POST /upgrade gives the upgrading user their
+// rules about the old room in the new one at once, and another local member
+// when they join the new room (Complement's TestPushRuleRoomUpgrade).
+func TestPushRulesFollowUpgrade(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice, bob := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob")
+		room := sharedRoom(t, alice, bob)
+		for _, u := range []roomUser{alice, bob} {
+			acctDo(t, b, "PUT", "/_matrix/client/v3/pushrules/global/room/"+esc(string(room)), u.tok,
+				map[string]any{"actions": []any{}}).want(t, 200, "")
+		}
+		next := upgrade(t, b, alice, room, map[string]any{"new_version": "11"})
+		hasRule := func(u roomUser, roomID id.RoomID) bool {
+			t.Helper()
+			rules, err := u.cli.GetPushRules(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return rules.Room.Map[string(roomID)] != nil
+		}
+		if !hasRule(alice, next) || !hasRule(alice, room) {
+			t.Fatal("alice's room rule not carried to the new room")
+		}
+		if _, err := bob.cli.JoinRoomByID(ctx, next); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "bob's rule in the new room", func() bool { return hasRule(bob, next) })
+		// The copied rule works: a message in the new room does not
+		// notify alice.
+		send(t, bob, next, "quiet please")
+		syncCounts(t, alice, next, 0, 0)
+	})
+}
+
+// TestDeactivationDropsPushRulesAndPushers: a deactivated account keeps
+// neither pushers nor push rules, as in Synapse.
+func TestDeactivationDropsPushRulesAndPushers(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		reg := acctRegister(t, b, "alice")
+		acctDo(t, b, "PUT", "/_matrix/client/v3/pushrules/global/sender/"+esc("@spam:hearth.test"), reg.AccessToken,
+			map[string]any{"actions": []any{}}).want(t, 200, "")
+		acctDo(t, b, "POST", "/_matrix/client/v3/pushers/set", reg.AccessToken, map[string]any{"kind": "http", "app_id": "a",
+			"pushkey": "k", "app_display_name": "A", "device_display_name": "D", "lang": "en",
+			"data": map[string]any{"url": "https://push.example.org/_matrix/push/v1/notify"}}).want(t, 200, "")
+		acctUIA(t, b, "POST", "/_matrix/client/v3/account/deactivate", reg.AccessToken, map[string]any{},
+			func(s string) map[string]any { return acctPasswordAuth("alice", acctPW, s) }).want(t, 200, "")
+		ps, err := b.Store.PushersOf(ctx, "@alice:hearth.test")
+		if err != nil || len(ps) != 0 {
+			t.Fatalf("pushers after deactivation: %+v %v", ps, err)
+		}
+		rules, err := b.Store.PushRulesOf(ctx, "@alice:hearth.test")
+		if err != nil || len(rules.Rules) != 0 {
+			t.Fatalf("push rules after deactivation: %+v %v", rules, err)
+		}
+	})
+}
