@@ -93,6 +93,9 @@ type Config struct {
 	// ServerNotices is the server-notices account (notices.go).
 	ServerNotices ServerNotices `yaml:"server_notices"`
 
+	// Push notifications (push.go).
+	Push Push `yaml:"push"`
+
 	// Federation: outbound TLS and address filtering, notaries, old keys
 	// (federation.go). FederationVerifyCertificates nil means true.
 	FederationVerifyCertificates *bool    `yaml:"federation_verify_certificates"`

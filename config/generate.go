@@ -366,6 +366,16 @@ memory:
 #  system_mxid_avatar_url: "mxc://example.org/abc"
 #  room_name: "Server Notices"
 
+# Push notifications (Synapse's push). include_content: false leaves the
+# message out of what push gateways are sent (who wrote, and where, still
+# go). legacy_mention_rules: true brings back the default rules spec v1.17
+# removed, which notify on the user's name or "@room" in a message's body,
+# for clients and bots that mention without m.mentions (Synapse still has
+# them). Gateways are dialled under ip_range_blacklist/ip_range_whitelist.
+#push:
+#  include_content: true
+#  legacy_mention_rules: false
+
 ## Federation ##
 
 # Whether outbound federation checks other servers' TLS certificates (the

@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"hearth/server/matrix"
+	"hearth/server/push"
 	"hearth/server/storage"
 )
 
@@ -47,10 +48,15 @@ func (s *Server) serveAccountData(w http.ResponseWriter, r *http.Request, withRo
 	if err != nil {
 		return err
 	}
-	c, err := s.store.AccountDataContent(r.Context(), me.UserID, roomID, typ)
-	if errors.Is(err, storage.ErrNotFound) && !withRoom && typ == "m.push_rules" {
-		return writeJSON(w, http.StatusOK, defaultPushRules(me.UserID))
+	if !withRoom && typ == "m.push_rules" {
+		// Always the rules as they are (push.go), stored or not.
+		rs, err := s.pushRules(r.Context(), me.UserID)
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, push.Rulesets{Global: rs})
 	}
+	c, err := s.store.AccountDataContent(r.Context(), me.UserID, roomID, typ)
 	if errors.Is(err, storage.ErrNotFound) {
 		return matrix.NotFound("no account data of type %s", typ)
 	}
@@ -88,6 +94,9 @@ func (s *Server) storeAccountData(w http.ResponseWriter, r *http.Request, withRo
 	}
 	if _, err := s.store.PutAccountData(r.Context(), me.UserID, roomID, typ, content); err != nil {
 		return err
+	}
+	if roomID == "" && typ == "m.ignored_user_list" {
+		s.push.IgnoredChanged(me.UserID) // the evaluator skips ignored senders
 	}
 	s.notifier.notifyUser(me.UserID)
 	return writeJSON(w, http.StatusOK, struct{}{})

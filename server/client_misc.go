@@ -43,10 +43,3 @@ func (s *Server) getThirdPartyLookup(w http.ResponseWriter, r *http.Request) err
 func (s *Server) getTurnServer(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, map[string]any{})
 }
-
-// GET /_matrix/client/v3/pushers
-//
-// Push gateways are not supported yet, so no pusher is ever registered.
-func (s *Server) getPushers(w http.ResponseWriter, r *http.Request) error {
-	return writeJSON(w, http.StatusOK, map[string]any{"pushers": []any{}})
-}

@@ -51,6 +51,9 @@ func (s *Server) setReceipt(ctx context.Context, userID, roomID, typ, eventID, t
 		return err
 	}
 	s.notifier.notifyRoom(roomID)
+	// A receipt clears notifications: the user's phones get the new
+	// unread count (push.go).
+	s.pushers.ReceiptsChanged(userID)
 	if typ == "m.read" && s.isLocalUser(userID) {
 		data := map[string]any{"ts": rc.TS}
 		if threadID != "" {

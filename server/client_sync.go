@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"hearth/server/matrix"
+	"hearth/server/push"
 	"hearth/server/rooms"
 	"hearth/server/storage"
 )
@@ -61,6 +62,9 @@ type joinedRoom struct {
 	Ephemeral           eventsBlock    `json:"ephemeral"`
 	AccountData         eventsBlock    `json:"account_data"`
 	UnreadNotifications map[string]int `json:"unread_notifications"`
+	// UnreadThreadNotifications is per thread root, with the filter's
+	// unread_thread_notifications (syncUnreadCounts).
+	UnreadThreadNotifications map[string]map[string]int64 `json:"unread_thread_notifications,omitempty"`
 }
 
 type leftRoom struct {
@@ -253,6 +257,15 @@ func (s *Server) currentStreamToken(ctx context.Context) (streamToken, error) {
 	if err != nil {
 		return streamToken{}, err
 	}
+	// Events reach /sync with their notification counts (push.go): up to
+	// what the push evaluator has recorded, after waiting a little for it
+	// to catch up, so a client syncing right after sending sees its event.
+	if s.push.Limit(ev) < ev {
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		s.push.WaitFor(wctx, ev)
+		cancel()
+		ev = s.push.Limit(ev)
+	}
 	aux, err := s.store.MaxAuxPos(ctx)
 	return streamToken{Events: ev, Aux: aux, Typing: s.notifier.typing.current()}, err
 }
@@ -314,9 +327,16 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 		return nil, nil, err
 	}
 	// A membership read here may be newer than to; every event up to it is
-	// committed (events commit in stream order), so move to up to it.
+	// committed (events commit in stream order), so move to up to it,
+	// once the push evaluator has recorded their notifications (push.go).
+	moved := to.Events
 	for _, m := range mems {
 		to.Events = max(to.Events, m.StreamPos)
+	}
+	if to.Events > moved {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s.push.WaitFor(wctx, to.Events)
+		cancel()
 	}
 	var since streamToken
 	if req.since != nil {
@@ -356,10 +376,22 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 	}
 	roomAcct := map[string][]any{}
 	hasPushRules := false
+	// The push rules are account data too (spec: "Push Rules: Events"):
+	// clients read them from the initial sync and from the sync after
+	// each change. Their content is always the rules as they are now.
+	pushRules := func() (any, error) {
+		rs, err := s.pushRules(ctx, me.UserID)
+		return push.Rulesets{Global: rs}, err
+	}
 	for _, a := range acct {
 		ev := map[string]any{"type": a.Type, "content": json.RawMessage(a.Content)}
 		if a.RoomID == "" {
-			hasPushRules = hasPushRules || a.Type == "m.push_rules"
+			if a.Type == "m.push_rules" {
+				hasPushRules = true
+				if ev["content"], err = pushRules(); err != nil {
+					return nil, nil, err
+				}
+			}
 			if req.filter.AccountData.allows(a.Type, "") {
 				resp.AccountData.Events = append(resp.AccountData.Events, ev)
 			}
@@ -369,10 +401,12 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 			roomAcct[a.RoomID] = append(roomAcct[a.RoomID], ev)
 		}
 	}
-	// The push rules are account data too; clients read them from the
-	// initial sync. Until users can change them they are the defaults.
 	if req.since == nil && !hasPushRules && req.filter.AccountData.allows("m.push_rules", "") {
-		resp.AccountData.Events = append(resp.AccountData.Events, map[string]any{"type": "m.push_rules", "content": defaultPushRules(me.UserID)})
+		content, err := pushRules()
+		if err != nil {
+			return nil, nil, err
+		}
+		resp.AccountData.Events = append(resp.AccountData.Events, map[string]any{"type": "m.push_rules", "content": content})
 	}
 
 	// Receipts for the rooms the user is in.
@@ -493,10 +527,50 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 			resp.Rooms.Leave[m.RoomID] = lr
 		}
 	}
+	if err := s.syncUnreadCounts(ctx, req, to, resp); err != nil {
+		return nil, nil, err
+	}
 	if err := s.syncE2EE(ctx, req, since, to, joined, resp); err != nil {
 		return nil, nil, err
 	}
 	return resp, joined, nil
+}
+
+// syncUnreadCounts fills the joined rooms' notification counts (spec:
+// "Receiving notifications"): the unread notifications up to the answer's
+// event position. With the timeline filter's unread_thread_notifications,
+// unread_notifications counts the main timeline and each thread with
+// unread ones has its own entry; without, it counts them all.
+func (s *Server) syncUnreadCounts(ctx context.Context, req *syncRequest, to streamToken, resp *syncResponse) error {
+	if len(resp.Rooms.Join) == 0 {
+		return nil
+	}
+	rooms := make(map[string]bool, len(resp.Rooms.Join))
+	for id := range resp.Rooms.Join {
+		rooms[id] = true
+	}
+	counts, err := s.store.UnreadCounts(ctx, req.me.UserID, rooms, to.Events)
+	if err != nil {
+		return err
+	}
+	tf := req.filter.room().Timeline
+	perThread := tf != nil && tf.UnreadThreadNotifs
+	for id, threads := range counts {
+		jr := resp.Rooms.Join[id]
+		var n, h int64
+		for thread, c := range threads {
+			if perThread && thread != "main" {
+				if jr.UnreadThreadNotifications == nil {
+					jr.UnreadThreadNotifications = map[string]map[string]int64{}
+				}
+				jr.UnreadThreadNotifications[thread] = map[string]int64{"notification_count": c.Notifications, "highlight_count": c.Highlights}
+				continue
+			}
+			n, h = n+c.Notifications, h+c.Highlights
+		}
+		jr.UnreadNotifications = map[string]int{"notification_count": int(n), "highlight_count": int(h)}
+	}
+	return nil
 }
 
 // roomSync is the work on one room of one /sync.

@@ -431,10 +431,13 @@ func (s *Server) moveAliases(ctx context.Context, oldRoom, newRoom, userID strin
 
 // copyUserRoomSettings carries a local user's settings for an upgraded
 // room over to its replacement, as Synapse does on upgrade and when the
-// user joins the new room: the room's tags (m.tag), and its place in the
-// direct chat mapping (m.direct). Push rules for the old room are to be
-// copied here too.
+// user joins the new room: the room's tags (m.tag), its place in the
+// direct chat mapping (m.direct), and the push rules about it
+// (CopyPushRulesOnUpgrade, push.go).
 func (s *Server) copyUserRoomSettings(ctx context.Context, userID, oldRoom, newRoom string) error {
+	if err := s.CopyPushRulesOnUpgrade(ctx, userID, oldRoom, newRoom); err != nil {
+		return err
+	}
 	changed := false
 	direct, err := s.store.AccountDataContent(ctx, userID, "", "m.direct")
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {

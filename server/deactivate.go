@@ -41,9 +41,11 @@ func (s *Server) deactivateAccount(ctx context.Context, userID string, erase boo
 }
 
 // deleteUserPushers removes every pusher of the user, those of no device
-// (email) included, as Synapse does on deactivation. Pushers are not
-// stored yet; when they are, their deletion goes here.
+// (email) included, as Synapse does on deactivation: the store deleted
+// them with the devices (storage.DeactivateUser); the running pushers
+// learn it here.
 func (s *Server) deleteUserPushers(ctx context.Context, userID string) error {
+	s.pushers.Changed(ctx, userID)
 	return nil
 }
 

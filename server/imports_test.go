@@ -19,6 +19,7 @@ func TestImportRules(t *testing.T) {
 		{"hearth/server/rooms", []string{"net/http", "database/sql", "hearth/server/storage", "hearth/server/timeline", "hearth/server"}},
 		{"hearth/server/storage", []string{"net/http", "hearth/server/rooms", "hearth/server/timeline", "hearth/server"}},
 		{"hearth/server/timeline", []string{"net/http", "hearth/server", "hearth/server/federation", "hearth/web"}},
+		{"hearth/server/push", []string{"hearth/server", "hearth/server/timeline", "hearth/server/federation", "hearth/web"}},
 	}
 	for _, r := range rules {
 		p, err := build.Import(r.pkg, ".", 0)

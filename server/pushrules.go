@@ -1,163 +1,77 @@
 package server
 
 import (
+	"encoding/json"
+	"errors"
 	"net/http"
-	"strings"
 
 	"hearth/server/matrix"
+	"hearth/server/push"
+	"hearth/server/storage"
 )
 
-// Push rules (spec: Client-Server API, "Push Rules"). Hearth serves the
-// spec's predefined ruleset, read-only for now: clients (Element first of
-// all) fetch it before their first /sync. Changing rules (PUT, DELETE,
-// enabled, actions) answers 400 M_UNRECOGNIZED until rules are stored.
-
-// pushRule is the spec's PushRule.
-type pushRule struct {
-	RuleID     string          `json:"rule_id"`
-	Default    bool            `json:"default"`
-	Enabled    bool            `json:"enabled"`
-	Pattern    string          `json:"pattern,omitempty"`
-	Conditions []pushCondition `json:"conditions,omitzero"` // nil for content rules; [] for the master rule
-	Actions    []any           `json:"actions"`
-}
-
-// pushCondition is the spec's PushCondition.
-type pushCondition struct {
-	Kind    string `json:"kind"`
-	Key     string `json:"key,omitempty"`
-	Pattern string `json:"pattern,omitempty"`
-	Is      string `json:"is,omitempty"`
-	Value   any    `json:"value,omitempty"`
-}
-
-// pushRuleset is the spec's Ruleset, one list per kind.
-type pushRuleset struct {
-	Override  []pushRule `json:"override"`
-	Content   []pushRule `json:"content"`
-	Room      []pushRule `json:"room"`
-	Sender    []pushRule `json:"sender"`
-	Underride []pushRule `json:"underride"`
-}
-
-// Actions and conditions the predefined rules share.
-var (
-	actNotify       = "notify"
-	tweakSound      = map[string]any{"set_tweak": "sound", "value": "default"}
-	tweakRing       = map[string]any{"set_tweak": "sound", "value": "ring"}
-	tweakHighlight  = map[string]any{"set_tweak": "highlight"}
-	notifySound     = []any{actNotify, tweakSound}
-	notifySoundHigh = []any{actNotify, tweakSound, tweakHighlight}
-)
-
-func typeIs(t string) pushCondition {
-	return pushCondition{Kind: "event_match", Key: "type", Pattern: t}
-}
-
-func match(key, pattern string) pushCondition {
-	return pushCondition{Kind: "event_match", Key: key, Pattern: pattern}
-}
-
-// defaultPushRules is the spec's predefined ruleset for userID, each kind in
-// the spec's order ("Predefined Rules": default override, content and
-// underride rules; there are no default room or sender rules).
-func defaultPushRules(userID string) map[string]pushRuleset {
-	localpart, _, _ := matrix.SplitUserID(userID)
-	rule := func(id string, actions []any, conds ...pushCondition) pushRule {
-		if actions == nil {
-			actions = []any{}
-		}
-		return pushRule{RuleID: id, Default: true, Enabled: true, Conditions: conds, Actions: actions}
-	}
-	master := rule(".m.rule.master", nil)
-	master.Enabled = false
-	master.Conditions = []pushCondition{}
-	rs := pushRuleset{
-		Override: []pushRule{
-			master,
-			rule(".m.rule.suppress_notices", nil, match("content.msgtype", "m.notice")),
-			rule(".m.rule.invite_for_me", notifySound,
-				typeIs("m.room.member"), match("content.membership", "invite"), match("state_key", userID)),
-			rule(".m.rule.member_event", nil, typeIs("m.room.member")),
-			rule(".m.rule.is_user_mention", notifySoundHigh,
-				pushCondition{Kind: "event_property_contains", Key: `content.m\.mentions.user_ids`, Value: userID}),
-			rule(".m.rule.contains_display_name", notifySoundHigh, pushCondition{Kind: "contains_display_name"}),
-			rule(".m.rule.is_room_mention", []any{actNotify, tweakHighlight},
-				pushCondition{Kind: "event_property_is", Key: `content.m\.mentions.room`, Value: true},
-				pushCondition{Kind: "sender_notification_permission", Key: "room"}),
-			rule(".m.rule.roomnotif", []any{actNotify, tweakHighlight},
-				pushCondition{Kind: "sender_notification_permission", Key: "room"}, match("content.body", "@room")),
-			rule(".m.rule.tombstone", []any{actNotify, tweakHighlight}, typeIs("m.room.tombstone"), match("state_key", "")),
-			rule(".m.rule.reaction", nil, typeIs("m.reaction")),
-			rule(".m.rule.room.server_acl", nil, typeIs("m.room.server_acl"), match("state_key", "")),
-			rule(".m.rule.suppress_edits", nil,
-				pushCondition{Kind: "event_property_is", Key: `content.m\.relates_to.rel_type`, Value: "m.replace"}),
-		},
-		Content: []pushRule{
-			{RuleID: ".m.rule.contains_user_name", Default: true, Enabled: true, Pattern: localpart, Actions: notifySoundHigh},
-		},
-		Room:   []pushRule{},
-		Sender: []pushRule{},
-		Underride: []pushRule{
-			rule(".m.rule.call", []any{actNotify, tweakRing}, typeIs("m.call.invite")),
-			rule(".m.rule.encrypted_room_one_to_one", notifySound,
-				pushCondition{Kind: "room_member_count", Is: "2"}, typeIs("m.room.encrypted")),
-			rule(".m.rule.room_one_to_one", notifySound,
-				pushCondition{Kind: "room_member_count", Is: "2"}, typeIs("m.room.message")),
-			rule(".m.rule.message", []any{actNotify}, typeIs("m.room.message")),
-			rule(".m.rule.encrypted", []any{actNotify}, typeIs("m.room.encrypted")),
-		},
-	}
-	return map[string]pushRuleset{"global": rs}
-}
+// Push rules (spec: Client-Server API, "Push Rules: API"). A user's rules
+// are the server-default rules (package push), with the user's changes to
+// their enabled state and actions, and the rules the user defined, stored
+// per kind in priority order (storage/push_rules.go). Every change also
+// moves the user's m.push_rules account data, so their clients' next
+// /sync carries the new rules (pushRulesChanged).
 
 // GET /_matrix/client/v3/pushrules/
 func (s *Server) getPushRules(w http.ResponseWriter, r *http.Request) error {
-	return writeJSON(w, http.StatusOK, defaultPushRules(deviceFrom(r.Context()).UserID))
+	rs, err := s.pushRules(r.Context(), deviceFrom(r.Context()).UserID)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, push.Rulesets{Global: rs})
 }
 
 // GET /_matrix/client/v3/pushrules/global/
 func (s *Server) getPushRulesGlobal(w http.ResponseWriter, r *http.Request) error {
-	return writeJSON(w, http.StatusOK, defaultPushRules(deviceFrom(r.Context()).UserID)["global"])
+	rs, err := s.pushRules(r.Context(), deviceFrom(r.Context()).UserID)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, rs)
 }
 
-// findPushRule resolves {kind}/{ruleId} to a predefined rule.
-func findPushRule(r *http.Request) (*pushRule, error) {
-	kind, err := pathParam(r, "kind")
+// pushRuleParams reads {kind} and {ruleId}.
+func pushRuleParams(r *http.Request) (kind, ruleID string, err error) {
+	if kind, err = pathParam(r, "kind"); err != nil {
+		return "", "", err
+	}
+	if ruleID, err = pathParam(r, "ruleId"); err != nil {
+		return "", "", err
+	}
+	if !push.ValidKind(kind) {
+		return "", "", matrix.InvalidParam("unknown push rule kind %q", kind)
+	}
+	if ruleID == "" {
+		return "", "", matrix.InvalidParam("missing rule ID")
+	}
+	return kind, ruleID, nil
+}
+
+// findPushRule resolves {kind}/{ruleId} to one of the caller's rules.
+func (s *Server) findPushRule(r *http.Request) (*push.Rule, error) {
+	kind, ruleID, err := pushRuleParams(r)
 	if err != nil {
 		return nil, err
 	}
-	ruleID, err := pathParam(r, "ruleId")
+	rs, err := s.pushRules(r.Context(), deviceFrom(r.Context()).UserID)
 	if err != nil {
 		return nil, err
 	}
-	rs := defaultPushRules(deviceFrom(r.Context()).UserID)["global"]
-	var list []pushRule
-	switch kind {
-	case "override":
-		list = rs.Override
-	case "content":
-		list = rs.Content
-	case "room":
-		list = rs.Room
-	case "sender":
-		list = rs.Sender
-	case "underride":
-		list = rs.Underride
-	default:
-		return nil, matrix.InvalidParam("unknown push rule kind %q", kind)
+	rule := rs.Find(kind, ruleID)
+	if rule == nil {
+		return nil, matrix.NotFound("no push rule %s/%s", kind, ruleID)
 	}
-	for i := range list {
-		if list[i].RuleID == ruleID {
-			return &list[i], nil
-		}
-	}
-	return nil, matrix.NotFound("no push rule %s/%s", kind, ruleID)
+	return rule, nil
 }
 
 // GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}
 func (s *Server) getPushRule(w http.ResponseWriter, r *http.Request) error {
-	rule, err := findPushRule(r)
+	rule, err := s.findPushRule(r)
 	if err != nil {
 		return err
 	}
@@ -166,7 +80,7 @@ func (s *Server) getPushRule(w http.ResponseWriter, r *http.Request) error {
 
 // GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/enabled
 func (s *Server) getPushRuleEnabled(w http.ResponseWriter, r *http.Request) error {
-	rule, err := findPushRule(r)
+	rule, err := s.findPushRule(r)
 	if err != nil {
 		return err
 	}
@@ -175,23 +89,159 @@ func (s *Server) getPushRuleEnabled(w http.ResponseWriter, r *http.Request) erro
 
 // GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions
 func (s *Server) getPushRuleActions(w http.ResponseWriter, r *http.Request) error {
-	rule, err := findPushRule(r)
+	rule, err := s.findPushRule(r)
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"actions": rule.Actions})
 }
 
-// PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId} (and /enabled,
-// /actions); DELETE /_matrix/client/v3/pushrules/global/{kind}/{ruleId}
+// PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}
 //
-// Rules are not stored yet: an unknown rule is 404 M_NOT_FOUND, any change
-// to a known one 400 M_UNRECOGNIZED.
-func (s *Server) changePushRule(w http.ResponseWriter, r *http.Request) error {
-	editsExisting := r.Method == http.MethodDelete ||
-		strings.HasSuffix(r.URL.Path, "/enabled") || strings.HasSuffix(r.URL.Path, "/actions")
-	if _, err := findPushRule(r); err != nil && editsExisting {
+// Creates or replaces a user-defined rule. ?before= or ?after= (another
+// user-defined rule of the kind) place it; otherwise it becomes the kind's
+// highest-priority rule, as in Synapse. Rule IDs starting with "." belong to
+// the server-default rules, which cannot be replaced (only enabled or given
+// other actions), and clients cannot make postcontent rules (MSC4306).
+func (s *Server) putPushRule(w http.ResponseWriter, r *http.Request) error {
+	me := deviceFrom(r.Context())
+	kind, ruleID, err := pushRuleParams(r)
+	if err != nil {
 		return err
 	}
-	return &matrix.Error{Code: "M_UNRECOGNIZED", Msg: "changing push rules is not supported yet", Status: http.StatusBadRequest}
+	if kind == "postcontent" {
+		return matrix.InvalidParam("user-defined rules using postcontent are not accepted")
+	}
+	if err := push.ValidRuleID(ruleID); err != nil {
+		return matrix.InvalidParam("%v", err)
+	}
+	var req struct {
+		Pattern    *string            `json:"pattern"`
+		Conditions *[]json.RawMessage `json:"conditions"`
+		Actions    *[]json.RawMessage `json:"actions"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	rule := storage.PushRule{Kind: kind, RuleID: ruleID}
+	switch kind {
+	case "override", "underride":
+		if req.Conditions == nil {
+			return matrix.MissingParam("missing 'conditions'")
+		}
+		if err := push.CheckConditions(*req.Conditions); err != nil {
+			return matrix.InvalidParam("%v", err)
+		}
+		raw, _ := json.Marshal(*req.Conditions)
+		rule.Conditions = string(raw)
+	case "content":
+		if req.Pattern == nil {
+			return matrix.MissingParam("content rule missing 'pattern'")
+		}
+		rule.Pattern = *req.Pattern
+	}
+	if req.Actions == nil {
+		return matrix.MissingParam("no actions found")
+	}
+	if err := push.CheckActions(*req.Actions); err != nil {
+		return matrix.InvalidParam("%v", err)
+	}
+	raw, _ := json.Marshal(*req.Actions)
+	rule.Actions = string(raw)
+	q := r.URL.Query()
+	before, after := q.Get("before"), q.Get("after")
+	if before != "" {
+		after = "" // Synapse: before wins
+	}
+	err = s.store.PutPushRule(r.Context(), me.UserID, rule, before, after)
+	if errors.Is(err, storage.ErrRuleAnchor) {
+		return &matrix.Error{Code: "M_UNKNOWN", Status: http.StatusBadRequest,
+			Msg: "before/after rule not found: " + before + after}
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.pushRulesChanged(r.Context(), me.UserID); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// DELETE /_matrix/client/v3/pushrules/global/{kind}/{ruleId}
+//
+// Server-default rules cannot be deleted: like unknown rules, 404.
+func (s *Server) deletePushRule(w http.ResponseWriter, r *http.Request) error {
+	me := deviceFrom(r.Context())
+	kind, ruleID, err := pushRuleParams(r)
+	if err != nil {
+		return err
+	}
+	err = s.store.DeletePushRule(r.Context(), me.UserID, kind, ruleID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return matrix.NotFound("no push rule %s/%s", kind, ruleID)
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.pushRulesChanged(r.Context(), me.UserID); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/enabled
+func (s *Server) putPushRuleEnabled(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Enabled *bool `json:"enabled"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Enabled == nil {
+		return matrix.MissingParam("missing 'enabled'")
+	}
+	return s.changePushRule(w, r, func(userID, kind, ruleID string, isDefault bool) error {
+		return s.store.SetPushRuleEnabled(r.Context(), userID, kind, ruleID, isDefault, *req.Enabled)
+	})
+}
+
+// PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions
+func (s *Server) putPushRuleActions(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Actions *[]json.RawMessage `json:"actions"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Actions == nil {
+		return matrix.MissingParam("missing 'actions'")
+	}
+	if err := push.CheckActions(*req.Actions); err != nil {
+		return matrix.InvalidParam("%v", err)
+	}
+	raw, _ := json.Marshal(*req.Actions)
+	return s.changePushRule(w, r, func(userID, kind, ruleID string, isDefault bool) error {
+		return s.store.SetPushRuleActions(r.Context(), userID, kind, ruleID, isDefault, string(raw))
+	})
+}
+
+// changePushRule applies a change to an existing rule, user-defined or
+// server-default (404 when there is none).
+func (s *Server) changePushRule(w http.ResponseWriter, r *http.Request, change func(userID, kind, ruleID string, isDefault bool) error) error {
+	me := deviceFrom(r.Context())
+	kind, ruleID, err := pushRuleParams(r)
+	if err != nil {
+		return err
+	}
+	err = change(me.UserID, kind, ruleID, push.IsDefault(kind, ruleID, s.cfg.Push.LegacyMentionRules))
+	if errors.Is(err, storage.ErrNotFound) {
+		return matrix.NotFound("no push rule %s/%s", kind, ruleID)
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.pushRulesChanged(r.Context(), me.UserID); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, struct{}{})
 }

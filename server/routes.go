@@ -200,7 +200,6 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.Get("/thirdparty/user", s.api(s.getThirdPartyLookup))
 		r.Get("/thirdparty/user/{protocol}", s.api(s.getThirdPartyLookup))
 		r.Get("/voip/turnServer", s.api(s.getTurnServer))
-		r.Get("/pushers", s.api(s.getPushers))
 
 		// Rooms: creation, events, state, membership. A suspended account
 		// may read and leave, not join or act on others (notSuspended);
@@ -253,10 +252,14 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.Get("/pushrules/global/{kind}/{ruleId}", s.api(s.getPushRule))
 		r.Get("/pushrules/global/{kind}/{ruleId}/enabled", s.api(s.getPushRuleEnabled))
 		r.Get("/pushrules/global/{kind}/{ruleId}/actions", s.api(s.getPushRuleActions))
-		r.Put("/pushrules/global/{kind}/{ruleId}", s.api(s.changePushRule))
-		r.Put("/pushrules/global/{kind}/{ruleId}/enabled", s.api(s.changePushRule))
-		r.Put("/pushrules/global/{kind}/{ruleId}/actions", s.api(s.changePushRule))
-		r.Delete("/pushrules/global/{kind}/{ruleId}", s.api(s.changePushRule))
+		r.Put("/pushrules/global/{kind}/{ruleId}", s.api(s.putPushRule))
+		r.Put("/pushrules/global/{kind}/{ruleId}/enabled", s.api(s.putPushRuleEnabled))
+		r.Put("/pushrules/global/{kind}/{ruleId}/actions", s.api(s.putPushRuleActions))
+		r.Delete("/pushrules/global/{kind}/{ruleId}", s.api(s.deletePushRule))
+		// Pushers and notifications (client_push.go).
+		r.Get("/pushers", s.api(s.getPushers))
+		r.Post("/pushers/set", s.api(s.postPushersSet))
+		r.Get("/notifications", s.api(s.getNotifications))
 
 		// End-to-end encryption, to-device, typing and presence (keys.go,
 		// keybackup.go, todevice.go, typing.go, presence.go).

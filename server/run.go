@@ -53,6 +53,7 @@ func (s *Server) Run(ctx context.Context) error {
 	b.mu.Unlock()
 
 	s.goBackground(s.resumeRoomDeletes)
+	s.goBackground(s.runPush)
 	s.goBackground(s.resumeDeactivations)
 	if s.fedSender != nil {
 		s.goBackground(func(ctx context.Context) {

@@ -11,6 +11,7 @@ import (
 
 	"hearth/config"
 	"hearth/server/federation"
+	"hearth/server/push"
 	"hearth/server/storage"
 	"hearth/server/timeline"
 )
@@ -77,6 +78,12 @@ type Server struct {
 	spaces spaceCache
 	// upgrades are the rooms being upgraded (client_upgrade.go).
 	upgrades upgradeLocks
+	// push evaluates push rules on every event and pushers delivers the
+	// notifications to push gateways (push.go); pushGate holds /sync's
+	// wakes until an event's notifications are recorded.
+	push     *push.Evaluator
+	pushers  *push.Pool
+	pushGate *pushGate
 	// bg is the background work Run owns (run.go).
 	bg background
 	// mutualBatch overrides the mutual rooms batch size (tests; 0: the
@@ -107,7 +114,7 @@ func New(d Deps) (*Server, http.Handler) {
 	// fetch timeout, not by the request that delivered the events.
 	s.timeline = timeline.New(timeline.Deps{Store: d.Store, Key: s.roomsKey(), Keys: s.keys.Lookup(context.Background()),
 		Now: d.Now, Log: d.Log})
-	s.timeline.Observe(s.notifier)
+	s.startPush()
 	if fedHTTP != nil {
 		s.startFederation(fedHTTP)
 	}

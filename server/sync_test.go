@@ -2,11 +2,9 @@ package server_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -818,55 +816,6 @@ func TestSyncReceipts(t *testing.T) {
 		if jr := noEph.Rooms.Join[room]; jr == nil || len(jr.Ephemeral.Events) != 0 {
 			t.Fatalf("ephemeral filter: %+v", jr)
 		}
-	})
-}
-
-func TestPushRules(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
-		b := servertest.Start(t, e)
-		alice := newSyncUser(t, b, "alice")
-		rules, err := alice.cli.GetPushRules(t.Context())
-		if err != nil {
-			t.Fatalf("GET /pushrules/: %v", err)
-		}
-		var override []string
-		for _, r := range rules.Override {
-			override = append(override, r.RuleID)
-		}
-		want := []string{".m.rule.master", ".m.rule.suppress_notices", ".m.rule.invite_for_me", ".m.rule.member_event",
-			".m.rule.is_user_mention", ".m.rule.contains_display_name", ".m.rule.is_room_mention", ".m.rule.roomnotif",
-			".m.rule.tombstone", ".m.rule.reaction", ".m.rule.room.server_acl", ".m.rule.suppress_edits"}
-		if !slices.Equal(override, want) {
-			t.Fatalf("override rules: %v", override)
-		}
-		if len(rules.Content) != 1 || rules.Content[0].Pattern != "alice" || len(rules.Underride) != 5 || rules.Underride[0].RuleID != ".m.rule.call" {
-			t.Fatalf("content/underride rules: %+v / %d", rules.Content, len(rules.Underride))
-		}
-		p := "/_matrix/client/v3/pushrules/global/"
-		if r := acctDo(t, b, "GET", p, alice.tok, nil); r.status != 200 || r.body["underride"] == nil {
-			t.Fatalf("GET global: %d", r.status)
-		}
-		if r := acctDo(t, b, "GET", p+"override/.m.rule.master/enabled", alice.tok, nil); r.body["enabled"] != false {
-			t.Fatalf("master enabled: %v", r.body)
-		}
-		if r := acctDo(t, b, "GET", p+"override/.m.rule.master", alice.tok, nil); r.body["conditions"] == nil || r.body["default"] != true {
-			t.Fatalf("master rule: %v", r.body)
-		}
-		if r := acctDo(t, b, "GET", p+"content/.m.rule.contains_user_name", alice.tok, nil); r.body["pattern"] != "alice" || r.body["conditions"] != nil {
-			t.Fatalf("contains_user_name rule: %v", r.body)
-		}
-		r := acctDo(t, b, "GET", p+"override/.m.rule.invite_for_me", alice.tok, nil)
-		raw, _ := json.Marshal(r.body["conditions"])
-		if !strings.Contains(string(raw), string(alice.id)) {
-			t.Fatalf("invite_for_me conditions: %s", raw)
-		}
-		if r := acctDo(t, b, "GET", p+"underride/.m.rule.message/actions", alice.tok, nil); fmt.Sprint(r.body["actions"]) != "[notify]" {
-			t.Fatalf("message actions: %v", r.body)
-		}
-		acctDo(t, b, "GET", p+"override/.m.rule.nope", alice.tok, nil).want(t, 404, "M_NOT_FOUND")
-		acctDo(t, b, "PUT", p+"override/.m.rule.master/enabled", alice.tok, map[string]any{"enabled": true}).want(t, 400, "M_UNRECOGNIZED")
-		acctDo(t, b, "DELETE", p+"override/.m.rule.nope", alice.tok, nil).want(t, 404, "M_NOT_FOUND")
-		acctDo(t, b, "GET", "/_matrix/client/v3/pushrules/", "", nil).want(t, 401, "M_MISSING_TOKEN")
 	})
 }
 

@@ -209,6 +209,12 @@ func (s *Store) PurgeRoom(ctx context.Context, roomID string) error {
 		return err
 	}
 	for _, chunk := range [][]string{
+		// Notifications, found through the heads of the room's threads
+		// (push_notifications is indexed by user), then the heads.
+		{`DELETE FROM push_notifications WHERE (user_id, stream_ordering) IN (SELECT n.user_id, n.stream_ordering
+			FROM push_thread_heads h JOIN push_notifications n ON n.user_id = h.user_id AND n.room_id = h.room_id
+			WHERE h.room_id = $1 LIMIT 500)`},
+		{`DELETE FROM push_thread_heads WHERE room_id = $1`},
 		{`DELETE FROM event_txn_ids WHERE event_id IN (SELECT event_id FROM events WHERE room_id = $1 ORDER BY stream_ordering LIMIT 500)`,
 			`DELETE FROM event_search WHERE ` + s.searchRowID() + ` IN (SELECT stream_ordering FROM events WHERE room_id = $1 ORDER BY stream_ordering LIMIT 500)`,
 			`DELETE FROM events WHERE stream_ordering IN (SELECT stream_ordering FROM events WHERE room_id = $1 ORDER BY stream_ordering LIMIT 500)`},

@@ -12,6 +12,9 @@ const (
 	stateGroupCacheBase = 2_000
 	// Current state: one entry per active room.
 	currentStateCacheBase = 1_000
+	// Push rules: one entry per local user in an active room (the push
+	// evaluator reads every member's for every event).
+	pushRulesCacheBase = 10_000
 )
 
 // caches are the Store's read-through caches. Every write that can change
@@ -33,6 +36,9 @@ type caches struct {
 	// through PersistEvents or SetRoomHead, which drop the room's entry
 	// after committing and before the change becomes visible.
 	currentState *cache.LRU[string, StateKeyMap]
+	// pushRules maps a user to their stored push rules (push_rules.go,
+	// whose writes invalidate it).
+	pushRules *cache.LRU[string, *PushRules]
 }
 
 func newCaches(r *cache.Registry) caches {
@@ -43,6 +49,8 @@ func newCaches(r *cache.Registry) caches {
 			stateGroupCacheBase),
 		currentState: cache.NewLRU[string, StateKeyMap](r, "current_state", "room → current state (read by sync, state endpoints, visibility)",
 			currentStateCacheBase),
+		pushRules: cache.NewLRU[string, *PushRules](r, "push_rules", "user → stored push rules (read for every member on every event)",
+			pushRulesCacheBase),
 	}
 }
 

@@ -166,7 +166,9 @@ func (s *Store) RefreshSession(ctx context.Context, oldRefresh string, next NewL
 func (s *Store) DeleteUserTokens(ctx context.Context, userID, keepDevice string, deleteDevices bool) error {
 	defer s.tokensRevoked(userID) // the kept device's session is simply reloaded
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		tables := []string{"access_tokens", "refresh_tokens"}
+		// The devices' pushers go even when the devices stay (an admin's
+		// password reset): Synapse deletes them with the sessions.
+		tables := []string{"access_tokens", "refresh_tokens", "pushers"}
 		if deleteDevices {
 			tables = append(tables, "devices")
 		}

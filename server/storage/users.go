@@ -168,6 +168,7 @@ func (s *Store) updateUser(ctx context.Context, userID, query string, args ...an
 func (s *Store) DeactivateUser(ctx context.Context, userID string, erase bool) error {
 	defer s.userChanged(userID)
 	defer s.tokensRevoked(userID)
+	defer s.c.pushRules.Remove(userID)
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		q := `UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = $1`
 		if erase {
@@ -199,6 +200,13 @@ func (s *Store) DeactivateUser(ctx context.Context, userID string, erase bool) e
 			`DELETE FROM backup_keys WHERE user_id = $1`,
 			// Versions are marked, not removed: their numbers are never reused.
 			`UPDATE backup_versions SET deleted = 1 WHERE user_id = $1`,
+			// Pushers, push rules and notifications, as Synapse purges
+			// them (its push rules go with the account data).
+			`DELETE FROM pushers WHERE user_id = $1`,
+			`DELETE FROM push_rules WHERE user_id = $1`,
+			`DELETE FROM push_rule_defaults WHERE user_id = $1`,
+			`DELETE FROM push_notifications WHERE user_id = $1`,
+			`DELETE FROM push_thread_heads WHERE user_id = $1`,
 		} {
 			if _, err := tx.ExecContext(ctx, q, userID); err != nil {
 				return fmt.Errorf("storage: deactivate %s: %w", userID, err)

@@ -1,0 +1,386 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Notifications (push_notifications, push_thread_heads, push_position):
+// what the push evaluator recorded, and the unread counts read from it.
+//
+// A notification is unread when it comes after the user's read receipts
+// (spec: "Marking notifications as read"): after the newer of their
+// unthreaded receipt and their receipt in the notification's thread (m.read
+// and m.read.private alike, whichever is further), in stream order.
+
+// Notification is one row of push_notifications.
+type Notification struct {
+	UserID       string
+	StreamPos    int64
+	RoomID       string
+	EventID      string
+	ThreadID     string // "main" or a thread root
+	Highlight    bool
+	Actions      string // JSON array
+	TS           int64
+	CumNotif     int64
+	CumHighlight int64
+}
+
+// ThreadHead is the newest notification of a (user, room, thread).
+type ThreadHead struct {
+	UserID       string
+	RoomID       string
+	ThreadID     string
+	StreamPos    int64
+	CumNotif     int64
+	CumHighlight int64
+}
+
+// NotifCount is the unread notifications of one thread.
+type NotifCount struct {
+	Notifications, Highlights int64
+}
+
+// PushPosition is the event stream position up to which push rules have
+// been evaluated.
+func (s *Store) PushPosition(ctx context.Context) (int64, error) {
+	var pos int64
+	err := s.read.QueryRowContext(ctx, `SELECT stream_ordering FROM push_position WHERE id = 1`).Scan(&pos)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("storage: push position: %w", err)
+	}
+	return pos, nil
+}
+
+// PushEventsAfter returns the live events in (after, upTo], in stream
+// order, at most limit: what the push evaluator reads.
+func (s *Store) PushEventsAfter(ctx context.Context, after, upTo int64, limit int) ([]*Event, error) {
+	return scanEvents(s.read.QueryContext(ctx, `SELECT `+eventColumns+` FROM events
+		WHERE stream_ordering > $1 AND stream_ordering <= $2 AND `+liveEvent+` ORDER BY stream_ordering LIMIT $3`, after, upTo, limit))
+}
+
+// MemberRow is one membership event of a room's state; ReplacesState is
+// the member event it replaced ("" for the user's first).
+type MemberRow struct {
+	EventID, UserID, Membership, ReplacesState string
+}
+
+// MemberRows reads the target, membership and replaced event of member
+// events by ID.
+func (s *Store) MemberRows(ctx context.Context, ids []string) ([]MemberRow, error) {
+	out := make([]MemberRow, 0, len(ids))
+	for start := 0; start < len(ids); start += s.d.InChunk {
+		chunk := ids[start:min(start+s.d.InChunk, len(ids))]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		rows, err := s.read.QueryContext(ctx, `SELECT event_id, COALESCE(state_key, ''), COALESCE(membership, ''),
+			COALESCE(replaces_state, '') FROM events WHERE event_id IN (`+inList(1, len(chunk))+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("storage: member rows: %w", err)
+		}
+		for rows.Next() {
+			var m MemberRow
+			if err := rows.Scan(&m.EventID, &m.UserID, &m.Membership, &m.ReplacesState); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("storage: scan member row: %w", err)
+			}
+			out = append(out, m)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// ThreadHeads returns the heads of a room's thread for every user with
+// notifications in it, by user.
+func (s *Store) ThreadHeads(ctx context.Context, roomID, threadID string) (map[string]ThreadHead, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT user_id, stream_ordering, cum_notif, cum_highlight FROM push_thread_heads
+		WHERE room_id = $1 AND thread_id = $2`, roomID, threadID)
+	if err != nil {
+		return nil, fmt.Errorf("storage: thread heads: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]ThreadHead{}
+	for rows.Next() {
+		h := ThreadHead{RoomID: roomID, ThreadID: threadID}
+		if err := rows.Scan(&h.UserID, &h.StreamPos, &h.CumNotif, &h.CumHighlight); err != nil {
+			return nil, fmt.Errorf("storage: scan thread head: %w", err)
+		}
+		out[h.UserID] = h
+	}
+	return out, rows.Err()
+}
+
+// RecordNotifications stores what the evaluator found for the events up to
+// pos, the new heads of the threads they went to, and pos, in one
+// transaction. It does not wait for the disk (txNoSync): everything it
+// writes is derived from events already stored, and is evaluated again
+// after a crash that loses it, since the position is lost with it.
+func (s *Store) RecordNotifications(ctx context.Context, pos int64, ns []Notification, heads []ThreadHead) error {
+	return s.txNoSync(ctx, func(tx *sql.Tx) error {
+		args := make([]any, 0, len(ns)*10)
+		for _, n := range ns {
+			args = append(args, n.UserID, n.StreamPos, n.RoomID, n.EventID, n.ThreadID, boolInt(n.Highlight), n.Actions, n.TS,
+				n.CumNotif, n.CumHighlight)
+		}
+		if err := s.bulkExec(ctx, tx, `INSERT INTO push_notifications (user_id, stream_ordering, room_id, event_id, thread_id,
+			highlight, actions, ts, cum_notif, cum_highlight) VALUES `, 10, ``, args); err != nil {
+			return fmt.Errorf("storage: record notifications: %w", err)
+		}
+		args = args[:0]
+		for _, h := range heads {
+			args = append(args, h.UserID, h.RoomID, h.ThreadID, h.StreamPos, h.CumNotif, h.CumHighlight)
+		}
+		if err := s.bulkExec(ctx, tx, `INSERT INTO push_thread_heads (user_id, room_id, thread_id, stream_ordering, cum_notif,
+			cum_highlight) VALUES `, 6, ` ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET
+			stream_ordering = excluded.stream_ordering, cum_notif = excluded.cum_notif, cum_highlight = excluded.cum_highlight`, args); err != nil {
+			return fmt.Errorf("storage: record thread heads: %w", err)
+		}
+		return setPushPosition(ctx, tx, pos)
+	})
+}
+
+// SetPushPosition records the evaluated position alone (events that
+// notified nobody); like RecordNotifications it does not wait for the disk.
+func (s *Store) SetPushPosition(ctx context.Context, pos int64) error {
+	return s.txNoSync(ctx, func(tx *sql.Tx) error { return setPushPosition(ctx, tx, pos) })
+}
+
+func setPushPosition(ctx context.Context, tx *sql.Tx, pos int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO push_position (id, stream_ordering) VALUES (1, $1)
+		ON CONFLICT (id) DO UPDATE SET stream_ordering = excluded.stream_ordering`, pos)
+	if err != nil {
+		return fmt.Errorf("storage: set push position: %w", err)
+	}
+	return nil
+}
+
+// noReceipt is the read position of a thread without receipts: before
+// every event, backfilled ones (at or below zero) included.
+const noReceipt = math.MinInt64
+
+// ReadPositions are a user's read positions per room: thread ("" for the
+// unthreaded receipt, "main", or a thread root) → stream position of the
+// receipt's event.
+type ReadPositions map[string]map[string]int64
+
+// Of is the position up to which the thread's notifications are read: the
+// newer of the unthreaded receipt and the thread's own.
+func (rp ReadPositions) Of(roomID, threadID string) int64 {
+	pos := int64(noReceipt)
+	if m, ok := rp[roomID]; ok {
+		if p, ok := m[""]; ok {
+			pos = p
+		}
+		if p, ok := m[threadID]; ok && p > pos {
+			pos = p
+		}
+	}
+	return pos
+}
+
+// Room is the room's read position for every thread: the unthreaded
+// receipt's (noReceipt when none).
+func (rp ReadPositions) Room(roomID string) int64 {
+	if p, ok := rp[roomID][""]; ok {
+		return p
+	}
+	return noReceipt
+}
+
+// ReadPositionsOf reads the user's read receipts in every room.
+func (s *Store) ReadPositionsOf(ctx context.Context, userID string) (ReadPositions, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT r.room_id, r.thread_id, MAX(e.stream_ordering) FROM receipts r
+		JOIN events e ON e.event_id = r.event_id
+		WHERE r.user_id = $1 AND r.type IN ('m.read', 'm.read.private') GROUP BY r.room_id, r.thread_id`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("storage: read positions: %w", err)
+	}
+	defer rows.Close()
+	out := ReadPositions{}
+	for rows.Next() {
+		var room, thread string
+		var pos int64
+		if err := rows.Scan(&room, &thread, &pos); err != nil {
+			return nil, fmt.Errorf("storage: scan read position: %w", err)
+		}
+		if out[room] == nil {
+			out[room] = map[string]int64{}
+		}
+		out[room][thread] = pos
+	}
+	return out, rows.Err()
+}
+
+// UnreadCounts returns the user's unread notifications among those at or
+// before stream position upTo, per room and thread, for the rooms in
+// rooms (every room when nil). Threads and rooms without any are left out.
+func (s *Store) UnreadCounts(ctx context.Context, userID string, rooms map[string]bool, upTo int64) (map[string]map[string]NotifCount, error) {
+	read, err := s.ReadPositionsOf(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.read.QueryContext(ctx, `SELECT room_id, thread_id, stream_ordering, cum_notif, cum_highlight FROM push_thread_heads
+		WHERE user_id = $1`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("storage: thread heads of %s: %w", userID, err)
+	}
+	var unread []ThreadHead
+	for rows.Next() {
+		h := ThreadHead{UserID: userID}
+		if err := rows.Scan(&h.RoomID, &h.ThreadID, &h.StreamPos, &h.CumNotif, &h.CumHighlight); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("storage: scan thread head: %w", err)
+		}
+		if (rooms == nil || rooms[h.RoomID]) && h.StreamPos > read.Of(h.RoomID, h.ThreadID) {
+			unread = append(unread, h)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	out := map[string]map[string]NotifCount{}
+	for _, h := range unread {
+		endN, endH := h.CumNotif, h.CumHighlight
+		if h.StreamPos > upTo {
+			if endN, endH, err = s.cumAt(ctx, h, upTo); err != nil {
+				return nil, err
+			}
+		}
+		var startN, startH int64
+		if r := read.Of(h.RoomID, h.ThreadID); r != noReceipt {
+			if startN, startH, err = s.cumAt(ctx, h, r); err != nil {
+				return nil, err
+			}
+		}
+		if endN > startN {
+			if out[h.RoomID] == nil {
+				out[h.RoomID] = map[string]NotifCount{}
+			}
+			out[h.RoomID][h.ThreadID] = NotifCount{Notifications: endN - startN, Highlights: endH - startH}
+		}
+	}
+	return out, nil
+}
+
+// cumAt is the running totals of h's thread at its last notification at or
+// before pos (zero when there is none).
+func (s *Store) cumAt(ctx context.Context, h ThreadHead, pos int64) (int64, int64, error) {
+	var n, hl int64
+	err := s.read.QueryRowContext(ctx, `SELECT cum_notif, cum_highlight FROM push_notifications
+		WHERE user_id = $1 AND room_id = $2 AND thread_id = $3 AND stream_ordering <= $4
+		ORDER BY stream_ordering DESC LIMIT 1`, h.UserID, h.RoomID, h.ThreadID, pos).Scan(&n, &hl)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("storage: notification totals: %w", err)
+	}
+	return n, hl, nil
+}
+
+const notificationColumns = `user_id, stream_ordering, room_id, event_id, thread_id, highlight, actions, ts, cum_notif, cum_highlight`
+
+func scanNotifications(rows *sql.Rows, err error) ([]Notification, error) {
+	if err != nil {
+		return nil, fmt.Errorf("storage: notifications: %w", err)
+	}
+	defer rows.Close()
+	var out []Notification
+	for rows.Next() {
+		var n Notification
+		var hl int
+		if err := rows.Scan(&n.UserID, &n.StreamPos, &n.RoomID, &n.EventID, &n.ThreadID, &hl, &n.Actions, &n.TS,
+			&n.CumNotif, &n.CumHighlight); err != nil {
+			return nil, fmt.Errorf("storage: scan notification: %w", err)
+		}
+		n.Highlight = hl != 0
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// NotificationsOf lists a user's notifications before stream position
+// before (all when 0), newest first, at most limit; only highlights with
+// onlyHighlight (GET /notifications).
+func (s *Store) NotificationsOf(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]Notification, error) {
+	q := `SELECT ` + notificationColumns + ` FROM push_notifications WHERE user_id = $1`
+	args := []any{userID}
+	if before != 0 {
+		args = append(args, before)
+		q += fmt.Sprintf(` AND stream_ordering < $%d`, len(args))
+	}
+	if onlyHighlight {
+		q += ` AND highlight = 1`
+	}
+	args = append(args, limit)
+	q += fmt.Sprintf(` ORDER BY stream_ordering DESC LIMIT $%d`, len(args))
+	return scanNotifications(s.read.QueryContext(ctx, q, args...))
+}
+
+// NotificationsAfter lists a user's notifications in (after, upTo], oldest
+// first, at most limit (what a pusher has not delivered yet).
+func (s *Store) NotificationsAfter(ctx context.Context, userID string, after, upTo int64, limit int) ([]Notification, error) {
+	return scanNotifications(s.read.QueryContext(ctx, `SELECT `+notificationColumns+` FROM push_notifications
+		WHERE user_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 ORDER BY stream_ordering LIMIT $4`,
+		userID, after, upTo, limit))
+}
+
+// ThreadOf walks an event's relations to the thread it belongs to: the
+// root of the m.thread relation met within three hops (spec: "Receiving
+// notifications"), or "main".
+func (s *Store) ThreadOf(ctx context.Context, relatesTo, relType string) (string, error) {
+	for hop := 0; hop < 3 && relatesTo != ""; hop++ {
+		if relType == "m.thread" {
+			return relatesTo, nil
+		}
+		var next, nextType sql.NullString
+		err := s.read.QueryRowContext(ctx, `SELECT relates_to, rel_type FROM events WHERE event_id = $1`, relatesTo).Scan(&next, &nextType)
+		if errors.Is(err, sql.ErrNoRows) {
+			break
+		}
+		if err != nil {
+			return "", fmt.Errorf("storage: thread of event: %w", err)
+		}
+		relatesTo, relType = next.String, nextType.String
+	}
+	return "main", nil
+}
+
+// StateGroupDelta returns what a state group stores: its parent (0 for a
+// snapshot) and its entries, a delta on the parent when there is one (an
+// empty event ID removes the key).
+func (s *Store) StateGroupDelta(ctx context.Context, group int64) (int64, StateKeyMap, error) {
+	var prev sql.NullInt64
+	if err := s.read.QueryRowContext(ctx, `SELECT prev_group FROM state_groups WHERE id = $1`, group).Scan(&prev); err != nil {
+		return 0, nil, notFound(err, "state group")
+	}
+	rows, err := s.read.QueryContext(ctx, `SELECT type, state_key, event_id FROM state_group_entries WHERE group_id = $1`, group)
+	if err != nil {
+		return 0, nil, fmt.Errorf("storage: read state group %d: %w", group, err)
+	}
+	defer rows.Close()
+	out := StateKeyMap{}
+	for rows.Next() {
+		var k StateKey
+		var ev string
+		if err := rows.Scan(&k.Type, &k.StateKey, &ev); err != nil {
+			return 0, nil, err
+		}
+		out[k] = ev
+	}
+	return prev.Int64, out, rows.Err()
+}
