@@ -1,0 +1,63 @@
+package server_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+
+	"maunium.net/go/mautrix"
+
+	"hearth/server/rooms"
+	"hearth/server/servertest"
+	"hearth/server/storage/storagetest"
+)
+
+// Rooms across servers as Complement's federation suite exercises them:
+// createRoom's invites of other servers' users, joins through the servers
+// named, remote aliases for clients, /event_auth in v12 rooms and the
+// deprecated v1 send_join and send_leave.
+
+// In a v12 room, auth_events never list the create event; an auth chain
+// includes it all the same.
+func TestFederationEventAuthIncludesCreateEvent(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		fed := servertest.NewFederation(t)
+		a, b := fed.Start(t, e), fed.Start(t, e)
+		ctx := t.Context()
+		alice, bob := newSyncUser(t, a, "alice"), newSyncUser(t, b, "bob")
+		room, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.cli.JoinRoom(ctx, string(room.RoomID), &mautrix.ReqJoinRoom{Via: []string{a.Cfg.ServerName}}); err != nil {
+			t.Fatal(err)
+		}
+		join, err := a.Store.CurrentStateEvent(ctx, string(room.RoomID), "m.room.member", string(bob.id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var resp struct {
+			AuthChain []json.RawMessage `json:"auth_chain"`
+		}
+		path := "/_matrix/federation/v1/event_auth/" + url.PathEscape(string(room.RoomID)) + "/" + url.PathEscape(join.EventID)
+		if err := fed.Client(t, b).Do(ctx, a.Cfg.ServerName, http.MethodGet, path, nil, nil, &resp); err != nil {
+			t.Fatal(err)
+		}
+		rv, _ := rooms.LookupVersion("12")
+		createID := "$" + strings.TrimPrefix(string(room.RoomID), "!")
+		var ids []string
+		for _, raw := range resp.AuthChain {
+			ev, err := rooms.ParseEvent(rv, raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, ev.ID())
+		}
+		if !slices.Contains(ids, createID) {
+			t.Errorf("auth chain %v lacks the create event %s", ids, createID)
+		}
+	})
+}
