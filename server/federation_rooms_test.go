@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
 
 	"hearth/server/rooms"
 	"hearth/server/servertest"
@@ -19,6 +20,34 @@ import (
 // createRoom's invites of other servers' users, joins through the servers
 // named, remote aliases for clients, /event_auth in v12 rooms and the
 // deprecated v1 send_join and send_leave.
+
+// A client asks for another server's alias: its server asks that
+// server's directory.
+func TestFederationRemoteAliasForClients(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		fed := servertest.NewFederation(t)
+		a, b := fed.Start(t, e), fed.Start(t, e)
+		ctx := t.Context()
+		alice, bob := newSyncUser(t, a, "alice"), newSyncUser(t, b, "bob")
+		room, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		alias := id.RoomAlias("#老虎£я🤨:" + a.Cfg.ServerName)
+		if _, err := alice.cli.CreateAlias(ctx, alias, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		got, err := bob.cli.ResolveAlias(ctx, alias)
+		if err != nil {
+			t.Fatalf("bob resolves %s: %v", alias, err)
+		}
+		if got.RoomID != room.RoomID || !slices.Contains(got.Servers, a.Cfg.ServerName) {
+			t.Errorf("resolved %s to %+v", alias, got)
+		}
+		_, err = bob.cli.ResolveAlias(ctx, id.RoomAlias("#nothing:"+a.Cfg.ServerName))
+		acctWantErr(t, err, http.StatusNotFound, "M_NOT_FOUND")
+	})
+}
 
 // In a v12 room, auth_events never list the create event; an auth chain
 // includes it all the same.
