@@ -7,6 +7,7 @@ import (
 	"encoding/json/jsontext"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"hearth/server/matrix"
@@ -82,8 +83,18 @@ func (s *Server) postCreateRoom(w http.ResponseWriter, r *http.Request) error {
 			return &matrix.Error{Code: "M_ROOM_IN_USE", Msg: "room alias already taken"}
 		}
 	}
+	// Users of other servers are invited once the room exists, through
+	// their servers (which must sign their invites).
+	var local, remote []string
+	for _, u := range req.Invite {
+		if s.isLocalUser(u) {
+			local = append(local, u)
+		} else if !slices.Contains(remote, u) {
+			remote = append(remote, u)
+		}
+	}
 	cr := rooms.CreateRoomRequest{Version: rv, Creator: me.UserID, Preset: req.Preset, Visibility: req.Visibility,
-		CanonicalAlias: alias, Name: req.Name, Topic: req.Topic, Invite: req.Invite, IsDirect: req.IsDirect,
+		CanonicalAlias: alias, Name: req.Name, Topic: req.Topic, Invite: local, RemoteInvite: remote, IsDirect: req.IsDirect,
 		CreationContent: toJSONText(req.CreationContent), PowerLevelOverride: toJSONText(req.PowerLevelOverride)}
 	for i, raw := range req.InitialState {
 		var is struct {
@@ -123,6 +134,22 @@ func (s *Server) postCreateRoom(w http.ResponseWriter, r *http.Request) error {
 			return &matrix.Error{Code: "M_ROOM_IN_USE", Msg: "room alias already taken"}
 		} else if err != nil {
 			return err
+		}
+	}
+	for _, u := range remote {
+		content, err := s.memberContent(r.Context(), rooms.MembershipInvite, u, "")
+		if err != nil {
+			return err
+		}
+		if req.IsDirect {
+			content["is_direct"] = true
+		}
+		// The room exists whatever happens to an invite: a server that
+		// cannot be reached or refuses costs its users their invite, not
+		// the creator the room (Synapse fails the request instead, with
+		// the room made all the same).
+		if err := s.inviteRemote(r.Context(), room.RoomID, me.UserID, u, content); err != nil {
+			s.log.Warn("createRoom: invite of a user of another server failed", "room_id", room.RoomID, "user_id", u, "err", err)
 		}
 	}
 	resp := map[string]string{"room_id": room.RoomID}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"hearth/server/rooms"
@@ -20,6 +21,45 @@ import (
 // createRoom's invites of other servers' users, joins through the servers
 // named, remote aliases for clients, /event_auth in v12 rooms and the
 // deprecated v1 send_join and send_leave.
+
+// createRoom with users of another server in invite: each gets the invite
+// through their server (which signs it), with is_direct, and joins it
+// naming no server (a v12 room ID names none: the inviter's is used).
+func TestFederationCreateRoomInvitesRemoteUsers(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		fed := servertest.NewFederation(t)
+		a, b := fed.Start(t, e), fed.Start(t, e)
+		ctx := t.Context()
+		alice, bob := newSyncUser(t, a, "alice"), newSyncUser(t, b, "bob")
+		bobSince := doSync(t, bob, "", "", 0).NextBatch
+		room, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Invites room",
+			Invite: []id.UserID{bob.id}, IsDirect: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitRoom(t, bob, bobSince, "the invite", func(r *mautrix.RespSync) bool {
+			inv, ok := r.Rooms.Invite[room.RoomID]
+			if !ok {
+				return false
+			}
+			for _, ev := range inv.State.Events {
+				if ev.Type == event.StateMember && ev.GetStateKey() == string(bob.id) {
+					return ev.Content.Raw["is_direct"] == true
+				}
+			}
+			return false
+		})
+		if m, err := a.Store.Membership(ctx, string(room.RoomID), string(bob.id)); err != nil || m != "invite" {
+			t.Fatalf("bob on alice's server: %q %v", m, err)
+		}
+		if _, err := bob.cli.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatalf("bob joins naming no server: %v", err)
+		}
+		if m, err := a.Store.Membership(ctx, string(room.RoomID), string(bob.id)); err != nil || m != "join" {
+			t.Fatalf("bob on alice's server after joining: %q %v", m, err)
+		}
+	})
+}
 
 // A client asks for another server's alias: its server asks that
 // server's directory.
