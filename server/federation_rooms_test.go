@@ -61,6 +61,30 @@ func TestFederationCreateRoomInvitesRemoteUsers(t *testing.T) {
 	})
 }
 
+// A join names the servers to go through: the room ID's own server is
+// only a fallback when none is known.
+func TestFederationJoinThroughNamedServers(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		fed := servertest.NewFederation(t)
+		a, b, c := fed.Start(t, e), fed.Start(t, e), fed.Start(t, e)
+		ctx := t.Context()
+		alice, carol := newSyncUser(t, a, "alice"), newSyncUser(t, c, "carol")
+		room, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "10"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// b is not in the room: through b alone the join fails, though
+		// the room ID names a.
+		if _, err := carol.cli.JoinRoom(ctx, string(room.RoomID), &mautrix.ReqJoinRoom{Via: []string{b.Cfg.ServerName}}); err == nil {
+			t.Fatal("a join through a server not in the room succeeded")
+		}
+		// Naming none, the room ID's server is asked.
+		if _, err := carol.cli.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatalf("join naming no server: %v", err)
+		}
+	})
+}
+
 // A client asks for another server's alias: its server asks that
 // server's directory.
 func TestFederationRemoteAliasForClients(t *testing.T) {
