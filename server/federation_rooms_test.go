@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"hearth/server/federation"
 	"hearth/server/rooms"
 	"hearth/server/servertest"
 	"hearth/server/storage/storagetest"
@@ -151,6 +153,84 @@ func TestFederationEventAuthIncludesCreateEvent(t *testing.T) {
 		}
 		if !slices.Contains(ids, createID) {
 			t.Errorf("auth chain %v lacks the create event %s", ids, createID)
+		}
+	})
+}
+
+// The deprecated v1 send_join and send_leave answer [200, answer], and
+// refuse an event of another membership as v2 does.
+func TestFederationSendJoinLeaveV1(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		fed := servertest.NewFederation(t)
+		a, b := fed.Start(t, e), fed.Start(t, e)
+		ctx := t.Context()
+		alice := newSyncUser(t, a, "alice")
+		room, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		roomID := string(room.RoomID)
+		cli := fed.Client(t, b)
+		bkey, err := b.Cfg.LoadSigningKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := rooms.SigningKey{ServerName: b.Cfg.ServerName, KeyID: bkey.ID, Private: bkey.Priv}
+		bob := "@bob:" + b.Cfg.ServerName
+		complete := func(membership string) *rooms.Event {
+			t.Helper()
+			var made struct {
+				Event       json.RawMessage `json:"event"`
+				RoomVersion string          `json:"room_version"`
+			}
+			q := url.Values{"ver": {"10", "11", "12"}}
+			if membership == "leave" {
+				q = nil
+			}
+			path := "/_matrix/federation/v1/make_" + membership + "/" + url.PathEscape(roomID) + "/" + url.PathEscape(bob)
+			if err := cli.Do(ctx, a.Cfg.ServerName, http.MethodGet, path, q, nil, &made); err != nil {
+				t.Fatalf("make_%s: %v", membership, err)
+			}
+			rv, _ := rooms.LookupVersion("12")
+			ev, err := rooms.CompleteProto(rv, made.Event, nil, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ev
+		}
+		send := func(endpoint string, ev *rooms.Event) ([]json.RawMessage, error) {
+			var out []json.RawMessage
+			path := "/_matrix/federation/v1/" + endpoint + "/" + url.PathEscape(roomID) + "/" + url.PathEscape(ev.ID())
+			err := cli.Do(ctx, a.Cfg.ServerName, http.MethodPut, path, nil, json.RawMessage(ev.JSON()), &out)
+			return out, err
+		}
+		join := complete("join")
+		// A join is not a leave.
+		_, err = send("send_leave", join)
+		var re *federation.RemoteError
+		if !errors.As(err, &re) || re.Status != http.StatusBadRequest {
+			t.Errorf("a join through v1 send_leave: %v, want 400", err)
+		}
+		out, err := send("send_join", join)
+		if err != nil {
+			t.Fatalf("v1 send_join: %v", err)
+		}
+		var answer struct {
+			State     []json.RawMessage `json:"state"`
+			AuthChain []json.RawMessage `json:"auth_chain"`
+		}
+		if len(out) != 2 || string(out[0]) != "200" || json.Unmarshal(out[1], &answer) != nil || len(answer.State) == 0 {
+			t.Fatalf("v1 send_join answered %s", out)
+		}
+		if m, err := a.Store.Membership(ctx, roomID, bob); err != nil || m != "join" {
+			t.Fatalf("bob after v1 send_join: %q %v", m, err)
+		}
+		out, err = send("send_leave", complete("leave"))
+		if err != nil || len(out) != 2 || string(out[0]) != "200" {
+			t.Fatalf("v1 send_leave: %s %v", out, err)
+		}
+		if m, err := a.Store.Membership(ctx, roomID, bob); err != nil || m != "leave" {
+			t.Fatalf("bob after v1 send_leave: %q %v", m, err)
 		}
 	})
 }
