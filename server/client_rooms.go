@@ -175,6 +175,19 @@ func isJSONObject(raw []byte) bool {
 	return len(raw) > 0 && raw[0] == '{'
 }
 
+// withoutKey is the JSON object content without key.
+func withoutKey(content json.RawMessage, key string) (json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(content, &m); err != nil {
+		return nil, matrix.BadJSON("content must be a JSON object")
+	}
+	if _, ok := m[key]; !ok {
+		return content, nil
+	}
+	delete(m, key)
+	return json.Marshal(m)
+}
+
 // decodeContent reads an event content body: any JSON object.
 func decodeContent(r *http.Request) (json.RawMessage, error) {
 	var content map[string]json.RawMessage
@@ -276,7 +289,17 @@ func (s *Server) putStateEvent(w http.ResponseWriter, r *http.Request) error {
 	}
 	// m.room.member needs no check here: the spec allows setting a
 	// membership through this endpoint too, and the auth rules decide, as
-	// they do behind the membership endpoints.
+	// they do behind the membership endpoints. Its
+	// join_authorised_via_users_server is the server's to set, on a
+	// restricted join it authorises, and the authorising user's server must
+	// sign the event: one a client sent would make a join every other
+	// server refuses (for want of that signature), so it is dropped, as
+	// Synapse does and as the membership endpoints do.
+	if typ == rooms.TypeMember {
+		if content, err = withoutKey(content, "join_authorised_via_users_server"); err != nil {
+			return err
+		}
+	}
 	if typ == rooms.TypeCanonicalAlias {
 		if err := s.checkCanonicalAlias(r.Context(), roomID, content); err != nil {
 			return err

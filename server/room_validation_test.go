@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -58,5 +59,29 @@ func TestInvalidContentIsBadRequest(t *testing.T) {
 		acctDo(t, b, "POST", "/_matrix/client/v3/createRoom", alice.tok, map[string]any{
 			"room_version": "12", "creation_content": map[string]any{"additional_creators": []string{"@foo:example.com", "@bar:[::1]:8448"}}}).
 			want(t, http.StatusOK, "")
+	})
+}
+
+// join_authorised_via_users_server is the server's to set: a client's is
+// dropped (an event carrying one its server never signed is refused by
+// every other server).
+func TestClientCannotSetAuthorisingUser(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice := newRoomUser(t, b, "alice")
+		created, err := alice.cli.CreateRoom(t.Context(), &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := acctDo(t, b, "PUT", "/_matrix/client/v3/rooms/"+esc(string(created.RoomID))+"/state/m.room.member/"+esc(string(alice.id)), alice.tok,
+			map[string]any{"membership": "join", "displayname": "Alice", "join_authorised_via_users_server": "unused"})
+		res.want(t, http.StatusOK, "")
+		ev, err := b.Store.EventByID(t.Context(), res.body["event_id"].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(ev.JSON), "join_authorised_via_users_server") || !strings.Contains(string(ev.JSON), `"Alice"`) {
+			t.Errorf("the membership event kept the client's authorising user: %s", ev.JSON)
+		}
 	})
 }
