@@ -384,8 +384,17 @@ func (s *Server) putRedact(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx := r.Context()
 	te, err := s.store.EventByID(ctx, target)
-	if errors.Is(err, storage.ErrNotFound) || (err == nil && te.RoomID != roomID) {
+	if err == nil && te.RoomID != roomID {
 		return matrix.NotFound("event not found")
+	}
+	if errors.Is(err, storage.ErrNotFound) {
+		// An event this server does not have (yet): the redaction still
+		// goes to the room, for the servers that have it, from a user
+		// who may redact anyone's events (whose event it is is unknown).
+		if !strings.HasPrefix(target, "$") {
+			return matrix.InvalidParam("%q is not an event ID", target)
+		}
+		te, err = nil, nil
 	}
 	if err != nil {
 		return err
@@ -398,7 +407,7 @@ func (s *Server) putRedact(w http.ResponseWriter, r *http.Request) error {
 	// Only the sender or someone with the redact level may redact (the
 	// auth rules accept the redaction event itself more widely: the
 	// server decides whether it applies).
-	if te.Sender != me.UserID {
+	if te == nil || te.Sender != me.UserID {
 		allowed, err := s.hasPowerFor(ctx, roomID, me.UserID, "redact")
 		if err != nil {
 			return err
@@ -418,17 +427,17 @@ func (s *Server) putRedact(w http.ResponseWriter, r *http.Request) error {
 	if id, err := s.store.EventIDByTxn(ctx, me.UserID, me.DeviceID, txnScope(rooms.TypeRedaction, roomID), txnID); err == nil {
 		return writeJSON(w, http.StatusOK, map[string]string{"event_id": id})
 	}
-	evs, err := s.sendRedaction(ctx, roomID, ne, te)
+	evs, err := s.sendRedaction(ctx, roomID, ne, target, te)
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, map[string]string{"event_id": evs.EventID})
 }
 
-// sendRedaction sends a redaction and applies it to its target in the
-// store. A redacted state event changes what the auth rules see, so the
+// sendRedaction sends a redaction of targetID and applies it to its
+// target in the store, when this server has it (target is nil otherwise). A redacted state event changes what the auth rules see, so the
 // room's cached builder is dropped and reloaded from the redacted events.
-func (s *Server) sendRedaction(ctx context.Context, roomID string, ne newEvent, target *storage.Event) (*storage.Event, error) {
+func (s *Server) sendRedaction(ctx context.Context, roomID string, ne newEvent, targetID string, target *storage.Event) (*storage.Event, error) {
 	room, err := s.store.RoomByID(ctx, roomID)
 	if err != nil {
 		return nil, err
@@ -437,12 +446,16 @@ func (s *Server) sendRedaction(ctx context.Context, roomID string, ne newEvent, 
 	if !rv.RedactsInContent {
 		// Before v11 redacts is a top-level key, which the builder sets from content.
 		if m, ok := ne.Content.(map[string]any); ok {
-			m["redacts"] = target.EventID
+			m["redacts"] = targetID
 		}
 	}
 	evs, err := s.sendEvents(ctx, roomID, ne)
 	if err != nil {
 		return nil, err
+	}
+	if target == nil {
+		// Not here: nothing to redact locally.
+		return evs[0], nil
 	}
 	redacted, err := rooms.Redact(rv, target.JSON)
 	if err != nil {

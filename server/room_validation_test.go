@@ -85,3 +85,31 @@ func TestClientCannotSetAuthorisingUser(t *testing.T) {
 		}
 	})
 }
+
+// A redaction of an event this server does not have still goes to the
+// room (for the servers that have the event), from a user who may redact
+// anyone's events.
+func TestRedactUnknownEvent(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice, bob := newRoomUser(t, b, "alice"), newRoomUser(t, b, "bob")
+		created, err := alice.cli.CreateRoom(t.Context(), &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.cli.JoinRoomByID(t.Context(), created.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		room := esc(string(created.RoomID))
+		unknown := esc("$notherethisevent:elsewhere.example")
+		res := acctDo(t, b, "PUT", "/_matrix/client/v3/rooms/"+room+"/redact/"+unknown+"/t1", alice.tok, map[string]any{"reason": "spam"})
+		res.want(t, http.StatusOK, "")
+		ev, err := b.Store.EventByID(t.Context(), res.body["event_id"].(string))
+		if err != nil || ev.Type != "m.room.redaction" || !strings.Contains(string(ev.JSON), "$notherethisevent:elsewhere.example") {
+			t.Fatalf("the redaction: %+v %v", ev, err)
+		}
+		// Bob cannot redact others' events, and whose this is is unknown.
+		acctDo(t, b, "PUT", "/_matrix/client/v3/rooms/"+room+"/redact/"+unknown+"/t2", bob.tok, map[string]any{}).
+			want(t, http.StatusForbidden, "M_FORBIDDEN")
+	})
+}
