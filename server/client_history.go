@@ -27,7 +27,12 @@ import (
 // hands back the position just before the oldest one returned; paging
 // forwards returns the events after `from`. /sync's prev_batch is an
 // s-token (a stream position); it is converted to the topological position
-// of the last event that arrived by then.
+// of the last event that arrived by then, and paging backwards from it
+// leaves out the events that arrived after it, whatever their depth: those
+// came down /sync after that point (an event of another server that
+// arrived late, on an old fork, would otherwise be paged back into the
+// history the client already has, in place of older events). Synapse
+// pages from a stream token the same way.
 
 const (
 	defaultPageLimit = 10
@@ -47,6 +52,10 @@ type historyFilter struct {
 	NotRelTypes         []string `json:"not_rel_types"`
 	UnstableRelTypes    []string `json:"org.matrix.msc3874.rel_types"`
 	UnstableNotRelTypes []string `json:"org.matrix.msc3874.not_rel_types"`
+
+	// arrivedBy, when set, leaves out events that reached this server
+	// after that stream position (paging back from an s-token).
+	arrivedBy int64
 }
 
 // parseHistoryFilter reads the filter query parameter (JSON); an absent one
@@ -71,6 +80,9 @@ func parseHistoryFilter(r *http.Request) (*historyFilter, error) {
 // matches applies the filter to one event.
 func (f *historyFilter) matches(e *storage.Event) bool {
 	if !f.allowsEvent(e) {
+		return false
+	}
+	if f.arrivedBy > 0 && e.StreamPos > f.arrivedBy {
 		return false
 	}
 	if len(f.RelTypes) > 0 && !slices.Contains(f.RelTypes, e.RelType) {
@@ -362,6 +374,11 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, rd histor
 	from, start, to, err := s.historyRange(ctx, roomID, q.Get("from"), q.Get("to"), backwards)
 	if err != nil {
 		return err
+	}
+	if backwards && start != "" && !strings.HasPrefix(start, "t") {
+		if st, err := parseSyncToken(start); err == nil {
+			f.arrivedBy = st.Events
+		}
 	}
 	pg, err := s.paginate(ctx, rd, roomID, from, to, limit, backwards, f)
 	if err != nil {
