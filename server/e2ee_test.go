@@ -364,6 +364,22 @@ func TestKeysDeviceListChanges(t *testing.T) {
 			t.Fatalf("identical re-upload reported as a change: %v", r.DeviceLists.Changed)
 		}
 
+		// Renaming a device is a change; the same name again is not.
+		rename := func() {
+			acctDo(t, b, http.MethodPut, "/_matrix/client/v3/devices/"+string(alice.device), alice.tok,
+				map[string]any{"display_name": "Alice's laptop"}).want(t, http.StatusOK, "")
+		}
+		rename()
+		r = doSync(t, bob.roomUser, since, "", 0)
+		if !slices.Equal(r.DeviceLists.Changed, []id.UserID{alice.id}) {
+			t.Fatalf("renamed device: changed = %v, want alice", r.DeviceLists.Changed)
+		}
+		since = r.NextBatch
+		rename()
+		if r := doSync(t, bob.roomUser, since, "", 0); len(r.DeviceLists.Changed) != 0 {
+			t.Fatalf("the same name again reported as a change: %v", r.DeviceLists.Changed)
+		}
+
 		// Carol joining makes her changed; leaving, left.
 		if _, err := carol.cli.JoinRoomByID(t.Context(), room); err != nil {
 			t.Fatal(err)

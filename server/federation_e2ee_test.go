@@ -201,6 +201,10 @@ func TestFederationDeviceListUpdates(t *testing.T) {
 		if devs, _ := dig(bob.query(t, p.b, alice).body, "device_keys", string(alice.id)).(map[string]any); len(devs) != 2 {
 			t.Fatalf("bob sees %d devices of alice", len(devs))
 		}
+		// Renaming it reaches bob too.
+		acctDo(t, p.a, http.MethodPut, "/_matrix/client/v3/devices/SECOND", alice.tok,
+			map[string]any{"display_name": "Alice's phone"}).want(t, http.StatusOK, "")
+		since = syncUntil(t, bob.roomUser, since, "alice's renamed device", changedHas(alice.id)).NextBatch
 
 		// Deleting it, and publishing cross-signing keys.
 		acctUIA(t, p.a, http.MethodDelete, "/_matrix/client/v3/devices/SECOND", alice.tok, nil, func(s string) map[string]any {
