@@ -200,7 +200,7 @@ func (s *Server) receiveEDU(ctx context.Context, origin, typ string, content jso
 					if ok, err := s.serverAllowed(ctx, roomID, origin); err != nil || !ok {
 						continue
 					}
-					if err := s.setReceipt(ctx, userID, roomID, typ, r.EventIDs[0], r.Data.ThreadID); err != nil {
+					if err := s.setRemoteReceipt(ctx, userID, roomID, r.EventIDs[0], r.Data.ThreadID); err != nil {
 						s.log.Debug("federation: receipt ignored", "origin", origin, "user_id", userID, "room_id", roomID, "err", err)
 					}
 				}
