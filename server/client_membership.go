@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"hearth/server/matrix"
@@ -177,9 +178,20 @@ func (s *Server) restrictedJoinVia(ctx context.Context, roomID, userID string) (
 	if m, err := s.store.Membership(ctx, roomID, userID); err != nil || m == rooms.MembershipJoin || m == rooms.MembershipInvite {
 		return "", err
 	}
-	satisfied := false
+	// Only the allowed rooms this server is in can be checked: its copy
+	// of a room it left is no longer kept up to date, and may still show
+	// the user as a member long after they left.
+	satisfied, unverifiable := false, false
 	for _, a := range c.Allow {
 		if a.Type != "m.room_membership" {
+			continue
+		}
+		servers, err := s.store.JoinedServers(ctx, a.RoomID)
+		if err != nil {
+			return "", err
+		}
+		if !slices.Contains(servers, s.cfg.ServerName) {
+			unverifiable = true
 			continue
 		}
 		if m, err := s.store.Membership(ctx, a.RoomID, userID); err != nil {
@@ -188,6 +200,11 @@ func (s *Server) restrictedJoinVia(ctx context.Context, roomID, userID string) (
 			satisfied = true
 			break
 		}
+	}
+	if !satisfied && unverifiable {
+		// Another server, in the allowed room, may be able to (spec:
+		// make_join's M_UNABLE_TO_AUTHORISE_JOIN).
+		return "", &matrix.Error{Code: "M_UNABLE_TO_AUTHORISE_JOIN", Msg: "this server is not in the rooms that allow the join, and cannot check them"}
 	}
 	if !satisfied {
 		return "", nil

@@ -234,3 +234,75 @@ func TestFederationSendJoinLeaveV1(t *testing.T) {
 		}
 	})
 }
+
+// A server can authorise a restricted join only by the allowed rooms it
+// is in: one that left the allowed room refuses (M_UNABLE_TO_AUTHORISE_JOIN)
+// rather than trust its stale copy of it, and the joining server goes on to
+// the next server named.
+func TestFederationRestrictedJoinNeedsTheAllowedRoom(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		fed := servertest.NewFederation(t)
+		a, b, c := fed.Start(t, e), fed.Start(t, e), fed.Start(t, e)
+		ctx := t.Context()
+		alice, bob, carol := newSyncUser(t, a, "alice"), newSyncUser(t, b, "bob"), newSyncUser(t, c, "carol")
+		allowed, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		restricted, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", InitialState: []*event.Event{{
+			Type: event.StateJoinRules, StateKey: new(string), Content: event.Content{Raw: map[string]any{
+				"join_rule": "restricted", "allow": []any{map[string]any{"type": "m.room_membership", "room_id": allowed.RoomID}}}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		via := func(servers ...*servertest.Bundle) *mautrix.ReqJoinRoom {
+			r := &mautrix.ReqJoinRoom{}
+			for _, s := range servers {
+				r.Via = append(r.Via, s.Cfg.ServerName)
+			}
+			return r
+		}
+		for _, room := range []id.RoomID{allowed.RoomID, restricted.RoomID} {
+			if _, err := bob.cli.JoinRoom(ctx, string(room), via(a)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// bob may invite, so b could authorise joins...
+		pl, err := alice.cli.SendStateEvent(ctx, restricted.RoomID, event.StatePowerLevels, "", map[string]any{"invite": 50, "users": map[string]any{string(bob.id): 50}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "b to see bob may invite", func() bool {
+			_, err := b.Store.EventByID(ctx, string(pl.EventID))
+			return err == nil
+		})
+		// ...but carol is in the allowed room, and b saw her join; then
+		// b's only user leaves it, and b's copy of it stops there.
+		if _, err := carol.cli.JoinRoom(ctx, string(allowed.RoomID), via(a)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "b to see carol join the allowed room", func() bool {
+			m, err := b.Store.Membership(ctx, string(allowed.RoomID), string(carol.id))
+			return err == nil && m == "join"
+		})
+		if _, err := bob.cli.LeaveRoom(ctx, allowed.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		path := "/_matrix/federation/v1/make_join/" + url.PathEscape(string(restricted.RoomID)) + "/" + url.PathEscape(string(carol.id))
+		err = fed.Client(t, c).Do(ctx, b.Cfg.ServerName, http.MethodGet, path, url.Values{"ver": {"12"}}, nil, nil)
+		var re *federation.RemoteError
+		if !errors.As(err, &re) || re.Status != http.StatusBadRequest || re.Code != "M_UNABLE_TO_AUTHORISE_JOIN" {
+			t.Fatalf("make_join at b, which left the allowed room: %v", err)
+		}
+		if _, err := carol.cli.JoinRoom(ctx, string(restricted.RoomID), via(b)); err == nil {
+			t.Fatal("carol joined through b")
+		}
+		if _, err := carol.cli.JoinRoom(ctx, string(restricted.RoomID), via(b, a)); err != nil {
+			t.Fatalf("join through b, then a: %v", err)
+		}
+		ev, err := a.Store.CurrentStateEvent(ctx, string(restricted.RoomID), "m.room.member", string(carol.id))
+		if err != nil || !strings.Contains(string(ev.JSON), `"join_authorised_via_users_server":"`+string(alice.id)+`"`) {
+			t.Fatalf("carol's join: %+v %v", ev, err)
+		}
+	})
+}
