@@ -306,3 +306,68 @@ func TestFederationRestrictedJoinNeedsTheAllowedRoom(t *testing.T) {
 		}
 	})
 }
+
+// The inviter rescinding an invite (kicking the invitee) reaches the
+// invitee's server, though it is not in the room: the invite ends there
+// too. A kick by another member of the room does not (the invitee's server
+// cannot check it was allowed).
+func TestFederationRescindedInvite(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		fed := servertest.NewFederation(t)
+		a, b := fed.Start(t, e), fed.Start(t, e)
+		ctx := t.Context()
+		alice, carol, bob := newSyncUser(t, a, "alice"), newSyncUser(t, a, "carol"), newSyncUser(t, b, "bob")
+		invited := func(inviter roomUser) id.RoomID {
+			t.Helper()
+			room, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if inviter.id != alice.id {
+				// Anyone may invite.
+				if _, err := alice.cli.SendStateEvent(ctx, room.RoomID, event.StatePowerLevels, "", map[string]any{"invite": 0}); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := inviter.cli.JoinRoomByID(ctx, room.RoomID); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := inviter.cli.InviteUser(ctx, room.RoomID, &mautrix.ReqInviteUser{UserID: bob.id}); err != nil {
+				t.Fatal(err)
+			}
+			return room.RoomID
+		}
+		membership := func(room id.RoomID) string {
+			m, err := b.Store.OutOfRoomMembership(ctx, string(bob.id), string(room))
+			if err != nil {
+				return ""
+			}
+			return m.Membership
+		}
+		since := doSync(t, bob, "", "", 0).NextBatch
+		rescinded := invited(alice)
+		since = waitRoom(t, bob, since, "the invite", func(r *mautrix.RespSync) bool { _, ok := r.Rooms.Invite[rescinded]; return ok })
+		if _, err := alice.cli.KickUser(ctx, rescinded, &mautrix.ReqKickUser{UserID: bob.id, Reason: "changed my mind"}); err != nil {
+			t.Fatal(err)
+		}
+		waitRoom(t, bob, since, "the rescinded invite", func(r *mautrix.RespSync) bool { _, ok := r.Rooms.Leave[rescinded]; return ok })
+		if m := membership(rescinded); m != "leave" {
+			t.Fatalf("bob's membership after the inviter kicked him: %q", m)
+		}
+
+		// carol invites; alice, who did not, kicks: bob is still invited.
+		kept := invited(carol)
+		waitFor(t, "the second invite", func() bool { return membership(kept) == "invite" })
+		if _, err := alice.cli.KickUser(ctx, kept, &mautrix.ReqKickUser{UserID: bob.id}); err != nil {
+			t.Fatal(err)
+		}
+		marker, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Invite: []id.UserID{bob.id}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "a later invite", func() bool { return membership(marker.RoomID) == "invite" })
+		if m := membership(kept); m != "invite" {
+			t.Fatalf("bob's membership after a non-inviter kicked him: %q", m)
+		}
+	})
+}

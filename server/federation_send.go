@@ -96,6 +96,13 @@ func (s *Server) receivePDUs(ctx context.Context, origin string, raws []json.Raw
 		roomID := gjson.GetBytes(raw, "room_id").String()
 		room, err := s.store.RoomByID(ctx, roomID)
 		if err != nil {
+			if id, ok, err := s.receiveOutOfRoomMembership(ctx, origin, roomID, raw); ok {
+				results[id] = pduResult{}
+				if err != nil {
+					results[id] = pduResult{Error: err.Error()}
+				}
+				continue
+			}
 			s.log.Info("federation: PDU for a room this server is not in", "origin", origin, "room_id", roomID)
 			continue
 		}
