@@ -13,7 +13,7 @@ import (
 	"hearth/server/storage/storagetest"
 )
 
-// EDUs across servers: read receipts.
+// EDUs across servers: read receipts and presence.
 
 // receiptOf reports whether a sync's ephemeral events of room hold user's
 // m.read receipt of eventID.
@@ -78,5 +78,59 @@ func TestFederationReceipts(t *testing.T) {
 		waitRoom(t, alice, since, "bob's receipt of an event not arrived yet", func(r *mautrix.RespSync) bool {
 			return receiptOf(r, room.RoomID, bob.id, future)
 		})
+	})
+}
+
+// userPresence is user's m.presence content in a sync answer, or nil.
+func userPresence(r *mautrix.RespSync, user id.UserID) map[string]any {
+	for _, ev := range r.Presence.Events {
+		if ev.Sender == user {
+			return ev.Content.Raw
+		}
+	}
+	return nil
+}
+
+// Presence reaches the users of other servers who share a room with the
+// user, and only the servers that do.
+func TestFederationPresence(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		fed := servertest.NewFederation(t)
+		a, b := fed.Start(t, e), fed.Start(t, e)
+		ctx := t.Context()
+		alice, dave, bob := newSyncUser(t, a, "alice"), newSyncUser(t, a, "dave"), newSyncUser(t, b, "bob")
+		room, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.cli.JoinRoom(ctx, string(room.RoomID), &mautrix.ReqJoinRoom{Via: []string{a.Cfg.ServerName}}); err != nil {
+			t.Fatal(err)
+		}
+		since := doSync(t, bob, "", "", 0).NextBatch
+		set := func(u roomUser, state, msg string) {
+			t.Helper()
+			body := map[string]any{"presence": state}
+			if msg != "" {
+				body["status_msg"] = msg
+			}
+			acctDo(t, a, http.MethodPut, "/_matrix/client/v3/presence/"+esc(string(u.id))+"/status", u.tok, body).want(t, http.StatusOK, "")
+		}
+		set(dave, "online", "not in any room with bob")
+		set(alice, "online", "Update for room members")
+		since = waitRoom(t, bob, since, "alice online", func(r *mautrix.RespSync) bool {
+			p := userPresence(r, alice.id)
+			return p != nil && p["presence"] == "online" && p["status_msg"] == "Update for room members"
+		})
+		set(alice, "unavailable", "")
+		waitRoom(t, bob, since, "alice unavailable", func(r *mautrix.RespSync) bool {
+			p := userPresence(r, alice.id)
+			return p != nil && p["presence"] == "unavailable"
+		})
+		if got, err := bob.cli.GetPresence(ctx, alice.id); err != nil || got.Presence != event.PresenceUnavailable {
+			t.Errorf("GET alice's presence on bob's server: %+v %v", got, err)
+		}
+		if _, err := b.Store.PresenceOf(ctx, string(dave.id)); err == nil {
+			t.Error("dave's presence reached a server he shares no room with")
+		}
 	})
 }

@@ -214,6 +214,8 @@ func (s *Server) receiveEDU(ctx context.Context, origin, typ string, content jso
 			}
 		}
 		return nil
+	case "m.presence":
+		return s.receivePresence(ctx, origin, content)
 	case "m.device_list_update":
 		return s.receiveDeviceListUpdate(ctx, origin, content)
 	case "m.signing_key_update":

@@ -73,6 +73,9 @@ type Server struct {
 	// resyncs are the remote device lists being fetched again
 	// (federation_keys.go).
 	resyncs resyncs
+	// presenceSent is when each local user's presence last went to other
+	// servers (presence.go).
+	presenceSent presenceSent
 	// bg is the background work Run owns (run.go).
 	bg background
 }
