@@ -123,7 +123,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, roomID string, ser
 				}
 			}
 		}
-		if err := s.joinRemote(ctx, me.UserID, roomID, joinServers(roomID, append(servers, others...)), content); err != nil {
+		if err := s.joinRemote(ctx, me.UserID, roomID, joinServers(roomID, servers, others), content); err != nil {
 			return err
 		}
 		if err := s.store.DeleteOutOfRoomMembership(ctx, me.UserID, roomID); err != nil {

@@ -84,6 +84,25 @@ func TestFederationJoinThroughNamedServers(t *testing.T) {
 		if _, err := carol.cli.JoinRoomByID(ctx, room.RoomID); err != nil {
 			t.Fatalf("join naming no server: %v", err)
 		}
+		// Back after leaving, c knows a is in the room, but a join
+		// through b alone still goes through b alone; naming none, the
+		// servers c saw in the room are asked (a v12 room ID names none).
+		v12, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := carol.cli.JoinRoom(ctx, string(v12.RoomID), &mautrix.ReqJoinRoom{Via: []string{a.Cfg.ServerName}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := carol.cli.LeaveRoom(ctx, v12.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := carol.cli.JoinRoom(ctx, string(v12.RoomID), &mautrix.ReqJoinRoom{Via: []string{b.Cfg.ServerName}}); err == nil {
+			t.Fatal("a rejoin through a server not in the room succeeded")
+		}
+		if _, err := carol.cli.JoinRoomByID(ctx, v12.RoomID); err != nil {
+			t.Fatalf("rejoin naming no server: %v", err)
+		}
 	})
 }
 
