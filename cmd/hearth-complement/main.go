@@ -158,6 +158,9 @@ server_notices:
 # keys are fetched from each server.
 ip_range_whitelist: RANGES
 trusted_key_servers: []
+# Complement's Synapse shows device names to other servers, and its
+# federation tests expect them.
+allow_device_name_lookup_over_federation: true
 `)
 	// Complement's CA signs every server's certificate, the test process's
 	// own federation servers included: trust it (and only it) for outbound

@@ -79,6 +79,9 @@ func TestConfigFederatesUnderComplement(t *testing.T) {
 	if !cfg.VerifyFederationCertificates() {
 		t.Error("federation certificates are not verified")
 	}
+	if !cfg.AllowDeviceNameLookupOverFederation {
+		t.Error("device names are not shown to other servers")
+	}
 
 	// The certificate of another homeserver of the run verifies against
 	// the trusted pool, for its name.
