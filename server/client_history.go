@@ -41,6 +41,9 @@ const (
 	// history visibility hide most of them; the client gets a partial
 	// chunk and an end token to continue from.
 	maxPageScan = 2000
+	// maxBackfillRounds bounds the /backfill requests one /messages
+	// makes to fill its page.
+	maxBackfillRounds = 10
 )
 
 // historyFilter is the RoomEventFilter /messages and /context take in the
@@ -384,15 +387,25 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, rd histor
 	if err != nil {
 		return err
 	}
-	if backwards && !pg.more && to == nil {
-		// The start of what this server has: older history may be on
-		// other servers of the room. Fetch it, then page again.
-		if n, err := s.backfill(ctx, roomID, limit); err != nil {
+	// The start of what this server has: older history may be on other
+	// servers of the room. Fetch it (at most 100 events a time, as
+	// servers answer /backfill), page again, and so on until the page is
+	// full or nothing more comes. While backfill brought events, more may
+	// be there: the answer keeps an end token, so the client asks again
+	// (and this server backfills again) rather than stop short of the
+	// room's start.
+	backfilled := false
+	for round := 0; backwards && !pg.more && to == nil && len(pg.events) < limit && round < maxBackfillRounds; round++ {
+		n, err := s.backfill(ctx, roomID, limit-len(pg.events))
+		if err != nil {
 			return err
-		} else if n > 0 {
-			if pg, err = s.paginate(ctx, rd, roomID, from, to, limit, backwards, f); err != nil {
-				return err
-			}
+		}
+		if n == 0 {
+			break
+		}
+		backfilled = true
+		if pg, err = s.paginate(ctx, rd, roomID, from, to, limit, backwards, f); err != nil {
+			return err
 		}
 	}
 	fm := s.formatter(rd)
@@ -404,7 +417,7 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, rd histor
 	// Going back, end disappears at the start of the room (spec). Going
 	// forwards the live end is not final, so a client that got events
 	// keeps a token to catch up from later (as Synapse does).
-	if pg.more || (!backwards && len(chunk) > 0) {
+	if pg.more || (!backwards && len(chunk) > 0) || backfilled {
 		resp["end"] = topoString(pg.next)
 	}
 	if f.LazyLoadMembers && len(pg.events) > 0 {
