@@ -12,7 +12,7 @@ PKGS    := ./...
 # module proxy); bump it with the Go toolchain it must understand.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all run build test bench cross clean complement-image
+.PHONY: all run build test bench cross clean complement-image complement
 
 all: build
 
@@ -81,6 +81,15 @@ complement-image:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hearth-complement ./cmd/hearth-complement
 	docker build -t complement-hearth -f appliance/complement/Dockerfile .
+
+# complement: build the image, then run Complement's federation (./tests)
+# and client-server (./tests/csapi) suites against it, from a checkout of
+# github.com/matrix-org/complement: make complement COMPLEMENT_DIR=../complement
+# (COMPLEMENT_RUN=TestX for a subset; appliance/complement/run.sh lists the
+# other knobs). Needs Docker; CI has none and never runs it. Logs and pass
+# counts go to $(BIN)/complement/.
+complement: complement-image
+	COMPLEMENT_DIR='$(COMPLEMENT_DIR)' COMPLEMENT_OUT='$(BIN)/complement' appliance/complement/run.sh
 
 # clean removes build output only: homeserver.yaml and data/ hold the
 # server's keys and accounts and are never deleted by make.

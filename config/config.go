@@ -111,6 +111,10 @@ type Config struct {
 	ServeServerWellKnown           bool                     `yaml:"serve_server_wellknown"`
 	OldSigningKeys                 map[string]OldSigningKey `yaml:"old_signing_keys"`
 
+	// AllowDeviceNameLookupOverFederation shows other servers the
+	// display names of local users' devices (off, as in Synapse).
+	AllowDeviceNameLookupOverFederation bool `yaml:"allow_device_name_lookup_over_federation"`
+
 	// path is where the file was read from; relative paths in the file are
 	// resolved against its directory.
 	path string

@@ -75,6 +75,7 @@ trusted_key_servers:
     accept_keys_insecurely: true
 suppress_key_server_warning: true
 allow_public_rooms_over_federation: true
+allow_device_name_lookup_over_federation: true
 serve_server_wellknown: true
 old_signing_keys:
   "ed25519:old": { key: "Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw", expired_ts: 1700000000000 }
@@ -84,7 +85,7 @@ old_signing_keys:
 	if err != nil || len(warnings) != 0 {
 		t.Fatalf("Parse: %v %v", err, warnings)
 	}
-	if c.VerifyFederationCertificates() || !c.AllowPublicRoomsOverFederation || !c.ServeServerWellKnown {
+	if c.VerifyFederationCertificates() || !c.AllowPublicRoomsOverFederation || !c.ServeServerWellKnown || !c.AllowDeviceNameLookupOverFederation {
 		t.Error("booleans not read")
 	}
 	// Relative CA paths are resolved against the config file's directory.

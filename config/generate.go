@@ -424,6 +424,11 @@ suppress_key_server_warning: false
 # Whether other servers may read this server's public room directory.
 allow_public_rooms_over_federation: false
 
+# Whether other servers are shown the display names of this server's users'
+# devices (with their keys, and in device list updates). Off, as in
+# Synapse: a device's name often says more about its owner than they meant.
+allow_device_name_lookup_over_federation: false
+
 # Serve /.well-known/matrix/server pointing other servers at
 # public_baseurl's host on port 443, for deployments where federation goes
 # through the same HTTPS port as clients instead of 8448.

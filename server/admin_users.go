@@ -549,8 +549,14 @@ func (s *Server) putAdminDevice(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if req.DisplayName != nil {
-		if err := s.store.SetDeviceDisplayName(r.Context(), userID, deviceID, *req.DisplayName); err != nil {
+		changed, err := s.store.SetDeviceDisplayName(r.Context(), userID, deviceID, *req.DisplayName)
+		if err != nil {
 			return err
+		}
+		if changed {
+			if err := s.deviceListChanged(r.Context(), userID); err != nil {
+				return err
+			}
 		}
 	} else if _, err := s.store.Device(r.Context(), userID, deviceID); err != nil {
 		return err

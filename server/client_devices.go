@@ -78,8 +78,16 @@ func (s *Server) putDevice(w http.ResponseWriter, r *http.Request) error {
 	if err := checkDeviceFields("", *req.DisplayName); err != nil {
 		return err
 	}
-	if err := s.store.SetDeviceDisplayName(r.Context(), me.UserID, id, *req.DisplayName); err != nil {
+	changed, err := s.store.SetDeviceDisplayName(r.Context(), me.UserID, id, *req.DisplayName)
+	if err != nil {
 		return err
+	}
+	if changed {
+		// Those who share a room with the user, here and on other
+		// servers, are told the device list changed (as Synapse does).
+		if err := s.deviceListChanged(r.Context(), me.UserID); err != nil {
+			return err
+		}
 	}
 	return writeJSON(w, http.StatusOK, struct{}{})
 }

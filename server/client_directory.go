@@ -6,6 +6,7 @@ import (
 	"encoding/json/jsontext"
 	"errors"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,8 +19,8 @@ import (
 )
 
 // Room aliases and the room directory (spec: Client-Server API, "Room
-// aliases", "Listing rooms"). Only local aliases exist here: resolving a
-// remote alias needs federation.
+// aliases", "Listing rooms"). Aliases of other servers are looked up in
+// their directories over federation; only local ones can be changed.
 
 // aliasParam reads {roomAlias} and checks its shape: #localpart:server,
 // at most 255 bytes.
@@ -43,7 +44,15 @@ func (s *Server) getDirectoryRoom(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	if server != s.cfg.ServerName {
-		return matrix.NotFound("room alias %s not found (remote aliases need federation)", alias)
+		// Another server's alias: ask its directory.
+		if s.fedClient == nil {
+			return matrix.NotFound("room alias %s not found (this server does not federate)", alias)
+		}
+		roomID, servers, err := s.remoteAlias(r.Context(), server, alias)
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, map[string]any{"room_id": roomID, "servers": uniqueStrings(servers)})
 	}
 	roomID, _, err := s.store.AliasRoom(r.Context(), alias)
 	if errors.Is(err, storage.ErrNotFound) {
@@ -508,4 +517,15 @@ func (s *Server) postUserDirectorySearch(w http.ResponseWriter, r *http.Request)
 		results = append(results, result{UserID: u.UserID, DisplayName: u.DisplayName, AvatarURL: u.AvatarURL})
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"results": results, "limited": limited})
+}
+
+// uniqueStrings is list without repeats, in first-seen order.
+func uniqueStrings(list []string) []string {
+	out := make([]string, 0, len(list))
+	for _, s := range list {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -27,7 +27,12 @@ import (
 // hands back the position just before the oldest one returned; paging
 // forwards returns the events after `from`. /sync's prev_batch is an
 // s-token (a stream position); it is converted to the topological position
-// of the last event that arrived by then.
+// of the last event that arrived by then, and paging backwards from it
+// leaves out the events that arrived after it, whatever their depth: those
+// came down /sync after that point (an event of another server that
+// arrived late, on an old fork, would otherwise be paged back into the
+// history the client already has, in place of older events). Synapse
+// pages from a stream token the same way.
 
 const (
 	defaultPageLimit = 10
@@ -36,6 +41,9 @@ const (
 	// history visibility hide most of them; the client gets a partial
 	// chunk and an end token to continue from.
 	maxPageScan = 2000
+	// maxBackfillRounds bounds the /backfill requests one /messages
+	// makes to fill its page.
+	maxBackfillRounds = 10
 )
 
 // historyFilter is the RoomEventFilter /messages and /context take in the
@@ -47,6 +55,10 @@ type historyFilter struct {
 	NotRelTypes         []string `json:"not_rel_types"`
 	UnstableRelTypes    []string `json:"org.matrix.msc3874.rel_types"`
 	UnstableNotRelTypes []string `json:"org.matrix.msc3874.not_rel_types"`
+
+	// arrivedBy, when set, leaves out events that reached this server
+	// after that stream position (paging back from an s-token).
+	arrivedBy int64
 }
 
 // parseHistoryFilter reads the filter query parameter (JSON); an absent one
@@ -71,6 +83,9 @@ func parseHistoryFilter(r *http.Request) (*historyFilter, error) {
 // matches applies the filter to one event.
 func (f *historyFilter) matches(e *storage.Event) bool {
 	if !f.allowsEvent(e) {
+		return false
+	}
+	if f.arrivedBy > 0 && e.StreamPos > f.arrivedBy {
 		return false
 	}
 	if len(f.RelTypes) > 0 && !slices.Contains(f.RelTypes, e.RelType) {
@@ -364,19 +379,34 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, rd histor
 	if err != nil {
 		return err
 	}
+	if backwards && start != "" && !strings.HasPrefix(start, "t") {
+		if st, err := parseSyncToken(start); err == nil {
+			f.arrivedBy = st.Events
+		}
+	}
 	pg, err := s.paginate(ctx, rd, roomID, from, to, limit, backwards, f)
 	if err != nil {
 		return err
 	}
-	if backwards && !pg.more && to == nil {
-		// The start of what this server has: older history may be on
-		// other servers of the room. Fetch it, then page again.
-		if n, err := s.backfill(ctx, roomID, limit); err != nil {
+	// The start of what this server has: older history may be on other
+	// servers of the room. Fetch it (at most 100 events a time, as
+	// servers answer /backfill), page again, and so on until the page is
+	// full or nothing more comes. While backfill brought events, more may
+	// be there: the answer keeps an end token, so the client asks again
+	// (and this server backfills again) rather than stop short of the
+	// room's start.
+	backfilled := false
+	for round := 0; backwards && !pg.more && to == nil && len(pg.events) < limit && round < maxBackfillRounds; round++ {
+		n, err := s.backfill(ctx, roomID, limit-len(pg.events))
+		if err != nil {
 			return err
-		} else if n > 0 {
-			if pg, err = s.paginate(ctx, rd, roomID, from, to, limit, backwards, f); err != nil {
-				return err
-			}
+		}
+		if n == 0 {
+			break
+		}
+		backfilled = true
+		if pg, err = s.paginate(ctx, rd, roomID, from, to, limit, backwards, f); err != nil {
+			return err
 		}
 	}
 	fm := s.formatter(rd)
@@ -388,7 +418,7 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, rd histor
 	// Going back, end disappears at the start of the room (spec). Going
 	// forwards the live end is not final, so a client that got events
 	// keeps a token to catch up from later (as Synapse does).
-	if pg.more || (!backwards && len(chunk) > 0) {
+	if pg.more || (!backwards && len(chunk) > 0) || backfilled {
 		resp["end"] = topoString(pg.next)
 	}
 	if f.LazyLoadMembers && len(pg.events) > 0 {

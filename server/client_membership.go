@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"hearth/server/matrix"
@@ -122,7 +123,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, roomID string, ser
 				}
 			}
 		}
-		if err := s.joinRemote(ctx, me.UserID, roomID, joinServers(roomID, append(servers, others...)), content); err != nil {
+		if err := s.joinRemote(ctx, me.UserID, roomID, joinServers(roomID, servers, others), content); err != nil {
 			return err
 		}
 		if err := s.store.DeleteOutOfRoomMembership(ctx, me.UserID, roomID); err != nil {
@@ -194,9 +195,20 @@ func (s *Server) restrictedJoinVia(ctx context.Context, roomID, userID string) (
 	if m, err := s.store.Membership(ctx, roomID, userID); err != nil || m == rooms.MembershipJoin || m == rooms.MembershipInvite {
 		return "", err
 	}
-	satisfied := false
+	// Only the allowed rooms this server is in can be checked: its copy
+	// of a room it left is no longer kept up to date, and may still show
+	// the user as a member long after they left.
+	satisfied, unverifiable := false, false
 	for _, a := range c.Allow {
 		if a.Type != "m.room_membership" {
+			continue
+		}
+		servers, err := s.store.JoinedServers(ctx, a.RoomID)
+		if err != nil {
+			return "", err
+		}
+		if !slices.Contains(servers, s.cfg.ServerName) {
+			unverifiable = true
 			continue
 		}
 		if m, err := s.store.Membership(ctx, a.RoomID, userID); err != nil {
@@ -205,6 +217,11 @@ func (s *Server) restrictedJoinVia(ctx context.Context, roomID, userID string) (
 			satisfied = true
 			break
 		}
+	}
+	if !satisfied && unverifiable {
+		// Another server, in the allowed room, may be able to (spec:
+		// make_join's M_UNABLE_TO_AUTHORISE_JOIN).
+		return "", &matrix.Error{Code: "M_UNABLE_TO_AUTHORISE_JOIN", Msg: "this server is not in the rooms that allow the join, and cannot check them"}
 	}
 	if !satisfied {
 		return "", nil
@@ -249,8 +266,8 @@ func (s *Server) postKnock(w http.ResponseWriter, r *http.Request) error {
 		return err
 	} else if remote {
 		q := r.URL.Query()
-		servers = append(append(append(q["via"], q["server_name"]...), servers...), others...)
-		if err := s.knockRemote(r.Context(), me.UserID, roomID, joinServers(roomID, servers), content); err != nil {
+		servers = append(append(q["via"], q["server_name"]...), servers...)
+		if err := s.knockRemote(r.Context(), me.UserID, roomID, joinServers(roomID, servers, others), content); err != nil {
 			return err
 		}
 		return writeJSON(w, http.StatusOK, map[string]string{"room_id": roomID})

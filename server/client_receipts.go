@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -33,11 +34,35 @@ func (s *Server) checkReceiptTarget(ctx context.Context, userID, roomID, eventID
 	return nil
 }
 
-// setReceipt stores one marker of type typ.
+// setReceipt stores one marker of type typ, set by a client of this server.
 func (s *Server) setReceipt(ctx context.Context, userID, roomID, typ, eventID, threadID string) error {
 	if err := s.checkReceiptTarget(ctx, userID, roomID, eventID); err != nil {
 		return err
 	}
+	return s.putReceipt(ctx, userID, roomID, typ, eventID, threadID)
+}
+
+// setRemoteReceipt stores the read receipt of a user of another server.
+// The user must be in the room, but the event need not be here yet: the
+// receipt and the event travel separately (an EDU may well come before
+// the PDU it points at), and a receipt dropped for that would be lost.
+func (s *Server) setRemoteReceipt(ctx context.Context, userID, roomID, eventID, threadID string) error {
+	m, err := s.store.Membership(ctx, roomID, userID)
+	if err != nil {
+		return err
+	}
+	if m != rooms.MembershipJoin {
+		return fmt.Errorf("%s is not in room %s", userID, roomID)
+	}
+	if !strings.HasPrefix(eventID, "$") {
+		return fmt.Errorf("%q is not an event ID", eventID)
+	}
+	return s.putReceipt(ctx, userID, roomID, "m.read", eventID, threadID)
+}
+
+// putReceipt stores a receipt, wakes the room's /sync and, for a local
+// user's public receipt, tells the room's other servers.
+func (s *Server) putReceipt(ctx context.Context, userID, roomID, typ, eventID, threadID string) error {
 	if typ == "m.fully_read" {
 		content, _ := json.Marshal(map[string]string{"event_id": eventID})
 		if _, err := s.store.PutAccountData(ctx, userID, roomID, "m.fully_read", content); err != nil {

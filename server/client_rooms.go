@@ -7,6 +7,7 @@ import (
 	"encoding/json/jsontext"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"hearth/server/matrix"
@@ -96,8 +97,18 @@ func (s *Server) postCreateRoom(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// Users of other servers are invited once the room exists, through
+	// their servers (which must sign their invites).
+	var local, remote []string
+	for _, u := range req.Invite {
+		if s.isLocalUser(u) {
+			local = append(local, u)
+		} else if !slices.Contains(remote, u) {
+			remote = append(remote, u)
+		}
+	}
 	cr := rooms.CreateRoomRequest{Version: rv, Creator: me.UserID, CreatorJoin: join, Preset: req.Preset, Visibility: req.Visibility,
-		CanonicalAlias: alias, Name: req.Name, Topic: req.Topic, Invite: req.Invite, IsDirect: req.IsDirect,
+		CanonicalAlias: alias, Name: req.Name, Topic: req.Topic, Invite: local, RemoteInvite: remote, IsDirect: req.IsDirect,
 		CreationContent: toJSONText(req.CreationContent), PowerLevelOverride: toJSONText(req.PowerLevelOverride)}
 	for i, raw := range req.InitialState {
 		var is struct {
@@ -123,6 +134,22 @@ func (s *Server) postCreateRoom(w http.ResponseWriter, r *http.Request) error {
 			return &matrix.Error{Code: "M_ROOM_IN_USE", Msg: "room alias already taken"}
 		} else if err != nil {
 			return err
+		}
+	}
+	for _, u := range remote {
+		content, err := s.memberContent(r.Context(), rooms.MembershipInvite, u, "")
+		if err != nil {
+			return err
+		}
+		if req.IsDirect {
+			content["is_direct"] = true
+		}
+		// The room exists whatever happens to an invite: a server that
+		// cannot be reached or refuses costs its users their invite, not
+		// the creator the room (Synapse fails the request instead, with
+		// the room made all the same).
+		if err := s.inviteRemote(r.Context(), roomID, me.UserID, u, content); err != nil {
+			s.log.Warn("createRoom: invite of a user of another server failed", "room_id", roomID, "user_id", u, "err", err)
 		}
 	}
 	resp := map[string]string{"room_id": roomID}
@@ -172,6 +199,19 @@ func toJSONText(m map[string]json.RawMessage) map[string]jsontext.Value {
 func isJSONObject(raw []byte) bool {
 	raw = bytes.TrimSpace(raw)
 	return len(raw) > 0 && raw[0] == '{'
+}
+
+// withoutKey is the JSON object content without key.
+func withoutKey(content json.RawMessage, key string) (json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(content, &m); err != nil {
+		return nil, matrix.BadJSON("content must be a JSON object")
+	}
+	if _, ok := m[key]; !ok {
+		return content, nil
+	}
+	delete(m, key)
+	return json.Marshal(m)
 }
 
 // decodeContent reads an event content body: any JSON object.
@@ -281,7 +321,17 @@ func (s *Server) putStateEvent(w http.ResponseWriter, r *http.Request) error {
 	}
 	// m.room.member needs no check here: the spec allows setting a
 	// membership through this endpoint too, and the auth rules decide, as
-	// they do behind the membership endpoints.
+	// they do behind the membership endpoints. Its
+	// join_authorised_via_users_server is the server's to set, on a
+	// restricted join it authorises, and the authorising user's server must
+	// sign the event: one a client sent would make a join every other
+	// server refuses (for want of that signature), so it is dropped, as
+	// Synapse does and as the membership endpoints do.
+	if typ == rooms.TypeMember {
+		if content, err = withoutKey(content, "join_authorised_via_users_server"); err != nil {
+			return err
+		}
+	}
 	if typ == rooms.TypeCanonicalAlias {
 		if err := s.checkCanonicalAlias(r.Context(), roomID, content); err != nil {
 			return err
@@ -366,8 +416,17 @@ func (s *Server) putRedact(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx := r.Context()
 	te, err := s.store.EventByID(ctx, target)
-	if errors.Is(err, storage.ErrNotFound) || (err == nil && te.RoomID != roomID) {
+	if err == nil && te.RoomID != roomID {
 		return matrix.NotFound("event not found")
+	}
+	if errors.Is(err, storage.ErrNotFound) {
+		// An event this server does not have (yet): the redaction still
+		// goes to the room, for the servers that have it, from a user
+		// who may redact anyone's events (whose event it is is unknown).
+		if !strings.HasPrefix(target, "$") {
+			return matrix.InvalidParam("%q is not an event ID", target)
+		}
+		te, err = nil, nil
 	}
 	if err != nil {
 		return err
@@ -380,10 +439,10 @@ func (s *Server) putRedact(w http.ResponseWriter, r *http.Request) error {
 	// Only the sender or someone with the redact level may redact (the
 	// auth rules accept the redaction event itself more widely: the
 	// server decides whether it applies).
-	if te.Sender != me.UserID && me.Suspended {
+	if (te == nil || te.Sender != me.UserID) && me.Suspended {
 		return errUserSuspended("redact other users' events")
 	}
-	if te.Sender != me.UserID {
+	if te == nil || te.Sender != me.UserID {
 		allowed, err := s.hasPowerFor(ctx, roomID, me.UserID, "redact")
 		if err != nil {
 			return err
@@ -403,17 +462,17 @@ func (s *Server) putRedact(w http.ResponseWriter, r *http.Request) error {
 	if id, err := s.store.EventIDByTxn(ctx, me.UserID, me.DeviceID, txnScope(rooms.TypeRedaction, roomID), txnID); err == nil {
 		return writeJSON(w, http.StatusOK, map[string]string{"event_id": id})
 	}
-	evs, err := s.sendRedaction(ctx, roomID, ne, te)
+	evs, err := s.sendRedaction(ctx, roomID, ne, target, te)
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, map[string]string{"event_id": evs.EventID})
 }
 
-// sendRedaction sends a redaction and applies it to its target in the
-// store. A redacted state event changes what the auth rules see, so the
+// sendRedaction sends a redaction of targetID and applies it to its
+// target in the store, when this server has it (target is nil otherwise). A redacted state event changes what the auth rules see, so the
 // room's cached builder is dropped and reloaded from the redacted events.
-func (s *Server) sendRedaction(ctx context.Context, roomID string, ne newEvent, target *storage.Event) (*storage.Event, error) {
+func (s *Server) sendRedaction(ctx context.Context, roomID string, ne newEvent, targetID string, target *storage.Event) (*storage.Event, error) {
 	room, err := s.store.RoomByID(ctx, roomID)
 	if err != nil {
 		return nil, err
@@ -422,12 +481,16 @@ func (s *Server) sendRedaction(ctx context.Context, roomID string, ne newEvent, 
 	if !rv.RedactsInContent {
 		// Before v11 redacts is a top-level key, which the builder sets from content.
 		if m, ok := ne.Content.(map[string]any); ok {
-			m["redacts"] = target.EventID
+			m["redacts"] = targetID
 		}
 	}
 	evs, err := s.sendEvents(ctx, roomID, ne)
 	if err != nil {
 		return nil, err
+	}
+	if target == nil {
+		// Not here: nothing to redact locally.
+		return evs[0], nil
 	}
 	redacted, err := rooms.Redact(rv, target.JSON)
 	if err != nil {

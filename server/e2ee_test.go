@@ -364,13 +364,34 @@ func TestKeysDeviceListChanges(t *testing.T) {
 			t.Fatalf("identical re-upload reported as a change: %v", r.DeviceLists.Changed)
 		}
 
-		// Carol joining makes her changed; leaving, left.
+		// Renaming a device is a change; the same name again is not.
+		rename := func() {
+			acctDo(t, b, http.MethodPut, "/_matrix/client/v3/devices/"+string(alice.device), alice.tok,
+				map[string]any{"display_name": "Alice's laptop"}).want(t, http.StatusOK, "")
+		}
+		rename()
+		r = doSync(t, bob.roomUser, since, "", 0)
+		if !slices.Equal(r.DeviceLists.Changed, []id.UserID{alice.id}) {
+			t.Fatalf("renamed device: changed = %v, want alice", r.DeviceLists.Changed)
+		}
+		since = r.NextBatch
+		rename()
+		if r := doSync(t, bob.roomUser, since, "", 0); len(r.DeviceLists.Changed) != 0 {
+			t.Fatalf("the same name again reported as a change: %v", r.DeviceLists.Changed)
+		}
+
+		// Carol joining makes her changed; leaving, left. Carol herself
+		// sees the room's members and herself (for her other devices).
+		carolSince := doSync(t, carol.roomUser, "", "", 0).NextBatch
 		if _, err := carol.cli.JoinRoomByID(t.Context(), room); err != nil {
 			t.Fatal(err)
 		}
 		r = doSync(t, bob.roomUser, since, "", 0)
 		if !slices.Contains(r.DeviceLists.Changed, carol.id) {
 			t.Fatalf("carol's join: changed = %v", r.DeviceLists.Changed)
+		}
+		if got := doSync(t, carol.roomUser, carolSince, "", 0).DeviceLists.Changed; !slices.Equal(got, sortedUserIDs(alice.id, bob.id, carol.id)) {
+			t.Fatalf("carol's own sync after her join: changed = %v", got)
 		}
 		since = r.NextBatch
 		if _, err := carol.cli.LeaveRoom(t.Context(), room); err != nil {
@@ -963,4 +984,10 @@ func TestPresence(t *testing.T) {
 			t.Fatalf("carol's sync after joining lacks alice's presence: %+v", r.Presence.Events)
 		}
 	})
+}
+
+// sortedUserIDs is ids in the order device_lists lists them.
+func sortedUserIDs(ids ...id.UserID) []id.UserID {
+	slices.Sort(ids)
+	return ids
 }

@@ -13,6 +13,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"hearth/config"
 	"hearth/server/servertest"
 	"hearth/server/storage"
 	"hearth/server/storage/storagetest"
@@ -201,6 +202,10 @@ func TestFederationDeviceListUpdates(t *testing.T) {
 		if devs, _ := dig(bob.query(t, p.b, alice).body, "device_keys", string(alice.id)).(map[string]any); len(devs) != 2 {
 			t.Fatalf("bob sees %d devices of alice", len(devs))
 		}
+		// Renaming it reaches bob too.
+		acctDo(t, p.a, http.MethodPut, "/_matrix/client/v3/devices/SECOND", alice.tok,
+			map[string]any{"display_name": "Alice's phone"}).want(t, http.StatusOK, "")
+		since = syncUntil(t, bob.roomUser, since, "alice's renamed device", changedHas(alice.id)).NextBatch
 
 		// Deleting it, and publishing cross-signing keys.
 		acctUIA(t, p.a, http.MethodDelete, "/_matrix/client/v3/devices/SECOND", alice.tok, nil, func(s string) map[string]any {
@@ -321,5 +326,38 @@ func TestFederationToDevice(t *testing.T) {
 			d, err := p.a.Store.OutboxDestinations(context.Background())
 			return err == nil && len(d) == 0
 		})
+	})
+}
+
+// Device names reach other servers only with
+// allow_device_name_lookup_over_federation: in the keys other servers
+// query, and in the device list updates sent to them.
+func TestFederationDeviceNames(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		for _, allow := range []bool{false, true} {
+			fed := servertest.NewFederation(t)
+			p := &fedPair{a: fed.Start(t, e, func(c *config.Config) { c.AllowDeviceNameLookupOverFederation = allow }), b: fed.Start(t, e)}
+			p.alice, p.bob = newE2EEUser(t, p.a, "alice"), newE2EEUser(t, p.b, "bob")
+			alice, bob := p.alice, p.bob
+			acctDo(t, p.a, http.MethodPut, "/_matrix/client/v3/devices/"+string(alice.device), alice.tok,
+				map[string]any{"display_name": "Alice's laptop"}).want(t, http.StatusOK, "")
+			alice.upload(t, p.a, map[string]any{"device_keys": alice.deviceKeys(t)}).want(t, http.StatusOK, "")
+			p.join(t)
+			name := func() any {
+				q := bob.query(t, p.b, alice)
+				return dig(q.body, "device_keys", string(alice.id), string(alice.device), "unsigned", "device_display_name")
+			}
+			want := map[bool]any{false: nil, true: "Alice's laptop"}[allow]
+			if got := name(); got != want {
+				t.Fatalf("allow %v: bob sees alice's device named %v, want %v", allow, got, want)
+			}
+			// A rename reaches bob's server's copy.
+			since := doSync(t, bob.roomUser, "", "", 0).NextBatch
+			acctDo(t, p.a, http.MethodPut, "/_matrix/client/v3/devices/"+string(alice.device), alice.tok,
+				map[string]any{"display_name": "Alice's phone"}).want(t, http.StatusOK, "")
+			syncUntil(t, bob.roomUser, since, "the rename", changedHas(alice.id))
+			want = map[bool]any{false: nil, true: "Alice's phone"}[allow]
+			waitFor(t, "bob's server to have alice's device name", func() bool { return name() == want })
+		}
 	})
 }

@@ -71,6 +71,17 @@ func (s *Server) makeHandler(membership string) apiFunc {
 
 // sendHandler answers send_join, send_leave (v2) and send_knock.
 func (s *Server) sendHandler(membership string) apiFunc {
+	return s.sendHandlerVersion(membership, false)
+}
+
+// sendHandlerV1 answers the deprecated v1 send_join and send_leave: the
+// same as v2, but the answer is wrapped as [200, answer] (an error is an
+// ordinary error answer), and there is no omit_members.
+func (s *Server) sendHandlerV1(membership string) apiFunc {
+	return s.sendHandlerVersion(membership, true)
+}
+
+func (s *Server) sendHandlerVersion(membership string, v1 bool) apiFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		roomID, err := pathParam(r, "roomId")
 		if err != nil {
@@ -84,11 +95,16 @@ func (s *Server) sendHandler(membership string) apiFunc {
 		if err != nil {
 			return err
 		}
-		omit, err := queryBool(r, "omit_members", false)
-		if err != nil {
-			return err
+		omit := false
+		if !v1 {
+			if omit, err = queryBool(r, "omit_members", false); err != nil {
+				return err
+			}
 		}
 		resp, err := s.sendMembership(r.Context(), originFrom(r.Context()), roomID, eventID, membership, body, omit)
+		if err == nil && v1 {
+			return writeJSON(w, http.StatusOK, []any{http.StatusOK, resp})
+		}
 		return answer(w, resp, err)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/tidwall/gjson"
+
 	"hearth/server/federation"
 	"hearth/server/matrix"
 	"hearth/server/rooms"
@@ -223,6 +225,53 @@ func (s *Server) recordOutOfRoom(ctx context.Context, e *rooms.Event, userID, me
 	}
 	s.notifier.notifyUser(userID)
 	return nil
+}
+
+// receiveOutOfRoomMembership takes, from a room this server is not in, the
+// one kind of event that concerns it: the inviter rescinding a local
+// user's invite (a leave, or a ban, of the invitee by the user who invited
+// them), which the inviting server sends to the invitee's server. The
+// invitee sees the invite end as if they had rejected it. ok reports
+// whether the event was such a membership at all (so that it has an ID to
+// answer for); err why it was refused. A kick by anyone else is not shown
+// (Synapse does not either): this server cannot check that it was allowed.
+func (s *Server) receiveOutOfRoomMembership(ctx context.Context, origin, roomID string, raw []byte) (eventID string, ok bool, err error) {
+	target := gjson.GetBytes(raw, "state_key").String()
+	if gjson.GetBytes(raw, "type").String() != rooms.TypeMember || !s.isLocalUser(target) {
+		return "", false, nil
+	}
+	m, err := s.store.OutOfRoomMembership(ctx, target, roomID)
+	if err != nil || m.Membership != rooms.MembershipInvite {
+		return "", false, nil
+	}
+	rv, known := rooms.LookupVersion(m.RoomVersion)
+	if !known {
+		return "", false, nil
+	}
+	e, err := rooms.ParseEvent(rv, raw)
+	if err != nil {
+		return "", false, nil
+	}
+	invite, err := s.store.EventByID(ctx, m.EventID)
+	if err != nil {
+		return e.ID(), true, err
+	}
+	switch mb := e.Membership(); {
+	case mb != rooms.MembershipLeave && mb != rooms.MembershipBan:
+		return e.ID(), true, errors.New("not a leave or ban of an invited user")
+	case e.Sender() != invite.Sender:
+		return e.ID(), true, errors.New("only the inviter can rescind an invite here")
+	case !fromOrigin(e.Sender(), origin):
+		return e.ID(), true, errNotFromOrigin
+	case !e.VerifyContentHash():
+		return e.ID(), true, errors.New("content hash mismatch")
+	}
+	if err := rooms.VerifyServerSignature(e, origin, s.keys.Lookup(ctx)); err != nil {
+		return e.ID(), true, err
+	}
+	var stripped []json.RawMessage
+	_ = json.Unmarshal(m.Stripped, &stripped)
+	return e.ID(), true, s.recordOutOfRoom(ctx, e, target, rooms.MembershipLeave, stripped)
 }
 
 // leaveOutOfRoom answers a local user's leave of a room this server is not

@@ -77,7 +77,11 @@ func (s *Server) userDevices(ctx context.Context, userID string) (map[string]any
 	list := []map[string]any{}
 	for _, d := range devices {
 		if k, ok := keys.devices[userID][d.DeviceID]; ok {
-			list = append(list, map[string]any{"device_id": d.DeviceID, "keys": k})
+			dev := map[string]any{"device_id": d.DeviceID, "keys": k}
+			if s.cfg.AllowDeviceNameLookupOverFederation && d.DisplayName != "" {
+				dev["device_display_name"] = d.DisplayName
+			}
+			list = append(list, dev)
 		}
 	}
 	resp := map[string]any{"user_id": userID, "stream_id": streamID, "devices": list}

@@ -165,12 +165,20 @@ func parseRoomEvents(rv *rooms.RoomVersion, raws []json.RawMessage) []*rooms.Eve
 	return out
 }
 
-// joinServers lists the servers to try joining roomID through: those the
-// client named, then the room ID's own server (v1–11 room IDs name the
-// server that created the room).
-func joinServers(roomID string, named []string) []string {
-	out := slices.Clone(named)
-	if _, server, ok := strings.Cut(roomID, ":"); ok {
+// joinServers lists the servers to try joining roomID through, each once:
+// those named (the inviter's, those the client named); only when there are
+// none, those last seen in the room (seen, when this server was in it
+// before), then the room ID's own server (v1–11 room IDs name the server
+// that created the room, which may have left it since). A client that
+// names servers means those: a restricted room's join must fail when none
+// of them can authorise it, not succeed through a server the client did
+// not name (as in Synapse).
+func joinServers(roomID string, named, seen []string) []string {
+	if out := uniqueStrings(named); len(out) > 0 {
+		return out
+	}
+	out := uniqueStrings(seen)
+	if _, server, ok := strings.Cut(roomID, ":"); ok && !slices.Contains(out, server) {
 		out = append(out, server)
 	}
 	return out

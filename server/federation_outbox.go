@@ -75,7 +75,8 @@ func (o fedOutbox) Pending(ctx context.Context, destination string, limit int) (
 
 // userKeys is what the device list EDUs of one user are built from.
 type userKeys struct {
-	devices map[string]bool // the devices that exist
+	devices map[string]bool   // the devices that exist
+	names   map[string]string // their display names
 	keys    *keysAnswer
 }
 
@@ -93,9 +94,10 @@ func (s *Server) deviceListEDUs(ctx context.Context, pokes []storage.DeviceListP
 			if err != nil {
 				return nil, err
 			}
-			uk = &userKeys{devices: map[string]bool{}, keys: newKeysAnswer()}
+			uk = &userKeys{devices: map[string]bool{}, names: map[string]string{}, keys: newKeysAnswer()}
 			for _, d := range devices {
 				uk.devices[d.DeviceID] = true
+				uk.names[d.DeviceID] = d.DisplayName
 			}
 			if err := s.localKeys(ctx, uk.keys, p.UserID, nil, ""); err != nil {
 				return nil, err
@@ -126,6 +128,9 @@ func (s *Server) deviceListEDUs(ctx context.Context, pokes []storage.DeviceListP
 				content["deleted"] = true
 			} else if k, ok := uk.keys.devices[p.UserID][p.DeviceID]; ok {
 				content["keys"] = k
+			}
+			if n := uk.names[p.DeviceID]; n != "" && s.cfg.AllowDeviceNameLookupOverFederation {
+				content["device_display_name"] = n
 			}
 		}
 		raw, err := json.Marshal(content)

@@ -100,6 +100,13 @@ func (s *Server) receivePDUs(ctx context.Context, origin string, raws []json.Raw
 			err = storage.ErrNotFound
 		}
 		if err != nil {
+			if id, ok, err := s.receiveOutOfRoomMembership(ctx, origin, roomID, raw); ok {
+				results[id] = pduResult{}
+				if err != nil {
+					results[id] = pduResult{Error: err.Error()}
+				}
+				continue
+			}
 			s.log.Info("federation: PDU for a room this server is not in", "origin", origin, "room_id", roomID)
 			continue
 		}
@@ -222,13 +229,15 @@ func (s *Server) receiveEDU(ctx context.Context, origin, typ string, content jso
 					if ok, err := s.serverAllowed(ctx, roomID, origin); err != nil || !ok {
 						continue
 					}
-					if err := s.setReceipt(ctx, userID, roomID, typ, r.EventIDs[0], r.Data.ThreadID); err != nil {
+					if err := s.setRemoteReceipt(ctx, userID, roomID, r.EventIDs[0], r.Data.ThreadID); err != nil {
 						s.log.Debug("federation: receipt ignored", "origin", origin, "user_id", userID, "room_id", roomID, "err", err)
 					}
 				}
 			}
 		}
 		return nil
+	case "m.presence":
+		return s.receivePresence(ctx, origin, content)
 	case "m.device_list_update":
 		return s.receiveDeviceListUpdate(ctx, origin, content)
 	case "m.signing_key_update":

@@ -548,6 +548,53 @@ func TestFederationBackPagination(t *testing.T) {
 	})
 }
 
+// A page larger than one /backfill answer (100 events): /messages
+// backfills until its page is full, and keeps an end token while
+// backfilling brings events, so the client pages on to the room's start.
+func TestFederationBackPaginationLargePages(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		fed := servertest.NewFederation(t)
+		a, b := fed.Start(t, e), fed.Start(t, e)
+		ctx := t.Context()
+		alice, bob := newSyncUser(t, a, "alice"), newSyncUser(t, b, "bob")
+		room, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for i := 0; i < 260; i++ {
+			body := fmt.Sprintf("history %d", i)
+			if _, err := alice.cli.SendText(ctx, room.RoomID, body); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, body)
+		}
+		if _, err := bob.cli.JoinRoom(ctx, string(room.RoomID), &mautrix.ReqJoinRoom{Via: []string{a.Cfg.ServerName}}); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		from := ""
+		for page := 0; page < 10; page++ {
+			resp, err := bob.cli.Messages(ctx, room.RoomID, from, "", mautrix.DirectionBackward, nil, 200)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, bodies(resp.Chunk)...) // newest first
+			if page == 0 && len(resp.Chunk) < 200 {
+				t.Errorf("the first page holds %d events, want a full page", len(resp.Chunk))
+			}
+			if resp.End == "" {
+				break
+			}
+			from = resp.End
+		}
+		slices.Reverse(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("bob paged back to %d messages, want %d", len(got), len(want))
+		}
+	})
+}
+
 // A room's server ACL shuts a server out: its events are refused.
 func TestFederationServerACL(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {

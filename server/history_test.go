@@ -16,6 +16,7 @@ import (
 
 	"hearth/server/servertest"
 	"hearth/server/storage/storagetest"
+	"hearth/server/timeline"
 )
 
 // histSend sends an m.room.message with the given content.
@@ -509,6 +510,48 @@ func TestMessagesFromSyncPrevBatch(t *testing.T) {
 		slices.Reverse(want)
 		if got := histIDs(resp.Chunk); !slices.Equal(got, want) {
 			t.Fatalf("messages from prev_batch: %v, want %v", got, want)
+		}
+	})
+}
+
+// TestMessagesFromPrevBatchLeavesOutLateEvents: an event of another server
+// that arrives late, on a fork as old as the local events sent meanwhile,
+// comes down /sync when it arrives; paging back from the prev_batch of that
+// sync gives the local events before it, not the late event again in place
+// of the oldest of them (Complement's TestNetworkPartitionOrdering).
+func TestMessagesFromPrevBatchLeavesOutLateEvents(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		f := newFed(t, b, "r1.test")
+		alice := newSyncUser(t, b, "alice")
+		carol := "@carol:r1.test"
+		rb, _ := remoteRoom(t, f, "r1.test", carol, "12", nil, 0)
+		room := id.RoomID(rb.RoomID)
+		joinThrough(t, f, rb, "r1.test", alice.id)
+		// Built now, on the room as it is at alice's join; sent later.
+		late := f.add(rb.Fork(), "m.room.message", nil, carol, map[string]any{"msgtype": "m.text", "body": "late"})
+		var sent []id.EventID
+		for i := range 4 {
+			sent = append(sent, histText(t, alice, room, fmt.Sprint("event ", i+1)))
+		}
+		f.mustReceive("r1.test", timeline.Live, timeline.Accepted, late)
+		var after []id.EventID
+		for i := range 3 {
+			after = append(after, histText(t, alice, room, fmt.Sprint("event ", i+5)))
+		}
+		r := histGet(t, b, alice.tok, "/_matrix/client/v3/sync", url.Values{"filter": {`{"room":{"timeline":{"limit":4}}}`}})
+		tl := r.body["rooms"].(map[string]any)["join"].(map[string]any)[string(room)].(map[string]any)["timeline"].(map[string]any)
+		if got, want := histRawIDs(tl["events"]), append([]string{late.ID()}, idStrings(after)...); !slices.Equal(got, want) {
+			t.Fatalf("sync timeline %v, want %v", got, want)
+		}
+		resp, err := alice.cli.Messages(t.Context(), room, tl["prev_batch"].(string), "", mautrix.DirectionBackward, nil, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := slices.Clone(sent)
+		slices.Reverse(want)
+		if got := histIDs(resp.Chunk); !slices.Equal(got, want) {
+			t.Fatalf("messages from prev_batch: %v, want %v (the late event is %s)", got, want, late.ID())
 		}
 	})
 }

@@ -234,8 +234,8 @@ func newKeysAnswer() *keysAnswer {
 // localKeys adds the local user userID's keys to out: the devices in
 // wanted (all when empty) and the cross-signing keys, with the signatures
 // viewer may see. viewer "" is another server: it sees the owner's
-// signatures only, no user-signing key and no device names (as Synapse,
-// whose allow_device_name_lookup_over_federation is off by default).
+// signatures only, no user-signing key, and device names only with
+// allow_device_name_lookup_over_federation (off, as in Synapse).
 func (s *Server) localKeys(ctx context.Context, out *keysAnswer, userID string, wanted []string, viewer string) error {
 	keys, err := s.store.DeviceKeys(ctx, userID)
 	if err != nil {
@@ -246,7 +246,7 @@ func (s *Server) localKeys(ctx context.Context, out *keysAnswer, userID string, 
 		return err
 	}
 	names := map[string]string{}
-	if viewer != "" {
+	if viewer != "" || s.cfg.AllowDeviceNameLookupOverFederation {
 		devices, err := s.store.Devices(ctx, userID)
 		if err != nil {
 			return err

@@ -2,11 +2,14 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
+	"hearth/server/federation"
 	"hearth/server/matrix"
 	"hearth/server/storage"
 )
@@ -32,11 +35,57 @@ const presenceGoneAfter = maxSyncTimeout + presenceTouchEvery
 
 var presenceStates = []string{"online", "unavailable", "offline"}
 
+// Presence across servers (spec: Server-Server API, "Presence"). A local
+// user's published presence goes as an m.presence EDU to the servers that
+// share a room with them, and goes again every federationPresencePing
+// while they stay active, as other servers take a user they hear nothing
+// of for gone (Synapse after 30 minutes). Other servers' users' presence,
+// for users in a room with this server's, is stored like a local user's
+// and reaches /sync the same way; it is taken as offline after
+// federationPresenceTimeout without news.
+const (
+	federationPresencePing    = 25 * time.Minute
+	federationPresenceTimeout = 30 * time.Minute
+)
+
+// presenceSent records when a local user's presence last went out.
+type presenceSent struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+// due reports whether userID's presence has not gone out for a ping
+// interval.
+func (p *presenceSent) due(userID string, now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return now.Sub(p.last[userID]) >= federationPresencePing
+}
+
+func (p *presenceSent) mark(userID string, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.last == nil {
+		p.last = map[string]time.Time{}
+	}
+	p.last[userID] = now
+}
+
+// goneAfter is how long after their last news a user who is not offline
+// is taken to be offline: a local user's client says nothing when closed;
+// another server's user, until their server's next ping.
+func (s *Server) goneAfter(userID string) time.Duration {
+	if s.isLocalUser(userID) {
+		return presenceGoneAfter
+	}
+	return federationPresenceTimeout
+}
+
 // presenceContent is the m.presence content (and GET answer) of p.
 func (s *Server) presenceContent(p *storage.Presence) map[string]any {
 	ago := max(s.now().UnixMilli()-p.LastActiveTS, 0)
 	state := p.State
-	if time.Duration(ago)*time.Millisecond > presenceGoneAfter {
+	if time.Duration(ago)*time.Millisecond > s.goneAfter(p.UserID) {
 		state = "offline" // not yet published by expirePresence
 	}
 	c := map[string]any{
@@ -54,10 +103,86 @@ func (s *Server) presenceContent(p *storage.Presence) map[string]any {
 // records activity (storage.SetPresence).
 func (s *Server) setPresence(ctx context.Context, p *storage.Presence, touch bool) error {
 	changed, err := s.store.SetPresence(ctx, p, touch)
-	if err != nil || !changed {
+	if err != nil {
 		return err
 	}
+	if s.fedSender != nil && s.isLocalUser(p.UserID) && (changed || s.presenceSent.due(p.UserID, s.now())) {
+		s.sendPresence(ctx, p.UserID)
+	}
+	if !changed {
+		return nil
+	}
 	return s.notifyPeers(ctx, p.UserID)
+}
+
+// sendPresence sends a local user's presence, as stored, to the servers
+// sharing a room with them. Failures are logged: presence is best effort.
+func (s *Server) sendPresence(ctx context.Context, userID string) {
+	p, err := s.store.PresenceOf(ctx, userID)
+	if err != nil {
+		return
+	}
+	mems, err := s.store.RoomsOfUser(ctx, userID, "join")
+	if err != nil {
+		s.log.Warn("federation: cannot list a user's rooms for presence", "user_id", userID, "err", err)
+		return
+	}
+	var servers []string
+	for _, m := range mems {
+		in, err := s.store.JoinedServers(ctx, m.RoomID)
+		if err != nil {
+			s.log.Warn("federation: cannot list the servers of a room for presence", "room_id", m.RoomID, "err", err)
+			return
+		}
+		for _, srv := range in {
+			if srv != s.cfg.ServerName && !slices.Contains(servers, srv) {
+				servers = append(servers, srv)
+			}
+		}
+	}
+	s.presenceSent.mark(userID, s.now())
+	if len(servers) == 0 {
+		return
+	}
+	c := s.presenceContent(p)
+	c["user_id"] = userID
+	raw, err := json.Marshal(map[string]any{"push": []any{c}})
+	if err != nil {
+		return
+	}
+	s.fedSender.SendEDUs(servers, federation.EDU{Type: "m.presence", Content: raw})
+}
+
+// receivePresence applies an m.presence EDU: the presence of origin's
+// users who are in a room with this server (of others it has no use).
+func (s *Server) receivePresence(ctx context.Context, origin string, content json.RawMessage) error {
+	var c struct {
+		Push []struct {
+			UserID        string  `json:"user_id"`
+			Presence      string  `json:"presence"`
+			StatusMsg     *string `json:"status_msg"`
+			LastActiveAgo int64   `json:"last_active_ago"`
+		} `json:"push"`
+	}
+	if err := json.Unmarshal(content, &c); err != nil {
+		return err
+	}
+	for _, u := range c.Push {
+		if !fromOrigin(u.UserID, origin) || !slices.Contains(presenceStates, u.Presence) {
+			continue
+		}
+		if mems, err := s.store.RoomsOfUser(ctx, u.UserID, "join"); err != nil {
+			return err
+		} else if len(mems) == 0 {
+			continue
+		}
+		p := &storage.Presence{UserID: u.UserID, State: u.Presence, StatusMsg: u.StatusMsg,
+			LastActiveTS: s.now().UnixMilli() - max(u.LastActiveAgo, 0)}
+		if err := s.setPresence(ctx, p, false); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // notifyPeers wakes the /sync of userID and of everyone sharing a room
@@ -79,10 +204,23 @@ func (s *Server) notifyPeers(ctx context.Context, userID string) error {
 // see them does it, so it costs nothing while nobody looks, and the change
 // reaches the others through the stream like any other.
 func (s *Server) expirePresence(ctx context.Context, peers []string) error {
-	stale, err := s.store.StalePresence(ctx, peers, s.now().Add(-presenceGoneAfter).UnixMilli())
+	var local, remote []string
+	for _, u := range peers {
+		if s.isLocalUser(u) {
+			local = append(local, u)
+		} else {
+			remote = append(remote, u)
+		}
+	}
+	stale, err := s.store.StalePresence(ctx, local, s.now().Add(-presenceGoneAfter).UnixMilli())
 	if err != nil {
 		return err
 	}
+	staleRemote, err := s.store.StalePresence(ctx, remote, s.now().Add(-federationPresenceTimeout).UnixMilli())
+	if err != nil {
+		return err
+	}
+	stale = append(stale, staleRemote...)
 	for i := range stale {
 		p := stale[i]
 		p.State = "offline"
@@ -154,11 +292,13 @@ func (s *Server) getPresence(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.store.UserByID(r.Context(), userID); err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return matrix.NotFound("unknown user")
+	if s.isLocalUser(userID) {
+		if _, err := s.store.UserByID(r.Context(), userID); err != nil {
+			if errors.Is(err, storage.ErrNotFound) {
+				return matrix.NotFound("unknown user")
+			}
+			return err
 		}
-		return err
 	}
 	ok, err := s.canSeePresence(r.Context(), me.UserID, userID)
 	if err != nil {

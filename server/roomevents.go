@@ -48,6 +48,11 @@ func (s *Server) sendEvents(ctx context.Context, roomID string, evs ...newEvent)
 	return out, sendError(err)
 }
 
+// badContentRules are the auth rules that refuse an event for its content
+// alone (m.room.power_levels: values not integers, users not user IDs,
+// v12's creators listed), whatever the sender's power.
+var badContentRules = map[string]bool{"10.1": true, "10.2": true, "10.3": true, "10.4": true}
+
 // sendError turns what the timeline refuses into the client's error.
 func sendError(err error) error {
 	var authErr *rooms.AuthError
@@ -58,6 +63,11 @@ func sendError(err error) error {
 		return &matrix.Error{Code: "M_NOT_FOUND", Msg: "unknown room", Err: err}
 	case errors.Is(err, timeline.ErrRoomBlocked):
 		return &matrix.Error{Code: "M_FORBIDDEN", Msg: "this room has been blocked on this server", Err: err}
+	case errors.As(err, &authErr) && badContentRules[authErr.Rule]:
+		// Not a matter of permission: the content can never be valid
+		// (a malformed power levels event, a v12 creator listed in it),
+		// whoever sends it. 400, as Synapse answers.
+		return matrix.BadJSON("%s", authErr.Reason)
 	case errors.As(err, &authErr):
 		return matrix.Forbidden("%s", authErr.Reason)
 	case errors.Is(err, rooms.ErrEventTooLarge):

@@ -107,6 +107,9 @@ func (s *Server) routes() http.Handler {
 			r.Get("/make_leave/{roomId}/{userId}", s.api(s.makeHandler(rooms.MembershipLeave)))
 			r.Get("/make_knock/{roomId}/{userId}", s.api(s.makeHandler(rooms.MembershipKnock)))
 			r.Put("/send_knock/{roomId}/{eventId}", s.api(s.sendHandler(rooms.MembershipKnock)))
+			// The deprecated v1 forms of send_join and send_leave.
+			r.Put("/send_join/{roomId}/{eventId}", s.api(s.sendHandlerV1(rooms.MembershipJoin)))
+			r.Put("/send_leave/{roomId}/{eventId}", s.api(s.sendHandlerV1(rooms.MembershipLeave)))
 			// Reading rooms (federation_serve.go).
 			r.Get("/event/{eventId}", s.api(s.getFederationEvent))
 			r.Get("/state/{roomId}", s.api(s.stateHandler(false)))

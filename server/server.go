@@ -84,6 +84,9 @@ type Server struct {
 	push     *push.Evaluator
 	pushers  *push.Pool
 	pushGate *pushGate
+	// presenceSent is when each local user's presence last went to other
+	// servers (presence.go).
+	presenceSent presenceSent
 	// bg is the background work Run owns (run.go).
 	bg background
 	// mutualBatch overrides the mutual rooms batch size (tests; 0: the

@@ -91,7 +91,12 @@ func (s *Server) deviceListDelta(ctx context.Context, userID string, since, to s
 			left := mv.Membership == rooms.MembershipLeave || mv.Membership == rooms.MembershipBan
 			switch {
 			case mv.UserID == userID && (joined || left):
-				// Everyone in the room is new to us, or may be gone.
+				// Everyone in the room is new to us, or may be gone. On a
+				// join the user is listed too, for their other devices (as
+				// Synapse does; Complement expects it).
+				if joined {
+					ch[userID] = true
+				}
 				members, err := s.store.Members(ctx, mv.RoomID)
 				if err != nil {
 					return nil, nil, nil, err

@@ -49,7 +49,7 @@ func run() error {
 		return err
 	}
 	cfgPath := filepath.Join(dataDir, "homeserver.yaml")
-	if err := writeConfig(cfgPath, dataDir, serverName); err != nil {
+	if err := writeConfig(cfgPath, dataDir, serverName, caDir); err != nil {
 		return err
 	}
 	host := serverName
@@ -72,6 +72,11 @@ func run() error {
 	return appliance.Run(ctx, cfg, appliance.Options{Log: log})
 }
 
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {
 		return v
@@ -79,9 +84,18 @@ func envOr(k, def string) string {
 	return def
 }
 
+// complementRanges are the private ranges Complement's homeservers and its
+// own federation servers live in: Docker's default address pools
+// (172.17.0.0/16 and up, then 192.168.0.0/16), the host gateway
+// (host.docker.internal, on the default bridge), other runtimes' pools
+// (10.0.0.0/8; CGNAT 100.64.0.0/10 for rootless networking) and IPv6
+// unique local addresses. Outbound federation and URL previews refuse
+// private addresses unless they are listed.
+var complementRanges = []string{"10.0.0.0/8", "100.64.0.0/10", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"}
+
 // writeConfig writes the config once; later starts of the container reuse
 // it (Complement may run the entrypoint more than once).
-func writeConfig(path, dataDir, serverName string) error {
+func writeConfig(path, dataDir, serverName, caDir string) error {
 	if _, err := os.Stat(path); err == nil {
 		return nil
 	}
@@ -98,7 +112,8 @@ func writeConfig(path, dataDir, serverName string) error {
 	// Registration is open and unlimited: Complement registers many users
 	// quickly. The shared secret "complement" is what Complement's admin
 	// registration uses.
-	text := strings.NewReplacer("SERVER_NAME", serverName, "DATA", dataDir).Replace(`server_name: "SERVER_NAME"
+	ranges := "['" + strings.Join(complementRanges, "', '") + "']"
+	text := strings.NewReplacer("SERVER_NAME", serverName, "DATA", dataDir, "RANGES", ranges).Replace(`server_name: "SERVER_NAME"
 log_level: info
 listeners:
   - port: 8008
@@ -132,12 +147,28 @@ rc_registration: {per_second: 0, burst_count: 1000}
 # and its server-notice tests need notices on; none of these are defaults.
 enable_authenticated_media: false
 url_preview_enabled: true
-url_preview_ip_range_whitelist: ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16']
+url_preview_ip_range_whitelist: RANGES
 server_notices:
   system_mxid_localpart: _server
   system_mxid_display_name: "Server Notices"
   room_name: "Server Notices"
+# Federation under Complement: every address is private (the other
+# homeservers' containers, and the federation servers the tests run on the
+# Docker host, reached as host.docker.internal), and there is no notary:
+# keys are fetched from each server.
+ip_range_whitelist: RANGES
+trusted_key_servers: []
+# Complement's Synapse shows device names to other servers, and its
+# federation tests expect them.
+allow_device_name_lookup_over_federation: true
 `)
+	// Complement's CA signs every server's certificate, the test process's
+	// own federation servers included: trust it (and only it) for outbound
+	// federation. Without a mounted CA (the image run by hand) nothing is
+	// added and the system roots stay, which a scratch image has none of.
+	if ca := filepath.Join(caDir, "ca.crt"); fileExists(ca) {
+		text += "federation_custom_ca_list: ['" + ca + "']\n"
+	}
 	return os.WriteFile(path, []byte(text), 0o600)
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json/jsontext"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -269,6 +270,12 @@ func Authorize(e *Event, state StateEvents, keys KeyLookup) error {
 	return nil
 }
 
+// serverNameRe is the spec's server name grammar (appendices, "Server
+// name"): additional_creators must be user IDs by the grammar, server
+// name included (v12's rule 1.4, as Synapse checks it); elsewhere the
+// auth rules only look at a user ID's shape.
+var serverNameRe = regexp.MustCompile(`^(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.-]{1,255})(:[0-9]{1,5})?$`)
+
 func validUserID(s string) bool {
 	if len(s) > 255 || !strings.HasPrefix(s, "@") {
 		return false
@@ -300,7 +307,7 @@ func authorizeCreate(e *Event) error {
 				return reject("1.4", "additional_creators is not an array")
 			}
 			for _, u := range ac.Array() {
-				if u.Type != gjson.String || !validUserID(u.Str) {
+				if u.Type != gjson.String || !validUserID(u.Str) || !serverNameRe.MatchString(serverOf(u.Str)) {
 					return reject("1.4", "additional_creators entry %s is not a user ID", u.Raw)
 				}
 			}

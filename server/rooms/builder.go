@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/json/jsontext"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -113,7 +114,9 @@ func (b *RoomBuilder) Template(typ string, stateKey *string, sender string, cont
 	}
 	isCreate := typ == TypeCreate && stateKey != nil && *stateKey == ""
 	if isCreate && len(b.Extremities) > 0 {
-		return EventTemplate{}, errors.New("rooms: m.room.create must be the first event")
+		// A client's PUT of m.room.create into an existing room: a bad
+		// request, not a failure of the server.
+		return EventTemplate{}, fmt.Errorf("%w: m.room.create must be the first event of a room", ErrBadEvent)
 	}
 	if !isCreate && b.RoomID == "" {
 		return EventTemplate{}, errors.New("rooms: no room ID (append m.room.create first)")

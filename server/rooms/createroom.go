@@ -37,7 +37,12 @@ type CreateRoomRequest struct {
 	CanonicalAlias string
 	Name, Topic    string
 	Invite         []string
-	IsDirect       bool
+	// RemoteInvite are invitees of other servers: invitees like Invite
+	// for the preset's power levels and v12's additional creators, but
+	// with no invite event here, since their server must sign the invite
+	// first (the caller sends it through federation once the room exists).
+	RemoteInvite []string
+	IsDirect     bool
 	// CreationContent is merged into the m.room.create content
 	// (room_version and, before v11, creator are set by the server).
 	CreationContent map[string]jsontext.Value
@@ -163,14 +168,15 @@ func CreateRoom(req CreateRoomRequest, key SigningKey, now func() int64) ([]*Eve
 	} else {
 		delete(createContent, "creator")
 	}
-	if rv.PrivilegedCreators && preset == PresetTrustedPrivateChat && len(req.Invite) > 0 {
+	invitees := append(slices.Clone(req.Invite), req.RemoteInvite...)
+	if rv.PrivilegedCreators && preset == PresetTrustedPrivateChat && len(invitees) > 0 {
 		var extra []string
 		if raw, ok := req.CreationContent["additional_creators"]; ok {
 			if err := json.Unmarshal(raw, &extra); err != nil {
 				return nil, nil, fmt.Errorf("rooms: additional_creators: %w", err)
 			}
 		}
-		for _, u := range req.Invite {
+		for _, u := range invitees {
 			if u != req.Creator && !slices.Contains(extra, u) {
 				extra = append(extra, u)
 			}
@@ -196,7 +202,7 @@ func CreateRoom(req CreateRoomRequest, key SigningKey, now func() int64) ([]*Eve
 	if is, ok := initialState(req.InitialState, TypePowerLevels); ok {
 		pl = is.Content
 	} else {
-		def := DefaultPowerLevels(rv, req.Creator, preset, req.Invite)
+		def := DefaultPowerLevels(rv, req.Creator, preset, invitees)
 		for k, v := range req.PowerLevelOverride {
 			def[k] = v
 		}

@@ -75,18 +75,30 @@ func (s *Store) CreateDevice(ctx context.Context, d *Device) error {
 	return s.tx(ctx, func(tx *sql.Tx) error { return upsertDevice(ctx, tx, d) })
 }
 
-// SetDeviceDisplayName renames a device.
-func (s *Store) SetDeviceDisplayName(ctx context.Context, userID, deviceID, name string) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3`, nullStr(name), userID, deviceID)
+// SetDeviceDisplayName renames a device. A new name is a change of the
+// user's device list (the name is part of what others are told of a
+// device), which changed reports.
+func (s *Store) SetDeviceDisplayName(ctx context.Context, userID, deviceID, name string) (changed bool, err error) {
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		changed = false
+		var old sql.NullString
+		err := tx.QueryRowContext(ctx, `SELECT display_name FROM devices WHERE user_id = $1 AND device_id = $2`, userID, deviceID).Scan(&old)
 		if err != nil {
+			return notFound(err, "read device")
+		}
+		if old.String == name {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3`, nullStr(name), userID, deviceID); err != nil {
 			return fmt.Errorf("storage: rename device: %w", err)
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return ErrNotFound
+		if _, err := s.markDeviceListChange(ctx, tx, userID, deviceID); err != nil {
+			return err
 		}
+		changed = true
 		return nil
 	})
+	return changed, err
 }
 
 // LocalNotificationSettingsPrefix starts the account data type of a

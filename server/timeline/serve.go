@@ -5,6 +5,8 @@ import (
 	"encoding/json/jsontext"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"hearth/server/rooms"
 	"hearth/server/storage"
@@ -80,7 +82,10 @@ const maxAuthChain = 100_000
 
 // AuthChain returns every event in the auth chains of the given events
 // (their auth events, theirs, and so on), the given events excluded unless
-// one is in another's chain.
+// one is in another's chain. From v12 an event's auth_events never list
+// the create event, which authorises it all the same (its ID is the room
+// ID's): the chain of any other event includes it, as other servers
+// expect of /event_auth, /state and send_join.
 func (t *Timeline) AuthChain(ctx context.Context, rv *rooms.RoomVersion, ids []string) ([]*storage.Event, error) {
 	seen := map[string]bool{}
 	var out []*storage.Event
@@ -96,7 +101,11 @@ func (t *Timeline) AuthChain(ctx context.Context, rv *rooms.RoomVersion, ids []s
 			if err != nil {
 				return nil, fmt.Errorf("timeline: parse %s: %w", se.EventID, err)
 			}
-			for _, a := range e.AuthEventIDs() {
+			auth := e.AuthEventIDs()
+			if rv.RoomIDFromCreateEvent && !e.IsCreate() {
+				auth = append(slices.Clone(auth), "$"+strings.TrimPrefix(e.RoomID(), "!"))
+			}
+			for _, a := range auth {
 				if !seen[a] {
 					seen[a] = true
 					next = append(next, a)
