@@ -287,7 +287,7 @@ func TestFederationRestrictedJoinNeedsTheAllowedRoom(t *testing.T) {
 			}
 		}
 		// bob may invite, so b could authorise joins...
-		pl, err := alice.cli.SendStateEvent(ctx, restricted.RoomID, event.StatePowerLevels, "", map[string]any{"invite": 50, "users": map[string]any{string(bob.id): 50}})
+		pl, err := alice.cli.SendStateEvent(ctx, restricted.RoomID, event.StatePowerLevels, "", map[string]any{"invite": 50, "users": map[string]any{string(alice.id): 100, string(bob.id): 50}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -308,7 +308,7 @@ func TestFederationRestrictedJoinNeedsTheAllowedRoom(t *testing.T) {
 			t.Fatal(err)
 		}
 		path := "/_matrix/federation/v1/make_join/" + url.PathEscape(string(restricted.RoomID)) + "/" + url.PathEscape(string(carol.id))
-		err = fed.Client(t, c).Do(ctx, b.Cfg.ServerName, http.MethodGet, path, url.Values{"ver": {"12"}}, nil, nil)
+		err = fed.Client(t, c).Do(ctx, b.Cfg.ServerName, http.MethodGet, path, url.Values{"ver": {"11", "12"}}, nil, nil)
 		var re *federation.RemoteError
 		if !errors.As(err, &re) || re.Status != http.StatusBadRequest || re.Code != "M_UNABLE_TO_AUTHORISE_JOIN" {
 			t.Fatalf("make_join at b, which left the allowed room: %v", err)
@@ -344,7 +344,7 @@ func TestFederationRescindedInvite(t *testing.T) {
 			}
 			if inviter.id != alice.id {
 				// Anyone may invite.
-				if _, err := alice.cli.SendStateEvent(ctx, room.RoomID, event.StatePowerLevels, "", map[string]any{"invite": 0}); err != nil {
+				if _, err := alice.cli.SendStateEvent(ctx, room.RoomID, event.StatePowerLevels, "", map[string]any{"invite": 0, "users": map[string]any{string(alice.id): 100}}); err != nil {
 					t.Fatal(err)
 				}
 				if _, err := inviter.cli.JoinRoomByID(ctx, room.RoomID); err != nil {
