@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -335,6 +336,80 @@ func TestCreatorJoinCarriesProfile(t *testing.T) {
 		}
 		if m.Membership != event.MembershipJoin || m.Displayname != "alice" || m.AvatarURL != "mxc://hearth.test/avatar" {
 			t.Errorf("the creator's join: %+v", m)
+		}
+	})
+}
+
+// TestConcurrentSendsAndTxnIDs: many clients sending into one room at once,
+// with requests that repeat each other's transaction IDs, get one event
+// per transaction and lose none of the others' messages (sends are
+// pipelined through the store's group commit: a repeated transaction ID
+// must never fail the messages queued after it).
+func TestConcurrentSendsAndTxnIDs(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice, bob := newRoomUser(t, b, "alice"), newRoomUser(t, b, "bob")
+		created, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		room := created.RoomID
+		if _, err := bob.cli.JoinRoomByID(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		const repeaters, txns, others = 4, 20, 40
+		var mu sync.Mutex
+		byTxn := map[string]map[string]bool{}
+		var wg sync.WaitGroup
+		for range repeaters {
+			wg.Go(func() {
+				for i := range txns {
+					txn := fmt.Sprintf("txn-%d", i)
+					r := acctDo(t, b, "PUT", "/_matrix/client/v3/rooms/"+esc(string(room))+"/send/m.room.message/"+txn, bob.tok,
+						map[string]any{"msgtype": "m.text", "body": txn})
+					id, _ := r.body["event_id"].(string)
+					if r.status != 200 || id == "" {
+						t.Errorf("bob's %s: %d %v", txn, r.status, r.body)
+						return
+					}
+					mu.Lock()
+					if byTxn[txn] == nil {
+						byTxn[txn] = map[string]bool{}
+					}
+					byTxn[txn][id] = true
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Go(func() {
+			for i := range others {
+				if _, err := alice.cli.SendText(ctx, room, fmt.Sprintf("alice %d", i)); err != nil {
+					t.Errorf("alice's message %d: %v", i, err)
+					return
+				}
+			}
+		})
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+		for txn, ids := range byTxn {
+			if len(ids) != 1 {
+				t.Fatalf("%s answered %d event IDs", txn, len(ids))
+			}
+		}
+		msgs := acctDo(t, b, "GET", "/_matrix/client/v3/rooms/"+esc(string(room))+"/messages?dir=b&limit=1000", alice.tok, nil)
+		count := map[string]int{}
+		for _, ev := range msgs.body["chunk"].([]any) {
+			ev := ev.(map[string]any)
+			if ev["type"] == "m.room.message" {
+				count[ev["sender"].(string)]++
+			}
+		}
+		if count[string(bob.id)] != txns || count[string(alice.id)] != others {
+			t.Fatalf("the room holds %d of bob's messages (want %d) and %d of alice's (want %d)",
+				count[string(bob.id)], txns, count[string(alice.id)], others)
 		}
 	})
 }

@@ -70,16 +70,16 @@ type StateChange struct {
 // place; any other event already stored is ErrConflict, as is a reused
 // client transaction ID.
 func (s *Store) PersistEvents(ctx context.Context, evs []*NewEvent, head *HeadUpdate) error {
-	if len(evs) == 0 && head == nil {
-		return nil
-	}
-	roomID := ""
+	return s.QueueEvents(ctx, evs, head, nil).Wait()
+}
+
+// persistTx is PersistEvents' transaction, run by the committer
+// (commit.go): it hands out p's stream positions (p.live), which the
+// committer finishes whatever the outcome.
+func (s *Store) persistTx(ctx context.Context, tx *sql.Tx, p *Pending) error {
+	evs, head := p.evs, p.head
 	nLive := 0
 	for _, ne := range evs {
-		if roomID != "" && ne.RoomID != roomID {
-			return fmt.Errorf("storage: persist: events of rooms %s and %s in one batch", roomID, ne.RoomID)
-		}
-		roomID = ne.RoomID
 		if ne.live() {
 			nLive++
 		}
@@ -87,48 +87,32 @@ func (s *Store) PersistEvents(ctx context.Context, evs []*NewEvent, head *HeadUp
 	if head != nil && nLive == 0 {
 		nLive = 1 // the deltas need a position of their own
 	}
-	var live []int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		live = s.events.nextLive(nLive)
-		next := live
-		var lastGroup int64
-		for _, ne := range evs {
-			if ne.live() {
-				ne.StreamPos, next = next[0], next[1:]
-			} else {
-				ne.StreamPos = s.events.nextHistory()
-			}
-			if ne.ChainState {
-				ne.StateBefore = lastGroup
-			}
-			if err := s.insertEvent(ctx, tx, ne); err != nil {
-				return err
-			}
-			lastGroup = ne.StateGroup
+	p.live = s.events.nextLive(nLive)
+	next := p.live
+	var lastGroup int64
+	for _, ne := range evs {
+		if ne.live() {
+			ne.StreamPos, next = next[0], next[1:]
+		} else {
+			ne.StreamPos = s.events.nextHistory()
 		}
-		if head == nil {
-			return nil
+		if ne.ChainState {
+			ne.StateBefore = lastGroup
 		}
-		if len(evs) == 0 {
-			// A head change with no event of its own (extremities dropped).
-			roomID = ""
+		if err := s.insertEvent(ctx, tx, ne); err != nil {
+			return err
 		}
-		return s.applyHead(ctx, tx, roomID, live[len(live)-1], lastGroup, head)
-	})
-	if head != nil && err == nil {
-		// Before the positions become visible: a reader that sees them
-		// must not find the old current state in the cache.
-		s.c.currentState.Remove(roomID)
+		lastGroup = ne.StateGroup
 	}
-	s.events.finish(live)
-	if err != nil {
-		return err
+	if head == nil {
+		return nil
 	}
-	s.searchQueued(evs)
-	if len(live) > 0 {
-		return s.events.waitVisible(context.WithoutCancel(ctx), live[len(live)-1])
+	roomID := p.roomID
+	if len(evs) == 0 {
+		// A head change with no event of its own (extremities dropped).
+		roomID = ""
 	}
-	return nil
+	return s.applyHead(ctx, tx, roomID, p.live[len(p.live)-1], lastGroup, head)
 }
 
 // SetRoomHead changes a room's head without a new event (an admin dropping

@@ -43,6 +43,8 @@ type Store struct {
 	c             caches // caches.go
 	// sq moves queued rows into SQLite's search index (search.go).
 	sq searchQueue
+	// commit batches event writes into shared transactions (commit.go).
+	commit *committer
 }
 
 // Options selects the engine.
@@ -119,6 +121,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		return nil, err
 	}
 	s.events = es
+	s.startCommitter()
 	if err := s.openSearchQueue(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -128,6 +131,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 
 // Close releases the connections.
 func (s *Store) Close() error {
+	s.stopCommitter()
 	s.closeSearchQueue()
 	err := s.write.Close()
 	if s.read != s.write {

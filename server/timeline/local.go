@@ -2,6 +2,7 @@ package timeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -33,10 +34,32 @@ type NewEvent struct {
 // JSON: rooms.ErrBadEvent; ErrRoomBlocked) stops the batch: the events
 // before it are persisted and returned with the error, the room is
 // unchanged from that event on.
+//
+// Messages (events without a state key) are pipelined: the room's lock is
+// released once they are queued for the store's group commit, so the
+// room's next message is built on them while they commit, and Send
+// returns once they are durable. State events, which the next event's
+// state depends on through the group the store gives them, commit under
+// the lock.
 func (t *Timeline) Send(ctx context.Context, roomID string, evs ...NewEvent) ([]*storage.Event, error) {
 	unlock := t.locks.lock(roomID)
-	persisted, err := t.send(ctx, roomID, evs)
+	q, err := t.send(ctx, roomID, evs)
 	unlock()
+	if q == nil {
+		return nil, err
+	}
+	werr := q.p.Wait()
+	for _, ne := range q.batch {
+		if ne.TxnID != "" {
+			t.inflight.dropTxn(txnKey(&ne.Event), q.p)
+		}
+	}
+	if werr != nil {
+		// The head built on it is forgotten by the next lock (settle).
+		return nil, werr
+	}
+	t.inflight.drop(roomID, q.p)
+	persisted := q.persisted()
 	t.tell(persisted)
 	out := make([]*storage.Event, len(persisted))
 	for i, p := range persisted {
@@ -45,11 +68,43 @@ func (t *Timeline) Send(ctx context.Context, roomID string, evs ...NewEvent) ([]
 	return out, err
 }
 
-// send is Send under the room's lock.
-func (t *Timeline) send(ctx context.Context, roomID string, evs []NewEvent) ([]*Persisted, error) {
-	h, err := t.head(ctx, roomID)
-	if err != nil {
-		return nil, err
+// queued is a batch of local events handed to the store.
+type queued struct {
+	p     *storage.Pending
+	batch []*storage.NewEvent
+	pdus  []*rooms.Event
+}
+
+// persisted describes the batch for the observers; call it once q.p ended
+// well.
+func (q *queued) persisted() []*Persisted {
+	out := make([]*Persisted, len(q.batch))
+	for i, ne := range q.batch {
+		out[i] = &Persisted{Event: &ne.Event, PDU: q.pdus[i], Local: true}
+		if ne.IsState() {
+			out[i].Changes = []storage.StateChange{{Key: q.pdus[i].Key(), EventID: ne.EventID, PrevEventID: ne.ReplacesState, StreamPos: ne.StreamPos}}
+		}
+	}
+	return out
+}
+
+// send is Send under the room's lock (taken without settling: see
+// Timeline.lock). It returns the queued batch, nil when nothing was built,
+// and the error that stopped the batch.
+func (t *Timeline) send(ctx context.Context, roomID string, evs []NewEvent) (*queued, error) {
+	messages := !slices.ContainsFunc(evs, func(ne NewEvent) bool { return ne.StateKey != nil })
+	// Messages build on the cached head, which may include writes still
+	// in flight (after). Anything else, or a head to load from the store,
+	// waits for those to end.
+	after := t.inflight.get(roomID)
+	h, cached := t.heads.Get(roomID)
+	if !messages || !cached || (after != nil && after.Done()) {
+		t.settle(roomID)
+		after = nil
+		var err error
+		if h, err = t.head(ctx, roomID); err != nil {
+			return nil, err
+		}
 	}
 	b := h.builder
 	prevs := b.Extremities
@@ -69,6 +124,10 @@ func (t *Timeline) send(ctx context.Context, roomID string, evs []NewEvent) ([]*
 				replaces = prev.ID()
 			}
 		}
+		if err := t.checkTxn(ctx, roomID, ne); err != nil {
+			buildErr = err
+			break
+		}
 		// Append advances the builder only for an event it accepts.
 		e, err := b.Append(ne.Type, ne.StateKey, ne.Sender, ne.Content)
 		if err != nil {
@@ -87,23 +146,60 @@ func (t *Timeline) send(ctx context.Context, roomID string, evs []NewEvent) ([]*
 		return nil, buildErr
 	}
 	head, err := t.localHead(ctx, h, prevs, batch, pdus)
-	if err == nil {
-		err = t.store.PersistEvents(ctx, batch, head.update)
-	}
 	if err != nil {
-		// The builder is ahead of the store now: reload it next time.
+		t.heads.Remove(roomID) // the builder is ahead of the store
+		return nil, err
+	}
+	q := &queued{batch: batch, pdus: pdus}
+	q.p = t.store.QueueEvents(ctx, batch, head.update, after)
+	for _, ne := range batch {
+		if ne.TxnID != "" {
+			t.inflight.setTxn(txnKey(&ne.Event), q.p)
+		}
+	}
+	if messages {
+		// Messages leave the state, and its group, as they were.
+		t.inflight.set(roomID, q.p)
+		t.advance(h, head, h.group)
+		return q, buildErr
+	}
+	if err := q.p.Wait(); err != nil {
 		t.heads.Remove(roomID)
 		return nil, err
 	}
-	t.advance(h, head, batch[len(batch)-1])
-	out := make([]*Persisted, len(batch))
-	for i, ne := range batch {
-		out[i] = &Persisted{Event: &ne.Event, PDU: pdus[i], Local: true}
-		if ne.IsState() {
-			out[i].Changes = []storage.StateChange{{Key: pdus[i].Key(), EventID: ne.EventID, PrevEventID: ne.ReplacesState, StreamPos: ne.StreamPos}}
+	t.advance(h, head, batch[len(batch)-1].StateGroup)
+	return q, buildErr
+}
+
+// checkTxn refuses, with storage.ErrConflict, an event whose client
+// transaction ID is taken: by an event stored, or by one queued (which it
+// waits for: the caller then finds its event ID). Checked under the room's
+// lock, a pipelined message can never fail for it in the store, which
+// would fail the messages built on it too.
+func (t *Timeline) checkTxn(ctx context.Context, roomID string, ne NewEvent) error {
+	if ne.TxnID == "" || ne.DeviceID == "" {
+		return nil
+	}
+	key := txnKey(&storage.Event{Sender: ne.Sender, SenderDevice: ne.DeviceID, TxnScope: ne.TxnScope, TxnID: ne.TxnID})
+	if p := t.inflight.txn(key); p != nil {
+		if p.Wait() == nil {
+			return storage.ErrConflict
 		}
 	}
-	return out, buildErr
+	_, err := t.store.EventIDByTxn(ctx, ne.Sender, ne.DeviceID, ne.TxnScope, ne.TxnID)
+	switch {
+	case err == nil:
+		return storage.ErrConflict
+	case errors.Is(err, storage.ErrNotFound):
+		return nil
+	default:
+		return err
+	}
+}
+
+// txnKey names an event's client transaction in Timeline.inflight.
+func txnKey(e *storage.Event) string {
+	return e.Sender + "\x00" + e.SenderDevice + "\x00" + e.TxnScope + "\x00" + e.TxnID
 }
 
 // newHead is a head change about to be persisted.
@@ -188,16 +284,17 @@ func (t *Timeline) localHead(ctx context.Context, h *roomHead, prevs []string, b
 	return nh, nil
 }
 
-// advance moves the cached head past a persisted batch whose last event is
-// last. The builder was advanced by Append already, unless the state was
-// resolved with other extremities: then it is rebuilt on that state.
-func (t *Timeline) advance(h *roomHead, nh *newHead, last *storage.NewEvent) {
+// advance moves the cached head past a batch whose last event has the
+// state group lastGroup. The builder was advanced by Append already, unless
+// the state was resolved with other extremities: then it is rebuilt on
+// that state.
+func (t *Timeline) advance(h *roomHead, nh *newHead, lastGroup int64) {
 	if nh.update.StateGroup != 0 {
 		h.group = nh.update.StateGroup
 	} else {
-		h.group = last.StateGroup
+		h.group = lastGroup
 	}
-	nh.exts[len(nh.exts)-1].StateGroup = last.StateGroup
+	nh.exts[len(nh.exts)-1].StateGroup = lastGroup
 	h.exts = nh.exts
 	if nh.state != nil {
 		t.rebuild(h, nh.state, nh.extEvents)
@@ -216,7 +313,7 @@ func (t *Timeline) rebuild(h *roomHead, state rooms.StateEvents, exts []*rooms.E
 // events, in one transaction, and keeps b (the builder after the last of
 // them) as the room's head.
 func (t *Timeline) CreateRoom(ctx context.Context, room *storage.Room, events []*rooms.Event, b *rooms.RoomBuilder) error {
-	unlock := t.locks.lock(room.RoomID)
+	unlock := t.lock(room.RoomID)
 	persisted, err := t.createRoom(ctx, room, events, b)
 	unlock()
 	t.tell(persisted)

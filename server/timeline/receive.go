@@ -552,7 +552,7 @@ func (rc *receiver) stateBefore(ctx context.Context, e *rooms.Event) (*stateBefo
 	}
 	// An event built on every extremity of the room: its state before is
 	// the current state, already resolved.
-	unlock := t.locks.lock(rc.room.RoomID)
+	unlock := t.lock(rc.room.RoomID)
 	var group int64
 	if h, ok := t.heads.Get(rc.room.RoomID); ok && sameSet(extIDs(h.exts), prevs) {
 		group = h.group
@@ -672,7 +672,7 @@ func (rc *receiver) commitNew(ctx context.Context, e *rooms.Event, ne *storage.N
 	t := rc.t
 	roomID := rc.room.RoomID
 	for attempt := 0; ; attempt++ {
-		unlock := t.locks.lock(roomID)
+		unlock := t.lock(roomID)
 		h, err := t.head(ctx, roomID)
 		if errors.Is(err, ErrUnknownRoom) {
 			// The room's first live event (a join through another
@@ -703,7 +703,7 @@ func (rc *receiver) commitNew(ctx context.Context, e *rooms.Event, ne *storage.N
 			if p, err = rc.plan(ctx, snap, e, sb); err != nil {
 				return Result{}, err
 			}
-			unlock = t.locks.lock(roomID)
+			unlock = t.lock(roomID)
 			if h, err = t.head(ctx, roomID); errors.Is(err, ErrUnknownRoom) {
 				h, err = rc.emptyHead()
 			}

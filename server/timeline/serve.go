@@ -20,7 +20,7 @@ import (
 // for sender (a user of another server) on the room's head, with the
 // room's version. The auth rules must allow it now (*rooms.AuthError).
 func (t *Timeline) Proto(ctx context.Context, roomID, typ string, stateKey *string, sender string, content any) (jsontext.Value, *rooms.RoomVersion, error) {
-	unlock := t.locks.lock(roomID)
+	unlock := t.lock(roomID)
 	defer unlock()
 	h, err := t.head(ctx, roomID)
 	if err != nil {
@@ -133,7 +133,7 @@ func (t *Timeline) AuthChain(ctx context.Context, rv *rooms.RoomVersion, ids []s
 // without persisting it: an invite of another server's user, which that
 // server must sign too before it enters the room (ReceiveRelayed then).
 func (t *Timeline) Build(ctx context.Context, roomID string, ne NewEvent) (*rooms.Event, error) {
-	unlock := t.locks.lock(roomID)
+	unlock := t.lock(roomID)
 	defer unlock()
 	h, err := t.head(ctx, roomID)
 	if err != nil {

@@ -105,6 +105,9 @@ type Timeline struct {
 
 	locks roomLocks
 	heads *cache.LRU[string, *roomHead]
+	// inflight is each room's last write queued and perhaps not yet
+	// durable: local messages are built on it before it commits (send).
+	inflight inflight
 
 	// versions numbers every head this Timeline builds or changes, so a
 	// plan made against one head is known to be stale once it moved on.
@@ -171,11 +174,88 @@ func (l *roomLocks) lock(roomID string) func() {
 	return m.Unlock
 }
 
+// lock takes the room's lock once the room's writes in flight have ended,
+// so that what the store holds of the room is its whole head. Every path
+// but a local message send (send) takes it this way.
+func (t *Timeline) lock(roomID string) func() {
+	unlock := t.locks.lock(roomID)
+	t.settle(roomID)
+	return unlock
+}
+
+// settle waits, under the room's lock, for the room's write in flight;
+// when it failed, the cached head (built on it) is forgotten.
+func (t *Timeline) settle(roomID string) {
+	p := t.inflight.get(roomID)
+	if p == nil {
+		return
+	}
+	if err := p.Wait(); err != nil {
+		t.heads.Remove(roomID)
+	}
+	t.inflight.drop(roomID, p)
+}
+
+// inflight maps rooms to their last queued write (see Timeline.inflight).
+type inflight struct {
+	mu sync.Mutex
+	m  map[string]*storage.Pending
+	// txns are the client transaction IDs of queued events (checkTxn).
+	txns map[string]*storage.Pending
+}
+
+func (f *inflight) txn(key string) *storage.Pending {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.txns[key]
+}
+
+func (f *inflight) setTxn(key string, p *storage.Pending) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.txns == nil {
+		f.txns = map[string]*storage.Pending{}
+	}
+	f.txns[key] = p
+}
+
+func (f *inflight) dropTxn(key string, p *storage.Pending) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.txns[key] == p {
+		delete(f.txns, key)
+	}
+}
+
+func (f *inflight) get(roomID string) *storage.Pending {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.m[roomID]
+}
+
+func (f *inflight) set(roomID string, p *storage.Pending) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil {
+		f.m = map[string]*storage.Pending{}
+	}
+	f.m[roomID] = p
+}
+
+// drop forgets p once it ended, unless a later write replaced it.
+func (f *inflight) drop(roomID string, p *storage.Pending) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m[roomID] == p {
+		delete(f.m, roomID)
+	}
+}
+
 // Exclusive runs fn while no event enters the room, then forgets the room's
 // cached head: for admin changes to the room's row or DAG (block, purge).
 // fn must not call the Timeline.
 func (t *Timeline) Exclusive(roomID string, fn func() error) error {
-	unlock := t.locks.lock(roomID)
+	unlock := t.lock(roomID)
 	defer unlock()
 	defer t.heads.Remove(roomID)
 	return fn()
@@ -184,7 +264,7 @@ func (t *Timeline) Exclusive(roomID string, fn func() error) error {
 // Invalidate forgets the room's cached head, so the next event reloads it
 // from the store (after a redaction changed a state event's content).
 func (t *Timeline) Invalidate(roomID string) {
-	unlock := t.locks.lock(roomID)
+	unlock := t.lock(roomID)
 	defer unlock()
 	t.heads.Remove(roomID)
 }
@@ -193,7 +273,7 @@ func (t *Timeline) Invalidate(roomID string) {
 // then arrival), for rooms whose DAG has too many leaves; the current state
 // becomes the state at that extremity. It returns how many were dropped.
 func (t *Timeline) DropExtremities(ctx context.Context, roomID string) (int, error) {
-	unlock := t.locks.lock(roomID)
+	unlock := t.lock(roomID)
 	defer unlock()
 	defer t.heads.Remove(roomID)
 	exts, err := t.store.ForwardExtremities(ctx, roomID)

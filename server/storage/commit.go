@@ -1,0 +1,223 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// Group commit: event writes (PersistEvents) go to one committer, which
+// runs every write waiting when it is free in one transaction, each in a
+// savepoint of its own, and commits them with one fsync (SQLite) or one WAL
+// flush (PostgreSQL). A write is acknowledged only once its batch is
+// durable; one that fails is rolled back alone and the others commit.
+// Writes run in the order they were queued, so a room's events keep their
+// order, and a write may name one it builds on (Pending.after): when that
+// one failed, it fails too without running, for the room's head it was
+// built on never existed.
+
+// maxCommitBatch bounds the writes one transaction carries, so that a
+// batch's latency stays bounded however deep the queue.
+const maxCommitBatch = 128
+
+// ErrBuiltOnFailed is the error of a write queued on one that failed.
+var ErrBuiltOnFailed = errors.New("storage: the write this one builds on failed")
+
+// Pending is a queued event write.
+type Pending struct {
+	evs   []*NewEvent
+	head  *HeadUpdate
+	after *Pending
+	ctx   context.Context
+	s     *Store
+
+	roomID string
+	live   []int64
+	done   chan struct{}
+	err    error
+}
+
+// Done reports whether the write has ended (committed or failed).
+func (p *Pending) Done() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Err is the write's outcome; call it once Done.
+func (p *Pending) Err() error { return p.err }
+
+// Wait returns once the write is durable and its stream positions are
+// visible to readers, or with the reason it failed. The write runs to its
+// end whatever ctx does: others may already build on it.
+func (p *Pending) Wait() error {
+	<-p.done
+	if p.err != nil {
+		return p.err
+	}
+	if len(p.live) > 0 {
+		return p.s.events.waitVisible(p.ctx, p.live[len(p.live)-1])
+	}
+	return nil
+}
+
+// committer owns the queue of event writes (see above).
+type committer struct {
+	s     *Store
+	queue chan *Pending
+	// mu is held to queue (read) and to close (write): nothing is queued
+	// after the committer drained the queue on its way out.
+	mu     sync.RWMutex
+	closed bool
+	stop   chan struct{}
+	wg     sync.WaitGroup
+}
+
+func (s *Store) startCommitter() {
+	s.commit = &committer{s: s, queue: make(chan *Pending, 4*maxCommitBatch), stop: make(chan struct{})}
+	s.commit.wg.Add(1)
+	go s.commit.run()
+}
+
+// stopCommitter ends the committer after the writes already queued.
+func (s *Store) stopCommitter() {
+	if s.commit == nil {
+		return
+	}
+	s.commit.mu.Lock()
+	if !s.commit.closed {
+		s.commit.closed = true
+		close(s.commit.stop)
+	}
+	s.commit.mu.Unlock()
+	s.commit.wg.Wait()
+}
+
+// QueueEvents queues events of one room and a head update for the
+// committer and returns at once (PersistEvents for what it stores). after,
+// when not nil, is a write these events build on: they are stored only if
+// it was.
+func (s *Store) QueueEvents(ctx context.Context, evs []*NewEvent, head *HeadUpdate, after *Pending) *Pending {
+	p := &Pending{evs: evs, head: head, after: after, ctx: context.WithoutCancel(ctx), s: s,
+		done: make(chan struct{})}
+	for _, ne := range evs {
+		if p.roomID != "" && ne.RoomID != p.roomID {
+			p.fail(fmt.Errorf("storage: persist: events of rooms %s and %s in one batch", p.roomID, ne.RoomID))
+			return p
+		}
+		p.roomID = ne.RoomID
+	}
+	if len(evs) == 0 && head == nil {
+		close(p.done)
+		return p
+	}
+	s.commit.mu.RLock()
+	defer s.commit.mu.RUnlock()
+	if s.commit.closed {
+		p.fail(errors.New("storage: closed"))
+		return p
+	}
+	s.commit.queue <- p
+	return p
+}
+
+func (p *Pending) fail(err error) {
+	p.err = err
+	close(p.done)
+}
+
+func (c *committer) run() {
+	defer c.wg.Done()
+	for {
+		var first *Pending
+		select {
+		case first = <-c.queue:
+		case <-c.stop:
+			// Writes queued before Close still run.
+			for {
+				select {
+				case p := <-c.queue:
+					c.commit([]*Pending{p})
+				default:
+					return
+				}
+			}
+		}
+		batch := []*Pending{first}
+	fill:
+		for len(batch) < maxCommitBatch {
+			select {
+			case p := <-c.queue:
+				batch = append(batch, p)
+			default:
+				break fill
+			}
+		}
+		c.commit(batch)
+	}
+}
+
+// commit runs a batch of writes in one transaction.
+func (c *committer) commit(batch []*Pending) {
+	s := c.s
+	errs := make([]error, len(batch))
+	err := s.tx(context.Background(), func(tx *sql.Tx) error {
+		for i, p := range batch {
+			if p.after != nil && failed(batch[:i], errs, p.after) {
+				errs[i] = ErrBuiltOnFailed
+				continue
+			}
+			if len(batch) == 1 {
+				errs[i] = s.persistTx(p.ctx, tx, p)
+				return errs[i]
+			}
+			if _, err := tx.ExecContext(p.ctx, `SAVEPOINT persist`); err != nil {
+				return fmt.Errorf("storage: savepoint: %w", err)
+			}
+			if errs[i] = s.persistTx(p.ctx, tx, p); errs[i] != nil {
+				if _, err := tx.ExecContext(p.ctx, `ROLLBACK TO SAVEPOINT persist`); err != nil {
+					return fmt.Errorf("storage: roll back to savepoint: %w", err)
+				}
+			}
+			if _, err := tx.ExecContext(p.ctx, `RELEASE SAVEPOINT persist`); err != nil {
+				return fmt.Errorf("storage: release savepoint: %w", err)
+			}
+		}
+		return nil
+	})
+	for i, p := range batch {
+		if err != nil && errs[i] == nil {
+			errs[i] = err
+		}
+		p.err = errs[i]
+		if p.err == nil && p.head != nil {
+			// Before the positions become visible: a reader that sees
+			// them must not find the old current state in the cache.
+			s.c.currentState.Remove(p.roomID)
+		}
+	}
+	for i, p := range batch {
+		s.events.finish(p.live)
+		if errs[i] == nil {
+			s.searchQueued(p.evs)
+		}
+		close(p.done)
+	}
+}
+
+// failed reports whether the write p failed: in the batch being committed
+// (batch, with its errors so far), or before it. Writes run in queue order,
+// so one queued before p is either in batch or done.
+func failed(batch []*Pending, errs []error, p *Pending) bool {
+	for i, q := range batch {
+		if q == p {
+			return errs[i] != nil
+		}
+	}
+	return p.Done() && p.err != nil
+}
