@@ -51,6 +51,7 @@ func TestRoomUpgrade(t *testing.T) {
 			RoomAliasName: "lounge", Visibility: "public", RoomVersion: "10",
 			InitialState: []*event.Event{
 				{Type: event.StateEncryption, Content: event.Content{Raw: map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}},
+				{Type: event.StateGuestAccess, Content: event.Content{Raw: map[string]any{"guest_access": "forbidden"}}},
 				{Type: event.StateRoomAvatar, Content: event.Content{Raw: map[string]any{"url": "mxc://hearth.test/avatar"}}},
 				{Type: event.StateServerACL, Content: event.Content{Raw: map[string]any{"allow": []string{"*"}, "deny": []string{"evil.example"}}}},
 				{Type: event.NewEventType("org.example.custom"), StateKey: new(""), Content: event.Content{Raw: map[string]any{"x": 1}}},

@@ -141,7 +141,9 @@ func CreateRoom(req CreateRoomRequest, key SigningKey, now func() int64) ([]*Eve
 	case PresetPrivateChat, PresetTrustedPrivateChat:
 		joinRule, guestAccess = JoinRuleInvite, "can_join"
 	case PresetPublicChat:
-		joinRule, guestAccess = JoinRulePublic, "forbidden"
+		// No m.room.guest_access event: its absence forbids guests, and
+		// Synapse sends none for this preset either.
+		joinRule = JoinRulePublic
 	default:
 		return nil, nil, fmt.Errorf("rooms: unknown preset %q", preset)
 	}
@@ -225,6 +227,9 @@ func CreateRoom(req CreateRoomRequest, key SigningKey, now func() int64) ([]*Eve
 		{TypeGuestAccess, map[string]any{"guest_access": guestAccess}},
 	}
 	for _, pe := range presetEvents {
+		if pe.typ == TypeGuestAccess && guestAccess == "" {
+			continue
+		}
 		if _, set := initialState(req.InitialState, pe.typ); set {
 			continue // initial_state sets it (Synapse sends only that one)
 		}
