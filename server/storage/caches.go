@@ -15,6 +15,9 @@ const (
 	// Push rules: one entry per local user in an active room (the push
 	// evaluator reads every member's for every event).
 	pushRulesCacheBase = 10_000
+	// Memberships at a state group: one entry (~100 bytes) per (group,
+	// user) that events are served for.
+	membershipAtCacheBase = 20_000
 )
 
 // caches are the Store's read-through caches. Every write that can change
@@ -39,6 +42,16 @@ type caches struct {
 	// pushRules maps a user to their stored push rules (push_rules.go,
 	// whose writes invalidate it).
 	pushRules *cache.LRU[string, *PushRules]
+	// membershipAt maps (state group, user) to the user's membership in
+	// it: every event served carries the reader's membership at it
+	// (unsigned.membership), and groups never change.
+	membershipAt *cache.LRU[groupUser, string]
+}
+
+// groupUser keys membershipAt.
+type groupUser struct {
+	group int64
+	user  string
 }
 
 func newCaches(r *cache.Registry) caches {
@@ -51,6 +64,8 @@ func newCaches(r *cache.Registry) caches {
 			currentStateCacheBase),
 		pushRules: cache.NewLRU[string, *PushRules](r, "push_rules", "user → stored push rules (read for every member on every event)",
 			pushRulesCacheBase),
+		membershipAt: cache.NewLRU[groupUser, string](r, "memberships_at", "(state group, user) → membership (immutable; every event served)",
+			membershipAtCacheBase),
 	}
 }
 

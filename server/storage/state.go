@@ -157,6 +157,10 @@ func (s *Store) StateEntry(ctx context.Context, group int64, typ, stateKey strin
 
 // MembershipInGroup is the user's membership in a group's state ("" if none).
 func (s *Store) MembershipInGroup(ctx context.Context, group int64, userID string) (string, error) {
+	return s.c.membershipAt.GetOrLoad(groupUser{group, userID}, func() (string, error) { return s.membershipInGroup(ctx, group, userID) })
+}
+
+func (s *Store) membershipInGroup(ctx context.Context, group int64, userID string) (string, error) {
 	id, err := s.StateEntry(ctx, group, "m.room.member", userID)
 	if err != nil || id == "" {
 		return "", err

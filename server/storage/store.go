@@ -32,7 +32,8 @@ var ErrConflict = errors.New("storage: already exists")
 // which uses write. On SQLite write is a single connection, so writers queue
 // in Go instead of failing with "database is locked".
 type Store struct {
-	read, write *sql.DB
+	read  *readDB
+	write *sql.DB
 	d           dialect
 	// events hands out event stream positions and makes them visible in
 	// order, so a /sync reader that has seen position N has seen
@@ -72,7 +73,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		}
 		db.SetMaxIdleConns(5)
 		db.SetConnMaxIdleTime(5 * time.Minute)
-		s = &Store{read: db, write: db, d: postgresDialect}
+		s = &Store{read: &readDB{DB: db}, write: db, d: postgresDialect}
 	} else {
 		if o.SQLitePath == "" {
 			return nil, errors.New("storage: no SQLite path given")
@@ -100,7 +101,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 			return nil, fmt.Errorf("storage: open sqlite %s: %w", o.SQLitePath, err)
 		}
 		read.SetMaxOpenConns(4)
-		s = &Store{read: read, write: write, d: sqliteDialect}
+		s = &Store{read: &readDB{DB: read, stmts: &stmtCache{m: map[string]*sql.Stmt{}}}, write: write, d: sqliteDialect}
 	}
 	s.cacheRegistry = o.Caches
 	if s.cacheRegistry == nil {
@@ -134,7 +135,7 @@ func (s *Store) Close() error {
 	s.stopCommitter()
 	s.closeSearchQueue()
 	err := s.write.Close()
-	if s.read != s.write {
+	if s.read.DB != s.write {
 		err = errors.Join(err, s.read.Close())
 	}
 	return err
