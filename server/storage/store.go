@@ -34,7 +34,7 @@ var ErrConflict = errors.New("storage: already exists")
 type Store struct {
 	read  *readDB
 	write *sql.DB
-	d           dialect
+	d     dialect
 	// events hands out event stream positions and makes them visible in
 	// order, so a /sync reader that has seen position N has seen
 	// everything below it, without serialising writers (streams.go).
