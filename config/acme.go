@@ -203,3 +203,19 @@ func (c *Config) validateACME(bad func(key, format string, args ...any)) {
 func (c *Config) ReprovisionThresholdTooSmall() bool {
 	return c.ACME.Enabled && c.ACME.ReprovisionThreshold.Std() <= time.Hour
 }
+
+// WellKnownServer is the m.server value served with
+// serve_server_wellknown: public_baseurl's host and port (443 when it
+// names none), or the server name's host on 443 without public_baseurl.
+func (c *Config) WellKnownServer() string {
+	host, port := hostOf(c.ServerName), "443"
+	if u, err := url.Parse(c.PublicBaseURL); err == nil && c.PublicBaseURL != "" && u.Hostname() != "" {
+		host = u.Hostname()
+		if p := u.Port(); p != "" {
+			port = p
+		} else if u.Scheme == "http" {
+			port = "80"
+		}
+	}
+	return net.JoinHostPort(host, port)
+}

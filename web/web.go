@@ -19,6 +19,7 @@ import (
 	"github.com/a-h/templ"
 	"github.com/go-chi/chi/v5"
 
+	"hearth/appliance/certs"
 	"hearth/server"
 	"hearth/server/cache"
 	"hearth/server/matrix"
@@ -35,6 +36,9 @@ type Deps struct {
 	Server *server.Server
 	// Sampler records memory over time; nil: the dashboard makes its own.
 	Sampler *Sampler
+	// Certs are the TLS listeners' certificates, shown on the Diagnostics
+	// page; nil when no listener uses TLS.
+	Certs *certs.Manager
 }
 
 // Dashboard is the admin dashboard.
@@ -45,6 +49,7 @@ type Dashboard struct {
 	sampler *Sampler
 	prefix  string
 	limits  signInLimits
+	certs   *certs.Manager
 }
 
 // New builds the dashboard. Call Run to keep its memory chart and session
@@ -55,7 +60,7 @@ func New(d Deps) *Dashboard {
 		d.Sampler = NewSampler(30*time.Second, 120, st.MaxStreamPos)
 	}
 	return &Dashboard{srv: d.Server, store: st, caches: st.Caches(), sampler: d.Sampler, prefix: Path,
-		limits: newSignInLimits(d.Server.Config(), d.Server.Now)}
+		limits: newSignInLimits(d.Server.Config(), d.Server.Now), certs: d.Certs}
 }
 
 // Run samples memory every interval and sweeps expired sessions until ctx
