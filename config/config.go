@@ -32,11 +32,11 @@ type Config struct {
 
 	Listeners []Listener `yaml:"listeners"`
 	// TLS certificate and key (PEM) for listeners with tls: true.
-	TLSCertificatePath string   `yaml:"tls_certificate_path"`
-	TLSPrivateKeyPath  string   `yaml:"tls_private_key_path"`
+	TLSCertificatePath string `yaml:"tls_certificate_path"`
+	TLSPrivateKeyPath  string `yaml:"tls_private_key_path"`
 	// ACME obtains certificates automatically instead (acme.go).
-	ACME ACME `yaml:"acme"`
-	Database           Database `yaml:"database"`
+	ACME     ACME     `yaml:"acme"`
+	Database Database `yaml:"database"`
 
 	SigningKeyPath           string `yaml:"signing_key_path"`
 	RegistrationSharedSecret string `yaml:"registration_shared_secret"`
