@@ -2,8 +2,8 @@ package diag_test
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/ed25519"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
