@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -54,12 +55,32 @@ func NewACME(cfg *config.Config, cache autocert.Cache, log *slog.Logger) (*ACME,
 	a.m = &autocert.Manager{
 		Prompt:      autocert.AcceptTOS,
 		Cache:       cache,
-		HostPolicy:  autocert.HostWhitelist(cfg.ACME.Domains...),
+		HostPolicy:  hostPolicy(cfg.ACME.Domains),
 		RenewBefore: cfg.ACME.ReprovisionThreshold.Std(),
 		Client:      &acme.Client{DirectoryURL: cfg.ACMEDirectory(), HTTPClient: hc, UserAgent: "hearth"},
 		Email:       cfg.ACME.Email,
 	}
 	return a, nil
+}
+
+// hostPolicy allows only the configured domains. Unlike
+// autocert.HostWhitelist it ignores a port: the HTTP-01 handler checks the
+// Host header, which carries one when the CA is told to validate on
+// another port than 80 (a CA under test, or port forwarding).
+func hostPolicy(domains []string) autocert.HostPolicy {
+	allowed := map[string]bool{}
+	for _, d := range domains {
+		allowed[strings.ToLower(strings.TrimSuffix(d, "."))] = true
+	}
+	return func(_ context.Context, host string) error {
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if !allowed[strings.ToLower(strings.TrimSuffix(host, "."))] {
+			return fmt.Errorf("acme: %q is not in acme.domains", host)
+		}
+		return nil
+	}
 }
 
 // GetCertificate is a tls.Config hook. A client that sends no SNI (one
