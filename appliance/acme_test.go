@@ -343,4 +343,3 @@ func TestACMEPortTaken(t *testing.T) {
 		}
 	})
 }
-
