@@ -535,7 +535,11 @@ func (t *Tester) verifyChain(r *Report, addr string, certs []*x509.Certificate, 
 		r.add(Finding{Check: "tls.name", Status: OK, Subject: addr, Message: "The certificate is valid for " + res.TLSName + "."})
 	}
 	if left := leaf.NotAfter.Sub(now); left > 0 && left < 14*24*time.Hour {
-		r.add(Finding{Check: "tls.expiry", Status: Warn, Subject: addr, Message: fmt.Sprintf("The certificate expires in %d days (%s).", int(left.Hours()/24), leaf.NotAfter.UTC().Format(time.RFC1123)),
+		in := fmt.Sprintf("in %d days", int(left.Hours()/24))
+		if left < 24*time.Hour {
+			in = "within a day"
+		}
+		r.add(Finding{Check: "tls.expiry", Status: Warn, Subject: addr, Message: fmt.Sprintf("The certificate expires %s (%s).", in, leaf.NotAfter.UTC().Format(time.RFC1123)),
 			Fix: "Renew it soon; with acme.enabled Hearth renews 30 days ahead, so this means renewal is failing (see the dashboard)."})
 	}
 	if t.insecure && !ok {
