@@ -278,9 +278,9 @@ func TestACMETLSALPN01(t *testing.T) {
 		// which acmeConfig picks: reserve it here.
 		tlsPort := freePortOn(t, ip)
 		p := startPebble(t, z.Addr, deadPort, tlsPort, 2*time.Hour)
-		cfg, clientAddr, _ := acmeConfig(t, e, ip, httpPort, p)
+		cfg, _, _ := acmeConfig(t, e, ip, httpPort, p)
 		cfg.Listeners[0].Port = tlsPort
-		clientAddr = net.JoinHostPort(ip.String(), strconv.Itoa(tlsPort))
+		clientAddr := net.JoinHostPort(ip.String(), strconv.Itoa(tlsPort))
 		cfg.ACME.ReprovisionThreshold = config.Duration(3 * time.Hour)
 		a := startApp(t, cfg, "")
 		roots := p.root(t)

@@ -330,13 +330,11 @@ func TestDoctor(t *testing.T) {
 				// Like nginx with a path after proxy_pass: the URI is
 				// decoded and sent on re-encoded.
 				target, _ := url.Parse(b.URL)
-				rp := httputil.NewSingleHostReverseProxy(target)
-				director := rp.Director
-				rp.Director = func(r *http.Request) {
-					director(r)
-					r.URL.RawPath = ""
-				}
-				h = rp
+				h = &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+					r.SetURL(target)
+					r.Out.URL.RawPath = ""
+					r.Out.Host = r.In.Host
+				}}
 			}
 			diagtest.ServeTLS(t, diagtest.Listen(t, ip, 443), w.ca.Leaf(t, name), h)
 			w.dns.Add(t, name+". 60 IN A "+ip.String())
