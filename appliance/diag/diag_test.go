@@ -360,6 +360,17 @@ func TestDoctor(t *testing.T) {
 			t.Fatalf("URI-rewriting proxy not reported: %s", fails(d.All()))
 		}
 
+		// Two addresses for the name, one of them a forgotten machine
+		// without the .well-known: the answers differ.
+		scfg, _ := doctorFor("split.test", false)
+		stale := diagtest.Host()
+		diagtest.ServeTLS(t, diagtest.Listen(t, stale, 443), w.ca.Leaf(t, "split.test"), http.NotFoundHandler())
+		w.dns.Add(t, "split.test. 60 IN A "+stale.String())
+		d, _ = w.tester(t, scfg).Doctor(t.Context())
+		if got := find(d.All(), "wellknown.consistency", diag.Fail); len(got) != 1 || !strings.Contains(got[0].Message, stale.String()+": invalid (status 404)") {
+			t.Fatalf(".well-known differing per address: %s", fails(d.All()))
+		}
+
 		// Outbound DNS pointing at a port where nothing answers.
 		dead, _ := net.ListenPacket("udp", "127.0.0.1:0")
 		deadAddr := dead.LocalAddr().String()
@@ -380,6 +391,46 @@ func TestDoctor(t *testing.T) {
 		d, _ = tr.Doctor(t.Context())
 		if got := find(d.All(), "dns.caa", diag.Fail); len(got) != 1 || !strings.Contains(got[0].Message, "not ca.test") {
 			t.Fatalf("CAA: %+v", d.All())
+		}
+	})
+}
+
+// TestNotaryCrossCheck: the notary's view of the remote's keys matches
+// what the remote publishes; after the remote replaces its signing key,
+// the notary (which cached the old one) disagrees and the tester says the
+// key changed.
+func TestNotaryCrossCheck(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		fed := servertest.NewFederation(t)
+		us, notary, remote := fed.Start(t, e), fed.Start(t, e), fed.Start(t, e)
+		nk, err := notary.Cfg.LoadSigningKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := *us.Cfg
+		cfg.TrustedKeyServers = []config.TrustedKeyServer{{ServerName: notary.Cfg.ServerName,
+			VerifyKeys: map[string]string{nk.ID: base64.RawStdEncoding.EncodeToString(nk.Public())}}}
+		test := func() *diag.Report {
+			tr, err := diag.New(diag.Options{Config: &cfg, Unsigned: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tr.Close()
+			return tr.FederationTest(t.Context(), remote.Cfg.ServerName)
+		}
+		r := test()
+		if len(r.Notaries) != 1 || !r.Notaries[0].Match || len(find(r.Findings, "notary", diag.OK)) != 1 {
+			t.Fatalf("notary before the change: %+v %+v", r.Notaries, r.Findings)
+		}
+		key, _ := config.NewSigningKey()
+		if err := os.WriteFile(remote.Cfg.SigningKeyPath, key.Encode(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		remote.Restart(t)
+		r = test()
+		got := find(r.Findings, "notary", diag.Warn)
+		if len(got) != 1 || !strings.Contains(got[0].Message, "the signing key changed") || !strings.Contains(got[0].Message, key.ID) {
+			t.Fatalf("changed key not reported: %+v", r.Findings)
 		}
 	})
 }
