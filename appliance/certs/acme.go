@@ -133,7 +133,7 @@ func (a *ACME) obtain(d string) {
 	}
 	_, err := a.m.GetCertificate(hello)
 	if err != nil {
-		err = explainACMEError(d, err)
+		err = explainACMEError(d, a.m.Client.DirectoryURL, err)
 		a.log.Error("ACME: no certificate", "domain", d, "err", err)
 	}
 	a.mu.Lock()
@@ -141,19 +141,24 @@ func (a *ACME) obtain(d string) {
 	a.mu.Unlock()
 }
 
-// explainACMEError adds what to do to the usual failures.
-func explainACMEError(domain string, err error) error {
+// explainACMEError adds what to do to the usual failures: the CA's
+// problem types (RFC 8555 section 6.7) for failed validations, and the
+// network errors of reaching the CA itself.
+func explainACMEError(domain, directory string, err error) error {
 	msg := err.Error()
 	var hint string
 	switch {
 	case strings.Contains(msg, "rateLimited"):
 		hint = "the CA's rate limit was hit; it clears by itself (use acme.staging: true while experimenting)"
-	case strings.Contains(msg, "connection") || strings.Contains(msg, "timeout") || strings.Contains(msg, "Timeout"):
-		hint = fmt.Sprintf("the CA could not reach this server: %s must resolve to this machine, and port 80 (acme.port) or 443 must be open to the internet", domain)
-	case strings.Contains(msg, "caa"):
-		hint = "a CAA record for the domain forbids this CA"
-	case strings.Contains(msg, "dns") || strings.Contains(msg, "NXDOMAIN"):
-		hint = fmt.Sprintf("the CA could not resolve %s: add an A or AAAA record for it", domain)
+	case strings.Contains(msg, "acme:error:caa"):
+		hint = "a CAA record of the domain does not allow this CA: add one for it (hearth doctor checks)"
+	case strings.Contains(msg, "acme:error:dns"):
+		hint = fmt.Sprintf("the CA could not resolve %s: add an A or AAAA record pointing at this server", domain)
+	case strings.Contains(msg, "acme:error:connection"), strings.Contains(msg, "acme:error:unauthorized"),
+		strings.Contains(msg, "acme:error:incorrectResponse"), strings.Contains(msg, "acme:error:tls"):
+		hint = fmt.Sprintf("the CA could not complete a challenge: %s must resolve to this machine, and port 80 (acme.port) or 443 must be open to the internet and reach Hearth, not another web server", domain)
+	case strings.Contains(msg, directory) || strings.Contains(msg, "dial tcp") || strings.Contains(msg, "no such host"):
+		hint = "this server cannot reach the ACME CA at " + directory + ": check outbound HTTPS, DNS, and acme.url"
 	}
 	if hint == "" {
 		return err

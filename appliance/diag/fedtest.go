@@ -330,6 +330,13 @@ func (t *Tester) dnsReport(ctx context.Context, r *Report, sn federation.ServerN
 				}
 			}
 		}
+		if len(d.SRVRecords) > 0 {
+			var recs []string
+			for _, rec := range d.SRVRecords {
+				recs = append(recs, fmt.Sprintf("%s → %s:%d (priority %d, weight %d)", rec.Name, rec.Target, rec.Port, rec.Priority, rec.Weight))
+			}
+			r.add(Finding{Check: "dns.srv", Status: OK, Subject: srvHost, Message: "SRV records: " + strings.Join(recs, "; ") + "."})
+		}
 		if res.Step == federation.StepLegacySRV || res.Step == federation.StepWellKnownLegacySRV {
 			r.add(Finding{Check: "dns.srv", Status: Warn, Subject: res.SRV, Message: "Only the deprecated _matrix._tcp SRV record exists.",
 				Fix: "Add the same record as _matrix-fed._tcp." + srvHost + "; servers may stop reading _matrix._tcp."})
