@@ -67,7 +67,10 @@ func (t *Tester) Doctor(ctx context.Context) (*DoctorReport, error) {
 	}
 	if !sn.IP.IsValid() {
 		t.outboundDNS(ctx, d, sn.Host)
-		t.wellKnownEverywhere(ctx, d, sn.Host)
+		if sn.Port == 0 {
+			// With an explicit port the spec skips .well-known.
+			t.wellKnownEverywhere(ctx, d, sn.Host)
+		}
 		t.caa(ctx, d)
 	}
 	d.Federation = t.FederationTest(ctx, name)

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"strings"
@@ -42,7 +43,15 @@ func (d *diagFlags) tester(needConfig bool) (*diag.Tester, *config.Config, error
 		}
 		cfg = c
 	} else if needConfig {
-		return nil, nil, errors.New("-c FILE is required: the doctor checks the server that config describes")
+		// make run's config, when run from the work tree.
+		c, _, err := config.Load("homeserver.yaml")
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil, errors.New("-c FILE is required: the doctor checks the server that config describes (no homeserver.yaml here)")
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		cfg = c
 	}
 	o := diag.Options{Config: cfg}
 	if d.dnsServer != "" {
@@ -58,7 +67,7 @@ func diagContext() (context.Context, context.CancelFunc) {
 	return ctx, func() { cancel(); stop() }
 }
 
-// hearth doctor [-c FILE] [--json]
+// hearth doctor [-c FILE] [--json]; without -c, ./homeserver.yaml
 func runDoctor(args []string) error {
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
 	var f diagFlags
