@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -58,17 +59,33 @@ func freePortOn(t *testing.T, ip netip.Addr) int {
 }
 
 // startPebble runs Pebble, validating on httpPort and tlsPort, issuing
-// certificates valid for validity.
+// certificates valid for validity. Its listeners are on an address of
+// 127.0.0.0/8 of the test's own, so a port picked free is not taken by
+// something else before Pebble binds it (it takes seconds to start);
+// should that still happen, it is started again.
 func startPebble(t *testing.T, dnsAddr string, httpPort, tlsPort int, validity time.Duration) *pebble {
 	t.Helper()
 	if _, err := os.Stat(pebbleBin); err != nil {
 		t.Skip("ACME test skipped: " + pebbleBin + " is not installed (apt-get install pebble)")
 	}
+	for attempt := 1; ; attempt++ {
+		p, err := tryPebble(t, dnsAddr, httpPort, tlsPort, validity)
+		if err == nil {
+			return p
+		}
+		if attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("pebble, attempt %d: %v", attempt, err)
+	}
+}
+
+func tryPebble(t *testing.T, dnsAddr string, httpPort, tlsPort int, validity time.Duration) (*pebble, error) {
 	ca := diagtest.NewCA(t)
 	dir := t.TempDir()
-	certFile, keyFile := diagtest.WriteFiles(t, dir, ca.Leaf(t, "127.0.0.1", "localhost"))
-	lo := netip.MustParseAddr("127.0.0.1")
-	listen, mgmt := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePortOn(t, lo))), net.JoinHostPort("127.0.0.1", strconv.Itoa(freePortOn(t, lo)))
+	ip := diagtest.Host()
+	certFile, keyFile := diagtest.WriteFiles(t, dir, ca.Leaf(t, ip.String(), "localhost"))
+	listen, mgmt := net.JoinHostPort(ip.String(), strconv.Itoa(freePortOn(t, ip))), net.JoinHostPort(ip.String(), strconv.Itoa(freePortOn(t, ip)))
 	conf, _ := json.Marshal(map[string]any{"pebble": map[string]any{
 		"listenAddress": listen, "managementListenAddress": mgmt, "certificate": certFile, "privateKey": keyFile,
 		"httpPort": httpPort, "tlsPort": tlsPort, "ocspResponderURL": "", "externalAccountBindingRequired": false,
@@ -94,17 +111,26 @@ func startPebble(t *testing.T, dnsAddr string, httpPort, tlsPort int, validity t
 			t.Logf("pebble log:\n%s", log)
 		}
 	})
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		select {
+		case <-p.done:
+			log, _ := os.ReadFile(logFile.Name())
+			return nil, fmt.Errorf("pebble exited:\n%s", log)
+		default:
+		}
 		resp, err := p.hc.Get(p.dir)
 		if err == nil {
 			resp.Body.Close()
-			break
+			if resp, err = p.hc.Get(p.mgmt + "/roots/0"); err == nil {
+				resp.Body.Close()
+				return p, nil
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("pebble did not start: %v", err)
+			p.stop()
+			return nil, fmt.Errorf("pebble did not start: %w", err)
 		}
 	}
-	return p
 }
 
 func (p *pebble) stop() {

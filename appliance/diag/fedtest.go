@@ -362,7 +362,7 @@ func (t *Tester) dnsReport(ctx context.Context, r *Report, sn federation.ServerN
 			d.Addrs = append(d.Addrs, net.JoinHostPort(ip.String(), strconv.Itoa(tg.Port)))
 			continue
 		}
-		hr, ok := d.Hosts[tg.Host]
+		hr := d.Hosts[tg.Host]
 		if !seen[tg.Host] {
 			seen[tg.Host] = true
 			hr = t.lookupHost(ctx, tg.Host)
@@ -372,7 +372,6 @@ func (t *Tester) dnsReport(ctx context.Context, r *Report, sn federation.ServerN
 					Fix: "Add an A (IPv4) and/or AAAA (IPv6) record for " + tg.Host + "."})
 			}
 		}
-		_ = ok
 		for _, a := range hr.Addrs {
 			d.Addrs = append(d.Addrs, net.JoinHostPort(a, strconv.Itoa(tg.Port)))
 		}
