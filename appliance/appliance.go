@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"hearth/appliance/certs"
 	"hearth/config"
 	"hearth/server"
 	"hearth/server/storage"
@@ -65,8 +66,13 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if err := applyTuning(cfg, st); err != nil {
 		return err
 	}
+	// Certificates: files reloaded on change, or ACME (certs package).
+	tlsCerts, err := certs.New(cfg, st.CertCache(), log)
+	if err != nil {
+		return err
+	}
 	var dash *web.Dashboard // dashboard.go
-	srv, handler := server.New(server.Deps{Cfg: cfg, Store: st, Key: key, Log: log, Dashboard: dashboardHook(cfg, &dash)})
+	srv, handler := server.New(server.Deps{Cfg: cfg, Store: st, Key: key, Log: log, Dashboard: dashboardHook(cfg, tlsCerts, &dash)})
 
 	reqs := newRequests(ctx) // requests.go
 
@@ -83,14 +89,8 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		}
 	}
 	var tlsConfig *tls.Config
-	for _, l := range cfg.Listeners {
-		if l.TLS && tlsConfig == nil {
-			cert, err := tls.LoadX509KeyPair(cfg.TLSCertificatePath, cfg.TLSPrivateKeyPath)
-			if err != nil {
-				return fmt.Errorf("tls_certificate_path / tls_private_key_path: %w", err)
-			}
-			tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		}
+	if tlsCerts != nil {
+		tlsConfig = tlsCerts.TLSConfig()
 	}
 	overridden := false
 	for i, l := range cfg.Listeners {
@@ -135,13 +135,25 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if len(servers) == 0 {
 		return errors.New("listeners: no http listener could be bound")
 	}
-	dashLns, dashHandler, err := dashboardListeners(cfg, srv, &dash)
+	dashLns, dashHandler, err := dashboardListeners(cfg, srv, tlsCerts, &dash)
 	if err != nil {
 		closeAll()
 		return err
 	}
 	for _, ln := range dashLns {
 		servers = append(servers, bound{ln: ln, srv: reqs.httpServer(dashHandler, log)})
+	}
+	// ACME's HTTP-01 listener (port 80): challenges, and a redirect to
+	// HTTPS for everything else.
+	if h := tlsCerts.RedirectHandler(); h != nil {
+		lns, err := listenACME(cfg)
+		if err != nil {
+			closeAll()
+			return err
+		}
+		for _, ln := range lns {
+			servers = append(servers, bound{ln: ln, srv: reqs.httpServer(h, log)})
+		}
 	}
 	// Background work (room deletions, the dashboard's sampler) runs on a
 	// context of its own, ended only after the last request has been
@@ -157,6 +169,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if dash != nil {
 		background.Go(func() { dash.Run(bgCtx) })
 	}
+	background.Go(func() { tlsCerts.Run(bgCtx) })
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(servers))
@@ -223,4 +236,27 @@ func servesClient(l config.Listener) bool {
 		}
 	}
 	return false
+}
+
+// listenACME binds the HTTP-01 listener on every acme.bind_addresses
+// address; it fails only when none binds, naming the port.
+func listenACME(cfg *config.Config) ([]net.Listener, error) {
+	var lns []net.Listener
+	var firstErr error
+	for _, a := range cfg.ACME.BindAddresses {
+		addr := net.JoinHostPort(a, strconv.Itoa(cfg.ACME.Port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("acme.port: cannot listen on %s for ACME HTTP-01 challenges: %w "+
+					"(another web server may hold port %d: stop it, or set acme.port and forward port 80 there)", addr, err, cfg.ACME.Port)
+			}
+			continue
+		}
+		lns = append(lns, ln)
+	}
+	if len(lns) == 0 {
+		return nil, firstErr
+	}
+	return lns, nil
 }

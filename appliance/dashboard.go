@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"hearth/appliance/certs"
 	"hearth/config"
 	"hearth/server"
 	"hearth/server/cache"
@@ -35,12 +36,12 @@ func applyTuning(cfg *config.Config, st *storage.Store) error {
 
 // dashboardHook mounts the dashboard on the client listeners unless it has
 // a port of its own; it records the dashboard in *dash either way.
-func dashboardHook(cfg *config.Config, dash **web.Dashboard) func(*server.Server) http.Handler {
+func dashboardHook(cfg *config.Config, tlsCerts *certs.Manager, dash **web.Dashboard) func(*server.Server) http.Handler {
 	if !cfg.DashboardEnabled() || cfg.DashboardOwnListener() {
 		return nil
 	}
 	return func(s *server.Server) http.Handler {
-		*dash = web.New(web.Deps{Server: s})
+		*dash = web.New(web.Deps{Server: s, Certs: tlsCerts})
 		return (*dash).Handler()
 	}
 }
@@ -48,11 +49,11 @@ func dashboardHook(cfg *config.Config, dash **web.Dashboard) func(*server.Server
 // dashboardListeners binds the dashboard's own listener (admin_dashboard.port)
 // and returns its listeners and handler; nothing when it shares the client
 // listeners.
-func dashboardListeners(cfg *config.Config, srv *server.Server, dash **web.Dashboard) ([]net.Listener, http.Handler, error) {
+func dashboardListeners(cfg *config.Config, srv *server.Server, tlsCerts *certs.Manager, dash **web.Dashboard) ([]net.Listener, http.Handler, error) {
 	if !cfg.DashboardOwnListener() {
 		return nil, nil, nil
 	}
-	*dash = web.New(web.Deps{Server: srv})
+	*dash = web.New(web.Deps{Server: srv, Certs: tlsCerts})
 	h := server.WithXForwarded((*dash).Standalone(), cfg.AdminDashboard.XForwarded)
 	var lns []net.Listener
 	var firstErr error

@@ -32,9 +32,11 @@ type Config struct {
 
 	Listeners []Listener `yaml:"listeners"`
 	// TLS certificate and key (PEM) for listeners with tls: true.
-	TLSCertificatePath string   `yaml:"tls_certificate_path"`
-	TLSPrivateKeyPath  string   `yaml:"tls_private_key_path"`
-	Database           Database `yaml:"database"`
+	TLSCertificatePath string `yaml:"tls_certificate_path"`
+	TLSPrivateKeyPath  string `yaml:"tls_private_key_path"`
+	// ACME obtains certificates automatically instead (acme.go).
+	ACME     ACME     `yaml:"acme"`
+	Database Database `yaml:"database"`
 
 	SigningKeyPath           string `yaml:"signing_key_path"`
 	RegistrationSharedSecret string `yaml:"registration_shared_secret"`
@@ -302,6 +304,7 @@ func (c *Config) Defaults() {
 	c.mediaDefaults()
 	c.federationDefaults()
 	c.clientAPIDefaults()
+	c.acmeDefaults()
 }
 
 // PasswordLoginEnabled reports whether m.login.password is offered.
@@ -374,8 +377,8 @@ func (c *Config) Validate() error {
 	}
 	for i, l := range c.Listeners {
 		key := fmt.Sprintf("listeners[%d]", i)
-		if l.TLS && (c.TLSCertificatePath == "" || c.TLSPrivateKeyPath == "") {
-			bad(key+".tls", "is true, so tls_certificate_path and tls_private_key_path must name a PEM certificate and key")
+		if l.TLS && !c.ACME.Enabled && (c.TLSCertificatePath == "" || c.TLSPrivateKeyPath == "") {
+			bad(key+".tls", "is true, so tls_certificate_path and tls_private_key_path must name a PEM certificate and key (or set acme.enabled: true)")
 		}
 		if l.Port < 1 || l.Port > 65535 {
 			bad(key+".port", "%d is not a TCP port (1-65535)", l.Port)
@@ -437,6 +440,7 @@ func (c *Config) Validate() error {
 	c.validateMedia(bad)
 	c.validateFederation(bad)
 	c.validateClientAPI(bad)
+	c.validateACME(bad)
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errors.Join(errs...)
 }

@@ -209,3 +209,49 @@ func TestPostgresDSN(t *testing.T) {
 		t.Errorf("database name resolved to %q", c.Database.Args.Database)
 	}
 }
+
+// TestACMERefusals: an ACME set-up that cannot get a certificate is refused
+// at start, each problem naming its key and saying why.
+func TestACMERefusals(t *testing.T) {
+	base := func(serverName string) string {
+		return "server_name: " + serverName + "\nsigning_key_path: k\ndatabase: {args: {database: d}}\n" +
+			"listeners: [{port: 443, tls: true, resources: [{names: [client, federation]}]}]\nacme: {enabled: true}\n"
+	}
+	cases := []struct{ name, yaml, want string }{
+		{"ip literal", base("192.0.2.7"), `acme.domains[0] (the server name): "192.0.2.7" is an IP address`},
+		{"ipv6 literal", base("'[2001:db8::1]:8448'"), `"2001:db8::1" is an IP address`},
+		{"no dot", base("localhost:8008"), `"localhost" has no dot`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := Parse([]byte(tc.yaml), "/tmp/h.yaml")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+	c, _, err := Parse([]byte(base("example.org")+"public_baseurl: https://matrix.example.org/\n"), "/tmp/h.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.ACME.Domains, ","); got != "example.org,matrix.example.org" {
+		t.Fatalf("default domains %q", got)
+	}
+	if c.ACMEDirectory() != LetsEncryptURL || c.ACME.Port != 80 {
+		t.Fatalf("defaults: %s %d", c.ACMEDirectory(), c.ACME.Port)
+	}
+	// No TLS listener: nothing would serve the certificates.
+	_, _, err = Parse([]byte("server_name: example.org\nsigning_key_path: k\ndatabase: {args: {database: d}}\nacme: {enabled: true}\n"), "/tmp/h.yaml")
+	if err == nil || !strings.Contains(err.Error(), "acme.enabled: no listener has tls: true") {
+		t.Fatalf("no TLS listener: %v", err)
+	}
+	// Staging and url together, and a non-https directory.
+	_, _, err = Parse([]byte(strings.Replace(base("example.org"), "acme: {enabled: true}", "acme: {enabled: true, staging: true, url: 'http://ca.test/dir'}", 1)), "/tmp/h.yaml")
+	if err == nil || !strings.Contains(err.Error(), "acme.url") || !strings.Contains(err.Error(), "acme.staging") {
+		t.Fatalf("staging+url: %v", err)
+	}
+	// A TLS listener needs no certificate files when ACME is on.
+	if _, _, err := Parse([]byte(base("example.org")), "/tmp/h.yaml"); err != nil {
+		t.Fatalf("acme without certificate files: %v", err)
+	}
+}

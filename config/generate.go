@@ -199,6 +199,25 @@ listeners:
 # also sit behind a TLS-terminating reverse proxy, which needs neither).
 #tls_certificate_path: /etc/hearth/fullchain.pem
 #tls_private_key_path: /etc/hearth/privkey.pem
+# The files are read again when they change (a renewal by certbot, say):
+# no restart needed.
+
+# Or let Hearth get and renew certificates itself from Let's Encrypt (or
+# any ACME CA). It answers HTTP-01 challenges on port 80 (redirecting every
+# other request there to HTTPS) and TLS-ALPN-01 on the listeners with
+# tls: true (give one port 443); the certificates are served on every TLS
+# listener, 8448 included, and kept in the database. The server name must
+# be a DNS name with a dot: CAs do not certify IP addresses or localhost.
+#acme:
+#  enabled: true
+#  domains: []               # default: server_name's host and public_baseurl's host
+#  email: admin@example.org  # the CA writes here about expiring certificates
+#  url: https://acme-v02.api.letsencrypt.org/directory   # or any ACME CA
+#  staging: false            # Let's Encrypt's staging CA, for trying things out
+#  ca_root: null             # PEM of a private CA that serves the directory
+#  port: 80                  # HTTP-01
+#  bind_addresses: ['::', '0.0.0.0']
+#  reprovision_threshold: 30d
 
 # The database. sqlite3 needs nothing else and suits small servers; for
 # PostgreSQL use Synapse's name psycopg2 with its args:
@@ -431,7 +450,8 @@ allow_device_name_lookup_over_federation: false
 
 # Serve /.well-known/matrix/server pointing other servers at
 # public_baseurl's host on port 443, for deployments where federation goes
-# through the same HTTPS port as clients instead of 8448.
+# through the same HTTPS port as clients instead of 8448 (Synapse's key).
+# The answer carries Cache-Control, so other servers keep it for a day.
 serve_server_wellknown: false
 
 # Keys this server signed with before, still published so that what they

@@ -155,6 +155,11 @@ func (s *Server) authOptional(next http.Handler) http.Handler {
 	})
 }
 
+// AdminAPI admits requests with a server admin's access token, as the
+// Synapse admin API does (401/403 as Matrix errors otherwise): for the
+// dashboard's JSON endpoints, which live outside this package.
+func (s *Server) AdminAPI(next http.Handler) http.Handler { return s.auth(s.adminOnly(next)) }
+
 // adminOnly is middleware (after auth) refusing non-admins with 403.
 func (s *Server) adminOnly(next http.Handler) http.Handler {
 	return s.api(func(w http.ResponseWriter, r *http.Request) error {

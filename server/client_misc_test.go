@@ -128,3 +128,35 @@ func TestThreePIDWithoutEmail(t *testing.T) {
 		}
 	})
 }
+
+// TestWellKnownServer: serve_server_wellknown delegates federation to
+// public_baseurl's host on 443, with Cache-Control; off, the file is 404.
+func TestWellKnownServer(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		plain := servertest.Start(t, e)
+		acctDo(t, plain, "GET", "/.well-known/matrix/server", "", nil).want(t, 404, "M_NOT_FOUND")
+
+		b := servertest.Start(t, e, func(c *config.Config) {
+			c.ServeServerWellKnown = true
+			c.PublicBaseURL = "https://matrix.hearth.test/"
+		})
+		r := acctDo(t, b, "GET", "/.well-known/matrix/server", "", nil)
+		r.want(t, 200, "")
+		if r.body["m.server"] != "matrix.hearth.test:443" {
+			t.Fatalf("m.server %v", r.body)
+		}
+		if cc := r.header.Get("Cache-Control"); !strings.Contains(cc, "max-age=86400") {
+			t.Fatalf("Cache-Control %q", cc)
+		}
+		if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+			t.Fatalf("Content-Type %q", ct)
+		}
+		c := servertest.Start(t, e, func(c *config.Config) {
+			c.ServeServerWellKnown = true
+			c.PublicBaseURL = "https://hearth.test:8443"
+		})
+		if r := acctDo(t, c, "GET", "/.well-known/matrix/server", "", nil); r.body["m.server"] != "hearth.test:8443" {
+			t.Fatalf("explicit port: %v", r.body)
+		}
+	})
+}

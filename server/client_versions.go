@@ -50,6 +50,21 @@ func (s *Server) getWellKnownClient(w http.ResponseWriter, r *http.Request) erro
 	return writeJSON(w, http.StatusOK, body)
 }
 
+// GET /.well-known/matrix/server
+//
+// With serve_server_wellknown (Synapse's key), delegation of federation to
+// public_baseurl's host on its port (443 by default), for servers whose
+// federation goes through the clients' HTTPS port (spec: "Resolving server
+// names", step 3). Cache-Control lets other servers keep the answer for a
+// day, as the spec suggests, rather than asking on every request.
+func (s *Server) getWellKnownServer(w http.ResponseWriter, r *http.Request) error {
+	if !s.cfg.ServeServerWellKnown {
+		return matrix.NotFound("this server does not delegate federation with .well-known (serve_server_wellknown is off)")
+	}
+	w.Header().Set("Cache-Control", "public, max-age=86400")
+	return writeJSON(w, http.StatusOK, map[string]string{"m.server": s.cfg.WellKnownServer()})
+}
+
 // GET /.well-known/matrix/support
 //
 // Whom to contact about this server (spec: "Server support discovery"),

@@ -13,6 +13,7 @@ func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(s.requestLog, cors)
 
+	r.Get("/.well-known/matrix/server", s.api(s.getWellKnownServer))
 	r.Get("/.well-known/matrix/client", s.api(s.getWellKnownClient))
 	r.Get("/.well-known/matrix/support", s.api(s.getWellKnownSupport))
 	r.Get("/_matrix/client/versions", s.api(s.getVersions))

@@ -39,6 +39,8 @@ var Nav = []NavItem{
 	{"media", "Media", "/media"},
 	{"registration", "Registration", "/registration"},
 	{"caches", "Caches & memory", "/caches"},
+	{"diagnostics", "Diagnostics", "/diagnostics"},
+	{"fedtest", "Federation tester", "/federation-test"},
 	{"audit", "Audit log", "/audit"},
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/a-h/templ"
 	"github.com/go-chi/chi/v5"
 
+	"hearth/appliance/certs"
 	"hearth/server"
 	"hearth/server/cache"
 	"hearth/server/matrix"
@@ -35,6 +36,12 @@ type Deps struct {
 	Server *server.Server
 	// Sampler records memory over time; nil: the dashboard makes its own.
 	Sampler *Sampler
+	// Certs are the TLS listeners' certificates, shown on the Diagnostics
+	// page; nil when no listener uses TLS.
+	Certs *certs.Manager
+	// DiagDNS replaces /etc/resolv.conf for the diagnostics' lookups
+	// (tests point it at their DNS server).
+	DiagDNS []string
 }
 
 // Dashboard is the admin dashboard.
@@ -45,6 +52,8 @@ type Dashboard struct {
 	sampler *Sampler
 	prefix  string
 	limits  signInLimits
+	certs   *certs.Manager
+	diagDNS []string
 }
 
 // New builds the dashboard. Call Run to keep its memory chart and session
@@ -55,7 +64,7 @@ func New(d Deps) *Dashboard {
 		d.Sampler = NewSampler(30*time.Second, 120, st.MaxStreamPos)
 	}
 	return &Dashboard{srv: d.Server, store: st, caches: st.Caches(), sampler: d.Sampler, prefix: Path,
-		limits: newSignInLimits(d.Server.Config(), d.Server.Now)}
+		limits: newSignInLimits(d.Server.Config(), d.Server.Now), certs: d.Certs, diagDNS: d.DiagDNS}
 }
 
 // Run samples memory every interval and sweeps expired sessions until ctx
@@ -89,6 +98,8 @@ func (d *Dashboard) Handler() http.Handler {
 	r.Use(securityHeaders)
 	r.Handle("/static/*", http.StripPrefix(d.prefix+"/static/", staticFiles()))
 	r.Get("/login", d.page(d.getLogin))
+	// The federation tester's JSON, for admins' tools (diagnostics.go).
+	r.With(d.srv.AdminAPI).Get("/api/federation-test", d.apiFederationTest)
 	r.Post("/login", d.page(d.postLogin))
 	r.Group(func(r chi.Router) {
 		r.Use(d.requireAdmin)
@@ -127,6 +138,10 @@ func (d *Dashboard) Handler() http.Handler {
 		r.Post("/media/{mediaID}/quarantine", d.page(d.postMediaQuarantine))
 		r.Post("/media/{mediaID}/protect", d.page(d.postMediaProtect))
 		r.Post("/media/{mediaID}/delete", d.page(d.postMediaDelete))
+		r.Get("/diagnostics", d.page(d.getDiagnostics))
+		r.Post("/diagnostics", d.page(d.postDiagnostics))
+		r.Get("/federation-test", d.page(d.getFederationTest))
+		r.Post("/federation-test", d.page(d.postFederationTest))
 	})
 	r.NotFound(d.page(func(w http.ResponseWriter, r *http.Request) error {
 		return &pageError{Status: http.StatusNotFound, Msg: "There is no dashboard page at this address."}

@@ -17,6 +17,8 @@ func commands() []command {
 		{"generate-config", "generate-config --server-name NAME --config-path FILE [--data-dir DIR] [--report-stats yes|no]", runGenerateConfig},
 		{"register-user", "register-user -c FILE [--user U] [--password P] [--admin|--no-admin] [URL]", runRegisterUser},
 		{"hash-password", "hash-password [--password P] [-c FILE]    print a bcrypt hash for users.password_hash", runHashPassword},
+		{"doctor", "doctor [-c FILE] [--json]    check this server's DNS, certificates and federation from the outside", runDoctor},
+		{"federation-test", "federation-test [-c FILE] [--json] SERVER_NAME    test federation with any server", runFederationTest},
 		{"version", "version    print the version", runVersion},
 	}
 }

@@ -616,6 +616,28 @@ func (k *KeyRing) fetchFromNotary(ctx context.Context, n TrustedKeyServer, serve
 	return out, nil
 }
 
+// QueryNotary asks notary n for serverName's current keys (POST
+// /_matrix/key/v2/query) and returns the key IDs and public keys it
+// vouches for, verified as the key ring verifies them (signed by the
+// notary with one of n's keys, and by the server itself). Nothing is
+// stored: the federation tester compares them with what the server
+// publishes directly.
+func (k *KeyRing) QueryNotary(ctx context.Context, n TrustedKeyServer, serverName string) (map[string]ed25519.PublicKey, error) {
+	rs, err := k.fetchFromNotary(ctx, n, serverName, "", 0)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]ed25519.PublicKey{}
+	for _, r := range rs {
+		for id, ki := range r.keys {
+			if ki.expired == 0 {
+				out[id] = ki.pub
+			}
+		}
+	}
+	return out, nil
+}
+
 // verifyNotarySignature checks that obj is signed by the notary with one
 // of its configured keys, and by none of them wrongly.
 func verifyNotarySignature(obj []byte, n TrustedKeyServer) error {

@@ -370,6 +370,16 @@ func (r *Resolver) lookupIPDNS(ctx context.Context, host string) ([]netip.Addr, 
 	return nil, fmt.Errorf("%s has no A or AAAA record", host)
 }
 
+// Exchange sends one query (any type) through the resolver's DNS servers,
+// as its own lookups are sent: diagnostics use it for the records
+// discovery does not need (CNAME, CAA) and to show what DNS answered.
+func (r *Resolver) Exchange(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+	return r.exchange(ctx, name, qtype)
+}
+
+// DNSServers are the servers the resolver asks, "ip:port".
+func (r *Resolver) DNSServers() []string { return slices.Clone(r.dnsServers) }
+
 // exchange sends one query to the DNS servers in turn, until one answers
 // NOERROR or NXDOMAIN. A truncated UDP answer is asked again over TCP.
 func (r *Resolver) exchange(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
