@@ -72,13 +72,17 @@ bench:
 # a failure was saved) run in every make test. A failing input is saved
 # under the package's testdata/fuzz/: commit it with the fix.
 FUZZTIME ?= 1m
+# Go stops fuzzing while it minimises a new input (up to 60 s by default),
+# which in short runs is most of the run, and a minimisation still going at
+# the deadline fails the run with "context deadline exceeded".
+FUZZMINIMIZETIME ?= 5s
 FUZZ_TARGETS := ./server/rooms:FuzzCanonicalJSON ./server/rooms:FuzzParseEvent ./server/rooms:FuzzAuthRules \
 	./server/rooms:FuzzStateRes ./server/federation:FuzzParseXMatrix ./server:FuzzThumbnail
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz: $$name in $$pkg for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg || exit 1; \
 	done
 
 # cross: static binaries (CGO_ENABLED=0; SQLite is pure Go) for the usual
