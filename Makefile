@@ -12,7 +12,7 @@ PKGS    := ./...
 # module proxy); bump it with the Go toolchain it must understand.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all run build test bench cross clean complement-image complement
+.PHONY: all run build test bench fuzz cross clean complement-image complement
 
 all: build
 
@@ -66,6 +66,24 @@ test:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 20m $(PKGS)
+
+# fuzz: run each fuzz target for FUZZTIME (default 1m; e.g. FUZZTIME=10m
+# make fuzz). Their seed corpora (f.Add, and testdata/fuzz/<target>/ where
+# a failure was saved) run in every make test. A failing input is saved
+# under the package's testdata/fuzz/: commit it with the fix.
+FUZZTIME ?= 1m
+# Go stops fuzzing while it minimises a new input (up to 60 s by default),
+# which in short runs is most of the run, and a minimisation still going at
+# the deadline fails the run with "context deadline exceeded".
+FUZZMINIMIZETIME ?= 5s
+FUZZ_TARGETS := ./server/rooms:FuzzCanonicalJSON ./server/rooms:FuzzParseEvent ./server/rooms:FuzzAuthRules \
+	./server/rooms:FuzzStateRes ./server/federation:FuzzParseXMatrix ./server:FuzzThumbnail
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz: $$name in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg || exit 1; \
+	done
 
 # cross: static binaries (CGO_ENABLED=0; SQLite is pure Go) for the usual
 # server and single-board targets.

@@ -117,6 +117,12 @@ type Config struct {
 	// display names of local users' devices (off, as in Synapse).
 	AllowDeviceNameLookupOverFederation bool `yaml:"allow_device_name_lookup_over_federation"`
 
+	// Delayed events, MSC4140 (delayed.go): off unless
+	// max_event_delay_duration is set, as in Synapse.
+	MaxEventDelayDuration Duration             `yaml:"max_event_delay_duration"`
+	RCDelayedEventMgmt    RateLimit            `yaml:"rc_delayed_event_mgmt"`
+	ExperimentalFeatures  ExperimentalFeatures `yaml:"experimental_features"`
+
 	// path is where the file was read from; relative paths in the file are
 	// resolved against its directory.
 	path string
@@ -305,6 +311,7 @@ func (c *Config) Defaults() {
 	c.federationDefaults()
 	c.clientAPIDefaults()
 	c.acmeDefaults()
+	c.delayedDefaults()
 }
 
 // PasswordLoginEnabled reports whether m.login.password is offered.
@@ -441,6 +448,7 @@ func (c *Config) Validate() error {
 	c.validateFederation(bad)
 	c.validateClientAPI(bad)
 	c.validateACME(bad)
+	c.validateDelayed(bad)
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errors.Join(errs...)
 }

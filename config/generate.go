@@ -144,6 +144,7 @@ func renderConfig(o GenerateOptions, cfgDir, dataDir, keyPath string) ([]byte, e
 		"LoginAddr":    [2]string{f(d.RCLogin.Address.PerSecond), f(d.RCLogin.Address.BurstCount)},
 		"LoginAcct":    [2]string{f(d.RCLogin.Account.PerSecond), f(d.RCLogin.Account.BurstCount)},
 		"LoginFailed":  [2]string{f(d.RCLogin.FailedAttempts.PerSecond), f(d.RCLogin.FailedAttempts.BurstCount)},
+		"DelayedMgmt":  [2]string{f(d.RCDelayedEventMgmt.PerSecond), f(d.RCDelayedEventMgmt.BurstCount)},
 		"Registration": [2]string{f(d.RCRegistration.PerSecond), f(d.RCRegistration.BurstCount)},
 	}
 	var b bytes.Buffer
@@ -331,6 +332,19 @@ rc_login:
 rc_registration:
   per_second: {{index .Registration 0}}
   burst_count: {{index .Registration 1}}
+# Listing, cancelling, restarting and sending delayed events, per user (or
+# per address without an access token).
+rc_delayed_event_mgmt:
+  per_second: {{index .DelayedMgmt 0}}
+  burst_count: {{index .DelayedMgmt 1}}
+
+# Delayed events (MSC4140; Element Call uses them to end a call membership
+# when a client vanishes): off unless a maximum delay is set, as in
+# Synapse. Each user may have msc4140_max_delayed_events_per_user of them
+# scheduled at once (default 100; 0 turns the feature off).
+#max_event_delay_duration: 24h
+#experimental_features:
+#  msc4140_max_delayed_events_per_user: 100
 
 # Extra keys merged into /.well-known/matrix/client, for example:
 #extra_well_known_client_content:

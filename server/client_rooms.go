@@ -287,6 +287,11 @@ func (s *Server) putSendEvent(w http.ResponseWriter, r *http.Request) error {
 	if err := s.suspendedMaySend(r.Context(), me, roomID, typ, nil, content); err != nil {
 		return err
 	}
+	if delay, ok, err := delayParam(r); err != nil {
+		return err
+	} else if ok {
+		return s.scheduleDelayed(w, r, roomID, typ, nil, content, txnID, delay)
+	}
 	id, err := s.sendOne(r.Context(), roomID, newEvent{Type: typ, Sender: me.UserID, Content: jsontext.Value(content), Device: me, TxnID: txnID})
 	if err != nil {
 		return err
@@ -319,6 +324,23 @@ func (s *Server) putStateEvent(w http.ResponseWriter, r *http.Request) error {
 	if err := s.suspendedMaySend(r.Context(), me, roomID, typ, &stateKey, content); err != nil {
 		return err
 	}
+	if delay, ok, err := delayParam(r); err != nil {
+		return err
+	} else if ok {
+		return s.scheduleDelayed(w, r, roomID, typ, &stateKey, content, "", delay)
+	}
+	id, err := s.setState(r.Context(), me, roomID, typ, stateKey, content, "")
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]string{"event_id": id})
+}
+
+// setState sends a state event for me, as PUT /state does (and a delayed
+// state event when due). txnID, when set, makes the send idempotent under
+// the delayed-event scope (delayed_events.go).
+func (s *Server) setState(ctx context.Context, me *Device, roomID, typ, stateKey string, content json.RawMessage, txnID string) (string, error) {
+	var err error
 	// m.room.member needs no check here: the spec allows setting a
 	// membership through this endpoint too, and the auth rules decide, as
 	// they do behind the membership endpoints. Its
@@ -329,27 +351,31 @@ func (s *Server) putStateEvent(w http.ResponseWriter, r *http.Request) error {
 	// Synapse does and as the membership endpoints do.
 	if typ == rooms.TypeMember {
 		if content, err = withoutKey(content, "join_authorised_via_users_server"); err != nil {
-			return err
+			return "", err
 		}
 	}
 	if typ == rooms.TypeCanonicalAlias {
-		if err := s.checkCanonicalAlias(r.Context(), roomID, content); err != nil {
-			return err
+		if err := s.checkCanonicalAlias(ctx, roomID, content); err != nil {
+			return "", err
 		}
 	}
 	// Setting state to what it already is makes no new event (Synapse
 	// answers with the existing event's ID).
-	if cur, err := s.store.CurrentStateEvent(r.Context(), roomID, typ, stateKey); err == nil && cur.Sender == me.UserID {
+	if cur, err := s.store.CurrentStateEvent(ctx, roomID, typ, stateKey); err == nil && cur.Sender == me.UserID {
 		var p pduFields
 		if json.Unmarshal(cur.JSON, &p) == nil && jsonEqual(p.Content, content) {
-			return writeJSON(w, http.StatusOK, map[string]string{"event_id": cur.EventID})
+			return cur.EventID, nil
 		}
 	}
-	evs, err := s.sendEvents(r.Context(), roomID, newEvent{Type: typ, StateKey: &stateKey, Sender: me.UserID, Content: jsontext.Value(content), Device: me})
-	if err != nil {
-		return err
+	ne := newEvent{Type: typ, StateKey: &stateKey, Sender: me.UserID, Content: jsontext.Value(content), Device: me}
+	if txnID != "" {
+		return s.sendDelayedOnce(ctx, roomID, ne, txnID)
 	}
-	return writeJSON(w, http.StatusOK, map[string]string{"event_id": evs[0].EventID})
+	evs, err := s.sendEvents(ctx, roomID, ne)
+	if err != nil {
+		return "", err
+	}
+	return evs[0].EventID, nil
 }
 
 // checkCanonicalAlias applies the spec's rule for m.room.canonical_alias:

@@ -30,6 +30,8 @@ func (s *Server) getVersions(w http.ResponseWriter, r *http.Request) error {
 			// path is served although v1.19 is not listed (as Synapse).
 			"uk.half-shot.msc2666.query_mutual_rooms":        true,
 			"uk.half-shot.msc2666.query_mutual_rooms.stable": true,
+			// Delayed events, when max_event_delay_duration is set.
+			"org.matrix.msc4140": s.cfg.DelayedEventsEnabled(),
 		},
 	})
 }
@@ -112,6 +114,11 @@ func (s *Server) getCapabilities(w http.ResponseWriter, r *http.Request) error {
 		"m.3pid_changes":    map[string]bool{"enabled": false},
 		"m.get_login_token": map[string]bool{"enabled": s.cfg.LoginViaExistingSession.Enabled && !me.IsGuest},
 		"m.room_versions":   rooms.Capability(s.cfg.DefaultRoomVersion),
+	}
+	if s.cfg.DelayedEventsEnabled() {
+		// What Synapse advertises for MSC4140.
+		caps["org.matrix.msc4140.delayed_events"] = map[string]int64{
+			"max_delay_ms": s.cfg.MaxEventDelayDuration.Std().Milliseconds(), "max_scheduled": int64(s.cfg.MaxDelayedEventsPerUser())}
 	}
 	if me.IsAdmin {
 		caps["m.account_moderation"] = map[string]bool{"lock": true, "suspend": true}

@@ -136,7 +136,11 @@ func (f *eventFormatter) one(e *storage.Event, extra map[string]*storage.Event) 
 	}
 	u := map[string]any{"age": max(f.now.UnixMilli()-e.OriginServerTS, 0)}
 	if f.viewer != nil && e.TxnID != "" && e.Sender == f.viewer.UserID && e.SenderDevice == f.viewer.DeviceID {
-		u["transaction_id"] = e.TxnID
+		if delayID, ok := delayIDOfTxn(e.TxnID); ok {
+			u["org.matrix.msc4140.delay_id"] = delayID
+		} else {
+			u["transaction_id"] = e.TxnID
+		}
 	}
 	if e.ReplacesState != "" {
 		u["replaces_state"] = e.ReplacesState

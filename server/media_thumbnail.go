@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"image"
@@ -197,10 +198,26 @@ func renderThumbnail(src io.ReadSeeker, size thumbSize, outType string) ([]byte,
 	if cfg.Width <= 0 || cfg.Height <= 0 {
 		return nil, cannot
 	}
+	tooLarge := matrix.TooLarge("the image is too large to thumbnail")
 	if int64(cfg.Width)*int64(cfg.Height) > maxThumbSourcePixels {
 		// Spec: 413 M_TOO_LARGE, "the local content is too large for the
 		// server to thumbnail".
-		return nil, matrix.TooLarge("the image is too large to thumbnail")
+		return nil, tooLarge
+	}
+	if format == "webp" {
+		// An extended WebP's header gives the canvas size, but the decoder
+		// allocates what the bitstream inside declares, up to 16384×16384:
+		// a 1×1 canvas may hide a 268-megapixel frame.
+		if _, err := src.Seek(0, io.SeekStart); err != nil {
+			return nil, err
+		}
+		px, err := webpBitstreamPixels(src)
+		if err != nil {
+			return nil, cannot
+		}
+		if px > maxThumbSourcePixels {
+			return nil, tooLarge
+		}
 	}
 	if _, err := src.Seek(0, io.SeekStart); err != nil {
 		return nil, err
@@ -227,6 +244,59 @@ func renderThumbnail(src io.ReadSeeker, size thumbSize, outType string) ([]byte,
 		err = png.Encode(&b, out)
 	}
 	return b.Bytes(), err
+}
+
+// webpBitstreamPixels walks a WebP file's chunks and returns the largest
+// pixel count any of its image bitstreams (VP8 lossy, VP8L lossless)
+// declares: what decoding it would allocate, whatever the canvas says.
+// RIFF chunks: a FourCC, a little-endian length, the data padded to even.
+func webpBitstreamPixels(r io.ReadSeeker) (int64, error) {
+	var riff [12]byte
+	if _, err := io.ReadFull(r, riff[:]); err != nil || string(riff[0:4]) != "RIFF" || string(riff[8:12]) != "WEBP" {
+		return 0, errors.New("webp: not a RIFF WEBP file")
+	}
+	var most int64
+	for {
+		var hdr [8]byte
+		if _, err := io.ReadFull(r, hdr[:]); err == io.EOF {
+			return most, nil
+		} else if err != nil {
+			return most, nil // trailing bytes: the decoder judges them
+		}
+		size := int64(binary.LittleEndian.Uint32(hdr[4:]))
+		skip := size + size&1 // the data and its padding byte
+		var w, h int64
+		switch string(hdr[0:4]) {
+		case "VP8 ":
+			// Frame tag (3 bytes), start code 9d 01 2a, then 14-bit width
+			// and height (the top 2 bits of each are a scale).
+			var b [10]byte
+			if size < 10 {
+				return 0, errors.New("webp: short VP8 chunk")
+			}
+			if _, err := io.ReadFull(r, b[:]); err != nil {
+				return 0, err
+			}
+			w, h = int64(binary.LittleEndian.Uint16(b[6:])&0x3fff), int64(binary.LittleEndian.Uint16(b[8:])&0x3fff)
+			skip -= 10
+		case "VP8L":
+			// Signature 0x2f, then 14 bits of width-1 and 14 of height-1.
+			var b [5]byte
+			if size < 5 {
+				return 0, errors.New("webp: short VP8L chunk")
+			}
+			if _, err := io.ReadFull(r, b[:]); err != nil {
+				return 0, err
+			}
+			bits := binary.LittleEndian.Uint32(b[1:])
+			w, h = int64(bits&0x3fff)+1, int64(bits>>14&0x3fff)+1
+			skip -= 5
+		}
+		most = max(most, w*h)
+		if _, err := r.Seek(skip, io.SeekCurrent); err != nil {
+			return 0, err
+		}
+	}
 }
 
 // scaleImage resizes without upscaling. "scale" fits the image inside the

@@ -112,6 +112,9 @@ type limiters struct {
 	remoteMedia *limiter
 	// loginToken bounds login tokens per user (client_login_token.go).
 	loginToken *limiter
+	// delayedMgmt bounds the management of delayed events per user, or
+	// per address without an access token (delayed_events.go).
+	delayedMgmt *limiter
 }
 
 func newLimiters(c *config.Config, now func() time.Time) *limiters {
@@ -124,6 +127,7 @@ func newLimiters(c *config.Config, now func() time.Time) *limiters {
 			BurstCount: float64(c.RemoteMediaDownloadBurstCount)}, now),
 		// One a minute, as Synapse: each token is a new session, and the
 		// spec asks for stricter limits than usual here.
-		loginToken: newLimiter(config.RateLimit{PerSecond: 1.0 / 60, BurstCount: 1}, now),
+		loginToken:  newLimiter(config.RateLimit{PerSecond: 1.0 / 60, BurstCount: 1}, now),
+		delayedMgmt: newLimiter(c.RCDelayedEventMgmt, now),
 	}
 }

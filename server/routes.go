@@ -63,6 +63,15 @@ func (s *Server) routes() http.Handler {
 	// MSC2666's unstable path for /mutual_rooms, which Synapse served before
 	// v1.19.
 	r.With(s.auth).Get("/_matrix/client/unstable/uk.half-shot.msc2666/user/mutual_rooms", s.api(s.getMutualRooms))
+	// MSC4140 delayed events (delayed_events.go): listing needs a token;
+	// the actions do not (the delay ID is the secret), as in Synapse.
+	r.Route("/_matrix/client/unstable/org.matrix.msc4140/delayed_events", func(r chi.Router) {
+		r.With(s.auth).Get("/", s.api(s.getDelayedEvents))
+		r.With(s.authOptional).Post("/{delayId}", s.api(s.postDelayedEvent))
+		for _, action := range []string{"cancel", "restart", "send"} {
+			r.With(s.authOptional).Post("/{delayId}/"+action, s.api(s.postDelayedEventAction(action)))
+		}
+	})
 
 	// The content repository's own prefix: uploads, and the legacy
 	// unauthenticated download and thumbnail endpoints Synapse still serves

@@ -54,6 +54,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	s.goBackground(s.resumeRoomDeletes)
 	s.goBackground(s.runPush)
+	s.goBackground(s.runDelayed)
 	s.goBackground(s.resumeDeactivations)
 	if s.fedSender != nil {
 		s.goBackground(func(ctx context.Context) {

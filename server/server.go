@@ -87,6 +87,8 @@ type Server struct {
 	// presenceSent is when each local user's presence last went to other
 	// servers (presence.go).
 	presenceSent presenceSent
+	// delayed is the delayed events' scheduler (delayed_events.go).
+	delayed *delayedState
 	// bg is the background work Run owns (run.go).
 	bg background
 	// mutualBatch overrides the mutual rooms batch size (tests; 0: the
@@ -118,6 +120,7 @@ func New(d Deps) (*Server, http.Handler) {
 	s.timeline = timeline.New(timeline.Deps{Store: d.Store, Key: s.roomsKey(), Keys: s.keys.Lookup(context.Background()),
 		Now: d.Now, Log: d.Log})
 	s.startPush()
+	s.startDelayed()
 	if fedHTTP != nil {
 		s.startFederation(fedHTTP)
 	}

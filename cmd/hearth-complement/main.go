@@ -142,6 +142,10 @@ rc_login:
   account: {per_second: 0, burst_count: 1000}
   failed_attempts: {per_second: 0, burst_count: 1000}
 rc_registration: {per_second: 0, burst_count: 1000}
+# Delayed events (MSC4140) are off unless a maximum delay is set; its
+# package polls the list every half second.
+max_event_delay_duration: 24h
+rc_delayed_event_mgmt: {per_second: 0, burst_count: 1000}
 # Complement's media tests download through the legacy endpoints, its URL
 # preview test serves the page from the Docker host (a private address),
 # and its server-notice tests need notices on; none of these are defaults.
