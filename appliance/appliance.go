@@ -18,6 +18,7 @@ import (
 
 	"hearth/config"
 	"hearth/server"
+	"hearth/server/metrics"
 	"hearth/server/storage"
 	"hearth/web"
 )
@@ -66,7 +67,8 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		return err
 	}
 	var dash *web.Dashboard // dashboard.go
-	srv, handler := server.New(server.Deps{Cfg: cfg, Store: st, Key: key, Log: log, Dashboard: dashboardHook(cfg, &dash)})
+	m := metrics.New()      // metrics.go
+	srv, handler := server.New(server.Deps{Cfg: cfg, Store: st, Key: key, Log: log, Dashboard: dashboardHook(cfg, &dash), Metrics: m})
 
 	reqs := newRequests(ctx) // requests.go
 
@@ -121,7 +123,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 				ln = tls.NewListener(ln, tlsConfig)
 			}
 			boundHere++
-			h := server.WithXForwarded(handler, l.XForwarded)
+			h := server.WithXForwarded(withMetricsResource(cfg, l, m, handler), l.XForwarded)
 			servers = append(servers, bound{ln: ln, srv: reqs.httpServer(h, log)})
 		}
 		if boundHere == 0 {
@@ -142,6 +144,14 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}
 	for _, ln := range dashLns {
 		servers = append(servers, bound{ln: ln, srv: reqs.httpServer(dashHandler, log)})
+	}
+	metricsLns, metricsHandler, err := metricsListeners(cfg, m, log)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	for _, ln := range metricsLns {
+		servers = append(servers, bound{ln: ln, srv: reqs.httpServer(metricsHandler, log)})
 	}
 	// Background work (room deletions, the dashboard's sampler) runs on a
 	// context of its own, ended only after the last request has been

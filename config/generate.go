@@ -195,6 +195,16 @@ listeners:
       - names: [client, federation]
         compress: false
 
+# Prometheus metrics (docs/metrics.md). With enable_metrics: true, a
+# listener of type metrics serves them at /metrics and /_synapse/metrics,
+# and an http listener with the metrics resource at /_synapse/metrics.
+# Keep them off the internet: bind to loopback or a private address.
+enable_metrics: false
+# For example, add to listeners above:
+#  - port: 9000
+#    bind_addresses: ['127.0.0.1']
+#    type: metrics
+
 # PEM certificate and private key for listeners with tls: true (Hearth can
 # also sit behind a TLS-terminating reverse proxy, which needs neither).
 #tls_certificate_path: /etc/hearth/fullchain.pem

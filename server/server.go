@@ -11,6 +11,7 @@ import (
 
 	"hearth/config"
 	"hearth/server/federation"
+	"hearth/server/metrics"
 	"hearth/server/push"
 	"hearth/server/storage"
 	"hearth/server/timeline"
@@ -41,6 +42,9 @@ type Deps struct {
 	// old_signing_keys), published in old_verify_keys. Only used to build
 	// the key ring when Keys is nil; a given key ring carries its own.
 	OldKeys []federation.OldKey
+	// Metrics are the collectors to update; nil: a set of the server's own.
+	// Give a fresh one to each server: they register on it.
+	Metrics *metrics.Metrics
 }
 
 // Server holds the dependencies and the per-process state handlers share.
@@ -89,6 +93,8 @@ type Server struct {
 	presenceSent presenceSent
 	// bg is the background work Run owns (run.go).
 	bg background
+	// metrics are the Prometheus collectors (metrics.go).
+	metrics *metrics.Metrics
 	// mutualBatch overrides the mutual rooms batch size (tests; 0: the
 	// default, client_mutual_rooms.go).
 	mutualBatch int
@@ -102,7 +108,10 @@ func New(d Deps) (*Server, http.Handler) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	s := &Server{cfg: d.Cfg, store: d.Store, key: d.Key, log: d.Log, now: d.Now, started: d.Now()}
+	if d.Metrics == nil {
+		d.Metrics = metrics.New()
+	}
+	s := &Server{cfg: d.Cfg, store: d.Store, key: d.Key, log: d.Log, now: d.Now, started: d.Now(), metrics: d.Metrics}
 	s.limits = newLimiters(d.Cfg, d.Now)
 	s.nonces = newNonceStore(d.Now)
 	s.touches = newTouchCache()
@@ -122,6 +131,7 @@ func New(d Deps) (*Server, http.Handler) {
 		s.startFederation(fedHTTP)
 	}
 	s.media = newMediaRepo(s)
+	s.registerMetrics()
 	if d.Dashboard != nil {
 		s.dashboard = d.Dashboard(s)
 	}

@@ -33,7 +33,8 @@ const Path = "/_hearth/admin"
 // Deps are the dashboard's dependencies.
 type Deps struct {
 	Server *server.Server
-	// Sampler records memory over time; nil: the dashboard makes its own.
+	// Sampler records memory and events over time; nil: the dashboard
+	// makes its own, reading the server's metrics every 30 seconds.
 	Sampler *Sampler
 }
 
@@ -52,7 +53,7 @@ type Dashboard struct {
 func New(d Deps) *Dashboard {
 	st := d.Server.Store()
 	if d.Sampler == nil {
-		d.Sampler = NewSampler(30*time.Second, 120, st.MaxStreamPos)
+		d.Sampler = NewSampler(30*time.Second, 120, d.Server.Metrics().Registry)
 	}
 	return &Dashboard{srv: d.Server, store: st, caches: st.Caches(), sampler: d.Sampler, prefix: Path,
 		limits: newSignInLimits(d.Server.Config(), d.Server.Now)}

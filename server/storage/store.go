@@ -43,6 +43,8 @@ type Store struct {
 	c             caches // caches.go
 	// sq moves queued rows into SQLite's search index (search.go).
 	sq searchQueue
+	// observeWrite, when set, times write transactions (ObserveWrites).
+	observeWrite func(wait, total time.Duration)
 }
 
 // Options selects the engine.
@@ -144,7 +146,12 @@ func (s *Store) Ping(ctx context.Context) error { return s.read.PingContext(ctx)
 
 // tx runs fn in a write transaction, committing when it returns nil.
 func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	began := time.Now()
 	tx, err := s.write.BeginTx(ctx, nil)
+	if s.observeWrite != nil {
+		wait := time.Since(began)
+		defer func() { s.observeWrite(wait, time.Since(began)) }()
+	}
 	if err != nil {
 		return fmt.Errorf("storage: begin: %w", err)
 	}
@@ -174,6 +181,7 @@ func (s *Store) txNoSync(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	}
 	// SQLite: synchronous is per connection, so hold the writer's one
 	// connection for the pragma, the transaction and the pragma's reset.
+	began := time.Now()
 	conn, err := s.write.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("storage: writer connection: %w", err)
@@ -190,6 +198,10 @@ func (s *Store) txNoSync(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		}
 	}()
 	tx, err := conn.BeginTx(ctx, nil)
+	if s.observeWrite != nil {
+		wait := time.Since(began)
+		defer func() { s.observeWrite(wait, time.Since(began)) }()
+	}
 	if err != nil {
 		return fmt.Errorf("storage: begin: %w", err)
 	}
@@ -268,3 +280,17 @@ func boolInt(b bool) int {
 func nowMS() int64 { return time.Now().UnixMilli() }
 
 func toLower(s string) string { return strings.ToLower(s) }
+
+// ObserveWrites sets fn to be told, for every write transaction, how long
+// it waited to begin and how long it took in all (metrics). Call it before
+// the store is shared.
+func (s *Store) ObserveWrites(fn func(wait, total time.Duration)) { s.observeWrite = fn }
+
+// Pools are the connection pools by role ("read" and "write" on SQLite,
+// one "main" on PostgreSQL), for pool metrics.
+func (s *Store) Pools() map[string]*sql.DB {
+	if s.read == s.write {
+		return map[string]*sql.DB{"main": s.write}
+	}
+	return map[string]*sql.DB{"read": s.read, "write": s.write}
+}
