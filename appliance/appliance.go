@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"hearth/appliance/datadir"
 	"hearth/config"
 	"hearth/server"
 	"hearth/server/metrics"
@@ -56,6 +57,12 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if err != nil {
 		return err
 	}
+	// One server per data directory; restore checks the same lock.
+	lock, err := datadir.Acquire(cfg)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	st, err := OpenStore(ctx, cfg)
 	if err != nil {
 		return err

@@ -18,6 +18,9 @@ func commands() []command {
 		{"register-user", "register-user -c FILE [--user U] [--password P] [--admin|--no-admin] [URL]", runRegisterUser},
 		{"hash-password", "hash-password [--password P] [-c FILE]    print a bcrypt hash for users.password_hash", runHashPassword},
 		{"version", "version    print the version", runVersion},
+		// Operations (backup.go, install.go).
+		{"backup", "backup -c FILE --to FILE    snapshot database, media, signing key and config while serving", runBackup},
+		{"restore", "restore -c FILE --from FILE [--force]    restore a backup into a stopped server's data", runRestore},
 	}
 }
 
