@@ -23,6 +23,10 @@ type GenerateOptions struct {
 	// the config file's directory.
 	DataDir     string
 	ReportStats bool
+	// Root, when set, is where the file system the server will run on is
+	// mounted (hearth install --root): files are written under it, and the
+	// absolute paths in the config have it stripped.
+	Root string
 }
 
 // Generated lists the files Generate wrote.
@@ -127,6 +131,11 @@ func renderConfig(o GenerateOptions, cfgDir, dataDir, keyPath string) ([]byte, e
 	rel := func(p string) string {
 		if r, err := filepath.Rel(cfgDir, p); err == nil && r != ".." && !strings.HasPrefix(r, ".."+string(filepath.Separator)) {
 			return r
+		}
+		if o.Root != "" {
+			if r, err := filepath.Rel(o.Root, p); err == nil && !strings.HasPrefix(r, "..") {
+				return "/" + filepath.ToSlash(r)
+			}
 		}
 		return p
 	}

@@ -21,6 +21,7 @@ func commands() []command {
 		// Operations (backup.go, install.go).
 		{"backup", "backup -c FILE --to FILE    snapshot database, media, signing key and config while serving", runBackup},
 		{"restore", "restore -c FILE --from FILE [--force]    restore a backup into a stopped server's data", runRestore},
+		{"install", "install --server-name NAME [--root DIR] [--user U] [--print-unit]    install as a hardened systemd service", runInstall},
 	}
 }
 

@@ -105,7 +105,9 @@ func New() *Metrics {
 // Handler serves the registry in the Prometheus text format (or
 // OpenMetrics when the scraper asks for it).
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{EnableOpenMetrics: true})
+	// A collector that fails (a /proc file hidden by a sandbox, say) drops
+	// its own samples, not the whole scrape.
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{EnableOpenMetrics: true, ErrorHandling: promhttp.ContinueOnError})
 }
 
 // Request records one answered HTTP request. route is chi's pattern ("" when
