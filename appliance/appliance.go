@@ -75,7 +75,8 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}
 	var dash *web.Dashboard // dashboard.go
 	m := metrics.New()      // metrics.go
-	srv, handler := server.New(server.Deps{Cfg: cfg, Store: st, Key: key, Log: log, Dashboard: dashboardHook(cfg, &dash), Metrics: m})
+	srv, handler := server.New(server.Deps{Cfg: cfg, Store: st, Key: key, Log: log, Dashboard: dashboardHook(cfg, &dash),
+		Setup: setupHook(cfg, &dash), Metrics: m})
 
 	reqs := newRequests(ctx) // requests.go
 
@@ -84,6 +85,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	type bound struct {
 		ln  net.Listener
 		srv *http.Server
+		// client: a listener of the client API (with the dashboard unless
+		// it has its own); dash: the dashboard's own listener.
+		client, dash, tls bool
 	}
 	var servers []bound
 	closeAll := func() {
@@ -131,7 +135,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			}
 			boundHere++
 			h := server.WithXForwarded(withMetricsResource(cfg, l, m, handler), l.XForwarded)
-			servers = append(servers, bound{ln: ln, srv: reqs.httpServer(h, log)})
+			servers = append(servers, bound{ln: ln, srv: reqs.httpServer(h, log), client: servesClient(l), tls: l.TLS})
 		}
 		if boundHere == 0 {
 			closeAll()
@@ -150,7 +154,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		return err
 	}
 	for _, ln := range dashLns {
-		servers = append(servers, bound{ln: ln, srv: reqs.httpServer(dashHandler, log)})
+		servers = append(servers, bound{ln: ln, srv: reqs.httpServer(dashHandler, log), dash: true})
 	}
 	metricsLns, metricsHandler, err := metricsListeners(cfg, m, log)
 	if err != nil {
@@ -190,6 +194,12 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	log.Info("hearth started", "version", server.Version, "server_name", cfg.ServerName, "database", st.Engine())
 	if w := cfg.KeyServerWarning(); w != "" {
 		log.Warn(w)
+	}
+	for _, b := range servers {
+		if b.dash || (b.client && !cfg.DashboardOwnListener()) {
+			announceSetup(ctx, cfg, st, setupBase(cfg, b.ln.Addr(), b.tls), log)
+			break
+		}
 	}
 	if o.Ready != nil {
 		o.Ready(servers[0].ln.Addr().String())

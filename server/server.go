@@ -32,6 +32,9 @@ type Deps struct {
 	// Dashboard, when set, builds the admin dashboard (package web, which
 	// imports this one) to mount at /_hearth/admin on this handler.
 	Dashboard func(*Server) http.Handler
+	// Setup, when set, builds the first-run page (web/setup.go) to serve at
+	// /_hearth/setup; it is called after Dashboard.
+	Setup func(*Server) http.Handler
 	// Keys is the key ring: other servers' signing keys, for X-Matrix
 	// requests, received events and the notary endpoints. nil: one built
 	// from Key, Store, Now and OldKeys, with a plain http.Client that
@@ -64,6 +67,7 @@ type Server struct {
 	reg       registrationState
 	notifier  *notifier
 	dashboard http.Handler
+	setup     http.Handler
 	// media is the content repository's state (media.go).
 	media *mediaRepo
 	// keys finds other servers' signing keys and publishes ours
@@ -134,6 +138,9 @@ func New(d Deps) (*Server, http.Handler) {
 	s.registerMetrics()
 	if d.Dashboard != nil {
 		s.dashboard = d.Dashboard(s)
+	}
+	if d.Setup != nil {
+		s.setup = d.Setup(s)
 	}
 	return s, s.routes()
 }

@@ -49,6 +49,15 @@ type LoginVM struct {
 	Error    string
 }
 
+// SetupVM is the first-run page.
+type SetupVM struct {
+	Chrome
+	Action   string // where the form posts (the setup path)
+	Token    string
+	Username string
+	Error    string
+}
+
 // Stat is one number on the overview. When Available is false the value
 // does not exist yet (the feature that would count it is not built) and
 // Note says so; no number is shown.

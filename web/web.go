@@ -46,6 +46,7 @@ type Dashboard struct {
 	sampler *Sampler
 	prefix  string
 	limits  signInLimits
+	setup   setupState // setup.go
 }
 
 // New builds the dashboard. Call Run to keep its memory chart and session
@@ -143,6 +144,7 @@ func (d *Dashboard) Handler() http.Handler {
 func (d *Dashboard) Standalone() http.Handler {
 	r := chi.NewRouter()
 	r.Mount(Path, d.Handler())
+	r.Handle(SetupPath, d.SetupHandler())
 	r.Get("/", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, Path+"/", http.StatusFound) })
 	return r
 }

@@ -12,7 +12,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,8 +32,29 @@ type serving struct {
 	cmd  *exec.Cmd
 	url  string
 	done chan error
-	// log collects the process's stderr.
-	log *bytes.Buffer
+
+	mu  sync.Mutex
+	log bytes.Buffer // the process's stderr so far
+}
+
+// logged returns stderr so far.
+func (s *serving) logged() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.log.String()
+}
+
+// waitLog waits for a line of stderr matching re and returns its first
+// submatch.
+func (s *serving) waitLog(t *testing.T, re *regexp.Regexp) string {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if m := re.FindStringSubmatch(s.logged()); m != nil {
+			return m[1]
+		}
+	}
+	t.Fatalf("no log line matching %s:\n%s", re, s.logged())
+	return ""
 }
 
 // serve starts `hearth serve -c path` on a free loopback port and waits for
@@ -44,7 +67,7 @@ func serve(t *testing.T, path string) *serving {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	s := &serving{url: "http://" + addr, done: make(chan error, 1), log: &bytes.Buffer{}}
+	s := &serving{url: "http://" + addr, done: make(chan error, 1)}
 	s.cmd = exec.Command(hearthBin, "serve", "-c", path, "--listen", addr)
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
@@ -58,7 +81,9 @@ func serve(t *testing.T, path string) *serving {
 		sc := bufio.NewScanner(stderr)
 		once := false
 		for sc.Scan() {
+			s.mu.Lock()
 			s.log.WriteString(sc.Text() + "\n")
+			s.mu.Unlock()
 			if !once && strings.Contains(sc.Text(), "hearth started") {
 				once = true
 				close(started)
@@ -70,7 +95,7 @@ func serve(t *testing.T, path string) *serving {
 	select {
 	case <-started:
 	case <-s.done:
-		t.Fatalf("hearth serve exited:\n%s", s.log)
+		t.Fatalf("hearth serve exited:\n%s", s.logged())
 	case <-time.After(30 * time.Second):
 		t.Fatal("hearth serve did not start")
 	}
