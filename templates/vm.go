@@ -78,6 +78,8 @@ type OverviewVM struct {
 	Activity []Stat // events per second
 	Memory   []Stat // RSS, heap, GC
 	Runtime  []Stat // goroutines, database size
+	// BackupNote says what the backup button's archive holds.
+	BackupNote string
 }
 
 // UserRowVM is one line of the user list.

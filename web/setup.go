@@ -15,6 +15,7 @@ import (
 
 	"hearth/config"
 	"hearth/server"
+	"hearth/server/matrix"
 	"hearth/server/secret"
 	"hearth/server/storage"
 	"hearth/templates"
@@ -140,7 +141,7 @@ func (d *Dashboard) postSetup(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	userID, err := d.srv.LocalUserID(username)
-	if err != nil || username == "" {
+	if err != nil || username == "" || strings.HasPrefix(username, "@") || matrix.ValidateLocalpart(username, d.srv.ServerName()) != nil {
 		d.renderSetup(w, r, http.StatusBadRequest, tok, username, "Choose a username of lower-case letters, digits and . _ = - / only.")
 		return nil
 	}

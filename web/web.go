@@ -96,6 +96,7 @@ func (d *Dashboard) Handler() http.Handler {
 		r.Use(d.requireAdmin)
 		r.Post("/logout", d.page(d.postLogout))
 		r.Get("/", d.page(d.getOverview))
+		r.Post("/backup", d.page(d.postBackup)) // backup.go
 		r.Get("/users", d.page(d.getUsers))
 		r.Post("/users", d.page(d.postUsers))
 		r.Get("/users/{userID}", d.page(d.getUser))

@@ -89,6 +89,10 @@ func (m *Manifest) HasDatabase() bool { _, ok := m.Files[databaseName]; return o
 type Options struct {
 	Version string
 	Now     func() time.Time
+	// Engine ("sqlite" or "postgres") and SQLitePath name the database to
+	// back up when it is not the config's (a running server passes its
+	// store's); empty: the config's.
+	Engine, SQLitePath string
 }
 
 // Write writes a backup of the server cfg describes to w. It is safe while
@@ -99,7 +103,13 @@ func Write(ctx context.Context, cfg *config.Config, w io.Writer, o Options) (*Ma
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	m := &Manifest{Format: Format, Version: o.Version, ServerName: cfg.ServerName, Engine: "sqlite",
+	if o.Engine == "" {
+		o.Engine, o.SQLitePath = "sqlite", cfg.Database.Args.Database
+		if cfg.IsPostgres() {
+			o.Engine, o.SQLitePath = "postgres", ""
+		}
+	}
+	m := &Manifest{Format: Format, Version: o.Version, ServerName: cfg.ServerName, Engine: o.Engine,
 		CreatedTS: o.Now().UnixMilli(), Files: map[string]File{}}
 	gz := gzip.NewWriter(w)
 	tw := tar.NewWriter(gz)
@@ -135,22 +145,21 @@ func Write(ctx context.Context, cfg *config.Config, w io.Writer, o Options) (*Ma
 	}
 
 	// The database first (see above).
-	if cfg.IsPostgres() {
-		m.Engine = "postgres"
+	if o.Engine == "postgres" {
 		if err := addBytes(pgNoteName, []byte(PostgresNote(cfg))); err != nil {
 			return nil, err
 		}
 	} else {
-		if _, err := os.Stat(cfg.Database.Args.Database); errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("backup: there is no database at %s yet: start the server once first", cfg.Database.Args.Database)
+		if _, err := os.Stat(o.SQLitePath); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("backup: there is no database at %s yet: start the server once first", o.SQLitePath)
 		}
-		tmp, err := os.MkdirTemp(filepath.Dir(cfg.Database.Args.Database), ".hearth-backup-*")
+		tmp, err := os.MkdirTemp(filepath.Dir(o.SQLitePath), ".hearth-backup-*")
 		if err != nil {
 			return nil, fmt.Errorf("backup: %w", err)
 		}
 		defer os.RemoveAll(tmp)
 		snap := filepath.Join(tmp, "homeserver.db")
-		if err := storage.SnapshotSQLite(ctx, cfg.Database.Args.Database, snap); err != nil {
+		if err := storage.SnapshotSQLite(ctx, o.SQLitePath, snap); err != nil {
 			return nil, fmt.Errorf("backup: %w", err)
 		}
 		if err := addFile(databaseName, snap); err != nil {

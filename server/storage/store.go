@@ -45,6 +45,8 @@ type Store struct {
 	sq searchQueue
 	// observeWrite, when set, times write transactions (ObserveWrites).
 	observeWrite func(wait, total time.Duration)
+	// sqlitePath is the SQLite database file ("" on PostgreSQL).
+	sqlitePath string
 }
 
 // Options selects the engine.
@@ -100,7 +102,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 			return nil, fmt.Errorf("storage: open sqlite %s: %w", o.SQLitePath, err)
 		}
 		read.SetMaxOpenConns(4)
-		s = &Store{read: read, write: write, d: sqliteDialect}
+		s = &Store{read: read, write: write, d: sqliteDialect, sqlitePath: o.SQLitePath}
 	}
 	s.cacheRegistry = o.Caches
 	if s.cacheRegistry == nil {
@@ -294,3 +296,7 @@ func (s *Store) Pools() map[string]*sql.DB {
 	}
 	return map[string]*sql.DB{"read": s.read, "write": s.write}
 }
+
+// SQLitePath is the SQLite database file, "" on PostgreSQL (backups
+// snapshot it).
+func (s *Store) SQLitePath() string { return s.sqlitePath }
