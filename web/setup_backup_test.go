@@ -11,8 +11,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
 
 	"hearth/appliance/backup"
 	"hearth/server/storage/storagetest"
@@ -155,6 +159,56 @@ func TestSetupPage(t *testing.T) {
 		}
 		if _, err := os.Stat(web.SetupTokenPath(d.Cfg)); !os.IsNotExist(err) {
 			t.Errorf("token file: %v", err)
+		}
+	})
+}
+
+// TestChartsReadMetrics: the dashboard's samples are the metrics registry's
+// numbers (no second set of counters): the events a client sends move
+// hearth_events_persisted_total, and the sampler's event count moves by
+// exactly as much.
+func TestChartsReadMetrics(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		d := start(t, e)
+		sampler := web.NewSampler(time.Hour, 10, d.Server.Metrics().Registry)
+		ctx := context.Background()
+		before := sampler.Sample(ctx)
+		cli, err := mautrix.NewClient(d.Bundle.URL, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg, err := cli.RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: "charts", Password: "a long password for charts"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cli.UserID, cli.AccessToken = reg.UserID, reg.AccessToken
+		room, err := cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 4 {
+			if _, err := cli.SendText(ctx, room.RoomID, "hi"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		after := sampler.Sample(ctx)
+		fams, err := d.Server.Metrics().Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var counter float64
+		for _, f := range fams {
+			if f.GetName() == "hearth_events_persisted_total" {
+				for _, m := range f.GetMetric() {
+					counter += m.GetCounter().GetValue()
+				}
+			}
+		}
+		if after.Events != int64(counter) || after.Events-before.Events < 4+5 {
+			t.Errorf("sampled events %d → %d, registry %v", before.Events, after.Events, counter)
+		}
+		if after.HeapAlloc == 0 || after.HeapSys == 0 || (runtime.GOOS == "linux" && after.RSS == 0) {
+			t.Errorf("memory not sampled from the registry: %+v", after)
 		}
 	})
 }
