@@ -12,7 +12,7 @@ PKGS    := ./...
 # module proxy); bump it with the Go toolchain it must understand.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all run build test bench fuzz cross clean complement-image complement
+.PHONY: all run build test bench fuzz cross dist clean complement-image complement
 
 all: build
 
@@ -92,6 +92,21 @@ cross:
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hearth-linux-amd64 ./cmd/hearth
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hearth-linux-arm64 ./cmd/hearth
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/hearth-linux-armv7 ./cmd/hearth
+
+# dist: release archives for linux amd64, arm64 and armv7, each with the
+# binary, the systemd unit hearth install writes, and a README
+# (appliance/dist/README.md), in $(BIN)/dist/.
+DIST_VERSION = $(or $(VERSION),$(shell $(BIN)/hearth version | cut -d' ' -f2))
+dist: build cross
+	@rm -rf $(BIN)/dist && mkdir -p $(BIN)/dist
+	@for arch in amd64 arm64 armv7; do \
+		d=$(BIN)/dist/hearth-$(DIST_VERSION)-linux-$$arch; mkdir -p $$d; \
+		cp $(BIN)/hearth-linux-$$arch $$d/hearth; \
+		$(BIN)/hearth install --print-unit > $$d/hearth.service; \
+		cp appliance/dist/README.md $$d/README.md; \
+		tar -C $(BIN)/dist -czf $$d.tar.gz $$(basename $$d) && rm -rf $$d; \
+		echo "$$d.tar.gz"; \
+	done
 
 # complement-image: the Docker image matrix-org/complement runs
 # (COMPLEMENT_BASE_IMAGE=complement-hearth). FROM scratch: nothing is pulled.

@@ -17,8 +17,10 @@ import (
 	"time"
 
 	"hearth/appliance/certs"
+	"hearth/appliance/datadir"
 	"hearth/config"
 	"hearth/server"
+	"hearth/server/metrics"
 	"hearth/server/storage"
 	"hearth/web"
 )
@@ -56,6 +58,12 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if err != nil {
 		return err
 	}
+	// One server per data directory; restore checks the same lock.
+	lock, err := datadir.Acquire(cfg)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	st, err := OpenStore(ctx, cfg)
 	if err != nil {
 		return err
@@ -72,7 +80,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		return err
 	}
 	var dash *web.Dashboard // dashboard.go
-	srv, handler := server.New(server.Deps{Cfg: cfg, Store: st, Key: key, Log: log, Dashboard: dashboardHook(cfg, tlsCerts, &dash)})
+	m := metrics.New()      // metrics.go
+	srv, handler := server.New(server.Deps{Cfg: cfg, Store: st, Key: key, Log: log, Dashboard: dashboardHook(cfg, tlsCerts, &dash),
+		Setup: setupHook(cfg, &dash), Metrics: m})
 
 	reqs := newRequests(ctx) // requests.go
 
@@ -81,6 +91,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	type bound struct {
 		ln  net.Listener
 		srv *http.Server
+		// client: a listener of the client API (with the dashboard unless
+		// it has its own); dash: the dashboard's own listener.
+		client, dash, tls bool
 	}
 	var servers []bound
 	closeAll := func() {
@@ -121,8 +134,8 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 				ln = tls.NewListener(ln, tlsConfig)
 			}
 			boundHere++
-			h := server.WithXForwarded(handler, l.XForwarded)
-			servers = append(servers, bound{ln: ln, srv: reqs.httpServer(h, log)})
+			h := server.WithXForwarded(withMetricsResource(cfg, l, m, handler), l.XForwarded)
+			servers = append(servers, bound{ln: ln, srv: reqs.httpServer(h, log), client: servesClient(l), tls: l.TLS})
 		}
 		if boundHere == 0 {
 			closeAll()
@@ -141,7 +154,15 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		return err
 	}
 	for _, ln := range dashLns {
-		servers = append(servers, bound{ln: ln, srv: reqs.httpServer(dashHandler, log)})
+		servers = append(servers, bound{ln: ln, srv: reqs.httpServer(dashHandler, log), dash: true})
+	}
+	metricsLns, metricsHandler, err := metricsListeners(cfg, m, log)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	for _, ln := range metricsLns {
+		servers = append(servers, bound{ln: ln, srv: reqs.httpServer(metricsHandler, log)})
 	}
 	// ACME's HTTP-01 listener (port 80): challenges, and a redirect to
 	// HTTPS for everything else.
@@ -186,6 +207,12 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	log.Info("hearth started", "version", server.Version, "server_name", cfg.ServerName, "database", st.Engine())
 	if w := cfg.KeyServerWarning(); w != "" {
 		log.Warn(w)
+	}
+	for _, b := range servers {
+		if b.dash || (b.client && !cfg.DashboardOwnListener()) {
+			announceSetup(ctx, cfg, st, setupBase(cfg, b.ln.Addr(), b.tls), log)
+			break
+		}
 	}
 	if o.Ready != nil {
 		o.Ready(servers[0].ln.Addr().String())

@@ -1,10 +1,13 @@
 package appliance
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"hearth/appliance/certs"
 	"hearth/config"
@@ -72,4 +75,52 @@ func dashboardListeners(cfg *config.Config, srv *server.Server, tlsCerts *certs.
 		return nil, nil, firstErr
 	}
 	return lns, h, nil
+}
+
+// setupHook serves the first-run page on the client listeners beside the
+// dashboard (dashboardHook has built it by the time this runs).
+func setupHook(cfg *config.Config, dash **web.Dashboard) func(*server.Server) http.Handler {
+	if !cfg.DashboardEnabled() || cfg.DashboardOwnListener() {
+		return nil
+	}
+	return func(*server.Server) http.Handler { return (*dash).SetupHandler() }
+}
+
+// announceSetup prints the one-time setup link when the server has no admin
+// yet (web/setup.go). base is the address the dashboard answers on.
+func announceSetup(ctx context.Context, cfg *config.Config, st *storage.Store, base string, log *slog.Logger) {
+	if !cfg.DashboardEnabled() {
+		return
+	}
+	tok, err := web.PrepareSetup(ctx, cfg, st)
+	if err != nil {
+		log.Error("first-run setup unavailable", "err", err)
+		return
+	}
+	if tok == "" {
+		return
+	}
+	link := strings.TrimSuffix(base, "/") + web.SetupPath + "?token=" + tok
+	log.Warn("this server has no admin yet: open the setup link to create the first one (it works once)", "url", link,
+		"token_file", web.SetupTokenPath(cfg))
+}
+
+// setupBase is the URL the setup link starts with: public_baseurl when the
+// dashboard shares the client listeners, else the listener's own address.
+func setupBase(cfg *config.Config, addr net.Addr, tls bool) string {
+	if cfg.PublicBaseURL != "" && !cfg.DashboardOwnListener() {
+		return cfg.PublicBaseURL
+	}
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://" + addr.String()
+	}
+	if ip := net.ParseIP(host); ip != nil && (ip.IsUnspecified() || ip.IsLoopback()) {
+		host = "localhost"
+	}
+	scheme := "http"
+	if tls {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
 }

@@ -29,6 +29,9 @@ type Config struct {
 	ReportStats   bool   `yaml:"report_stats"`
 	// LogLevel is one of debug, info, warn, error.
 	LogLevel string `yaml:"log_level"`
+	// EnableMetrics turns on the Prometheus metrics listeners (type:
+	// metrics) and the metrics resource (Synapse's key; off by default).
+	EnableMetrics bool `yaml:"enable_metrics"`
 
 	Listeners []Listener `yaml:"listeners"`
 	// TLS certificate and key (PEM) for listeners with tls: true.

@@ -23,6 +23,10 @@ type GenerateOptions struct {
 	// the config file's directory.
 	DataDir     string
 	ReportStats bool
+	// Root, when set, is where the file system the server will run on is
+	// mounted (hearth install --root): files are written under it, and the
+	// absolute paths in the config have it stripped.
+	Root string
 }
 
 // Generated lists the files Generate wrote.
@@ -128,6 +132,11 @@ func renderConfig(o GenerateOptions, cfgDir, dataDir, keyPath string) ([]byte, e
 		if r, err := filepath.Rel(cfgDir, p); err == nil && r != ".." && !strings.HasPrefix(r, ".."+string(filepath.Separator)) {
 			return r
 		}
+		if o.Root != "" {
+			if r, err := filepath.Rel(o.Root, p); err == nil && !strings.HasPrefix(r, "..") {
+				return "/" + filepath.ToSlash(r)
+			}
+		}
 		return p
 	}
 	var d Config
@@ -195,6 +204,16 @@ listeners:
     resources:
       - names: [client, federation]
         compress: false
+
+# Prometheus metrics (docs/metrics.md). With enable_metrics: true, a
+# listener of type metrics serves them at /metrics and /_synapse/metrics,
+# and an http listener with the metrics resource at /_synapse/metrics.
+# Keep them off the internet: bind to loopback or a private address.
+enable_metrics: false
+# For example, add to listeners above:
+#  - port: 9000
+#    bind_addresses: ['127.0.0.1']
+#    type: metrics
 
 # PEM certificate and private key for listeners with tls: true (Hearth can
 # also sit behind a TLS-terminating reverse proxy, which needs neither).

@@ -44,7 +44,8 @@ func (s *Server) startFederation(hc *http.Client) {
 		return federation.SignRequest(req, key, s.cfg.ServerName, destination, content)
 	}}
 	s.fedSender = federation.NewSender(federation.SenderOptions{Store: s.store, ServerName: s.cfg.ServerName,
-		Send: s.fedClient.SendTransaction, Log: s.log, Now: s.now, Allowed: s.fedTransport.Allowed, Outbox: fedOutbox{s}})
+		Send: s.fedClient.SendTransaction, Log: s.log, Now: s.now, Allowed: s.fedTransport.Allowed, Outbox: fedOutbox{s},
+		Observe: s.metrics.Transaction})
 	s.timeline.SetFetcher(federation.Fetcher{Client: s.fedClient})
 	s.timeline.Observe(senderObserver{s.fedSender})
 	s.timeline.Observe(deviceListObserver{s})

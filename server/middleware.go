@@ -8,6 +8,8 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/go-chi/chi/v5"
+
 	"hearth/server/matrix"
 )
 
@@ -80,7 +82,15 @@ func (s *Server) requestLog(next http.Handler) http.Handler {
 					writeJSON(rec, me.HTTPStatus(), me.Body())
 				}
 			}
-			log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start))
+			took := time.Since(start)
+			// The pattern, never the path: IDs in paths would make a
+			// series per room and user.
+			route := ""
+			if rc := chi.RouteContext(r.Context()); rc != nil {
+				route = rc.RoutePattern()
+			}
+			s.metrics.Request(route, r.Method, rec.status, took)
+			log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", took)
 		}()
 		next.ServeHTTP(rec, r.WithContext(ctx))
 	})

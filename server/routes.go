@@ -157,6 +157,10 @@ func (s *Server) routes() http.Handler {
 	if s.dashboard != nil {
 		r.Mount("/_hearth/admin", s.dashboard)
 	}
+	// The first-run page that creates the first admin (web/setup.go).
+	if s.setup != nil {
+		r.Handle("/_hearth/setup", s.setup)
+	}
 
 	r.NotFound(s.api(unrecognized))
 	r.MethodNotAllowed(s.api(methodNotAllowed))

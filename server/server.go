@@ -11,6 +11,7 @@ import (
 
 	"hearth/config"
 	"hearth/server/federation"
+	"hearth/server/metrics"
 	"hearth/server/push"
 	"hearth/server/storage"
 	"hearth/server/timeline"
@@ -31,6 +32,9 @@ type Deps struct {
 	// Dashboard, when set, builds the admin dashboard (package web, which
 	// imports this one) to mount at /_hearth/admin on this handler.
 	Dashboard func(*Server) http.Handler
+	// Setup, when set, builds the first-run page (web/setup.go) to serve at
+	// /_hearth/setup; it is called after Dashboard.
+	Setup func(*Server) http.Handler
 	// Keys is the key ring: other servers' signing keys, for X-Matrix
 	// requests, received events and the notary endpoints. nil: one built
 	// from Key, Store, Now and OldKeys, with a plain http.Client that
@@ -41,6 +45,9 @@ type Deps struct {
 	// old_signing_keys), published in old_verify_keys. Only used to build
 	// the key ring when Keys is nil; a given key ring carries its own.
 	OldKeys []federation.OldKey
+	// Metrics are the collectors to update; nil: a set of the server's own.
+	// Give a fresh one to each server: they register on it.
+	Metrics *metrics.Metrics
 }
 
 // Server holds the dependencies and the per-process state handlers share.
@@ -60,6 +67,7 @@ type Server struct {
 	reg       registrationState
 	notifier  *notifier
 	dashboard http.Handler
+	setup     http.Handler
 	// media is the content repository's state (media.go).
 	media *mediaRepo
 	// keys finds other servers' signing keys and publishes ours
@@ -91,6 +99,8 @@ type Server struct {
 	delayed *delayedState
 	// bg is the background work Run owns (run.go).
 	bg background
+	// metrics are the Prometheus collectors (metrics.go).
+	metrics *metrics.Metrics
 	// mutualBatch overrides the mutual rooms batch size (tests; 0: the
 	// default, client_mutual_rooms.go).
 	mutualBatch int
@@ -104,7 +114,10 @@ func New(d Deps) (*Server, http.Handler) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	s := &Server{cfg: d.Cfg, store: d.Store, key: d.Key, log: d.Log, now: d.Now, started: d.Now()}
+	if d.Metrics == nil {
+		d.Metrics = metrics.New()
+	}
+	s := &Server{cfg: d.Cfg, store: d.Store, key: d.Key, log: d.Log, now: d.Now, started: d.Now(), metrics: d.Metrics}
 	s.limits = newLimiters(d.Cfg, d.Now)
 	s.nonces = newNonceStore(d.Now)
 	s.touches = newTouchCache()
@@ -125,8 +138,12 @@ func New(d Deps) (*Server, http.Handler) {
 		s.startFederation(fedHTTP)
 	}
 	s.media = newMediaRepo(s)
+	s.registerMetrics()
 	if d.Dashboard != nil {
 		s.dashboard = d.Dashboard(s)
+	}
+	if d.Setup != nil {
+		s.setup = d.Setup(s)
 	}
 	return s, s.routes()
 }

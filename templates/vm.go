@@ -51,6 +51,15 @@ type LoginVM struct {
 	Error    string
 }
 
+// SetupVM is the first-run page.
+type SetupVM struct {
+	Chrome
+	Action   string // where the form posts (the setup path)
+	Token    string
+	Username string
+	Error    string
+}
+
 // Stat is one number on the overview. When Available is false the value
 // does not exist yet (the feature that would count it is not built) and
 // Note says so; no number is shown.
@@ -71,6 +80,8 @@ type OverviewVM struct {
 	Activity []Stat // events per second
 	Memory   []Stat // RSS, heap, GC
 	Runtime  []Stat // goroutines, database size
+	// BackupNote says what the backup button's archive holds.
+	BackupNote string
 }
 
 // UserRowVM is one line of the user list.

@@ -46,7 +46,7 @@ func startWithSampler(t *testing.T, e storagetest.Engine, interval time.Duration
 	b := servertest.Start(t, e, opts...)
 	deps := web.Deps{Server: b.Server}
 	if interval > 0 {
-		deps.Sampler = web.NewSampler(interval, 3600, b.Store.MaxStreamPos)
+		deps.Sampler = web.NewSampler(interval, 3600, b.Server.Metrics().Registry)
 	}
 	wd := web.New(deps)
 	hs := httptest.NewServer(wd.Standalone())

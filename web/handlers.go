@@ -20,7 +20,7 @@ import (
 // GET /_hearth/admin/
 func (d *Dashboard) getOverview(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	d.sampler.Ensure(ctx)
+	latest := d.sampler.Ensure(ctx)
 	in := overviewInput{Version: server.Version, Engine: d.store.Engine(), Uptime: d.srv.Now().Sub(d.srv.Started()),
 		Goroutines: runtime.NumGoroutine()}
 	users, err := d.store.CountUsers(ctx)
@@ -47,7 +47,7 @@ func (d *Dashboard) getOverview(w http.ResponseWriter, r *http.Request) error {
 		in.EventsPerSecond = &eps
 	}
 	runtime.ReadMemStats(&in.Mem)
-	in.RSS, _ = readRSS()
+	in.RSS = latest.RSS
 	in.MemoryLimit, _ = cache.CurrentRuntime()
 	if n, err := d.store.DatabaseSize(ctx); err != nil {
 		d.srv.Log().Warn("dashboard: database size", "err", err)
@@ -331,11 +331,10 @@ func (d *Dashboard) postRegTokenDelete(w http.ResponseWriter, r *http.Request) e
 
 // GET /_hearth/admin/caches
 func (d *Dashboard) getCaches(w http.ResponseWriter, r *http.Request) error {
-	d.sampler.Ensure(r.Context())
+	rss := d.sampler.Ensure(r.Context()).RSS
 	limit, gc := cache.CurrentRuntime()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	rss, _ := readRSS()
 	now := d.srv.Now()
 	vm := templates.CachesVM{Chrome: d.chrome(w, r, "Caches & memory", "caches"), GlobalFactor: formatFactor(d.caches.GlobalFactor()),
 		Caches: newCacheRows(d.caches.Stats()), MemoryLimit: configSize(limit), GCPercent: strconv.Itoa(gc), Presets: newPresetVMs(),

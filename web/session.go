@@ -228,18 +228,9 @@ func (d *Dashboard) postLogin(w http.ResponseWriter, r *http.Request) error {
 		d.renderLogin(w, r, http.StatusForbidden, username, "Only server admins can sign in to the dashboard.")
 		return nil
 	}
-	id := secret.Token("hds_")
-	now := d.srv.Now()
-	life := d.srv.Config().AdminDashboard.SessionLifetime.Std()
-	if life <= 0 {
-		life = 12 * time.Hour
-	}
-	ds := &storage.DashboardSession{IDHash: storage.HashToken(id), UserID: u.UserID, CreatedTS: now.UnixMilli(),
-		ExpiresTS: now.Add(life).UnixMilli(), IP: ip, UserAgent: r.UserAgent()}
-	if err := d.store.CreateDashboardSession(r.Context(), ds); err != nil {
+	if err := d.signIn(w, r, u.UserID); err != nil { // setup.go
 		return err
 	}
-	http.SetCookie(w, d.cookie(r, sessionCookie, id, int(life.Seconds())))
 	http.SetCookie(w, d.cookie(r, loginCookie, "", -1))
 	r = r.WithContext(context.WithValue(r.Context(), adminKey{}, &admin{UserID: u.UserID}))
 	d.srv.Audit(r.Context(), d.actor(r), "dashboard.sign_in", u.UserID, "")

@@ -49,6 +49,12 @@ func newOverviewVM(c templates.Chrome, in overviewInput) templates.OverviewVM {
 		eps = templates.Stat{Label: "Events per second", Value: strconv.FormatFloat(*in.EventsPerSecond, 'f', 2, 64), Available: true, Note: "over the last minutes"}
 	}
 	vm.Activity = []templates.Stat{eps}
+	vm.BackupNote = "A consistent snapshot of the database, the media store, the signing key and the config in one .tar.gz, " +
+		"taken while the server runs: the same archive as hearth backup. Restore it with hearth restore."
+	if in.Engine == "postgres" {
+		vm.BackupNote = "The media store, the signing key and the config in one .tar.gz (the same archive as hearth backup). " +
+			"The PostgreSQL database is not in it: its note inside gives the pg_dump command."
+	}
 	vm.Memory = memoryStats(in.Mem, in.RSS, in.MemoryLimit)
 	db := templates.Stat{Label: "Database size", Note: in.DatabaseSizeNote}
 	if in.DatabaseSize != nil {

@@ -11,6 +11,7 @@ import (
 
 	"hearth/server"
 	"hearth/server/cache"
+	"hearth/server/metrics"
 	"hearth/server/storage"
 	"hearth/templates"
 )
@@ -173,10 +174,10 @@ func TestFormatting(t *testing.T) {
 
 func TestEventsPerSecond(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	if _, ok := EventsPerSecond([]Sample{{At: t0, StreamPos: 5}}, time.Minute); ok {
+	if _, ok := EventsPerSecond([]Sample{{At: t0, Events: 5}}, time.Minute); ok {
 		t.Fatal("one sample gives no rate")
 	}
-	s := []Sample{{At: t0, StreamPos: 100}, {At: t0.Add(30 * time.Second), StreamPos: 130}, {At: t0.Add(60 * time.Second), StreamPos: 220}}
+	s := []Sample{{At: t0, Events: 100}, {At: t0.Add(30 * time.Second), Events: 130}, {At: t0.Add(60 * time.Second), Events: 220}}
 	if r, ok := EventsPerSecond(s, 2*time.Minute); !ok || r != 2 {
 		t.Fatalf("rate %v %v, want 2", r, ok)
 	}
@@ -186,7 +187,7 @@ func TestEventsPerSecond(t *testing.T) {
 }
 
 func TestSamplerRing(t *testing.T) {
-	s := NewSampler(time.Second, 3, nil)
+	s := NewSampler(time.Second, 3, metrics.New().Registry)
 	for range 5 {
 		s.Sample(context.Background())
 	}

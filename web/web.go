@@ -34,7 +34,8 @@ const Path = "/_hearth/admin"
 // Deps are the dashboard's dependencies.
 type Deps struct {
 	Server *server.Server
-	// Sampler records memory over time; nil: the dashboard makes its own.
+	// Sampler records memory and events over time; nil: the dashboard
+	// makes its own, reading the server's metrics every 30 seconds.
 	Sampler *Sampler
 	// Certs are the TLS listeners' certificates, shown on the Diagnostics
 	// page; nil when no listener uses TLS.
@@ -54,6 +55,7 @@ type Dashboard struct {
 	limits  signInLimits
 	certs   *certs.Manager
 	diagDNS []string
+	setup   setupState // setup.go
 }
 
 // New builds the dashboard. Call Run to keep its memory chart and session
@@ -61,7 +63,7 @@ type Dashboard struct {
 func New(d Deps) *Dashboard {
 	st := d.Server.Store()
 	if d.Sampler == nil {
-		d.Sampler = NewSampler(30*time.Second, 120, st.MaxStreamPos)
+		d.Sampler = NewSampler(30*time.Second, 120, d.Server.Metrics().Registry)
 	}
 	return &Dashboard{srv: d.Server, store: st, caches: st.Caches(), sampler: d.Sampler, prefix: Path,
 		limits: newSignInLimits(d.Server.Config(), d.Server.Now), certs: d.Certs, diagDNS: d.DiagDNS}
@@ -105,6 +107,7 @@ func (d *Dashboard) Handler() http.Handler {
 		r.Use(d.requireAdmin)
 		r.Post("/logout", d.page(d.postLogout))
 		r.Get("/", d.page(d.getOverview))
+		r.Post("/backup", d.page(d.postBackup)) // backup.go
 		r.Get("/users", d.page(d.getUsers))
 		r.Post("/users", d.page(d.postUsers))
 		r.Get("/users/{userID}", d.page(d.getUser))
@@ -157,6 +160,7 @@ func (d *Dashboard) Handler() http.Handler {
 func (d *Dashboard) Standalone() http.Handler {
 	r := chi.NewRouter()
 	r.Mount(Path, d.Handler())
+	r.Handle(SetupPath, d.SetupHandler())
 	r.Get("/", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, Path+"/", http.StatusFound) })
 	return r
 }

@@ -20,6 +20,10 @@ func commands() []command {
 		{"doctor", "doctor [-c FILE] [--json]    check this server's DNS, certificates and federation from the outside", runDoctor},
 		{"federation-test", "federation-test [-c FILE] [--json] SERVER_NAME    test federation with any server", runFederationTest},
 		{"version", "version    print the version", runVersion},
+		// Operations (backup.go, install.go).
+		{"backup", "backup -c FILE --to FILE    snapshot database, media, signing key and config while serving", runBackup},
+		{"restore", "restore -c FILE --from FILE [--force]    restore a backup into a stopped server's data", runRestore},
+		{"install", "install --server-name NAME [--root DIR] [--user U] [--print-unit]    install as a hardened systemd service", runInstall},
 	}
 }
 

@@ -67,6 +67,8 @@ type SenderOptions struct {
 	Allowed func(destination string) bool
 	// Outbox, when set, holds the persisted EDUs to add to transactions.
 	Outbox Outbox
+	// Observe, when set, is told how each transaction went (metrics).
+	Observe func(destination string, took time.Duration, err error)
 }
 
 // Outbox is where a Sender finds the EDUs that must reach a destination
@@ -133,6 +135,25 @@ func NewSender(o SenderOptions) *Sender {
 	}
 	return &Sender{o: o, wake: make(chan struct{}, 1), dests: map[string]*destQueue{}, servers: map[string][]string{},
 		groups: map[int64][]string{}}
+}
+
+// QueueStat is one destination's in-memory queue, for metrics.
+type QueueStat struct {
+	Destination string
+	PDUs, EDUs  int
+	Running     bool
+	CatchUp     bool
+}
+
+// Queues lists the destinations the sender has work or state for.
+func (s *Sender) Queues() []QueueStat {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]QueueStat, 0, len(s.dests))
+	for _, d := range s.dests {
+		out = append(out, QueueStat{Destination: d.name, PDUs: len(d.pending), EDUs: len(d.edus), Running: d.running, CatchUp: d.catchUp})
+	}
+	return out
 }
 
 // EventPersisted tells the sender an event of roomID entered the room's
@@ -586,7 +607,11 @@ func (s *Sender) deliver(ctx context.Context, dest string, pdus []*storage.Event
 	s.txnSeq++
 	txnID := fmt.Sprintf("%d_%d", s.o.Now().UnixMilli(), s.txnSeq)
 	s.mu.Unlock()
+	began := time.Now() // real time, whatever clock Now is
 	resp, err := s.o.Send(ctx, dest, txnID, txn)
+	if s.o.Observe != nil && ctx.Err() == nil {
+		s.o.Observe(dest, time.Since(began), err)
+	}
 	if err != nil {
 		interval := time.Duration(row.RetryIntervalMS) * time.Millisecond * 2
 		interval = min(max(interval, s.o.MinRetry), s.o.MaxRetry)

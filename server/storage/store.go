@@ -46,6 +46,10 @@ type Store struct {
 	sq searchQueue
 	// commit batches event writes into shared transactions (commit.go).
 	commit *committer
+	// observeWrite, when set, times write transactions (ObserveWrites).
+	observeWrite func(wait, total time.Duration)
+	// sqlitePath is the SQLite database file ("" on PostgreSQL).
+	sqlitePath string
 }
 
 // Options selects the engine.
@@ -101,7 +105,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 			return nil, fmt.Errorf("storage: open sqlite %s: %w", o.SQLitePath, err)
 		}
 		read.SetMaxOpenConns(4)
-		s = &Store{read: &readDB{DB: read, stmts: &stmtCache{m: map[string]*sql.Stmt{}}}, write: write, d: sqliteDialect}
+		s = &Store{read: &readDB{DB: read, stmts: &stmtCache{m: map[string]*sql.Stmt{}}}, write: write, d: sqliteDialect, sqlitePath: o.SQLitePath}
 	}
 	s.cacheRegistry = o.Caches
 	if s.cacheRegistry == nil {
@@ -149,7 +153,12 @@ func (s *Store) Ping(ctx context.Context) error { return s.read.PingContext(ctx)
 
 // tx runs fn in a write transaction, committing when it returns nil.
 func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	began := time.Now()
 	tx, err := s.write.BeginTx(ctx, nil)
+	if s.observeWrite != nil {
+		wait := time.Since(began)
+		defer func() { s.observeWrite(wait, time.Since(began)) }()
+	}
 	if err != nil {
 		return fmt.Errorf("storage: begin: %w", err)
 	}
@@ -179,6 +188,7 @@ func (s *Store) txNoSync(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	}
 	// SQLite: synchronous is per connection, so hold the writer's one
 	// connection for the pragma, the transaction and the pragma's reset.
+	began := time.Now()
 	conn, err := s.write.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("storage: writer connection: %w", err)
@@ -195,6 +205,10 @@ func (s *Store) txNoSync(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		}
 	}()
 	tx, err := conn.BeginTx(ctx, nil)
+	if s.observeWrite != nil {
+		wait := time.Since(began)
+		defer func() { s.observeWrite(wait, time.Since(began)) }()
+	}
 	if err != nil {
 		return fmt.Errorf("storage: begin: %w", err)
 	}
@@ -273,3 +287,21 @@ func boolInt(b bool) int {
 func nowMS() int64 { return time.Now().UnixMilli() }
 
 func toLower(s string) string { return strings.ToLower(s) }
+
+// ObserveWrites sets fn to be told, for every write transaction, how long
+// it waited to begin and how long it took in all (metrics). Call it before
+// the store is shared.
+func (s *Store) ObserveWrites(fn func(wait, total time.Duration)) { s.observeWrite = fn }
+
+// Pools are the connection pools by role ("read" and "write" on SQLite,
+// one "main" on PostgreSQL), for pool metrics.
+func (s *Store) Pools() map[string]*sql.DB {
+	if s.read.DB == s.write {
+		return map[string]*sql.DB{"main": s.write}
+	}
+	return map[string]*sql.DB{"read": s.read.DB, "write": s.write}
+}
+
+// SQLitePath is the SQLite database file, "" on PostgreSQL (backups
+// snapshot it).
+func (s *Store) SQLitePath() string { return s.sqlitePath }

@@ -330,3 +330,14 @@ func lowerLike(s string) string {
 	}
 	return toLower(string(r))
 }
+
+// HasAdmin reports whether any active account is a server admin (the
+// first-run setup is offered until one is).
+func (s *Store) HasAdmin(ctx context.Context) (bool, error) {
+	var n int
+	err := s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM users WHERE is_admin = 1 AND deactivated = 0 LIMIT 1) a`).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("storage: any admin: %w", err)
+	}
+	return n > 0, nil
+}

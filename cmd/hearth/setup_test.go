@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"maunium.net/go/mautrix"
+)
+
+const chromiumPath = "/usr/bin/chromium"
+
+// newChromium starts a headless Chromium with a fresh profile, or skips the
+// test when Chromium is not installed (as the dashboard's browser tests do).
+func newChromium(t *testing.T) context.Context {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Skip("real-browser test skipped: " + chromiumPath + " is not installed (apt-get install chromium)")
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromiumPath), chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck, chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()))
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	t.Cleanup(func() {
+		cancelCtx()
+		cancelAlloc()
+	})
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+func browse(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+func evalString(t *testing.T, ctx context.Context, expr string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr))
+	if err != nil {
+		t.Fatalf("%s: %v", expr, err)
+	}
+	return s
+}
+
+var setupLinkRe = regexp.MustCompile(`no admin yet.* url="?([^"\s]+)`)
+
+// TestFirstRunSetup starts a fresh server with `hearth serve`, takes the
+// setup link it prints, and walks it in Chromium: the form creates the
+// first admin and lands signed in on the dashboard. Then the link is dead,
+// its token file is gone, and the admin signs in to Matrix too. A wrong
+// token never shows the form.
+func TestFirstRunSetup(t *testing.T) {
+	ctx := newChromium(t)
+	path := generated(t)
+	s := serve(t, path)
+	link := s.waitLog(t, setupLinkRe)
+	if !strings.Contains(link, "/_hearth/setup?token=") {
+		t.Fatalf("setup link %q", link)
+	}
+	tokenFile := filepath.Join(filepath.Dir(path), "setup-token")
+	if raw, err := os.ReadFile(tokenFile); err != nil || !strings.Contains(link, strings.TrimSpace(string(raw))) {
+		t.Fatalf("token file %q (%v) does not hold the link's token", raw, err)
+	}
+	// A restart before setup prints the same link: it is valid until used.
+	s.stop(t)
+	s = serve(t, path)
+	again := s.waitLog(t, setupLinkRe)
+	token := func(l string) string { return l[strings.Index(l, "token="):] }
+	if token(again) != token(link) {
+		t.Errorf("after a restart the link changed: %s, was %s", again, link)
+	}
+	link = again
+	base := link[:strings.Index(link, "/_hearth/")]
+	if resp, err := http.Get(base + "/_hearth/setup?token=wrong"); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("wrong token: %v %v", resp, err)
+	}
+
+	browse(t, ctx, "open the setup link",
+		chromedp.Navigate(link),
+		chromedp.WaitVisible(chromedp.CSS(`input[name=username]`)),
+		chromedp.SendKeys(chromedp.CSS(`input[name=username]`), "root"),
+		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), "root has a long password"),
+		chromedp.SendKeys(chromedp.CSS(`input[name=password2]`), "root has a long password"),
+		chromedp.Click(chromedp.CSS(`form button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`.who`)),
+	)
+	if h1 := evalString(t, ctx, `document.querySelector("main h1").textContent`); !strings.Contains(h1, "Overview") {
+		t.Errorf("landed on %q, want the dashboard's overview", h1)
+	}
+	if who := evalString(t, ctx, `document.querySelector(".who").textContent`); who != "@root:example.org" {
+		t.Errorf("signed in as %q", who)
+	}
+	if flash := evalString(t, ctx, `(document.querySelector(".flash")||{}).textContent||""`); !strings.Contains(flash, "first server admin") {
+		t.Errorf("flash %q", flash)
+	}
+	if loc := evalString(t, ctx, `location.pathname`); loc != "/_hearth/admin/" {
+		t.Errorf("location %s", loc)
+	}
+	// Signed in: another dashboard page opens without the sign-in form.
+	browse(t, ctx, "open users", chromedp.Navigate(base+"/_hearth/admin/users"), chromedp.WaitVisible(chromedp.CSS(`.who`)))
+
+	// The link is spent.
+	if resp, err := http.Get(link); err != nil || resp.StatusCode != http.StatusGone {
+		t.Errorf("used link: %v %v", resp, err)
+	}
+	if _, err := os.Stat(tokenFile); !os.IsNotExist(err) {
+		t.Errorf("token file still there: %v", err)
+	}
+	cli, _ := mautrix.NewClient(s.url, "", "")
+	if _, err := cli.Login(t.Context(), &mautrix.ReqLogin{Type: mautrix.AuthTypePassword, StoreCredentials: true,
+		Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "root"}, Password: "root has a long password"}); err != nil {
+		t.Errorf("the new admin cannot sign in to Matrix: %v", err)
+	}
+	// A restart with an admin prints no link.
+	s.stop(t)
+	s = serve(t, path)
+	time.Sleep(200 * time.Millisecond)
+	if setupLinkRe.MatchString(s.logged()) {
+		t.Error("a server with an admin printed a setup link")
+	}
+}
