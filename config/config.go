@@ -90,6 +90,9 @@ type Config struct {
 	Caches         Caches         `yaml:"caches"`
 	Memory         Memory         `yaml:"memory"`
 
+	// OAuth is the built-in OAuth 2.0 authorisation server (oauth.go).
+	OAuth OAuth `yaml:"oauth"`
+
 	// ServerNotices is the server-notices account (notices.go).
 	ServerNotices ServerNotices `yaml:"server_notices"`
 
@@ -302,6 +305,7 @@ func (c *Config) Defaults() {
 	c.mediaDefaults()
 	c.federationDefaults()
 	c.clientAPIDefaults()
+	c.oauthDefaults()
 }
 
 // PasswordLoginEnabled reports whether m.login.password is offered.
@@ -437,6 +441,7 @@ func (c *Config) Validate() error {
 	c.validateMedia(bad)
 	c.validateFederation(bad)
 	c.validateClientAPI(bad)
+	c.validateOAuth(bad)
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errors.Join(errs...)
 }

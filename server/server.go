@@ -31,6 +31,10 @@ type Deps struct {
 	// Dashboard, when set, builds the admin dashboard (package web, which
 	// imports this one) to mount at /_hearth/admin on this handler.
 	Dashboard func(*Server) http.Handler
+	// OAuth, when set and the config's oauth section enables it, builds
+	// the OAuth 2.0 authorisation server (package oauth, which imports
+	// this one), mounted at OAuthPath (oauth_accounts.go).
+	OAuth func(*Server) OAuthProvider
 	// Keys is the key ring: other servers' signing keys, for X-Matrix
 	// requests, received events and the notary endpoints. nil: one built
 	// from Key, Store, Now and OldKeys, with a plain http.Client that
@@ -60,6 +64,8 @@ type Server struct {
 	reg       registrationState
 	notifier  *notifier
 	dashboard http.Handler
+	// oauth is the OAuth 2.0 authorisation server (nil: not served).
+	oauth OAuthProvider
 	// media is the content repository's state (media.go).
 	media *mediaRepo
 	// keys finds other servers' signing keys and publishes ours
@@ -124,6 +130,9 @@ func New(d Deps) (*Server, http.Handler) {
 	s.media = newMediaRepo(s)
 	if d.Dashboard != nil {
 		s.dashboard = d.Dashboard(s)
+	}
+	if d.OAuth != nil && d.Cfg.OAuth.Enabled {
+		s.oauth = d.OAuth(s)
 	}
 	return s, s.routes()
 }

@@ -39,6 +39,9 @@ type NewLogin struct {
 	// revoked (spec: logging in with an existing device_id invalidates the
 	// previous access token for that device).
 	ReplaceDevice bool
+	// Grant, for a session obtained through the OAuth 2.0 API, records the
+	// client and scope it was granted to (oauth.go).
+	Grant *OAuthGrant
 }
 
 // CreateLogin creates or reuses the device and issues its tokens atomically.
@@ -56,6 +59,13 @@ func (s *Store) CreateLogin(ctx context.Context, l NewLogin) error {
 				if _, err := tx.ExecContext(ctx, `DELETE FROM `+t+` WHERE user_id = $1 AND device_id = $2`, l.UserID, l.DeviceID); err != nil {
 					return fmt.Errorf("storage: revoke device tokens: %w", err)
 				}
+			}
+		}
+		if l.Grant != nil {
+			g := *l.Grant
+			g.UserID, g.DeviceID = l.UserID, l.DeviceID
+			if err := upsertOAuthGrant(ctx, tx, &g); err != nil {
+				return err
 			}
 		}
 		return insertTokens(ctx, tx, l)
@@ -170,7 +180,7 @@ func (s *Store) DeleteUserTokens(ctx context.Context, userID, keepDevice string,
 		// password reset): Synapse deletes them with the sessions.
 		tables := []string{"access_tokens", "refresh_tokens", "pushers"}
 		if deleteDevices {
-			tables = append(tables, "devices")
+			tables = append(tables, "devices", "oauth_grants")
 		}
 		for _, t := range tables {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM `+t+` WHERE user_id = $1 AND device_id <> $2`, userID, keepDevice); err != nil {

@@ -1,0 +1,156 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+
+	"hearth/server/matrix"
+	"hearth/server/secret"
+	"hearth/server/storage"
+)
+
+// The OAuth 2.0 authorisation server (package oauth, which imports this
+// one) serves the API's endpoints and its sign-in pages. Its sessions are
+// ordinary devices and tokens; these are the operations its pages share with
+// the client API, so the two cannot disagree on rate limits, password rules
+// or what ending a session means.
+
+// OAuthPath is where the authorisation server lives on a client listener.
+const OAuthPath = "/_hearth/oauth"
+
+// OAuthProvider is the authorisation server as the server mounts it.
+type OAuthProvider interface {
+	// ServeHTTP serves everything under OAuthPath (with the prefix).
+	http.Handler
+	// Metadata is the authorisation server metadata (RFC 8414) for a
+	// request: GET /_matrix/client/v1/auth_metadata.
+	Metadata(r *http.Request) (map[string]any, error)
+}
+
+// GET /_matrix/client/v1/auth_metadata
+//
+// Spec: "Server metadata discovery". A server without the OAuth 2.0 API
+// answers 404 M_UNRECOGNIZED, which tells clients to use the legacy API.
+func (s *Server) getAuthMetadata(w http.ResponseWriter, r *http.Request) error {
+	if s.oauth == nil {
+		return unrecognized(w, r)
+	}
+	md, err := s.oauth.Metadata(r)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	return writeJSON(w, http.StatusOK, md)
+}
+
+// PasswordSignIn checks a user name (a localpart or a user ID of this
+// server) and password for a sign-in page, under /login's rate limits:
+// per address, per account for failures, per account for successes. It
+// returns the user ID, or a *matrix.Error saying why not (M_FORBIDDEN for
+// a wrong name or password, M_USER_DEACTIVATED, M_USER_LOCKED,
+// M_LIMIT_EXCEEDED).
+func (s *Server) PasswordSignIn(r *http.Request, username, password string) (string, error) {
+	if err := s.limits.loginAddress.take(s.ClientIP(r)); err != nil {
+		return "", err
+	}
+	userID, merr := s.qualifyUser(strings.TrimSpace(username))
+	if merr != nil || password == "" {
+		return "", matrix.Forbidden("Invalid username or password")
+	}
+	if err := s.limits.loginFailed.check(userID); err != nil {
+		return "", err
+	}
+	u, err := s.store.UserByID(r.Context(), userID)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return "", err
+	}
+	hash := ""
+	if u != nil {
+		hash = u.PasswordHash
+	}
+	if u == nil || !secret.CheckPassword(hash, password) {
+		s.limits.loginFailed.charge(userID)
+		return "", matrix.Forbidden("Invalid username or password")
+	}
+	if u.Deactivated {
+		return "", matrix.UserDeactivated("this account has been deactivated")
+	}
+	if u.Locked {
+		return "", &matrix.Error{Code: "M_USER_LOCKED", Msg: "this account has been locked"}
+	}
+	if err := s.limits.loginAccount.take(userID); err != nil {
+		return "", err
+	}
+	return userID, nil
+}
+
+// RegisterWithPassword creates an account from a registration page, with
+// the rules of POST /register: registration open, rc_registration, the
+// username's grammar and reservations, the password policy, and a valid
+// registration token when registration_requires_token is set (one use is
+// spent). It returns the new user ID or a *matrix.Error.
+func (s *Server) RegisterWithPassword(r *http.Request, username, password, regToken string) (string, error) {
+	ip := s.ClientIP(r)
+	if err := s.limits.registration.check(ip); err != nil {
+		return "", err
+	}
+	reg := s.Registration()
+	if !reg.Enabled {
+		return "", matrix.Forbidden("Registration has been disabled")
+	}
+	localpart := strings.ToLower(strings.TrimSpace(username))
+	if localpart == "" {
+		return "", matrix.MissingParam("a username is required")
+	}
+	if err := s.checkUsernameFree(r, localpart); err != nil {
+		return "", err
+	}
+	if err := s.checkPasswordPolicy(password); err != nil {
+		return "", err
+	}
+	if reg.RequiresToken {
+		ok, err := s.store.ReserveRegistrationToken(r.Context(), regToken, s.now().UnixMilli())
+		if err != nil {
+			return "", err
+		}
+		if !ok {
+			return "", &matrix.Error{Code: "M_FORBIDDEN", Msg: "the registration token is not valid", Status: http.StatusUnauthorized}
+		}
+	}
+	userID, err := s.createPasswordAccount(r, localpart, password)
+	if err != nil {
+		if reg.RequiresToken {
+			if rerr := s.store.ReleaseRegistrationToken(r.Context(), regToken); rerr != nil {
+				s.log.Warn("oauth: releasing a registration token failed", "err", rerr)
+			}
+		}
+		return "", err
+	}
+	if reg.RequiresToken {
+		if err := s.store.CompleteRegistrationToken(r.Context(), regToken); err != nil {
+			return "", err
+		}
+	}
+	s.limits.registration.charge(ip)
+	return userID, nil
+}
+
+// EndSession signs a device out as POST /logout does: the device goes with
+// its tokens and keys, and the user's other devices and their peers hear
+// of it through the device list.
+func (s *Server) EndSession(ctx context.Context, userID, deviceID string) error {
+	if err := s.store.DeleteDevices(ctx, userID, []string{deviceID}); err != nil {
+		return err
+	}
+	return s.deviceListChanged(ctx, userID)
+}
+
+func (s *Server) createPasswordAccount(r *http.Request, localpart, password string) (string, error) {
+	hash, err := s.hashPassword(password)
+	if err != nil {
+		return "", err
+	}
+	return s.createAccount(r, localpart, hash)
+}

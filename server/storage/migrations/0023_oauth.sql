@@ -1,0 +1,55 @@
+-- The OAuth 2.0 API (spec: Client-Server API, "OAuth 2.0 API"). Sessions it
+-- creates are ordinary devices with access_tokens and refresh_tokens rows;
+-- these tables hold only what OAuth adds around them.
+
+-- Clients registered through dynamic client registration. metadata is the
+-- validated client metadata as JSON, as answered to the client.
+CREATE TABLE oauth_clients (
+    client_id   TEXT PRIMARY KEY,
+    metadata    TEXT NOT NULL,
+    created_ts  BIGINT NOT NULL
+);
+
+-- Authorisation requests between /authorize and the token request. data is
+-- the request as JSON; user_id is set once the user has approved it, and
+-- code_hash once the code is issued. A row is deleted when its code is
+-- exchanged, so a code works once.
+CREATE TABLE oauth_auth_requests (
+    id          TEXT PRIMARY KEY,
+    client_id   TEXT NOT NULL,
+    data        TEXT NOT NULL,
+    user_id     TEXT,
+    auth_ts     BIGINT,
+    code_hash   TEXT UNIQUE,
+    created_ts  BIGINT NOT NULL
+);
+CREATE INDEX oauth_auth_requests_created ON oauth_auth_requests (created_ts);
+
+-- Which client a device's session was granted to, with which scope: read
+-- when its refresh token is used.
+CREATE TABLE oauth_grants (
+    user_id     TEXT NOT NULL,
+    device_id   TEXT NOT NULL,
+    client_id   TEXT NOT NULL,
+    scope       TEXT NOT NULL,
+    auth_ts     BIGINT NOT NULL,
+    PRIMARY KEY (user_id, device_id)
+);
+
+-- Browser sign-ins on the OAuth pages (login, consent, account), stored
+-- hashed as dashboard sessions are.
+CREATE TABLE oauth_browser_sessions (
+    id_hash     TEXT PRIMARY KEY,
+    user_id     TEXT NOT NULL,
+    created_ts  BIGINT NOT NULL,
+    expires_ts  BIGINT NOT NULL
+);
+
+-- The key that signs ID tokens (only issued when a client asks for the
+-- openid scope), as PKCS#8 PEM, kept so tokens stay verifiable across
+-- restarts.
+CREATE TABLE oauth_signing_keys (
+    key_id      TEXT PRIMARY KEY,
+    private_pem TEXT NOT NULL,
+    created_ts  BIGINT NOT NULL
+);
