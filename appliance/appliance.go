@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"hearth/config"
+	"hearth/oauth"
 	"hearth/server"
 	"hearth/server/storage"
 	"hearth/web"
@@ -65,8 +66,10 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if err := applyTuning(cfg, st); err != nil {
 		return err
 	}
-	var dash *web.Dashboard // dashboard.go
-	srv, handler := server.New(server.Deps{Cfg: cfg, Store: st, Key: key, Log: log, Dashboard: dashboardHook(cfg, &dash)})
+	var dash *web.Dashboard  // dashboard.go
+	var auth *oauth.Provider // the OAuth 2.0 API, when cfg.OAuth.Enabled
+	srv, handler := server.New(server.Deps{Cfg: cfg, Store: st, Key: key, Log: log, Dashboard: dashboardHook(cfg, &dash),
+		OAuth: oauth.Hook(func(p *oauth.Provider) { auth = p })})
 
 	reqs := newRequests(ctx) // requests.go
 
@@ -154,6 +157,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			log.Error("background work", "err", err)
 		}
 	})
+	if auth != nil {
+		background.Go(func() { auth.Run(bgCtx) })
+	}
 	if dash != nil {
 		background.Go(func() { dash.Run(bgCtx) })
 	}

@@ -154,3 +154,17 @@ func (s *Server) createPasswordAccount(r *http.Request, localpart, password stri
 	}
 	return s.createAccount(r, localpart, hash)
 }
+
+// TakeRegistrationAttempt charges one OAuth client registration to the
+// caller's address under rc_registration, so a client cannot fill the
+// database with registrations.
+func (s *Server) TakeRegistrationAttempt(r *http.Request) error {
+	return s.limits.registration.take("oauth-client|" + s.ClientIP(r))
+}
+
+// DeactivateOwnAccount deactivates the account of a user who asked for it
+// on the account page, as POST /account/deactivate does (the page has
+// checked the password).
+func (s *Server) DeactivateOwnAccount(ctx context.Context, userID string, erase bool) error {
+	return s.deactivateAccount(ctx, userID, erase)
+}

@@ -229,3 +229,14 @@ func (s *Store) OAuthSigningKey(ctx context.Context, candidateID, candidatePEM s
 	}
 	return keyID, pem, nil
 }
+
+// RefreshTokenOwner returns the user and device of an unused refresh token
+// (of any session), or ErrNotFound.
+func (s *Store) RefreshTokenOwner(ctx context.Context, refresh string) (userID, deviceID string, err error) {
+	err = s.read.QueryRowContext(ctx, `SELECT user_id, device_id FROM refresh_tokens WHERE token_hash = $1 AND next_token_id IS NULL`,
+		HashToken(refresh)).Scan(&userID, &deviceID)
+	if err != nil {
+		return "", "", notFound(err, "refresh token")
+	}
+	return userID, deviceID, nil
+}
