@@ -197,4 +197,3 @@ func TestOAuthSessionsAreOrdinary(t *testing.T) {
 		}
 	})
 }
-

@@ -72,13 +72,13 @@ func TestOAuthAuthorizeErrors(t *testing.T) {
 			params map[string]string
 			want   string
 		}{
-			"no PKCE":              {map[string]string{}, "invalid_request"},
-			"plain PKCE":           {map[string]string{"code_challenge": "x" + strings.Repeat("a", 43), "code_challenge_method": "plain"}, "invalid_request"},
-			"no device scope":      {with(map[string]string{"scope": "urn:matrix:client:api:*"}), "invalid_scope"},
-			"two device scopes":    {with(map[string]string{"scope": "urn:matrix:client:api:* " + device + " urn:matrix:client:device:OTHERDEVICE"}), "invalid_scope"},
-			"no API scope":         {with(map[string]string{"scope": device}), "invalid_scope"},
-			"bad device ID":        {with(map[string]string{"scope": "urn:matrix:client:api:* urn:matrix:client:device:a/b"}), "invalid_scope"},
-			"token response type":  {with(map[string]string{"response_type": "token"}), "unauthorized_client"},
+			"no PKCE":             {map[string]string{}, "invalid_request"},
+			"plain PKCE":          {map[string]string{"code_challenge": "x" + strings.Repeat("a", 43), "code_challenge_method": "plain"}, "invalid_request"},
+			"no device scope":     {with(map[string]string{"scope": "urn:matrix:client:api:*"}), "invalid_scope"},
+			"two device scopes":   {with(map[string]string{"scope": "urn:matrix:client:api:* " + device + " urn:matrix:client:device:OTHERDEVICE"}), "invalid_scope"},
+			"no API scope":        {with(map[string]string{"scope": device}), "invalid_scope"},
+			"bad device ID":       {with(map[string]string{"scope": "urn:matrix:client:api:* urn:matrix:client:device:a/b"}), "invalid_scope"},
+			"token response type": {with(map[string]string{"response_type": "token"}), "unauthorized_client"},
 		} {
 			_, loc := br.do("GET", a.authURL(tc.params), nil)
 			if loc == nil || loc.Host != "127.0.0.1:5000" {
