@@ -95,7 +95,7 @@ func (m *clientMetadata) validate() error {
 	if len(m.GrantTypes) == 0 {
 		m.GrantTypes = []string{"authorization_code"}
 	}
-	m.GrantTypes = known(m.GrantTypes, string(oidc.GrantTypeCode), string(oidc.GrantTypeRefreshToken))
+	m.GrantTypes = known(m.GrantTypes, string(oidc.GrantTypeCode), string(oidc.GrantTypeRefreshToken), string(oidc.GrantTypeDeviceCode))
 	if slices.Contains(m.GrantTypes, string(oidc.GrantTypeCode)) {
 		if len(m.RedirectURIs) == 0 {
 			return badRedirect("redirect_uris is required for the authorization_code grant")

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -175,23 +176,29 @@ func (b *browser) do(method, u string, form url.Values) (int, *url.URL) {
 	return resp.StatusCode, loc
 }
 
-var csrfRe = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 var actionRe = regexp.MustCompile(`<form method="post" action="([^"]+)"`)
+var hiddenRe = regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)"`)
 
-// submit posts the page's first form with fields (plus its CSRF token).
+// submit posts the page's first POST form (not the header's sign-out)
+// with its hidden fields and fields.
 func (b *browser) submit(fields url.Values) (int, *url.URL) {
 	b.t.Helper()
-	m := csrfRe.FindStringSubmatch(b.last)
-	a := actionRe.FindStringSubmatch(b.last)
-	if m == nil || a == nil {
+	loc := actionRe.FindStringSubmatchIndex(b.last)
+	if loc == nil {
 		b.t.Fatalf("no form on the page:\n%s", b.last)
 	}
-	fields.Set("csrf", m[1])
-	action := strings.ReplaceAll(a[1], "&amp;", "&")
-	target := b.pageURL.ResolveReference(&url.URL{Path: action})
-	if p, q, ok := strings.Cut(action, "?"); ok {
-		target = b.pageURL.ResolveReference(&url.URL{Path: p, RawQuery: q})
+	form := b.last[loc[0]:]
+	if end := strings.Index(form, "</form>"); end >= 0 {
+		form = form[:end]
 	}
+	for _, m := range hiddenRe.FindAllStringSubmatch(form, -1) {
+		if fields.Get(m[1]) == "" {
+			fields.Set(m[1], html.UnescapeString(m[2]))
+		}
+	}
+	action := html.UnescapeString(b.last[loc[2]:loc[3]])
+	p, q, _ := strings.Cut(action, "?")
+	target := b.pageURL.ResolveReference(&url.URL{Path: p, RawQuery: q})
 	return b.do("POST", target.String(), fields)
 }
 

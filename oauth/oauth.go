@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
 
 	"hearth/server"
@@ -67,7 +68,8 @@ func New(d Deps) (*Provider, error) {
 	// request ID, under a key that lives as long as the process (a code
 	// lives minutes); access tokens are Hearth's own (tokenCrypto).
 	crypto := &tokenCrypto{codes: op.NewAES256GCMCrypto(key, "hearth-code"), store: p.store}
-	cfg := &op.Config{CodeMethodS256: true, GrantTypeRefreshToken: true}
+	cfg := &op.Config{CodeMethodS256: true, GrantTypeRefreshToken: true, DeviceAuthorization: op.DeviceAuthorizationConfig{
+		Lifetime: deviceLifetime, PollInterval: devicePoll, UserFormPath: server.OAuthPath + "/device", UserCode: op.UserCodeBase20}}
 	issuer := op.IssuerFromHost(server.OAuthPath)
 	if base := d.Server.Config().PublicBaseURL; base != "" {
 		issuer = op.StaticIssuer(strings.TrimSuffix(base, "/") + server.OAuthPath)
@@ -79,6 +81,7 @@ func New(d Deps) (*Provider, error) {
 		op.WithCustomTokenEndpoint(op.NewEndpoint(pathToken)),
 		op.WithCustomRevocationEndpoint(op.NewEndpoint(pathRevoke)),
 		op.WithCustomKeysEndpoint(op.NewEndpoint(pathKeys)),
+		op.WithCustomDeviceAuthorizationEndpoint(op.NewEndpoint(pathDevice)),
 		op.WithLogger(d.Server.Log().With("component", "oauth")),
 	)
 	if err != nil {
@@ -111,6 +114,7 @@ func (p *Provider) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(p.withRequestInfo)
 	r.Post(pathRegistration, p.postClientRegistration)
+	r.With(p.checkDeviceScope).Post("/"+pathDevice, p.op.ServeHTTP)
 	r.Group(func(r chi.Router) {
 		r.Use(securityHeaders)
 		r.Get("/login", p.page(p.getLogin))
@@ -120,6 +124,8 @@ func (p *Provider) routes() http.Handler {
 		r.Get("/consent", p.page(p.getConsent))
 		r.Post("/consent", p.page(p.postConsent))
 		r.Post("/logout", p.page(p.postSignOut))
+		r.Get("/device", p.page(p.getDevice))
+		r.Post("/device", p.page(p.postDevice))
 		r.Get(pathAccount, p.page(p.getAccount))
 		r.Post(pathAccount+"/sessions/end", p.page(p.postEndSession))
 		r.Post(pathAccount+"/deactivate", p.page(p.postDeactivate))
@@ -175,7 +181,8 @@ func (p *Provider) Metadata(r *http.Request) (map[string]any, error) {
 		"jwks_uri":                                   abs(pathKeys),
 		"response_types_supported":                   []string{"code"},
 		"response_modes_supported":                   []string{"query", "fragment"},
-		"grant_types_supported":                      []string{"authorization_code", "refresh_token"},
+		"grant_types_supported":                      []string{"authorization_code", "refresh_token", string(oidc.GrantTypeDeviceCode)},
+		"device_authorization_endpoint":              abs(pathDevice),
 		"code_challenge_methods_supported":           []string{"S256"},
 		"token_endpoint_auth_methods_supported":      []string{"none"},
 		"revocation_endpoint_auth_methods_supported": []string{"none"},

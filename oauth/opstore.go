@@ -223,6 +223,27 @@ func (s *opStore) CreateAccessAndRefreshTokens(ctx context.Context, request op.T
 		if err := s.p.store.CreateLogin(ctx, l); err != nil {
 			return "", "", time.Time{}, err
 		}
+	case *op.DeviceAuthorizationState:
+		device, oerr := matrixScope(req.Scopes)
+		if oerr != nil {
+			return "", "", time.Time{}, oerr
+		}
+		u, err := s.p.store.UserByID(ctx, req.Subject)
+		if err != nil {
+			return "", "", time.Time{}, err
+		}
+		if u.Deactivated || u.Locked {
+			return "", "", time.Time{}, oidc.ErrInvalidGrant().WithDescription("the account is deactivated or locked")
+		}
+		name := req.ClientID
+		if c, err := s.p.client(ctx, req.ClientID); err == nil {
+			name = c.displayName()
+		}
+		l.UserID, l.DeviceID, l.DeviceDisplayName, l.ReplaceDevice = req.Subject, device, name, true
+		l.Grant = &storage.OAuthGrant{ClientID: req.ClientID, Scope: strings.Join(req.Scopes, " "), AuthTS: req.AuthTime.UnixMilli()}
+		if err := s.p.store.CreateLogin(ctx, l); err != nil {
+			return "", "", time.Time{}, err
+		}
 	case *refreshRequest:
 		_, _, err := s.p.store.RefreshSession(ctx, currentRefresh, l)
 		if errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrRefreshExpired) {

@@ -250,8 +250,10 @@ func afterSignIn(r *http.Request) string {
 		return server.OAuthPath + "/consent?id=" + url.QueryEscape(id)
 	}
 	next := r.URL.Query().Get("next")
-	if strings.HasPrefix(next, server.OAuthPath+pathAccount) && !strings.Contains(next, "\\") {
-		return next
+	for _, page := range []string{pathAccount, "/device"} {
+		if strings.HasPrefix(next, server.OAuthPath+page) && !strings.Contains(next, "\\") && !strings.Contains(next, "//") {
+			return next
+		}
 	}
 	return server.OAuthPath + pathAccount
 }

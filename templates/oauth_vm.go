@@ -45,6 +45,10 @@ type OAuthRegisterVM struct {
 // OAuthConsentVM is the page where the user lets a client in.
 type OAuthConsentVM struct {
 	OAuthChrome
+	// FormPath is where the answer goes: /consent?id=… for the code grant
+	// (the default), /device for the device grant (with UserCode).
+	FormPath     string
+	UserCode     string
 	RequestID    string
 	ClientName   string
 	ClientURI    string
@@ -54,6 +58,22 @@ type OAuthConsentVM struct {
 	Grants       []string // what the client gets, in words
 	TOSURI       string
 	PolicyURI    string
+}
+
+// OAuthDeviceCodeVM is the page where the user types the code another
+// device shows (device authorisation grant).
+type OAuthDeviceCodeVM struct {
+	OAuthChrome
+	UserCode string
+	Error    string
+}
+
+// ConsentAction is the consent form's target.
+func (vm OAuthConsentVM) ConsentAction() string {
+	if vm.FormPath != "" {
+		return vm.URL(vm.FormPath)
+	}
+	return vm.URL("/consent?id=" + url.QueryEscape(vm.RequestID))
 }
 
 // OAuthSessionVM is one of the user's sessions (devices).

@@ -114,14 +114,17 @@ func (s *Store) DeleteOAuthAuthRequest(ctx context.Context, id string) error {
 	return nil
 }
 
-// DeleteOAuthStateBefore drops authorisation requests created and browser
-// sessions expired before beforeTS / nowTS.
+// DeleteOAuthStateBefore drops authorisation requests created before
+// requestsBeforeTS, and browser sessions and device codes expired at nowTS.
 func (s *Store) DeleteOAuthStateBefore(ctx context.Context, requestsBeforeTS, nowTS int64) error {
 	if _, err := s.write.ExecContext(ctx, `DELETE FROM oauth_auth_requests WHERE created_ts < $1`, requestsBeforeTS); err != nil {
 		return fmt.Errorf("storage: expire oauth auth requests: %w", err)
 	}
 	if _, err := s.write.ExecContext(ctx, `DELETE FROM oauth_browser_sessions WHERE expires_ts <= $1`, nowTS); err != nil {
 		return fmt.Errorf("storage: expire oauth browser sessions: %w", err)
+	}
+	if _, err := s.write.ExecContext(ctx, `DELETE FROM oauth_device_codes WHERE expires_ts <= $1`, nowTS); err != nil {
+		return fmt.Errorf("storage: expire oauth device codes: %w", err)
 	}
 	return nil
 }
@@ -239,4 +242,87 @@ func (s *Store) RefreshTokenOwner(ctx context.Context, refresh string) (userID, 
 		return "", "", notFound(err, "refresh token")
 	}
 	return userID, deviceID, nil
+}
+
+// OAuthDeviceCode is a device authorisation in progress.
+type OAuthDeviceCode struct {
+	UserCode  string
+	ClientID  string
+	Scope     string // space-separated
+	ExpiresTS int64
+	UserID    string // set once approved
+	AuthTS    int64
+	Denied    bool
+}
+
+// Decided reports whether the user has approved or denied it.
+func (d *OAuthDeviceCode) Decided() bool { return d.UserID != "" || d.Denied }
+
+const oauthDeviceColumns = `user_code, client_id, scope, expires_ts, user_id, auth_ts, denied`
+
+func scanOAuthDeviceCode(row interface{ Scan(...any) error }) (*OAuthDeviceCode, error) {
+	d := &OAuthDeviceCode{}
+	var user sql.NullString
+	var auth sql.NullInt64
+	var denied int
+	if err := row.Scan(&d.UserCode, &d.ClientID, &d.Scope, &d.ExpiresTS, &user, &auth, &denied); err != nil {
+		return nil, notFound(err, "oauth device code")
+	}
+	d.UserID, d.AuthTS, d.Denied = user.String, auth.Int64, denied != 0
+	return d, nil
+}
+
+// CreateOAuthDeviceCode stores a new device authorisation; ErrConflict
+// when the user code is taken (the caller draws another).
+func (s *Store) CreateOAuthDeviceCode(ctx context.Context, deviceCode string, d *OAuthDeviceCode) error {
+	_, err := s.write.ExecContext(ctx, `INSERT INTO oauth_device_codes (device_code_hash, user_code, client_id, scope, expires_ts)
+		VALUES ($1, $2, $3, $4, $5)`, HashToken(deviceCode), d.UserCode, d.ClientID, d.Scope, d.ExpiresTS)
+	if isUnique(err) {
+		return ErrConflict
+	}
+	if err != nil {
+		return fmt.Errorf("storage: create oauth device code: %w", err)
+	}
+	return nil
+}
+
+// OAuthDeviceCodeByUserCode returns the authorisation a user code names.
+func (s *Store) OAuthDeviceCodeByUserCode(ctx context.Context, userCode string) (*OAuthDeviceCode, error) {
+	return scanOAuthDeviceCode(s.read.QueryRowContext(ctx, `SELECT `+oauthDeviceColumns+` FROM oauth_device_codes WHERE user_code = $1`, userCode))
+}
+
+// DecideOAuthDeviceCode records the user's answer: approved by userID, or
+// denied. Only an undecided, unexpired authorisation can be decided.
+func (s *Store) DecideOAuthDeviceCode(ctx context.Context, userCode, userID string, denied bool, nowTS int64) error {
+	res, err := s.write.ExecContext(ctx, `UPDATE oauth_device_codes SET user_id = $1, auth_ts = $2, denied = $3
+		WHERE user_code = $4 AND user_id IS NULL AND denied = 0 AND expires_ts > $2`, nullStr(userID), nowTS, boolInt(denied), userCode)
+	if err != nil {
+		return fmt.Errorf("storage: decide oauth device code: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// TakeOAuthDeviceCode reads a device code's state for the polling client;
+// once it is decided the row is deleted in the same transaction, so the
+// decision is handed out once.
+func (s *Store) TakeOAuthDeviceCode(ctx context.Context, clientID, deviceCode string) (*OAuthDeviceCode, error) {
+	var d *OAuthDeviceCode
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		d, err = scanOAuthDeviceCode(tx.QueryRowContext(ctx, `SELECT `+oauthDeviceColumns+` FROM oauth_device_codes
+			WHERE device_code_hash = $1 AND client_id = $2`, HashToken(deviceCode), clientID))
+		if err != nil {
+			return err
+		}
+		if d.Decided() {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM oauth_device_codes WHERE device_code_hash = $1`, HashToken(deviceCode)); err != nil {
+				return fmt.Errorf("storage: take oauth device code: %w", err)
+			}
+		}
+		return nil
+	})
+	return d, err
 }

@@ -53,3 +53,19 @@ CREATE TABLE oauth_signing_keys (
     private_pem TEXT NOT NULL,
     created_ts  BIGINT NOT NULL
 );
+
+-- Device authorisation grant (RFC 8628; spec v1.18): a device shows the
+-- user a short user_code and polls with its device_code until the user,
+-- signed in on another device, approves or denies. A decided row is
+-- deleted when the device reads the decision, so it is used once.
+CREATE TABLE oauth_device_codes (
+    device_code_hash TEXT PRIMARY KEY,
+    user_code        TEXT NOT NULL UNIQUE,
+    client_id        TEXT NOT NULL,
+    scope            TEXT NOT NULL,
+    expires_ts       BIGINT NOT NULL,
+    user_id          TEXT,
+    auth_ts          BIGINT,
+    denied           INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX oauth_device_codes_expiry ON oauth_device_codes (expires_ts);
