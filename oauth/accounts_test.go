@@ -197,3 +197,47 @@ func TestOAuthSessionsAreOrdinary(t *testing.T) {
 		}
 	})
 }
+
+// TestOAuthRefreshRetry: a client whose refresh response was lost can
+// present the same refresh token again (spec: "it MUST ensure that the
+// client is able to retry the refresh request"); the unused pair of the
+// first attempt dies, and once the new pair is used the old refresh token
+// is unknown.
+func TestOAuthRefreshRetry(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := start(t, e)
+		seedUser(t, b.Store, "alice")
+		ctx := context.Background()
+		a, tok := login(t, b, newBrowser(t, b.URL), "alice")
+		tok.Expiry = time.Now().Add(-time.Minute)
+		lost, err := a.conf.TokenSource(ctx, tok).Token()
+		if err != nil {
+			t.Fatal(err)
+		}
+		retried, err := a.conf.TokenSource(ctx, tok).Token()
+		if err != nil {
+			t.Fatalf("retrying a refresh whose answer was lost: %v", err)
+		}
+		if retried.AccessToken == lost.AccessToken || retried.RefreshToken == lost.RefreshToken {
+			t.Fatal("the retry returned the same pair")
+		}
+		if _, c := whoami(t, b, lost.AccessToken); c != "M_UNKNOWN_TOKEN" {
+			t.Fatalf("the lost pair's access token: %q, want M_UNKNOWN_TOKEN", c)
+		}
+		lost.Expiry = time.Now().Add(-time.Minute)
+		if _, err := a.conf.TokenSource(ctx, lost).Token(); oauthErrorCode(err) != "invalid_grant" {
+			t.Fatalf("the lost pair's refresh token: %v, want invalid_grant", err)
+		}
+		if _, c := whoami(t, b, retried.AccessToken); c != "" {
+			t.Fatalf("the retried pair: %q", c)
+		}
+		// Used: the original refresh token is retired.
+		if _, err := a.conf.TokenSource(ctx, tok).Token(); oauthErrorCode(err) != "invalid_grant" {
+			t.Fatalf("the original refresh token after the new pair was used: %v, want invalid_grant", err)
+		}
+		retried.Expiry = time.Now().Add(-time.Minute)
+		if _, err := a.conf.TokenSource(ctx, retried).Token(); err != nil {
+			t.Fatalf("refreshing the live pair: %v", err)
+		}
+	})
+}

@@ -149,13 +149,13 @@ func upsertOAuthGrant(ctx context.Context, tx *sql.Tx, g *OAuthGrant) error {
 }
 
 // OAuthGrantByRefreshToken returns the grant behind a refresh token that
-// has not been used yet, or ErrNotFound (also for sessions that did not
-// come from the OAuth 2.0 API).
+// still works (unused, or kept for a retry: see RefreshSession), or
+// ErrNotFound (also for sessions that did not come from the OAuth 2.0 API).
 func (s *Store) OAuthGrantByRefreshToken(ctx context.Context, refresh string) (*OAuthGrant, error) {
 	g := &OAuthGrant{}
 	err := s.read.QueryRowContext(ctx, `SELECT g.user_id, g.device_id, g.client_id, g.scope, g.auth_ts
 		FROM refresh_tokens r JOIN oauth_grants g ON g.user_id = r.user_id AND g.device_id = r.device_id
-		WHERE r.token_hash = $1 AND r.next_token_id IS NULL`, HashToken(refresh)).Scan(&g.UserID, &g.DeviceID, &g.ClientID, &g.Scope, &g.AuthTS)
+		WHERE r.token_hash = $1`, HashToken(refresh)).Scan(&g.UserID, &g.DeviceID, &g.ClientID, &g.Scope, &g.AuthTS)
 	if err != nil {
 		return nil, notFound(err, "oauth grant")
 	}
@@ -233,10 +233,10 @@ func (s *Store) OAuthSigningKey(ctx context.Context, candidateID, candidatePEM s
 	return keyID, pem, nil
 }
 
-// RefreshTokenOwner returns the user and device of an unused refresh token
-// (of any session), or ErrNotFound.
+// RefreshTokenOwner returns the user and device of a refresh token that
+// still works (of any session), or ErrNotFound.
 func (s *Store) RefreshTokenOwner(ctx context.Context, refresh string) (userID, deviceID string, err error) {
-	err = s.read.QueryRowContext(ctx, `SELECT user_id, device_id FROM refresh_tokens WHERE token_hash = $1 AND next_token_id IS NULL`,
+	err = s.read.QueryRowContext(ctx, `SELECT user_id, device_id FROM refresh_tokens WHERE token_hash = $1`,
 		HashToken(refresh)).Scan(&userID, &deviceID)
 	if err != nil {
 		return "", "", notFound(err, "refresh token")
