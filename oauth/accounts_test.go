@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/oauth2"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
 
 	"hearth/server/secret"
 	"hearth/server/servertest"
@@ -238,6 +239,73 @@ func TestOAuthRefreshRetry(t *testing.T) {
 		retried.Expiry = time.Now().Add(-time.Minute)
 		if _, err := a.conf.TokenSource(ctx, retried).Token(); err != nil {
 			t.Fatalf("refreshing the live pair: %v", err)
+		}
+	})
+}
+
+// TestOAuthAccountPage: the account management URL's actions: the
+// profile (display name, propagated like PUT /displayname), ending a
+// session, and deactivation behind the password.
+func TestOAuthAccountPage(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := start(t, e)
+		alice := seedUser(t, b.Store, "alice")
+		ctx := context.Background()
+		br := newBrowser(t, b.URL)
+		a, tok := login(t, b, br, "alice")
+		account := a.md["account_management_uri"].(string)
+
+		status, _ := br.do("GET", account+"?action=org.matrix.profile", nil)
+		if status != 200 || !strings.Contains(br.last, alice) || !strings.Contains(br.last, "session-"+a.deviceID) {
+			t.Fatalf("account page: %d\n%s", status, br.last)
+		}
+		csrf := hiddenRe.FindStringSubmatch(br.last)[2]
+		post := func(path string, fields url.Values) {
+			t.Helper()
+			fields.Set("csrf", csrf)
+			br.do("POST", b.URL+"/_hearth/oauth/account"+path, fields)
+		}
+		post("/profile", url.Values{"displayname": {"Alice Liddell"}})
+		if !strings.Contains(br.last, "display name has been changed") {
+			t.Fatalf("profile change: %s", br.last)
+		}
+		cli, _ := mautrix.NewClient(b.URL, id.UserID(alice), tok.AccessToken)
+		if p, err := cli.GetProfile(ctx, cli.UserID); err != nil || p.DisplayName != "Alice Liddell" {
+			t.Fatalf("profile after the page changed it: %+v %v", p, err)
+		}
+		post("/profile", url.Values{"displayname": {strings.Repeat("x", 300)}})
+		if !strings.Contains(br.last, "longer than") {
+			t.Fatalf("too long a display name was not refused:\n%s", br.last)
+		}
+
+		// A forged form token changes nothing.
+		br.do("POST", b.URL+"/_hearth/oauth/account/sessions/end", url.Values{"device_id": {a.deviceID}, "csrf": {"forged"}})
+		if _, c := whoami(t, b, tok.AccessToken); c != "" {
+			t.Fatalf("a forged end-session request ended the session: %q", c)
+		}
+		post("/sessions/end", url.Values{"device_id": {a.deviceID}})
+		if _, c := whoami(t, b, tok.AccessToken); c != "M_UNKNOWN_TOKEN" {
+			t.Fatalf("ended session: %q, want M_UNKNOWN_TOKEN", c)
+		}
+
+		// Deactivation needs the password.
+		_, tok = login(t, b, br, "alice")
+		post("/deactivate", url.Values{"password": {"wrong"}})
+		if !strings.Contains(br.last, "wrong password") {
+			t.Fatalf("deactivation with a wrong password:\n%s", br.last)
+		}
+		if u, _ := b.Store.UserByID(ctx, alice); u.Deactivated {
+			t.Fatal("deactivated with a wrong password")
+		}
+		post("/deactivate", url.Values{"password": {password}})
+		if !strings.Contains(br.last, "has been deactivated") {
+			t.Fatalf("deactivation: %s", br.last)
+		}
+		if u, _ := b.Store.UserByID(ctx, alice); !u.Deactivated {
+			t.Fatal("not deactivated")
+		}
+		if _, c := whoami(t, b, tok.AccessToken); c != "M_UNKNOWN_TOKEN" {
+			t.Fatalf("token after deactivation: %q", c)
 		}
 	})
 }

@@ -127,6 +127,7 @@ func (p *Provider) routes() http.Handler {
 		r.Get("/device", p.page(p.getDevice))
 		r.Post("/device", p.page(p.postDevice))
 		r.Get(pathAccount, p.page(p.getAccount))
+		r.Post(pathAccount+"/profile", p.page(p.postProfile))
 		r.Post(pathAccount+"/sessions/end", p.page(p.postEndSession))
 		r.Post(pathAccount+"/deactivate", p.page(p.postDeactivate))
 		r.Handle("/static/*", http.StripPrefix(server.OAuthPath+"/static/", staticFiles()))

@@ -593,6 +593,28 @@ func accountURL(param, msg string) string {
 	return server.OAuthPath + pathAccount + "?" + url.Values{param: {msg}}.Encode()
 }
 
+// POST /_hearth/oauth/account/profile
+func (p *Provider) postProfile(w http.ResponseWriter, r *http.Request) error {
+	u, err := p.requireSession(w, r)
+	if err != nil {
+		return err
+	}
+	if err := parseForm(w, r, u.CSRF); err != nil {
+		return err
+	}
+	err = p.srv.SetOwnDisplayName(r.Context(), u.UserID, strings.TrimSpace(r.PostFormValue("displayname")))
+	var me *matrix.Error
+	if errors.As(err, &me) && me.HTTPStatus() < 500 {
+		http.Redirect(w, r, accountURL("failed", upperFirst(me.Msg)+"."), http.StatusSeeOther)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	http.Redirect(w, r, accountURL("done", "Your display name has been changed."), http.StatusSeeOther)
+	return nil
+}
+
 // POST /_hearth/oauth/account/sessions/end
 func (p *Provider) postEndSession(w http.ResponseWriter, r *http.Request) error {
 	u, err := p.requireSession(w, r)

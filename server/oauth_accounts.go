@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"hearth/server/matrix"
 	"hearth/server/secret"
@@ -167,4 +168,29 @@ func (s *Server) TakeRegistrationAttempt(r *http.Request) error {
 // checked the password).
 func (s *Server) DeactivateOwnAccount(ctx context.Context, userID string, erase bool) error {
 	return s.deactivateAccount(ctx, userID, erase)
+}
+
+// SetOwnDisplayName changes a user's display name from the account page,
+// under PUT /profile/{userId}/displayname's rules (length, the profile
+// size limit, suspended accounts refused) and with the same propagation to
+// the user's rooms.
+func (s *Server) SetOwnDisplayName(ctx context.Context, userID, name string) error {
+	u, err := s.store.UserByID(ctx, userID)
+	if err != nil {
+		return err
+	}
+	if u.Suspended {
+		return errUserSuspended("change your display name")
+	}
+	if utf8.RuneCountInString(name) > maxDisplayNameLen {
+		return matrix.InvalidParam("the display name is longer than %d characters", maxDisplayNameLen)
+	}
+	if err := s.profileFits(ctx, userID, "displayname", name); err != nil {
+		return err
+	}
+	if err := s.store.SetDisplayName(ctx, userID, name); err != nil {
+		return err
+	}
+	s.propagateProfile(ctx, userID)
+	return nil
 }
