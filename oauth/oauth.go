@@ -124,6 +124,8 @@ func (p *Provider) routes() http.Handler {
 		r.Get("/consent", p.page(p.getConsent))
 		r.Post("/consent", p.page(p.postConsent))
 		r.Post("/logout", p.page(p.postSignOut))
+		r.Get("/sso", p.page(p.getSSO))
+		r.Post("/sso", p.page(p.postSSO))
 		r.Get("/device", p.page(p.getDevice))
 		r.Post("/device", p.page(p.postDevice))
 		r.Get(pathAccount, p.page(p.getAccount))

@@ -250,7 +250,7 @@ func afterSignIn(r *http.Request) string {
 		return server.OAuthPath + "/consent?id=" + url.QueryEscape(id)
 	}
 	next := r.URL.Query().Get("next")
-	for _, page := range []string{pathAccount, "/device"} {
+	for _, page := range []string{pathAccount, "/device", "/sso"} {
 		if strings.HasPrefix(next, server.OAuthPath+page) && !strings.Contains(next, "\\") && !strings.Contains(next, "//") {
 			return next
 		}
@@ -345,7 +345,7 @@ func (p *Provider) getRegister(w http.ResponseWriter, r *http.Request) error {
 
 func (p *Provider) renderRegister(w http.ResponseWriter, r *http.Request, status int, a *authRequest, c *client, username, token, msg string) {
 	vm := templates.OAuthRegisterVM{OAuthChrome: p.chrome(r, "Create an account", nil), Username: username, Token: token,
-		NeedsToken: p.srv.Registration().RequiresToken, Error: msg}
+		NeedsToken: p.srv.Registration().RequiresToken, Error: msg, Next: r.URL.Query().Get("next")}
 	if a != nil {
 		vm.RequestID, vm.ClientName = a.ID, c.displayName()
 	}
@@ -702,3 +702,64 @@ func staticFiles() http.Handler {
 }
 
 func jsonUnmarshal(raw string, v any) error { return json.Unmarshal([]byte(raw), v) }
+
+// GET /_hearth/oauth/sso
+//
+// Where GET /login/sso/redirect sends a legacy client's browser (spec:
+// "OAuth 2.0 aware clients"): sign in (or register, for action=register),
+// then confirm sending the app a login token.
+func (p *Provider) getSSO(w http.ResponseWriter, r *http.Request) error {
+	target, host, err := ssoTarget(r.URL.Query().Get("redirectUrl"))
+	if err != nil {
+		return err
+	}
+	u, err := p.session(r)
+	if err != nil {
+		return err
+	}
+	if u == nil {
+		page := "/login"
+		if r.URL.Query().Get("action") == "register" && p.srv.Registration().Enabled {
+			page = "/register"
+		}
+		http.Redirect(w, r, server.OAuthPath+page+"?"+url.Values{"next": {r.URL.RequestURI()}}.Encode(), http.StatusSeeOther)
+		return nil
+	}
+	vm := templates.OAuthSSOVM{OAuthChrome: p.chrome(r, "Continue to your app", u), RedirectURL: target, RedirectHost: host}
+	p.render(w, r, http.StatusOK, templates.OAuthSSO(vm))
+	return nil
+}
+
+// POST /_hearth/oauth/sso
+func (p *Provider) postSSO(w http.ResponseWriter, r *http.Request) error {
+	u, err := p.requireSession(w, r)
+	if err != nil {
+		return err
+	}
+	if err := parseForm(w, r, u.CSRF); err != nil {
+		return err
+	}
+	target, _, err := ssoTarget(r.PostFormValue("redirectUrl"))
+	if err != nil {
+		return err
+	}
+	tok, err := p.srv.IssueSSOLoginToken(r.Context(), u.UserID)
+	if err != nil {
+		return err
+	}
+	dest, _ := url.Parse(target)
+	q := dest.Query()
+	q.Set("loginToken", tok)
+	dest.RawQuery = q.Encode()
+	http.Redirect(w, r, dest.String(), http.StatusSeeOther)
+	return nil
+}
+
+// ssoTarget checks an SSO redirectUrl and names where it goes.
+func ssoTarget(raw string) (string, string, error) {
+	u, err := url.Parse(raw)
+	if raw == "" || err != nil || u.Scheme == "" || strings.EqualFold(u.Scheme, "javascript") || strings.EqualFold(u.Scheme, "data") {
+		return "", "", &pageError{Status: http.StatusBadRequest, Msg: "The app did not say where to return to."}
+	}
+	return raw, redirectTarget(raw), nil
+}

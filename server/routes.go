@@ -171,6 +171,8 @@ func (s *Server) clientV3Routes(r chi.Router) {
 	r.Get("/login", s.api(s.getLogin))
 	r.Post("/login", s.api(s.postLogin))
 	r.Post("/refresh", s.api(s.postRefresh))
+	// SSO, as the OAuth 2.0 aware clients' door to the OAuth pages (oauth_accounts.go).
+	r.Get("/login/sso/redirect", s.api(s.getSSORedirect))
 	r.Post("/register", s.api(s.postRegister))
 	r.Get("/register/available", s.api(s.getRegisterAvailable))
 	// Email and phone numbers cannot be validated (client_threepid.go).

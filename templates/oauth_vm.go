@@ -35,6 +35,7 @@ type OAuthLoginVM struct {
 type OAuthRegisterVM struct {
 	OAuthChrome
 	RequestID  string
+	Next       string
 	ClientName string
 	Username   string
 	Token      string
@@ -98,6 +99,14 @@ type OAuthAccountVM struct {
 	// Deactivate opens the deactivation form (action
 	// org.matrix.account_deactivate).
 	Deactivate bool
+}
+
+// OAuthSSOVM confirms sending a login token back to a legacy client (the
+// SSO redirect of OAuth 2.0 aware clients).
+type OAuthSSOVM struct {
+	OAuthChrome
+	RedirectURL  string
+	RedirectHost string
 }
 
 // OAuthMessageVM is a page that only says something: an error, or that
