@@ -125,5 +125,20 @@ func TestAuthMetadataOff(t *testing.T) {
 		if resp.StatusCode != 200 {
 			t.Fatalf("unstable auth_metadata: %d", resp.StatusCode)
 		}
+		// Web clients call the endpoints cross-origin: one CORS answer each.
+		md := metadata(t, on.URL)
+		for _, ep := range []string{"token_endpoint", "registration_endpoint", "revocation_endpoint"} {
+			req, _ := http.NewRequest(http.MethodPost, md[ep].(string), strings.NewReader("grant_type=refresh_token&refresh_token=x&client_id=y"))
+			req.Header.Set("Origin", "https://app.example.com")
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if got := resp.Header.Values("Access-Control-Allow-Origin"); len(got) != 1 {
+				t.Errorf("%s: Access-Control-Allow-Origin %q, want exactly one", ep, got)
+			}
+		}
 	})
 }
