@@ -6,8 +6,9 @@
 // The protocol — authorisation and token endpoints, redirect URI matching,
 // PKCE, refresh and revocation — is github.com/zitadel/oidc's op package;
 // this package supplies its storage over Hearth's Store (opstore.go), the
-// Matrix rules (scopes.go), dynamic client registration (clients.go) and
-// the pages (pages.go). Every session it grants is an ordinary Hearth
+// Matrix rules (scopes.go), dynamic client registration (clients.go), the
+// device authorisation grant's page (device.go) and the pages (pages.go,
+// including the SSO door for OAuth 2.0 aware legacy clients). Every session it grants is an ordinary Hearth
 // device with ordinary access and refresh tokens, so /devices, the admin
 // API, the dashboard, logout and deactivation all apply to it.
 package oauth
@@ -44,7 +45,8 @@ type Provider struct {
 var _ server.OAuthProvider = (*Provider)(nil)
 
 // The endpoints' paths under server.OAuthPath. The library serves the
-// first four; registration and the pages are this package's.
+// first four (and pathDevice, device.go); registration and the pages are
+// this package's.
 const (
 	pathAuthorize    = "oauth2/auth"
 	pathToken        = "oauth2/token"
@@ -70,7 +72,17 @@ func New(d Deps) (*Provider, error) {
 	crypto := &tokenCrypto{codes: op.NewAES256GCMCrypto(key, "hearth-code"), store: p.store}
 	cfg := &op.Config{CodeMethodS256: true, GrantTypeRefreshToken: true, DeviceAuthorization: op.DeviceAuthorizationConfig{
 		Lifetime: deviceLifetime, PollInterval: devicePoll, UserFormPath: server.OAuthPath + "/device", UserCode: op.UserCodeBase20}}
-	issuer := op.IssuerFromHost(server.OAuthPath)
+	// Without public_baseurl: the host the request came to, over https
+	// when it came over TLS (or through a trusted proxy that says so).
+	issuer := func(bool) (op.IssuerFromRequest, error) {
+		return func(r *http.Request) string {
+			scheme := "http"
+			if d.Server.IsHTTPS(r) {
+				scheme = "https"
+			}
+			return scheme + "://" + r.Host + server.OAuthPath
+		}, nil
+	}
 	if base := d.Server.Config().PublicBaseURL; base != "" {
 		issuer = op.StaticIssuer(strings.TrimSuffix(base, "/") + server.OAuthPath)
 	}
