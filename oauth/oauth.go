@@ -142,6 +142,7 @@ func (p *Provider) routes() http.Handler {
 		r.Post("/device", p.page(p.postDevice))
 		r.Get(pathAccount, p.page(p.getAccount))
 		r.Post(pathAccount+"/profile", p.page(p.postProfile))
+		r.Post(pathAccount+"/cross_signing_reset", p.page(p.postCrossSigningReset))
 		r.Post(pathAccount+"/sessions/end", p.page(p.postEndSession))
 		r.Post(pathAccount+"/deactivate", p.page(p.postDeactivate))
 		r.Handle("/static/*", http.StripPrefix(server.OAuthPath+"/static/", staticFiles()))
@@ -180,6 +181,7 @@ var accountActions = []string{
 	"org.matrix.device_view", "org.matrix.session_view",
 	"org.matrix.device_delete", "org.matrix.session_end",
 	"org.matrix.account_deactivate",
+	"org.matrix.cross_signing_reset",
 }
 
 // Metadata is the authorisation server metadata (spec: "Server metadata

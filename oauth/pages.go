@@ -548,6 +548,7 @@ func (p *Provider) getAccount(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	vm.Deactivate = q.Get("action") == "org.matrix.account_deactivate"
+	vm.CrossSigningReset = q.Get("action") == "org.matrix.cross_signing_reset"
 	vm.Flash, vm.FlashError = q.Get("done"), q.Get("failed") != ""
 	if vm.FlashError {
 		vm.Flash = q.Get("failed")
@@ -612,6 +613,23 @@ func (p *Provider) postProfile(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	http.Redirect(w, r, accountURL("done", "Your display name has been changed."), http.StatusSeeOther)
+	return nil
+}
+
+// POST /_hearth/oauth/account/cross_signing_reset
+//
+// Approves replacing the user's cross-signing keys: the client's next
+// attempt completes its m.oauth UIA stage (server.AllowCrossSigningReset).
+func (p *Provider) postCrossSigningReset(w http.ResponseWriter, r *http.Request) error {
+	u, err := p.requireSession(w, r)
+	if err != nil {
+		return err
+	}
+	if err := parseForm(w, r, u.CSRF); err != nil {
+		return err
+	}
+	window := p.srv.AllowCrossSigningReset(u.UserID)
+	http.Redirect(w, r, accountURL("done", fmt.Sprintf("Reset allowed: go back to your app and finish it within %d minutes.", int(window.Minutes()))), http.StatusSeeOther)
 	return nil
 }
 

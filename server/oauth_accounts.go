@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -237,4 +238,77 @@ func (s *Server) IssueSSOLoginToken(ctx context.Context, userID string) (string,
 		return "", err
 	}
 	return tok, nil
+}
+
+// The m.oauth user-interactive auth stage (spec: "OAuth authentication",
+// v1.18): replacing cross-signing keys needs UIA, but a client signed in
+// through the OAuth 2.0 API has no password to offer. The server offers
+// m.oauth with the account management URL (action
+// org.matrix.cross_signing_reset); the user approves the reset there, and
+// the client's next attempt completes the stage within the window.
+// org.matrix.cross_signing_reset is MSC4312's unstable name for the same
+// stage, which clients released before v1.18 use.
+const (
+	stageOAuth         = "m.oauth"
+	stageOAuthUnstable = "org.matrix.cross_signing_reset"
+	// crossSigningResetWindow is how long an approval lasts (MAS: 10 min).
+	crossSigningResetWindow = 10 * time.Minute
+)
+
+// crossSigningResets are the users who approved a reset, until when.
+type crossSigningResets struct {
+	mu    sync.Mutex
+	until map[string]time.Time
+}
+
+func (c *crossSigningResets) allow(userID string, until time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.until == nil {
+		c.until = map[string]time.Time{}
+	}
+	c.until[userID] = until
+}
+
+func (c *crossSigningResets) allowed(userID string, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	until, ok := c.until[userID]
+	if ok && !now.Before(until) {
+		delete(c.until, userID)
+		return false
+	}
+	return ok
+}
+
+// used ends an approval once the keys were replaced: one approval, one reset.
+func (c *crossSigningResets) used(userID string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.until, userID)
+}
+
+// AllowCrossSigningReset records the user's approval on the account page.
+func (s *Server) AllowCrossSigningReset(userID string) time.Duration {
+	s.xsReset.allow(userID, s.now().Add(crossSigningResetWindow))
+	return crossSigningResetWindow
+}
+
+// crossSigningResetUIA is the UIA a cross-signing replacement asks for: the
+// password, and with the OAuth 2.0 API also m.oauth (and its unstable name)
+// pointing at the account page.
+func (s *Server) crossSigningResetUIA(r *http.Request, userID string) uiaSpec {
+	spec := uiaSpec{flows: passwordFlows, user: userID}
+	if s.oauth == nil {
+		return spec
+	}
+	md, err := s.oauth.Metadata(r)
+	account, _ := md["account_management_uri"].(string)
+	if err != nil || account == "" {
+		return spec
+	}
+	u := account + "?" + url.Values{"action": {"org.matrix.cross_signing_reset"}}.Encode()
+	spec.flows = [][]string{{stagePassword}, {stageOAuth}, {stageOAuthUnstable}}
+	spec.params = map[string]any{stageOAuth: map[string]string{"url": u}, stageOAuthUnstable: map[string]string{"url": u}}
+	return spec
 }

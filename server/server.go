@@ -64,8 +64,11 @@ type Server struct {
 	reg       registrationState
 	notifier  *notifier
 	dashboard http.Handler
-	// oauth is the OAuth 2.0 authorisation server (nil: not served).
-	oauth OAuthProvider
+	// oauth is the OAuth 2.0 authorisation server (nil: not served), and
+	// xsReset the cross-signing resets users approved on its account page
+	// (oauth_accounts.go).
+	oauth   OAuthProvider
+	xsReset crossSigningResets
 	// media is the content repository's state (media.go).
 	media *mediaRepo
 	// keys finds other servers' signing keys and publishes ours

@@ -99,6 +99,9 @@ type OAuthAccountVM struct {
 	// Deactivate opens the deactivation form (action
 	// org.matrix.account_deactivate).
 	Deactivate bool
+	// CrossSigningReset shows the identity reset approval (action
+	// org.matrix.cross_signing_reset).
+	CrossSigningReset bool
 }
 
 // OAuthSSOVM confirms sending a login token back to a legacy client (the
