@@ -69,3 +69,8 @@ CREATE TABLE oauth_device_codes (
     denied           INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX oauth_device_codes_expiry ON oauth_device_codes (expires_ts);
+
+-- A refresh token is kept after its exchange until the new pair is used
+-- (storage.RefreshSession), so a lost answer can be retried; resolving an
+-- access token asks whether the token it replaced is still kept.
+CREATE INDEX refresh_tokens_next ON refresh_tokens (next_token_id);
