@@ -19,6 +19,7 @@ import (
 	"hearth/appliance/certs"
 	"hearth/appliance/datadir"
 	"hearth/config"
+	"hearth/oauth"
 	"hearth/server"
 	"hearth/server/metrics"
 	"hearth/server/storage"
@@ -79,10 +80,11 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if err != nil {
 		return err
 	}
-	var dash *web.Dashboard // dashboard.go
-	m := metrics.New()      // metrics.go
+	var dash *web.Dashboard  // dashboard.go
+	var auth *oauth.Provider // the OAuth 2.0 API, when cfg.OAuth.Enabled
+	m := metrics.New()       // metrics.go
 	srv, handler := server.New(server.Deps{Cfg: cfg, Store: st, Key: key, Log: log, Dashboard: dashboardHook(cfg, tlsCerts, &dash),
-		Setup: setupHook(cfg, &dash), Metrics: m})
+		Setup: setupHook(cfg, &dash), Metrics: m, OAuth: oauth.Hook(func(p *oauth.Provider) { auth = p })})
 
 	reqs := newRequests(ctx) // requests.go
 
@@ -187,6 +189,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			log.Error("background work", "err", err)
 		}
 	})
+	if auth != nil {
+		background.Go(func() { auth.Run(bgCtx) })
+	}
 	if dash != nil {
 		background.Go(func() { dash.Run(bgCtx) })
 	}

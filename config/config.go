@@ -95,6 +95,9 @@ type Config struct {
 	Caches         Caches         `yaml:"caches"`
 	Memory         Memory         `yaml:"memory"`
 
+	// OAuth is the built-in OAuth 2.0 authorisation server (oauth.go).
+	OAuth OAuth `yaml:"oauth"`
+
 	// ServerNotices is the server-notices account (notices.go).
 	ServerNotices ServerNotices `yaml:"server_notices"`
 
@@ -315,6 +318,7 @@ func (c *Config) Defaults() {
 	c.clientAPIDefaults()
 	c.acmeDefaults()
 	c.delayedDefaults()
+	c.oauthDefaults()
 }
 
 // PasswordLoginEnabled reports whether m.login.password is offered.
@@ -452,6 +456,7 @@ func (c *Config) Validate() error {
 	c.validateClientAPI(bad)
 	c.validateACME(bad)
 	c.validateDelayed(bad)
+	c.validateOAuth(bad)
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errors.Join(errs...)
 }

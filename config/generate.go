@@ -394,6 +394,16 @@ admin_dashboard:
   #x_forwarded: false
   session_lifetime: 12h
 
+# The built-in OAuth 2.0 server (the spec's "OAuth 2.0 API"), which Element X
+# and other next-generation clients use to sign in and register in the
+# browser, at /_hearth/oauth/ on the client listener. Set public_baseurl to
+# the URL clients reach this server at. Password login keeps working.
+# Without this section OAuth is off. See docs/oauth.md.
+oauth:
+  enabled: true
+  access_token_lifetime: 5m
+  session_lifetime: 1d
+
 # Cache sizes, as in Synapse: every cache's base size is multiplied by
 # global_factor and by its own entry in per_cache_factors. Lower them on
 # small machines; the dashboard's Caches page shows hit rates and can

@@ -748,3 +748,40 @@ func TestDeviceNotificationSettingsGoWithTheDevice(t *testing.T) {
 		acctDo(t, b, "GET", other, reg.AccessToken, nil).want(t, 200, "")
 	})
 }
+
+// TestAccountRefreshRetry: /refresh may be retried with the same refresh
+// token until the new pair is used (spec: "Refreshing access tokens": the
+// old refresh token stays valid until the new access token or refresh
+// token is used); the unused pair is replaced.
+func TestAccountRefreshRetry(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		acctRegister(t, b, "alice")
+		l, err := acctClient(t, b, "").Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword,
+			Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "alice"}, Password: acctPW, RefreshToken: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		first := acctDo(t, b, "POST", "/_matrix/client/v3/refresh", "", map[string]any{"refresh_token": l.RefreshToken})
+		first.want(t, 200, "")
+		second := acctDo(t, b, "POST", "/_matrix/client/v3/refresh", "", map[string]any{"refresh_token": l.RefreshToken})
+		second.want(t, 200, "")
+		_, err = acctClient(t, b, first.body["access_token"].(string)).Whoami(ctx)
+		acctWantErr(t, err, 401, "M_UNKNOWN_TOKEN")
+		acctDo(t, b, "POST", "/_matrix/client/v3/refresh", "", map[string]any{"refresh_token": first.body["refresh_token"]}).want(t, 401, "M_UNKNOWN_TOKEN")
+		if _, err := acctClient(t, b, second.body["access_token"].(string)).Whoami(ctx); err != nil {
+			t.Fatalf("the retried pair: %v", err)
+		}
+		acctDo(t, b, "POST", "/_matrix/client/v3/refresh", "", map[string]any{"refresh_token": l.RefreshToken}).want(t, 401, "M_UNKNOWN_TOKEN")
+		acctDo(t, b, "POST", "/_matrix/client/v3/refresh", "", map[string]any{"refresh_token": second.body["refresh_token"]}).want(t, 200, "")
+
+		// Using the new refresh token (without the access token) retires
+		// the old one too.
+		third := acctDo(t, b, "POST", "/_matrix/client/v3/refresh", "", map[string]any{"refresh_token": second.body["refresh_token"]})
+		third.want(t, 200, "")
+		fourth := acctDo(t, b, "POST", "/_matrix/client/v3/refresh", "", map[string]any{"refresh_token": third.body["refresh_token"]})
+		fourth.want(t, 200, "")
+		acctDo(t, b, "POST", "/_matrix/client/v3/refresh", "", map[string]any{"refresh_token": second.body["refresh_token"]}).want(t, 401, "M_UNKNOWN_TOKEN")
+	})
+}

@@ -77,6 +77,13 @@ func (s *Server) authenticate(r *http.Request) (*Device, error) {
 	if u.Locked && !lockedMayCall(r) {
 		return nil, errUserLocked
 	}
+	if se.FirstUse {
+		// The pair's first use: the refresh token it replaced stops
+		// working (storage.RefreshSession keeps it for a retry until now).
+		if err := s.store.RetireReplacedRefreshToken(r.Context(), tok, se.RefreshTokenID); err != nil {
+			return nil, err
+		}
+	}
 	if s.touches.due(se.TokenID, s.now()) {
 		ip := clientIP(r, s.xForwarded(r))
 		// Best effort: a failed last-seen update must not fail the request.

@@ -25,13 +25,22 @@ const maxDeviceDisplayName = 100
 
 // GET /_matrix/client/v3/login
 //
-// m.login.token is offered only while login_via_existing_session is on:
-// that is the only way Hearth issues such tokens, and clients that do not
-// know a listed flow fall back to the login web page.
+// m.login.token is offered while login_via_existing_session is on or the
+// OAuth 2.0 API is served: those are the ways Hearth issues such tokens,
+// and clients that do not know a listed flow fall back to the login web
+// page. With the OAuth 2.0 API, m.login.sso is offered too, marked
+// oauth_aware_preferred (spec: "OAuth 2.0 aware clients"): its redirect
+// goes through the OAuth sign-in pages and hands back a login token.
 func (s *Server) getLogin(w http.ResponseWriter, r *http.Request) error {
 	flows := []map[string]any{}
-	if s.cfg.LoginViaExistingSession.Enabled {
+	if s.oauth != nil {
+		flows = append(flows, map[string]any{"type": loginTypeSSO, "oauth_aware_preferred": true})
+	}
+	switch {
+	case s.cfg.LoginViaExistingSession.Enabled:
 		flows = append(flows, map[string]any{"type": loginTypeToken, "get_login_token": true})
+	case s.oauth != nil:
+		flows = append(flows, map[string]any{"type": loginTypeToken})
 	}
 	if s.cfg.PasswordLoginEnabled() {
 		flows = append(flows, map[string]any{"type": stagePassword})
@@ -121,7 +130,7 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case req.Type == "":
 		return matrix.MissingParam("type is required")
-	case req.Type == loginTypeToken && s.cfg.LoginViaExistingSession.Enabled:
+	case req.Type == loginTypeToken && (s.cfg.LoginViaExistingSession.Enabled || s.oauth != nil):
 		return s.postTokenLogin(w, r, fields, req)
 	case req.Type != stagePassword || !s.cfg.PasswordLoginEnabled():
 		// Synapse: 400 M_UNKNOWN "Unknown login type".

@@ -460,13 +460,14 @@ func (s *Server) postDeviceSigningUpload(w http.ResponseWriter, r *http.Request)
 		return err
 	}
 	if hasUIASession(fields) || replacesKeys(news, existing) {
-		se, bound, err := s.uia(w, r, fields, uiaSpec{flows: passwordFlows, user: me.UserID})
+		se, bound, err := s.uia(w, r, fields, s.crossSigningResetUIA(r, me.UserID))
 		if err != nil || se == nil {
 			return err
 		}
 		if err := s.store.DeleteUIASession(ctx, se.id); err != nil {
 			return err
 		}
+		s.xsReset.used(me.UserID)
 		if news, err = parseCrossSigningUpload(bound, me.UserID, existing); err != nil {
 			return err
 		}

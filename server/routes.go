@@ -24,6 +24,9 @@ func (s *Server) routes() http.Handler {
 		r.Route(prefix, s.clientV3Routes)
 	}
 	r.Route("/_matrix/client/v1", func(r chi.Router) {
+		// The OAuth 2.0 API's discovery (oauth_accounts.go); the API itself
+		// is served by package oauth under OAuthPath.
+		r.Get("/auth_metadata", s.api(s.getAuthMetadata))
 		r.Get("/register/m.login.registration_token/validity", s.api(s.getRegistrationTokenValidity))
 		// Signing in another device with a one-time token (client_login_token.go).
 		r.Post("/login/get_token", s.api(s.postLoginGetToken))
@@ -59,6 +62,10 @@ func (s *Server) routes() http.Handler {
 		r.With(s.authOptional).Get("/summary/{roomIdOrAlias}", s.api(s.getRoomSummary))
 		r.With(s.authOptional).Get("/rooms/{roomIdOrAlias}/summary", s.api(s.getRoomSummary))
 	})
+
+	// MSC2965's unstable path for auth_metadata, which clients released
+	// before v1.15 ask.
+	r.Get("/_matrix/client/unstable/org.matrix.msc2965/auth_metadata", s.api(s.getAuthMetadata))
 
 	// MSC2666's unstable path for /mutual_rooms, which Synapse served before
 	// v1.19.
@@ -153,6 +160,11 @@ func (s *Server) routes() http.Handler {
 	// Synapse's admin API, for synadm and synapse-admin (synapseAdminRoutes).
 	r.Route("/_synapse/admin", s.synapseAdminRoutes)
 
+	// The OAuth 2.0 authorisation server and its pages (package oauth).
+	if s.oauth != nil {
+		r.Mount(OAuthPath, s.oauth)
+	}
+
 	// The admin dashboard, when it shares this listener (admin_dashboard).
 	if s.dashboard != nil {
 		r.Mount("/_hearth/admin", s.dashboard)
@@ -173,6 +185,8 @@ func (s *Server) clientV3Routes(r chi.Router) {
 	r.Get("/login", s.api(s.getLogin))
 	r.Post("/login", s.api(s.postLogin))
 	r.Post("/refresh", s.api(s.postRefresh))
+	// SSO, as the OAuth 2.0 aware clients' door to the OAuth pages (oauth_accounts.go).
+	r.Get("/login/sso/redirect", s.api(s.getSSORedirect))
 	r.Post("/register", s.api(s.postRegister))
 	r.Get("/register/available", s.api(s.getRegisterAvailable))
 	// Email and phone numbers cannot be validated (client_threepid.go).

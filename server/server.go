@@ -35,6 +35,10 @@ type Deps struct {
 	// Setup, when set, builds the first-run page (web/setup.go) to serve at
 	// /_hearth/setup; it is called after Dashboard.
 	Setup func(*Server) http.Handler
+	// OAuth, when set and the config's oauth section enables it, builds
+	// the OAuth 2.0 authorisation server (package oauth, which imports
+	// this one), mounted at OAuthPath (oauth_accounts.go).
+	OAuth func(*Server) OAuthProvider
 	// Keys is the key ring: other servers' signing keys, for X-Matrix
 	// requests, received events and the notary endpoints. nil: one built
 	// from Key, Store, Now and OldKeys, with a plain http.Client that
@@ -68,6 +72,11 @@ type Server struct {
 	notifier  *notifier
 	dashboard http.Handler
 	setup     http.Handler
+	// oauth is the OAuth 2.0 authorisation server (nil: not served), and
+	// xsReset the cross-signing resets users approved on its account page
+	// (oauth_accounts.go).
+	oauth   OAuthProvider
+	xsReset crossSigningResets
 	// media is the content repository's state (media.go).
 	media *mediaRepo
 	// keys finds other servers' signing keys and publishes ours
@@ -144,6 +153,9 @@ func New(d Deps) (*Server, http.Handler) {
 	}
 	if d.Setup != nil {
 		s.setup = d.Setup(s)
+	}
+	if d.OAuth != nil && d.Cfg.OAuth.Enabled {
+		s.oauth = d.OAuth(s)
 	}
 	return s, s.routes()
 }

@@ -381,6 +381,13 @@ func (s *Server) uiaRunStage(r *http.Request, se *uiaSession, spec uiaSpec, stag
 		return nil, nil
 	case stagePassword:
 		return s.uiaPasswordStage(r, se, spec, auth)
+	case stageOAuth, stageOAuthUnstable:
+		// Done once the user approved the reset on the account page
+		// (oauth_accounts.go), within its window.
+		if spec.user == "" || !s.xsReset.allowed(spec.user, s.now()) {
+			return &matrix.Error{Code: "M_UNAUTHORIZED", Msg: "approve the reset on your account page first"}, nil
+		}
+		return nil, nil
 	}
 	return matrix.Forbidden("unsupported stage %s", stage), nil
 }

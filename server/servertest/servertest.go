@@ -29,6 +29,8 @@ type Bundle struct {
 	HTTP   *httptest.Server
 
 	engine storagetest.Engine
+	// deps edits the server's dependencies before it starts (StartWith).
+	deps func(*server.Deps)
 	// stopRequests cancels the requests' contexts; stopRun ends
 	// Server.Run and waits for it to return.
 	stopRequests context.CancelCauseFunc
@@ -90,6 +92,14 @@ func Config(t testing.TB, dir string) *config.Config {
 // Start runs a server on engine e, configured by opts.
 func Start(t testing.TB, e storagetest.Engine, opts ...Option) *Bundle {
 	t.Helper()
+	return StartWith(t, e, nil, opts...)
+}
+
+// StartWith is Start with the server's dependencies edited by deps (for
+// the parts built outside package server, such as the OAuth 2.0 API), on
+// every start of the bundle.
+func StartWith(t testing.TB, e storagetest.Engine, deps func(*server.Deps), opts ...Option) *Bundle {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := Config(t, dir)
 	for _, o := range opts {
@@ -98,7 +108,7 @@ func Start(t testing.TB, e storagetest.Engine, opts ...Option) *Bundle {
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("test config invalid: %v", err)
 	}
-	b := &Bundle{Cfg: cfg, engine: e}
+	b := &Bundle{Cfg: cfg, engine: e, deps: deps}
 	b.open(t, "")
 	t.Cleanup(b.cleanup)
 	return b
@@ -120,7 +130,11 @@ func (b *Bundle) open(t testing.TB, addr string) {
 	if os.Getenv("HEARTH_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	srv, h := server.New(server.Deps{Cfg: b.Cfg, Store: st, Key: key, Log: log})
+	d := server.Deps{Cfg: b.Cfg, Store: st, Key: key, Log: log}
+	if b.deps != nil {
+		b.deps(&d)
+	}
+	srv, h := server.New(d)
 	hs := httptest.NewUnstartedServer(h)
 	// As the appliance: requests' contexts end, with server.ErrShuttingDown,
 	// when shutdown starts, so parked /sync long-polls do not hold it.

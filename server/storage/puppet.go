@@ -9,6 +9,7 @@ import (
 // with no device (Synapse's admin "login as user"). expiresTS 0: never.
 func (s *Store) CreatePuppetToken(ctx context.Context, userID, admin, token string, expiresTS int64) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		return insertTokens(ctx, tx, NewLogin{UserID: userID, DeviceID: "", AccessToken: token, AccessExpiresTS: expiresTS, PuppetBy: admin})
+		_, err := insertTokens(ctx, tx, NewLogin{UserID: userID, DeviceID: "", AccessToken: token, AccessExpiresTS: expiresTS, PuppetBy: admin})
+		return err
 	})
 }

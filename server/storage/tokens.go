@@ -23,6 +23,12 @@ type Session struct {
 	DeviceID  string
 	ExpiresTS int64 // 0: never
 	PuppetBy  string
+	// RefreshTokenID is the refresh token issued with this access token
+	// (0: none). FirstUse is set while the refresh token this pair replaced
+	// is still kept for a retry: the first request with this token retires
+	// it (RetireReplacedRefreshToken).
+	RefreshTokenID int64
+	FirstUse       bool
 }
 
 // NewLogin describes a login: the device to create or reuse and the tokens
@@ -39,6 +45,9 @@ type NewLogin struct {
 	// revoked (spec: logging in with an existing device_id invalidates the
 	// previous access token for that device).
 	ReplaceDevice bool
+	// Grant, for a session obtained through the OAuth 2.0 API, records the
+	// client and scope it was granted to (oauth.go).
+	Grant *OAuthGrant
 }
 
 // CreateLogin creates or reuses the device and issues its tokens atomically.
@@ -58,25 +67,35 @@ func (s *Store) CreateLogin(ctx context.Context, l NewLogin) error {
 				}
 			}
 		}
-		return insertTokens(ctx, tx, l)
+		if l.Grant != nil {
+			g := *l.Grant
+			g.UserID, g.DeviceID = l.UserID, l.DeviceID
+			if err := upsertOAuthGrant(ctx, tx, &g); err != nil {
+				return err
+			}
+		}
+		_, err := insertTokens(ctx, tx, l)
+		return err
 	})
 }
 
-func insertTokens(ctx context.Context, tx *sql.Tx, l NewLogin) error {
+// insertTokens inserts the access token and, when there is one, the
+// refresh token; it returns the refresh token's ID (0: none).
+func insertTokens(ctx context.Context, tx *sql.Tx, l NewLogin) (int64, error) {
 	var refreshID sql.NullInt64
 	if l.RefreshToken != "" {
 		err := tx.QueryRowContext(ctx, `INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts, expires_ts)
 			VALUES ($1, $2, $3, $4, $5) RETURNING id`, HashToken(l.RefreshToken), l.UserID, l.DeviceID, nowMS(), nullInt(l.RefreshExpiresTS)).Scan(&refreshID)
 		if err != nil {
-			return fmt.Errorf("storage: insert refresh token: %w", err)
+			return 0, fmt.Errorf("storage: insert refresh token: %w", err)
 		}
 	}
 	_, err := tx.ExecContext(ctx, `INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts, refresh_token_id, puppet_by)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)`, HashToken(l.AccessToken), l.UserID, l.DeviceID, nowMS(), nullInt(l.AccessExpiresTS), refreshID, nullStr(l.PuppetBy))
 	if err != nil {
-		return fmt.Errorf("storage: insert access token: %w", err)
+		return 0, fmt.Errorf("storage: insert access token: %w", err)
 	}
-	return nil
+	return refreshID.Int64, nil
 }
 
 // SessionByToken resolves an access token, through the access_tokens cache.
@@ -96,15 +115,31 @@ func (s *Store) SessionByToken(ctx context.Context, token string) (*Session, err
 
 func (s *Store) sessionByToken(ctx context.Context, token string) (*Session, error) {
 	se := &Session{}
-	var exp sql.NullInt64
+	var exp, refresh sql.NullInt64
 	var puppet sql.NullString
-	err := s.read.QueryRowContext(ctx, `SELECT id, user_id, device_id, expires_ts, puppet_by FROM access_tokens WHERE token_hash = $1`,
-		HashToken(token)).Scan(&se.TokenID, &se.UserID, &se.DeviceID, &exp, &puppet)
+	var firstUse int
+	err := s.read.QueryRowContext(ctx, `SELECT a.id, a.user_id, a.device_id, a.expires_ts, a.puppet_by, a.refresh_token_id,
+			CASE WHEN a.refresh_token_id IS NOT NULL AND EXISTS (SELECT 1 FROM refresh_tokens p WHERE p.next_token_id = a.refresh_token_id)
+			THEN 1 ELSE 0 END
+		FROM access_tokens a WHERE a.token_hash = $1`,
+		HashToken(token)).Scan(&se.TokenID, &se.UserID, &se.DeviceID, &exp, &puppet, &refresh, &firstUse)
 	if err != nil {
 		return nil, notFound(err, "access token")
 	}
-	se.ExpiresTS, se.PuppetBy = exp.Int64, puppet.String
+	se.ExpiresTS, se.PuppetBy, se.RefreshTokenID, se.FirstUse = exp.Int64, puppet.String, refresh.Int64, firstUse == 1
 	return se, nil
+}
+
+// RetireReplacedRefreshToken forgets the refresh token that the session's
+// pair replaced, now that the new pair has been used: from here on the old
+// refresh token no longer works (see RefreshSession). token is the access
+// token, whose cached session is reloaded on its next use.
+func (s *Store) RetireReplacedRefreshToken(ctx context.Context, token string, refreshID int64) error {
+	defer s.c.sessions.Remove(HashToken(token))
+	if _, err := s.write.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE next_token_id = $1`, refreshID); err != nil {
+		return fmt.Errorf("storage: retire replaced refresh token: %w", err)
+	}
+	return nil
 }
 
 // DeleteAccessToken revokes one access token and the refresh token issued
@@ -125,10 +160,15 @@ func (s *Store) DeleteAccessToken(ctx context.Context, tokenID int64) error {
 // ErrRefreshExpired is returned when a refresh token exists but has expired.
 var ErrRefreshExpired = errors.New("storage: refresh token expired")
 
-// RefreshSession exchanges a refresh token for a new pair. Hearth makes a
-// refresh token single-use and revokes the access token issued with it in
-// the same transaction. (The spec lets the old refresh token live until the
-// new pair is first used; that grace is not implemented yet.)
+// RefreshSession exchanges a refresh token for a new pair. The access
+// token issued with the old refresh token is revoked at once; the old
+// refresh token itself is kept, marked with the pair it was exchanged for,
+// until that pair is first used (RetireReplacedRefreshToken, or its refresh
+// token exchanged here). Until then
+// presenting it again — a client retrying a refresh whose response it lost
+// (spec: "it MUST ensure that the client is able to retry the refresh
+// request") — replaces that unused pair with a new one; afterwards it is
+// unknown.
 func (s *Store) RefreshSession(ctx context.Context, oldRefresh string, next NewLogin) (userID, deviceID string, err error) {
 	err = s.tx(ctx, func(tx *sql.Tx) error {
 		var id int64
@@ -139,20 +179,40 @@ func (s *Store) RefreshSession(ctx context.Context, oldRefresh string, next NewL
 		if err != nil {
 			return notFound(err, "refresh token")
 		}
-		if used.Valid {
-			return ErrNotFound
-		}
 		if exp.Valid && exp.Int64 <= nowMS() {
 			return ErrRefreshExpired
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM access_tokens WHERE refresh_token_id = $1`, id); err != nil {
+		// Using this token retires the one it replaced, if still kept.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE next_token_id = $1`, id); err != nil {
+			return fmt.Errorf("storage: retire replaced refresh token: %w", err)
+		}
+		// The pair to replace: the one issued with this token, or, on a
+		// retry, the unused one it was already exchanged for.
+		replaced := id
+		if used.Valid {
+			replaced = used.Int64
+			if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE id = $1`, replaced); err != nil {
+				return fmt.Errorf("storage: revoke unused refresh token: %w", err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM access_tokens WHERE refresh_token_id = $1`, replaced); err != nil {
 			return fmt.Errorf("storage: revoke old access token: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE id = $1`, id); err != nil {
-			return fmt.Errorf("storage: revoke old refresh token: %w", err)
-		}
 		next.UserID, next.DeviceID = userID, deviceID
-		return insertTokens(ctx, tx, next)
+		newID, err := insertTokens(ctx, tx, next)
+		if err != nil {
+			return err
+		}
+		if newID == 0 {
+			// Not refreshable any more: the old token has nothing to wait for.
+			_, err = tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE id = $1`, id)
+		} else {
+			_, err = tx.ExecContext(ctx, `UPDATE refresh_tokens SET next_token_id = $1 WHERE id = $2`, newID, id)
+		}
+		if err != nil {
+			return fmt.Errorf("storage: mark refresh token exchanged: %w", err)
+		}
+		return nil
 	})
 	if userID != "" {
 		s.tokensRevoked(userID, deviceID)
@@ -170,7 +230,7 @@ func (s *Store) DeleteUserTokens(ctx context.Context, userID, keepDevice string,
 		// password reset): Synapse deletes them with the sessions.
 		tables := []string{"access_tokens", "refresh_tokens", "pushers"}
 		if deleteDevices {
-			tables = append(tables, "devices")
+			tables = append(tables, "devices", "oauth_grants")
 		}
 		for _, t := range tables {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM `+t+` WHERE user_id = $1 AND device_id <> $2`, userID, keepDevice); err != nil {
