@@ -206,9 +206,14 @@ func (d *Dashboard) getSetupCertificates(w http.ResponseWriter, r *http.Request)
 		ls = append(ls, s)
 	}
 	vm.Listeners = cmp.Or(strings.Join(ls, ", "), "none")
-	vm.CertFile, vm.KeyFile = cfg.TLSCertificatePath, cfg.TLSPrivateKeyPath
 	vm.ACMEDomains = strings.Join(cfg.ACME.Domains, ", ")
 	vm.CertsVM = d.certsVM(r.Context())
+	// The files as the certificate manager loaded them.
+	for _, c := range vm.Certs {
+		if c.Source == "file" {
+			vm.CertFile, vm.KeyFile = c.Domain, cfg.TLSPrivateKeyPath
+		}
+	}
 	d.render(w, r, http.StatusOK, templates.SetupCertificates(vm))
 	return nil
 }
