@@ -278,4 +278,3 @@ var SetupSteps = []NavItem{
 	{"certificates", "Certificates", "/setup/certificates"},
 	{"checks", "Checks", "/setup/checks"},
 }
-
