@@ -7,8 +7,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/chromedp/chromedp"
 
 	"hearth/appliance/certs"
 	"hearth/config"
@@ -16,6 +20,35 @@ import (
 	"hearth/server/storage/storagetest"
 	"hearth/web"
 )
+
+// setupFed is a federating Hearth with no admin yet, its setup token,
+// and a dashboard whose certificate manager serves files from the test CA.
+type setupFed struct {
+	hs          *httptest.Server
+	token, name string
+	certFile    string
+}
+
+func startSetupFed(t *testing.T, e storagetest.Engine) *setupFed {
+	t.Helper()
+	fed := servertest.NewFederation(t)
+	a := fed.Start(t, e)
+	certFile, keyFile := fed.WriteCertificate(t, t.TempDir())
+	tlsCfg := *a.Cfg
+	tlsCfg.Listeners = []config.Listener{{Port: 8448, Type: "http", TLS: true}}
+	tlsCfg.TLSCertificatePath, tlsCfg.TLSPrivateKeyPath = certFile, keyFile
+	m, err := certs.New(&tlsCfg, a.Store.CertCache(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(web.New(web.Deps{Server: a.Server, Certs: m}).Standalone())
+	t.Cleanup(hs.Close)
+	tok, err := web.PrepareSetup(context.Background(), a.Cfg, a.Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &setupFed{hs: hs, token: tok, name: a.Cfg.ServerName, certFile: certFile}
+}
 
 // TestSetupWalkThrough: once the setup link has made the first admin, the
 // setup goes on as dashboard pages: the server name, the certificates as
@@ -26,23 +59,8 @@ import (
 // check passes.
 func TestSetupWalkThrough(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
-		fed := servertest.NewFederation(t)
-		a := fed.Start(t, e)
-		certFile, keyFile := fed.WriteCertificate(t, t.TempDir())
-		tlsCfg := *a.Cfg
-		tlsCfg.Listeners = []config.Listener{{Port: 8448, Type: "http", TLS: true}}
-		tlsCfg.TLSCertificatePath, tlsCfg.TLSPrivateKeyPath = certFile, keyFile
-		m, err := certs.New(&tlsCfg, a.Store.CertCache(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		hs := httptest.NewServer(web.New(web.Deps{Server: a.Server, Certs: m}).Standalone())
-		t.Cleanup(hs.Close)
-		tok, err := web.PrepareSetup(context.Background(), a.Cfg, a.Store)
-		if err != nil {
-			t.Fatal(err)
-		}
-		name := a.Cfg.ServerName
+		sf := startSetupFed(t, e)
+		hs, tok, name, certFile := sf.hs, sf.token, sf.name, sf.certFile
 
 		// A stranger gets no step: the sign-in form, or 403 for the checks.
 		stranger := newBrowser(t, hs.URL)
@@ -95,6 +113,49 @@ func TestSetupWalkThrough(t *testing.T) {
 		// The run is in the audit log, as the Diagnostics page's runs are.
 		if status, page, _ := br.do("GET", web.Path+"/audit", nil); status != http.StatusOK || !strings.Contains(page, "diagnostics.run") {
 			t.Errorf("audit: %d", status)
+		}
+	})
+}
+
+// TestSetupBrowser walks the whole setup in headless Chromium on a
+// federating server: every check passes, and Finish opens the overview.
+// With HEARTH_SCREENSHOTS set it writes the steps' screenshots.
+func TestSetupBrowser(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		sf := startSetupFed(t, e)
+		browserMu.Lock()
+		defer browserMu.Unlock()
+		ctx := newChromium(t)
+		run(t, ctx, "setup form",
+			chromedp.Navigate(sf.hs.URL+web.SetupPath+"?token="+sf.token),
+			chromedp.WaitVisible(chromedp.CSS(`input[name=username]`)),
+			chromedp.SendKeys(chromedp.CSS(`input[name=username]`), "root"),
+			chromedp.SendKeys(chromedp.CSS(`input[name=password]`), "rootpassword"),
+			chromedp.SendKeys(chromedp.CSS(`input[name=password2]`), "rootpassword"),
+			chromedp.Click(chromedp.CSS(`form button[type=submit]`)),
+			chromedp.WaitVisible(chromedp.CSS(`#server-name`)),
+		)
+		waitText(t, ctx, "#server-name", sf.name)
+		namePNG := shot(t, ctx)
+		run(t, ctx, "certificates", chromedp.Click(chromedp.CSS(`#setup-next`)), chromedp.WaitVisible(chromedp.CSS(`#cert-mode`)))
+		waitText(t, ctx, "#cert-mode", "Certificate files")
+		certsPNG := shot(t, ctx)
+		run(t, ctx, "checks", chromedp.Click(chromedp.CSS(`#setup-next`)), chromedp.WaitVisible(chromedp.CSS(`#run-checks`)))
+		run(t, ctx, "run the checks", chromedp.Click(chromedp.CSS(`#run-checks`)), chromedp.WaitVisible(chromedp.CSS(`#fedtest-verdict`)))
+		waitText(t, ctx, "#fedtest-verdict", "Federation with "+sf.name+" works.")
+		if v := text(t, ctx, "#doctor-verdict"); strings.Contains(v, "found") {
+			t.Errorf("doctor: %s", v)
+		}
+		checksPNG := shot(t, ctx)
+		run(t, ctx, "finish", chromedp.Click(chromedp.CSS(`#setup-finish`)), chromedp.WaitVisible(chromedp.CSS(`.who`)))
+		waitText(t, ctx, "main h1", "Overview")
+
+		if out := os.Getenv("HEARTH_SCREENSHOTS"); out != "" && e.Name == "sqlite" {
+			for name, png := range map[string][]byte{"setup-name.png": namePNG, "setup-certificates.png": certsPNG, "setup-checks.png": checksPNG} {
+				if err := os.WriteFile(filepath.Join(out, name), png, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
 	})
 }
