@@ -16,13 +16,15 @@ type CertVM struct {
 	Soon bool
 }
 
-// DiagnosticsVM is the Diagnostics page: the certificates, and the
-// doctor's findings once it has run.
-type DiagnosticsVM struct {
-	Chrome
-	TLS      bool // some listener serves TLS
-	ACME     bool
-	Certs    []CertVM
+// CertsVM is the certificates the TLS listeners serve.
+type CertsVM struct {
+	TLS   bool // some listener serves TLS
+	ACME  bool
+	Certs []CertVM
+}
+
+// DoctorVM is the doctor's findings once it has run.
+type DoctorVM struct {
 	Ran      bool
 	OK       bool
 	Verdict  string
@@ -31,22 +33,35 @@ type DiagnosticsVM struct {
 	Warned   int
 }
 
+// DiagnosticsVM is the Diagnostics page: the certificates, and the
+// doctor's findings once it has run.
+type DiagnosticsVM struct {
+	Chrome
+	CertsVM
+	DoctorVM
+}
+
 // ConnectionVM is one address the federation tester connected to.
 type ConnectionVM struct {
 	Addr, TLS, Chain, Error string
 	OK                      bool
 }
 
-// FederationTestVM is the Federation tester page.
-type FederationTestVM struct {
-	Chrome
-	ServerName  string
-	Ran         bool
+// FedResultVM is one federation test's result.
+type FedResultVM struct {
 	OK          bool
 	Verdict     string
 	Trace       []string
 	Connections []ConnectionVM
 	Findings    []FindingVM
+}
+
+// FederationTestVM is the Federation tester page.
+type FederationTestVM struct {
+	Chrome
+	ServerName string
+	Ran        bool
+	FedResultVM
 	// JSONURL is the same report as JSON (the admin API).
 	JSONURL string
 }

@@ -247,3 +247,34 @@ type NotAvailableVM struct {
 	Heading string
 	Message string
 }
+
+// SetupStepVM is one step of the first-run walk-through after the admin
+// exists (setup.templ): the server name, the certificates, the checks.
+type SetupStepVM struct {
+	Chrome
+	// Step is "name", "certificates" or "checks".
+	Step       string
+	ConfigPath string // the config file; "" when not read from a file
+	// Accounts counts the accounts ("1 account"): the server name is
+	// fixed once there are any.
+	Accounts string
+	// Listeners are the ports and whether each serves TLS, e.g.
+	// "8008, 8448 (TLS)".
+	Listeners string
+	// CertFile and KeyFile are tls_certificate_path and tls_private_key_path.
+	CertFile, KeyFile string
+	CertsVM
+	// ACMEDomains are the names ACME asks certificates for ("a, b").
+	ACMEDomains string
+	// The checks' results once run: the doctor's own findings, then the
+	// federation test of this server's name.
+	Doctor     DoctorVM
+	Federation FedResultVM
+}
+
+// SetupSteps are the walk-through's steps in order, after "Admin".
+var SetupSteps = []NavItem{
+	{"name", "Server name", "/setup/name"},
+	{"certificates", "Certificates", "/setup/certificates"},
+	{"checks", "Checks", "/setup/checks"},
+}

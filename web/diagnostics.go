@@ -38,19 +38,36 @@ func (d *Dashboard) getDiagnostics(w http.ResponseWriter, r *http.Request) error
 // POST /_hearth/admin/diagnostics runs the doctor and shows its findings.
 func (d *Dashboard) postDiagnostics(w http.ResponseWriter, r *http.Request) error {
 	vm := d.diagnosticsVM(w, r)
+	rep, err := d.runDoctor(r)
+	if err != nil {
+		return err
+	}
+	vm.DoctorVM = newDoctorVM(rep.All())
+	d.render(w, r, http.StatusOK, templates.Diagnostics(vm))
+	return nil
+}
+
+// runDoctor runs the doctor on this server and audits the run.
+func (d *Dashboard) runDoctor(r *http.Request) (*diag.DoctorReport, error) {
 	t, err := d.tester()
 	if err != nil {
-		return fmt.Errorf("diagnostics: %w", err)
+		return nil, fmt.Errorf("diagnostics: %w", err)
 	}
 	defer t.Close()
 	ctx, cancel := contextWithTimeout(r, diagTimeout)
 	defer cancel()
 	rep, err := t.Doctor(ctx)
 	if err != nil {
-		return fmt.Errorf("diagnostics: %w", err)
+		return nil, fmt.Errorf("diagnostics: %w", err)
 	}
-	vm.Ran, vm.OK = true, rep.OK
-	vm.Findings = findingVMs(rep.All())
+	d.srv.Audit(r.Context(), d.actor(r), "diagnostics.run", d.srv.Config().ServerName, newDoctorVM(rep.All()).Verdict)
+	return rep, nil
+}
+
+// newDoctorVM is the doctor's findings, worst first, with a one-line
+// verdict; OK when none failed.
+func newDoctorVM(fs []diag.Finding) templates.DoctorVM {
+	vm := templates.DoctorVM{Ran: true, Findings: findingVMs(fs)}
 	for _, f := range vm.Findings {
 		switch f.Status {
 		case "fail":
@@ -67,16 +84,20 @@ func (d *Dashboard) postDiagnostics(w http.ResponseWriter, r *http.Request) erro
 	default:
 		vm.Verdict = "Every check passed."
 	}
-	d.srv.Audit(r.Context(), d.actor(r), "diagnostics.run", d.srv.Config().ServerName, vm.Verdict)
-	d.render(w, r, http.StatusOK, templates.Diagnostics(vm))
-	return nil
+	vm.OK = vm.Failed == 0
+	return vm
 }
 
 func (d *Dashboard) diagnosticsVM(w http.ResponseWriter, r *http.Request) templates.DiagnosticsVM {
-	cfg := d.srv.Config()
-	vm := templates.DiagnosticsVM{Chrome: d.chrome(w, r, "Diagnostics", "diagnostics"), TLS: d.certs != nil, ACME: cfg.ACME.Enabled}
+	return templates.DiagnosticsVM{Chrome: d.chrome(w, r, "Diagnostics", "diagnostics"), CertsVM: d.certsVM(r.Context())}
+}
+
+// certsVM is the TLS listeners' certificates as the certificate manager
+// last saw them.
+func (d *Dashboard) certsVM(ctx context.Context) templates.CertsVM {
+	vm := templates.CertsVM{TLS: d.certs != nil, ACME: d.srv.Config().ACME.Enabled}
 	now := d.srv.Now()
-	for _, s := range d.certs.Statuses(r.Context()) {
+	for _, s := range d.certs.Statuses(ctx) {
 		c := templates.CertVM{Source: s.Source, Domain: s.Domain, Names: strings.Join(s.Names, ", "), Issuer: cmp.Or(s.Issuer, "—"), Error: s.Error}
 		switch {
 		case s.NotAfter.IsZero():
@@ -126,7 +147,17 @@ func (d *Dashboard) postFederationTest(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return err
 	}
-	vm.Ran, vm.OK, vm.Verdict = true, rep.FederationOK, rep.Verdict
+	vm.Ran, vm.FedResultVM = true, newFedResultVM(rep)
+	vm.JSONURL = d.prefix + "/api/federation-test?server_name=" + url.QueryEscape(name)
+	d.srv.Audit(r.Context(), d.actor(r), "federation.test", name, rep.Verdict)
+	d.render(w, r, http.StatusOK, templates.FederationTest(vm))
+	return nil
+}
+
+// newFedResultVM is a federation test's verdict, server discovery,
+// addresses and findings.
+func newFedResultVM(rep *diag.Report) templates.FedResultVM {
+	vm := templates.FedResultVM{OK: rep.FederationOK, Verdict: rep.Verdict}
 	if rep.Resolution != nil {
 		vm.Trace = rep.Resolution.Trace
 	}
@@ -149,10 +180,7 @@ func (d *Dashboard) postFederationTest(w http.ResponseWriter, r *http.Request) e
 		vm.Connections = append(vm.Connections, c)
 	}
 	vm.Findings = findingVMs(rep.Findings)
-	vm.JSONURL = d.prefix + "/api/federation-test?server_name=" + url.QueryEscape(name)
-	d.srv.Audit(r.Context(), d.actor(r), "federation.test", name, rep.Verdict)
-	d.render(w, r, http.StatusOK, templates.FederationTest(vm))
-	return nil
+	return vm
 }
 
 func (d *Dashboard) federationTest(r *http.Request, name string) (*diag.Report, error) {

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -24,8 +26,11 @@ import (
 // First run. A server with no admin offers one page, SetupPath, reachable
 // only with the token PrepareSetup wrote to the data directory (and the
 // appliance printed in the log): it creates the first admin, deletes the
-// token and lands signed in on the dashboard. Once any admin exists the
-// page is gone, whoever created the admin.
+// token and signs the admin in. Once any admin exists the page is gone,
+// whoever created the admin. The walk-through then goes on as dashboard
+// pages (behind the admin's session and form token like the rest): the
+// server name, the certificates, then the doctor and the federation
+// tester on this server's name, ending at the overview.
 
 // SetupPath is the first-run page, on whichever listener serves the
 // dashboard.
@@ -166,7 +171,73 @@ func (d *Dashboard) postSetup(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	d.setFlash(w, r, "Welcome. You are "+userID+", the first server admin.", false)
-	http.Redirect(w, r, d.prefix+"/", http.StatusSeeOther)
+	http.Redirect(w, r, d.prefix+"/setup/name", http.StatusSeeOther)
+	return nil
+}
+
+// setupStepVM is what every step of the walk-through shows.
+func (d *Dashboard) setupStepVM(w http.ResponseWriter, r *http.Request, step, title string) templates.SetupStepVM {
+	cfg := d.srv.Config()
+	return templates.SetupStepVM{Chrome: d.chrome(w, r, "Set up: "+title, ""), Step: step, ConfigPath: cfg.Path()}
+}
+
+// GET /_hearth/admin/setup/name
+func (d *Dashboard) getSetupName(w http.ResponseWriter, r *http.Request) error {
+	vm := d.setupStepVM(w, r, "name", "server name")
+	n, err := d.store.CountUsers(r.Context())
+	if err != nil {
+		return err
+	}
+	vm.Accounts = plural(n, "account", "accounts")
+	d.render(w, r, http.StatusOK, templates.SetupName(vm))
+	return nil
+}
+
+// GET /_hearth/admin/setup/certificates
+func (d *Dashboard) getSetupCertificates(w http.ResponseWriter, r *http.Request) error {
+	vm := d.setupStepVM(w, r, "certificates", "certificates")
+	cfg := d.srv.Config()
+	var ls []string
+	for _, l := range cfg.Listeners {
+		s := strconv.Itoa(l.Port)
+		if l.TLS {
+			s += " (TLS)"
+		}
+		ls = append(ls, s)
+	}
+	vm.Listeners = cmp.Or(strings.Join(ls, ", "), "none")
+	vm.ACMEDomains = strings.Join(cfg.ACME.Domains, ", ")
+	vm.CertsVM = d.certsVM(r.Context())
+	// The files as the certificate manager loaded them.
+	for _, c := range vm.Certs {
+		if c.Source == "file" {
+			vm.CertFile, vm.KeyFile = c.Domain, cfg.TLSPrivateKeyPath
+		}
+	}
+	d.render(w, r, http.StatusOK, templates.SetupCertificates(vm))
+	return nil
+}
+
+// GET /_hearth/admin/setup/checks
+func (d *Dashboard) getSetupChecks(w http.ResponseWriter, r *http.Request) error {
+	d.render(w, r, http.StatusOK, templates.SetupChecks(d.setupStepVM(w, r, "checks", "checks")))
+	return nil
+}
+
+// POST /_hearth/admin/setup/checks runs the doctor, whose report holds
+// the federation tester's run on this server's name, and shows the two
+// apart.
+func (d *Dashboard) postSetupChecks(w http.ResponseWriter, r *http.Request) error {
+	vm := d.setupStepVM(w, r, "checks", "checks")
+	rep, err := d.runDoctor(r)
+	if err != nil {
+		return err
+	}
+	vm.Doctor = newDoctorVM(rep.Findings)
+	if rep.Federation != nil {
+		vm.Federation = newFedResultVM(rep.Federation)
+	}
+	d.render(w, r, http.StatusOK, templates.SetupChecks(vm))
 	return nil
 }
 

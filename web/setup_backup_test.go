@@ -137,7 +137,7 @@ func TestSetupPage(t *testing.T) {
 			t.Fatal("a refused form created an admin")
 		}
 		status, _, resp := root.do("POST", web.SetupPath, url.Values{"token": {tok}, "username": {"root"}, "password": {"rootpassword"}, "password2": {"rootpassword"}})
-		if status != http.StatusSeeOther || resp.Header.Get("Location") != web.Path+"/" {
+		if status != http.StatusSeeOther || resp.Header.Get("Location") != web.Path+"/setup/name" {
 			t.Fatalf("setup: %d %s", status, resp.Header.Get("Location"))
 		}
 		u, err := d.Store.UserByID(ctx, "@root:hearth.test")

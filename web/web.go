@@ -141,6 +141,10 @@ func (d *Dashboard) Handler() http.Handler {
 		r.Post("/media/{mediaID}/quarantine", d.page(d.postMediaQuarantine))
 		r.Post("/media/{mediaID}/protect", d.page(d.postMediaProtect))
 		r.Post("/media/{mediaID}/delete", d.page(d.postMediaDelete))
+		r.Get("/setup/name", d.page(d.getSetupName)) // setup.go: the first-run walk-through
+		r.Get("/setup/certificates", d.page(d.getSetupCertificates))
+		r.Get("/setup/checks", d.page(d.getSetupChecks))
+		r.Post("/setup/checks", d.page(d.postSetupChecks))
 		r.Get("/diagnostics", d.page(d.getDiagnostics))
 		r.Post("/diagnostics", d.page(d.postDiagnostics))
 		r.Get("/federation-test", d.page(d.getFederationTest))

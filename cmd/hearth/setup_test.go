@@ -62,7 +62,9 @@ var setupLinkRe = regexp.MustCompile(`no admin yet.* url="?([^"\s]+)`)
 
 // TestFirstRunSetup starts a fresh server with `hearth serve`, takes the
 // setup link it prints, and walks it in Chromium: the form creates the
-// first admin and lands signed in on the dashboard. Then the link is dead,
+// first admin and signs it in, then the server name, certificates and
+// checks steps (the doctor and the federation tester, run from the page)
+// end at the dashboard. Then the link is dead,
 // its token file is gone, and the admin signs in to Matrix too. A wrong
 // token never shows the form.
 func TestFirstRunSetup(t *testing.T) {
@@ -98,16 +100,57 @@ func TestFirstRunSetup(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), "root has a long password"),
 		chromedp.SendKeys(chromedp.CSS(`input[name=password2]`), "root has a long password"),
 		chromedp.Click(chromedp.CSS(`form button[type=submit]`)),
-		chromedp.WaitVisible(chromedp.CSS(`.who`)),
+		chromedp.WaitVisible(chromedp.CSS(`#server-name`)),
 	)
-	if h1 := evalString(t, ctx, `document.querySelector("main h1").textContent`); !strings.Contains(h1, "Overview") {
-		t.Errorf("landed on %q, want the dashboard's overview", h1)
-	}
+	// Step 1: the server name, signed in already.
 	if who := evalString(t, ctx, `document.querySelector(".who").textContent`); who != "@root:example.org" {
 		t.Errorf("signed in as %q", who)
 	}
 	if flash := evalString(t, ctx, `(document.querySelector(".flash")||{}).textContent||""`); !strings.Contains(flash, "first server admin") {
 		t.Errorf("flash %q", flash)
+	}
+	if name := evalString(t, ctx, `document.querySelector("#server-name").textContent`); name != "example.org" {
+		t.Errorf("server name step shows %q", name)
+	}
+	if text := evalString(t, ctx, `document.querySelector("#setup-name").textContent`); !strings.Contains(text, "cannot change once users exist") || !strings.Contains(text, path) {
+		t.Errorf("server name step: %q", text)
+	}
+	// Step 2: certificates. This server has no TLS listener.
+	browse(t, ctx, "certificates step",
+		chromedp.Click(chromedp.CSS(`#setup-next`)),
+		chromedp.WaitVisible(chromedp.CSS(`#cert-mode`)),
+	)
+	if text := evalString(t, ctx, `document.querySelector("main").textContent`); !strings.Contains(text, "No listener serves TLS") ||
+		!strings.Contains(text, "acme:") || !strings.Contains(text, "tls_certificate_path:") {
+		t.Errorf("certificates step: %q", text)
+	}
+	// Step 3: the doctor and the federation tester. Nothing can reach
+	// example.org from here, so they report failures, and say so.
+	browse(t, ctx, "checks step",
+		chromedp.Click(chromedp.CSS(`#setup-next`)),
+		chromedp.WaitVisible(chromedp.CSS(`#run-checks`)),
+	)
+	ctxChecks, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	if err := chromedp.Do(ctxChecks, chromedp.Click(chromedp.CSS(`#run-checks`)), chromedp.WaitVisible(chromedp.CSS(`#fedtest-verdict`))); err != nil {
+		t.Fatalf("run the checks: %v", err)
+	}
+	if v := evalString(t, ctx, `document.querySelector("#doctor-verdict").textContent`); !strings.Contains(v, "found") {
+		t.Errorf("doctor verdict %q, want the problems it found", v)
+	}
+	if v := evalString(t, ctx, `document.querySelector("#fedtest-verdict").textContent`); !strings.Contains(v, "example.org") {
+		t.Errorf("federation tester verdict %q", v)
+	}
+	if n := evalString(t, ctx, `String(document.querySelectorAll(".finding.fail").length)`); n == "0" {
+		t.Error("no failed finding shown for an unreachable server name")
+	}
+	// Finish: the dashboard's overview.
+	browse(t, ctx, "finish",
+		chromedp.Click(chromedp.CSS(`#setup-finish`)),
+		chromedp.WaitVisible(chromedp.CSS(`.stats, main h1`)),
+	)
+	if h1 := evalString(t, ctx, `document.querySelector("main h1").textContent`); !strings.Contains(h1, "Overview") {
+		t.Errorf("finished on %q, want the dashboard's overview", h1)
 	}
 	if loc := evalString(t, ctx, `location.pathname`); loc != "/_hearth/admin/" {
 		t.Errorf("location %s", loc)
