@@ -14,7 +14,7 @@ import (
 type Usage struct {
 	RSSStartMiB float64 `json:"rss_start_mib"` // VmRSS when the phase began
 	RSSPeakMiB  float64 `json:"rss_peak_mib"`  // highest VmRSS sampled during the phase (every 100 ms)
-	HWMMiB      float64 `json:"hwm_mib"`       // VmHWM at the end: the process's peak since it started
+	HWMMiB      float64 `json:"hwm_mib"`       // VmHWM at the end: the process's peak since it started (the kernel updates it lazily, so it may trail VmRSS slightly)
 	CPUSeconds  float64 `json:"cpu_seconds"`   // user + system time spent during the phase
 	Cores       float64 `json:"cores"`         // CPUSeconds over the phase's wall time
 }
