@@ -11,7 +11,7 @@ import (
 
 // sendPhase measures send throughput and latency: for each sender count
 // N, N senders into one room, then N senders each into a room of its own.
-// Each sender sends one message at a time, as fast as the server answers,
+// (One sender runs once.) Each sender sends one message at a time, as fast as the server answers,
 // for -send-time or until -send-max messages in all.
 func (t *target) sendPhase(ctx context.Context, o options) error {
 	for _, n := range o.Senders {
@@ -29,6 +29,9 @@ func (t *target) sendPhase(ctx context.Context, o options) error {
 		}
 		if err := t.sendRun(ctx, o, fmt.Sprintf("%d senders, 1 room", n), us, shared); err != nil {
 			return err
+		}
+		if n == 1 {
+			continue // one sender into its own room is the run above
 		}
 		own := make([]string, n)
 		err = parallel(ctx, n, 8, func(ctx context.Context, i int) error {
