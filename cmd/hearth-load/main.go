@@ -51,9 +51,16 @@ type options struct {
 	PageRuns     int // messages: full back-paginations
 }
 
-var allPhases = []string{"send", "fanout", "crowd", "initsync", "messages"}
+var allPhases = []string{"baseline", "send", "fanout", "crowd", "initsync", "messages"}
 
 func main() {
+	if dir := os.Getenv(baselineEnv); dir != "" {
+		if err := serveBaseline(dir); err != nil {
+			fmt.Fprintln(os.Stderr, "hearth-load baseline:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var o options
 	var senders, receivers, initRooms string
 	flag.StringVar(&o.URL, "url", "", "measure the server at this base URL instead of starting one")

@@ -48,7 +48,7 @@ func TestLoadTool(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := []string{"idle", "send", "send", "fanout", "crowd", "initsync", "initsync", "messages"}
+			want := []string{"idle", "baseline", "send", "send", "fanout", "crowd", "initsync", "initsync", "messages"}
 			var got []string
 			for _, r := range results {
 				got = append(got, r.Phase)
@@ -116,7 +116,7 @@ func checkResults(t *testing.T, results []Result) {
 			if m["server RSS"] <= 0 {
 				t.Errorf("idle RSS %v", m["server RSS"])
 			}
-		case "send":
+		case "send", "baseline":
 			if m["messages"] < 1 || m["failed sends"] != 0 || m["throughput"] <= 0 || m["send p50"] <= 0 {
 				t.Errorf("%s: %v", r.Params, m)
 			}
@@ -179,6 +179,12 @@ func TestDeliveryCountsLoss(t *testing.T) {
 var hearthBin string
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(baselineEnv); dir != "" { // the baseline phase runs this binary as its server
+		if err := serveBaseline(dir); err != nil {
+			panic(err)
+		}
+		return
+	}
 	dir, err := os.MkdirTemp("", "hearth-load-test")
 	if err != nil {
 		panic(err)

@@ -43,6 +43,8 @@ func run(ctx context.Context, o options, log io.Writer) ([]Result, error) {
 		fmt.Fprintf(log, "phase %s\n", p)
 		var err error
 		switch p {
+		case "baseline":
+			err = t.baselinePhase(ctx, o)
 		case "send":
 			err = t.sendPhase(ctx, o)
 		case "fanout":
