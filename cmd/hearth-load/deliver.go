@@ -148,6 +148,14 @@ func (r *receiver) loop(ctx context.Context, d *delivery) {
 		took := time.Since(t0)
 		if err != nil {
 			if ctx.Err() != nil {
+				// Cut off at the end of the phase: a poll that had
+				// already stalled still counts as one.
+				if counts && took > slowSync {
+					r.mu.Lock()
+					r.syncs++
+					r.slow++
+					r.mu.Unlock()
+				}
 				return
 			}
 			r.mu.Lock()

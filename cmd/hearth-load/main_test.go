@@ -48,7 +48,7 @@ func TestLoadTool(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := []string{"idle", "baseline", "send", "send", "fanout", "crowd", "initsync", "initsync", "messages"}
+			want := []string{"idle", "baseline", "send", "send", "fanout", "crowd", "initsync", "initsync", "messages", "end"}
 			var got []string
 			for _, r := range results {
 				got = append(got, r.Phase)
@@ -83,8 +83,8 @@ func TestLoadToolURL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(results) != 3 {
-		t.Fatalf("%d results, want 3 (send ×2, fanout): %+v", len(results), results)
+	if len(results) != 4 {
+		t.Fatalf("%d results, want 4 (send ×2, fanout, end): %+v", len(results), results)
 	}
 	checkResults(t, results)
 
@@ -108,13 +108,17 @@ func checkResults(t *testing.T, results []Result) {
 		for _, x := range r.Metrics {
 			m[x.Name] = x.Value
 		}
-		if r.Phase != "idle" && (r.Server == nil || r.Server.RSSStartMiB <= 0 || r.Server.RSSPeakMiB < r.Server.RSSStartMiB || r.Server.HWMMiB <= 0) {
+		if r.Phase != "idle" && r.Phase != "end" && (r.Server == nil || r.Server.RSSStartMiB <= 0 || r.Server.RSSPeakMiB < r.Server.RSSStartMiB || r.Server.HWMMiB <= 0) {
 			t.Errorf("%s %s: server usage %+v", r.Phase, r.Params, r.Server)
 		}
 		switch r.Phase {
 		case "idle":
 			if m["server RSS"] <= 0 {
 				t.Errorf("idle RSS %v", m["server RSS"])
+			}
+		case "end":
+			if m["server RSS"] <= 0 || m["server VmHWM (peak of the run)"] <= 0 || m["server CPU since start"] <= 0 {
+				t.Errorf("end: %v", m)
 			}
 		case "send", "baseline":
 			if m["messages"] < 1 || m["failed sends"] != 0 || m["throughput"] <= 0 || m["send p50"] <= 0 {

@@ -60,6 +60,13 @@ func run(ctx context.Context, o options, log io.Writer) ([]Result, error) {
 			return t.results, fmt.Errorf("phase %s: %w", p, err)
 		}
 	}
+	if t.pid != 0 {
+		if rss, hwm, err := memory(t.pid); err == nil {
+			cpu, _ := cpuSeconds(t.pid)
+			t.results = append(t.results, Result{Phase: "end", Params: "after every phase", Metrics: []Metric{
+				{"server RSS", rss, "MiB"}, {"server VmHWM (peak of the run)", hwm, "MiB"}, {"server CPU since start", cpu, "s"}}})
+		}
+	}
 	return t.results, nil
 }
 
