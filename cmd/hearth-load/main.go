@@ -101,13 +101,20 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	results, err := run(ctx, o, os.Stderr)
+	report := Report{Time: time.Now().UTC(), Machine: thisMachine(), Server: o.URL}
+	if report.Server == "" {
+		report.Server = "started, SQLite"
+		if o.Postgres != "" {
+			report.Server = "started, PostgreSQL"
+		}
+	}
+	report.Results, err = run(ctx, o, os.Stderr)
 	if o.JSON {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
-		enc.Encode(results)
+		enc.Encode(report)
 	} else {
-		printTable(os.Stdout, results)
+		printReport(os.Stdout, report)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hearth-load:", err)

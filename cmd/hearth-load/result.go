@@ -3,6 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
+	"os"
+	"runtime"
+	"strconv"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -77,4 +81,50 @@ func number(v float64) string {
 	default:
 		return strings.TrimRight(strings.TrimRight(fmt.Sprintf("%.3f", v), "0"), ".")
 	}
+}
+
+// Report is a whole run: where it ran, then every result.
+type Report struct {
+	Time    time.Time `json:"time"`
+	Machine Machine   `json:"machine"`
+	Server  string    `json:"server"` // "started, SQLite", "started, PostgreSQL" or the -url
+	Results []Result  `json:"results"`
+}
+
+// Machine is what a figure needs beside it to mean anything.
+type Machine struct {
+	CPU    string  `json:"cpu"` // model name from /proc/cpuinfo
+	CPUs   int     `json:"cpus"`
+	MemGiB float64 `json:"mem_gib"`
+	Load   string  `json:"load"` // /proc/loadavg at the start: is the machine quiet?
+}
+
+func thisMachine() Machine {
+	m := Machine{CPUs: runtime.NumCPU()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+				m.MemGiB = math.Round(kb/1024/1024*10) / 10
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		f := strings.Fields(string(b))
+		m.Load = strings.Join(f[:min(3, len(f))], " ")
+	}
+	return m
+}
+
+func printReport(w io.Writer, r Report) {
+	fmt.Fprintf(w, "%s, %s: %d × %s, %g GiB, load %s\n\n", r.Time.Format(time.RFC3339), r.Server, r.Machine.CPUs, r.Machine.CPU, r.Machine.MemGiB, r.Machine.Load)
+	printTable(w, r.Results)
 }
