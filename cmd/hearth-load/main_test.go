@@ -134,8 +134,9 @@ func checkResults(t *testing.T, results []Result) {
 				t.Errorf("%s: %v", r.Params, m)
 			}
 		case "messages":
-			// 40 messages and the room's creation events, 15 a page: 4 pages a run.
-			if m["requests"] != 8 || m["page p50"] <= 0 {
+			// 40 messages and the room's few creation events, 15 a page:
+			// 3 pages a run at least, and one more when the last is full.
+			if m["requests"] < 2*3 || m["requests"] > 2*5 || m["page p50"] <= 0 {
 				t.Errorf("%s: %v", r.Params, m)
 			}
 		}
