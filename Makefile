@@ -12,7 +12,7 @@ PKGS    := ./...
 # module proxy); bump it with the Go toolchain it must understand.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all run build test bench fuzz cross dist clean complement-image complement
+.PHONY: all run build test bench load fuzz cross dist clean complement-image complement
 
 all: build
 
@@ -66,6 +66,16 @@ test:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 20m $(PKGS)
+
+# load: the load tool's default phases (docs/load.md) against a hearth it
+# builds here and starts on loopback on a fresh SQLite database; a few
+# minutes. LOADFLAGS passes flags: LOADFLAGS='-postgres DSN' for
+# PostgreSQL (a fresh schema, dropped after), '-json' for JSON,
+# '-phases crowd -duration 3m' for the 200-client scenario alone.
+LOADFLAGS ?=
+load: build
+	$(GO) build -trimpath -o $(BIN)/hearth-load ./cmd/hearth-load
+	$(BIN)/hearth-load -hearth $(BIN)/hearth $(LOADFLAGS)
 
 # fuzz: run each fuzz target for FUZZTIME (default 1m; e.g. FUZZTIME=10m
 # make fuzz). Their seed corpora (f.Add, and testdata/fuzz/<target>/ where

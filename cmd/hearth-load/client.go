@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/synapseadmin"
+)
+
+// client speaks the client-server API over plain net/http: the hot paths
+// (send, /sync, /messages) stay cheap for the load tool, so that on a
+// small machine the figures are the server's, not the client's. Responses
+// are read with gjson, without decoding whole /sync bodies into structs.
+type client struct {
+	base   string
+	secret string // registration_shared_secret, or "" for open registration
+	prefix string // makes user names unique across runs on one server
+	http   *http.Client
+	txn    atomic.Int64
+}
+
+// user is one registered account with its access token.
+type user struct {
+	ID, Token string
+}
+
+func newClient(base, secret string) *client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = 0
+	tr.MaxIdleConnsPerHost = 4096 // every client keeps its connections: no churn through TIME_WAIT
+	return &client{base: base, secret: secret, prefix: "load" + randomHex(3), http: &http.Client{Transport: tr}}
+}
+
+// register creates the user <prefix>-<name>, by shared-secret registration
+// when the secret is known, else through open registration (m.login.dummy).
+func (c *client) register(ctx context.Context, name string) (*user, error) {
+	name = c.prefix + "-" + name
+	anon, err := mautrix.NewClient(c.base, "", "")
+	if err != nil {
+		return nil, err
+	}
+	anon.Client = c.http
+	var resp *mautrix.RespRegister
+	if c.secret != "" {
+		admin := synapseadmin.Client{Client: anon}
+		resp, err = admin.SharedSecretRegister(ctx, c.secret, synapseadmin.ReqSharedSecretRegister{Username: name, Password: "load tool " + name})
+	} else {
+		resp, err = anon.RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: name, Password: "load tool " + name})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("register %s: %w", name, err)
+	}
+	return &user{ID: resp.UserID.String(), Token: resp.AccessToken}, nil
+}
+
+// do sends one request and returns the body of a 200 answer.
+func (c *client) do(ctx context.Context, u *user, method, path string, query url.Values, body any) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	target := c.base + path
+	if len(query) > 0 {
+		target += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, rd)
+	if err != nil {
+		return nil, err
+	}
+	if u != nil {
+		req.Header.Set("Authorization", "Bearer "+u.Token)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, bytes.TrimSpace(b))
+	}
+	return b, nil
+}
+
+const clientV3 = "/_matrix/client/v3"
+
+func roomPath(room string) string { return clientV3 + "/rooms/" + url.PathEscape(room) }
+
+// createRoom makes a room with preset (public_chat lets others join).
+func (c *client) createRoom(ctx context.Context, u *user, preset, name string) (string, error) {
+	b, err := c.do(ctx, u, http.MethodPost, clientV3+"/createRoom", nil, map[string]any{"preset": preset, "name": name})
+	if err != nil {
+		return "", err
+	}
+	return gjson.GetBytes(b, "room_id").String(), nil
+}
+
+func (c *client) join(ctx context.Context, u *user, room string) error {
+	_, err := c.do(ctx, u, http.MethodPost, roomPath(room)+"/join", nil, map[string]any{})
+	return err
+}
+
+// loadMark identifies a message sent by the tool: sender index, sequence
+// number, and the send's start in Unix microseconds, for delivery latency
+// (canonical JSON allows integers up to 2^53, too few for nanoseconds).
+type loadMark struct {
+	Sender int   `json:"s"`
+	Seq    int   `json:"n"`
+	Sent   int64 `json:"t"`
+}
+
+// send posts one m.room.message carrying mark.
+func (c *client) send(ctx context.Context, u *user, room string, mark loadMark) error {
+	txn := "hl" + strconv.FormatInt(c.txn.Add(1), 10)
+	_, err := c.do(ctx, u, http.MethodPut, roomPath(room)+"/send/m.room.message/"+txn, nil,
+		map[string]any{"msgtype": "m.text", "body": "load test message " + strconv.Itoa(mark.Seq), "hl": mark})
+	return err
+}
+
+// syncFilter is what a client like Element asks for: members loaded
+// lazily, a bounded timeline, no presence.
+const syncFilter = `{"room":{"state":{"lazy_load_members":true},"timeline":{"limit":50}},"presence":{"not_types":["*"]}}`
+
+// sync is one /sync; since "" is an initial sync, filter "" asks for everything.
+func (c *client) sync(ctx context.Context, u *user, since string, timeout time.Duration, filter string) ([]byte, error) {
+	q := url.Values{"timeout": {strconv.FormatInt(timeout.Milliseconds(), 10)}}
+	if since != "" {
+		q.Set("since", since)
+	}
+	if filter != "" {
+		q.Set("filter", filter)
+	}
+	return c.do(ctx, u, http.MethodGet, clientV3+"/sync", q, nil)
+}
+
+// messages is one /messages page backwards from from ("" is the end of the room).
+func (c *client) messages(ctx context.Context, u *user, room, from string, limit int) ([]byte, error) {
+	q := url.Values{"dir": {"b"}, "limit": {strconv.Itoa(limit)}}
+	if from != "" {
+		q.Set("from", from)
+	}
+	return c.do(ctx, u, http.MethodGet, roomPath(room)+"/messages", q, nil)
+}

@@ -1,0 +1,320 @@
+package main
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tidwall/gjson"
+)
+
+// slowSync is the /sync duration counted as a stall: while messages keep
+// arriving no long poll should wait this long.
+const slowSync = 30 * time.Second
+
+// delivery measures how messages sent into one room reach its members
+// through long-polling /sync: the machinery shared by the fanout and
+// crowd phases. Every message carries a loadMark, so each receiver knows
+// which (sender, seq) it got and how long after the send began.
+type delivery struct {
+	c           *client
+	room        string
+	syncTimeout time.Duration
+	senders     []*user
+	acked       [][]bool // by sender, by seq: the server answered the send 200; each written by its sender only
+	sendLat     [][]time.Duration
+	sendFailed  atomic.Int64
+	receivers   []*receiver
+	sending     atomic.Bool // while set, a /sync that takes over slowSync counts as a stall
+}
+
+// receiver is one member long-polling /sync.
+type receiver struct {
+	u     *user
+	self  int // this member's own sender index (its echoes are not deliveries), or -1
+	since string
+
+	mu        sync.Mutex
+	seen      [][]bool // by sender, by seq
+	got       int
+	lat       []time.Duration
+	dups      int
+	syncs     int
+	slow      int
+	failed    int
+	limited   int
+	backfills int
+}
+
+func newDelivery(c *client, room string, syncTimeout time.Duration, senders []*user) *delivery {
+	return &delivery{c: c, room: room, syncTimeout: syncTimeout, senders: senders,
+		acked: make([][]bool, len(senders)), sendLat: make([][]time.Duration, len(senders))}
+}
+
+// addReceivers gives each member a /sync position from a short initial sync.
+func (d *delivery) addReceivers(ctx context.Context, us []*user, self func(i int) int) error {
+	d.receivers = make([]*receiver, len(us))
+	return parallel(ctx, len(us), 8, func(ctx context.Context, i int) error {
+		b, err := d.c.sync(ctx, us[i], "", 0, `{"room":{"state":{"lazy_load_members":true},"timeline":{"limit":1}},"presence":{"not_types":["*"]}}`)
+		if err != nil {
+			return err
+		}
+		d.receivers[i] = &receiver{u: us[i], self: self(i), since: gjson.GetBytes(b, "next_batch").String(),
+			seen: make([][]bool, len(d.senders))}
+		return nil
+	})
+}
+
+// send sends sender's next message; a failed send is not expected anywhere.
+func (d *delivery) send(ctx context.Context, sender int) {
+	seq := len(d.acked[sender])
+	t0 := time.Now()
+	err := d.c.send(ctx, d.senders[sender], d.room, loadMark{Sender: sender, Seq: seq, Sent: t0.UnixMicro()})
+	d.acked[sender] = append(d.acked[sender], err == nil)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.sendFailed.Add(1)
+		}
+		return
+	}
+	d.sendLat[sender] = append(d.sendLat[sender], time.Since(t0))
+}
+
+// measure runs every receiver's /sync loop while send runs, then up to
+// grace more until every receiver has every acknowledged message, and
+// returns how long after the last send that took (or false if it did not).
+func (d *delivery) measure(ctx context.Context, grace time.Duration, send func(ctx context.Context)) (time.Duration, bool) {
+	rctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	d.sending.Store(true)
+	for _, r := range d.receivers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.loop(rctx, d)
+		}()
+	}
+	send(ctx)
+	d.sending.Store(false)
+	end := time.Now()
+	done := false
+	for !done && time.Since(end) < grace && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+		done = d.caughtUp()
+	}
+	took := time.Since(end)
+	cancel()
+	wg.Wait()
+	return took, done
+}
+
+// caughtUp reports whether every receiver holds as many messages as were
+// acknowledged by the other senders.
+func (d *delivery) caughtUp() bool {
+	total := 0
+	own := make([]int, len(d.senders))
+	for s, acks := range d.acked {
+		for _, ok := range acks {
+			if ok {
+				total++
+				own[s]++
+			}
+		}
+	}
+	for _, r := range d.receivers {
+		want := total
+		if r.self >= 0 {
+			want -= own[r.self]
+		}
+		r.mu.Lock()
+		got := r.got
+		r.mu.Unlock()
+		if got < want {
+			return false
+		}
+	}
+	return true
+}
+
+// loop long-polls /sync until ctx ends, and fills gaps in a limited
+// timeline from /messages, as a client does.
+func (r *receiver) loop(ctx context.Context, d *delivery) {
+	for ctx.Err() == nil {
+		counts := d.sending.Load()
+		t0 := time.Now()
+		b, err := d.c.sync(ctx, r.u, r.since, d.syncTimeout, syncFilter)
+		took := time.Since(t0)
+		if err != nil {
+			if ctx.Err() != nil {
+				// Cut off at the end of the phase: a poll that had
+				// already stalled still counts as one.
+				if counts && took > slowSync {
+					r.mu.Lock()
+					r.syncs++
+					r.slow++
+					r.mu.Unlock()
+				}
+				return
+			}
+			r.mu.Lock()
+			r.failed++
+			r.mu.Unlock()
+			select {
+			case <-ctx.Done():
+			case <-time.After(500 * time.Millisecond):
+			}
+			continue
+		}
+		now := time.Now()
+		r.since = gjson.GetBytes(b, "next_batch").String()
+		var timeline gjson.Result
+		gjson.GetBytes(b, "rooms.join").ForEach(func(k, v gjson.Result) bool {
+			if k.String() == d.room {
+				timeline = v.Get("timeline")
+				return false
+			}
+			return true
+		})
+		r.mu.Lock()
+		r.syncs++
+		if counts && took > slowSync {
+			r.slow++
+		}
+		for _, ev := range timeline.Get("events").Array() {
+			r.record(ev, now, false)
+		}
+		limited := timeline.Get("limited").Bool()
+		if limited {
+			r.limited++
+		}
+		r.mu.Unlock()
+		if limited {
+			r.backfill(ctx, d, timeline.Get("prev_batch").String())
+		}
+	}
+}
+
+// backfill pages /messages back from from until it meets a message it
+// already had, or one from before the run.
+func (r *receiver) backfill(ctx context.Context, d *delivery, from string) {
+	for page := 0; page < 100 && from != ""; page++ {
+		b, err := d.c.messages(ctx, r.u, d.room, from, 100)
+		now := time.Now()
+		r.mu.Lock()
+		r.backfills++
+		if err != nil {
+			r.failed++
+			r.mu.Unlock()
+			return
+		}
+		stop := true
+		for _, ev := range gjson.GetBytes(b, "chunk").Array() {
+			if r.record(ev, now, true) {
+				stop = false
+			}
+		}
+		r.mu.Unlock()
+		if stop {
+			return
+		}
+		from = gjson.GetBytes(b, "end").String()
+	}
+}
+
+// record notes one timeline event; it reports whether it was a load
+// message not seen before. r.mu is held.
+func (r *receiver) record(ev gjson.Result, now time.Time, backfill bool) bool {
+	mark := ev.Get("content.hl")
+	if !mark.Exists() {
+		return false
+	}
+	s, n := int(mark.Get("s").Int()), int(mark.Get("n").Int())
+	if s < 0 || s >= len(r.seen) || n < 0 || s == r.self {
+		return false
+	}
+	if n >= len(r.seen[s]) {
+		r.seen[s] = append(r.seen[s], make([]bool, n+1-len(r.seen[s]))...)
+	}
+	if r.seen[s][n] {
+		if !backfill {
+			r.dups++
+		}
+		return false
+	}
+	r.seen[s][n] = true
+	r.got++
+	r.lat = append(r.lat, now.Sub(time.UnixMicro(mark.Get("t").Int())))
+	return true
+}
+
+// report adds the delivery figures to res.
+func (d *delivery) report(res *Result, sendTime, caughtUp time.Duration, done bool) {
+	sent, delivered, expected, lost := 0, 0, 0, 0
+	for _, acks := range d.acked {
+		for _, ok := range acks {
+			if ok {
+				sent++
+			}
+		}
+	}
+	var lat []time.Duration
+	var syncs, slow, failed, dups, limited, backfills int
+	for _, r := range d.receivers {
+		for s, acks := range d.acked {
+			if s == r.self {
+				continue
+			}
+			for n, ok := range acks {
+				if !ok {
+					continue
+				}
+				expected++
+				if n < len(r.seen[s]) && r.seen[s][n] {
+					delivered++
+				} else {
+					lost++
+				}
+			}
+		}
+		lat = append(lat, r.lat...)
+		syncs += r.syncs
+		slow += r.slow
+		failed += r.failed
+		dups += r.dups
+		limited += r.limited
+		backfills += r.backfills
+	}
+	res.add("messages sent", float64(sent), "")
+	res.add("send rate", float64(sent)/sendTime.Seconds(), "msg/s")
+	res.addLatencies("send", slices.Concat(d.sendLat...))
+	res.add("failed sends", float64(d.sendFailed.Load()), "")
+	res.add("deliveries expected", float64(expected), "")
+	res.addLatencies("delivery", lat)
+	res.add("lost", float64(lost), "")
+	res.add("duplicates", float64(dups), "")
+	res.add("/sync requests", float64(syncs), "")
+	res.add("/sync requests over 30 s", float64(slow), "")
+	res.add("failed /sync and /messages", float64(failed), "")
+	res.add("limited timelines", float64(limited), "")
+	res.add("backfill /messages", float64(backfills), "")
+	if done {
+		res.add("all delivered after last send", ms(caughtUp), "ms")
+	} else {
+		res.add("all delivered after last send", -1, "(not within -grace)")
+	}
+	if res.Server != nil && delivered > 0 {
+		res.add("server CPU per delivery", res.Server.CPUSeconds*1000/float64(delivered), "ms")
+	}
+}
+
+// sleepUntil waits for t and reports whether ctx is still live.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(time.Until(t)):
+		return true
+	}
+}

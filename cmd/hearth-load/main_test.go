@@ -1,0 +1,207 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tidwall/gjson"
+
+	"hearth/server/storage/storagetest"
+)
+
+// tiny sizes every phase so that one run takes a few seconds.
+func tiny() options {
+	return options{
+		Phases:  strings.Join(allPhases, ","),
+		Senders: []int{2}, SendTime: 500 * time.Millisecond, SendMax: 1000,
+		Receivers: []int{3}, FanoutRate: 10, FanoutTime: time.Second, SyncTimeout: 30 * time.Second,
+		Clients: 4, Interval: 400 * time.Millisecond, Duration: 1200 * time.Millisecond, Grace: 10 * time.Second,
+		InitRooms: []int{2, 4}, InitMessages: 3, InitRuns: 2,
+		PageMessages: 40, PageLimit: 15, PageRuns: 2,
+	}
+}
+
+// TestLoadTool runs every phase, tiny, against a hearth the tool starts,
+// on SQLite and (with HEARTH_TEST_POSTGRES) PostgreSQL, and checks the
+// figures are whole: everything delivered exactly once, memory and CPU
+// read from the server's /proc entries.
+func TestLoadTool(t *testing.T) {
+	bin := hearthBin
+	for _, engine := range []string{"sqlite", "postgres"} {
+		t.Run(engine, func(t *testing.T) {
+			o := tiny()
+			o.Hearth = bin
+			if engine == "postgres" {
+				if o.Postgres = os.Getenv(storagetest.EnvPostgres); o.Postgres == "" {
+					t.Skip(storagetest.EnvPostgres + " is not set")
+				}
+			}
+			t.Parallel()
+			results, err := run(t.Context(), o, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []string{"idle", "baseline", "send", "send", "fanout", "crowd", "initsync", "initsync", "messages", "end"}
+			var got []string
+			for _, r := range results {
+				got = append(got, r.Phase)
+			}
+			if strings.Join(got, " ") != strings.Join(want, " ") {
+				t.Fatalf("phases %v, want %v", got, want)
+			}
+			checkResults(t, results)
+			var table bytes.Buffer
+			printTable(&table, results)
+			for _, s := range []string{"send: 2 senders, 1 room", "throughput", "delivery p99", "server CPU per delivery", "crowd: 4 clients"} {
+				if !strings.Contains(table.String(), s) {
+					t.Errorf("table lacks %q:\n%s", s, table.String())
+				}
+			}
+		})
+	}
+}
+
+// TestLoadToolURL measures a server the tool did not start, by -url,
+// -shared-secret and -pid.
+func TestLoadToolURL(t *testing.T) {
+	srv, err := startServer(t.Context(), hearthBin, "", io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.stop()
+	o := tiny()
+	o.Phases = "send,fanout"
+	o.URL, o.SharedSecret, o.PID = srv.url, srv.secret, srv.pid()
+	results, err := run(t.Context(), o, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != 4 {
+		t.Fatalf("%d results, want 4 (send ×2, fanout, end): %+v", len(results), results)
+	}
+	checkResults(t, results)
+
+	// Without -pid nothing is sampled, and a wrong secret is refused.
+	o.PID, o.Phases = 0, "send"
+	results, err = run(t.Context(), o, io.Discard)
+	if err != nil || len(results) != 2 || results[0].Server != nil {
+		t.Fatalf("without -pid: %+v, %v", results, err)
+	}
+	o.SharedSecret = "wrong"
+	if _, err := run(t.Context(), o, io.Discard); err == nil || !strings.Contains(err.Error(), "register") {
+		t.Fatalf("wrong shared secret: %v", err)
+	}
+}
+
+// checkResults asserts what holds for any healthy run.
+func checkResults(t *testing.T, results []Result) {
+	t.Helper()
+	for _, r := range results {
+		m := map[string]float64{}
+		for _, x := range r.Metrics {
+			m[x.Name] = x.Value
+		}
+		if r.Phase != "idle" && r.Phase != "end" && (r.Server == nil || r.Server.RSSStartMiB <= 0 || r.Server.RSSPeakMiB < r.Server.RSSStartMiB || r.Server.HWMMiB <= 0) {
+			t.Errorf("%s %s: server usage %+v", r.Phase, r.Params, r.Server)
+		}
+		switch r.Phase {
+		case "idle":
+			if m["server RSS"] <= 0 {
+				t.Errorf("idle RSS %v", m["server RSS"])
+			}
+		case "end":
+			if m["server RSS"] <= 0 || m["server VmHWM (peak of the run)"] <= 0 || m["server CPU since start"] <= 0 {
+				t.Errorf("end: %v", m)
+			}
+		case "send", "baseline":
+			if m["messages"] < 1 || m["failed sends"] != 0 || m["throughput"] <= 0 || m["send p50"] <= 0 {
+				t.Errorf("%s: %v", r.Params, m)
+			}
+		case "fanout", "crowd":
+			if m["messages sent"] < 1 || m["lost"] != 0 || m["duplicates"] != 0 || m["failed sends"] != 0 ||
+				m["deliveries expected"] < m["messages sent"] || m["delivery p50"] <= 0 || m["all delivered after last send"] < 0 {
+				t.Errorf("%s %s: %v", r.Phase, r.Params, m)
+			}
+		case "initsync":
+			if m["sync p50"] <= 0 || m["response size"] <= 0 {
+				t.Errorf("%s: %v", r.Params, m)
+			}
+		case "messages":
+			// 40 messages and the room's few creation events, 15 a page:
+			// 3 pages a run at least, and one more when the last is full.
+			if m["requests"] < 2*3 || m["requests"] > 2*5 || m["page p50"] <= 0 {
+				t.Errorf("%s: %v", r.Params, m)
+			}
+		}
+	}
+}
+
+// TestDeliveryCountsLoss feeds one receiver a /sync timeline by hand: a
+// message acknowledged but never delivered is lost, one delivered twice
+// is a duplicate, the receiver's own echo and a failed send are not
+// expected, and backfilled messages count as delivered.
+func TestDeliveryCountsLoss(t *testing.T) {
+	d := newDelivery(nil, "!r:x", time.Second, make([]*user, 3))
+	d.acked = [][]bool{{true, true, true}, {true, false}, {true}}
+	r := &receiver{self: 2, seen: make([][]bool, 3)}
+	d.receivers = []*receiver{r}
+	now := time.Now()
+	ev := func(s, n int) gjson.Result {
+		return gjson.Parse(`{"type":"m.room.message","content":{"hl":{"s":` + strconv.Itoa(s) + `,"n":` + strconv.Itoa(n) + `,"t":` + strconv.Itoa(int(now.Add(-5*time.Millisecond).UnixMicro())) + `}}}`)
+	}
+	for _, e := range []gjson.Result{ev(0, 0), ev(0, 0), ev(1, 0), ev(1, 1), ev(2, 0), gjson.Parse(`{"type":"m.room.member","content":{}}`)} {
+		r.record(e, now, false)
+	}
+	if d.caughtUp() {
+		t.Fatal("caught up with s0n1 and s0n2 missing")
+	}
+	if !r.record(ev(0, 2), now, true) || r.record(ev(0, 2), now, true) {
+		t.Fatal("backfill: first sight must count once, a second sight not at all")
+	}
+	var res Result
+	d.report(&res, time.Second, 0, false)
+	m := map[string]float64{}
+	for _, x := range res.Metrics {
+		m[x.Name] = x.Value
+	}
+	// Expected: s0 n0..n2 and s1 n0 (s1 n1 failed, s2 is the receiver itself).
+	if m["deliveries expected"] != 4 || m["lost"] != 1 || m["duplicates"] != 1 || m["messages sent"] != 5 {
+		t.Fatalf("report: %v", m)
+	}
+	if m["delivery p50"] < 5 || m["delivery p50"] > 1000 {
+		t.Fatalf("delivery p50 %v ms, want about 5", m["delivery p50"])
+	}
+}
+
+// hearthBin is the server the tests start, built once by TestMain.
+var hearthBin string
+
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(baselineEnv); dir != "" { // the baseline phase runs this binary as its server
+		if err := serveBaseline(dir); err != nil {
+			panic(err)
+		}
+		return
+	}
+	dir, err := os.MkdirTemp("", "hearth-load-test")
+	if err != nil {
+		panic(err)
+	}
+	hearthBin = filepath.Join(dir, "hearth")
+	build := exec.Command("go", "build", "-o", hearthBin, "hearth/cmd/hearth")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		os.RemoveAll(dir)
+		panic("building hearth: " + err.Error())
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Usage is what a phase cost the server process, read from /proc.
+type Usage struct {
+	RSSStartMiB float64 `json:"rss_start_mib"` // VmRSS when the phase began
+	RSSPeakMiB  float64 `json:"rss_peak_mib"`  // highest VmRSS sampled during the phase (every 100 ms)
+	HWMMiB      float64 `json:"hwm_mib"`       // VmHWM at the end: the process's peak since it started (the kernel updates it lazily, so it may trail VmRSS slightly)
+	CPUSeconds  float64 `json:"cpu_seconds"`   // user + system time spent during the phase
+	Cores       float64 `json:"cores"`         // CPUSeconds over the phase's wall time
+}
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat:
+// 100 on every Linux architecture Hearth is built for.
+const clockTicks = 100
+
+// sampler watches one process for one phase.
+type sampler struct {
+	pid   int
+	start time.Time
+	cpu0  float64
+	stop  chan struct{}
+	done  chan struct{}
+	mu    sync.Mutex
+	u     Usage
+}
+
+// watch starts sampling pid; a pid of 0 samples nothing.
+func watch(pid int) *sampler {
+	s := &sampler{pid: pid, start: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
+	if pid == 0 {
+		close(s.done)
+		return s
+	}
+	s.cpu0, _ = cpuSeconds(pid)
+	rss, _, _ := memory(pid)
+	s.u.RSSStartMiB, s.u.RSSPeakMiB = rss, rss
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+				if rss, _, err := memory(pid); err == nil {
+					s.mu.Lock()
+					s.u.RSSPeakMiB = max(s.u.RSSPeakMiB, rss)
+					s.mu.Unlock()
+				}
+			}
+		}
+	}()
+	return s
+}
+
+// cpu is the CPU time spent since watch, without ending the sample.
+func (s *sampler) cpu() float64 {
+	if s.pid == 0 {
+		return 0
+	}
+	c, _ := cpuSeconds(s.pid)
+	return c - s.cpu0
+}
+
+// end stops sampling and returns the usage, or nil when nothing was watched.
+func (s *sampler) end() *Usage {
+	if s.pid == 0 {
+		return nil
+	}
+	close(s.stop)
+	<-s.done
+	u := s.u
+	if rss, hwm, err := memory(s.pid); err == nil {
+		u.RSSPeakMiB = max(u.RSSPeakMiB, rss)
+		u.HWMMiB = hwm
+	}
+	u.CPUSeconds = s.cpu()
+	u.Cores = u.CPUSeconds / time.Since(s.start).Seconds()
+	return &u
+}
+
+// memory reads VmRSS and VmHWM in MiB from /proc/PID/status.
+func memory(pid int) (rss, hwm float64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || (k != "VmRSS" && k != "VmHWM") {
+			continue
+		}
+		kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("/proc/%d/status: %s: %w", pid, line, err)
+		}
+		if k == "VmRSS" {
+			rss = kb / 1024
+		} else {
+			hwm = kb / 1024
+		}
+	}
+	return rss, hwm, nil
+}
+
+// cpuSeconds reads utime + stime from /proc/PID/stat. The command name
+// (field 2) may hold spaces, so fields are counted after its closing ')'.
+func cpuSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no ')'", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// After ')': state is field 3, so utime (14) is f[11] and stime (15) f[12].
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	ut, err1 := strconv.ParseFloat(f[11], 64)
+	st, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: utime %q stime %q", pid, f[11], f[12])
+	}
+	return (ut + st) / clockTicks, nil
+}

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// run measures the phases o asks for, in order, and returns what it
+// measured, also when a later phase fails.
+func run(ctx context.Context, o options, log io.Writer) ([]Result, error) {
+	phases := strings.Split(o.Phases, ",")
+	for _, p := range phases {
+		if !slices.Contains(allPhases, p) {
+			return nil, fmt.Errorf("unknown phase %q (phases: %s)", p, strings.Join(allPhases, ","))
+		}
+	}
+	t := &target{log: log, pid: o.PID}
+	if o.URL == "" {
+		srv, err := startServer(ctx, o.Hearth, o.Postgres, log)
+		if err != nil {
+			return nil, err
+		}
+		defer srv.stop()
+		t.client, t.pid = newClient(srv.url, srv.secret), srv.pid()
+		engine := "SQLite"
+		if o.Postgres != "" {
+			engine = "PostgreSQL"
+		}
+		fmt.Fprintf(log, "hearth started at %s on %s, pid %d\n", srv.url, engine, t.pid)
+		if rss, _, err := memory(t.pid); err == nil {
+			t.results = append(t.results, Result{Phase: "idle", Params: "after start, " + engine,
+				Metrics: []Metric{{"server RSS", rss, "MiB"}}})
+		}
+	} else {
+		t.client = newClient(strings.TrimRight(o.URL, "/"), o.SharedSecret)
+	}
+	for _, p := range phases {
+		fmt.Fprintf(log, "phase %s\n", p)
+		var err error
+		switch p {
+		case "baseline":
+			err = t.baselinePhase(ctx, o)
+		case "send":
+			err = t.sendPhase(ctx, o)
+		case "fanout":
+			err = t.fanoutPhase(ctx, o)
+		case "crowd":
+			err = t.crowdPhase(ctx, o)
+		case "initsync":
+			err = t.initSyncPhase(ctx, o)
+		case "messages":
+			err = t.messagesPhase(ctx, o)
+		}
+		if err != nil {
+			return t.results, fmt.Errorf("phase %s: %w", p, err)
+		}
+	}
+	if t.pid != 0 {
+		if rss, hwm, err := memory(t.pid); err == nil {
+			cpu, _ := cpuSeconds(t.pid)
+			t.results = append(t.results, Result{Phase: "end", Params: "after every phase", Metrics: []Metric{
+				{"server RSS", rss, "MiB"}, {"server VmHWM (peak of the run)", hwm, "MiB"}, {"server CPU since start", cpu, "s"}}})
+		}
+	}
+	return t.results, nil
+}
+
+// target is the server under load and what was measured on it so far.
+type target struct {
+	client  *client
+	pid     int // 0: memory and CPU are not sampled
+	log     io.Writer
+	results []Result
+}
+
+// users registers n users named <name><i>, a few at a time.
+func (t *target) users(ctx context.Context, name string, n int) ([]*user, error) {
+	us := make([]*user, n)
+	err := parallel(ctx, n, 8, func(ctx context.Context, i int) error {
+		u, err := t.client.register(ctx, fmt.Sprintf("%s%d", name, i))
+		us[i] = u
+		return err
+	})
+	return us, err
+}
+
+// sharedRoom makes a public room created by us[0] and joined by the rest.
+func (t *target) sharedRoom(ctx context.Context, us []*user) (string, error) {
+	room, err := t.client.createRoom(ctx, us[0], "public_chat", "load")
+	if err != nil {
+		return "", err
+	}
+	err = parallel(ctx, len(us)-1, 8, func(ctx context.Context, i int) error {
+		return t.client.join(ctx, us[i+1], room)
+	})
+	return room, err
+}
+
+// parallel runs fn for 0..n-1, at most conc at once, and returns the
+// first error.
+func parallel(ctx context.Context, n, conc int, fn func(ctx context.Context, i int) error) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(conc)
+	for i := range n {
+		g.Go(func() error { return fn(ctx, i) })
+	}
+	return g.Wait()
+}
