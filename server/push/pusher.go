@@ -139,7 +139,7 @@ func (p *Pool) Run(ctx context.Context) error {
 			return false
 		}
 		for _, u := range users {
-			p.Changed(ctx, u)
+			p.reload(ctx, u, false)
 		}
 		return true
 	}
@@ -170,7 +170,13 @@ func (p *Pool) Run(ctx context.Context) error {
 // Changed reloads a user's pushers after they were set or deleted, and
 // starts those with notifications to send. A pusher set again retries its
 // gateway at once.
-func (p *Pool) Changed(ctx context.Context, userID string) {
+func (p *Pool) Changed(ctx context.Context, userID string) { p.reload(ctx, userID, true) }
+
+// reload reads a user's pushers and starts those with notifications to
+// send; reset also ends a back-off (a pusher changed). The pool's own
+// loads, at start and after a failure, do not: a gateway that failed is
+// not retried early because the pool started late.
+func (p *Pool) reload(ctx context.Context, userID string, reset bool) {
 	ps, err := p.o.Store.PushersOf(ctx, userID)
 	if err != nil {
 		p.o.Log.Error("push: reading a user's pushers", "user_id", userID, "err", err)
@@ -184,7 +190,7 @@ func (p *Pool) Changed(ctx context.Context, userID string) {
 			continue
 		}
 		ids = append(ids, pu.ID)
-		if w := p.workers[pu.ID]; w != nil {
+		if w := p.workers[pu.ID]; w != nil && reset {
 			w.backoff = 0
 			w.gen++
 			select {
