@@ -816,6 +816,22 @@ func TestSyncReceipts(t *testing.T) {
 		if jr := noEph.Rooms.Join[room]; jr == nil || len(jr.Ephemeral.Events) != 0 {
 			t.Fatalf("ephemeral filter: %+v", jr)
 		}
+		// An unthreaded and a threaded receipt on the same event: the
+		// unthreaded one is shown (MSC4102), though the threaded one came
+		// last.
+		if err := bob.cli.SendReceipt(ctx, room, msg, event.ReceiptTypeRead, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := bob.cli.SendReceipt(ctx, room, msg, event.ReceiptTypeRead, map[string]any{"thread_id": "main"}); err != nil {
+			t.Fatal(err)
+		}
+		for _, from := range []string{"", since} {
+			read, _ := receiptsOf(doSync(t, alice, from, "", 0))["m.read"].(map[string]any)
+			info, _ := read[string(bob.id)].(map[string]any)
+			if _, threaded := info["thread_id"]; info == nil || threaded {
+				t.Fatalf("sync from %q: bob's receipt on a clash = %v, want the unthreaded one", from, info)
+			}
+		}
 	})
 }
 
