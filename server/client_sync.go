@@ -658,9 +658,15 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 		c.ignored = req.ignored
 		tf = &c
 	}
-	timeline, limited, err := s.syncTimeline(ctx, req.me.UserID, roomID, after, upTo, req.filter.timelineLimit(), tf)
+	timeline, limited, partial, err := s.syncTimeline(ctx, req.me.UserID, roomID, after, upTo, req.filter.timelineLimit(), tf)
 	if err != nil {
 		return nil, err
+	}
+	// A room joined since the last sync: the client has none of its
+	// history, so unless the timeline is all of it, it is limited and the
+	// client may paginate (Synapse marks every newly joined room limited).
+	if rs.fresh && req.since != nil && partial {
+		limited = true
 	}
 	// State (spec: "Syncing"). The room's state at a stream position is
 	// its current state as it was then (the current-state deltas),
@@ -855,49 +861,54 @@ func setsKey(e *storage.Event, k storage.StateKey) bool {
 }
 
 // syncTimeline returns the newest visible, filter-passing events of the
-// room in (after, upTo], at most limit, oldest first, and whether older
-// ones were left out. History the user may not see ends the scan.
-func (s *Server) syncTimeline(ctx context.Context, userID, roomID string, after, upTo int64, limit int, f *roomEventFilter) ([]*storage.Event, bool, error) {
+// room in (after, upTo], at most limit, oldest first, whether older ones
+// were left out (limited), and whether any event of the range is missing
+// from the answer (partial: limited, or filtered out, or not visible).
+// History the user may not see ends the scan.
+func (s *Server) syncTimeline(ctx context.Context, userID, roomID string, after, upTo int64, limit int, f *roomEventFilter) (evs []*storage.Event, limited, partial bool, err error) {
 	batch := min(limit+1, 500)
 	maxScan := 10*(limit+1) + 500
 	var kept []*storage.Event
 	cursor, scanned := upTo, 0
 	for len(kept) <= limit && cursor > after {
-		evs, err := s.store.RoomEvents(ctx, roomID, after, cursor, batch, true)
+		rows, err := s.store.RoomEvents(ctx, roomID, after, cursor, batch, true)
 		if err != nil {
-			return nil, false, err
+			return nil, false, false, err
 		}
-		if len(evs) == 0 {
+		if len(rows) == 0 {
 			break
 		}
-		cursor = evs[len(evs)-1].StreamPos - 1
-		scanned += len(evs)
-		visible, err := s.filterVisible(ctx, userID, evs)
+		cursor = rows[len(rows)-1].StreamPos - 1
+		scanned += len(rows)
+		visible, err := s.filterVisible(ctx, userID, rows)
 		if err != nil {
-			return nil, false, err
+			return nil, false, false, err
 		}
 		shown := visibleByID(visible)
 		hidden := false
-		for _, e := range evs {
+		for _, e := range rows {
 			// The user's own membership events are always theirs to see
 			// (their leave above all).
 			own := e.Type == rooms.TypeMember && e.StateKey != nil && *e.StateKey == userID
 			v := shown[e.EventID]
 			if v == nil && !own {
 				hidden = true
+				partial = true
 				break
 			}
 			if v == nil {
 				v = e
 			}
-			if f.allowsEvent(e) {
-				kept = append(kept, v)
-				if len(kept) > limit {
-					break
-				}
+			if !f.allowsEvent(e) {
+				partial = true
+				continue
+			}
+			kept = append(kept, v)
+			if len(kept) > limit {
+				break
 			}
 		}
-		if hidden || len(evs) < batch {
+		if hidden || len(rows) < batch {
 			break
 		}
 		if scanned >= maxScan && len(kept) <= limit {
@@ -907,12 +918,12 @@ func (s *Server) syncTimeline(ctx context.Context, userID, roomID string, after,
 			break
 		}
 	}
-	limited := len(kept) > limit
+	limited = len(kept) > limit
 	if limited {
 		kept = kept[:limit]
 	}
 	slices.Reverse(kept)
-	return kept, limited, nil
+	return kept, limited, partial || limited, nil
 }
 
 // strippedState is what an invitee or knocker sees of the room: a few

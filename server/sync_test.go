@@ -453,6 +453,39 @@ func TestSyncLimitedTimeline(t *testing.T) {
 	})
 }
 
+// TestSyncNewlyJoinedLimited: a room joined since the last sync is
+// limited unless its timeline is the whole room, so the client knows to
+// paginate for what a filter or the limit left out (Complement's TestSync,
+// "Newly joined room has correct timeline in incremental sync").
+func TestSyncNewlyJoinedLimited(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice, bob, carol := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob"), newSyncUser(t, b, "carol")
+		room := sharedRoom(t, alice)
+		for i := range 8 {
+			send(t, alice, room, fmt.Sprint("m", i))
+		}
+		const messagesOnly = `{"room":{"timeline":{"limit":10,"types":["m.room.message"]},"state":{"types":[]}}}`
+		bobSince := doSync(t, bob, "", messagesOnly, 0).NextBatch
+		carolSince := doSync(t, carol, "", bigTimeline, 0).NextBatch
+		for _, u := range []roomUser{bob, carol} {
+			if _, err := u.cli.JoinRoomByID(t.Context(), room); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Every message fits, but the room's state events were filtered out.
+		jr := doSync(t, bob, bobSince, messagesOnly, 0).Rooms.Join[room]
+		if jr == nil || len(bodies(jr.Timeline.Events)) != 8 || !jr.Timeline.Limited {
+			t.Fatalf("filtered newly joined room: %+v", jr)
+		}
+		// The whole room fits: not limited.
+		jr = doSync(t, carol, carolSince, bigTimeline, 0).Rooms.Join[room]
+		if jr == nil || hasType(jr.Timeline.Events, "m.room.create") == nil || jr.Timeline.Limited {
+			t.Fatalf("whole newly joined room: %+v", jr)
+		}
+	})
+}
+
 func TestSyncLazyLoadMembers(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
 		b := servertest.Start(t, e)
