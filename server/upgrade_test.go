@@ -52,6 +52,7 @@ func TestRoomUpgrade(t *testing.T) {
 			InitialState: []*event.Event{
 				{Type: event.StateEncryption, Content: event.Content{Raw: map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}},
 				{Type: event.StateRoomAvatar, Content: event.Content{Raw: map[string]any{"url": "mxc://hearth.test/avatar"}}},
+				{Type: event.StateGuestAccess, Content: event.Content{Raw: map[string]any{"guest_access": "can_join"}}},
 				{Type: event.StateServerACL, Content: event.Content{Raw: map[string]any{"allow": []string{"*"}, "deny": []string{"evil.example"}}}},
 				{Type: event.NewEventType("org.example.custom"), StateKey: new(""), Content: event.Content{Raw: map[string]any{"x": 1}}},
 			}})
@@ -126,7 +127,7 @@ func TestRoomUpgrade(t *testing.T) {
 		}
 		for _, c := range []struct{ typ, key, want string }{
 			{"m.room.name", "name", "Old"}, {"m.room.topic", "topic", "the topic"}, {"m.room.join_rules", "join_rule", "public"},
-			{"m.room.history_visibility", "history_visibility", "shared"}, {"m.room.guest_access", "guest_access", "forbidden"},
+			{"m.room.history_visibility", "history_visibility", "shared"}, {"m.room.guest_access", "guest_access", "can_join"},
 			{"m.room.encryption", "algorithm", "m.megolm.v1.aes-sha2"}, {"m.room.avatar", "url", "mxc://hearth.test/avatar"},
 			{"m.room.canonical_alias", "alias", "#lounge:hearth.test"},
 		} {
