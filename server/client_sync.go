@@ -74,11 +74,13 @@ type leftRoom struct {
 	AccountData eventsBlock   `json:"account_data"`
 }
 
+// syncRooms leaves out an empty section, as Synapse does: a client (and
+// MSC4155's tests) may read a present "invite" as "there are invites".
 type syncRooms struct {
-	Join   map[string]*joinedRoom `json:"join"`
-	Invite map[string]any         `json:"invite"`
-	Leave  map[string]*leftRoom   `json:"leave"`
-	Knock  map[string]any         `json:"knock"`
+	Join   map[string]*joinedRoom `json:"join,omitempty"`
+	Invite map[string]any         `json:"invite,omitempty"`
+	Leave  map[string]*leftRoom   `json:"leave,omitempty"`
+	Knock  map[string]any         `json:"knock,omitempty"`
 }
 
 type syncResponse struct {
