@@ -609,9 +609,15 @@ func TestCrossSigningAndSignatures(t *testing.T) {
 		if r := acctDo(t, b, http.MethodPost, csPath, alice.tok, body); r.status != http.StatusUnauthorized || r.errcode() != "M_FORBIDDEN" {
 			t.Fatalf("wrong password: %d %v", r.status, r.body)
 		}
+		var done map[string]any // the request that passed UIA
 		acctUIA(t, b, http.MethodPost, csPath, alice.tok, repl.body(), func(s string) map[string]any {
-			return acctPasswordAuth("alice", acctPW, s)
+			done = acctPasswordAuth("alice", acctPW, s)
+			return done
 		}).want(t, http.StatusOK, "")
+		// Repeated as it was, with its finished session: still 200 (MSC3967).
+		again := repl.body()
+		again["auth"] = done
+		acctDo(t, b, http.MethodPost, csPath, alice.tok, again).want(t, http.StatusOK, "")
 		q = bob.query(t, b, alice)
 		if dig(q.body, "master_keys", string(alice.id), "keys", "ed25519:"+repl.masterPub) == nil {
 			t.Fatalf("master key not replaced: %v", dig(q.body, "master_keys"))
