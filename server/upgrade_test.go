@@ -330,3 +330,46 @@ func TestRoomUpgradeV12(t *testing.T) {
 			"creation_content": map[string]any{"additional_creators": []any{"not-a-user-id"}}}).want(t, 400, "M_INVALID_PARAM")
 	})
 }
+
+// TestManualRoomUpgradeCarriesSettings: a room made by hand to replace
+// another (createRoom with creation_content.predecessor) gives its creator,
+// and every local user who joins it, their push rules for the old room, as
+// an upgrade through the API does (Complement's TestPushRuleRoomUpgrade,
+// "manually upgrading").
+func TestManualRoomUpgradeCarriesSettings(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice, bob := newRoomUser(t, b, "alice"), newRoomUser(t, b, "bob")
+		old, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "10"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.cli.JoinRoomByID(ctx, old.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		rule := func(_ roomUser, room id.RoomID) string { return "/_matrix/client/v3/pushrules/global/room/" + esc(string(room)) }
+		for _, u := range []roomUser{alice, bob} {
+			acctDo(t, b, "PUT", rule(u, old.RoomID), u.tok, map[string]any{"actions": []string{"dont_notify"}}).want(t, http.StatusOK, "")
+		}
+		created, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "11",
+			CreationContent: map[string]any{"predecessor": map[string]any{"room_id": string(old.RoomID)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.cli.SendStateEvent(ctx, old.RoomID, event.StateTombstone, "", map[string]any{
+			"body": "replaced", "replacement_room": created.RoomID}); err != nil {
+			t.Fatal(err)
+		}
+		acctDo(t, b, "GET", rule(alice, created.RoomID), alice.tok, nil).want(t, http.StatusOK, "")
+		acctDo(t, b, "GET", rule(bob, created.RoomID), bob.tok, nil).want(t, http.StatusNotFound, "M_NOT_FOUND")
+		if _, err := bob.cli.JoinRoomByID(ctx, created.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		r := acctDo(t, b, "GET", rule(bob, created.RoomID), bob.tok, nil)
+		r.want(t, http.StatusOK, "")
+		if acts, _ := r.body["actions"].([]any); len(acts) != 1 || acts[0] != "dont_notify" {
+			t.Fatalf("bob's copied rule: %v", r.body)
+		}
+	})
+}
