@@ -929,8 +929,8 @@ func (s *Server) syncTimeline(ctx context.Context, userID, roomID string, after,
 }
 
 // strippedState is what an invitee or knocker sees of the room: a few
-// state events, stripped to type, state_key, sender and content, and their
-// own membership event.
+// state events, stripped to type, state_key, sender and content (the
+// create event whole), and their own membership event.
 func (s *Server) strippedState(ctx context.Context, m storage.RoomMembership) ([]any, error) {
 	ev, err := s.store.EventByID(ctx, m.EventID)
 	if err != nil {
@@ -962,7 +962,12 @@ func (s *Server) strippedState(ctx context.Context, m storage.RoomMembership) ([
 	slices.SortFunc(evs, byStreamPos)
 	out := make([]any, 0, len(evs))
 	for _, e := range evs {
-		out = append(out, map[string]any{"type": e.Type, "state_key": e.StateKey, "sender": e.Sender, "content": contentOf(e.JSON)})
+		se := map[string]any{"type": e.Type, "state_key": e.StateKey, "sender": e.Sender, "content": contentOf(e.JSON)}
+		if e.Type == rooms.TypeCreate {
+			// The whole event (spec v1.16, MSC4311; addCreateFields).
+			se["event_id"], se["origin_server_ts"], se["room_id"] = e.EventID, e.OriginServerTS, e.RoomID
+		}
+		out = append(out, se)
 	}
 	return out, nil
 }

@@ -789,8 +789,16 @@ func TestFederationInviteRoomState(t *testing.T) {
 		for _, ev := range evs {
 			m := ev.(map[string]any)
 			for k := range m {
-				if k != "type" && k != "state_key" && k != "sender" && k != "content" {
+				if k != "type" && k != "state_key" && k != "sender" && k != "content" && m["type"] != "m.room.create" {
 					t.Errorf("invite_state %s shows the client %q", m["type"], k)
+				}
+			}
+			// The create event whole (MSC4311), under its real ID.
+			if m["type"] == "m.room.create" {
+				if id, _ := m["event_id"].(string); id == "" || m["origin_server_ts"] == nil || m["room_id"] != roomID {
+					t.Errorf("invite_state create event is not whole: %v", m)
+				} else if se, err := a.Store.EventByID(ctx, id); err != nil || se.Type != "m.room.create" {
+					t.Errorf("invite_state create event ID %s: %v %v", id, se, err)
 				}
 			}
 			shown = append(shown, m["type"].(string))

@@ -555,6 +555,13 @@ func TestSyncMembershipSections(t *testing.T) {
 		types := map[string]bool{}
 		for _, ev := range inv.State.Events {
 			types[ev.Type.Type] = true
+			if ev.Type.Type == "m.room.create" {
+				// The create event whole (spec v1.16, MSC4311).
+				if ev.ID == "" || ev.Timestamp == 0 || ev.RoomID != room {
+					t.Fatalf("invite_state create event not whole: %+v", ev)
+				}
+				continue
+			}
 			if ev.ID != "" || ev.Content.Raw == nil {
 				t.Fatalf("invite_state event not stripped: %+v", ev)
 			}
