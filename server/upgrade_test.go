@@ -348,7 +348,9 @@ func TestManualRoomUpgradeCarriesSettings(t *testing.T) {
 		if _, err := bob.cli.JoinRoomByID(ctx, old.RoomID); err != nil {
 			t.Fatal(err)
 		}
-		rule := func(_ roomUser, room id.RoomID) string { return "/_matrix/client/v3/pushrules/global/room/" + esc(string(room)) }
+		rule := func(_ roomUser, room id.RoomID) string {
+			return "/_matrix/client/v3/pushrules/global/room/" + esc(string(room))
+		}
 		for _, u := range []roomUser{alice, bob} {
 			acctDo(t, b, "PUT", rule(u, old.RoomID), u.tok, map[string]any{"actions": []string{"dont_notify"}}).want(t, http.StatusOK, "")
 		}
