@@ -648,8 +648,21 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 		upTo = min(upTo, rs.mem.StreamPos)
 	}
 	var after int64
+	gap := false
 	if !rs.fresh {
 		after = rs.since.Events
+		// Events received across a gap (history this server never got,
+		// crossed with the state at them): the timeline starts at the
+		// newest such event and is limited, so the client paginates into
+		// the gap instead of taking what came before it for everything
+		// (as Synapse does with its timeline gaps).
+		pos, err := s.store.LastTimelineGap(ctx, roomID, after, upTo)
+		if err != nil {
+			return nil, err
+		}
+		if pos > 0 {
+			after, gap = pos-1, true
+		}
 	}
 	tf := rf.Timeline
 	if len(req.ignored) > 0 {
@@ -667,7 +680,7 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 	// A room joined since the last sync: the client has none of its
 	// history, so unless the timeline is all of it, it is limited and the
 	// client may paginate (Synapse marks every newly joined room limited).
-	if rs.fresh && req.since != nil && partial {
+	if (rs.fresh && req.since != nil && partial) || gap {
 		limited = true
 	}
 	// State (spec: "Syncing"). The room's state at a stream position is

@@ -1030,6 +1030,7 @@ func TestTimelineGap(t *testing.T) {
 			fe.events[ev.ID()] = ev
 		}
 		fe.events[unseen.ID()], fe.events[msg.ID()] = unseen, msg
+		since := doSync(t, alice, "", "", 0).NextBatch
 		// alice moves on meanwhile: the room forks.
 		if _, err := alice.cli.SendText(ctx, created.RoomID, "meanwhile"); err != nil {
 			t.Fatal(err)
@@ -1078,6 +1079,16 @@ func TestTimelineGap(t *testing.T) {
 		}
 		if !found {
 			t.Error("/messages lacks the event received across the gap")
+		}
+		// alice's next sync starts at the gap and is limited: what came
+		// before it (her own message included) is for pagination.
+		jr := doSync(t, alice, since, "", 0).Rooms.Join[created.RoomID]
+		var got []string
+		for _, ev := range jr.Timeline.Events {
+			got = append(got, ev.ID.String())
+		}
+		if !jr.Timeline.Limited || !slices.Equal(got, []string{rename.ID(), msg.ID()}) {
+			t.Errorf("sync across the gap: limited %v, timeline %v, want [%s %s]", jr.Timeline.Limited, got, rename.ID(), msg.ID())
 		}
 	})
 }
