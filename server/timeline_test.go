@@ -1020,6 +1020,9 @@ func TestTimelineGap(t *testing.T) {
 		f.mustReceive("r2.test", timeline.Live, timeline.Accepted, f.add(remote, "m.room.member", sp(bob), bob, map[string]any{"membership": "join"}))
 
 		fe := &fetcher{events: map[string]*rooms.Event{}, before: map[string]rooms.StateEvents{}}
+		// A display name this server never gets, but in the state the
+		// origin gives before the renaming (whose auth event it is).
+		f.add(remote, "m.room.member", sp(bob), bob, map[string]any{"membership": "join", "displayname": "Robert"})
 		unseen := f.add(remote, "m.room.message", nil, bob, map[string]any{"msgtype": "m.text", "body": "never seen here"})
 		fe.before[unseen.ID()] = maps.Clone(remote.State)
 		beforeRename := maps.Clone(remote.State)
@@ -1057,7 +1060,8 @@ func TestTimelineGap(t *testing.T) {
 
 		// It gives one event of the gap (the renaming), whose own prev
 		// event it keeps: the renaming starts from the state the origin
-		// gives for it, and the message follows.
+		// gives for it, which brings the auth event only it has, and the
+		// message follows.
 		fe.noMissing, fe.maxMissing, fe.calls = false, 1, nil
 		f.mustReceive("r2.test", timeline.Live, timeline.Accepted, msg)
 		if !slices.Contains(fe.calls, "state "+rename.ID()) || slices.Contains(fe.calls, "state "+msg.ID()) {

@@ -205,6 +205,20 @@ func (rc *receiver) receive(ctx context.Context, e *rooms.Event, sb *stateBefore
 		return Result{EventID: e.ID(), Status: Dropped, Err: err}, nil
 	}
 	e = checked
+	// A live event's missing prev events are fetched first (fillGap), as
+	// Synapse does: they may be the auth events it cites. An event pulled
+	// that way may start from the state its origin gives for it, whose
+	// auth chain then brings the auth events it cites. The checks below
+	// keep their order; only the fetching comes first.
+	if sb == nil && rc.kind == Live {
+		if sb, err = rc.stateBefore(ctx, e); err != nil {
+			var miss *missingError
+			if errors.As(err, &miss) {
+				return Result{EventID: e.ID(), Status: Dropped, Err: err}, nil
+			}
+			return Result{}, err
+		}
+	}
 	// 4. Auth against the event's own auth_events.
 	authEvs, err := rc.authEvents(ctx, e)
 	if err != nil {
