@@ -129,7 +129,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, roomID string, ser
 		if err := s.store.DeleteOutOfRoomMembership(ctx, me.UserID, roomID); err != nil {
 			return err
 		}
-		s.joinedRoom(ctx, me.UserID, roomID)
+		s.joinedUpgradedRoom(ctx, me.UserID, roomID)
 		return writeJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 	}
 	// Joining again with nothing changed makes no new event (Synapse does
@@ -154,7 +154,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, roomID string, ser
 			if err := s.joinRemote(ctx, me.UserID, roomID, append(slices.Clone(servers), others...), content); err != nil {
 				return err
 			}
-			s.joinedRoom(ctx, me.UserID, roomID)
+			s.joinedUpgradedRoom(ctx, me.UserID, roomID)
 			return writeJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 		}
 		return err
@@ -174,7 +174,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, roomID string, ser
 		return err
 	}
 	if before != rooms.MembershipJoin {
-		s.joinedRoom(ctx, me.UserID, roomID)
+		s.joinedUpgradedRoom(ctx, me.UserID, roomID)
 	}
 	return writeJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 }
@@ -192,23 +192,6 @@ func cannotAuthorise(err error) bool {
 func (s *Server) joinedUpgradedRoom(ctx context.Context, userID, roomID string) {
 	if err := s.copySettingsOnJoin(ctx, userID, roomID); err != nil {
 		logFrom(ctx, s.log).Warn("cannot copy room settings to an upgraded room", "room_id", roomID, "user_id", userID, "err", err)
-	}
-}
-
-// joinedRoom is what follows a local user's join: their settings from the
-// room it replaced (joinedUpgradedRoom), and their device list sent to
-// the room's servers that were not receiving it (spec: "Device list
-// updates"), so those servers' users can encrypt for them at once. The
-// join has happened: failures are logged, not reported.
-func (s *Server) joinedRoom(ctx context.Context, userID, roomID string) {
-	s.joinedUpgradedRoom(ctx, userID, roomID)
-	dests, err := s.store.PokeServersNewToUser(ctx, userID, roomID)
-	if err != nil {
-		logFrom(ctx, s.log).Warn("cannot queue device list updates for a joined room", "room_id", roomID, "user_id", userID, "err", err)
-		return
-	}
-	if len(dests) > 0 {
-		s.wakeOutbox(ctx)
 	}
 }
 

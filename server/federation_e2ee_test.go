@@ -17,7 +17,6 @@ import (
 	"hearth/server/servertest"
 	"hearth/server/storage"
 	"hearth/server/storage/storagetest"
-	"hearth/server/timeline"
 )
 
 // End-to-end encryption across two Hearth servers: alice on a, bob on b,
@@ -359,70 +358,6 @@ func TestFederationDeviceNames(t *testing.T) {
 			syncUntil(t, bob.roomUser, since, "the rename", changedHas(alice.id))
 			want = map[bool]any{false: nil, true: "Alice's phone"}[allow]
 			waitFor(t, "bob's server to have alice's device name", func() bool { return name() == want })
-		}
-	})
-}
-
-// TestDeviceListSentOnJoin: a local user who joins a room with a server
-// that was not receiving their device list updates queues an update of
-// each of their devices for it (spec: "Device list updates"; Complement's
-// TestDeviceListsUpdateOverFederationOnRoomJoin); a server that already
-// shares a room with them gets none for the second room.
-func TestDeviceListSentOnJoin(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
-		b := servertest.Start(t, e)
-		ctx := t.Context()
-		f := newFed(t, b, "r2.test")
-		alice, carol := newSyncUser(t, b, "alice"), newSyncUser(t, b, "carol")
-		pokes := func() []string {
-			t.Helper()
-			ps, err := b.Store.DeviceListPokes(ctx, "r2.test", 100)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var out []string
-			for _, p := range ps {
-				if p.UserID == string(carol.id) {
-					out = append(out, p.DeviceID)
-				}
-			}
-			return out
-		}
-		remoteRoom := func() id.RoomID {
-			t.Helper()
-			created, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			remote := f.builderOnHead("r2.test", string(created.RoomID))
-			f.mustReceive("r2.test", timeline.Live, timeline.Accepted,
-				f.add(remote, "m.room.member", sp("@dan:r2.test"), "@dan:r2.test", map[string]any{"membership": "join"}))
-			return created.RoomID
-		}
-		first, second := remoteRoom(), remoteRoom()
-		if got := pokes(); len(got) != 0 {
-			t.Fatalf("pokes for carol before she joined: %v", got)
-		}
-		if _, err := carol.cli.JoinRoomByID(ctx, first); err != nil {
-			t.Fatal(err)
-		}
-		who, err := carol.cli.Whoami(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := pokes(); !slices.Equal(got, []string{string(who.DeviceID)}) {
-			t.Fatalf("carol's pokes for r2.test after her join: %v, want her device %s", got, who.DeviceID)
-		}
-		// Already receiving: the second room queues nothing new.
-		before, err := b.Store.DeviceListStreamID(ctx, string(carol.id))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := carol.cli.JoinRoomByID(ctx, second); err != nil {
-			t.Fatal(err)
-		}
-		if after, err := b.Store.DeviceListStreamID(ctx, string(carol.id)); err != nil || after != before {
-			t.Fatalf("device list position moved from %d to %d (%v) for a server already receiving it", before, after, err)
 		}
 	})
 }

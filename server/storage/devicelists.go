@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 )
 
@@ -50,98 +49,6 @@ func pokeDestinations(ctx context.Context, tx *sql.Tx, userID string) ([]string,
 		}
 	}
 	return dests, rows.Err()
-}
-
-// PokeServersNewToUser queues an update of each of userID's devices for
-// the servers with joined members in roomID that share no other room with
-// the user, and returns them: the user has just joined roomID, and those
-// servers were not receiving the user's device list updates until now
-// (spec: "Device list updates" are sent "when that user joins a room which
-// contains servers which are not already receiving updates").
-func (s *Store) PokeServersNewToUser(ctx context.Context, userID, roomID string) ([]string, error) {
-	var dests []string
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		dests = nil
-		_, own, ok := strings.Cut(userID, ":")
-		if !ok {
-			return nil
-		}
-		servers := func(q string, args ...any) (map[string]bool, error) {
-			rows, err := tx.QueryContext(ctx, q, args...)
-			if err != nil {
-				return nil, fmt.Errorf("storage: servers new to %s: %w", userID, err)
-			}
-			defer rows.Close()
-			out := map[string]bool{}
-			for rows.Next() {
-				var u string
-				if err := rows.Scan(&u); err != nil {
-					return nil, fmt.Errorf("storage: scan member: %w", err)
-				}
-				if _, server, ok := strings.Cut(u, ":"); ok && server != own {
-					out[server] = true
-				}
-			}
-			return out, rows.Err()
-		}
-		inRoom, err := servers(`SELECT DISTINCT state_key FROM current_state
-			WHERE room_id = $1 AND type = 'm.room.member' AND membership = 'join'`, roomID)
-		if err != nil || len(inRoom) == 0 {
-			return err
-		}
-		already, err := servers(`SELECT DISTINCT b.state_key FROM current_state a
-			JOIN current_state b ON b.room_id = a.room_id AND b.type = 'm.room.member' AND b.membership = 'join'
-			WHERE a.type = 'm.room.member' AND a.state_key = $1 AND a.membership = 'join' AND a.room_id <> $2`, userID, roomID)
-		if err != nil {
-			return err
-		}
-		for d := range inRoom {
-			if !already[d] {
-				dests = append(dests, d)
-			}
-		}
-		if len(dests) == 0 {
-			return nil
-		}
-		slices.Sort(dests)
-		rows, err := tx.QueryContext(ctx, `SELECT device_id FROM devices WHERE user_id = $1 ORDER BY device_id`, userID)
-		if err != nil {
-			return fmt.Errorf("storage: devices of %s: %w", userID, err)
-		}
-		var devices []string
-		for rows.Next() {
-			var d string
-			if err := rows.Scan(&d); err != nil {
-				rows.Close()
-				return err
-			}
-			devices = append(devices, d)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		var id int64
-		for _, d := range devices {
-			if id, err = s.nextAuxID(ctx, tx, "device_list"); err != nil {
-				return err
-			}
-			if err := s.queueDeviceListPoke(ctx, tx, dests, userID, d, id); err != nil {
-				return err
-			}
-		}
-		if id == 0 {
-			return nil
-		}
-		// The user's newest device list position moves with the updates,
-		// as for any change (GET /user/devices answers it).
-		if _, err := tx.ExecContext(ctx, `INSERT INTO device_list_changes (user_id, stream_id) VALUES ($1, $2)
-			ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id`, userID, id); err != nil {
-			return fmt.Errorf("storage: mark device list change: %w", err)
-		}
-		return nil
-	})
-	return dests, err
 }
 
 // queueDeviceListPoke records, inside tx, that device of userID ("" for
