@@ -563,13 +563,39 @@ func (s *Server) getTimestampToEvent(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	if len(visible) == 0 {
-		// History this server lacks may have it: ask the room's other
-		// servers, as Synapse does.
-		if resp, ok := s.remoteTimestampToEvent(ctx, roomID, q.Get("ts"), q.Get("dir")); ok {
-			return writeJSON(w, http.StatusOK, resp)
+	var found *storage.Event
+	if len(visible) > 0 {
+		found = visible[0]
+	}
+	// History this server lacks may hold a closer event: when nothing was
+	// found, or (looking forwards) when the event found follows a gap,
+	// ask the room's other servers, and take their answer if it is
+	// closer, as Synapse does.
+	gap := false
+	if found != nil && forwards {
+		if gap, err = s.nextToGap(ctx, found); err != nil {
+			return err
 		}
+	}
+	if found == nil || gap {
+		remote, ok := s.remoteTimestampToEvent(ctx, roomID, q.Get("ts"), q.Get("dir"))
+		if ok && (found == nil || absDiff(remote.OriginServerTS, ts) < absDiff(found.OriginServerTS, ts)) {
+			if seen, err := s.visibleEvent(ctx, me.UserID, remote); err != nil {
+				return err
+			} else if seen != nil {
+				found = seen
+			}
+		}
+	}
+	if found == nil {
 		return matrix.NotFound("no event found from %d in direction %s", ts, q.Get("dir"))
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"event_id": visible[0].EventID, "origin_server_ts": visible[0].OriginServerTS})
+	return writeJSON(w, http.StatusOK, map[string]any{"event_id": found.EventID, "origin_server_ts": found.OriginServerTS})
+}
+
+func absDiff(a, b int64) int64 {
+	if a > b {
+		return a - b
+	}
+	return b - a
 }

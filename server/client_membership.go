@@ -139,7 +139,26 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, roomID string, ser
 			return writeJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 		}
 	}
-	if via, err := s.restrictedJoinVia(ctx, roomID, me.UserID); err != nil {
+	if via, err := s.restrictedJoinVia(ctx, roomID, me.UserID); cannotAuthorise(err) {
+		// A restricted room this server cannot let the user into (no
+		// local member may invite, or it cannot check the allowed rooms):
+		// another server of the room may, through make_join/send_join
+		// (spec: "Restricted rooms"; Synapse does the same).
+		others, oerr := s.store.JoinedServers(ctx, roomID)
+		if oerr != nil {
+			return oerr
+		}
+		if slices.ContainsFunc(others, func(o string) bool { return o != s.cfg.ServerName }) {
+			// The servers the client named first, then the room's (this
+			// one is skipped).
+			if err := s.joinRemote(ctx, me.UserID, roomID, append(slices.Clone(servers), others...), content); err != nil {
+				return err
+			}
+			s.joinedUpgradedRoom(ctx, me.UserID, roomID)
+			return writeJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+		}
+		return err
+	} else if err != nil {
 		return err
 	} else if via != "" {
 		content["join_authorised_via_users_server"] = via
@@ -158,6 +177,13 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, roomID string, ser
 		s.joinedUpgradedRoom(ctx, me.UserID, roomID)
 	}
 	return writeJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+}
+
+// cannotAuthorise reports whether err is restrictedJoinVia's answer that
+// this server cannot authorise a restricted join.
+func cannotAuthorise(err error) bool {
+	var me *matrix.Error
+	return errors.As(err, &me) && (me.Code == "M_UNABLE_TO_GRANT_JOIN" || me.Code == "M_UNABLE_TO_AUTHORISE_JOIN")
 }
 
 // joinedUpgradedRoom copies a user's settings from the room the joined

@@ -157,7 +157,8 @@ func (s *Server) postReadMarkers(w http.ResponseWriter, r *http.Request) error {
 
 // receiptEvent renders receipts as one m.receipt ephemeral event for
 // viewer: content is event ID → receipt type → user ID → {ts, thread_id}.
-// Other users' private receipts are left out.
+// Other users' private receipts are left out; of a user's receipts of one
+// type on one event, the unthreaded one wins.
 func receiptEvent(viewer string, rs []storage.Receipt) map[string]any {
 	content := map[string]map[string]map[string]any{}
 	n := 0
@@ -175,12 +176,25 @@ func receiptEvent(viewer string, rs []storage.Receipt) map[string]any {
 			byUser = map[string]any{}
 			byType[rc.Type] = byUser
 		}
+		// A user has room for one receipt of a type per event: when they
+		// have an unthreaded and a threaded one for the same event, the
+		// unthreaded one is shown (MSC4102, spec v1.11 "Threaded read
+		// receipts"), whichever was sent last.
+		if prev, ok := byUser[rc.UserID].(map[string]any); ok {
+			if _, threaded := prev["thread_id"]; !threaded {
+				continue
+			}
+			if rc.ThreadID != "" {
+				continue
+			}
+		} else {
+			n++
+		}
 		info := map[string]any{"ts": rc.TS}
 		if rc.ThreadID != "" {
 			info["thread_id"] = rc.ThreadID
 		}
 		byUser[rc.UserID] = info
-		n++
 	}
 	if n == 0 {
 		return nil

@@ -129,6 +129,11 @@ func (s *Server) postCreateRoom(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// A room made by hand to replace another (creation_content's
+	// predecessor, then a tombstone in the old room): the creator joined
+	// it, and takes their settings for the old room along, as any local
+	// user who joins it does.
+	s.joinedUpgradedRoom(r.Context(), me.UserID, roomID)
 	if alias != "" {
 		if err := s.store.CreateAlias(r.Context(), alias, roomID, me.UserID); errors.Is(err, storage.ErrConflict) {
 			return &matrix.Error{Code: "M_ROOM_IN_USE", Msg: "room alias already taken"}

@@ -74,11 +74,13 @@ type leftRoom struct {
 	AccountData eventsBlock   `json:"account_data"`
 }
 
+// syncRooms leaves out an empty section, as Synapse does: a client (and
+// MSC4155's tests) may read a present "invite" as "there are invites".
 type syncRooms struct {
-	Join   map[string]*joinedRoom `json:"join"`
-	Invite map[string]any         `json:"invite"`
-	Leave  map[string]*leftRoom   `json:"leave"`
-	Knock  map[string]any         `json:"knock"`
+	Join   map[string]*joinedRoom `json:"join,omitempty"`
+	Invite map[string]any         `json:"invite,omitempty"`
+	Leave  map[string]*leftRoom   `json:"leave,omitempty"`
+	Knock  map[string]any         `json:"knock,omitempty"`
 }
 
 type syncResponse struct {
@@ -646,8 +648,21 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 		upTo = min(upTo, rs.mem.StreamPos)
 	}
 	var after int64
+	gap := false
 	if !rs.fresh {
 		after = rs.since.Events
+		// Events received across a gap (history this server never got,
+		// crossed with the state at them): the timeline starts at the
+		// newest such event and is limited, so the client paginates into
+		// the gap instead of taking what came before it for everything
+		// (as Synapse does with its timeline gaps).
+		pos, err := s.store.LastTimelineGap(ctx, roomID, after, upTo)
+		if err != nil {
+			return nil, err
+		}
+		if pos > 0 {
+			after, gap = pos-1, true
+		}
 	}
 	tf := rf.Timeline
 	if len(req.ignored) > 0 {
@@ -658,9 +673,15 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 		c.ignored = req.ignored
 		tf = &c
 	}
-	timeline, limited, err := s.syncTimeline(ctx, req.me.UserID, roomID, after, upTo, req.filter.timelineLimit(), tf)
+	timeline, limited, partial, err := s.syncTimeline(ctx, req.me.UserID, roomID, after, upTo, req.filter.timelineLimit(), tf)
 	if err != nil {
 		return nil, err
+	}
+	// A room joined since the last sync: the client has none of its
+	// history, so unless the timeline is all of it, it is limited and the
+	// client may paginate (Synapse marks every newly joined room limited).
+	if (rs.fresh && req.since != nil && partial) || gap {
+		limited = true
 	}
 	// State (spec: "Syncing"). The room's state at a stream position is
 	// its current state as it was then (the current-state deltas),
@@ -855,49 +876,54 @@ func setsKey(e *storage.Event, k storage.StateKey) bool {
 }
 
 // syncTimeline returns the newest visible, filter-passing events of the
-// room in (after, upTo], at most limit, oldest first, and whether older
-// ones were left out. History the user may not see ends the scan.
-func (s *Server) syncTimeline(ctx context.Context, userID, roomID string, after, upTo int64, limit int, f *roomEventFilter) ([]*storage.Event, bool, error) {
+// room in (after, upTo], at most limit, oldest first, whether older ones
+// were left out (limited), and whether any event of the range is missing
+// from the answer (partial: limited, or filtered out, or not visible).
+// History the user may not see ends the scan.
+func (s *Server) syncTimeline(ctx context.Context, userID, roomID string, after, upTo int64, limit int, f *roomEventFilter) (evs []*storage.Event, limited, partial bool, err error) {
 	batch := min(limit+1, 500)
 	maxScan := 10*(limit+1) + 500
 	var kept []*storage.Event
 	cursor, scanned := upTo, 0
 	for len(kept) <= limit && cursor > after {
-		evs, err := s.store.RoomEvents(ctx, roomID, after, cursor, batch, true)
+		rows, err := s.store.RoomEvents(ctx, roomID, after, cursor, batch, true)
 		if err != nil {
-			return nil, false, err
+			return nil, false, false, err
 		}
-		if len(evs) == 0 {
+		if len(rows) == 0 {
 			break
 		}
-		cursor = evs[len(evs)-1].StreamPos - 1
-		scanned += len(evs)
-		visible, err := s.filterVisible(ctx, userID, evs)
+		cursor = rows[len(rows)-1].StreamPos - 1
+		scanned += len(rows)
+		visible, err := s.filterVisible(ctx, userID, rows)
 		if err != nil {
-			return nil, false, err
+			return nil, false, false, err
 		}
 		shown := visibleByID(visible)
 		hidden := false
-		for _, e := range evs {
+		for _, e := range rows {
 			// The user's own membership events are always theirs to see
 			// (their leave above all).
 			own := e.Type == rooms.TypeMember && e.StateKey != nil && *e.StateKey == userID
 			v := shown[e.EventID]
 			if v == nil && !own {
 				hidden = true
+				partial = true
 				break
 			}
 			if v == nil {
 				v = e
 			}
-			if f.allowsEvent(e) {
-				kept = append(kept, v)
-				if len(kept) > limit {
-					break
-				}
+			if !f.allowsEvent(e) {
+				partial = true
+				continue
+			}
+			kept = append(kept, v)
+			if len(kept) > limit {
+				break
 			}
 		}
-		if hidden || len(evs) < batch {
+		if hidden || len(rows) < batch {
 			break
 		}
 		if scanned >= maxScan && len(kept) <= limit {
@@ -907,17 +933,17 @@ func (s *Server) syncTimeline(ctx context.Context, userID, roomID string, after,
 			break
 		}
 	}
-	limited := len(kept) > limit
+	limited = len(kept) > limit
 	if limited {
 		kept = kept[:limit]
 	}
 	slices.Reverse(kept)
-	return kept, limited, nil
+	return kept, limited, partial || limited, nil
 }
 
 // strippedState is what an invitee or knocker sees of the room: a few
-// state events, stripped to type, state_key, sender and content, and their
-// own membership event.
+// state events, stripped to type, state_key, sender and content (the
+// create event whole), and their own membership event.
 func (s *Server) strippedState(ctx context.Context, m storage.RoomMembership) ([]any, error) {
 	ev, err := s.store.EventByID(ctx, m.EventID)
 	if err != nil {
@@ -949,7 +975,12 @@ func (s *Server) strippedState(ctx context.Context, m storage.RoomMembership) ([
 	slices.SortFunc(evs, byStreamPos)
 	out := make([]any, 0, len(evs))
 	for _, e := range evs {
-		out = append(out, map[string]any{"type": e.Type, "state_key": e.StateKey, "sender": e.Sender, "content": contentOf(e.JSON)})
+		se := map[string]any{"type": e.Type, "state_key": e.StateKey, "sender": e.Sender, "content": contentOf(e.JSON)}
+		if e.Type == rooms.TypeCreate {
+			// The whole event (spec v1.16, MSC4311; addCreateFields).
+			se["event_id"], se["origin_server_ts"], se["room_id"] = e.EventID, e.OriginServerTS, e.RoomID
+		}
+		out = append(out, se)
 	}
 	return out, nil
 }

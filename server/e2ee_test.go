@@ -184,6 +184,29 @@ func (u *e2eeUser) claim(t *testing.T, b *servertest.Bundle, target *e2eeUser) m
 	return got
 }
 
+// TestKeyClaimUploadOrder: one-time keys are handed out in the order they
+// were uploaded (MSC4225, spec v1.15), not in key ID order: a key uploaded
+// later never goes out before an older one still waiting.
+func TestKeyClaimUploadOrder(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice, bob := newE2EEUser(t, b, "alice"), newE2EEUser(t, b, "bob")
+		alice.upload(t, b, map[string]any{"device_keys": alice.deviceKeys(t)}).want(t, http.StatusOK, "")
+		// Uploaded newest key ID first; then two keys in one upload.
+		order := []string{"signed_curve25519:ZZZ", "signed_curve25519:MMM", "signed_curve25519:AAA", "signed_curve25519:BBB"}
+		alice.upload(t, b, map[string]any{"one_time_keys": map[string]any{order[0]: alice.otk(t, false)}}).want(t, http.StatusOK, "")
+		alice.upload(t, b, map[string]any{"one_time_keys": map[string]any{order[1]: alice.otk(t, false)}}).want(t, http.StatusOK, "")
+		alice.upload(t, b, map[string]any{"one_time_keys": map[string]any{
+			order[2]: alice.otk(t, false), order[3]: alice.otk(t, false)}}).want(t, http.StatusOK, "")
+		for i, want := range order {
+			got := bob.claim(t, b, alice)
+			if got[want] == nil || len(got) != 1 {
+				t.Fatalf("claim %d = %v, want %s", i, got, want)
+			}
+		}
+	})
+}
+
 func TestKeysUploadQueryClaim(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
 		b := servertest.Start(t, e)
@@ -586,9 +609,15 @@ func TestCrossSigningAndSignatures(t *testing.T) {
 		if r := acctDo(t, b, http.MethodPost, csPath, alice.tok, body); r.status != http.StatusUnauthorized || r.errcode() != "M_FORBIDDEN" {
 			t.Fatalf("wrong password: %d %v", r.status, r.body)
 		}
+		var done map[string]any // the request that passed UIA
 		acctUIA(t, b, http.MethodPost, csPath, alice.tok, repl.body(), func(s string) map[string]any {
-			return acctPasswordAuth("alice", acctPW, s)
+			done = acctPasswordAuth("alice", acctPW, s)
+			return done
 		}).want(t, http.StatusOK, "")
+		// Repeated as it was, with its finished session: still 200 (MSC3967).
+		again := repl.body()
+		again["auth"] = done
+		acctDo(t, b, http.MethodPost, csPath, alice.tok, again).want(t, http.StatusOK, "")
 		q = bob.query(t, b, alice)
 		if dig(q.body, "master_keys", string(alice.id), "keys", "ed25519:"+repl.masterPub) == nil {
 			t.Fatalf("master key not replaced: %v", dig(q.body, "master_keys"))

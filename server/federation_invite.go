@@ -111,13 +111,39 @@ func clientStrippedState(roomID string, raws []json.RawMessage) []json.RawMessag
 		if e.RoomID != nil && *e.RoomID != roomID {
 			continue
 		}
-		stripped, err := json.Marshal(map[string]any{"type": *e.Type, "state_key": *e.StateKey, "sender": *e.Sender, "content": e.Content})
+		ev := map[string]any{"type": *e.Type, "state_key": *e.StateKey, "sender": *e.Sender, "content": e.Content}
+		if *e.Type == rooms.TypeCreate && *e.StateKey == "" {
+			addCreateFields(ev, roomID, raw)
+		}
+		stripped, err := json.Marshal(ev)
 		if err != nil {
 			continue
 		}
 		out = append(out, stripped)
 	}
 	return out
+}
+
+// addCreateFields makes a stripped m.room.create event the whole event, as
+// clients are shown it since v1.16 (MSC4311: the create event in
+// invite_state and knock_state is the full event, so a client knows the
+// room's version and creators for sure): event ID and timestamp too, when
+// the inviting server sent the full PDU.
+func addCreateFields(ev map[string]any, roomID string, raw []byte) {
+	ver := gjson.GetBytes(raw, "content.room_version").String()
+	if ver == "" {
+		ver = "1" // the create event of a version 1 room may lack it
+	}
+	rv, ok := rooms.LookupVersion(ver)
+	ts := gjson.GetBytes(raw, "origin_server_ts")
+	if !ok || ts.Type != gjson.Number {
+		return
+	}
+	pdu, err := rooms.ParseEvent(rv, raw)
+	if err != nil {
+		return
+	}
+	ev["event_id"], ev["origin_server_ts"], ev["room_id"] = pdu.ID(), ts.Int(), roomID
 }
 
 // receiveInvite answers PUT /_matrix/federation/v2/invite/{roomId}/{eventId}:

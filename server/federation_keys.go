@@ -478,6 +478,9 @@ func (s *Server) receiveDeviceListUpdate(ctx context.Context, origin string, con
 	if err != nil {
 		return err
 	}
+	if stop, err := s.forgetIfUntracked(ctx, c.UserID); stop || err != nil {
+		return err
+	}
 	switch res {
 	case storage.UpdateApplied:
 		return s.notifyPeers(ctx, c.UserID)
@@ -601,6 +604,11 @@ func (s *Server) resync(ctx context.Context, userID string) error {
 	if ferr == nil {
 		ferr = s.store.ResyncRemoteDeviceList(ctx, l)
 	}
+	if ferr == nil {
+		if stop, err := s.forgetIfUntracked(ctx, userID); stop || err != nil {
+			return err
+		}
+	}
 	if ferr != nil {
 		if err := s.store.ForgetRemoteDeviceList(ctx, userID); err != nil {
 			return errors.Join(ferr, err)
@@ -610,6 +618,18 @@ func (s *Server) resync(ctx context.Context, userID string) error {
 		}
 	}
 	return errors.Join(ferr, s.notifyPeers(ctx, userID))
+}
+
+// forgetIfUntracked drops userID's cached device list when no local user
+// shares a room with them any more (stop): they left while an update was
+// applied or their list fetched, and the leave dropped the cache before
+// this stored it.
+func (s *Server) forgetIfUntracked(ctx context.Context, userID string) (stop bool, err error) {
+	tracked, err := s.store.SharesRoomWithLocalUser(ctx, userID)
+	if err != nil || tracked {
+		return false, err
+	}
+	return true, s.store.ForgetRemoteDeviceList(ctx, userID)
 }
 
 // fetchUserDevices asks userID's server for their device list.

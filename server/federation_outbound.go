@@ -278,8 +278,16 @@ func cmpOr(a, b string) string {
 // remoteTimestampToEvent asks the room's other servers for the event
 // closest to ts (GET /_matrix/federation/v1/timestamp_to_event), and
 // answers the first event found that this server can also read about.
-func (s *Server) remoteTimestampToEvent(ctx context.Context, roomID, ts, dir string) (map[string]any, bool) {
+func (s *Server) remoteTimestampToEvent(ctx context.Context, roomID, ts, dir string) (*storage.Event, bool) {
 	if s.fedClient == nil {
+		return nil, false
+	}
+	room, err := s.store.RoomByID(ctx, roomID)
+	if err != nil {
+		return nil, false
+	}
+	rv, ok := rooms.LookupVersion(room.RoomVersion)
+	if !ok {
 		return nil, false
 	}
 	servers, err := s.store.JoinedServers(ctx, roomID)
@@ -298,9 +306,46 @@ func (s *Server) remoteTimestampToEvent(ctx context.Context, roomID, ts, dir str
 		if err := s.fedClient.Do(ctx, server, http.MethodGet, "/_matrix/federation/v1/timestamp_to_event/"+url.PathEscape(roomID), q, nil, &resp); err != nil {
 			continue
 		}
-		if strings.HasPrefix(resp.EventID, "$") {
-			return map[string]any{"event_id": resp.EventID, "origin_server_ts": resp.OriginServerTS}, true
+		if !strings.HasPrefix(resp.EventID, "$") {
+			continue
+		}
+		// The event itself, as backfilled history (spec: the server
+		// "should try to backfill this event"), so that /context and
+		// /messages can start from it; its own timestamp, not the one
+		// claimed, is what counts.
+		if se, err := s.store.EventByID(ctx, resp.EventID); err == nil && se.Live() {
+			return se, true
+		}
+		ev, err := federation.Fetcher{Client: s.fedClient}.Event(ctx, server, rv, resp.EventID)
+		if err != nil || ev.ID() != resp.EventID || ev.RoomID() != roomID {
+			continue
+		}
+		if _, err := s.timeline.Receive(ctx, server, timeline.Backfill, []*rooms.Event{ev}); err != nil {
+			continue
+		}
+		if se, err := s.store.EventByID(ctx, resp.EventID); err == nil && se.Live() {
+			return se, true
 		}
 	}
 	return nil, false
+}
+
+// nextToGap reports whether some of e's prev events are not in this
+// server's timeline: history it lacks may lie just before e.
+func (s *Server) nextToGap(ctx context.Context, e *storage.Event) (bool, error) {
+	prevs, err := s.store.PrevEvents(ctx, e.EventID)
+	if err != nil {
+		return false, err
+	}
+	have, err := s.store.EventsByID(ctx, prevs)
+	if err != nil {
+		return false, err
+	}
+	placed := 0
+	for _, p := range have {
+		if !p.Outlier {
+			placed++
+		}
+	}
+	return placed < len(prevs), nil
 }

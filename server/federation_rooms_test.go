@@ -390,3 +390,92 @@ func TestFederationRescindedInvite(t *testing.T) {
 		}
 	})
 }
+
+// TestFederationRestrictedJoinAuthorisedLocally: a user joining a
+// restricted room through their own server, which has a member who may
+// invite, is authorised by that member without asking the room's other
+// servers (Complement's TestRestrictedRoomsLocalJoin*).
+func TestFederationRestrictedJoinAuthorisedLocally(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		fed := servertest.NewFederation(t)
+		a, b := fed.Start(t, e), fed.Start(t, e)
+		ctx := t.Context()
+		alice, bob, charlie := newSyncUser(t, a, "alice"), newSyncUser(t, b, "bob"), newSyncUser(t, b, "charlie")
+		allowed, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "11"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		restricted, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "11", InitialState: []*event.Event{{
+			Type: event.StateJoinRules, StateKey: new(string), Content: event.Content{Raw: map[string]any{
+				"join_rule": "restricted", "allow": []any{map[string]any{"type": "m.room_membership", "room_id": allowed.RoomID}}}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		viaA := &mautrix.ReqJoinRoom{Via: []string{a.Cfg.ServerName}}
+		for _, room := range []id.RoomID{allowed.RoomID, restricted.RoomID} {
+			if _, err := bob.cli.JoinRoom(ctx, string(room), viaA); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pl, err := alice.cli.SendStateEvent(ctx, restricted.RoomID, event.StatePowerLevels, "", map[string]any{"invite": 50,
+			"users": map[string]any{string(alice.id): 100, string(bob.id): 50}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "b to see bob may invite", func() bool {
+			_, err := b.Store.EventByID(ctx, string(pl.EventID))
+			return err == nil
+		})
+		if _, err := charlie.cli.JoinRoom(ctx, string(allowed.RoomID), viaA); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := charlie.cli.JoinRoom(ctx, string(restricted.RoomID), &mautrix.ReqJoinRoom{Via: []string{b.Cfg.ServerName}}); err != nil {
+			t.Fatalf("charlie's join through his own server: %v", err)
+		}
+		ev, err := b.Store.CurrentStateEvent(ctx, string(restricted.RoomID), "m.room.member", string(charlie.id))
+		if err != nil || !strings.Contains(string(ev.JSON), `"join_authorised_via_users_server":"`+string(bob.id)+`"`) {
+			t.Fatalf("charlie's join: %+v %v", ev, err)
+		}
+	})
+}
+
+// TestFederationRestrictedJoinFallsBackToAnotherServer: a user whose own
+// server is in a restricted room but has no member who may invite joins
+// through another server of the room, which authorises it (Complement's
+// TestRestrictedRoomsRemoteJoinLocalUser).
+func TestFederationRestrictedJoinFallsBackToAnotherServer(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		fed := servertest.NewFederation(t)
+		a, b := fed.Start(t, e), fed.Start(t, e)
+		ctx := t.Context()
+		alice, bob, charlie := newSyncUser(t, a, "alice"), newSyncUser(t, a, "bob"), newSyncUser(t, b, "charlie")
+		allowed, err := charlie.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "11"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		restricted, err := charlie.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "11", InitialState: []*event.Event{{
+			Type: event.StateJoinRules, StateKey: new(string), Content: event.Content{Raw: map[string]any{
+				"join_rule": "restricted", "allow": []any{map[string]any{"type": "m.room_membership", "room_id": allowed.RoomID}}}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := charlie.cli.InviteUser(ctx, restricted.RoomID, &mautrix.ReqInviteUser{UserID: alice.id}); err != nil {
+			t.Fatal(err)
+		}
+		viaB := &mautrix.ReqJoinRoom{Via: []string{b.Cfg.ServerName}}
+		if _, err := alice.cli.JoinRoom(ctx, string(restricted.RoomID), viaB); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.cli.JoinRoom(ctx, string(allowed.RoomID), viaB); err != nil {
+			t.Fatal(err)
+		}
+		// a is in the room, but alice may not invite: b authorises.
+		if _, err := bob.cli.JoinRoom(ctx, string(restricted.RoomID), &mautrix.ReqJoinRoom{Via: []string{a.Cfg.ServerName}}); err != nil {
+			t.Fatalf("bob's join through his own server: %v", err)
+		}
+		waitFor(t, "b to see bob's join", func() bool {
+			ev, err := b.Store.CurrentStateEvent(ctx, string(restricted.RoomID), "m.room.member", string(bob.id))
+			return err == nil && strings.Contains(string(ev.JSON), `"join_authorised_via_users_server":"`+string(charlie.id)+`"`)
+		})
+	})
+}

@@ -528,6 +528,19 @@ func TestFederationBackPagination(t *testing.T) {
 		if err != nil || near.EventID != mid {
 			t.Errorf("timestamp_to_event in history bob's server lacks: %+v %v, want %s", near, err, mid)
 		}
+		// Forwards, bob's own join is the first event his server has after
+		// that time, but it follows a gap: alice's server knows a closer
+		// one, which bob's server fetches so /context can start from it.
+		next, err := bob.cli.TimestampToEvent(ctx, room.RoomID, midTS.Add(5*time.Millisecond), mautrix.DirectionForward)
+		if err != nil || next.EventID == mid {
+			t.Fatalf("timestamp_to_event forwards across the gap: %+v %v", next, err)
+		}
+		if ev, err := a.Store.EventByID(ctx, string(next.EventID)); err != nil || !strings.Contains(string(ev.JSON), "history 13") {
+			t.Errorf("timestamp_to_event forwards: %s is not the message after %s (%v)", next.EventID, mid, err)
+		}
+		if _, err := bob.cli.Context(ctx, room.RoomID, next.EventID, nil, 1); err != nil {
+			t.Errorf("/context of the event found across the gap: %v", err)
+		}
 		var got []string
 		from := ""
 		for page := 0; page < 20; page++ {
@@ -789,8 +802,16 @@ func TestFederationInviteRoomState(t *testing.T) {
 		for _, ev := range evs {
 			m := ev.(map[string]any)
 			for k := range m {
-				if k != "type" && k != "state_key" && k != "sender" && k != "content" {
+				if k != "type" && k != "state_key" && k != "sender" && k != "content" && m["type"] != "m.room.create" {
 					t.Errorf("invite_state %s shows the client %q", m["type"], k)
+				}
+			}
+			// The create event whole (MSC4311), under its real ID.
+			if m["type"] == "m.room.create" {
+				if id, _ := m["event_id"].(string); id == "" || m["origin_server_ts"] == nil || m["room_id"] != roomID {
+					t.Errorf("invite_state create event is not whole: %v", m)
+				} else if se, err := a.Store.EventByID(ctx, id); err != nil || se.Type != "m.room.create" {
+					t.Errorf("invite_state create event ID %s: %v %v", id, se, err)
 				}
 			}
 			shown = append(shown, m["type"].(string))

@@ -460,6 +460,25 @@ func TestHistoryVisibility(t *testing.T) {
 		}
 		histGet(t, b, bob.tok, "/_matrix/client/v3/rooms/"+esc(string(room))+"/context/"+esc(string(secret)), nil).want(t, 404, "M_NOT_FOUND")
 		acctDo(t, b, "GET", "/_matrix/client/v3/rooms/"+esc(string(room))+"/event/"+esc(string(secret)), bob.tok, nil).want(t, 404, "M_NOT_FOUND")
+		// Bob leaves: he still sees his own leave (the spec lets a user see
+		// their membership events on the state before them), not what
+		// came after it.
+		if _, err := bob.cli.LeaveRoom(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		histText(t, alice, room, "after bob left")
+		r := histGet(t, b, bob.tok, "/_matrix/client/v3/rooms/"+esc(string(room))+"/messages", url.Values{"dir": {"b"}, "limit": {"2"}})
+		chunk, _ := r.body["chunk"].([]any)
+		if r.status != 200 || len(chunk) != 2 {
+			t.Fatalf("messages of a departed member: %d %v", r.status, r.body)
+		}
+		first, _ := chunk[0].(map[string]any)
+		c, _ := first["content"].(map[string]any)
+		second, _ := chunk[1].(map[string]any)
+		c2, _ := second["content"].(map[string]any)
+		if first["type"] != "m.room.member" || first["state_key"] != string(bob.id) || c["membership"] != "leave" || c2["body"] != "after bob" {
+			t.Fatalf("messages of a departed member, newest first: %v", chunk)
+		}
 		shared, sharedRoom, _ := seenBy("shared")
 		if !shared["before bob"] || !shared["after bob"] {
 			t.Fatalf("shared visibility: bob saw %v", shared)

@@ -66,6 +66,11 @@ func TestInviteFiltering(t *testing.T) {
 		if got := invites(alice); got != 0 {
 			t.Errorf("alice sees %d ignored invites", got)
 		}
+		// No invite section at all, as in Synapse (MSC4155's tests read
+		// its presence as an invite shown).
+		if r := acctDo(t, a, "GET", "/_matrix/client/v3/sync", alice.tok, nil); r.status != 200 || r.body["rooms"].(map[string]any)["invite"] != nil {
+			t.Errorf("sync with only ignored invites: %d %v", r.status, r.body["rooms"])
+		}
 
 		// Globs on servers; an allowed user wins over a blocked server.
 		alice = fresh(map[string]any{"allowed_users": []string{"@bob:*"}, "blocked_servers": []string{"127.0.0.?:*", "*"}})

@@ -459,7 +459,12 @@ func (s *Server) postDeviceSigningUpload(w http.ResponseWriter, r *http.Request)
 	if err != nil && !hasUIASession(fields) {
 		return err
 	}
-	if hasUIASession(fields) || replacesKeys(news, existing) {
+	// UIA when the upload replaces keys, or when it is only an auth dict
+	// (its session's body then). The same keys again succeed whatever
+	// auth they carry, even a finished session's: a client repeating its
+	// upload (MSC3967, as Synapse does).
+	onlyAuth := err != nil || len(news) == 0
+	if (hasUIASession(fields) && onlyAuth) || replacesKeys(news, existing) {
 		se, bound, err := s.uia(w, r, fields, s.crossSigningResetUIA(r, me.UserID))
 		if err != nil || se == nil {
 			return err

@@ -453,6 +453,39 @@ func TestSyncLimitedTimeline(t *testing.T) {
 	})
 }
 
+// TestSyncNewlyJoinedLimited: a room joined since the last sync is
+// limited unless its timeline is the whole room, so the client knows to
+// paginate for what a filter or the limit left out (Complement's TestSync,
+// "Newly joined room has correct timeline in incremental sync").
+func TestSyncNewlyJoinedLimited(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice, bob, carol := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob"), newSyncUser(t, b, "carol")
+		room := sharedRoom(t, alice)
+		for i := range 8 {
+			send(t, alice, room, fmt.Sprint("m", i))
+		}
+		const messagesOnly = `{"room":{"timeline":{"limit":10,"types":["m.room.message"]},"state":{"types":[]}}}`
+		bobSince := doSync(t, bob, "", messagesOnly, 0).NextBatch
+		carolSince := doSync(t, carol, "", bigTimeline, 0).NextBatch
+		for _, u := range []roomUser{bob, carol} {
+			if _, err := u.cli.JoinRoomByID(t.Context(), room); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Every message fits, but the room's state events were filtered out.
+		jr := doSync(t, bob, bobSince, messagesOnly, 0).Rooms.Join[room]
+		if jr == nil || len(bodies(jr.Timeline.Events)) != 8 || !jr.Timeline.Limited {
+			t.Fatalf("filtered newly joined room: %+v", jr)
+		}
+		// The whole room fits: not limited.
+		jr = doSync(t, carol, carolSince, bigTimeline, 0).Rooms.Join[room]
+		if jr == nil || hasType(jr.Timeline.Events, "m.room.create") == nil || jr.Timeline.Limited {
+			t.Fatalf("whole newly joined room: %+v", jr)
+		}
+	})
+}
+
 func TestSyncLazyLoadMembers(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
 		b := servertest.Start(t, e)
@@ -522,6 +555,13 @@ func TestSyncMembershipSections(t *testing.T) {
 		types := map[string]bool{}
 		for _, ev := range inv.State.Events {
 			types[ev.Type.Type] = true
+			if ev.Type.Type == "m.room.create" {
+				// The create event whole (spec v1.16, MSC4311).
+				if ev.ID == "" || ev.Timestamp == 0 || ev.RoomID != room {
+					t.Fatalf("invite_state create event not whole: %+v", ev)
+				}
+				continue
+			}
 			if ev.ID != "" || ev.Content.Raw == nil {
 				t.Fatalf("invite_state event not stripped: %+v", ev)
 			}
@@ -815,6 +855,22 @@ func TestSyncReceipts(t *testing.T) {
 		noEph := doSync(t, alice, "", `{"room":{"ephemeral":{"not_types":["m.receipt"]}}}`, 0)
 		if jr := noEph.Rooms.Join[room]; jr == nil || len(jr.Ephemeral.Events) != 0 {
 			t.Fatalf("ephemeral filter: %+v", jr)
+		}
+		// An unthreaded and a threaded receipt on the same event: the
+		// unthreaded one is shown (MSC4102), though the threaded one came
+		// last.
+		if err := bob.cli.SendReceipt(ctx, room, msg, event.ReceiptTypeRead, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := bob.cli.SendReceipt(ctx, room, msg, event.ReceiptTypeRead, map[string]any{"thread_id": "main"}); err != nil {
+			t.Fatal(err)
+		}
+		for _, from := range []string{"", since} {
+			read, _ := receiptsOf(doSync(t, alice, from, "", 0))["m.read"].(map[string]any)
+			info, _ := read[string(bob.id)].(map[string]any)
+			if _, threaded := info["thread_id"]; info == nil || threaded {
+				t.Fatalf("sync from %q: bob's receipt on a clash = %v, want the unthreaded one", from, info)
+			}
 		}
 	})
 }

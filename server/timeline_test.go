@@ -917,6 +917,9 @@ type fetcher struct {
 	calls  []string
 	// noMissing: the server does not answer /get_missing_events.
 	noMissing bool
+	// maxMissing, when set, caps the events /get_missing_events gives (a
+	// gap longer than the server hands out).
+	maxMissing int
 }
 
 func (fe *fetcher) MissingEvents(_ context.Context, server string, _ *rooms.RoomVersion, _ string, earliest, latest []string, limit int) ([]*rooms.Event, error) {
@@ -934,6 +937,9 @@ func (fe *fetcher) MissingEvents(_ context.Context, server string, _ *rooms.Room
 		if e := fe.events[id]; e != nil {
 			queue = append(queue, e.PrevEventIDs()...)
 		}
+	}
+	if fe.maxMissing > 0 {
+		limit = min(limit, fe.maxMissing)
 	}
 	seen := map[string]bool{}
 	for len(queue) > 0 && len(out) < limit {
@@ -986,15 +992,18 @@ func (fe *fetcher) StateBefore(_ context.Context, server string, _ *rooms.RoomVe
 	return state, chain, nil
 }
 
-// TestTimelineGap: an event whose auth event and prev event this server
-// never received is dropped when nothing can fetch them; with a fetcher,
-// the missing auth event is fetched and checked, the state before the
-// event is asked for, and the event joins the room as a new branch, merged
-// into the current state.
+// TestTimelineGap: an event whose auth event and prev events this server
+// never received is dropped when nothing can fetch them, and when the
+// origin will not give the missing prev events (a pushed event is never
+// placed on the state its origin claims for it alone, as in Synapse). When
+// the gap is longer than what /get_missing_events gives, the oldest event
+// it gives starts from the state the origin gives for it, and the event
+// joins the room as a new branch, merged into the current state.
 //
-// bob (r2.test) is in alice's room. His server sends his new display name
-// (a member event) and then a message; this server misses the first. The
-// message cites the missing member event as auth event and prev event.
+// bob (r2.test) is in alice's room. His server sends a message, his new
+// display name (a member event) and then another message; this server
+// misses the first two. The last message cites the missing member event as
+// auth event and prev event.
 func TestTimelineGap(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
 		b := servertest.Start(t, e)
@@ -1011,13 +1020,20 @@ func TestTimelineGap(t *testing.T) {
 		f.mustReceive("r2.test", timeline.Live, timeline.Accepted, f.add(remote, "m.room.member", sp(bob), bob, map[string]any{"membership": "join"}))
 
 		fe := &fetcher{events: map[string]*rooms.Event{}, before: map[string]rooms.StateEvents{}}
+		// A display name this server never gets, but in the state the
+		// origin gives before the renaming (whose auth event it is).
+		f.add(remote, "m.room.member", sp(bob), bob, map[string]any{"membership": "join", "displayname": "Robert"})
+		unseen := f.add(remote, "m.room.message", nil, bob, map[string]any{"msgtype": "m.text", "body": "never seen here"})
+		fe.before[unseen.ID()] = maps.Clone(remote.State)
+		beforeRename := maps.Clone(remote.State)
 		rename := f.add(remote, "m.room.member", sp(bob), bob, map[string]any{"membership": "join", "displayname": "Bob"})
-		before := maps.Clone(remote.State)
+		fe.before[rename.ID()] = beforeRename
 		msg := f.add(remote, "m.room.message", nil, bob, map[string]any{"msgtype": "m.text", "body": "hello across a gap"})
-		fe.before[msg.ID()] = before
 		for _, ev := range remote.State {
 			fe.events[ev.ID()] = ev
 		}
+		fe.events[unseen.ID()], fe.events[msg.ID()] = unseen, msg
+		since := doSync(t, alice, "", "", 0).NextBatch
 		// alice moves on meanwhile: the room forks.
 		if _, err := alice.cli.SendText(ctx, created.RoomID, "meanwhile"); err != nil {
 			t.Fatal(err)
@@ -1029,16 +1045,31 @@ func TestTimelineGap(t *testing.T) {
 			t.Fatal("a dropped event was stored")
 		}
 
-		fe.noMissing = true // so the state at the message is asked for
+		// The origin does not give the missing prev events: dropped, and
+		// the state it would give for the message is not asked for.
+		fe.noMissing = true
 		f.tl.SetFetcher(fe)
 		t.Cleanup(func() { f.tl.SetFetcher(nil) })
+		f.mustReceive("r2.test", timeline.Live, timeline.Dropped, msg)
+		if slices.Contains(fe.calls, "state "+msg.ID()) {
+			t.Errorf("fetcher calls %v: the state before a pushed event was asked for", fe.calls)
+		}
+		if _, err := b.Store.EventByID(ctx, msg.ID()); err == nil {
+			t.Fatal("a dropped event was stored")
+		}
+
+		// It gives one event of the gap (the renaming), whose own prev
+		// event it keeps: the renaming starts from the state the origin
+		// gives for it, which brings the auth event only it has, and the
+		// message follows.
+		fe.noMissing, fe.maxMissing, fe.calls = false, 1, nil
 		f.mustReceive("r2.test", timeline.Live, timeline.Accepted, msg)
-		if !slices.Contains(fe.calls, "event "+rename.ID()) || !slices.Contains(fe.calls, "state "+msg.ID()) {
-			t.Errorf("fetcher calls %v: want bob's renaming and the state before the message", fe.calls)
+		if !slices.Contains(fe.calls, "state "+rename.ID()) || slices.Contains(fe.calls, "state "+msg.ID()) {
+			t.Errorf("fetcher calls %v: want the state before the renaming, not before the message", fe.calls)
 		}
 		se, err := b.Store.EventByID(ctx, rename.ID())
-		if err != nil || !se.Outlier {
-			t.Errorf("bob's renaming: stored %+v (%v), want an outlier", se, err)
+		if err != nil || se.Outlier {
+			t.Errorf("bob's renaming: stored %+v (%v), want a timeline event", se, err)
 		}
 		if got := f.currentEvent(roomID, "m.room.member", bob); got != rename.ID() {
 			t.Errorf("bob's membership in the current state: %q, want the renaming %s", got, rename.ID())
@@ -1052,6 +1083,16 @@ func TestTimelineGap(t *testing.T) {
 		}
 		if !found {
 			t.Error("/messages lacks the event received across the gap")
+		}
+		// alice's next sync starts at the gap and is limited: what came
+		// before it (her own message included) is for pagination.
+		jr := doSync(t, alice, since, "", 0).Rooms.Join[created.RoomID]
+		var got []string
+		for _, ev := range jr.Timeline.Events {
+			got = append(got, ev.ID.String())
+		}
+		if !jr.Timeline.Limited || !slices.Equal(got, []string{rename.ID(), msg.ID()}) {
+			t.Errorf("sync across the gap: limited %v, timeline %v, want [%s %s]", jr.Timeline.Limited, got, rename.ID(), msg.ID())
 		}
 	})
 }

@@ -53,6 +53,7 @@ func TestRoomUpgrade(t *testing.T) {
 				{Type: event.StateEncryption, Content: event.Content{Raw: map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}},
 				{Type: event.StateGuestAccess, Content: event.Content{Raw: map[string]any{"guest_access": "forbidden"}}},
 				{Type: event.StateRoomAvatar, Content: event.Content{Raw: map[string]any{"url": "mxc://hearth.test/avatar"}}},
+				{Type: event.StateGuestAccess, Content: event.Content{Raw: map[string]any{"guest_access": "can_join"}}},
 				{Type: event.StateServerACL, Content: event.Content{Raw: map[string]any{"allow": []string{"*"}, "deny": []string{"evil.example"}}}},
 				{Type: event.NewEventType("org.example.custom"), StateKey: new(""), Content: event.Content{Raw: map[string]any{"x": 1}}},
 			}})
@@ -127,7 +128,7 @@ func TestRoomUpgrade(t *testing.T) {
 		}
 		for _, c := range []struct{ typ, key, want string }{
 			{"m.room.name", "name", "Old"}, {"m.room.topic", "topic", "the topic"}, {"m.room.join_rules", "join_rule", "public"},
-			{"m.room.history_visibility", "history_visibility", "shared"}, {"m.room.guest_access", "guest_access", "forbidden"},
+			{"m.room.history_visibility", "history_visibility", "shared"}, {"m.room.guest_access", "guest_access", "can_join"},
 			{"m.room.encryption", "algorithm", "m.megolm.v1.aes-sha2"}, {"m.room.avatar", "url", "mxc://hearth.test/avatar"},
 			{"m.room.canonical_alias", "alias", "#lounge:hearth.test"},
 		} {
@@ -328,5 +329,50 @@ func TestRoomUpgradeV12(t *testing.T) {
 		// createRoom validates additional_creators the same way.
 		acctDo(t, b, "POST", "/_matrix/client/v3/createRoom", alice.tok, map[string]any{"room_version": "12",
 			"creation_content": map[string]any{"additional_creators": []any{"not-a-user-id"}}}).want(t, 400, "M_INVALID_PARAM")
+	})
+}
+
+// TestManualRoomUpgradeCarriesSettings: a room made by hand to replace
+// another (createRoom with creation_content.predecessor) gives its creator,
+// and every local user who joins it, their push rules for the old room, as
+// an upgrade through the API does (Complement's TestPushRuleRoomUpgrade,
+// "manually upgrading").
+func TestManualRoomUpgradeCarriesSettings(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice, bob := newRoomUser(t, b, "alice"), newRoomUser(t, b, "bob")
+		old, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "10"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.cli.JoinRoomByID(ctx, old.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		rule := func(_ roomUser, room id.RoomID) string {
+			return "/_matrix/client/v3/pushrules/global/room/" + esc(string(room))
+		}
+		for _, u := range []roomUser{alice, bob} {
+			acctDo(t, b, "PUT", rule(u, old.RoomID), u.tok, map[string]any{"actions": []string{"dont_notify"}}).want(t, http.StatusOK, "")
+		}
+		created, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "11",
+			CreationContent: map[string]any{"predecessor": map[string]any{"room_id": string(old.RoomID)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.cli.SendStateEvent(ctx, old.RoomID, event.StateTombstone, "", map[string]any{
+			"body": "replaced", "replacement_room": created.RoomID}); err != nil {
+			t.Fatal(err)
+		}
+		acctDo(t, b, "GET", rule(alice, created.RoomID), alice.tok, nil).want(t, http.StatusOK, "")
+		acctDo(t, b, "GET", rule(bob, created.RoomID), bob.tok, nil).want(t, http.StatusNotFound, "M_NOT_FOUND")
+		if _, err := bob.cli.JoinRoomByID(ctx, created.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		r := acctDo(t, b, "GET", rule(bob, created.RoomID), bob.tok, nil)
+		r.want(t, http.StatusOK, "")
+		if acts, _ := r.body["actions"].([]any); len(acts) != 1 || acts[0] != "dont_notify" {
+			t.Fatalf("bob's copied rule: %v", r.body)
+		}
 	})
 }

@@ -57,6 +57,45 @@ func (s *Server) visibilityOfGroup(ctx context.Context, group int64, userID stri
 	return v, nil
 }
 
+// visibilityBefore is the visibility of e on the state before it, for the
+// events the spec lets a user see on either side: their own m.room.member
+// events and m.room.history_visibility events. after is the visibility on
+// the state after e (its state group); nil for other events.
+func (s *Server) visibilityBefore(ctx context.Context, e *storage.Event, after visibilityAt, userID string) (*visibilityAt, error) {
+	own := e.Type == rooms.TypeMember && e.StateKey != nil && *e.StateKey == userID
+	hv := e.Type == rooms.TypeHistoryVis && e.StateKey != nil && *e.StateKey == ""
+	if !own && !hv {
+		return nil, nil
+	}
+	before := after
+	if own {
+		before.membership = rooms.MembershipLeave
+	} else {
+		before.visibility = "shared"
+	}
+	if e.ReplacesState == "" {
+		return &before, nil
+	}
+	prev, err := s.store.EventByID(ctx, e.ReplacesState)
+	if errors.Is(err, storage.ErrNotFound) {
+		return &before, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if own {
+		before.membership = prev.Membership
+	} else {
+		var c struct {
+			HistoryVisibility string `json:"history_visibility"`
+		}
+		if json.Unmarshal(contentOf(prev.JSON), &c) == nil && c.HistoryVisibility != "" {
+			before.visibility = c.HistoryVisibility
+		}
+	}
+	return &before, nil
+}
+
 // allows applies the visibility rules, given the viewer's current membership.
 func (v visibilityAt) allows(currentMembership string) bool {
 	switch {
@@ -116,7 +155,16 @@ func (s *Server) filterVisible(ctx context.Context, userID string, evs []*storag
 			byGroup[e.StateGroup] = v
 		}
 		if !v.allows(current) {
-			continue
+			// The user's own membership events and history visibility
+			// events may also be seen on the state before them (spec:
+			// "History visibility"): a user sees their own leave.
+			before, err := s.visibilityBefore(ctx, e, v, userID)
+			if err != nil {
+				return nil, err
+			}
+			if before == nil || !before.allows(current) {
+				continue
+			}
 		}
 		if v.membership != rooms.MembershipJoin && e.Sender != userID && s.isLocalUser(e.Sender) {
 			gone, ok := erased[e.Sender]

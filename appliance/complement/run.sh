@@ -11,9 +11,7 @@
 #   COMPLEMENT_DIR      the Complement checkout (required)
 #   COMPLEMENT_PKGS     packages to run (default: ./tests ./tests/csapi)
 #   COMPLEMENT_RUN      a go test -run pattern (default: every test)
-#   COMPLEMENT_SKIP     a go test -skip pattern (default: TestPushSync,
-#                       which panics the test binary while push rules
-#                       cannot be changed)
+#   COMPLEMENT_SKIP     a go test -skip pattern (default: none)
 #   COMPLEMENT_TIMEOUT  go test -timeout per package (default: 90m)
 #   COMPLEMENT_OUT      where the logs go (default: bin/complement)
 #   COMPLEMENT_IMAGE    the image (default: complement-hearth)
@@ -23,7 +21,7 @@ set -eu
 
 : "${COMPLEMENT_DIR:?set COMPLEMENT_DIR to a checkout of https://github.com/matrix-org/complement}"
 pkgs=${COMPLEMENT_PKGS:-./tests ./tests/csapi}
-skip=${COMPLEMENT_SKIP-^TestPushSync\$}
+skip=${COMPLEMENT_SKIP-}
 out=${COMPLEMENT_OUT:-bin/complement}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)

@@ -165,6 +165,11 @@ trusted_key_servers: []
 # Complement's Synapse shows device names to other servers, and its
 # federation tests expect them.
 allow_device_name_lookup_over_federation: true
+# Complement's Synapse keeps the body-mention push rules spec v1.17 removed
+# (msc4210_enabled is off), and its thread notification tests mention
+# users in the body only.
+push:
+  legacy_mention_rules: true
 `)
 	// Complement's CA signs every server's certificate, the test process's
 	// own federation servers included: trust it (and only it) for outbound

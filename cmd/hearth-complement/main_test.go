@@ -82,6 +82,9 @@ func TestConfigFederatesUnderComplement(t *testing.T) {
 	if !cfg.AllowDeviceNameLookupOverFederation {
 		t.Error("device names are not shown to other servers")
 	}
+	if !cfg.Push.LegacyMentionRules {
+		t.Error("the legacy body-mention push rules Complement's Synapse has are off")
+	}
 
 	// The certificate of another homeserver of the run verifies against
 	// the trusted pool, for its name.

@@ -116,7 +116,8 @@ func initialState(is []InitialStateEvent, typ string) (InitialStateEvent, bool) 
 
 // CreateRoom builds the event sequence of POST /createRoom in the order the
 // spec prescribes: create, the creator's join, power_levels, canonical_alias,
-// the preset's join_rules/history_visibility/guest_access, initial_state,
+// the preset's join_rules/history_visibility/guest_access (can_join only),
+// initial_state,
 // name and topic, then invites. A preset event whose type initial_state
 // sets is left out, and power_levels in initial_state is sent in the
 // defaults' place. Every event is authorised as it is added.
@@ -228,6 +229,9 @@ func CreateRoom(req CreateRoomRequest, key SigningKey, now func() int64) ([]*Eve
 	}
 	for _, pe := range presetEvents {
 		if pe.typ == TypeGuestAccess && guestAccess == "" {
+			// A room without the event is closed to guests (spec: "Guest
+			// Access"): other servers' view of a room's first events is
+			// then the same as of a Synapse room.
 			continue
 		}
 		if _, set := initialState(req.InitialState, pe.typ); set {

@@ -19,8 +19,8 @@ func TestCreateRoomPresets(t *testing.T) {
 	}{
 		{PresetPrivateChat, "", JoinRuleInvite, "can_join", 0, false},
 		{PresetTrustedPrivateChat, "", JoinRuleInvite, "can_join", 0, true},
-		{PresetPublicChat, "", JoinRulePublic, "", 50, false},
-		{"", "public", JoinRulePublic, "", 50, false},
+		{PresetPublicChat, "", JoinRulePublic, "forbidden", 50, false},
+		{"", "public", JoinRulePublic, "forbidden", 50, false},
 		{"", "private", JoinRuleInvite, "can_join", 0, false},
 	}
 	for _, tt := range tests {
@@ -52,8 +52,8 @@ func TestCreateRoomPresets(t *testing.T) {
 					TypeJoinRules + "|", TypeHistoryVis + "|", TypeGuestAccess + "|", TypeEncryption + "|",
 					TypeName + "|", TypeTopic + "|", TypeMember + "|" + bob,
 				}
-				if tt.guest == "" {
-					// Public rooms have no guest_access event (as in Synapse).
+				if tt.guest == "forbidden" {
+					// No event: its absence forbids guests (as in Synapse).
 					wantOrder = slices.DeleteFunc(wantOrder, func(s string) bool { return s == TypeGuestAccess+"|" })
 				}
 				if strings.Join(order, ",") != strings.Join(wantOrder, ",") {
@@ -93,10 +93,10 @@ func TestCreateRoomPresets(t *testing.T) {
 				if jr := contentString(st.Get(TypeJoinRules, "").Content(), "join_rule"); jr != tt.joinRule {
 					t.Errorf("join_rule %s, want %s", jr, tt.joinRule)
 				}
-				if ga := st.Get(TypeGuestAccess, ""); tt.guest == "" && ga != nil {
-					t.Errorf("a public room has a guest_access event: %s", ga.Content())
-				} else if tt.guest != "" && (ga == nil || contentString(ga.Content(), "guest_access") != tt.guest) {
-					t.Errorf("guest_access %v, want %s", ga, tt.guest)
+				if ga := st.Get(TypeGuestAccess, ""); tt.guest == "forbidden" && ga != nil {
+					t.Errorf("guest_access event %s, want none", ga.Content())
+				} else if tt.guest != "forbidden" && contentString(ga.Content(), "guest_access") != tt.guest {
+					t.Errorf("guest_access %s, want %s", ga.Content(), tt.guest)
 				}
 				if h := contentString(st.Get(TypeHistoryVis, "").Content(), "history_visibility"); h != "shared" {
 					t.Errorf("history_visibility %s", h)

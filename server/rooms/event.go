@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
 
@@ -55,13 +56,34 @@ var ErrBadEvent = errors.New("malformed event")
 
 // ErrEventTooLarge is wrapped when a PDU exceeds the spec's size limits
 // (65536 bytes of canonical JSON; 255 bytes for sender, room_id, type,
-// state_key and event_id). Client endpoints map it to M_TOO_LARGE.
+// state_key and event_id, counted in codepoints for other servers' events).
+// Client endpoints map it to M_TOO_LARGE.
 var ErrEventTooLarge = errors.New("event too large")
 
 const (
 	maxPDUSize   = 65536
 	maxFieldSize = 255
 )
+
+// idFields are the fields the spec limits to 255 bytes, by name.
+func (e *Event) idFields() map[string]string {
+	sk := ""
+	if e.f.StateKey != nil {
+		sk = *e.f.StateKey
+	}
+	return map[string]string{"sender": e.f.Sender, "room_id": e.f.RoomID, "type": e.f.Type, "state_key": sk, "event_id": e.f.EventID}
+}
+
+// checkFieldBytes holds an event this server builds to the spec's limit:
+// 255 bytes for sender, room_id, type, state_key and event_id.
+func (e *Event) checkFieldBytes() error {
+	for name, v := range e.idFields() {
+		if len(v) > maxFieldSize {
+			return fmt.Errorf("%w: %s is %d bytes", ErrEventTooLarge, name, len(v))
+		}
+	}
+	return nil
+}
 
 // ParseEvent parses a PDU in the given room version. It checks the shape of
 // the event and that it is canonical-JSON encodable (integers only within
@@ -101,13 +123,14 @@ func parseEvent(rv *RoomVersion, raw []byte, storedID string) (*Event, error) {
 	if err := json.Unmarshal(raw, &e.f); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadEvent, err)
 	}
-	sk := ""
-	if e.f.StateKey != nil {
-		sk = *e.f.StateKey
-	}
-	for name, v := range map[string]string{"sender": e.f.Sender, "room_id": e.f.RoomID, "type": e.f.Type, "state_key": sk, "event_id": e.f.EventID} {
-		if len(v) > maxFieldSize {
-			return nil, fmt.Errorf("%w: %s is %d bytes", ErrEventTooLarge, name, len(v))
+	// Other servers' events are held to 255 codepoints, not bytes: Synapse
+	// has always counted codepoints, rooms hold events it let through, and
+	// refusing one (a prev event, a piece of state) would cut this server
+	// off from the room. This server's own events keep to the spec's bytes
+	// (finishEvent).
+	for name, v := range e.idFields() {
+		if n := utf8.RuneCountInString(v); n > maxFieldSize {
+			return nil, fmt.Errorf("%w: %s is %d codepoints", ErrEventTooLarge, name, n)
 		}
 	}
 	if e.f.Type == "" || e.f.Sender == "" {

@@ -350,6 +350,45 @@ func TestEventSizeLimits(t *testing.T) {
 	}
 }
 
+// TestReceivedFieldLimitsInCodepoints: another server's event may hold a
+// state key of 255 codepoints that is longer than 255 bytes (Synapse has
+// always counted codepoints, and rooms hold such events); this server's own
+// events keep to 255 bytes.
+func TestReceivedFieldLimitsInCodepoints(t *testing.T) {
+	t.Parallel()
+	key := testKey(t, "example.org")
+	rv := MustVersion("11")
+	build := func(stateKey string) []byte {
+		t.Helper()
+		obj, err := eventObject(rv, EventTemplate{Type: "my.room.breaker", StateKey: &stateKey, Content: map[string]any{},
+			RoomID: "!r:example.org", Sender: alice, Depth: 1, OriginServerTS: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := signObject(rv, obj, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	wide := strings.Repeat("\U0001F4A5", 70) // 280 bytes, 70 codepoints
+	e, err := ParseEvent(rv, build(wide))
+	if err != nil {
+		t.Fatalf("received event with a 280-byte, 70-codepoint state key: %v", err)
+	}
+	if sk, _ := e.StateKey(); sk != wide {
+		t.Errorf("state key %q", sk)
+	}
+	if _, err := ParseEvent(rv, build(strings.Repeat("\u00e9", 256))); !errors.Is(err, ErrEventTooLarge) {
+		t.Errorf("256-codepoint state key: err = %v, want ErrEventTooLarge", err)
+	}
+	_, err = BuildEvent(rv, EventTemplate{Type: "x", StateKey: &wide, Content: map[string]any{},
+		RoomID: "!r:example.org", Sender: alice, Depth: 1, OriginServerTS: 1}, key)
+	if !errors.Is(err, ErrEventTooLarge) {
+		t.Errorf("local event with a 280-byte state key: err = %v, want ErrEventTooLarge", err)
+	}
+}
+
 func TestClientEvent(t *testing.T) {
 	t.Parallel()
 	for _, ver := range []string{"10", "11", "12"} {

@@ -275,8 +275,25 @@ func CompleteProto(rv *RoomVersion, proto []byte, content any, key SigningKey) (
 }
 
 // finishEvent adds the event ID (v1/v2), the content hash and key's
-// signature to an event object.
+// signature to an event object, and holds it to the spec's size limits.
 func finishEvent(rv *RoomVersion, obj map[string]any, key SigningKey) (*Event, error) {
+	raw, err := signObject(rv, obj, key)
+	if err != nil {
+		return nil, err
+	}
+	e, err := ParseEvent(rv, raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.checkFieldBytes(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// signObject adds the event ID (v1/v2), the content hash and key's
+// signature to an event object and returns its JSON.
+func signObject(rv *RoomVersion, obj map[string]any, key SigningKey) ([]byte, error) {
 	if rv.EventIDs == EventIDRandom {
 		obj["event_id"] = "$" + randomString(18) + ":" + key.ServerName
 	}
@@ -292,10 +309,7 @@ func finishEvent(rv *RoomVersion, obj map[string]any, key SigningKey) (*Event, e
 	if raw, err = json.Marshal(obj, json.Deterministic(true)); err != nil {
 		return nil, err
 	}
-	if raw, err = SignEvent(rv, raw, key); err != nil {
-		return nil, err
-	}
-	return ParseEvent(rv, raw)
+	return SignEvent(rv, raw, key)
 }
 
 // BuildProto renders an event template as the unsigned event a server

@@ -375,6 +375,25 @@ func (s *Store) PrevEvents(ctx context.Context, eventID string) ([]string, error
 	return out, rows.Err()
 }
 
+// LastTimelineGap returns the stream position of the newest live event of
+// the room in (after, upTo] that follows a gap: one of its prev events is
+// not in this server's timeline (unknown, or known only as an outlier), as
+// when a received event's missing history was crossed with the state at it
+// rather than fetched. 0 when there is none.
+func (s *Store) LastTimelineGap(ctx context.Context, roomID string, after, upTo int64) (int64, error) {
+	var pos sql.NullInt64
+	err := s.read.QueryRowContext(ctx, `SELECT MAX(e.stream_ordering) FROM events e
+		JOIN event_edges ed ON ed.event_id = e.event_id
+		LEFT JOIN events p ON p.event_id = ed.prev_event_id
+		WHERE e.room_id = $1 AND e.stream_ordering > $2 AND e.stream_ordering <= $3
+			AND e.outlier = 0 AND e.rejected = 0 AND e.soft_failed = 0
+			AND (p.event_id IS NULL OR p.outlier = 1)`, roomID, after, upTo).Scan(&pos)
+	if err != nil {
+		return 0, fmt.Errorf("storage: timeline gap: %w", err)
+	}
+	return pos.Int64, nil
+}
+
 // BackwardExtremities lists up to limit prev_events of the room's timeline
 // events that this server does not have in its timeline: where its history
 // of the room stops and older history could be backfilled from.

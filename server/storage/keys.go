@@ -131,6 +131,15 @@ func (s *Store) UploadKeys(ctx context.Context, userID, deviceID string, u *KeyU
 				changed = true
 			}
 		}
+		// This upload's place in the device's upload order (the key IDs
+		// are the tie-break within one upload).
+		var seq int64
+		if len(u.OneTimeKeys) > 0 {
+			if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(upload_seq), 0) + 1 FROM one_time_keys WHERE user_id = $1 AND device_id = $2`,
+				userID, deviceID).Scan(&seq); err != nil {
+				return fmt.Errorf("storage: one-time key upload order: %w", err)
+			}
+		}
 		for _, k := range u.OneTimeKeys {
 			var old string
 			err := tx.QueryRowContext(ctx, `SELECT key_json FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND key_id = $4`,
@@ -144,8 +153,8 @@ func (s *Store) UploadKeys(ctx context.Context, userID, deviceID string, u *KeyU
 			case notFound(err, "") != ErrNotFound:
 				return fmt.Errorf("storage: read one-time key: %w", err)
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json) VALUES ($1, $2, $3, $4, $5)`,
-				userID, deviceID, k.Algorithm, k.KeyID, string(k.JSON)); err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json, upload_seq) VALUES ($1, $2, $3, $4, $5, $6)`,
+				userID, deviceID, k.Algorithm, k.KeyID, string(k.JSON), seq); err != nil {
 				return fmt.Errorf("storage: put one-time key: %w", err)
 			}
 		}
@@ -221,8 +230,8 @@ func (s *Store) DeviceKeys(ctx context.Context, userID string) (map[string][]byt
 	return out, rows.Err()
 }
 
-// ClaimOneTimeKey takes one of the device's one-time keys of algorithm,
-// deleting it, so each key is handed out exactly once even to concurrent
+// ClaimOneTimeKey takes the device's oldest one-time key of algorithm (in
+// upload order, MSC4225), deleting it, so each key is handed out exactly once even to concurrent
 // claimers. Without one it hands out the device's fallback key, marking it
 // used. It returns ErrNotFound when the device has neither.
 func (s *Store) ClaimOneTimeKey(ctx context.Context, userID, deviceID, algorithm string) (*OneTimeKey, error) {
@@ -239,7 +248,7 @@ func (s *Store) ClaimOneTimeKey(ctx context.Context, userID, deviceID, algorithm
 			k := OneTimeKey{Algorithm: algorithm}
 			var js string
 			err := tx.QueryRowContext(ctx, `SELECT key_id, key_json FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3
-				ORDER BY key_id LIMIT 1`, userID, deviceID, algorithm).Scan(&k.KeyID, &js)
+				ORDER BY upload_seq, key_id LIMIT 1`, userID, deviceID, algorithm).Scan(&k.KeyID, &js)
 			if notFound(err, "") == ErrNotFound {
 				break
 			}

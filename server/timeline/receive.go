@@ -205,6 +205,20 @@ func (rc *receiver) receive(ctx context.Context, e *rooms.Event, sb *stateBefore
 		return Result{EventID: e.ID(), Status: Dropped, Err: err}, nil
 	}
 	e = checked
+	// A live event's missing prev events are fetched first (fillGap), as
+	// Synapse does: they may be the auth events it cites. An event pulled
+	// that way may start from the state its origin gives for it, whose
+	// auth chain then brings the auth events it cites. The checks below
+	// keep their order; only the fetching comes first.
+	if sb == nil && rc.kind == Live {
+		if sb, err = rc.stateBefore(ctx, e); err != nil {
+			var miss *missingError
+			if errors.As(err, &miss) {
+				return Result{EventID: e.ID(), Status: Dropped, Err: err}, nil
+			}
+			return Result{}, err
+		}
+	}
 	// 4. Auth against the event's own auth_events.
 	authEvs, err := rc.authEvents(ctx, e)
 	if err != nil {
@@ -508,9 +522,11 @@ func (rc *receiver) authorizeAgainst(ctx context.Context, e *rooms.Event, ids ro
 
 // stateBefore computes the state before a received event: the state after
 // its prev event, or the resolution of the states after its prev events.
-// When some prev events are unknown (a gap), the origin is asked for the
-// state before the event instead (its events checked and stored as
-// outliers).
+// When some prev events are unknown (a gap), the origin is asked for them
+// (fillGap); an event pulled that way whose own prev events are unknown
+// starts from the state the origin gives for it (its events checked and
+// stored as outliers). A pushed event still missing prev events after
+// that is dropped.
 func (rc *receiver) stateBefore(ctx context.Context, e *rooms.Event) (*stateBefore, error) {
 	t := rc.t
 	prevs := e.PrevEventIDs()
@@ -518,7 +534,13 @@ func (rc *receiver) stateBefore(ctx context.Context, e *rooms.Event) (*stateBefo
 	if err != nil {
 		return nil, err
 	}
-	if rc.kind == Live && len(stored) < len(prevs) && !e.IsCreate() {
+	placed := 0 // prev events in the timeline (not outliers)
+	for _, se := range stored {
+		if !se.Outlier {
+			placed++
+		}
+	}
+	if rc.kind == Live && placed < len(prevs) && !e.IsCreate() {
 		// A gap before a live event: ask for what is missing first.
 		if err := rc.fillGap(ctx, e); err != nil {
 			return nil, err
@@ -542,6 +564,16 @@ func (rc *receiver) stateBefore(ctx context.Context, e *rooms.Event) (*stateBefo
 		if !slices.Contains(groups, se.StateGroup) {
 			groups = append(groups, se.StateGroup)
 		}
+	}
+	if len(missing) > 0 && rc.kind == Live && !rc.fillingGap && rc.t.fetch != nil {
+		// A live event pushed to this server whose prev events are still
+		// unknown once the origin was asked for them: the origin withholds
+		// (or cannot give) the history the event builds on. Taking the
+		// state it claims for the event would let it become the room's
+		// only forward extremity on that state alone, so it is refused, as
+		// Synapse does. Events pulled to fill a gap (fillGap) may still
+		// start from the state the origin gives: the gap's edge.
+		return nil, &missingError{what: "prev events (the origin did not give them)", ids: missing}
 	}
 	if len(missing) > 0 || len(prevs) == 0 {
 		return rc.fetchStateBefore(ctx, e, missing)
