@@ -30,6 +30,8 @@ func (s *Server) getVersions(w http.ResponseWriter, r *http.Request) error {
 			// path is served although v1.19 is not listed (as Synapse).
 			"uk.half-shot.msc2666.query_mutual_rooms":        true,
 			"uk.half-shot.msc2666.query_mutual_rooms.stable": true,
+			// Simplified sliding sync (MSC4186), which Element X requires.
+			"org.matrix.simplified_msc3575": true,
 		},
 	})
 }

@@ -62,6 +62,9 @@ func (s *Server) routes() http.Handler {
 	// MSC2666's unstable path for /mutual_rooms, which Synapse served before
 	// v1.19.
 	r.With(s.auth).Get("/_matrix/client/unstable/uk.half-shot.msc2666/user/mutual_rooms", s.api(s.getMutualRooms))
+	// Simplified sliding sync (MSC4186), the sync of Element X and the
+	// other matrix-rust-sdk clients (client_slidingsync.go).
+	r.With(s.auth).Post("/_matrix/client/unstable/org.matrix.simplified_msc3575/sync", s.api(s.postSlidingSync))
 
 	// The content repository's own prefix: uploads, and the legacy
 	// unauthenticated download and thumbnail endpoints Synapse still serves

@@ -56,9 +56,13 @@ type Server struct {
 	touches *touchCache
 	// timeline is the only way events enter rooms; notifier wakes /sync
 	// when it persists one.
-	timeline  *timeline.Timeline
-	reg       registrationState
-	notifier  *notifier
+	timeline *timeline.Timeline
+	reg      registrationState
+	notifier *notifier
+	// sliding holds the sliding sync connections, roomFacts what list
+	// filters learn of rooms (client_slidingsync.go).
+	sliding   slidingConns
+	roomFacts roomFacts
 	dashboard http.Handler
 	// media is the content repository's state (media.go).
 	media *mediaRepo
