@@ -171,6 +171,14 @@ func TestSlidingSyncListsAndRoomFields(t *testing.T) {
 		if r3.PrevBatch == "" || r3.NumLive == nil || *r3.NumLive != 0 {
 			t.Fatalf("prev_batch %q num_live %v", r3.PrevBatch, r3.NumLive)
 		}
+		// prev_batch pages back from the timeline with /messages.
+		older, err := alice.cli.Messages(t.Context(), three, r3.PrevBatch, "", mautrix.DirectionBackward, nil, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bodies(older.Chunk); len(got) == 0 || got[0] != "third" {
+			t.Fatalf("back-paginated %v, want third first", got)
+		}
 		if *r3.JoinedCount != 2 || *r3.InvitedCount != 0 {
 			t.Fatalf("counts joined %d invited %d", *r3.JoinedCount, *r3.InvitedCount)
 		}
@@ -229,6 +237,21 @@ func TestSlidingSyncListsAndRoomFields(t *testing.T) {
 		// A list that did not change (the order is the same) is left out.
 		if _, ok := inc2.Lists["all"]; ok {
 			t.Fatal("unchanged list was sent")
+		}
+
+		// Alice leaves room two: it comes once more with her leave, then
+		// drops out of the list.
+		if _, err := alice.cli.LeaveRoom(t.Context(), two); err != nil {
+			t.Fatal(err)
+		}
+		left := ssSync(t, alice, inc2.Pos, 0, body)
+		lr := left.Rooms[string(two)]
+		if lr == nil || len(lr.Timeline) != 1 || lr.Timeline[0].Type != event.StateMember || lr.Timeline[0].Content.Raw["membership"] != "leave" {
+			t.Fatalf("the leave: %+v", lr)
+		}
+		gone := ssSync(t, alice, left.Pos, 0, body)
+		if c := gone.Lists["all"].Count; c != 3 || slices.Contains(listOrder(t, gone, "all"), string(two)) {
+			t.Fatalf("after the leave: count %d, rooms %v", c, listOrder(t, gone, "all"))
 		}
 	})
 }
