@@ -38,9 +38,6 @@ const (
 	// maxSlidingConns bounds the connections kept in memory; the least
 	// recently used goes first (its client gets M_UNKNOWN_POS).
 	maxSlidingConns = 20000
-	// maxSlidingRooms bounds the rooms one response details (all ranges
-	// and subscriptions together).
-	maxSlidingRooms = 1000
 )
 
 type slidingRoomConfig struct {
@@ -347,10 +344,9 @@ func (r *slidingResponse) empty() bool {
 
 // slidingCandidate is a room the user may see in a list.
 type slidingCandidate struct {
-	m     storage.RoomMembership
-	bump  int64
-	isDM  bool
-	shown bool // in a range or subscribed: detailed in this response
+	m    storage.RoomMembership
+	bump int64
+	isDM bool
 }
 
 // slidingOnce computes one response against prev (nil: a new
@@ -497,7 +493,6 @@ func (sc *slidingCtx) lists(ctx context.Context, cands map[string]*slidingCandid
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	shown := 0
 	for _, name := range names {
 		l := sc.req.Lists[name]
 		ids, err := sc.filter(ctx, cands, l.Filters)
@@ -523,10 +518,6 @@ func (sc *slidingCtx) lists(ctx context.Context, cands map[string]*slidingCandid
 			}
 			end := min(rg[1], int64(len(ids))-1)
 			part := ids[rg[0] : end+1]
-			if shown+len(part) > maxSlidingRooms {
-				part = part[:max(0, maxSlidingRooms-shown)]
-			}
-			shown += len(part)
 			out.Ops = append(out.Ops, slidingListOp{Op: "SYNC", Range: []int64{rg[0], end}, RoomIDs: slices.Clone(part)})
 			for _, id := range part {
 				configs[id] = mergeRoomConfig(configs[id], &l.slidingRoomConfig)
@@ -552,11 +543,8 @@ func (sc *slidingCtx) lists(ctx context.Context, cands map[string]*slidingCandid
 	// Room subscriptions: rooms the user is (or was) in, whether or not a
 	// list shows them.
 	for id, c := range sc.req.RoomSubscriptions {
-		if cands[id] == nil || shown >= maxSlidingRooms {
+		if cands[id] == nil {
 			continue
-		}
-		if configs[id] == nil {
-			shown++
 		}
 		configs[id] = mergeRoomConfig(configs[id], c)
 	}

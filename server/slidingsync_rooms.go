@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -310,12 +311,31 @@ func (sc *slidingCtx) rooms(ctx context.Context, cands map[string]*slidingCandid
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
+	// The user's own receipts change the room's unread counts: such a
+	// room comes again, with its counts.
+	read := map[string]bool{}
+	if sc.prev != nil && sc.to.Aux > sc.prev.token.Aux {
+		rs, err := sc.s.store.ReceiptsBetween(ctx, ids, sc.prev.token.Aux, sc.to.Aux)
+		if err != nil {
+			return err
+		}
+		for _, r := range rs {
+			if r.UserID == sc.me.UserID {
+				read[r.RoomID] = true
+			}
+		}
+	}
+	parsed := map[string]*requiredState{}
 	counted := map[string]bool{}
 	for _, id := range ids {
 		c := cands[id]
-		c.shown = true
 		cfg := configs[id]
-		rs := parseRequiredState(cfg.RequiredState, sc.me.UserID)
+		key := fmt.Sprint(cfg.RequiredState)
+		rs := parsed[key]
+		if rs == nil {
+			rs = parseRequiredState(cfg.RequiredState, sc.me.UserID)
+			parsed[key] = rs
+		}
 		var had *sentRoom
 		if sc.prev != nil {
 			had = sc.prev.rooms[id]
@@ -338,7 +358,7 @@ func (sc *slidingCtx) rooms(ctx context.Context, cands map[string]*slidingCandid
 				}
 				moved = len(evs) > 0 || m.Membership != had.membership
 			}
-			if !moved && m.Membership == had.membership {
+			if !moved && m.Membership == had.membership && !read[id] {
 				if had.upTo < upTo {
 					nr := *had
 					nr.upTo = upTo

@@ -253,6 +253,20 @@ func TestSlidingSyncListsAndRoomFields(t *testing.T) {
 		if c := gone.Lists["all"].Count; c != 3 || slices.Contains(listOrder(t, gone, "all"), string(two)) {
 			t.Fatalf("after the leave: count %d, rooms %v", c, listOrder(t, gone, "all"))
 		}
+
+		// Alice reads room three: it comes again with its counts at zero,
+		// and its place in the list unchanged.
+		last := r3.Timeline[len(r3.Timeline)-1].ID
+		if err := alice.cli.SendReceipt(t.Context(), three, last, event.ReceiptTypeRead, nil); err != nil {
+			t.Fatal(err)
+		}
+		read := ssSync(t, alice, gone.Pos, 0, body)
+		if r := read.Rooms[string(three)]; r == nil || *r.NotificationCount != 0 || *r.HighlightCount != 0 || len(r.Timeline) != 0 {
+			t.Fatalf("after reading: %+v", r)
+		}
+		if _, ok := read.Lists["all"]; ok {
+			t.Fatal("a receipt moved the list")
+		}
 	})
 }
 
