@@ -134,6 +134,9 @@ type slidingResponse struct {
 	Lists      map[string]*slidingListOut `json:"lists,omitempty"`
 	Rooms      map[string]*slidingRoom    `json:"rooms"`
 	Extensions map[string]any             `json:"extensions"`
+	// listsChanged: a list's count or rooms differ from the connection's
+	// last response (every list is sent each time, as Synapse does).
+	listsChanged bool
 }
 
 type slidingListOut struct {
@@ -331,7 +334,7 @@ func (s *Server) slidingRespond(w http.ResponseWriter, conn *slidingConn, acked 
 
 // empty reports whether the response tells the client nothing new.
 func (r *slidingResponse) empty() bool {
-	if len(r.Rooms) > 0 || len(r.Lists) > 0 {
+	if len(r.Rooms) > 0 || r.listsChanged {
 		return false
 	}
 	for _, e := range r.Extensions {
@@ -379,7 +382,7 @@ func (s *Server) slidingOnce(ctx context.Context, me *Device, req *slidingReques
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	resp := &slidingResponse{Rooms: map[string]*slidingRoom{}, Extensions: map[string]any{}}
+	resp := &slidingResponse{Lists: map[string]*slidingListOut{}, Rooms: map[string]*slidingRoom{}, Extensions: map[string]any{}}
 	next := &connState{token: to, rooms: map[string]*sentRoom{}, lists: map[string]string{}}
 	if prev != nil {
 		for id, sr := range prev.rooms {
@@ -533,12 +536,8 @@ func (sc *slidingCtx) lists(ctx context.Context, cands map[string]*slidingCandid
 			sig += "|" + strconv.FormatInt(op.Range[0], 10) + ":" + joinIDs(op.RoomIDs)
 		}
 		next.lists[name] = sig
-		if sc.prev == nil || sc.prev.lists[name] != sig {
-			if resp.Lists == nil {
-				resp.Lists = map[string]*slidingListOut{}
-			}
-			resp.Lists[name] = out
-		}
+		resp.listsChanged = resp.listsChanged || sc.prev == nil || sc.prev.lists[name] != sig
+		resp.Lists[name] = out
 	}
 	// Room subscriptions: rooms the user is (or was) in, whether or not a
 	// list shows them.

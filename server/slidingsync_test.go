@@ -234,9 +234,9 @@ func TestSlidingSyncListsAndRoomFields(t *testing.T) {
 		if r2 := inc2.Rooms[string(two)]; r2 == nil || *r2.BumpStamp != *first.Rooms[string(two)].BumpStamp {
 			t.Fatalf("room two after a topic: %+v", r2)
 		}
-		// A list that did not change (the order is the same) is left out.
-		if _, ok := inc2.Lists["all"]; ok {
-			t.Fatal("unchanged list was sent")
+		// Every list comes each time, as in Synapse.
+		if got := listOrder(t, inc2, "all"); len(got) != 4 || got[0] != string(one) {
+			t.Fatalf("list after a topic: %v", got)
 		}
 
 		// Alice leaves room two: it comes once more with her leave, then
@@ -264,8 +264,8 @@ func TestSlidingSyncListsAndRoomFields(t *testing.T) {
 		if r := read.Rooms[string(three)]; r == nil || *r.NotificationCount != 0 || *r.HighlightCount != 0 || len(r.Timeline) != 0 {
 			t.Fatalf("after reading: %+v", r)
 		}
-		if _, ok := read.Lists["all"]; ok {
-			t.Fatal("a receipt moved the list")
+		if got := listOrder(t, read, "all"); len(got) != 3 || got[0] != string(one) || got[1] != string(three) {
+			t.Fatalf("a receipt moved the list: %v", got)
 		}
 	})
 }
@@ -332,7 +332,7 @@ func TestSlidingSyncLongPoll(t *testing.T) {
 		// Nothing new: a short poll times out with nothing.
 		start := time.Now()
 		idle := ssSync(t, bob, first.Pos, 300, body)
-		if time.Since(start) < 250*time.Millisecond || len(idle.Rooms) != 0 || len(idle.Lists) != 0 || idle.Pos == "" {
+		if time.Since(start) < 250*time.Millisecond || len(idle.Rooms) != 0 || idle.Lists["l"].Count != 1 || idle.Pos == "" {
 			t.Fatalf("idle poll returned after %v: %+v", time.Since(start), idle)
 		}
 		// A parked poll wakes for Alice's message.
