@@ -73,7 +73,10 @@ type slidingExtScope struct {
 func (e *slidingExtScope) on() bool { return e != nil && e.Enabled != nil && *e.Enabled }
 
 type slidingRequest struct {
-	ConnID            string                        `json:"conn_id"`
+	ConnID string `json:"conn_id"`
+	// TxnID is echoed in the response (MSC3575's, which matrix-rust-sdk
+	// may still send).
+	TxnID             string                        `json:"txn_id"`
 	Lists             map[string]*slidingList       `json:"lists"`
 	RoomSubscriptions map[string]*slidingRoomConfig `json:"room_subscriptions"`
 	Extensions        struct {
@@ -130,6 +133,7 @@ func (req *slidingRequest) validate() error {
 // slidingResponse is the answer; empty parts are left out as Synapse
 // does.
 type slidingResponse struct {
+	TxnID      string                     `json:"txn_id,omitempty"`
 	Pos        string                     `json:"pos"`
 	Lists      map[string]*slidingListOut `json:"lists,omitempty"`
 	Rooms      map[string]*slidingRoom    `json:"rooms"`
@@ -382,7 +386,7 @@ func (s *Server) slidingOnce(ctx context.Context, me *Device, req *slidingReques
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	resp := &slidingResponse{Lists: map[string]*slidingListOut{}, Rooms: map[string]*slidingRoom{}, Extensions: map[string]any{}}
+	resp := &slidingResponse{TxnID: req.TxnID, Lists: map[string]*slidingListOut{}, Rooms: map[string]*slidingRoom{}, Extensions: map[string]any{}}
 	next := &connState{token: to, rooms: map[string]*sentRoom{}, lists: map[string]string{}}
 	if prev != nil {
 		for id, sr := range prev.rooms {

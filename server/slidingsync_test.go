@@ -21,6 +21,7 @@ import (
 // required_state, connections and positions, long polling, extensions.
 
 type ssResp struct {
+	TxnID string `json:"txn_id"`
 	Pos   string `json:"pos"`
 	Lists map[string]struct {
 		Count int `json:"count"`
@@ -147,10 +148,12 @@ func TestSlidingSyncListsAndRoomFields(t *testing.T) {
 				"required_state": [][]string{{"m.room.name", ""}, {"m.room.member", "$ME"}, {"m.room.create", "*"}},
 			}},
 		}
+		body["txn_id"] = "t1"
 		first := ssSync(t, alice, "", 0, body)
-		if first.Pos == "" {
-			t.Fatal("no pos")
+		if first.Pos == "" || first.TxnID != "t1" {
+			t.Fatalf("pos %q txn_id %q", first.Pos, first.TxnID)
 		}
+		delete(body, "txn_id")
 		if got := first.Lists["all"].Count; got != 4 {
 			t.Fatalf("count %d, want 4", got)
 		}
