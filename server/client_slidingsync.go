@@ -221,19 +221,6 @@ func (c *slidingConns) nextPos() string {
 	return c.instance + "_" + strconv.FormatInt(c.serial.Add(1), 10)
 }
 
-// forget drops a user's connections (a device logged out is enough
-// reason; the positions are then unknown).
-func (c *slidingConns) forget(userID, deviceID string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	prefix := userID + "|" + deviceID + "|"
-	for k := range c.conns {
-		if len(k) >= len(prefix) && k[:len(prefix)] == prefix {
-			delete(c.conns, k)
-		}
-	}
-}
-
 // POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync
 func (s *Server) postSlidingSync(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
