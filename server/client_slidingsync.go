@@ -369,8 +369,18 @@ func (s *Server) slidingOnce(ctx context.Context, me *Device, req *slidingReques
 	if err := sc.loadUser(ctx); err != nil {
 		return nil, nil, nil, err
 	}
-	cands, joined, err := sc.candidates(ctx, mems)
-	if err != nil {
+	var cands map[string]*slidingCandidate
+	var joined []string
+	if len(req.Lists) == 0 && len(req.RoomSubscriptions) == 0 {
+		// A connection for extensions alone (matrix-rust-sdk's encryption
+		// sync): no room is ranked, so none is read.
+		cands = map[string]*slidingCandidate{}
+		for _, m := range mems {
+			if m.Membership == rooms.MembershipJoin {
+				joined = append(joined, m.RoomID)
+			}
+		}
+	} else if cands, joined, err = sc.candidates(ctx, mems); err != nil {
 		return nil, nil, nil, err
 	}
 	resp := &slidingResponse{TxnID: req.TxnID, Lists: map[string]*slidingListOut{}, Rooms: map[string]*slidingRoom{}, Extensions: map[string]any{}}

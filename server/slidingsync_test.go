@@ -650,6 +650,39 @@ func TestSlidingSyncExtensions(t *testing.T) {
 		if len(ad3.Rooms) != 0 {
 			t.Fatalf("out-of-scope room account data: %+v", ad3.Rooms)
 		}
+		// A connection for extensions alone (as the SDK's encryption
+		// sync): a parked poll wakes for a to-device message.
+		encBody := func(since string) map[string]any {
+			return map[string]any{"conn_id": "encryption", "extensions": map[string]any{
+				"to_device": map[string]any{"enabled": true, "since": since}, "e2ee": map[string]any{"enabled": true}}}
+		}
+		enc := ssSync(t, alice, "", 0, encBody(td2.NextBatch))
+		var td3 toDev
+		get(enc, "to_device", &td3)
+		if len(enc.Rooms) != 0 || len(enc.Lists) != 0 || len(td3.Events) != 0 {
+			t.Fatalf("extensions-only connection: %+v %+v", enc, td3)
+		}
+		done := make(chan *ssResp, 1)
+		go func() {
+			r, _ := ssTry(t, alice, enc.Pos, 30000, encBody(td3.NextBatch))
+			done <- r
+		}()
+		waitParked(t, b, 1)
+		toDevice()
+		select {
+		case r := <-done:
+			var td4 toDev
+			if r == nil {
+				t.Fatal("parked poll failed")
+			}
+			get(r, "to_device", &td4)
+			if len(td4.Events) != 1 {
+				t.Fatalf("woken by to-device: %+v", td4)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a to-device message did not wake the poll")
+		}
+
 		// Disabled extensions are absent.
 		plain := ssSync(t, alice, "", 0, map[string]any{"lists": map[string]any{}})
 		if len(plain.Extensions) != 0 {
