@@ -484,6 +484,13 @@ func TestSlidingSyncFilters(t *testing.T) {
 		if inv == nil || len(inv.InviteState) == 0 || inv.Name != "invite" || len(inv.Timeline) != 0 || hasType(inv.InviteState, "m.room.member") == nil {
 			t.Fatalf("invite entry: %+v", inv)
 		}
+		// Accepting it: the room comes again in full, with its timeline.
+		join(t, alice, invited)
+		all := map[string]any{"lists": map[string]any{"l": map[string]any{"ranges": [][]int{{0, 0}}, "timeline_limit": 5}}}
+		joined := ssSync(t, alice, r.Pos, 0, all)
+		if j := joined.Rooms[string(invited)]; j == nil || !j.Initial || len(j.InviteState) != 0 || len(j.Timeline) == 0 || *j.JoinedCount != 2 {
+			t.Fatalf("after joining: %+v", j)
+		}
 	})
 }
 
