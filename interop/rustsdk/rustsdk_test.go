@@ -128,6 +128,7 @@ func TestRustSDKRoomList(t *testing.T) {
 		if err := json.Unmarshal(bytes.TrimSpace(stdout.Bytes()), &out); err != nil {
 			t.Fatalf("client output %q: %v\nstderr:\n%s", stdout.String(), err, stderr.String())
 		}
+		t.Logf("rust-sdk client listed: %s", bytes.TrimSpace(stdout.Bytes()))
 		if out.UserID != string(alice.UserID) {
 			t.Fatalf("logged in as %s, want %s", out.UserID, alice.UserID)
 		}
