@@ -1,7 +1,8 @@
 // Package rustsdk_test runs interop/rust-sdk, a client built on
 // matrix-rust-sdk (the SDK inside Element X), against a real Hearth on
-// loopback: it logs in with a password and syncs its room list through
-// matrix-sdk-ui's RoomListService over simplified sliding sync (MSC4186).
+// loopback: it logs in with a password, syncs its room list through
+// matrix-sdk-ui's RoomListService over simplified sliding sync (MSC4186),
+// and reads a room's timeline back through /messages.
 //
 // The client is built by `make rust-sdk` (cargo; slow the first time).
 // HEARTH_TEST_RUST_SDK names the built binary, or is 1 for the place make
@@ -12,6 +13,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,6 +70,34 @@ func register(t *testing.T, b *servertest.Bundle, name string) *mautrix.Client {
 	return cli
 }
 
+// clientOutput is what the client prints.
+type clientOutput struct {
+	UserID   string       `json:"user_id"`
+	Rooms    []listedRoom `json:"rooms"`
+	Timeline []string     `json:"timeline"`
+	Pages    int          `json:"pages"`
+}
+
+// runClient runs the client as user with the password and args after it,
+// and parses what it prints.
+func runClient(t *testing.T, bin, url, user string, args ...string) *clientOutput {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append([]string{url, user, password}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("rust-sdk client: %v\nstderr:\n%s", err, stderr.String())
+	}
+	t.Logf("rust-sdk client printed: %s", bytes.TrimSpace(stdout.Bytes()))
+	var out clientOutput
+	if err := json.Unmarshal(bytes.TrimSpace(stdout.Bytes()), &out); err != nil {
+		t.Fatalf("client output %q: %v\nstderr:\n%s", stdout.String(), err, stderr.String())
+	}
+	return &out
+}
+
 type listedRoom struct {
 	RoomID            string  `json:"room_id"`
 	Name              *string `json:"name"`
@@ -113,22 +143,7 @@ func TestRustSDKRoomList(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		runCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
-		defer cancel()
-		cmd := exec.CommandContext(runCtx, bin, b.URL, "alice", password, "3")
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("rust-sdk client: %v\nstderr:\n%s", err, stderr.String())
-		}
-		var out struct {
-			UserID string       `json:"user_id"`
-			Rooms  []listedRoom `json:"rooms"`
-		}
-		if err := json.Unmarshal(bytes.TrimSpace(stdout.Bytes()), &out); err != nil {
-			t.Fatalf("client output %q: %v\nstderr:\n%s", stdout.String(), err, stderr.String())
-		}
-		t.Logf("rust-sdk client listed: %s", bytes.TrimSpace(stdout.Bytes()))
+		out := runClient(t, bin, b.URL, "alice", "3")
 		if out.UserID != string(alice.UserID) {
 			t.Fatalf("logged in as %s, want %s", out.UserID, alice.UserID)
 		}
@@ -154,6 +169,40 @@ func TestRustSDKRoomList(t *testing.T) {
 			if r.RecencyStamp == nil || r.JoinedMembers != 2 {
 				t.Fatalf("room %s: recency %v, joined %d", r.RoomID, r.RecencyStamp, r.JoinedMembers)
 			}
+		}
+	})
+}
+
+// TestRustSDKTimeline: Bob writes 45 messages in a room; the SDK, which
+// the room list gave one event of it, opens the room's Timeline and pages
+// back (sliding sync's prev_batch, then /messages) to the first.
+func TestRustSDKTimeline(t *testing.T) {
+	bin := binary(t)
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice, bob := register(t, b, "alice"), register(t, b, "bob")
+		ctx := t.Context()
+		r, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "History"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.JoinRoomByID(ctx, r.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for i := range 45 {
+			body := fmt.Sprintf("message %d", i)
+			if _, err := bob.SendText(ctx, r.RoomID, body); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, body)
+		}
+		out := runClient(t, bin, b.URL, "alice", "1", string(r.RoomID), "45")
+		if !slices.Equal(out.Timeline, want) {
+			t.Fatalf("timeline after %d pages: %v, want %v", out.Pages, out.Timeline, want)
+		}
+		if out.Pages == 0 {
+			t.Fatal("the timeline needed no back-pagination: the test proves nothing")
 		}
 	})
 }

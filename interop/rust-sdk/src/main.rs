@@ -3,23 +3,31 @@
 //! runs matrix-sdk-ui's RoomListService (simplified sliding sync, MSC4186)
 //! until the room list holds the expected number of rooms, and prints the
 //! list, in the order the SDK sorts it (recency), as one JSON line on
-//! stdout. The Go test checks that line against what it set up.
+//! stdout. Given a room and a number of messages, it then opens that
+//! room's matrix-sdk-ui Timeline and paginates back until it holds that
+//! many messages (or reaches the room's start), and prints their bodies
+//! too. The Go test checks that line against what it set up.
 //!
-//! Usage: hearth-rust-sdk-client HOMESERVER_URL USER PASSWORD EXPECTED_ROOMS
+//! Usage: hearth-rust-sdk-client HOMESERVER_URL USER PASSWORD EXPECTED_ROOMS [ROOM_ID MESSAGES]
+
+#![recursion_limit = "256"]
 
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use eyeball_im::Vector;
 use futures_util::{pin_mut, StreamExt};
-use matrix_sdk::Client;
-use matrix_sdk_ui::room_list_service::{filters, RoomListItem, RoomListService};
+use matrix_sdk::{ruma::RoomId, Client};
+use matrix_sdk_ui::{
+    room_list_service::{filters, RoomListItem, RoomListService},
+    timeline::RoomExt,
+};
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 5 {
-        bail!("usage: {} HOMESERVER_URL USER PASSWORD EXPECTED_ROOMS", args[0]);
+    if args.len() != 5 && args.len() != 7 {
+        bail!("usage: {} HOMESERVER_URL USER PASSWORD EXPECTED_ROOMS [ROOM_ID MESSAGES]", args[0]);
     }
     let (url, user, password) = (&args[1], &args[2], &args[3]);
     let expected: usize = args[4].parse().context("EXPECTED_ROOMS")?;
@@ -69,8 +77,13 @@ async fn main() -> Result<()> {
     if !matches!(wait, Ok(true)) {
         bail!("room list has {} rooms after waiting, want {expected}", rooms.len());
     }
-    // A last moment for the counts of the final response to settle.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The list settles as the SDK re-sorts and refreshes rooms: apply the
+    // diffs until none comes for a second.
+    while let Ok(Some(diffs)) = tokio::time::timeout(Duration::from_secs(1), entries.next()).await {
+        for d in diffs {
+            d.apply(&mut rooms);
+        }
+    }
 
     let mut out = Vec::new();
     for r in rooms.iter() {
@@ -84,7 +97,42 @@ async fn main() -> Result<()> {
             "joined_members": r.joined_members_count(),
         }));
     }
-    println!("{}", serde_json::json!({ "user_id": me.to_string(), "rooms": out }));
+    let mut result = serde_json::json!({ "user_id": me.to_string(), "rooms": out });
+
+    if args.len() == 7 {
+        let room_id = RoomId::parse(&args[5]).context("ROOM_ID")?;
+        let want: usize = args[6].parse().context("MESSAGES")?;
+        let room = client.get_room(&room_id).context("the room is not in the client")?;
+        let timeline = room.timeline().await.context("timeline")?;
+        let bodies = |items: &Vector<std::sync::Arc<matrix_sdk_ui::timeline::TimelineItem>>| -> Vec<String> {
+            items
+                .iter()
+                .filter_map(|i| i.as_event())
+                .filter_map(|e| e.content().as_message().map(|m| m.body().to_owned()))
+                .collect()
+        };
+        let mut got = bodies(&timeline.items().await);
+        let mut pages = 0;
+        while got.len() < want && pages < 50 {
+            let at_start = timeline.paginate_backwards(20).await.context("back-paginate")?;
+            pages += 1;
+            got = bodies(&timeline.items().await);
+            if at_start {
+                break;
+            }
+        }
+        // Paginated events reach the timeline's items asynchronously.
+        for _ in 0..50 {
+            if got.len() >= want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            got = bodies(&timeline.items().await);
+        }
+        result["timeline"] = serde_json::json!(got);
+        result["pages"] = serde_json::json!(pages);
+    }
+    println!("{result}");
     sync.abort();
     Ok(())
 }
