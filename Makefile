@@ -74,8 +74,9 @@ bench:
 # Element X), which interop/rustsdk drives against Hearth when
 # HEARTH_TEST_RUST_SDK=1. Built with cargo when cargo is installed (a no-op
 # otherwise), into a target directory outside git that later builds reuse.
-# The first build compiles ~430 crates: about 30 minutes on two busy cores
-# with one job, a few minutes on a quiet machine; later ones take seconds.
+# The first build compiles ~430 crates: 51 minutes measured with one job on
+# two cores busy with other work (less on a quiet machine); with nothing
+# changed, later ones take seconds (docs/sliding-sync.md).
 RUST_SDK_TARGET ?= $(HOME)/.cache/hearth-ci/rust-sdk-target
 rust-sdk:
 	@if ! command -v cargo >/dev/null 2>&1; then \
