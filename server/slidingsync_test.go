@@ -131,6 +131,14 @@ func TestSlidingSyncListsAndRoomFields(t *testing.T) {
 		if err := alice.cli.SetAccountData(t.Context(), "m.direct", map[string][]id.RoomID{string(bob.id): {dm}}); err != nil {
 			t.Fatal(err)
 		}
+		// An avatar for room one, an invite for Carol to room two.
+		if _, err := bob.cli.SendStateEvent(t.Context(), one, event.StateRoomAvatar, "", map[string]string{"url": "mxc://hearth.test/avatar"}); err != nil {
+			t.Fatal(err)
+		}
+		carol := newSyncUser(t, b, "carol")
+		if _, err := bob.cli.InviteUser(t.Context(), two, &mautrix.ReqInviteUser{UserID: carol.id}); err != nil {
+			t.Fatal(err)
+		}
 		send(t, bob, one, "first")
 		send(t, bob, two, "second")
 		send(t, bob, three, "third")
@@ -195,6 +203,9 @@ func TestSlidingSyncListsAndRoomFields(t *testing.T) {
 		slices.Sort(keys)
 		if wantKeys := []string{"m.room.create|", "m.room.member|" + string(alice.id), "m.room.name|"}; !slices.Equal(keys, wantKeys) {
 			t.Fatalf("required_state %v, want %v", keys, wantKeys)
+		}
+		if r1, r2 := first.Rooms[string(one)], first.Rooms[string(two)]; r1.Avatar != "mxc://hearth.test/avatar" || r2.Avatar != "" || *r2.InvitedCount != 1 || *r2.JoinedCount != 2 {
+			t.Fatalf("avatar %q, room two invited %d joined %d", r1.Avatar, *r2.InvitedCount, *r2.JoinedCount)
 		}
 		if r3.BumpStamp == nil || first.Rooms[string(two)].BumpStamp == nil || *r3.BumpStamp <= *first.Rooms[string(two)].BumpStamp {
 			t.Fatal("bump stamps do not follow recency")
