@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"net/http"
 	"slices"
 	"strconv"
@@ -450,6 +451,14 @@ func (sc *slidingCtx) candidates(ctx context.Context, mems []storage.RoomMembers
 			}
 			if sc.ignored[inv.Sender] || sc.invites.rule(inv.Sender) != inviteAllow {
 				continue
+			}
+			// An invite marked is_direct is a DM before m.direct names it
+			// (as Synapse).
+			var c struct {
+				IsDirect bool `json:"is_direct"`
+			}
+			if json.Unmarshal(contentOf(inv.JSON), &c) == nil && c.IsDirect {
+				sc.dms[m.RoomID] = true
 			}
 		case rooms.MembershipKnock:
 		case rooms.MembershipLeave, rooms.MembershipBan:

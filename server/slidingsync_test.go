@@ -502,6 +502,16 @@ func TestSlidingSyncFilters(t *testing.T) {
 		if j := joined.Rooms[string(invited)]; j == nil || !j.Initial || len(j.InviteState) != 0 || len(j.Timeline) == 0 || *j.JoinedCount != 2 {
 			t.Fatalf("after joining: %+v", j)
 		}
+
+		// A direct invite is a DM before m.direct names it.
+		direct := namedRoom(t, bob, "", func(r *mautrix.ReqCreateRoom) {
+			r.Preset = "trusted_private_chat"
+			r.Invite = []id.UserID{alice.id}
+			r.IsDirect = true
+		})
+		if got := list(map[string]any{"is_dm": true, "is_invite": true}); !slices.Equal(got, ids(direct)) {
+			t.Fatalf("direct invites: %v, want %v", got, ids(direct))
+		}
 	})
 }
 
