@@ -12,7 +12,7 @@ PKGS    := ./...
 # module proxy); bump it with the Go toolchain it must understand.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all run build test bench load fuzz cross dist clean complement-image complement
+.PHONY: all run build test bench load fuzz cross dist clean complement-image complement rust-sdk
 
 all: build
 
@@ -56,6 +56,9 @@ test:
 	# with goolm for the OlmMachines of interop/synapse/e2ee_olm_test.go.
 	$(GO) vet -tags goolm ./interop/...
 	$(GO) run $(STATICCHECK) -tags goolm ./interop/...
+	@if [ -z "$$HEARTH_TEST_RUST_SDK" ]; then \
+		echo 'matrix-rust-sdk interop tests skip: HEARTH_TEST_RUST_SDK is not set (make rust-sdk, then HEARTH_TEST_RUST_SDK=1 make test)'; \
+	fi
 	@if [ -z "$$HEARTH_TEST_SYNAPSE" ]; then \
 		echo 'Synapse interop tests skip: HEARTH_TEST_SYNAPSE is not set (HEARTH_TEST_SYNAPSE="$$(.ci/synapse-venv)" make test runs them)'; \
 	fi
@@ -94,6 +97,21 @@ fuzz:
 		echo "fuzz: $$name in $$pkg for $(FUZZTIME)"; \
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg || exit 1; \
 	done
+
+# rust-sdk: the matrix-rust-sdk client of interop/rust-sdk (the SDK inside
+# Element X), which interop/rustsdk drives against Hearth when
+# HEARTH_TEST_RUST_SDK=1. Built with cargo when cargo is installed (a no-op
+# otherwise), into a target directory outside git that later builds reuse.
+# The first build compiles ~430 crates: 51 minutes measured with one job on
+# two cores busy with other work (less on a quiet machine); with nothing
+# changed, later ones take seconds (docs/sliding-sync.md).
+RUST_SDK_TARGET ?= $(HOME)/.cache/hearth-ci/rust-sdk-target
+rust-sdk:
+	@if ! command -v cargo >/dev/null 2>&1; then \
+		echo 'rust-sdk: cargo is not installed; the matrix-rust-sdk interop test will skip'; \
+	else \
+		cd interop/rust-sdk && CARGO_TARGET_DIR='$(RUST_SDK_TARGET)' cargo build --release --locked; \
+	fi
 
 # cross: static binaries (CGO_ENABLED=0; SQLite is pure Go) for the usual
 # server and single-board targets.

@@ -32,6 +32,8 @@ func (s *Server) getVersions(w http.ResponseWriter, r *http.Request) error {
 			"uk.half-shot.msc2666.query_mutual_rooms.stable": true,
 			// Delayed events, when max_event_delay_duration is set.
 			"org.matrix.msc4140": s.cfg.DelayedEventsEnabled(),
+			// Simplified sliding sync (MSC4186), which Element X requires.
+			"org.matrix.simplified_msc3575": true,
 		},
 	})
 }

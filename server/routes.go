@@ -79,6 +79,9 @@ func (s *Server) routes() http.Handler {
 			r.With(s.authOptional).Post("/{delayId}/"+action, s.api(s.postDelayedEventAction(action)))
 		}
 	})
+	// Simplified sliding sync (MSC4186), the sync of Element X and the
+	// other matrix-rust-sdk clients (client_slidingsync.go).
+	r.With(s.auth).Post("/_matrix/client/unstable/org.matrix.simplified_msc3575/sync", s.api(s.postSlidingSync))
 
 	// The content repository's own prefix: uploads, and the legacy
 	// unauthenticated download and thumbnail endpoints Synapse still serves

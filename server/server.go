@@ -67,9 +67,13 @@ type Server struct {
 	touches *touchCache
 	// timeline is the only way events enter rooms; notifier wakes /sync
 	// when it persists one.
-	timeline  *timeline.Timeline
-	reg       registrationState
-	notifier  *notifier
+	timeline *timeline.Timeline
+	reg      registrationState
+	notifier *notifier
+	// sliding holds the sliding sync connections, roomFacts what list
+	// filters learn of rooms (client_slidingsync.go).
+	sliding   slidingConns
+	roomFacts roomFacts
 	dashboard http.Handler
 	setup     http.Handler
 	// oauth is the OAuth 2.0 authorisation server (nil: not served), and

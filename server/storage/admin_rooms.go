@@ -191,6 +191,7 @@ func (s *Store) PurgeRoom(ctx context.Context, roomID string) error {
 			`DELETE FROM federation_destination_rooms WHERE room_id = $1`,
 			`DELETE FROM out_of_room_memberships WHERE room_id = $1`,
 			`DELETE FROM pending_redactions WHERE room_id = $1`,
+			`DELETE FROM room_bump_stamps WHERE room_id = $1`,
 			`DELETE FROM rooms WHERE room_id = $1`,
 		} {
 			if _, err := tx.ExecContext(ctx, q, roomID); err != nil {

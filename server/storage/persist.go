@@ -173,6 +173,9 @@ func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, ne *NewEvent) error
 			return err
 		}
 	}
+	if err := recordBump(ctx, tx, ne); err != nil {
+		return err
+	}
 	if !e.Outlier {
 		for _, p := range ne.PrevEvents {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES ($1, $2, $3)
