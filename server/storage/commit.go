@@ -9,10 +9,10 @@ import (
 )
 
 // Group commit: event writes (PersistEvents) go to one committer, which
-// runs every write waiting when it is free in one transaction, each in a
-// savepoint of its own, and commits them with one fsync (SQLite) or one WAL
-// flush (PostgreSQL). A write is acknowledged only once its batch is
-// durable; one that fails is rolled back alone and the others commit.
+// runs every write waiting when it is free in one transaction and commits
+// them with one fsync (SQLite) or one WAL flush (PostgreSQL). A write is acknowledged only once its batch is
+// durable; one that fails fails alone (the batch then runs again, each
+// write in a transaction of its own).
 // Writes run in the order they were queued, so a room's events keep their
 // order, and a write may name one it builds on (Pending.after): when that
 // one failed, it fails too without running, for the room's head it was
@@ -162,7 +162,11 @@ func (c *committer) run() {
 	}
 }
 
-// commit runs a batch of writes in one transaction.
+// commit runs a batch of writes in one transaction. Should one of them
+// fail, none is kept: each runs again in a transaction of its own, so that
+// only the failing one fails. Writes rarely fail (the timeline refuses
+// what a client can get wrong before it queues), and savepoints around
+// every write would cost PostgreSQL two more round trips each.
 func (c *committer) commit(batch []*Pending) {
 	s := c.s
 	errs := make([]error, len(batch))
@@ -172,24 +176,26 @@ func (c *committer) commit(batch []*Pending) {
 				errs[i] = ErrBuiltOnFailed
 				continue
 			}
-			if len(batch) == 1 {
-				errs[i] = s.persistTx(p.ctx, tx, p)
-				return errs[i]
-			}
-			if _, err := tx.ExecContext(p.ctx, `SAVEPOINT persist`); err != nil {
-				return fmt.Errorf("storage: savepoint: %w", err)
-			}
 			if errs[i] = s.persistTx(p.ctx, tx, p); errs[i] != nil {
-				if _, err := tx.ExecContext(p.ctx, `ROLLBACK TO SAVEPOINT persist`); err != nil {
-					return fmt.Errorf("storage: roll back to savepoint: %w", err)
-				}
-			}
-			if _, err := tx.ExecContext(p.ctx, `RELEASE SAVEPOINT persist`); err != nil {
-				return fmt.Errorf("storage: release savepoint: %w", err)
+				return errs[i]
 			}
 		}
 		return nil
 	})
+	if err != nil && len(batch) > 1 {
+		for i, p := range batch {
+			s.events.finish(p.live) // abandoned with the transaction
+			p.live, errs[i] = nil, nil
+		}
+		for i, p := range batch {
+			if p.after != nil && failed(batch[:i], errs, p.after) {
+				errs[i] = ErrBuiltOnFailed
+				continue
+			}
+			errs[i] = s.tx(context.Background(), func(tx *sql.Tx) error { return s.persistTx(p.ctx, tx, p) })
+		}
+		err = nil
+	}
 	for i, p := range batch {
 		if err != nil && errs[i] == nil {
 			errs[i] = err
