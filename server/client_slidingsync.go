@@ -285,18 +285,9 @@ func (s *Server) postSlidingSync(w http.ResponseWriter, r *http.Request) error {
 			timer = time.NewTimer(time.Until(deadline))
 			defer timer.Stop()
 		}
-		s.notifier.waiting.Add(1)
-		var timedOut bool
-		select {
-		case <-wt.wake:
-		case <-timer.C:
-			timedOut = true
-		case <-ctx.Done():
-		}
-		s.notifier.waiting.Add(-1)
-		s.notifier.unregister(wt)
-		if ctx.Err() != nil {
-			return ctx.Err()
+		timedOut, err := s.notifier.park(ctx, wt, timer)
+		if err != nil {
+			return err
 		}
 		if timedOut {
 			return s.slidingRespond(w, conn, pos, resp, next)

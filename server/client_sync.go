@@ -182,18 +182,9 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 			timer = time.NewTimer(time.Until(deadline))
 			defer timer.Stop()
 		}
-		s.notifier.waiting.Add(1)
-		var timedOut bool
-		select {
-		case <-wt.wake:
-		case <-timer.C:
-			timedOut = true
-		case <-ctx.Done():
-		}
-		s.notifier.waiting.Add(-1)
-		s.notifier.unregister(wt)
-		if ctx.Err() != nil {
-			return ctx.Err()
+		timedOut, err := s.notifier.park(ctx, wt, timer)
+		if err != nil {
+			return err
 		}
 		if timedOut {
 			return writeJSON(w, http.StatusOK, resp)

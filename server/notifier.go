@@ -1,8 +1,10 @@
 package server
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"hearth/server/timeline"
 )
@@ -89,6 +91,22 @@ func (n *notifier) watchRooms(w *waiter, rooms []string) {
 	}
 	w.rooms = append(w.rooms, rooms...)
 	n.mu.Unlock()
+}
+
+// park holds a long-polling request until w is woken, timer fires or ctx
+// ends, counted in waiting, then unregisters w. It reports whether the
+// timer fired, and ctx's error when it ended.
+func (n *notifier) park(ctx context.Context, w *waiter, timer *time.Timer) (timedOut bool, err error) {
+	n.waiting.Add(1)
+	select {
+	case <-w.wake:
+	case <-timer.C:
+		timedOut = true
+	case <-ctx.Done():
+	}
+	n.waiting.Add(-1)
+	n.unregister(w)
+	return timedOut, ctx.Err()
 }
 
 // unregister removes w everywhere.
