@@ -36,6 +36,11 @@ func runServe(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if addr := os.Getenv(pprofEnv); addr != "" {
+		if err := servePprof(addr, log); err != nil {
+			return err
+		}
+	}
 	return appliance.Run(ctx, cfg, appliance.Options{Listen: listen, Log: log})
 }
 
