@@ -711,7 +711,17 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 		AccountData:         eventsBlock{Events: []any{}},
 		UnreadNotifications: map[string]int{"notification_count": 0, "highlight_count": 0},
 	}
-	jr.Timeline.PrevBatch = streamToken{Events: start, Aux: rs.to.Aux}.String()
+	// prev_batch is where /messages goes on backwards. For a room the
+	// client did not have (initial sync, newly joined) whose timeline is all
+	// there is, Synapse gives the sync's own position, not the start of the
+	// timeline; clients and tests take it as "the room as of this sync"
+	// (e.g. /members?at=prev_batch), so Hearth does the same. Paginating
+	// from it returns the timeline again, then nothing.
+	prevBatch := start
+	if rs.fresh && !limited {
+		prevBatch = upTo
+	}
+	jr.Timeline.PrevBatch = streamToken{Events: prevBatch, Aux: rs.to.Aux}.String()
 	stateOut := &eventsBlock{Events: []any{}}
 	if req.stateAfter {
 		jr.StateAfter = stateOut

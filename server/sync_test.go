@@ -1088,3 +1088,57 @@ func TestSyncIgnoredUsers(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncPrevBatchMembersAt: /members?at= with the prev_batch of an initial
+// sync whose timeline is the whole room answers the members as of that sync
+// (Synapse's prev_batch is the sync's position then; Complement's
+// TestGetRoomMembersAtPoint), and /messages from it reaches the room's
+// start without skipping anything. A limited timeline's prev_batch still
+// points before its first event.
+func TestSyncPrevBatchMembersAt(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice, bob := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob")
+		room := sharedRoom(t, alice)
+		send(t, alice, room, "hello")
+		jr := doSync(t, alice, "", "", 0).Rooms.Join[room]
+		if jr == nil || jr.Timeline.Limited || hasType(jr.Timeline.Events, "m.room.create") == nil {
+			t.Fatalf("initial sync: %+v", jr)
+		}
+		at := jr.Timeline.PrevBatch
+		if _, err := bob.cli.JoinRoomByID(t.Context(), room); err != nil {
+			t.Fatal(err)
+		}
+		send(t, bob, room, "hello back")
+		members, err := alice.cli.Members(t.Context(), room, mautrix.ReqMembers{At: at})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := memberKeys(members.Chunk); !slices.Equal(got, []string{alice.id.String()}) {
+			t.Fatalf("/members?at=%s: %v, want only alice", at, got)
+		}
+		msgs, err := alice.cli.Messages(t.Context(), room, at, "", mautrix.DirectionBackward, nil, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs.Chunk) != len(jr.Timeline.Events) || msgs.Chunk[len(msgs.Chunk)-1].Type != event.StateCreate {
+			t.Fatalf("/messages from prev_batch: %d events (timeline had %d)", len(msgs.Chunk), len(jr.Timeline.Events))
+		}
+
+		// A limited timeline: prev_batch is just before its first event.
+		for i := range 3 {
+			send(t, alice, room, fmt.Sprint("m", i))
+		}
+		jr = doSync(t, alice, "", `{"room":{"timeline":{"limit":2}}}`, 0).Rooms.Join[room]
+		if jr == nil || !jr.Timeline.Limited || len(jr.Timeline.Events) != 2 {
+			t.Fatalf("limited initial sync: %+v", jr)
+		}
+		msgs, err = alice.cli.Messages(t.Context(), room, jr.Timeline.PrevBatch, "", mautrix.DirectionBackward, nil, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs.Chunk) != 1 || bodies(msgs.Chunk)[0] != "m0" {
+			t.Fatalf("/messages from a limited prev_batch: %+v", msgs.Chunk)
+		}
+	})
+}
