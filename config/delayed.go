@@ -7,6 +7,10 @@ type ExperimentalFeatures struct {
 	// may have scheduled at once (Synapse's default 100); 0 turns delayed
 	// events off.
 	MSC4140MaxDelayedEventsPerUser *int `yaml:"msc4140_max_delayed_events_per_user"`
+	// MSC4306Enabled turns on thread subscriptions (MSC4306) and their
+	// sliding sync extension (MSC4308), with the push rules that notify
+	// for subscribed threads only, as Synapse's key of the same name does.
+	MSC4306Enabled bool `yaml:"msc4306_enabled"`
 }
 
 // DelayedEventsEnabled reports whether users may schedule delayed events

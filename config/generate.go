@@ -364,6 +364,10 @@ rc_delayed_event_mgmt:
 #max_event_delay_duration: 24h
 #experimental_features:
 #  msc4140_max_delayed_events_per_user: 100
+#  # Thread subscriptions (MSC4306, MSC4308), as in Synapse: a message in a
+#  # thread then notifies only users subscribed to it (clients subscribe
+#  # when the user takes part); off by default.
+#  msc4306_enabled: false
 
 # Extra keys merged into /.well-known/matrix/client, for example:
 #extra_well_known_client_content:

@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,6 +92,11 @@ type slidingRequest struct {
 		AccountData *slidingExtScope `json:"account_data"`
 		Receipts    *slidingExtScope `json:"receipts"`
 		Typing      *slidingExtScope `json:"typing"`
+		// ThreadSubscriptions is MSC4308's, under its unstable name.
+		ThreadSubscriptions *struct {
+			Enabled *bool `json:"enabled"`
+			Limit   *int  `json:"limit"`
+		} `json:"io.element.msc4308.thread_subscriptions"`
 	} `json:"extensions"`
 }
 
@@ -119,6 +126,9 @@ func (req *slidingRequest) validate() error {
 				return matrix.InvalidParam("list %q: ranges are [start, end] with 0 <= start <= end", name)
 			}
 		}
+	}
+	if ts := req.Extensions.ThreadSubscriptions; ts != nil && ts.Limit != nil && *ts.Limit <= 0 {
+		return matrix.InvalidParam("io.element.msc4308.thread_subscriptions: limit must be positive")
 	}
 	for id, c := range req.RoomSubscriptions {
 		if c == nil {
@@ -579,4 +589,28 @@ func mergeRoomConfig(a, b *slidingRoomConfig) *slidingRoomConfig {
 		}
 	}
 	return a
+}
+
+// slidingPosAux returns the aux position of a pos the device's connections
+// handed out (MSC4308's thread subscription pagination accepts one as its
+// lower bound).
+func (s *Server) slidingPosAux(me *Device, pos string) (int64, error) {
+	prefix := me.UserID + "|" + me.DeviceID + "|"
+	s.sliding.mu.Lock()
+	conns := make([]*slidingConn, 0, 1)
+	for k, c := range s.sliding.conns {
+		if strings.HasPrefix(k, prefix) {
+			conns = append(conns, c)
+		}
+	}
+	s.sliding.mu.Unlock()
+	for _, c := range conns {
+		c.mu.Lock()
+		st := c.states[pos]
+		c.mu.Unlock()
+		if st != nil {
+			return st.token.Aux, nil
+		}
+	}
+	return 0, errors.New("unknown sliding sync position")
 }

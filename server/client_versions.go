@@ -34,6 +34,8 @@ func (s *Server) getVersions(w http.ResponseWriter, r *http.Request) error {
 			"org.matrix.msc4140": s.cfg.DelayedEventsEnabled(),
 			// Simplified sliding sync (MSC4186), which Element X requires.
 			"org.matrix.simplified_msc3575": true,
+			// Thread subscriptions, when experimental_features.msc4306_enabled.
+			"org.matrix.msc4306": s.cfg.ExperimentalFeatures.MSC4306Enabled,
 		},
 	})
 }

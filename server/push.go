@@ -22,7 +22,7 @@ import (
 func (s *Server) startPush() {
 	s.pushGate = &pushGate{next: s.notifier}
 	s.push = push.NewEvaluator(push.Options{Store: s.store, ServerName: s.cfg.ServerName, Log: s.log, Now: s.now,
-		LegacyMentionRules: s.cfg.Push.LegacyMentionRules,
+		Defaults: s.pushDefaults(),
 		Advanced: func(_ int64, notified []string) {
 			s.pushGate.release()
 			s.pushers.Notify(notified)
@@ -106,7 +106,7 @@ func (s *Server) pushRules(ctx context.Context, userID string) (push.Ruleset, er
 	if err != nil {
 		return nil, err
 	}
-	return push.BuildRuleset(userID, stored, s.cfg.Push.LegacyMentionRules), nil
+	return push.BuildRuleset(userID, stored, s.pushDefaults()), nil
 }
 
 // pushRulesChanged puts the user's new ruleset in their m.push_rules
@@ -161,4 +161,9 @@ func (s *Server) CopyPushRulesOnUpgrade(ctx context.Context, userID, oldRoomID, 
 		return nil
 	}
 	return s.pushRulesChanged(ctx, userID)
+}
+
+// pushDefaults are the optional server-default rules the config turns on.
+func (s *Server) pushDefaults() push.Defaults {
+	return push.Defaults{LegacyMentions: s.cfg.Push.LegacyMentionRules, ThreadSubscriptions: s.cfg.ExperimentalFeatures.MSC4306Enabled}
 }

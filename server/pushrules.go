@@ -233,7 +233,7 @@ func (s *Server) changePushRule(w http.ResponseWriter, r *http.Request, change f
 	if err != nil {
 		return err
 	}
-	err = change(me.UserID, kind, ruleID, push.IsDefault(kind, ruleID, s.cfg.Push.LegacyMentionRules))
+	err = change(me.UserID, kind, ruleID, push.IsDefault(kind, ruleID, s.pushDefaults()))
 	if errors.Is(err, storage.ErrNotFound) {
 		return matrix.NotFound("no push rule %s/%s", kind, ruleID)
 	}

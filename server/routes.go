@@ -79,6 +79,17 @@ func (s *Server) routes() http.Handler {
 			r.With(s.authOptional).Post("/{delayId}/"+action, s.api(s.postDelayedEventAction(action)))
 		}
 	})
+	// Thread subscriptions (MSC4306, MSC4308; client_thread_subscriptions.go),
+	// when experimental_features.msc4306_enabled is on, as in Synapse.
+	if s.cfg.ExperimentalFeatures.MSC4306Enabled {
+		r.Route("/_matrix/client/unstable/io.element.msc4306/rooms/{roomId}/thread/{threadRootId}/subscription", func(r chi.Router) {
+			r.Use(s.auth)
+			r.Get("/", s.api(s.getThreadSubscription))
+			r.Put("/", s.api(s.putThreadSubscription))
+			r.Delete("/", s.api(s.deleteThreadSubscription))
+		})
+		r.With(s.auth).Get("/_matrix/client/unstable/io.element.msc4308/thread_subscriptions", s.api(s.getThreadSubscriptions))
+	}
 	// Simplified sliding sync (MSC4186), the sync of Element X and the
 	// other matrix-rust-sdk clients (client_slidingsync.go).
 	r.With(s.auth).Post("/_matrix/client/unstable/org.matrix.simplified_msc3575/sync", s.api(s.postSlidingSync))

@@ -14,8 +14,9 @@ import (
 
 // Sliding sync's extensions (MSC4186 and the MSCs it names): to_device
 // (MSC3885), e2ee (MSC3884), account_data (MSC3959), receipts (MSC3960)
-// and typing (MSC3961). Each is answered only when enabled, from the same
-// stores /sync reads.
+// and typing (MSC3961), and thread_subscriptions (MSC4308, with
+// experimental_features.msc4306_enabled). Each is answered only when
+// enabled, from the same stores /sync reads.
 
 type slidingToDevice struct {
 	NextBatch string `json:"next_batch"`
@@ -180,6 +181,24 @@ func (sc *slidingCtx) extensions(ctx context.Context, cands map[string]*slidingC
 			}
 		}
 		resp.Extensions["typing"] = out
+	}
+	// Thread subscriptions (MSC4308): the changes since the connection's
+	// last response, at most limit (default 100) of the newest, with a
+	// prev_batch for the pagination endpoint when there may be more; left
+	// out when there is nothing, as Synapse does.
+	if ts := ext.ThreadSubscriptions; ts != nil && ts.Enabled != nil && *ts.Enabled && sc.s.cfg.ExperimentalFeatures.MSC4306Enabled {
+		limit := 100
+		if ts.Limit != nil {
+			limit = *ts.Limit
+		}
+		changes, err := sc.s.store.ThreadSubscriptionsBetween(ctx, sc.me.UserID, sc.prevAux(), sc.to.Aux, limit)
+		if err != nil {
+			return err
+		}
+		if out, more := threadSubscriptionChanges(changes, limit); len(changes) > 0 {
+			out.PrevBatch = more
+			resp.Extensions["io.element.msc4308.thread_subscriptions"] = out
+		}
 	}
 	return nil
 }

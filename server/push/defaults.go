@@ -64,10 +64,22 @@ func typeIs(t string) Condition { return eventMatch("type", t) }
 
 func memberCount(is string) Condition { return Condition{Kind: "room_member_count", Is: is} }
 
+// Defaults chooses among the optional server-default rules.
+type Defaults struct {
+	// LegacyMentions adds the body-mention rules spec v1.17 removed
+	// (push.legacy_mention_rules).
+	LegacyMentions bool
+	// ThreadSubscriptions adds MSC4306's postcontent rules: a message in a
+	// thread notifies the users subscribed to it and nobody else
+	// (experimental_features.msc4306_enabled).
+	ThreadSubscriptions bool
+}
+
 // defaultRules returns the server-default rules for userID: .m.rule.master
-// first, then the other rules of every kind; legacy adds the body-mention
-// rules spec v1.17 removed.
-func defaultRules(userID string, legacy bool) []defaultRule {
+// first, then the other rules of every kind, with the optional ones d
+// asks for.
+func defaultRules(userID string, d Defaults) []defaultRule {
+	legacy := d.LegacyMentions
 	uid, _ := json.Marshal(userID)
 	r := func(kind, id string, actions []json.RawMessage, conds ...Condition) defaultRule {
 		return defaultRule{kind: kind, id: id, enabled: true, conds: conds, actions: actions}
@@ -106,6 +118,13 @@ func defaultRules(userID string, legacy bool) []defaultRule {
 		localpart, _, _ := strings.Cut(strings.TrimPrefix(userID, "@"), ":")
 		rules = append(rules, defaultRule{kind: "content", id: ".m.rule.contains_user_name", enabled: true, pattern: localpart,
 			actions: soundHighlight})
+	}
+	if d.ThreadSubscriptions {
+		rules = append(rules,
+			r("postcontent", ".io.element.msc4306.rule.unsubscribed_thread", noActions,
+				Condition{Kind: CondThreadSubscription, Subscribed: new(false)}),
+			r("postcontent", ".io.element.msc4306.rule.subscribed_thread", notifySound,
+				Condition{Kind: CondThreadSubscription, Subscribed: new(true)}))
 	}
 	return append(rules,
 		r("underride", ".m.rule.call", []json.RawMessage{actNotify, tweakRing}, typeIs("m.call.invite")),

@@ -234,6 +234,20 @@ const (
 	condDisplayName
 	condMemberCount
 	condSenderPermission
+	condThreadSubscription
+)
+
+// ThreadState is where an event stands for one user among thread
+// subscriptions (MSC4306).
+type ThreadState int8
+
+const (
+	// NotInThread: the event is not in a thread (or MSC4306 is off).
+	NotInThread ThreadState = iota
+	// InSubscribedThread: in a thread the user is subscribed to.
+	InSubscribedThread
+	// InUnsubscribedThread: in a thread the user is not subscribed to.
+	InUnsubscribedThread
 )
 
 // cond is a compiled condition.
@@ -245,6 +259,8 @@ type cond struct {
 	// room_member_count: op is one of "==", "<", ">", "<=", ">=".
 	op string
 	n  int
+	// thread_subscription: the state it asks for.
+	thread ThreadState
 }
 
 // rule is a compiled rule.
@@ -266,6 +282,8 @@ type Rules struct {
 	// usesDisplayName: some enabled rule has contains_display_name (only
 	// then does the evaluator need the user's display name in the room).
 	usesDisplayName bool
+	// usesThreads: some enabled rule has a thread_subscription condition.
+	usesThreads bool
 }
 
 // UsesDisplayName reports whether evaluating needs the user's display name.
@@ -294,6 +312,9 @@ func Compile(userID string, rs Ruleset) *Rules {
 					c.conds = append(c.conds, cc)
 					if cc.kind == condDisplayName && r.Enabled {
 						out.usesDisplayName = true
+					}
+					if cc.kind == condThreadSubscription && r.Enabled {
+						out.usesThreads = true
 					}
 				}
 			}
@@ -343,6 +364,14 @@ func compileCond(raw json.RawMessage) cond {
 			return cond{kind: condUnknown}
 		}
 		return cond{kind: condSenderPermission, key: c.Key}
+	case CondThreadSubscription:
+		if c.Subscribed == nil {
+			return cond{kind: condUnknown}
+		}
+		if *c.Subscribed {
+			return cond{kind: condThreadSubscription, thread: InSubscribedThread}
+		}
+		return cond{kind: condThreadSubscription, thread: InUnsubscribedThread}
 	}
 	return cond{kind: condUnknown}
 }
@@ -366,30 +395,31 @@ func parseMemberCount(is string) (string, int, bool) {
 
 // Evaluate returns the actions of the first enabled rule matching e for
 // the user, and whether any matched. displayName is the user's display
-// name in the room ("" if none: contains_display_name then never matches).
-func (rs *Rules) Evaluate(e *Event, room *Room, displayName string) (Actions, bool) {
+// name in the room ("" if none: contains_display_name then never matches);
+// thread is where e stands among the user's thread subscriptions.
+func (rs *Rules) Evaluate(e *Event, room *Room, displayName string, thread ThreadState) (Actions, bool) {
 	for i := range rs.rules {
 		r := &rs.rules[i]
 		if !r.enabled || (r.eventType != "" && !strings.EqualFold(r.eventType, e.Type)) {
 			continue
 		}
-		if r.matches(e, room, displayName) {
+		if r.matches(e, room, displayName, thread) {
 			return r.actions, true
 		}
 	}
 	return Actions{}, false
 }
 
-func (r *rule) matches(e *Event, room *Room, displayName string) bool {
+func (r *rule) matches(e *Event, room *Room, displayName string, thread ThreadState) bool {
 	for i := range r.conds {
-		if !r.conds[i].matches(e, room, displayName) {
+		if !r.conds[i].matches(e, room, displayName, thread) {
 			return false
 		}
 	}
 	return true
 }
 
-func (c *cond) matches(e *Event, room *Room, displayName string) bool {
+func (c *cond) matches(e *Event, room *Room, displayName string, thread ThreadState) bool {
 	switch c.kind {
 	case condEventMatch:
 		s, ok := e.Str(c.key)
@@ -426,6 +456,8 @@ func (c *cond) matches(e *Event, room *Room, displayName string) bool {
 		return n == c.n
 	case condSenderPermission:
 		return room.SenderPower >= room.notificationLevel(c.key)
+	case condThreadSubscription:
+		return thread == c.thread
 	}
 	return false // unrecognised conditions never match
 }
@@ -511,6 +543,6 @@ func containsWord(s, word string) bool {
 }
 
 // CompileStored builds and compiles a user's rules from what is stored.
-func CompileStored(userID string, stored *storage.PushRules, legacy bool) *Rules {
-	return Compile(userID, BuildRuleset(userID, stored, legacy))
+func CompileStored(userID string, stored *storage.PushRules, d Defaults) *Rules {
+	return Compile(userID, BuildRuleset(userID, stored, d))
 }

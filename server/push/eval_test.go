@@ -26,7 +26,7 @@ func ruleIDs(rs Ruleset) map[string][]string {
 // TestDefaultRulesAreTheSpecs checks the default ruleset against spec v1.19
 // ("Predefined Rules"), plus MSC3930's poll rules, in order.
 func TestDefaultRulesAreTheSpecs(t *testing.T) {
-	got := ruleIDs(BuildRuleset(me, nil, false))
+	got := ruleIDs(BuildRuleset(me, nil, Defaults{}))
 	want := map[string][]string{
 		"override": {".m.rule.master", ".m.rule.suppress_notices", ".m.rule.invite_for_me", ".m.rule.member_event",
 			".m.rule.is_user_mention", ".m.rule.is_room_mention", ".m.rule.tombstone", ".m.rule.reaction",
@@ -44,13 +44,13 @@ func TestDefaultRulesAreTheSpecs(t *testing.T) {
 			t.Errorf("%s: %v, want %v", k, got[k], want[k])
 		}
 	}
-	legacy := ruleIDs(BuildRuleset(me, nil, true))
+	legacy := ruleIDs(BuildRuleset(me, nil, Defaults{LegacyMentions: true}))
 	if !slices.Contains(legacy["override"], ".m.rule.contains_display_name") || !slices.Contains(legacy["override"], ".m.rule.roomnotif") ||
 		!slices.Equal(legacy["content"], []string{".m.rule.contains_user_name"}) {
 		t.Errorf("legacy rules: %v", legacy)
 	}
 	// The spec's JSON of two rules, byte for byte where it matters.
-	rs := BuildRuleset(me, nil, false)
+	rs := BuildRuleset(me, nil, Defaults{})
 	raw, _ := json.Marshal(rs.Find("override", ".m.rule.is_user_mention"))
 	if string(raw) != `{"rule_id":".m.rule.is_user_mention","default":true,"enabled":true,"conditions":[{"kind":"event_property_contains","key":"content.m\\.mentions.user_ids","value":"@alice:example.org"}],"actions":["notify",{"set_tweak":"sound","value":"default"},{"set_tweak":"highlight"}]}` {
 		t.Errorf("is_user_mention: %s", raw)
@@ -195,8 +195,8 @@ func TestEvaluate(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			rules := CompileStored(me, tc.rules, tc.legacy)
-			acts, _ := rules.Evaluate(ev(t, tc.event), tc.room, tc.display)
+			rules := CompileStored(me, tc.rules, Defaults{LegacyMentions: tc.legacy})
+			acts, _ := rules.Evaluate(ev(t, tc.event), tc.room, tc.display, NotInThread)
 			if acts.Notify != tc.notify || acts.Highlight != tc.highlite {
 				t.Fatalf("notify=%v highlight=%v, want %v %v (actions %s)", acts.Notify, acts.Highlight, tc.notify, tc.highlite, acts.Raw)
 			}
@@ -299,7 +299,7 @@ func BenchmarkEvaluate1000Members(b *testing.B) {
 				storage.PushRule{Kind: "content", RuleID: "kw", Pattern: "deploy*", Actions: `["notify",{"set_tweak":"highlight"}]`, Enabled: true},
 				storage.PushRule{Kind: "sender", RuleID: "@spam:example.org", Actions: `[]`, Enabled: true})
 		}
-		users[i] = CompileStored(fmt.Sprintf("@u%d:example.org", i), st, false)
+		users[i] = CompileStored(fmt.Sprintf("@u%d:example.org", i), st, Defaults{})
 	}
 	raw, _ := json.Marshal(map[string]any{"type": "m.room.message", "sender": "@bob:example.org", "room_id": "!room:example.org",
 		"content": map[string]any{"msgtype": "m.text", "body": "hello @u7 about the release",
@@ -310,7 +310,7 @@ func BenchmarkEvaluate1000Members(b *testing.B) {
 		e := NewEvent(raw)
 		n := 0
 		for _, u := range users {
-			if a, _ := u.Evaluate(e, room, ""); a.Notify {
+			if a, _ := u.Evaluate(e, room, "", NotInThread); a.Notify {
 				n++
 			}
 		}

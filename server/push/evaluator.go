@@ -61,8 +61,8 @@ type Options struct {
 	// Advanced is called, from the evaluator's goroutine, each time the
 	// evaluated position moves, with the users who got notifications.
 	Advanced func(pos int64, notified []string)
-	// LegacyMentionRules adds the body-mention default rules (defaults.go).
-	LegacyMentionRules bool
+	// Defaults chooses the optional default rules (defaults.go).
+	Defaults Defaults
 }
 
 // Evaluator evaluates push rules; Run runs it.
@@ -358,6 +358,10 @@ func (e *Evaluator) evaluate(ctx context.Context, ev *storage.Event, b *batch) e
 	room := &Room{MemberCount: rs.joined, SenderPower: rs.power.UserLevel(ev.Sender), NotificationLevels: rs.notif}
 	thread := ""
 	now := e.o.Now().UnixMilli()
+	// Thread subscriptions (MSC4306): read once per event in a thread, and
+	// only when some target's rules ask.
+	var subscribers map[string]bool
+	inThread := e.o.Defaults.ThreadSubscriptions && ev.RelType == "m.thread" && ev.RelatesTo != ""
 	for _, u := range targets {
 		if u == ev.Sender {
 			continue // spec: never for events the user sent
@@ -369,7 +373,19 @@ func (e *Evaluator) evaluate(ctx context.Context, ev *storage.Event, b *batch) e
 		if !ev.IsState() && us.ignored[ev.Sender] {
 			continue
 		}
-		acts, ok := us.rules.Evaluate(fe, room, rs.names[u])
+		ts := NotInThread
+		if inThread && us.rules.usesThreads {
+			if subscribers == nil {
+				if subscribers, err = e.o.Store.ThreadSubscribers(ctx, ev.RoomID, ev.RelatesTo); err != nil {
+					return err
+				}
+			}
+			ts = InUnsubscribedThread
+			if subscribers[u] {
+				ts = InSubscribedThread
+			}
+		}
+		acts, ok := us.rules.Evaluate(fe, room, rs.names[u], ts)
 		if !ok || !acts.Notify {
 			continue
 		}
@@ -408,7 +424,7 @@ func (e *Evaluator) userState(ctx context.Context, userID string) (*userState, e
 		return us, nil
 	}
 	gen := e.users.Generation()
-	us := &userState{src: src, rules: CompileStored(userID, src, e.o.LegacyMentionRules)}
+	us := &userState{src: src, rules: CompileStored(userID, src, e.o.Defaults)}
 	raw, err := e.o.Store.AccountDataContent(ctx, userID, "", "m.ignored_user_list")
 	switch {
 	case err == nil:

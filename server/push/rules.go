@@ -55,7 +55,14 @@ type Condition struct {
 	Pattern *string         `json:"pattern,omitempty"`
 	Is      string          `json:"is,omitempty"`
 	Value   json.RawMessage `json:"value,omitempty"`
+	// Subscribed is MSC4306's thread_subscription condition's.
+	Subscribed *bool `json:"subscribed,omitempty"`
 }
+
+// CondThreadSubscription is MSC4306's condition kind: whether the event is
+// in a thread the user is (subscribed: true) or is not (false) subscribed
+// to; an event outside threads matches neither.
+const CondThreadSubscription = "io.element.msc4306.thread_subscription"
 
 // Ruleset is the global ruleset: each kind's rules in priority order.
 type Ruleset map[string][]Rule
@@ -79,12 +86,12 @@ func (rs Ruleset) Find(kind, ruleID string) *Rule {
 // stored rules and changes: the master rule first, then per kind the
 // user's rules (highest priority first) before the defaults of that kind.
 // legacy includes the body-mention rules spec v1.17 removed (defaults.go).
-func BuildRuleset(userID string, stored *storage.PushRules, legacy bool) Ruleset {
+func BuildRuleset(userID string, stored *storage.PushRules, d Defaults) Ruleset {
 	rs := Ruleset{}
 	for _, k := range Kinds {
 		rs[k] = []Rule{}
 	}
-	defs := defaultRules(userID, legacy)
+	defs := defaultRules(userID, d)
 	changes := map[string]storage.PushRuleDefault{}
 	if stored != nil {
 		for _, d := range stored.Defaults {
@@ -144,8 +151,8 @@ func userRule(u storage.PushRule) Rule {
 
 // IsDefault reports whether ruleID names a server-default rule of kind
 // (rule IDs starting with "." are reserved for them).
-func IsDefault(kind, ruleID string, legacy bool) bool {
-	for _, d := range defaultRules("", legacy) {
+func IsDefault(kind, ruleID string, defs Defaults) bool {
+	for _, d := range defaultRules("", defs) {
 		if d.kind == kind && d.id == ruleID {
 			return true
 		}

@@ -207,6 +207,7 @@ func (s *Store) DeactivateUser(ctx context.Context, userID string, erase bool) e
 			`DELETE FROM push_rule_defaults WHERE user_id = $1`,
 			`DELETE FROM push_notifications WHERE user_id = $1`,
 			`DELETE FROM push_thread_heads WHERE user_id = $1`,
+			`DELETE FROM thread_subscriptions WHERE user_id = $1`,
 		} {
 			if _, err := tx.ExecContext(ctx, q, userID); err != nil {
 				return fmt.Errorf("storage: deactivate %s: %w", userID, err)
