@@ -11,6 +11,10 @@ type ExperimentalFeatures struct {
 	// sliding sync extension (MSC4308), with the push rules that notify
 	// for subscribed threads only, as Synapse's key of the same name does.
 	MSC4306Enabled bool `yaml:"msc4306_enabled"`
+	// MSC3391Enabled lets clients delete account data (MSC3391): the
+	// unstable DELETE endpoints, and a PUT of {} deletes as well, as with
+	// Synapse's key of the same name.
+	MSC3391Enabled bool `yaml:"msc3391_enabled"`
 }
 
 // DelayedEventsEnabled reports whether users may schedule delayed events

@@ -368,6 +368,9 @@ rc_delayed_event_mgmt:
 #  # thread then notifies only users subscribed to it (clients subscribe
 #  # when the user takes part); off by default.
 #  msc4306_enabled: false
+#  # Deleting account data (MSC3391), as in Synapse: DELETE on the unstable
+#  # endpoints, or PUT {}; off by default.
+#  msc3391_enabled: false
 
 # Extra keys merged into /.well-known/matrix/client, for example:
 #extra_well_known_client_content:

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 
 	"hearth/server/matrix"
 	"hearth/server/push"
@@ -57,6 +58,9 @@ func (s *Server) serveAccountData(w http.ResponseWriter, r *http.Request, withRo
 		return writeJSON(w, http.StatusOK, push.Rulesets{Global: rs})
 	}
 	c, err := s.store.AccountDataContent(r.Context(), me.UserID, roomID, typ)
+	if err == nil && s.accountDataDeleted(c) {
+		err = storage.ErrNotFound
+	}
 	if errors.Is(err, storage.ErrNotFound) {
 		return matrix.NotFound("no account data of type %s", typ)
 	}
@@ -92,6 +96,9 @@ func (s *Server) storeAccountData(w http.ResponseWriter, r *http.Request, withRo
 	if err := decodeJSON(r, &content); err != nil {
 		return err
 	}
+	if s.accountDataDeleted(content) {
+		content = json.RawMessage(`{}`)
+	}
 	if _, err := s.store.PutAccountData(r.Context(), me.UserID, roomID, typ, content); err != nil {
 		return err
 	}
@@ -100,6 +107,57 @@ func (s *Server) storeAccountData(w http.ResponseWriter, r *http.Request, withRo
 	}
 	s.notifier.notifyUser(me.UserID)
 	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// Deleting account data (MSC3391, with experimental_features.msc3391_enabled
+// as in Synapse): an entry is deleted by a DELETE on the unstable path or a
+// PUT of {}. It stays stored as {} under a new aux position, so that an
+// incremental /sync tells clients ({"type": ..., "content": {}}); GET then
+// answers 404 and initial syncs leave it out.
+
+// DELETE /_matrix/client/unstable/org.matrix.msc3391/user/{userId}/account_data/{type}
+func (s *Server) deleteAccountData(w http.ResponseWriter, r *http.Request) error {
+	return s.removeAccountData(w, r, false)
+}
+
+// DELETE /_matrix/client/unstable/org.matrix.msc3391/user/{userId}/rooms/{roomId}/account_data/{type}
+func (s *Server) deleteRoomAccountData(w http.ResponseWriter, r *http.Request) error {
+	return s.removeAccountData(w, r, true)
+}
+
+func (s *Server) removeAccountData(w http.ResponseWriter, r *http.Request, withRoom bool) error {
+	me, roomID, typ, err := s.accountDataParams(r, withRoom)
+	if err != nil {
+		return err
+	}
+	if typ == "m.fully_read" || typ == "m.push_rules" {
+		return matrix.BadJSON("%s cannot be deleted through account data", typ)
+	}
+	if _, err := s.store.PutAccountData(r.Context(), me.UserID, roomID, typ, json.RawMessage(`{}`)); err != nil {
+		return err
+	}
+	if roomID == "" && typ == "m.ignored_user_list" {
+		s.push.IgnoredChanged(me.UserID)
+	}
+	s.notifier.notifyUser(me.UserID)
+	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// accountDataDeleted: with MSC3391 on, an empty object is a deleted entry.
+func (s *Server) accountDataDeleted(content []byte) bool {
+	if !s.cfg.ExperimentalFeatures.MSC3391Enabled {
+		return false
+	}
+	var m map[string]json.RawMessage
+	return json.Unmarshal(content, &m) == nil && m != nil && len(m) == 0
+}
+
+// withoutDeletedAccountData drops deleted entries (for initial syncs).
+func (s *Server) withoutDeletedAccountData(list []storage.AccountData) []storage.AccountData {
+	if !s.cfg.ExperimentalFeatures.MSC3391Enabled {
+		return list
+	}
+	return slices.DeleteFunc(list, func(a storage.AccountData) bool { return s.accountDataDeleted(a.Content) })
 }
 
 // tagContent is the content of m.tag room account data.

@@ -367,6 +367,9 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 	if err != nil {
 		return nil, nil, err
 	}
+	if req.since == nil {
+		acct = s.withoutDeletedAccountData(acct)
+	}
 	roomAcct := map[string][]any{}
 	hasPushRules := false
 	// The push rules are account data too (spec: "Push Rules: Events"):

@@ -90,6 +90,15 @@ func (s *Server) routes() http.Handler {
 		})
 		r.With(s.auth).Get("/_matrix/client/unstable/io.element.msc4308/thread_subscriptions", s.api(s.getThreadSubscriptions))
 	}
+	// Deleting account data (MSC3391; client_account_data.go), when
+	// experimental_features.msc3391_enabled is on, as in Synapse.
+	if s.cfg.ExperimentalFeatures.MSC3391Enabled {
+		r.Route("/_matrix/client/unstable/org.matrix.msc3391/user/{userId}", func(r chi.Router) {
+			r.Use(s.auth)
+			r.Delete("/account_data/{type}", s.api(s.deleteAccountData))
+			r.Delete("/rooms/{roomId}/account_data/{type}", s.api(s.deleteRoomAccountData))
+		})
+	}
 	// Simplified sliding sync (MSC4186), the sync of Element X and the
 	// other matrix-rust-sdk clients (client_slidingsync.go).
 	r.With(s.auth).Post("/_matrix/client/unstable/org.matrix.simplified_msc3575/sync", s.api(s.postSlidingSync))

@@ -287,6 +287,7 @@ func (sc *slidingCtx) accountData(ctx context.Context, scoped []string, isInitia
 		if all, err = sc.s.store.AccountDataBetween(ctx, me, 0, sc.to.Aux); err != nil {
 			return nil, err
 		}
+		all = sc.s.withoutDeletedAccountData(all)
 	}
 	changes := all
 	if sc.prev != nil {

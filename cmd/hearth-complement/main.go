@@ -148,6 +148,7 @@ max_event_delay_duration: 24h
 rc_delayed_event_mgmt: {per_second: 0, burst_count: 1000}
 experimental_features:
   msc4306_enabled: true
+  msc3391_enabled: true
 # Complement's media tests download through the legacy endpoints, its URL
 # preview test serves the page from the Docker host (a private address),
 # and its server-notice tests need notices on; none of these are defaults.
