@@ -247,6 +247,13 @@ func (s *Server) postThreePIDDelete(w http.ResponseWriter, r *http.Request) erro
 	if _, err := s.store.DeleteThreePID(r.Context(), me.UserID, medium, address); err != nil {
 		return err
 	}
+	if medium == "email" {
+		// Synapse drops the address's email pusher with it.
+		if err := s.store.DeletePusher(r.Context(), me.UserID, "m.email", address); err != nil {
+			return err
+		}
+		s.pushers.Changed(r.Context(), me.UserID)
+	}
 	return writeJSON(w, http.StatusOK, map[string]string{"id_server_unbind_result": "no-support"})
 }
 

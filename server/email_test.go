@@ -226,7 +226,18 @@ func TestEmailAddAndLogin(t *testing.T) {
 			t.Fatalf("admin put threepids: %d %v", pu.status, pu.body)
 		}
 
-		// Removed: gone from the list, and from logins.
+		// An email pusher needs an address on the account (as Synapse).
+		emailPusher := func(address string) map[string]any {
+			return map[string]any{"kind": "email", "app_id": "m.email", "pushkey": address, "app_display_name": "Email",
+				"device_display_name": address, "lang": "en", "data": map[string]any{}}
+		}
+		acctDo(t, b, "POST", v3+"/pushers/set", bob.tok, emailPusher("alice@example.org")).want(t, 400, "M_THREEPID_NOT_FOUND")
+		acctDo(t, b, "POST", v3+"/pushers/set", alice.tok, emailPusher("alice@example.org")).want(t, 200, "")
+		if ps := acctDo(t, b, "GET", v3+"/pushers", alice.tok, nil).body["pushers"].([]any); len(ps) != 1 || ps[0].(map[string]any)["kind"] != "email" {
+			t.Fatalf("pushers: %v", ps)
+		}
+
+		// Removed: gone from the list, from logins, and its pusher too.
 		r = acctDo(t, b, "POST", v3+"/account/3pid/delete", alice.tok, map[string]any{"medium": "email", "address": "alice@example.org"})
 		if r.status != 200 || r.body["id_server_unbind_result"] != "no-support" {
 			t.Fatalf("delete: %d %v", r.status, r.body)
@@ -236,6 +247,9 @@ func TestEmailAddAndLogin(t *testing.T) {
 		}
 		_, err = login("alice@example.org", acctPW)
 		acctWantErr(t, err, 403, "M_FORBIDDEN")
+		if ps := acctDo(t, b, "GET", v3+"/pushers", alice.tok, nil).body["pushers"].([]any); len(ps) != 0 {
+			t.Fatalf("pushers after delete: %v", ps)
+		}
 	})
 }
 
