@@ -108,6 +108,22 @@ func (m *Mailer) Send(ctx context.Context, msg Message) error {
 	return nil
 }
 
+// Check connects, greets, upgrades to TLS and logs in as Send would, then
+// quits without sending: the doctor's test of the email section.
+func (m *Mailer) Check(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, m.Timeout)
+	defer cancel()
+	c, err := m.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := m.login(c); err != nil {
+		return err
+	}
+	return c.Quit()
+}
+
 // where names the server and the keys that chose it, for error messages.
 func (m *Mailer) where() string {
 	return fmt.Sprintf("SMTP server %s (email.smtp_host, email.smtp_port)", net.JoinHostPort(m.cfg.SMTPHost, strconv.Itoa(m.cfg.SMTPPort)))
@@ -160,8 +176,8 @@ func (m *Mailer) dial(ctx context.Context) (*smtp.Client, error) {
 	return c, nil
 }
 
-// deliver authenticates when configured and sends one message.
-func (m *Mailer) deliver(c *smtp.Client, to string, body []byte) error {
+// login authenticates when smtp_user is set.
+func (m *Mailer) login(c *smtp.Client) error {
 	if m.cfg.SMTPUser != "" {
 		if ok, _ := c.Extension("AUTH"); !ok {
 			return fmt.Errorf("email: %s offers no authentication, but email.smtp_user is set", m.where())
@@ -171,6 +187,14 @@ func (m *Mailer) deliver(c *smtp.Client, to string, body []byte) error {
 		if err := c.Auth(smtp.PlainAuth("", m.cfg.SMTPUser, m.cfg.SMTPPass, m.cfg.SMTPHost)); err != nil {
 			return fmt.Errorf("email: %s refused the login (email.smtp_user, email.smtp_pass): %w", m.where(), err)
 		}
+	}
+	return nil
+}
+
+// deliver authenticates when configured and sends one message.
+func (m *Mailer) deliver(c *smtp.Client, to string, body []byte) error {
+	if err := m.login(c); err != nil {
+		return err
 	}
 	if err := c.Mail(m.from.Address); err != nil {
 		return fmt.Errorf("email: %s refused the sender (email.notif_from): %w", m.where(), err)

@@ -112,3 +112,25 @@ func wantErr(t *testing.T, err error, parts ...string) {
 		}
 	}
 }
+
+// TestCheck logs in without sending, and fails as Send would.
+func TestCheck(t *testing.T) {
+	ms := servertest.StartMailServer(t, servertest.MailOptions{STARTTLS: true, User: "u", Pass: "p"})
+	c := &config.Config{Email: ms.Config()}
+	c.Defaults()
+	m, err := mailer.New(*c.Email, "hearth.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Check(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ms.None(t)
+	bad := *c.Email
+	bad.SMTPPass = "nope"
+	m, err = mailer.New(bad, "hearth.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, m.Check(t.Context()), "email.smtp_user, email.smtp_pass")
+}
