@@ -101,6 +101,19 @@ type Config struct {
 	// ServerNotices is the server-notices account (notices.go).
 	ServerNotices ServerNotices `yaml:"server_notices"`
 
+	// Email: validating the addresses users add, register with and reset
+	// their password by, through SMTP (email.go). Nil: not configured.
+	Email *Email `yaml:"email"`
+	// RegistrationsRequire3PID lists the media /register demands ("email").
+	RegistrationsRequire3PID []string `yaml:"registrations_require_3pid"`
+	// Enable3PIDChanges nil means true: users may add and remove addresses.
+	Enable3PIDChanges *bool `yaml:"enable_3pid_changes"`
+	// RequestTokenInhibit3PIDErrors makes requestToken answer a made-up
+	// session rather than say whether an address is in use.
+	RequestTokenInhibit3PIDErrors bool               `yaml:"request_token_inhibit_3pid_errors"`
+	AllowedLocal3PIDs             []AllowedLocal3PID `yaml:"allowed_local_3pids"`
+	RC3PIDValidation              RateLimit          `yaml:"rc_3pid_validation"`
+
 	// Push notifications (push.go).
 	Push Push `yaml:"push"`
 
@@ -319,6 +332,7 @@ func (c *Config) Defaults() {
 	c.acmeDefaults()
 	c.delayedDefaults()
 	c.oauthDefaults()
+	c.emailDefaults()
 }
 
 // PasswordLoginEnabled reports whether m.login.password is offered.
@@ -430,9 +444,9 @@ func (c *Config) Validate() error {
 	if c.SigningKeyPath == "" {
 		bad("signing_key_path", "is required (generate-config writes one)")
 	}
-	if c.EnableRegistration && !c.EnableRegistrationWithoutVerification && !c.RegistrationRequiresToken {
+	if c.EnableRegistration && !c.EnableRegistrationWithoutVerification && !c.RegistrationRequiresToken && !c.RegistrationRequiresEmail() {
 		bad("enable_registration", "open registration without verification lets anyone create accounts: also set "+
-			"enable_registration_without_verification: true, or registration_requires_token: true")
+			"enable_registration_without_verification: true, registration_requires_token: true or registrations_require_3pid: [email]")
 	}
 	if _, ok := rooms.LookupVersion(c.DefaultRoomVersion); !ok {
 		bad("default_room_version", "%q is not a room version this server supports (%s)", c.DefaultRoomVersion,
@@ -457,6 +471,7 @@ func (c *Config) Validate() error {
 	c.validateACME(bad)
 	c.validateDelayed(bad)
 	c.validateOAuth(bad)
+	c.validateEmail(bad)
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errors.Join(errs...)
 }
@@ -496,6 +511,9 @@ func Parse(raw []byte, path string) (*Config, []string, error) {
 	c.TLSCertificatePath = c.Resolve(c.TLSCertificatePath)
 	c.TLSPrivateKeyPath = c.Resolve(c.TLSPrivateKeyPath)
 	c.MediaStorePath = c.Resolve(c.MediaStorePath)
+	if c.Email != nil {
+		c.Email.SMTPCAFile = c.Resolve(c.Email.SMTPCAFile)
+	}
 	for i, p := range c.FederationCustomCAList {
 		c.FederationCustomCAList[i] = c.Resolve(p)
 	}

@@ -445,6 +445,46 @@ memory:
 #  include_content: true
 #  legacy_mention_rules: false
 
+# Email (Synapse's email section): with it, users can add email addresses
+# to their account, register with one and reset their password by one,
+# each validated by a link the server emails through this SMTP server. By
+# default it connects in plain text and upgrades with STARTTLS when the
+# server offers it; require_transport_security refuses to send without
+# STARTTLS, force_tls speaks TLS from the start (port 465). public_baseurl
+# must be set: the emails link to it. See docs/email.md.
+#email:
+#  smtp_host: mail.example.org
+#  smtp_port: 587
+#  smtp_user: hearth
+#  smtp_pass: secret
+#  force_tls: false
+#  require_transport_security: true
+#  enable_tls: true
+#  tlsname: mail.example.org    # default: smtp_host
+#  smtp_ca_file: null           # PEM CAs for a private mail server (Hearth extension)
+#  notif_from: "Your %(app)s homeserver <noreply@example.org>"
+#  app_name: Matrix
+#  validation_token_lifetime: 1h
+#  subjects:
+#    password_reset: "[%(server_name)s] Password reset"
+#    email_validation: "[%(server_name)s] Validate your email"
+#
+# Require an email address to register (needs the email section):
+#registrations_require_3pid: [email]
+# Whether users may add and remove addresses themselves (default true).
+#enable_3pid_changes: true
+# Answer requestToken as if all went well rather than say whether an
+# address is in use (the email then goes unsent).
+#request_token_inhibit_3pid_errors: false
+# Only addresses matching one of these may be put on accounts.
+#allowed_local_3pids:
+#  - medium: email
+#    pattern: '^[^@]+@example\.org$'
+# How often one client address may ask for validation emails.
+#rc_3pid_validation:
+#  per_second: 0.003
+#  burst_count: 5
+
 ## Federation ##
 
 # Whether outbound federation checks other servers' TLS certificates (the

@@ -99,6 +99,29 @@ func TestOAuthRegistrationClosed(t *testing.T) {
 	})
 }
 
+// TestOAuthRegistrationNeedsEmail: with registrations_require_3pid the
+// registration page, which cannot prove an address, creates no account.
+func TestOAuthRegistrationNeedsEmail(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := start(t, e, func(c *config.Config) {
+			c.Email = &config.Email{NotifFrom: "noreply@hearth.test"}
+			c.PublicBaseURL = "https://matrix.hearth.test/"
+			c.RegistrationsRequire3PID = []string{"email"}
+			c.EnableRegistrationWithoutVerification = false
+			c.Defaults()
+		})
+		br := newBrowser(t, b.URL)
+		br.do("GET", b.URL+server.OAuthPath+"/register", nil)
+		if status, _ := br.submit(url.Values{"username": {"dan"}, "password": {password}, "password2": {password}}); status != http.StatusForbidden ||
+			!strings.Contains(br.last, "email address") {
+			t.Fatalf("registration without email: %d\n%s", status, br.last)
+		}
+		if taken, _ := b.Store.LocalpartTaken(context.Background(), "dan"); taken {
+			t.Fatal("an account was created without an email address")
+		}
+	})
+}
+
 // TestAuthMetadataOff: without the oauth section the API is not there:
 // auth_metadata answers 404 M_UNRECOGNIZED (which tells clients to use
 // the legacy API) and nothing is served under /_hearth/oauth.

@@ -146,7 +146,82 @@ func (s *Server) getAdminUser(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, adminUserJSON(&u.User, u.LastSeenTS, false))
+	body := adminUserJSON(&u.User, u.LastSeenTS, false)
+	if body["threepids"], err = s.adminThreePIDs(r, userID); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, body)
+}
+
+// adminThreePIDs is the user's threepids as the admin API shows them.
+func (s *Server) adminThreePIDs(r *http.Request, userID string) ([]map[string]any, error) {
+	ts, err := s.store.UserThreePIDs(r.Context(), userID)
+	if err != nil {
+		return nil, err
+	}
+	return threePIDsJSON(ts), nil
+}
+
+// adminThreePIDList checks the threepids of a PUT: each has a medium
+// (email or msisdn) and an address, emails are stored in canonical form,
+// and none may be on another account (409 M_THREEPID_IN_USE, before
+// anything changes).
+func (s *Server) adminThreePIDList(r *http.Request, userID string, in []struct {
+	Medium  string `json:"medium"`
+	Address string `json:"address"`
+}) ([]storage.ThreePID, error) {
+	now := s.now().UnixMilli()
+	out := make([]storage.ThreePID, 0, len(in))
+	for i, t := range in {
+		if t.Medium == "" || t.Address == "" {
+			return nil, matrix.MissingParam("threepids[%d] needs medium and address", i)
+		}
+		switch t.Medium {
+		case "email":
+			canon, err := canonicalEmail(t.Address)
+			if err != nil {
+				return nil, err
+			}
+			t.Address = canon
+		case "msisdn":
+		default:
+			return nil, matrix.InvalidParam("threepids[%d].medium must be email or msisdn", i)
+		}
+		owner, err := s.store.ThreePIDUser(r.Context(), t.Medium, t.Address)
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return nil, err
+		}
+		if owner != "" && owner != userID {
+			return nil, &matrix.Error{Code: "M_THREEPID_IN_USE", Msg: t.Address + " is already on another account", Status: http.StatusConflict}
+		}
+		out = append(out, storage.ThreePID{Medium: t.Medium, Address: t.Address, UserID: userID, ValidatedAt: now, AddedAt: now})
+	}
+	return out, nil
+}
+
+// GET /_synapse/admin/v1/threepid/{medium}/users/{address}
+func (s *Server) getAdminThreePIDUser(w http.ResponseWriter, r *http.Request) error {
+	medium, err := pathParam(r, "medium")
+	if err != nil {
+		return err
+	}
+	address, err := pathParam(r, "address")
+	if err != nil {
+		return err
+	}
+	if medium == "email" {
+		if canon, err := canonicalEmail(address); err == nil {
+			address = canon
+		}
+	}
+	userID, err := s.store.ThreePIDUser(r.Context(), medium, address)
+	if errors.Is(err, storage.ErrNotFound) {
+		return matrix.NotFound("User not found")
+	}
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]string{"user_id": userID})
 }
 
 // PUT /_synapse/admin/v2/users/{userId}
@@ -167,9 +242,19 @@ func (s *Server) putAdminUser(w http.ResponseWriter, r *http.Request) error {
 		Deactivated   *bool   `json:"deactivated"`
 		Locked        *bool   `json:"locked"`
 		UserType      *string `json:"user_type"`
+		ThreePIDs     *[]struct {
+			Medium  string `json:"medium"`
+			Address string `json:"address"`
+		} `json:"threepids"`
 	}
 	if err := decodeJSON(r, &req); err != nil {
 		return err
+	}
+	var threePIDs []storage.ThreePID
+	if req.ThreePIDs != nil {
+		if threePIDs, err = s.adminThreePIDList(r, userID, *req.ThreePIDs); err != nil {
+			return err
+		}
 	}
 	created, err := s.UpsertUser(r.Context(), s.apiActor(r), userID, UserChanges{
 		Password: req.Password, LogoutDevices: req.LogoutDevices, DisplayName: req.DisplayName, AvatarURL: req.AvatarURL,
@@ -177,6 +262,15 @@ func (s *Server) putAdminUser(w http.ResponseWriter, r *http.Request) error {
 	})
 	if err != nil {
 		return err
+	}
+	if req.ThreePIDs != nil {
+		err := s.store.SetUserThreePIDs(r.Context(), userID, threePIDs)
+		if errors.Is(err, storage.ErrConflict) {
+			return &matrix.Error{Code: "M_THREEPID_IN_USE", Msg: "an address is already on another account", Status: http.StatusConflict}
+		}
+		if err != nil {
+			return err
+		}
 	}
 	status := http.StatusOK
 	if created {
@@ -186,7 +280,11 @@ func (s *Server) putAdminUser(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, status, adminUserJSON(&u.User, u.LastSeenTS, false))
+	body := adminUserJSON(&u.User, u.LastSeenTS, false)
+	if body["threepids"], err = s.adminThreePIDs(r, userID); err != nil {
+		return err
+	}
+	return writeJSON(w, status, body)
 }
 
 // POST /_synapse/admin/v1/deactivate/{userId}

@@ -55,6 +55,11 @@ func (s *Server) postPassword(w http.ResponseWriter, r *http.Request) error {
 		return matrix.MissingParam("new_password is required")
 	}
 	spec := uiaSpec{flows: passwordFlows, secretField: "new_password"}
+	if s.cfg.EmailConfigured() {
+		// A forgotten password: the emailed link proves the account.
+		spec.flows = [][]string{{stagePassword}, {stageEmailIdentity}}
+		spec.emailPurpose = purposePassword
+	}
 	if caller != nil {
 		spec.user = caller.UserID
 	}
@@ -83,6 +88,9 @@ func (s *Server) postPassword(w http.ResponseWriter, r *http.Request) error {
 		if err := s.store.DeleteUserTokens(ctx, se.UserID, keep, true); err != nil {
 			return err
 		}
+	}
+	if err := s.spendThreePIDSessions(r, se); err != nil {
+		return err
 	}
 	if err := s.store.DeleteUIASession(ctx, se.id); err != nil {
 		return err

@@ -60,8 +60,10 @@ type loginRequest struct {
 // m.login.password UIA stage.
 type passwordAuth struct {
 	Identifier *struct {
-		Type string `json:"type"`
-		User string `json:"user"`
+		Type    string `json:"type"`
+		User    string `json:"user"`
+		Medium  string `json:"medium"`
+		Address string `json:"address"`
 	} `json:"identifier"`
 	// User, Medium and Address are the pre-identifier (r0.4) forms.
 	User     string `json:"user"`
@@ -70,27 +72,64 @@ type passwordAuth struct {
 	Password string `json:"password"`
 }
 
-// identify returns who the credentials name, or "" when they name nobody.
-// Only m.id.user is supported: Hearth keeps no third-party IDs, and the spec
-// answers an unknown 3PID with 403.
-func (p *passwordAuth) identify() (string, *matrix.Error) {
+// identify returns who the credentials name: a user (localpart or ID),
+// or an email address, or neither when they name nobody. Phone numbers
+// are never on accounts here; the spec answers an unknown 3PID with 403.
+func (p *passwordAuth) identify() (user, email string, fail *matrix.Error) {
+	medium, address := p.Medium, p.Address
 	if p.Identifier != nil {
 		switch p.Identifier.Type {
 		case "m.id.user":
 			if p.Identifier.User == "" {
-				return "", matrix.MissingParam("identifier.user is required")
+				return "", "", matrix.MissingParam("identifier.user is required")
 			}
-			return p.Identifier.User, nil
-		case "m.id.thirdparty", "m.id.phone":
-			return "", matrix.Forbidden("no account is bound to that third-party identifier")
+			return p.Identifier.User, "", nil
+		case "m.id.thirdparty":
+			medium, address = p.Identifier.Medium, p.Identifier.Address
+			if medium == "" || address == "" {
+				return "", "", matrix.MissingParam("identifier.medium and identifier.address are required")
+			}
+		case "m.id.phone":
+			return "", "", matrix.Forbidden("no account is bound to that third-party identifier")
 		default:
-			return "", matrix.InvalidParam("unknown identifier type %q", p.Identifier.Type)
+			return "", "", matrix.InvalidParam("unknown identifier type %q", p.Identifier.Type)
 		}
 	}
-	if p.Medium != "" || p.Address != "" {
-		return "", matrix.Forbidden("no account is bound to that third-party identifier")
+	if medium == "" && address == "" {
+		return p.User, "", nil
 	}
-	return p.User, nil
+	if medium != "email" {
+		return "", "", matrix.Forbidden("no account is bound to that third-party identifier")
+	}
+	canon, err := canonicalEmail(address)
+	if err != nil {
+		return "", "", matrix.Forbidden("no account is bound to that third-party identifier")
+	}
+	return "", canon, nil
+}
+
+// credentialUser resolves what the credentials name to a user ID: "" when
+// they name nobody. An email address on no account is refused with the
+// words of a wrong password, so logins do not reveal which addresses are
+// registered.
+func (s *Server) credentialUser(r *http.Request, cred *passwordAuth) (string, *matrix.Error, error) {
+	name, email, fail := cred.identify()
+	if fail != nil {
+		return "", fail, nil
+	}
+	if email != "" {
+		userID, err := s.store.ThreePIDUser(r.Context(), "email", email)
+		if errors.Is(err, storage.ErrNotFound) {
+			s.limits.loginFailed.charge(email)
+			return "", matrix.Forbidden("Invalid username or password"), nil
+		}
+		return userID, nil, err
+	}
+	if name == "" {
+		return "", nil, nil
+	}
+	userID, fail := s.qualifyUser(name)
+	return userID, fail, nil
 }
 
 // qualifyUser turns a localpart or a user ID of this server into the
@@ -139,16 +178,15 @@ func (s *Server) postLogin(w http.ResponseWriter, r *http.Request) error {
 	if err := checkDeviceFields(req.DeviceID, req.InitialDeviceDisplayName); err != nil {
 		return err
 	}
-	name, merr := cred.identify()
+	userID, merr, err := s.credentialUser(r, &cred)
+	if err != nil {
+		return err
+	}
 	if merr != nil {
 		return merr
 	}
-	if name == "" {
+	if userID == "" {
 		return matrix.MissingParam("identifier is required")
-	}
-	userID, merr := s.qualifyUser(name)
-	if merr != nil {
-		return merr
 	}
 	if _, ok := fields["password"]; !ok {
 		return matrix.MissingParam("password is required")

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"sort"
 	"strconv"
@@ -134,7 +135,19 @@ func (s *Server) postPushersSet(w http.ResponseWriter, r *http.Request) error {
 			return matrix.MissingParam("Config Error: %v", err)
 		}
 	case "email":
-		return &matrix.Error{Code: "M_THREEPID_NOT_FOUND", Msg: "Email not found", Status: http.StatusBadRequest}
+		// As Synapse: the pushkey must be an address on the account.
+		// Such pushers are kept and listed; Hearth sends no
+		// notification emails (Synapse's email.enable_notifs off).
+		canon, err := canonicalEmail(pushKey)
+		owner := ""
+		if err == nil {
+			if owner, err = s.store.ThreePIDUser(ctx, "email", canon); err != nil && !errors.Is(err, storage.ErrNotFound) {
+				return err
+			}
+		}
+		if owner != me.UserID {
+			return &matrix.Error{Code: "M_THREEPID_NOT_FOUND", Msg: "Email not found", Status: http.StatusBadRequest}
+		}
 	default:
 		return matrix.InvalidParam("unknown pusher kind %q (http or email)", kind)
 	}

@@ -26,12 +26,23 @@ type registerRequest struct {
 }
 
 // registrationFlows are the UIA flows /register offers: a registration token
-// when one is required, otherwise the dummy stage (open registration).
+// when one is required, otherwise the dummy stage (open registration); with
+// the email section, each also with an email address proved
+// (m.login.email.identity), and only so under registrations_require_3pid.
 func (s *Server) registrationFlows() [][]string {
+	base := []string{stageDummy}
+	withEmail := []string{stageEmailIdentity}
 	if s.Registration().RequiresToken {
-		return [][]string{{stageRegistrationToken}}
+		base = []string{stageRegistrationToken}
+		withEmail = []string{stageRegistrationToken, stageEmailIdentity}
 	}
-	return [][]string{{stageDummy}}
+	switch {
+	case s.cfg.RegistrationRequiresEmail():
+		return [][]string{withEmail}
+	case s.cfg.EmailConfigured():
+		return [][]string{base, withEmail}
+	}
+	return [][]string{base}
 }
 
 // POST /_matrix/client/v3/register
@@ -72,7 +83,7 @@ func (s *Server) postRegister(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 
-	spec := uiaSpec{flows: s.registrationFlows(), secretField: "password",
+	spec := uiaSpec{flows: s.registrationFlows(), secretField: "password", emailPurpose: purposeRegister,
 		beforeHash: func() error { return s.limits.registration.take("hash|" + ip) }}
 	se, body, err := s.uia(w, r, fields, spec)
 	if err != nil || se == nil {
@@ -98,6 +109,9 @@ func (s *Server) postRegister(w http.ResponseWriter, r *http.Request) error {
 		if err := s.store.CompleteRegistrationToken(r.Context(), se.RegToken); err != nil {
 			return err
 		}
+	}
+	if err := s.addRegisteredThreePIDs(r, userID, se); err != nil {
+		return err
 	}
 	if err := s.store.DeleteUIASession(r.Context(), se.id); err != nil {
 		return err
@@ -216,4 +230,23 @@ func (s *Server) getRegistrationTokenValidity(w http.ResponseWriter, r *http.Req
 		return err
 	}
 	return writeJSON(w, http.StatusOK, map[string]bool{"valid": t.Valid(s.now().UnixMilli())})
+}
+
+// addRegisteredThreePIDs puts the addresses the registration proved on the
+// new account. One taken meanwhile by another registration is left out
+// (and logged): the account exists by now, and the address stays with
+// whoever was first.
+func (s *Server) addRegisteredThreePIDs(r *http.Request, userID string, se *uiaSession) error {
+	for _, t := range se.ThreePIDs {
+		err := s.store.AddThreePID(r.Context(), storage.ThreePID{Medium: t.Medium, Address: t.Address, UserID: userID,
+			ValidatedAt: t.ValidatedAt, AddedAt: s.now().UnixMilli()})
+		if errors.Is(err, storage.ErrConflict) {
+			logFrom(r.Context(), s.log).Warn("registration: email address taken meanwhile", "user_id", userID)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return s.spendThreePIDSessions(r, se)
 }

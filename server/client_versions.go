@@ -115,7 +115,7 @@ func (s *Server) getCapabilities(w http.ResponseWriter, r *http.Request) error {
 		// Custom fields (spec v1.16); displayname and avatar_url follow
 		// their own capabilities.
 		"m.profile_fields":  map[string]bool{"enabled": !me.Suspended},
-		"m.3pid_changes":    map[string]bool{"enabled": false},
+		"m.3pid_changes":    map[string]bool{"enabled": s.threePIDChangesAllowed()},
 		"m.get_login_token": map[string]bool{"enabled": s.cfg.LoginViaExistingSession.Enabled && !me.IsGuest},
 		"m.room_versions":   rooms.Capability(s.cfg.DefaultRoomVersion),
 	}

@@ -36,6 +36,10 @@ func (s *Server) deactivateAccount(ctx context.Context, userID string, erase boo
 	if err := s.deleteUserPushers(ctx, userID); err != nil {
 		return err
 	}
+	// Synapse removes the account's addresses: they may be registered again.
+	if err := s.store.SetUserThreePIDs(ctx, userID, nil); err != nil {
+		return err
+	}
 	s.leaveAllRooms(context.WithoutCancel(ctx), userID)
 	return nil
 }

@@ -104,6 +104,11 @@ func (s *Server) RegisterWithPassword(r *http.Request, username, password, regTo
 	if !reg.Enabled {
 		return "", matrix.Forbidden("Registration has been disabled")
 	}
+	if s.cfg.RegistrationRequiresEmail() {
+		// The page cannot prove an email address, which
+		// registrations_require_3pid demands: no way around it here.
+		return "", matrix.Forbidden("this server requires an email address to register: register from an app that asks for one")
+	}
 	localpart := strings.ToLower(strings.TrimSpace(username))
 	if localpart == "" {
 		return "", matrix.MissingParam("a username is required")

@@ -115,6 +115,9 @@ type limiters struct {
 	// delayedMgmt bounds the management of delayed events per user, or
 	// per address without an access token (delayed_events.go).
 	delayedMgmt *limiter
+	// threePID bounds validation emails per client and per address, and
+	// failed token submissions (rc_3pid_validation; email_validation.go).
+	threePID *limiter
 }
 
 func newLimiters(c *config.Config, now func() time.Time) *limiters {
@@ -129,5 +132,6 @@ func newLimiters(c *config.Config, now func() time.Time) *limiters {
 		// spec asks for stricter limits than usual here.
 		loginToken:  newLimiter(config.RateLimit{PerSecond: 1.0 / 60, BurstCount: 1}, now),
 		delayedMgmt: newLimiter(c.RCDelayedEventMgmt, now),
+		threePID:    newLimiter(c.RC3PIDValidation, now),
 	}
 }

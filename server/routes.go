@@ -183,6 +183,11 @@ func (s *Server) routes() http.Handler {
 	// Synapse's admin API, for synadm and synapse-admin (synapseAdminRoutes).
 	r.Route("/_synapse/admin", s.synapseAdminRoutes)
 
+	// The page the validation emails link to, and clients' submit_url
+	// (email_validation.go).
+	r.Get(emailSubmitPath, s.api(s.getEmailSubmitToken))
+	r.Post(emailSubmitPath, s.api(s.postEmailSubmitToken))
+
 	// The OAuth 2.0 authorisation server and its pages (package oauth).
 	if s.oauth != nil {
 		r.Mount(OAuthPath, s.oauth)
@@ -212,11 +217,12 @@ func (s *Server) clientV3Routes(r chi.Router) {
 	r.Get("/login/sso/redirect", s.api(s.getSSORedirect))
 	r.Post("/register", s.api(s.postRegister))
 	r.Get("/register/available", s.api(s.getRegisterAvailable))
-	// Email and phone numbers cannot be validated (client_threepid.go).
-	r.Post("/register/email/requestToken", s.api(s.postThreePIDDenied))
-	r.Post("/register/msisdn/requestToken", s.api(s.postThreePIDDenied))
-	r.Post("/account/password/email/requestToken", s.api(s.postThreePIDDenied))
-	r.Post("/account/password/msisdn/requestToken", s.api(s.postThreePIDDenied))
+	// Email validation for registration and password reset, with the
+	// email section; phone numbers never (client_threepid.go).
+	r.Post("/register/email/requestToken", s.api(s.postEmailRequestToken(purposeRegister)))
+	r.Post("/register/msisdn/requestToken", s.api(s.postMsisdnDenied))
+	r.Post("/account/password/email/requestToken", s.api(s.postEmailRequestToken(purposePassword)))
+	r.Post("/account/password/msisdn/requestToken", s.api(s.postMsisdnDenied))
 	r.Group(func(r chi.Router) {
 		r.Use(s.auth)
 		r.Get("/capabilities", s.api(s.getCapabilities))
@@ -240,10 +246,10 @@ func (s *Server) clientV3Routes(r chi.Router) {
 		r.Post("/account/3pid", s.api(s.postThreePID))
 		r.Post("/account/3pid/add", s.api(s.postThreePIDAdd))
 		r.Post("/account/3pid/bind", s.api(s.postThreePIDBind))
-		r.Post("/account/3pid/unbind", s.api(s.postThreePIDRemove))
-		r.Post("/account/3pid/delete", s.api(s.postThreePIDRemove))
-		r.Post("/account/3pid/email/requestToken", s.api(s.postThreePIDRequestToken))
-		r.Post("/account/3pid/msisdn/requestToken", s.api(s.postThreePIDRequestToken))
+		r.Post("/account/3pid/unbind", s.api(s.postThreePIDUnbind))
+		r.Post("/account/3pid/delete", s.api(s.postThreePIDDelete))
+		r.Post("/account/3pid/email/requestToken", s.api(s.postEmailRequestToken(purposeAdd)))
+		r.Post("/account/3pid/msisdn/requestToken", s.api(s.postMsisdnRequestToken))
 
 		// Features with nothing to offer yet, answered with empty shapes
 		// (client_misc.go).
@@ -388,6 +394,7 @@ func (s *Server) synapseAdminRoutes(r chi.Router) {
 		r.Get("/v3/users", s.api(s.getAdminUsers))
 		r.Get("/v2/users/{userId}", s.api(s.getAdminUser))
 		r.Put("/v2/users/{userId}", s.api(s.putAdminUser))
+		r.Get("/v1/threepid/{medium}/users/{address}", s.api(s.getAdminThreePIDUser))
 		r.Post("/v1/deactivate/{userId}", s.api(s.postAdminDeactivate))
 		r.Post("/v1/reset_password/{userId}", s.api(s.postAdminResetPassword))
 		r.Get("/v1/users/{userId}/admin", s.api(s.getAdminUserAdmin))

@@ -11,6 +11,7 @@ import (
 
 	"hearth/config"
 	"hearth/server/federation"
+	"hearth/server/mailer"
 	"hearth/server/metrics"
 	"hearth/server/push"
 	"hearth/server/storage"
@@ -114,6 +115,10 @@ type Server struct {
 	bg background
 	// metrics are the Prometheus collectors (metrics.go).
 	metrics *metrics.Metrics
+	// mailer sends the validation emails (nil without the email section,
+	// or when mailerErr says why it could not be built).
+	mailer    *mailer.Mailer
+	mailerErr error
 	// mutualBatch overrides the mutual rooms batch size (tests; 0: the
 	// default, client_mutual_rooms.go).
 	mutualBatch int
@@ -151,6 +156,12 @@ func New(d Deps) (*Server, http.Handler) {
 		s.startFederation(fedHTTP)
 	}
 	s.media = newMediaRepo(s)
+	if d.Cfg.Email != nil {
+		s.mailer, s.mailerErr = mailer.New(*d.Cfg.Email, d.Cfg.ServerName)
+		if s.mailerErr != nil {
+			d.Log.Error("email: validation emails cannot be sent", "err", s.mailerErr)
+		}
+	}
 	s.registerMetrics()
 	if d.Dashboard != nil {
 		s.dashboard = d.Dashboard(s)

@@ -40,6 +40,7 @@ const (
 	stagePassword          = "m.login.password"
 	stageDummy             = "m.login.dummy"
 	stageRegistrationToken = "m.login.registration_token"
+	stageEmailIdentity     = "m.login.email.identity"
 )
 
 // uiaSession is what a session remembers between requests, stored as JSON in
@@ -68,6 +69,17 @@ type uiaSession struct {
 	// Registered is the account a completed registration created; a retry
 	// of the finished request logs in to it instead of failing.
 	Registered string `json:"registered,omitempty"`
+	// ThreePIDs are the addresses an m.login.email.identity stage proved,
+	// with the validation sessions the operation spends once done.
+	ThreePIDs []uiaThreePID `json:"threepids,omitempty"`
+}
+
+// uiaThreePID is an address an email stage proved.
+type uiaThreePID struct {
+	Medium      string `json:"medium"`
+	Address     string `json:"address"`
+	ValidatedAt int64  `json:"validated_at"`
+	SID         string `json:"sid"`
 }
 
 // uiaSpec is what an endpoint asks for.
@@ -84,6 +96,9 @@ type uiaSpec struct {
 	// rate-limits there, as bcrypt is deliberately costly and the endpoint
 	// is open to anyone.
 	beforeHash func() error
+	// emailPurpose is the kind of validation session an
+	// m.login.email.identity stage accepts (register, password).
+	emailPurpose string
 }
 
 // uiaOp names the operation a request performs; the r0 alias counts as v3.
@@ -381,6 +396,8 @@ func (s *Server) uiaRunStage(r *http.Request, se *uiaSession, spec uiaSpec, stag
 		return nil, nil
 	case stagePassword:
 		return s.uiaPasswordStage(r, se, spec, auth)
+	case stageEmailIdentity:
+		return s.uiaEmailStage(r, se, spec, auth)
 	case stageOAuth, stageOAuthUnstable:
 		// Done once the user approved the reset on the account page
 		// (oauth_accounts.go), within its window.
@@ -400,18 +417,17 @@ func (s *Server) uiaPasswordStage(r *http.Request, se *uiaSession, spec uiaSpec,
 	if err := unmarshalFields(auth, &req); err != nil {
 		return nil, err
 	}
-	name, ferr := req.identify()
+	userID, ferr, err := s.credentialUser(r, &req)
+	if err != nil {
+		return nil, err
+	}
 	if ferr != nil {
 		return ferr, nil
 	}
-	userID := spec.user
-	if name != "" {
-		id, err := s.qualifyUser(name)
-		if err != nil {
-			return err, nil
-		}
-		userID = id
-	} else if userID == "" {
+	if userID == "" {
+		userID = spec.user
+	}
+	if userID == "" {
 		return matrix.MissingParam("auth.identifier is required"), nil
 	}
 	if err := s.limits.loginFailed.check(userID); err != nil {
@@ -433,4 +449,64 @@ func (s *Server) uiaPasswordStage(r *http.Request, se *uiaSession, spec uiaSpec,
 	}
 	se.UserID = userID
 	return nil, nil
+}
+
+// uiaEmailStage checks m.login.email.identity: threepid_creds name a
+// session of the endpoint's purpose whose emailed link was followed. For a
+// password reset the address picks the account; for a registration it must
+// still be free.
+func (s *Server) uiaEmailStage(r *http.Request, se *uiaSession, spec uiaSpec, auth map[string]json.RawMessage) (*matrix.Error, error) {
+	if spec.emailPurpose == "" || !s.cfg.EmailConfigured() {
+		return matrix.Forbidden("unsupported stage %s", stageEmailIdentity), nil
+	}
+	raw, ok := auth["threepid_creds"]
+	if !ok {
+		raw, ok = auth["threepidCreds"] // r0's name
+	}
+	if !ok {
+		return matrix.MissingParam("auth.threepid_creds is required"), nil
+	}
+	var creds map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &creds); err != nil || creds == nil {
+		return nil, matrix.BadJSON("auth.threepid_creds must be an object")
+	}
+	sid, clientSecret, err := threePIDCreds(creds, "auth.threepid_creds.")
+	if err != nil {
+		return nil, err
+	}
+	vs, fail, err := s.validatedSession(r.Context(), spec.emailPurpose, sid, clientSecret)
+	if err != nil || fail != nil {
+		return fail, err
+	}
+	owner, err := s.store.ThreePIDUser(r.Context(), vs.Medium, vs.Address)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	switch spec.emailPurpose {
+	case purposePassword:
+		if owner == "" {
+			return &matrix.Error{Code: "M_THREEPID_NOT_FOUND", Msg: "no account has that email address"}, nil
+		}
+		if (spec.user != "" && owner != spec.user) || (se.UserID != "" && se.UserID != owner) {
+			return nil, matrix.Forbidden("that email address is not on this account")
+		}
+		se.UserID = owner
+	case purposeRegister:
+		if owner != "" {
+			return nil, &matrix.Error{Code: "M_THREEPID_IN_USE", Msg: "that email address is already on an account"}
+		}
+	}
+	se.ThreePIDs = append(se.ThreePIDs, uiaThreePID{Medium: vs.Medium, Address: vs.Address, ValidatedAt: vs.ValidatedAt, SID: vs.ID})
+	return nil, nil
+}
+
+// spendThreePIDSessions deletes the validation sessions a finished
+// operation used, so none proves anything twice.
+func (s *Server) spendThreePIDSessions(r *http.Request, se *uiaSession) error {
+	for _, t := range se.ThreePIDs {
+		if _, err := s.store.DeleteThreePIDSession(r.Context(), t.SID); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"hearth/config"
 	"hearth/server/federation"
+	"hearth/server/mailer"
 )
 
 // DoctorReport is the doctor's result: its own findings, then the
@@ -77,6 +78,7 @@ func (t *Tester) Doctor(ctx context.Context) (*DoctorReport, error) {
 	t.ownKeys(d)
 	t.clockSkew(d)
 	t.selfRequest(ctx, d)
+	t.smtp(ctx, d)
 	d.OK = true
 	for _, f := range d.All() {
 		d.OK = d.OK && f.Status != Fail
@@ -268,4 +270,24 @@ func (t *Tester) selfRequest(ctx context.Context, d *DoctorReport) {
 	default:
 		d.add(Finding{Check: "proxy.uri", Status: Warn, Subject: name, Message: "The signed request to itself failed: " + err.Error() + "."})
 	}
+}
+
+// smtp checks the email section's mail server: connection, TLS as
+// configured, login; nothing is sent.
+func (t *Tester) smtp(ctx context.Context, d *DoctorReport) {
+	if t.cfg.Email == nil {
+		return
+	}
+	e := t.cfg.Email
+	subject := net.JoinHostPort(e.SMTPHost, fmt.Sprint(e.SMTPPort))
+	m, err := mailer.New(*e, t.cfg.ServerName)
+	if err == nil {
+		err = m.Check(ctx)
+	}
+	if err != nil {
+		d.add(Finding{Check: "email.smtp", Status: Fail, Subject: subject, Message: err.Error(),
+			Fix: "Fix the email section's keys named in the message; until then users cannot add, register with or reset by email addresses."})
+		return
+	}
+	d.add(Finding{Check: "email.smtp", Status: OK, Subject: subject, Message: "The mail server accepts this server's connection and login (nothing was sent)."})
 }
