@@ -115,6 +115,9 @@ type limiters struct {
 	// delayedMgmt bounds the management of delayed events per user, or
 	// per address without an access token (delayed_events.go).
 	delayedMgmt *limiter
+	// rendezvous bounds MSC4108 rendezvous sessions created per address
+	// (client_rendezvous.go).
+	rendezvous *limiter
 }
 
 func newLimiters(c *config.Config, now func() time.Time) *limiters {
@@ -129,5 +132,7 @@ func newLimiters(c *config.Config, now func() time.Time) *limiters {
 		// spec asks for stricter limits than usual here.
 		loginToken:  newLimiter(config.RateLimit{PerSecond: 1.0 / 60, BurstCount: 1}, now),
 		delayedMgmt: newLimiter(c.RCDelayedEventMgmt, now),
+		// A QR-code login makes one or two; more is someone filling memory.
+		rendezvous: newLimiter(config.RateLimit{PerSecond: 0.2, BurstCount: 10}, now),
 	}
 }
