@@ -91,7 +91,7 @@ async fn password_login(url: &str, user: &str, password: &str) -> Result<Client>
 /// The client metadata a native app registers: a loopback redirect
 /// without a port (RFC 8252) and the device authorization grant.
 fn registration() -> Result<ClientRegistrationData> {
-    let metadata = ClientMetadata::new(
+    let mut metadata = ClientMetadata::new(
         ApplicationType::Native,
         vec![
             OAuthGrantType::AuthorizationCode {
@@ -101,7 +101,6 @@ fn registration() -> Result<ClientRegistrationData> {
         ],
         Localized::new("https://interop.hearth.invalid/".parse()?, []),
     );
-    let mut metadata = metadata;
     metadata.client_name = Some(Localized::new("Hearth rust-sdk interop".to_owned(), []));
     Ok(Raw::new(&metadata)?.into())
 }
@@ -252,8 +251,7 @@ async fn e2ee(args: &[String]) -> Result<Value> {
     wait_for("the receiver's device keys", || {
         let (alice, bob_id, bob_device) = (alice.clone(), bob_id.clone(), bob_device.clone());
         async move {
-            let req = matrix_sdk::ruma::api::client::keys::get_keys::v3::Request::new();
-            let mut req = req;
+            let mut req = matrix_sdk::ruma::api::client::keys::get_keys::v3::Request::new();
             req.device_keys.insert(bob_id.clone(), vec![]);
             let resp = alice.send(req).await?;
             Ok(resp.device_keys.get(&bob_id).and_then(|d| d.get(&bob_device)).map(|_| ()))
@@ -325,10 +323,31 @@ async fn e2ee(args: &[String]) -> Result<Value> {
     }))
 }
 
-/// Accepts one request on listener (the browser's redirect) and returns
-/// its URL.
+/// Serves listener until the browser's redirect to /callback arrives, and
+/// returns its URL. Each connection is read on its own task: a browser may
+/// open one it never sends on (a preconnect) or ask for a favicon.
 async fn accept_redirect(listener: tokio::net::TcpListener, port: u16) -> Result<String> {
-    let (stream, _) = listener.accept().await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1);
+    loop {
+        tokio::select! {
+            target = rx.recv() => {
+                let target = target.context("redirect listener closed")?;
+                return Ok(format!("http://127.0.0.1:{port}{target}"));
+            }
+            conn = listener.accept() => {
+                let (stream, _) = conn?;
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let _ = answer_redirect(stream, tx).await;
+                });
+            }
+        }
+    }
+}
+
+/// Reads one request, answers it with a page, and hands on its target if
+/// it is the callback.
+async fn answer_redirect(stream: tokio::net::TcpStream, tx: tokio::sync::mpsc::Sender<String>) -> Result<()> {
     let mut stream = BufReader::new(stream);
     let mut line = String::new();
     stream.read_line(&mut line).await?;
@@ -347,7 +366,10 @@ async fn accept_redirect(listener: tokio::net::TcpListener, port: u16) -> Result
     );
     stream.get_mut().write_all(resp.as_bytes()).await?;
     stream.get_mut().shutdown().await?;
-    Ok(format!("http://127.0.0.1:{port}{target}"))
+    if target.starts_with("/callback") {
+        let _ = tx.send(target).await;
+    }
+    Ok(())
 }
 
 async fn oauth(args: &[String]) -> Result<Value> {
