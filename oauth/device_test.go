@@ -61,6 +61,10 @@ func TestOAuthDeviceGrant(t *testing.T) {
 		alice := seedUser(t, b.Store, "alice")
 		ctx := context.Background()
 		a := deviceApp(t, b)
+		// The device ID of matrix-rust-sdk's QR-code login: a Curve25519
+		// key in standard base64, with '+' and '/'.
+		a.deviceID = "QrLogin+Curve25519/" + secret.FromAlphabet("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 10)
+		a.conf.Scopes = []string{"urn:matrix:client:api:*", "urn:matrix:client:device:" + a.deviceID}
 		if !strings.Contains(strings.Join(toStrings(a.md["grant_types_supported"]), " "), "device_code") {
 			t.Fatalf("metadata grant types %v lack the device code grant", a.md["grant_types_supported"])
 		}
@@ -112,6 +116,15 @@ func TestOAuthDeviceGrant(t *testing.T) {
 		}
 		if who, c := whoami(t, b, body["access_token"].(string)); c != "" || who.UserID.String() != alice || who.DeviceID.String() != a.deviceID {
 			t.Fatalf("whoami %+v %q", who, c)
+		}
+		// The signed-in device of a QR-code login checks that the new device
+		// exists: GET /devices/{deviceId}, escaped.
+		req, _ := http.NewRequest("GET", b.URL+"/_matrix/client/v3/devices/"+url.PathEscape(a.deviceID), nil)
+		req.Header.Set("Authorization", "Bearer "+body["access_token"].(string))
+		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET /devices/%s: %v %v", url.PathEscape(a.deviceID), resp, err)
+		} else {
+			resp.Body.Close()
 		}
 		if st, body := pollDevice(t, tokenURL, a.conf.ClientID, da.DeviceCode); st == 200 {
 			t.Fatalf("second poll after the tokens were issued: %v, want an error", body)

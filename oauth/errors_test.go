@@ -77,7 +77,7 @@ func TestOAuthAuthorizeErrors(t *testing.T) {
 			"no device scope":     {with(map[string]string{"scope": "urn:matrix:client:api:*"}), "invalid_scope"},
 			"two device scopes":   {with(map[string]string{"scope": "urn:matrix:client:api:* " + device + " urn:matrix:client:device:OTHERDEVICE"}), "invalid_scope"},
 			"no API scope":        {with(map[string]string{"scope": device}), "invalid_scope"},
-			"bad device ID":       {with(map[string]string{"scope": "urn:matrix:client:api:* urn:matrix:client:device:a/b"}), "invalid_scope"},
+			"bad device ID":       {with(map[string]string{"scope": "urn:matrix:client:api:* urn:matrix:client:device:a\\b"}), "invalid_scope"},
 			"token response type": {with(map[string]string{"response_type": "token"}), "unauthorized_client"},
 		} {
 			_, loc := br.do("GET", a.authURL(tc.params), nil)

@@ -37,18 +37,22 @@ func deviceFromScope(scope string) (string, bool) {
 }
 
 // validDeviceID applies the spec's rule for a client-allocated device ID:
-// only RFC 3986 unreserved characters, which the spec lets a server
-// require, and at least one of them. (The spec suggests 10 characters for
-// uniqueness; it is the client's concern, and Hearth does not refuse
-// shorter ones, as Synapse's legacy login does not.)
+// the characters RFC 6749 allows in a scope token (printable ASCII but
+// space, '"' and '\\'), and at least one of them. The spec lets a server
+// refuse anything outside RFC 3986's unreserved characters, but
+// matrix-rust-sdk's QR-code login (Element X's "Sign in with QR code")
+// names the new device after its Curve25519 key in standard base64, with
+// '+' and '/', so Hearth accepts the wider set, as
+// matrix-authentication-service does; device IDs are escaped wherever
+// they appear in a path. (The spec suggests 10 characters for uniqueness;
+// it is the client's concern, and Hearth does not refuse shorter ones, as
+// Synapse's legacy login does not.)
 func validDeviceID(id string) bool {
 	if id == "" || len(id) > 255 {
 		return false
 	}
 	for _, c := range []byte(id) {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '.', c == '_', c == '~':
-		default:
+		if c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
 			return false
 		}
 	}

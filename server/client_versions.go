@@ -32,6 +32,10 @@ func (s *Server) getVersions(w http.ResponseWriter, r *http.Request) error {
 			"uk.half-shot.msc2666.query_mutual_rooms.stable": true,
 			// Delayed events, when max_event_delay_duration is set.
 			"org.matrix.msc4140": s.cfg.DelayedEventsEnabled(),
+			// QR-code login's rendezvous (MSC4108), with the OAuth 2.0 API
+			// whose device grant it carries; Element X offers "Sign in
+			// with QR code" when it is listed.
+			"org.matrix.msc4108": s.oauth != nil,
 			// Simplified sliding sync (MSC4186), which Element X requires.
 			"org.matrix.simplified_msc3575": true,
 			// Thread subscriptions, when experimental_features.msc4306_enabled.

@@ -118,6 +118,9 @@ type limiters struct {
 	// threePID bounds validation emails per client and per address, and
 	// failed token submissions (rc_3pid_validation; email_validation.go).
 	threePID *limiter
+	// rendezvous bounds MSC4108 rendezvous sessions created per address
+	// (client_rendezvous.go).
+	rendezvous *limiter
 }
 
 func newLimiters(c *config.Config, now func() time.Time) *limiters {
@@ -133,5 +136,7 @@ func newLimiters(c *config.Config, now func() time.Time) *limiters {
 		loginToken:  newLimiter(config.RateLimit{PerSecond: 1.0 / 60, BurstCount: 1}, now),
 		delayedMgmt: newLimiter(c.RCDelayedEventMgmt, now),
 		threePID:    newLimiter(c.RC3PIDValidation, now),
+		// A QR-code login makes one or two; more is someone filling memory.
+		rendezvous: newLimiter(config.RateLimit{PerSecond: 0.2, BurstCount: 10}, now),
 	}
 }

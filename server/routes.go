@@ -99,6 +99,12 @@ func (s *Server) routes() http.Handler {
 			r.Delete("/rooms/{roomId}/account_data/{type}", s.api(s.deleteRoomAccountData))
 		})
 	}
+	// MSC4108's rendezvous for QR-code login (client_rendezvous.go): no
+	// access token; the session's URL is the secret.
+	r.Post(rendezvousPath, s.api(s.postRendezvous))
+	r.Get(rendezvousPath+"/{sessionId}", s.api(s.getRendezvous))
+	r.Put(rendezvousPath+"/{sessionId}", s.api(s.putRendezvous))
+	r.Delete(rendezvousPath+"/{sessionId}", s.api(s.deleteRendezvous))
 	// Simplified sliding sync (MSC4186), the sync of Element X and the
 	// other matrix-rust-sdk clients (client_slidingsync.go).
 	r.With(s.auth).Post("/_matrix/client/unstable/org.matrix.simplified_msc3575/sync", s.api(s.postSlidingSync))

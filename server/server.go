@@ -14,6 +14,7 @@ import (
 	"hearth/server/mailer"
 	"hearth/server/metrics"
 	"hearth/server/push"
+	"hearth/server/rendezvous"
 	"hearth/server/storage"
 	"hearth/server/timeline"
 )
@@ -82,6 +83,8 @@ type Server struct {
 	// (oauth_accounts.go).
 	oauth   OAuthProvider
 	xsReset crossSigningResets
+	// rendezvous holds MSC4108's QR-code login sessions (client_rendezvous.go).
+	rendezvous *rendezvous.Store
 	// media is the content repository's state (media.go).
 	media *mediaRepo
 	// keys finds other servers' signing keys and publishes ours
@@ -138,6 +141,7 @@ func New(d Deps) (*Server, http.Handler) {
 	s := &Server{cfg: d.Cfg, store: d.Store, key: d.Key, log: d.Log, now: d.Now, started: d.Now(), metrics: d.Metrics}
 	s.limits = newLimiters(d.Cfg, d.Now)
 	s.nonces = newNonceStore(d.Now)
+	s.rendezvous = rendezvous.New(rendezvous.DefaultCapacity, rendezvous.DefaultTTL, d.Now)
 	s.touches = newTouchCache()
 	s.notifier = newNotifier()
 	fedHTTP := s.federationHTTP()

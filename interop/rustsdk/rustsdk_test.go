@@ -2,7 +2,11 @@
 // matrix-rust-sdk (the SDK inside Element X), against a real Hearth on
 // loopback: it logs in with a password, syncs its room list through
 // matrix-sdk-ui's RoomListService over simplified sliding sync (MSC4186),
-// and reads a room's timeline back through /messages.
+// and reads a room's timeline back through /messages (this file); two
+// such clients exchange an end-to-end encrypted message (e2ee_test.go);
+// it logs in through the OAuth 2.0 API with headless Chromium on Hearth's
+// pages, and a second device logs in by QR code over MSC4108's rendezvous
+// and the device authorisation grant (oauth_test.go).
 //
 // The client is built by `make rust-sdk` (cargo; slow the first time).
 // HEARTH_TEST_RUST_SDK names the built binary, or is 1 for the place make
@@ -78,13 +82,13 @@ type clientOutput struct {
 	Pages    int          `json:"pages"`
 }
 
-// runClient runs the client as user with the password and args after it,
-// and parses what it prints.
+// runClient runs the client's rooms mode as user with the password and
+// args after it, and parses what it prints.
 func runClient(t *testing.T, bin, url, user string, args ...string) *clientOutput {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, append([]string{url, user, password}, args...)...)
+	cmd := exec.CommandContext(ctx, bin, append([]string{"rooms", url, user, password}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
