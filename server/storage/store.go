@@ -119,6 +119,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}
 	s.events = es
 	s.startCommitter()
+	s.registerBuffers() // buffers.go
 	if err := s.openSearchQueue(ctx); err != nil {
 		s.Close()
 		return nil, err
