@@ -37,10 +37,10 @@ type Options struct {
 }
 
 // OpenStore opens the database the config names.
-func OpenStore(ctx context.Context, cfg *config.Config) (*storage.Store, error) {
-	o := storage.Options{SQLitePath: cfg.Database.Args.Database}
+func OpenStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (*storage.Store, error) {
+	o := storage.Options{SQLitePath: cfg.Database.Args.Database, Log: log}
 	if cfg.IsPostgres() {
-		o = storage.Options{Postgres: cfg.PostgresDSN(), MaxConns: cfg.Database.Args.CPMax}
+		o = storage.Options{Postgres: cfg.PostgresDSN(), MaxConns: cfg.Database.Args.CPMax, Log: log}
 	}
 	st, err := storage.Open(ctx, o)
 	if err != nil {
@@ -65,7 +65,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		return err
 	}
 	defer lock.Release()
-	st, err := OpenStore(ctx, cfg)
+	st, err := OpenStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -222,6 +222,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if o.Ready != nil {
 		o.Ready(servers[0].ln.Addr().String())
 	}
+	trimAfterStart() // trim.go
 
 	select {
 	case <-ctx.Done():

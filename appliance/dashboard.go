@@ -31,7 +31,7 @@ func applyTuning(cfg *config.Config, st *storage.Store) error {
 			return fmt.Errorf("caches.per_cache_factors.%s: %w", name, err)
 		}
 	}
-	if cfg.Memory.Limit != 0 || (cfg.Memory.GCPercent != 0 && cfg.Memory.GCPercent != 100) {
+	if cfg.Memory.Limit != 0 || cfg.Memory.GCPercent != 0 {
 		cache.ApplyRuntime(int64(cfg.Memory.Limit), cfg.Memory.GCPercent)
 	}
 	return nil

@@ -59,6 +59,7 @@ func newMediaRepo(s *Server) *mediaRepo {
 		thumbSem: make(chan struct{}, 2), remote: newRemoteFetches()}
 	if s.cfg.URLPreviewEnabled {
 		m.preview = newPreviewer(s.cfg)
+		s.store.Caches().RegisterBuffer("url_previews", "URL → preview, kept an hour (at most 1,000)", m.preview.size)
 	}
 	// Uploads cut short by a crash left their temporary files behind; one
 	// untouched for an hour is not being written by anyone.

@@ -47,6 +47,23 @@ type previewEntry struct {
 	expires time.Time
 }
 
+// size is the cache's entries and approximate bytes (the dashboard).
+func (p *previewer) size() (int, int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var n int64
+	for k, e := range p.cache {
+		n += 112 + int64(len(k))
+		for f, v := range e.body {
+			n += 64 + int64(len(f))
+			if s, ok := v.(string); ok {
+				n += int64(len(s))
+			}
+		}
+	}
+	return len(p.cache), n
+}
+
 func newPreviewer(cfg *config.Config) *previewer {
 	deny, allow := cfg.URLPreviewRanges()
 	d := &netguard.Dialer{Policy: netguard.Policy{Deny: deny, Allow: allow, Name: "url_preview_ip_range_blacklist"}}

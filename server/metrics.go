@@ -16,10 +16,20 @@ func (s *Server) registerMetrics() {
 	m := s.metrics
 	m.SyncWaiters(s.notifier.waiting.Load)
 	m.Caches(s.store.Caches())
+	s.store.Caches().RegisterBuffer("sync_waiters", "long-polling /sync requests parked until something changes for them", func() (int, int64) {
+		return int(s.notifier.waiting.Load()), -1
+	})
 	m.DBPools(s.store.Pools())
 	s.store.ObserveWrites(m.WriteTransaction)
 	s.timeline.Observe(eventCounter{m})
 	if s.fedSender != nil {
+		s.store.Caches().RegisterBuffer("federation_queues", "PDUs and EDUs waiting to be sent to other servers (entries: all destinations)", func() (int, int64) {
+			n := 0
+			for _, q := range s.fedSender.Queues() {
+				n += q.PDUs + q.EDUs
+			}
+			return n, -1
+		})
 		m.FederationQueues(func() []metrics.Queue {
 			qs := s.fedSender.Queues()
 			out := make([]metrics.Queue, len(qs))

@@ -152,9 +152,17 @@ type RegistrationVM struct {
 type CacheRowVM struct {
 	Name, Description                   string
 	Size, Capacity, BaseSize, Evictions string
+	Bytes                               string // approximate memory held
 	HitRate                             string
 	Factor                              string
 	FillPercent                         int // 0-100, for the bar
+}
+
+// BufferRowVM is one buffer (a queue, a pool) on the caches page.
+type BufferRowVM struct {
+	Name, Description string
+	Entries           string
+	Bytes             string // "—" when unknown
 }
 
 // PresetVM is a memory preset.
@@ -198,6 +206,9 @@ type CachesVM struct {
 	Persisted    string // where changes are saved, or why they are not
 	CanSave      bool
 	Memory       []Stat
+	Buffers      []BufferRowVM
+	// CacheBytes is the sum of the caches' approximate bytes.
+	CacheBytes string
 }
 
 // AuditRowVM is one audit entry.

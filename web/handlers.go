@@ -336,9 +336,14 @@ func (d *Dashboard) getCaches(w http.ResponseWriter, r *http.Request) error {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	now := d.srv.Now()
+	stats := d.caches.Stats()
+	envLimit, _ := cache.EnvRuntime()
 	vm := templates.CachesVM{Chrome: d.chrome(w, r, "Caches & memory", "caches"), GlobalFactor: formatFactor(d.caches.GlobalFactor()),
-		Caches: newCacheRows(d.caches.Stats()), MemoryLimit: configSize(limit), GCPercent: strconv.Itoa(gc), Presets: newPresetVMs(),
-		Chart: newMemoryChart(d.sampler.Samples(), now, time.Hour), Memory: memoryStats(ms, rss, limit), CanSave: d.srv.Config().Path() != ""}
+		Caches: newCacheRows(stats), CacheBytes: cacheBytes(stats), Buffers: newBufferRows(d.caches.Buffers()),
+		MemoryLimit: configSize(limit), GCPercent: strconv.Itoa(gc), Presets: newPresetVMs(),
+		Chart:   newMemoryChart(d.sampler.Samples(), now, time.Hour),
+		Memory:  append(memoryStats(ms, rss, limit), runtimeStats(ms, limit, envLimit, int64(d.srv.Config().Memory.Limit))...),
+		CanSave: d.srv.Config().Path() != ""}
 	if vm.CanSave {
 		vm.Persisted = "Changes apply at once and are saved to " + d.srv.Config().Path() + ", so they survive a restart."
 	} else {

@@ -251,9 +251,50 @@ func newCacheRows(stats []cache.Stats) []templates.CacheRowVM {
 		}
 		out = append(out, templates.CacheRowVM{Name: s.Name, Description: s.Description, Size: thousands(int64(s.Size)),
 			Capacity: thousands(int64(s.Capacity)), BaseSize: thousands(int64(s.BaseSize)), Evictions: thousands(int64(s.Evictions)),
-			HitRate: hr, Factor: formatFactor(s.Factor), FillPercent: fill})
+			HitRate: hr, Factor: formatFactor(s.Factor), FillPercent: fill, Bytes: humanBytes(uint64(max(0, s.Bytes)))})
 	}
 	return out
+}
+
+// cacheBytes is the caches' approximate bytes together.
+func cacheBytes(stats []cache.Stats) string {
+	var n int64
+	for _, s := range stats {
+		n += s.Bytes
+	}
+	return humanBytes(uint64(max(0, n)))
+}
+
+func newBufferRows(bufs []cache.Buffer) []templates.BufferRowVM {
+	out := make([]templates.BufferRowVM, 0, len(bufs))
+	for _, b := range bufs {
+		bytes := "—"
+		if b.Bytes >= 0 {
+			bytes = humanBytes(uint64(b.Bytes))
+		}
+		out = append(out, templates.BufferRowVM{Name: b.Name, Description: b.Description, Entries: thousands(int64(b.Entries)), Bytes: bytes})
+	}
+	return out
+}
+
+// runtimeStats are the caches page's figures beyond memoryStats: where the
+// Go runtime's memory goes, and where the memory limit comes from.
+func runtimeStats(ms runtime.MemStats, limit, envLimit, configLimit int64) []templates.Stat {
+	source := "none set"
+	switch {
+	case limit > 0 && configLimit > 0 && limit == configLimit:
+		source = "from memory.limit"
+	case limit > 0 && envLimit > 0 && limit == envLimit:
+		source = "from GOMEMLIMIT"
+	case limit > 0:
+		source = "set on this page"
+	}
+	return []templates.Stat{
+		{Label: "Memory limit source", Value: source, Available: true, Note: "memory.limit wins over GOMEMLIMIT; 0 leaves GOMEMLIMIT in force"},
+		{Label: "Go runtime total", Value: humanBytes(ms.Sys), Available: true, Note: "heap, stacks and runtime metadata obtained from the OS"},
+		{Label: "Goroutine stacks", Value: humanBytes(ms.StackSys), Available: true},
+		{Label: "Heap released to the OS", Value: humanBytes(ms.HeapReleased), Available: true},
+	}
 }
 
 func newPresetVMs() []templates.PresetVM {

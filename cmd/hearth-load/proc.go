@@ -114,6 +114,35 @@ func memory(pid int) (rss, hwm float64, err error) {
 	return rss, hwm, nil
 }
 
+// idleSettle is how long after start the idle RSS is read.
+const idleSettle = time.Second
+
+// rssParts splits VmRSS into RssAnon (heap, stacks, SQLite's memory) and
+// RssFile (mapped file pages: the binary's code and tables, which the
+// kernel can drop and read again at will), in MiB.
+func rssParts(pid int) (anon, file float64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || (k != "RssAnon" && k != "RssFile") {
+			continue
+		}
+		kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("/proc/%d/status: %s: %w", pid, line, err)
+		}
+		if k == "RssAnon" {
+			anon = kb / 1024
+		} else {
+			file = kb / 1024
+		}
+	}
+	return anon, file, nil
+}
+
 // cpuSeconds reads utime + stime from /proc/PID/stat. The command name
 // (field 2) may hold spaces, so fields are counted after its closing ')'.
 func cpuSeconds(pid int) (float64, error) {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -32,9 +33,14 @@ func run(ctx context.Context, o options, log io.Writer) ([]Result, error) {
 			engine = "PostgreSQL"
 		}
 		fmt.Fprintf(log, "hearth started at %s on %s, pid %d\n", srv.url, engine, t.pid)
+		// Idle means idle: the server's first second (it trims what
+		// start-up alone used once it serves) is not its idle state.
+		time.Sleep(idleSettle)
 		if rss, _, err := memory(t.pid); err == nil {
-			t.results = append(t.results, Result{Phase: "idle", Params: "after start, " + engine,
-				Metrics: []Metric{{"server RSS", rss, "MiB"}}})
+			anon, file, _ := rssParts(t.pid)
+			t.results = append(t.results, Result{Phase: "idle", Params: fmt.Sprintf("%v after start, ", idleSettle) + engine,
+				Metrics: []Metric{{"server RSS", rss, "MiB"}, {"of it anonymous (heap, stacks, SQLite)", anon, "MiB"},
+					{"of it file-backed (the binary's pages)", file, "MiB"}}})
 		}
 	} else {
 		t.client = newClient(strings.TrimRight(o.URL, "/"), o.SharedSecret)

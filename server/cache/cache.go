@@ -17,6 +17,7 @@ import (
 	"container/list"
 	"fmt"
 	"math"
+	"reflect"
 	"sort"
 	"sync"
 )
@@ -32,6 +33,10 @@ type Stats struct {
 	Hits        uint64
 	Misses      uint64
 	Evictions   uint64
+	// Bytes is the approximate memory the entries hold: keys, values and
+	// the cache's own bookkeeping, as estimated by the cache's sizer
+	// (WithSize) or, without one, by EstimateSize.
+	Bytes int64
 }
 
 // HitRate is hits / (hits + misses), or 0 before the first lookup.
@@ -49,17 +54,62 @@ type sized interface {
 	setFactor(f float64)
 }
 
-// Registry knows every cache in the process and applies the factors.
+// Registry knows every cache in the process and applies the factors. It
+// also lists the process's buffers (queues, pools), which have no factor
+// but whose size belongs on the same page.
 type Registry struct {
 	mu      sync.Mutex
 	global  float64
 	factors map[string]float64 // per-cache factors, also for caches not yet registered
 	caches  map[string]sized
+	buffers map[string]buffer
 }
 
 // NewRegistry returns a registry with global factor 1.
 func NewRegistry() *Registry {
-	return &Registry{global: 1, factors: map[string]float64{}, caches: map[string]sized{}}
+	return &Registry{global: 1, factors: map[string]float64{}, caches: map[string]sized{}, buffers: map[string]buffer{}}
+}
+
+// Buffer is a snapshot of one buffer (a queue, a pool), for the dashboard.
+type Buffer struct {
+	Name, Description string
+	Entries           int   // items held
+	Bytes             int64 // approximate memory held; -1 when unknown
+}
+
+type buffer struct {
+	desc string
+	size func() (entries int, bytes int64)
+}
+
+// RegisterBuffer lists a buffer: size reports its items and approximate
+// bytes (-1 when unknown) when the dashboard asks. Registering a name again
+// replaces it (a component restarted in tests).
+func (r *Registry) RegisterBuffer(name, description string, size func() (entries int, bytes int64)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.buffers[name] = buffer{desc: description, size: size}
+}
+
+// Buffers lists every registered buffer, by name.
+func (r *Registry) Buffers() []Buffer {
+	r.mu.Lock()
+	type named struct {
+		name string
+		b    buffer
+	}
+	list := make([]named, 0, len(r.buffers))
+	for n, b := range r.buffers {
+		list = append(list, named{n, b})
+	}
+	r.mu.Unlock()
+	out := make([]Buffer, 0, len(list))
+	for _, nb := range list {
+		n, bytes := nb.b.size()
+		out = append(out, Buffer{Name: nb.name, Description: nb.b.desc, Entries: n, Bytes: bytes})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 // capacity is base × global × factor, at least 1 so a cache never stops
@@ -194,11 +244,65 @@ type LRU[K comparable, V any] struct {
 	hits      uint64
 	misses    uint64
 	evictions uint64
+	bytes     int64            // sum of the entries' sizes
+	sizer     func(K, V) int64 // nil: EstimateSize of key and value
 }
 
 type entry[K comparable, V any] struct {
-	key K
-	val V
+	key  K
+	val  V
+	size int64
+}
+
+// entryOverhead is the bookkeeping of one entry: its map slot, list
+// element and entry struct.
+const entryOverhead = 112
+
+// WithSize sets how the cache estimates an entry's bytes (key and value,
+// without the cache's own bookkeeping), for values EstimateSize cannot see
+// into (maps, structs holding slices). Call it before the cache is used.
+func (c *LRU[K, V]) WithSize(size func(K, V) int64) *LRU[K, V] {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sizer = size
+	return c
+}
+
+func (c *LRU[K, V]) sizeOf(k K, v V) int64 {
+	if c.sizer != nil {
+		return entryOverhead + c.sizer(k, v)
+	}
+	return entryOverhead + EstimateSize(k) + EstimateSize(v)
+}
+
+// EstimateSize is a shallow estimate of a key's or value's bytes: the
+// bytes of a string or byte slice, the fixed size of numbers and bools,
+// and the declared size of anything else (a pointer's target is not
+// followed). Caches of richer values give their own sizer (WithSize).
+func EstimateSize(x any) int64 {
+	switch v := x.(type) {
+	case string:
+		return 16 + int64(len(v))
+	case []byte:
+		return 24 + int64(cap(v))
+	case []string:
+		n := int64(24 + 16*cap(v))
+		for _, s := range v {
+			n += int64(len(s))
+		}
+		return n
+	case nil:
+		return 0
+	case int, int64, uint64, float64, uintptr:
+		return 8
+	case int32, uint32, float32:
+		return 4
+	case bool, int8, uint8:
+		return 1
+	case int16, uint16:
+		return 2
+	}
+	return int64(reflect.TypeOf(x).Size())
 }
 
 // Get returns the cached value and counts a hit or a miss.
@@ -242,22 +346,32 @@ func (c *LRU[K, V]) AddIfGeneration(k K, v V, gen uint64) bool {
 }
 
 func (c *LRU[K, V]) addLocked(k K, v V) {
+	size := c.sizeOf(k, v)
 	if el, ok := c.items[k]; ok {
-		el.Value.(*entry[K, V]).val = v
+		e := el.Value.(*entry[K, V])
+		c.bytes += size - e.size
+		e.val, e.size = v, size
 		c.order.MoveToFront(el)
 		return
 	}
-	c.items[k] = c.order.PushFront(&entry[K, V]{key: k, val: v})
+	c.items[k] = c.order.PushFront(&entry[K, V]{key: k, val: v, size: size})
+	c.bytes += size
 	c.trimLocked()
 }
 
 func (c *LRU[K, V]) trimLocked() {
 	for len(c.items) > c.capacity {
 		el := c.order.Back()
-		c.order.Remove(el)
-		delete(c.items, el.Value.(*entry[K, V]).key)
+		c.removeLocked(el)
 		c.evictions++
 	}
+}
+
+func (c *LRU[K, V]) removeLocked(el *list.Element) {
+	e := el.Value.(*entry[K, V])
+	c.order.Remove(el)
+	delete(c.items, e.key)
+	c.bytes -= e.size
 }
 
 // GetOrLoad returns the cached value, or calls load and caches what it
@@ -282,8 +396,7 @@ func (c *LRU[K, V]) Remove(k K) {
 	defer c.mu.Unlock()
 	c.gen++
 	if el, ok := c.items[k]; ok {
-		c.order.Remove(el)
-		delete(c.items, k)
+		c.removeLocked(el)
 	}
 }
 
@@ -296,8 +409,7 @@ func (c *LRU[K, V]) RemoveFunc(match func(K, V) bool) {
 	c.gen++
 	for k, el := range c.items {
 		if match(k, el.Value.(*entry[K, V]).val) {
-			c.order.Remove(el)
-			delete(c.items, k)
+			c.removeLocked(el)
 		}
 	}
 }
@@ -309,6 +421,7 @@ func (c *LRU[K, V]) Purge() {
 	c.gen++
 	c.items = map[K]*list.Element{}
 	c.order.Init()
+	c.bytes = 0
 }
 
 // Len is the number of entries held.
@@ -322,7 +435,7 @@ func (c *LRU[K, V]) stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return Stats{Name: c.name, Description: c.desc, Size: len(c.items), Capacity: c.capacity, BaseSize: c.base,
-		Factor: c.factor, Hits: c.hits, Misses: c.misses, Evictions: c.evictions}
+		Factor: c.factor, Hits: c.hits, Misses: c.misses, Evictions: c.evictions, Bytes: c.bytes}
 }
 
 func (c *LRU[K, V]) resize(n int) {

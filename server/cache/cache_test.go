@@ -116,3 +116,71 @@ func TestPresets(t *testing.T) {
 		t.Fatalf("runtime: %d %d", l, g)
 	}
 }
+
+// TestLRUBytes: the byte estimate follows every way an entry comes and
+// goes, and a cache with its own sizer uses it.
+func TestLRUBytes(t *testing.T) {
+	r := NewRegistry()
+	c := NewLRU[string, string](r, "strings", "", 2)
+	bytesOf := func() int64 {
+		for _, s := range r.Stats() {
+			if s.Name == "strings" {
+				return s.Bytes
+			}
+		}
+		t.Fatal("cache not registered")
+		return 0
+	}
+	entry := func(k, v string) int64 { return entryOverhead + EstimateSize(k) + EstimateSize(v) }
+	c.Add("a", "xxxx")
+	if got, want := bytesOf(), entry("a", "xxxx"); got != want {
+		t.Fatalf("one entry: %d bytes, want %d", got, want)
+	}
+	c.Add("a", "xxxxxxxxxxxx") // replaced: the new value counts, not both
+	c.Add("b", "y")
+	if got, want := bytesOf(), entry("a", "xxxxxxxxxxxx")+entry("b", "y"); got != want {
+		t.Fatalf("replaced and added: %d bytes, want %d", got, want)
+	}
+	c.Add("c", "zz") // evicts a
+	if got, want := bytesOf(), entry("b", "y")+entry("c", "zz"); got != want {
+		t.Fatalf("after eviction: %d bytes, want %d", got, want)
+	}
+	c.Remove("b")
+	c.RemoveFunc(func(k, _ string) bool { return k == "c" })
+	if got := bytesOf(); got != 0 {
+		t.Fatalf("emptied: %d bytes", got)
+	}
+	c.Add("d", "w")
+	c.Purge()
+	if got := bytesOf(); got != 0 {
+		t.Fatalf("purged: %d bytes", got)
+	}
+	m := NewLRU[int, map[string]string](r, "maps", "", 10).WithSize(func(_ int, v map[string]string) int64 { return int64(100 * len(v)) })
+	m.Add(1, map[string]string{"a": "b", "c": "d"})
+	for _, s := range r.Stats() {
+		if s.Name == "maps" && s.Bytes != entryOverhead+200 {
+			t.Fatalf("sized cache: %d bytes, want %d", s.Bytes, entryOverhead+200)
+		}
+	}
+	r.RegisterBuffer("queue", "a queue", func() (int, int64) { return 3, -1 })
+	if b := r.Buffers(); len(b) != 1 || b[0].Name != "queue" || b[0].Entries != 3 || b[0].Bytes != -1 {
+		t.Fatalf("buffers: %+v", b)
+	}
+}
+
+// TestApplyRuntimeKeepsEnvironment: a memory limit or GC target left at 0
+// in the config puts back what the environment (GOMEMLIMIT, GOGC) set at
+// start; a configured value wins.
+func TestApplyRuntimeKeepsEnvironment(t *testing.T) {
+	limit, gc := CurrentRuntime()
+	defer ApplyRuntime(limit, gc)
+	envLimit, envGC := EnvRuntime()
+	ApplyRuntime(123<<20, 40)
+	if l, g := CurrentRuntime(); l != 123<<20 || g != 40 {
+		t.Fatalf("configured: %d %d", l, g)
+	}
+	ApplyRuntime(0, 0)
+	if l, g := CurrentRuntime(); l != envLimit || g != envGC {
+		t.Fatalf("unset: %d %d, want the environment's %d %d", l, g, envLimit, envGC)
+	}
+}

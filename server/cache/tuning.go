@@ -50,14 +50,37 @@ func PresetByID(id string) (Preset, bool) {
 	return Preset{}, false
 }
 
-// ApplyRuntime sets the Go memory limit and GC target process-wide.
+// envMemoryLimit and envGCPercent are the runtime's settings when the
+// process started: what the GOMEMLIMIT and GOGC environment variables set,
+// or the runtime's defaults (no limit, 100).
+var envMemoryLimit, envGCPercent = debug.SetMemoryLimit(-1), readGCPercent()
+
+func readGCPercent() int {
+	p := debug.SetGCPercent(-1)
+	debug.SetGCPercent(p) // SetGCPercent has no read-only form
+	return p
+}
+
+// EnvRuntime is the memory limit (0: none) and GC target the environment
+// (GOMEMLIMIT, GOGC) set when the process started.
+func EnvRuntime() (memoryLimit int64, gcPercent int) {
+	if envMemoryLimit == math.MaxInt64 {
+		return 0, envGCPercent
+	}
+	return envMemoryLimit, envGCPercent
+}
+
+// ApplyRuntime sets the Go memory limit and GC target process-wide. A
+// value set in the configuration wins over the environment; 0 means "not
+// set" and puts back what GOMEMLIMIT or GOGC set at start (or the
+// runtime's default: no limit, 100).
 func ApplyRuntime(memoryLimit int64, gcPercent int) {
 	if memoryLimit <= 0 {
-		memoryLimit = math.MaxInt64 // the runtime's "no limit"
+		memoryLimit = envMemoryLimit
 	}
 	debug.SetMemoryLimit(memoryLimit)
 	if gcPercent == 0 {
-		gcPercent = 100
+		gcPercent = envGCPercent
 	}
 	debug.SetGCPercent(gcPercent)
 }
@@ -68,9 +91,7 @@ func CurrentRuntime() (memoryLimit int64, gcPercent int) {
 	if memoryLimit == math.MaxInt64 {
 		memoryLimit = 0
 	}
-	gcPercent = debug.SetGCPercent(-1)
-	debug.SetGCPercent(gcPercent) // SetGCPercent has no read-only form
-	return memoryLimit, gcPercent
+	return memoryLimit, readGCPercent()
 }
 
 // Apply sets the cache factors on r and the runtime settings on the process.

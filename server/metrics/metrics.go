@@ -205,12 +205,13 @@ var (
 	cacheHits      = prometheus.NewDesc("hearth_cache_hits_total", "Lookups that found their entry.", []string{"cache"}, nil)
 	cacheMisses    = prometheus.NewDesc("hearth_cache_misses_total", "Lookups that did not find their entry.", []string{"cache"}, nil)
 	cacheEvictions = prometheus.NewDesc("hearth_cache_evictions_total", "Entries dropped to stay within capacity.", []string{"cache"}, nil)
+	cacheBytes     = prometheus.NewDesc("hearth_cache_bytes", "Approximate memory the cache's entries hold.", []string{"cache"}, nil)
 )
 
 type cacheCollector struct{ r *cache.Registry }
 
 func (c cacheCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{cacheSize, cacheCapacity, cacheHits, cacheMisses, cacheEvictions} {
+	for _, d := range []*prometheus.Desc{cacheSize, cacheCapacity, cacheHits, cacheMisses, cacheEvictions, cacheBytes} {
 		ch <- d
 	}
 }
@@ -222,6 +223,7 @@ func (c cacheCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(cacheHits, prometheus.CounterValue, float64(s.Hits), s.Name)
 		ch <- prometheus.MustNewConstMetric(cacheMisses, prometheus.CounterValue, float64(s.Misses), s.Name)
 		ch <- prometheus.MustNewConstMetric(cacheEvictions, prometheus.CounterValue, float64(s.Evictions), s.Name)
+		ch <- prometheus.MustNewConstMetric(cacheBytes, prometheus.GaugeValue, float64(s.Bytes), s.Name)
 	}
 }
 

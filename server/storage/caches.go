@@ -1,6 +1,10 @@
 package storage
 
-import "hearth/server/cache"
+import (
+	"unsafe"
+
+	"hearth/server/cache"
+)
 
 // Base sizes at cache factor 1. A session entry is ~200 bytes and a user
 // ~300, so at factor 1 both together stay under 10 MB.
@@ -56,17 +60,51 @@ type groupUser struct {
 
 func newCaches(r *cache.Registry) caches {
 	return caches{
-		sessions: cache.NewLRU[string, Session](r, "access_tokens", "access token → session, read on every authenticated request", tokenCacheBase),
-		users:    cache.NewLRU[string, User](r, "users", "user ID → account row (admin, deactivated, locked flags)", userCacheBase),
+		sessions: cache.NewLRU[string, Session](r, "access_tokens", "access token → session, read on every authenticated request", tokenCacheBase).
+			WithSize(func(k string, v Session) int64 {
+				return str(k) + int64(unsafe.Sizeof(v)) + int64(len(v.UserID)+len(v.DeviceID)+len(v.PuppetBy))
+			}),
+		users: cache.NewLRU[string, User](r, "users", "user ID → account row (admin, deactivated, locked flags)", userCacheBase).
+			WithSize(func(k string, v User) int64 {
+				return str(k) + int64(unsafe.Sizeof(v)) + int64(len(v.UserID)+len(v.Localpart)+len(v.PasswordHash)+
+					len(v.UserType)+len(v.DisplayName)+len(v.AvatarURL))
+			}),
 		stateGroups: cache.NewLRU[int64, StateKeyMap](r, "state_groups", "state group → room state (immutable; read by sync, visibility, room loads)",
-			stateGroupCacheBase),
+			stateGroupCacheBase).WithSize(func(_ int64, m StateKeyMap) int64 { return 8 + stateMapSize(m) }),
 		currentState: cache.NewLRU[string, StateKeyMap](r, "current_state", "room → current state (read by sync, state endpoints, visibility)",
-			currentStateCacheBase),
+			currentStateCacheBase).WithSize(func(k string, m StateKeyMap) int64 { return str(k) + stateMapSize(m) }),
 		pushRules: cache.NewLRU[string, *PushRules](r, "push_rules", "user → stored push rules (read for every member on every event)",
-			pushRulesCacheBase),
+			pushRulesCacheBase).WithSize(func(k string, p *PushRules) int64 { return str(k) + pushRulesSize(p) }),
 		membershipAt: cache.NewLRU[groupUser, string](r, "memberships_at", "(state group, user) → membership (immutable; every event served)",
-			membershipAtCacheBase),
+			membershipAtCacheBase).WithSize(func(k groupUser, v string) int64 { return 8 + str(k.user) + str(v) }),
 	}
+}
+
+// str is a string's header and bytes.
+func str(s string) int64 { return 16 + int64(len(s)) }
+
+// stateMapSize estimates a state map: Go's maps cost about 1.5 slots per
+// entry of key (two strings) and value (one string), plus the strings.
+func stateMapSize(m StateKeyMap) int64 {
+	n := int64(48)
+	for k, v := range m {
+		n += 72 + int64(len(k.Type)+len(k.StateKey)+len(v))
+	}
+	return n
+}
+
+func pushRulesSize(p *PushRules) int64 {
+	if p == nil {
+		return 0
+	}
+	n := int64(unsafe.Sizeof(*p))
+	for _, r := range p.Rules {
+		n += int64(unsafe.Sizeof(r)) + int64(len(r.Kind)+len(r.RuleID)+len(r.Pattern)+len(r.Conditions)+len(r.Actions))
+	}
+	for _, d := range p.Defaults {
+		n += int64(unsafe.Sizeof(d)) + int64(len(d.Kind)+len(d.RuleID)+len(d.Actions))
+	}
+	return n
 }
 
 // Caches is the registry the Store's caches are registered in; the process

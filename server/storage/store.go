@@ -10,10 +10,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"hearth/server/cache"
@@ -50,6 +51,10 @@ type Store struct {
 	observeWrite func(wait, total time.Duration)
 	// sqlitePath is the SQLite database file ("" on PostgreSQL).
 	sqlitePath string
+	// lockWaits and lockWaitNS count the SQLite writer's waits on locks
+	// held by other connections (sqlite.go).
+	lockWaits, lockWaitNS atomic.Int64
+	log                   *slog.Logger
 }
 
 // Options selects the engine.
@@ -60,6 +65,8 @@ type Options struct {
 	MaxConns   int
 	// Caches is where the Store registers its caches; nil: a registry of its own.
 	Caches *cache.Registry
+	// Log receives the store's warnings (a lock wait on SQLite); nil: none.
+	Log *slog.Logger
 }
 
 // Open connects and applies pending migrations.
@@ -77,7 +84,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		}
 		db.SetMaxIdleConns(5)
 		db.SetConnMaxIdleTime(5 * time.Minute)
-		s = &Store{read: &readDB{DB: db}, write: db, d: postgresDialect}
+		s = &Store{read: &readDB{DB: db}, write: db, d: postgresDialect, log: o.Log}
 	} else {
 		if o.SQLitePath == "" {
 			return nil, errors.New("storage: no SQLite path given")
@@ -85,27 +92,12 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		if err := os.MkdirAll(filepath.Dir(o.SQLitePath), 0o700); err != nil {
 			return nil, fmt.Errorf("storage: create database directory: %w", err)
 		}
-		// WAL lets readers run beside the writer; synchronous=FULL makes a
-		// commit durable before it is acknowledged; _txlock=immediate takes
-		// the write lock at BEGIN so two writers never deadlock on upgrade.
-		q := url.Values{}
-		for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)"} {
-			q.Add("_pragma", p)
-		}
-		q.Set("_txlock", "immediate")
-		dsn := "file:" + o.SQLitePath + "?" + q.Encode()
-		write, err := sql.Open("sqlite", dsn)
+		s = &Store{d: sqliteDialect, sqlitePath: o.SQLitePath, log: o.Log}
+		write, read, err := s.openSQLite(o.SQLitePath) // sqlite.go
 		if err != nil {
 			return nil, fmt.Errorf("storage: open sqlite %s: %w", o.SQLitePath, err)
 		}
-		write.SetMaxOpenConns(1)
-		read, err := sql.Open("sqlite", dsn)
-		if err != nil {
-			write.Close()
-			return nil, fmt.Errorf("storage: open sqlite %s: %w", o.SQLitePath, err)
-		}
-		read.SetMaxOpenConns(4)
-		s = &Store{read: &readDB{DB: read, stmts: &stmtCache{m: map[string]*sql.Stmt{}}}, write: write, d: sqliteDialect, sqlitePath: o.SQLitePath}
+		s.read, s.write = &readDB{DB: read, stmts: &stmtCache{m: map[string]*sql.Stmt{}}}, write
 	}
 	s.cacheRegistry = o.Caches
 	if s.cacheRegistry == nil {
@@ -127,6 +119,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}
 	s.events = es
 	s.startCommitter()
+	s.registerBuffers() // buffers.go
 	if err := s.openSearchQueue(ctx); err != nil {
 		s.Close()
 		return nil, err

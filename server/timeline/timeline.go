@@ -127,7 +127,7 @@ func New(d Deps) *Timeline {
 	}
 	return &Timeline{store: d.Store, key: d.Key, keys: d.Keys, fetch: d.Fetcher, now: d.Now, log: d.Log,
 		heads: cache.NewLRU[string, *roomHead](d.Store.Caches(), "room_builders",
-			"room → current state, extremities and depth for building its next event", 256)}
+			"room → current state, extremities and depth for building its next event", 256).WithSize(headSize)}
 }
 
 // Observe registers o for every event persisted from now on.
