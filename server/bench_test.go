@@ -173,12 +173,19 @@ func hasMessage(evs []*event.Event) bool {
 
 // BenchmarkInitialSync50Rooms measures an initial /sync for a user in 50
 // rooms with 20 messages each.
-func BenchmarkInitialSync50Rooms(b *testing.B) {
+func BenchmarkInitialSync50Rooms(b *testing.B) { benchInitialSync(b, 50) }
+
+// BenchmarkInitialSync200Rooms is BenchmarkInitialSync50Rooms for 200
+// rooms: the cost per room of an initial sync built from batched reads
+// should not grow with the number of rooms.
+func BenchmarkInitialSync200Rooms(b *testing.B) { benchInitialSync(b, 200) }
+
+func benchInitialSync(b *testing.B, nRooms int) {
 	benchEngines(b, func(b *testing.B, e storagetest.Engine) {
 		bundle := servertest.Start(b, e)
 		ctx := context.Background()
 		cli := benchUser(b, bundle, "busy")
-		for r := 0; r < 50; r++ {
+		for r := 0; r < nRooms; r++ {
 			room, err := cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: fmt.Sprintf("room %d", r)})
 			if err != nil {
 				b.Fatal(err)
@@ -195,8 +202,8 @@ func BenchmarkInitialSync50Rooms(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if len(resp.Rooms.Join) != 50 {
-				b.Fatalf("initial sync has %d rooms, want 50", len(resp.Rooms.Join))
+			if len(resp.Rooms.Join) != nRooms {
+				b.Fatalf("initial sync has %d rooms, want %d", len(resp.Rooms.Join), nRooms)
 			}
 		}
 	})
