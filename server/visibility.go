@@ -37,11 +37,11 @@ func (s *Server) visibilityOfGroups(ctx context.Context, groups []int64, userID 
 		if _, ok := want[g]; ok {
 			continue
 		}
-		state, err := s.store.StateGroup(ctx, g)
+		entries, err := s.store.StateGroupEntries(ctx, g, storage.StateKey{Type: rooms.TypeHistoryVis}, storage.StateKey{Type: rooms.TypeMember, StateKey: userID})
 		if err != nil {
 			return nil, err
 		}
-		k := keys{hv: state[storage.StateKey{Type: rooms.TypeHistoryVis}], mem: state[storage.StateKey{Type: rooms.TypeMember, StateKey: userID}]}
+		k := keys{hv: entries[0], mem: entries[1]}
 		for _, id := range []string{k.hv, k.mem} {
 			if id != "" {
 				ids = append(ids, id)

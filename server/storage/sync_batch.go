@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
@@ -20,52 +21,17 @@ type RoomRange struct {
 	After, UpTo int64
 }
 
-// perRoomChunk is the most branches one UNION ALL statement holds. Chunks
-// are padded to a power of two so that only a few statement shapes are
-// ever prepared (the read pool caches statements by text).
-const perRoomChunk = 64
+// On SQLite, in process, the batch reads are a loop of one prepared
+// statement per room: that costs less than parsing a statement that
+// names every room. On PostgreSQL they are one statement taking the rooms
+// and positions as arrays.
 
-// unionPerRoom runs, per chunk of n items, one statement that is the UNION
-// ALL of branch(i, first) for each item i, where first is the number of the
-// branch's first placeholder and args(i) its arguments (nargs of them).
-// Padding branches get pad as their arguments and must match no row.
-func (s *Store) unionPerRoom(ctx context.Context, n, nargs int, branch func(first int) string, args func(i int) []any, pad []any,
-	scan func(rows *sql.Rows) error) error {
-	for start := 0; start < n; start += perRoomChunk {
-		count := min(n-start, perRoomChunk)
-		size := 1
-		for size < count {
-			size *= 2
-		}
-		var q strings.Builder
-		all := make([]any, 0, size*nargs)
-		for b := 0; b < size; b++ {
-			if b > 0 {
-				q.WriteString(" UNION ALL ")
-			}
-			fmt.Fprintf(&q, "SELECT * FROM (%s) AS b%d", branch(b*nargs+1), b)
-			if b < count {
-				all = append(all, args(start+b)...)
-			} else {
-				all = append(all, pad...)
-			}
-		}
-		rows, err := s.read.QueryContext(ctx, q.String(), all...)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			if err := scan(rows); err != nil {
-				rows.Close()
-				return err
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
+// roomArrays are the ranges' room IDs, Afters and UpTos as arrays.
+func roomArrays(ranges []RoomRange) (ids []string, after, upTo []int64) {
+	for _, r := range ranges {
+		ids, after, upTo = append(ids, r.RoomID), append(after, r.After), append(upTo, r.UpTo)
 	}
-	return nil
+	return ids, after, upTo
 }
 
 // LatestRoomEvents is RoomEvents(room, After, UpTo, limit, backwards) for
@@ -73,28 +39,29 @@ func (s *Store) unionPerRoom(ctx context.Context, n, nargs int, branch func(firs
 // limit, newest first. Rooms without any are absent.
 func (s *Store) LatestRoomEvents(ctx context.Context, ranges []RoomRange, limit int) (map[string][]*Event, error) {
 	out := make(map[string][]*Event, len(ranges))
-	err := s.unionPerRoom(ctx, len(ranges), 4, func(p int) string {
-		return fmt.Sprintf(`SELECT `+eventColumns+` FROM events
-			WHERE room_id = $%d AND stream_ordering > $%d AND stream_ordering <= $%d AND `+liveEvent+`
-			ORDER BY stream_ordering DESC LIMIT $%d`, p, p+1, p+2, p+3)
-	}, func(i int) []any {
-		r := ranges[i]
-		return []any{r.RoomID, r.After, r.UpTo, limit}
-	}, []any{"", 0, 0, 0}, func(rows *sql.Rows) error {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return err
+	if s.d.Name == "sqlite" {
+		for _, r := range ranges {
+			evs, err := s.RoomEvents(ctx, r.RoomID, r.After, r.UpTo, limit, true)
+			if err != nil {
+				return nil, err
+			}
+			if len(evs) > 0 {
+				out[r.RoomID] = evs
+			}
 		}
-		out[e.RoomID] = append(out[e.RoomID], e)
-		return nil
-	})
+		return out, nil
+	}
+	ids, after, upTo := roomArrays(ranges)
+	evs, err := scanEvents(s.read.QueryContext(ctx, `SELECT e.* FROM unnest(CAST($1 AS TEXT[]), CAST($2 AS BIGINT[]), CAST($3 AS BIGINT[])) AS r(room_id, after_pos, up_to)
+		CROSS JOIN LATERAL (SELECT `+eventColumns+` FROM events
+			WHERE room_id = r.room_id AND stream_ordering > r.after_pos AND stream_ordering <= r.up_to AND `+liveEvent+`
+			ORDER BY stream_ordering DESC LIMIT $4) AS e
+		ORDER BY e.room_id, e.stream_ordering DESC`, ids, after, upTo, limit))
 	if err != nil {
 		return nil, fmt.Errorf("storage: latest room events: %w", err)
 	}
-	// Each branch comes back in its own order, newest first, but a
-	// planner may interleave branches: make the order explicit.
-	for _, evs := range out {
-		slices.SortFunc(evs, func(a, b *Event) int { return int(b.StreamPos - a.StreamPos) })
+	for _, e := range evs {
+		out[e.RoomID] = append(out[e.RoomID], e)
 	}
 	return out, nil
 }
@@ -153,26 +120,46 @@ func (s *Store) StatesAndChanges(ctx context.Context, ranges []RoomRange) (*Room
 			s.c.currentState.AddIfGeneration(id, m, gen)
 		}
 	}
-	err := s.unionPerRoom(ctx, len(ranges), 2, func(p int) string {
-		return fmt.Sprintf(`SELECT room_id, type, state_key, COALESCE(event_id, '') AS event_id, COALESCE(prev_event_id, '') AS prev_event_id,
-			stream_ordering FROM current_state_deltas WHERE room_id = $%d AND stream_ordering > $%d
-			ORDER BY stream_ordering, type, state_key`, p, p+1)
-	}, func(i int) []any {
-		return []any{ranges[i].RoomID, ranges[i].After}
-	}, []any{"", 0}, func(rows *sql.Rows) error {
-		var room string
-		var c StateChange
-		if err := rows.Scan(&room, &c.Key.Type, &c.Key.StateKey, &c.EventID, &c.PrevEventID, &c.StreamPos); err != nil {
-			return err
+	scan := func(rows *sql.Rows) error {
+		defer rows.Close()
+		for rows.Next() {
+			var room string
+			var c StateChange
+			if err := rows.Scan(&room, &c.Key.Type, &c.Key.StateKey, &c.EventID, &c.PrevEventID, &c.StreamPos); err != nil {
+				return err
+			}
+			rs.changes[room] = append(rs.changes[room], c)
 		}
-		rs.changes[room] = append(rs.changes[room], c)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("storage: state deltas: %w", err)
+		return rows.Err()
 	}
+	const cols = `SELECT d.room_id, d.type, d.state_key, COALESCE(d.event_id, ''), COALESCE(d.prev_event_id, ''), d.stream_ordering`
+	if s.d.Name == "sqlite" {
+		for _, r := range ranges {
+			rows, err := s.read.QueryContext(ctx, cols+` FROM current_state_deltas d WHERE d.room_id = $1 AND d.stream_ordering > $2`, r.RoomID, r.After)
+			if err == nil {
+				err = scan(rows)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("storage: state deltas: %w", err)
+			}
+		}
+	} else {
+		ids, after, _ := roomArrays(ranges)
+		rows, err := s.read.QueryContext(ctx, cols+` FROM unnest(CAST($1 AS TEXT[]), CAST($2 AS BIGINT[])) AS r(room_id, after_pos)
+			JOIN current_state_deltas d ON d.room_id = r.room_id AND d.stream_ordering > r.after_pos`, ids, after)
+		if err == nil {
+			err = scan(rows)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("storage: state deltas: %w", err)
+		}
+	}
+	// Oldest first; at one position, in key order (as the deltas'
+	// primary key orders them).
 	for _, cs := range rs.changes {
-		slices.SortStableFunc(cs, func(a, b StateChange) int { return int(a.StreamPos - b.StreamPos) })
+		slices.SortFunc(cs, func(a, b StateChange) int {
+			return cmp.Or(cmp.Compare(a.StreamPos, b.StreamPos), strings.Compare(a.Key.Type, b.Key.Type), strings.Compare(a.Key.StateKey, b.Key.StateKey))
+		})
 	}
 	return rs, nil
 }
