@@ -67,6 +67,8 @@ type joinedRoom struct {
 	UnreadThreadNotifications map[string]map[string]int64 `json:"unread_thread_notifications,omitempty"`
 }
 
+// leftRoom's Timeline is the room build's block, which an initial sync
+// fills after all rooms are built (finishBatch).
 type leftRoom struct {
 	State       *eventsBlock   `json:"state,omitempty"`
 	StateAfter  *eventsBlock   `json:"state_after,omitempty"`
@@ -739,6 +741,8 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 		}
 	}
 	if rs.batch != nil {
+		// An initial sync reads the state events and formats the events
+		// of all its rooms at once (finishBatch).
 		rs.batch.later(rs, jr, stateOut, state, timeline)
 		return jr, nil
 	}

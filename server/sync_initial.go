@@ -18,7 +18,7 @@ import (
 // the batch does not cover the question exactly (a narrow filter that
 // scans further back, a timeline cut by a state change): answers are
 // those of the per-room path by construction. Formatting is deferred too,
-// so the events of all rooms are formatted in one pass (finish).
+// so the events of all rooms are formatted in one pass (finishBatch).
 
 // syncBatch is what an initial /sync read for all its rooms at once. Its
 // methods are nil-safe: a nil batch reads from the store.
@@ -31,11 +31,11 @@ type syncBatch struct {
 	known    *knownVisibility
 	states   *storage.RoomStates
 	members  map[string]map[string]string
-	// pending rooms await their state events and formatting (finish).
+	// pending rooms await their state events and formatting (finishBatch).
 	pending []*pendingRoom
 }
 
-// pendingRoom is a room whose events finish formats.
+// pendingRoom is a room whose events finishBatch formats.
 type pendingRoom struct {
 	rs       *roomSync
 	jr       *joinedRoom
@@ -151,13 +151,13 @@ func (b *syncBatch) roomMembers(ctx context.Context, st *storage.Store, roomID s
 	return st.Members(ctx, roomID)
 }
 
-// later queues the rest of syncRoomTimeline's work on a room for finish:
+// later queues the rest of syncRoomTimeline's work on a room for finishBatch:
 // reading its state events, and formatting them and the timeline.
 func (b *syncBatch) later(rs *roomSync, jr *joinedRoom, stateOut *eventsBlock, state storage.StateKeyMap, timeline []*storage.Event) {
 	b.pending = append(b.pending, &pendingRoom{rs: rs, jr: jr, stateOut: stateOut, state: state, timeline: timeline})
 }
 
-// finish does the queued rooms' work as syncRoomTimeline would have, with
+// finishBatch does the queued rooms' work as syncRoomTimeline would have, with
 // one read of all their state events and one formatting pass.
 func (s *Server) finishBatch(ctx context.Context, req *syncRequest, b *syncBatch) error {
 	if b == nil || len(b.pending) == 0 {
