@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -173,12 +174,28 @@ func hasMessage(evs []*event.Event) bool {
 
 // BenchmarkInitialSync50Rooms measures an initial /sync for a user in 50
 // rooms with 20 messages each.
-func BenchmarkInitialSync50Rooms(b *testing.B) {
+func BenchmarkInitialSync50Rooms(b *testing.B) { benchInitialSync(b, 50) }
+
+// BenchmarkInitialSync200Rooms is BenchmarkInitialSync50Rooms for 200
+// rooms: the cost per room of an initial sync built from batched reads
+// should not grow with the number of rooms.
+func BenchmarkInitialSync200Rooms(b *testing.B) { benchInitialSync(b, 200) }
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func benchInitialSync(b *testing.B, nRooms int) {
 	benchEngines(b, func(b *testing.B, e storagetest.Engine) {
 		bundle := servertest.Start(b, e)
 		ctx := context.Background()
 		cli := benchUser(b, bundle, "busy")
-		for r := 0; r < 50; r++ {
+		for r := 0; r < nRooms; r++ {
 			room, err := cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: fmt.Sprintf("room %d", r)})
 			if err != nil {
 				b.Fatal(err)
@@ -190,14 +207,18 @@ func BenchmarkInitialSync50Rooms(b *testing.B) {
 			}
 		}
 		b.ResetTimer()
+		cpu0 := processCPU(b)
 		for n := 0; n < b.N; n++ {
 			resp, err := cli.FullSyncRequest(ctx, mautrix.ReqSync{})
 			if err != nil {
 				b.Fatal(err)
 			}
-			if len(resp.Rooms.Join) != 50 {
-				b.Fatalf("initial sync has %d rooms, want 50", len(resp.Rooms.Join))
+			if len(resp.Rooms.Join) != nRooms {
+				b.Fatalf("initial sync has %d rooms, want %d", len(resp.Rooms.Join), nRooms)
 			}
 		}
+		// CPU (server and client: one process) tells more than wall time
+		// on a busy machine.
+		b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/1000/float64(b.N), "cpu-ms/op")
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 
 	"github.com/tidwall/gjson"
 
@@ -127,6 +128,23 @@ func (f *eventFormatter) bundledAggregations(ctx context.Context, evs []*storage
 	viewer := ""
 	if f.viewer != nil {
 		viewer = f.viewer.UserID
+	}
+	if len(roots) > 1 {
+		// Events of several rooms (an initial /sync formats all its rooms
+		// at once): one query finds the few rooms with threads.
+		var all []string
+		for _, list := range roots {
+			all = append(all, list...)
+		}
+		threaded, err := f.store.ThreadRootsAmong(ctx, all)
+		if err != nil {
+			return nil, err
+		}
+		for roomID, list := range roots {
+			if !slices.ContainsFunc(list, func(id string) bool { return threaded[id] }) {
+				delete(roots, roomID)
+			}
+		}
 	}
 	for roomID, list := range roots {
 		sums, err := f.store.ThreadSummaries(ctx, roomID, list, viewer)

@@ -67,11 +67,13 @@ type joinedRoom struct {
 	UnreadThreadNotifications map[string]map[string]int64 `json:"unread_thread_notifications,omitempty"`
 }
 
+// leftRoom's Timeline is the room build's block, which an initial sync
+// fills after all rooms are built (finishBatch).
 type leftRoom struct {
-	State       *eventsBlock  `json:"state,omitempty"`
-	StateAfter  *eventsBlock  `json:"state_after,omitempty"`
-	Timeline    timelineBlock `json:"timeline"`
-	AccountData eventsBlock   `json:"account_data"`
+	State       *eventsBlock   `json:"state,omitempty"`
+	StateAfter  *eventsBlock   `json:"state_after,omitempty"`
+	Timeline    *timelineBlock `json:"timeline"`
+	AccountData eventsBlock    `json:"account_data"`
 }
 
 // syncRooms leaves out an empty section, as Synapse does: a client (and
@@ -439,12 +441,20 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 		}
 	}
 	lazy := s.lazyMembersFor(req)
+	var batch *syncBatch
+	if req.since == nil && !s.initialPerRoom.Load() {
+		// An initial sync reads what its rooms need in batches
+		// (sync_initial.go).
+		if batch, err = s.prefetchInitial(ctx, req, mems, forgotten, to); err != nil {
+			return nil, nil, err
+		}
+	}
 	for _, m := range mems {
 		if !allowsRoom(rf.Rooms, rf.NotRooms, m.RoomID) {
 			continue
 		}
 		isNew := req.since == nil || m.StreamPos > since.Events
-		rs := &roomSync{req: req, since: since, to: to, mem: m, lazy: lazy, changes: stateChanges[m.RoomID]}
+		rs := &roomSync{req: req, since: since, to: to, mem: m, lazy: lazy, changes: stateChanges[m.RoomID], batch: batch}
 		switch m.Membership {
 		case rooms.MembershipJoin:
 			if isNew && req.since != nil {
@@ -518,10 +528,13 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 			if err != nil {
 				return nil, nil, err
 			}
-			lr := &leftRoom{State: jr.State, StateAfter: jr.StateAfter, Timeline: jr.Timeline, AccountData: eventsBlock{Events: []any{}}}
+			lr := &leftRoom{State: jr.State, StateAfter: jr.StateAfter, Timeline: &jr.Timeline, AccountData: eventsBlock{Events: []any{}}}
 			lr.AccountData.Events = append(lr.AccountData.Events, roomAcct[m.RoomID]...)
 			resp.Rooms.Leave[m.RoomID] = lr
 		}
+	}
+	if err := s.finishBatch(ctx, req, batch); err != nil {
+		return nil, nil, err
 	}
 	if err := s.syncUnreadCounts(ctx, req, to, resp); err != nil {
 		return nil, nil, err
@@ -580,6 +593,8 @@ type roomSync struct {
 	lazy  *lazyMembers
 	// changes are the room's current-state changes in (since, to].
 	changes []storage.StateChange
+	// batch is what an initial sync read for all rooms (nil otherwise).
+	batch *syncBatch
 }
 
 // membershipAt is the user's membership in the room at stream position pos.
@@ -601,7 +616,7 @@ func (s *Server) syncJoinedRoom(ctx context.Context, rs *roomSync) (*joinedRoom,
 	if err != nil {
 		return nil, err
 	}
-	members, err := s.store.Members(ctx, rs.mem.RoomID)
+	members, err := rs.batch.roomMembers(ctx, s.store, rs.mem.RoomID)
 	if err != nil {
 		return nil, err
 	}
@@ -667,7 +682,7 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 		c.ignored = req.ignored
 		tf = &c
 	}
-	timeline, limited, partial, err := s.syncTimeline(ctx, req.me.UserID, roomID, after, upTo, req.filter.timelineLimit(), tf)
+	timeline, limited, partial, err := s.syncTimelineWith(ctx, rs.batch, req.me.UserID, roomID, after, upTo, req.filter.timelineLimit(), tf)
 	if err != nil {
 		return nil, err
 	}
@@ -686,7 +701,7 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 		// use_state_after (spec v1.16): the state at the end of the
 		// timeline; for a room the client has, what changed since.
 		if rs.fresh || req.fullState || limited || len(rs.changes) > 0 {
-			if state, err = s.store.StateAt(ctx, roomID, upTo); err != nil {
+			if state, _, err = rs.batch.stateAndChangesAfter(ctx, s.store, roomID, upTo); err != nil {
 				return nil, err
 			}
 		}
@@ -737,6 +752,12 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 		if err != nil {
 			return nil, err
 		}
+	}
+	if rs.batch != nil {
+		// An initial sync reads the state events and formats the events
+		// of all its rooms at once (finishBatch).
+		rs.batch.later(rs, jr, stateOut, state, timeline)
+		return jr, nil
 	}
 	var stateEvs []*storage.Event
 	if len(state) > 0 {
@@ -834,7 +855,7 @@ func (s *Server) classicState(ctx context.Context, rs *roomSync, timeline []*sto
 		if incremental && !limited && len(foreignChanges(rs.changes, timeline, start, upTo)) == 0 {
 			return timeline, limited, nil, nil
 		}
-		state, later, err := s.store.StateAndChangesAfter(ctx, rs.mem.RoomID, start)
+		state, later, err := rs.batch.stateAndChangesAfter(ctx, s.store, rs.mem.RoomID, start)
 		if err != nil {
 			return nil, false, nil, err
 		}
@@ -885,12 +906,19 @@ func setsKey(e *storage.Event, k storage.StateKey) bool {
 // from the answer (partial: limited, or filtered out, or not visible).
 // History the user may not see ends the scan.
 func (s *Server) syncTimeline(ctx context.Context, userID, roomID string, after, upTo int64, limit int, f *roomEventFilter) (evs []*storage.Event, limited, partial bool, err error) {
+	return s.syncTimelineWith(ctx, nil, userID, roomID, after, upTo, limit, f)
+}
+
+// syncTimelineWith is syncTimeline taking what it can from an initial
+// sync's batch (nil: none).
+func (s *Server) syncTimelineWith(ctx context.Context, b *syncBatch, userID, roomID string, after, upTo int64, limit int,
+	f *roomEventFilter) (evs []*storage.Event, limited, partial bool, err error) {
 	batch := min(limit+1, 500)
 	maxScan := 10*(limit+1) + 500
 	var kept []*storage.Event
 	cursor, scanned := upTo, 0
 	for len(kept) <= limit && cursor > after {
-		rows, err := s.store.RoomEvents(ctx, roomID, after, cursor, batch, true)
+		rows, err := b.roomEvents(ctx, s.store, roomID, after, cursor, batch)
 		if err != nil {
 			return nil, false, false, err
 		}
@@ -899,7 +927,7 @@ func (s *Server) syncTimeline(ctx context.Context, userID, roomID string, after,
 		}
 		cursor = rows[len(rows)-1].StreamPos - 1
 		scanned += len(rows)
-		visible, err := s.filterVisible(ctx, userID, rows)
+		visible, err := s.filterVisibleKnown(ctx, userID, b.visibility(), rows)
 		if err != nil {
 			return nil, false, false, err
 		}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"hearth/config"
@@ -72,6 +73,9 @@ type Server struct {
 	timeline *timeline.Timeline
 	reg      registrationState
 	notifier *notifier
+	// initialPerRoom builds initial syncs room by room instead of from
+	// batched reads (sync_initial.go); tests compare the two.
+	initialPerRoom atomic.Bool
 	// sliding holds the sliding sync connections, roomFacts what list
 	// filters learn of rooms (client_slidingsync.go).
 	sliding   slidingConns

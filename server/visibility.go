@@ -23,38 +23,57 @@ type visibilityAt struct {
 // visibilityOfGroup reads history visibility and the user's membership from
 // a state group.
 func (s *Server) visibilityOfGroup(ctx context.Context, group int64, userID string) (visibilityAt, error) {
-	state, err := s.store.StateGroup(ctx, group)
-	if err != nil {
-		return visibilityAt{}, err
-	}
-	v := visibilityAt{visibility: "shared", membership: rooms.MembershipLeave}
+	vs, err := s.visibilityOfGroups(ctx, []int64{group}, userID)
+	return vs[group], err
+}
+
+// visibilityOfGroups is visibilityOfGroup for several groups, reading the
+// events it needs in one query.
+func (s *Server) visibilityOfGroups(ctx context.Context, groups []int64, userID string) (map[int64]visibilityAt, error) {
+	type keys struct{ hv, mem string }
+	want := make(map[int64]keys, len(groups))
 	var ids []string
-	hv, hasHV := state[storage.StateKey{Type: rooms.TypeHistoryVis}]
-	mem, hasMem := state[storage.StateKey{Type: rooms.TypeMember, StateKey: userID}]
-	if hasHV {
-		ids = append(ids, hv)
-	}
-	if hasMem {
-		ids = append(ids, mem)
+	for _, g := range groups {
+		if _, ok := want[g]; ok {
+			continue
+		}
+		entries, err := s.store.StateGroupEntries(ctx, g, storage.StateKey{Type: rooms.TypeHistoryVis}, storage.StateKey{Type: rooms.TypeMember, StateKey: userID})
+		if err != nil {
+			return nil, err
+		}
+		k := keys{hv: entries[0], mem: entries[1]}
+		for _, id := range []string{k.hv, k.mem} {
+			if id != "" {
+				ids = append(ids, id)
+			}
+		}
+		want[g] = k
 	}
 	evs, err := s.store.EventsByID(ctx, ids)
 	if err != nil {
-		return v, err
+		return nil, err
 	}
+	byID := make(map[string]*storage.Event, len(evs))
 	for _, e := range evs {
-		switch e.EventID {
-		case hv:
+		byID[e.EventID] = e
+	}
+	out := make(map[int64]visibilityAt, len(want))
+	for g, k := range want {
+		v := visibilityAt{visibility: "shared", membership: rooms.MembershipLeave}
+		if e := byID[k.hv]; e != nil {
 			var c struct {
 				HistoryVisibility string `json:"history_visibility"`
 			}
 			if json.Unmarshal(contentOf(e.JSON), &c) == nil && c.HistoryVisibility != "" {
 				v.visibility = c.HistoryVisibility
 			}
-		case mem:
+		}
+		if e := byID[k.mem]; e != nil {
 			v.membership = e.Membership
 		}
+		out[g] = v
 	}
-	return v, nil
+	return out, nil
 }
 
 // visibilityBefore is the visibility of e on the state before it, for the
@@ -135,19 +154,42 @@ func (s *Server) visibleEvent(ctx context.Context, userID string, e *storage.Eve
 // who was not joined to the room when it was sent, as Synapse does: those
 // who were in the room with the user saw it then, later members do not.
 func (s *Server) filterVisible(ctx context.Context, userID string, evs []*storage.Event) ([]*storage.Event, error) {
+	return s.filterVisibleKnown(ctx, userID, nil, evs)
+}
+
+// knownVisibility is what a batch (an initial /sync's, sync_initial.go)
+// already read for filterVisible, for one viewer.
+type knownVisibility struct {
+	current map[string]string      // room → the viewer's membership now
+	groups  map[int64]visibilityAt // state group → visibility for the viewer
+}
+
+// filterVisibleKnown is filterVisible reading only what known (which may
+// be nil) does not hold.
+func (s *Server) filterVisibleKnown(ctx context.Context, userID string, known *knownVisibility, evs []*storage.Event) ([]*storage.Event, error) {
 	if len(evs) == 0 {
 		return evs, nil
 	}
-	current, err := s.store.Membership(ctx, evs[0].RoomID, userID)
-	if err != nil {
-		return nil, err
+	current, ok := "", false
+	if known != nil {
+		current, ok = known.current[evs[0].RoomID]
 	}
+	if !ok {
+		var err error
+		if current, err = s.store.Membership(ctx, evs[0].RoomID, userID); err != nil {
+			return nil, err
+		}
+	}
+	var err error
 	byGroup := map[int64]visibilityAt{}
 	erased := map[string]bool{}
 	var rv *rooms.RoomVersion
 	out := evs[:0:0]
 	for _, e := range evs {
 		v, ok := byGroup[e.StateGroup]
+		if !ok && known != nil {
+			v, ok = known.groups[e.StateGroup]
+		}
 		if !ok {
 			if v, err = s.visibilityOfGroup(ctx, e.StateGroup, userID); err != nil {
 				return nil, err

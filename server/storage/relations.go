@@ -71,25 +71,19 @@ func (s *Store) RelatedEvents(ctx context.Context, q RelationQuery) ([]*Event, e
 // of relTypes, in topological order. Callers check that a relation is in
 // its parent's room.
 func (s *Store) RelationsTo(ctx context.Context, parents []string, relTypes ...string) ([]*Event, error) {
-	var out []*Event
-	for start := 0; start < len(parents); start += 500 {
-		chunk := parents[start:min(start+500, len(parents))]
-		args := make([]any, 0, len(chunk)+len(relTypes))
-		for _, id := range chunk {
-			args = append(args, id)
-		}
-		for _, t := range relTypes {
-			args = append(args, t)
-		}
-		evs, err := scanEvents(s.read.QueryContext(ctx, `SELECT `+eventColumns+` FROM events
-			WHERE relates_to IN (`+inList(1, len(chunk))+`) AND rel_type IN (`+inList(len(chunk)+1, len(relTypes))+`) AND `+liveRelation+`
-			ORDER BY depth, stream_ordering`, args...))
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, evs...)
+	if len(parents) == 0 {
+		return nil, nil
 	}
-	return out, nil
+	// One statement however many parents (an initial /sync asks for the
+	// timelines of all rooms at once).
+	cond, arg := s.inSet("relates_to", 1, parents)
+	args := []any{arg}
+	for _, t := range relTypes {
+		args = append(args, t)
+	}
+	return scanEvents(s.read.QueryContext(ctx, `SELECT `+eventColumns+` FROM events
+		WHERE `+cond+` AND rel_type IN (`+inList(2, len(relTypes))+`) AND `+liveRelation+`
+		ORDER BY depth, stream_ordering`, args...))
 }
 
 // ThreadSummary is what the m.thread bundled aggregation reports of a root.

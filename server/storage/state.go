@@ -185,6 +185,24 @@ func (s *Store) StateGroup(ctx context.Context, group int64) (map[StateKey]strin
 	return maps.Clone(m), nil
 }
 
+// StateGroupEntries returns the event IDs of keys in a group's state (""
+// for a key not in it): StateGroup without copying the whole map, for
+// callers that want a few keys of a room with a large state.
+func (s *Store) StateGroupEntries(ctx context.Context, group int64, keys ...StateKey) ([]string, error) {
+	out := make([]string, len(keys))
+	if group == 0 {
+		return out, nil
+	}
+	m, err := s.c.stateGroups.GetOrLoad(group, func() (StateKeyMap, error) { return stateOfGroup(ctx, s.read, group) })
+	if err != nil {
+		return nil, err
+	}
+	for i, k := range keys {
+		out[i] = m[k]
+	}
+	return out, nil
+}
+
 // RoomStateGroup is the group holding the room's current state (0 when not
 // recorded: a room from before groups were tracked per room).
 func (s *Store) RoomStateGroup(ctx context.Context, roomID string) (int64, error) {
