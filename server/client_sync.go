@@ -110,6 +110,8 @@ type syncRequest struct {
 	stateAfter bool // use_state_after: state_after replaces state
 	filter     *syncFilter
 	ignored    map[string]bool // m.ignored_user_list, read once per sync
+	// mems are the user's rooms as buildSync read them.
+	mems []storage.RoomMembership
 }
 
 // GET /_matrix/client/v3/sync
@@ -147,30 +149,47 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 	}
 	deadline := time.Now().Add(timeout)
 	var timer *time.Timer
+	var resp *syncResponse // the last answer built, empty while waiting
 	for {
 		// Register before reading positions: a change committed after the
 		// read then wakes this request (notifier.go).
 		wt := s.notifier.register(req.me.UserID)
-		resp, joined, err := s.syncOnce(ctx, req)
-		if err != nil || req.since == nil || req.fullState || !resp.empty() || time.Until(deadline) <= 0 {
-			s.notifier.unregister(wt)
-			if err != nil {
+		var joined []string
+		quiet := false
+		if req.since != nil && !req.fullState && time.Until(deadline) > 0 {
+			// A long poll that nothing happened for since its token (the
+			// common case: the client is back with the next_batch it was
+			// just given) waits without building an answer.
+			var err error
+			if joined, quiet, err = s.quietSince(ctx, req.me.UserID, *req.since); err != nil {
+				s.notifier.unregister(wt)
 				return err
 			}
-			return writeJSON(w, http.StatusOK, resp)
 		}
-		// Nothing for this user up to next_batch: wait from there, for
-		// its own changes and those of its rooms. The rooms are watched
-		// only now, so look once more for anything that came in between.
-		next, _ := parseSyncToken(resp.NextBatch)
-		req.since = &next
+		if !quiet {
+			var err error
+			resp, joined, err = s.syncOnce(ctx, req)
+			if err != nil || req.since == nil || req.fullState || !resp.empty() || time.Until(deadline) <= 0 {
+				s.notifier.unregister(wt)
+				if err != nil {
+					return err
+				}
+				return writeJSON(w, http.StatusOK, resp)
+			}
+			// Nothing for this user up to next_batch: wait from there.
+			next, _ := parseSyncToken(resp.NextBatch)
+			req.since = &next
+		}
+		// Wait for the user's own changes and those of its rooms. The
+		// rooms are watched only now, so look once more for anything
+		// that came in between.
 		s.notifier.watchRooms(wt, joined)
 		now, err := s.currentStreamToken(ctx)
 		if err != nil {
 			s.notifier.unregister(wt)
 			return err
 		}
-		missed, err := s.missedInRooms(ctx, joined, next, now)
+		missed, err := s.missedInRooms(ctx, joined, *req.since, now)
 		if err != nil || missed {
 			s.notifier.unregister(wt)
 			if err != nil {
@@ -187,9 +206,49 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		if timedOut {
+			if resp == nil {
+				// Waited without building: the answer is built now, up to
+				// whatever arrived meanwhile.
+				if resp, _, err = s.syncOnce(ctx, req); err != nil {
+					return err
+				}
+			}
 			return writeJSON(w, http.StatusOK, resp)
 		}
 	}
+}
+
+// quietSince reports whether nothing a /sync from since would report can
+// have happened: the aux and typing streams have not moved, no event came
+// in the user's joined rooms, and no membership of the user changed. It
+// also returns the joined rooms, for the wait. It costs a read of the
+// user's rooms instead of a whole sync; a since ahead of the streams (a
+// token from before a restart) is never quiet, so buildSync brings it back.
+func (s *Server) quietSince(ctx context.Context, userID string, since streamToken) (joined []string, quiet bool, err error) {
+	now, err := s.currentStreamToken(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	if since.Events > now.Events || since.Aux > now.Aux || since.Typing > now.Typing {
+		return nil, false, nil
+	}
+	mems, err := s.store.RoomsOfUser(ctx, userID)
+	if err != nil {
+		return nil, false, err
+	}
+	for _, m := range mems {
+		if m.StreamPos > since.Events {
+			return nil, false, nil
+		}
+		if m.Membership == rooms.MembershipJoin {
+			joined = append(joined, m.RoomID)
+		}
+	}
+	missed, err := s.missedInRooms(ctx, joined, since, now)
+	if err != nil || missed {
+		return nil, false, err
+	}
+	return joined, true, nil
 }
 
 // missedInRooms reports whether something in rooms may have changed
@@ -311,14 +370,15 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 		return nil, nil, err
 	}
 	req.ignored = ignored
-	inviteCfg, err := s.inviteConfigOf(ctx, me.UserID)
-	if err != nil {
-		return nil, nil, err
-	}
+	// The invite filter and the forgotten rooms are read only when a
+	// room needs them: most incremental syncs have no invite or leave.
+	var inviteCfg *inviteConfig
+	var forgotten map[string]bool
 	mems, err := s.store.RoomsOfUser(ctx, me.UserID)
 	if err != nil {
 		return nil, nil, err
 	}
+	req.mems = mems
 	// A membership read here may be newer than to; every event up to it is
 	// committed (events commit in stream order), so move to up to it,
 	// once the push evaluator has recorded their notifications (push.go).
@@ -350,10 +410,6 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 		DeviceLists:            deviceLists{Changed: []string{}, Left: []string{}},
 		DeviceOneTimeKeysCount: map[string]int{},
 	}
-	forgotten, err := s.store.ForgottenRooms(ctx, me.UserID)
-	if err != nil {
-		return nil, nil, err
-	}
 	var changed map[string]bool
 	if req.since != nil {
 		if changed, err = s.store.RoomsWithEventsBetween(ctx, since.Events, to.Events); err != nil {
@@ -363,9 +419,14 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 
 	// Account data: global entries go to the top level, room entries to
 	// their room below.
-	acct, err := s.store.AccountDataBetween(ctx, me.UserID, since.Aux, to.Aux)
-	if err != nil {
-		return nil, nil, err
+	// An incremental sync reads the aux stream's parts (account data,
+	// receipts) only when that stream moved.
+	auxMoved := req.since == nil || since.Aux < to.Aux
+	var acct []storage.AccountData
+	if auxMoved {
+		if acct, err = s.store.AccountDataBetween(ctx, me.UserID, since.Aux, to.Aux); err != nil {
+			return nil, nil, err
+		}
 	}
 	roomAcct := map[string][]any{}
 	hasPushRules := false
@@ -410,7 +471,7 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 		}
 	}
 	receipts := map[string][]storage.Receipt{}
-	if eph := rf.Ephemeral; eph == nil || eph.allows("m.receipt", "") {
+	if eph := rf.Ephemeral; auxMoved && (eph == nil || eph.allows("m.receipt", "")) {
 		rs, err := s.store.ReceiptsBetween(ctx, joined, since.Aux, to.Aux)
 		if err != nil {
 			return nil, nil, err
@@ -480,6 +541,11 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 				if err != nil {
 					return nil, nil, err
 				}
+				if inviteCfg == nil {
+					if inviteCfg, err = s.inviteConfigOf(ctx, me.UserID); err != nil {
+						return nil, nil, err
+					}
+				}
 				if ignored[inv.Sender] || inviteCfg.rule(inv.Sender) != inviteAllow {
 					continue
 				}
@@ -500,7 +566,15 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 			// syncs whose filter asks for them (include_leave), and never
 			// for forgotten rooms.
 			leftSince := req.since != nil && isNew
-			if !leftSince && (forgotten[m.RoomID] || !rf.IncludeLeave || (req.since != nil && !req.fullState)) {
+			if !leftSince && (!rf.IncludeLeave || (req.since != nil && !req.fullState)) {
+				continue
+			}
+			if forgotten == nil && !leftSince {
+				if forgotten, err = s.store.ForgottenRooms(ctx, me.UserID); err != nil {
+					return nil, nil, err
+				}
+			}
+			if !leftSince && forgotten[m.RoomID] {
 				continue
 			}
 			rs.fresh = req.since == nil || req.fullState
@@ -597,6 +671,13 @@ func (s *Server) syncJoinedRoom(ctx context.Context, rs *roomSync) (*joinedRoom,
 	jr, err := s.syncRoomTimeline(ctx, rs)
 	if err != nil {
 		return nil, err
+	}
+	if !rs.fresh && !rs.req.fullState && !slices.ContainsFunc(rs.changes, func(c storage.StateChange) bool { return c.Key.Type == rooms.TypeMember }) {
+		// No membership changed since the last sync: the summary's
+		// fields "may be omitted" (spec: RoomSummary), as Synapse does,
+		// which spares reading every member of a large room on every
+		// incremental sync.
+		return jr, nil
 	}
 	members, err := s.store.Members(ctx, rs.mem.RoomID)
 	if err != nil {
