@@ -150,22 +150,26 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 	deadline := time.Now().Add(timeout)
 	var timer *time.Timer
 	var resp *syncResponse // the last answer built, empty while waiting
+	woken := false
 	for {
 		// Register before reading positions: a change committed after the
 		// read then wakes this request (notifier.go).
 		wt := s.notifier.register(req.me.UserID)
 		var joined []string
 		quiet := false
-		if req.since != nil && !req.fullState && time.Until(deadline) > 0 {
+		if req.since != nil && !req.fullState && !woken && time.Until(deadline) > 0 {
 			// A long poll that nothing happened for since its token (the
 			// common case: the client is back with the next_batch it was
-			// just given) waits without building an answer.
+			// just given) waits without building an answer. Its rooms are
+			// watched before the streams are read, so nothing slips in
+			// between.
 			var err error
-			if joined, quiet, err = s.quietSince(ctx, req.me.UserID, *req.since); err != nil {
+			if joined, quiet, err = s.quietSince(ctx, wt, *req.since); err != nil {
 				s.notifier.unregister(wt)
 				return err
 			}
 		}
+		woken = false
 		if !quiet {
 			var err error
 			resp, joined, err = s.syncOnce(ctx, req)
@@ -179,23 +183,23 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 			// Nothing for this user up to next_batch: wait from there.
 			next, _ := parseSyncToken(resp.NextBatch)
 			req.since = &next
-		}
-		// Wait for the user's own changes and those of its rooms. The
-		// rooms are watched only now, so look once more for anything
-		// that came in between.
-		s.notifier.watchRooms(wt, joined)
-		now, err := s.currentStreamToken(ctx)
-		if err != nil {
-			s.notifier.unregister(wt)
-			return err
-		}
-		missed, err := s.missedInRooms(ctx, joined, *req.since, now)
-		if err != nil || missed {
-			s.notifier.unregister(wt)
+			// Wait for the user's own changes and those of its rooms.
+			// The rooms are watched only now, so look once more for
+			// anything that came in between.
+			s.notifier.watchRooms(wt, joined)
+			now, err := s.currentStreamToken(ctx)
 			if err != nil {
+				s.notifier.unregister(wt)
 				return err
 			}
-			continue
+			missed, err := s.missedInRooms(ctx, joined, *req.since, now)
+			if err != nil || missed {
+				s.notifier.unregister(wt)
+				if err != nil {
+					return err
+				}
+				continue
+			}
 		}
 		if timer == nil {
 			timer = time.NewTimer(time.Until(deadline))
@@ -205,6 +209,7 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
+		woken = !timedOut
 		if timedOut {
 			if resp == nil {
 				// Waited without building: the answer is built now, up to
@@ -221,18 +226,12 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 // quietSince reports whether nothing a /sync from since would report can
 // have happened: the aux and typing streams have not moved, no event came
 // in the user's joined rooms, and no membership of the user changed. It
-// also returns the joined rooms, for the wait. It costs a read of the
-// user's rooms instead of a whole sync; a since ahead of the streams (a
-// token from before a restart) is never quiet, so buildSync brings it back.
-func (s *Server) quietSince(ctx context.Context, userID string, since streamToken) (joined []string, quiet bool, err error) {
-	now, err := s.currentStreamToken(ctx)
-	if err != nil {
-		return nil, false, err
-	}
-	if since.Events > now.Events || since.Aux > now.Aux || since.Typing > now.Typing {
-		return nil, false, nil
-	}
-	mems, err := s.store.RoomsOfUser(ctx, userID)
+// has w watch the joined rooms before it reads the streams, so a change
+// after that read wakes w. It costs a read of the user's rooms instead of
+// a whole sync; a since ahead of the streams (a token from before a
+// restart) is never quiet, so buildSync brings it back.
+func (s *Server) quietSince(ctx context.Context, w *waiter, since streamToken) (joined []string, quiet bool, err error) {
+	mems, err := s.store.RoomsOfUser(ctx, w.userID)
 	if err != nil {
 		return nil, false, err
 	}
@@ -243,6 +242,14 @@ func (s *Server) quietSince(ctx context.Context, userID string, since streamToke
 		if m.Membership == rooms.MembershipJoin {
 			joined = append(joined, m.RoomID)
 		}
+	}
+	s.notifier.watchRooms(w, joined)
+	now, err := s.currentStreamToken(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	if since.Events > now.Events || since.Aux > now.Aux || since.Typing > now.Typing {
+		return nil, false, nil
 	}
 	missed, err := s.missedInRooms(ctx, joined, since, now)
 	if err != nil || missed {
@@ -262,7 +269,7 @@ func (s *Server) missedInRooms(ctx context.Context, rooms []string, next, now st
 	if now.Events <= next.Events || len(rooms) == 0 {
 		return false, nil
 	}
-	changed, err := s.store.RoomsWithEventsBetween(ctx, next.Events, now.Events)
+	changed, err := s.roomsWithEventsBetween(ctx, next.Events, now.Events)
 	if err != nil {
 		return false, err
 	}
@@ -412,7 +419,7 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 	}
 	var changed map[string]bool
 	if req.since != nil {
-		if changed, err = s.store.RoomsWithEventsBetween(ctx, since.Events, to.Events); err != nil {
+		if changed, err = s.roomsWithEventsBetween(ctx, since.Events, to.Events); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -825,6 +832,17 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 		evs []*storage.Event
 		out *[]any
 	}{{stateEvs, &stateOut.Events}, {timeline, &jr.Timeline.Events}} {
+		if len(req.filter.EventFields) == 0 {
+			// Each event's JSON is shared by every answer it goes in.
+			formatted, err := f.formatJSON(ctx, part.evs)
+			if err != nil {
+				return nil, err
+			}
+			for _, raw := range formatted {
+				*part.out = append(*part.out, raw)
+			}
+			continue
+		}
 		formatted, err := f.format(ctx, part.evs)
 		if err != nil {
 			return nil, err

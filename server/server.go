@@ -70,6 +70,9 @@ type Server struct {
 	timeline *timeline.Timeline
 	reg      registrationState
 	notifier *notifier
+	// shared is what the /sync answers of one wake-up share
+	// (sync_shared.go).
+	shared *syncShared
 	// sliding holds the sliding sync connections, roomFacts what list
 	// filters learn of rooms (client_slidingsync.go).
 	sliding   slidingConns
@@ -135,6 +138,7 @@ func New(d Deps) (*Server, http.Handler) {
 	s.nonces = newNonceStore(d.Now)
 	s.touches = newTouchCache()
 	s.notifier = newNotifier()
+	s.shared = newSyncShared(d.Store.Caches())
 	fedHTTP := s.federationHTTP()
 	s.keys = d.Keys
 	if s.keys == nil {

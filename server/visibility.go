@@ -149,7 +149,7 @@ func (s *Server) filterVisible(ctx context.Context, userID string, evs []*storag
 	for _, e := range evs {
 		v, ok := byGroup[e.StateGroup]
 		if !ok {
-			if v, err = s.visibilityOfGroup(ctx, e.StateGroup, userID); err != nil {
+			if v, err = s.cachedVisibility(ctx, e.StateGroup, userID); err != nil {
 				return nil, err
 			}
 			byGroup[e.StateGroup] = v
