@@ -499,7 +499,7 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 				ids = append(ids, m.RoomID)
 			}
 		}
-		if stateChanges, err = s.store.StateChangesBetween(ctx, ids, since.Events, to.Events); err != nil {
+		if stateChanges, err = s.stateChangesBetween(ctx, ids, since.Events, to.Events); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -735,7 +735,7 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 		// newest such event and is limited, so the client paginates into
 		// the gap instead of taking what came before it for everything
 		// (as Synapse does with its timeline gaps).
-		pos, err := s.store.LastTimelineGap(ctx, roomID, after, upTo)
+		pos, err := s.lastTimelineGap(ctx, roomID, after, upTo)
 		if err != nil {
 			return nil, err
 		}
@@ -1100,7 +1100,7 @@ func (s *Server) lazyLoad(ctx context.Context, rs *roomSync, state storage.State
 			// so not be in the delta; read it at the start of the timeline.
 			if atStart == nil {
 				var err error
-				if atStart, err = s.store.StateAt(ctx, rs.mem.RoomID, start); err != nil {
+				if atStart, err = s.stateAtShared(ctx, rs.mem.RoomID, start); err != nil {
 					return nil, err
 				}
 			}

@@ -73,7 +73,7 @@ func (s *Server) deviceListDeltaIn(ctx context.Context, userID string, mems []st
 	}
 	var moves []storage.MembershipChange
 	if since.Events < to.Events {
-		if moves, err = s.store.MembershipChangesBetween(ctx, roomIDs, since.Events, to.Events); err != nil {
+		if moves, err = s.membershipChangesBetween(ctx, roomIDs, since.Events, to.Events); err != nil {
 			return nil, nil, nil, err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"strings"
 	"sync"
 
 	"hearth/server/cache"
@@ -25,16 +26,19 @@ import (
 //   - visibility: history visibility and a user's membership at a state
 //     group. Groups never change, and the two values a group's events give
 //     (membership, history_visibility) survive redaction.
-//   - roomsChanged: which rooms have events in a range of committed stream
-//     positions, which is fixed once committed. Every woken waiter asks
-//     it for the same range; the first read serves the others.
+//   - reads over a range of committed stream positions (which rooms have
+//     events, their state and membership changes, timeline gaps, a room's
+//     state at a position), fixed once committed. Every woken waiter asks
+//     for the same range; the first read serves the others (sharedReads).
 type syncShared struct {
 	eventBytes *cache.LRU[eventBytesKey, *eventBytes]
 	visibility *cache.LRU[visKey, visibilityAt]
 
-	mu           sync.Mutex
-	roomsChanged map[[2]int64]*roomsChangedEntry
-	roomsOrder   [][2]int64 // oldest first, at most maxRoomsChanged
+	roomsChanged  *sharedReads[[2]int64, map[string]bool]
+	stateChanges  *sharedReads[roomsRangeKey, map[string][]storage.StateChange]
+	memberChanges *sharedReads[roomsRangeKey, []storage.MembershipChange]
+	gaps          *sharedReads[roomsRangeKey, int64]
+	stateAt       *sharedReads[roomsRangeKey, storage.StateKeyMap]
 }
 
 // Base sizes at cache factor 1: a formatted event is its stored JSON and
@@ -43,7 +47,10 @@ type syncShared struct {
 const (
 	eventBytesCacheBase = 2_000
 	visibilityCacheBase = 20_000
-	maxRoomsChanged     = 64
+	// Shared range reads kept: a wake-up's waiters ask for the same few.
+	sharedReadsKept = 64
+	// A room's state at a position is a map of all its state: fewer.
+	sharedStatesKept = 8
 )
 
 type eventBytesKey struct {
@@ -63,65 +70,151 @@ type visKey struct {
 	user  string
 }
 
-type roomsChangedEntry struct {
-	done  chan struct{}
-	rooms map[string]bool
-	err   error
-}
-
 func newSyncShared(r *cache.Registry) *syncShared {
 	return &syncShared{
 		eventBytes: cache.NewLRU[eventBytesKey, *eventBytes](r, "sync_event_json",
 			"event → client-format JSON without unsigned, shared by every /sync answer", eventBytesCacheBase),
 		visibility: cache.NewLRU[visKey, visibilityAt](r, "sync_visibility",
 			"(state group, user) → history visibility and membership (immutable)", visibilityCacheBase),
-		roomsChanged: map[[2]int64]*roomsChangedEntry{},
+		roomsChanged:  newSharedReads[[2]int64, map[string]bool](sharedReadsKept),
+		stateChanges:  newSharedReads[roomsRangeKey, map[string][]storage.StateChange](sharedReadsKept),
+		memberChanges: newSharedReads[roomsRangeKey, []storage.MembershipChange](sharedReadsKept),
+		gaps:          newSharedReads[roomsRangeKey, int64](sharedReadsKept),
+		stateAt:       newSharedReads[roomsRangeKey, storage.StateKeyMap](sharedStatesKept),
 	}
 }
 
-// roomsWithEventsBetween is store.RoomsWithEventsBetween for committed
-// ranges, read once for all the requests that ask at the same time. The
-// map is shared: callers only read it.
-func (s *Server) roomsWithEventsBetween(ctx context.Context, after, upTo int64) (map[string]bool, error) {
-	if committed, _ := s.store.MaxStreamPos(ctx); upTo > committed {
-		return s.store.RoomsWithEventsBetween(ctx, after, upTo) // not all committed
-	}
-	sh := s.shared
-	key := [2]int64{after, upTo}
-	sh.mu.Lock()
-	e, ok := sh.roomsChanged[key]
+// sharedReads holds the results of reads over committed stream ranges,
+// which never change once committed: several requests asking at once
+// wait for one read, and the last few results stay for later askers.
+// Values are shared, so callers must not modify them.
+type sharedReads[K comparable, V any] struct {
+	mu    sync.Mutex
+	m     map[K]*sharedRead[V]
+	order []K // oldest first
+	keep  int
+}
+
+type sharedRead[V any] struct {
+	done chan struct{}
+	val  V
+	err  error
+}
+
+func newSharedReads[K comparable, V any](keep int) *sharedReads[K, V] {
+	return &sharedReads[K, V]{m: map[K]*sharedRead[V]{}, keep: keep}
+}
+
+// get returns the value under k, reading it with load unless another
+// request has or is reading it. A failed read is not kept, and a waiter
+// whose reader failed reads for itself: the error may be the reader's
+// own (its request ended).
+func (c *sharedReads[K, V]) get(ctx context.Context, k K, load func() (V, error)) (V, error) {
+	c.mu.Lock()
+	r, ok := c.m[k]
 	if !ok {
-		e = &roomsChangedEntry{done: make(chan struct{})}
-		sh.roomsChanged[key] = e
-		sh.roomsOrder = append(sh.roomsOrder, key)
-		if len(sh.roomsOrder) > maxRoomsChanged {
-			delete(sh.roomsChanged, sh.roomsOrder[0])
-			sh.roomsOrder = sh.roomsOrder[1:]
+		r = &sharedRead[V]{done: make(chan struct{})}
+		c.m[k] = r
+		c.order = append(c.order, k)
+		if len(c.order) > c.keep {
+			if old := c.order[0]; c.m[old] != r {
+				delete(c.m, old)
+			}
+			c.order = c.order[1:]
 		}
 	}
-	sh.mu.Unlock()
+	c.mu.Unlock()
 	if ok {
 		select {
-		case <-e.done:
+		case <-r.done:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			var zero V
+			return zero, ctx.Err()
 		}
-		if e.err == nil {
-			return e.rooms, nil
+		if r.err == nil {
+			return r.val, nil
 		}
-		// The reader's error (its request ended, say) is not ours.
-		return s.store.RoomsWithEventsBetween(ctx, after, upTo)
+		return load()
 	}
-	e.rooms, e.err = s.store.RoomsWithEventsBetween(ctx, after, upTo)
-	if e.err != nil {
-		sh.mu.Lock()
-		if sh.roomsChanged[key] == e {
-			delete(sh.roomsChanged, key)
+	r.val, r.err = load()
+	if r.err != nil {
+		c.mu.Lock()
+		if c.m[k] == r {
+			delete(c.m, k)
 		}
-		sh.mu.Unlock()
+		c.mu.Unlock()
 	}
-	close(e.done)
-	return e.rooms, e.err
+	close(r.done)
+	return r.val, r.err
+}
+
+// committed reports whether every event up to pos is committed, so that
+// reads of ranges ending there can be shared.
+func (s *Server) committed(ctx context.Context, pos int64) bool {
+	max, _ := s.store.MaxStreamPos(ctx)
+	return pos <= max
+}
+
+// roomsWithEventsBetween is store.RoomsWithEventsBetween, shared.
+func (s *Server) roomsWithEventsBetween(ctx context.Context, after, upTo int64) (map[string]bool, error) {
+	load := func() (map[string]bool, error) { return s.store.RoomsWithEventsBetween(ctx, after, upTo) }
+	if !s.committed(ctx, upTo) {
+		return load()
+	}
+	return s.shared.roomsChanged.get(ctx, [2]int64{after, upTo}, load)
+}
+
+// roomsRangeKey keys reads of a set of rooms over a stream range.
+type roomsRangeKey struct {
+	rooms       string // the room IDs, joined
+	after, upTo int64
+}
+
+func newRoomsRangeKey(roomIDs []string, after, upTo int64) roomsRangeKey {
+	return roomsRangeKey{rooms: strings.Join(roomIDs, "\x00"), after: after, upTo: upTo}
+}
+
+// stateChangesBetween is store.StateChangesBetween, shared.
+func (s *Server) stateChangesBetween(ctx context.Context, roomIDs []string, after, upTo int64) (map[string][]storage.StateChange, error) {
+	load := func() (map[string][]storage.StateChange, error) {
+		return s.store.StateChangesBetween(ctx, roomIDs, after, upTo)
+	}
+	if !s.committed(ctx, upTo) {
+		return load()
+	}
+	return s.shared.stateChanges.get(ctx, newRoomsRangeKey(roomIDs, after, upTo), load)
+}
+
+// membershipChangesBetween is store.MembershipChangesBetween, shared.
+func (s *Server) membershipChangesBetween(ctx context.Context, roomIDs []string, after, upTo int64) ([]storage.MembershipChange, error) {
+	load := func() ([]storage.MembershipChange, error) {
+		return s.store.MembershipChangesBetween(ctx, roomIDs, after, upTo)
+	}
+	if !s.committed(ctx, upTo) {
+		return load()
+	}
+	return s.shared.memberChanges.get(ctx, newRoomsRangeKey(roomIDs, after, upTo), load)
+}
+
+// lastTimelineGap is store.LastTimelineGap, shared. (A gap can close later,
+// when backfill fetches the missing events; a result kept meanwhile only
+// marks a timeline limited that need not be.)
+func (s *Server) lastTimelineGap(ctx context.Context, roomID string, after, upTo int64) (int64, error) {
+	load := func() (int64, error) { return s.store.LastTimelineGap(ctx, roomID, after, upTo) }
+	if !s.committed(ctx, upTo) {
+		return load()
+	}
+	return s.shared.gaps.get(ctx, newRoomsRangeKey([]string{roomID}, after, upTo), load)
+}
+
+// stateAtShared is store.StateAt, shared: the caller must not modify the
+// map.
+func (s *Server) stateAtShared(ctx context.Context, roomID string, pos int64) (storage.StateKeyMap, error) {
+	load := func() (storage.StateKeyMap, error) { return s.store.StateAt(ctx, roomID, pos) }
+	if !s.committed(ctx, pos) {
+		return load()
+	}
+	return s.shared.stateAt.get(ctx, newRoomsRangeKey([]string{roomID}, pos, pos), load)
 }
 
 // cachedVisibility is visibilityOfGroup through the shared cache.
