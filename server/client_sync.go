@@ -282,8 +282,16 @@ func (s *Server) missedInRooms(ctx context.Context, rooms []string, next, now st
 }
 
 // syncOnce reads the current positions and builds the answer up to them;
-// it also returns the rooms the user is joined to.
+// it also returns the rooms the user is joined to. Incremental answers
+// are built a few at a time (syncShared.builds).
 func (s *Server) syncOnce(ctx context.Context, req *syncRequest) (*syncResponse, []string, error) {
+	if req.since != nil {
+		done, err := s.shared.build(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer done()
+	}
 	to, err := s.currentStreamToken(ctx)
 	if err != nil {
 		return nil, nil, err

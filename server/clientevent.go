@@ -42,6 +42,9 @@ type eventFormatter struct {
 	// shared holds the formatted events every viewer shares (sync_shared.go;
 	// nil: none).
 	shared *syncShared
+	// membershipAt, when set, is the viewer's membership at a state group
+	// ("" when none); nil reads it from the store.
+	membershipAt func(ctx context.Context, group int64) (string, error)
 }
 
 // formatterFor is the formatter for a user's view of events, bundled
@@ -49,6 +52,10 @@ type eventFormatter struct {
 func (s *Server) formatterFor(viewer *Device) *eventFormatter {
 	return &eventFormatter{store: s.store, viewer: viewer, now: s.now(), shared: s.shared, visible: func(ctx context.Context, evs []*storage.Event) ([]*storage.Event, error) {
 		return s.visibleAcrossRooms(ctx, viewer.UserID, evs)
+	}, membershipAt: func(ctx context.Context, group int64) (string, error) {
+		// What history visibility read for the same events (cached).
+		v, err := s.cachedVisibility(ctx, group, viewer.UserID)
+		return v.membership, err
 	}}
 }
 
@@ -121,7 +128,12 @@ func (f *eventFormatter) unsignedFor(ctx context.Context, e *storage.Event, p *f
 		m, ok := p.memberships[e.StateGroup]
 		if !ok {
 			var err error
-			if m, err = f.store.MembershipInGroup(ctx, e.StateGroup, f.viewer.UserID); err != nil {
+			if f.membershipAt != nil {
+				m, err = f.membershipAt(ctx, e.StateGroup)
+			} else {
+				m, err = f.store.MembershipInGroup(ctx, e.StateGroup, f.viewer.UserID)
+			}
+			if err != nil {
 				return nil, err
 			}
 			p.memberships[e.StateGroup] = m
@@ -200,7 +212,7 @@ func (f *eventFormatter) unsigned(e *storage.Event, extra map[string]*storage.Ev
 	}
 	if e.RedactedBy != "" {
 		if r, ok := extra[e.RedactedBy]; ok {
-			sub := &eventFormatter{store: f.store, viewer: f.viewer, now: f.now, omitRoomID: f.omitRoomID, visible: f.visible, shared: f.shared}
+			sub := &eventFormatter{store: f.store, viewer: f.viewer, now: f.now, omitRoomID: f.omitRoomID, visible: f.visible, shared: f.shared, membershipAt: f.membershipAt}
 			if rc, err := sub.one(r, nil); err == nil {
 				u["redacted_because"] = rc
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -39,6 +40,13 @@ type syncShared struct {
 	memberChanges *sharedReads[roomsRangeKey, []storage.MembershipChange]
 	gaps          *sharedReads[roomsRangeKey, int64]
 	stateAt       *sharedReads[roomsRangeKey, storage.StateKeyMap]
+
+	// builds bounds the incremental answers being built at once. One
+	// event wakes every member's long poll together; past a few per core
+	// more at once only add memory and contention, and a request that
+	// waits here takes in whatever else arrives meanwhile, so a burst of
+	// wake-ups is served in batches and costs less in all.
+	builds chan struct{}
 }
 
 // Base sizes at cache factor 1: a formatted event is its stored JSON and
@@ -81,6 +89,7 @@ func newSyncShared(r *cache.Registry) *syncShared {
 		memberChanges: newSharedReads[roomsRangeKey, []storage.MembershipChange](sharedReadsKept),
 		gaps:          newSharedReads[roomsRangeKey, int64](sharedReadsKept),
 		stateAt:       newSharedReads[roomsRangeKey, storage.StateKeyMap](sharedStatesKept),
+		builds:        make(chan struct{}, max(8, 4*runtime.GOMAXPROCS(0))),
 	}
 }
 
@@ -215,6 +224,17 @@ func (s *Server) stateAtShared(ctx context.Context, roomID string, pos int64) (s
 		return load()
 	}
 	return s.shared.stateAt.get(ctx, newRoomsRangeKey([]string{roomID}, pos, pos), load)
+}
+
+// build holds one of the incremental builds' places (see builds) until
+// the returned func is called.
+func (sh *syncShared) build(ctx context.Context) (func(), error) {
+	select {
+	case sh.builds <- struct{}{}:
+		return func() { <-sh.builds }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // cachedVisibility is visibilityOfGroup through the shared cache.
