@@ -155,7 +155,6 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 		// Register before reading positions: a change committed after the
 		// read then wakes this request (notifier.go).
 		wt := s.notifier.register(req.me.UserID)
-		var joined []string
 		quiet := false
 		if req.since != nil && !req.fullState && !woken && time.Until(deadline) > 0 {
 			// A long poll that nothing happened for since its token (the
@@ -164,13 +163,14 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 			// watched before the streams are read, so nothing slips in
 			// between.
 			var err error
-			if joined, quiet, err = s.quietSince(ctx, wt, *req.since); err != nil {
+			if quiet, err = s.quietSince(ctx, wt, *req.since); err != nil {
 				s.notifier.unregister(wt)
 				return err
 			}
 		}
 		woken = false
 		if !quiet {
+			var joined []string
 			var err error
 			resp, joined, err = s.syncOnce(ctx, req)
 			if err != nil || req.since == nil || req.fullState || !resp.empty() || time.Until(deadline) <= 0 {
@@ -230,14 +230,15 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 // after that read wakes w. It costs a read of the user's rooms instead of
 // a whole sync; a since ahead of the streams (a token from before a
 // restart) is never quiet, so buildSync brings it back.
-func (s *Server) quietSince(ctx context.Context, w *waiter, since streamToken) (joined []string, quiet bool, err error) {
+func (s *Server) quietSince(ctx context.Context, w *waiter, since streamToken) (bool, error) {
 	mems, err := s.store.RoomsOfUser(ctx, w.userID)
 	if err != nil {
-		return nil, false, err
+		return false, err
 	}
+	var joined []string
 	for _, m := range mems {
 		if m.StreamPos > since.Events {
-			return nil, false, nil
+			return false, nil
 		}
 		if m.Membership == rooms.MembershipJoin {
 			joined = append(joined, m.RoomID)
@@ -246,16 +247,13 @@ func (s *Server) quietSince(ctx context.Context, w *waiter, since streamToken) (
 	s.notifier.watchRooms(w, joined)
 	now, err := s.currentStreamToken(ctx)
 	if err != nil {
-		return nil, false, err
+		return false, err
 	}
 	if since.Events > now.Events || since.Aux > now.Aux || since.Typing > now.Typing {
-		return nil, false, nil
+		return false, nil
 	}
 	missed, err := s.missedInRooms(ctx, joined, since, now)
-	if err != nil || missed {
-		return nil, false, err
-	}
-	return joined, true, nil
+	return !missed && err == nil, err
 }
 
 // missedInRooms reports whether something in rooms may have changed
