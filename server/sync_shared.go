@@ -34,6 +34,11 @@ import (
 type syncShared struct {
 	eventBytes *cache.LRU[eventBytesKey, *eventBytes]
 	visibility *cache.LRU[visKey, visibilityAt]
+	// presence is each user's stored presence as /sync's set_presence
+	// last read it; every write goes through setPresence, which drops
+	// the user's entry after it commits (and the LRU's generation keeps
+	// a read that raced the write out).
+	presence *cache.LRU[string, storage.Presence]
 
 	roomsChanged  *sharedReads[[2]int64, map[string]bool]
 	stateChanges  *sharedReads[roomsRangeKey, map[string][]storage.StateChange]
@@ -55,6 +60,7 @@ type syncShared struct {
 const (
 	eventBytesCacheBase = 2_000
 	visibilityCacheBase = 20_000
+	presenceCacheBase   = 10_000
 	// Shared range reads kept: a wake-up's waiters ask for the same few.
 	sharedReadsKept = 64
 	// A room's state at a position is a map of all its state: fewer.
@@ -84,6 +90,8 @@ func newSyncShared(r *cache.Registry) *syncShared {
 			"event → client-format JSON without unsigned, shared by every /sync answer", eventBytesCacheBase),
 		visibility: cache.NewLRU[visKey, visibilityAt](r, "sync_visibility",
 			"(state group, user) → history visibility and membership (immutable)", visibilityCacheBase),
+		presence: cache.NewLRU[string, storage.Presence](r, "sync_presence",
+			"user → stored presence, read by every /sync's set_presence", presenceCacheBase),
 		roomsChanged:  newSharedReads[[2]int64, map[string]bool](sharedReadsKept),
 		stateChanges:  newSharedReads[roomsRangeKey, map[string][]storage.StateChange](sharedReadsKept),
 		memberChanges: newSharedReads[roomsRangeKey, []storage.MembershipChange](sharedReadsKept),
