@@ -283,16 +283,27 @@ func (s *Server) missedInRooms(ctx context.Context, rooms []string, next, now st
 // it also returns the rooms the user is joined to. Incremental answers
 // are built a few at a time (syncShared.builds).
 func (s *Server) syncOnce(ctx context.Context, req *syncRequest) (*syncResponse, []string, error) {
+	// The positions are read (which may wait for the push evaluator)
+	// before taking a place, so a place is never held while waiting.
+	to, err := s.currentStreamToken(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
 	if req.since != nil {
 		done, err := s.shared.build(ctx)
 		if err != nil {
 			return nil, nil, err
 		}
 		defer done()
-	}
-	to, err := s.currentStreamToken(ctx)
-	if err != nil {
-		return nil, nil, err
+		// What came in while this request waited for its place is
+		// answered too, as far as it can be without waiting again.
+		ev, _ := s.store.MaxStreamPos(ctx)
+		aux, err := s.store.MaxAuxPos(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		to.Events = max(to.Events, s.push.Limit(ev))
+		to.Aux, to.Typing = max(to.Aux, aux), max(to.Typing, s.notifier.typing.current())
 	}
 	return s.buildSync(ctx, req, to)
 }
