@@ -79,90 +79,102 @@ func BenchmarkSend(b *testing.B) {
 	})
 }
 
-// BenchmarkSyncFanout measures how long after a send each of 20 members'
+// BenchmarkSyncFanout measures how long after a send each member's
 // long-polling /sync returns with the message: p50 and p99 over all
-// members and iterations.
+// members and iterations, with 20 and with 100 members. cpu-ms/delivery is
+// the process's CPU time (server and the in-process clients together) per
+// (message, member) delivery; `make load` measures the server's alone.
 func BenchmarkSyncFanout(b *testing.B) {
-	benchEngines(b, func(b *testing.B, e storagetest.Engine) {
-		bundle := servertest.Start(b, e)
-		ctx := context.Background()
-		sender := benchUser(b, bundle, "sender")
-		room, err := sender.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	for _, members := range []int{20, 100} {
+		b.Run(fmt.Sprintf("members=%d", members), func(b *testing.B) {
+			benchEngines(b, func(b *testing.B, e storagetest.Engine) { benchSyncFanout(b, e, members) })
+		})
+	}
+}
+
+func benchSyncFanout(b *testing.B, e storagetest.Engine, members int) {
+	bundle := servertest.Start(b, e)
+	ctx := context.Background()
+	sender := benchUser(b, bundle, "sender")
+	room, err := sender.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	clients := make([]*mautrix.Client, members)
+	tokens := make([]string, members)
+	for i := range clients {
+		clients[i] = benchUser(b, bundle, fmt.Sprintf("member%d", i))
+		if _, err := clients[i].JoinRoomByID(ctx, room.RoomID); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := range clients {
+		resp, err := clients[i].FullSyncRequest(ctx, mautrix.ReqSync{})
 		if err != nil {
 			b.Fatal(err)
 		}
-		const members = 20
-		clients := make([]*mautrix.Client, members)
-		tokens := make([]string, members)
+		tokens[i] = resp.NextBatch
+	}
+	var latencies []time.Duration
+	var mu sync.Mutex
+	cpuStart := processCPU(b)
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		var wg sync.WaitGroup
+		ready := make(chan struct{}, members)
+		var sent time.Time
+		var sentMu sync.RWMutex
+		sentMu.Lock()
 		for i := range clients {
-			clients[i] = benchUser(b, bundle, fmt.Sprintf("member%d", i))
-			if _, err := clients[i].JoinRoomByID(ctx, room.RoomID); err != nil {
-				b.Fatal(err)
-			}
-			resp, err := clients[i].FullSyncRequest(ctx, mautrix.ReqSync{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			tokens[i] = resp.NextBatch
-		}
-		var latencies []time.Duration
-		var mu sync.Mutex
-		b.ResetTimer()
-		for n := 0; n < b.N; n++ {
-			var wg sync.WaitGroup
-			ready := make(chan struct{}, members)
-			var sent time.Time
-			var sentMu sync.RWMutex
-			sentMu.Lock()
-			for i := range clients {
-				wg.Add(1)
-				go func(i int) {
-					defer wg.Done()
-					since := tokens[i]
-					ready <- struct{}{}
-					for {
-						resp, err := clients[i].FullSyncRequest(ctx, mautrix.ReqSync{Since: since, Timeout: 30000})
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						since = resp.NextBatch
-						if j, ok := resp.Rooms.Join[room.RoomID]; ok && hasMessage(j.Timeline.Events) {
-							sentMu.RLock()
-							d := time.Since(sent)
-							sentMu.RUnlock()
-							mu.Lock()
-							latencies = append(latencies, d)
-							mu.Unlock()
-							tokens[i] = since
-							return
-						}
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				since := tokens[i]
+				ready <- struct{}{}
+				for {
+					resp, err := clients[i].FullSyncRequest(ctx, mautrix.ReqSync{Since: since, Timeout: 30000})
+					if err != nil {
+						b.Error(err)
+						return
 					}
-				}(i)
-			}
-			for range clients {
-				<-ready
-			}
-			time.Sleep(20 * time.Millisecond) // let the requests reach their wait
-			sent = time.Now()
-			sentMu.Unlock()
-			if _, err := sender.SendText(ctx, room.RoomID, "fan out"); err != nil {
-				b.Fatal(err)
-			}
-			wg.Wait()
+					since = resp.NextBatch
+					if j, ok := resp.Rooms.Join[room.RoomID]; ok && hasMessage(j.Timeline.Events) {
+						sentMu.RLock()
+						d := time.Since(sent)
+						sentMu.RUnlock()
+						mu.Lock()
+						latencies = append(latencies, d)
+						mu.Unlock()
+						tokens[i] = since
+						return
+					}
+				}
+			}(i)
 		}
-		b.StopTimer()
-		if len(latencies) > 0 {
-			sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
-			p := func(q float64) float64 {
-				return float64(latencies[int(q*float64(len(latencies)-1))].Microseconds()) / 1000
-			}
-			b.ReportMetric(p(0.50), "p50-ms")
-			b.ReportMetric(p(0.99), "p99-ms")
+		for range clients {
+			<-ready
 		}
-	})
+		time.Sleep(20 * time.Millisecond) // let the requests reach their wait
+		sent = time.Now()
+		sentMu.Unlock()
+		if _, err := sender.SendText(ctx, room.RoomID, "fan out"); err != nil {
+			b.Fatal(err)
+		}
+		wg.Wait()
+	}
+	b.StopTimer()
+	if len(latencies) > 0 {
+		sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
+		p := func(q float64) float64 {
+			return float64(latencies[int(q*float64(len(latencies)-1))].Microseconds()) / 1000
+		}
+		b.ReportMetric(p(0.50), "p50-ms")
+		b.ReportMetric(p(0.99), "p99-ms")
+		b.ReportMetric(float64((processCPU(b)-cpuStart).Microseconds())/1000/float64(len(latencies)), "cpu-ms/delivery")
+	}
 }
 
+// processCPU is the user and system CPU time this process has used.
 func hasMessage(evs []*event.Event) bool {
 	for _, e := range evs {
 		if e.Type == event.EventMessage {

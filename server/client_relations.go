@@ -115,7 +115,7 @@ func (f *eventFormatter) bundledAggregations(ctx context.Context, evs []*storage
 			}
 			list, origs = keepList, keepOrigs
 		}
-		sub := &eventFormatter{store: f.store, viewer: f.viewer, now: f.now, omitRoomID: f.omitRoomID, noBundles: true, visible: f.visible}
+		sub := &eventFormatter{store: f.store, viewer: f.viewer, now: f.now, omitRoomID: f.omitRoomID, noBundles: true, visible: f.visible, shared: f.shared, membershipAt: f.membershipAt}
 		formatted, err := sub.format(ctx, list)
 		if err != nil {
 			return nil, err
@@ -181,7 +181,7 @@ func (f *eventFormatter) bundledAggregations(ctx context.Context, evs []*storage
 		}
 		// The latest event carries its own edit, which Element shows in
 		// the thread summary.
-		sub := &eventFormatter{store: f.store, viewer: f.viewer, now: f.now, omitRoomID: f.omitRoomID, visible: f.visible}
+		sub := &eventFormatter{store: f.store, viewer: f.viewer, now: f.now, omitRoomID: f.omitRoomID, visible: f.visible, shared: f.shared, membershipAt: f.membershipAt}
 		formatted, err := sub.format(ctx, latest)
 		if err != nil {
 			return nil, err

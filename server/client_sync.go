@@ -112,6 +112,8 @@ type syncRequest struct {
 	stateAfter bool // use_state_after: state_after replaces state
 	filter     *syncFilter
 	ignored    map[string]bool // m.ignored_user_list, read once per sync
+	// mems are the user's rooms as buildSync read them.
+	mems []storage.RoomMembership
 }
 
 // GET /_matrix/client/v3/sync
@@ -149,36 +151,57 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 	}
 	deadline := time.Now().Add(timeout)
 	var timer *time.Timer
+	var resp *syncResponse // the last answer built, empty while waiting
+	woken := false
 	for {
 		// Register before reading positions: a change committed after the
 		// read then wakes this request (notifier.go).
 		wt := s.notifier.register(req.me.UserID)
-		resp, joined, err := s.syncOnce(ctx, req)
-		if err != nil || req.since == nil || req.fullState || !resp.empty() || time.Until(deadline) <= 0 {
-			s.notifier.unregister(wt)
-			if err != nil {
+		quiet := false
+		if req.since != nil && !req.fullState && !woken && time.Until(deadline) > 0 {
+			// A long poll that nothing happened for since its token (the
+			// common case: the client is back with the next_batch it was
+			// just given) waits without building an answer. Its rooms are
+			// watched before the streams are read, so nothing slips in
+			// between.
+			var err error
+			if quiet, err = s.quietSince(ctx, wt, *req.since); err != nil {
+				s.notifier.unregister(wt)
 				return err
 			}
-			return writeJSON(w, http.StatusOK, resp)
 		}
-		// Nothing for this user up to next_batch: wait from there, for
-		// its own changes and those of its rooms. The rooms are watched
-		// only now, so look once more for anything that came in between.
-		next, _ := parseSyncToken(resp.NextBatch)
-		req.since = &next
-		s.notifier.watchRooms(wt, joined)
-		now, err := s.currentStreamToken(ctx)
-		if err != nil {
-			s.notifier.unregister(wt)
-			return err
-		}
-		missed, err := s.missedInRooms(ctx, joined, next, now)
-		if err != nil || missed {
-			s.notifier.unregister(wt)
+		woken = false
+		if !quiet {
+			var joined []string
+			var err error
+			resp, joined, err = s.syncOnce(ctx, req)
+			if err != nil || req.since == nil || req.fullState || !resp.empty() || time.Until(deadline) <= 0 {
+				s.notifier.unregister(wt)
+				if err != nil {
+					return err
+				}
+				return writeJSON(w, http.StatusOK, resp)
+			}
+			// Nothing for this user up to next_batch: wait from there.
+			next, _ := parseSyncToken(resp.NextBatch)
+			req.since = &next
+			// Wait for the user's own changes and those of its rooms.
+			// The rooms are watched only now, so look once more for
+			// anything that came in between.
+			s.notifier.watchRooms(wt, joined)
+			now, err := s.currentStreamToken(ctx)
 			if err != nil {
+				s.notifier.unregister(wt)
 				return err
 			}
-			continue
+			missed, err := s.missedInRooms(ctx, joined, *req.since, now)
+			if err != nil || missed {
+				s.notifier.unregister(wt)
+				if err != nil {
+					return err
+				}
+				continue
+			}
 		}
 		if timer == nil {
 			timer = time.NewTimer(time.Until(deadline))
@@ -188,10 +211,51 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
+		woken = !timedOut
 		if timedOut {
+			if resp == nil {
+				// Waited without building: the answer is built now, up to
+				// whatever arrived meanwhile.
+				if resp, _, err = s.syncOnce(ctx, req); err != nil {
+					return err
+				}
+			}
 			return writeJSON(w, http.StatusOK, resp)
 		}
 	}
+}
+
+// quietSince reports whether nothing a /sync from since would report can
+// have happened: the aux and typing streams have not moved, no event came
+// in the user's joined rooms, and no membership of the user changed. It
+// has w watch the joined rooms before it reads the streams, so a change
+// after that read wakes w. It costs a read of the user's rooms instead of
+// a whole sync; a since ahead of the streams (a token from before a
+// restart) is never quiet, so buildSync brings it back.
+func (s *Server) quietSince(ctx context.Context, w *waiter, since streamToken) (bool, error) {
+	mems, err := s.store.RoomsOfUser(ctx, w.userID)
+	if err != nil {
+		return false, err
+	}
+	var joined []string
+	for _, m := range mems {
+		if m.StreamPos > since.Events {
+			return false, nil
+		}
+		if m.Membership == rooms.MembershipJoin {
+			joined = append(joined, m.RoomID)
+		}
+	}
+	s.notifier.watchRooms(w, joined)
+	now, err := s.currentStreamToken(ctx)
+	if err != nil {
+		return false, err
+	}
+	if since.Events > now.Events || since.Aux > now.Aux || since.Typing > now.Typing {
+		return false, nil
+	}
+	missed, err := s.missedInRooms(ctx, joined, since, now)
+	return !missed && err == nil, err
 }
 
 // missedInRooms reports whether something in rooms may have changed
@@ -205,7 +269,7 @@ func (s *Server) missedInRooms(ctx context.Context, rooms []string, next, now st
 	if now.Events <= next.Events || len(rooms) == 0 {
 		return false, nil
 	}
-	changed, err := s.store.RoomsWithEventsBetween(ctx, next.Events, now.Events)
+	changed, err := s.roomsWithEventsBetween(ctx, next.Events, now.Events)
 	if err != nil {
 		return false, err
 	}
@@ -218,11 +282,30 @@ func (s *Server) missedInRooms(ctx context.Context, rooms []string, next, now st
 }
 
 // syncOnce reads the current positions and builds the answer up to them;
-// it also returns the rooms the user is joined to.
+// it also returns the rooms the user is joined to. Incremental answers
+// are built a few at a time (syncShared.builds).
 func (s *Server) syncOnce(ctx context.Context, req *syncRequest) (*syncResponse, []string, error) {
+	// The positions are read (which may wait for the push evaluator)
+	// before taking a place, so a place is never held while waiting.
 	to, err := s.currentStreamToken(ctx)
 	if err != nil {
 		return nil, nil, err
+	}
+	if req.since != nil {
+		done, err := s.shared.build(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer done()
+		// What came in while this request waited for its place is
+		// answered too, as far as it can be without waiting again.
+		ev, _ := s.store.MaxStreamPos(ctx)
+		aux, err := s.store.MaxAuxPos(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		to.Events = max(to.Events, s.push.Limit(ev))
+		to.Aux, to.Typing = max(to.Aux, aux), max(to.Typing, s.notifier.typing.current())
 	}
 	return s.buildSync(ctx, req, to)
 }
@@ -313,14 +396,15 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 		return nil, nil, err
 	}
 	req.ignored = ignored
-	inviteCfg, err := s.inviteConfigOf(ctx, me.UserID)
-	if err != nil {
-		return nil, nil, err
-	}
+	// The invite filter and the forgotten rooms are read only when a
+	// room needs them: most incremental syncs have no invite or leave.
+	var inviteCfg *inviteConfig
+	var forgotten map[string]bool
 	mems, err := s.store.RoomsOfUser(ctx, me.UserID)
 	if err != nil {
 		return nil, nil, err
 	}
+	req.mems = mems
 	// A membership read here may be newer than to; every event up to it is
 	// committed (events commit in stream order), so move to up to it,
 	// once the push evaluator has recorded their notifications (push.go).
@@ -352,22 +436,23 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 		DeviceLists:            deviceLists{Changed: []string{}, Left: []string{}},
 		DeviceOneTimeKeysCount: map[string]int{},
 	}
-	forgotten, err := s.store.ForgottenRooms(ctx, me.UserID)
-	if err != nil {
-		return nil, nil, err
-	}
 	var changed map[string]bool
 	if req.since != nil {
-		if changed, err = s.store.RoomsWithEventsBetween(ctx, since.Events, to.Events); err != nil {
+		if changed, err = s.roomsWithEventsBetween(ctx, since.Events, to.Events); err != nil {
 			return nil, nil, err
 		}
 	}
 
 	// Account data: global entries go to the top level, room entries to
 	// their room below.
-	acct, err := s.store.AccountDataBetween(ctx, me.UserID, since.Aux, to.Aux)
-	if err != nil {
-		return nil, nil, err
+	// An incremental sync reads the aux stream's parts (account data,
+	// receipts) only when that stream moved.
+	auxMoved := req.since == nil || since.Aux < to.Aux
+	var acct []storage.AccountData
+	if auxMoved {
+		if acct, err = s.store.AccountDataBetween(ctx, me.UserID, since.Aux, to.Aux); err != nil {
+			return nil, nil, err
+		}
 	}
 	if req.since == nil {
 		acct = s.withoutDeletedAccountData(acct)
@@ -415,7 +500,7 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 		}
 	}
 	receipts := map[string][]storage.Receipt{}
-	if eph := rf.Ephemeral; eph == nil || eph.allows("m.receipt", "") {
+	if eph := rf.Ephemeral; auxMoved && (eph == nil || eph.allows("m.receipt", "")) {
 		rs, err := s.store.ReceiptsBetween(ctx, joined, since.Aux, to.Aux)
 		if err != nil {
 			return nil, nil, err
@@ -436,7 +521,7 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 				ids = append(ids, m.RoomID)
 			}
 		}
-		if stateChanges, err = s.store.StateChangesBetween(ctx, ids, since.Events, to.Events); err != nil {
+		if stateChanges, err = s.stateChangesBetween(ctx, ids, since.Events, to.Events); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -493,6 +578,11 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 				if err != nil {
 					return nil, nil, err
 				}
+				if inviteCfg == nil {
+					if inviteCfg, err = s.inviteConfigOf(ctx, me.UserID); err != nil {
+						return nil, nil, err
+					}
+				}
 				if ignored[inv.Sender] || inviteCfg.rule(inv.Sender) != inviteAllow {
 					continue
 				}
@@ -513,7 +603,15 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 			// syncs whose filter asks for them (include_leave), and never
 			// for forgotten rooms.
 			leftSince := req.since != nil && isNew
-			if !leftSince && (forgotten[m.RoomID] || !rf.IncludeLeave || (req.since != nil && !req.fullState)) {
+			if !leftSince && (!rf.IncludeLeave || (req.since != nil && !req.fullState)) {
+				continue
+			}
+			if forgotten == nil && !leftSince {
+				if forgotten, err = s.store.ForgottenRooms(ctx, me.UserID); err != nil {
+					return nil, nil, err
+				}
+			}
+			if !leftSince && forgotten[m.RoomID] {
 				continue
 			}
 			rs.fresh = req.since == nil || req.fullState
@@ -616,6 +714,13 @@ func (s *Server) syncJoinedRoom(ctx context.Context, rs *roomSync) (*joinedRoom,
 	if err != nil {
 		return nil, err
 	}
+	if !rs.fresh && !rs.req.fullState && !slices.ContainsFunc(rs.changes, func(c storage.StateChange) bool { return c.Key.Type == rooms.TypeMember }) {
+		// No membership changed since the last sync: the summary's
+		// fields "may be omitted" (spec: RoomSummary), as Synapse does,
+		// which spares reading every member of a large room on every
+		// incremental sync.
+		return jr, nil
+	}
 	members, err := rs.batch.roomMembers(ctx, s.store, rs.mem.RoomID)
 	if err != nil {
 		return nil, err
@@ -665,7 +770,7 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 		// newest such event and is limited, so the client paginates into
 		// the gap instead of taking what came before it for everything
 		// (as Synapse does with its timeline gaps).
-		pos, err := s.store.LastTimelineGap(ctx, roomID, after, upTo)
+		pos, err := s.lastTimelineGap(ctx, roomID, after, upTo)
 		if err != nil {
 			return nil, err
 		}
@@ -778,6 +883,17 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 		evs []*storage.Event
 		out *[]any
 	}{{stateEvs, &stateOut.Events}, {timeline, &jr.Timeline.Events}} {
+		if len(req.filter.EventFields) == 0 {
+			// Each event's JSON is shared by every answer it goes in.
+			formatted, err := f.formatJSON(ctx, part.evs)
+			if err != nil {
+				return nil, err
+			}
+			for _, raw := range formatted {
+				*part.out = append(*part.out, raw)
+			}
+			continue
+		}
 		formatted, err := f.format(ctx, part.evs)
 		if err != nil {
 			return nil, err
@@ -1042,7 +1158,7 @@ func (s *Server) lazyLoad(ctx context.Context, rs *roomSync, state storage.State
 			// so not be in the delta; read it at the start of the timeline.
 			if atStart == nil {
 				var err error
-				if atStart, err = s.store.StateAt(ctx, rs.mem.RoomID, start); err != nil {
+				if atStart, err = s.stateAtShared(ctx, rs.mem.RoomID, start); err != nil {
 					return nil, err
 				}
 			}

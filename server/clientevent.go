@@ -39,18 +39,56 @@ type eventFormatter struct {
 	// (filterVisible) to the events bundled into others: edits and thread
 	// summaries. nil shows them as stored (admins).
 	visible func(ctx context.Context, evs []*storage.Event) ([]*storage.Event, error)
+	// shared holds the formatted events every viewer shares (sync_shared.go;
+	// nil: none).
+	shared *syncShared
+	// membershipAt, when set, is the viewer's membership at a state group
+	// ("" when none); nil reads it from the store.
+	membershipAt func(ctx context.Context, group int64) (string, error)
 }
 
 // formatterFor is the formatter for a user's view of events, bundled
 // events filtered as the events themselves are.
 func (s *Server) formatterFor(viewer *Device) *eventFormatter {
-	return &eventFormatter{store: s.store, viewer: viewer, now: s.now(), visible: func(ctx context.Context, evs []*storage.Event) ([]*storage.Event, error) {
+	return &eventFormatter{store: s.store, viewer: viewer, now: s.now(), shared: s.shared, visible: func(ctx context.Context, evs []*storage.Event) ([]*storage.Event, error) {
 		return s.visibleAcrossRooms(ctx, viewer.UserID, evs)
+	}, membershipAt: func(ctx context.Context, group int64) (string, error) {
+		// What history visibility read for the same events (cached).
+		v, err := s.cachedVisibility(ctx, group, viewer.UserID)
+		return v.membership, err
 	}}
 }
 
 // format renders a batch of events in order.
 func (f *eventFormatter) format(ctx context.Context, evs []*storage.Event) ([]clientEvent, error) {
+	p, err := f.prepare(ctx, evs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]clientEvent, 0, len(evs))
+	for _, e := range evs {
+		ce, err := f.core(e)
+		if err != nil {
+			return nil, err
+		}
+		if ce.Unsigned, err = f.unsignedFor(ctx, e, p); err != nil {
+			return nil, err
+		}
+		out = append(out, ce)
+	}
+	return out, nil
+}
+
+// formatPrep is what a batch's unsigned needs, read once per batch.
+type formatPrep struct {
+	extra       map[string]*storage.Event // replaced state, redactions
+	bundles     map[string]map[string]any
+	memberships map[int64]string // state group → viewer's membership
+}
+
+// prepare fetches the extra events unsigned needs (replaced state,
+// redactions) and the bundled aggregations of a batch.
+func (f *eventFormatter) prepare(ctx context.Context, evs []*storage.Event) (*formatPrep, error) {
 	var need []string
 	for _, e := range evs {
 		if e.ReplacesState != "" {
@@ -60,51 +98,54 @@ func (f *eventFormatter) format(ctx context.Context, evs []*storage.Event) ([]cl
 			need = append(need, e.RedactedBy)
 		}
 	}
-	extra := map[string]*storage.Event{}
+	p := &formatPrep{extra: map[string]*storage.Event{}, memberships: map[int64]string{}}
 	if len(need) > 0 {
 		got, err := f.store.EventsByID(ctx, need)
 		if err != nil {
 			return nil, err
 		}
 		for _, e := range got {
-			extra[e.EventID] = e
+			p.extra[e.EventID] = e
 		}
 	}
-	var bundles map[string]map[string]any
 	if !f.noBundles {
 		var err error
-		if bundles, err = f.bundledAggregations(ctx, evs); err != nil {
+		if p.bundles, err = f.bundledAggregations(ctx, evs); err != nil {
 			return nil, err
 		}
 	}
-	out := make([]clientEvent, 0, len(evs))
-	memberships := map[int64]string{} // state group → viewer's membership
-	for _, e := range evs {
-		ce, err := f.one(e, extra)
-		if err != nil {
-			return nil, err
-		}
-		if b := bundles[e.EventID]; b != nil {
-			ce.Unsigned["m.relations"] = b
-		}
-		if f.viewer != nil {
-			m, ok := memberships[e.StateGroup]
-			if !ok {
-				if m, err = f.store.MembershipInGroup(ctx, e.StateGroup, f.viewer.UserID); err != nil {
-					return nil, err
-				}
-				memberships[e.StateGroup] = m
-			}
-			// unsigned.membership (spec v1.11): the viewer's membership
-			// at the event, "leave" when they had none.
-			if m == "" {
-				m = "leave"
-			}
-			ce.Unsigned["membership"] = m
-		}
-		out = append(out, ce)
+	return p, nil
+}
+
+// unsignedFor is e's unsigned for the viewer: its own fields, bundled
+// relations and the viewer's membership at it.
+func (f *eventFormatter) unsignedFor(ctx context.Context, e *storage.Event, p *formatPrep) (map[string]any, error) {
+	u := f.unsigned(e, p.extra)
+	if b := p.bundles[e.EventID]; b != nil {
+		u["m.relations"] = b
 	}
-	return out, nil
+	if f.viewer != nil {
+		m, ok := p.memberships[e.StateGroup]
+		if !ok {
+			var err error
+			if f.membershipAt != nil {
+				m, err = f.membershipAt(ctx, e.StateGroup)
+			} else {
+				m, err = f.store.MembershipInGroup(ctx, e.StateGroup, f.viewer.UserID)
+			}
+			if err != nil {
+				return nil, err
+			}
+			p.memberships[e.StateGroup] = m
+		}
+		// unsigned.membership (spec v1.11): the viewer's membership
+		// at the event, "leave" when they had none.
+		if m == "" {
+			m = "leave"
+		}
+		u["membership"] = m
+	}
+	return u, nil
 }
 
 // pduFields are the PDU keys the client format keeps.
@@ -114,6 +155,16 @@ type pduFields struct {
 }
 
 func (f *eventFormatter) one(e *storage.Event, extra map[string]*storage.Event) (clientEvent, error) {
+	ce, err := f.core(e)
+	if err != nil {
+		return ce, err
+	}
+	ce.Unsigned = f.unsigned(e, extra)
+	return ce, nil
+}
+
+// core is e's client format without unsigned: the same for every viewer.
+func (f *eventFormatter) core(e *storage.Event) (clientEvent, error) {
 	var p pduFields
 	if err := json.Unmarshal(e.JSON, &p); err != nil {
 		return clientEvent{}, err
@@ -134,6 +185,13 @@ func (f *eventFormatter) one(e *storage.Event, extra map[string]*storage.Event) 
 		_ = json.Unmarshal(p.Content, &c)
 		ce.Redacts = c.Redacts
 	}
+	return ce, nil
+}
+
+// unsigned is e's unsigned without bundles and membership: its age, the
+// transaction ID for the sender's own device, and what the extra events
+// give (prev_content, redacted_because).
+func (f *eventFormatter) unsigned(e *storage.Event, extra map[string]*storage.Event) map[string]any {
 	u := map[string]any{"age": max(f.now.UnixMilli()-e.OriginServerTS, 0)}
 	if f.viewer != nil && e.TxnID != "" && e.Sender == f.viewer.UserID && e.SenderDevice == f.viewer.DeviceID {
 		if delayID, ok := delayIDOfTxn(e.TxnID); ok {
@@ -154,12 +212,11 @@ func (f *eventFormatter) one(e *storage.Event, extra map[string]*storage.Event) 
 	}
 	if e.RedactedBy != "" {
 		if r, ok := extra[e.RedactedBy]; ok {
-			sub := &eventFormatter{store: f.store, viewer: f.viewer, now: f.now, omitRoomID: f.omitRoomID, visible: f.visible}
+			sub := &eventFormatter{store: f.store, viewer: f.viewer, now: f.now, omitRoomID: f.omitRoomID, visible: f.visible, shared: f.shared, membershipAt: f.membershipAt}
 			if rc, err := sub.one(r, nil); err == nil {
 				u["redacted_because"] = rc
 			}
 		}
 	}
-	ce.Unsigned = u
-	return ce, nil
+	return u
 }

@@ -103,6 +103,7 @@ func (s *Server) presenceContent(p *storage.Presence) map[string]any {
 // records activity (storage.SetPresence).
 func (s *Server) setPresence(ctx context.Context, p *storage.Presence, touch bool) error {
 	changed, err := s.store.SetPresence(ctx, p, touch)
+	s.shared.presence.Remove(p.UserID)
 	if err != nil {
 		return err
 	}
@@ -252,7 +253,13 @@ func (s *Server) syncSetPresence(ctx context.Context, me *Device, set string) er
 		return matrix.InvalidParam("set_presence must be online, offline or unavailable")
 	}
 	p := &storage.Presence{UserID: me.UserID, State: set, LastActiveTS: s.now().UnixMilli()}
-	old, err := s.store.PresenceOf(ctx, me.UserID)
+	old, err := s.shared.presence.GetOrLoad(me.UserID, func() (storage.Presence, error) {
+		p, err := s.store.PresenceOf(ctx, me.UserID)
+		if err != nil {
+			return storage.Presence{}, err
+		}
+		return *p, nil
+	})
 	switch {
 	case err == nil:
 		if touch && old.State == "offline" {

@@ -76,6 +76,9 @@ type Server struct {
 	// initialPerRoom builds initial syncs room by room instead of from
 	// batched reads (sync_initial.go); tests compare the two.
 	initialPerRoom atomic.Bool
+	// shared is what the /sync answers of one wake-up share
+	// (sync_shared.go).
+	shared *syncShared
 	// sliding holds the sliding sync connections, roomFacts what list
 	// filters learn of rooms (client_slidingsync.go).
 	sliding   slidingConns
@@ -148,6 +151,7 @@ func New(d Deps) (*Server, http.Handler) {
 	s.rendezvous = rendezvous.New(rendezvous.DefaultCapacity, rendezvous.DefaultTTL, d.Now)
 	s.touches = newTouchCache()
 	s.notifier = newNotifier()
+	s.shared = newSyncShared(d.Store.Caches())
 	fedHTTP := s.federationHTTP()
 	s.keys = d.Keys
 	if s.keys == nil {

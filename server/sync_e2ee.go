@@ -30,6 +30,9 @@ func (s *Server) syncToDevice(ctx context.Context, req *syncRequest, since strea
 			return nil, err
 		}
 	}
+	if since.Aux >= to.Aux {
+		return []any{}, nil // nothing new: the aux stream did not move
+	}
 	msgs, err := s.store.ToDeviceBetween(ctx, me.UserID, me.DeviceID, since.Aux, to.Aux, maxToDevicePerSync)
 	if err != nil {
 		return nil, err
@@ -51,7 +54,32 @@ func (s *Server) syncToDevice(ctx context.Context, req *syncRequest, since strea
 // longer share any room with userID after a leave in between. met holds
 // the users who newly share a room (a subset of changed).
 func (s *Server) deviceListDelta(ctx context.Context, userID string, since, to streamToken) (changed, left, met []string, err error) {
+	mems, err := s.store.RoomsOfUser(ctx, userID)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return s.deviceListDeltaIn(ctx, userID, mems, since, to)
+}
+
+// deviceListDeltaIn is deviceListDelta given the user's rooms. Key changes
+// are on the aux stream and the rest comes from membership changes, so
+// when neither moved (most incremental syncs: a message arrived) it reads
+// nothing else, above all not everyone sharing a room with the user.
+func (s *Server) deviceListDeltaIn(ctx context.Context, userID string, mems []storage.RoomMembership, since, to streamToken) (changed, left, met []string, err error) {
 	changed, left = []string{}, []string{}
+	roomIDs := make([]string, 0, len(mems))
+	for _, m := range mems {
+		roomIDs = append(roomIDs, m.RoomID)
+	}
+	var moves []storage.MembershipChange
+	if since.Events < to.Events {
+		if moves, err = s.membershipChangesBetween(ctx, roomIDs, since.Events, to.Events); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	if since.Aux >= to.Aux && len(moves) == 0 {
+		return changed, left, nil, nil
+	}
 	peers, err := s.store.UsersSharingRooms(ctx, userID)
 	if err != nil {
 		return nil, nil, nil, err
@@ -61,61 +89,49 @@ func (s *Server) deviceListDelta(ctx context.Context, userID string, since, to s
 		sharing[u] = true
 	}
 	sharing[userID] = true // one's own other devices matter too
-	cands := make([]string, 0, len(sharing))
-	for u := range sharing {
-		cands = append(cands, u)
-	}
-	keyChanges, err := s.store.DeviceListChangesBetween(ctx, cands, since.Aux, to.Aux)
-	if err != nil {
-		return nil, nil, nil, err
-	}
 	ch, lf, joins := map[string]bool{}, map[string]bool{}, map[string]bool{}
-	for _, u := range keyChanges {
-		ch[u] = true
-	}
-	mems, err := s.store.RoomsOfUser(ctx, userID)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	roomIDs := make([]string, 0, len(mems))
-	for _, m := range mems {
-		roomIDs = append(roomIDs, m.RoomID)
-	}
-	if since.Events < to.Events {
-		moves, err := s.store.MembershipChangesBetween(ctx, roomIDs, since.Events, to.Events)
+	if since.Aux < to.Aux {
+		cands := make([]string, 0, len(sharing))
+		for u := range sharing {
+			cands = append(cands, u)
+		}
+		keyChanges, err := s.store.DeviceListChangesBetween(ctx, cands, since.Aux, to.Aux)
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		for _, mv := range moves {
-			joined := mv.Membership == rooms.MembershipJoin
-			left := mv.Membership == rooms.MembershipLeave || mv.Membership == rooms.MembershipBan
-			switch {
-			case mv.UserID == userID && (joined || left):
-				// Everyone in the room is new to us, or may be gone. On a
-				// join the user is listed too, for their other devices (as
-				// Synapse does; Complement expects it).
-				if joined {
-					ch[userID] = true
-				}
-				members, err := s.store.Members(ctx, mv.RoomID)
-				if err != nil {
-					return nil, nil, nil, err
-				}
-				for u, m := range members {
-					if m != rooms.MembershipJoin || u == userID {
-						continue
-					}
-					if sharing[u] {
-						ch[u], joins[u] = true, true
-					} else {
-						lf[u] = true
-					}
-				}
-			case joined && sharing[mv.UserID]:
-				ch[mv.UserID], joins[mv.UserID] = true, true
-			case left && !sharing[mv.UserID]:
-				lf[mv.UserID] = true
+		for _, u := range keyChanges {
+			ch[u] = true
+		}
+	}
+	for _, mv := range moves {
+		joined := mv.Membership == rooms.MembershipJoin
+		left := mv.Membership == rooms.MembershipLeave || mv.Membership == rooms.MembershipBan
+		switch {
+		case mv.UserID == userID && (joined || left):
+			// Everyone in the room is new to us, or may be gone. On a
+			// join the user is listed too, for their other devices (as
+			// Synapse does; Complement expects it).
+			if joined {
+				ch[userID] = true
 			}
+			members, err := s.store.Members(ctx, mv.RoomID)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			for u, m := range members {
+				if m != rooms.MembershipJoin || u == userID {
+					continue
+				}
+				if sharing[u] {
+					ch[u], joins[u] = true, true
+				} else {
+					lf[u] = true
+				}
+			}
+		case joined && sharing[mv.UserID]:
+			ch[mv.UserID], joins[mv.UserID] = true, true
+		case left && !sharing[mv.UserID]:
+			lf[mv.UserID] = true
 		}
 	}
 	for u := range ch {
@@ -151,7 +167,7 @@ func (s *Server) syncE2EE(ctx context.Context, req *syncRequest, since, to strea
 	var met []string
 	if req.since != nil {
 		var changed, left []string
-		if changed, left, met, err = s.deviceListDelta(ctx, me.UserID, since, to); err != nil {
+		if changed, left, met, err = s.deviceListDeltaIn(ctx, me.UserID, req.mems, since, to); err != nil {
 			return err
 		}
 		resp.DeviceLists = deviceLists{Changed: changed, Left: left}

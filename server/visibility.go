@@ -191,7 +191,7 @@ func (s *Server) filterVisibleKnown(ctx context.Context, userID string, known *k
 			v, ok = known.groups[e.StateGroup]
 		}
 		if !ok {
-			if v, err = s.visibilityOfGroup(ctx, e.StateGroup, userID); err != nil {
+			if v, err = s.cachedVisibility(ctx, e.StateGroup, userID); err != nil {
 				return nil, err
 			}
 			byGroup[e.StateGroup] = v

@@ -1,0 +1,231 @@
+package server_test
+
+import (
+	"fmt"
+	"net/url"
+	"slices"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"hearth/server/servertest"
+	"hearth/server/storage/storagetest"
+)
+
+// Tests of /sync's fan-out path (sync_shared.go): answers built from shared
+// event JSON with each viewer's unsigned, and a member who fell behind.
+
+// rawTimeline is a room's timeline in a raw /sync answer.
+type rawTimeline struct {
+	events    []map[string]any
+	limited   bool
+	prevBatch string
+}
+
+// rawSync runs /sync and returns the raw answer.
+func rawSync(t *testing.T, b *servertest.Bundle, token, since, filter string) map[string]any {
+	t.Helper()
+	q := url.Values{"timeout": {"0"}}
+	if since != "" {
+		q.Set("since", since)
+	}
+	if filter != "" {
+		q.Set("filter", filter)
+	}
+	r := acctDo(t, b, "GET", "/_matrix/client/v3/sync?"+q.Encode(), token, nil)
+	if r.status != 200 {
+		t.Fatalf("sync: %d %v", r.status, r.body)
+	}
+	return r.body
+}
+
+func timelineIn(body map[string]any, room id.RoomID) rawTimeline {
+	rooms, _ := body["rooms"].(map[string]any)
+	join, _ := rooms["join"].(map[string]any)
+	jr, _ := join[string(room)].(map[string]any)
+	tl, _ := jr["timeline"].(map[string]any)
+	var out rawTimeline
+	evs, _ := tl["events"].([]any)
+	for _, e := range evs {
+		out.events = append(out.events, e.(map[string]any))
+	}
+	out.limited, _ = tl["limited"].(bool)
+	out.prevBatch, _ = tl["prev_batch"].(string)
+	return out
+}
+
+func (tl rawTimeline) byID(eventID id.EventID) map[string]any {
+	for _, e := range tl.events {
+		if e["event_id"] == string(eventID) {
+			return e
+		}
+	}
+	return nil
+}
+
+func rawBody(e map[string]any) string {
+	c, _ := e["content"].(map[string]any)
+	s, _ := c["body"].(string)
+	return s
+}
+
+// TestSyncFallenBehindCatchesUp: a member who fell far behind gets a
+// bounded, limited timeline whose prev_batch /messages continues from, back
+// to where their previous sync ended, without a gap or a duplicate.
+func TestSyncFallenBehindCatchesUp(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice, bob := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob")
+		room := sharedRoom(t, alice, bob)
+		const ten = `{"room":{"timeline":{"limit":10}}}`
+		first := rawSync(t, b, bob.tok, "", ten)
+		since, _ := first["next_batch"].(string)
+
+		const n = 45
+		var want []string
+		for i := range n {
+			body := fmt.Sprint("behind ", i)
+			send(t, alice, room, body)
+			want = append(want, body)
+		}
+		tl := timelineIn(rawSync(t, b, bob.tok, since, ten), room)
+		if !tl.limited || tl.prevBatch == "" || len(tl.events) != 10 {
+			t.Fatalf("fallen-behind sync: limited=%v prev_batch=%q %d events", tl.limited, tl.prevBatch, len(tl.events))
+		}
+		var got []string
+		for _, ev := range tl.events {
+			got = append(got, rawBody(ev))
+		}
+		if !slices.Equal(got, want[n-10:]) {
+			t.Fatalf("timeline %v, want the newest ten", got)
+		}
+		// Page back from prev_batch to the previous sync's position.
+		var older []string
+		from := tl.prevBatch
+		for page := 0; ; page++ {
+			if page > 20 {
+				t.Fatal("/messages did not reach the previous sync's position")
+			}
+			q := url.Values{"dir": {"b"}, "limit": {"7"}, "from": {from}, "to": {since}}
+			r := acctDo(t, b, "GET", "/_matrix/client/v3/rooms/"+esc(string(room))+"/messages?"+q.Encode(), bob.tok, nil)
+			if r.status != 200 {
+				t.Fatalf("/messages: %d %v", r.status, r.body)
+			}
+			chunk, _ := r.body["chunk"].([]any)
+			for _, c := range chunk {
+				if body := rawBody(c.(map[string]any)); body != "" {
+					older = append(older, body)
+				}
+			}
+			end, _ := r.body["end"].(string)
+			if len(chunk) == 0 || end == "" {
+				break
+			}
+			from = end
+		}
+		slices.Reverse(older)
+		if all := append(older, got...); !slices.Equal(all, want) {
+			t.Fatalf("sync plus /messages gave %d messages %v, want the %d sent in order", len(all), all, n)
+		}
+	})
+}
+
+// TestSyncSharedEventJSON: an event's JSON is built once and shared by the
+// answers of every receiver, yet each gets its own unsigned: the
+// transaction ID only on the sending device, membership per viewer; and a
+// redaction after the JSON was shared shows in the answers that follow.
+func TestSyncSharedEventJSON(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice, bob := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob")
+		room := sharedRoom(t, alice, bob)
+		// Alice's second device.
+		other := acctLogin(t, b, alice.id.Localpart(), acctPW, "OTHER")
+		if other.DeviceID != "OTHER" {
+			t.Fatalf("second device: %q", other.DeviceID)
+		}
+		mark := func(tok string) string {
+			s, _ := rawSync(t, b, tok, "", `{"room":{"timeline":{"limit":1}}}`)["next_batch"].(string)
+			return s
+		}
+		bobSince, aliceSince, otherSince := mark(bob.tok), mark(alice.tok), mark(other.AccessToken)
+
+		const txn = "txn-shared-json"
+		sent, err := alice.cli.SendMessageEvent(t.Context(), room, event.EventMessage,
+			map[string]any{"msgtype": "m.text", "body": "shared"}, mautrix.ReqSendEvent{TransactionID: txn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Bob first, so his answer makes the shared JSON the others use.
+		for _, c := range []struct {
+			who, tok, since string
+			txn             bool
+		}{{"bob", bob.tok, bobSince, false}, {"alice's other device", other.AccessToken, otherSince, false}, {"alice's sending device", alice.tok, aliceSince, true}} {
+			ev := timelineIn(rawSync(t, b, c.tok, c.since, ""), room).byID(sent.EventID)
+			if ev == nil || rawBody(ev) != "shared" || ev["sender"] != string(alice.id) {
+				t.Fatalf("%s: event %v", c.who, ev)
+			}
+			if _, has := ev["room_id"]; has {
+				t.Fatalf("%s: /sync event carries room_id: %v", c.who, ev)
+			}
+			u, _ := ev["unsigned"].(map[string]any)
+			if u["membership"] != "join" {
+				t.Fatalf("%s: unsigned %v", c.who, u)
+			}
+			if age, ok := u["age"].(float64); !ok || age < 0 {
+				t.Fatalf("%s: unsigned.age %v", c.who, u["age"])
+			}
+			if got, has := u["transaction_id"]; has != c.txn || (c.txn && got != txn) {
+				t.Fatalf("%s: unsigned.transaction_id %v (present %v), want present %v", c.who, got, has, c.txn)
+			}
+		}
+
+		// Redacted after its JSON was shared: answers from then on carry
+		// the redacted event, to Bob and to the sender alike.
+		if _, err := alice.cli.RedactEvent(t.Context(), room, sent.EventID, mautrix.ReqRedact{Reason: "oops"}); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct{ who, tok, since string }{{"bob", bob.tok, bobSince}, {"alice", alice.tok, aliceSince}} {
+			ev := timelineIn(rawSync(t, b, c.tok, c.since, ""), room).byID(sent.EventID)
+			if ev == nil {
+				t.Fatalf("%s: redacted event missing from the timeline", c.who)
+			}
+			if content, _ := ev["content"].(map[string]any); len(content) != 0 {
+				t.Fatalf("%s: redacted event still has content %v", c.who, content)
+			}
+			u, _ := ev["unsigned"].(map[string]any)
+			because, _ := u["redacted_because"].(map[string]any)
+			if because == nil || because["type"] != "m.room.redaction" {
+				t.Fatalf("%s: unsigned %v lacks redacted_because", c.who, u)
+			}
+		}
+	})
+}
+
+// TestSyncQuietLongPollTimesOut: a long poll from a next_batch with nothing
+// after it waits for its timeout, then answers with a token that still
+// sees what comes next.
+func TestSyncQuietLongPollTimesOut(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice, bob := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob")
+		room := sharedRoom(t, alice, bob)
+		first := doSync(t, bob, "", "", 0)
+		start := time.Now()
+		quiet := doSync(t, bob, first.NextBatch, "", 700)
+		if waited := time.Since(start); waited < 700*time.Millisecond {
+			t.Fatalf("quiet long poll returned after %v", waited)
+		}
+		if quiet.NextBatch == "" || len(quiet.Rooms.Join) != 0 {
+			t.Fatalf("quiet long poll: next_batch %q, rooms %+v", quiet.NextBatch, quiet.Rooms.Join)
+		}
+		evID := send(t, alice, room, "after the quiet poll")
+		next := doSync(t, bob, quiet.NextBatch, "", 5000)
+		if jr := next.Rooms.Join[room]; jr == nil || len(jr.Timeline.Events) != 1 || jr.Timeline.Events[0].ID != evID {
+			t.Fatalf("sync after the quiet poll: %+v", next.Rooms.Join)
+		}
+	})
+}
