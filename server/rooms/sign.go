@@ -3,6 +3,7 @@ package rooms
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json/jsontext"
 	"encoding/json/v2"
@@ -277,11 +278,17 @@ func CompleteProto(rv *RoomVersion, proto []byte, content any, key SigningKey) (
 // finishEvent adds the event ID (v1/v2), the content hash and key's
 // signature to an event object, and holds it to the spec's size limits.
 func finishEvent(rv *RoomVersion, obj map[string]any, key SigningKey) (*Event, error) {
-	raw, err := signObject(rv, obj, key)
+	raw, in, err := signObject(rv, obj, key)
 	if err != nil {
 		return nil, err
 	}
-	e, err := ParseEvent(rv, raw)
+	// The reference hash is of the signing input just signed: the signature
+	// added since is left out of it, so it need not be computed again.
+	var id string
+	if rv.EventIDs != EventIDRandom {
+		id = "$" + encodeHash(rv, sha256.Sum256(in))
+	}
+	e, err := parseEvent(rv, raw, id, false)
 	if err != nil {
 		return nil, err
 	}
@@ -292,24 +299,48 @@ func finishEvent(rv *RoomVersion, obj map[string]any, key SigningKey) (*Event, e
 }
 
 // signObject adds the event ID (v1/v2), the content hash and key's
-// signature to an event object and returns its JSON.
-func signObject(rv *RoomVersion, obj map[string]any, key SigningKey) ([]byte, error) {
+// signature to an event object and returns its JSON, and the signing
+// input (signingInput) it signed.
+func signObject(rv *RoomVersion, obj map[string]any, key SigningKey) (raw, in []byte, err error) {
 	if rv.EventIDs == EventIDRandom {
 		obj["event_id"] = "$" + randomString(18) + ":" + key.ServerName
 	}
-	raw, err := json.Marshal(obj, json.Deterministic(true))
-	if err != nil {
-		return nil, err
+	if raw, err = json.Marshal(obj, json.Deterministic(true)); err != nil {
+		return nil, nil, err
 	}
-	h, err := ContentHash(raw)
-	if err != nil {
-		return nil, err
+	_, unsigned := obj["unsigned"]
+	_, signed := obj["signatures"]
+	_, hashed := obj["hashes"]
+	var h [32]byte
+	if unsigned || signed || hashed {
+		if h, err = ContentHash(raw); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		// Nothing for the content hash to leave out (the usual case): it
+		// is the hash of the object as it is.
+		c, err := canonicalBytes(rv, raw)
+		if err != nil {
+			return nil, nil, err
+		}
+		h = sha256.Sum256(c)
 	}
 	obj["hashes"] = map[string]string{"sha256": base64.RawStdEncoding.EncodeToString(h[:])}
 	if raw, err = json.Marshal(obj, json.Deterministic(true)); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return SignEvent(rv, raw, key)
+	if in, err = signingInput(rv, raw); err != nil {
+		return nil, nil, err
+	}
+	sig := ed25519.Sign(key.Private, in)
+	if signed {
+		// Others' signatures to keep beside this server's.
+		raw, err = addSignature(raw, key, sig)
+		return raw, in, err
+	}
+	obj["signatures"] = map[string]map[string]string{key.ServerName: {key.KeyID: base64.RawStdEncoding.EncodeToString(sig)}}
+	raw, err = json.Marshal(obj, json.Deterministic(true))
+	return raw, in, err
 }
 
 // BuildProto renders an event template as the unsigned event a server
