@@ -17,12 +17,18 @@ import (
 // messages of one room, and each used to replace the room's forward
 // extremities and raise its bump stamp again.
 type batchRows struct {
+	// events are messages whose rows are still to write (PostgreSQL).
+	events                []*NewEvent
 	edges, txnIDs, search []any
 	// exts are the forward extremities of each room (replaced whole).
 	exts map[string][]string
 	// bumps are the rooms' new bump stamps (they only move forward).
 	bumps map[string]int64
 }
+
+// maxEventRows bounds the events one statement writes (21 parameters
+// each; PostgreSQL takes at most 65,535).
+const maxEventRows = 256
 
 func newBatchRows() *batchRows {
 	return &batchRows{exts: map[string][]string{}, bumps: map[string]int64{}}
@@ -45,6 +51,12 @@ func (r *batchRows) bump(ne *NewEvent) {
 // ErrConflict: the committer then runs its writes again one by one, so
 // that it is the write that reused it which fails.
 func (s *Store) flushRows(ctx context.Context, tx *sql.Tx, r *batchRows) error {
+	// Events first: a conflict is found before anything else is written.
+	for start := 0; start < len(r.events); start += maxEventRows {
+		if err := s.insertEventRows(ctx, tx, r.events[start:min(start+maxEventRows, len(r.events))]); err != nil {
+			return err
+		}
+	}
 	if err := s.execRows(ctx, tx, `INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES `, 3,
 		` ON CONFLICT DO NOTHING`, r.edges); err != nil {
 		return fmt.Errorf("storage: insert edges: %w", err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // NewEvent is an event to persist.
@@ -153,6 +154,29 @@ func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, rows *batchRows, ne
 		}
 	}
 	e.StateGroup = group
+	if s.d.Name == "postgres" && !e.IsState() {
+		// One statement for the batch's messages (flushRows): the
+		// transaction reads no message back. State events are written
+		// at once: the memberships of a head update are read back.
+		rows.events = append(rows.events, ne)
+	} else if err := s.insertEventRow(ctx, tx, rows, ne); err != nil {
+		return err
+	}
+	rows.bump(ne)
+	if !e.Outlier {
+		for _, p := range ne.PrevEvents {
+			rows.edges = append(rows.edges, e.EventID, p, e.RoomID)
+		}
+	}
+	if e.TxnID != "" && e.SenderDevice != "" {
+		rows.txnIDs = append(rows.txnIDs, e.Sender, e.SenderDevice, e.TxnScope, e.TxnID, e.EventID, nowMS())
+	}
+	return nil
+}
+
+// insertEventRow writes the event's row and its search row.
+func (s *Store) insertEventRow(ctx context.Context, tx *sql.Tx, rows *batchRows, ne *NewEvent) error {
+	e, group := &ne.Event, ne.Event.StateGroup
 	var inserted int64
 	q, args, indexed := s.withSearchIndex(ne, insertEventSQL,
 		e.StreamPos, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS, string(e.JSON),
@@ -169,18 +193,74 @@ func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, rows *batchRows, ne
 		return fmt.Errorf("storage: insert event %s: %w", e.EventID, err)
 	}
 	if !indexed {
-		if err := s.indexForSearch(ctx, tx, rows, ne); err != nil {
-			return err
+		return s.indexForSearch(ctx, tx, rows, ne)
+	}
+	return nil
+}
+
+// insertEventRows writes the rows of events (PostgreSQL: one statement,
+// and one for their search rows), each as insertEventRow would.
+func (s *Store) insertEventRows(ctx context.Context, tx *sql.Tx, evs []*NewEvent) error {
+	const cols = 21
+	var b strings.Builder
+	b.WriteString(`INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth, origin_server_ts,
+		json, membership, replaces_state, state_group, rejected, soft_failed, rejection_reason, outlier, relates_to, rel_type,
+		sender_device, txn_id, outbound) VALUES `)
+	args := make([]any, 0, cols*len(evs))
+	for i, ne := range evs {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for c := range cols {
+			if c > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "$%d", i*cols+c+1)
+		}
+		b.WriteByte(')')
+		e := &ne.Event
+		args = append(args, e.StreamPos, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS, string(e.JSON),
+			nullStr(e.Membership), nullStr(e.ReplacesState), nullInt(e.StateGroup), boolInt(e.Rejected), boolInt(e.SoftFailed),
+			nullStr(ne.RejectReason), boolInt(e.Outlier), nullStr(e.RelatesTo), nullStr(e.RelType),
+			nullStr(e.SenderDevice), nullStr(e.TxnID), boolInt(ne.Outbound))
+	}
+	b.WriteString(` ON CONFLICT (event_id) DO NOTHING RETURNING event_id`)
+	inserted, err := queryStrings(ctx, tx, b.String(), args...)
+	if err != nil {
+		return fmt.Errorf("storage: insert events: %w", err)
+	}
+	if len(inserted) < len(evs) {
+		for _, ne := range evs {
+			if !slices.Contains(inserted, ne.EventID) {
+				if err := deOutlier(ctx, tx, ne, ne.StateGroup); err != nil {
+					return err
+				}
+			}
 		}
 	}
-	rows.bump(ne)
-	if !e.Outlier {
-		for _, p := range ne.PrevEvents {
-			rows.edges = append(rows.edges, e.EventID, p, e.RoomID)
+	var search []any
+	for _, ne := range evs {
+		if text, ok := searchTextOf(ne); ok {
+			search = append(search, ne.EventID, text)
 		}
 	}
-	if e.TxnID != "" && e.SenderDevice != "" {
-		rows.txnIDs = append(rows.txnIDs, e.Sender, e.SenderDevice, e.TxnScope, e.TxnID, e.EventID, nowMS())
+	if len(search) == 0 {
+		return nil
+	}
+	b.Reset()
+	b.WriteString(`INSERT INTO event_search (stream_ordering, room_id, type, sender, origin_server_ts, vector)
+		SELECT e.stream_ordering, e.room_id, e.type, e.sender, e.origin_server_ts, to_tsvector('english', v.text)
+		FROM (VALUES `)
+	for i := 0; i < len(search); i += 2 {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "($%d, $%d)", i+1, i+2)
+	}
+	b.WriteString(`) AS v (event_id, text) JOIN events e ON e.event_id = v.event_id`)
+	if _, err := tx.ExecContext(ctx, b.String(), search...); err != nil {
+		return fmt.Errorf("storage: index events for search: %w", err)
 	}
 	return nil
 }
