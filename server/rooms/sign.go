@@ -10,6 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"maunium.net/go/mautrix/federation/pdu"
+	"maunium.net/go/mautrix/id"
 )
 
 // SigningKey is a server's ed25519 signing key.
@@ -329,7 +332,7 @@ func signObject(rv *RoomVersion, obj map[string]any, key SigningKey) (raw, in []
 	if raw, err = json.Marshal(obj, json.Deterministic(true)); err != nil {
 		return nil, nil, err
 	}
-	if in, err = signingInput(rv, raw); err != nil {
+	if in, err = objSigningInput(rv, obj); err != nil {
 		return nil, nil, err
 	}
 	sig := ed25519.Sign(key.Private, in)
@@ -341,6 +344,38 @@ func signObject(rv *RoomVersion, obj map[string]any, key SigningKey) (raw, in []
 	obj["signatures"] = map[string]map[string]string{key.ServerName: {key.KeyID: base64.RawStdEncoding.EncodeToString(sig)}}
 	raw, err = json.Marshal(obj, json.Deterministic(true))
 	return raw, in, err
+}
+
+// objSigningInput is signingInput of the event obj encodes, made from the
+// object itself: the redaction algorithm's top-level keys picked from the
+// map, without decoding and encoding the whole event twice (Redact, then
+// withoutKeys). Content of a type other than raw JSON takes the long way.
+func objSigningInput(rv *RoomVersion, obj map[string]any) ([]byte, error) {
+	content, ok := obj["content"].(jsontext.Value)
+	typ, typed := obj["type"].(string)
+	if !ok || !typed {
+		raw, err := json.Marshal(obj, json.Deterministic(true))
+		if err != nil {
+			return nil, err
+		}
+		return signingInput(rv, raw)
+	}
+	keep := redactKeepV1
+	if rv.Redaction >= RedactV11 {
+		keep = redactKeepV11
+	}
+	red := make(map[string]any, len(keep))
+	for _, k := range keep {
+		if v, ok := obj[k]; ok && k != "signatures" {
+			red[k] = v
+		}
+	}
+	red["content"] = pdu.RedactContent(typ, content, id.RoomVersion(rv.ID))
+	b, err := json.Marshal(red, json.Deterministic(true))
+	if err != nil {
+		return nil, err
+	}
+	return canonicalBytes(rv, b)
 }
 
 // BuildProto renders an event template as the unsigned event a server
