@@ -253,8 +253,13 @@ func txnScope(eventType, roomID string) string {
 // the first request made.
 func (s *Server) sendOne(ctx context.Context, roomID string, ne newEvent) (string, error) {
 	if ne.Device != nil && ne.TxnID != "" {
-		if id, err := s.store.EventIDByTxn(ctx, ne.Sender, ne.Device.DeviceID, txnScope(ne.Type, roomID), ne.TxnID); err == nil {
+		mark := s.timeline.TxnMark()
+		id, err := s.store.EventIDByTxn(ctx, ne.Sender, ne.Device.DeviceID, txnScope(ne.Type, roomID), ne.TxnID)
+		if err == nil {
 			return id, nil
+		}
+		if errors.Is(err, storage.ErrNotFound) {
+			ne.txnChecked = mark
 		}
 	}
 	evs, err := s.sendEvents(ctx, roomID, ne)

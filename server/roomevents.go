@@ -28,6 +28,9 @@ type newEvent struct {
 	// Device and TxnID make sends idempotent and fill unsigned.transaction_id.
 	Device *Device
 	TxnID  string
+	// txnChecked is the mark taken before TxnID was looked up and not
+	// found (timeline.NewEvent.TxnChecked).
+	txnChecked timeline.TxnMark
 	// IgnoreBlock lets the event into a blocked room: the leaves an admin's
 	// room deletion sends for local users after blocking it.
 	IgnoreBlock bool
@@ -42,6 +45,7 @@ func (s *Server) sendEvents(ctx context.Context, roomID string, evs ...newEvent)
 		tevs[i] = timeline.NewEvent{Type: ne.Type, StateKey: ne.StateKey, Sender: ne.Sender, Content: ne.Content, IgnoreBlock: ne.IgnoreBlock}
 		if ne.Device != nil && ne.TxnID != "" {
 			tevs[i].DeviceID, tevs[i].TxnID, tevs[i].TxnScope = ne.Device.DeviceID, ne.TxnID, txnScope(ne.Type, roomID)
+			tevs[i].TxnChecked = ne.txnChecked
 		}
 	}
 	out, err := s.timeline.Send(ctx, roomID, tevs...)

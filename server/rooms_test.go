@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -13,7 +14,9 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"hearth/server/servertest"
+	"hearth/server/storage"
 	"hearth/server/storage/storagetest"
+	"hearth/server/timeline"
 )
 
 // roomUser is a registered user with a client.
@@ -410,6 +413,52 @@ func TestConcurrentSendsAndTxnIDs(t *testing.T) {
 		if count[string(bob.id)] != txns || count[string(alice.id)] != others {
 			t.Fatalf("the room holds %d of bob's messages (want %d) and %d of alice's (want %d)",
 				count[string(bob.id)], txns, count[string(alice.id)], others)
+		}
+	})
+}
+
+// TestTxnCheckedMark: a send that looked its transaction ID up in the
+// store before taking the room's lock (timeline.NewEvent.TxnChecked) is
+// still refused when a write of that ID ended after its look-up began, and
+// a send that did not look is checked against the store.
+func TestTxnCheckedMark(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice := newRoomUser(t, b, "alice")
+		created, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		room := string(created.RoomID)
+		tl := b.Server.Timeline()
+		ev := func(txn string, mark timeline.TxnMark) timeline.NewEvent {
+			return timeline.NewEvent{Type: "m.room.message", Sender: string(alice.id),
+				Content: map[string]any{"msgtype": "m.text", "body": txn}, DeviceID: "DEV", TxnID: txn, TxnScope: "scope",
+				TxnChecked: mark}
+		}
+		send := func(txn string, mark timeline.TxnMark) error {
+			_, err := tl.Send(ctx, room, ev(txn, mark))
+			return err
+		}
+		stale := tl.TxnMark()
+		if err := send("t1", stale); err != nil {
+			t.Fatalf("first send: %v", err)
+		}
+		// As if this send's look-up had run before the first one ended.
+		// Refused before it is queued, it leaves the message before it in
+		// the same batch alone (refused by the store, it would fail the
+		// whole batch).
+		out, err := tl.Send(ctx, room, ev("other", timeline.TxnMark{}), ev("t1", stale))
+		if !errors.Is(err, storage.ErrConflict) || len(out) != 1 {
+			t.Fatalf("repeat with a mark from before the first ended: %d events, %v; want 1 event and ErrConflict", len(out), err)
+		}
+		if err := send("t1", timeline.TxnMark{}); !errors.Is(err, storage.ErrConflict) {
+			t.Fatalf("repeat without a mark: %v, want ErrConflict", err)
+		}
+		// Another ID is not held up by t1's end.
+		if err := send("t2", stale); err != nil {
+			t.Fatalf("t2: %v", err)
 		}
 	})
 }

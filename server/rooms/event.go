@@ -90,7 +90,7 @@ func (e *Event) checkFieldBytes() error {
 // ±(2^53-1) for v6+), and computes its event ID. It does not check hashes,
 // signatures or auth rules.
 func ParseEvent(rv *RoomVersion, raw []byte) (*Event, error) {
-	return parseEvent(rv, raw, "")
+	return parseEvent(rv, raw, "", false)
 }
 
 // ParseStored parses an event this server checked when it stored it, under
@@ -101,16 +101,19 @@ func ParseStored(rv *RoomVersion, raw []byte, eventID string) (*Event, error) {
 	if eventID == "" {
 		return nil, fmt.Errorf("%w: a stored event without its ID", ErrBadEvent)
 	}
-	return parseEvent(rv, raw, eventID)
+	return parseEvent(rv, raw, eventID, true)
 }
 
-func parseEvent(rv *RoomVersion, raw []byte, storedID string) (*Event, error) {
+// parseEvent parses an event. id, when not "", is its ID (not derived from
+// raw again); stored says it was checked when stored, so is not
+// canonicalised again.
+func parseEvent(rv *RoomVersion, raw []byte, id string, stored bool) (*Event, error) {
 	if rv == nil {
 		return nil, fmt.Errorf("%w: no room version", ErrBadEvent)
 	}
 	raw = append([]byte(nil), raw...)
 	var err error
-	if storedID == "" {
+	if !stored {
 		canon, err := canonicalBytes(rv, raw)
 		if err != nil {
 			return nil, err
@@ -146,8 +149,8 @@ func parseEvent(rv *RoomVersion, raw []byte, storedID string) (*Event, error) {
 		return nil, fmt.Errorf("%w: auth_events: %w", ErrBadEvent, err)
 	}
 	switch {
-	case storedID != "":
-		e.id = storedID
+	case id != "":
+		e.id = id
 	case rv.EventIDs == EventIDRandom:
 		if !strings.HasPrefix(e.f.EventID, "$") || !strings.Contains(e.f.EventID, ":") {
 			return nil, fmt.Errorf("%w: v%s event needs an event_id of the form $opaque:server", ErrBadEvent, rv.ID)

@@ -3,12 +3,16 @@ package rooms
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json/jsontext"
 	"encoding/json/v2"
 	"errors"
 	"fmt"
 	"strings"
+
+	"maunium.net/go/mautrix/federation/pdu"
+	"maunium.net/go/mautrix/id"
 )
 
 // SigningKey is a server's ed25519 signing key.
@@ -277,11 +281,17 @@ func CompleteProto(rv *RoomVersion, proto []byte, content any, key SigningKey) (
 // finishEvent adds the event ID (v1/v2), the content hash and key's
 // signature to an event object, and holds it to the spec's size limits.
 func finishEvent(rv *RoomVersion, obj map[string]any, key SigningKey) (*Event, error) {
-	raw, err := signObject(rv, obj, key)
+	raw, in, err := signObject(rv, obj, key)
 	if err != nil {
 		return nil, err
 	}
-	e, err := ParseEvent(rv, raw)
+	// The reference hash is of the signing input just signed: the signature
+	// added since is left out of it, so it need not be computed again.
+	var id string
+	if rv.EventIDs != EventIDRandom {
+		id = "$" + encodeHash(rv, sha256.Sum256(in))
+	}
+	e, err := parseEvent(rv, raw, id, false)
 	if err != nil {
 		return nil, err
 	}
@@ -292,24 +302,80 @@ func finishEvent(rv *RoomVersion, obj map[string]any, key SigningKey) (*Event, e
 }
 
 // signObject adds the event ID (v1/v2), the content hash and key's
-// signature to an event object and returns its JSON.
-func signObject(rv *RoomVersion, obj map[string]any, key SigningKey) ([]byte, error) {
+// signature to an event object and returns its JSON, and the signing
+// input (signingInput) it signed.
+func signObject(rv *RoomVersion, obj map[string]any, key SigningKey) (raw, in []byte, err error) {
 	if rv.EventIDs == EventIDRandom {
 		obj["event_id"] = "$" + randomString(18) + ":" + key.ServerName
 	}
-	raw, err := json.Marshal(obj, json.Deterministic(true))
-	if err != nil {
-		return nil, err
+	if raw, err = json.Marshal(obj, json.Deterministic(true)); err != nil {
+		return nil, nil, err
 	}
-	h, err := ContentHash(raw)
-	if err != nil {
-		return nil, err
+	_, unsigned := obj["unsigned"]
+	_, signed := obj["signatures"]
+	_, hashed := obj["hashes"]
+	var h [32]byte
+	if unsigned || signed || hashed {
+		if h, err = ContentHash(raw); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		// Nothing for the content hash to leave out (the usual case): it
+		// is the hash of the object as it is.
+		c, err := canonicalBytes(rv, raw)
+		if err != nil {
+			return nil, nil, err
+		}
+		h = sha256.Sum256(c)
 	}
 	obj["hashes"] = map[string]string{"sha256": base64.RawStdEncoding.EncodeToString(h[:])}
 	if raw, err = json.Marshal(obj, json.Deterministic(true)); err != nil {
+		return nil, nil, err
+	}
+	if in, err = objSigningInput(rv, obj); err != nil {
+		return nil, nil, err
+	}
+	sig := ed25519.Sign(key.Private, in)
+	if signed {
+		// Others' signatures to keep beside this server's.
+		raw, err = addSignature(raw, key, sig)
+		return raw, in, err
+	}
+	obj["signatures"] = map[string]map[string]string{key.ServerName: {key.KeyID: base64.RawStdEncoding.EncodeToString(sig)}}
+	raw, err = json.Marshal(obj, json.Deterministic(true))
+	return raw, in, err
+}
+
+// objSigningInput is signingInput of the event obj encodes, made from the
+// object itself: the redaction algorithm's top-level keys picked from the
+// map, without decoding and encoding the whole event twice (Redact, then
+// withoutKeys). Content of a type other than raw JSON takes the long way.
+func objSigningInput(rv *RoomVersion, obj map[string]any) ([]byte, error) {
+	content, ok := obj["content"].(jsontext.Value)
+	typ, typed := obj["type"].(string)
+	if !ok || !typed {
+		raw, err := json.Marshal(obj, json.Deterministic(true))
+		if err != nil {
+			return nil, err
+		}
+		return signingInput(rv, raw)
+	}
+	keep := redactKeepV1
+	if rv.Redaction >= RedactV11 {
+		keep = redactKeepV11
+	}
+	red := make(map[string]any, len(keep))
+	for _, k := range keep {
+		if v, ok := obj[k]; ok && k != "signatures" {
+			red[k] = v
+		}
+	}
+	red["content"] = pdu.RedactContent(typ, content, id.RoomVersion(rv.ID))
+	b, err := json.Marshal(red, json.Deterministic(true))
+	if err != nil {
 		return nil, err
 	}
-	return SignEvent(rv, raw, key)
+	return canonicalBytes(rv, b)
 }
 
 // BuildProto renders an event template as the unsigned event a server

@@ -171,14 +171,19 @@ func (c *committer) commit(batch []*Pending) {
 	s := c.s
 	errs := make([]error, len(batch))
 	err := s.tx(context.Background(), func(tx *sql.Tx) error {
+		rows := newBatchRows()
 		for i, p := range batch {
 			if p.after != nil && failed(batch[:i], errs, p.after) {
 				errs[i] = ErrBuiltOnFailed
 				continue
 			}
-			if errs[i] = s.persistTx(p.ctx, tx, p); errs[i] != nil {
+			if errs[i] = s.persistTx(p.ctx, tx, rows, p); errs[i] != nil {
 				return errs[i]
 			}
+		}
+		if err := s.flushRows(context.Background(), tx, rows); err != nil {
+			// Whose write it was is found by running them one by one.
+			return err
 		}
 		return nil
 	})
@@ -192,7 +197,13 @@ func (c *committer) commit(batch []*Pending) {
 				errs[i] = ErrBuiltOnFailed
 				continue
 			}
-			errs[i] = s.tx(context.Background(), func(tx *sql.Tx) error { return s.persistTx(p.ctx, tx, p) })
+			errs[i] = s.tx(context.Background(), func(tx *sql.Tx) error {
+				rows := newBatchRows()
+				if err := s.persistTx(p.ctx, tx, rows, p); err != nil {
+					return err
+				}
+				return s.flushRows(p.ctx, tx, rows)
+			})
 		}
 		err = nil
 	}
@@ -214,6 +225,9 @@ func (c *committer) commit(batch []*Pending) {
 		}
 		close(p.done)
 	}
+	// Outside the transaction, with the writes acknowledged: statements
+	// run for the first time are prepared for the next batches.
+	s.prepareWrites(context.Background())
 }
 
 // failed reports whether the write p failed: in the batch being committed

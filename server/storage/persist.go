@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // NewEvent is an event to persist.
@@ -76,7 +77,7 @@ func (s *Store) PersistEvents(ctx context.Context, evs []*NewEvent, head *HeadUp
 // persistTx is PersistEvents' transaction, run by the committer
 // (commit.go): it hands out p's stream positions (p.live), which the
 // committer finishes whatever the outcome.
-func (s *Store) persistTx(ctx context.Context, tx *sql.Tx, p *Pending) error {
+func (s *Store) persistTx(ctx context.Context, tx *sql.Tx, rows *batchRows, p *Pending) error {
 	evs, head := p.evs, p.head
 	nLive := 0
 	for _, ne := range evs {
@@ -99,7 +100,7 @@ func (s *Store) persistTx(ctx context.Context, tx *sql.Tx, p *Pending) error {
 		if ne.ChainState {
 			ne.StateBefore = lastGroup
 		}
-		if err := s.insertEvent(ctx, tx, ne); err != nil {
+		if err := s.insertEvent(ctx, tx, rows, ne); err != nil {
 			return err
 		}
 		lastGroup = ne.StateGroup
@@ -112,7 +113,7 @@ func (s *Store) persistTx(ctx context.Context, tx *sql.Tx, p *Pending) error {
 		// A head change with no event of its own (extremities dropped).
 		roomID = ""
 	}
-	return s.applyHead(ctx, tx, roomID, p.live[len(p.live)-1], lastGroup, head)
+	return s.applyHead(ctx, tx, rows, roomID, p.live[len(p.live)-1], lastGroup, head)
 }
 
 // SetRoomHead changes a room's head without a new event (an admin dropping
@@ -121,7 +122,11 @@ func (s *Store) SetRoomHead(ctx context.Context, roomID string, head *HeadUpdate
 	var pos []int64
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		pos = s.events.nextLive(1)
-		return s.applyHead(ctx, tx, roomID, pos[0], 0, head)
+		rows := newBatchRows()
+		if err := s.applyHead(ctx, tx, rows, roomID, pos[0], 0, head); err != nil {
+			return err
+		}
+		return s.flushRows(ctx, tx, rows)
 	})
 	if err == nil {
 		s.c.currentState.Remove(roomID)
@@ -133,9 +138,9 @@ func (s *Store) SetRoomHead(ctx context.Context, roomID string, head *HeadUpdate
 	return s.events.waitVisible(context.WithoutCancel(ctx), pos[0])
 }
 
-// insertEvent stores one event row with its state group, edges and
-// transaction ID.
-func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, ne *NewEvent) error {
+// insertEvent stores one event row with its state group, and adds its
+// edges, transaction ID, search row and bump stamp to rows.
+func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, rows *batchRows, ne *NewEvent) error {
 	e := &ne.Event
 	group := ne.StateBefore
 	if e.Outlier {
@@ -149,17 +154,36 @@ func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, ne *NewEvent) error
 		}
 	}
 	e.StateGroup = group
+	if s.d.Name == "postgres" && !e.IsState() {
+		// One statement for the batch's messages (flushRows): the
+		// transaction reads no message back. State events are written
+		// at once: the memberships of a head update are read back.
+		rows.events = append(rows.events, ne)
+	} else if err := s.insertEventRow(ctx, tx, rows, ne); err != nil {
+		return err
+	}
+	rows.bump(ne)
+	if !e.Outlier {
+		for _, p := range ne.PrevEvents {
+			rows.edges = append(rows.edges, e.EventID, p, e.RoomID)
+		}
+	}
+	if e.TxnID != "" && e.SenderDevice != "" {
+		rows.txnIDs = append(rows.txnIDs, e.Sender, e.SenderDevice, e.TxnScope, e.TxnID, e.EventID, nowMS())
+	}
+	return nil
+}
+
+// insertEventRow writes the event's row and its search row.
+func (s *Store) insertEventRow(ctx context.Context, tx *sql.Tx, rows *batchRows, ne *NewEvent) error {
+	e, group := &ne.Event, ne.Event.StateGroup
 	var inserted int64
-	q, args, indexed := s.withSearchIndex(ne, `INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth, origin_server_ts,
-			json, membership, replaces_state, state_group, rejected, soft_failed, rejection_reason, outlier, relates_to, rel_type,
-			sender_device, txn_id, outbound)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
-		ON CONFLICT (event_id) DO NOTHING RETURNING stream_ordering`,
+	q, args, indexed := s.withSearchIndex(ne, insertEventSQL,
 		e.StreamPos, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS, string(e.JSON),
 		nullStr(e.Membership), nullStr(e.ReplacesState), nullInt(group), boolInt(e.Rejected), boolInt(e.SoftFailed),
 		nullStr(ne.RejectReason), boolInt(e.Outlier), nullStr(e.RelatesTo), nullStr(e.RelType),
 		nullStr(e.SenderDevice), nullStr(e.TxnID), boolInt(ne.Outbound))
-	err := tx.QueryRowContext(ctx, q, args...).Scan(&inserted)
+	err := s.txQueryRow(ctx, tx, q, args...).Scan(&inserted)
 	if errors.Is(err, sql.ErrNoRows) {
 		indexed = false
 		if err := deOutlier(ctx, tx, ne, group); err != nil {
@@ -169,32 +193,85 @@ func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, ne *NewEvent) error
 		return fmt.Errorf("storage: insert event %s: %w", e.EventID, err)
 	}
 	if !indexed {
-		if err := s.indexForSearch(ctx, tx, ne); err != nil {
-			return err
-		}
-	}
-	if err := recordBump(ctx, tx, ne); err != nil {
-		return err
-	}
-	if !e.Outlier {
-		for _, p := range ne.PrevEvents {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES ($1, $2, $3)
-				ON CONFLICT DO NOTHING`, e.EventID, p, e.RoomID); err != nil {
-				return fmt.Errorf("storage: insert edge: %w", err)
-			}
-		}
-	}
-	if e.TxnID != "" && e.SenderDevice != "" {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO event_txn_ids (user_id, device_id, scope, txn_id, event_id, created_ts)
-			VALUES ($1, $2, $3, $4, $5, $6)`, e.Sender, e.SenderDevice, e.TxnScope, e.TxnID, e.EventID, nowMS()); err != nil {
-			if isUnique(err) {
-				return ErrConflict
-			}
-			return fmt.Errorf("storage: record txn id: %w", err)
-		}
+		return s.indexForSearch(ctx, tx, rows, ne)
 	}
 	return nil
 }
+
+// insertEventRows writes the rows of events (PostgreSQL: one statement,
+// and one for their search rows), each as insertEventRow would.
+func (s *Store) insertEventRows(ctx context.Context, tx *sql.Tx, evs []*NewEvent) error {
+	const cols = 21
+	var b strings.Builder
+	b.WriteString(`INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth, origin_server_ts,
+		json, membership, replaces_state, state_group, rejected, soft_failed, rejection_reason, outlier, relates_to, rel_type,
+		sender_device, txn_id, outbound) VALUES `)
+	args := make([]any, 0, cols*len(evs))
+	for i, ne := range evs {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for c := range cols {
+			if c > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "$%d", i*cols+c+1)
+		}
+		b.WriteByte(')')
+		e := &ne.Event
+		args = append(args, e.StreamPos, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS, string(e.JSON),
+			nullStr(e.Membership), nullStr(e.ReplacesState), nullInt(e.StateGroup), boolInt(e.Rejected), boolInt(e.SoftFailed),
+			nullStr(ne.RejectReason), boolInt(e.Outlier), nullStr(e.RelatesTo), nullStr(e.RelType),
+			nullStr(e.SenderDevice), nullStr(e.TxnID), boolInt(ne.Outbound))
+	}
+	b.WriteString(` ON CONFLICT (event_id) DO NOTHING RETURNING event_id`)
+	inserted, err := queryStrings(ctx, tx, b.String(), args...)
+	if err != nil {
+		return fmt.Errorf("storage: insert events: %w", err)
+	}
+	if len(inserted) < len(evs) {
+		for _, ne := range evs {
+			if !slices.Contains(inserted, ne.EventID) {
+				if err := deOutlier(ctx, tx, ne, ne.StateGroup); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	var search []any
+	for _, ne := range evs {
+		if text, ok := searchTextOf(ne); ok {
+			search = append(search, ne.EventID, text)
+		}
+	}
+	if len(search) == 0 {
+		return nil
+	}
+	b.Reset()
+	b.WriteString(`INSERT INTO event_search (stream_ordering, room_id, type, sender, origin_server_ts, vector)
+		SELECT e.stream_ordering, e.room_id, e.type, e.sender, e.origin_server_ts, to_tsvector('english', v.text)
+		FROM (VALUES `)
+	for i := 0; i < len(search); i += 2 {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "($%d, $%d)", i+1, i+2)
+	}
+	b.WriteString(`) AS v (event_id, text) JOIN events e ON e.event_id = v.event_id`)
+	if _, err := tx.ExecContext(ctx, b.String(), search...); err != nil {
+		return fmt.Errorf("storage: index events for search: %w", err)
+	}
+	return nil
+}
+
+// insertEventSQL inserts an event row; nothing when the event is stored
+// already (an outlier to turn into a timeline event, or a conflict).
+const insertEventSQL = `INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth, origin_server_ts,
+			json, membership, replaces_state, state_group, rejected, soft_failed, rejection_reason, outlier, relates_to, rel_type,
+			sender_device, txn_id, outbound)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+		ON CONFLICT (event_id) DO NOTHING RETURNING stream_ordering`
 
 // deOutlier turns an event stored as an outlier (from an auth chain or a
 // join's state) into a timeline event once it arrives as one. Any other
@@ -220,26 +297,19 @@ func deOutlier(ctx context.Context, tx *sql.Tx, ne *NewEvent, group int64) error
 
 // applyHead writes a head update at stream position pos. lastGroup is the
 // state group after the last event persisted with it.
-func (s *Store) applyHead(ctx context.Context, tx *sql.Tx, roomID string, pos, lastGroup int64, head *HeadUpdate) error {
+func (s *Store) applyHead(ctx context.Context, tx *sql.Tx, rows *batchRows, roomID string, pos, lastGroup int64, head *HeadUpdate) error {
 	if roomID == "" {
 		return errors.New("storage: head update without a room")
 	}
 	if head.Extremities != nil {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM forward_extremities WHERE room_id = $1`, roomID); err != nil {
-			return fmt.Errorf("storage: update extremities: %w", err)
-		}
-		for _, id := range head.Extremities {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)`, roomID, id); err != nil {
-				return fmt.Errorf("storage: insert extremity: %w", err)
-			}
-		}
+		rows.extremities(roomID, head.Extremities)
 	}
 	group := head.StateGroup
 	if group == 0 {
 		group = lastGroup
 	}
 	if len(head.Changes) > 0 || head.StateGroup != 0 {
-		if _, err := tx.ExecContext(ctx, `UPDATE rooms SET state_group = $1 WHERE room_id = $2`, nullInt(group), roomID); err != nil {
+		if _, err := s.txExec(ctx, tx, `UPDATE rooms SET state_group = $1 WHERE room_id = $2`, nullInt(group), roomID); err != nil {
 			return fmt.Errorf("storage: set room state group: %w", err)
 		}
 	}

@@ -86,20 +86,20 @@ func (s *Store) searchRowID() string {
 }
 
 // indexForSearch adds a persisted event to the index when it is
-// searchable: on SQLite to the queue (searchQueue), on PostgreSQL to
-// event_search, unless the event's own INSERT did (withSearchIndex).
-func (s *Store) indexForSearch(ctx context.Context, tx *sql.Tx, ne *NewEvent) error {
+// searchable: on SQLite to the queue (searchQueue) with the batch's other
+// rows, on PostgreSQL to event_search, unless the event's own INSERT did
+// (withSearchIndex).
+func (s *Store) indexForSearch(ctx context.Context, tx *sql.Tx, rows *batchRows, ne *NewEvent) error {
 	text, ok := searchTextOf(ne)
 	if !ok {
 		return nil
 	}
-	var err error
-	if s.d.Name == "postgres" {
-		_, err = tx.ExecContext(ctx, `INSERT INTO event_search (stream_ordering, room_id, type, sender, origin_server_ts, vector)
-			VALUES ($1, $2, $3, $4, $5, to_tsvector('english', $6))`, ne.StreamPos, ne.RoomID, ne.Type, ne.Sender, ne.OriginServerTS, text)
-	} else {
-		_, err = tx.ExecContext(ctx, `INSERT INTO event_search_pending (stream_ordering, value) VALUES ($1, $2)`, ne.StreamPos, text)
+	if s.d.Name != "postgres" {
+		rows.search = append(rows.search, ne.StreamPos, text)
+		return nil
 	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO event_search (stream_ordering, room_id, type, sender, origin_server_ts, vector)
+		VALUES ($1, $2, $3, $4, $5, to_tsvector('english', $6))`, ne.StreamPos, ne.RoomID, ne.Type, ne.Sender, ne.OriginServerTS, text)
 	if err != nil {
 		return fmt.Errorf("storage: index %s for search: %w", ne.EventID, err)
 	}

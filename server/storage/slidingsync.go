@@ -2,7 +2,6 @@ package storage
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 )
 
@@ -11,22 +10,6 @@ import (
 var BumpEventTypes = map[string]bool{
 	"m.room.create": true, "m.room.message": true, "m.room.encrypted": true, "m.sticker": true,
 	"m.call.invite": true, "m.poll.start": true, "m.beacon_info": true,
-}
-
-// recordBump raises the room's bump stamp to the event's position when the
-// event is a live, accepted event of a bump type (migration 0024).
-func recordBump(ctx context.Context, tx *sql.Tx, ne *NewEvent) error {
-	e := &ne.Event
-	if !ne.live() || e.Rejected || e.SoftFailed || !BumpEventTypes[e.Type] {
-		return nil
-	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO room_bump_stamps (room_id, stream_ordering) VALUES ($1, $2)
-		ON CONFLICT (room_id) DO UPDATE SET stream_ordering = excluded.stream_ordering
-		WHERE room_bump_stamps.stream_ordering < excluded.stream_ordering`, e.RoomID, e.StreamPos)
-	if err != nil {
-		return fmt.Errorf("storage: record bump stamp: %w", err)
-	}
-	return nil
 }
 
 // BumpStamps returns the bump stamps of the rooms (rooms without a bump

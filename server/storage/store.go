@@ -35,7 +35,9 @@ var ErrConflict = errors.New("storage: already exists")
 type Store struct {
 	read  *readDB
 	write *sql.DB
-	d     dialect
+	// wstmts keeps the committer's statements prepared (SQLite only).
+	wstmts *writeStmts
+	d      dialect
 	// events hands out event stream positions and makes them visible in
 	// order, so a /sync reader that has seen position N has seen
 	// everything below it, without serialising writers (streams.go).
@@ -77,12 +79,15 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("storage: open postgres: %w", err)
 		}
+		conns := 20
 		if o.MaxConns > 0 {
-			db.SetMaxOpenConns(o.MaxConns)
-		} else {
-			db.SetMaxOpenConns(20)
+			conns = o.MaxConns
 		}
-		db.SetMaxIdleConns(5)
+		db.SetMaxOpenConns(conns)
+		// Every open connection may stay idle: a pool that keeps fewer
+		// than it opens closes and reopens connections under load, and
+		// each one opened again must prepare its statements again.
+		db.SetMaxIdleConns(conns)
 		db.SetConnMaxIdleTime(5 * time.Minute)
 		s = &Store{read: &readDB{DB: db}, write: db, d: postgresDialect, log: o.Log}
 	} else {
@@ -98,6 +103,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 			return nil, fmt.Errorf("storage: open sqlite %s: %w", o.SQLitePath, err)
 		}
 		s.read, s.write = &readDB{DB: read, stmts: &stmtCache{m: map[string]*sql.Stmt{}}}, write
+		s.wstmts = &writeStmts{m: map[string]*sql.Stmt{}, missing: map[string]bool{}}
 	}
 	s.cacheRegistry = o.Caches
 	if s.cacheRegistry == nil {
@@ -131,6 +137,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 func (s *Store) Close() error {
 	s.stopCommitter()
 	s.closeSearchQueue()
+	s.closeWrites()
 	err := s.write.Close()
 	if s.read.DB != s.write {
 		err = errors.Join(err, s.read.Close())

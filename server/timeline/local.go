@@ -23,6 +23,10 @@ type NewEvent struct {
 	// DeviceID, TxnID and TxnScope make client sends idempotent and fill
 	// unsigned.transaction_id for the sending device.
 	DeviceID, TxnID, TxnScope string
+	// TxnChecked, when set, is the mark taken before the caller looked
+	// TxnID up in the store and did not find it: Send looks again, under
+	// the room's lock, only if a write of that ID ended since.
+	TxnChecked TxnMark
 	// IgnoreBlock lets the event into a blocked room: the leaves an
 	// admin's room deletion sends for local users after blocking it.
 	IgnoreBlock bool
@@ -176,6 +180,10 @@ func (t *Timeline) send(ctx context.Context, roomID string, evs []NewEvent) (*qu
 // waits for: the caller then finds its event ID). Checked under the room's
 // lock, a pipelined message can never fail for it in the store, which
 // would fail the messages built on it too.
+// The store is not searched again when the caller searched it after
+// ne.TxnChecked and no write of the ID ended since: any write of it that
+// ended earlier was found then, and any later one is queued or ended
+// since. A read less under the lock, where every send of the room waits.
 func (t *Timeline) checkTxn(ctx context.Context, roomID string, ne NewEvent) error {
 	if ne.TxnID == "" || ne.DeviceID == "" {
 		return nil
@@ -185,6 +193,9 @@ func (t *Timeline) checkTxn(ctx context.Context, roomID string, ne NewEvent) err
 		if p.Wait() == nil {
 			return storage.ErrConflict
 		}
+	}
+	if !t.inflight.endedSince(key, ne.TxnChecked) {
+		return nil
 	}
 	_, err := t.store.EventIDByTxn(ctx, ne.Sender, ne.DeviceID, ne.TxnScope, ne.TxnID)
 	switch {

@@ -202,6 +202,43 @@ type inflight struct {
 	m  map[string]*storage.Pending
 	// txns are the client transaction IDs of queued events (checkTxn).
 	txns map[string]*storage.Pending
+	// ended remembers the transaction IDs of the last txnRing writes that
+	// ended, each with its count in ends (ring holds them in order), so
+	// that checkTxn can tell whether one ended since a TxnMark.
+	ended map[string]uint64
+	ring  [txnRing]string
+	ends  uint64
+}
+
+// txnRing is how many ended transaction IDs inflight remembers: far more
+// than end between a send's look-up in the store and its turn at the
+// room's lock.
+const txnRing = 1024
+
+// TxnMark is a point in the sequence of ended client writes, taken before
+// a send looks its transaction ID up in the store (Timeline.TxnMark).
+type TxnMark struct {
+	ends uint64
+	set  bool
+}
+
+// TxnMark returns the mark to take before looking a client transaction ID
+// up in the store, to pass with the event in NewEvent.TxnChecked.
+func (t *Timeline) TxnMark() TxnMark {
+	t.inflight.mu.Lock()
+	defer t.inflight.mu.Unlock()
+	return TxnMark{ends: t.inflight.ends, set: true}
+}
+
+// endedSince reports whether a write of the transaction ID key may have
+// ended after mark.
+func (f *inflight) endedSince(key string, mark TxnMark) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !mark.set || f.ends-mark.ends >= txnRing {
+		return true // not known: it may have
+	}
+	return f.ended[key] > mark.ends
 }
 
 func (f *inflight) txn(key string) *storage.Pending {
@@ -225,6 +262,16 @@ func (f *inflight) dropTxn(key string, p *storage.Pending) {
 	if f.txns[key] == p {
 		delete(f.txns, key)
 	}
+	if f.ended == nil {
+		f.ended = map[string]uint64{}
+	}
+	f.ends++
+	slot := f.ends % txnRing
+	if old := f.ring[slot]; old != "" && f.ended[old] == f.ends-txnRing {
+		delete(f.ended, old)
+	}
+	f.ring[slot] = key
+	f.ended[key] = f.ends
 }
 
 func (f *inflight) get(roomID string) *storage.Pending {
