@@ -219,6 +219,13 @@ func (e *Evaluator) Run(ctx context.Context) error {
 			case <-ctx.Done():
 			case <-time.After(retry):
 			}
+			// The store may be further on than this evaluator knew (a
+			// batch that committed while its caller saw an error): go on
+			// from there rather than record those events again.
+			if stored, err := e.o.Store.PushPosition(ctx); err == nil && stored > pos {
+				pos, persisted = stored, stored
+				e.setEvaluated(pos, nil)
+			}
 			continue
 		case err != nil:
 			return nil

@@ -154,13 +154,19 @@ func (s *Store) RecordNotifications(ctx context.Context, pos int64, ns []Notific
 
 // SetPushPosition records the evaluated position alone (events that
 // notified nobody); like RecordNotifications it does not wait for the disk.
+//
+// The position only moves forward: a write of an older one (an evaluator
+// stopping while its last batch committed, unknown to it, with position
+// and rows together) changes nothing, so the rows recorded after it are
+// never evaluated again.
 func (s *Store) SetPushPosition(ctx context.Context, pos int64) error {
 	return s.txNoSync(ctx, func(tx *sql.Tx) error { return setPushPosition(ctx, tx, pos) })
 }
 
 func setPushPosition(ctx context.Context, tx *sql.Tx, pos int64) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO push_position (id, stream_ordering) VALUES (1, $1)
-		ON CONFLICT (id) DO UPDATE SET stream_ordering = excluded.stream_ordering`, pos)
+		ON CONFLICT (id) DO UPDATE SET stream_ordering = excluded.stream_ordering
+		WHERE push_position.stream_ordering < excluded.stream_ordering`, pos)
 	if err != nil {
 		return fmt.Errorf("storage: set push position: %w", err)
 	}
