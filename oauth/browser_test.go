@@ -16,39 +16,16 @@ import (
 
 	"hearth/server/secret"
 	"hearth/server/storage/storagetest"
+	"hearth/web/browsertest"
 )
-
-const chromiumPath = "/usr/bin/chromium"
 
 // browserMu runs one Chromium at a time (the engines' subtests run in
 // parallel on a small machine).
 var browserMu sync.Mutex
 
-// newChromium starts a headless Chromium with a fresh profile, or skips
-// when it is not installed (as the dashboard's browser tests do).
-func newChromium(t *testing.T) context.Context {
-	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Skip("real-browser test skipped: " + chromiumPath + " is not installed (apt-get install chromium)")
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromiumPath), chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true), chromedp.NoFirstRun, chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(412, 915), // a phone
-		chromedp.Flag("hide-scrollbars", true),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelCtx := chromedp.NewContext(actx)
-	t.Cleanup(func() {
-		cancelCtx()
-		cancelAlloc()
-	})
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return ctx
-}
+// newChromium starts the headless Chromium of the real-browser tests
+// (web/browsertest), or skips when it is not installed.
+func newChromium(t *testing.T) context.Context { return browsertest.Start(t, 412, 915) }
 
 func run(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
@@ -60,14 +37,7 @@ func run(t *testing.T, ctx context.Context, what string, actions ...chromedp.Act
 }
 
 func textOf(t *testing.T, ctx context.Context, sel string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-	if err != nil {
-		t.Fatalf("read %s: %v", sel, err)
-	}
-	return strings.TrimSpace(s)
+	return browsertest.Text(t, ctx, sel)
 }
 
 // saveScreenshot writes the page to $HEARTH_SCREENSHOTS/name when set.

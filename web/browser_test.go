@@ -19,63 +19,22 @@ import (
 	"hearth/server/secret"
 	"hearth/server/storage"
 	"hearth/server/storage/storagetest"
+	"hearth/web/browsertest"
 )
-
-const chromiumPath = "/usr/bin/chromium"
 
 // browserMu runs one Chromium at a time: the engines' subtests run in
 // parallel, and two browsers on a small shared machine only slow both.
 var browserMu sync.Mutex
 
-// newChromium starts a headless Chromium with a fresh profile, or skips the
-// test when Chromium is not installed.
-func newChromium(t *testing.T) context.Context {
-	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Skip("real-browser test skipped: " + chromiumPath + " is not installed (apt-get install chromium)")
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Flag("headless", true),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true),
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900),
-		chromedp.Flag("hide-scrollbars", true), // screenshots show the whole width
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelCtx := chromedp.NewContext(actx)
-	t.Cleanup(func() {
-		cancelCtx()
-		cancelAlloc()
-	})
-	// The first call starts the browser; it must not carry a timeout,
-	// which would stop the browser with it.
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return ctx
-}
+// newChromium starts the headless Chromium of the real-browser tests
+// (web/browsertest), or skips when it is not installed.
+func newChromium(t *testing.T) context.Context { return browsertest.Start(t, 1280, 900) }
 
 // step bounds one browser interaction.
 const step = 30 * time.Second
 
-// text is the text content of the first element matching sel.
 func text(t *testing.T, ctx context.Context, sel string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, step)
-	defer cancel()
-	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-	if err != nil {
-		t.Fatalf("read %s: %v", sel, err)
-	}
-	return strings.TrimSpace(s)
+	return browsertest.Text(t, ctx, sel)
 }
 
 func run(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {

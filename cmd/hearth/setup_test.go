@@ -12,31 +12,13 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"maunium.net/go/mautrix"
+
+	"hearth/web/browsertest"
 )
 
-const chromiumPath = "/usr/bin/chromium"
-
-// newChromium starts a headless Chromium with a fresh profile, or skips the
-// test when Chromium is not installed (as the dashboard's browser tests do).
-func newChromium(t *testing.T) context.Context {
-	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Skip("real-browser test skipped: " + chromiumPath + " is not installed (apt-get install chromium)")
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromiumPath), chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck, chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()))
-	ctx, cancelCtx := chromedp.NewContext(actx)
-	t.Cleanup(func() {
-		cancelCtx()
-		cancelAlloc()
-	})
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return ctx
-}
+// newChromium starts the headless Chromium of the real-browser tests
+// (web/browsertest), or skips when it is not installed.
+func newChromium(t *testing.T) context.Context { return browsertest.Start(t, 0, 0) }
 
 func browse(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()

@@ -2,7 +2,6 @@ package rustsdk_test
 
 import (
 	"context"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"hearth/server"
 	"hearth/server/servertest"
 	"hearth/server/storage/storagetest"
+	"hearth/web/browsertest"
 )
 
 // startOAuth runs Hearth with the OAuth 2.0 API on, as new configs have
@@ -26,36 +26,13 @@ func startOAuth(t *testing.T, e storagetest.Engine) *servertest.Bundle {
 		func(c *config.Config) { c.OAuth.Enabled = true })
 }
 
-const chromiumPath = "/usr/bin/chromium"
-
 // browserMu runs one Chromium at a time (the engines' subtests run in
 // parallel on a small machine).
 var browserMu sync.Mutex
 
-// newChromium starts a headless Chromium with a fresh profile, or skips
-// when it is not installed (as oauth's browser test does).
-func newChromium(t *testing.T) context.Context {
-	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Skip("real-browser test skipped: " + chromiumPath + " is not installed (apt-get install chromium)")
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromiumPath), chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true), chromedp.NoFirstRun, chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(412, 915),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelCtx := chromedp.NewContext(actx)
-	t.Cleanup(func() {
-		cancelCtx()
-		cancelAlloc()
-	})
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return ctx
-}
+// newChromium starts the headless Chromium of the real-browser tests
+// (web/browsertest), or skips when it is not installed.
+func newChromium(t *testing.T) context.Context { return browsertest.Start(t, 412, 915) }
 
 func browse(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
@@ -67,14 +44,7 @@ func browse(t *testing.T, ctx context.Context, what string, actions ...chromedp.
 }
 
 func textOf(t *testing.T, ctx context.Context, sel string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-	if err != nil {
-		t.Fatalf("browser: read %s: %v", sel, err)
-	}
-	return strings.TrimSpace(s)
+	return browsertest.Text(t, ctx, sel)
 }
 
 // signIn fills Hearth's sign-in page as alice and waits for the consent
