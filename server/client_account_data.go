@@ -99,6 +99,12 @@ func (s *Server) storeAccountData(w http.ResponseWriter, r *http.Request, withRo
 	if s.accountDataDeleted(content) {
 		content = json.RawMessage(`{}`)
 	}
+	return s.writeAccountData(w, r, me, roomID, typ, content)
+}
+
+// writeAccountData stores an entry (or its deletion, {}), tells the push
+// evaluator when the ignored users changed and wakes the user's syncs.
+func (s *Server) writeAccountData(w http.ResponseWriter, r *http.Request, me *Device, roomID, typ string, content json.RawMessage) error {
 	if _, err := s.store.PutAccountData(r.Context(), me.UserID, roomID, typ, content); err != nil {
 		return err
 	}
@@ -133,14 +139,7 @@ func (s *Server) removeAccountData(w http.ResponseWriter, r *http.Request, withR
 	if typ == "m.fully_read" || typ == "m.push_rules" {
 		return matrix.BadJSON("%s cannot be deleted through account data", typ)
 	}
-	if _, err := s.store.PutAccountData(r.Context(), me.UserID, roomID, typ, json.RawMessage(`{}`)); err != nil {
-		return err
-	}
-	if roomID == "" && typ == "m.ignored_user_list" {
-		s.push.IgnoredChanged(me.UserID)
-	}
-	s.notifier.notifyUser(me.UserID)
-	return writeJSON(w, http.StatusOK, struct{}{})
+	return s.writeAccountData(w, r, me, roomID, typ, json.RawMessage(`{}`))
 }
 
 // accountDataDeleted: with MSC3391 on, an empty object is a deleted entry.

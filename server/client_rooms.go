@@ -571,6 +571,19 @@ func (s *Server) hasPowerFor(ctx context.Context, roomID, userID, level string) 
 	return pls.UserLevel(userID) >= need, nil
 }
 
+// eventInRoomFor returns the live event eventID of roomID if userID may see
+// it, else nil (/event and thread subscriptions answer 404 for both).
+func (s *Server) eventInRoomFor(ctx context.Context, userID, roomID, eventID string) (*storage.Event, error) {
+	e, err := s.store.EventByID(ctx, eventID)
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && (e.RoomID != roomID || !e.Live())) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.visibleEvent(ctx, userID, e)
+}
+
 // GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}
 func (s *Server) getRoomEvent(w http.ResponseWriter, r *http.Request) error {
 	me := deviceFrom(r.Context())
@@ -582,16 +595,11 @@ func (s *Server) getRoomEvent(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	e, err := s.store.EventByID(r.Context(), eventID)
-	if errors.Is(err, storage.ErrNotFound) || (err == nil && (e.RoomID != roomID || !e.Live())) {
-		return matrix.NotFound("event not found")
-	}
+	e, err := s.eventInRoomFor(r.Context(), me.UserID, roomID, eventID)
 	if err != nil {
 		return err
 	}
-	if e, err = s.visibleEvent(r.Context(), me.UserID, e); err != nil {
-		return err
-	} else if e == nil {
+	if e == nil {
 		return matrix.NotFound("event not found")
 	}
 	f := s.formatterFor(me)

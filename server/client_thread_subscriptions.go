@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -48,19 +47,6 @@ func (s *Server) threadRoot(r *http.Request) (roomID string, root *storage.Event
 		return "", nil, matrix.NotFound("no such thread root")
 	}
 	return roomID, root, nil
-}
-
-// eventInRoomFor returns the live event eventID of roomID if userID may see
-// it, else nil.
-func (s *Server) eventInRoomFor(ctx context.Context, userID, roomID, eventID string) (*storage.Event, error) {
-	e, err := s.store.EventByID(ctx, eventID)
-	if errors.Is(err, storage.ErrNotFound) || (err == nil && (e.RoomID != roomID || !e.Live())) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	return s.visibleEvent(ctx, userID, e)
 }
 
 // GET /_matrix/client/unstable/io.element.msc4306/rooms/{roomId}/thread/{threadRootId}/subscription

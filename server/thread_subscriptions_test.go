@@ -214,5 +214,9 @@ func TestThreadSubscriptionsSlidingSync(t *testing.T) {
 		}
 		acctDo(t, b, "GET", "/_matrix/client/unstable/io.element.msc4308/thread_subscriptions?dir=f", alice.tok, nil).want(t, 400, "M_INVALID_PARAM")
 		acctDo(t, b, "GET", "/_matrix/client/unstable/io.element.msc4308/thread_subscriptions?dir=b&from=x", alice.tok, nil).want(t, 400, "M_INVALID_PARAM")
+		acctDo(t, b, "GET", "/_matrix/client/unstable/io.element.msc4308/thread_subscriptions?dir=b&to=unknownpos", alice.tok, nil).want(t, 400, "M_INVALID_PARAM")
+		acctDo(t, b, "GET", "/_matrix/client/unstable/io.element.msc4308/thread_subscriptions?dir=b&limit=0", alice.tok, nil).want(t, 400, "M_INVALID_PARAM")
+		acctDo(t, b, "POST", "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync?timeout=0", alice.tok, map[string]any{"extensions": map[string]any{
+			"io.element.msc4308.thread_subscriptions": map[string]any{"enabled": true, "limit": 0}}}).want(t, 400, "M_INVALID_PARAM")
 	})
 }
