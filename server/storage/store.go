@@ -51,6 +51,10 @@ type Store struct {
 	commit *committer
 	// ckpt checkpoints SQLite's WAL (nil on PostgreSQL).
 	ckpt *checkpointer
+	// pushEvaluated is the push position this process recorded last
+	// (RecordNotifications, SetPushPosition): notifications at or before
+	// it are all stored (cumAt caches their totals).
+	pushEvaluated atomic.Int64
 	// observeWrite, when set, times write transactions (ObserveWrites).
 	observeWrite func(wait, total time.Duration)
 	// sqlitePath is the SQLite database file ("" on PostgreSQL).
