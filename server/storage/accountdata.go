@@ -10,10 +10,12 @@ import (
 // (account data, receipts). Each change takes the next aux_stream id inside
 // its own transaction.
 
-// nextAuxID takes the next aux stream position inside tx. On PostgreSQL the
-// table lock makes aux writers commit in the order their ids were taken, so
-// a /sync reader that sees id N has seen every id below it (the same
-// guarantee eventStream gives the event stream). SQLite has one writer anyway.
+// nextAuxID takes the next aux stream position inside tx, a transaction of
+// Store.tx (or txNoSync), which makes it visible to readers once tx has
+// committed and every position below it has ended (auxStream). On
+// PostgreSQL the table lock also serialises aux writers, which
+// UpdateAccountData's read-modify-write relies on; SQLite has one writer
+// anyway.
 func (s *Store) nextAuxID(ctx context.Context, tx *sql.Tx, kind string) (int64, error) {
 	if s.d.Name == "postgres" {
 		if _, err := tx.ExecContext(ctx, `LOCK TABLE aux_stream IN SHARE ROW EXCLUSIVE MODE`); err != nil {
@@ -24,16 +26,14 @@ func (s *Store) nextAuxID(ctx context.Context, tx *sql.Tx, kind string) (int64, 
 	if err := tx.QueryRowContext(ctx, `INSERT INTO aux_stream (kind) VALUES ($1) RETURNING id`, kind).Scan(&id); err != nil {
 		return 0, fmt.Errorf("storage: next aux id: %w", err)
 	}
+	s.aux.take(tx, id)
 	return id, nil
 }
 
-// MaxAuxPos is the newest aux stream position.
-func (s *Store) MaxAuxPos(ctx context.Context) (int64, error) {
-	var n sql.NullInt64
-	if err := s.read.QueryRowContext(ctx, `SELECT MAX(id) FROM aux_stream`).Scan(&n); err != nil {
-		return 0, fmt.Errorf("storage: max aux position: %w", err)
-	}
-	return n.Int64, nil
+// MaxAuxPos is the newest aux stream position readers may use: every
+// change at or below it is committed (see auxStream).
+func (s *Store) MaxAuxPos(context.Context) (int64, error) {
+	return s.aux.current(), nil
 }
 
 // AccountData is one account data entry; RoomID is "" for global data.

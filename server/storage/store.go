@@ -42,6 +42,9 @@ type Store struct {
 	// order, so a /sync reader that has seen position N has seen
 	// everything below it, without serialising writers (streams.go).
 	events *eventStream
+	// aux makes aux stream positions visible once committed, in order
+	// (streams.go).
+	aux *auxStream
 
 	cacheRegistry *cache.Registry
 	c             caches // caches.go
@@ -124,6 +127,10 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		return nil, err
 	}
 	s.events = es
+	if s.aux, err = loadAuxStream(ctx, s.write); err != nil {
+		s.Close()
+		return nil, err
+	}
 	s.startCommitter()
 	s.registerBuffers() // buffers.go
 	if err := s.openSearchQueue(ctx); err != nil {
@@ -162,6 +169,20 @@ func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("storage: begin: %w", err)
 	}
+	return s.runTx(ctx, tx, fn)
+}
+
+// runTx runs fn in tx, then commits (when fn returned nil) or rolls back.
+// The aux stream positions tx took then end (streams.go); when it
+// committed, runTx returns once they are visible, so whoever wakes a /sync
+// after a write returns finds the write there.
+func (s *Store) runTx(ctx context.Context, tx *sql.Tx, fn func(tx *sql.Tx) error) error {
+	committed := false
+	defer func() {
+		if last := s.aux.end(tx, committed); committed && last > 0 {
+			_ = s.aux.waitVisible(context.WithoutCancel(ctx), last)
+		}
+	}()
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
 		return err
@@ -169,6 +190,7 @@ func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("storage: commit: %w", err)
 	}
+	committed = true
 	return nil
 }
 
@@ -212,14 +234,7 @@ func (s *Store) txNoSync(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("storage: begin: %w", err)
 	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("storage: commit: %w", err)
-	}
-	return nil
+	return s.runTx(ctx, tx, fn)
 }
 
 // inList renders "$n,$n+1,..." for an IN clause of count items starting at

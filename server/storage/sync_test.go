@@ -12,6 +12,64 @@ import (
 	"hearth/server/storage/storagetest"
 )
 
+// TestAuxStreamVisibleOnceCommitted checks the aux stream's newest
+// position, kept in memory: a position is not visible while its
+// transaction is open, never when the transaction rolled back (SQLite
+// hands that id out again), visible once it committed, and read back from
+// the database when the store is opened again.
+func TestAuxStreamVisibleOnceCommitted(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		ctx := context.Background()
+		st := storagetest.Open(t, e)
+		before, _ := st.MaxAuxPos(ctx)
+		errRollback := errors.New("roll back")
+		err := st.TakeAuxInTx(ctx, func(id int64) error {
+			if id <= before {
+				t.Fatalf("took %d, not above %d", id, before)
+			}
+			if now, _ := st.MaxAuxPos(ctx); now != before {
+				t.Fatalf("position %d visible while its transaction is open", now)
+			}
+			return errRollback
+		})
+		if !errors.Is(err, errRollback) {
+			t.Fatal(err)
+		}
+		if now, _ := st.MaxAuxPos(ctx); now != before {
+			t.Fatalf("rolled-back position visible: %d, was %d", now, before)
+		}
+		var took int64
+		if err := st.TakeAuxInTx(ctx, func(id int64) error {
+			if now, _ := st.MaxAuxPos(ctx); now != before {
+				t.Fatalf("position %d visible while its transaction is open", now)
+			}
+			took = id
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if now, _ := st.MaxAuxPos(ctx); now != took {
+			t.Fatalf("after commit the newest position is %d, want %d", now, took)
+		}
+		// A change made inside another write's transaction (a device
+		// list change, markDeviceListChange) moves it too.
+		if err := st.MarkDeviceListChange(ctx, "@u:hs"); err != nil {
+			t.Fatal(err)
+		}
+		marked, _ := st.MaxAuxPos(ctx)
+		if marked <= took {
+			t.Fatalf("device list change not visible: %d, was %d", marked, took)
+		}
+		if changed, _ := st.DeviceListChangesBetween(ctx, []string{"@u:hs"}, took, marked); len(changed) != 1 {
+			t.Fatalf("device list change up to %d: %v", marked, changed)
+		}
+		again := storagetest.Open(t, e)
+		if now, _ := again.MaxAuxPos(ctx); now != marked {
+			t.Fatalf("reopened store starts at %d, want %d", now, marked)
+		}
+	})
+}
+
 // TestAuxStreamCommitsInOrder writes account data from many goroutines while
 // a reader follows the aux stream the way /sync does (read the newest
 // position, then everything up to it). If an id could commit after a higher
