@@ -217,6 +217,11 @@ func (c *committer) commit(batch []*Pending) {
 			// them must not find the old current state in the cache.
 			s.c.currentState.Remove(p.roomID)
 		}
+		if p.err == nil {
+			// Likewise, a reader that sees a relation's position finds
+			// its room's relations version moved.
+			s.relationsStored(p.evs)
+		}
 	}
 	for i, p := range batch {
 		s.events.finish(p.live)
