@@ -340,3 +340,56 @@ func withoutAges(v any) any {
 	}
 	return v
 }
+
+// TestSyncFollowsMembershipsOfCachedRooms: the rooms of a user are cached
+// (storage's rooms_of_user); each change of the user's membership shows
+// in the next /sync, and a long poll waiting on the cached rooms wakes for
+// an invite.
+func TestSyncFollowsMembershipsOfCachedRooms(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice, bob := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob")
+		first := doSync(t, bob, "", "", 0)
+		next := doSync(t, bob, first.NextBatch, "", 0) // from the cache
+		created, err := alice.cli.CreateRoom(t.Context(), &mautrix.ReqCreateRoom{Preset: "private_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		room := created.RoomID
+		invited := make(chan *mautrix.RespSync, 1)
+		go func() {
+			r, err := bob.cli.FullSyncRequest(t.Context(), mautrix.ReqSync{Timeout: 10000, Since: next.NextBatch})
+			if err != nil {
+				t.Error(err)
+			}
+			invited <- r
+		}()
+		time.Sleep(200 * time.Millisecond) // the long poll waits
+		if _, err := alice.cli.InviteUser(t.Context(), room, &mautrix.ReqInviteUser{UserID: bob.id}); err != nil {
+			t.Fatal(err)
+		}
+		r := <-invited
+		if r == nil || r.Rooms.Invite[room] == nil {
+			t.Fatalf("the invite did not reach the long poll: %+v", r)
+		}
+		if _, err := bob.cli.JoinRoomByID(t.Context(), room); err != nil {
+			t.Fatal(err)
+		}
+		joined := doSync(t, bob, r.NextBatch, "", 0)
+		if joined.Rooms.Join[room] == nil || joined.Rooms.Invite[room] != nil {
+			t.Fatalf("after the join: join %v, invite %v", joined.Rooms.Join, joined.Rooms.Invite)
+		}
+		if _, err := bob.cli.LeaveRoom(t.Context(), room); err != nil {
+			t.Fatal(err)
+		}
+		left := doSync(t, bob, joined.NextBatch, "", 0)
+		if left.Rooms.Leave[room] == nil || left.Rooms.Join[room] != nil {
+			t.Fatalf("after the leave: leave %v, join %v", left.Rooms.Leave, left.Rooms.Join)
+		}
+		// A message after the leave is not Bob's to see.
+		send(t, alice, room, "after bob left")
+		if later := doSync(t, bob, left.NextBatch, "", 0); later.Rooms.Join[room] != nil || later.Rooms.Leave[room] != nil {
+			t.Fatalf("after the leave the room is still reported: %+v", later.Rooms)
+		}
+	})
+}

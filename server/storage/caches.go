@@ -22,6 +22,8 @@ const (
 	// Memberships at a state group: one entry (~100 bytes) per (group,
 	// user) that events are served for.
 	membershipAtCacheBase = 20_000
+	// Rooms of a user: one entry (~150 bytes a room) per user syncing.
+	roomsOfUserCacheBase = 10_000
 )
 
 // caches are the Store's read-through caches. Every write that can change
@@ -50,6 +52,13 @@ type caches struct {
 	// it: every event served carries the reader's membership at it
 	// (unsigned.membership), and groups never change.
 	membershipAt *cache.LRU[groupUser, string]
+	// roomsOfUser maps a user to their memberships (RoomsOfUser), read by
+	// every /sync. A membership changes in current_state (applyChanges:
+	// the committer and SetRoomHead drop the users whose member key
+	// changed, after committing and before the change becomes visible),
+	// in out_of_room_memberships (whose writers drop the user), or with a
+	// purged room (which empties the cache).
+	roomsOfUser *cache.LRU[string, []RoomMembership]
 }
 
 // groupUser keys membershipAt.
@@ -77,6 +86,14 @@ func newCaches(r *cache.Registry) caches {
 			pushRulesCacheBase).WithSize(func(k string, p *PushRules) int64 { return str(k) + pushRulesSize(p) }),
 		membershipAt: cache.NewLRU[groupUser, string](r, "memberships_at", "(state group, user) → membership (immutable; every event served)",
 			membershipAtCacheBase).WithSize(func(k groupUser, v string) int64 { return 8 + str(k.user) + str(v) }),
+		roomsOfUser: cache.NewLRU[string, []RoomMembership](r, "rooms_of_user", "user → memberships in every room (read by every /sync)",
+			roomsOfUserCacheBase).WithSize(func(k string, ms []RoomMembership) int64 {
+			n := str(k)
+			for _, m := range ms {
+				n += int64(unsafe.Sizeof(m)) + int64(len(m.RoomID)+len(m.Membership)+len(m.EventID)+len(m.Stripped)+len(m.RoomVersion))
+			}
+			return n
+		}),
 	}
 }
 
@@ -135,4 +152,14 @@ func (s *Store) tokensRevoked(userID string, deviceIDs ...string) {
 		}
 		return false
 	})
+}
+
+// membersChanged drops the cached rooms of the users whose membership
+// changes lists (RoomsOfUser).
+func (s *Store) membersChanged(changes []StateChange) {
+	for _, c := range changes {
+		if c.Key.Type == "m.room.member" {
+			s.c.roomsOfUser.Remove(c.Key.StateKey)
+		}
+	}
 }

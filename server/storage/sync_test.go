@@ -70,6 +70,43 @@ func TestAuxStreamVisibleOnceCommitted(t *testing.T) {
 	})
 }
 
+// TestRoomsOfUserOutOfRoom: the cached rooms of a user follow their
+// memberships in rooms this server is not in.
+func TestRoomsOfUserOutOfRoom(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		ctx := context.Background()
+		rooms := func() []storage.RoomMembership {
+			t.Helper()
+			ms, err := st.RoomsOfUser(ctx, "@u:hs")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ms
+		}
+		if ms := rooms(); len(ms) != 0 {
+			t.Fatalf("rooms of a new user: %+v", ms)
+		}
+		if err := st.SetOutOfRoomMembership(ctx, "@u:hs", "!r:remote", "11", "invite", "$inv", []byte(`[]`)); err != nil {
+			t.Fatal(err)
+		}
+		if ms := rooms(); len(ms) != 1 || ms[0].Membership != "invite" {
+			t.Fatalf("after the invite: %+v", ms)
+		}
+		if err := st.SetOutOfRoomMembership(ctx, "@u:hs", "!r:remote", "11", "leave", "$rej", []byte(`[]`)); err != nil {
+			t.Fatal(err)
+		}
+		if ms := rooms(); len(ms) != 1 || ms[0].Membership != "leave" || ms[0].EventID != "$rej" {
+			t.Fatalf("after the rejection: %+v", ms)
+		}
+		if err := st.DeleteOutOfRoomMembership(ctx, "@u:hs", "!r:remote"); err != nil {
+			t.Fatal(err)
+		}
+		if ms := rooms(); len(ms) != 0 {
+			t.Fatalf("after the delete: %+v", ms)
+		}
+	})
+}
+
 // TestAuxStreamCommitsInOrder writes account data from many goroutines while
 // a reader follows the aux stream the way /sync does (read the newest
 // position, then everything up to it). If an id could commit after a higher
