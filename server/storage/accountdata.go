@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 )
 
@@ -44,8 +45,27 @@ type AccountData struct {
 	StreamID int64
 }
 
-// AccountDataContent returns one entry's content, or ErrNotFound.
+// AccountDataContent returns one entry's content, or ErrNotFound. Global
+// entries are cached (caches.accountData): the caller must not modify the
+// content.
 func (s *Store) AccountDataContent(ctx context.Context, userID, roomID, typ string) ([]byte, error) {
+	if roomID != "" {
+		return s.accountDataContent(ctx, userID, roomID, typ)
+	}
+	c, err := s.c.accountData.GetOrLoad(userType{userID, typ}, func() ([]byte, error) {
+		c, err := s.accountDataContent(ctx, userID, "", typ)
+		if errors.Is(err, ErrNotFound) {
+			return nil, nil
+		}
+		return c, err
+	})
+	if err == nil && c == nil {
+		return nil, ErrNotFound
+	}
+	return c, err
+}
+
+func (s *Store) accountDataContent(ctx context.Context, userID, roomID, typ string) ([]byte, error) {
 	var c string
 	err := s.read.QueryRowContext(ctx, `SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3`,
 		userID, roomID, typ).Scan(&c)
@@ -66,7 +86,11 @@ func (s *Store) PutAccountData(ctx context.Context, userID, roomID, typ string, 
 // two concurrent edits cannot lose one another.
 func (s *Store) UpdateAccountData(ctx context.Context, userID, roomID, typ string, fn func(old []byte) ([]byte, error)) (int64, error) {
 	var id int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	var committed func()
+	if roomID == "" {
+		committed = func() { s.c.accountData.Remove(userType{userID, typ}) }
+	}
+	err := s.txThen(ctx, func(tx *sql.Tx) error {
 		var err error
 		// Take the aux id (and, on PostgreSQL, its lock) before reading, so
 		// concurrent read-modify-writes are serialised.
@@ -92,7 +116,7 @@ func (s *Store) UpdateAccountData(ctx context.Context, userID, roomID, typ strin
 			return fmt.Errorf("storage: put account data: %w", err)
 		}
 		return nil
-	})
+	}, committed)
 	return id, err
 }
 

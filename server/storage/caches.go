@@ -24,6 +24,10 @@ const (
 	membershipAtCacheBase = 20_000
 	// Rooms of a user: one entry (~150 bytes a room) per user syncing.
 	roomsOfUserCacheBase = 10_000
+	// Per device syncing: its key counts and whether its to-device queue
+	// is empty; per user: their global account data entries read by /sync.
+	deviceCacheBase      = 10_000
+	accountDataCacheBase = 10_000
 )
 
 // caches are the Store's read-through caches. Every write that can change
@@ -59,6 +63,32 @@ type caches struct {
 	// in out_of_room_memberships (whose writers drop the user), or with a
 	// purged room (which empties the cache).
 	roomsOfUser *cache.LRU[string, []RoomMembership]
+	// deviceKeys maps a device to its one-time key counts and unused
+	// fallback key types, sent with every /sync. UploadKeys and
+	// ClaimOneTimeKey drop the device after their transaction; deleting
+	// devices (DeleteDevices, DeactivateUser) drops the user's.
+	deviceKeys *cache.LRU[userDevice, deviceKeyCounts]
+	// toDeviceEmpty holds the devices whose to-device queue was found
+	// empty, which spares every /sync its acknowledgement read.
+	// SendToDevice drops the recipients after its transaction.
+	toDeviceEmpty *cache.LRU[userDevice, bool]
+	// accountData maps (user, type) to a global account data entry's
+	// content (nil: none), as AccountDataContent reads it (every /sync
+	// reads m.ignored_user_list). UpdateAccountData drops the entry after
+	// its transaction; deleting devices and deactivation drop the user's.
+	accountData *cache.LRU[userType, []byte]
+}
+
+// userDevice keys the per-device caches.
+type userDevice struct{ user, device string }
+
+// userType keys accountData.
+type userType struct{ user, typ string }
+
+// deviceKeyCounts is what deviceKeys holds of a device.
+type deviceKeyCounts struct {
+	otk      map[string]int
+	fallback []string
 }
 
 // groupUser keys membershipAt.
@@ -86,6 +116,12 @@ func newCaches(r *cache.Registry) caches {
 			pushRulesCacheBase).WithSize(func(k string, p *PushRules) int64 { return str(k) + pushRulesSize(p) }),
 		membershipAt: cache.NewLRU[groupUser, string](r, "memberships_at", "(state group, user) → membership (immutable; every event served)",
 			membershipAtCacheBase).WithSize(func(k groupUser, v string) int64 { return 8 + str(k.user) + str(v) }),
+		deviceKeys: cache.NewLRU[userDevice, deviceKeyCounts](r, "device_key_counts", "device → one-time key counts and unused fallback keys (every /sync)",
+			deviceCacheBase),
+		toDeviceEmpty: cache.NewLRU[userDevice, bool](r, "to_device_empty", "device → its to-device queue is empty (every /sync acknowledges)",
+			deviceCacheBase),
+		accountData: cache.NewLRU[userType, []byte](r, "global_account_data", "(user, type) → global account data content (every /sync)",
+			accountDataCacheBase).WithSize(func(k userType, v []byte) int64 { return str(k.user) + str(k.typ) + int64(len(v)) }),
 		roomsOfUser: cache.NewLRU[string, []RoomMembership](r, "rooms_of_user", "user → memberships in every room (read by every /sync)",
 			roomsOfUserCacheBase).WithSize(func(k string, ms []RoomMembership) int64 {
 			n := str(k)
@@ -162,4 +198,13 @@ func (s *Store) membersChanged(changes []StateChange) {
 			s.c.roomsOfUser.Remove(c.Key.StateKey)
 		}
 	}
+}
+
+// devicesDeleted drops what the per-device caches hold of the user's
+// devices (all of them, for simplicity: deletions are rare), and the
+// user's account data (a device's notification settings go with it).
+func (s *Store) devicesDeleted(userID string) {
+	s.c.deviceKeys.RemoveFunc(func(k userDevice, _ deviceKeyCounts) bool { return k.user == userID })
+	s.c.toDeviceEmpty.RemoveFunc(func(k userDevice, _ bool) bool { return k.user == userID })
+	s.c.accountData.RemoveFunc(func(k userType, _ []byte) bool { return k.user == userID })
 }

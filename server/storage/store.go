@@ -164,6 +164,14 @@ func (s *Store) Ping(ctx context.Context) error { return s.read.PingContext(ctx)
 
 // tx runs fn in a write transaction, committing when it returns nil.
 func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return s.txThen(ctx, fn, nil)
+}
+
+// txThen is tx calling committed (when not nil) once the transaction
+// committed, before the aux stream positions it took become visible: a
+// cache of what it changed is dropped there, so that a reader who sees the
+// new positions cannot find the old value cached.
+func (s *Store) txThen(ctx context.Context, fn func(tx *sql.Tx) error, committed func()) error {
 	began := time.Now()
 	tx, err := s.write.BeginTx(ctx, nil)
 	if s.observeWrite != nil {
@@ -173,17 +181,18 @@ func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("storage: begin: %w", err)
 	}
-	return s.runTx(ctx, tx, fn)
+	return s.runTx(ctx, tx, fn, committed)
 }
 
 // runTx runs fn in tx, then commits (when fn returned nil) or rolls back.
 // The aux stream positions tx took then end (streams.go); when it
-// committed, runTx returns once they are visible, so whoever wakes a /sync
-// after a write returns finds the write there.
-func (s *Store) runTx(ctx context.Context, tx *sql.Tx, fn func(tx *sql.Tx) error) error {
-	committed := false
+// committed, runTx calls committed (see txThen) and returns once they are
+// visible, so whoever wakes a /sync after a write returns finds the write
+// there.
+func (s *Store) runTx(ctx context.Context, tx *sql.Tx, fn func(tx *sql.Tx) error, committed func()) error {
+	ok := false
 	defer func() {
-		if last := s.aux.end(tx, committed); committed && last > 0 {
+		if last := s.aux.end(tx, ok); ok && last > 0 {
 			_ = s.aux.waitVisible(context.WithoutCancel(ctx), last)
 		}
 	}()
@@ -194,7 +203,10 @@ func (s *Store) runTx(ctx context.Context, tx *sql.Tx, fn func(tx *sql.Tx) error
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("storage: commit: %w", err)
 	}
-	committed = true
+	ok = true
+	if committed != nil {
+		committed()
+	}
 	return nil
 }
 
@@ -238,7 +250,7 @@ func (s *Store) txNoSync(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("storage: begin: %w", err)
 	}
-	return s.runTx(ctx, tx, fn)
+	return s.runTx(ctx, tx, fn, nil)
 }
 
 // inList renders "$n,$n+1,..." for an IN clause of count items starting at

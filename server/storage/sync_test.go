@@ -236,3 +236,97 @@ func TestAccountDataReceiptsFilters(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncDeviceCachesFollowWrites: what every /sync reads per device and
+// user from caches (one-time key counts, unused fallback keys, whether the
+// to-device queue is empty, global account data) follows each write.
+func TestSyncDeviceCachesFollowWrites(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		ctx := context.Background()
+		const u, d = "@u:hs", "DEV"
+		if err := st.CreateUser(ctx, &storage.User{UserID: u, Localpart: "u"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.CreateDevice(ctx, &storage.Device{UserID: u, DeviceID: d}); err != nil {
+			t.Fatal(err)
+		}
+		counts := func() (map[string]int, []string) {
+			t.Helper()
+			otk, err := st.OneTimeKeyCounts(ctx, u, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fb, err := st.UnusedFallbackKeyTypes(ctx, u, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return otk, fb
+		}
+		if otk, fb := counts(); len(otk) != 0 || len(fb) != 0 {
+			t.Fatalf("a new device has keys: %v %v", otk, fb)
+		}
+		up := &storage.KeyUpload{
+			OneTimeKeys:  []storage.OneTimeKey{{Algorithm: "signed_curve25519", KeyID: "A", JSON: []byte(`{"a":1}`)}, {Algorithm: "signed_curve25519", KeyID: "B", JSON: []byte(`{"b":1}`)}},
+			FallbackKeys: []storage.OneTimeKey{{Algorithm: "signed_curve25519", KeyID: "F", JSON: []byte(`{"f":1}`)}},
+		}
+		if _, err := st.UploadKeys(ctx, u, d, up); err != nil {
+			t.Fatal(err)
+		}
+		if otk, fb := counts(); otk["signed_curve25519"] != 2 || len(fb) != 1 {
+			t.Fatalf("after the upload: %v %v", otk, fb)
+		}
+		for range 3 { // two one-time keys, then the fallback key
+			if _, err := st.ClaimOneTimeKey(ctx, u, d, "signed_curve25519"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if otk, fb := counts(); otk["signed_curve25519"] != 0 || len(fb) != 0 {
+			t.Fatalf("after the claims: %v %v", otk, fb)
+		}
+
+		// To-device: acknowledged on an empty queue (remembered empty),
+		// then a message arrives and its acknowledgement deletes it.
+		if err := st.AckToDevice(ctx, u, d, 1<<40); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.SendToDevice(ctx, "@s:hs", "S", "txn1", []storage.ToDeviceMessage{{UserID: u, DeviceID: d, Sender: "@s:hs", Type: "m.test", Content: []byte(`{}`)}}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if msgs, _ := st.ToDeviceBetween(ctx, u, d, 0, 1<<40, 10); len(msgs) != 1 {
+			t.Fatalf("queued: %v", msgs)
+		}
+		if err := st.AckToDevice(ctx, u, d, 1<<40); err != nil {
+			t.Fatal(err)
+		}
+		if msgs, _ := st.ToDeviceBetween(ctx, u, d, 0, 1<<40, 10); len(msgs) != 0 {
+			t.Fatalf("acknowledged message still queued: %v", msgs)
+		}
+
+		// Global account data: absent, set, set again.
+		if _, err := st.AccountDataContent(ctx, u, "", "m.ignored_user_list"); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("absent entry: %v", err)
+		}
+		for _, c := range []string{`{"ignored_users":{}}`, `{"ignored_users":{"@x:hs":{}}}`} {
+			if _, err := st.PutAccountData(ctx, u, "", "m.ignored_user_list", []byte(c)); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := st.AccountDataContent(ctx, u, "", "m.ignored_user_list"); err != nil || string(got) != c {
+				t.Fatalf("after writing %s: %s %v", c, got, err)
+			}
+		}
+		// A device's notification settings go with it.
+		typ := storage.LocalNotificationSettingsPrefix + d
+		if _, err := st.PutAccountData(ctx, u, "", typ, []byte(`{"is_silenced":true}`)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.AccountDataContent(ctx, u, "", typ); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.DeleteDevices(ctx, u, []string{d}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.AccountDataContent(ctx, u, "", typ); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("settings of a deleted device: %v", err)
+		}
+	})
+}

@@ -168,6 +168,7 @@ func (s *Store) updateUser(ctx context.Context, userID, query string, args ...an
 func (s *Store) DeactivateUser(ctx context.Context, userID string, erase bool) error {
 	defer s.userChanged(userID)
 	defer s.tokensRevoked(userID)
+	defer s.devicesDeleted(userID)
 	defer s.c.pushRules.Remove(userID)
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		q := `UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = $1`
