@@ -27,6 +27,10 @@ import (
 //   - visibility: history visibility and a user's membership at a state
 //     group. Groups never change, and the two values a group's events give
 //     (membership, history_visibility) survive redaction.
+//   - noRelations: events with nothing to bundle, as of their room's
+//     relations version (storage.RelationsVersion), which every stored
+//     relation moves before it becomes visible. Nothing else adds a
+//     relation: a redaction or a purge only removes some.
 //   - reads over a range of committed stream positions (which rooms have
 //     events, their state and membership changes, timeline gaps, a room's
 //     state at a position), fixed once committed. Every woken waiter asks
@@ -39,6 +43,10 @@ type syncShared struct {
 	// the user's entry after it commits (and the LRU's generation keeps
 	// a read that raced the write out).
 	presence *cache.LRU[string, storage.Presence]
+	// noRelations are events found to have none of the relations their
+	// bundled aggregations report (edits, references, thread replies),
+	// with their room's relations version at the time (relationMark).
+	noRelations *cache.LRU[string, relationMark]
 
 	roomsChanged  *sharedReads[[2]int64, map[string]bool]
 	stateChanges  *sharedReads[roomsRangeKey, map[string][]storage.StateChange]
@@ -61,6 +69,7 @@ const (
 	eventBytesCacheBase = 2_000
 	visibilityCacheBase = 20_000
 	presenceCacheBase   = 10_000
+	noRelationsBase     = 20_000
 	// Shared range reads kept: a wake-up's waiters ask for the same few.
 	sharedReadsKept = 64
 	// A room's state at a position is a map of all its state: fewer.
@@ -92,6 +101,8 @@ func newSyncShared(r *cache.Registry) *syncShared {
 			"(state group, user) → history visibility and membership (immutable)", visibilityCacheBase),
 		presence: cache.NewLRU[string, storage.Presence](r, "sync_presence",
 			"user → stored presence, read by every /sync's set_presence", presenceCacheBase),
+		noRelations: cache.NewLRU[string, relationMark](r, "sync_no_relations",
+			"event → has no edit, reference or thread reply, as of its room's relations version", noRelationsBase),
 		roomsChanged:  newSharedReads[[2]int64, map[string]bool](sharedReadsKept),
 		stateChanges:  newSharedReads[roomsRangeKey, map[string][]storage.StateChange](sharedReadsKept),
 		memberChanges: newSharedReads[roomsRangeKey, []storage.MembershipChange](sharedReadsKept),

@@ -200,6 +200,8 @@ func (s *Store) PurgeRoom(ctx context.Context, roomID string) error {
 		}
 		return nil
 	})
+	// The room's members are not known any more: every user's rooms go.
+	s.c.roomsOfUser.Purge()
 	if err != nil {
 		return err
 	}

@@ -216,6 +216,12 @@ func (c *committer) commit(batch []*Pending) {
 			// Before the positions become visible: a reader that sees
 			// them must not find the old current state in the cache.
 			s.c.currentState.Remove(p.roomID)
+			s.membersChanged(p.head.Changes)
+		}
+		if p.err == nil {
+			// Likewise, a reader that sees a relation's position finds
+			// its room's relations version moved.
+			s.relationsStored(p.evs)
 		}
 	}
 	for i, p := range batch {

@@ -226,7 +226,20 @@ type RoomMembership struct {
 // RoomsOfUser lists the rooms where the user's current membership is one of
 // memberships (all when none given): from the current state of the rooms
 // this server is in, and the user's memberships in rooms it is not in.
+//
+// The list of all of them is cached (every /sync reads it, twice for a
+// long poll that is woken): the caller must not modify what it returns.
 func (s *Store) RoomsOfUser(ctx context.Context, userID string, memberships ...string) ([]RoomMembership, error) {
+	if len(memberships) == 0 {
+		return s.c.roomsOfUser.GetOrLoad(userID, func() ([]RoomMembership, error) { return s.roomsOfUser(ctx, userID) })
+	}
+	return s.roomsOfUser(ctx, userID, memberships...)
+}
+
+// roomsOfUser is RoomsOfUser read from the database. With memberships the
+// filter applies to each row before a room's newer row is picked, so it is
+// not the cached list filtered.
+func (s *Store) roomsOfUser(ctx context.Context, userID string, memberships ...string) ([]RoomMembership, error) {
 	q := `SELECT room_id, COALESCE(membership, '') AS membership, event_id, stream_ordering, NULL AS stripped_state FROM current_state
 		WHERE type = 'm.room.member' AND state_key = $1
 		UNION ALL SELECT room_id, membership, event_id, stream_ordering, stripped_state FROM out_of_room_memberships

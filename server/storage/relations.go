@@ -3,6 +3,8 @@ package storage
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
+	"sync/atomic"
 )
 
 // Relations (spec: "Forming relationships between events"). The events
@@ -11,6 +13,38 @@ import (
 // the content, so every query here skips redacted events, as Synapse does.
 
 const liveRelation = liveEvent + ` AND redacted_by IS NULL`
+
+// relationVersions count, per room (hashed into a fixed number of
+// buckets: rooms sharing one only bump each other), the relations stored
+// in it that bundled aggregations report (RelationsVersion).
+type relationVersions struct {
+	seed maphash.Seed
+	n    [1024]atomic.Uint64
+}
+
+// RelationsVersion changes whenever an event that may add to another
+// event's bundled aggregations (an edit, a reference, a thread reply:
+// every relation but an annotation) is stored in roomID. It moves after
+// the event's transaction committed and before its stream position
+// becomes visible, so a reader that read version v before a relation
+// read, and reads v again later, knows no such event was stored in the
+// room in between. A relation only ever stops counting otherwise (by a
+// redaction, or a purge), so "no relations" seen at v still holds at v.
+func (s *Store) RelationsVersion(roomID string) uint64 {
+	return s.relVersions.n[maphash.String(s.relVersions.seed, roomID)%uint64(len(s.relVersions.n))].Load()
+}
+
+// relationsStored moves the relation versions of the rooms of evs that
+// hold a relation (see RelationsVersion). Events become relations only
+// through PersistEvents: outliers are never live relations, and one turned
+// into a timeline event is persisted again.
+func (s *Store) relationsStored(evs []*NewEvent) {
+	for _, ne := range evs {
+		if ne.RelatesTo != "" && ne.RelType != "m.annotation" {
+			s.relVersions.n[maphash.String(s.relVersions.seed, ne.RoomID)%uint64(len(s.relVersions.n))].Add(1)
+		}
+	}
+}
 
 // RelationQuery selects the events relating to one parent.
 type RelationQuery struct {
