@@ -1040,7 +1040,7 @@ func (s *Server) syncTimelineWith(ctx context.Context, b *syncBatch, known *know
 	var kept []*storage.Event
 	cursor, scanned := upTo, 0
 	for len(kept) <= limit && cursor > after {
-		rows, err := b.roomEvents(ctx, s.store, roomID, after, cursor, batch)
+		rows, err := b.roomEvents(ctx, s, roomID, after, cursor, batch)
 		if err != nil {
 			return nil, false, false, err
 		}

@@ -33,7 +33,9 @@ import (
 //     relation: a redaction or a purge only removes some.
 //   - reads over a range of committed stream positions (which rooms have
 //     events, their state and membership changes, timeline gaps, a room's
-//     state at a position), fixed once committed. Every woken waiter asks
+//     state at a position), fixed once committed. A room's timeline over
+//     a range is fixed too, as long as no event of the room is redacted
+//     (storage.EventRowsVersion is part of its key). Every woken waiter asks
 //     for the same range; the first read serves the others (sharedReads).
 type syncShared struct {
 	eventBytes *cache.LRU[eventBytesKey, *eventBytes]
@@ -53,6 +55,7 @@ type syncShared struct {
 	memberChanges *sharedReads[roomsRangeKey, []storage.MembershipChange]
 	gaps          *sharedReads[roomsRangeKey, int64]
 	stateAt       *sharedReads[roomsRangeKey, storage.StateKeyMap]
+	timelines     *sharedReads[timelineKey, []*storage.Event]
 
 	// builds bounds the incremental answers being built at once. One
 	// event wakes every member's long poll together; past a few per core
@@ -74,6 +77,10 @@ const (
 	sharedReadsKept = 64
 	// A room's state at a position is a map of all its state: fewer.
 	sharedStatesKept = 8
+	// Timeline reads kept, and the largest read shared (a filter's limit
+	// of 100, plus one): at most ~32 × 101 events held.
+	sharedTimelinesKept = 32
+	sharedTimelineMax   = 101
 )
 
 type eventBytesKey struct {
@@ -108,6 +115,7 @@ func newSyncShared(r *cache.Registry) *syncShared {
 		memberChanges: newSharedReads[roomsRangeKey, []storage.MembershipChange](sharedReadsKept),
 		gaps:          newSharedReads[roomsRangeKey, int64](sharedReadsKept),
 		stateAt:       newSharedReads[roomsRangeKey, storage.StateKeyMap](sharedStatesKept),
+		timelines:     newSharedReads[timelineKey, []*storage.Event](sharedTimelinesKept),
 		builds:        make(chan struct{}, max(8, 4*runtime.GOMAXPROCS(0))),
 	}
 }
@@ -233,6 +241,35 @@ func (s *Server) lastTimelineGap(ctx context.Context, roomID string, after, upTo
 		return load()
 	}
 	return s.shared.gaps.get(ctx, newRoomsRangeKey([]string{roomID}, after, upTo), load)
+}
+
+// timelineKey keys a room's timeline read over a committed range.
+type timelineKey struct {
+	room        string
+	after, upTo int64
+	limit       int
+	rows        uint64 // storage.EventRowsVersion of the room, read before
+}
+
+// roomEventsShared is store.RoomEvents (newest first), shared by the
+// answers of a wake-up, which all read the new events of the same room.
+// Each caller gets its own copies of the events.
+func (s *Server) roomEventsShared(ctx context.Context, roomID string, after, upTo int64, limit int) ([]*storage.Event, error) {
+	load := func() ([]*storage.Event, error) { return s.store.RoomEvents(ctx, roomID, after, upTo, limit, true) }
+	if limit > sharedTimelineMax || !s.committed(ctx, upTo) {
+		return load()
+	}
+	k := timelineKey{room: roomID, after: after, upTo: upTo, limit: limit, rows: s.store.EventRowsVersion(roomID)}
+	evs, err := s.shared.timelines.get(ctx, k, load)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*storage.Event, len(evs))
+	for i, e := range evs {
+		c := *e
+		out[i] = &c
+	}
+	return out, nil
 }
 
 // stateAtShared is store.StateAt, shared: the caller must not modify the

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -353,19 +354,23 @@ func (s *Store) MaxStreamPos(context.Context) (int64, error) {
 // the redaction that caused it. The event leaves the search index.
 func (s *Store) RedactEvent(ctx context.Context, eventID, redactedBy string, redactedJSON []byte) error {
 	var unqueued int64
+	var roomID string
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var err error
 		if unqueued, err = s.unindexForSearch(ctx, tx, eventID); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3`, string(redactedJSON), redactedBy, eventID)
-		if err != nil {
+		err = tx.QueryRowContext(ctx, `UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3 RETURNING room_id`,
+			string(redactedJSON), redactedBy, eventID).Scan(&roomID)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("storage: redact %s: %w", eventID, err)
 		}
 		return nil
 	})
 	if err == nil {
 		s.sq.pending.Add(-unqueued)
+		// Reads of the room's events made before go (EventRowsVersion).
+		s.rowVersions.bump(roomID)
 	}
 	return err
 }

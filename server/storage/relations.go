@@ -14,13 +14,23 @@ import (
 
 const liveRelation = liveEvent + ` AND redacted_by IS NULL`
 
-// relationVersions count, per room (hashed into a fixed number of
-// buckets: rooms sharing one only bump each other), the relations stored
-// in it that bundled aggregations report (RelationsVersion).
-type relationVersions struct {
+// roomVersions count changes per room, hashed into a fixed number of
+// buckets (rooms sharing one only move each other's): a reader that reads
+// a room's version before a read and finds it unchanged later knows no
+// such change was made in between.
+type roomVersions struct {
 	seed maphash.Seed
 	n    [1024]atomic.Uint64
 }
+
+func newRoomVersions() *roomVersions { return &roomVersions{seed: maphash.MakeSeed()} }
+
+func (v *roomVersions) bucket(roomID string) *atomic.Uint64 {
+	return &v.n[maphash.String(v.seed, roomID)%uint64(len(v.n))]
+}
+
+func (v *roomVersions) get(roomID string) uint64 { return v.bucket(roomID).Load() }
+func (v *roomVersions) bump(roomID string)       { v.bucket(roomID).Add(1) }
 
 // RelationsVersion changes whenever an event that may add to another
 // event's bundled aggregations (an edit, a reference, a thread reply:
@@ -30,9 +40,7 @@ type relationVersions struct {
 // read, and reads v again later, knows no such event was stored in the
 // room in between. A relation only ever stops counting otherwise (by a
 // redaction, or a purge), so "no relations" seen at v still holds at v.
-func (s *Store) RelationsVersion(roomID string) uint64 {
-	return s.relVersions.n[maphash.String(s.relVersions.seed, roomID)%uint64(len(s.relVersions.n))].Load()
-}
+func (s *Store) RelationsVersion(roomID string) uint64 { return s.relVersions.get(roomID) }
 
 // relationsStored moves the relation versions of the rooms of evs that
 // hold a relation (see RelationsVersion). Events become relations only
@@ -41,10 +49,18 @@ func (s *Store) RelationsVersion(roomID string) uint64 {
 func (s *Store) relationsStored(evs []*NewEvent) {
 	for _, ne := range evs {
 		if ne.RelatesTo != "" && ne.RelType != "m.annotation" {
-			s.relVersions.n[maphash.String(s.relVersions.seed, ne.RoomID)%uint64(len(s.relVersions.n))].Add(1)
+			s.relVersions.bump(ne.RoomID)
 		}
 	}
 }
+
+// EventRowsVersion changes whenever a stored event of roomID changes in
+// place (a redaction) or goes (a purge), after the change committed. The
+// rows RoomEvents reads of a range of committed positions are the same as
+// long as it does not change: live events are never rejected, soft-failed
+// or turned into outliers later, and an outlier made a timeline event
+// takes a new position.
+func (s *Store) EventRowsVersion(roomID string) uint64 { return s.rowVersions.get(roomID) }
 
 // RelationQuery selects the events relating to one parent.
 type RelationQuery struct {

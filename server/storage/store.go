@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -46,8 +45,9 @@ type Store struct {
 	// aux makes aux stream positions visible once committed, in order
 	// (streams.go).
 	aux *auxStream
-	// relVersions tell which rooms stored relations (relations.go).
-	relVersions relationVersions
+	// relVersions tell which rooms stored relations, rowVersions which
+	// changed stored events in place (relations.go).
+	relVersions, rowVersions *roomVersions
 
 	cacheRegistry *cache.Registry
 	c             caches // caches.go
@@ -117,7 +117,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		s.read, s.write = &readDB{DB: read, stmts: &stmtCache{m: map[string]*sql.Stmt{}}}, write
 		s.wstmts = &writeStmts{m: map[string]*sql.Stmt{}, missing: map[string]bool{}}
 	}
-	s.relVersions.seed = maphash.MakeSeed()
+	s.relVersions, s.rowVersions = newRoomVersions(), newRoomVersions()
 	s.cacheRegistry = o.Caches
 	if s.cacheRegistry == nil {
 		s.cacheRegistry = cache.NewRegistry()

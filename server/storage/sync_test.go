@@ -330,3 +330,43 @@ func TestSyncDeviceCachesFollowWrites(t *testing.T) {
 		}
 	})
 }
+
+// TestRoomVersionsMove: a stored relation other than an annotation moves
+// its room's relations version (bundled aggregations remember events
+// without relations against it), and a redaction moves its room's event
+// rows version (shared timeline reads are keyed by it).
+func TestRoomVersionsMove(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		ctx := context.Background()
+		if err := st.CreateRoom(ctx, &storage.Room{RoomID: "!a:hs", RoomVersion: "11", Creator: "@a:hs"}); err != nil {
+			t.Fatal(err)
+		}
+		persist := func(id, relType, relatesTo string) {
+			t.Helper()
+			ne := &storage.NewEvent{Event: storage.Event{EventID: id, RoomID: "!a:hs", Type: "m.room.message", Sender: "@a:hs",
+				Depth: 2, JSON: []byte(`{}`), RelType: relType, RelatesTo: relatesTo}}
+			if err := st.PersistEvents(ctx, []*storage.NewEvent{ne}, &storage.HeadUpdate{Extremities: []string{id}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rel, rows := st.RelationsVersion("!a:hs"), st.EventRowsVersion("!a:hs")
+		persist("$m", "", "")
+		persist("$r", "m.annotation", "$m")
+		if st.RelationsVersion("!a:hs") != rel {
+			t.Fatal("a message or a reaction moved the relations version")
+		}
+		persist("$e", "m.replace", "$m")
+		if st.RelationsVersion("!a:hs") == rel {
+			t.Fatal("an edit did not move the relations version")
+		}
+		if st.EventRowsVersion("!a:hs") != rows {
+			t.Fatal("new events moved the event rows version")
+		}
+		if err := st.RedactEvent(ctx, "$m", "$x", []byte(`{"redacted":true}`)); err != nil {
+			t.Fatal(err)
+		}
+		if st.EventRowsVersion("!a:hs") == rows {
+			t.Fatal("a redaction did not move the event rows version")
+		}
+	})
+}
