@@ -184,3 +184,39 @@ func TestApplyRuntimeKeepsEnvironment(t *testing.T) {
 		t.Fatalf("unset: %d %d, want the environment's %d %d", l, g, envLimit, envGC)
 	}
 }
+
+// TestLRUMaxBytes: a cache bounded in bytes evicts the least recently used
+// entries while they hold more, keeps the newest however large, and
+// scales the bound with its factors as it does the capacity.
+func TestLRUMaxBytes(t *testing.T) {
+	r := NewRegistry()
+	c := NewLRU[int, string](r, "sized", "", 100).WithSize(func(_ int, v string) int64 { return int64(len(v)) }).
+		WithMaxBytes(3*entryOverhead + 300)
+	for i := range 3 {
+		c.Add(i, string(make([]byte, 100)))
+	}
+	c.Get(0) // 1 is now the least recently used
+	c.Add(3, string(make([]byte, 100)))
+	if _, ok := c.Get(1); ok || c.Len() != 3 {
+		t.Fatalf("over the bound: %d entries, 1 kept: %v", c.Len(), ok)
+	}
+	c.Add(4, string(make([]byte, 1000))) // larger than the bound: stays alone
+	if _, ok := c.Get(4); !ok || c.Len() != 1 {
+		t.Fatalf("one entry over the bound: %d entries, kept: %v", c.Len(), ok)
+	}
+	c.Add(5, "") // the large one goes: the newest fits
+	if _, ok := c.Get(4); ok {
+		t.Fatal("the large entry stayed beside a new one")
+	}
+	if err := r.SetFactor("sized", 2); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		c.Add(10+i, string(make([]byte, 100)))
+	}
+	for _, s := range r.Stats() {
+		if s.Name == "sized" && (s.MaxBytes != 2*(3*entryOverhead+300) || s.Size != 6 || s.Bytes > s.MaxBytes) {
+			t.Fatalf("at factor 2: %+v", s)
+		}
+	}
+}
