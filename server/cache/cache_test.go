@@ -2,7 +2,9 @@ package cache
 
 import (
 	"errors"
+	"runtime"
 	"testing"
+	"time"
 )
 
 func TestLRUEvictsLeastRecentlyUsed(t *testing.T) {
@@ -170,18 +172,64 @@ func TestLRUBytes(t *testing.T) {
 
 // TestApplyRuntimeKeepsEnvironment: a memory limit or GC target left at 0
 // in the config puts back what the environment (GOMEMLIMIT, GOGC) set at
-// start; a configured value wins.
+// start, or without GOMEMLIMIT the automatic limit; a configured value
+// wins.
 func TestApplyRuntimeKeepsEnvironment(t *testing.T) {
 	limit, gc := CurrentRuntime()
 	defer ApplyRuntime(limit, gc)
 	envLimit, envGC := EnvRuntime()
 	ApplyRuntime(123<<20, 40)
-	if l, g := CurrentRuntime(); l != 123<<20 || g != 40 {
-		t.Fatalf("configured: %d %d", l, g)
+	if l, g := CurrentRuntime(); l != 123<<20 || g != 40 || AutoLimit() {
+		t.Fatalf("configured: %d %d (automatic: %v)", l, g, AutoLimit())
 	}
 	ApplyRuntime(0, 0)
-	if l, g := CurrentRuntime(); l != envLimit || g != envGC {
-		t.Fatalf("unset: %d %d, want the environment's %d %d", l, g, envLimit, envGC)
+	l, g := CurrentRuntime()
+	if g != envGC {
+		t.Fatalf("unset: GC target %d, want the environment's %d", g, envGC)
+	}
+	switch {
+	case envMemoryLimitSet && (l != envLimit || AutoLimit()):
+		t.Fatalf("unset: limit %d, want GOMEMLIMIT's %d", l, envLimit)
+	case !envMemoryLimitSet && (l < DefaultMemoryLimit || !AutoLimit()):
+		t.Fatalf("unset without GOMEMLIMIT: limit %d, automatic %v; want at least %d, automatic", l, AutoLimit(), DefaultMemoryLimit)
+	}
+}
+
+// TestAutoLimit: the automatic limit is DefaultMemoryLimit while little is
+// live, and rises above what is live, by half, when more is: a server
+// that really holds more than the floor is never held at it.
+func TestAutoLimit(t *testing.T) {
+	if envMemoryLimitSet {
+		t.Skip("GOMEMLIMIT is set")
+	}
+	limit, gc := CurrentRuntime()
+	defer ApplyRuntime(limit, gc)
+	ApplyRuntime(0, 0)
+	runtime.GC()
+	if l, _ := CurrentRuntime(); l != DefaultMemoryLimit {
+		t.Fatalf("with little live: %d, want %d", l, DefaultMemoryLimit)
+	}
+	held := make([][]byte, 0, 160)
+	for range 160 { // 160 MiB live, past the floor
+		held = append(held, make([]byte, 1<<20))
+	}
+	runtime.GC()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l, _ := CurrentRuntime()
+		if l >= 160<<20*3/2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with 160 MiB live the limit stayed at %d MiB", l>>20)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	runtime.KeepAlive(held)
+	ApplyRuntime(200<<20, 0) // configured: the automatic limit lets go
+	time.Sleep(1100 * time.Millisecond)
+	if l, _ := CurrentRuntime(); l != 200<<20 || AutoLimit() {
+		t.Fatalf("configured after automatic: %d", l)
 	}
 }
 
