@@ -47,13 +47,6 @@ import (
 const (
 	// evalBatch bounds the events read and recorded at once.
 	evalBatch = 100
-	// maxBatchRows bounds the notifications one step holds and records.
-	// Every event makes a row per member it notifies, so 100 messages in
-	// a room of 200 made 20,000 rows, held with their statement's
-	// arguments at once (~10 MB). A step ends after the event that
-	// reaches the bound; the events it read but did not evaluate are the
-	// next step's (pending), so they are not read twice.
-	maxBatchRows = 5000
 	// persistEvery bounds how far the position may run ahead of what is
 	// stored when nothing notified anyone (re-evaluated after a crash).
 	persistEvery = 1000
@@ -85,12 +78,6 @@ type Evaluator struct {
 
 	users *cache.LRU[string, *userState]
 	rooms *cache.LRU[int64, *roomState]
-
-	// pending are events read after pendingAfter and not yet evaluated
-	// (maxBatchRows); pendingNext is where their read ended. Only Run's
-	// goroutine uses them.
-	pending                   []*storage.Event
-	pendingAfter, pendingNext int64
 }
 
 // userState is what evaluation needs of a user: their compiled rules
@@ -277,29 +264,18 @@ func (e *Evaluator) step(ctx context.Context, pos int64) (int64, []string, bool,
 	if err != nil || upTo <= pos {
 		return pos, nil, false, err
 	}
-	var evs []*storage.Event
-	var next int64
-	if len(e.pending) > 0 && e.pendingAfter == pos {
-		evs, next = e.pending, e.pendingNext
-	} else {
-		if evs, err = e.o.Store.PushEventsAfter(ctx, pos, upTo, evalBatch); err != nil {
-			return pos, nil, false, err
-		}
-		next = upTo
-		if len(evs) == evalBatch {
-			next = evs[len(evs)-1].StreamPos
-		}
+	evs, err := e.o.Store.PushEventsAfter(ctx, pos, upTo, evalBatch)
+	if err != nil {
+		return pos, nil, false, err
 	}
-	e.pending = nil
+	next := upTo
+	if len(evs) == evalBatch {
+		next = evs[len(evs)-1].StreamPos
+	}
 	b := &batch{heads: map[headKey]*storage.ThreadHead{}, loaded: map[[2]string]bool{}}
-	for i, ev := range evs {
+	for _, ev := range evs {
 		if err := e.evaluate(ctx, ev, b); err != nil {
 			return pos, nil, false, err
-		}
-		if len(b.rows) >= maxBatchRows && i < len(evs)-1 {
-			e.pending, e.pendingAfter, e.pendingNext = evs[i+1:], ev.StreamPos, next
-			next = ev.StreamPos
-			break
 		}
 	}
 	if len(b.rows) == 0 {
