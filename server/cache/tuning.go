@@ -83,7 +83,7 @@ func EnvRuntime() (memoryLimit int64, gcPercent int) {
 // collects; the limit only changes anything once that would pass it, as
 // when hundreds of clients are served at once, and then makes the runtime
 // collect sooner instead of taking more from the OS.
-const DefaultMemoryLimit = 96 << 20
+const DefaultMemoryLimit = 80 << 20
 
 // The automatic limit follows what a collection cannot free (autoLimit),
 // so that a server that really holds more never thrashes against it.
