@@ -31,6 +31,12 @@ const (
 	// is empty; per user: their global account data entries read by /sync.
 	deviceCacheBase      = 10_000
 	accountDataCacheBase = 10_000
+	// A room's state is a few entries or many thousands: the state caches
+	// are bounded in bytes too (cache.LRU.WithMaxBytes), so that a server
+	// in large rooms keeps fewer of them instead of its count's worth of
+	// the largest.
+	stateGroupCacheBytes   = 16 << 20
+	currentStateCacheBytes = 8 << 20
 )
 
 // caches are the Store's read-through caches. Every write that can change
@@ -123,9 +129,9 @@ func newCaches(r *cache.Registry) caches {
 					len(v.UserType)+len(v.DisplayName)+len(v.AvatarURL))
 			}),
 		stateGroups: cache.NewLRU[int64, StateKeyMap](r, "state_groups", "state group → room state (immutable; read by sync, visibility, room loads)",
-			stateGroupCacheBase).WithSize(func(_ int64, m StateKeyMap) int64 { return 8 + stateMapSize(m) }),
+			stateGroupCacheBase).WithSize(func(_ int64, m StateKeyMap) int64 { return 8 + stateMapSize(m) }).WithMaxBytes(stateGroupCacheBytes),
 		currentState: cache.NewLRU[string, StateKeyMap](r, "current_state", "room → current state (read by sync, state endpoints, visibility)",
-			currentStateCacheBase).WithSize(func(k string, m StateKeyMap) int64 { return str(k) + stateMapSize(m) }),
+			currentStateCacheBase).WithSize(func(k string, m StateKeyMap) int64 { return str(k) + stateMapSize(m) }).WithMaxBytes(currentStateCacheBytes),
 		pushRules: cache.NewLRU[string, *PushRules](r, "push_rules", "user → stored push rules (read for every member on every event)",
 			pushRulesCacheBase).WithSize(func(k string, p *PushRules) int64 { return str(k) + pushRulesSize(p) }),
 		membershipAt: cache.NewLRU[groupUser, string](r, "memberships_at", "(state group, user) → membership (immutable; every event served)",
