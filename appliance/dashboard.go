@@ -17,10 +17,10 @@ import (
 	"hearth/web"
 )
 
-// applyTuning sets the cache factors and, when configured, the Go memory
-// limit and GC target (caches.*, memory.*). Left at their defaults, the
-// runtime settings are not touched, so GOMEMLIMIT and GOGC in the
-// environment still work.
+// applyTuning sets the cache factors, the Go memory limit and the GC
+// target (caches.*, memory.*). Left at 0, GOMEMLIMIT and GOGC in the
+// environment still work, and without GOMEMLIMIT the automatic memory
+// limit is in force (cache.ApplyRuntime).
 func applyTuning(cfg *config.Config, st *storage.Store) error {
 	reg := st.Caches()
 	if err := reg.SetGlobalFactor(cfg.Caches.GlobalFactor); err != nil {
@@ -31,9 +31,7 @@ func applyTuning(cfg *config.Config, st *storage.Store) error {
 			return fmt.Errorf("caches.per_cache_factors.%s: %w", name, err)
 		}
 	}
-	if cfg.Memory.Limit != 0 || cfg.Memory.GCPercent != 0 {
-		cache.ApplyRuntime(int64(cfg.Memory.Limit), cfg.Memory.GCPercent)
-	}
+	cache.ApplyRuntime(int64(cfg.Memory.Limit), cfg.Memory.GCPercent)
 	return nil
 }
 

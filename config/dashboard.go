@@ -47,7 +47,8 @@ type Caches struct {
 
 // Memory tunes the Go runtime's garbage collector (a Hearth extension).
 type Memory struct {
-	// Limit is the soft memory limit ("800M", "1G"; 0: none), Go's GOMEMLIMIT.
+	// Limit is the soft memory limit ("800M", "1G"), Go's GOMEMLIMIT; 0:
+	// GOMEMLIMIT's, or without it the automatic one (cache.ApplyRuntime).
 	Limit Size `yaml:"limit"`
 	// GCPercent is the GC target, Go's GOGC (default 100; lower collects
 	// more often and holds less garbage).
@@ -103,7 +104,7 @@ func (c *Config) validateDashboard(bad func(key, format string, args ...any)) {
 	if c.Memory.Limit < 0 {
 		bad("memory.limit", "must not be negative")
 	} else if c.Memory.Limit != 0 && c.Memory.Limit < 64<<20 {
-		bad("memory.limit", "%d bytes is too small for a homeserver; use at least 64M, or 0 for no limit", c.Memory.Limit)
+		bad("memory.limit", "%d bytes is too small for a homeserver; use at least 64M, or 0 for the automatic limit", c.Memory.Limit)
 	}
 	if g := c.Memory.GCPercent; g != -1 && (g < 10 || g > 1000) {
 		bad("memory.gc_percent", "%d must be between 10 and 1000 (or -1: collect only at memory.limit)", g)

@@ -420,8 +420,9 @@ caches:
   per_cache_factors: {}
 
 # Go runtime memory tuning. limit is a soft memory limit (e.g. 400M on a
-# 1 GB machine; 0: none); gc_percent is the GC target (100 is Go's
-# default; lower holds less garbage at more CPU).
+# 1 GB machine; 0: GOMEMLIMIT if set, else automatic: 80M, or half as much
+# again as is live when that is more); gc_percent is the GC target (100 is
+# Go's default; lower holds less garbage at more CPU).
 memory:
   limit: 0
   gc_percent: 100

@@ -384,6 +384,17 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, rd histor
 			f.arrivedBy = st.Events
 		}
 	}
+	// The page is built in one of a few places (s.pages), so that many
+	// clients paging at once (a crowd filling the gaps of limited
+	// timelines) hold a few pages in memory, not one each. The place is
+	// let go while another server is asked for history, and before the
+	// answer is written, so neither a slow server nor a slow reader holds
+	// one.
+	release, err := s.pages.take(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { release() }()
 	pg, err := s.paginate(ctx, rd, roomID, from, to, limit, backwards, f)
 	if err != nil {
 		return err
@@ -397,8 +408,12 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, rd histor
 	// room's start.
 	backfilled := false
 	for round := 0; backwards && !pg.more && to == nil && len(pg.events) < limit && round < maxBackfillRounds; round++ {
+		release()
 		n, err := s.backfill(ctx, roomID, limit-len(pg.events))
 		if err != nil {
+			return err
+		}
+		if release, err = s.pages.take(ctx); err != nil {
 			return err
 		}
 		if n == 0 {
@@ -437,6 +452,7 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, rd histor
 			resp["state"] = state
 		}
 	}
+	release()
 	return writeJSON(w, http.StatusOK, resp)
 }
 

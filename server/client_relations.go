@@ -36,6 +36,7 @@ func (f *eventFormatter) bundledAggregations(ctx context.Context, evs []*storage
 	byID := map[string]*storage.Event{}
 	var ids []string
 	roots := map[string][]string{} // room → candidate thread roots
+	isRoot := map[string]bool{}
 	for _, e := range evs {
 		relType := e.RelType
 		if e.RedactedBy != "" {
@@ -51,12 +52,20 @@ func (f *eventFormatter) bundledAggregations(ctx context.Context, evs []*storage
 		ids = append(ids, e.EventID)
 		if relType != relThread { // a thread event cannot root a thread
 			roots[e.RoomID] = append(roots[e.RoomID], e.EventID)
+			isRoot[e.EventID] = true
 		}
+	}
+	// Events known to have nothing to bundle are not asked about again
+	// (syncShared.noRelations).
+	var versions map[string]uint64
+	if f.shared != nil {
+		ids, roots, versions = f.withoutKnownUnrelated(byID, ids, isRoot)
 	}
 	if len(ids) == 0 {
 		return nil, nil
 	}
 	out := map[string]map[string]any{}
+	related := map[string]bool{} // asked events with something to bundle
 	put := func(id, key string, v any) {
 		if out[id] == nil {
 			out[id] = map[string]any{}
@@ -75,6 +84,7 @@ func (f *eventFormatter) bundledAggregations(ctx context.Context, evs []*storage
 		if orig == nil || rel.RoomID != orig.RoomID {
 			continue
 		}
+		related[orig.EventID] = true
 		switch rel.RelType {
 		case relReplace:
 			// A redacted original shows no edit (spec: "Redactions of the
@@ -140,6 +150,9 @@ func (f *eventFormatter) bundledAggregations(ctx context.Context, evs []*storage
 		if err != nil {
 			return nil, err
 		}
+		for id := range threaded {
+			related[id] = true
+		}
 		for roomID, list := range roots {
 			if !slices.ContainsFunc(list, func(id string) bool { return threaded[id] }) {
 				delete(roots, roomID)
@@ -153,6 +166,9 @@ func (f *eventFormatter) bundledAggregations(ctx context.Context, evs []*storage
 		}
 		if len(sums) == 0 {
 			continue
+		}
+		for root := range sums {
+			related[root] = true
 		}
 		latest := make([]*storage.Event, 0, len(sums))
 		rootIDs := make([]string, 0, len(sums))
@@ -193,6 +209,13 @@ func (f *eventFormatter) bundledAggregations(ctx context.Context, evs []*storage
 				"count":                     sum.Count,
 				"current_user_participated": sum.Participated || byID[root].Sender == viewer,
 			})
+		}
+	}
+	if versions != nil {
+		for _, id := range ids {
+			if !related[id] {
+				f.shared.noRelations.Add(id, relationMark{version: versions[byID[id].RoomID], asRoot: isRoot[id]})
+			}
 		}
 	}
 	return out, nil
@@ -447,4 +470,41 @@ func (s *Server) getThreads(w http.ResponseWriter, r *http.Request) error {
 		resp["next_batch"] = streamToken{Events: upTo}.String()
 	}
 	return writeJSON(w, http.StatusOK, resp)
+}
+
+// relationMark records that an event had nothing to bundle when its room's
+// relations version was version (storage.RelationsVersion). asRoot: it was
+// also asked about as a thread root (an event in a thread is not, until a
+// redaction strips its relation).
+type relationMark struct {
+	version uint64
+	asRoot  bool
+}
+
+// withoutKnownUnrelated drops from ids the events marked as having nothing
+// to bundle at their room's current relations version, and returns the
+// thread roots among the rest by room, and the versions, read before the
+// relation reads that follow: a relation stored after this read moves
+// them, so the marks made from those reads are stale as soon as it is
+// visible.
+func (f *eventFormatter) withoutKnownUnrelated(byID map[string]*storage.Event, ids []string, isRoot map[string]bool) ([]string, map[string][]string, map[string]uint64) {
+	versions := map[string]uint64{}
+	roots := map[string][]string{}
+	var ask []string
+	for _, id := range ids {
+		roomID := byID[id].RoomID
+		v, ok := versions[roomID]
+		if !ok {
+			v = f.store.RelationsVersion(roomID)
+			versions[roomID] = v
+		}
+		if m, ok := f.shared.noRelations.Get(id); ok && m.version == v && (m.asRoot || !isRoot[id]) {
+			continue
+		}
+		ask = append(ask, id)
+		if isRoot[id] {
+			roots[roomID] = append(roots[roomID], id)
+		}
+	}
+	return ask, roots, versions
 }

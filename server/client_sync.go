@@ -787,7 +787,13 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 		c.ignored = req.ignored
 		tf = &c
 	}
-	timeline, limited, partial, err := s.syncTimelineWith(ctx, rs.batch, req.me.UserID, roomID, after, upTo, req.filter.timelineLimit(), tf)
+	known := rs.batch.visibility()
+	if known == nil && rs.mem.Stripped == nil {
+		// RoomsOfUser read the membership from the current state, as
+		// filterVisible would (as an initial sync's batch does).
+		known = &knownVisibility{current: map[string]string{roomID: rs.mem.Membership}}
+	}
+	timeline, limited, partial, err := s.syncTimelineWith(ctx, rs.batch, known, req.me.UserID, roomID, after, upTo, req.filter.timelineLimit(), tf)
 	if err != nil {
 		return nil, err
 	}
@@ -1022,19 +1028,19 @@ func setsKey(e *storage.Event, k storage.StateKey) bool {
 // from the answer (partial: limited, or filtered out, or not visible).
 // History the user may not see ends the scan.
 func (s *Server) syncTimeline(ctx context.Context, userID, roomID string, after, upTo int64, limit int, f *roomEventFilter) (evs []*storage.Event, limited, partial bool, err error) {
-	return s.syncTimelineWith(ctx, nil, userID, roomID, after, upTo, limit, f)
+	return s.syncTimelineWith(ctx, nil, nil, userID, roomID, after, upTo, limit, f)
 }
 
 // syncTimelineWith is syncTimeline taking what it can from an initial
-// sync's batch (nil: none).
-func (s *Server) syncTimelineWith(ctx context.Context, b *syncBatch, userID, roomID string, after, upTo int64, limit int,
+// sync's batch and from known (nil: none).
+func (s *Server) syncTimelineWith(ctx context.Context, b *syncBatch, known *knownVisibility, userID, roomID string, after, upTo int64, limit int,
 	f *roomEventFilter) (evs []*storage.Event, limited, partial bool, err error) {
 	batch := min(limit+1, 500)
 	maxScan := 10*(limit+1) + 500
 	var kept []*storage.Event
 	cursor, scanned := upTo, 0
 	for len(kept) <= limit && cursor > after {
-		rows, err := b.roomEvents(ctx, s.store, roomID, after, cursor, batch)
+		rows, err := b.roomEvents(ctx, s, roomID, after, cursor, batch)
 		if err != nil {
 			return nil, false, false, err
 		}
@@ -1043,7 +1049,7 @@ func (s *Server) syncTimelineWith(ctx context.Context, b *syncBatch, userID, roo
 		}
 		cursor = rows[len(rows)-1].StreamPos - 1
 		scanned += len(rows)
-		visible, err := s.filterVisibleKnown(ctx, userID, b.visibility(), rows)
+		visible, err := s.filterVisibleKnown(ctx, userID, known, rows)
 		if err != nil {
 			return nil, false, false, err
 		}

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	jsonv2 "encoding/json/v2"
 	"errors"
 	"io"
 	"net/http"
@@ -58,16 +59,45 @@ func decodeJSON(r *http.Request, v any) error {
 	return nil
 }
 
-// writeJSON writes v with status. Errors writing are the client's problem.
+// writeJSON writes v with status. The JSON is encoded straight into the
+// response (the same bytes json.Marshal makes) instead of into one buffer
+// of the whole answer first: a /sync or /messages answer, or an initial
+// sync of hundreds of rooms, then never lives twice in memory, and many
+// answers written at once hold a few KiB each instead of their size. An
+// encoding error before anything was written is returned as before (the
+// caller answers 500); one after the status went out aborts the
+// response, so the client never takes a cut answer for a whole one.
+// Errors writing are the client's problem.
 func writeJSON(w http.ResponseWriter, status int, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
+	jw := &jsonResponse{w: w, status: status}
+	err := jsonv2.MarshalWrite(jw, v, json.DefaultOptionsV1())
+	if err == nil || jw.failed {
+		return nil
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(b)
-	return nil
+	if jw.started {
+		panic(http.ErrAbortHandler)
+	}
+	return err
+}
+
+// jsonResponse sends the header with the first bytes of the body.
+type jsonResponse struct {
+	w               http.ResponseWriter
+	status          int
+	started, failed bool
+}
+
+func (j *jsonResponse) Write(p []byte) (int, error) {
+	if !j.started {
+		j.started = true
+		j.w.Header().Set("Content-Type", "application/json")
+		j.w.WriteHeader(j.status)
+	}
+	n, err := j.w.Write(p)
+	if err != nil {
+		j.failed = true
+	}
+	return n, err
 }
 
 // pathParam returns a path parameter unescaped. chi matches on the raw

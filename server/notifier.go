@@ -132,7 +132,8 @@ func (n *notifier) wakeSet(set map[*waiter]struct{}) {
 // timeline's observer): its room's, and those of every user whose
 // membership it changed, its own target's for a membership event and
 // those a state reset moved (an invite reaches someone who is not in the
-// room yet; a reset may take a user out of it).
+// room yet; a reset may take a user out of it). It reads no more of the
+// event than pushGate keeps of it (heldWake).
 func (n *notifier) EventPersisted(p *timeline.Persisted) {
 	e := p.Event
 	n.mu.Lock()

@@ -74,8 +74,18 @@ func (g *pushGate) EventPersisted(p *timeline.Persisted) {
 		g.next.EventPersisted(p)
 		return
 	}
-	g.held = append(g.held, p)
+	g.held = append(g.held, heldWake(p))
 	g.mu.Unlock()
+}
+
+// heldWake is what the notifier (the gate's next) reads of a persisted
+// event: its room, type, state key and position, and the state it changed.
+// The gate holds that alone, not the event's JSON and parsed PDU: while
+// the evaluator lags behind a crowd, hundreds of events wait here.
+func heldWake(p *timeline.Persisted) *timeline.Persisted {
+	e := p.Event
+	return &timeline.Persisted{Event: &storage.Event{EventID: e.EventID, RoomID: e.RoomID, Type: e.Type, StateKey: e.StateKey,
+		StreamPos: e.StreamPos}, Changes: p.Changes, Local: p.Local}
 }
 
 // release passes on the events the evaluator has finished (all of them

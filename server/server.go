@@ -7,6 +7,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -79,6 +80,8 @@ type Server struct {
 	// shared is what the /sync answers of one wake-up share
 	// (sync_shared.go).
 	shared *syncShared
+	// pages bounds the /messages pages built at once (client_history.go).
+	pages places
 	// sliding holds the sliding sync connections, roomFacts what list
 	// filters learn of rooms (client_slidingsync.go).
 	sliding   slidingConns
@@ -152,6 +155,7 @@ func New(d Deps) (*Server, http.Handler) {
 	s.touches = newTouchCache()
 	s.notifier = newNotifier()
 	s.shared = newSyncShared(d.Store.Caches())
+	s.pages = newPlaces(max(8, 4*runtime.GOMAXPROCS(0)))
 	fedHTTP := s.federationHTTP()
 	s.keys = d.Keys
 	if s.keys == nil {

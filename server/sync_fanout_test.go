@@ -229,3 +229,167 @@ func TestSyncQuietLongPollTimesOut(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncBundlesAfterNoRelations: answers remember which events had
+// nothing to bundle (syncShared.noRelations); an edit, a thread reply or a
+// reference stored after an answer found none shows up in the next one,
+// and so do a redaction of the edit and an edit after that.
+func TestSyncBundlesAfterNoRelations(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice, bob := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob")
+		room := sharedRoom(t, alice, bob)
+		const filter = `{"room":{"timeline":{"limit":50}}}`
+		since, _ := rawSync(t, b, bob.tok, "", filter)["next_batch"].(string)
+		sendContent := func(content map[string]any) id.EventID {
+			t.Helper()
+			r, err := alice.cli.SendMessageEvent(t.Context(), room, event.EventMessage, content)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r.EventID
+		}
+		// relations is the event's unsigned.m.relations in Bob's answer
+		// from since, asked twice: the second answer is made from what
+		// the first remembered.
+		relations := func(ev id.EventID) map[string]any {
+			t.Helper()
+			var got [2]map[string]any
+			for i := range got {
+				e := timelineIn(rawSync(t, b, bob.tok, since, filter), room).byID(ev)
+				if e == nil {
+					t.Fatalf("%s missing from Bob's timeline", ev)
+				}
+				u, _ := e["unsigned"].(map[string]any)
+				got[i], _ = u["m.relations"].(map[string]any)
+			}
+			if fmt.Sprint(withoutAges(got[0])) != fmt.Sprint(withoutAges(got[1])) {
+				t.Fatalf("%s: the same answer twice bundles %v, then %v", ev, got[0], got[1])
+			}
+			return got[0]
+		}
+		editBody := func(ev id.EventID) string {
+			t.Helper()
+			edit, _ := relations(ev)["m.replace"].(map[string]any)
+			return rawBody(edit)
+		}
+
+		x := sendContent(map[string]any{"msgtype": "m.text", "body": "x"})
+		if r := relations(x); r != nil {
+			t.Fatalf("a new event bundles %v", r)
+		}
+		edit := sendContent(relEdit(x, "x edited"))
+		if got := editBody(x); got != "* x edited" {
+			t.Fatalf("edit after an answer found none: %q, relations %v", got, relations(x))
+		}
+
+		y := sendContent(map[string]any{"msgtype": "m.text", "body": "y"})
+		if r := relations(y); r != nil {
+			t.Fatalf("a new event bundles %v", r)
+		}
+		sendContent(relThread(y, "in y's thread"))
+		thread, _ := relations(y)["m.thread"].(map[string]any)
+		if thread == nil || thread["count"] != float64(1) {
+			t.Fatalf("thread reply after an answer found none: %v", relations(y))
+		}
+
+		w := sendContent(map[string]any{"msgtype": "m.text", "body": "w"})
+		if r := relations(w); r != nil {
+			t.Fatalf("a new event bundles %v", r)
+		}
+		ref := sendContent(map[string]any{"msgtype": "m.text", "body": "see w",
+			"m.relates_to": map[string]any{"rel_type": "m.reference", "event_id": w}})
+		refs, _ := relations(w)["m.reference"].(map[string]any)
+		if chunk, _ := refs["chunk"].([]any); len(chunk) != 1 || chunk[0].(map[string]any)["event_id"] != string(ref) {
+			t.Fatalf("reference after an answer found none: %v", relations(w))
+		}
+
+		// The edit redacted: x has nothing to bundle again, until the
+		// next edit.
+		if _, err := alice.cli.RedactEvent(t.Context(), room, edit); err != nil {
+			t.Fatal(err)
+		}
+		if r := relations(x); r != nil {
+			t.Fatalf("after its edit was redacted x bundles %v", r)
+		}
+		sendContent(relEdit(x, "x again"))
+		if got := editBody(x); got != "* x again" {
+			t.Fatalf("edit after the redacted one: %q", got)
+		}
+	})
+}
+
+// withoutAges is v (decoded JSON) without its unsigned.age values, which
+// move between two answers.
+func withoutAges(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, x := range v {
+			if k != "age" {
+				out[k] = withoutAges(x)
+			}
+		}
+		return out
+	case []any:
+		out := make([]any, len(v))
+		for i, x := range v {
+			out[i] = withoutAges(x)
+		}
+		return out
+	}
+	return v
+}
+
+// TestSyncFollowsMembershipsOfCachedRooms: the rooms of a user are cached
+// (storage's rooms_of_user); each change of the user's membership shows
+// in the next /sync, and a long poll waiting on the cached rooms wakes for
+// an invite.
+func TestSyncFollowsMembershipsOfCachedRooms(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice, bob := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob")
+		first := doSync(t, bob, "", "", 0)
+		next := doSync(t, bob, first.NextBatch, "", 0) // from the cache
+		created, err := alice.cli.CreateRoom(t.Context(), &mautrix.ReqCreateRoom{Preset: "private_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		room := created.RoomID
+		invited := make(chan *mautrix.RespSync, 1)
+		go func() {
+			r, err := bob.cli.FullSyncRequest(t.Context(), mautrix.ReqSync{Timeout: 10000, Since: next.NextBatch})
+			if err != nil {
+				t.Error(err)
+			}
+			invited <- r
+		}()
+		time.Sleep(200 * time.Millisecond) // the long poll waits
+		if _, err := alice.cli.InviteUser(t.Context(), room, &mautrix.ReqInviteUser{UserID: bob.id}); err != nil {
+			t.Fatal(err)
+		}
+		r := <-invited
+		if r == nil || r.Rooms.Invite[room] == nil {
+			t.Fatalf("the invite did not reach the long poll: %+v", r)
+		}
+		if _, err := bob.cli.JoinRoomByID(t.Context(), room); err != nil {
+			t.Fatal(err)
+		}
+		joined := doSync(t, bob, r.NextBatch, "", 0)
+		if joined.Rooms.Join[room] == nil || joined.Rooms.Invite[room] != nil {
+			t.Fatalf("after the join: join %v, invite %v", joined.Rooms.Join, joined.Rooms.Invite)
+		}
+		if _, err := bob.cli.LeaveRoom(t.Context(), room); err != nil {
+			t.Fatal(err)
+		}
+		left := doSync(t, bob, joined.NextBatch, "", 0)
+		if left.Rooms.Leave[room] == nil || left.Rooms.Join[room] != nil {
+			t.Fatalf("after the leave: leave %v, join %v", left.Rooms.Leave, left.Rooms.Join)
+		}
+		// A message after the leave is not Bob's to see.
+		send(t, alice, room, "after bob left")
+		if later := doSync(t, bob, left.NextBatch, "", 0); later.Rooms.Join[room] != nil || later.Rooms.Leave[room] != nil {
+			t.Fatalf("after the leave the room is still reported: %+v", later.Rooms)
+		}
+	})
+}

@@ -114,13 +114,13 @@ func (s *Server) prefetchInitial(ctx context.Context, req *syncRequest, mems []s
 }
 
 // roomEvents is store.RoomEvents(roomID, after, upTo, limit, backwards).
-func (b *syncBatch) roomEvents(ctx context.Context, st *storage.Store, roomID string, after, upTo int64, limit int) ([]*storage.Event, error) {
+func (b *syncBatch) roomEvents(ctx context.Context, s *Server, roomID string, after, upTo int64, limit int) ([]*storage.Event, error) {
 	if b != nil {
 		if r, ok := b.ranges[roomID]; ok && r.After == after && r.UpTo == upTo && limit == b.limit {
 			return b.timeline[roomID], nil
 		}
 	}
-	return st.RoomEvents(ctx, roomID, after, upTo, limit, true)
+	return s.roomEventsShared(ctx, roomID, after, upTo, limit)
 }
 
 // visibility is what the batch knows for filterVisibleKnown.

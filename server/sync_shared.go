@@ -27,9 +27,15 @@ import (
 //   - visibility: history visibility and a user's membership at a state
 //     group. Groups never change, and the two values a group's events give
 //     (membership, history_visibility) survive redaction.
+//   - noRelations: events with nothing to bundle, as of their room's
+//     relations version (storage.RelationsVersion), which every stored
+//     relation moves before it becomes visible. Nothing else adds a
+//     relation: a redaction or a purge only removes some.
 //   - reads over a range of committed stream positions (which rooms have
 //     events, their state and membership changes, timeline gaps, a room's
-//     state at a position), fixed once committed. Every woken waiter asks
+//     state at a position), fixed once committed. A room's timeline over
+//     a range is fixed too, as long as no event of the room is redacted
+//     (storage.EventRowsVersion is part of its key). Every woken waiter asks
 //     for the same range; the first read serves the others (sharedReads).
 type syncShared struct {
 	eventBytes *cache.LRU[eventBytesKey, *eventBytes]
@@ -39,12 +45,17 @@ type syncShared struct {
 	// the user's entry after it commits (and the LRU's generation keeps
 	// a read that raced the write out).
 	presence *cache.LRU[string, storage.Presence]
+	// noRelations are events found to have none of the relations their
+	// bundled aggregations report (edits, references, thread replies),
+	// with their room's relations version at the time (relationMark).
+	noRelations *cache.LRU[string, relationMark]
 
 	roomsChanged  *sharedReads[[2]int64, map[string]bool]
 	stateChanges  *sharedReads[roomsRangeKey, map[string][]storage.StateChange]
 	memberChanges *sharedReads[roomsRangeKey, []storage.MembershipChange]
 	gaps          *sharedReads[roomsRangeKey, int64]
 	stateAt       *sharedReads[roomsRangeKey, storage.StateKeyMap]
+	timelines     *sharedReads[timelineKey, []*storage.Event]
 
 	// builds bounds the incremental answers being built at once. One
 	// event wakes every member's long poll together; past a few per core
@@ -61,10 +72,15 @@ const (
 	eventBytesCacheBase = 2_000
 	visibilityCacheBase = 20_000
 	presenceCacheBase   = 10_000
+	noRelationsBase     = 20_000
 	// Shared range reads kept: a wake-up's waiters ask for the same few.
 	sharedReadsKept = 64
 	// A room's state at a position is a map of all its state: fewer.
 	sharedStatesKept = 8
+	// Timeline reads kept, and the largest read shared (a filter's limit
+	// of 100, plus one): at most ~32 × 101 events held.
+	sharedTimelinesKept = 32
+	sharedTimelineMax   = 101
 )
 
 type eventBytesKey struct {
@@ -92,11 +108,14 @@ func newSyncShared(r *cache.Registry) *syncShared {
 			"(state group, user) → history visibility and membership (immutable)", visibilityCacheBase),
 		presence: cache.NewLRU[string, storage.Presence](r, "sync_presence",
 			"user → stored presence, read by every /sync's set_presence", presenceCacheBase),
+		noRelations: cache.NewLRU[string, relationMark](r, "sync_no_relations",
+			"event → has no edit, reference or thread reply, as of its room's relations version", noRelationsBase),
 		roomsChanged:  newSharedReads[[2]int64, map[string]bool](sharedReadsKept),
 		stateChanges:  newSharedReads[roomsRangeKey, map[string][]storage.StateChange](sharedReadsKept),
 		memberChanges: newSharedReads[roomsRangeKey, []storage.MembershipChange](sharedReadsKept),
 		gaps:          newSharedReads[roomsRangeKey, int64](sharedReadsKept),
 		stateAt:       newSharedReads[roomsRangeKey, storage.StateKeyMap](sharedStatesKept),
+		timelines:     newSharedReads[timelineKey, []*storage.Event](sharedTimelinesKept),
 		builds:        make(chan struct{}, max(8, 4*runtime.GOMAXPROCS(0))),
 	}
 }
@@ -222,6 +241,35 @@ func (s *Server) lastTimelineGap(ctx context.Context, roomID string, after, upTo
 		return load()
 	}
 	return s.shared.gaps.get(ctx, newRoomsRangeKey([]string{roomID}, after, upTo), load)
+}
+
+// timelineKey keys a room's timeline read over a committed range.
+type timelineKey struct {
+	room        string
+	after, upTo int64
+	limit       int
+	rows        uint64 // storage.EventRowsVersion of the room, read before
+}
+
+// roomEventsShared is store.RoomEvents (newest first), shared by the
+// answers of a wake-up, which all read the new events of the same room.
+// Each caller gets its own copies of the events.
+func (s *Server) roomEventsShared(ctx context.Context, roomID string, after, upTo int64, limit int) ([]*storage.Event, error) {
+	load := func() ([]*storage.Event, error) { return s.store.RoomEvents(ctx, roomID, after, upTo, limit, true) }
+	if limit > sharedTimelineMax || !s.committed(ctx, upTo) {
+		return load()
+	}
+	k := timelineKey{room: roomID, after: after, upTo: upTo, limit: limit, rows: s.store.EventRowsVersion(roomID)}
+	evs, err := s.shared.timelines.get(ctx, k, load)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*storage.Event, len(evs))
+	for i, e := range evs {
+		c := *e
+		out[i] = &c
+	}
+	return out, nil
 }
 
 // stateAtShared is store.StateAt, shared: the caller must not modify the

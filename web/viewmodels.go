@@ -282,6 +282,8 @@ func newBufferRows(bufs []cache.Buffer) []templates.BufferRowVM {
 func runtimeStats(ms runtime.MemStats, limit, envLimit, configLimit int64) []templates.Stat {
 	source := "none set"
 	switch {
+	case cache.AutoLimit():
+		source = "automatic (at least 80 MiB; follows what is live)"
 	case limit > 0 && configLimit > 0 && limit == configLimit:
 		source = "from memory.limit"
 	case limit > 0 && envLimit > 0 && limit == envLimit:
@@ -290,7 +292,7 @@ func runtimeStats(ms runtime.MemStats, limit, envLimit, configLimit int64) []tem
 		source = "set on this page"
 	}
 	return []templates.Stat{
-		{Label: "Memory limit source", Value: source, Available: true, Note: "memory.limit wins over GOMEMLIMIT; 0 leaves GOMEMLIMIT in force"},
+		{Label: "Memory limit source", Value: source, Available: true, Note: "memory.limit wins over GOMEMLIMIT; 0 leaves GOMEMLIMIT, or without it the automatic limit, in force"},
 		{Label: "Go runtime total", Value: humanBytes(ms.Sys), Available: true, Note: "heap, stacks and runtime metadata obtained from the OS"},
 		{Label: "Goroutine stacks", Value: humanBytes(ms.StackSys), Available: true},
 		{Label: "Heap released to the OS", Value: humanBytes(ms.HeapReleased), Available: true},

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
+	"runtime"
 )
 
 // pprofEnv names the environment variable that turns on Go's profiler for
@@ -13,6 +15,19 @@ import (
 // which /debug/pprof/ is served. It is not a config key on purpose: the
 // profiler exposes memory contents and is never for production.
 const pprofEnv = "HEARTH_PPROF_LISTEN"
+
+// The heap profile can only be read through that profiler. Without it, the
+// runtime's sampling of allocations (one every 512 KiB by default) is pure
+// cost: a stack walk per sample, and the sampled call stacks kept for the
+// life of the process (~2 MB, runtime.MemStats.BuckHashSys, and the pages
+// of the function tables the walks touch). It is turned off before main
+// runs.
+var _ = func() int {
+	if os.Getenv(pprofEnv) == "" {
+		runtime.MemProfileRate = 0
+	}
+	return 0
+}()
 
 func servePprof(addr string, log *slog.Logger) error {
 	host, _, err := net.SplitHostPort(addr)

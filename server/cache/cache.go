@@ -33,6 +33,8 @@ type Stats struct {
 	Hits        uint64
 	Misses      uint64
 	Evictions   uint64
+	// MaxBytes is the bound on Bytes in force (0: none; see WithMaxBytes).
+	MaxBytes int64
 	// Bytes is the approximate memory the entries hold: keys, values and
 	// the cache's own bookkeeping, as estimated by the cache's sizer
 	// (WithSize) or, without one, by EstimateSize.
@@ -246,6 +248,10 @@ type LRU[K comparable, V any] struct {
 	evictions uint64
 	bytes     int64            // sum of the entries' sizes
 	sizer     func(K, V) int64 // nil: EstimateSize of key and value
+	// baseBytes bounds the entries' bytes at factor 1 (0: only their
+	// number is bounded); maxBytes is the bound in force, scaled as the
+	// capacity is.
+	baseBytes, maxBytes int64
 }
 
 type entry[K comparable, V any] struct {
@@ -266,6 +272,28 @@ func (c *LRU[K, V]) WithSize(size func(K, V) int64) *LRU[K, V] {
 	defer c.mu.Unlock()
 	c.sizer = size
 	return c
+}
+
+// WithMaxBytes bounds the bytes the entries hold (as the sizer estimates
+// them) at factor 1, besides their number: a cache whose entries vary
+// widely in size (a room's state: a few events, or thousands) would
+// otherwise be bounded only by its largest entries times its capacity. The
+// bound scales with the cache's factors, as the capacity does. Call it
+// before the cache is used.
+func (c *LRU[K, V]) WithMaxBytes(base int64) *LRU[K, V] {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.baseBytes = base
+	c.maxBytes = c.scaledBytes()
+	return c
+}
+
+// scaledBytes is baseBytes scaled as the capacity is from the base size.
+func (c *LRU[K, V]) scaledBytes() int64 {
+	if c.baseBytes == 0 || c.base == 0 {
+		return 0
+	}
+	return max(1, int64(float64(c.baseBytes)*float64(c.capacity)/float64(c.base)))
 }
 
 func (c *LRU[K, V]) sizeOf(k K, v V) int64 {
@@ -352,6 +380,7 @@ func (c *LRU[K, V]) addLocked(k K, v V) {
 		c.bytes += size - e.size
 		e.val, e.size = v, size
 		c.order.MoveToFront(el)
+		c.trimLocked()
 		return
 	}
 	c.items[k] = c.order.PushFront(&entry[K, V]{key: k, val: v, size: size})
@@ -359,8 +388,10 @@ func (c *LRU[K, V]) addLocked(k K, v V) {
 	c.trimLocked()
 }
 
+// trimLocked evicts the least recently used entries while there are too
+// many, or while they hold too many bytes (the newest entry always stays).
 func (c *LRU[K, V]) trimLocked() {
-	for len(c.items) > c.capacity {
+	for len(c.items) > c.capacity || (c.maxBytes > 0 && c.bytes > c.maxBytes && len(c.items) > 1) {
 		el := c.order.Back()
 		c.removeLocked(el)
 		c.evictions++
@@ -435,13 +466,14 @@ func (c *LRU[K, V]) stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return Stats{Name: c.name, Description: c.desc, Size: len(c.items), Capacity: c.capacity, BaseSize: c.base,
-		Factor: c.factor, Hits: c.hits, Misses: c.misses, Evictions: c.evictions, Bytes: c.bytes}
+		Factor: c.factor, Hits: c.hits, Misses: c.misses, Evictions: c.evictions, Bytes: c.bytes, MaxBytes: c.maxBytes}
 }
 
 func (c *LRU[K, V]) resize(n int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.capacity = n
+	c.maxBytes = c.scaledBytes()
 	c.trimLocked()
 }
 

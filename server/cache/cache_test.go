@@ -2,7 +2,9 @@ package cache
 
 import (
 	"errors"
+	"runtime"
 	"testing"
+	"time"
 )
 
 func TestLRUEvictsLeastRecentlyUsed(t *testing.T) {
@@ -170,17 +172,99 @@ func TestLRUBytes(t *testing.T) {
 
 // TestApplyRuntimeKeepsEnvironment: a memory limit or GC target left at 0
 // in the config puts back what the environment (GOMEMLIMIT, GOGC) set at
-// start; a configured value wins.
+// start, or without GOMEMLIMIT the automatic limit; a configured value
+// wins.
 func TestApplyRuntimeKeepsEnvironment(t *testing.T) {
 	limit, gc := CurrentRuntime()
 	defer ApplyRuntime(limit, gc)
 	envLimit, envGC := EnvRuntime()
 	ApplyRuntime(123<<20, 40)
-	if l, g := CurrentRuntime(); l != 123<<20 || g != 40 {
-		t.Fatalf("configured: %d %d", l, g)
+	if l, g := CurrentRuntime(); l != 123<<20 || g != 40 || AutoLimit() {
+		t.Fatalf("configured: %d %d (automatic: %v)", l, g, AutoLimit())
 	}
 	ApplyRuntime(0, 0)
-	if l, g := CurrentRuntime(); l != envLimit || g != envGC {
-		t.Fatalf("unset: %d %d, want the environment's %d %d", l, g, envLimit, envGC)
+	l, g := CurrentRuntime()
+	if g != envGC {
+		t.Fatalf("unset: GC target %d, want the environment's %d", g, envGC)
+	}
+	switch {
+	case envMemoryLimitSet && (l != envLimit || AutoLimit()):
+		t.Fatalf("unset: limit %d, want GOMEMLIMIT's %d", l, envLimit)
+	case !envMemoryLimitSet && (l < DefaultMemoryLimit || !AutoLimit()):
+		t.Fatalf("unset without GOMEMLIMIT: limit %d, automatic %v; want at least %d, automatic", l, AutoLimit(), DefaultMemoryLimit)
+	}
+}
+
+// TestAutoLimit: the automatic limit is DefaultMemoryLimit while little is
+// live, and rises above what is live, by half, when more is: a server
+// that really holds more than the floor is never held at it.
+func TestAutoLimit(t *testing.T) {
+	if envMemoryLimitSet {
+		t.Skip("GOMEMLIMIT is set")
+	}
+	limit, gc := CurrentRuntime()
+	defer ApplyRuntime(limit, gc)
+	ApplyRuntime(0, 0)
+	runtime.GC()
+	if l, _ := CurrentRuntime(); l != DefaultMemoryLimit {
+		t.Fatalf("with little live: %d, want %d", l, DefaultMemoryLimit)
+	}
+	held := make([][]byte, 0, 160)
+	for range 160 { // 160 MiB live, past the floor
+		held = append(held, make([]byte, 1<<20))
+	}
+	runtime.GC()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l, _ := CurrentRuntime()
+		if l >= 160<<20*3/2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with 160 MiB live the limit stayed at %d MiB", l>>20)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	runtime.KeepAlive(held)
+	ApplyRuntime(200<<20, 0) // configured: the automatic limit lets go
+	time.Sleep(1100 * time.Millisecond)
+	if l, _ := CurrentRuntime(); l != 200<<20 || AutoLimit() {
+		t.Fatalf("configured after automatic: %d", l)
+	}
+}
+
+// TestLRUMaxBytes: a cache bounded in bytes evicts the least recently used
+// entries while they hold more, keeps the newest however large, and
+// scales the bound with its factors as it does the capacity.
+func TestLRUMaxBytes(t *testing.T) {
+	r := NewRegistry()
+	c := NewLRU[int, string](r, "sized", "", 100).WithSize(func(_ int, v string) int64 { return int64(len(v)) }).
+		WithMaxBytes(3*entryOverhead + 300)
+	for i := range 3 {
+		c.Add(i, string(make([]byte, 100)))
+	}
+	c.Get(0) // 1 is now the least recently used
+	c.Add(3, string(make([]byte, 100)))
+	if _, ok := c.Get(1); ok || c.Len() != 3 {
+		t.Fatalf("over the bound: %d entries, 1 kept: %v", c.Len(), ok)
+	}
+	c.Add(4, string(make([]byte, 1000))) // larger than the bound: stays alone
+	if _, ok := c.Get(4); !ok || c.Len() != 1 {
+		t.Fatalf("one entry over the bound: %d entries, kept: %v", c.Len(), ok)
+	}
+	c.Add(5, "") // the large one goes: the newest fits
+	if _, ok := c.Get(4); ok {
+		t.Fatal("the large entry stayed beside a new one")
+	}
+	if err := r.SetFactor("sized", 2); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		c.Add(10+i, string(make([]byte, 100)))
+	}
+	for _, s := range r.Stats() {
+		if s.Name == "sized" && (s.MaxBytes != 2*(3*entryOverhead+300) || s.Size != 6 || s.Bytes > s.MaxBytes) {
+			t.Fatalf("at factor 2: %+v", s)
+		}
 	}
 }

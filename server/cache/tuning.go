@@ -2,8 +2,12 @@ package cache
 
 import (
 	"math"
+	"os"
 	"runtime/debug"
+	"runtime/metrics"
 	"slices"
+	"sync"
+	"time"
 )
 
 // Tuning is the memory side of the configuration: cache factors and the Go
@@ -13,7 +17,7 @@ type Tuning struct {
 	GlobalFactor    float64
 	PerCacheFactors map[string]float64
 	// MemoryLimit is the Go runtime's soft memory limit in bytes
-	// (debug.SetMemoryLimit); 0 means no limit.
+	// (debug.SetMemoryLimit); 0 means GOMEMLIMIT's, or the automatic one.
 	MemoryLimit int64
 	// GCPercent is the GC target (debug.SetGCPercent); 0 means the default 100.
 	GCPercent int
@@ -33,7 +37,7 @@ var presets = []Preset{
 		Tuning: Tuning{GlobalFactor: 0.25, MemoryLimit: 400 << 20, GCPercent: 50}},
 	{ID: "vps-2g", Name: "Small VPS 2 GB", Description: "Caches at half, default GC, 1 GiB soft limit.",
 		Tuning: Tuning{GlobalFactor: 0.5, MemoryLimit: 1 << 30, GCPercent: 100}},
-	{ID: "default", Name: "Default", Description: "Caches at their base size, default GC, no memory limit.",
+	{ID: "default", Name: "Default", Description: "Caches at their base size, default GC, automatic memory limit.",
 		Tuning: Tuning{GlobalFactor: 1, MemoryLimit: 0, GCPercent: 100}},
 }
 
@@ -52,8 +56,11 @@ func PresetByID(id string) (Preset, bool) {
 
 // envMemoryLimit and envGCPercent are the runtime's settings when the
 // process started: what the GOMEMLIMIT and GOGC environment variables set,
-// or the runtime's defaults (no limit, 100).
+// or the runtime's defaults (no limit, 100). envMemoryLimitSet says
+// GOMEMLIMIT was given at all ("off" included).
 var envMemoryLimit, envGCPercent = debug.SetMemoryLimit(-1), readGCPercent()
+
+var envMemoryLimitSet = os.Getenv("GOMEMLIMIT") != ""
 
 func readGCPercent() int {
 	p := debug.SetGCPercent(-1)
@@ -70,19 +77,94 @@ func EnvRuntime() (memoryLimit int64, gcPercent int) {
 	return envMemoryLimit, envGCPercent
 }
 
+// DefaultMemoryLimit is the floor of the automatic soft memory limit, in
+// force when neither memory.limit nor GOMEMLIMIT sets one. Go's default
+// pacing (GOGC=100) lets the heap grow to twice what is live before it
+// collects; the limit only changes anything once that would pass it, as
+// when hundreds of clients are served at once, and then makes the runtime
+// collect sooner instead of taking more from the OS.
+const DefaultMemoryLimit = 80 << 20
+
+// The automatic limit follows what a collection cannot free (autoLimit),
+// so that a server that really holds more never thrashes against it.
+var (
+	limitMu   sync.Mutex
+	autoOn    bool
+	autoStart sync.Once
+)
+
 // ApplyRuntime sets the Go memory limit and GC target process-wide. A
 // value set in the configuration wins over the environment; 0 means "not
-// set" and puts back what GOMEMLIMIT or GOGC set at start (or the
-// runtime's default: no limit, 100).
+// set" and puts back what GOMEMLIMIT or GOGC set at start. Without either
+// limit, the automatic one is in force (DefaultMemoryLimit); without
+// either GC target, the runtime's default, 100.
 func ApplyRuntime(memoryLimit int64, gcPercent int) {
-	if memoryLimit <= 0 {
+	limitMu.Lock()
+	defer limitMu.Unlock()
+	autoOn = false
+	switch {
+	case memoryLimit > 0:
+	case envMemoryLimitSet:
 		memoryLimit = envMemoryLimit
+	default:
+		autoOn = true
+		memoryLimit = autoLimit()
+		autoStart.Do(func() { go followAutoLimit() })
 	}
 	debug.SetMemoryLimit(memoryLimit)
 	if gcPercent == 0 {
 		gcPercent = envGCPercent
 	}
 	debug.SetGCPercent(gcPercent)
+}
+
+// AutoLimit reports whether the automatic memory limit is in force.
+func AutoLimit() bool {
+	limitMu.Lock()
+	defer limitMu.Unlock()
+	return autoOn
+}
+
+// autoSamples are the runtime's figures for what a collection cannot give
+// back: the heap live at the last collection, goroutine stacks, and the
+// runtime's own structures.
+var autoSamples = []metrics.Sample{
+	{Name: "/gc/heap/live:bytes"},
+	{Name: "/memory/classes/heap/stacks:bytes"},
+	{Name: "/memory/classes/os-stacks:bytes"},
+	{Name: "/memory/classes/metadata/mspan/inuse:bytes"},
+	{Name: "/memory/classes/metadata/mcache/inuse:bytes"},
+	{Name: "/memory/classes/metadata/other:bytes"},
+	{Name: "/memory/classes/profiling/buckets:bytes"},
+	{Name: "/memory/classes/other:bytes"},
+}
+
+// autoLimit is DefaultMemoryLimit, or half as much again as what a
+// collection cannot free when that is more: the heap may always grow by
+// half of it before a collection, as with GOGC=50, so the collector never
+// runs back to back however much the server really holds. Call it with
+// limitMu held.
+func autoLimit() int64 {
+	metrics.Read(autoSamples)
+	var base uint64
+	for _, s := range autoSamples {
+		if s.Value.Kind() == metrics.KindUint64 {
+			base += s.Value.Uint64()
+		}
+	}
+	return max(DefaultMemoryLimit, int64(base+base/2))
+}
+
+// followAutoLimit moves the automatic limit with what is live, every
+// second, while it is in force.
+func followAutoLimit() {
+	for range time.Tick(time.Second) {
+		limitMu.Lock()
+		if autoOn {
+			debug.SetMemoryLimit(autoLimit())
+		}
+		limitMu.Unlock()
+	}
 }
 
 // CurrentRuntime reads back the memory limit (0: none) and GC target.

@@ -291,7 +291,13 @@ func (rs *Rules) UsesDisplayName() bool { return rs.usesDisplayName }
 
 // Compile compiles a user's ruleset (as BuildRuleset renders it).
 func Compile(userID string, rs Ruleset) *Rules {
-	out := &Rules{UserID: userID}
+	n := 0
+	for _, kind := range Kinds {
+		n += len(rs[kind])
+	}
+	// Sized once: every user's rules are cached (push_users), so append's
+	// spare capacity would be kept for each of them.
+	out := &Rules{UserID: userID, rules: make([]rule, 0, n)}
 	for _, kind := range Kinds {
 		for _, r := range rs[kind] {
 			c := rule{kind: kind, id: r.RuleID, enabled: r.Enabled, actions: parseActions(r.Actions)}
@@ -307,6 +313,7 @@ func Compile(userID string, rs Ruleset) *Rules {
 			case "sender":
 				c.conds = []cond{{kind: condEventMatch, key: "sender", glob: compileGlob(r.RuleID, false)}}
 			default:
+				c.conds = make([]cond, 0, len(r.Conditions))
 				for _, raw := range r.Conditions {
 					cc := compileCond(raw)
 					c.conds = append(c.conds, cc)

@@ -115,8 +115,8 @@ func NewEvaluator(o Options) *Evaluator {
 	}
 	r := o.Store.Caches()
 	return &Evaluator{o: o, wake: make(chan struct{}, 1), advanced: make(chan struct{}),
-		users: cache.NewLRU[string, *userState](r, "push_users", "user → compiled push rules and ignored users", 10_000).WithSize(userStateSize),
-		rooms: cache.NewLRU[int64, *roomState](r, "push_rooms", "state group → joined local members, member count, power levels for push", 1_000).WithSize(roomStateSize)}
+		users: cache.NewLRU[string, *userState](r, "push_users", "user → compiled push rules and ignored users", 10_000).WithSize(userStateSize).WithMaxBytes(16 << 20),
+		rooms: cache.NewLRU[int64, *roomState](r, "push_rooms", "state group → joined local members, member count, power levels for push", 1_000).WithSize(roomStateSize).WithMaxBytes(8 << 20)}
 }
 
 // Wake tells the evaluator events were persisted. Cheap; it never blocks.

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 )
 
@@ -10,10 +11,12 @@ import (
 // (account data, receipts). Each change takes the next aux_stream id inside
 // its own transaction.
 
-// nextAuxID takes the next aux stream position inside tx. On PostgreSQL the
-// table lock makes aux writers commit in the order their ids were taken, so
-// a /sync reader that sees id N has seen every id below it (the same
-// guarantee eventStream gives the event stream). SQLite has one writer anyway.
+// nextAuxID takes the next aux stream position inside tx, a transaction of
+// Store.tx (or txNoSync), which makes it visible to readers once tx has
+// committed and every position below it has ended (auxStream). On
+// PostgreSQL the table lock also serialises aux writers, which
+// UpdateAccountData's read-modify-write relies on; SQLite has one writer
+// anyway.
 func (s *Store) nextAuxID(ctx context.Context, tx *sql.Tx, kind string) (int64, error) {
 	if s.d.Name == "postgres" {
 		if _, err := tx.ExecContext(ctx, `LOCK TABLE aux_stream IN SHARE ROW EXCLUSIVE MODE`); err != nil {
@@ -24,16 +27,14 @@ func (s *Store) nextAuxID(ctx context.Context, tx *sql.Tx, kind string) (int64, 
 	if err := tx.QueryRowContext(ctx, `INSERT INTO aux_stream (kind) VALUES ($1) RETURNING id`, kind).Scan(&id); err != nil {
 		return 0, fmt.Errorf("storage: next aux id: %w", err)
 	}
+	s.aux.take(tx, id)
 	return id, nil
 }
 
-// MaxAuxPos is the newest aux stream position.
-func (s *Store) MaxAuxPos(ctx context.Context) (int64, error) {
-	var n sql.NullInt64
-	if err := s.read.QueryRowContext(ctx, `SELECT MAX(id) FROM aux_stream`).Scan(&n); err != nil {
-		return 0, fmt.Errorf("storage: max aux position: %w", err)
-	}
-	return n.Int64, nil
+// MaxAuxPos is the newest aux stream position readers may use: every
+// change at or below it is committed (see auxStream).
+func (s *Store) MaxAuxPos(context.Context) (int64, error) {
+	return s.aux.current(), nil
 }
 
 // AccountData is one account data entry; RoomID is "" for global data.
@@ -44,8 +45,27 @@ type AccountData struct {
 	StreamID int64
 }
 
-// AccountDataContent returns one entry's content, or ErrNotFound.
+// AccountDataContent returns one entry's content, or ErrNotFound. Global
+// entries are cached (caches.accountData): the caller must not modify the
+// content.
 func (s *Store) AccountDataContent(ctx context.Context, userID, roomID, typ string) ([]byte, error) {
+	if roomID != "" {
+		return s.accountDataContent(ctx, userID, roomID, typ)
+	}
+	c, err := s.c.accountData.GetOrLoad(userType{userID, typ}, func() ([]byte, error) {
+		c, err := s.accountDataContent(ctx, userID, "", typ)
+		if errors.Is(err, ErrNotFound) {
+			return nil, nil
+		}
+		return c, err
+	})
+	if err == nil && c == nil {
+		return nil, ErrNotFound
+	}
+	return c, err
+}
+
+func (s *Store) accountDataContent(ctx context.Context, userID, roomID, typ string) ([]byte, error) {
 	var c string
 	err := s.read.QueryRowContext(ctx, `SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3`,
 		userID, roomID, typ).Scan(&c)
@@ -66,7 +86,11 @@ func (s *Store) PutAccountData(ctx context.Context, userID, roomID, typ string, 
 // two concurrent edits cannot lose one another.
 func (s *Store) UpdateAccountData(ctx context.Context, userID, roomID, typ string, fn func(old []byte) ([]byte, error)) (int64, error) {
 	var id int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	var committed func()
+	if roomID == "" {
+		committed = func() { s.c.accountData.Remove(userType{userID, typ}) }
+	}
+	err := s.txThen(ctx, func(tx *sql.Tx) error {
 		var err error
 		// Take the aux id (and, on PostgreSQL, its lock) before reading, so
 		// concurrent read-modify-writes are serialised.
@@ -92,7 +116,7 @@ func (s *Store) UpdateAccountData(ctx context.Context, userID, roomID, typ strin
 			return fmt.Errorf("storage: put account data: %w", err)
 		}
 		return nil
-	})
+	}, committed)
 	return id, err
 }
 

@@ -200,6 +200,10 @@ func (s *Store) PurgeRoom(ctx context.Context, roomID string) error {
 		}
 		return nil
 	})
+	// The room's members are not known any more: every user's rooms go,
+	// and so do reads of its events.
+	s.c.roomsOfUser.Purge()
+	s.rowVersions.bump(roomID)
 	if err != nil {
 		return err
 	}

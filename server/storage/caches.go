@@ -25,6 +25,18 @@ const (
 	// notifTotalsCacheBase: one entry per read receipt of a thread with
 	// unread notifications, of the users syncing.
 	notifTotalsCacheBase = 20_000
+	// Rooms of a user: one entry (~150 bytes a room) per user syncing.
+	roomsOfUserCacheBase = 10_000
+	// Per device syncing: its key counts and whether its to-device queue
+	// is empty; per user: their global account data entries read by /sync.
+	deviceCacheBase      = 10_000
+	accountDataCacheBase = 10_000
+	// A room's state is a few entries or many thousands: the state caches
+	// are bounded in bytes too (cache.LRU.WithMaxBytes), so that a server
+	// in large rooms keeps fewer of them instead of its count's worth of
+	// the largest.
+	stateGroupCacheBytes   = 16 << 20
+	currentStateCacheBytes = 8 << 20
 )
 
 // caches are the Store's read-through caches. Every write that can change
@@ -57,6 +69,27 @@ type caches struct {
 	// evaluated push position to the running totals there (cumAt): what a
 	// read receipt subtracts, read by every /sync with unread rooms.
 	notifTotals *cache.LRU[totalsKey, [2]int64]
+	// roomsOfUser maps a user to their memberships (RoomsOfUser), read by
+	// every /sync. A membership changes in current_state (applyChanges:
+	// the committer and SetRoomHead drop the users whose member key
+	// changed, after committing and before the change becomes visible),
+	// in out_of_room_memberships (whose writers drop the user), or with a
+	// purged room (which empties the cache).
+	roomsOfUser *cache.LRU[string, []RoomMembership]
+	// deviceKeys maps a device to its one-time key counts and unused
+	// fallback key types, sent with every /sync. UploadKeys and
+	// ClaimOneTimeKey drop the device after their transaction; deleting
+	// devices (DeleteDevices, DeactivateUser) drops the user's.
+	deviceKeys *cache.LRU[userDevice, deviceKeyCounts]
+	// toDeviceEmpty holds the devices whose to-device queue was found
+	// empty, which spares every /sync its acknowledgement read.
+	// SendToDevice drops the recipients after its transaction.
+	toDeviceEmpty *cache.LRU[userDevice, bool]
+	// accountData maps (user, type) to a global account data entry's
+	// content (nil: none), as AccountDataContent reads it (every /sync
+	// reads m.ignored_user_list). UpdateAccountData drops the entry after
+	// its transaction; deleting devices and deactivation drop the user's.
+	accountData *cache.LRU[userType, []byte]
 }
 
 // totalsKey names the running notification totals of a user's thread at
@@ -64,6 +97,18 @@ type caches struct {
 type totalsKey struct {
 	user, room, thread string
 	pos                int64
+}
+
+// userDevice keys the per-device caches.
+type userDevice struct{ user, device string }
+
+// userType keys accountData.
+type userType struct{ user, typ string }
+
+// deviceKeyCounts is what deviceKeys holds of a device.
+type deviceKeyCounts struct {
+	otk      map[string]int
+	fallback []string
 }
 
 // groupUser keys membershipAt.
@@ -84,15 +129,29 @@ func newCaches(r *cache.Registry) caches {
 					len(v.UserType)+len(v.DisplayName)+len(v.AvatarURL))
 			}),
 		stateGroups: cache.NewLRU[int64, StateKeyMap](r, "state_groups", "state group → room state (immutable; read by sync, visibility, room loads)",
-			stateGroupCacheBase).WithSize(func(_ int64, m StateKeyMap) int64 { return 8 + stateMapSize(m) }),
+			stateGroupCacheBase).WithSize(func(_ int64, m StateKeyMap) int64 { return 8 + stateMapSize(m) }).WithMaxBytes(stateGroupCacheBytes),
 		currentState: cache.NewLRU[string, StateKeyMap](r, "current_state", "room → current state (read by sync, state endpoints, visibility)",
-			currentStateCacheBase).WithSize(func(k string, m StateKeyMap) int64 { return str(k) + stateMapSize(m) }),
+			currentStateCacheBase).WithSize(func(k string, m StateKeyMap) int64 { return str(k) + stateMapSize(m) }).WithMaxBytes(currentStateCacheBytes),
 		pushRules: cache.NewLRU[string, *PushRules](r, "push_rules", "user → stored push rules (read for every member on every event)",
 			pushRulesCacheBase).WithSize(func(k string, p *PushRules) int64 { return str(k) + pushRulesSize(p) }),
 		membershipAt: cache.NewLRU[groupUser, string](r, "memberships_at", "(state group, user) → membership (immutable; every event served)",
 			membershipAtCacheBase).WithSize(func(k groupUser, v string) int64 { return 8 + str(k.user) + str(v) }),
 		notifTotals: cache.NewLRU[totalsKey, [2]int64](r, "notification_totals", "(user, room, thread, receipt position) → running notification totals (final once evaluated)",
 			notifTotalsCacheBase).WithSize(func(k totalsKey, _ [2]int64) int64 { return str(k.user) + str(k.room) + str(k.thread) + 24 }),
+		deviceKeys: cache.NewLRU[userDevice, deviceKeyCounts](r, "device_key_counts", "device → one-time key counts and unused fallback keys (every /sync)",
+			deviceCacheBase),
+		toDeviceEmpty: cache.NewLRU[userDevice, bool](r, "to_device_empty", "device → its to-device queue is empty (every /sync acknowledges)",
+			deviceCacheBase),
+		accountData: cache.NewLRU[userType, []byte](r, "global_account_data", "(user, type) → global account data content (every /sync)",
+			accountDataCacheBase).WithSize(func(k userType, v []byte) int64 { return str(k.user) + str(k.typ) + int64(len(v)) }),
+		roomsOfUser: cache.NewLRU[string, []RoomMembership](r, "rooms_of_user", "user → memberships in every room (read by every /sync)",
+			roomsOfUserCacheBase).WithSize(func(k string, ms []RoomMembership) int64 {
+			n := str(k)
+			for _, m := range ms {
+				n += int64(unsafe.Sizeof(m)) + int64(len(m.RoomID)+len(m.Membership)+len(m.EventID)+len(m.Stripped)+len(m.RoomVersion))
+			}
+			return n
+		}),
 	}
 }
 
@@ -151,4 +210,23 @@ func (s *Store) tokensRevoked(userID string, deviceIDs ...string) {
 		}
 		return false
 	})
+}
+
+// membersChanged drops the cached rooms of the users whose membership
+// changes lists (RoomsOfUser).
+func (s *Store) membersChanged(changes []StateChange) {
+	for _, c := range changes {
+		if c.Key.Type == "m.room.member" {
+			s.c.roomsOfUser.Remove(c.Key.StateKey)
+		}
+	}
+}
+
+// devicesDeleted drops what the per-device caches hold of the user's
+// devices (all of them, for simplicity: deletions are rare), and the
+// user's account data (a device's notification settings go with it).
+func (s *Store) devicesDeleted(userID string) {
+	s.c.deviceKeys.RemoveFunc(func(k userDevice, _ deviceKeyCounts) bool { return k.user == userID })
+	s.c.toDeviceEmpty.RemoveFunc(func(k userDevice, _ bool) bool { return k.user == userID })
+	s.c.accountData.RemoveFunc(func(k userType, _ []byte) bool { return k.user == userID })
 }

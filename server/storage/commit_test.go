@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
+	"time"
+	"weak"
 
 	"hearth/server/storage"
 	"hearth/server/storage/storagetest"
@@ -118,5 +121,40 @@ func TestGroupCommit(t *testing.T) {
 				}
 			}
 		}
+	})
+}
+
+// TestEndedWritesLetGo: a write that ended no longer holds what it was
+// made of, nor the writes it was built on. The timeline keeps each room's
+// last write, and each is built on the one before: kept whole, a steady
+// stream of messages made a chain back through all of them.
+func TestEndedWritesLetGo(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		ctx := context.Background()
+		if err := st.CreateRoom(ctx, &storage.Room{RoomID: "!c:hs", RoomVersion: "11", Creator: "@a:hs"}); err != nil {
+			t.Fatal(err)
+		}
+		var first weak.Pointer[storage.NewEvent]
+		var last *storage.Pending
+		for i := range 50 {
+			id := fmt.Sprintf("$c%d", i)
+			ne := &storage.NewEvent{Event: storage.Event{EventID: id, RoomID: "!c:hs", Type: "m.room.message", Sender: "@a:hs",
+				Depth: int64(i + 2), JSON: []byte(`{}`)}}
+			if i == 0 {
+				first = weak.Make(ne)
+			}
+			last = st.QueueEvents(ctx, []*storage.NewEvent{ne}, &storage.HeadUpdate{Extremities: []string{id}}, last)
+		}
+		if err := last.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(5 * time.Second); first.Value() != nil; {
+			if time.Now().After(deadline) {
+				t.Fatal("the last write still holds the first write's events")
+			}
+			runtime.GC()
+			time.Sleep(10 * time.Millisecond)
+		}
+		runtime.KeepAlive(last)
 	})
 }

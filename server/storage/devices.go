@@ -117,6 +117,7 @@ func (s *Store) DeleteDevices(ctx context.Context, userID string, deviceIDs []st
 	}
 	in := inList(2, len(deviceIDs))
 	defer s.tokensRevoked(userID, deviceIDs...)
+	defer s.devicesDeleted(userID)
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		for _, table := range []string{"access_tokens", "refresh_tokens", "devices", "pushers", "oauth_grants"} {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE user_id = $1 AND device_id IN (`+in+`)`, args...); err != nil {

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -226,7 +227,20 @@ type RoomMembership struct {
 // RoomsOfUser lists the rooms where the user's current membership is one of
 // memberships (all when none given): from the current state of the rooms
 // this server is in, and the user's memberships in rooms it is not in.
+//
+// The list of all of them is cached (every /sync reads it, twice for a
+// long poll that is woken): the caller must not modify what it returns.
 func (s *Store) RoomsOfUser(ctx context.Context, userID string, memberships ...string) ([]RoomMembership, error) {
+	if len(memberships) == 0 {
+		return s.c.roomsOfUser.GetOrLoad(userID, func() ([]RoomMembership, error) { return s.roomsOfUser(ctx, userID) })
+	}
+	return s.roomsOfUser(ctx, userID, memberships...)
+}
+
+// roomsOfUser is RoomsOfUser read from the database. With memberships the
+// filter applies to each row before a room's newer row is picked, so it is
+// not the cached list filtered.
+func (s *Store) roomsOfUser(ctx context.Context, userID string, memberships ...string) ([]RoomMembership, error) {
 	q := `SELECT room_id, COALESCE(membership, '') AS membership, event_id, stream_ordering, NULL AS stripped_state FROM current_state
 		WHERE type = 'm.room.member' AND state_key = $1
 		UNION ALL SELECT room_id, membership, event_id, stream_ordering, stripped_state FROM out_of_room_memberships
@@ -340,19 +354,23 @@ func (s *Store) MaxStreamPos(context.Context) (int64, error) {
 // the redaction that caused it. The event leaves the search index.
 func (s *Store) RedactEvent(ctx context.Context, eventID, redactedBy string, redactedJSON []byte) error {
 	var unqueued int64
+	var roomID string
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var err error
 		if unqueued, err = s.unindexForSearch(ctx, tx, eventID); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3`, string(redactedJSON), redactedBy, eventID)
-		if err != nil {
+		err = tx.QueryRowContext(ctx, `UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3 RETURNING room_id`,
+			string(redactedJSON), redactedBy, eventID).Scan(&roomID)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("storage: redact %s: %w", eventID, err)
 		}
 		return nil
 	})
 	if err == nil {
 		s.sq.pending.Add(-unqueued)
+		// Reads of the room's events made before go (EventRowsVersion).
+		s.rowVersions.bump(roomID)
 	}
 	return err
 }

@@ -312,6 +312,9 @@ func (s *Store) SetOutOfRoomMembership(ctx context.Context, userID, roomID, room
 		}
 		return nil
 	})
+	if err == nil {
+		s.c.roomsOfUser.Remove(userID)
+	}
 	s.events.finish(pos)
 	if err != nil {
 		return err
@@ -336,8 +339,10 @@ func (s *Store) OutOfRoomMembership(ctx context.Context, userID, roomID string) 
 // DeleteOutOfRoomMembership forgets a local user's out-of-room membership
 // (the user joined the room: current_state has it now).
 func (s *Store) DeleteOutOfRoomMembership(ctx context.Context, userID, roomID string) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `DELETE FROM out_of_room_memberships WHERE user_id = $1 AND room_id = $2`, userID, roomID)
 		return err
 	})
+	s.c.roomsOfUser.Remove(userID)
+	return err
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 )
 
@@ -112,6 +113,7 @@ var ErrKeyConflict = fmt.Errorf("storage: one-time key already exists with diffe
 // UploadKeys stores a device's keys and reports whether its device keys
 // changed.
 func (s *Store) UploadKeys(ctx context.Context, userID, deviceID string, u *KeyUpload) (changed bool, err error) {
+	defer s.c.deviceKeys.Remove(userDevice{userID, deviceID})
 	err = s.tx(ctx, func(tx *sql.Tx) error {
 		changed = false
 		if u.DeviceKeys != nil {
@@ -175,6 +177,29 @@ func (s *Store) UploadKeys(ctx context.Context, userID, deviceID string, u *KeyU
 
 // OneTimeKeyCounts counts a device's unclaimed one-time keys per algorithm.
 func (s *Store) OneTimeKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, error) {
+	c, err := s.deviceKeyCounts(ctx, userID, deviceID)
+	return maps.Clone(c.otk), err
+}
+
+// UnusedFallbackKeyTypes lists the algorithms of a device's unused fallback keys.
+func (s *Store) UnusedFallbackKeyTypes(ctx context.Context, userID, deviceID string) ([]string, error) {
+	c, err := s.deviceKeyCounts(ctx, userID, deviceID)
+	return slices.Clone(c.fallback), err
+}
+
+// deviceKeyCounts reads both, through the deviceKeys cache.
+func (s *Store) deviceKeyCounts(ctx context.Context, userID, deviceID string) (deviceKeyCounts, error) {
+	return s.c.deviceKeys.GetOrLoad(userDevice{userID, deviceID}, func() (deviceKeyCounts, error) {
+		otk, err := s.oneTimeKeyCounts(ctx, userID, deviceID)
+		if err != nil {
+			return deviceKeyCounts{}, err
+		}
+		fb, err := s.unusedFallbackKeyTypes(ctx, userID, deviceID)
+		return deviceKeyCounts{otk: otk, fallback: fb}, err
+	})
+}
+
+func (s *Store) oneTimeKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT algorithm, COUNT(*) FROM one_time_keys WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm`, userID, deviceID)
 	if err != nil {
 		return nil, fmt.Errorf("storage: one-time key counts: %w", err)
@@ -192,8 +217,7 @@ func (s *Store) OneTimeKeyCounts(ctx context.Context, userID, deviceID string) (
 	return out, rows.Err()
 }
 
-// UnusedFallbackKeyTypes lists the algorithms of a device's unused fallback keys.
-func (s *Store) UnusedFallbackKeyTypes(ctx context.Context, userID, deviceID string) ([]string, error) {
+func (s *Store) unusedFallbackKeyTypes(ctx context.Context, userID, deviceID string) ([]string, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT algorithm FROM fallback_keys WHERE user_id = $1 AND device_id = $2 AND used = 0 ORDER BY algorithm`, userID, deviceID)
 	if err != nil {
 		return nil, fmt.Errorf("storage: fallback key types: %w", err)
@@ -236,6 +260,7 @@ func (s *Store) DeviceKeys(ctx context.Context, userID string) (map[string][]byt
 // used. It returns ErrNotFound when the device has neither.
 func (s *Store) ClaimOneTimeKey(ctx context.Context, userID, deviceID, algorithm string) (*OneTimeKey, error) {
 	var out *OneTimeKey
+	defer s.c.deviceKeys.Remove(userDevice{userID, deviceID})
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		out = nil
 		// Keys of a device that no longer exists (an account deactivated

@@ -130,6 +130,7 @@ func (s *Store) SetRoomHead(ctx context.Context, roomID string, head *HeadUpdate
 	})
 	if err == nil {
 		s.c.currentState.Remove(roomID)
+		s.membersChanged(head.Changes)
 	}
 	s.events.finish(pos)
 	if err != nil {

@@ -216,9 +216,7 @@ func (rp ReadPositions) Room(roomID string) int64 {
 
 // ReadPositionsOf reads the user's read receipts in every room.
 func (s *Store) ReadPositionsOf(ctx context.Context, userID string) (ReadPositions, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT r.room_id, r.thread_id, MAX(e.stream_ordering) FROM receipts r
-		JOIN events e ON e.event_id = r.event_id
-		WHERE r.user_id = $1 AND r.type IN ('m.read', 'm.read.private') GROUP BY r.room_id, r.thread_id`, userID)
+	rows, err := s.read.QueryContext(ctx, `SELECT r.room_id, r.thread_id, MAX(e.stream_ordering)`+readPositionsFrom, userID)
 	if err != nil {
 		return nil, fmt.Errorf("storage: read positions: %w", err)
 	}
@@ -230,41 +228,60 @@ func (s *Store) ReadPositionsOf(ctx context.Context, userID string) (ReadPositio
 		if err := rows.Scan(&room, &thread, &pos); err != nil {
 			return nil, fmt.Errorf("storage: scan read position: %w", err)
 		}
-		if out[room] == nil {
-			out[room] = map[string]int64{}
-		}
-		out[room][thread] = pos
+		out.set(room, thread, pos)
 	}
 	return out, rows.Err()
+}
+
+// readPositionsFrom is the rest of ReadPositionsOf's query after its
+// columns (room, thread, position); $1 is the user.
+const readPositionsFrom = ` FROM receipts r
+		JOIN events e ON e.event_id = r.event_id
+		WHERE r.user_id = $1 AND r.type IN ('m.read', 'm.read.private') GROUP BY r.room_id, r.thread_id`
+
+func (rp ReadPositions) set(room, thread string, pos int64) {
+	if rp[room] == nil {
+		rp[room] = map[string]int64{}
+	}
+	rp[room][thread] = pos
 }
 
 // UnreadCounts returns the user's unread notifications among those at or
 // before stream position upTo, per room and thread, for the rooms in
 // rooms (every room when nil). Threads and rooms without any are left out.
 func (s *Store) UnreadCounts(ctx context.Context, userID string, rooms map[string]bool, upTo int64) (map[string]map[string]NotifCount, error) {
-	read, err := s.ReadPositionsOf(ctx, userID)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := s.read.QueryContext(ctx, `SELECT room_id, thread_id, stream_ordering, cum_notif, cum_highlight FROM push_thread_heads
+	// The read positions (ReadPositionsOf) and the thread heads in one
+	// statement: every /sync answer reads both.
+	rows, err := s.read.QueryContext(ctx, `SELECT 0, r.room_id, r.thread_id, MAX(e.stream_ordering), 0, 0`+readPositionsFrom+`
+		UNION ALL SELECT 1, room_id, thread_id, stream_ordering, cum_notif, cum_highlight FROM push_thread_heads
 		WHERE user_id = $1`, userID)
 	if err != nil {
-		return nil, fmt.Errorf("storage: thread heads of %s: %w", userID, err)
+		return nil, fmt.Errorf("storage: read positions and thread heads of %s: %w", userID, err)
 	}
-	var unread []ThreadHead
+	read := ReadPositions{}
+	var heads []ThreadHead
 	for rows.Next() {
+		var head int
 		h := ThreadHead{UserID: userID}
-		if err := rows.Scan(&h.RoomID, &h.ThreadID, &h.StreamPos, &h.CumNotif, &h.CumHighlight); err != nil {
+		if err := rows.Scan(&head, &h.RoomID, &h.ThreadID, &h.StreamPos, &h.CumNotif, &h.CumHighlight); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("storage: scan thread head: %w", err)
 		}
-		if (rooms == nil || rooms[h.RoomID]) && h.StreamPos > read.Of(h.RoomID, h.ThreadID) {
-			unread = append(unread, h)
+		if head == 0 {
+			read.set(h.RoomID, h.ThreadID, h.StreamPos)
+		} else if rooms == nil || rooms[h.RoomID] {
+			heads = append(heads, h)
 		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return nil, err
+	}
+	var unread []ThreadHead
+	for _, h := range heads {
+		if h.StreamPos > read.Of(h.RoomID, h.ThreadID) {
+			unread = append(unread, h)
+		}
 	}
 	out := map[string]map[string]NotifCount{}
 	for _, h := range unread {

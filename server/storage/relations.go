@@ -3,6 +3,8 @@ package storage
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
+	"sync/atomic"
 )
 
 // Relations (spec: "Forming relationships between events"). The events
@@ -11,6 +13,54 @@ import (
 // the content, so every query here skips redacted events, as Synapse does.
 
 const liveRelation = liveEvent + ` AND redacted_by IS NULL`
+
+// roomVersions count changes per room, hashed into a fixed number of
+// buckets (rooms sharing one only move each other's): a reader that reads
+// a room's version before a read and finds it unchanged later knows no
+// such change was made in between.
+type roomVersions struct {
+	seed maphash.Seed
+	n    [1024]atomic.Uint64
+}
+
+func newRoomVersions() *roomVersions { return &roomVersions{seed: maphash.MakeSeed()} }
+
+func (v *roomVersions) bucket(roomID string) *atomic.Uint64 {
+	return &v.n[maphash.String(v.seed, roomID)%uint64(len(v.n))]
+}
+
+func (v *roomVersions) get(roomID string) uint64 { return v.bucket(roomID).Load() }
+func (v *roomVersions) bump(roomID string)       { v.bucket(roomID).Add(1) }
+
+// RelationsVersion changes whenever an event that may add to another
+// event's bundled aggregations (an edit, a reference, a thread reply:
+// every relation but an annotation) is stored in roomID. It moves after
+// the event's transaction committed and before its stream position
+// becomes visible, so a reader that read version v before a relation
+// read, and reads v again later, knows no such event was stored in the
+// room in between. A relation only ever stops counting otherwise (by a
+// redaction, or a purge), so "no relations" seen at v still holds at v.
+func (s *Store) RelationsVersion(roomID string) uint64 { return s.relVersions.get(roomID) }
+
+// relationsStored moves the relation versions of the rooms of evs that
+// hold a relation (see RelationsVersion). Events become relations only
+// through PersistEvents: outliers are never live relations, and one turned
+// into a timeline event is persisted again.
+func (s *Store) relationsStored(evs []*NewEvent) {
+	for _, ne := range evs {
+		if ne.RelatesTo != "" && ne.RelType != "m.annotation" {
+			s.relVersions.bump(ne.RoomID)
+		}
+	}
+}
+
+// EventRowsVersion changes whenever a stored event of roomID changes in
+// place (a redaction) or goes (a purge), after the change committed. The
+// rows RoomEvents reads of a range of committed positions are the same as
+// long as it does not change: live events are never rejected, soft-failed
+// or turned into outliers later, and an outlier made a timeline event
+// takes a new position.
+func (s *Store) EventRowsVersion(roomID string) uint64 { return s.rowVersions.get(roomID) }
 
 // RelationQuery selects the events relating to one parent.
 type RelationQuery struct {

@@ -42,6 +42,12 @@ type Store struct {
 	// order, so a /sync reader that has seen position N has seen
 	// everything below it, without serialising writers (streams.go).
 	events *eventStream
+	// aux makes aux stream positions visible once committed, in order
+	// (streams.go).
+	aux *auxStream
+	// relVersions tell which rooms stored relations, rowVersions which
+	// changed stored events in place (relations.go).
+	relVersions, rowVersions *roomVersions
 
 	cacheRegistry *cache.Registry
 	c             caches // caches.go
@@ -111,6 +117,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		s.read, s.write = &readDB{DB: read, stmts: &stmtCache{m: map[string]*sql.Stmt{}}}, write
 		s.wstmts = &writeStmts{m: map[string]*sql.Stmt{}, missing: map[string]bool{}}
 	}
+	s.relVersions, s.rowVersions = newRoomVersions(), newRoomVersions()
 	s.cacheRegistry = o.Caches
 	if s.cacheRegistry == nil {
 		s.cacheRegistry = cache.NewRegistry()
@@ -135,6 +142,10 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 			s.Close()
 			return nil, fmt.Errorf("storage: open sqlite %s for checkpoints: %w", s.sqlitePath, err)
 		}
+	}
+	if s.aux, err = loadAuxStream(ctx, s.write); err != nil {
+		s.Close()
+		return nil, err
 	}
 	s.startCommitter()
 	s.registerBuffers() // buffers.go
@@ -165,6 +176,14 @@ func (s *Store) Ping(ctx context.Context) error { return s.read.PingContext(ctx)
 
 // tx runs fn in a write transaction, committing when it returns nil.
 func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return s.txThen(ctx, fn, nil)
+}
+
+// txThen is tx calling committed (when not nil) once the transaction
+// committed, before the aux stream positions it took become visible: a
+// cache of what it changed is dropped there, so that a reader who sees the
+// new positions cannot find the old value cached.
+func (s *Store) txThen(ctx context.Context, fn func(tx *sql.Tx) error, committed func()) error {
 	began := time.Now()
 	tx, err := s.write.BeginTx(ctx, nil)
 	if s.observeWrite != nil {
@@ -174,12 +193,31 @@ func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("storage: begin: %w", err)
 	}
+	return s.runTx(ctx, tx, fn, committed)
+}
+
+// runTx runs fn in tx, then commits (when fn returned nil) or rolls back.
+// The aux stream positions tx took then end (streams.go); when it
+// committed, runTx calls committed (see txThen) and returns once they are
+// visible, so whoever wakes a /sync after a write returns finds the write
+// there.
+func (s *Store) runTx(ctx context.Context, tx *sql.Tx, fn func(tx *sql.Tx) error, committed func()) error {
+	ok := false
+	defer func() {
+		if last := s.aux.end(tx, ok); ok && last > 0 {
+			_ = s.aux.waitVisible(context.WithoutCancel(ctx), last)
+		}
+	}()
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("storage: commit: %w", err)
+	}
+	ok = true
+	if committed != nil {
+		committed()
 	}
 	return nil
 }
@@ -227,14 +265,7 @@ func (s *Store) txNoSync(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("storage: begin: %w", err)
 	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("storage: commit: %w", err)
-	}
-	return nil
+	return s.runTx(ctx, tx, fn, nil)
 }
 
 // inList renders "$n,$n+1,..." for an IN clause of count items starting at

@@ -113,3 +113,106 @@ func (es *eventStream) waitVisible(ctx context.Context, pos int64) error {
 		}
 	}
 }
+
+// auxStream tracks which aux stream positions readers may use, so /sync
+// reads the stream's newest position from memory instead of asking for
+// MAX(id) each time.
+//
+// Positions come from the aux_stream table (nextAuxID) inside a write
+// transaction. A position becomes visible once its transaction has
+// committed and every position taken before it has ended: a reader that
+// sees N as the newest position then finds everything at or below N
+// committed, on both engines. A position of a transaction that failed is
+// never made visible by itself (SQLite hands a rolled-back id out again).
+type auxStream struct {
+	mu sync.Mutex
+	// byTx are the positions each open transaction took; pending is all
+	// of them (SQLite may hand a rolled-back id out again while its first
+	// holder has not ended, so an id may be in it twice).
+	byTx      map[*sql.Tx][]int64
+	pending   []int64
+	committed int64 // highest committed position
+	visible   int64
+	advanced  chan struct{}
+}
+
+// loadAuxStream starts the stream at the newest stored position.
+func loadAuxStream(ctx context.Context, db *sql.DB) (*auxStream, error) {
+	var n sql.NullInt64
+	if err := db.QueryRowContext(ctx, `SELECT MAX(id) FROM aux_stream`).Scan(&n); err != nil {
+		return nil, fmt.Errorf("storage: read aux stream position: %w", err)
+	}
+	return &auxStream{byTx: map[*sql.Tx][]int64{}, committed: n.Int64, visible: n.Int64, advanced: make(chan struct{})}, nil
+}
+
+// take records that tx took position id.
+func (as *auxStream) take(tx *sql.Tx, id int64) {
+	as.mu.Lock()
+	defer as.mu.Unlock()
+	as.byTx[tx] = append(as.byTx[tx], id)
+	as.pending = append(as.pending, id)
+}
+
+// end records that tx ended, committed or not, and returns the highest
+// position it took (0 when none). Every transaction of the writer ends
+// here (Store.runTx), the migrations' too, before Open has loaded the
+// stream (as is then nil).
+func (as *auxStream) end(tx *sql.Tx, committed bool) int64 {
+	if as == nil {
+		return 0
+	}
+	as.mu.Lock()
+	defer as.mu.Unlock()
+	ids, ok := as.byTx[tx]
+	if !ok {
+		return 0
+	}
+	delete(as.byTx, tx)
+	var last int64
+	for _, id := range ids {
+		if i := slices.Index(as.pending, id); i >= 0 {
+			as.pending = slices.Delete(as.pending, i, i+1)
+		}
+		last = max(last, id)
+	}
+	if committed {
+		as.committed = max(as.committed, last)
+	}
+	v := as.committed
+	for _, p := range as.pending {
+		v = min(v, p-1)
+	}
+	if v > as.visible {
+		as.visible = v
+		close(as.advanced)
+		as.advanced = make(chan struct{})
+	}
+	return last
+}
+
+// current is the newest position readers may use.
+func (as *auxStream) current() int64 {
+	as.mu.Lock()
+	defer as.mu.Unlock()
+	return as.visible
+}
+
+// waitVisible returns once pos is visible (or ctx ends). Only positions
+// taken before pos can hold it back, and their transactions have already
+// ended or are ending: on SQLite the writer is one connection, and on
+// PostgreSQL nextAuxID's table lock is held until commit.
+func (as *auxStream) waitVisible(ctx context.Context, pos int64) error {
+	for {
+		as.mu.Lock()
+		v, ch := as.visible, as.advanced
+		as.mu.Unlock()
+		if v >= pos {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

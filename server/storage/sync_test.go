@@ -12,6 +12,101 @@ import (
 	"hearth/server/storage/storagetest"
 )
 
+// TestAuxStreamVisibleOnceCommitted checks the aux stream's newest
+// position, kept in memory: a position is not visible while its
+// transaction is open, never when the transaction rolled back (SQLite
+// hands that id out again), visible once it committed, and read back from
+// the database when the store is opened again.
+func TestAuxStreamVisibleOnceCommitted(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		ctx := context.Background()
+		st := storagetest.Open(t, e)
+		before, _ := st.MaxAuxPos(ctx)
+		errRollback := errors.New("roll back")
+		err := st.TakeAuxInTx(ctx, func(id int64) error {
+			if id <= before {
+				t.Fatalf("took %d, not above %d", id, before)
+			}
+			if now, _ := st.MaxAuxPos(ctx); now != before {
+				t.Fatalf("position %d visible while its transaction is open", now)
+			}
+			return errRollback
+		})
+		if !errors.Is(err, errRollback) {
+			t.Fatal(err)
+		}
+		if now, _ := st.MaxAuxPos(ctx); now != before {
+			t.Fatalf("rolled-back position visible: %d, was %d", now, before)
+		}
+		var took int64
+		if err := st.TakeAuxInTx(ctx, func(id int64) error {
+			if now, _ := st.MaxAuxPos(ctx); now != before {
+				t.Fatalf("position %d visible while its transaction is open", now)
+			}
+			took = id
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if now, _ := st.MaxAuxPos(ctx); now != took {
+			t.Fatalf("after commit the newest position is %d, want %d", now, took)
+		}
+		// A change made inside another write's transaction (a device
+		// list change, markDeviceListChange) moves it too.
+		if err := st.MarkDeviceListChange(ctx, "@u:hs"); err != nil {
+			t.Fatal(err)
+		}
+		marked, _ := st.MaxAuxPos(ctx)
+		if marked <= took {
+			t.Fatalf("device list change not visible: %d, was %d", marked, took)
+		}
+		if changed, _ := st.DeviceListChangesBetween(ctx, []string{"@u:hs"}, took, marked); len(changed) != 1 {
+			t.Fatalf("device list change up to %d: %v", marked, changed)
+		}
+		again := storagetest.Open(t, e)
+		if now, _ := again.MaxAuxPos(ctx); now != marked {
+			t.Fatalf("reopened store starts at %d, want %d", now, marked)
+		}
+	})
+}
+
+// TestRoomsOfUserOutOfRoom: the cached rooms of a user follow their
+// memberships in rooms this server is not in.
+func TestRoomsOfUserOutOfRoom(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		ctx := context.Background()
+		rooms := func() []storage.RoomMembership {
+			t.Helper()
+			ms, err := st.RoomsOfUser(ctx, "@u:hs")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ms
+		}
+		if ms := rooms(); len(ms) != 0 {
+			t.Fatalf("rooms of a new user: %+v", ms)
+		}
+		if err := st.SetOutOfRoomMembership(ctx, "@u:hs", "!r:remote", "11", "invite", "$inv", []byte(`[]`)); err != nil {
+			t.Fatal(err)
+		}
+		if ms := rooms(); len(ms) != 1 || ms[0].Membership != "invite" {
+			t.Fatalf("after the invite: %+v", ms)
+		}
+		if err := st.SetOutOfRoomMembership(ctx, "@u:hs", "!r:remote", "11", "leave", "$rej", []byte(`[]`)); err != nil {
+			t.Fatal(err)
+		}
+		if ms := rooms(); len(ms) != 1 || ms[0].Membership != "leave" || ms[0].EventID != "$rej" {
+			t.Fatalf("after the rejection: %+v", ms)
+		}
+		if err := st.DeleteOutOfRoomMembership(ctx, "@u:hs", "!r:remote"); err != nil {
+			t.Fatal(err)
+		}
+		if ms := rooms(); len(ms) != 0 {
+			t.Fatalf("after the delete: %+v", ms)
+		}
+	})
+}
+
 // TestAuxStreamCommitsInOrder writes account data from many goroutines while
 // a reader follows the aux stream the way /sync does (read the newest
 // position, then everything up to it). If an id could commit after a higher
@@ -138,6 +233,140 @@ func TestAccountDataReceiptsFilters(t *testing.T) {
 		}
 		if _, err := st.Filter(ctx, "@v:hs", fid); !errors.Is(err, storage.ErrNotFound) {
 			t.Fatalf("another user's filter: %v", err)
+		}
+	})
+}
+
+// TestSyncDeviceCachesFollowWrites: what every /sync reads per device and
+// user from caches (one-time key counts, unused fallback keys, whether the
+// to-device queue is empty, global account data) follows each write.
+func TestSyncDeviceCachesFollowWrites(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		ctx := context.Background()
+		const u, d = "@u:hs", "DEV"
+		if err := st.CreateUser(ctx, &storage.User{UserID: u, Localpart: "u"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.CreateDevice(ctx, &storage.Device{UserID: u, DeviceID: d}); err != nil {
+			t.Fatal(err)
+		}
+		counts := func() (map[string]int, []string) {
+			t.Helper()
+			otk, err := st.OneTimeKeyCounts(ctx, u, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fb, err := st.UnusedFallbackKeyTypes(ctx, u, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return otk, fb
+		}
+		if otk, fb := counts(); len(otk) != 0 || len(fb) != 0 {
+			t.Fatalf("a new device has keys: %v %v", otk, fb)
+		}
+		up := &storage.KeyUpload{
+			OneTimeKeys:  []storage.OneTimeKey{{Algorithm: "signed_curve25519", KeyID: "A", JSON: []byte(`{"a":1}`)}, {Algorithm: "signed_curve25519", KeyID: "B", JSON: []byte(`{"b":1}`)}},
+			FallbackKeys: []storage.OneTimeKey{{Algorithm: "signed_curve25519", KeyID: "F", JSON: []byte(`{"f":1}`)}},
+		}
+		if _, err := st.UploadKeys(ctx, u, d, up); err != nil {
+			t.Fatal(err)
+		}
+		if otk, fb := counts(); otk["signed_curve25519"] != 2 || len(fb) != 1 {
+			t.Fatalf("after the upload: %v %v", otk, fb)
+		}
+		for range 3 { // two one-time keys, then the fallback key
+			if _, err := st.ClaimOneTimeKey(ctx, u, d, "signed_curve25519"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if otk, fb := counts(); otk["signed_curve25519"] != 0 || len(fb) != 0 {
+			t.Fatalf("after the claims: %v %v", otk, fb)
+		}
+
+		// To-device: acknowledged on an empty queue (remembered empty),
+		// then a message arrives and its acknowledgement deletes it.
+		if err := st.AckToDevice(ctx, u, d, 1<<40); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.SendToDevice(ctx, "@s:hs", "S", "txn1", []storage.ToDeviceMessage{{UserID: u, DeviceID: d, Sender: "@s:hs", Type: "m.test", Content: []byte(`{}`)}}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if msgs, _ := st.ToDeviceBetween(ctx, u, d, 0, 1<<40, 10); len(msgs) != 1 {
+			t.Fatalf("queued: %v", msgs)
+		}
+		if err := st.AckToDevice(ctx, u, d, 1<<40); err != nil {
+			t.Fatal(err)
+		}
+		if msgs, _ := st.ToDeviceBetween(ctx, u, d, 0, 1<<40, 10); len(msgs) != 0 {
+			t.Fatalf("acknowledged message still queued: %v", msgs)
+		}
+
+		// Global account data: absent, set, set again.
+		if _, err := st.AccountDataContent(ctx, u, "", "m.ignored_user_list"); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("absent entry: %v", err)
+		}
+		for _, c := range []string{`{"ignored_users":{}}`, `{"ignored_users":{"@x:hs":{}}}`} {
+			if _, err := st.PutAccountData(ctx, u, "", "m.ignored_user_list", []byte(c)); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := st.AccountDataContent(ctx, u, "", "m.ignored_user_list"); err != nil || string(got) != c {
+				t.Fatalf("after writing %s: %s %v", c, got, err)
+			}
+		}
+		// A device's notification settings go with it.
+		typ := storage.LocalNotificationSettingsPrefix + d
+		if _, err := st.PutAccountData(ctx, u, "", typ, []byte(`{"is_silenced":true}`)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.AccountDataContent(ctx, u, "", typ); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.DeleteDevices(ctx, u, []string{d}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.AccountDataContent(ctx, u, "", typ); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("settings of a deleted device: %v", err)
+		}
+	})
+}
+
+// TestRoomVersionsMove: a stored relation other than an annotation moves
+// its room's relations version (bundled aggregations remember events
+// without relations against it), and a redaction moves its room's event
+// rows version (shared timeline reads are keyed by it).
+func TestRoomVersionsMove(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		ctx := context.Background()
+		if err := st.CreateRoom(ctx, &storage.Room{RoomID: "!a:hs", RoomVersion: "11", Creator: "@a:hs"}); err != nil {
+			t.Fatal(err)
+		}
+		persist := func(id, relType, relatesTo string) {
+			t.Helper()
+			ne := &storage.NewEvent{Event: storage.Event{EventID: id, RoomID: "!a:hs", Type: "m.room.message", Sender: "@a:hs",
+				Depth: 2, JSON: []byte(`{}`), RelType: relType, RelatesTo: relatesTo}}
+			if err := st.PersistEvents(ctx, []*storage.NewEvent{ne}, &storage.HeadUpdate{Extremities: []string{id}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rel, rows := st.RelationsVersion("!a:hs"), st.EventRowsVersion("!a:hs")
+		persist("$m", "", "")
+		persist("$r", "m.annotation", "$m")
+		if st.RelationsVersion("!a:hs") != rel {
+			t.Fatal("a message or a reaction moved the relations version")
+		}
+		persist("$e", "m.replace", "$m")
+		if st.RelationsVersion("!a:hs") == rel {
+			t.Fatal("an edit did not move the relations version")
+		}
+		if st.EventRowsVersion("!a:hs") != rows {
+			t.Fatal("new events moved the event rows version")
+		}
+		if err := st.RedactEvent(ctx, "$m", "$x", []byte(`{"redacted":true}`)); err != nil {
+			t.Fatal(err)
+		}
+		if st.EventRowsVersion("!a:hs") == rows {
+			t.Fatal("a redaction did not move the event rows version")
 		}
 	})
 }

@@ -28,6 +28,12 @@ type ToDeviceMessage struct {
 // twice (its transaction retried) is queued once.
 func (s *Store) SendToDevice(ctx context.Context, senderUser, senderDevice, txnID string, msgs []ToDeviceMessage, remote []OutboxEDU) (bool, error) {
 	sent := false
+	// After the transaction, the recipients' queues are not known empty.
+	defer func() {
+		for _, m := range msgs {
+			s.c.toDeviceEmpty.Remove(userDevice{m.UserID, m.DeviceID})
+		}
+	}()
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO to_device_txns (user_id, device_id, txn_id, created_ts) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (user_id, device_id, txn_id) DO NOTHING`, senderUser, senderDevice, txnID, nowMS())
@@ -62,11 +68,20 @@ func (s *Store) SendToDevice(ctx context.Context, senderUser, senderDevice, txnI
 // AckToDevice deletes the device's messages at or below upTo.
 func (s *Store) AckToDevice(ctx context.Context, userID, deviceID string, upTo int64) error {
 	// Skip the write transaction when there is nothing to delete, which
-	// is nearly always.
-	var n int
-	if err := s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream_id <= $3`,
-		userID, deviceID, upTo).Scan(&n); err != nil {
+	// is nearly always, and the read too when the queue was found empty
+	// since the last message sent to the device (toDeviceEmpty).
+	k := userDevice{userID, deviceID}
+	if _, ok := s.c.toDeviceEmpty.Get(k); ok {
+		return nil
+	}
+	gen := s.c.toDeviceEmpty.Generation()
+	var n, all int
+	if err := s.read.QueryRowContext(ctx, `SELECT COUNT(CASE WHEN stream_id <= $3 THEN 1 END), COUNT(*) FROM to_device
+		WHERE user_id = $1 AND device_id = $2`, userID, deviceID, upTo).Scan(&n, &all); err != nil {
 		return fmt.Errorf("storage: count acknowledged to-device messages: %w", err)
+	}
+	if all == 0 {
+		s.c.toDeviceEmpty.AddIfGeneration(k, true, gen)
 	}
 	if n == 0 {
 		return nil

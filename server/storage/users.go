@@ -168,6 +168,7 @@ func (s *Store) updateUser(ctx context.Context, userID, query string, args ...an
 func (s *Store) DeactivateUser(ctx context.Context, userID string, erase bool) error {
 	defer s.userChanged(userID)
 	defer s.tokensRevoked(userID)
+	defer s.devicesDeleted(userID)
 	defer s.c.pushRules.Remove(userID)
 	// Their notifications go: so do the totals read of them (cumAt).
 	defer s.c.notifTotals.RemoveFunc(func(k totalsKey, _ [2]int64) bool { return k.user == userID })

@@ -1,0 +1,103 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestWriteJSONStreams: writeJSON writes what json.Marshal makes (HTML
+// characters escaped, raw JSON compacted), also for an answer far larger
+// than the encoder's buffer, without ever writing it in one piece; an
+// encoding error before anything went out is returned for the caller's
+// 500, with nothing written.
+func TestWriteJSONStreams(t *testing.T) {
+	big := make([]json.RawMessage, 5000)
+	for i := range big {
+		big[i] = json.RawMessage(`{ "type": "m.room.message", "content": {"body": "<b>&` + strings.Repeat("x", i%300) + `"} }`)
+	}
+	for name, v := range map[string]any{
+		"small": map[string]any{"a": "<&>", "raw": json.RawMessage(`{ "k" : [1, 2] }`), "n": nil},
+		"big":   map[string]any{"chunk": big, "end": "t1-2"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			want, err := json.Marshal(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := &writeRecorder{ResponseRecorder: httptest.NewRecorder()}
+			if err := writeJSON(rec, http.StatusCreated, v); err != nil {
+				t.Fatal(err)
+			}
+			if rec.Code != http.StatusCreated || rec.Header().Get("Content-Type") != "application/json" {
+				t.Errorf("status %d, content type %q", rec.Code, rec.Header().Get("Content-Type"))
+			}
+			if !bytes.Equal(rec.Body.Bytes(), want) {
+				t.Errorf("body differs from json.Marshal's:\n%.300s\n%.300s", rec.Body.Bytes(), want)
+			}
+			if name == "big" && rec.largest >= len(want)/4 {
+				t.Errorf("largest write %d bytes of %d: not streamed", rec.largest, len(want))
+			}
+		})
+	}
+	rec := httptest.NewRecorder()
+	if err := writeJSON(rec, http.StatusOK, map[string]float64{"x": math.NaN()}); err == nil {
+		t.Error("NaN: no error")
+	}
+	if rec.Body.Len() != 0 || rec.Header().Get("Content-Type") != "" {
+		t.Errorf("an answer that failed to encode was written: %q", rec.Body.String())
+	}
+}
+
+type writeRecorder struct {
+	*httptest.ResponseRecorder
+	largest int
+}
+
+func (w *writeRecorder) Write(p []byte) (int, error) {
+	w.largest = max(w.largest, len(p))
+	return w.ResponseRecorder.Write(p)
+}
+
+// TestPlaces: at most n holders at once; a waiter gets a place when one is
+// given back, and gives up when its context ends; giving back twice gives
+// back one place.
+func TestPlaces(t *testing.T) {
+	p := newPlaces(2)
+	ctx := context.Background()
+	r1, err := p.take(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, _ := p.take(ctx)
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if _, err := p.take(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("third place while two are held: %v", err)
+	}
+	got := make(chan func())
+	go func() {
+		r, _ := p.take(ctx)
+		got <- r
+	}()
+	r1()
+	r1() // a second call gives nothing back
+	r3 := <-got
+	short2, cancel2 := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel2()
+	if _, err := p.take(short2); err == nil {
+		t.Fatal("a place given back twice counted twice")
+	}
+	r2()
+	r3()
+	if len(p) != 0 {
+		t.Errorf("%d places still held", len(p))
+	}
+}
