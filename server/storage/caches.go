@@ -22,6 +22,9 @@ const (
 	// Memberships at a state group: one entry (~100 bytes) per (group,
 	// user) that events are served for.
 	membershipAtCacheBase = 20_000
+	// notifTotalsCacheBase: one entry per read receipt of a thread with
+	// unread notifications, of the users syncing.
+	notifTotalsCacheBase = 20_000
 	// A room's state is a few entries or many thousands: the state caches
 	// are bounded in bytes too (cache.LRU.WithMaxBytes), so that a server
 	// in large rooms keeps fewer of them instead of its count's worth of
@@ -56,6 +59,17 @@ type caches struct {
 	// it: every event served carries the reader's membership at it
 	// (unsigned.membership), and groups never change.
 	membershipAt *cache.LRU[groupUser, string]
+	// notifTotals maps a (user, room, thread, position) at or before the
+	// evaluated push position to the running totals there (cumAt): what a
+	// read receipt subtracts, read by every /sync with unread rooms.
+	notifTotals *cache.LRU[totalsKey, [2]int64]
+}
+
+// totalsKey names the running notification totals of a user's thread at
+// a stream position.
+type totalsKey struct {
+	user, room, thread string
+	pos                int64
 }
 
 // groupUser keys membershipAt.
@@ -83,6 +97,8 @@ func newCaches(r *cache.Registry) caches {
 			pushRulesCacheBase).WithSize(func(k string, p *PushRules) int64 { return str(k) + pushRulesSize(p) }),
 		membershipAt: cache.NewLRU[groupUser, string](r, "memberships_at", "(state group, user) → membership (immutable; every event served)",
 			membershipAtCacheBase).WithSize(func(k groupUser, v string) int64 { return 8 + str(k.user) + str(v) }),
+		notifTotals: cache.NewLRU[totalsKey, [2]int64](r, "notification_totals", "(user, room, thread, receipt position) → running notification totals (final once evaluated)",
+			notifTotalsCacheBase).WithSize(func(k totalsKey, _ [2]int64) int64 { return str(k.user) + str(k.room) + str(k.thread) + 24 }),
 	}
 }
 
