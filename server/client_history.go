@@ -409,8 +409,11 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, rd histor
 			return err
 		}
 	}
+	// Each event's JSON is shared with /sync and every other reader's
+	// page (formatJSON): clients filling the gaps of limited timelines
+	// page through the same recent events.
 	fm := s.formatter(rd)
-	chunk, err := fm.format(ctx, pg.events)
+	chunk, err := fm.formatJSON(ctx, pg.events)
 	if err != nil {
 		return err
 	}
@@ -426,7 +429,7 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, rd histor
 		if err != nil {
 			return err
 		}
-		state, err := fm.format(ctx, members)
+		state, err := fm.formatJSON(ctx, members)
 		if err != nil {
 			return err
 		}

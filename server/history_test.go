@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"slices"
@@ -645,4 +646,84 @@ func TestAdminHistory(t *testing.T) {
 			t.Errorf("context of another room's event: %d %v", status, body)
 		}
 	})
+}
+
+// TestMessagesMatchContext: /messages builds its events from the JSON it
+// shares with /sync (formatJSON), /context through format; for every kind
+// of event the two must be the same to the byte but for unsigned.age:
+// edits, reactions, a redaction, a thread, state, and the sender's own
+// transaction_id, seen by the sender and by another member.
+func TestMessagesMatchContext(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice, bob := newRoomUser(t, b, "alice"), newRoomUser(t, b, "bob")
+		created, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		room := created.RoomID
+		if _, err := bob.cli.JoinRoomByID(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		root := histText(t, alice, room, "root")
+		histSend(t, bob, room, map[string]any{"msgtype": "m.text", "body": "* edited", "m.new_content": map[string]any{"msgtype": "m.text", "body": "edited"},
+			"m.relates_to": map[string]any{"rel_type": "m.replace", "event_id": string(root)}})
+		if _, err := alice.cli.SendMessageEvent(ctx, room, event.EventReaction, map[string]any{"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": string(root), "key": "👍"}}); err != nil {
+			t.Fatal(err)
+		}
+		histSend(t, bob, room, map[string]any{"msgtype": "m.text", "body": "in thread", "m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": string(root)}})
+		gone := histText(t, bob, room, "to redact")
+		if _, err := bob.cli.RedactEvent(ctx, room, gone); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.cli.SendStateEvent(ctx, room, event.StateTopic, "", map[string]any{"topic": "the topic"}); err != nil {
+			t.Fatal(err)
+		}
+		histText(t, alice, room, "last <&> \u2028 \"quoted\"")
+		for _, u := range []roomUser{alice, bob} {
+			r := histGet(t, b, u.tok, "/_matrix/client/v3/rooms/"+esc(string(room))+"/messages", url.Values{"dir": {"b"}, "limit": {"50"}})
+			if r.status != 200 {
+				t.Fatalf("messages as %s: %d %v", u.id, r.status, r.body)
+			}
+			chunk := r.body["chunk"].([]any)
+			if len(chunk) < 10 {
+				t.Fatalf("messages as %s: %d events", u.id, len(chunk))
+			}
+			for _, ev := range chunk {
+				got := ev.(map[string]any)
+				id := got["event_id"].(string)
+				c := histGet(t, b, u.tok, "/_matrix/client/v3/rooms/"+esc(string(room))+"/context/"+esc(id), url.Values{"limit": {"0"}})
+				if c.status != 200 {
+					t.Fatalf("context of %s as %s: %d %v", id, u.id, c.status, c.body)
+				}
+				want := c.body["event"].(map[string]any)
+				dropAges(got)
+				dropAges(want)
+				gb, _ := json.Marshal(got)
+				wb, _ := json.Marshal(want)
+				if string(gb) != string(wb) {
+					t.Errorf("as %s, event %s\n/messages: %s\n/context:  %s", u.id, id, gb, wb)
+				}
+			}
+		}
+	})
+}
+
+// dropAges removes unsigned.age from an event and the events nested in it
+// (redacted_because, a thread's latest_event): it moves with the clock.
+func dropAges(v any) {
+	switch v := v.(type) {
+	case map[string]any:
+		if un, ok := v["unsigned"].(map[string]any); ok {
+			delete(un, "age")
+		}
+		for _, x := range v {
+			dropAges(x)
+		}
+	case []any:
+		for _, x := range v {
+			dropAges(x)
+		}
+	}
 }

@@ -28,6 +28,14 @@ type delivery struct {
 	sendFailed  atomic.Int64
 	receivers   []*receiver
 	sending     atomic.Bool // while set, a /sync that takes over slowSync counts as a stall
+	// firstFail is the first failed /sync or /messages, for the report.
+	firstFail atomic.Pointer[string]
+}
+
+// failed notes a failed /sync or /messages: the first is reported.
+func (d *delivery) failed(what string, err error) {
+	msg := what + ": " + err.Error()
+	d.firstFail.CompareAndSwap(nil, &msg)
 }
 
 // receiver is one member long-polling /sync.
@@ -158,6 +166,7 @@ func (r *receiver) loop(ctx context.Context, d *delivery) {
 				}
 				return
 			}
+			d.failed("/sync", err)
 			r.mu.Lock()
 			r.failed++
 			r.mu.Unlock()
@@ -205,6 +214,7 @@ func (r *receiver) backfill(ctx context.Context, d *delivery, from string) {
 		r.mu.Lock()
 		r.backfills++
 		if err != nil {
+			d.failed("/messages", err)
 			r.failed++
 			r.mu.Unlock()
 			return
@@ -297,6 +307,9 @@ func (d *delivery) report(res *Result, sendTime, caughtUp time.Duration, done bo
 	res.add("/sync requests", float64(syncs), "")
 	res.add("/sync requests over 30 s", float64(slow), "")
 	res.add("failed /sync and /messages", float64(failed), "")
+	if f := d.firstFail.Load(); f != nil {
+		res.Notes = append(res.Notes, "first failed request: "+*f)
+	}
 	res.add("limited timelines", float64(limited), "")
 	res.add("backfill /messages", float64(backfills), "")
 	if done {

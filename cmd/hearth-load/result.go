@@ -20,6 +20,9 @@ type Result struct {
 	Params  string   `json:"params"`
 	Metrics []Metric `json:"metrics"`
 	Server  *Usage   `json:"server,omitempty"`
+	// Notes say what a figure alone cannot, e.g. the first error of
+	// requests counted as failed.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Metric is one figure; Unit says how to read Value.
@@ -63,6 +66,9 @@ func printTable(w io.Writer, results []Result) {
 			fmt.Fprintf(tw, "  server RSS start / peak\t%s / %s\tMiB\n", number(u.RSSStartMiB), number(u.RSSPeakMiB))
 			fmt.Fprintf(tw, "  server VmHWM\t%s\tMiB\n", number(u.HWMMiB))
 			fmt.Fprintf(tw, "  server CPU\t%s\ts (%s cores)\n", number(u.CPUSeconds), number(u.Cores))
+		}
+		for _, n := range r.Notes {
+			fmt.Fprintf(tw, "  note: %s\n", n)
 		}
 		fmt.Fprintln(tw)
 	}

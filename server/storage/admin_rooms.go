@@ -215,7 +215,8 @@ func (s *Store) PurgeRoom(ctx context.Context, roomID string) error {
 	}
 	for _, chunk := range [][]string{
 		// Notifications, found through the heads of the room's threads
-		// (push_notifications is indexed by user), then the heads.
+		// (push_notifications is indexed by user and position alone),
+		// then the heads.
 		{`DELETE FROM push_notifications WHERE (user_id, stream_ordering) IN (SELECT n.user_id, n.stream_ordering
 			FROM push_thread_heads h JOIN push_notifications n ON n.user_id = h.user_id AND n.room_id = h.room_id
 			WHERE h.room_id = $1 LIMIT 500)`},
@@ -250,6 +251,8 @@ func (s *Store) PurgeRoom(ctx context.Context, roomID string) error {
 			}
 		}
 	}
+	// Totals read before the notifications went (cumAt) are no more.
+	s.c.notifTotals.Purge()
 	return nil
 }
 

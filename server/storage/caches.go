@@ -28,6 +28,9 @@ const (
 	// is empty; per user: their global account data entries read by /sync.
 	deviceCacheBase      = 10_000
 	accountDataCacheBase = 10_000
+	// notifTotalsCacheBase: one entry per read receipt of a thread with
+	// unread notifications, of the users syncing.
+	notifTotalsCacheBase = 20_000
 )
 
 // caches are the Store's read-through caches. Every write that can change
@@ -77,6 +80,10 @@ type caches struct {
 	// reads m.ignored_user_list). UpdateAccountData drops the entry after
 	// its transaction; deleting devices and deactivation drop the user's.
 	accountData *cache.LRU[userType, []byte]
+	// notifTotals maps a (user, room, thread, position) at or before the
+	// evaluated push position to the running totals there (cumAt): what a
+	// read receipt subtracts, read by every /sync with unread rooms.
+	notifTotals *cache.LRU[totalsKey, [2]int64]
 }
 
 // userDevice keys the per-device caches.
@@ -89,6 +96,13 @@ type userType struct{ user, typ string }
 type deviceKeyCounts struct {
 	otk      map[string]int
 	fallback []string
+}
+
+// totalsKey names the running notification totals of a user's thread at
+// a stream position.
+type totalsKey struct {
+	user, room, thread string
+	pos                int64
 }
 
 // groupUser keys membershipAt.
@@ -130,6 +144,8 @@ func newCaches(r *cache.Registry) caches {
 			}
 			return n
 		}),
+		notifTotals: cache.NewLRU[totalsKey, [2]int64](r, "notification_totals", "(user, room, thread, receipt position) → running notification totals (final once evaluated)",
+			notifTotalsCacheBase).WithSize(func(k totalsKey, _ [2]int64) int64 { return str(k.user) + str(k.room) + str(k.thread) + 24 }),
 	}
 }
 

@@ -23,3 +23,8 @@ func (s *Store) TakeAuxInTx(ctx context.Context, inside func(id int64) error) er
 		return inside(id)
 	})
 }
+
+// CumAt is cumAt, for tests of its cache.
+func (s *Store) CumAt(ctx context.Context, user, room, thread string, pos int64) (int64, int64, error) {
+	return s.cumAt(ctx, ThreadHead{UserID: user, RoomID: room, ThreadID: thread}, pos)
+}

@@ -129,7 +129,7 @@ func (s *Store) ThreadHeads(ctx context.Context, roomID, threadID string) (map[s
 // writes is derived from events already stored, and is evaluated again
 // after a crash that loses it, since the position is lost with it.
 func (s *Store) RecordNotifications(ctx context.Context, pos int64, ns []Notification, heads []ThreadHead) error {
-	return s.txNoSync(ctx, func(tx *sql.Tx) error {
+	err := s.txNoSync(ctx, func(tx *sql.Tx) error {
 		args := make([]any, 0, len(ns)*10)
 		for _, n := range ns {
 			args = append(args, n.UserID, n.StreamPos, n.RoomID, n.EventID, n.ThreadID, boolInt(n.Highlight), n.Actions, n.TS,
@@ -150,6 +150,10 @@ func (s *Store) RecordNotifications(ctx context.Context, pos int64, ns []Notific
 		}
 		return setPushPosition(ctx, tx, pos)
 	})
+	if err == nil {
+		s.evaluatedUpTo(pos)
+	}
+	return err
 }
 
 // SetPushPosition records the evaluated position alone (events that
@@ -160,7 +164,11 @@ func (s *Store) RecordNotifications(ctx context.Context, pos int64, ns []Notific
 // and rows together) changes nothing, so the rows recorded after it are
 // never evaluated again.
 func (s *Store) SetPushPosition(ctx context.Context, pos int64) error {
-	return s.txNoSync(ctx, func(tx *sql.Tx) error { return setPushPosition(ctx, tx, pos) })
+	err := s.txNoSync(ctx, func(tx *sql.Tx) error { return setPushPosition(ctx, tx, pos) })
+	if err == nil {
+		s.evaluatedUpTo(pos)
+	}
+	return err
 }
 
 func setPushPosition(ctx context.Context, tx *sql.Tx, pos int64) error {
@@ -300,19 +308,39 @@ func (s *Store) UnreadCounts(ctx context.Context, userID string, rooms map[strin
 }
 
 // cumAt is the running totals of h's thread at its last notification at or
-// before pos (zero when there is none).
+// before pos (zero when there is none). The user's notifications are
+// indexed by position alone (migration 0034), so the read walks them back
+// from pos to the thread's last one; at or before the evaluated position
+// the answer is final and cached, so a receipt is walked back from once.
 func (s *Store) cumAt(ctx context.Context, h ThreadHead, pos int64) (int64, int64, error) {
+	k := totalsKey{user: h.UserID, room: h.RoomID, thread: h.ThreadID, pos: pos}
+	if v, ok := s.c.notifTotals.Get(k); ok {
+		return v[0], v[1], nil
+	}
+	final := pos <= s.pushEvaluated.Load()
+	gen := s.c.notifTotals.Generation()
 	var n, hl int64
 	err := s.read.QueryRowContext(ctx, `SELECT cum_notif, cum_highlight FROM push_notifications
-		WHERE user_id = $1 AND room_id = $2 AND thread_id = $3 AND stream_ordering <= $4
-		ORDER BY stream_ordering DESC LIMIT 1`, h.UserID, h.RoomID, h.ThreadID, pos).Scan(&n, &hl)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, 0, nil
-	}
-	if err != nil {
+		WHERE user_id = $1 AND stream_ordering <= $2 AND room_id = $3 AND thread_id = $4
+		ORDER BY stream_ordering DESC LIMIT 1`, h.UserID, pos, h.RoomID, h.ThreadID).Scan(&n, &hl)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return 0, 0, fmt.Errorf("storage: notification totals: %w", err)
 	}
+	if final {
+		s.c.notifTotals.AddIfGeneration(k, [2]int64{n, hl}, gen)
+	}
 	return n, hl, nil
+}
+
+// evaluatedUpTo records that push rules were evaluated up to pos, once
+// that is committed: the totals at or before it are final (cumAt).
+func (s *Store) evaluatedUpTo(pos int64) {
+	for {
+		cur := s.pushEvaluated.Load()
+		if pos <= cur || s.pushEvaluated.CompareAndSwap(cur, pos) {
+			return
+		}
+	}
 }
 
 const notificationColumns = `user_id, stream_ordering, room_id, event_id, thread_id, highlight, actions, ts, cum_notif, cum_highlight`

@@ -1,6 +1,7 @@
 package storage_test
 
 import (
+	"fmt"
 	"testing"
 
 	"hearth/server/storage"
@@ -29,6 +30,65 @@ func TestPushPositionOnlyMovesForward(t *testing.T) {
 		}
 		if pos, err := st.PushPosition(ctx); err != nil || pos != 12 {
 			t.Fatalf("position after a newer write: %d, %v; want 12", pos, err)
+		}
+	})
+}
+
+// TestNotificationTotalsCache: the running totals at a position are cached
+// once the evaluator has passed it (cumAt), and dropped with the
+// notifications they were read from: a user deactivated (and reactivated
+// by an admin) starts counting again from nothing, and a stale total would
+// hide their new unread notifications.
+func TestNotificationTotalsCache(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		ctx := t.Context()
+		const user, room = "@bob:hs", "!room:hs"
+		if err := st.CreateUser(ctx, &storage.User{UserID: user, Localpart: "bob", PasswordHash: "$2b$x"}); err != nil {
+			t.Fatal(err)
+		}
+		record := func(pos, cum int64) {
+			t.Helper()
+			n := storage.Notification{UserID: user, StreamPos: pos, RoomID: room, EventID: fmt.Sprintf("$e%d", pos), ThreadID: "main",
+				Actions: `["notify"]`, TS: pos, CumNotif: cum}
+			h := storage.ThreadHead{UserID: user, RoomID: room, ThreadID: "main", StreamPos: pos, CumNotif: cum}
+			if err := st.RecordNotifications(ctx, pos, []storage.Notification{n}, []storage.ThreadHead{h}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		at := func(pos int64) int64 {
+			t.Helper()
+			n, _, err := st.CumAt(ctx, user, room, "main", pos)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		record(1, 1)
+		record(2, 2)
+		record(3, 3)
+		// Another room's notifications in between are walked past.
+		if err := st.RecordNotifications(ctx, 4, []storage.Notification{{UserID: user, StreamPos: 4, RoomID: "!other:hs",
+			EventID: "$e4", ThreadID: "main", Actions: `["notify"]`, TS: 4, CumNotif: 1}}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := at(2); got != 2 {
+			t.Fatalf("totals at 2: %d, want 2", got)
+		}
+		if got := at(4); got != 3 {
+			t.Fatalf("totals at 4: %d, want 3 (the thread's last at or before 4)", got)
+		}
+		if got := at(2); got != 2 { // cached now
+			t.Fatalf("totals at 2 again: %d, want 2", got)
+		}
+		if err := st.DeactivateUser(ctx, user, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Reactivate(ctx, user); err != nil {
+			t.Fatal(err)
+		}
+		record(5, 1)
+		if got := at(2); got != 0 {
+			t.Fatalf("totals at 2 after the notifications went: %d, want 0", got)
 		}
 	})
 }

@@ -55,6 +55,12 @@ type Store struct {
 	sq searchQueue
 	// commit batches event writes into shared transactions (commit.go).
 	commit *committer
+	// ckpt checkpoints SQLite's WAL (nil on PostgreSQL).
+	ckpt *checkpointer
+	// pushEvaluated is the push position this process recorded last
+	// (RecordNotifications, SetPushPosition): notifications at or before
+	// it are all stored (cumAt caches their totals).
+	pushEvaluated atomic.Int64
 	// observeWrite, when set, times write transactions (ObserveWrites).
 	observeWrite func(wait, total time.Duration)
 	// sqlitePath is the SQLite database file ("" on PostgreSQL).
@@ -135,6 +141,12 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	if s.sqlitePath != "" {
+		if err := s.startCheckpointer(ctx, s.sqlitePath); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("storage: open sqlite %s for checkpoints: %w", s.sqlitePath, err)
+		}
+	}
 	s.startCommitter()
 	s.registerBuffers() // buffers.go
 	if err := s.openSearchQueue(ctx); err != nil {
@@ -149,7 +161,7 @@ func (s *Store) Close() error {
 	s.stopCommitter()
 	s.closeSearchQueue()
 	s.closeWrites()
-	err := s.write.Close()
+	err := errors.Join(s.ckpt.close(), s.write.Close())
 	if s.read.DB != s.write {
 		err = errors.Join(err, s.read.Close())
 	}
@@ -231,6 +243,9 @@ func (s *Store) txNoSync(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("storage: writer connection: %w", err)
 	}
+	// Deferred first, so run once the connection is back: the hot
+	// statements fn noted are prepared for the next time (writeStmt).
+	defer s.prepareWrites(context.WithoutCancel(ctx))
 	defer conn.Close()
 	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
 		return fmt.Errorf("storage: relax commit: %w", err)

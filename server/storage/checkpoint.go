@@ -1,0 +1,107 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"net/url"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Checkpoints (SQLite). In WAL mode a commit appends pages to the WAL, and
+// a checkpoint copies them back into the database file. SQLite runs one in
+// the committing connection, once the WAL holds wal_autocheckpoint pages:
+// in the single writer that is the group commit's own path, where every
+// send of every room waits behind it (a sixth of the writer's CPU in a
+// profile of the push evaluator's writes). So the writer's threshold is
+// raised to a backstop, and a connection of its own checkpoints from its
+// own goroutine once the WAL passes checkpointPages. A PASSIVE checkpoint
+// never blocks the writer or a reader, and never waits on them.
+const (
+	// checkpointPages is the WAL size (in pages) past which the
+	// checkpointer runs: SQLite's own default for wal_autocheckpoint.
+	checkpointPages = 1000
+	// writerCheckpointPages is the writer's wal_autocheckpoint: should the
+	// checkpointer fall behind, the writer checkpoints itself as before.
+	writerCheckpointPages = 8 * checkpointPages
+	// checkpointEvery is how often the checkpointer looks at the WAL's
+	// size: one stat(2), nothing more, while the server is idle.
+	checkpointEvery = 250 * time.Millisecond
+)
+
+// checkpointer checkpoints the WAL of the SQLite database at path.
+type checkpointer struct {
+	db   *sql.DB
+	wal  string
+	stop chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+// startCheckpointer opens the checkpointer's connection and starts it.
+func (s *Store) startCheckpointer(ctx context.Context, path string) error {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(0)")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return err
+	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxIdleTime(0)
+	db.SetConnMaxLifetime(0)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return err
+	}
+	c := &checkpointer{db: db, wal: path + "-wal", stop: make(chan struct{})}
+	c.wg.Add(1)
+	go c.run(s)
+	s.ckpt = c
+	return nil
+}
+
+func (c *checkpointer) run(s *Store) {
+	defer c.wg.Done()
+	t := time.NewTicker(checkpointEvery)
+	defer t.Stop()
+	pageSize := int64(4096)
+	_ = c.db.QueryRow(`PRAGMA page_size`).Scan(&pageSize)
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		fi, err := os.Stat(c.wal)
+		if err != nil || fi.Size() < checkpointPages*pageSize {
+			continue
+		}
+		// The WAL file keeps its size after a restart; the frames not yet
+		// copied are what counts.
+		var busy, frames, copied int64
+		err = c.db.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &frames, &copied)
+		if err != nil && s.log != nil {
+			s.log.Warn("storage: checkpoint of the SQLite WAL failed", "wal", c.wal, "err", err)
+		}
+	}
+}
+
+// close stops the checkpointer and closes its connection; again, nothing.
+func (c *checkpointer) close() error {
+	if c == nil {
+		return nil
+	}
+	var err error
+	c.once.Do(func() {
+		close(c.stop)
+		c.wg.Wait()
+		err = c.db.Close()
+	})
+	return err
+}
+
+// writerCheckpointPragma is the writer's wal_autocheckpoint pragma value.
+var writerCheckpointPragma = "wal_autocheckpoint(" + strconv.Itoa(writerCheckpointPages) + ")"
