@@ -1,6 +1,9 @@
 package server
 
-import "context"
+import (
+	"context"
+	"runtime"
+)
 
 // places bounds how many requests do a kind of work at once: the rest
 // wait for a place. Work that builds a large answer in memory takes one, so
@@ -10,6 +13,10 @@ import "context"
 type places chan struct{}
 
 func newPlaces(n int) places { return make(places, n) }
+
+// buildPlaces is how many large answers (incremental /sync, /messages
+// pages) are built at once: a few per core.
+func buildPlaces() int { return max(8, 4*runtime.GOMAXPROCS(0)) }
 
 // take waits for a place, or for ctx to end. The returned func gives the
 // place back; calling it again does nothing.

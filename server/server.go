@@ -7,7 +7,6 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -155,7 +154,7 @@ func New(d Deps) (*Server, http.Handler) {
 	s.touches = newTouchCache()
 	s.notifier = newNotifier()
 	s.shared = newSyncShared(d.Store.Caches())
-	s.pages = newPlaces(max(8, 4*runtime.GOMAXPROCS(0)))
+	s.pages = newPlaces(buildPlaces())
 	fedHTTP := s.federationHTTP()
 	s.keys = d.Keys
 	if s.keys == nil {

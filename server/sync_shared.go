@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"runtime"
 	"strings"
 	"sync"
 
@@ -62,7 +61,7 @@ type syncShared struct {
 	// more at once only add memory and contention, and a request that
 	// waits here takes in whatever else arrives meanwhile, so a burst of
 	// wake-ups is served in batches and costs less in all.
-	builds chan struct{}
+	builds places
 }
 
 // Base sizes at cache factor 1: a formatted event is its stored JSON and
@@ -116,7 +115,7 @@ func newSyncShared(r *cache.Registry) *syncShared {
 		gaps:          newSharedReads[roomsRangeKey, int64](sharedReadsKept),
 		stateAt:       newSharedReads[roomsRangeKey, storage.StateKeyMap](sharedStatesKept),
 		timelines:     newSharedReads[timelineKey, []*storage.Event](sharedTimelinesKept),
-		builds:        make(chan struct{}, max(8, 4*runtime.GOMAXPROCS(0))),
+		builds:        newPlaces(buildPlaces()),
 	}
 }
 
@@ -285,12 +284,7 @@ func (s *Server) stateAtShared(ctx context.Context, roomID string, pos int64) (s
 // build holds one of the incremental builds' places (see builds) until
 // the returned func is called.
 func (sh *syncShared) build(ctx context.Context) (func(), error) {
-	select {
-	case sh.builds <- struct{}{}:
-		return func() { <-sh.builds }, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	return sh.builds.take(ctx)
 }
 
 // cachedVisibility is visibilityOfGroup through the shared cache.
