@@ -25,12 +25,55 @@ import (
 // positions only grow, yet /messages orders them by (depth, position) with
 // the rest.
 type eventStream struct {
+	watermark         // every live position ≤ visible has finished
+	last      int64   // last live position handed out
+	history   int64   // last history position handed out (≤ 0)
+	pending   []int64 // live positions handed out and not finished, ascending
+}
+
+// watermark is a stream's newest position readers may use, which only
+// rises, and a way to wait for it. mu also guards the fields of the
+// stream that embeds it.
+type watermark struct {
 	mu       sync.Mutex
-	last     int64   // last live position handed out
-	history  int64   // last history position handed out (≤ 0)
-	pending  []int64 // live positions handed out and not finished, ascending
-	visible  int64   // every live position ≤ visible has finished
+	visible  int64
 	advanced chan struct{}
+}
+
+func newWatermark(v int64) watermark { return watermark{visible: v, advanced: make(chan struct{})} }
+
+// raiseLocked makes v visible if it is newer, waking the waiters; the
+// caller holds mu.
+func (w *watermark) raiseLocked(v int64) {
+	if v > w.visible {
+		w.visible = v
+		close(w.advanced)
+		w.advanced = make(chan struct{})
+	}
+}
+
+// current is the newest position readers may use.
+func (w *watermark) current() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.visible
+}
+
+// waitVisible returns once pos is visible (or ctx ends).
+func (w *watermark) waitVisible(ctx context.Context, pos int64) error {
+	for {
+		w.mu.Lock()
+		v, ch := w.visible, w.advanced
+		w.mu.Unlock()
+		if v >= pos {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // loadEventStream starts the stream after the positions already stored.
@@ -44,7 +87,7 @@ func loadEventStream(ctx context.Context, db *sql.DB) (*eventStream, error) {
 		return nil, fmt.Errorf("storage: read stream positions: %w", err)
 	}
 	last := max(hi.Int64, deltas.Int64, 0)
-	return &eventStream{last: last, visible: last, history: min(lo.Int64, 0), advanced: make(chan struct{})}, nil
+	return &eventStream{watermark: newWatermark(last), last: last, history: min(lo.Int64, 0)}, nil
 }
 
 // nextLive hands out n live positions. Call it inside the transaction that
@@ -82,36 +125,9 @@ func (es *eventStream) finish(positions []int64) {
 	if len(es.pending) > 0 {
 		v = es.pending[0] - 1
 	}
-	if v > es.visible {
-		es.visible = v
-		close(es.advanced)
-		es.advanced = make(chan struct{})
-	}
-}
-
-// current is the newest position readers may use.
-func (es *eventStream) current() int64 {
-	es.mu.Lock()
-	defer es.mu.Unlock()
-	return es.visible
-}
-
-// waitVisible returns once pos is visible (or ctx ends). Every position
-// below a finished one finishes soon: only commits are waited for.
-func (es *eventStream) waitVisible(ctx context.Context, pos int64) error {
-	for {
-		es.mu.Lock()
-		v, ch := es.visible, es.advanced
-		es.mu.Unlock()
-		if v >= pos {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	// Every position below a finished one finishes soon: waitVisible
+	// only waits for commits.
+	es.raiseLocked(v)
 }
 
 // auxStream tracks which aux stream positions readers may use, so /sync
@@ -125,15 +141,13 @@ func (es *eventStream) waitVisible(ctx context.Context, pos int64) error {
 // committed, on both engines. A position of a transaction that failed is
 // never made visible by itself (SQLite hands a rolled-back id out again).
 type auxStream struct {
-	mu sync.Mutex
+	watermark
 	// byTx are the positions each open transaction took; pending is all
 	// of them (SQLite may hand a rolled-back id out again while its first
 	// holder has not ended, so an id may be in it twice).
 	byTx      map[*sql.Tx][]int64
 	pending   []int64
 	committed int64 // highest committed position
-	visible   int64
-	advanced  chan struct{}
 }
 
 // loadAuxStream starts the stream at the newest stored position.
@@ -142,7 +156,7 @@ func loadAuxStream(ctx context.Context, db *sql.DB) (*auxStream, error) {
 	if err := db.QueryRowContext(ctx, `SELECT MAX(id) FROM aux_stream`).Scan(&n); err != nil {
 		return nil, fmt.Errorf("storage: read aux stream position: %w", err)
 	}
-	return &auxStream{byTx: map[*sql.Tx][]int64{}, committed: n.Int64, visible: n.Int64, advanced: make(chan struct{})}, nil
+	return &auxStream{watermark: newWatermark(n.Int64), byTx: map[*sql.Tx][]int64{}, committed: n.Int64}, nil
 }
 
 // take records that tx took position id.
@@ -182,37 +196,10 @@ func (as *auxStream) end(tx *sql.Tx, committed bool) int64 {
 	for _, p := range as.pending {
 		v = min(v, p-1)
 	}
-	if v > as.visible {
-		as.visible = v
-		close(as.advanced)
-		as.advanced = make(chan struct{})
-	}
+	// Only positions taken before v can hold it back, and their
+	// transactions have already ended or are ending: on SQLite the writer
+	// is one connection, and on PostgreSQL nextAuxID's table lock is held
+	// until commit. So waitVisible does not wait long.
+	as.raiseLocked(v)
 	return last
-}
-
-// current is the newest position readers may use.
-func (as *auxStream) current() int64 {
-	as.mu.Lock()
-	defer as.mu.Unlock()
-	return as.visible
-}
-
-// waitVisible returns once pos is visible (or ctx ends). Only positions
-// taken before pos can hold it back, and their transactions have already
-// ended or are ending: on SQLite the writer is one connection, and on
-// PostgreSQL nextAuxID's table lock is held until commit.
-func (as *auxStream) waitVisible(ctx context.Context, pos int64) error {
-	for {
-		as.mu.Lock()
-		v, ch := as.visible, as.advanced
-		as.mu.Unlock()
-		if v >= pos {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
 }
