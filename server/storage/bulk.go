@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -32,28 +33,8 @@ func (s *Store) bulkExec(ctx context.Context, tx *sql.Tx, head string, cols int,
 		rows := len(chunk) / cols
 		st := stmts[rows]
 		if st == nil {
-			var b strings.Builder
-			b.WriteString(head)
-			for r := 0; r < rows; r++ {
-				if r > 0 {
-					b.WriteString(", ")
-				}
-				b.WriteByte('(')
-				for c := 0; c < cols; c++ {
-					if c > 0 {
-						b.WriteString(", ")
-					}
-					if s.d.Name == "sqlite" {
-						b.WriteByte('?')
-					} else {
-						fmt.Fprintf(&b, "$%d", r*cols+c+1)
-					}
-				}
-				b.WriteByte(')')
-			}
-			b.WriteString(tail)
 			var err error
-			if st, err = tx.PrepareContext(ctx, b.String()); err != nil {
+			if st, err = tx.PrepareContext(ctx, bulkSQL(head, cols, tail, rows, s.d.Name != "sqlite")); err != nil {
 				return fmt.Errorf("storage: prepare bulk statement: %w", err)
 			}
 			stmts[rows] = st
@@ -79,7 +60,7 @@ func (s *Store) bulkExecPrepared(ctx context.Context, tx *sql.Tx, head string, c
 		if rows < size {
 			continue
 		}
-		q := bulkSQL(head, cols, tail, size)
+		q := bulkSQL(head, cols, tail, size, false)
 		for ; rows >= size; rows -= size {
 			if _, err := s.txExec(ctx, tx, q, args[:size*cols]...); err != nil {
 				return err
@@ -90,10 +71,11 @@ func (s *Store) bulkExecPrepared(ctx context.Context, tx *sql.Tx, head string, c
 	return nil
 }
 
-// bulkSQL is head, rows rows of cols anonymous parameters, and tail.
-func bulkSQL(head string, cols int, tail string, rows int) string {
+// bulkSQL is head, rows rows of cols parameters, and tail: numbered ($1,
+// $2, ...) for PostgreSQL, anonymous (?) for SQLite (see bulkExec).
+func bulkSQL(head string, cols int, tail string, rows int, numbered bool) string {
 	var b strings.Builder
-	b.Grow(len(head) + len(tail) + rows*(cols*3+4))
+	b.Grow(len(head) + len(tail) + rows*(cols*5+4))
 	b.WriteString(head)
 	for r := range rows {
 		if r > 0 {
@@ -104,7 +86,12 @@ func bulkSQL(head string, cols int, tail string, rows int) string {
 			if c > 0 {
 				b.WriteString(", ")
 			}
-			b.WriteByte('?')
+			if numbered {
+				b.WriteByte('$')
+				b.WriteString(strconv.Itoa(r*cols + c + 1))
+			} else {
+				b.WriteByte('?')
+			}
 		}
 		b.WriteByte(')')
 	}

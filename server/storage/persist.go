@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 )
 
 // NewEvent is an event to persist.
@@ -203,31 +202,18 @@ func (s *Store) insertEventRow(ctx context.Context, tx *sql.Tx, rows *batchRows,
 // and one for their search rows), each as insertEventRow would.
 func (s *Store) insertEventRows(ctx context.Context, tx *sql.Tx, evs []*NewEvent) error {
 	const cols = 21
-	var b strings.Builder
-	b.WriteString(`INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth, origin_server_ts,
-		json, membership, replaces_state, state_group, rejected, soft_failed, rejection_reason, outlier, relates_to, rel_type,
-		sender_device, txn_id, outbound) VALUES `)
 	args := make([]any, 0, cols*len(evs))
-	for i, ne := range evs {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteByte('(')
-		for c := range cols {
-			if c > 0 {
-				b.WriteString(", ")
-			}
-			fmt.Fprintf(&b, "$%d", i*cols+c+1)
-		}
-		b.WriteByte(')')
+	for _, ne := range evs {
 		e := &ne.Event
 		args = append(args, e.StreamPos, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS, string(e.JSON),
 			nullStr(e.Membership), nullStr(e.ReplacesState), nullInt(e.StateGroup), boolInt(e.Rejected), boolInt(e.SoftFailed),
 			nullStr(ne.RejectReason), boolInt(e.Outlier), nullStr(e.RelatesTo), nullStr(e.RelType),
 			nullStr(e.SenderDevice), nullStr(e.TxnID), boolInt(ne.Outbound))
 	}
-	b.WriteString(` ON CONFLICT (event_id) DO NOTHING RETURNING event_id`)
-	inserted, err := queryStrings(ctx, tx, b.String(), args...)
+	q := bulkSQL(`INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth, origin_server_ts,
+		json, membership, replaces_state, state_group, rejected, soft_failed, rejection_reason, outlier, relates_to, rel_type,
+		sender_device, txn_id, outbound) VALUES `, cols, ` ON CONFLICT (event_id) DO NOTHING RETURNING event_id`, len(evs), true)
+	inserted, err := queryStrings(ctx, tx, q, args...)
 	if err != nil {
 		return fmt.Errorf("storage: insert events: %w", err)
 	}
@@ -249,18 +235,10 @@ func (s *Store) insertEventRows(ctx context.Context, tx *sql.Tx, evs []*NewEvent
 	if len(search) == 0 {
 		return nil
 	}
-	b.Reset()
-	b.WriteString(`INSERT INTO event_search (stream_ordering, room_id, type, sender, origin_server_ts, vector)
+	q = bulkSQL(`INSERT INTO event_search (stream_ordering, room_id, type, sender, origin_server_ts, vector)
 		SELECT e.stream_ordering, e.room_id, e.type, e.sender, e.origin_server_ts, to_tsvector('english', v.text)
-		FROM (VALUES `)
-	for i := 0; i < len(search); i += 2 {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "($%d, $%d)", i+1, i+2)
-	}
-	b.WriteString(`) AS v (event_id, text) JOIN events e ON e.event_id = v.event_id`)
-	if _, err := tx.ExecContext(ctx, b.String(), search...); err != nil {
+		FROM (VALUES `, 2, `) AS v (event_id, text) JOIN events e ON e.event_id = v.event_id`, len(search)/2, true)
+	if _, err := tx.ExecContext(ctx, q, search...); err != nil {
 		return fmt.Errorf("storage: index events for search: %w", err)
 	}
 	return nil
