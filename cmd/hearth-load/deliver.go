@@ -214,6 +214,11 @@ func (r *receiver) backfill(ctx context.Context, d *delivery, from string) {
 		r.mu.Lock()
 		r.backfills++
 		if err != nil {
+			if ctx.Err() != nil {
+				// Cut off at the end of the phase, as a /sync is.
+				r.mu.Unlock()
+				return
+			}
 			d.failed("/messages", err)
 			r.failed++
 			r.mu.Unlock()
