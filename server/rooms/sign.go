@@ -329,15 +329,15 @@ func signObject(rv *RoomVersion, obj map[string]any, key SigningKey) (raw, in []
 		h = sha256.Sum256(c)
 	}
 	obj["hashes"] = map[string]string{"sha256": base64.RawStdEncoding.EncodeToString(h[:])}
-	if raw, err = json.Marshal(obj, json.Deterministic(true)); err != nil {
-		return nil, nil, err
-	}
 	if in, err = objSigningInput(rv, obj); err != nil {
 		return nil, nil, err
 	}
 	sig := ed25519.Sign(key.Private, in)
 	if signed {
 		// Others' signatures to keep beside this server's.
+		if raw, err = json.Marshal(obj, json.Deterministic(true)); err != nil {
+			return nil, nil, err
+		}
 		raw, err = addSignature(raw, key, sig)
 		return raw, in, err
 	}
