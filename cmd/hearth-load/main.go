@@ -51,7 +51,7 @@ type options struct {
 	PageRuns     int // messages: full back-paginations
 }
 
-var allPhases = []string{"baseline", "send", "fanout", "crowd", "initsync", "messages"}
+var allPhases = []string{"baseline", "send", "fanout", "initsync", "messages", "crowd"}
 
 func main() {
 	if dir := os.Getenv(baselineEnv); dir != "" {
