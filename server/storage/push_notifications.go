@@ -148,7 +148,7 @@ func (s *Store) RecordNotifications(ctx context.Context, pos int64, ns []Notific
 			stream_ordering = excluded.stream_ordering, cum_notif = excluded.cum_notif, cum_highlight = excluded.cum_highlight`, args); err != nil {
 			return fmt.Errorf("storage: record thread heads: %w", err)
 		}
-		return setPushPosition(ctx, tx, pos)
+		return s.setPushPosition(ctx, tx, pos)
 	})
 	if err == nil {
 		s.evaluatedUpTo(pos)
@@ -164,15 +164,18 @@ func (s *Store) RecordNotifications(ctx context.Context, pos int64, ns []Notific
 // and rows together) changes nothing, so the rows recorded after it are
 // never evaluated again.
 func (s *Store) SetPushPosition(ctx context.Context, pos int64) error {
-	err := s.txNoSync(ctx, func(tx *sql.Tx) error { return setPushPosition(ctx, tx, pos) })
+	err := s.txNoSync(ctx, func(tx *sql.Tx) error { return s.setPushPosition(ctx, tx, pos) })
 	if err == nil {
 		s.evaluatedUpTo(pos)
 	}
 	return err
 }
 
-func setPushPosition(ctx context.Context, tx *sql.Tx, pos int64) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO push_position (id, stream_ordering) VALUES (1, $1)
+// setPushPosition runs prepared (txExec): it is in every batch the
+// evaluator records, and parsing it each time was 2% of the server's CPU
+// in a profile of ten senders into one room.
+func (s *Store) setPushPosition(ctx context.Context, tx *sql.Tx, pos int64) error {
+	_, err := s.txExec(ctx, tx, `INSERT INTO push_position (id, stream_ordering) VALUES (1, $1)
 		ON CONFLICT (id) DO UPDATE SET stream_ordering = excluded.stream_ordering
 		WHERE push_position.stream_ordering < excluded.stream_ordering`, pos)
 	if err != nil {
