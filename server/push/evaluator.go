@@ -50,7 +50,27 @@ const (
 	// persistEvery bounds how far the position may run ahead of what is
 	// stored when nothing notified anyone (re-evaluated after a crash).
 	persistEvery = 1000
+	// stepEvery is the least time between two steps that record
+	// something, unless the first filled its batch. A step writes every
+	// notified member's page of the notifications' index, whatever number
+	// of events it carries: with a step after every group commit (about
+	// five messages with ten senders in a room), those pages were a third
+	// of all the pages SQLite wrote (docs/push.md). Waiting lets a step
+	// carry what several commits brought. An event after a quiet spell is
+	// evaluated at once; under load, /sync answers wait up to this long
+	// for their counts.
+	stepEvery = 10 * time.Millisecond
 )
+
+// paceStep is how long to wait before the next step, given when the last
+// step that recorded something started (zero: none yet) and whether it
+// filled its batch (then the next runs at once: there is a backlog).
+func paceStep(last time.Time, full bool, now time.Time) time.Duration {
+	if full || last.IsZero() {
+		return 0
+	}
+	return max(0, last.Add(stepEvery).Sub(now))
+}
 
 // Options configure an Evaluator.
 type Options struct {
@@ -209,8 +229,20 @@ func (e *Evaluator) Run(ctx context.Context) error {
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	retry := time.Duration(0)
+	var (
+		lastStep time.Time // the last step that recorded something
+		full     bool      // it filled its batch
+	)
 	for {
-		next, notified, stored, err := e.step(ctx, pos)
+		if d := paceStep(lastStep, full, time.Now()); d > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(d):
+			}
+		}
+		began := time.Now()
+		next, notified, stored, more, err := e.step(ctx, pos)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			retry = min(max(2*retry, 100*time.Millisecond), 10*time.Second)
@@ -232,6 +264,12 @@ func (e *Evaluator) Run(ctx context.Context) error {
 		}
 		retry = 0
 		if next > pos {
+			// Only a step that wrote rows paces the next: one that found
+			// nobody to notify wrote nothing to share.
+			lastStep, full = time.Time{}, more
+			if stored {
+				lastStep = began
+			}
 			pos = next
 			if stored {
 				persisted = pos
@@ -258,32 +296,32 @@ func (e *Evaluator) Run(ctx context.Context) error {
 }
 
 // step evaluates the next batch of events after pos. It returns the new
-// position, the users notified, and whether the position was stored.
-func (e *Evaluator) step(ctx context.Context, pos int64) (int64, []string, bool, error) {
+// position, the users notified, whether the position was stored, and
+// whether the batch was full (more may be waiting).
+func (e *Evaluator) step(ctx context.Context, pos int64) (next int64, notified []string, stored, full bool, err error) {
 	upTo, err := e.o.Store.MaxStreamPos(ctx)
 	if err != nil || upTo <= pos {
-		return pos, nil, false, err
+		return pos, nil, false, false, err
 	}
 	evs, err := e.o.Store.PushEventsAfter(ctx, pos, upTo, evalBatch)
 	if err != nil {
-		return pos, nil, false, err
+		return pos, nil, false, false, err
 	}
-	next := upTo
-	if len(evs) == evalBatch {
+	next, full = upTo, len(evs) == evalBatch
+	if full {
 		next = evs[len(evs)-1].StreamPos
 	}
 	b := &batch{heads: map[headKey]*storage.ThreadHead{}, loaded: map[[2]string]bool{}}
 	for _, ev := range evs {
 		if err := e.evaluate(ctx, ev, b); err != nil {
-			return pos, nil, false, err
+			return pos, nil, false, false, err
 		}
 	}
 	if len(b.rows) == 0 {
-		return next, nil, false, nil
+		return next, nil, false, full, nil
 	}
 	heads := make([]storage.ThreadHead, 0, len(b.heads))
 	seen := map[string]bool{}
-	var notified []string
 	for _, h := range b.heads {
 		if h.StreamPos > 0 && h.StreamPos > pos {
 			heads = append(heads, *h)
@@ -296,9 +334,9 @@ func (e *Evaluator) step(ctx context.Context, pos int64) (int64, []string, bool,
 		}
 	}
 	if err := e.o.Store.RecordNotifications(ctx, next, b.rows, heads); err != nil {
-		return pos, nil, false, err
+		return pos, nil, false, false, err
 	}
-	return next, notified, true, nil
+	return next, notified, true, full, nil
 }
 
 // headKey names a (user, room, thread).
