@@ -3,17 +3,20 @@ package storage
 import (
 	"context"
 	"database/sql"
-	"fmt"
 	"strconv"
 	"strings"
 )
 
 // bulkExec runs a multi-row statement, head + rows + tail, over args (cols
-// per row), in batches sized for the engine, each statement prepared once.
-// PostgreSQL pays a round trip per statement, so its batches are large.
-// On SQLite the rows use anonymous "?" parameters: modernc's driver looks
-// up the name of every numbered parameter it binds by a linear search,
-// which makes long statements of "$n" parameters cost quadratic time.
+// per row), in batches sized for the engine. PostgreSQL pays a round trip
+// per statement, so its batches are large; pgx prepares each statement
+// text once per connection and keeps it (its statement cache), so the
+// statements are run as they are: preparing one here and closing it after
+// cost two more round trips per call, one to prepare and one to
+// deallocate. On SQLite the rows use anonymous "?" parameters: modernc's
+// driver looks up the name of every numbered parameter it binds by a
+// linear search, which makes long statements of "$n" parameters cost
+// quadratic time.
 func (s *Store) bulkExec(ctx context.Context, tx *sql.Tx, head string, cols int, tail string, args []any) error {
 	if len(args) == 0 {
 		return nil
@@ -22,24 +25,9 @@ func (s *Store) bulkExec(ctx context.Context, tx *sql.Tx, head string, cols int,
 		return s.bulkExecPrepared(ctx, tx, head, cols, tail, args)
 	}
 	batch := s.d.BulkRows * cols
-	stmts := map[int]*sql.Stmt{}
-	defer func() {
-		for _, st := range stmts {
-			st.Close()
-		}
-	}()
 	for start := 0; start < len(args); start += batch {
 		chunk := args[start:min(start+batch, len(args))]
-		rows := len(chunk) / cols
-		st := stmts[rows]
-		if st == nil {
-			var err error
-			if st, err = tx.PrepareContext(ctx, bulkSQL(head, cols, tail, rows, s.d.Name != "sqlite")); err != nil {
-				return fmt.Errorf("storage: prepare bulk statement: %w", err)
-			}
-			stmts[rows] = st
-		}
-		if _, err := st.ExecContext(ctx, chunk...); err != nil {
+		if _, err := tx.ExecContext(ctx, bulkSQL(head, cols, tail, len(chunk)/cols, s.d.Name != "sqlite"), chunk...); err != nil {
 			return err
 		}
 	}
