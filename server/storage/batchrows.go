@@ -47,57 +47,67 @@ func (r *batchRows) bump(ne *NewEvent) {
 	r.bumps[e.RoomID] = max(r.bumps[e.RoomID], e.StreamPos)
 }
 
-// flushRows writes rows in tx. A transaction ID taken already is
+// flushRows writes rows with b, sending them (stmtBatch.send): on
+// PostgreSQL in one round trip. A transaction ID taken already is
 // ErrConflict: the committer then runs its writes again one by one, so
 // that it is the write that reused it which fails.
-func (s *Store) flushRows(ctx context.Context, tx *sql.Tx, r *batchRows) error {
+func (s *Store) flushRows(b *stmtBatch, r *batchRows) error {
 	// Events first: a conflict is found before anything else is written.
+	var inserted map[string]bool
 	for start := 0; start < len(r.events); start += maxEventRows {
-		if err := s.insertEventRows(ctx, tx, r.events[start:min(start+maxEventRows, len(r.events))]); err != nil {
-			return err
-		}
+		s.queueEventRows(b, r.events[start:min(start+maxEventRows, len(r.events))], &inserted)
 	}
-	if err := s.execRows(ctx, tx, `INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES `, 3,
-		` ON CONFLICT DO NOTHING`, r.edges); err != nil {
-		return fmt.Errorf("storage: insert edges: %w", err)
-	}
-	if err := s.execRows(ctx, tx, `INSERT INTO event_txn_ids (user_id, device_id, scope, txn_id, event_id, created_ts) VALUES `, 6,
-		``, r.txnIDs); err != nil {
+	b.rows(wrapErr("storage: insert edges: %w"), `INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES `, 3,
+		` ON CONFLICT DO NOTHING`, r.edges)
+	b.rows(func(err error) error {
 		if isUnique(err) {
 			return ErrConflict
 		}
 		return fmt.Errorf("storage: record txn ids: %w", err)
-	}
-	if err := s.execRows(ctx, tx, `INSERT INTO event_search_pending (stream_ordering, value) VALUES `, 2, ``, r.search); err != nil {
-		return fmt.Errorf("storage: queue for search: %w", err)
-	}
+	}, `INSERT INTO event_txn_ids (user_id, device_id, scope, txn_id, event_id, created_ts) VALUES `, 6, ``, r.txnIDs)
+	b.rows(wrapErr("storage: queue for search: %w"), `INSERT INTO event_search_pending (stream_ordering, value) VALUES `, 2, ``, r.search)
 	var bumps []any
 	for _, room := range slices.Sorted(maps.Keys(r.bumps)) {
 		bumps = append(bumps, room, r.bumps[room])
 	}
-	if err := s.execRows(ctx, tx, `INSERT INTO room_bump_stamps (room_id, stream_ordering) VALUES `, 2,
+	b.rows(wrapErr("storage: record bump stamps: %w"), `INSERT INTO room_bump_stamps (room_id, stream_ordering) VALUES `, 2,
 		` ON CONFLICT (room_id) DO UPDATE SET stream_ordering = excluded.stream_ordering
-		WHERE room_bump_stamps.stream_ordering < excluded.stream_ordering`, bumps); err != nil {
-		return fmt.Errorf("storage: record bump stamps: %w", err)
+		WHERE room_bump_stamps.stream_ordering < excluded.stream_ordering`, bumps)
+	if len(r.exts) > 0 {
+		rooms := slices.Sorted(maps.Keys(r.exts))
+		cond, arg := s.inSet("room_id", 1, rooms)
+		b.exec(wrapErr("storage: update extremities: %w"), `DELETE FROM forward_extremities WHERE `+cond, arg)
+		var exts []any
+		for _, room := range rooms {
+			for _, id := range r.exts[room] {
+				exts = append(exts, room, id)
+			}
+		}
+		b.rows(wrapErr("storage: insert extremities: %w"), `INSERT INTO forward_extremities (room_id, event_id) VALUES `, 2, ``, exts)
 	}
-	if len(r.exts) == 0 {
-		return nil
+	if err := b.send(); err != nil {
+		return err
 	}
-	rooms := slices.Sorted(maps.Keys(r.exts))
-	cond, arg := s.inSet("room_id", 1, rooms)
-	if _, err := s.txExec(ctx, tx, `DELETE FROM forward_extremities WHERE `+cond, arg); err != nil {
-		return fmt.Errorf("storage: update extremities: %w", err)
-	}
-	var exts []any
-	for _, room := range rooms {
-		for _, id := range r.exts[room] {
-			exts = append(exts, room, id)
+	// Events stored already: outliers to turn into timeline events (and
+	// index, which the statement did only for the rows it inserted), or
+	// conflicts.
+	for _, ne := range r.events {
+		if inserted[ne.EventID] {
+			continue
+		}
+		if err := deOutlier(b.ctx, b.tx, ne, ne.StateGroup); err != nil {
+			return err
+		}
+		if err := s.indexForSearch(b.ctx, b.tx, r, ne); err != nil {
+			return err
 		}
 	}
-	if err := s.execRows(ctx, tx, `INSERT INTO forward_extremities (room_id, event_id) VALUES `, 2, ``, exts); err != nil {
-		return fmt.Errorf("storage: insert extremities: %w", err)
-	}
 	return nil
+}
+
+// wrapErr wraps an error with format (one %w).
+func wrapErr(format string) func(error) error {
+	return func(err error) error { return fmt.Errorf(format, err) }
 }
 
 // execRows inserts rows (args, cols per row): on PostgreSQL with

@@ -2,7 +2,6 @@ package storage
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"sync"
@@ -182,18 +181,18 @@ func (c *committer) run() {
 func (c *committer) commit(batch []*Pending) {
 	s := c.s
 	errs := make([]error, len(batch))
-	err := s.tx(context.Background(), func(tx *sql.Tx) error {
+	err := s.batchTx(context.Background(), true, func(b *stmtBatch) error {
 		rows := newBatchRows()
 		for i, p := range batch {
 			if p.after != nil && failed(batch[:i], errs, p.after) {
 				errs[i] = ErrBuiltOnFailed
 				continue
 			}
-			if errs[i] = s.persistTx(p.ctx, tx, rows, p); errs[i] != nil {
+			if errs[i] = s.persistTx(p.ctx, b.tx, rows, p); errs[i] != nil {
 				return errs[i]
 			}
 		}
-		if err := s.flushRows(context.Background(), tx, rows); err != nil {
+		if err := s.flushRows(b, rows); err != nil {
 			// Whose write it was is found by running them one by one.
 			return err
 		}
@@ -209,12 +208,12 @@ func (c *committer) commit(batch []*Pending) {
 				errs[i] = ErrBuiltOnFailed
 				continue
 			}
-			errs[i] = s.tx(context.Background(), func(tx *sql.Tx) error {
+			errs[i] = s.batchTx(context.Background(), true, func(b *stmtBatch) error {
 				rows := newBatchRows()
-				if err := s.persistTx(p.ctx, tx, rows, p); err != nil {
+				if err := s.persistTx(p.ctx, b.tx, rows, p); err != nil {
 					return err
 				}
-				return s.flushRows(p.ctx, tx, rows)
+				return s.flushRows(b, rows)
 			})
 		}
 		err = nil

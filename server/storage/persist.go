@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // NewEvent is an event to persist.
@@ -119,13 +121,13 @@ func (s *Store) persistTx(ctx context.Context, tx *sql.Tx, rows *batchRows, p *P
 // forward extremities): the deltas take a position of their own.
 func (s *Store) SetRoomHead(ctx context.Context, roomID string, head *HeadUpdate) error {
 	var pos []int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.batchTx(ctx, true, func(b *stmtBatch) error {
 		pos = s.events.nextLive(1)
 		rows := newBatchRows()
-		if err := s.applyHead(ctx, tx, rows, roomID, pos[0], 0, head); err != nil {
+		if err := s.applyHead(ctx, b.tx, rows, roomID, pos[0], 0, head); err != nil {
 			return err
 		}
-		return s.flushRows(ctx, tx, rows)
+		return s.flushRows(b, rows)
 	})
 	if err == nil {
 		s.c.currentState.Remove(roomID)
@@ -198,50 +200,52 @@ func (s *Store) insertEventRow(ctx context.Context, tx *sql.Tx, rows *batchRows,
 	return nil
 }
 
-// insertEventRows writes the rows of events (PostgreSQL: one statement,
-// and one for their search rows), each as insertEventRow would.
-func (s *Store) insertEventRows(ctx context.Context, tx *sql.Tx, evs []*NewEvent) error {
+// queueEventRows queues the rows of events (PostgreSQL: one statement
+// writing them and their search rows, each as insertEventRow would), and
+// notes in inserted the events it inserted: the others are stored
+// already (flushRows).
+func (s *Store) queueEventRows(b *stmtBatch, evs []*NewEvent, inserted *map[string]bool) {
 	const cols = 21
-	args := make([]any, 0, cols*len(evs))
+	args := make([]any, 0, cols*len(evs)+2)
+	var searchIDs, searchText []string
 	for _, ne := range evs {
 		e := &ne.Event
 		args = append(args, e.StreamPos, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS, string(e.JSON),
 			nullStr(e.Membership), nullStr(e.ReplacesState), nullInt(e.StateGroup), boolInt(e.Rejected), boolInt(e.SoftFailed),
 			nullStr(ne.RejectReason), boolInt(e.Outlier), nullStr(e.RelatesTo), nullStr(e.RelType),
 			nullStr(e.SenderDevice), nullStr(e.TxnID), boolInt(ne.Outbound))
-	}
-	q := bulkSQL(`INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth, origin_server_ts,
-		json, membership, replaces_state, state_group, rejected, soft_failed, rejection_reason, outlier, relates_to, rel_type,
-		sender_device, txn_id, outbound) VALUES `, cols, ` ON CONFLICT (event_id) DO NOTHING RETURNING event_id`, len(evs), true)
-	inserted, err := queryStrings(ctx, tx, q, args...)
-	if err != nil {
-		return fmt.Errorf("storage: insert events: %w", err)
-	}
-	if len(inserted) < len(evs) {
-		for _, ne := range evs {
-			if !slices.Contains(inserted, ne.EventID) {
-				if err := deOutlier(ctx, tx, ne, ne.StateGroup); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	var search []any
-	for _, ne := range evs {
 		if text, ok := searchTextOf(ne); ok {
-			search = append(search, ne.EventID, text)
+			searchIDs, searchText = append(searchIDs, e.EventID), append(searchText, text)
 		}
 	}
-	if len(search) == 0 {
-		return nil
-	}
-	q = bulkSQL(`INSERT INTO event_search (stream_ordering, room_id, type, sender, origin_server_ts, vector)
+	// The search rows of the events inserted, in the same statement: the
+	// event rows are what they are made from.
+	n := len(evs) * cols
+	args = append(args, searchIDs, searchText)
+	q := bulkSQL(`WITH e AS (INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth, origin_server_ts,
+		json, membership, replaces_state, state_group, rejected, soft_failed, rejection_reason, outlier, relates_to, rel_type,
+		sender_device, txn_id, outbound) VALUES `, cols, fmt.Sprintf(` ON CONFLICT (event_id) DO NOTHING
+		RETURNING event_id, stream_ordering, room_id, type, sender, origin_server_ts),
+		s AS (INSERT INTO event_search (stream_ordering, room_id, type, sender, origin_server_ts, vector)
 		SELECT e.stream_ordering, e.room_id, e.type, e.sender, e.origin_server_ts, to_tsvector('english', v.text)
-		FROM (VALUES `, 2, `) AS v (event_id, text) JOIN events e ON e.event_id = v.event_id`, len(search)/2, true)
-	if _, err := tx.ExecContext(ctx, q, search...); err != nil {
-		return fmt.Errorf("storage: index events for search: %w", err)
-	}
-	return nil
+		FROM e JOIN unnest($%d::text[], $%d::text[]) AS v (event_id, text) ON v.event_id = e.event_id)
+		SELECT event_id FROM e`, n+1, n+2), len(evs), true)
+	b.query(q, args, func(rows pgx.Rows) error {
+		if *inserted == nil {
+			*inserted = make(map[string]bool, len(evs))
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			(*inserted)[id] = true
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("storage: insert events: %w", err)
+		}
+		return nil
+	})
 }
 
 // insertEventSQL inserts an event row; nothing when the event is stored

@@ -129,26 +129,23 @@ func (s *Store) ThreadHeads(ctx context.Context, roomID, threadID string) (map[s
 // writes is derived from events already stored, and is evaluated again
 // after a crash that loses it, since the position is lost with it.
 func (s *Store) RecordNotifications(ctx context.Context, pos int64, ns []Notification, heads []ThreadHead) error {
-	err := s.txNoSync(ctx, func(tx *sql.Tx) error {
+	err := s.batchTx(ctx, false, func(b *stmtBatch) error {
 		args := make([]any, 0, len(ns)*10)
 		for _, n := range ns {
 			args = append(args, n.UserID, n.StreamPos, n.RoomID, n.EventID, n.ThreadID, boolInt(n.Highlight), n.Actions, n.TS,
 				n.CumNotif, n.CumHighlight)
 		}
-		if err := s.bulkExec(ctx, tx, `INSERT INTO push_notifications (user_id, stream_ordering, room_id, event_id, thread_id,
-			highlight, actions, ts, cum_notif, cum_highlight) VALUES `, 10, ``, args); err != nil {
-			return fmt.Errorf("storage: record notifications: %w", err)
-		}
-		args = args[:0]
+		b.bulk(wrapErr("storage: record notifications: %w"), `INSERT INTO push_notifications (user_id, stream_ordering, room_id,
+			event_id, thread_id, highlight, actions, ts, cum_notif, cum_highlight) VALUES `, 10, ``, args)
+		hargs := make([]any, 0, len(heads)*6)
 		for _, h := range heads {
-			args = append(args, h.UserID, h.RoomID, h.ThreadID, h.StreamPos, h.CumNotif, h.CumHighlight)
+			hargs = append(hargs, h.UserID, h.RoomID, h.ThreadID, h.StreamPos, h.CumNotif, h.CumHighlight)
 		}
-		if err := s.bulkExec(ctx, tx, `INSERT INTO push_thread_heads (user_id, room_id, thread_id, stream_ordering, cum_notif,
-			cum_highlight) VALUES `, 6, ` ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET
-			stream_ordering = excluded.stream_ordering, cum_notif = excluded.cum_notif, cum_highlight = excluded.cum_highlight`, args); err != nil {
-			return fmt.Errorf("storage: record thread heads: %w", err)
-		}
-		return s.setPushPosition(ctx, tx, pos)
+		b.bulk(wrapErr("storage: record thread heads: %w"), `INSERT INTO push_thread_heads (user_id, room_id, thread_id,
+			stream_ordering, cum_notif, cum_highlight) VALUES `, 6, ` ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET
+			stream_ordering = excluded.stream_ordering, cum_notif = excluded.cum_notif, cum_highlight = excluded.cum_highlight`, hargs)
+		b.exec(wrapErr("storage: set push position: %w"), setPushPositionSQL, pos)
+		return b.send()
 	})
 	if err == nil {
 		s.evaluatedUpTo(pos)
@@ -171,13 +168,16 @@ func (s *Store) SetPushPosition(ctx context.Context, pos int64) error {
 	return err
 }
 
-// setPushPosition runs prepared (txExec): it is in every batch the
+// setPushPositionSQL moves the push position forward to $1. It runs
+// prepared on SQLite (txExec, stmtBatch.exec): it is in every batch the
 // evaluator records, and parsing it each time was 2% of the server's CPU
 // in a profile of ten senders into one room.
-func (s *Store) setPushPosition(ctx context.Context, tx *sql.Tx, pos int64) error {
-	_, err := s.txExec(ctx, tx, `INSERT INTO push_position (id, stream_ordering) VALUES (1, $1)
+const setPushPositionSQL = `INSERT INTO push_position (id, stream_ordering) VALUES (1, $1)
 		ON CONFLICT (id) DO UPDATE SET stream_ordering = excluded.stream_ordering
-		WHERE push_position.stream_ordering < excluded.stream_ordering`, pos)
+		WHERE push_position.stream_ordering < excluded.stream_ordering`
+
+func (s *Store) setPushPosition(ctx context.Context, tx *sql.Tx, pos int64) error {
+	_, err := s.txExec(ctx, tx, setPushPositionSQL, pos)
 	if err != nil {
 		return fmt.Errorf("storage: set push position: %w", err)
 	}
