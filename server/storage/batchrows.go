@@ -55,7 +55,7 @@ func (s *Store) flushRows(b *stmtBatch, r *batchRows) error {
 	// Events first: a conflict is found before anything else is written.
 	var inserted map[string]bool
 	for start := 0; start < len(r.events); start += maxEventRows {
-		s.queueEventRows(b, r.events[start:min(start+maxEventRows, len(r.events))], &inserted)
+		s.queueEventRows(b, r.events[start:min(start+maxEventRows, len(r.events))], &inserted, b.whole)
 	}
 	b.rows(wrapErr("storage: insert edges: %w"), `INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES `, 3,
 		` ON CONFLICT DO NOTHING`, r.edges)
@@ -87,6 +87,11 @@ func (s *Store) flushRows(b *stmtBatch, r *batchRows) error {
 	}
 	if err := b.send(); err != nil {
 		return err
+	}
+	if b.whole {
+		// Every event is new: the statement failed the transaction
+		// otherwise (queueEventRows, strict).
+		return nil
 	}
 	// Events stored already: outliers to turn into timeline events (and
 	// index, which the statement did only for the rows it inserted), or

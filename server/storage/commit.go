@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 )
 
@@ -178,10 +179,21 @@ func (c *committer) run() {
 // only the failing one fails. Writes rarely fail (the timeline refuses
 // what a client can get wrong before it queues), and savepoints around
 // every write would cost PostgreSQL two more round trips each.
+//
+// On PostgreSQL a batch of messages alone is sent whole (pipelineTx): its
+// transaction is one round trip. Should an event of it be stored already
+// (an outlier to turn into a timeline event, or a conflict), the
+// transaction fails, and its writes run again one by one, as for any
+// failure, in transactions that read what they need.
 func (c *committer) commit(batch []*Pending) {
 	s := c.s
 	errs := make([]error, len(batch))
-	err := s.batchTx(context.Background(), true, func(b *stmtBatch) error {
+	run := s.batchTx
+	whole := s.d.Name == "postgres" && !slices.ContainsFunc(batch, (*Pending).readsInTx)
+	if whole {
+		run = s.pipelineTx
+	}
+	err := run(context.Background(), true, func(b *stmtBatch) error {
 		rows := newBatchRows()
 		for i, p := range batch {
 			if p.after != nil && failed(batch[:i], errs, p.after) {
@@ -198,7 +210,7 @@ func (c *committer) commit(batch []*Pending) {
 		}
 		return nil
 	})
-	if err != nil && len(batch) > 1 {
+	if err != nil && (len(batch) > 1 || whole) {
 		for i, p := range batch {
 			s.events.finish(p.live) // abandoned with the transaction
 			p.live, errs[i] = nil, nil
@@ -246,6 +258,18 @@ func (c *committer) commit(batch []*Pending) {
 	// Outside the transaction, with the writes acknowledged: statements
 	// run for the first time are prepared for the next batches.
 	s.prepareWrites(context.Background())
+}
+
+// readsInTx reports whether persistTx runs statements of p in the
+// transaction itself (tx): a state event (its row, its state group) or a
+// head update changing the current state. Otherwise it only adds rows
+// for flushRows (on PostgreSQL: messages, which are not read back, and
+// the room's forward extremities), and the batch can be sent whole.
+func (p *Pending) readsInTx() bool {
+	if len(p.evs) == 0 || (p.head != nil && (len(p.head.Changes) > 0 || p.head.StateGroup != 0)) {
+		return true
+	}
+	return slices.ContainsFunc(p.evs, func(ne *NewEvent) bool { return ne.IsState() })
 }
 
 // failed reports whether the write p failed: in the batch being committed

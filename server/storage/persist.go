@@ -6,9 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
+
+// errStoredAlready fails a transaction sent whole (pipelineTx) that
+// would have stored an event stored already; the committer then writes
+// its batch again in transactions that can look at that event (deOutlier).
+var errStoredAlready = errors.New("storage: an event of the batch is stored already")
 
 // NewEvent is an event to persist.
 type NewEvent struct {
@@ -203,8 +210,10 @@ func (s *Store) insertEventRow(ctx context.Context, tx *sql.Tx, rows *batchRows,
 // queueEventRows queues the rows of events (PostgreSQL: one statement
 // writing them and their search rows, each as insertEventRow would), and
 // notes in inserted the events it inserted: the others are stored
-// already (flushRows).
-func (s *Store) queueEventRows(b *stmtBatch, evs []*NewEvent, inserted *map[string]bool) {
+// already (flushRows). strict: an event stored already fails the
+// statement, with errStoredAlready, instead (a transaction sent whole,
+// pipelineTx, cannot turn an outlier into a timeline event after it).
+func (s *Store) queueEventRows(b *stmtBatch, evs []*NewEvent, inserted *map[string]bool, strict bool) {
 	const cols = 21
 	args := make([]any, 0, cols*len(evs)+2)
 	var searchIDs, searchText []string
@@ -230,6 +239,24 @@ func (s *Store) queueEventRows(b *stmtBatch, evs []*NewEvent, inserted *map[stri
 		SELECT e.stream_ordering, e.room_id, e.type, e.sender, e.origin_server_ts, to_tsvector('english', v.text)
 		FROM e JOIN unnest($%d::text[], $%d::text[]) AS v (event_id, text) ON v.event_id = e.event_id)
 		SELECT event_id FROM e`, n+1, n+2), len(evs), true)
+	if strict {
+		// A division by zero when a row was not inserted: plain SQL has
+		// no other way to fail a statement.
+		q = strings.TrimSuffix(q, `SELECT event_id FROM e`) + fmt.Sprintf(`SELECT 1 / (count(*) = %d)::int FROM e`, len(evs))
+		b.query(q, args, func(rows pgx.Rows) error {
+			for rows.Next() {
+			}
+			if err := rows.Err(); err != nil {
+				var pe *pgconn.PgError
+				if errors.As(err, &pe) && pe.Code == "22012" {
+					return errStoredAlready
+				}
+				return fmt.Errorf("storage: insert events: %w", err)
+			}
+			return nil
+		})
+		return
+	}
 	b.query(q, args, func(rows pgx.Rows) error {
 		if *inserted == nil {
 			*inserted = make(map[string]bool, len(evs))

@@ -29,8 +29,11 @@ type stmtBatch struct {
 	// conn is the transaction's connection (PostgreSQL; nil on SQLite),
 	// on which b is sent.
 	conn *sql.Conn
-	b    pgx.Batch
-	err  error
+	// whole: the transaction is the pipeline (pipelineTx): tx is nil,
+	// and what is queued is sent with BEGIN and COMMIT once fn returns.
+	whole bool
+	b     pgx.Batch
+	err   error
 }
 
 // exec queues (or, on SQLite, runs) a statement; wrap, when not nil,
@@ -100,6 +103,9 @@ func (b *stmtBatch) insert(sqlite func(context.Context, *sql.Tx, string, int, st
 // send sends what is queued and returns the first error, in queue order;
 // the batch can then be filled again.
 func (b *stmtBatch) send() error {
+	if b.whole {
+		return nil // sent by pipelineTx
+	}
 	if b.conn == nil || b.b.Len() == 0 {
 		err := b.err
 		b.err = nil
@@ -150,4 +156,46 @@ func (s *Store) batchTx(ctx context.Context, durable bool, fn func(b *stmtBatch)
 		}
 		return fn(b)
 	}, nil)
+}
+
+// pipelineTx is batchTx for a transaction made of queued statements alone:
+// fn must not use b.tx, nil on PostgreSQL, whose results it reads only
+// in its statements' callbacks. On PostgreSQL BEGIN, the statements and
+// COMMIT then go in one pipeline: the whole transaction, its commit's
+// WAL flush included, is one round trip. On SQLite it is batchTx.
+func (s *Store) pipelineTx(ctx context.Context, durable bool, fn func(b *stmtBatch) error) error {
+	if s.d.Name != "postgres" {
+		return s.batchTx(ctx, durable, fn)
+	}
+	began := time.Now()
+	conn, err := s.write.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("storage: begin: %w", err)
+	}
+	defer conn.Close()
+	if s.observeWrite != nil {
+		wait := time.Since(began)
+		defer func() { s.observeWrite(wait, time.Since(began)) }()
+	}
+	b := &stmtBatch{s: s, ctx: ctx, conn: conn, whole: true}
+	b.b.Queue(`BEGIN`)
+	if !durable {
+		b.exec(wrapErr("storage: relax commit: %w"), `SET LOCAL synchronous_commit = off`)
+	}
+	if err := fn(b); err != nil {
+		return err
+	}
+	b.exec(wrapErr("storage: commit: %w"), `COMMIT`)
+	// Should a statement fail, the server skips the rest, COMMIT
+	// included, and holds the transaction aborted: pgx's database/sql
+	// driver then discards the connection when the pool hands it out
+	// again (it checks for an open transaction), as for a transaction
+	// left open. Writes rarely fail.
+	return conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("storage: pipeline on a %T connection", dc)
+		}
+		return c.Conn().SendBatch(ctx, &b.b).Close()
+	})
 }

@@ -129,7 +129,8 @@ func (s *Store) ThreadHeads(ctx context.Context, roomID, threadID string) (map[s
 // writes is derived from events already stored, and is evaluated again
 // after a crash that loses it, since the position is lost with it.
 func (s *Store) RecordNotifications(ctx context.Context, pos int64, ns []Notification, heads []ThreadHead) error {
-	err := s.batchTx(ctx, false, func(b *stmtBatch) error {
+	// Statements alone, sent whole on PostgreSQL: one round trip.
+	err := s.pipelineTx(ctx, false, func(b *stmtBatch) error {
 		args := make([]any, 0, len(ns)*10)
 		for _, n := range ns {
 			args = append(args, n.UserID, n.StreamPos, n.RoomID, n.EventID, n.ThreadID, boolInt(n.Highlight), n.Actions, n.TS,
