@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -231,24 +230,27 @@ func (s *Store) queueEventRows(b *stmtBatch, evs []*NewEvent, inserted *map[stri
 	// event rows are what they are made from.
 	n := len(evs) * cols
 	args = append(args, searchIDs, searchText)
+	// strict: no ON CONFLICT, so that an event stored already fails the
+	// statement with a unique violation.
+	onConflict := ` ON CONFLICT (event_id) DO NOTHING`
+	if strict {
+		onConflict = ``
+	}
 	q := bulkSQL(`WITH e AS (INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth, origin_server_ts,
 		json, membership, replaces_state, state_group, rejected, soft_failed, rejection_reason, outlier, relates_to, rel_type,
-		sender_device, txn_id, outbound) VALUES `, cols, fmt.Sprintf(` ON CONFLICT (event_id) DO NOTHING
+		sender_device, txn_id, outbound) VALUES `, cols, fmt.Sprintf(onConflict+`
 		RETURNING event_id, stream_ordering, room_id, type, sender, origin_server_ts),
 		s AS (INSERT INTO event_search (stream_ordering, room_id, type, sender, origin_server_ts, vector)
 		SELECT e.stream_ordering, e.room_id, e.type, e.sender, e.origin_server_ts, to_tsvector('english', v.text)
 		FROM e JOIN unnest($%d::text[], $%d::text[]) AS v (event_id, text) ON v.event_id = e.event_id)
 		SELECT event_id FROM e`, n+1, n+2), len(evs), true)
 	if strict {
-		// A division by zero when a row was not inserted: plain SQL has
-		// no other way to fail a statement.
-		q = strings.TrimSuffix(q, `SELECT event_id FROM e`) + fmt.Sprintf(`SELECT 1 / (count(*) = %d)::int FROM e`, len(evs))
 		b.query(q, args, func(rows pgx.Rows) error {
 			for rows.Next() {
 			}
 			if err := rows.Err(); err != nil {
 				var pe *pgconn.PgError
-				if errors.As(err, &pe) && pe.Code == "22012" {
+				if errors.As(err, &pe) && pe.Code == "23505" { // unique_violation
 					return errStoredAlready
 				}
 				return fmt.Errorf("storage: insert events: %w", err)
