@@ -101,3 +101,33 @@ func TestPlaces(t *testing.T) {
 		t.Errorf("%d places still held", len(p))
 	}
 }
+
+// TestAppendUnsigned: an event's unsigned written by hand is byte for byte
+// what json.Marshal makes of the map, for the plain values it handles
+// (HTML characters, quotes, control characters and non-ASCII included) and
+// for those it hands to json.Marshal.
+func TestAppendUnsigned(t *testing.T) {
+	for _, u := range []map[string]any{
+		{},
+		{"age": int64(0)},
+		{"age": int64(1234), "membership": "join"},
+		{"age": int64(-5), "membership": "leave", "transaction_id": "m1.2"},
+		{"age": int64(7), "transaction_id": `<a href="x">&amp;</a>\ "q"`},
+		{"age": int64(7), "transaction_id": "tab\there\nnul\x00 é ☃ \u2028"},
+		{"age": int64(7), "org.matrix.msc4140.delay_id": "syd_abc", "membership": "invite"},
+		{"age": int64(7), "replaces_state": "$ev:x", "prev_sender": "@a:x", "prev_content": json.RawMessage(`{"membership":"join"}`)},
+		{"age": int64(7), "m.relations": map[string]any{"m.thread": map[string]any{"count": 2}}},
+	} {
+		want, err := json.Marshal(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := appendUnsigned([]byte("prefix"), u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != "prefix"+string(want) {
+			t.Errorf("appendUnsigned(%v) = %s, want %s", u, got[len("prefix"):], want)
+		}
+	}
+}
