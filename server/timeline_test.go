@@ -805,10 +805,16 @@ func TestTimelineStateReset(t *testing.T) {
 
 // TestLatencyLargeJoin: persisting a join that brings a 5,000-event state
 // keeps another room's sends moving: their p99 latency while the join is
-// written stays within 3× of the p99 before it. It measures time, so it
+// written stays within 3× of the p99 before it, or within joinLatencyFloor
+// when that is more. The floor is for fast machines: on the 2-core AMD EPYC
+// VM of 6 December the p99 before was 1.5–2.5 ms, and 3× of that is within
+// the noise of a scheduler tick or a GC pause; the build before that day's
+// changes failed there as often as the one after. It measures time, so it
 // runs alone (make test runs it after the other tests, with
 // HEARTH_LATENCY_TESTS set) and on one engine at a time; a run disturbed by
 // something else on the machine gets a second try.
+const joinLatencyFloor = 8 * time.Millisecond
+
 func TestLatencyLargeJoin(t *testing.T) {
 	if os.Getenv("HEARTH_LATENCY_TESTS") == "" {
 		t.Skip("latency test: make test runs it alone (HEARTH_LATENCY_TESTS=1)")
@@ -825,11 +831,11 @@ func TestLatencyLargeJoin(t *testing.T) {
 			var p99b, p99d time.Duration
 			for attempt := 1; attempt <= 2; attempt++ {
 				p99b, p99d = largeJoinLatency(t, f, alice)
-				if p99d <= 3*p99b {
+				if p99d <= max(3*p99b, joinLatencyFloor) {
 					return
 				}
 			}
-			t.Errorf("sends during the join: p99 %v, more than 3× the %v before", p99d, p99b)
+			t.Errorf("sends during the join: p99 %v, more than 3× the %v before and more than %v", p99d, p99b, joinLatencyFloor)
 		})
 	}
 }
