@@ -139,14 +139,11 @@ func (s *Store) batchTx(ctx context.Context, durable bool, fn func(b *stmtBatch)
 		return fmt.Errorf("storage: begin: %w", err)
 	}
 	defer conn.Close()
-	tx, err := conn.BeginTx(ctx, nil)
-	if s.observeWrite != nil {
-		wait := time.Since(began)
-		defer func() { s.observeWrite(wait, time.Since(began)) }()
-	}
+	tx, done, err := s.beginTimed(ctx, conn, began)
 	if err != nil {
-		return fmt.Errorf("storage: begin: %w", err)
+		return err
 	}
+	defer done()
 	return s.runTx(ctx, tx, func(tx *sql.Tx) error {
 		b := &stmtBatch{s: s, ctx: ctx, tx: tx, conn: conn}
 		if !durable {

@@ -257,15 +257,29 @@ func (s *Store) txNoSync(ctx context.Context, fn func(tx *sql.Tx) error) error {
 			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
 		}
 	}()
-	tx, err := conn.BeginTx(ctx, nil)
+	tx, done, err := s.beginTimed(ctx, conn, began)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return s.runTx(ctx, tx, fn, nil)
+}
+
+// beginTimed begins a transaction on conn, a writer connection asked for
+// at began. done, deferred by the caller, reports the write's wait and
+// its whole time (observeWrite); a BEGIN that failed is reported here.
+func (s *Store) beginTimed(ctx context.Context, conn *sql.Conn, began time.Time) (tx *sql.Tx, done func(), err error) {
+	tx, err = conn.BeginTx(ctx, nil)
+	done = func() {}
 	if s.observeWrite != nil {
 		wait := time.Since(began)
-		defer func() { s.observeWrite(wait, time.Since(began)) }()
+		done = func() { s.observeWrite(wait, time.Since(began)) }
 	}
 	if err != nil {
-		return fmt.Errorf("storage: begin: %w", err)
+		done()
+		return nil, nil, fmt.Errorf("storage: begin: %w", err)
 	}
-	return s.runTx(ctx, tx, fn, nil)
+	return tx, done, nil
 }
 
 // inList renders "$n,$n+1,..." for an IN clause of count items starting at
