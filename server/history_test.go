@@ -658,14 +658,7 @@ func TestMessagesMatchContext(t *testing.T) {
 		b := servertest.Start(t, e)
 		ctx := t.Context()
 		alice, bob := newRoomUser(t, b, "alice"), newRoomUser(t, b, "bob")
-		created, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		room := created.RoomID
-		if _, err := bob.cli.JoinRoomByID(ctx, room); err != nil {
-			t.Fatal(err)
-		}
+		room := sharedRoom(t, alice, bob)
 		root := histText(t, alice, room, "root")
 		histSend(t, bob, room, map[string]any{"msgtype": "m.text", "body": "* edited", "m.new_content": map[string]any{"msgtype": "m.text", "body": "edited"},
 			"m.relates_to": map[string]any{"rel_type": "m.replace", "event_id": string(root)}})

@@ -48,12 +48,12 @@ func run(ctx context.Context, o options, log io.Writer) ([]Result, error) {
 	// The peak before the crowd: issue 12 holds the mxbench-style phases
 	// to 64 MiB and the 200-client crowd to 150 MiB, so the crowd runs
 	// last by default and the end row gives both peaks.
-	hwmBefore, crowdAfterOthers := 0.0, false
+	hwmBefore := 0.0 // 0: the crowd did not run after other phases
 	for i, p := range phases {
 		fmt.Fprintf(log, "phase %s\n", p)
 		if p == "crowd" && i > 0 && t.pid != 0 && hwmBefore == 0 {
 			if _, hwm, err := memory(t.pid); err == nil {
-				hwmBefore, crowdAfterOthers = hwm, true
+				hwmBefore = hwm
 			}
 		}
 		var err error
@@ -79,7 +79,7 @@ func run(ctx context.Context, o options, log io.Writer) ([]Result, error) {
 		if rss, hwm, err := memory(t.pid); err == nil {
 			cpu, _ := cpuSeconds(t.pid)
 			ms := []Metric{{"server RSS", rss, "MiB"}, {"server VmHWM (peak of the run)", hwm, "MiB"}}
-			if crowdAfterOthers {
+			if hwmBefore > 0 {
 				ms = append(ms, Metric{"server VmHWM before the crowd", hwmBefore, "MiB"})
 			}
 			ms = append(ms, Metric{"server CPU since start", cpu, "s"})
