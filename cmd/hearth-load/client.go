@@ -153,11 +153,15 @@ func (c *client) sync(ctx context.Context, u *user, since string, timeout time.D
 	return c.do(ctx, u, http.MethodGet, clientV3+"/sync", q, nil)
 }
 
-// messages is one /messages page backwards from from ("" is the end of the room).
-func (c *client) messages(ctx context.Context, u *user, room, from string, limit int) ([]byte, error) {
+// messages is one /messages page backwards from from ("" is the end of the
+// room), down to to ("" is the start of the room).
+func (c *client) messages(ctx context.Context, u *user, room, from, to string, limit int) ([]byte, error) {
 	q := url.Values{"dir": {"b"}, "limit": {strconv.Itoa(limit)}}
 	if from != "" {
 		q.Set("from", from)
+	}
+	if to != "" {
+		q.Set("to", to)
 	}
 	return c.do(ctx, u, http.MethodGet, roomPath(room)+"/messages", q, nil)
 }

@@ -152,7 +152,8 @@ func (r *receiver) loop(ctx context.Context, d *delivery) {
 	for ctx.Err() == nil {
 		counts := d.sending.Load()
 		t0 := time.Now()
-		b, err := d.c.sync(ctx, r.u, r.since, d.syncTimeout, syncFilter)
+		since := r.since
+		b, err := d.c.sync(ctx, r.u, since, d.syncTimeout, syncFilter)
 		took := time.Since(t0)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -200,16 +201,20 @@ func (r *receiver) loop(ctx context.Context, d *delivery) {
 		}
 		r.mu.Unlock()
 		if limited {
-			r.backfill(ctx, d, timeline.Get("prev_batch").String())
+			r.backfill(ctx, d, timeline.Get("prev_batch").String(), since)
 		}
 	}
 }
 
-// backfill pages /messages back from from until it meets a message it
-// already had, or one from before the run.
-func (r *receiver) backfill(ctx context.Context, d *delivery, from string) {
+// backfill fills the gap a limited timeline left: it pages /messages back
+// from from (the timeline's prev_batch) down to to (the position the
+// /sync started from, where the events this member already had end),
+// and stops early when it meets a message it already had. That is the
+// gap and no more, as a client that keeps its timeline whole asks for it.
+func (r *receiver) backfill(ctx context.Context, d *delivery, from, to string) {
+	const limit = 100
 	for page := 0; page < 100 && from != ""; page++ {
-		b, err := d.c.messages(ctx, r.u, d.room, from, 100)
+		b, err := d.c.messages(ctx, r.u, d.room, from, to, limit)
 		now := time.Now()
 		r.mu.Lock()
 		r.backfills++
@@ -224,18 +229,27 @@ func (r *receiver) backfill(ctx context.Context, d *delivery, from string) {
 			r.mu.Unlock()
 			return
 		}
-		stop := true
-		for _, ev := range gjson.GetBytes(b, "chunk").Array() {
-			if r.record(ev, now, true) {
-				stop = false
+		chunk := gjson.GetBytes(b, "chunk").Array()
+		met := false
+		for _, ev := range chunk {
+			if !r.record(ev, now, true) && r.had(ev) {
+				met = true
 			}
 		}
 		r.mu.Unlock()
-		if stop {
+		if met || len(chunk) < limit {
 			return
 		}
 		from = gjson.GetBytes(b, "end").String()
 	}
+}
+
+// had reports whether ev is a load message from another member that this
+// receiver already holds. r.mu is held.
+func (r *receiver) had(ev gjson.Result) bool {
+	mark := ev.Get("content.hl")
+	s, n := int(mark.Get("s").Int()), int(mark.Get("n").Int())
+	return mark.Exists() && s >= 0 && s < len(r.seen) && s != r.self && n >= 0 && n < len(r.seen[s]) && r.seen[s][n]
 }
 
 // record notes one timeline event; it reports whether it was a load

@@ -43,7 +43,7 @@ func (t *target) messagesPhase(ctx context.Context, o options) error {
 		from, seen := "", 0
 		for {
 			t0 := time.Now()
-			b, err := t.client.messages(ctx, u, room, from, o.PageLimit)
+			b, err := t.client.messages(ctx, u, room, from, "", o.PageLimit)
 			if err != nil {
 				return err
 			}
