@@ -41,6 +41,9 @@ import (
 type syncShared struct {
 	eventBytes *cache.LRU[eventBytesKey, *eventBytes]
 	visibility *cache.LRU[visKey, visibilityAt]
+	// visValues is what visibility reads of an event (visibilityValues):
+	// immutable, as redaction keeps both values.
+	visValues *cache.LRU[string, string]
 	// presence is each user's stored presence as /sync's set_presence
 	// last read it; every write goes through setPresence, which drops
 	// the user's entry after it commits (and the LRU's generation keeps
@@ -72,6 +75,7 @@ type syncShared struct {
 const (
 	eventBytesCacheBase = 2_000
 	visibilityCacheBase = 20_000
+	visValuesBase       = 5_000
 	presenceCacheBase   = 10_000
 	noRelationsBase     = 20_000
 	// Shared range reads kept: a wake-up's waiters ask for the same few.
@@ -107,6 +111,8 @@ func newSyncShared(r *cache.Registry) *syncShared {
 			"event → client-format JSON without unsigned, shared by every /sync answer", eventBytesCacheBase),
 		visibility: cache.NewLRU[visKey, visibilityAt](r, "sync_visibility",
 			"(state group, user) → history visibility and membership (immutable)", visibilityCacheBase),
+		visValues: cache.NewLRU[string, string](r, "visibility_values",
+			"member or history visibility event → its membership or history_visibility (immutable)", visValuesBase),
 		presence: cache.NewLRU[string, storage.Presence](r, "sync_presence",
 			"user → stored presence, read by every /sync's set_presence", presenceCacheBase),
 		noRelations: cache.NewLRU[string, relationMark](r, "sync_no_relations",

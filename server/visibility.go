@@ -49,29 +49,60 @@ func (s *Server) visibilityOfGroups(ctx context.Context, groups []int64, userID 
 		}
 		want[g] = k
 	}
-	evs, err := s.store.EventsByID(ctx, ids)
+	vals, err := s.visibilityValues(ctx, ids)
 	if err != nil {
 		return nil, err
-	}
-	byID := make(map[string]*storage.Event, len(evs))
-	for _, e := range evs {
-		byID[e.EventID] = e
 	}
 	out := make(map[int64]visibilityAt, len(want))
 	for g, k := range want {
 		v := visibilityAt{visibility: "shared", membership: rooms.MembershipLeave}
-		if e := byID[k.hv]; e != nil {
+		if hv := vals[k.hv]; hv != "" {
+			v.visibility = hv
+		}
+		if m, ok := vals[k.mem]; ok {
+			v.membership = m
+		}
+		out[g] = v
+	}
+	return out, nil
+}
+
+// visibilityValues reads what the visibility rules take from each event:
+// an m.room.history_visibility event's history_visibility, an
+// m.room.member event's membership. Both survive redaction, so an event's
+// value never changes and is kept by event ID (visibilityValues cache): a
+// crowd's members each see every other member's join, which makes one
+// (state group, viewer) pair per two members, but only one value per
+// member.
+func (s *Server) visibilityValues(ctx context.Context, ids []string) (map[string]string, error) {
+	out := make(map[string]string, len(ids))
+	var miss []string
+	for _, id := range ids {
+		if v, ok := s.shared.visValues.Get(id); ok {
+			out[id] = v
+		} else {
+			miss = append(miss, id)
+		}
+	}
+	evs, err := s.store.EventsByID(ctx, miss)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range evs {
+		var v string
+		switch e.Type {
+		case rooms.TypeHistoryVis:
 			var c struct {
 				HistoryVisibility string `json:"history_visibility"`
 			}
-			if json.Unmarshal(contentOf(e.JSON), &c) == nil && c.HistoryVisibility != "" {
-				v.visibility = c.HistoryVisibility
+			if json.Unmarshal(contentOf(e.JSON), &c) == nil {
+				v = c.HistoryVisibility
 			}
+		case rooms.TypeMember:
+			v = e.Membership
 		}
-		if e := byID[k.mem]; e != nil {
-			v.membership = e.Membership
-		}
-		out[g] = v
+		out[e.EventID] = v
+		s.shared.visValues.Add(e.EventID, v)
 	}
 	return out, nil
 }
