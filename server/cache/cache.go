@@ -421,6 +421,18 @@ func (c *LRU[K, V]) GetOrLoad(k K, load func() (V, error)) (V, error) {
 	return v, nil
 }
 
+// Update replaces k's value with f of it, if k is held (f must not change
+// the old value: readers may still hold it). Like Remove, it keeps a load
+// that raced it from storing what it read (AddIfGeneration), held or not.
+func (c *LRU[K, V]) Update(k K, f func(V) V) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	if el, ok := c.items[k]; ok {
+		c.addLocked(k, f(el.Value.(*entry[K, V]).val))
+	}
+}
+
 // Remove drops one key.
 func (c *LRU[K, V]) Remove(k K) {
 	c.mu.Lock()

@@ -203,6 +203,7 @@ func (s *Store) PurgeRoom(ctx context.Context, roomID string) error {
 	// The room's members are not known any more: every user's rooms go,
 	// and so do reads of its events.
 	s.c.roomsOfUser.Purge()
+	s.c.unread.Purge() // its receipts
 	s.rowVersions.bump(roomID)
 	if err != nil {
 		return err
@@ -251,8 +252,10 @@ func (s *Store) PurgeRoom(ctx context.Context, roomID string) error {
 			}
 		}
 	}
-	// Totals read before the notifications went (cumAt) are no more.
+	// Totals read before the notifications went (cumAt) are no more, nor
+	// the thread heads.
 	s.c.notifTotals.Purge()
+	s.c.unread.Purge()
 	return nil
 }
 

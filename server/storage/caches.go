@@ -27,6 +27,9 @@ const (
 	notifTotalsCacheBase = 20_000
 	// Rooms of a user: one entry (~150 bytes a room) per user syncing.
 	roomsOfUserCacheBase = 10_000
+	// Unread bases: one entry (~100 bytes per receipt and per thread with
+	// notifications) per user syncing.
+	unreadCacheBase = 10_000
 	// Per device syncing: its key counts and whether its to-device queue
 	// is empty; per user: their global account data entries read by /sync.
 	deviceCacheBase      = 10_000
@@ -76,6 +79,15 @@ type caches struct {
 	// in out_of_room_memberships (whose writers drop the user), or with a
 	// purged room (which empties the cache).
 	roomsOfUser *cache.LRU[string, []RoomMembership]
+	// unread maps a user to what their unread counts start from (their
+	// read positions and thread heads, unreadBaseOf), read by every /sync.
+	// RecordNotifications updates the heads of the users it wrote, after
+	// committing and before the events it evaluated wake anyone's /sync;
+	// PutReceipt, DeactivateUser and PurgeRoom drop entries after their
+	// transactions. Read positions from an event not stored, or stored as
+	// an outlier (whose position changes when it joins the timeline), are
+	// not cached.
+	unread *cache.LRU[string, *unreadBase]
 	// deviceKeys maps a device to its one-time key counts and unused
 	// fallback key types, sent with every /sync. UploadKeys and
 	// ClaimOneTimeKey drop the device after their transaction; deleting
@@ -138,6 +150,8 @@ func newCaches(r *cache.Registry) caches {
 			membershipAtCacheBase).WithSize(func(k groupUser, v string) int64 { return 8 + str(k.user) + str(v) }),
 		notifTotals: cache.NewLRU[totalsKey, [2]int64](r, "notification_totals", "(user, room, thread, receipt position) → running notification totals (final once evaluated)",
 			notifTotalsCacheBase).WithSize(func(k totalsKey, _ [2]int64) int64 { return str(k.user) + str(k.room) + str(k.thread) + 24 }),
+		unread: cache.NewLRU[string, *unreadBase](r, "unread_bases", "user → read positions and notification thread heads (every /sync)",
+			unreadCacheBase).WithSize(func(k string, b *unreadBase) int64 { return str(k) + b.size() }),
 		deviceKeys: cache.NewLRU[userDevice, deviceKeyCounts](r, "device_key_counts", "device → one-time key counts and unused fallback keys (every /sync)",
 			deviceCacheBase),
 		toDeviceEmpty: cache.NewLRU[userDevice, bool](r, "to_device_empty", "device → its to-device queue is empty (every /sync acknowledges)",

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"unsafe"
 )
 
 // Notifications (push_notifications, push_thread_heads, push_position):
@@ -149,6 +151,7 @@ func (s *Store) RecordNotifications(ctx context.Context, pos int64, ns []Notific
 		return b.send()
 	})
 	if err == nil {
+		s.headsRecorded(heads)
 		s.evaluatedUpTo(pos)
 	}
 	return err
@@ -254,41 +257,16 @@ func (rp ReadPositions) set(room, thread string, pos int64) {
 // before stream position upTo, per room and thread, for the rooms in
 // rooms (every room when nil). Threads and rooms without any are left out.
 func (s *Store) UnreadCounts(ctx context.Context, userID string, rooms map[string]bool, upTo int64) (map[string]map[string]NotifCount, error) {
-	// The read positions (ReadPositionsOf) and the thread heads in one
-	// statement: every /sync answer reads both.
-	rows, err := s.read.QueryContext(ctx, `SELECT 0, r.room_id, r.thread_id, MAX(e.stream_ordering), 0, 0`+readPositionsFrom+`
-		UNION ALL SELECT 1, room_id, thread_id, stream_ordering, cum_notif, cum_highlight FROM push_thread_heads
-		WHERE user_id = $1`, userID)
+	base, err := s.unreadBaseOf(ctx, userID)
 	if err != nil {
-		return nil, fmt.Errorf("storage: read positions and thread heads of %s: %w", userID, err)
-	}
-	read := ReadPositions{}
-	var heads []ThreadHead
-	for rows.Next() {
-		var head int
-		h := ThreadHead{UserID: userID}
-		if err := rows.Scan(&head, &h.RoomID, &h.ThreadID, &h.StreamPos, &h.CumNotif, &h.CumHighlight); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("storage: scan thread head: %w", err)
-		}
-		if head == 0 {
-			read.set(h.RoomID, h.ThreadID, h.StreamPos)
-		} else if rooms == nil || rooms[h.RoomID] {
-			heads = append(heads, h)
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	var unread []ThreadHead
-	for _, h := range heads {
-		if h.StreamPos > read.Of(h.RoomID, h.ThreadID) {
-			unread = append(unread, h)
-		}
-	}
+	read := base.read
 	out := map[string]map[string]NotifCount{}
-	for _, h := range unread {
+	for _, h := range base.heads {
+		if (rooms != nil && !rooms[h.RoomID]) || h.StreamPos <= read.Of(h.RoomID, h.ThreadID) {
+			continue
+		}
 		endN, endH := h.CumNotif, h.CumHighlight
 		if h.StreamPos > upTo {
 			if endN, endH, err = s.cumAt(ctx, h, upTo); err != nil {
@@ -309,6 +287,99 @@ func (s *Store) UnreadCounts(ctx context.Context, userID string, rooms map[strin
 		}
 	}
 	return out, nil
+}
+
+// unreadBase is what a user's unread counts start from: their read
+// positions and the heads of their threads with notifications. Values in
+// the cache are never changed, only replaced.
+type unreadBase struct {
+	read  ReadPositions
+	heads []ThreadHead
+}
+
+func (b *unreadBase) size() int64 {
+	n := int64(64)
+	for room, threads := range b.read {
+		n += 48 + str(room)
+		for thread := range threads {
+			n += 24 + str(thread)
+		}
+	}
+	for _, h := range b.heads {
+		n += int64(unsafe.Sizeof(h)) + int64(len(h.RoomID)+len(h.ThreadID))
+	}
+	return n
+}
+
+// withHeads is b with the heads in hs (all of b's user) put in: a new
+// value, b unchanged.
+func (b *unreadBase) withHeads(hs []ThreadHead) *unreadBase {
+	heads := slices.Clone(b.heads)
+	for _, h := range hs {
+		i := slices.IndexFunc(heads, func(o ThreadHead) bool { return o.RoomID == h.RoomID && o.ThreadID == h.ThreadID })
+		if i < 0 {
+			heads = append(heads, h)
+		} else {
+			heads[i] = h
+		}
+	}
+	return &unreadBase{read: b.read, heads: heads}
+}
+
+// unreadBaseOf reads the user's read positions and thread heads in one
+// statement, through the unread cache: every /sync answer reads both.
+func (s *Store) unreadBaseOf(ctx context.Context, userID string) (*unreadBase, error) {
+	if b, ok := s.c.unread.Get(userID); ok {
+		return b, nil
+	}
+	gen := s.c.unread.Generation()
+	// The third part counts the receipts whose position may still
+	// change: on an event not stored yet, or on an outlier.
+	rows, err := s.read.QueryContext(ctx, `SELECT 0, r.room_id, r.thread_id, MAX(e.stream_ordering), 0, 0`+readPositionsFrom+`
+		UNION ALL SELECT 1, room_id, thread_id, stream_ordering, cum_notif, cum_highlight FROM push_thread_heads
+		WHERE user_id = $1
+		UNION ALL SELECT 2, '', '', COUNT(*), 0, 0 FROM receipts r LEFT JOIN events e ON e.event_id = r.event_id
+		WHERE r.user_id = $1 AND r.type IN ('m.read', 'm.read.private') AND (e.event_id IS NULL OR e.outlier <> 0)`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("storage: read positions and thread heads of %s: %w", userID, err)
+	}
+	defer rows.Close()
+	b := &unreadBase{read: ReadPositions{}}
+	var unsettled int64
+	for rows.Next() {
+		var part int
+		h := ThreadHead{UserID: userID}
+		if err := rows.Scan(&part, &h.RoomID, &h.ThreadID, &h.StreamPos, &h.CumNotif, &h.CumHighlight); err != nil {
+			return nil, fmt.Errorf("storage: scan thread head: %w", err)
+		}
+		switch part {
+		case 0:
+			b.read.set(h.RoomID, h.ThreadID, h.StreamPos)
+		case 1:
+			b.heads = append(b.heads, h)
+		default:
+			unsettled = h.StreamPos
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if unsettled == 0 {
+		s.c.unread.AddIfGeneration(userID, b, gen)
+	}
+	return b, nil
+}
+
+// headsRecorded puts the thread heads RecordNotifications committed into
+// the cached unread bases of their users.
+func (s *Store) headsRecorded(heads []ThreadHead) {
+	byUser := map[string][]ThreadHead{}
+	for _, h := range heads {
+		byUser[h.UserID] = append(byUser[h.UserID], h)
+	}
+	for user, hs := range byUser {
+		s.c.unread.Update(user, func(b *unreadBase) *unreadBase { return b.withHeads(hs) })
+	}
 }
 
 // cumAt is the running totals of h's thread at its last notification at or

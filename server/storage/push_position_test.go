@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"fmt"
+	"math"
 	"testing"
 
 	"hearth/server/storage"
@@ -89,6 +90,61 @@ func TestNotificationTotalsCache(t *testing.T) {
 		record(5, 1)
 		if got := at(2); got != 0 {
 			t.Fatalf("totals at 2 after the notifications went: %d, want 0", got)
+		}
+	})
+}
+
+// TestUnreadCountsReceiptBeforeItsEvent: a read receipt can name an event
+// this server has not stored yet (a remote server's receipt that overtook
+// its event). Until the event arrives the receipt reads nothing, and the
+// user's unread base is not cached then: once the event is stored, the
+// receipt counts.
+func TestUnreadCountsReceiptBeforeItsEvent(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		ctx := t.Context()
+		const user, room = "@bob:hs", "!a:hs"
+		if err := st.CreateRoom(ctx, &storage.Room{RoomID: room, RoomVersion: "11", Creator: "@a:hs"}); err != nil {
+			t.Fatal(err)
+		}
+		persist := func(id string) int64 {
+			t.Helper()
+			ne := &storage.NewEvent{Event: storage.Event{EventID: id, RoomID: room, Type: "m.room.message", Sender: "@a:hs",
+				Depth: 2, JSON: []byte(`{}`)}}
+			if err := st.PersistEvents(ctx, []*storage.NewEvent{ne}, &storage.HeadUpdate{Extremities: []string{id}}); err != nil {
+				t.Fatal(err)
+			}
+			e, err := st.EventByID(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return e.StreamPos
+		}
+		unread := func() int64 {
+			t.Helper()
+			counts, err := st.UnreadCounts(ctx, user, nil, math.MaxInt64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return counts[room]["main"].Notifications
+		}
+		p1 := persist("$1")
+		if err := st.RecordNotifications(ctx, p1, []storage.Notification{{UserID: user, StreamPos: p1, RoomID: room, EventID: "$1",
+			ThreadID: "main", Actions: `["notify"]`, TS: 1, CumNotif: 1}},
+			[]storage.ThreadHead{{UserID: user, RoomID: room, ThreadID: "main", StreamPos: p1, CumNotif: 1}}); err != nil {
+			t.Fatal(err)
+		}
+		if got := unread(); got != 1 {
+			t.Fatalf("unread before any receipt: %d, want 1", got)
+		}
+		if _, err := st.PutReceipt(ctx, &storage.Receipt{RoomID: room, UserID: user, Type: "m.read", EventID: "$2", TS: 2}); err != nil {
+			t.Fatal(err)
+		}
+		if got := unread(); got != 1 {
+			t.Fatalf("unread with a receipt on an event not stored: %d, want 1", got)
+		}
+		persist("$2")
+		if got := unread(); got != 0 {
+			t.Fatalf("unread once the receipt's event is stored: %d, want 0", got)
 		}
 	})
 }

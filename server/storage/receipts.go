@@ -20,6 +20,7 @@ type Receipt struct {
 // PutReceipt records a receipt, replacing the user's previous one of the
 // same type and thread, and returns its aux stream position.
 func (s *Store) PutReceipt(ctx context.Context, r *Receipt) (int64, error) {
+	defer s.c.unread.Remove(r.UserID)
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		id, err := s.nextAuxID(ctx, tx, "receipt")
 		if err != nil {
