@@ -247,7 +247,11 @@ type timedTx struct {
 
 func (t *timedTx) Commit() error {
 	t.c.inTx = false
-	return t.Tx.Commit()
+	err := t.Tx.Commit()
+	if err == nil {
+		t.c.s.writerCommits.Add(1)
+	}
+	return err
 }
 
 func (t *timedTx) Rollback() error {

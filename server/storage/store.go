@@ -57,6 +57,9 @@ type Store struct {
 	commit *committer
 	// ckpt checkpoints SQLite's WAL (nil on PostgreSQL).
 	ckpt *checkpointer
+	// writerCommits counts the SQLite writer's commits: the checkpointer
+	// only runs after some.
+	writerCommits atomic.Int64
 	// pushEvaluated is the push position this process recorded last
 	// (RecordNotifications, SetPushPosition): notifications at or before
 	// it are all stored (cumAt caches their totals).
