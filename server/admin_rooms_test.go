@@ -105,7 +105,7 @@ func roomRowsLeft(t *testing.T, e storagetest.Engine, roomID string, eventIDs []
 	for _, ev := range eventIDs {
 		count("events", `SELECT COUNT(*) FROM events WHERE event_id = $1`, ev)
 		count("event_txn_ids", `SELECT COUNT(*) FROM event_txn_ids WHERE event_id = $1`, ev)
-		count("event_edges", `SELECT COUNT(*) FROM event_edges WHERE event_id = $1 OR prev_event_id = $1`, ev)
+		count("event_edges", `SELECT COUNT(*) FROM event_edges WHERE prev_event_id = $1`, ev)
 	}
 	for _, g := range groups {
 		count("state_group_entries", `SELECT COUNT(*) FROM state_group_entries WHERE group_id = $1`, g)

@@ -57,7 +57,7 @@ func (s *Store) flushRows(b *stmtBatch, r *batchRows) error {
 	for start := 0; start < len(r.events); start += maxEventRows {
 		s.queueEventRows(b, r.events[start:min(start+maxEventRows, len(r.events))], &inserted, b.whole)
 	}
-	b.rows(wrapErr("storage: insert edges: %w"), `INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES `, 3,
+	b.rows(wrapErr("storage: insert edges: %w"), `INSERT INTO event_edges (stream_ordering, prev_event_id) VALUES `, 2,
 		` ON CONFLICT DO NOTHING`, r.edges)
 	b.rows(func(err error) error {
 		if isUnique(err) {

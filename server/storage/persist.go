@@ -173,7 +173,7 @@ func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, rows *batchRows, ne
 	rows.bump(ne)
 	if !e.Outlier {
 		for _, p := range ne.PrevEvents {
-			rows.edges = append(rows.edges, e.EventID, p, e.RoomID)
+			rows.edges = append(rows.edges, e.StreamPos, p)
 		}
 	}
 	if e.TxnID != "" && e.SenderDevice != "" {
