@@ -64,7 +64,7 @@ func (s *Store) flushRows(b *stmtBatch, r *batchRows) error {
 			return ErrConflict
 		}
 		return fmt.Errorf("storage: record txn ids: %w", err)
-	}, `INSERT INTO event_txn_ids (user_id, device_id, scope, txn_id, event_id, created_ts) VALUES `, 6, ``, r.txnIDs)
+	}, `INSERT INTO event_txn_ids (user_id, device_id, scope, txn_id, stream_ordering) VALUES `, 5, ``, r.txnIDs)
 	b.rows(wrapErr("storage: queue for search: %w"), `INSERT INTO event_search_pending (stream_ordering, value) VALUES `, 2, ``, r.search)
 	var bumps []any
 	for _, room := range slices.Sorted(maps.Keys(r.bumps)) {

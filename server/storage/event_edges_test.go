@@ -66,3 +66,45 @@ func TestEventEdgesByPosition(t *testing.T) {
 		check(st, "migrated")
 	})
 }
+
+// TestTxnIDsByPosition: a client transaction ID finds its event through the
+// event's stream position (migration 0041), also after the migration
+// rewrote rows stored by event ID.
+func TestTxnIDsByPosition(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		ctx := context.Background()
+		st := storagetest.Open(t, e)
+		r := newSearchRoom(t, st, "!txn:hs")
+		sent := r.persist(&storage.NewEvent{Event: storage.Event{Type: "m.room.message", SenderDevice: "DEV", TxnID: "t1",
+			TxnScope: "send:!txn:hs"}})
+		r.text("not sent with a transaction ID")
+		check := func(st *storage.Store, when string) {
+			t.Helper()
+			id, err := st.EventIDByTxn(ctx, "@a:hs", "DEV", "send:!txn:hs", "t1")
+			if err != nil || id != sent.Event.EventID {
+				t.Fatalf("%s: event of t1: %q, %v; want %s", when, id, err, sent.Event.EventID)
+			}
+			if _, err := st.EventIDByTxn(ctx, "@a:hs", "DEV", "send:!txn:hs", "t2"); err == nil {
+				t.Fatalf("%s: an unknown transaction ID found an event", when)
+			}
+		}
+		check(st, "stored")
+		db := st.DB()
+		for _, q := range []string{
+			`CREATE TABLE event_txn_ids_old (user_id TEXT NOT NULL, device_id TEXT NOT NULL, scope TEXT NOT NULL, txn_id TEXT NOT NULL,
+				event_id TEXT NOT NULL, created_ts BIGINT NOT NULL, PRIMARY KEY (user_id, device_id, scope, txn_id))`,
+			`INSERT INTO event_txn_ids_old SELECT t.user_id, t.device_id, t.scope, t.txn_id, e.event_id, 0 FROM event_txn_ids t
+				JOIN events e ON e.stream_ordering = t.stream_ordering`,
+			`DROP TABLE event_txn_ids`,
+			`ALTER TABLE event_txn_ids_old RENAME TO event_txn_ids`,
+			`DELETE FROM schema_migrations WHERE version = 41`,
+		} {
+			if _, err := db.Exec(q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		st.Close()
+		st = storagetest.Open(t, e)
+		check(st, "migrated")
+	})
+}

@@ -323,7 +323,8 @@ func (s *Store) MutualRooms(ctx context.Context, a, b string) ([]string, error) 
 // EventIDByTxn returns the event a client transaction already produced.
 func (s *Store) EventIDByTxn(ctx context.Context, userID, deviceID, scope, txnID string) (string, error) {
 	var id string
-	err := s.read.QueryRowContext(ctx, `SELECT event_id FROM event_txn_ids WHERE user_id = $1 AND device_id = $2 AND scope = $3 AND txn_id = $4`,
+	err := s.read.QueryRowContext(ctx, `SELECT e.event_id FROM event_txn_ids t
+		JOIN events e ON e.stream_ordering = t.stream_ordering WHERE t.user_id = $1 AND t.device_id = $2 AND t.scope = $3 AND t.txn_id = $4`,
 		userID, deviceID, scope, txnID).Scan(&id)
 	if err != nil {
 		return "", notFound(err, "txn")

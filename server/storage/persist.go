@@ -177,7 +177,7 @@ func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, rows *batchRows, ne
 		}
 	}
 	if e.TxnID != "" && e.SenderDevice != "" {
-		rows.txnIDs = append(rows.txnIDs, e.Sender, e.SenderDevice, e.TxnScope, e.TxnID, e.EventID, nowMS())
+		rows.txnIDs = append(rows.txnIDs, e.Sender, e.SenderDevice, e.TxnScope, e.TxnID, e.StreamPos)
 	}
 	return nil
 }
