@@ -104,8 +104,11 @@ func roomRowsLeft(t *testing.T, e storagetest.Engine, roomID string, eventIDs []
 	}
 	for _, ev := range eventIDs {
 		count("events", `SELECT COUNT(*) FROM events WHERE event_id = $1`, ev)
-		count("event_txn_ids", `SELECT COUNT(*) FROM event_txn_ids WHERE event_id = $1`, ev)
-		count("event_edges", `SELECT COUNT(*) FROM event_edges WHERE event_id = $1 OR prev_event_id = $1`, ev)
+		count("event_edges", `SELECT COUNT(*) FROM event_edges WHERE prev_event_id = $1`, ev)
+	}
+	// Rows keyed by their event's stream position, left without it.
+	for _, tb := range []string{"event_edges", "event_txn_ids"} {
+		count(tb, `SELECT COUNT(*) FROM `+tb+` t WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.stream_ordering = t.stream_ordering)`)
 	}
 	for _, g := range groups {
 		count("state_group_entries", `SELECT COUNT(*) FROM state_group_entries WHERE group_id = $1`, g)

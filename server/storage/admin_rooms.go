@@ -222,14 +222,14 @@ func (s *Store) PurgeRoom(ctx context.Context, roomID string) error {
 			FROM push_thread_heads h JOIN push_notifications n ON n.user_id = h.user_id AND n.room_id = h.room_id
 			WHERE h.room_id = $1 LIMIT 500)`},
 		{`DELETE FROM push_thread_heads WHERE room_id = $1`},
-		{`DELETE FROM event_txn_ids WHERE event_id IN (SELECT event_id FROM events WHERE room_id = $1 ORDER BY stream_ordering LIMIT 500)`,
+		{`DELETE FROM event_txn_ids WHERE stream_ordering IN (SELECT stream_ordering FROM events WHERE room_id = $1 ORDER BY stream_ordering LIMIT 500)`,
 			`DELETE FROM event_search WHERE ` + s.searchRowID() + ` IN (SELECT stream_ordering FROM events WHERE room_id = $1 ORDER BY stream_ordering LIMIT 500)`,
+			`DELETE FROM event_edges WHERE stream_ordering IN (SELECT stream_ordering FROM events WHERE room_id = $1 ORDER BY stream_ordering LIMIT 500)`,
 			`DELETE FROM events WHERE stream_ordering IN (SELECT stream_ordering FROM events WHERE room_id = $1 ORDER BY stream_ordering LIMIT 500)`},
 		{`DELETE FROM state_group_entries WHERE group_id IN (SELECT id FROM state_groups WHERE room_id = $1 ORDER BY id LIMIT 50)`,
 			`DELETE FROM state_groups WHERE id IN (SELECT id FROM state_groups WHERE room_id = $1 ORDER BY id LIMIT 50)`},
 		{`DELETE FROM current_state_deltas WHERE room_id = $1 AND stream_ordering IN
 			(SELECT stream_ordering FROM current_state_deltas WHERE room_id = $1 ORDER BY stream_ordering LIMIT 500)`},
-		{`DELETE FROM event_edges WHERE room_id = $1 AND event_id IN (SELECT event_id FROM event_edges WHERE room_id = $1 LIMIT 500)`},
 	} {
 		for {
 			var n int64

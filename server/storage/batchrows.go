@@ -57,14 +57,14 @@ func (s *Store) flushRows(b *stmtBatch, r *batchRows) error {
 	for start := 0; start < len(r.events); start += maxEventRows {
 		s.queueEventRows(b, r.events[start:min(start+maxEventRows, len(r.events))], &inserted, b.whole)
 	}
-	b.rows(wrapErr("storage: insert edges: %w"), `INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES `, 3,
+	b.rows(wrapErr("storage: insert edges: %w"), `INSERT INTO event_edges (stream_ordering, prev_event_id) VALUES `, 2,
 		` ON CONFLICT DO NOTHING`, r.edges)
 	b.rows(func(err error) error {
 		if isUnique(err) {
 			return ErrConflict
 		}
 		return fmt.Errorf("storage: record txn ids: %w", err)
-	}, `INSERT INTO event_txn_ids (user_id, device_id, scope, txn_id, event_id, created_ts) VALUES `, 6, ``, r.txnIDs)
+	}, `INSERT INTO event_txn_ids (user_id, device_id, scope, txn_id, stream_ordering) VALUES `, 5, ``, r.txnIDs)
 	b.rows(wrapErr("storage: queue for search: %w"), `INSERT INTO event_search_pending (stream_ordering, value) VALUES `, 2, ``, r.search)
 	var bumps []any
 	for _, room := range slices.Sorted(maps.Keys(r.bumps)) {

@@ -323,7 +323,8 @@ func (s *Store) MutualRooms(ctx context.Context, a, b string) ([]string, error) 
 // EventIDByTxn returns the event a client transaction already produced.
 func (s *Store) EventIDByTxn(ctx context.Context, userID, deviceID, scope, txnID string) (string, error) {
 	var id string
-	err := s.read.QueryRowContext(ctx, `SELECT event_id FROM event_txn_ids WHERE user_id = $1 AND device_id = $2 AND scope = $3 AND txn_id = $4`,
+	err := s.read.QueryRowContext(ctx, `SELECT e.event_id FROM event_txn_ids t
+		JOIN events e ON e.stream_ordering = t.stream_ordering WHERE t.user_id = $1 AND t.device_id = $2 AND t.scope = $3 AND t.txn_id = $4`,
 		userID, deviceID, scope, txnID).Scan(&id)
 	if err != nil {
 		return "", notFound(err, "txn")
@@ -377,7 +378,8 @@ func (s *Store) RedactEvent(ctx context.Context, eventID, redactedBy string, red
 
 // PrevEvents returns an event's prev_events as recorded in the DAG's edges.
 func (s *Store) PrevEvents(ctx context.Context, eventID string) ([]string, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT prev_event_id FROM event_edges WHERE event_id = $1`, eventID)
+	rows, err := s.read.QueryContext(ctx, `SELECT ed.prev_event_id FROM events e
+		JOIN event_edges ed ON ed.stream_ordering = e.stream_ordering WHERE e.event_id = $1`, eventID)
 	if err != nil {
 		return nil, fmt.Errorf("storage: prev events: %w", err)
 	}
@@ -401,7 +403,7 @@ func (s *Store) PrevEvents(ctx context.Context, eventID string) ([]string, error
 func (s *Store) LastTimelineGap(ctx context.Context, roomID string, after, upTo int64) (int64, error) {
 	var pos sql.NullInt64
 	err := s.read.QueryRowContext(ctx, `SELECT MAX(e.stream_ordering) FROM events e
-		JOIN event_edges ed ON ed.event_id = e.event_id
+		JOIN event_edges ed ON ed.stream_ordering = e.stream_ordering
 		LEFT JOIN events p ON p.event_id = ed.prev_event_id
 		WHERE e.room_id = $1 AND e.stream_ordering > $2 AND e.stream_ordering <= $3
 			AND e.outlier = 0 AND e.rejected = 0 AND e.soft_failed = 0
@@ -416,8 +418,9 @@ func (s *Store) LastTimelineGap(ctx context.Context, roomID string, after, upTo 
 // events that this server does not have in its timeline: where its history
 // of the room stops and older history could be backfilled from.
 func (s *Store) BackwardExtremities(ctx context.Context, roomID string, limit int) ([]string, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT DISTINCT e.prev_event_id FROM event_edges e
-		LEFT JOIN events p ON p.event_id = e.prev_event_id
+	rows, err := s.read.QueryContext(ctx, `SELECT DISTINCT ed.prev_event_id FROM events e
+		JOIN event_edges ed ON ed.stream_ordering = e.stream_ordering
+		LEFT JOIN events p ON p.event_id = ed.prev_event_id
 		WHERE e.room_id = $1 AND (p.event_id IS NULL OR p.outlier = 1) LIMIT $2`, roomID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("storage: backward extremities: %w", err)

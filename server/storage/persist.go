@@ -173,11 +173,11 @@ func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, rows *batchRows, ne
 	rows.bump(ne)
 	if !e.Outlier {
 		for _, p := range ne.PrevEvents {
-			rows.edges = append(rows.edges, e.EventID, p, e.RoomID)
+			rows.edges = append(rows.edges, e.StreamPos, p)
 		}
 	}
 	if e.TxnID != "" && e.SenderDevice != "" {
-		rows.txnIDs = append(rows.txnIDs, e.Sender, e.SenderDevice, e.TxnScope, e.TxnID, e.EventID, nowMS())
+		rows.txnIDs = append(rows.txnIDs, e.Sender, e.SenderDevice, e.TxnScope, e.TxnID, e.StreamPos)
 	}
 	return nil
 }
