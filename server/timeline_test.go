@@ -806,14 +806,17 @@ func TestTimelineStateReset(t *testing.T) {
 // TestLatencyLargeJoin: persisting a join that brings a 5,000-event state
 // keeps another room's sends moving: their p99 latency while the join is
 // written stays within 3× of the p99 before it, or within joinLatencyFloor
-// when that is more. The floor is for fast machines: on the 2-core AMD EPYC
-// VM of 6 December the p99 before was 1.5–2.5 ms, and 3× of that is within
-// the noise of a scheduler tick or a GC pause; the build before that day's
-// changes failed there as often as the one after. It measures time, so it
+// when that is more. The floor is for the noise of small machines: on the
+// 2-core AMD EPYC VM of 6 December the p99 before was 1.5–13 ms from one
+// run to the next and the p99 during 5.5–45 ms, with the builds from the
+// start and the end of that day alike (four alternated runs each, the
+// machine otherwise quiet). What the test is for, the join holding the
+// writer and the other room's sends behind it, puts that p99 at the
+// join's own 1–3 s. It measures time, so it
 // runs alone (make test runs it after the other tests, with
 // HEARTH_LATENCY_TESTS set) and on one engine at a time; a run disturbed by
 // something else on the machine gets a second try.
-const joinLatencyFloor = 8 * time.Millisecond
+const joinLatencyFloor = 50 * time.Millisecond
 
 func TestLatencyLargeJoin(t *testing.T) {
 	if os.Getenv("HEARTH_LATENCY_TESTS") == "" {

@@ -40,9 +40,12 @@ const (
 )
 
 // checkpointDue reports whether the checkpointer should run, given the
-// writer's commits since the last checkpoint and how long ago that was.
-func checkpointDue(commits int64, since time.Duration) bool {
-	return commits >= checkpointBusyCommits || (commits > 0 && since >= checkpointIdle)
+// writer's commits since the last checkpoint, how long ago that was, and
+// whether the WAL file grew since the last tick (a few large commits, as
+// a join with thousands of state events writes, fill it as fast as many
+// small ones: the writer must not reach its own backstop meanwhile).
+func checkpointDue(commits int64, since time.Duration, grew bool) bool {
+	return commits >= checkpointBusyCommits || (commits > 0 && (grew || since >= checkpointIdle))
 }
 
 // checkpointer checkpoints the WAL of the SQLite database at path.
@@ -84,6 +87,7 @@ func (c *checkpointer) run(s *Store) {
 	pageSize := int64(4096)
 	_ = c.db.QueryRow(`PRAGMA page_size`).Scan(&pageSize)
 	var done int64 // the writer's commits before the last checkpoint
+	var size int64 // the WAL file's size at the last tick
 	last := time.Now()
 	for {
 		select {
@@ -91,12 +95,13 @@ func (c *checkpointer) run(s *Store) {
 			return
 		case <-t.C:
 		}
-		commits := s.writerCommits.Load()
-		if !checkpointDue(commits-done, time.Since(last)) {
-			continue
-		}
 		fi, err := os.Stat(c.wal)
 		if err != nil || fi.Size() < checkpointPages*pageSize {
+			continue
+		}
+		commits, grew := s.writerCommits.Load(), fi.Size() > size
+		size = fi.Size()
+		if !checkpointDue(commits-done, time.Since(last), grew) {
 			continue
 		}
 		done, last = commits, time.Now()
