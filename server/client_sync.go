@@ -83,6 +83,9 @@ type syncRooms struct {
 	Invite map[string]any         `json:"invite,omitempty"`
 	Leave  map[string]*leftRoom   `json:"leave,omitempty"`
 	Knock  map[string]any         `json:"knock,omitempty"`
+	// stream, in an initial sync, builds the rooms as they are written
+	// (roomStream); the maps are then empty.
+	stream *roomStream
 }
 
 type syncResponse struct {
@@ -396,10 +399,6 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 		return nil, nil, err
 	}
 	req.ignored = ignored
-	// The invite filter and the forgotten rooms are read only when a
-	// room needs them: most incremental syncs have no invite or leave.
-	var inviteCfg *inviteConfig
-	var forgotten map[string]bool
 	mems, err := s.store.RoomsOfUser(ctx, me.UserID)
 	if err != nil {
 		return nil, nil, err
@@ -525,21 +524,60 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 			return nil, nil, err
 		}
 	}
-	lazy := s.lazyMembersFor(req)
-	var batch *syncBatch
+	rb := &roomsBuild{req: req, since: since, to: to, lazy: s.lazyMembersFor(req), changed: changed,
+		stateChanges: stateChanges, receipts: receipts, roomAcct: roomAcct}
 	if req.since == nil && !s.initialPerRoom.Load() {
-		// An initial sync reads what its rooms need in batches
-		// (sync_initial.go).
-		if batch, err = s.prefetchInitial(ctx, req, mems, forgotten, to); err != nil {
+		// An initial sync builds and writes its rooms a few at a time, as
+		// the answer is written (roomStream), reading what each few need
+		// in batches (sync_initial.go).
+		resp.Rooms.stream = &roomStream{s: s, ctx: ctx, rb: rb, mems: mems}
+		if err := s.syncE2EE(ctx, req, since, to, joined, resp); err != nil {
 			return nil, nil, err
 		}
+		return resp, joined, nil
 	}
+	if err := s.syncRoomsInto(ctx, rb, mems, nil, resp); err != nil {
+		return nil, nil, err
+	}
+	if err := s.syncUnreadCounts(ctx, req, to, resp); err != nil {
+		return nil, nil, err
+	}
+	if err := s.syncE2EE(ctx, req, since, to, joined, resp); err != nil {
+		return nil, nil, err
+	}
+	s.syncTyping(req, since, joined, resp)
+	return resp, joined, nil
+}
+
+// roomsBuild is what buildSync read for all rooms before building them.
+type roomsBuild struct {
+	req          *syncRequest
+	since, to    streamToken
+	lazy         *lazyMembers
+	changed      map[string]bool // rooms with events in (since, to]
+	stateChanges map[string][]storage.StateChange
+	receipts     map[string][]storage.Receipt
+	roomAcct     map[string][]any
+	// Read when a room first needs them: most incremental syncs have no
+	// invite or leave.
+	inviteCfg *inviteConfig
+	forgotten map[string]bool
+}
+
+// syncRoomsInto builds the entries of the rooms mems into resp.Rooms. With
+// a batch (an initial sync), the rooms' events are formatted by
+// finishBatch.
+func (s *Server) syncRoomsInto(ctx context.Context, rb *roomsBuild, mems []storage.RoomMembership, batch *syncBatch, resp *syncResponse) error {
+	req, since, to, me := rb.req, rb.since, rb.to, rb.req.me
+	rf := req.filter.room()
+	ignored, changed, receipts, roomAcct := req.ignored, rb.changed, rb.receipts, rb.roomAcct
+	var err error
 	for _, m := range mems {
 		if !allowsRoom(rf.Rooms, rf.NotRooms, m.RoomID) {
 			continue
 		}
 		isNew := req.since == nil || m.StreamPos > since.Events
-		rs := &roomSync{req: req, since: since, to: to, mem: m, lazy: lazy, changes: stateChanges[m.RoomID], batch: batch}
+		rs := &roomSync{req: req, since: since, to: to, mem: m, lazy: rb.lazy, changes: rb.stateChanges[m.RoomID], batch: batch}
 		switch m.Membership {
 		case rooms.MembershipJoin:
 			if isNew && req.since != nil {
@@ -547,7 +585,7 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 				// of a user who was already joined.
 				was, err := s.membershipAt(ctx, m.RoomID, me.UserID, since.Events)
 				if err != nil {
-					return nil, nil, err
+					return err
 				}
 				isNew = was != rooms.MembershipJoin
 			}
@@ -558,7 +596,7 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 			}
 			jr, err := s.syncJoinedRoom(ctx, rs)
 			if err != nil {
-				return nil, nil, err
+				return err
 			}
 			if eph != nil {
 				jr.Ephemeral.Events = append(jr.Ephemeral.Events, eph)
@@ -576,20 +614,20 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 				// filter ignores (MSC4155), are not shown.
 				inv, err := s.store.EventByID(ctx, m.EventID)
 				if err != nil {
-					return nil, nil, err
+					return err
 				}
-				if inviteCfg == nil {
-					if inviteCfg, err = s.inviteConfigOf(ctx, me.UserID); err != nil {
-						return nil, nil, err
+				if rb.inviteCfg == nil {
+					if rb.inviteCfg, err = s.inviteConfigOf(ctx, me.UserID); err != nil {
+						return err
 					}
 				}
-				if ignored[inv.Sender] || inviteCfg.rule(inv.Sender) != inviteAllow {
+				if ignored[inv.Sender] || rb.inviteCfg.rule(inv.Sender) != inviteAllow {
 					continue
 				}
 			}
 			stripped, err := s.strippedState(ctx, m)
 			if err != nil {
-				return nil, nil, err
+				return err
 			}
 			if m.Membership == rooms.MembershipInvite {
 				resp.Rooms.Invite[m.RoomID] = map[string]any{"invite_state": eventsBlock{Events: stripped}}
@@ -606,12 +644,12 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 			if !leftSince && (!rf.IncludeLeave || (req.since != nil && !req.fullState)) {
 				continue
 			}
-			if forgotten == nil && !leftSince {
-				if forgotten, err = s.store.ForgottenRooms(ctx, me.UserID); err != nil {
-					return nil, nil, err
+			if rb.forgotten == nil && !leftSince {
+				if rb.forgotten, err = s.store.ForgottenRooms(ctx, me.UserID); err != nil {
+					return err
 				}
 			}
-			if !leftSince && forgotten[m.RoomID] {
+			if !leftSince && rb.forgotten[m.RoomID] {
 				continue
 			}
 			rs.fresh = req.since == nil || req.fullState
@@ -624,23 +662,14 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 				jr, err = s.syncRoomTimeline(ctx, rs)
 			}
 			if err != nil {
-				return nil, nil, err
+				return err
 			}
 			lr := &leftRoom{State: jr.State, StateAfter: jr.StateAfter, Timeline: &jr.Timeline, AccountData: eventsBlock{Events: []any{}}}
 			lr.AccountData.Events = append(lr.AccountData.Events, roomAcct[m.RoomID]...)
 			resp.Rooms.Leave[m.RoomID] = lr
 		}
 	}
-	if err := s.finishBatch(ctx, req, batch); err != nil {
-		return nil, nil, err
-	}
-	if err := s.syncUnreadCounts(ctx, req, to, resp); err != nil {
-		return nil, nil, err
-	}
-	if err := s.syncE2EE(ctx, req, since, to, joined, resp); err != nil {
-		return nil, nil, err
-	}
-	return resp, joined, nil
+	return nil
 }
 
 // syncUnreadCounts fills the joined rooms' notification counts (spec:

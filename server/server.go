@@ -76,6 +76,9 @@ type Server struct {
 	// initialPerRoom builds initial syncs room by room instead of from
 	// batched reads (sync_initial.go); tests compare the two.
 	initialPerRoom atomic.Bool
+	// initialChunk, when set, replaces initialChunk (sync_initial.go):
+	// tests build initial syncs a room or two at a time.
+	initialChunk atomic.Int32
 	// shared is what the /sync answers of one wake-up share
 	// (sync_shared.go).
 	shared *syncShared

@@ -152,7 +152,7 @@ func (s *Server) deviceListDeltaIn(ctx context.Context, userID string, mems []st
 	return changed, left, met, nil
 }
 
-// syncE2EE fills the encryption and ephemeral parts of a /sync answer for
+// syncE2EE fills the encryption and presence parts of a /sync answer for
 // the changes in (since, to]; joined are the joined rooms the room filter
 // allows.
 func (s *Server) syncE2EE(ctx context.Context, req *syncRequest, since, to streamToken, joined []string, resp *syncResponse) error {
@@ -216,9 +216,13 @@ func (s *Server) syncE2EE(ctx context.Context, req *syncRequest, since, to strea
 			})
 		}
 	}
+	return nil
+}
 
-	// Typing, as an ephemeral event of each joined room whose typing list
-	// changed.
+// syncTyping adds typing, as an ephemeral event, to each of the joined
+// rooms (those the room filter allows) whose typing list changed since
+// since.
+func (s *Server) syncTyping(req *syncRequest, since streamToken, joined []string, resp *syncResponse) {
 	rf := req.filter.room()
 	if eph := rf.Ephemeral; eph == nil || eph.allows("m.typing", "") {
 		for roomID, users := range s.notifier.typing.changedSince(joined, since.Typing, req.since == nil) {
@@ -241,7 +245,6 @@ func (s *Server) syncE2EE(ctx context.Context, req *syncRequest, since, to strea
 			jr.Ephemeral.Events = append(jr.Ephemeral.Events, map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
 		}
 	}
-	return nil
 }
 
 // e2eeEmpty reports whether the parts syncE2EE and syncToDevice fill carry

@@ -1,12 +1,15 @@
 package server_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"encoding/json/jsontext"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"reflect"
+	"slices"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -138,20 +141,42 @@ func TestInitialSyncBatchedMatchesPerRoom(t *testing.T) {
 			{name: "state after", stateAfter: true},
 			{name: "state after lazy", filter: `{"room":{"include_leave":true,"timeline":{"limit":3},"state":{"lazy_load_members":true}}}`, stateAfter: true},
 		}
+		var names []string // of the last answer's objects, in order
 		initial := func(filter string, stateAfter, perRoom bool) map[string]any {
 			t.Helper()
 			server.SetInitialSyncPerRoom(b.Server, perRoom)
 			defer server.SetInitialSyncPerRoom(b.Server, false)
-			return rawInitialSync(t, b, alice.tok, filter, stateAfter)
+			var out map[string]any
+			out, names = rawInitialSyncNames(t, b, alice.tok, filter, stateAfter)
+			return out
 		}
 		initial("", false, false) // presence and other first-sync writes
 		for _, tc := range cases {
 			batched := initial(tc.filter, tc.stateAfter, false)
 			perRoom := initial(tc.filter, tc.stateAfter, true)
+			perRoomNames := names
 			if !reflect.DeepEqual(batched, perRoom) {
 				bj, _ := json.MarshalIndent(batched, "", " ")
 				pj, _ := json.MarshalIndent(perRoom, "", " ")
 				t.Fatalf("%s: batched initial sync differs from per room\nbatched: %s\nper room: %s", tc.name, bj, pj)
+			}
+			// Built and written a room or two at a time (roomStream), the
+			// answer is the same: sections split across chunks, a chunk
+			// of one room.
+			for _, n := range []int{1, 2} {
+				server.SetInitialSyncChunk(b.Server, n)
+				chunked := initial(tc.filter, tc.stateAfter, false)
+				server.SetInitialSyncChunk(b.Server, 0)
+				if !reflect.DeepEqual(chunked, perRoom) {
+					cj, _ := json.MarshalIndent(chunked, "", " ")
+					pj, _ := json.MarshalIndent(perRoom, "", " ")
+					t.Fatalf("%s: initial sync built %d rooms at a time differs from per room\nchunked: %s\nper room: %s", tc.name, n, cj, pj)
+				}
+				// In the same order: the rooms of a section sorted as a
+				// whole answer's maps are.
+				if !slices.Equal(names, perRoomNames) {
+					t.Fatalf("%s: initial sync built %d rooms at a time writes its names in another order\nchunked: %q\nper room: %q", tc.name, n, names, perRoomNames)
+				}
 			}
 			// Not two empty answers: the rooms are there, with events.
 			rooms, _ := batched["rooms"].(map[string]any)
@@ -186,6 +211,13 @@ func TestInitialSyncBatchedMatchesPerRoom(t *testing.T) {
 // rawInitialSync is an initial /sync as JSON, without what changes with
 // the clock (unsigned.age, presence's last_active_ago).
 func rawInitialSync(t *testing.T, b *servertest.Bundle, token, filter string, stateAfter bool) map[string]any {
+	out, _ := rawInitialSyncNames(t, b, token, filter, stateAfter)
+	return out
+}
+
+// rawInitialSyncNames is rawInitialSync, and the names of the answer's
+// objects in the order they were written.
+func rawInitialSyncNames(t *testing.T, b *servertest.Bundle, token, filter string, stateAfter bool) (map[string]any, []string) {
 	t.Helper()
 	q := url.Values{}
 	if filter != "" {
@@ -216,7 +248,21 @@ func rawInitialSync(t *testing.T, b *servertest.Bundle, token, filter string, st
 		t.Fatal(err)
 	}
 	dropClockFields(out)
-	return out
+	var names []string
+	dec := jsontext.NewDecoder(bytes.NewReader(body))
+	for {
+		tok, err := dec.ReadToken()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kind, n := dec.StackIndex(dec.StackDepth()); tok.Kind() == '"' && kind == '{' && n%2 == 1 {
+			names = append(names, tok.String())
+		}
+	}
+	return out, names
 }
 
 func dropClockFields(v any) {
