@@ -208,15 +208,9 @@ func TestInitialSyncBatchedMatchesPerRoom(t *testing.T) {
 	})
 }
 
-// rawInitialSync is an initial /sync as JSON, without what changes with
-// the clock (unsigned.age, presence's last_active_ago).
-func rawInitialSync(t *testing.T, b *servertest.Bundle, token, filter string, stateAfter bool) map[string]any {
-	out, _ := rawInitialSyncNames(t, b, token, filter, stateAfter)
-	return out
-}
-
-// rawInitialSyncNames is rawInitialSync, and the names of the answer's
-// objects in the order they were written.
+// rawInitialSyncNames is an initial /sync as JSON, without what changes
+// with the clock (unsigned.age, presence's last_active_ago), and the names
+// of the answer's objects in the order they were written.
 func rawInitialSyncNames(t *testing.T, b *servertest.Bundle, token, filter string, stateAfter bool) (map[string]any, []string) {
 	t.Helper()
 	q := url.Values{}
