@@ -132,10 +132,10 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 		req.since = &st
 	}
 	var err error
-	if req.fullState, err = queryBool(r, "full_state", false); err != nil {
+	if req.fullState, err = boolParam(q, "full_state", false); err != nil {
 		return err
 	}
-	if req.stateAfter, err = queryBool(r, "use_state_after", false); err != nil {
+	if req.stateAfter, err = boolParam(q, "use_state_after", false); err != nil {
 		return err
 	}
 	var timeout time.Duration
@@ -314,12 +314,23 @@ func (s *Server) syncOnce(ctx context.Context, req *syncRequest) (*syncResponse,
 }
 
 // syncFilterParam reads ?filter=: inline JSON or the ID of a stored filter.
+// Clients send the same filter with every /sync, so parsed filters are
+// kept (syncShared.filters): a filter never changes once stored, and the
+// parsed one is only read.
 func (s *Server) syncFilterParam(ctx context.Context, userID, v string) (*syncFilter, error) {
 	if v == "" {
 		return &syncFilter{}, nil
 	}
+	inline := strings.HasPrefix(strings.TrimSpace(v), "{")
+	key := v
+	if !inline {
+		key = userID + "\x00" + v // a stored filter is its owner's
+	}
+	if f, ok := s.shared.filters.Get(key); ok {
+		return f, nil
+	}
 	raw := []byte(v)
-	if !strings.HasPrefix(strings.TrimSpace(v), "{") {
+	if !inline {
 		var err error
 		if raw, err = s.storedFilter(ctx, userID, v); err != nil {
 			return nil, err
@@ -328,6 +339,9 @@ func (s *Server) syncFilterParam(ctx context.Context, userID, v string) (*syncFi
 	f, err := parseFilter(raw)
 	if err != nil {
 		return nil, matrix.InvalidParam("invalid filter: %v", err)
+	}
+	if len(key)+len(raw) <= maxCachedFilter {
+		s.shared.filters.Add(key, f)
 	}
 	return f, nil
 }

@@ -115,7 +115,13 @@ func pathParam(r *http.Request, name string) (string, error) {
 // queryBool reads a boolean query parameter ("true"/"false"; Synapse also
 // accepts "1"/"0").
 func queryBool(r *http.Request, name string, def bool) (bool, error) {
-	v := r.URL.Query().Get(name)
+	return boolParam(r.URL.Query(), name, def)
+}
+
+// boolParam is queryBool on a query already parsed: a handler reading
+// several parameters parses the query once.
+func boolParam(q url.Values, name string, def bool) (bool, error) {
+	v := q.Get(name)
 	switch strings.ToLower(v) {
 	case "":
 		return def, nil

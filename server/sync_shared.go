@@ -53,6 +53,9 @@ type syncShared struct {
 	// bundled aggregations report (edits, references, thread replies),
 	// with their room's relations version at the time (relationMark).
 	noRelations *cache.LRU[string, relationMark]
+	// filters are /sync's parsed filters, by inline JSON or by owner and
+	// stored ID (syncFilterParam). Shared: never modified once parsed.
+	filters *cache.LRU[string, *syncFilter]
 
 	roomsChanged  *sharedReads[[2]int64, map[string]bool]
 	stateChanges  *sharedReads[roomsRangeKey, map[string][]storage.StateChange]
@@ -78,6 +81,10 @@ const (
 	visValuesBase       = 5_000
 	presenceCacheBase   = 10_000
 	noRelationsBase     = 20_000
+	// Filters kept, and the longest kept (key and JSON): Element's are a
+	// few hundred bytes, and a filter in the URL can be up to a megabyte.
+	filtersBase     = 256
+	maxCachedFilter = 2048
 	// Shared range reads kept: a wake-up's waiters ask for the same few.
 	sharedReadsKept = 64
 	// A room's state at a position is a map of all its state: fewer.
@@ -117,6 +124,8 @@ func newSyncShared(r *cache.Registry) *syncShared {
 			"user → stored presence, read by every /sync's set_presence", presenceCacheBase),
 		noRelations: cache.NewLRU[string, relationMark](r, "sync_no_relations",
 			"event → has no edit, reference or thread reply, as of its room's relations version", noRelationsBase),
+		filters: cache.NewLRU[string, *syncFilter](r, "sync_filters",
+			"/sync filter (inline, or owner and stored ID) → parsed (filters never change)", filtersBase),
 		roomsChanged:  newSharedReads[[2]int64, map[string]bool](sharedReadsKept),
 		stateChanges:  newSharedReads[roomsRangeKey, map[string][]storage.StateChange](sharedReadsKept),
 		memberChanges: newSharedReads[roomsRangeKey, []storage.MembershipChange](sharedReadsKept),

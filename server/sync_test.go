@@ -797,6 +797,14 @@ func TestSyncFilters(t *testing.T) {
 				t.Fatalf("event_fields: %v", ev)
 			}
 		}
+		// Parsed filters are kept: the same ID again gives the same
+		// answer, and stays Alice's (Bob's /sync with it is refused even
+		// though Alice's made it a cache entry).
+		again := acctDo(t, b, "GET", "/_matrix/client/v3/sync?filter="+fid, alice.tok, nil)
+		if tl2 := again.body["rooms"].(map[string]any)["join"].(map[string]any)[string(room)].(map[string]any)["timeline"]; fmt.Sprint(tl2) != fmt.Sprint(tl) {
+			t.Fatalf("the filter again: %v, first %v", tl2, tl)
+		}
+		acctDo(t, b, "GET", "/_matrix/client/v3/sync?filter="+fid, bob.tok, nil).want(t, 404, "M_NOT_FOUND")
 		// Inline: not_rooms and types.
 		resp := doSync(t, alice, "", `{"room":{"not_rooms":["`+string(room)+`"],"timeline":{"types":["m.room.message"]}}}`, 0)
 		if resp.Rooms.Join[room] != nil || resp.Rooms.Join[other] == nil {
