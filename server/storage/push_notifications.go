@@ -133,20 +133,23 @@ func (s *Store) ThreadHeads(ctx context.Context, roomID, threadID string) (map[s
 func (s *Store) RecordNotifications(ctx context.Context, pos int64, ns []Notification, heads []ThreadHead) error {
 	// Statements alone, sent whole on PostgreSQL: one round trip.
 	err := s.pipelineTx(ctx, false, func(b *stmtBatch) error {
-		args := make([]any, 0, len(ns)*10)
-		for _, n := range ns {
-			args = append(args, n.UserID, n.StreamPos, n.RoomID, n.EventID, n.ThreadID, boolInt(n.Highlight), n.Actions, n.TS,
-				n.CumNotif, n.CumHighlight)
-		}
-		b.bulk(wrapErr("storage: record notifications: %w"), `INSERT INTO push_notifications (user_id, stream_ordering, room_id,
+		if b.conn != nil {
+			recordNotificationsPostgres(b, ns, heads)
+		} else {
+			args := make([]any, 0, len(ns)*10)
+			for _, n := range ns {
+				args = append(args, n.UserID, n.StreamPos, n.RoomID, n.EventID, n.ThreadID, boolInt(n.Highlight), n.Actions, n.TS,
+					n.CumNotif, n.CumHighlight)
+			}
+			b.bulk(wrapErr("storage: record notifications: %w"), `INSERT INTO push_notifications (user_id, stream_ordering, room_id,
 			event_id, thread_id, highlight, actions, ts, cum_notif, cum_highlight) VALUES `, 10, ``, args)
-		hargs := make([]any, 0, len(heads)*6)
-		for _, h := range heads {
-			hargs = append(hargs, h.UserID, h.RoomID, h.ThreadID, h.StreamPos, h.CumNotif, h.CumHighlight)
+			hargs := make([]any, 0, len(heads)*6)
+			for _, h := range heads {
+				hargs = append(hargs, h.UserID, h.RoomID, h.ThreadID, h.StreamPos, h.CumNotif, h.CumHighlight)
+			}
+			b.bulk(wrapErr("storage: record thread heads: %w"), `INSERT INTO push_thread_heads (user_id, room_id, thread_id,
+			stream_ordering, cum_notif, cum_highlight) VALUES `, 6, headsUpsert, hargs)
 		}
-		b.bulk(wrapErr("storage: record thread heads: %w"), `INSERT INTO push_thread_heads (user_id, room_id, thread_id,
-			stream_ordering, cum_notif, cum_highlight) VALUES `, 6, ` ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET
-			stream_ordering = excluded.stream_ordering, cum_notif = excluded.cum_notif, cum_highlight = excluded.cum_highlight`, hargs)
 		b.exec(wrapErr("storage: set push position: %w"), setPushPositionSQL, pos)
 		return b.send()
 	})
@@ -155,6 +158,44 @@ func (s *Store) RecordNotifications(ctx context.Context, pos int64, ns []Notific
 		s.evaluatedUpTo(pos)
 	}
 	return err
+}
+
+// headsUpsert ends the thread heads' INSERT: a head replaces the one before.
+const headsUpsert = ` ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET
+			stream_ordering = excluded.stream_ordering, cum_notif = excluded.cum_notif, cum_highlight = excluded.cum_highlight`
+
+// recordNotificationsPostgres queues RecordNotifications' rows on
+// PostgreSQL as one statement per table whose parameters are one array per
+// column (unnest). Multi-row VALUES statements differ in text with their
+// row count, so nearly every step's last chunk was a statement PostgreSQL
+// had to parse and plan anew, with ten parameters a row for Hearth to
+// encode one by one: a step of eight messages into a 200-member room
+// (1,592 rows) took 13.4 ms, 1.0 ms of Hearth's CPU a message.
+func recordNotificationsPostgres(b *stmtBatch, ns []Notification, heads []ThreadHead) {
+	if len(ns) > 0 {
+		users, rooms, events, threads, actions := make([]string, len(ns)), make([]string, len(ns)), make([]string, len(ns)), make([]string, len(ns)), make([]string, len(ns))
+		pos, ts, cumN, cumH := make([]int64, len(ns)), make([]int64, len(ns)), make([]int64, len(ns)), make([]int64, len(ns))
+		hl := make([]int32, len(ns))
+		for i, n := range ns {
+			users[i], pos[i], rooms[i], events[i], threads[i] = n.UserID, n.StreamPos, n.RoomID, n.EventID, n.ThreadID
+			hl[i], actions[i], ts[i], cumN[i], cumH[i] = int32(boolInt(n.Highlight)), n.Actions, n.TS, n.CumNotif, n.CumHighlight
+		}
+		b.exec(wrapErr("storage: record notifications: %w"), `INSERT INTO push_notifications (user_id, stream_ordering, room_id,
+			event_id, thread_id, highlight, actions, ts, cum_notif, cum_highlight)
+			SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::text[],
+			$8::bigint[], $9::bigint[], $10::bigint[])`, users, pos, rooms, events, threads, hl, actions, ts, cumN, cumH)
+	}
+	if len(heads) > 0 {
+		users, rooms, threads := make([]string, len(heads)), make([]string, len(heads)), make([]string, len(heads))
+		pos, cumN, cumH := make([]int64, len(heads)), make([]int64, len(heads)), make([]int64, len(heads))
+		for i, h := range heads {
+			users[i], rooms[i], threads[i], pos[i], cumN[i], cumH[i] = h.UserID, h.RoomID, h.ThreadID, h.StreamPos, h.CumNotif, h.CumHighlight
+		}
+		b.exec(wrapErr("storage: record thread heads: %w"), `INSERT INTO push_thread_heads (user_id, room_id, thread_id,
+			stream_ordering, cum_notif, cum_highlight)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])`+headsUpsert,
+			users, rooms, threads, pos, cumN, cumH)
+	}
 }
 
 // SetPushPosition records the evaluated position alone (events that
