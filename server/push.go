@@ -55,7 +55,7 @@ func (s *Server) runPush(ctx context.Context) {
 
 // pushGate is the timeline's observer in front of the /sync notifier: it
 // wakes the evaluator, and holds each event's wake-up of /sync waiters
-// until the evaluator has recorded the event's notifications, so that a
+// until the evaluator has staged the event's notifications, so that a
 // woken /sync finds the event and its counts together (spec: "Server
 // behaviour"). Without a running evaluator it passes events straight on.
 type pushGate struct {

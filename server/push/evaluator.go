@@ -22,15 +22,18 @@ import (
 
 // The evaluator runs every user's push rules on every event, for every local
 // member of the event's room (spec: "Server behaviour"), and records the
-// events that notify someone (storage.RecordNotifications).
+// events that notify someone: each step's rows are staged in the store,
+// where they count at once, and written with the following steps' within
+// flushEvery (storage.StageNotifications, FlushNotifications).
 //
 // Like the federation sender, it reads the event stream from a persisted
 // position rather than keeping a queue of its own: the timeline's observer
-// only wakes it. Notifications and the position advance in one transaction,
-// so a crash loses nothing (what was not recorded is evaluated again) and
-// never records an event twice. Evaluation never runs in the request that
-// sent the event: a message in a room of 1,000 local members costs the
-// sender nothing, and a burst of events is recorded in one transaction.
+// only wakes it. Notifications and the position are written in one
+// transaction, so a crash loses nothing (what was not written is evaluated
+// again) and never records an event twice. Evaluation never runs in the
+// request that sent the event: a message in a room of 1,000 local members
+// costs the sender nothing, and a burst of events is recorded in one
+// transaction.
 //
 // The spec requires a notification count to appear in the same /sync
 // response as the event that caused it. /sync therefore reads the event
@@ -50,16 +53,20 @@ const (
 	// persistEvery bounds how far the position may run ahead of what is
 	// stored when nothing notified anyone (re-evaluated after a crash).
 	persistEvery = 1000
-	// stepEvery is the least time between two steps that record
-	// something, unless the first filled its batch. A step writes every
-	// notified member's page of the notifications' index, whatever number
-	// of events it carries: with a step after every group commit (about
-	// five messages with ten senders in a room), those pages were a third
-	// of all the pages SQLite wrote (docs/push.md). Waiting lets a step
-	// carry what several commits brought. An event after a quiet spell is
-	// evaluated at once; under load, /sync answers wait up to this long
-	// for their counts.
+	// stepEvery is the least time between two steps that stage
+	// something, unless the first filled its batch: a step reads the
+	// events and the rooms' heads again, whatever it carries. An event
+	// after a quiet spell is evaluated at once; under load, /sync answers
+	// wait up to this long for their counts.
 	stepEvery = 10 * time.Millisecond
+	// flushEvery is how long a step's rows stay staged at most before
+	// they are written (storage.FlushNotifications), with those of the
+	// steps after it: a notified member's page of the notifications'
+	// index is written once per flush, not per step. flushRows writes
+	// sooner; maxStagedRows stops evaluation while writes fail.
+	flushEvery    = 100 * time.Millisecond
+	flushRows     = 20_000
+	maxStagedRows = 200_000
 )
 
 // paceStep is how long to wait before the next step, given when the last
@@ -151,7 +158,7 @@ func (e *Evaluator) Wake() {
 func (e *Evaluator) Running() bool { return e.running.Load() }
 
 // Evaluated is the stream position up to which every event has been
-// evaluated and its notifications recorded.
+// evaluated and its notifications staged (they count from then on).
 func (e *Evaluator) Evaluated() int64 { return e.evaluated.Load() }
 
 // Limit caps an event stream position at what has been evaluated, while
@@ -212,18 +219,16 @@ func (e *Evaluator) Run(ctx context.Context) error {
 		case <-time.After(wait):
 		}
 	}
-	persisted := pos
 	e.evaluated.Store(pos)
 	e.running.Store(true)
 	defer func() {
 		e.running.Store(false)
-		if pos != persisted {
-			// A clean stop keeps what was evaluated; a failed write is
-			// only more work for the next start.
-			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			_ = e.o.Store.SetPushPosition(wctx, pos)
-			cancel()
-		}
+		// A clean stop keeps what was evaluated; a failed write is only
+		// more work for the next start.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		e.o.Store.StageNotifications(pos, nil, nil)
+		_ = e.o.Store.FlushNotifications(wctx)
+		cancel()
 		e.setEvaluated(pos, nil) // wake whoever waits: the cap is gone
 	}()
 	tick := time.NewTicker(5 * time.Second)
@@ -232,8 +237,42 @@ func (e *Evaluator) Run(ctx context.Context) error {
 	var (
 		lastStep time.Time // the last step that recorded something
 		full     bool      // it filled its batch
+		staged   time.Time // when rows were first staged since the last flush
+		flushErr time.Duration
+		flushAt  time.Time // no flush before this after a failed one
 	)
+	// flush writes the staged rows once they are flushEvery old or
+	// flushRows many (force: whatever is staged, the position too).
+	flush := func(force bool) {
+		rows, ahead := e.o.Store.Staged()
+		due := rows >= flushRows || (rows > 0 && time.Since(staged) >= flushEvery) || ahead >= persistEvery
+		if !(due || (force && ahead > 0)) || time.Now().Before(flushAt) {
+			return
+		}
+		if err := e.o.Store.FlushNotifications(ctx); err != nil {
+			if ctx.Err() == nil {
+				flushErr = min(max(2*flushErr, 100*time.Millisecond), 10*time.Second)
+				flushAt = time.Now().Add(flushErr)
+				e.o.Log.Error("push: writing notifications failed; retrying", "retry_in", flushErr, "err", err)
+			}
+			return
+		}
+		flushErr, flushAt, staged = 0, time.Time{}, time.Time{}
+	}
 	for {
+		if rows, _ := e.o.Store.Staged(); rows >= maxStagedRows {
+			// The writes are failing: evaluate no further until they
+			// work again, so memory stays bounded.
+			flush(true)
+			if rows, _ := e.o.Store.Staged(); rows >= maxStagedRows {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(time.Until(flushAt)):
+				}
+				continue
+			}
+		}
 		if d := paceStep(lastStep, full, time.Now()); d > 0 {
 			select {
 			case <-ctx.Done():
@@ -251,46 +290,40 @@ func (e *Evaluator) Run(ctx context.Context) error {
 			case <-ctx.Done():
 			case <-time.After(retry):
 			}
-			// The store may be further on than this evaluator knew (a
-			// batch that committed while its caller saw an error): go on
-			// from there rather than record those events again.
-			if stored, err := e.o.Store.PushPosition(ctx); err == nil && stored > pos {
-				pos, persisted = stored, stored
-				e.setEvaluated(pos, nil)
-			}
 			continue
 		case err != nil:
 			return nil
 		}
 		retry = 0
 		if next > pos {
-			// Only a step that wrote rows paces the next: one that found
-			// nobody to notify wrote nothing to share.
+			// Only a step that staged rows paces the next: one that found
+			// nobody to notify has nothing to share.
 			lastStep, full = time.Time{}, more
 			if stored {
 				lastStep = began
+				if staged.IsZero() {
+					staged = began
+				}
+			} else {
+				e.o.Store.StageNotifications(next, nil, nil)
 			}
 			pos = next
-			if stored {
-				persisted = pos
-			} else if pos-persisted >= persistEvery {
-				if err := e.o.Store.SetPushPosition(ctx, pos); err == nil {
-					persisted = pos
-				}
-			}
 			e.setEvaluated(pos, notified)
+			flush(false)
 			continue
+		}
+		flush(false)
+		var flushDue <-chan time.Time
+		if rows, _ := e.o.Store.Staged(); rows > 0 {
+			flushDue = time.After(max(time.Until(staged.Add(flushEvery)), time.Until(flushAt)))
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-e.wake:
+		case <-flushDue:
 		case <-tick.C:
-			if pos != persisted {
-				if err := e.o.Store.SetPushPosition(ctx, pos); err == nil {
-					persisted = pos
-				}
-			}
+			flush(true)
 		}
 	}
 }
@@ -333,9 +366,7 @@ func (e *Evaluator) step(ctx context.Context, pos int64) (next int64, notified [
 			notified = append(notified, r.UserID)
 		}
 	}
-	if err := e.o.Store.RecordNotifications(ctx, next, b.rows, heads); err != nil {
-		return pos, nil, false, false, err
-	}
+	e.o.Store.StageNotifications(next, b.rows, heads)
 	return next, notified, true, full, nil
 }
 

@@ -177,6 +177,11 @@ func (s *Store) SetRoomBlocked(ctx context.Context, roomID, userID string, block
 // for long and other rooms' sends go on. A purge cut short is finished by
 // running it again (room deletions are resumed at start-up).
 func (s *Store) PurgeRoom(ctx context.Context, roomID string) error {
+	// Staged notifications are written first, so none of the room's is
+	// written after its rows are deleted.
+	if err := s.waitWritten(ctx); err != nil {
+		return err
+	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		for _, q := range []string{
 			`DELETE FROM forward_extremities WHERE room_id = $1`,

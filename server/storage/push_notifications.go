@@ -122,7 +122,13 @@ func (s *Store) ThreadHeads(ctx context.Context, roomID, threadID string) (map[s
 		}
 		out[h.UserID] = h
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	// Read by the evaluator, the one goroutine that flushes: nothing
+	// leaves the staged heads between the read above and this.
+	s.stagedThreadHeads(roomID, threadID, out)
+	return out, nil
 }
 
 // RecordNotifications stores what the evaluator found for the events up to
@@ -304,7 +310,7 @@ func (s *Store) UnreadCounts(ctx context.Context, userID string, rooms map[strin
 	}
 	read := base.read
 	out := map[string]map[string]NotifCount{}
-	for _, h := range base.heads {
+	for _, h := range s.withStagedHeads(userID, base.heads) {
 		if (rooms != nil && !rooms[h.RoomID]) || h.StreamPos <= read.Of(h.RoomID, h.ThreadID) {
 			continue
 		}
@@ -435,7 +441,14 @@ func (s *Store) cumAt(ctx context.Context, h ThreadHead, pos int64) (int64, int6
 	}
 	final := pos <= s.pushEvaluated.Load()
 	gen := s.c.notifTotals.Generation()
-	var n, hl int64
+	// Staged rows first: one flushed after this look is stored by then.
+	n, hl, ok := s.stagedCumAt(h.UserID, h.RoomID, h.ThreadID, pos)
+	if ok {
+		if final {
+			s.c.notifTotals.AddIfGeneration(k, [2]int64{n, hl}, gen)
+		}
+		return n, hl, nil
+	}
 	err := s.read.QueryRowContext(ctx, `SELECT cum_notif, cum_highlight FROM push_notifications
 		WHERE user_id = $1 AND stream_ordering <= $2 AND room_id = $3 AND thread_id = $4
 		ORDER BY stream_ordering DESC LIMIT 1`, h.UserID, pos, h.RoomID, h.ThreadID).Scan(&n, &hl)
@@ -484,6 +497,9 @@ func scanNotifications(rows *sql.Rows, err error) ([]Notification, error) {
 // before (all when 0), newest first, at most limit; only highlights with
 // onlyHighlight (GET /notifications).
 func (s *Store) NotificationsOf(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]Notification, error) {
+	if err := s.waitWritten(ctx); err != nil {
+		return nil, err
+	}
 	q := `SELECT ` + notificationColumns + ` FROM push_notifications WHERE user_id = $1`
 	args := []any{userID}
 	if before != 0 {
@@ -501,6 +517,9 @@ func (s *Store) NotificationsOf(ctx context.Context, userID string, before int64
 // NotificationsAfter lists a user's notifications in (after, upTo], oldest
 // first, at most limit (what a pusher has not delivered yet).
 func (s *Store) NotificationsAfter(ctx context.Context, userID string, after, upTo int64, limit int) ([]Notification, error) {
+	if err := s.waitWritten(ctx); err != nil {
+		return nil, err
+	}
 	return scanNotifications(s.read.QueryContext(ctx, `SELECT `+notificationColumns+` FROM push_notifications
 		WHERE user_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3 ORDER BY stream_ordering LIMIT $4`,
 		userID, after, upTo, limit))

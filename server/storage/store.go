@@ -60,10 +60,14 @@ type Store struct {
 	// writerCommits counts the SQLite writer's commits: the checkpointer
 	// only runs after some.
 	writerCommits atomic.Int64
-	// pushEvaluated is the push position this process recorded last
-	// (RecordNotifications, SetPushPosition): notifications at or before
-	// it are all stored (cumAt caches their totals).
+	// pushEvaluated is the push position this process evaluated last
+	// (StageNotifications, RecordNotifications, SetPushPosition):
+	// notifications at or before it are all stored or staged (cumAt
+	// caches their totals).
 	pushEvaluated atomic.Int64
+	// staged holds the push evaluator's rows until it writes them
+	// (push_staged.go).
+	staged stagedNotifications
 	// observeWrite, when set, times write transactions (ObserveWrites).
 	observeWrite func(wait, total time.Duration)
 	// sqlitePath is the SQLite database file ("" on PostgreSQL).

@@ -1,0 +1,110 @@
+package storage_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"hearth/server/storage"
+	"hearth/server/storage/storagetest"
+)
+
+// TestStagedNotifications: what the evaluator staged counts before it is
+// written (unread counts, running totals, thread heads), the stored
+// position moves only with the write, and the readers of whole rows wait
+// for it.
+func TestStagedNotifications(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		ctx := t.Context()
+		const user, room = "@bob:hs", "!room:hs"
+		stage := func(pos, cum int64) {
+			n := storage.Notification{UserID: user, StreamPos: pos, RoomID: room, EventID: fmt.Sprintf("$e%d", pos), ThreadID: "main",
+				Actions: `["notify"]`, TS: pos, CumNotif: cum}
+			h := storage.ThreadHead{UserID: user, RoomID: room, ThreadID: "main", StreamPos: pos, CumNotif: cum}
+			st.StageNotifications(pos, []storage.Notification{n}, []storage.ThreadHead{h})
+		}
+		unread := func(upTo int64) int64 {
+			t.Helper()
+			c, err := st.UnreadCounts(ctx, user, nil, upTo)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c[room]["main"].Notifications
+		}
+		// One stored, two staged.
+		if err := st.RecordNotifications(ctx, 1, []storage.Notification{{UserID: user, StreamPos: 1, RoomID: room, EventID: "$e1",
+			ThreadID: "main", Actions: `["notify"]`, TS: 1, CumNotif: 1}},
+			[]storage.ThreadHead{{UserID: user, RoomID: room, ThreadID: "main", StreamPos: 1, CumNotif: 1}}); err != nil {
+			t.Fatal(err)
+		}
+		if got := unread(100); got != 1 {
+			t.Fatalf("unread before staging: %d, want 1", got)
+		}
+		stage(2, 2)
+		stage(3, 3)
+		// Carol, whose counts nothing has read (so cached) yet, notified
+		// by the same event.
+		st.StageNotifications(3, []storage.Notification{{UserID: "@carol:hs", StreamPos: 3, RoomID: room, EventID: "$e3", ThreadID: "main",
+			Actions: `["notify"]`, TS: 3, CumNotif: 1}}, []storage.ThreadHead{{UserID: "@carol:hs", RoomID: room, ThreadID: "main", StreamPos: 3, CumNotif: 1}})
+		if c, err := st.UnreadCounts(ctx, "@carol:hs", nil, 100); err != nil || c[room]["main"].Notifications != 1 {
+			t.Fatalf("carol's unread with one staged: %v, %v", c, err)
+		}
+		if got := unread(100); got != 3 {
+			t.Fatalf("unread with two staged: %d, want 3", got)
+		}
+		if got := unread(2); got != 2 {
+			t.Fatalf("unread up to a staged position: %d, want 2", got)
+		}
+		if n, _, err := st.CumAt(ctx, user, room, "main", 3); err != nil || n != 3 {
+			t.Fatalf("totals at a staged row: %d, %v; want 3", n, err)
+		}
+		heads, err := st.ThreadHeads(ctx, room, "main")
+		if err != nil || heads[user].StreamPos != 3 || heads[user].CumNotif != 3 {
+			t.Fatalf("thread heads with staged ones: %+v, %v", heads, err)
+		}
+		if pos, err := st.PushPosition(ctx); err != nil || pos != 1 {
+			t.Fatalf("stored position before the write: %d, %v; want 1", pos, err)
+		}
+		// /notifications waits for the write.
+		got := make(chan []storage.Notification, 1)
+		go func() {
+			ns, err := st.NotificationsOf(ctx, user, 0, 10, false)
+			if err != nil {
+				t.Error(err)
+			}
+			got <- ns
+		}()
+		select {
+		case ns := <-got:
+			t.Fatalf("NotificationsOf answered before the write: %d rows", len(ns))
+		case <-time.After(100 * time.Millisecond):
+		}
+		if err := st.FlushNotifications(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if ns := <-got; len(ns) != 3 || ns[0].StreamPos != 3 {
+			t.Fatalf("notifications after the write: %+v", ns)
+		}
+		if rows, ahead := st.Staged(); rows != 0 || ahead != 0 {
+			t.Fatalf("staged after the write: %d rows, %d ahead", rows, ahead)
+		}
+		if pos, err := st.PushPosition(ctx); err != nil || pos != 3 {
+			t.Fatalf("stored position after the write: %d, %v; want 3", pos, err)
+		}
+		// Written, the same answers, now from the tables.
+		if got := unread(100); got != 3 {
+			t.Fatalf("unread after the write: %d, want 3", got)
+		}
+		if got := unread(2); got != 2 {
+			t.Fatalf("unread up to 2 after the write: %d, want 2", got)
+		}
+		// A position staged alone is written by the next flush too.
+		st.StageNotifications(9, nil, nil)
+		if err := st.FlushNotifications(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if pos, err := st.PushPosition(ctx); err != nil || pos != 9 {
+			t.Fatalf("stored position after a position alone: %d, %v; want 9", pos, err)
+		}
+	})
+}
