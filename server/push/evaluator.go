@@ -65,8 +65,8 @@ const (
 	// index is written once per flush, not per step. flushRows writes
 	// sooner; maxStagedRows stops evaluation while writes fail.
 	flushEvery    = 100 * time.Millisecond
-	flushRows     = 20_000
-	maxStagedRows = 200_000
+	flushRows     = 2_000
+	maxStagedRows = 50_000
 )
 
 // paceStep is how long to wait before the next step, given when the last
