@@ -304,13 +304,16 @@ func (rp ReadPositions) set(room, thread string, pos int64) {
 // before stream position upTo, per room and thread, for the rooms in
 // rooms (every room when nil). Threads and rooms without any are left out.
 func (s *Store) UnreadCounts(ctx context.Context, userID string, rooms map[string]bool, upTo int64) (map[string]map[string]NotifCount, error) {
+	// The staged heads are taken before the stored ones are read: a head
+	// written in between is then in one or the other.
+	staged := s.stagedHeadsOf(userID)
 	base, err := s.unreadBaseOf(ctx, userID)
 	if err != nil {
 		return nil, err
 	}
 	read := base.read
 	out := map[string]map[string]NotifCount{}
-	for _, h := range s.withStagedHeads(userID, base.heads) {
+	for _, h := range withHeadsFrom(base.heads, staged) {
 		if (rooms != nil && !rooms[h.RoomID]) || h.StreamPos <= read.Of(h.RoomID, h.ThreadID) {
 			continue
 		}

@@ -155,19 +155,27 @@ func (s *Store) stagedCumAt(user, room, thread string, pos int64) (n, hl int64, 
 	return 0, 0, false
 }
 
-// withStagedHeads is heads (all of user's) with the user's staged heads put
-// in, newer replacing older; heads itself is not changed.
-func (s *Store) withStagedHeads(user string, heads []ThreadHead) []ThreadHead {
+// stagedHeadsOf is a copy of the user's staged heads.
+func (s *Store) stagedHeadsOf(user string) []ThreadHead {
 	st := &s.staged
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	hs := st.userHeads[user]
-	if len(hs) == 0 {
+	var out []ThreadHead
+	for _, h := range st.userHeads[user] {
+		out = append(out, h)
+	}
+	return out
+}
+
+// withHeadsFrom is heads (all of one user's) with those of staged put in,
+// newer replacing older; heads itself is not changed.
+func withHeadsFrom(heads, staged []ThreadHead) []ThreadHead {
+	if len(staged) == 0 {
 		return heads
 	}
 	out := slices.Clone(heads)
-	for k, h := range hs {
-		i := slices.IndexFunc(out, func(o ThreadHead) bool { return o.RoomID == k[0] && o.ThreadID == k[1] })
+	for _, h := range staged {
+		i := slices.IndexFunc(out, func(o ThreadHead) bool { return o.RoomID == h.RoomID && o.ThreadID == h.ThreadID })
 		switch {
 		case i < 0:
 			out = append(out, h)
