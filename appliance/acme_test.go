@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -47,16 +48,29 @@ type pebble struct {
 	hc    *http.Client
 }
 
-// freePortOn returns a TCP port on ip that was free a moment ago.
+// freePortOn returns a TCP port on ip that was free a moment ago, and
+// that it has not returned to t before: the kernel may hand out a port
+// just closed again, and a test's Pebble, ACME, client and federation
+// listeners on one address then collided ("address already in use").
 func freePortOn(t *testing.T, ip netip.Addr) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
-	if err != nil {
-		t.Fatal(err)
+	v, _ := portsGiven.LoadOrStore(t, &sync.Map{})
+	given := v.(*sync.Map)
+	for {
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if _, dup := given.LoadOrStore(port, true); !dup {
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
+
+// portsGiven holds, per test, the ports freePortOn returned.
+var portsGiven sync.Map
 
 // startPebble runs Pebble, validating on httpPort and tlsPort, issuing
 // certificates valid for validity. Its listeners are on an address of
