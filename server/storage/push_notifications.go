@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"unsafe"
 )
 
@@ -361,19 +360,10 @@ func (b *unreadBase) size() int64 {
 	return n
 }
 
-// withHeads is b with the heads in hs (all of b's user) put in: a new
-// value, b unchanged.
+// withHeads is b with the heads in hs (all of b's user) put in, newer
+// replacing older (withHeadsFrom): a new value, b unchanged.
 func (b *unreadBase) withHeads(hs []ThreadHead) *unreadBase {
-	heads := slices.Clone(b.heads)
-	for _, h := range hs {
-		i := slices.IndexFunc(heads, func(o ThreadHead) bool { return o.RoomID == h.RoomID && o.ThreadID == h.ThreadID })
-		if i < 0 {
-			heads = append(heads, h)
-		} else {
-			heads[i] = h
-		}
-	}
-	return &unreadBase{read: b.read, heads: heads}
+	return &unreadBase{read: b.read, heads: withHeadsFrom(b.heads, hs)}
 }
 
 // unreadBaseOf reads the user's read positions and thread heads in one
