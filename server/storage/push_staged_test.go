@@ -108,3 +108,59 @@ func TestStagedNotifications(t *testing.T) {
 		}
 	})
 }
+
+// TestStagedNotificationsFailedFlush: a write that fails keeps everything
+// staged (still counted, written by a later flush); one that fails because
+// its rows were stored already, the stored position showing it, counts as
+// done instead of failing every flush after it.
+func TestStagedNotificationsFailedFlush(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		ctx := t.Context()
+		const user, room = "@bob:hs", "!room:hs"
+		row := func(pos, cum int64) storage.Notification {
+			return storage.Notification{UserID: user, StreamPos: pos, RoomID: room, EventID: fmt.Sprintf("$e%d", pos), ThreadID: "main",
+				Actions: `["notify"]`, TS: pos, CumNotif: cum}
+		}
+		head := func(pos, cum int64) storage.ThreadHead {
+			return storage.ThreadHead{UserID: user, RoomID: room, ThreadID: "main", StreamPos: pos, CumNotif: cum}
+		}
+		// Position 4's row is stored already, with the position at 2: a
+		// flush with a row at 4 again fails on its key.
+		if err := st.RecordNotifications(ctx, 2, []storage.Notification{row(4, 1)}, nil); err != nil {
+			t.Fatal(err)
+		}
+		st.StageNotifications(4, []storage.Notification{row(4, 1)}, []storage.ThreadHead{head(4, 1)})
+		if err := st.FlushNotifications(ctx); err == nil {
+			t.Fatal("a flush of a row stored already succeeded")
+		}
+		if rows, ahead := st.Staged(); rows != 1 || ahead == 0 {
+			t.Fatalf("staged after a failed flush: %d rows, %d ahead; want it all kept", rows, ahead)
+		}
+		if c, err := st.UnreadCounts(ctx, user, nil, 100); err != nil || c[room]["main"].Notifications != 1 {
+			t.Fatalf("unread after a failed flush: %v, %v", c, err)
+		}
+		if pos, err := st.PushPosition(ctx); err != nil || pos != 2 {
+			t.Fatalf("stored position after a failed flush: %d, %v; want 2", pos, err)
+		}
+		// The same write committed after all (as when the commit's answer
+		// was lost): the stored position reaches what was staged, and
+		// the flush counts as done.
+		if err := st.SetPushPosition(ctx, 4); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.FlushNotifications(ctx); err != nil {
+			t.Fatalf("flush of rows stored with their position: %v", err)
+		}
+		if rows, ahead := st.Staged(); rows != 0 || ahead != 0 {
+			t.Fatalf("staged after that flush: %d rows, %d ahead", rows, ahead)
+		}
+		// And the next rows are written as usual.
+		st.StageNotifications(5, []storage.Notification{row(5, 2)}, []storage.ThreadHead{head(5, 2)})
+		if err := st.FlushNotifications(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if ns, err := st.NotificationsOf(ctx, user, 0, 10, false); err != nil || len(ns) != 2 {
+			t.Fatalf("notifications: %+v, %v", ns, err)
+		}
+	})
+}
