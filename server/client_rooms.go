@@ -253,8 +253,7 @@ func txnScope(eventType, roomID string) string {
 // the first request made.
 func (s *Server) sendOne(ctx context.Context, roomID string, ne newEvent) (string, error) {
 	if ne.Device != nil && ne.TxnID != "" {
-		mark := s.timeline.TxnMark()
-		id, err := s.store.EventIDByTxn(ctx, ne.Sender, ne.Device.DeviceID, txnScope(ne.Type, roomID), ne.TxnID)
+		id, mark, err := s.timeline.EventIDByTxn(ctx, ne.Sender, ne.Device.DeviceID, txnScope(ne.Type, roomID), ne.TxnID)
 		if err == nil {
 			return id, nil
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -459,6 +460,68 @@ func TestTxnCheckedMark(t *testing.T) {
 		// Another ID is not held up by t1's end.
 		if err := send("t2", stale); err != nil {
 			t.Fatalf("t2: %v", err)
+		}
+	})
+}
+
+// TestTxnFilter: the client transaction ID filter (timeline/txnfilter.go)
+// knows the IDs stored before the server started and those stored since,
+// so a repeated ID always finds its event, and an ID never used is
+// answered without the store.
+func TestTxnFilter(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		ctx := t.Context()
+		alice := newRoomUser(t, b, "alice")
+		created, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		room := string(created.RoomID)
+		who, err := alice.cli.Whoami(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		send := func(txn string) string {
+			t.Helper()
+			resp, err := alice.cli.SendMessageEvent(ctx, created.RoomID, event.EventMessage,
+				map[string]any{"msgtype": "m.text", "body": txn}, mautrix.ReqSendEvent{TransactionID: txn})
+			if err != nil {
+				t.Fatalf("send %s: %v", txn, err)
+			}
+			return string(resp.EventID)
+		}
+		loaded := func() *timeline.Timeline {
+			t.Helper()
+			tl := b.Server.Timeline()
+			deadline := time.Now().Add(10 * time.Second)
+			for !tl.TxnFilterLoaded() {
+				if time.Now().After(deadline) {
+					t.Fatal("the transaction ID filter was not loaded within 10 s")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			return tl
+		}
+		lookUp := func(tl *timeline.Timeline, txn string) (string, error) {
+			id, _, err := tl.EventIDByTxn(ctx, string(alice.id), who.DeviceID.String(), "send "+room, txn)
+			return id, err
+		}
+		before := send("before-restart")
+		b.Restart(t)
+		tl := loaded()
+		if id, err := lookUp(tl, "before-restart"); err != nil || id != before {
+			t.Fatalf("an ID stored before the start: %q, %v; want %s", id, err, before)
+		}
+		if again := send("before-restart"); again != before {
+			t.Fatalf("the repeated send answered %s, want %s", again, before)
+		}
+		after := send("after-load")
+		if id, err := lookUp(tl, "after-load"); err != nil || id != after {
+			t.Fatalf("an ID stored after the load: %q, %v; want %s", id, err, after)
+		}
+		if _, err := lookUp(tl, "never-used"); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("an ID never used: %v, want ErrNotFound", err)
 		}
 	})
 }

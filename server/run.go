@@ -53,6 +53,7 @@ func (s *Server) Run(ctx context.Context) error {
 	b.mu.Unlock()
 
 	s.goBackground(s.resumeRoomDeletes)
+	s.goBackground(s.timeline.RunTxnFilter)
 	s.goBackground(s.runPush)
 	s.goBackground(s.runDelayed)
 	s.goBackground(s.resumeDeactivations)

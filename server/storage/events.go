@@ -332,6 +332,40 @@ func (s *Store) EventIDByTxn(ctx context.Context, userID, deviceID, scope, txnID
 	return id, nil
 }
 
+// TxnIDKey is one client transaction ID stored: its sender, device,
+// scope and ID.
+type TxnIDKey struct{ UserID, DeviceID, Scope, TxnID string }
+
+// CountTxnIDs counts the client transaction IDs stored.
+func (s *Store) CountTxnIDs(ctx context.Context) (int, error) {
+	var n int
+	if err := s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM event_txn_ids`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("storage: count transaction IDs: %w", err)
+	}
+	return n, nil
+}
+
+// TxnIDs returns up to limit client transaction IDs stored after after,
+// in key order (the zero key: from the first).
+func (s *Store) TxnIDs(ctx context.Context, after TxnIDKey, limit int) ([]TxnIDKey, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT user_id, device_id, scope, txn_id FROM event_txn_ids
+		WHERE (user_id, device_id, scope, txn_id) > ($1, $2, $3, $4)
+		ORDER BY user_id, device_id, scope, txn_id LIMIT $5`, after.UserID, after.DeviceID, after.Scope, after.TxnID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("storage: transaction IDs: %w", err)
+	}
+	defer rows.Close()
+	var out []TxnIDKey
+	for rows.Next() {
+		var k TxnIDKey
+		if err := rows.Scan(&k.UserID, &k.DeviceID, &k.Scope, &k.TxnID); err != nil {
+			return nil, fmt.Errorf("storage: transaction IDs: %w", err)
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
 // RoomEvents returns up to limit live events of the room (not outliers,
 // rejected or soft-failed) with stream position in (after, upTo], in
 // stream order, or newest first when backwards.

@@ -101,3 +101,54 @@ func TestEventsAndStateGroups(t *testing.T) {
 		}
 	})
 }
+
+// TestTxnIDs: the stored client transaction IDs page in key order, each
+// once, across senders, devices and scopes (the timeline's filter loads
+// them this way), and are counted.
+func TestTxnIDs(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		ctx := context.Background()
+		room := "!r:hs"
+		if err := st.CreateRoom(ctx, &storage.Room{RoomID: room, RoomVersion: "12", Creator: "@a:hs"}); err != nil {
+			t.Fatal(err)
+		}
+		want := map[storage.TxnIDKey]bool{}
+		prev := []string{}
+		for i := range 23 {
+			k := storage.TxnIDKey{UserID: fmt.Sprintf("@u%d:hs", i%3), DeviceID: fmt.Sprintf("D%d", i%2),
+				Scope: fmt.Sprintf("send %s%d", room, i%5), TxnID: fmt.Sprintf("t%d", i)}
+			id := fmt.Sprintf("$e%d", i)
+			ne := &storage.NewEvent{Event: storage.Event{EventID: id, RoomID: room, Type: "m.room.message", Sender: k.UserID,
+				Depth: int64(i + 1), JSON: []byte(`{}`), SenderDevice: k.DeviceID, TxnID: k.TxnID, TxnScope: k.Scope}, PrevEvents: prev}
+			if err := st.PersistEvents(ctx, []*storage.NewEvent{ne}, nil); err != nil {
+				t.Fatal(err)
+			}
+			prev = []string{id}
+			want[k] = true
+		}
+		if n, err := st.CountTxnIDs(ctx); err != nil || n != len(want) {
+			t.Fatalf("CountTxnIDs: %d, %v; want %d", n, err, len(want))
+		}
+		got := map[storage.TxnIDKey]bool{}
+		var after storage.TxnIDKey
+		for pages := 0; ; pages++ {
+			keys, err := st.TxnIDs(ctx, after, 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range keys {
+				if got[k] || !want[k] {
+					t.Fatalf("page %d: %+v seen twice or never stored", pages, k)
+				}
+				got[k] = true
+			}
+			if len(keys) < 4 {
+				break
+			}
+			after = keys[len(keys)-1]
+		}
+		if len(got) != len(want) {
+			t.Fatalf("paged %d IDs, want %d", len(got), len(want))
+		}
+	})
+}

@@ -126,6 +126,7 @@ func New(d Deps) *Timeline {
 		d.Log = slog.Default()
 	}
 	return &Timeline{store: d.Store, key: d.Key, keys: d.Keys, fetch: d.Fetcher, now: d.Now, log: d.Log,
+		inflight: inflight{reload: make(chan struct{}, 1)},
 		heads: cache.NewLRU[string, *roomHead](d.Store.Caches(), "room_builders",
 			"room → current state, extremities and depth for building its next event", 256).WithSize(headSize)}
 }
@@ -208,6 +209,10 @@ type inflight struct {
 	ended map[string]uint64
 	ring  [txnRing]string
 	ends  uint64
+	// filter holds every transaction ID stored (txnfilter.go); reload
+	// asks RunTxnFilter to build a bigger one.
+	filter *txnFilter
+	reload chan struct{}
 }
 
 // txnRing is how many ended transaction IDs inflight remembers: far more
@@ -264,6 +269,15 @@ func (f *inflight) dropTxn(key string, p *storage.Pending) {
 	}
 	if f.ended == nil {
 		f.ended = map[string]uint64{}
+	}
+	// Into the filter before the write counts as ended (txnfilter.go).
+	f.filter.add(key)
+	if f.filter.full() {
+		f.filter.loaded = false // a "maybe" for every ID until rebuilt
+		select {
+		case f.reload <- struct{}{}:
+		default:
+		}
 	}
 	f.ends++
 	slot := f.ends % txnRing
