@@ -494,7 +494,7 @@ func (s *Server) putRedact(w http.ResponseWriter, r *http.Request) error {
 		content["redacts"] = target
 	}
 	ne := newEvent{Type: rooms.TypeRedaction, Sender: me.UserID, Content: content, Device: me, TxnID: txnID}
-	if id, err := s.store.EventIDByTxn(ctx, me.UserID, me.DeviceID, txnScope(rooms.TypeRedaction, roomID), txnID); err == nil {
+	if id, _, err := s.timeline.EventIDByTxn(ctx, me.UserID, me.DeviceID, txnScope(rooms.TypeRedaction, roomID), txnID); err == nil {
 		return writeJSON(w, http.StatusOK, map[string]string{"event_id": id})
 	}
 	evs, err := s.sendRedaction(ctx, roomID, ne, target, te)
