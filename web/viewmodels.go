@@ -283,7 +283,7 @@ func runtimeStats(ms runtime.MemStats, limit, envLimit, configLimit int64) []tem
 	source := "none set"
 	switch {
 	case cache.AutoLimit():
-		source = "automatic (at least 80 MiB; follows what is live)"
+		source = fmt.Sprintf("automatic (at least %d MiB; follows what is live)", cache.DefaultMemoryLimit>>20)
 	case limit > 0 && configLimit > 0 && limit == configLimit:
 		source = "from memory.limit"
 	case limit > 0 && envLimit > 0 && limit == envLimit:
