@@ -19,10 +19,10 @@ import (
 
 // startPush builds the evaluator and the pushers and puts the evaluator
 // between the timeline and the /sync notifier (New; Run runs them).
-func (s *Server) startPush() {
+func (s *Server) startPush(maxStaged int) {
 	s.pushGate = &pushGate{next: s.notifier}
 	s.push = push.NewEvaluator(push.Options{Store: s.store, ServerName: s.cfg.ServerName, Log: s.log, Now: s.now,
-		Defaults: s.pushDefaults(),
+		Defaults: s.pushDefaults(), MaxStaged: maxStaged,
 		Advanced: func(_ int64, notified []string) {
 			s.pushGate.release()
 			s.pushers.Notify(notified)

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -15,6 +16,7 @@ import (
 	"maunium.net/go/mautrix/pushrules"
 
 	"hearth/config"
+	"hearth/server"
 	"hearth/server/servertest"
 	"hearth/server/storage/storagetest"
 )
@@ -612,6 +614,96 @@ func TestDeactivationDropsPushRulesAndPushers(t *testing.T) {
 		rules, err := b.Store.PushRulesOf(ctx, "@alice:hearth.test")
 		if err != nil || len(rules.Rules) != 0 {
 			t.Fatalf("push rules after deactivation: %+v %v", rules, err)
+		}
+	})
+}
+
+// TestPushWritesFailing: while the store refuses notification rows (a
+// trigger added beside the server, then dropped), the evaluator counts
+// what it staged at once, stops evaluating once PushMaxStaged rows wait
+// (memory stays bounded), retries the write with back-off, and stores
+// every row once the store accepts them again.
+func TestPushWritesFailing(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		const maxStaged = 3
+		b := servertest.StartWith(t, e, func(d *server.Deps) { d.PushMaxStaged = maxStaged })
+		ctx := t.Context()
+		alice, bob := newRoomUser(t, b, "alice"), newRoomUser(t, b, "bob")
+		created, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		room := created.RoomID
+		if _, err := bob.cli.JoinRoomByID(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		driver, dsn := "sqlite", e.Options.SQLitePath
+		if e.Options.Postgres != "" {
+			driver, dsn = "pgx", e.Options.Postgres
+		}
+		db, err := sql.Open(driver, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		exec := func(q string) {
+			t.Helper()
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		stored := func() int {
+			t.Helper()
+			var n int
+			if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM push_notifications WHERE user_id = $1`, string(bob.id)).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		if e.Options.Postgres != "" {
+			exec(`CREATE FUNCTION refuse_notification() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$`)
+			exec(`CREATE TRIGGER refuse_notification BEFORE INSERT ON push_notifications FOR EACH ROW EXECUTE FUNCTION refuse_notification()`)
+		} else {
+			exec(`CREATE TRIGGER refuse_notification BEFORE INSERT ON push_notifications BEGIN SELECT RAISE(ABORT, 'refused by the test'); END`)
+		}
+		send := func(body string) {
+			t.Helper()
+			if _, err := alice.cli.SendText(ctx, room, body); err != nil {
+				t.Fatal(err)
+			}
+		}
+		send("one")
+		send("two")
+		syncCounts(t, bob, room, 2, 0)
+		time.Sleep(300 * time.Millisecond) // past a flush, which fails
+		if n := stored(); n != 0 {
+			t.Fatalf("%d notification rows stored past the trigger", n)
+		}
+		for _, body := range []string{"three", "four", "five", "six"} {
+			send(body)
+			time.Sleep(50 * time.Millisecond) // one step each
+		}
+		// The step that reached maxStaged rows was the last.
+		syncCounts(t, bob, room, maxStaged, 0)
+		time.Sleep(500 * time.Millisecond)
+		syncCounts(t, bob, room, maxStaged, 0)
+
+		if e.Options.Postgres != "" {
+			exec(`DROP TRIGGER refuse_notification ON push_notifications`)
+		} else {
+			exec(`DROP TRIGGER refuse_notification`)
+		}
+		syncCounts(t, bob, room, 6, 0)
+		deadline := time.Now().Add(15 * time.Second)
+		for stored() != 6 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d notification rows stored 15 s after the store accepted them again, want 6", stored())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		resp := acctDo(t, b, "GET", "/_matrix/client/v3/notifications", bob.tok, nil)
+		if n := len(resp.body["notifications"].([]any)); n != 6 {
+			t.Fatalf("GET /notifications: %d notifications, want 6", n)
 		}
 	})
 }

@@ -55,6 +55,10 @@ type Deps struct {
 	// Metrics are the collectors to update; nil: a set of the server's own.
 	// Give a fresh one to each server: they register on it.
 	Metrics *metrics.Metrics
+	// PushMaxStaged bounds the notification rows the push evaluator keeps
+	// staged while writing them fails (push.Options.MaxStaged); 0: its
+	// default.
+	PushMaxStaged int
 }
 
 // Server holds the dependencies and the per-process state handlers share.
@@ -168,7 +172,7 @@ func New(d Deps) (*Server, http.Handler) {
 	// fetch timeout, not by the request that delivered the events.
 	s.timeline = timeline.New(timeline.Deps{Store: d.Store, Key: s.roomsKey(), Keys: s.keys.Lookup(context.Background()),
 		Now: d.Now, Log: d.Log})
-	s.startPush()
+	s.startPush(d.PushMaxStaged)
 	s.startDelayed()
 	if fedHTTP != nil {
 		s.startFederation(fedHTTP)

@@ -90,6 +90,10 @@ type Options struct {
 	Advanced func(pos int64, notified []string)
 	// Defaults chooses the optional default rules (defaults.go).
 	Defaults Defaults
+	// MaxStaged is how many notification rows may wait staged while
+	// writing them fails before evaluation stops until a write succeeds,
+	// so that memory stays bounded; 0: maxStagedRows.
+	MaxStaged int
 }
 
 // Evaluator evaluates push rules; Run runs it.
@@ -259,12 +263,16 @@ func (e *Evaluator) Run(ctx context.Context) error {
 		}
 		flushErr, flushAt, staged = 0, time.Time{}, time.Time{}
 	}
+	maxStaged := e.o.MaxStaged
+	if maxStaged <= 0 {
+		maxStaged = maxStagedRows
+	}
 	for {
-		if rows, _ := e.o.Store.Staged(); rows >= maxStagedRows {
+		if rows, _ := e.o.Store.Staged(); rows >= maxStaged {
 			// The writes are failing: evaluate no further until they
 			// work again, so memory stays bounded.
 			flush(true)
-			if rows, _ := e.o.Store.Staged(); rows >= maxStagedRows {
+			if rows, _ := e.o.Store.Staged(); rows >= maxStaged {
 				select {
 				case <-ctx.Done():
 					return nil
