@@ -125,10 +125,19 @@ func New(d Deps) *Timeline {
 	if d.Log == nil {
 		d.Log = slog.Default()
 	}
-	return &Timeline{store: d.Store, key: d.Key, keys: d.Keys, fetch: d.Fetcher, now: d.Now, log: d.Log,
+	t := &Timeline{store: d.Store, key: d.Key, keys: d.Keys, fetch: d.Fetcher, now: d.Now, log: d.Log,
 		inflight: inflight{reload: make(chan struct{}, 1)},
 		heads: cache.NewLRU[string, *roomHead](d.Store.Caches(), "room_builders",
 			"room → current state, extremities and depth for building its next event", 256).WithSize(headSize)}
+	d.Store.Caches().RegisterBuffer("txn_filter", "client transaction IDs stored, as a Bloom filter (entries: IDs added; memory: its bits)", func() (int, int64) {
+		t.inflight.mu.Lock()
+		defer t.inflight.mu.Unlock()
+		if f := t.inflight.filter; f != nil {
+			return f.ids, int64(len(f.bits)) * 8
+		}
+		return 0, 0
+	})
+	return t
 }
 
 // Observe registers o for every event persisted from now on.
