@@ -637,7 +637,9 @@ func TestPushWritesFailing(t *testing.T) {
 		if _, err := bob.cli.JoinRoomByID(ctx, room); err != nil {
 			t.Fatal(err)
 		}
-		driver, dsn := "sqlite", e.Options.SQLitePath
+		// A second connection to the server's database: it waits for the
+		// server's writer to let go of the lock.
+		driver, dsn := "sqlite", "file:"+e.Options.SQLitePath+"?_pragma=busy_timeout(10000)"
 		if e.Options.Postgres != "" {
 			driver, dsn = "pgx", e.Options.Postgres
 		}
