@@ -12,8 +12,10 @@ import (
 // their retry state and catch-up records, and the transactions received.
 
 // FederationSenderPosition is the event stream position the federation
-// sender has queued up to. A new server starts at the current position: it
-// has nothing of the past to send.
+// sender has queued up to. The store sets it when it opens a database
+// without one (migration 0043), at the newest event then: a new server has
+// nothing of the past to send. Should the row be missing all the same, it
+// is the current position.
 func (s *Store) FederationSenderPosition(ctx context.Context) (int64, error) {
 	var pos int64
 	err := s.read.QueryRowContext(ctx, `SELECT position FROM federation_sender_position WHERE id = 1`).Scan(&pos)
