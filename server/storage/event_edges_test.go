@@ -108,3 +108,38 @@ func TestTxnIDsByPosition(t *testing.T) {
 		check(st, "migrated")
 	})
 }
+
+// TestFederationSenderPositionMigration: migration 0043 keeps a stored
+// federation sender position, and sets a missing one to the newest event.
+func TestFederationSenderPositionMigration(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		ctx := context.Background()
+		st := storagetest.Open(t, e)
+		if pos, err := st.FederationSenderPosition(ctx); err != nil || pos != 0 {
+			t.Fatalf("position of a new database: %d, %v; want 0 (set when it opened, before any event)", pos, err)
+		}
+		r := newSearchRoom(t, st, "!fed:hs")
+		last := r.text("the newest event")
+		rerun := func(qs ...string) int64 {
+			t.Helper()
+			for _, q := range append(qs, `DELETE FROM schema_migrations WHERE version = 43`) {
+				if _, err := st.DB().Exec(q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			st.Close()
+			st = storagetest.Open(t, e)
+			pos, err := st.FederationSenderPosition(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return pos
+		}
+		if pos := rerun(`UPDATE federation_sender_position SET position = 1`); pos != 1 {
+			t.Fatalf("a stored position became %d, want it kept (1)", pos)
+		}
+		if pos := rerun(`DELETE FROM federation_sender_position`); pos != last.Event.StreamPos {
+			t.Fatalf("a missing position became %d, want the newest event's, %d", pos, last.Event.StreamPos)
+		}
+	})
+}
