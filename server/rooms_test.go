@@ -442,7 +442,11 @@ func TestTxnCheckedMark(t *testing.T) {
 			_, err := tl.Send(ctx, room, ev(txn, mark))
 			return err
 		}
-		stale := tl.TxnMark()
+		// The mark of a look-up that found nothing, as a handler takes it.
+		_, stale, err := tl.EventIDByTxn(ctx, string(alice.id), "DEV", "scope", "t1")
+		if !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("look-up before the first send: %v, want ErrNotFound", err)
+		}
 		if err := send("t1", stale); err != nil {
 			t.Fatalf("first send: %v", err)
 		}

@@ -229,19 +229,11 @@ type inflight struct {
 // room's lock.
 const txnRing = 1024
 
-// TxnMark is a point in the sequence of ended client writes, taken before
-// a send looks its transaction ID up in the store (Timeline.TxnMark).
+// TxnMark is a point in the sequence of ended client writes, taken when a
+// send looks its transaction ID up (Timeline.EventIDByTxn).
 type TxnMark struct {
 	ends uint64
 	set  bool
-}
-
-// TxnMark returns the mark to take before looking a client transaction ID
-// up in the store, to pass with the event in NewEvent.TxnChecked.
-func (t *Timeline) TxnMark() TxnMark {
-	t.inflight.mu.Lock()
-	defer t.inflight.mu.Unlock()
-	return TxnMark{ends: t.inflight.ends, set: true}
 }
 
 // endedSince reports whether a write of the transaction ID key may have
