@@ -50,8 +50,9 @@ type Memory struct {
 	// Limit is the soft memory limit ("800M", "1G"), Go's GOMEMLIMIT; 0:
 	// GOMEMLIMIT's, or without it the automatic one (cache.ApplyRuntime).
 	Limit Size `yaml:"limit"`
-	// GCPercent is the GC target, Go's GOGC (default 100; lower collects
-	// more often and holds less garbage).
+	// GCPercent is the GC target, Go's GOGC (lower collects more often and
+	// holds less garbage); 0: GOGC's, or without it Go's default, 100.
+	// The heap goal never falls under cache.HeapGoalFloor either way.
 	GCPercent int `yaml:"gc_percent"`
 }
 
@@ -64,9 +65,6 @@ func (c *Config) dashboardDefaults() {
 	}
 	if c.Caches.GlobalFactor == 0 {
 		c.Caches.GlobalFactor = 1
-	}
-	if c.Memory.GCPercent == 0 {
-		c.Memory.GCPercent = 100
 	}
 }
 
@@ -106,8 +104,8 @@ func (c *Config) validateDashboard(bad func(key, format string, args ...any)) {
 	} else if c.Memory.Limit != 0 && c.Memory.Limit < 64<<20 {
 		bad("memory.limit", "%d bytes is too small for a homeserver; use at least 64M, or 0 for the automatic limit", c.Memory.Limit)
 	}
-	if g := c.Memory.GCPercent; g != -1 && (g < 10 || g > 1000) {
-		bad("memory.gc_percent", "%d must be between 10 and 1000 (or -1: collect only at memory.limit)", g)
+	if g := c.Memory.GCPercent; g != -1 && g != 0 && (g < 10 || g > 1000) {
+		bad("memory.gc_percent", "%d must be between 10 and 1000 (or -1: collect only at memory.limit; 0: GOGC's, or 100)", g)
 	} else if g == -1 && c.Memory.Limit == 0 {
 		bad("memory.gc_percent", "-1 turns the garbage collector off until memory.limit is reached; set memory.limit too")
 	}

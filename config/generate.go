@@ -420,12 +420,14 @@ caches:
   per_cache_factors: {}
 
 # Go runtime memory tuning. limit is a soft memory limit (e.g. 400M on a
-# 1 GB machine; 0: GOMEMLIMIT if set, else automatic: 80M, or half as much
-# again as is live when that is more); gc_percent is the GC target (100 is
-# Go's default; lower holds less garbage at more CPU).
+# 1 GB machine; 0: GOMEMLIMIT if set, else automatic: 100M, or half as much
+# again as is live when that is more); gc_percent is the GC target (0:
+# GOGC if set, else Go's default, 100; lower holds less garbage at more
+# CPU). While little is live the heap may still grow to 32M before a
+# collection (docs/memory.md).
 memory:
   limit: 0
-  gc_percent: 100
+  gc_percent: 0
 
 # Server notices (Synapse's server_notices): admins send them with the
 # admin API's send_server_notice, from this account, into a room of the

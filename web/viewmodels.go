@@ -293,6 +293,8 @@ func runtimeStats(ms runtime.MemStats, limit, envLimit, configLimit int64) []tem
 	}
 	return []templates.Stat{
 		{Label: "Memory limit source", Value: source, Available: true, Note: "memory.limit wins over GOMEMLIMIT; 0 leaves GOMEMLIMIT, or without it the automatic limit, in force"},
+		{Label: "Next collection at", Value: humanBytes(ms.NextGC), Available: true,
+			Note: fmt.Sprintf("heap goal; GC percentage in force %d: the GC target, raised while little is live so the goal stays at least %d MiB", cache.EffectiveGCPercent(), cache.HeapGoalFloor>>20)},
 		{Label: "Go runtime total", Value: humanBytes(ms.Sys), Available: true, Note: "heap, stacks and runtime metadata obtained from the OS"},
 		{Label: "Goroutine stacks", Value: humanBytes(ms.StackSys), Available: true},
 		{Label: "Heap released to the OS", Value: humanBytes(ms.HeapReleased), Available: true},

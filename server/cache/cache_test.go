@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 	"runtime"
+	"runtime/metrics"
 	"testing"
 	"time"
 )
@@ -266,5 +267,55 @@ func TestLRUMaxBytes(t *testing.T) {
 		if s.Name == "sized" && (s.MaxBytes != 2*(3*entryOverhead+300) || s.Size != 6 || s.Bytes > s.MaxBytes) {
 			t.Fatalf("at factor 2: %+v", s)
 		}
+	}
+}
+
+// TestHeapGoalFloor: while little is live, the runtime's GC percentage is
+// raised after each collection so that the heap goal reaches
+// HeapGoalFloor, and CurrentRuntime still reports the target set; once
+// more than the floor is live the target alone paces the collector again,
+// and when that heap is freed the floor comes back. A collector turned off
+// stays off.
+func TestHeapGoalFloor(t *testing.T) {
+	limit, gc := CurrentRuntime()
+	defer ApplyRuntime(limit, gc)
+	ApplyRuntime(0, 100)
+	goal := []metrics.Sample{{Name: "/gc/heap/goal:bytes"}}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !ok(); {
+			if time.Now().After(deadline) {
+				metrics.Read(goal)
+				t.Fatalf("%s: GC percentage %d, heap goal %d", what, EffectiveGCPercent(), goal[0].Value.Uint64())
+			}
+			runtime.GC() // the percentage follows each collection
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFor("little live", func() bool {
+		metrics.Read(goal)
+		return EffectiveGCPercent() > 100 && goal[0].Value.Uint64() >= HeapGoalFloor*9/10
+	})
+	if _, g := CurrentRuntime(); g != 100 {
+		t.Fatalf("CurrentRuntime reports GC target %d, want the 100 set", g)
+	}
+
+	held := make([][]byte, 48) // 48 MiB live: over the floor
+	for i := range held {
+		held[i] = make([]byte, 1<<20)
+	}
+	waitFor("48 MiB live", func() bool { return EffectiveGCPercent() == 100 })
+	runtime.KeepAlive(held)
+	held = nil
+	waitFor("freed again", func() bool { return EffectiveGCPercent() > 100 })
+
+	ApplyRuntime(200<<20, -1)
+	if p := EffectiveGCPercent(); p != -1 {
+		t.Fatalf("collector off: GC percentage %d", p)
+	}
+	runtime.GC()
+	time.Sleep(50 * time.Millisecond)
+	if p := EffectiveGCPercent(); p != -1 {
+		t.Fatalf("collector off, after a collection: GC percentage %d", p)
 	}
 }

@@ -3,6 +3,7 @@ package cache
 import (
 	"math"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"slices"
@@ -101,7 +102,8 @@ var (
 // value set in the configuration wins over the environment; 0 means "not
 // set" and puts back what GOMEMLIMIT or GOGC set at start. Without either
 // limit, the automatic one is in force (DefaultMemoryLimit); without
-// either GC target, the runtime's default, 100.
+// either GC target, the runtime's default, 100. Whatever the target, the
+// heap goal does not fall below HeapGoalFloor (followGCTarget).
 func ApplyRuntime(memoryLimit int64, gcPercent int) {
 	limitMu.Lock()
 	defer limitMu.Unlock()
@@ -119,7 +121,10 @@ func ApplyRuntime(memoryLimit int64, gcPercent int) {
 	if gcPercent == 0 {
 		gcPercent = envGCPercent
 	}
-	debug.SetGCPercent(gcPercent)
+	gcTarget = gcPercent
+	gcApplied = floorPercent(gcTarget)
+	debug.SetGCPercent(gcApplied)
+	floorStart.Do(func() { afterEachGC(followGCTarget) })
 }
 
 // AutoLimit reports whether the automatic memory limit is in force.
@@ -171,13 +176,109 @@ func followAutoLimit() {
 	}
 }
 
-// CurrentRuntime reads back the memory limit (0: none) and GC target.
+// CurrentRuntime reads back the memory limit (0: none) and GC target: the
+// target set, not the percentage the heap goal's floor may have raised it
+// to (EffectiveGCPercent).
 func CurrentRuntime() (memoryLimit int64, gcPercent int) {
 	memoryLimit = debug.SetMemoryLimit(-1) // a negative value only reads
 	if memoryLimit == math.MaxInt64 {
 		memoryLimit = 0
 	}
-	return memoryLimit, readGCPercent()
+	limitMu.Lock()
+	defer limitMu.Unlock()
+	return memoryLimit, gcTarget
+}
+
+// HeapGoalFloor is the least heap goal: however little is live, the
+// collector lets the heap reach this much before it runs. The GC target
+// alone paces collections by what is live (GOGC=100 collects once the
+// heap has doubled), so a server holding 5 MB, as one busy sending
+// messages does, collected about 45 times a second, a tenth of its CPU;
+// with this floor it collects a few times a second and sends 8% more per
+// CPU second (docs/memory.md). It only raises the effective GC percentage
+// while the live heap is under half of it: a server that holds more is
+// paced by its GC target as before, and the memory limit still caps the
+// heap whatever the floor says.
+const HeapGoalFloor = 32 << 20
+
+// gcTarget is the GC target in force (set, or the environment's);
+// gcApplied, the runtime's percentage, is it or more (floorPercent).
+// floorStart arms followGCTarget once. Both are guarded by limitMu.
+var (
+	gcTarget, gcApplied = envGCPercent, envGCPercent
+	floorStart          sync.Once
+)
+
+// floorSamples are what the runtime's pacer multiplies by the GC
+// percentage: the heap marked live, goroutine stacks and globals.
+var floorSamples = []metrics.Sample{
+	{Name: "/gc/heap/live:bytes"},
+	{Name: "/gc/scan/stack:bytes"},
+	{Name: "/gc/scan/globals:bytes"},
+}
+
+// floorPercent is the GC percentage that puts the heap goal at
+// HeapGoalFloor over what the last collection found live, or target when
+// that reaches further. A negative target (the collector off until the
+// memory limit) is kept. Call it with limitMu held.
+func floorPercent(target int) int {
+	if target < 0 {
+		return target
+	}
+	metrics.Read(floorSamples)
+	live := floorSamples[0].Value.Uint64()
+	var scanned uint64
+	for _, s := range floorSamples {
+		scanned += s.Value.Uint64()
+	}
+	if scanned == 0 || live >= HeapGoalFloor {
+		return target
+	}
+	// The pacer's goal is live + scanned*percent/100.
+	p := int((HeapGoalFloor - live) * 100 / scanned)
+	return min(max(p, target), maxFloorPercent)
+}
+
+// maxFloorPercent bounds the floor's percentage, for a heap that is
+// almost empty (at start).
+const maxFloorPercent = 5000
+
+// followGCTarget moves the runtime's GC percentage after each collection,
+// as what is live changes.
+func followGCTarget() {
+	limitMu.Lock()
+	defer limitMu.Unlock()
+	if p := floorPercent(gcTarget); p != gcApplied {
+		gcApplied = p
+		debug.SetGCPercent(p)
+	}
+}
+
+// EffectiveGCPercent is the runtime's GC percentage now: the GC target,
+// or more while the heap goal's floor raises it.
+func EffectiveGCPercent() int {
+	limitMu.Lock()
+	defer limitMu.Unlock()
+	return gcApplied
+}
+
+// afterEachGC calls f on the runtime's cleanup goroutine after every
+// garbage collection: each round allocates an object nothing refers to,
+// whose cleanup runs once a collection found it unreachable, and arms
+// the next.
+func afterEachGC(f func()) {
+	type sentinel struct {
+		_ *int // pointerful, so never in a tiny block beside live objects
+		_ [16]byte
+	}
+	var arm func()
+	arm = func() {
+		runtime.AddCleanup(new(sentinel), func(struct{}) {
+			f()
+			arm()
+		}, struct{}{})
+	}
+	arm()
 }
 
 // Apply sets the cache factors on r and the runtime settings on the process.
