@@ -2,6 +2,9 @@ package rooms
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/json/jsontext"
 	"errors"
@@ -385,6 +388,80 @@ func FuzzStateRes(f *testing.F) {
 		for k, id := range states[0] {
 			if states[1][k] == id && states[2][k] == id && got[k] != id {
 				t.Fatalf("unconflicted %v changed from %s to %s", k, id, got[k])
+			}
+		}
+	})
+}
+
+// FuzzBuildEvent: an event this server builds or completes (fuzzed room
+// version, type, state key and content, with or without another server's
+// signature and unsigned data in the object) is canonical JSON; the
+// signing input it signed, its content hash and its event ID are what the
+// spec's algorithms compute from that JSON (signingInput, ContentHash);
+// its signature verifies; and another server's signature is kept.
+func FuzzBuildEvent(f *testing.F) {
+	f.Add(uint8(10), "m.room.message", "", false, []byte(`{"body":"hi","msgtype":"m.text"}`), false)
+	f.Add(uint8(0), "m.room.member", "@a:example.org", true, []byte(`{"membership":"join","displayname":"Ä\u0001\u007f","avatar_url":null}`), true)
+	f.Add(uint8(5), "m.room.power_levels", "", true, []byte(`{"users":{"@b:x":100,"@a:x":50},"ban":50,"zzz":[1,{"b":1,"a":2}]}`), true)
+	f.Add(uint8(11), "m.room.join_rules", "", true, []byte(`{"join_rule":"restricted","allow":[{"type":"m.room_membership","room_id":"!r:x"}]}`), false)
+	f.Add(uint8(2), "m.room.create", "", true, []byte(`{"creator":"@a:x","room_version":"3","€":"\ud83d\ude00","a":-9007199254740991}`), false)
+	f.Add(uint8(10), "m.room.create", "", true, []byte(`{"room_version":"11","é":{"z":[],"a":{}}}`), true)
+	f.Add(uint8(10), "x\u2028y<&>", "\"quote\\/", true, []byte(` { "b" : 1 , "a" : "\u00e9\/" } `), true)
+	f.Add(uint8(1), "m.room.redaction", "", false, []byte(`{"redacts":"$x","reason":"\t"}`), false)
+	f.Add(uint8(10), "m.room.message", "", false, []byte(`{"n":1.5}`), false)
+	f.Add(uint8(10), "m.room.message", "", false, []byte(`[]`), false)
+	key := testKey(f, "example.org")
+	pub := key.Private.Public().(ed25519.PublicKey)
+	versions := allVersions()
+	f.Fuzz(func(t *testing.T, v uint8, typ, stateKey string, state bool, content []byte, others bool) {
+		rv := MustVersion(versions[int(v)%len(versions)])
+		tmpl := EventTemplate{RoomID: "!r:example.org", Type: typ, Sender: "@a:example.org", Content: jsontext.Value(content),
+			PrevEvents: []string{"$p"}, AuthEvents: []string{"$p"}, Depth: 3, OriginServerTS: 1_700_000_000_000}
+		if rv.EventIDs == EventIDRandom {
+			tmpl.PrevEvents, tmpl.AuthEvents = []string{"$p:example.org"}, []string{"$p:example.org"}
+			tmpl.RefHashes = map[string]string{"$p:example.org": "aGFzaA"}
+		}
+		if state {
+			tmpl.StateKey = &stateKey
+		}
+		obj, err := eventObject(rv, tmpl)
+		if err != nil {
+			return
+		}
+		if others {
+			obj["signatures"] = map[string]map[string]string{"other.example": {"ed25519:x": "c2ln"}}
+			obj["unsigned"] = map[string]any{"age": 5}
+		}
+		raw, in, err := signObject(rv, obj, key)
+		if err != nil {
+			return // not encodable (a float, invalid JSON or UTF-8, content not an object)
+		}
+		if c, err := canonicalBytes(rv, raw); err != nil || !bytes.Equal(c, raw) {
+			t.Fatalf("v%s: not canonical JSON: %s (%v)", rv.ID, raw, err)
+		}
+		if want, err := signingInput(rv, raw); err != nil || !bytes.Equal(in, want) {
+			t.Fatalf("v%s: signed %s, the signing input of %s is %s (%v)", rv.ID, in, raw, want, err)
+		}
+		var got struct {
+			Hashes     map[string]string            `json:"hashes"`
+			Signatures map[string]map[string]string `json:"signatures"`
+			Unsigned   map[string]any               `json:"unsigned"`
+		}
+		if err := json.Unmarshal(raw, &got); err != nil {
+			t.Fatal(err)
+		}
+		if h, err := ContentHash(raw); err != nil || got.Hashes["sha256"] != base64.RawStdEncoding.EncodeToString(h[:]) {
+			t.Fatalf("v%s: hashes %v, content hash of %s is %x (%v)", rv.ID, got.Hashes, raw, h, err)
+		}
+		if err := VerifyBytes(in, got.Signatures["example.org"][key.KeyID], pub); err != nil {
+			t.Fatalf("v%s: %v in %s", rv.ID, err, raw)
+		}
+		if others && (got.Signatures["other.example"]["ed25519:x"] != "c2ln" || got.Unsigned["age"] != 5.0) {
+			t.Fatalf("v%s: another server's signature or unsigned lost: %s", rv.ID, raw)
+		}
+		if e, err := ParseEvent(rv, raw); err == nil && rv.EventIDs != EventIDRandom {
+			if want := "$" + encodeHash(rv, sha256.Sum256(in)); e.ID() != want {
+				t.Fatalf("v%s: event ID %s, reference hash gives %s", rv.ID, e.ID(), want)
 			}
 		}
 	})

@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -9,6 +10,8 @@ import (
 	"encoding/json/v2"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 
 	"maunium.net/go/mautrix/federation/pdu"
@@ -291,7 +294,12 @@ func finishEvent(rv *RoomVersion, obj map[string]any, key SigningKey) (*Event, e
 	if rv.EventIDs != EventIDRandom {
 		id = "$" + encodeHash(rv, sha256.Sum256(in))
 	}
-	e, err := parseEvent(rv, raw, id, false)
+	// raw is canonical JSON already, so its length is the one the size
+	// limit counts, and parseEvent need not encode it again.
+	if len(raw) > maxPDUSize {
+		return nil, fmt.Errorf("%w: %d bytes", ErrEventTooLarge, len(raw))
+	}
+	e, err := parseEvent(rv, raw, id, true)
 	if err != nil {
 		return nil, err
 	}
@@ -301,81 +309,170 @@ func finishEvent(rv *RoomVersion, obj map[string]any, key SigningKey) (*Event, e
 	return e, nil
 }
 
-// signObject adds the event ID (v1/v2), the content hash and key's
-// signature to an event object and returns its JSON, and the signing
-// input (signingInput) it signed.
+// signObject adds the event ID (random IDs), the content hash and key's
+// signature to an event object and returns its canonical JSON, and the
+// signing input (signingInput) it signed. The object is encoded and made
+// canonical once; the content hash, the signing input and the signed
+// event are then put together from its members, each already canonical,
+// which is canonical JSON again: members in the same order, none encoded
+// twice.
 func signObject(rv *RoomVersion, obj map[string]any, key SigningKey) (raw, in []byte, err error) {
 	if rv.EventIDs == EventIDRandom {
 		obj["event_id"] = "$" + randomString(18) + ":" + key.ServerName
 	}
-	if raw, err = json.Marshal(obj, json.Deterministic(true)); err != nil {
+	enc, err := json.Marshal(obj, json.Deterministic(true))
+	if err != nil {
 		return nil, nil, err
 	}
-	_, unsigned := obj["unsigned"]
-	_, signed := obj["signatures"]
-	_, hashed := obj["hashes"]
-	var h [32]byte
-	if unsigned || signed || hashed {
-		if h, err = ContentHash(raw); err != nil {
-			return nil, nil, err
-		}
-	} else {
-		// Nothing for the content hash to leave out (the usual case): it
-		// is the hash of the object as it is.
-		c, err := canonicalBytes(rv, raw)
-		if err != nil {
-			return nil, nil, err
-		}
-		h = sha256.Sum256(c)
-	}
-	obj["hashes"] = map[string]string{"sha256": base64.RawStdEncoding.EncodeToString(h[:])}
-	if in, err = objSigningInput(rv, obj); err != nil {
+	c, err := canonicalBytes(rv, enc)
+	if err != nil {
 		return nil, nil, err
 	}
-	sig := ed25519.Sign(key.Private, in)
-	if signed {
-		// Others' signatures to keep beside this server's.
-		if raw, err = json.Marshal(obj, json.Deterministic(true)); err != nil {
-			return nil, nil, err
-		}
-		raw, err = addSignature(raw, key, sig)
-		return raw, in, err
+	ms, err := objectMembers(c)
+	if err != nil {
+		return nil, nil, err
 	}
-	obj["signatures"] = map[string]map[string]string{key.ServerName: {key.KeyID: base64.RawStdEncoding.EncodeToString(sig)}}
-	raw, err = json.Marshal(obj, json.Deterministic(true))
-	return raw, in, err
+	h := sha256.Sum256(ms.join(nil, "unsigned", "signatures", "hashes"))
+	ms = ms.set("hashes", []byte(`{"sha256":"`+base64.RawStdEncoding.EncodeToString(h[:])+`"}`))
+	if in, err = ms.signingInput(rv); err != nil {
+		return nil, nil, err
+	}
+	sigs := map[string]map[string]string{}
+	if old, ok := ms.get("signatures"); ok {
+		// Others' signatures, kept beside this server's.
+		if err := json.Unmarshal(old, &sigs); err != nil {
+			return nil, nil, fmt.Errorf("%w: signatures: %w", ErrBadEvent, err)
+		}
+		if sigs == nil {
+			sigs = map[string]map[string]string{}
+		}
+	}
+	if sigs[key.ServerName] == nil {
+		sigs[key.ServerName] = map[string]string{}
+	}
+	sigs[key.ServerName][key.KeyID] = base64.RawStdEncoding.EncodeToString(ed25519.Sign(key.Private, in))
+	enc, err = json.Marshal(sigs, json.Deterministic(true))
+	if err != nil {
+		return nil, nil, err
+	}
+	if enc, err = canonicalBytes(rv, enc); err != nil {
+		return nil, nil, err
+	}
+	return ms.set("signatures", enc).join(nil), in, nil
 }
 
-// objSigningInput is signingInput of the event obj encodes, made from the
-// object itself: the redaction algorithm's top-level keys picked from the
-// map, without decoding and encoding the whole event twice (Redact, then
-// withoutKeys). Content of a type other than raw JSON takes the long way.
-func objSigningInput(rv *RoomVersion, obj map[string]any) ([]byte, error) {
-	content, ok := obj["content"].(jsontext.Value)
-	typ, typed := obj["type"].(string)
-	if !ok || !typed {
-		raw, err := json.Marshal(obj, json.Deterministic(true))
+// objMember is one member of a JSON object in canonical form: its name
+// unquoted, and its name and value as they appear in the object.
+type objMember struct {
+	name           string
+	rawName, value []byte
+}
+
+// objMembers are the members of a canonical JSON object, in its order
+// (names sorted by their UTF-8 bytes).
+type objMembers []objMember
+
+// objectMembers splits the canonical JSON object c into its members. The
+// slices point into c.
+func objectMembers(c []byte) (objMembers, error) {
+	d := jsontext.NewDecoder(bytes.NewReader(c))
+	if tok, err := d.ReadToken(); err != nil || tok.Kind() != '{' {
+		return nil, fmt.Errorf("%w: not an object", ErrBadEvent)
+	}
+	var ms objMembers
+	for d.PeekKind() != '}' {
+		// Offsets count from the start of c: each value read ends there.
+		rawName, err := d.ReadValue()
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrBadEvent, err)
 		}
-		return signingInput(rv, raw)
+		nameEnd := d.InputOffset()
+		name, err := jsontext.AppendUnquote(nil, rawName)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBadEvent, err)
+		}
+		value, err := d.ReadValue()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBadEvent, err)
+		}
+		end := d.InputOffset()
+		ms = append(ms, objMember{name: string(name), rawName: c[nameEnd-int64(len(rawName)) : nameEnd], value: c[end-int64(len(value)) : end]})
+	}
+	return ms, nil
+}
+
+// get returns the value of the member called name.
+func (ms objMembers) get(name string) ([]byte, bool) {
+	for _, m := range ms {
+		if m.name == name {
+			return m.value, true
+		}
+	}
+	return nil, false
+}
+
+// set returns ms with the member called name (a plain ASCII name) given
+// the canonical value, replaced in place or added in order.
+func (ms objMembers) set(name string, value []byte) objMembers {
+	i := 0
+	for ; i < len(ms) && ms[i].name < name; i++ {
+	}
+	if i < len(ms) && ms[i].name == name {
+		ms[i].value = value
+		return ms
+	}
+	return slices.Insert(ms, i, objMember{name: name, rawName: []byte(strconv.Quote(name)), value: value})
+}
+
+// join appends the object of ms, less the members named in omit, to dst.
+func (ms objMembers) join(dst []byte, omit ...string) []byte {
+	dst = append(dst, '{')
+	first := true
+	for _, m := range ms {
+		if slices.Contains(omit, m.name) {
+			continue
+		}
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		dst = append(append(append(dst, m.rawName...), ':'), m.value...)
+	}
+	return append(dst, '}')
+}
+
+// signingInput is signingInput of the event ms holds: the redaction
+// algorithm's members, the content redacted, without signatures. An event
+// without a content object or a string type takes the long way.
+func (ms objMembers) signingInput(rv *RoomVersion) ([]byte, error) {
+	content, ok := ms.get("content")
+	rawType, typed := ms.get("type")
+	var typ string
+	if !ok || !typed || json.Unmarshal(rawType, &typ) != nil || jsontext.Value(content).Kind() != '{' {
+		return signingInput(rv, ms.join(nil))
 	}
 	keep := redactKeepV1
 	if rv.Redaction >= RedactV11 {
 		keep = redactKeepV11
 	}
-	red := make(map[string]any, len(keep))
-	for _, k := range keep {
-		if v, ok := obj[k]; ok && k != "signatures" {
-			red[k] = v
+	red := pdu.RedactContent(typ, jsontext.Value(content), id.RoomVersion(rv.ID))
+	if !bytes.Equal(red, content) && string(red) != "{}" {
+		var err error
+		if red, err = canonicalBytes(rv, red); err != nil {
+			return nil, err
 		}
 	}
-	red["content"] = pdu.RedactContent(typ, content, id.RoomVersion(rv.ID))
-	b, err := json.Marshal(red, json.Deterministic(true))
-	if err != nil {
-		return nil, err
+	kept := make(objMembers, 0, len(keep))
+	for _, m := range ms {
+		switch {
+		case m.name == "signatures" || !slices.Contains(keep, m.name):
+		case m.name == "content":
+			kept = append(kept, objMember{name: m.name, rawName: m.rawName, value: red})
+		default:
+			kept = append(kept, m)
+		}
 	}
-	return canonicalBytes(rv, b)
+	return kept.join(nil), nil
 }
 
 // BuildProto renders an event template as the unsigned event a server
