@@ -90,7 +90,7 @@ FUZZTIME ?= 1m
 # the deadline fails the run with "context deadline exceeded".
 FUZZMINIMIZETIME ?= 5s
 FUZZ_TARGETS := ./server/rooms:FuzzCanonicalJSON ./server/rooms:FuzzParseEvent ./server/rooms:FuzzAuthRules \
-	./server/rooms:FuzzStateRes ./server/federation:FuzzParseXMatrix ./server:FuzzThumbnail
+	./server/rooms:FuzzStateRes ./server/rooms:FuzzBuildEvent ./server/federation:FuzzParseXMatrix ./server:FuzzThumbnail
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

@@ -14,8 +14,14 @@ import (
 // canonicalBytes encodes JSON per the spec's Canonical JSON (sorted keys by
 // code point, no insignificant whitespace, integers only). mautrix's
 // canonicaljson also enforces the v6+ integer range and rejects floats.
-func canonicalBytes(_ *RoomVersion, raw []byte) ([]byte, error) {
-	v := jsontext.Value(append([]byte(nil), raw...))
+func canonicalBytes(rv *RoomVersion, raw []byte) ([]byte, error) {
+	return canonicalOwned(rv, append([]byte(nil), raw...))
+}
+
+// canonicalOwned is canonicalBytes of JSON the caller hands over: raw's
+// memory is reused.
+func canonicalOwned(_ *RoomVersion, raw []byte) ([]byte, error) {
+	v := jsontext.Value(raw)
 	if err := canonicaljson.Canonicalize(&v); err != nil {
 		return nil, fmt.Errorf("%w: not canonical-JSON encodable: %w", ErrBadEvent, err)
 	}

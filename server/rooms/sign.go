@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
@@ -324,7 +325,7 @@ func signObject(rv *RoomVersion, obj map[string]any, key SigningKey) (raw, in []
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := canonicalBytes(rv, enc)
+	c, err := canonicalOwned(rv, enc)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -355,7 +356,7 @@ func signObject(rv *RoomVersion, obj map[string]any, key SigningKey) (raw, in []
 	if err != nil {
 		return nil, nil, err
 	}
-	if enc, err = canonicalBytes(rv, enc); err != nil {
+	if enc, err = canonicalOwned(rv, enc); err != nil {
 		return nil, nil, err
 	}
 	return ms.set("signatures", enc).join(nil), in, nil
@@ -375,11 +376,14 @@ type objMembers []objMember
 // objectMembers splits the canonical JSON object c into its members. The
 // slices point into c.
 func objectMembers(c []byte) (objMembers, error) {
-	d := jsontext.NewDecoder(bytes.NewReader(c))
+	d := memberDecoders.Get().(*jsontext.Decoder)
+	defer memberDecoders.Put(d)
+	d.Reset(bytes.NewReader(c))
 	if tok, err := d.ReadToken(); err != nil || tok.Kind() != '{' {
 		return nil, fmt.Errorf("%w: not an object", ErrBadEvent)
 	}
-	var ms objMembers
+	// Room for an event's members and the two signObject adds.
+	ms := make(objMembers, 0, 16)
 	for d.PeekKind() != '}' {
 		// Offsets count from the start of c: each value read ends there.
 		rawName, err := d.ReadValue()
@@ -387,19 +391,27 @@ func objectMembers(c []byte) (objMembers, error) {
 			return nil, fmt.Errorf("%w: %w", ErrBadEvent, err)
 		}
 		nameEnd := d.InputOffset()
-		name, err := jsontext.AppendUnquote(nil, rawName)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrBadEvent, err)
+		// rawName is the decoder's: the next read may overwrite it.
+		name := string(rawName[1 : len(rawName)-1])
+		if strings.IndexByte(name, '\\') >= 0 {
+			unq, err := jsontext.AppendUnquote(nil, rawName)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrBadEvent, err)
+			}
+			name = string(unq)
 		}
 		value, err := d.ReadValue()
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrBadEvent, err)
 		}
 		end := d.InputOffset()
-		ms = append(ms, objMember{name: string(name), rawName: c[nameEnd-int64(len(rawName)) : nameEnd], value: c[end-int64(len(value)) : end]})
+		ms = append(ms, objMember{name: name, rawName: c[nameEnd-int64(len(rawName)) : nameEnd], value: c[end-int64(len(value)) : end]})
 	}
 	return ms, nil
 }
+
+// memberDecoders are objectMembers' decoders, kept for the next event.
+var memberDecoders = sync.Pool{New: func() any { return jsontext.NewDecoder(bytes.NewReader(nil)) }}
 
 // get returns the value of the member called name.
 func (ms objMembers) get(name string) ([]byte, bool) {
@@ -426,6 +438,11 @@ func (ms objMembers) set(name string, value []byte) objMembers {
 
 // join appends the object of ms, less the members named in omit, to dst.
 func (ms objMembers) join(dst []byte, omit ...string) []byte {
+	n := len(dst) + 2
+	for _, m := range ms {
+		n += len(m.rawName) + len(m.value) + 2
+	}
+	dst = slices.Grow(dst, n-len(dst))
 	dst = append(dst, '{')
 	first := true
 	for _, m := range ms {
