@@ -194,8 +194,8 @@ func CurrentRuntime() (memoryLimit int64, gcPercent int) {
 // alone paces collections by what is live (GOGC=100 collects once the
 // heap has doubled), so a server holding 5 MB, as one busy sending
 // messages does, collected about 45 times a second, a tenth of its CPU;
-// with this floor it collects a few times a second and sends 8% more per
-// CPU second (docs/memory.md). It only raises the effective GC percentage
+// with this floor it collects a few times a second, and a message costs
+// 13% less CPU (docs/memory.md). It only raises the effective GC percentage
 // while the live heap is under half of it: a server that holds more is
 // paced by its GC target as before, and the memory limit still caps the
 // heap whatever the floor says.
