@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -241,7 +240,7 @@ func newCrashServer(t *testing.T, e storagetest.Engine) *crashServer {
 		db = fmt.Sprintf("{name: psycopg2, args: {dsn: %q, cp_max: 8}}", e.Options.Postgres)
 	}
 	cfg := fmt.Sprintf(`server_name: crash.test
-log_level: warn
+log_level: info
 listeners:
   - {port: 8008, bind_addresses: ['127.0.0.1'], type: http, resources: [{names: [client]}]}
 database: %s
@@ -266,16 +265,13 @@ rc_registration: {per_second: 0, burst_count: 1000}
 	return s
 }
 
-// start runs the binary on a free port and waits until it answers.
+// start runs the binary on a port it picks itself, learns the port from
+// its "listening" log line, and waits until it answers. A port picked here
+// and handed over could be taken in between by the other engine's server,
+// started at the same moment: this test then talked to that server.
 func (s *crashServer) start(t *testing.T) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cmd := exec.Command(hearthBin, "serve", "-c", s.cfgPath, "--listen", addr)
+	cmd := exec.Command(hearthBin, "serve", "-c", s.cfgPath, "--listen", "127.0.0.1:0")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -285,20 +281,40 @@ func (s *crashServer) start(t *testing.T) {
 	}
 	var logMu sync.Mutex
 	var logs []string
+	bound := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			line := sc.Text()
 			logMu.Lock()
-			logs = append(logs, sc.Text())
+			logs = append(logs, line)
 			logMu.Unlock()
+			if _, addr, ok := strings.Cut(line, "msg=listening addr="); ok {
+				select {
+				case bound <- strings.Fields(addr)[0]:
+				default:
+				}
+			}
 		}
 	}()
 	s.cmd, s.done = cmd, make(chan error, 1)
 	go func() { s.done <- cmd.Wait() }()
-	s.mu.Lock()
-	s.url = "http://" + addr
-	s.mu.Unlock()
-	deadline := time.Now().Add(30 * time.Second)
+	exited := func(err error) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		t.Fatalf("hearth exited on start: %v\n%s", err, strings.Join(logs, "\n"))
+	}
+	deadline := time.After(30 * time.Second)
+	select {
+	case addr := <-bound:
+		s.mu.Lock()
+		s.url = "http://" + addr
+		s.mu.Unlock()
+	case err := <-s.done:
+		exited(err)
+	case <-deadline:
+		t.Fatal("hearth did not say where it listens within 30 s of starting")
+	}
 	for {
 		resp, err := http.Get(s.url + "/_matrix/client/versions")
 		if err == nil {
@@ -309,15 +325,11 @@ func (s *crashServer) start(t *testing.T) {
 		}
 		select {
 		case err := <-s.done:
-			logMu.Lock()
-			defer logMu.Unlock()
-			t.Fatalf("hearth exited on start: %v\n%s", err, strings.Join(logs, "\n"))
-		default:
-		}
-		if time.Now().After(deadline) {
+			exited(err)
+		case <-deadline:
 			t.Fatal("hearth did not answer within 30 s of starting")
+		case <-time.After(20 * time.Millisecond):
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
