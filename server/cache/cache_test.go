@@ -305,8 +305,7 @@ func TestHeapGoalFloor(t *testing.T) {
 		held[i] = make([]byte, 1<<20)
 	}
 	waitFor("48 MiB live", func() bool { return EffectiveGCPercent() == 100 })
-	runtime.KeepAlive(held)
-	held = nil
+	runtime.KeepAlive(held) // dead from here on
 	waitFor("freed again", func() bool { return EffectiveGCPercent() > 100 })
 
 	ApplyRuntime(200<<20, -1)

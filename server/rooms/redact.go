@@ -16,6 +16,14 @@ var (
 	redactKeepV11 = []string{"event_id", "type", "room_id", "sender", "state_key", "content", "hashes", "signatures", "depth", "prev_events", "auth_events", "origin_server_ts"}
 )
 
+// redactKeep is the top-level keys the room version's redaction keeps.
+func (rv *RoomVersion) redactKeep() []string {
+	if rv.Redaction >= RedactV11 {
+		return redactKeepV11
+	}
+	return redactKeepV1
+}
+
 // Redact applies the room version's redaction algorithm to a PDU and returns
 // the redacted JSON (unsigned is dropped, signatures and hashes are kept).
 //
@@ -28,10 +36,7 @@ func Redact(rv *RoomVersion, raw []byte) (jsontext.Value, error) {
 	if err := json.Unmarshal(raw, &obj); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadEvent, err)
 	}
-	keep := redactKeepV1
-	if rv.Redaction >= RedactV11 {
-		keep = redactKeepV11
-	}
+	keep := rv.redactKeep()
 	out := make(map[string]jsontext.Value, len(keep))
 	for _, k := range keep {
 		if v, ok := obj[k]; ok {

@@ -102,9 +102,20 @@ func addSignature(raw []byte, key SigningKey, sig []byte) (jsontext.Value, error
 	if err := json.Unmarshal(raw, &obj); err != nil {
 		return nil, err
 	}
+	sigs, err := withSignature(obj["signatures"], key, sig)
+	if err != nil {
+		return nil, err
+	}
+	obj["signatures"] = sigs
+	return json.Marshal(obj, json.Deterministic(true))
+}
+
+// withSignature returns the signatures object old (nil: none yet) with
+// key's signature sig added beside the others, in canonical JSON.
+func withSignature(old []byte, key SigningKey, sig []byte) (jsontext.Value, error) {
 	sigs := map[string]map[string]string{}
-	if s, ok := obj["signatures"]; ok {
-		if err := json.Unmarshal(s, &sigs); err != nil {
+	if old != nil {
+		if err := json.Unmarshal(old, &sigs); err != nil {
 			return nil, fmt.Errorf("%w: signatures: %w", ErrBadEvent, err)
 		}
 		if sigs == nil {
@@ -119,8 +130,7 @@ func addSignature(raw []byte, key SigningKey, sig []byte) (jsontext.Value, error
 	if err != nil {
 		return nil, err
 	}
-	obj["signatures"] = enc
-	return json.Marshal(obj, json.Deterministic(true))
+	return canonicalOwned(nil, enc)
 }
 
 // SignEvent signs the redacted form of a PDU (spec "Signing events") and
@@ -338,28 +348,12 @@ func signObject(rv *RoomVersion, obj map[string]any, key SigningKey) (raw, in []
 	if in, err = ms.signingInput(rv); err != nil {
 		return nil, nil, err
 	}
-	sigs := map[string]map[string]string{}
-	if old, ok := ms.get("signatures"); ok {
-		// Others' signatures, kept beside this server's.
-		if err := json.Unmarshal(old, &sigs); err != nil {
-			return nil, nil, fmt.Errorf("%w: signatures: %w", ErrBadEvent, err)
-		}
-		if sigs == nil {
-			sigs = map[string]map[string]string{}
-		}
-	}
-	if sigs[key.ServerName] == nil {
-		sigs[key.ServerName] = map[string]string{}
-	}
-	sigs[key.ServerName][key.KeyID] = base64.RawStdEncoding.EncodeToString(ed25519.Sign(key.Private, in))
-	enc, err = json.Marshal(sigs, json.Deterministic(true))
+	old, _ := ms.get("signatures") // others' signatures, kept beside this server's
+	sigs, err := withSignature(old, key, ed25519.Sign(key.Private, in))
 	if err != nil {
 		return nil, nil, err
 	}
-	if enc, err = canonicalOwned(rv, enc); err != nil {
-		return nil, nil, err
-	}
-	return ms.set("signatures", enc).join(nil), in, nil
+	return ms.set("signatures", sigs).join(nil), in, nil
 }
 
 // objMember is one member of a JSON object in canonical form: its name
@@ -468,10 +462,7 @@ func (ms objMembers) signingInput(rv *RoomVersion) ([]byte, error) {
 	if !ok || !typed || json.Unmarshal(rawType, &typ) != nil || jsontext.Value(content).Kind() != '{' {
 		return signingInput(rv, ms.join(nil))
 	}
-	keep := redactKeepV1
-	if rv.Redaction >= RedactV11 {
-		keep = redactKeepV11
-	}
+	keep := rv.redactKeep()
 	red := pdu.RedactContent(typ, jsontext.Value(content), id.RoomVersion(rv.ID))
 	if !bytes.Equal(red, content) && string(red) != "{}" {
 		var err error
