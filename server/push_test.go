@@ -327,8 +327,14 @@ func TestMentionHighlight(t *testing.T) {
 		syncCounts(t, alice, room, 0, 0)
 
 		// GET /notifications lists them, newest first; only=highlight the
-		// mention; pagination goes on from next_token.
+		// mention; pagination goes on from next_token. The rows are still
+		// staged (flushed once a second): the request has them written at
+		// once instead of waiting for the evaluator's next flush.
+		began := time.Now()
 		n := acctDo(t, b, "GET", "/_matrix/client/v3/notifications", bob.tok, nil)
+		if took := time.Since(began); took > 500*time.Millisecond {
+			t.Errorf("GET /notifications took %v: it waited for the evaluator's next flush", took)
+		}
 		list, _ := n.body["notifications"].([]any)
 		if n.status != 200 || len(list) != 2 {
 			t.Fatalf("notifications: %d %v", n.status, n.body)

@@ -16,7 +16,9 @@ import (
 // write. Staged rows count at once: the unread counts read the staged
 // heads and totals before the stored ones (UnreadCounts, cumAt,
 // ThreadHeads), and the readers of whole rows (NotificationsOf,
-// NotificationsAfter) and the deletions wait for the write.
+// NotificationsAfter) and the deletions wait for the write, asking the
+// evaluator to write at once (FlushWanted), so that they never wait for
+// its next flush.
 //
 // The stored push position moves only with a flush, together with the
 // rows: a crash loses what was staged and the evaluator evaluates it again
@@ -35,6 +37,23 @@ type stagedNotifications struct {
 	pos       int64 // evaluated up to (staged; at least flushed)
 	flushed   int64 // stored up to
 	written   chan struct{}
+	// wanted holds a token while a reader waits for staged rows to be
+	// written (FlushWanted).
+	wanted chan struct{}
+}
+
+// FlushWanted is ready when a reader waits for the staged rows to be
+// written (waitWritten): the evaluator should call FlushNotifications now
+// rather than at its next flush.
+func (s *Store) FlushWanted() <-chan struct{} { return s.staged.wantedCh() }
+
+func (st *stagedNotifications) wantedCh() chan struct{} {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.wanted == nil {
+		st.wanted = make(chan struct{}, 1)
+	}
+	return st.wanted
 }
 
 // StageNotifications holds a step's rows and heads, evaluated up to pos,
@@ -126,7 +145,14 @@ func (s *Store) waitWritten(ctx context.Context) error {
 		if st.written == nil {
 			st.written = make(chan struct{})
 		}
+		if st.wanted == nil {
+			st.wanted = make(chan struct{}, 1)
+		}
 		ch := st.written
+		select {
+		case st.wanted <- struct{}{}:
+		default: // asked already
+		}
 		st.mu.Unlock()
 		select {
 		case <-ch:

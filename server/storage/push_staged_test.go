@@ -12,7 +12,7 @@ import (
 // TestStagedNotifications: what the evaluator staged counts before it is
 // written (unread counts, running totals, thread heads), the stored
 // position moves only with the write, and the readers of whole rows wait
-// for it.
+// for it, asking for it to be done now.
 func TestStagedNotifications(t *testing.T) {
 	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
 		ctx := t.Context()
@@ -78,6 +78,12 @@ func TestStagedNotifications(t *testing.T) {
 		case ns := <-got:
 			t.Fatalf("NotificationsOf answered before the write: %d rows", len(ns))
 		case <-time.After(100 * time.Millisecond):
+		}
+		// ... and asks the evaluator to write now.
+		select {
+		case <-st.FlushWanted():
+		case <-time.After(10 * time.Second):
+			t.Fatal("NotificationsOf waits without asking for a flush")
 		}
 		if err := st.FlushNotifications(ctx); err != nil {
 			t.Fatal(err)
