@@ -501,6 +501,9 @@ func (f *eventFormatter) withoutKnownUnrelated(byID map[string]*storage.Event, i
 		if m, ok := f.shared.noRelations.Get(id); ok && m.version == v && (m.asRoot || !isRoot[id]) {
 			continue
 		}
+		if fv, ok := f.store.UnrelatedAt(id); ok && fv == v {
+			continue // a new event of this server, nothing related since
+		}
 		ask = append(ask, id)
 		if isRoot[id] {
 			roots[roomID] = append(roots[roomID], id)

@@ -34,6 +34,9 @@ const (
 	// is empty; per user: their global account data entries read by /sync.
 	deviceCacheBase      = 10_000
 	accountDataCacheBase = 10_000
+	// Fresh events: this server's newest events (UnrelatedAt), which the
+	// /sync answers they wake read at once.
+	freshUnrelatedCacheBase = 2_000
 	// A room's state is a few entries or many thousands: the state caches
 	// are bounded in bytes too (cache.LRU.WithMaxBytes), so that a server
 	// in large rooms keeps fewer of them instead of its count's worth of
@@ -102,6 +105,10 @@ type caches struct {
 	// reads m.ignored_user_list). UpdateAccountData drops the entry after
 	// its transaction; deleting devices and deactivation drop the user's.
 	accountData *cache.LRU[userType, []byte]
+	// freshUnrelated maps an event this server built to its room's
+	// relations version before it was stored (UnrelatedAt). Entries never
+	// go stale: the version they hold is compared with the current one.
+	freshUnrelated *cache.LRU[string, uint64]
 }
 
 // totalsKey names the running notification totals of a user's thread at
@@ -158,6 +165,8 @@ func newCaches(r *cache.Registry) caches {
 			deviceCacheBase),
 		accountData: cache.NewLRU[userType, []byte](r, "global_account_data", "(user, type) → global account data content (every /sync)",
 			accountDataCacheBase).WithSize(func(k userType, v []byte) int64 { return str(k.user) + str(k.typ) + int64(len(v)) }),
+		freshUnrelated: cache.NewLRU[string, uint64](r, "fresh_unrelated", "new event of this server → relations version before it (nothing to bundle yet)",
+			freshUnrelatedCacheBase).WithSize(func(k string, _ uint64) int64 { return str(k) + 8 }),
 		roomsOfUser: cache.NewLRU[string, []RoomMembership](r, "rooms_of_user", "user → memberships in every room (read by every /sync)",
 			roomsOfUserCacheBase).WithSize(func(k string, ms []RoomMembership) int64 {
 			n := str(k)

@@ -34,9 +34,12 @@ type Pending struct {
 	s     *Store
 
 	roomID string
-	live   []int64
-	done   chan struct{}
-	err    error
+	// relBefore is the room's relations version before the write was
+	// queued (UnrelatedAt).
+	relBefore uint64
+	live      []int64
+	done      chan struct{}
+	err       error
 }
 
 // Done reports whether the write has ended (committed or failed).
@@ -112,6 +115,7 @@ func (s *Store) QueueEvents(ctx context.Context, evs []*NewEvent, head *HeadUpda
 		}
 		p.roomID = ne.RoomID
 	}
+	p.relBefore = s.relVersions.get(p.roomID)
 	if len(evs) == 0 && head == nil {
 		close(p.done)
 		return p
@@ -243,8 +247,10 @@ func (c *committer) commit(batch []*Pending) {
 		}
 		if p.err == nil {
 			// Likewise, a reader that sees a relation's position finds
-			// its room's relations version moved.
+			// its room's relations version moved, and one that sees a
+			// fresh event's finds it known to have no relations.
 			s.relationsStored(p.evs)
+			s.freshStored(p)
 		}
 	}
 	for i, p := range batch {

@@ -37,6 +37,9 @@ type NewEvent struct {
 	// Outbound: the federation sender sends the event to the room's other
 	// servers (this server's own events; memberships it relays).
 	Outbound bool
+	// Fresh: this server built the event for this write, so no stored
+	// event can relate to it yet (see UnrelatedAt).
+	Fresh bool
 }
 
 // live reports whether the event takes a live stream position.

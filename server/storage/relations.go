@@ -54,6 +54,27 @@ func (s *Store) relationsStored(evs []*NewEvent) {
 	}
 }
 
+// UnrelatedAt returns the relations version eventID's room had before the
+// event was stored, if it is a fresh event (NewEvent.Fresh) stored
+// recently. Nothing could relate to it then, and every relation stored
+// since moves the version, so while RelationsVersion still returns that
+// version the event has nothing to bundle: the members woken by a new
+// message need not each ask for its relations.
+func (s *Store) UnrelatedAt(eventID string) (version uint64, ok bool) {
+	return s.c.freshUnrelated.Get(eventID)
+}
+
+// freshStored records the fresh events of a committed write for
+// UnrelatedAt, with the version read before the write was queued: one
+// stored in the same write that relates to them has moved it since.
+func (s *Store) freshStored(p *Pending) {
+	for _, ne := range p.evs {
+		if ne.Fresh && ne.live() {
+			s.c.freshUnrelated.Add(ne.EventID, p.relBefore)
+		}
+	}
+}
+
 // EventRowsVersion changes whenever a stored event of roomID changes in
 // place (a redaction) or goes (a purge), after the change committed. The
 // rows RoomEvents reads of a range of committed positions are the same as

@@ -370,3 +370,62 @@ func TestRoomVersionsMove(t *testing.T) {
 		}
 	})
 }
+
+// TestUnrelatedAt: a fresh event is known to have no relations at the
+// relations version from before its write, so a relation stored later,
+// or in the same write, leaves that version behind; events not fresh,
+// and outliers, are not known.
+func TestUnrelatedAt(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		ctx := context.Background()
+		const room = "!a:hs"
+		if err := st.CreateRoom(ctx, &storage.Room{RoomID: room, RoomVersion: "11", Creator: "@a:hs"}); err != nil {
+			t.Fatal(err)
+		}
+		ev := func(id, relType, relatesTo string, fresh bool) *storage.NewEvent {
+			return &storage.NewEvent{Event: storage.Event{EventID: id, RoomID: room, Type: "m.room.message", Sender: "@a:hs",
+				Depth: 2, JSON: []byte(`{}`), RelType: relType, RelatesTo: relatesTo}, Fresh: fresh}
+		}
+		persist := func(evs ...*storage.NewEvent) {
+			t.Helper()
+			if err := st.PersistEvents(ctx, evs, &storage.HeadUpdate{Extremities: []string{evs[len(evs)-1].EventID}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		unrelated := func(id string) bool {
+			v, ok := st.UnrelatedAt(id)
+			return ok && v == st.RelationsVersion(room)
+		}
+		persist(ev("$old", "", "", false))
+		persist(ev("$m", "", "", true))
+		if !unrelated("$m") {
+			t.Fatal("a fresh event is not known to have no relations")
+		}
+		if _, ok := st.UnrelatedAt("$old"); ok {
+			t.Fatal("an event not fresh is known to have no relations")
+		}
+		persist(ev("$r", "m.annotation", "$m", true))
+		if !unrelated("$m") {
+			t.Fatal("a reaction (not bundled by version) made the fresh event unknown")
+		}
+		persist(ev("$e", "m.replace", "$m", true))
+		if unrelated("$m") {
+			t.Fatal("still known to have no relations after an edit of it")
+		}
+		// An event and its edit in one write: the version the event is
+		// known at is the one before the write, which the edit moved (so
+		// every event of that write is asked about again).
+		persist(ev("$n", "", "", true), ev("$ne", "m.replace", "$n", true))
+		if unrelated("$n") {
+			t.Fatal("known to have no relations though its edit came in the same write")
+		}
+		o := ev("$out", "", "", true)
+		o.Outlier = true
+		if err := st.PersistEvents(ctx, []*storage.NewEvent{o}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := st.UnrelatedAt("$out"); ok {
+			t.Fatal("an outlier is known to have no relations")
+		}
+	})
+}

@@ -143,7 +143,7 @@ func (t *Timeline) send(ctx context.Context, roomID string, evs []NewEvent) (*qu
 		if ne.DeviceID != "" && ne.TxnID != "" {
 			se.SenderDevice, se.TxnID, se.TxnScope = ne.DeviceID, ne.TxnID, ne.TxnScope
 		}
-		batch = append(batch, &storage.NewEvent{Event: *se, PrevEvents: e.PrevEventIDs(), StateBefore: h.group, ChainState: len(batch) > 0, Outbound: true})
+		batch = append(batch, &storage.NewEvent{Event: *se, PrevEvents: e.PrevEventIDs(), StateBefore: h.group, ChainState: len(batch) > 0, Outbound: true, Fresh: true})
 		pdus = append(pdus, e)
 	}
 	if len(batch) == 0 {
@@ -347,7 +347,7 @@ func (t *Timeline) createRoom(ctx context.Context, room *storage.Room, events []
 			se.ReplacesState = state[e.Key()]
 			state[e.Key()] = e.ID()
 		}
-		batch[i] = &storage.NewEvent{Event: *se, PrevEvents: e.PrevEventIDs(), ChainState: i > 0, Outbound: true}
+		batch[i] = &storage.NewEvent{Event: *se, PrevEvents: e.PrevEventIDs(), ChainState: i > 0, Outbound: true, Fresh: true}
 	}
 	update.Changes = changesBetween(nil, state)
 	last := batch[len(batch)-1]
