@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"slices"
 	"sync"
+	"time"
 
 	"hearth/server/netguard"
 	"hearth/server/push"
@@ -19,10 +20,10 @@ import (
 
 // startPush builds the evaluator and the pushers and puts the evaluator
 // between the timeline and the /sync notifier (New; Run runs them).
-func (s *Server) startPush(maxStaged int) {
+func (s *Server) startPush(maxStaged int, flushEvery time.Duration) {
 	s.pushGate = &pushGate{next: s.notifier}
 	s.push = push.NewEvaluator(push.Options{Store: s.store, ServerName: s.cfg.ServerName, Log: s.log, Now: s.now,
-		Defaults: s.pushDefaults(), MaxStaged: maxStaged,
+		Defaults: s.pushDefaults(), MaxStaged: maxStaged, FlushEvery: flushEvery,
 		Advanced: func(_ int64, notified []string) {
 			s.pushGate.release()
 			s.pushers.Notify(notified)

@@ -59,6 +59,9 @@ type Deps struct {
 	// staged while writing them fails (push.Options.MaxStaged); 0: its
 	// default.
 	PushMaxStaged int
+	// PushFlushEvery is how long the push evaluator keeps rows staged at
+	// most (push.Options.FlushEvery); 0: its default.
+	PushFlushEvery time.Duration
 }
 
 // Server holds the dependencies and the per-process state handlers share.
@@ -172,7 +175,7 @@ func New(d Deps) (*Server, http.Handler) {
 	// fetch timeout, not by the request that delivered the events.
 	s.timeline = timeline.New(timeline.Deps{Store: d.Store, Key: s.roomsKey(), Keys: s.keys.Lookup(context.Background()),
 		Now: d.Now, Log: d.Log})
-	s.startPush(d.PushMaxStaged)
+	s.startPush(d.PushMaxStaged, d.PushFlushEvery)
 	s.startDelayed()
 	if fedHTTP != nil {
 		s.startFederation(fedHTTP)

@@ -99,6 +99,8 @@ type Options struct {
 	// writing them fails before evaluation stops until a write succeeds,
 	// so that memory stays bounded; 0: maxStagedRows.
 	MaxStaged int
+	// FlushEvery is how long rows stay staged at most; 0: flushEvery.
+	FlushEvery time.Duration
 }
 
 // Evaluator evaluates push rules; Run runs it.
@@ -148,6 +150,9 @@ func NewEvaluator(o Options) *Evaluator {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.FlushEvery <= 0 {
+		o.FlushEvery = flushEvery
 	}
 	r := o.Store.Caches()
 	return &Evaluator{o: o, wake: make(chan struct{}, 1), advanced: make(chan struct{}),
@@ -240,7 +245,9 @@ func (e *Evaluator) Run(ctx context.Context) error {
 		cancel()
 		e.setEvaluated(pos, nil) // wake whoever waits: the cap is gone
 	}()
-	tick := time.NewTicker(5 * time.Second)
+	// The tick writes whatever is staged, the position alone too, at
+	// least this often.
+	tick := time.NewTicker(max(5*time.Second, e.o.FlushEvery))
 	defer tick.Stop()
 	retry := time.Duration(0)
 	var (
@@ -260,7 +267,7 @@ func (e *Evaluator) Run(ctx context.Context) error {
 		default:
 		}
 		rows, ahead := e.o.Store.Staged()
-		due := rows >= flushRows || (rows > 0 && time.Since(staged) >= flushEvery) || ahead >= persistEvery
+		due := rows >= flushRows || (rows > 0 && time.Since(staged) >= e.o.FlushEvery) || ahead >= persistEvery
 		if !(due || (force && ahead > 0)) || time.Now().Before(flushAt) {
 			return
 		}
@@ -334,7 +341,7 @@ func (e *Evaluator) Run(ctx context.Context) error {
 		flush(false)
 		var flushDue <-chan time.Time
 		if rows, _ := e.o.Store.Staged(); rows > 0 {
-			flushDue = time.After(max(time.Until(staged.Add(flushEvery)), time.Until(flushAt)))
+			flushDue = time.After(max(time.Until(staged.Add(e.o.FlushEvery)), time.Until(flushAt)))
 		}
 		select {
 		case <-ctx.Done():
