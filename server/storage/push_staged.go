@@ -38,23 +38,14 @@ type stagedNotifications struct {
 	flushed   int64 // stored up to
 	written   chan struct{}
 	// wanted holds a token while a reader waits for staged rows to be
-	// written (FlushWanted).
+	// written (FlushWanted); made with the Store, never replaced.
 	wanted chan struct{}
 }
 
 // FlushWanted is ready when a reader waits for the staged rows to be
 // written (waitWritten): the evaluator should call FlushNotifications now
 // rather than at its next flush.
-func (s *Store) FlushWanted() <-chan struct{} { return s.staged.wantedCh() }
-
-func (st *stagedNotifications) wantedCh() chan struct{} {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.wanted == nil {
-		st.wanted = make(chan struct{}, 1)
-	}
-	return st.wanted
-}
+func (s *Store) FlushWanted() <-chan struct{} { return s.staged.wanted }
 
 // StageNotifications holds a step's rows and heads, evaluated up to pos,
 // for the next FlushNotifications; they count at once (see above).
@@ -144,9 +135,6 @@ func (s *Store) waitWritten(ctx context.Context) error {
 	for st.flushed < want && st.n > 0 {
 		if st.written == nil {
 			st.written = make(chan struct{})
-		}
-		if st.wanted == nil {
-			st.wanted = make(chan struct{}, 1)
 		}
 		ch := st.written
 		select {

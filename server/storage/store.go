@@ -125,6 +125,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		s.wstmts = &writeStmts{m: map[string]*sql.Stmt{}, missing: map[string]bool{}}
 	}
 	s.relVersions, s.rowVersions = newRoomVersions(), newRoomVersions()
+	s.staged.wanted = make(chan struct{}, 1)
 	s.cacheRegistry = o.Caches
 	if s.cacheRegistry == nil {
 		s.cacheRegistry = cache.NewRegistry()
