@@ -27,7 +27,7 @@ func (t *target) crowdPhase(ctx context.Context, o options) error {
 	if err := d.addReceivers(ctx, us, func(i int) int { return i }); err != nil {
 		return err
 	}
-	s := watch(t.pid)
+	s := t.watchQuiet()
 	start := time.Now()
 	end := start.Add(o.Duration)
 	took, done := d.measure(ctx, o.Grace, func(ctx context.Context) {

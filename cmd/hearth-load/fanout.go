@@ -26,7 +26,7 @@ func (t *target) fanoutPhase(ctx context.Context, o options) error {
 		if err := d.addReceivers(ctx, us[1:], func(int) int { return -1 }); err != nil {
 			return err
 		}
-		s := watch(t.pid)
+		s := t.watchQuiet()
 		start := time.Now()
 		var sendTime time.Duration
 		took, done := d.measure(ctx, o.Grace, func(ctx context.Context) {

@@ -43,7 +43,7 @@ func (t *target) initSyncPhase(ctx context.Context, o options) error {
 				return err
 			}
 		}
-		s := watch(t.pid)
+		s := t.watchQuiet()
 		var lat []time.Duration
 		var size int
 		for range o.InitRuns {

@@ -35,7 +35,7 @@ func (t *target) messagesPhase(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	s := watch(t.pid)
+	s := t.watchQuiet()
 	var lat []time.Duration
 	events := 0
 	start := time.Now()

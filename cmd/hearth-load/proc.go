@@ -166,3 +166,66 @@ func cpuSeconds(pid int) (float64, error) {
 	}
 	return (ut + st) / clockTicks, nil
 }
+
+// Settling: a run leaves work behind it (the push evaluator catching up
+// on a burst of messages, the search index, a checkpoint), and so does
+// the set-up of the next one (registrations, joins); whatever is measured
+// next would otherwise pay for it. So every measured run starts with the
+// server quiet: at most settleBusy of a core over settleWindow, waited
+// for up to settleMax. What the server spent finishing a send run's
+// work after its last answer is reported with that run. Only the
+// server's own process is watched: on PostgreSQL the database's own
+// work after a run (autovacuum, checkpoints) is not waited for.
+const (
+	settleWindow = 500 * time.Millisecond
+	settleBusy   = 0.05
+	settleMax    = 2 * time.Minute
+)
+
+// settle waits for pid to be quiet and returns the CPU seconds it spent
+// meanwhile, how long it was busy (until the window it was found quiet
+// in began: 0 when quiet at once, which costs one window to see), and
+// whether it became quiet at all.
+func settle(pid int) (cpu float64, took time.Duration, quiet bool) {
+	if pid == 0 {
+		return 0, 0, true
+	}
+	start := time.Now()
+	c0, err := cpuSeconds(pid)
+	if err != nil {
+		return 0, 0, false
+	}
+	prev := c0
+	for time.Since(start) < settleMax {
+		time.Sleep(settleWindow)
+		c, err := cpuSeconds(pid)
+		if err != nil {
+			return prev - c0, time.Since(start), false
+		}
+		busy := (c - prev) / settleWindow.Seconds()
+		prev = c
+		if busy <= settleBusy {
+			return c - c0, time.Since(start) - settleWindow, true
+		}
+	}
+	return prev - c0, time.Since(start), false
+}
+
+// quiet waits for the server to be quiet (settle) and says in the log
+// when that took more than a window.
+func (t *target) quiet() (cpu float64, took time.Duration, quiet bool) {
+	cpu, took, quiet = settle(t.pid)
+	switch {
+	case !quiet:
+		fmt.Fprintf(t.log, "  the server was still busy after %v (%.2f s of CPU); measuring anyway\n", took.Round(time.Millisecond), cpu)
+	case took > settleWindow/2:
+		fmt.Fprintf(t.log, "  quiet after %v (%.2f s of CPU)\n", took.Round(time.Millisecond), cpu)
+	}
+	return cpu, took, quiet
+}
+
+// watchQuiet waits for the server to be quiet, then starts sampling it.
+func (t *target) watchQuiet() *sampler {
+	t.quiet()
+	return watch(t.pid)
+}

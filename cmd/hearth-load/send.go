@@ -59,7 +59,7 @@ func (t *target) sendRun(ctx context.Context, o options, params string, us []*us
 	lat := make([][]time.Duration, len(us))
 	var firstErr error
 	var errOnce sync.Once
-	s := watch(t.pid)
+	s := t.watchQuiet()
 	start := time.Now()
 	deadline := start.Add(o.SendTime)
 	var wg sync.WaitGroup
@@ -89,6 +89,15 @@ func (t *target) sendRun(ctx context.Context, o options, params string, us []*us
 	r.add("failed sends", float64(failed.Load()), "")
 	if r.Server != nil && len(all) > 0 {
 		r.add("server CPU per message", r.Server.CPUSeconds*1000/float64(len(all)), "ms")
+		// The work the run left (the push evaluator catching up) is its
+		// own: counted here, not in the next run's figures.
+		after, took, quiet := t.quiet()
+		r.add("server CPU after the last send", after, "s")
+		r.add("server busy after the last send", took.Seconds(), "s")
+		r.add("server CPU per message, with what came after", (r.Server.CPUSeconds+after)*1000/float64(len(all)), "ms")
+		if !quiet {
+			r.Notes = append(r.Notes, fmt.Sprintf("the server was still busy %v after the last send", took.Round(time.Millisecond)))
+		}
 	}
 	t.results = append(t.results, r)
 	if firstErr != nil {
