@@ -196,7 +196,7 @@ func settle(pid int) (cpu float64, took time.Duration, quiet bool) {
 		return 0, 0, false
 	}
 	prev := c0
-	for time.Since(start) < settleMax {
+	for windows := 0; time.Since(start) < settleMax; windows++ {
 		time.Sleep(settleWindow)
 		c, err := cpuSeconds(pid)
 		if err != nil {
@@ -205,6 +205,9 @@ func settle(pid int) (cpu float64, took time.Duration, quiet bool) {
 		busy := (c - prev) / settleWindow.Seconds()
 		prev = c
 		if busy <= settleBusy {
+			if windows == 0 {
+				return c - c0, 0, true
+			}
 			return c - c0, time.Since(start) - settleWindow, true
 		}
 	}
