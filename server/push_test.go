@@ -731,10 +731,57 @@ func TestPushWritesFailing(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 		syncCounts(t, bob, room, maxStaged, 0)
 
+		// A reader of whole rows asks for the staged ones to be written
+		// while the evaluator backs off from failed writes: it waits, and
+		// gets them once the store takes them again.
+		type reply struct {
+			n   int
+			err error
+		}
+		got := make(chan reply, 1)
+		go func() {
+			req, err := http.NewRequestWithContext(ctx, "GET", b.URL+"/_matrix/client/v3/notifications", nil)
+			if err != nil {
+				got <- reply{err: err}
+				return
+			}
+			req.Header.Set("Authorization", "Bearer "+bob.tok)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				got <- reply{err: err}
+				return
+			}
+			defer res.Body.Close()
+			var body struct {
+				Notifications []json.RawMessage `json:"notifications"`
+			}
+			if res.StatusCode != http.StatusOK {
+				got <- reply{err: fmt.Errorf("status %d", res.StatusCode)}
+				return
+			}
+			err = json.NewDecoder(res.Body).Decode(&body)
+			got <- reply{len(body.Notifications), err}
+		}()
+		select {
+		case r := <-got:
+			t.Fatalf("GET /notifications answered while its rows could not be written: %+v", r)
+		case <-time.After(300 * time.Millisecond):
+		}
+
 		if e.Options.Postgres != "" {
 			exec(`DROP TRIGGER refuse_notification ON push_notifications`)
 		} else {
 			exec(`DROP TRIGGER refuse_notification`)
+		}
+		select {
+		case r := <-got:
+			// At least the rows staged when it asked; the evaluator may
+			// have gone on to the rest meanwhile.
+			if r.err != nil || r.n < maxStaged || r.n > 6 {
+				t.Fatalf("GET /notifications once the rows could be written: %d notifications, %v; want %d to 6", r.n, r.err, maxStaged)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatal("GET /notifications still waiting 15 s after the store took the rows again")
 		}
 		syncCounts(t, bob, room, 6, 0)
 		deadline := time.Now().Add(15 * time.Second)
