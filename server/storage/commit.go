@@ -239,9 +239,11 @@ func (c *committer) commit(batch []*Pending) {
 			errs[i] = err
 		}
 		p.err = errs[i]
-		if p.err == nil && p.head != nil {
+		if p.err == nil && p.head != nil && len(p.head.Changes) > 0 {
 			// Before the positions become visible: a reader that sees
 			// them must not find the old current state in the cache.
+			// A head update without changes (messages: the forward
+			// extremities alone) leaves the current state as it was.
 			s.c.currentState.Remove(p.roomID)
 			s.membersChanged(p.head.Changes)
 		}

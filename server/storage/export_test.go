@@ -28,3 +28,6 @@ func (s *Store) TakeAuxInTx(ctx context.Context, inside func(id int64) error) er
 		return inside(id)
 	})
 }
+
+// NoDeltasAfter is noDeltasAfter (statedeltas.go).
+func (s *Store) NoDeltasAfter(pos int64) bool { return s.noDeltasAfter(pos) }

@@ -487,6 +487,9 @@ type MembershipChange struct {
 // leave).
 func (s *Store) MembershipChangesBetween(ctx context.Context, roomIDs []string, after, upTo int64) ([]MembershipChange, error) {
 	var out []MembershipChange
+	if s.noDeltasAfter(after) {
+		return out, nil
+	}
 	for start := 0; start < len(roomIDs); start += 500 {
 		chunk := roomIDs[start:min(start+500, len(roomIDs))]
 		args := []any{after, upTo}

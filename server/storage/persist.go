@@ -375,6 +375,9 @@ func (s *Store) applyChanges(ctx context.Context, tx *sql.Tx, roomID string, pos
 			return err
 		}
 	}
+	if len(deltas) > 0 {
+		s.deltasWritten(pos)
+	}
 	if err := s.bulkExec(ctx, tx, `INSERT INTO current_state_deltas (stream_ordering, room_id, type, state_key, event_id, prev_event_id) VALUES `,
 		6, ``, deltas); err != nil {
 		return fmt.Errorf("storage: record state delta: %w", err)

@@ -255,6 +255,9 @@ func (s *Store) StateAndChangesAfter(ctx context.Context, roomID string, pos int
 	if err != nil {
 		return nil, nil, err
 	}
+	if s.noDeltasAfter(pos) { // read after the state, as the query is
+		return state, nil, nil
+	}
 	rows, err := s.read.QueryContext(ctx, `SELECT type, state_key, COALESCE(event_id, ''), COALESCE(prev_event_id, ''), stream_ordering
 		FROM current_state_deltas WHERE room_id = $1 AND stream_ordering > $2 ORDER BY stream_ordering DESC`, roomID, pos)
 	if err != nil {
@@ -286,16 +289,18 @@ func (s *Store) StateAndChangesAfter(ctx context.Context, roomID string, pos int
 // StateEntryAt is one key of StateAt ("" when absent).
 func (s *Store) StateEntryAt(ctx context.Context, roomID string, pos int64, typ, stateKey string) (string, error) {
 	var prev sql.NullString
-	err := s.read.QueryRowContext(ctx, `SELECT prev_event_id FROM current_state_deltas
-		WHERE room_id = $1 AND type = $2 AND state_key = $3 AND stream_ordering > $4
-		ORDER BY stream_ordering ASC LIMIT 1`, roomID, typ, stateKey, pos).Scan(&prev)
-	if err == nil {
-		return prev.String, nil
+	if !s.noDeltasAfter(pos) {
+		err := s.read.QueryRowContext(ctx, `SELECT prev_event_id FROM current_state_deltas
+			WHERE room_id = $1 AND type = $2 AND state_key = $3 AND stream_ordering > $4
+			ORDER BY stream_ordering ASC LIMIT 1`, roomID, typ, stateKey, pos).Scan(&prev)
+		if err == nil {
+			return prev.String, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return "", fmt.Errorf("storage: state delta: %w", err)
+		}
 	}
-	if !errors.Is(err, sql.ErrNoRows) {
-		return "", fmt.Errorf("storage: state delta: %w", err)
-	}
-	err = s.read.QueryRowContext(ctx, `SELECT event_id FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3`,
+	err := s.read.QueryRowContext(ctx, `SELECT event_id FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3`,
 		roomID, typ, stateKey).Scan(&prev)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
@@ -310,6 +315,9 @@ func (s *Store) StateEntryAt(ctx context.Context, roomID string, pos int64, typ,
 // stream positions (after, upTo], oldest first, by room.
 func (s *Store) StateChangesBetween(ctx context.Context, roomIDs []string, after, upTo int64) (map[string][]StateChange, error) {
 	out := map[string][]StateChange{}
+	if s.noDeltasAfter(after) {
+		return out, nil
+	}
 	for start := 0; start < len(roomIDs); start += 500 {
 		chunk := roomIDs[start:min(start+500, len(roomIDs))]
 		args := []any{after, upTo}

@@ -55,6 +55,9 @@ type Store struct {
 	sq searchQueue
 	// commit batches event writes into shared transactions (commit.go).
 	commit *committer
+	// deltasUpTo is the highest stream position a current-state delta
+	// may have been written at (statedeltas.go).
+	deltasUpTo atomic.Int64
 	// ckpt checkpoints SQLite's WAL (nil on PostgreSQL).
 	ckpt *checkpointer
 	// writerCommits counts the SQLite writer's commits: the checkpointer
@@ -145,6 +148,10 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		return nil, err
 	}
 	s.events = es
+	if err := s.loadDeltasUpTo(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
 	if s.sqlitePath != "" {
 		if err := s.startCheckpointer(ctx, s.sqlitePath); err != nil {
 			s.Close()

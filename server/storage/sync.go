@@ -9,9 +9,12 @@ import (
 // current-state changes in (after, upTo]: what an incremental /sync needs
 // to look at.
 func (s *Store) RoomsWithEventsBetween(ctx context.Context, after, upTo int64) (map[string]bool, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT room_id FROM events
-		WHERE stream_ordering > $1 AND stream_ordering <= $2 AND `+liveEvent+`
-		UNION SELECT room_id FROM current_state_deltas WHERE stream_ordering > $1 AND stream_ordering <= $2`, after, upTo)
+	q := `SELECT room_id FROM events
+		WHERE stream_ordering > $1 AND stream_ordering <= $2 AND ` + liveEvent
+	if !s.noDeltasAfter(after) {
+		q += ` UNION SELECT room_id FROM current_state_deltas WHERE stream_ordering > $1 AND stream_ordering <= $2`
+	}
+	rows, err := s.read.QueryContext(ctx, q, after, upTo)
 	if err != nil {
 		return nil, fmt.Errorf("storage: rooms with events: %w", err)
 	}

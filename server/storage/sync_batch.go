@@ -133,7 +133,11 @@ func (s *Store) StatesAndChanges(ctx context.Context, ranges []RoomRange) (*Room
 		return rows.Err()
 	}
 	const cols = `SELECT d.room_id, d.type, d.state_key, COALESCE(d.event_id, ''), COALESCE(d.prev_event_id, ''), d.stream_ordering`
-	if s.d.Name == "sqlite" {
+	// Read after the current states, as the queries are.
+	ranges = slices.DeleteFunc(slices.Clone(ranges), func(r RoomRange) bool { return s.noDeltasAfter(r.After) })
+	switch {
+	case len(ranges) == 0:
+	case s.d.Name == "sqlite":
 		for _, r := range ranges {
 			rows, err := s.read.QueryContext(ctx, cols+` FROM current_state_deltas d WHERE d.room_id = $1 AND d.stream_ordering > $2`, r.RoomID, r.After)
 			if err == nil {
@@ -143,7 +147,7 @@ func (s *Store) StatesAndChanges(ctx context.Context, ranges []RoomRange) (*Room
 				return nil, fmt.Errorf("storage: state deltas: %w", err)
 			}
 		}
-	} else {
+	default:
 		ids, after, _ := roomArrays(ranges)
 		rows, err := s.read.QueryContext(ctx, cols+` FROM unnest(CAST($1 AS TEXT[]), CAST($2 AS BIGINT[])) AS r(room_id, after_pos)
 			JOIN current_state_deltas d ON d.room_id = r.room_id AND d.stream_ordering > r.after_pos`, ids, after)
