@@ -1,0 +1,62 @@
+package main
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// TestRawConn sends over a rawConn: the body and token arrive, a refusal
+// is an error naming its status, and a server that closes the connection
+// after an answer gets a new one for the next send.
+func TestRawConn(t *testing.T) {
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		switch {
+		case r.Method != http.MethodPut || r.Header.Get("Authorization") != "Bearer tok" || string(b) != `{"a":1}`:
+			http.Error(w, `{"errcode":"M_BAD"}`, http.StatusBadRequest)
+		case strings.HasSuffix(r.URL.Path, "/refuse"):
+			http.Error(w, `{"errcode":"M_FORBIDDEN"}`, http.StatusForbidden)
+		case strings.HasSuffix(r.URL.Path, "/close"):
+			w.Header().Set("Connection", "close")
+			io.WriteString(w, `{"event_id":"$c"}`)
+		default:
+			io.WriteString(w, `{"event_id":"$e"}`)
+		}
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	var rc rawConn
+	put := func(path string) (string, error) {
+		b, err := rc.put(t.Context(), host, path, "tok", []byte(`{"a":1}`))
+		return string(b), err
+	}
+	for range 3 {
+		if b, err := put("/send"); err != nil || b != `{"event_id":"$e"}` {
+			t.Fatalf("send: %q, %v", b, err)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("%d connections for three sends, want 1", n)
+	}
+	if _, err := put("/refuse"); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("refused send: %v", err)
+	}
+	if b, err := put("/close"); err != nil || b != `{"event_id":"$c"}` {
+		t.Fatalf("send answered with Connection: close: %q, %v", b, err)
+	}
+	if b, err := put("/send"); err != nil || b != `{"event_id":"$e"}` {
+		t.Fatalf("send after the server closed: %q, %v", b, err)
+	}
+}
