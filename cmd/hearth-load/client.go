@@ -205,6 +205,9 @@ func (rc *rawConn) roundTrip(ctx context.Context, host, path, token string, body
 	if err := rc.conn.SetDeadline(deadline); err != nil {
 		return nil, false, err
 	}
+	// A request cut short by ctx ends at once, as net/http's would.
+	conn := rc.conn
+	defer context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })()
 	w := rc.w
 	w.WriteString("PUT ")
 	w.WriteString(path)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestRawConn sends over a rawConn: the body and token arrive, a refusal
@@ -15,6 +17,7 @@ import (
 // after an answer gets a new one for the next send.
 func TestRawConn(t *testing.T) {
 	var conns atomic.Int32
+	release := make(chan struct{})
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		switch {
@@ -22,6 +25,8 @@ func TestRawConn(t *testing.T) {
 			http.Error(w, `{"errcode":"M_BAD"}`, http.StatusBadRequest)
 		case strings.HasSuffix(r.URL.Path, "/refuse"):
 			http.Error(w, `{"errcode":"M_FORBIDDEN"}`, http.StatusForbidden)
+		case strings.HasSuffix(r.URL.Path, "/hang"):
+			<-release
 		case strings.HasSuffix(r.URL.Path, "/close"):
 			w.Header().Set("Connection", "close")
 			io.WriteString(w, `{"event_id":"$c"}`)
@@ -36,6 +41,7 @@ func TestRawConn(t *testing.T) {
 	}
 	srv.Start()
 	defer srv.Close()
+	defer close(release)
 	host := strings.TrimPrefix(srv.URL, "http://")
 	var rc rawConn
 	put := func(path string) (string, error) {
@@ -58,5 +64,15 @@ func TestRawConn(t *testing.T) {
 	}
 	if b, err := put("/send"); err != nil || b != `{"event_id":"$e"}` {
 		t.Fatalf("send after the server closed: %q, %v", b, err)
+	}
+	// A send whose context ends stops waiting for its answer.
+	ctx, cancel := context.WithCancel(t.Context())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	began := time.Now()
+	if _, err := rc.put(ctx, host, "/hang", "tok", []byte(`{"a":1}`)); err == nil || time.Since(began) > 10*time.Second {
+		t.Fatalf("send cancelled after 100 ms: %v after %v", err, time.Since(began))
+	}
+	if b, err := put("/send"); err != nil || b != `{"event_id":"$e"}` {
+		t.Fatalf("send after a cancelled one: %q, %v", b, err)
 	}
 }
