@@ -139,7 +139,7 @@ type loadMark struct {
 func (c *client) send(ctx context.Context, u *user, room string, mark loadMark) error {
 	txn := "hl" + strconv.FormatInt(c.txn.Add(1), 10)
 	path := roomPath(room) + "/send/m.room.message/" + txn
-	if host, ok := strings.CutPrefix(c.base, "http://"); ok {
+	if base, err := url.Parse(c.base); err == nil && base.Scheme == "http" && base.User == nil && base.RawQuery == "" {
 		// {"msgtype":"m.text","body":"load test message N","hl":{"s":S,"n":N,"t":T}}
 		body := make([]byte, 0, 128)
 		body = append(body, `{"msgtype":"m.text","body":"load test message `...)
@@ -151,7 +151,7 @@ func (c *client) send(ctx context.Context, u *user, room string, mark loadMark) 
 		body = append(body, `,"t":`...)
 		body = strconv.AppendInt(body, mark.Sent, 10)
 		body = append(body, "}}"...)
-		_, err := u.sends.put(ctx, host, path, u.Token, body)
+		_, err := u.sends.put(ctx, base.Host, strings.TrimSuffix(base.EscapedPath(), "/")+path, u.Token, body)
 		return err
 	}
 	_, err := c.do(ctx, u, http.MethodPut, path, nil,
@@ -180,8 +180,12 @@ func (rc *rawConn) put(ctx context.Context, host, path, token string, body []byt
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	if rc.conn == nil {
+		addr := host
+		if _, _, err := net.SplitHostPort(host); err != nil {
+			addr = net.JoinHostPort(strings.Trim(host, "[]"), "80")
+		}
 		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", host)
+		conn, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
 			return nil, err
 		}

@@ -76,3 +76,23 @@ func TestRawConn(t *testing.T) {
 		t.Fatalf("send after a cancelled one: %q, %v", b, err)
 	}
 }
+
+// TestClientSendUnderPrefix sends through a client whose base URL has a
+// path: the send goes under it, with the body the receivers read.
+func TestClientSendUnderPrefix(t *testing.T) {
+	var got atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got.Store(r.Method + " " + r.URL.EscapedPath() + " " + string(b))
+		io.WriteString(w, `{"event_id":"$e"}`)
+	}))
+	defer srv.Close()
+	c := newClient(srv.URL+"/prefix/", "")
+	if err := c.send(t.Context(), &user{Token: "tok"}, "!r:x", loadMark{Sender: 2, Seq: 7, Sent: 99}); err != nil {
+		t.Fatal(err)
+	}
+	want := `PUT /prefix/_matrix/client/v3/rooms/%21r:x/send/m.room.message/hl1 {"msgtype":"m.text","body":"load test message 7","hl":{"s":2,"n":7,"t":99}}`
+	if g, _ := got.Load().(string); g != want {
+		t.Fatalf("server saw\n%s\nwant\n%s", g, want)
+	}
+}
