@@ -31,6 +31,9 @@ type client struct {
 	prefix string // makes user names unique across runs on one server
 	http   *http.Client
 	txn    atomic.Int64
+	// rawHost and rawPath are the base URL's host and path when sends
+	// can take a rawConn (plain http); rawHost is "" otherwise.
+	rawHost, rawPath string
 }
 
 // user is one registered account with its access token.
@@ -44,7 +47,11 @@ func newClient(base, secret string) *client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = 0
 	tr.MaxIdleConnsPerHost = 4096 // every client keeps its connections: no churn through TIME_WAIT
-	return &client{base: base, secret: secret, prefix: "load" + randomHex(3), http: &http.Client{Transport: tr}}
+	c := &client{base: base, secret: secret, prefix: "load" + randomHex(3), http: &http.Client{Transport: tr}}
+	if u, err := url.Parse(base); err == nil && u.Scheme == "http" && u.User == nil && u.RawQuery == "" {
+		c.rawHost, c.rawPath = u.Host, strings.TrimSuffix(u.EscapedPath(), "/")
+	}
+	return c
 }
 
 // register creates the user <prefix>-<name>, by shared-secret registration
@@ -139,23 +146,23 @@ type loadMark struct {
 func (c *client) send(ctx context.Context, u *user, room string, mark loadMark) error {
 	txn := "hl" + strconv.FormatInt(c.txn.Add(1), 10)
 	path := roomPath(room) + "/send/m.room.message/" + txn
-	if base, err := url.Parse(c.base); err == nil && base.Scheme == "http" && base.User == nil && base.RawQuery == "" {
-		// {"msgtype":"m.text","body":"load test message N","hl":{"s":S,"n":N,"t":T}}
-		body := make([]byte, 0, 128)
-		body = append(body, `{"msgtype":"m.text","body":"load test message `...)
-		body = strconv.AppendInt(body, int64(mark.Seq), 10)
-		body = append(body, `","hl":{"s":`...)
-		body = strconv.AppendInt(body, int64(mark.Sender), 10)
-		body = append(body, `,"n":`...)
-		body = strconv.AppendInt(body, int64(mark.Seq), 10)
-		body = append(body, `,"t":`...)
-		body = strconv.AppendInt(body, mark.Sent, 10)
-		body = append(body, "}}"...)
-		_, err := u.sends.put(ctx, base.Host, strings.TrimSuffix(base.EscapedPath(), "/")+path, u.Token, body)
-		return err
+	// {"msgtype":"m.text","body":"load test message N","hl":{"s":S,"n":N,"t":T}}
+	body := make([]byte, 0, 128)
+	body = append(body, `{"msgtype":"m.text","body":"load test message `...)
+	body = strconv.AppendInt(body, int64(mark.Seq), 10)
+	body = append(body, `","hl":{"s":`...)
+	body = strconv.AppendInt(body, int64(mark.Sender), 10)
+	body = append(body, `,"n":`...)
+	body = strconv.AppendInt(body, int64(mark.Seq), 10)
+	body = append(body, `,"t":`...)
+	body = strconv.AppendInt(body, mark.Sent, 10)
+	body = append(body, "}}"...)
+	var err error
+	if c.rawHost != "" {
+		_, err = u.sends.put(ctx, c.rawHost, c.rawPath+path, u.Token, body)
+	} else {
+		_, err = c.do(ctx, u, http.MethodPut, path, nil, json.RawMessage(body))
 	}
-	_, err := c.do(ctx, u, http.MethodPut, path, nil,
-		map[string]any{"msgtype": "m.text", "body": "load test message " + strconv.Itoa(mark.Seq), "hl": mark})
 	return err
 }
 

@@ -96,3 +96,24 @@ func TestClientSendUnderPrefix(t *testing.T) {
 		t.Fatalf("server saw\n%s\nwant\n%s", g, want)
 	}
 }
+
+// TestClientSendOverHTTPS sends through net/http where a send connection
+// cannot go (TLS): the server sees the same request.
+func TestClientSendOverHTTPS(t *testing.T) {
+	var got atomic.Value
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got.Store(r.Method + " " + r.URL.EscapedPath() + " " + r.Header.Get("Authorization") + " " + string(b))
+		io.WriteString(w, `{"event_id":"$e"}`)
+	}))
+	defer srv.Close()
+	c := newClient(srv.URL, "")
+	c.http = srv.Client()
+	if err := c.send(t.Context(), &user{Token: "tok"}, "!r:x", loadMark{Sender: 2, Seq: 7, Sent: 99}); err != nil {
+		t.Fatal(err)
+	}
+	want := `PUT /_matrix/client/v3/rooms/%21r:x/send/m.room.message/hl1 Bearer tok {"msgtype":"m.text","body":"load test message 7","hl":{"s":2,"n":7,"t":99}}`
+	if g, _ := got.Load().(string); g != want {
+		t.Fatalf("server saw\n%s\nwant\n%s", g, want)
+	}
+}
