@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"log/slog"
 	"net/http"
 	"runtime/debug"
 	"time"
@@ -67,7 +68,9 @@ func (s *Server) requestLog(next http.Handler) http.Handler {
 		b := make([]byte, 8)
 		_, _ = rand.Read(b)
 		id := hex.EncodeToString(b)
-		log := s.log.With("request_id", id)
+		// Attributes added later (auth's user_id, federation's origin)
+		// stay unformatted too: slog.Logger.With goes through the handler.
+		log := lazyLogger(s.log.Handler(), slog.String("request_id", id))
 		ctx := context.WithValue(r.Context(), logKey{}, log)
 		rec := &statusRecorder{ResponseWriter: w}
 		start := time.Now()
