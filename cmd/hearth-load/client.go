@@ -39,8 +39,10 @@ type client struct {
 // user is one registered account with its access token.
 type user struct {
 	ID, Token string
-	// sends is the user's own connection for sends (rawConn).
-	sends rawConn
+	// sends is the user's own connection for sends, reads the one for
+	// its /sync long polls and /messages pages (rawConns): a client keeps
+	// its long poll apart from what it sends, as Element does.
+	sends, reads rawConn
 }
 
 func newClient(base, secret string) *client {
@@ -159,18 +161,20 @@ func (c *client) send(ctx context.Context, u *user, room string, mark loadMark) 
 	body = append(body, "}}"...)
 	var err error
 	if c.rawHost != "" {
-		_, err = u.sends.put(ctx, c.rawHost, c.rawPath+path, u.Token, body)
+		_, err = u.sends.do(ctx, http.MethodPut, c.rawHost, c.rawPath+path, u.Token, body)
 	} else {
 		_, err = c.do(ctx, u, http.MethodPut, path, nil, json.RawMessage(body))
 	}
 	return err
 }
 
-// rawConn is one kept-alive HTTP/1.1 connection a user's sends take in
-// turn, written and read by the goroutine sending: net/http's client runs
-// two goroutines per connection and hands every request and response
-// between them, which on a 2-core machine cost the tool ~0.15 ms of CPU a
-// send (a third of the server's own), taken from the server it measures.
+// rawConn is one kept-alive HTTP/1.1 connection a user's requests of one
+// kind take in turn, written and read by the goroutine asking: net/http's
+// client runs two goroutines per connection and hands every request and
+// response between them, which on a 2-core machine cost the tool ~0.15 ms
+// of CPU a send (a third of the server's own), taken from the server it
+// measures. It asks for no gzip, as net/http's client did; Hearth answers
+// uncompressed either way, so the server's work is the same.
 type rawConn struct {
 	mu   sync.Mutex
 	conn net.Conn
@@ -181,9 +185,10 @@ type rawConn struct {
 // rawTimeout bounds one request on a rawConn.
 const rawTimeout = time.Minute
 
-// put sends PUT path with a JSON body and returns the body of a 200
-// answer. Any failure closes the connection; the next request dials again.
-func (rc *rawConn) put(ctx context.Context, host, path, token string, body []byte) ([]byte, error) {
+// do sends method target (a path and query) with a JSON body (nil: none)
+// and returns the body of a 200 answer. Any failure closes the
+// connection; the next request dials again.
+func (rc *rawConn) do(ctx context.Context, method, host, target, token string, body []byte) ([]byte, error) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	if rc.conn == nil {
@@ -198,7 +203,7 @@ func (rc *rawConn) put(ctx context.Context, host, path, token string, body []byt
 		}
 		rc.conn, rc.r, rc.w = conn, bufio.NewReader(conn), bufio.NewWriter(conn)
 	}
-	b, keep, err := rc.roundTrip(ctx, host, path, token, body)
+	b, keep, err := rc.roundTrip(ctx, method, host, target, token, body)
 	if err != nil || !keep {
 		rc.conn.Close()
 		rc.conn = nil
@@ -208,7 +213,7 @@ func (rc *rawConn) put(ctx context.Context, host, path, token string, body []byt
 
 // roundTrip writes the request and reads its answer; keep is false when
 // the server closes the connection after it.
-func (rc *rawConn) roundTrip(ctx context.Context, host, path, token string, body []byte) (b []byte, keep bool, err error) {
+func (rc *rawConn) roundTrip(ctx context.Context, method, host, target, token string, body []byte) (b []byte, keep bool, err error) {
 	deadline := time.Now().Add(rawTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -220,20 +225,23 @@ func (rc *rawConn) roundTrip(ctx context.Context, host, path, token string, body
 	conn := rc.conn
 	defer context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })()
 	w := rc.w
-	w.WriteString("PUT ")
-	w.WriteString(path)
+	w.WriteString(method)
+	w.WriteByte(' ')
+	w.WriteString(target)
 	w.WriteString(" HTTP/1.1\r\nHost: ")
 	w.WriteString(host)
 	w.WriteString("\r\nAuthorization: Bearer ")
 	w.WriteString(token)
-	w.WriteString("\r\nContent-Type: application/json\r\nContent-Length: ")
-	w.WriteString(strconv.Itoa(len(body)))
+	if body != nil {
+		w.WriteString("\r\nContent-Type: application/json\r\nContent-Length: ")
+		w.WriteString(strconv.Itoa(len(body)))
+	}
 	w.WriteString("\r\n\r\n")
 	w.Write(body)
 	if err := w.Flush(); err != nil {
 		return nil, false, err
 	}
-	resp, err := http.ReadResponse(rc.r, nil)
+	resp, err := http.ReadResponse(rc.r, &http.Request{Method: method})
 	if err != nil {
 		return nil, false, err
 	}
@@ -243,7 +251,8 @@ func (rc *rawConn) roundTrip(ctx context.Context, host, path, token string, body
 		return nil, false, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, !resp.Close, fmt.Errorf("PUT %s: %d %s", path, resp.StatusCode, bytes.TrimSpace(b))
+		path, _, _ := strings.Cut(target, "?")
+		return nil, !resp.Close, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, bytes.TrimSpace(b))
 	}
 	return b, !resp.Close, nil
 }
@@ -261,7 +270,7 @@ func (c *client) sync(ctx context.Context, u *user, since string, timeout time.D
 	if filter != "" {
 		q.Set("filter", filter)
 	}
-	return c.do(ctx, u, http.MethodGet, clientV3+"/sync", q, nil)
+	return c.get(ctx, u, clientV3+"/sync", q)
 }
 
 // messages is one /messages page backwards from from ("" is the end of the
@@ -274,5 +283,14 @@ func (c *client) messages(ctx context.Context, u *user, room, from, to string, l
 	if to != "" {
 		q.Set("to", to)
 	}
-	return c.do(ctx, u, http.MethodGet, roomPath(room)+"/messages", q, nil)
+	return c.get(ctx, u, roomPath(room)+"/messages", q)
+}
+
+// get is a GET of the user's long polls and pages, over its reads
+// connection when the server is plain http.
+func (c *client) get(ctx context.Context, u *user, path string, q url.Values) ([]byte, error) {
+	if c.rawHost == "" {
+		return c.do(ctx, u, http.MethodGet, path, q, nil)
+	}
+	return u.reads.do(ctx, http.MethodGet, c.rawHost, c.rawPath+path+"?"+q.Encode(), u.Token, nil)
 }

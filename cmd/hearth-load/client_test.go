@@ -45,7 +45,7 @@ func TestRawConn(t *testing.T) {
 	host := strings.TrimPrefix(srv.URL, "http://")
 	var rc rawConn
 	put := func(path string) (string, error) {
-		b, err := rc.put(t.Context(), host, path, "tok", []byte(`{"a":1}`))
+		b, err := rc.do(t.Context(), http.MethodPut, host, path, "tok", []byte(`{"a":1}`))
 		return string(b), err
 	}
 	for range 3 {
@@ -69,7 +69,7 @@ func TestRawConn(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	time.AfterFunc(100*time.Millisecond, cancel)
 	began := time.Now()
-	if _, err := rc.put(ctx, host, "/hang", "tok", []byte(`{"a":1}`)); err == nil || time.Since(began) > 10*time.Second {
+	if _, err := rc.do(ctx, http.MethodPut, host, "/hang", "tok", []byte(`{"a":1}`)); err == nil || time.Since(began) > 10*time.Second {
 		t.Fatalf("send cancelled after 100 ms: %v after %v", err, time.Since(began))
 	}
 	if b, err := put("/send"); err != nil || b != `{"event_id":"$e"}` {
@@ -115,5 +115,53 @@ func TestClientSendOverHTTPS(t *testing.T) {
 	want := `PUT /_matrix/client/v3/rooms/%21r:x/send/m.room.message/hl1 Bearer tok {"msgtype":"m.text","body":"load test message 7","hl":{"s":2,"n":7,"t":99}}`
 	if g, _ := got.Load().(string); g != want {
 		t.Fatalf("server saw\n%s\nwant\n%s", g, want)
+	}
+}
+
+// TestClientReadsOverOneConn long-polls /sync and pages /messages as a
+// receiver does: the requests arrive whole (query, token, no body), all
+// over one connection, and a refusal names the request without its query.
+func TestClientReadsOverOneConn(t *testing.T) {
+	var conns atomic.Int32
+	var seen []string
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		seen = append(seen, r.Method+" "+r.URL.EscapedPath()+"?"+r.URL.RawQuery+" "+r.Header.Get("Authorization")+
+			" ["+r.Header.Get("Content-Type")+r.Header.Get("Content-Length")+string(b)+"]")
+		if r.URL.Query().Get("since") == "refuse" {
+			http.Error(w, `{"errcode":"M_LIMIT_EXCEEDED"}`, http.StatusTooManyRequests)
+			return
+		}
+		io.WriteString(w, `{"next_batch":"s2"}`)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	c := newClient(srv.URL+"/prefix", "")
+	u := &user{Token: "tok"}
+	if b, err := c.sync(t.Context(), u, "s1", 30*time.Second, `{"a":1}`); err != nil || string(b) != `{"next_batch":"s2"}` {
+		t.Fatalf("sync: %q, %v", b, err)
+	}
+	if _, err := c.messages(t.Context(), u, "!r:x", "t1", "", 100); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.sync(t.Context(), u, "refuse", 0, "")
+	if err == nil || !strings.Contains(err.Error(), "GET /prefix/_matrix/client/v3/sync: 429") || strings.Contains(err.Error(), "refuse") {
+		t.Fatalf("refused sync: %v", err)
+	}
+	want := []string{
+		`GET /prefix/_matrix/client/v3/sync?filter=%7B%22a%22%3A1%7D&since=s1&timeout=30000 Bearer tok []`,
+		`GET /prefix/_matrix/client/v3/rooms/%21r:x/messages?dir=b&from=t1&limit=100 Bearer tok []`,
+		`GET /prefix/_matrix/client/v3/sync?since=refuse&timeout=0 Bearer tok []`,
+	}
+	if strings.Join(seen, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("server saw\n%s\nwant\n%s", strings.Join(seen, "\n"), strings.Join(want, "\n"))
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("%d connections for three reads, want 1", n)
 	}
 }

@@ -112,7 +112,7 @@ func checkResults(t *testing.T, results []Result) {
 		for _, x := range r.Metrics {
 			m[x.Name] = x.Value
 		}
-		if r.Phase != "idle" && r.Phase != "end" && (r.Server == nil || r.Server.RSSStartMiB <= 0 || r.Server.RSSPeakMiB < r.Server.RSSStartMiB || r.Server.HWMMiB <= 0) {
+		if r.Phase != "idle" && r.Phase != "end" && (r.Server == nil || r.Server.RSSStartMiB <= 0 || r.Server.RSSPeakMiB < r.Server.RSSStartMiB || r.Server.HWMMiB <= 0 || r.Server.ToolCPUSeconds <= 0) {
 			t.Errorf("%s %s: server usage %+v", r.Phase, r.Params, r.Server)
 		}
 		switch r.Phase {

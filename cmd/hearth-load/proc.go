@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -17,6 +18,10 @@ type Usage struct {
 	HWMMiB      float64 `json:"hwm_mib"`       // VmHWM at the end: the process's peak since it started (the kernel updates it lazily, so it may trail VmRSS slightly)
 	CPUSeconds  float64 `json:"cpu_seconds"`   // user + system time spent during the phase
 	Cores       float64 `json:"cores"`         // CPUSeconds over the phase's wall time
+	// ToolCPUSeconds is this load tool's own CPU time during the phase:
+	// on a small machine the tool and the server share the cores, and
+	// what one takes the other cannot have.
+	ToolCPUSeconds float64 `json:"tool_cpu_seconds"`
 }
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat:
@@ -28,6 +33,7 @@ type sampler struct {
 	pid   int
 	start time.Time
 	cpu0  float64
+	tool0 float64
 	stop  chan struct{}
 	done  chan struct{}
 	mu    sync.Mutex
@@ -42,6 +48,7 @@ func watch(pid int) *sampler {
 		return s
 	}
 	s.cpu0, _ = cpuSeconds(pid)
+	s.tool0 = toolCPU()
 	rss, _, _ := memory(pid)
 	s.u.RSSStartMiB, s.u.RSSPeakMiB = rss, rss
 	go func() {
@@ -87,7 +94,17 @@ func (s *sampler) end() *Usage {
 	}
 	u.CPUSeconds = s.cpu()
 	u.Cores = u.CPUSeconds / time.Since(s.start).Seconds()
+	u.ToolCPUSeconds = toolCPU() - s.tool0
 	return &u
+}
+
+// toolCPU is the user and system time this process has spent.
+func toolCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // memory reads VmRSS and VmHWM in MiB from /proc/PID/status.

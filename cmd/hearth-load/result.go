@@ -66,6 +66,7 @@ func printTable(w io.Writer, results []Result) {
 			fmt.Fprintf(tw, "  server RSS start / peak\t%s / %s\tMiB\n", number(u.RSSStartMiB), number(u.RSSPeakMiB))
 			fmt.Fprintf(tw, "  server VmHWM\t%s\tMiB\n", number(u.HWMMiB))
 			fmt.Fprintf(tw, "  server CPU\t%s\ts (%s cores)\n", number(u.CPUSeconds), number(u.Cores))
+			fmt.Fprintf(tw, "  load tool CPU\t%s\ts\n", number(u.ToolCPUSeconds))
 		}
 		for _, n := range r.Notes {
 			fmt.Fprintf(tw, "  note: %s\n", n)
