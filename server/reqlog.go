@@ -9,19 +9,17 @@ import (
 // (request_id, then user_id or origin) as they are until something is
 // logged. Every request gets a logger, and few log anything; slog's own
 // handlers format With's attributes at once (TextHandler writes them into
-// a buffer each With copies), which profiles of /sync long polls showed at
-// about 1% of the server's CPU. A record is handled exactly as by the
-// eager handler (h.WithAttrs(attrs)), so the output does not change.
+// a buffer each With copies): 0.55 µs and 5 allocations a request
+// (BenchmarkRequestLogger). A record is handled exactly as by the eager
+// handler (h.WithAttrs(attrs)), so the output does not change.
 type lazyAttrs struct {
 	h     slog.Handler
 	attrs []slog.Attr
 }
 
-// lazyLogger returns a logger writing through h with attrs added lazily.
+// lazyLogger returns a logger writing through h with attrs added lazily;
+// so are those its With adds.
 func lazyLogger(h slog.Handler, attrs ...slog.Attr) *slog.Logger {
-	if la, ok := h.(*lazyAttrs); ok {
-		return slog.New(la.WithAttrs(attrs))
-	}
 	return slog.New(&lazyAttrs{h: h, attrs: attrs})
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,7 +17,6 @@ import (
 // is an error naming its status, and a server that closes the connection
 // after an answer gets a new one for the next send.
 func TestRawConn(t *testing.T) {
-	var conns atomic.Int32
 	release := make(chan struct{})
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
@@ -34,11 +34,7 @@ func TestRawConn(t *testing.T) {
 			io.WriteString(w, `{"event_id":"$e"}`)
 		}
 	}))
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
+	conns := countConns(srv)
 	srv.Start()
 	defer srv.Close()
 	defer close(release)
@@ -122,23 +118,21 @@ func TestClientSendOverHTTPS(t *testing.T) {
 // receiver does: the requests arrive whole (query, token, no body), all
 // over one connection, and a refusal names the request without its query.
 func TestClientReadsOverOneConn(t *testing.T) {
-	var conns atomic.Int32
+	var mu sync.Mutex
 	var seen []string
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
 		seen = append(seen, r.Method+" "+r.URL.EscapedPath()+"?"+r.URL.RawQuery+" "+r.Header.Get("Authorization")+
 			" ["+r.Header.Get("Content-Type")+r.Header.Get("Content-Length")+string(b)+"]")
+		mu.Unlock()
 		if r.URL.Query().Get("since") == "refuse" {
 			http.Error(w, `{"errcode":"M_LIMIT_EXCEEDED"}`, http.StatusTooManyRequests)
 			return
 		}
 		io.WriteString(w, `{"next_batch":"s2"}`)
 	}))
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
+	conns := countConns(srv)
 	srv.Start()
 	defer srv.Close()
 	c := newClient(srv.URL+"/prefix", "")
@@ -158,10 +152,24 @@ func TestClientReadsOverOneConn(t *testing.T) {
 		`GET /prefix/_matrix/client/v3/rooms/%21r:x/messages?dir=b&from=t1&limit=100 Bearer tok []`,
 		`GET /prefix/_matrix/client/v3/sync?since=refuse&timeout=0 Bearer tok []`,
 	}
-	if strings.Join(seen, "\n") != strings.Join(want, "\n") {
-		t.Fatalf("server saw\n%s\nwant\n%s", strings.Join(seen, "\n"), strings.Join(want, "\n"))
+	mu.Lock()
+	got := strings.Join(seen, "\n")
+	mu.Unlock()
+	if got != strings.Join(want, "\n") {
+		t.Fatalf("server saw\n%s\nwant\n%s", got, strings.Join(want, "\n"))
 	}
 	if n := conns.Load(); n != 1 {
 		t.Fatalf("%d connections for three reads, want 1", n)
 	}
+}
+
+// countConns counts the connections an unstarted test server accepts.
+func countConns(srv *httptest.Server) *atomic.Int32 {
+	var n atomic.Int32
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			n.Add(1)
+		}
+	}
+	return &n
 }
