@@ -19,9 +19,9 @@ import (
 	"hearth/appliance/certs"
 	"hearth/appliance/datadir"
 	"hearth/config"
-	"hearth/oauth"
 	"hearth/server"
 	"hearth/server/metrics"
+	"hearth/server/oauth"
 	"hearth/server/storage"
 	"hearth/web"
 )

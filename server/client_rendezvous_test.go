@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"hearth/config"
-	"hearth/oauth"
 	"hearth/server"
+	"hearth/server/oauth"
 	"hearth/server/servertest"
 	"hearth/server/storage/storagetest"
 )

@@ -12,8 +12,8 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"hearth/config"
-	"hearth/oauth"
 	"hearth/server"
+	"hearth/server/oauth"
 	"hearth/server/servertest"
 	"hearth/server/storage/storagetest"
 	"hearth/web/browsertest"

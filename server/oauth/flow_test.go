@@ -19,8 +19,8 @@ import (
 	"maunium.net/go/mautrix"
 
 	"hearth/config"
-	"hearth/oauth"
 	"hearth/server"
+	"hearth/server/oauth"
 	"hearth/server/secret"
 	"hearth/server/servertest"
 	"hearth/server/storage"
