@@ -21,7 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	_ "modernc.org/sqlite" // the "sqlite" driver, as Hearth uses it
+	"modernc.org/sqlite" // the "sqlite" driver, as Hearth uses it
 )
 
 // The baseline is the floor a homeserver's send path is measured against
@@ -30,8 +30,8 @@ import (
 // a separate process running this binary: one HTTP handler for the send
 // endpoint that builds the event, signs it with ed25519, hashes it, and
 // commits it in its own transaction to SQLite with Hearth's settings
-// (WAL, synchronous=FULL, one writer connection). No auth, no room state,
-// no fan-out.
+// (WAL, synchronous=FULL, commits synced with fdatasync, one writer
+// connection). No auth, no room state, no fan-out.
 
 // baselineEnv names the directory the baseline serves from; when set,
 // this binary is the baseline server, not the load tool.
@@ -40,6 +40,9 @@ const baselineEnv = "HEARTH_LOAD_BASELINE_DIR"
 // serveBaseline serves the bare send handler on a free loopback port,
 // prints "listening ADDR" and serves until killed.
 func serveBaseline(dir string) error {
+	// Hearth's commits sync with fdatasync (server/storage/sqlite.go); a
+	// baseline left on fsync would pay more for each of its own.
+	_, _ = sqlite.Fdatasync(true)
 	q := url.Values{}
 	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)"} {
 		q.Add("_pragma", p)
