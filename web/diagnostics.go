@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"hearth/appliance/diag"
+	"hearth/server/htmlpage"
 	"hearth/server/matrix"
 	"hearth/templates"
 )
@@ -31,7 +32,7 @@ const diagTimeout = 2 * time.Minute
 
 // GET /_hearth/admin/diagnostics
 func (d *Dashboard) getDiagnostics(w http.ResponseWriter, r *http.Request) error {
-	d.render(w, r, http.StatusOK, templates.Diagnostics(d.diagnosticsVM(w, r)))
+	d.pages.Render(w, r, http.StatusOK, templates.Diagnostics(d.diagnosticsVM(w, r)))
 	return nil
 }
 
@@ -43,7 +44,7 @@ func (d *Dashboard) postDiagnostics(w http.ResponseWriter, r *http.Request) erro
 		return err
 	}
 	vm.DoctorVM = newDoctorVM(rep.All())
-	d.render(w, r, http.StatusOK, templates.Diagnostics(vm))
+	d.pages.Render(w, r, http.StatusOK, templates.Diagnostics(vm))
 	return nil
 }
 
@@ -132,7 +133,7 @@ func findingVMs(fs []diag.Finding) []templates.FindingVM {
 // GET /_hearth/admin/federation-test
 func (d *Dashboard) getFederationTest(w http.ResponseWriter, r *http.Request) error {
 	vm := templates.FederationTestVM{Chrome: d.chrome(w, r, "Federation tester", "fedtest"), ServerName: r.URL.Query().Get("server_name")}
-	d.render(w, r, http.StatusOK, templates.FederationTest(vm))
+	d.pages.Render(w, r, http.StatusOK, templates.FederationTest(vm))
 	return nil
 }
 
@@ -141,7 +142,7 @@ func (d *Dashboard) postFederationTest(w http.ResponseWriter, r *http.Request) e
 	name := strings.TrimSpace(r.PostFormValue("server_name"))
 	vm := templates.FederationTestVM{Chrome: d.chrome(w, r, "Federation tester", "fedtest"), ServerName: name}
 	if name == "" {
-		return &pageError{Status: http.StatusBadRequest, Msg: "Give the name of the server to test."}
+		return &htmlpage.Error{Status: http.StatusBadRequest, Msg: "Give the name of the server to test."}
 	}
 	rep, err := d.federationTest(r, name)
 	if err != nil {
@@ -150,7 +151,7 @@ func (d *Dashboard) postFederationTest(w http.ResponseWriter, r *http.Request) e
 	vm.Ran, vm.FedResultVM = true, newFedResultVM(rep)
 	vm.JSONURL = d.prefix + "/api/federation-test?server_name=" + url.QueryEscape(name)
 	d.srv.Audit(r.Context(), d.actor(r), "federation.test", name, rep.Verdict)
-	d.render(w, r, http.StatusOK, templates.FederationTest(vm))
+	d.pages.Render(w, r, http.StatusOK, templates.FederationTest(vm))
 	return nil
 }
 

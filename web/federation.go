@@ -12,6 +12,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"hearth/server"
+	"hearth/server/htmlpage"
 	"hearth/server/matrix"
 	"hearth/server/storage"
 	"hearth/templates"
@@ -217,7 +218,7 @@ func (d *Dashboard) getFederation(w http.ResponseWriter, r *http.Request) error 
 		}
 	}
 	vm := newFederationVM(d.chrome(w, r, "Federation", "federation"), q, in, d.srv.Now())
-	d.render(w, r, http.StatusOK, templates.Federation(vm))
+	d.pages.Render(w, r, http.StatusOK, templates.Federation(vm))
 	return nil
 }
 
@@ -299,7 +300,7 @@ func newDestinationVM(c templates.Chrome, in destinationInput, now time.Time) te
 func destinationParam(r *http.Request) (string, error) {
 	name, err := url.PathUnescape(chi.URLParam(r, "destination"))
 	if err != nil || name == "" || len(name) > 255 || strings.ContainsAny(name, "/ ") {
-		return "", &pageError{Status: http.StatusBadRequest, Msg: "That is not a server name."}
+		return "", &htmlpage.Error{Status: http.StatusBadRequest, Msg: "That is not a server name."}
 	}
 	return name, nil
 }
@@ -315,7 +316,7 @@ func (d *Dashboard) getDestination(w http.ResponseWriter, r *http.Request) error
 	if in.Dest, err = d.srv.Destination(ctx, name); err != nil {
 		var me *matrix.Error
 		if errors.As(err, &me) && me.Code == "M_NOT_FOUND" {
-			return &pageError{Status: http.StatusNotFound, Msg: "This server has never sent anything to " + name + "."}
+			return &htmlpage.Error{Status: http.StatusNotFound, Msg: "This server has never sent anything to " + name + "."}
 		}
 		return err
 	}
@@ -335,7 +336,7 @@ func (d *Dashboard) getDestination(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	vm := newDestinationVM(d.chrome(w, r, name, "federation"), in, d.srv.Now())
-	d.render(w, r, http.StatusOK, templates.Destination(vm))
+	d.pages.Render(w, r, http.StatusOK, templates.Destination(vm))
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"hearth/config"
 	"hearth/server"
 	"hearth/server/cache"
+	"hearth/server/htmlpage"
 	"hearth/templates"
 )
 
@@ -56,7 +57,7 @@ func (d *Dashboard) getOverview(w http.ResponseWriter, r *http.Request) error {
 		in.DatabaseSize = &n
 	}
 	vm := newOverviewVM(d.chrome(w, r, "Overview", "overview"), in)
-	d.render(w, r, http.StatusOK, templates.Overview(vm))
+	d.pages.Render(w, r, http.StatusOK, templates.Overview(vm))
 	return nil
 }
 
@@ -68,7 +69,7 @@ func (d *Dashboard) getUsers(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	vm := newUsersVM(d.chrome(w, r, "Users", "users"), q, rows, total, d.srv.Now())
-	d.render(w, r, http.StatusOK, templates.Users(vm))
+	d.pages.Render(w, r, http.StatusOK, templates.Users(vm))
 	return nil
 }
 
@@ -81,7 +82,7 @@ func (d *Dashboard) postUsers(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if len(password) < 8 {
-		return &pageError{Status: http.StatusBadRequest, Msg: "Choose a password of at least 8 characters."}
+		return &htmlpage.Error{Status: http.StatusBadRequest, Msg: "Choose a password of at least 8 characters."}
 	}
 	admin := r.PostFormValue("admin") == "1"
 	ch := server.UserChanges{Password: &password, Admin: &admin}
@@ -93,7 +94,7 @@ func (d *Dashboard) postUsers(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if !created {
-		return &pageError{Status: http.StatusConflict, Msg: userID + " already exists."}
+		return &htmlpage.Error{Status: http.StatusConflict, Msg: userID + " already exists."}
 	}
 	d.setFlash(w, r, "Created "+userID+".", false)
 	http.Redirect(w, r, userURL(d.prefix, userID), http.StatusSeeOther)
@@ -104,7 +105,7 @@ func (d *Dashboard) postUsers(w http.ResponseWriter, r *http.Request) error {
 func (d *Dashboard) userParam(r *http.Request) (string, error) {
 	raw, err := url.PathUnescape(chi.URLParam(r, "userID"))
 	if err != nil {
-		return "", &pageError{Status: http.StatusBadRequest, Msg: "That is not a user address."}
+		return "", &htmlpage.Error{Status: http.StatusBadRequest, Msg: "That is not a user address."}
 	}
 	return d.srv.LocalUserID(raw)
 }
@@ -128,7 +129,7 @@ func (d *Dashboard) getUser(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	vm := newUserVM(d.chrome(w, r, userID, "users"), u, devs, rooms, d.srv.Now())
-	d.render(w, r, http.StatusOK, templates.User(vm))
+	d.pages.Render(w, r, http.StatusOK, templates.User(vm))
 	return nil
 }
 
@@ -140,7 +141,7 @@ func (d *Dashboard) postUserPassword(w http.ResponseWriter, r *http.Request) err
 	}
 	pw := r.PostFormValue("password")
 	if len(pw) < 8 {
-		return &pageError{Status: http.StatusBadRequest, Msg: "Choose a password of at least 8 characters."}
+		return &htmlpage.Error{Status: http.StatusBadRequest, Msg: "Choose a password of at least 8 characters."}
 	}
 	logout := r.PostFormValue("logout_devices") == "1"
 	if logout && !d.confirmed(w, r, templates.ConfirmVM{Heading: "Reset password and sign out?",
@@ -190,7 +191,7 @@ func (d *Dashboard) postUserDeactivate(w http.ResponseWriter, r *http.Request) e
 		return err
 	}
 	if userID == adminFrom(r.Context()).UserID {
-		return &pageError{Status: http.StatusBadRequest, Msg: "You cannot deactivate your own account from the dashboard."}
+		return &htmlpage.Error{Status: http.StatusBadRequest, Msg: "You cannot deactivate your own account from the dashboard."}
 	}
 	erase := r.PostFormValue("erase") == "1"
 	msg := "Deactivate " + userID + "? They are signed out everywhere and cannot sign in again. This cannot be undone from the dashboard."
@@ -217,7 +218,7 @@ func (d *Dashboard) postUserDeviceDelete(w http.ResponseWriter, r *http.Request)
 	}
 	dev := r.PostFormValue("device_id")
 	if dev == "" {
-		return &pageError{Status: http.StatusBadRequest, Msg: "No device was given."}
+		return &htmlpage.Error{Status: http.StatusBadRequest, Msg: "No device was given."}
 	}
 	if !d.confirmed(w, r, templates.ConfirmVM{Heading: "Sign out device " + dev + "?",
 		Message: "The device is removed and its session ends; end-to-end encryption keys held only on it are lost to this account.",
@@ -243,7 +244,7 @@ func (d *Dashboard) getRegistration(w http.ResponseWriter, r *http.Request) erro
 	vm := templates.RegistrationVM{Chrome: d.chrome(w, r, "Registration", "registration"), Enabled: live.Enabled,
 		RequiresToken: live.RequiresToken, WithoutVerification: live.Enabled && !live.RequiresToken,
 		CanSave: cfg.Path() != "", Tokens: newRegTokenVMs(toks, d.srv.Now())}
-	d.render(w, r, http.StatusOK, templates.Registration(vm))
+	d.pages.Render(w, r, http.StatusOK, templates.Registration(vm))
 	return nil
 }
 
@@ -254,7 +255,7 @@ func (d *Dashboard) getRegistration(w http.ResponseWriter, r *http.Request) erro
 func (d *Dashboard) postRegistrationSettings(w http.ResponseWriter, r *http.Request) error {
 	path := d.srv.Config().Path()
 	if path == "" {
-		return &pageError{Status: http.StatusConflict, Msg: "This server was not started from a config file, so there is nothing to save to."}
+		return &htmlpage.Error{Status: http.StatusConflict, Msg: "This server was not started from a config file, so there is nothing to save to."}
 	}
 	var enable, requireToken, withoutVerification bool
 	switch r.PostFormValue("mode") {
@@ -269,7 +270,7 @@ func (d *Dashboard) postRegistrationSettings(w http.ResponseWriter, r *http.Requ
 		}
 		enable, withoutVerification = true, true
 	default:
-		return &pageError{Status: http.StatusBadRequest, Msg: "Choose closed, token or open."}
+		return &htmlpage.Error{Status: http.StatusBadRequest, Msg: "Choose closed, token or open."}
 	}
 	err := config.UpdateFile(path,
 		config.Setting{Path: []string{"enable_registration"}, Value: enable},
@@ -293,14 +294,14 @@ func (d *Dashboard) postRegToken(w http.ResponseWriter, r *http.Request) error {
 	if v := strings.TrimSpace(r.PostFormValue("uses_allowed")); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
-			return &pageError{Status: http.StatusBadRequest, Msg: "Uses allowed must be a whole number."}
+			return &htmlpage.Error{Status: http.StatusBadRequest, Msg: "Uses allowed must be a whole number."}
 		}
 		req.UsesAllowed = &n
 	}
 	if v := strings.TrimSpace(r.PostFormValue("valid_days")); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 3650 {
-			return &pageError{Status: http.StatusBadRequest, Msg: "Valid for days must be a whole number from 1 to 3650."}
+			return &htmlpage.Error{Status: http.StatusBadRequest, Msg: "Valid for days must be a whole number from 1 to 3650."}
 		}
 		exp := d.srv.Now().Add(time.Duration(n) * 24 * time.Hour).UnixMilli()
 		req.ExpiryTime = &exp
@@ -316,7 +317,7 @@ func (d *Dashboard) postRegToken(w http.ResponseWriter, r *http.Request) error {
 func (d *Dashboard) postRegTokenDelete(w http.ResponseWriter, r *http.Request) error {
 	tok := r.PostFormValue("token")
 	if tok == "" {
-		return &pageError{Status: http.StatusBadRequest, Msg: "No token was given."}
+		return &htmlpage.Error{Status: http.StatusBadRequest, Msg: "No token was given."}
 	}
 	if !d.confirmed(w, r, templates.ConfirmVM{Heading: "Delete registration token?",
 		Message: "Delete the token " + tok + "? People who have it can no longer register with it.",
@@ -349,7 +350,7 @@ func (d *Dashboard) getCaches(w http.ResponseWriter, r *http.Request) error {
 	} else {
 		vm.Persisted = "Changes apply at once but are not saved: this server was not started from a config file."
 	}
-	d.render(w, r, http.StatusOK, templates.Caches(vm))
+	d.pages.Render(w, r, http.StatusOK, templates.Caches(vm))
 	return nil
 }
 
@@ -373,7 +374,7 @@ func parseFactor(v string) (float64, error) {
 		err = cache.ValidFactor(f)
 	}
 	if err != nil {
-		return 0, &pageError{Status: http.StatusBadRequest, Msg: "A cache factor must be a number greater than 0 and at most 1000."}
+		return 0, &htmlpage.Error{Status: http.StatusBadRequest, Msg: "A cache factor must be a number greater than 0 and at most 1000."}
 	}
 	return f, nil
 }
@@ -396,7 +397,7 @@ func (d *Dashboard) postCacheGlobal(w http.ResponseWriter, r *http.Request) erro
 func (d *Dashboard) postCacheFactor(w http.ResponseWriter, r *http.Request) error {
 	name := r.PostFormValue("cache")
 	if !d.caches.Has(name) {
-		return &pageError{Status: http.StatusNotFound, Msg: "There is no cache of that name."}
+		return &htmlpage.Error{Status: http.StatusNotFound, Msg: "There is no cache of that name."}
 	}
 	f, err := parseFactor(r.PostFormValue("factor"))
 	if err != nil {
@@ -415,11 +416,11 @@ func (d *Dashboard) postCacheFactor(w http.ResponseWriter, r *http.Request) erro
 func runtimeSettings(limitText, gcText string) (int64, int, error) {
 	limit, err := config.ParseSize(limitText)
 	if err != nil {
-		return 0, 0, &pageError{Status: http.StatusBadRequest, Msg: "The memory limit must be a size such as 400M or 1G, or 0 for none."}
+		return 0, 0, &htmlpage.Error{Status: http.StatusBadRequest, Msg: "The memory limit must be a size such as 400M or 1G, or 0 for none."}
 	}
 	gc, err := strconv.Atoi(strings.TrimSpace(gcText))
 	if err != nil {
-		return 0, 0, &pageError{Status: http.StatusBadRequest, Msg: "The GC target must be a whole number."}
+		return 0, 0, &htmlpage.Error{Status: http.StatusBadRequest, Msg: "The GC target must be a whole number."}
 	}
 	c := &config.Config{}
 	c.Memory = config.Memory{Limit: config.Size(limit), GCPercent: gc}
@@ -432,7 +433,7 @@ func runtimeSettings(limitText, gcText string) (int64, int, error) {
 		}
 	}
 	if len(msgs) > 0 {
-		return 0, 0, &pageError{Status: http.StatusBadRequest, Msg: strings.Join(msgs, "; ")}
+		return 0, 0, &htmlpage.Error{Status: http.StatusBadRequest, Msg: strings.Join(msgs, "; ")}
 	}
 	return limit, gc, nil
 }
@@ -455,7 +456,7 @@ func (d *Dashboard) postCacheRuntime(w http.ResponseWriter, r *http.Request) err
 func (d *Dashboard) postCachePreset(w http.ResponseWriter, r *http.Request) error {
 	p, ok := cache.PresetByID(r.PostFormValue("preset"))
 	if !ok {
-		return &pageError{Status: http.StatusBadRequest, Msg: "There is no such preset."}
+		return &htmlpage.Error{Status: http.StatusBadRequest, Msg: "There is no such preset."}
 	}
 	if err := p.Tuning.Apply(d.caches); err != nil {
 		return err
@@ -478,6 +479,6 @@ func (d *Dashboard) getAudit(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	vm := newAuditVM(d.chrome(w, r, "Audit log", "audit"), rows, from, total, auditPerPage)
-	d.render(w, r, http.StatusOK, templates.Audit(vm))
+	d.pages.Render(w, r, http.StatusOK, templates.Audit(vm))
 	return nil
 }

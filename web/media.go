@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"hearth/server/htmlpage"
 	"hearth/server/storage"
 	"hearth/templates"
 )
@@ -149,7 +150,7 @@ func (d *Dashboard) getMedia(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	vm := newMediaVM(d.chrome(w, r, "Media", "media"), q, rows, total, usage, t, d.srv.Now())
-	d.render(w, r, http.StatusOK, templates.Media(vm))
+	d.pages.Render(w, r, http.StatusOK, templates.Media(vm))
 	return nil
 }
 
@@ -238,12 +239,12 @@ func (d *Dashboard) postMediaDelete(w http.ResponseWriter, r *http.Request) erro
 func (d *Dashboard) postMediaCleanup(w http.ResponseWriter, r *http.Request) error {
 	days, err := strconv.Atoi(r.PostFormValue("days"))
 	if err != nil || days < 1 {
-		return &pageError{Status: http.StatusBadRequest, Msg: "Give a number of days, 1 or more."}
+		return &htmlpage.Error{Status: http.StatusBadRequest, Msg: "Give a number of days, 1 or more."}
 	}
 	sizeMiB := 0
 	if v := r.PostFormValue("size_mib"); v != "" {
 		if sizeMiB, err = strconv.Atoi(v); err != nil || sizeMiB < 0 {
-			return &pageError{Status: http.StatusBadRequest, Msg: "The size must be a whole number of MiB, 0 or more."}
+			return &htmlpage.Error{Status: http.StatusBadRequest, Msg: "The size must be a whole number of MiB, 0 or more."}
 		}
 	}
 	if r.PostFormValue("scope") == "remote" {

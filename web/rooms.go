@@ -14,6 +14,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"hearth/server"
+	"hearth/server/htmlpage"
 	"hearth/server/matrix"
 	"hearth/server/storage"
 	"hearth/templates"
@@ -121,7 +122,7 @@ func (d *Dashboard) getRooms(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	vm := newRoomsVM(d.chrome(w, r, "Rooms", "rooms"), q, rows, total)
-	d.render(w, r, http.StatusOK, templates.Rooms(vm))
+	d.pages.Render(w, r, http.StatusOK, templates.Rooms(vm))
 	return nil
 }
 
@@ -129,7 +130,7 @@ func (d *Dashboard) getRooms(w http.ResponseWriter, r *http.Request) error {
 func (d *Dashboard) roomParam(r *http.Request) (string, error) {
 	raw, err := url.PathUnescape(chi.URLParam(r, "roomID"))
 	if err != nil || !strings.HasPrefix(raw, "!") || len(raw) > 255 {
-		return "", &pageError{Status: http.StatusBadRequest, Msg: "That is not a room ID."}
+		return "", &htmlpage.Error{Status: http.StatusBadRequest, Msg: "That is not a room ID."}
 	}
 	return raw, nil
 }
@@ -183,9 +184,9 @@ func (d *Dashboard) getRoom(w http.ResponseWriter, r *http.Request) error {
 	var me *matrix.Error
 	if errors.As(err, &me) && me.Code == "M_NOT_FOUND" {
 		if !blocked && len(deletes) == 0 {
-			return &pageError{Status: http.StatusNotFound, Msg: "This server does not know room " + roomID + "."}
+			return &htmlpage.Error{Status: http.StatusNotFound, Msg: "This server does not know room " + roomID + "."}
 		}
-		d.render(w, r, http.StatusOK, templates.Room(vm))
+		d.pages.Render(w, r, http.StatusOK, templates.Room(vm))
 		return nil
 	}
 	if err != nil {
@@ -230,7 +231,7 @@ func (d *Dashboard) getRoom(w http.ResponseWriter, r *http.Request) error {
 	if vm.Media, err = d.roomMediaVM(r, roomID); err != nil {
 		return err
 	}
-	d.render(w, r, http.StatusOK, templates.Room(vm))
+	d.pages.Render(w, r, http.StatusOK, templates.Room(vm))
 	return nil
 }
 
@@ -355,14 +356,14 @@ func newDeleteStatusVM(c templates.Chrome, del *storage.RoomDelete) templates.De
 func (d *Dashboard) getRoomDeleteStatus(w http.ResponseWriter, r *http.Request) error {
 	id, err := url.PathUnescape(chi.URLParam(r, "deleteID"))
 	if err != nil {
-		return &pageError{Status: http.StatusBadRequest, Msg: "That is not a deletion ID."}
+		return &htmlpage.Error{Status: http.StatusBadRequest, Msg: "That is not a deletion ID."}
 	}
 	del, err := d.srv.RoomDeleteStatus(r.Context(), id)
 	if err != nil {
 		return err
 	}
 	vm := newDeleteStatusVM(d.chrome(w, r, "Deleting "+del.RoomID, "rooms"), del)
-	d.render(w, r, http.StatusOK, templates.DeleteStatus(vm))
+	d.pages.Render(w, r, http.StatusOK, templates.DeleteStatus(vm))
 	return nil
 }
 
@@ -414,7 +415,7 @@ func (d *Dashboard) getReports(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	vm := newReportsVM(d.chrome(w, r, "Reports", "reports"), reps, from, total, d.srv.Now())
-	d.render(w, r, http.StatusOK, templates.Reports(vm))
+	d.pages.Render(w, r, http.StatusOK, templates.Reports(vm))
 	return nil
 }
 
@@ -422,7 +423,7 @@ func (d *Dashboard) getReports(w http.ResponseWriter, r *http.Request) error {
 func (d *Dashboard) postReportDelete(w http.ResponseWriter, r *http.Request) error {
 	id, err := strconv.ParseInt(chi.URLParam(r, "reportID"), 10, 64)
 	if err != nil {
-		return &pageError{Status: http.StatusBadRequest, Msg: "That is not a report number."}
+		return &htmlpage.Error{Status: http.StatusBadRequest, Msg: "That is not a report number."}
 	}
 	if !d.confirmed(w, r, templates.ConfirmVM{Heading: "Dismiss report " + strconv.FormatInt(id, 10) + "?",
 		Message: "The report is deleted; the reported event is left alone.", Button: "Dismiss report",

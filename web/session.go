@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"hearth/config"
+	"hearth/server/htmlpage"
 	"hearth/server/secret"
 	"hearth/server/storage"
 	"hearth/templates"
@@ -69,7 +70,7 @@ func (d *Dashboard) cookie(r *http.Request, name, value string, maxAge int) *htt
 func parseForm(w http.ResponseWriter, r *http.Request) error {
 	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 	if err := r.ParseForm(); err != nil {
-		return &pageError{Status: http.StatusBadRequest, Msg: "The form could not be read."}
+		return &htmlpage.Error{Status: http.StatusBadRequest, Msg: "The form could not be read."}
 	}
 	return nil
 }
@@ -79,7 +80,7 @@ func parseForm(w http.ResponseWriter, r *http.Request) error {
 // demotion or deactivation ends the session at once). Every POST must
 // carry the session's form token.
 func (d *Dashboard) requireAdmin(next http.Handler) http.Handler {
-	return d.page(func(w http.ResponseWriter, r *http.Request) error {
+	return d.pages.Handler(func(w http.ResponseWriter, r *http.Request) error {
 		a, err := d.session(r)
 		if err != nil {
 			return err
@@ -90,7 +91,7 @@ func (d *Dashboard) requireAdmin(next http.Handler) http.Handler {
 				http.Redirect(w, r, d.prefix+"/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 				return nil
 			}
-			return &pageError{Status: http.StatusForbidden, Msg: "You are not signed in, or your session has ended. Sign in and try again."}
+			return &htmlpage.Error{Status: http.StatusForbidden, Msg: "You are not signed in, or your session has ended. Sign in and try again."}
 		}
 		if r.Method == http.MethodPost {
 			if err := parseForm(w, r); err != nil {
@@ -172,7 +173,7 @@ func (d *Dashboard) ensureLoginCookie(w http.ResponseWriter, r *http.Request) *h
 
 func (d *Dashboard) renderLogin(w http.ResponseWriter, r *http.Request, status int, username, msg string) {
 	vm := templates.LoginVM{Chrome: d.chrome(w, r, "Sign in", ""), Username: username, Error: msg}
-	d.render(w, r, status, templates.Login(vm))
+	d.pages.Render(w, r, status, templates.Login(vm))
 }
 
 // dummyHash is checked when the account does not exist, so a wrong user
@@ -256,7 +257,7 @@ func (d *Dashboard) postLogout(w http.ResponseWriter, r *http.Request) error {
 
 func tooMany(wait time.Duration) error {
 	secs := int(math.Ceil(wait.Seconds()))
-	return &pageError{Status: http.StatusTooManyRequests,
+	return &htmlpage.Error{Status: http.StatusTooManyRequests,
 		Msg: "Too many sign-in attempts. Try again in " + strconv.Itoa(secs) + " seconds."}
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"hearth/config"
 	"hearth/server"
+	"hearth/server/htmlpage"
 	"hearth/server/matrix"
 	"hearth/server/secret"
 	"hearth/server/storage"
@@ -76,7 +77,7 @@ type setupState struct{ mu sync.Mutex }
 // SetupHandler serves SetupPath.
 func (d *Dashboard) SetupHandler() http.Handler {
 	return securityHeaders(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var f pageFunc
+		var f htmlpage.Func
 		switch r.Method {
 		case http.MethodGet, http.MethodHead:
 			f = d.getSetup
@@ -84,15 +85,15 @@ func (d *Dashboard) SetupHandler() http.Handler {
 			f = d.postSetup
 		default:
 			f = func(http.ResponseWriter, *http.Request) error {
-				return &pageError{Status: http.StatusMethodNotAllowed, Msg: "This page does not accept that kind of request."}
+				return &htmlpage.Error{Status: http.StatusMethodNotAllowed, Msg: "This page does not accept that kind of request."}
 			}
 		}
-		d.page(f)(w, r)
+		d.pages.Handler(f)(w, r)
 	}))
 }
 
 // errSetupDone is the answer once an admin exists.
-var errSetupDone = &pageError{Status: http.StatusGone,
+var errSetupDone = &htmlpage.Error{Status: http.StatusGone,
 	Msg: "This server already has an admin, so the setup link no longer works. Sign in to the dashboard instead."}
 
 // checkSetup says whether setup is open and tok is its token.
@@ -107,7 +108,7 @@ func (d *Dashboard) checkSetup(ctx context.Context, tok string) error {
 	raw, err := os.ReadFile(SetupTokenPath(d.srv.Config()))
 	want := strings.TrimSpace(string(raw))
 	if err != nil || len(want) < 32 || subtle.ConstantTimeCompare([]byte(tok), []byte(want)) != 1 {
-		return &pageError{Status: http.StatusForbidden,
+		return &htmlpage.Error{Status: http.StatusForbidden,
 			Msg: "This setup link is not valid. Use the link Hearth printed when it started (the token is also in " + SetupTokenName + " in the data directory)."}
 	}
 	return nil
@@ -125,7 +126,7 @@ func (d *Dashboard) getSetup(w http.ResponseWriter, r *http.Request) error {
 
 func (d *Dashboard) renderSetup(w http.ResponseWriter, r *http.Request, status int, tok, username, msg string) {
 	vm := templates.SetupVM{Chrome: d.chrome(w, r, "Set up Hearth", ""), Action: SetupPath, Token: tok, Username: username, Error: msg}
-	d.render(w, r, status, templates.Setup(vm))
+	d.pages.Render(w, r, status, templates.Setup(vm))
 }
 
 // POST /_hearth/setup
@@ -189,7 +190,7 @@ func (d *Dashboard) getSetupName(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	vm.Accounts = plural(n, "account", "accounts")
-	d.render(w, r, http.StatusOK, templates.SetupName(vm))
+	d.pages.Render(w, r, http.StatusOK, templates.SetupName(vm))
 	return nil
 }
 
@@ -214,13 +215,13 @@ func (d *Dashboard) getSetupCertificates(w http.ResponseWriter, r *http.Request)
 			vm.CertFile, vm.KeyFile = c.Domain, cfg.TLSPrivateKeyPath
 		}
 	}
-	d.render(w, r, http.StatusOK, templates.SetupCertificates(vm))
+	d.pages.Render(w, r, http.StatusOK, templates.SetupCertificates(vm))
 	return nil
 }
 
 // GET /_hearth/admin/setup/checks
 func (d *Dashboard) getSetupChecks(w http.ResponseWriter, r *http.Request) error {
-	d.render(w, r, http.StatusOK, templates.SetupChecks(d.setupStepVM(w, r, "checks", "checks")))
+	d.pages.Render(w, r, http.StatusOK, templates.SetupChecks(d.setupStepVM(w, r, "checks", "checks")))
 	return nil
 }
 
@@ -237,7 +238,7 @@ func (d *Dashboard) postSetupChecks(w http.ResponseWriter, r *http.Request) erro
 	if rep.Federation != nil {
 		vm.Federation = newFedResultVM(rep.Federation)
 	}
-	d.render(w, r, http.StatusOK, templates.SetupChecks(vm))
+	d.pages.Render(w, r, http.StatusOK, templates.SetupChecks(vm))
 	return nil
 }
 

@@ -7,22 +7,18 @@
 package web
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"fmt"
 	"io/fs"
 	"net/http"
 	"strings"
 	"time"
 
-	"github.com/a-h/templ"
 	"github.com/go-chi/chi/v5"
 
 	"hearth/appliance/certs"
 	"hearth/server"
 	"hearth/server/cache"
-	"hearth/server/matrix"
+	"hearth/server/htmlpage"
 	"hearth/server/storage"
 	"hearth/static"
 	"hearth/templates"
@@ -56,6 +52,7 @@ type Dashboard struct {
 	certs   *certs.Manager
 	diagDNS []string
 	setup   setupState // setup.go
+	pages   *htmlpage.Pages
 }
 
 // New builds the dashboard. Call Run to keep its memory chart and session
@@ -65,8 +62,11 @@ func New(d Deps) *Dashboard {
 	if d.Sampler == nil {
 		d.Sampler = NewSampler(30*time.Second, 120, d.Server.Metrics().Registry)
 	}
-	return &Dashboard{srv: d.Server, store: st, caches: st.Caches(), sampler: d.Sampler, prefix: Path,
+	dash := &Dashboard{srv: d.Server, store: st, caches: st.Caches(), sampler: d.Sampler, prefix: Path,
 		limits: newSignInLimits(d.Server.Config(), d.Server.Now), certs: d.Certs, diagDNS: d.DiagDNS}
+	dash.pages = &htmlpage.Pages{Name: "dashboard", Log: d.Server.Log,
+		Internal: "Something went wrong inside Hearth. The details are in the server log.", ErrorPage: dash.errorPage}
+	return dash
 }
 
 // Run samples memory every interval and sweeps expired sessions until ctx
@@ -90,71 +90,67 @@ func (d *Dashboard) Run(ctx context.Context) {
 	}
 }
 
-// pageFunc is a dashboard handler: it renders a page or returns an error,
-// which page() turns into the error page.
-type pageFunc func(w http.ResponseWriter, r *http.Request) error
-
 // Handler is the dashboard's router, to mount at Path.
 func (d *Dashboard) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(securityHeaders)
 	r.Handle("/static/*", http.StripPrefix(d.prefix+"/static/", staticFiles()))
-	r.Get("/login", d.page(d.getLogin))
+	r.Get("/login", d.pages.Handler(d.getLogin))
 	// The federation tester's JSON, for admins' tools (diagnostics.go).
 	r.With(d.srv.AdminAPI).Get("/api/federation-test", d.apiFederationTest)
-	r.Post("/login", d.page(d.postLogin))
+	r.Post("/login", d.pages.Handler(d.postLogin))
 	r.Group(func(r chi.Router) {
 		r.Use(d.requireAdmin)
-		r.Post("/logout", d.page(d.postLogout))
-		r.Get("/", d.page(d.getOverview))
-		r.Post("/backup", d.page(d.postBackup)) // backup.go
-		r.Get("/users", d.page(d.getUsers))
-		r.Post("/users", d.page(d.postUsers))
-		r.Get("/users/{userID}", d.page(d.getUser))
-		r.Post("/users/{userID}/password", d.page(d.postUserPassword))
-		r.Post("/users/{userID}/admin", d.page(d.postUserAdmin))
-		r.Post("/users/{userID}/deactivate", d.page(d.postUserDeactivate))
-		r.Post("/users/{userID}/devices/delete", d.page(d.postUserDeviceDelete))
-		r.Get("/registration", d.page(d.getRegistration))
-		r.Post("/registration/settings", d.page(d.postRegistrationSettings))
-		r.Post("/registration/tokens", d.page(d.postRegToken))
-		r.Post("/registration/tokens/delete", d.page(d.postRegTokenDelete))
-		r.Get("/caches", d.page(d.getCaches))
-		r.Post("/caches/global", d.page(d.postCacheGlobal))
-		r.Post("/caches/factor", d.page(d.postCacheFactor))
-		r.Post("/caches/runtime", d.page(d.postCacheRuntime))
-		r.Post("/caches/preset", d.page(d.postCachePreset))
-		r.Get("/audit", d.page(d.getAudit))
-		r.Get("/rooms", d.page(d.getRooms))
-		r.Get("/rooms/deletes/{deleteID}", d.page(d.getRoomDeleteStatus))
-		r.Get("/rooms/{roomID}", d.page(d.getRoom))
-		r.Post("/rooms/{roomID}/block", d.page(d.postRoomBlock))
-		r.Post("/rooms/{roomID}/delete", d.page(d.postRoomDelete))
-		r.Post("/rooms/{roomID}/media/quarantine", d.page(d.postRoomMediaQuarantine))
-		r.Get("/federation", d.page(d.getFederation))
-		r.Get("/federation/{destination}", d.page(d.getDestination))
-		r.Post("/federation/{destination}/retry", d.page(d.postDestinationRetry))
-		r.Get("/reports", d.page(d.getReports))
-		r.Post("/reports/{reportID}/delete", d.page(d.postReportDelete))
-		r.Get("/media", d.page(d.getMedia))
-		r.Post("/media/cleanup", d.page(d.postMediaCleanup))
-		r.Post("/media/{mediaID}/quarantine", d.page(d.postMediaQuarantine))
-		r.Post("/media/{mediaID}/protect", d.page(d.postMediaProtect))
-		r.Post("/media/{mediaID}/delete", d.page(d.postMediaDelete))
-		r.Get("/setup/name", d.page(d.getSetupName)) // setup.go: the first-run walk-through
-		r.Get("/setup/certificates", d.page(d.getSetupCertificates))
-		r.Get("/setup/checks", d.page(d.getSetupChecks))
-		r.Post("/setup/checks", d.page(d.postSetupChecks))
-		r.Get("/diagnostics", d.page(d.getDiagnostics))
-		r.Post("/diagnostics", d.page(d.postDiagnostics))
-		r.Get("/federation-test", d.page(d.getFederationTest))
-		r.Post("/federation-test", d.page(d.postFederationTest))
+		r.Post("/logout", d.pages.Handler(d.postLogout))
+		r.Get("/", d.pages.Handler(d.getOverview))
+		r.Post("/backup", d.pages.Handler(d.postBackup)) // backup.go
+		r.Get("/users", d.pages.Handler(d.getUsers))
+		r.Post("/users", d.pages.Handler(d.postUsers))
+		r.Get("/users/{userID}", d.pages.Handler(d.getUser))
+		r.Post("/users/{userID}/password", d.pages.Handler(d.postUserPassword))
+		r.Post("/users/{userID}/admin", d.pages.Handler(d.postUserAdmin))
+		r.Post("/users/{userID}/deactivate", d.pages.Handler(d.postUserDeactivate))
+		r.Post("/users/{userID}/devices/delete", d.pages.Handler(d.postUserDeviceDelete))
+		r.Get("/registration", d.pages.Handler(d.getRegistration))
+		r.Post("/registration/settings", d.pages.Handler(d.postRegistrationSettings))
+		r.Post("/registration/tokens", d.pages.Handler(d.postRegToken))
+		r.Post("/registration/tokens/delete", d.pages.Handler(d.postRegTokenDelete))
+		r.Get("/caches", d.pages.Handler(d.getCaches))
+		r.Post("/caches/global", d.pages.Handler(d.postCacheGlobal))
+		r.Post("/caches/factor", d.pages.Handler(d.postCacheFactor))
+		r.Post("/caches/runtime", d.pages.Handler(d.postCacheRuntime))
+		r.Post("/caches/preset", d.pages.Handler(d.postCachePreset))
+		r.Get("/audit", d.pages.Handler(d.getAudit))
+		r.Get("/rooms", d.pages.Handler(d.getRooms))
+		r.Get("/rooms/deletes/{deleteID}", d.pages.Handler(d.getRoomDeleteStatus))
+		r.Get("/rooms/{roomID}", d.pages.Handler(d.getRoom))
+		r.Post("/rooms/{roomID}/block", d.pages.Handler(d.postRoomBlock))
+		r.Post("/rooms/{roomID}/delete", d.pages.Handler(d.postRoomDelete))
+		r.Post("/rooms/{roomID}/media/quarantine", d.pages.Handler(d.postRoomMediaQuarantine))
+		r.Get("/federation", d.pages.Handler(d.getFederation))
+		r.Get("/federation/{destination}", d.pages.Handler(d.getDestination))
+		r.Post("/federation/{destination}/retry", d.pages.Handler(d.postDestinationRetry))
+		r.Get("/reports", d.pages.Handler(d.getReports))
+		r.Post("/reports/{reportID}/delete", d.pages.Handler(d.postReportDelete))
+		r.Get("/media", d.pages.Handler(d.getMedia))
+		r.Post("/media/cleanup", d.pages.Handler(d.postMediaCleanup))
+		r.Post("/media/{mediaID}/quarantine", d.pages.Handler(d.postMediaQuarantine))
+		r.Post("/media/{mediaID}/protect", d.pages.Handler(d.postMediaProtect))
+		r.Post("/media/{mediaID}/delete", d.pages.Handler(d.postMediaDelete))
+		r.Get("/setup/name", d.pages.Handler(d.getSetupName)) // setup.go: the first-run walk-through
+		r.Get("/setup/certificates", d.pages.Handler(d.getSetupCertificates))
+		r.Get("/setup/checks", d.pages.Handler(d.getSetupChecks))
+		r.Post("/setup/checks", d.pages.Handler(d.postSetupChecks))
+		r.Get("/diagnostics", d.pages.Handler(d.getDiagnostics))
+		r.Post("/diagnostics", d.pages.Handler(d.postDiagnostics))
+		r.Get("/federation-test", d.pages.Handler(d.getFederationTest))
+		r.Post("/federation-test", d.pages.Handler(d.postFederationTest))
 	})
-	r.NotFound(d.page(func(w http.ResponseWriter, r *http.Request) error {
-		return &pageError{Status: http.StatusNotFound, Msg: "There is no dashboard page at this address."}
+	r.NotFound(d.pages.Handler(func(w http.ResponseWriter, r *http.Request) error {
+		return &htmlpage.Error{Status: http.StatusNotFound, Msg: "There is no dashboard page at this address."}
 	}))
-	r.MethodNotAllowed(d.page(func(w http.ResponseWriter, r *http.Request) error {
-		return &pageError{Status: http.StatusMethodNotAllowed, Msg: "This page does not accept that kind of request."}
+	r.MethodNotAllowed(d.pages.Handler(func(w http.ResponseWriter, r *http.Request) error {
+		return &htmlpage.Error{Status: http.StatusMethodNotAllowed, Msg: "This page does not accept that kind of request."}
 	}))
 	return r
 }
@@ -204,53 +200,20 @@ func securityHeaders(next http.Handler) http.Handler {
 	})
 }
 
-// pageError is an error with a status and a message safe to show.
-type pageError struct {
-	Status int
-	Msg    string
-}
-
-func (e *pageError) Error() string { return fmt.Sprintf("%d: %s", e.Status, e.Msg) }
-
 // errCSRF is returned when a POST lacks the form token or carries a wrong one.
-var errCSRF = &pageError{Status: http.StatusForbidden,
+var errCSRF = &htmlpage.Error{Status: http.StatusForbidden,
 	Msg: "This form was not accepted: it has expired or did not come from this dashboard. Go back, reload the page and try again."}
 
-// page adapts a pageFunc; it is the only place errors become pages.
-func (d *Dashboard) page(f pageFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if err := f(w, r); err != nil {
-			d.writeError(w, r, err)
-		}
-	}
-}
-
-// writeError renders the error page. Matrix errors from the shared admin
-// operations carry a message meant for the admin; anything else is an
-// internal fault, logged here once and shown only as "internal error".
-func (d *Dashboard) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	status, msg := http.StatusInternalServerError, "Something went wrong inside Hearth. The details are in the server log."
-	var pe *pageError
-	var me *matrix.Error
-	switch {
-	case errors.As(err, &pe):
-		status, msg = pe.Status, pe.Msg
-	case errors.As(err, &me) && me.HTTPStatus() < 500:
-		status, msg = me.HTTPStatus(), me.Msg
-	case errors.Is(err, storage.ErrNotFound):
-		status, msg = http.StatusNotFound, "Not found."
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
-		return
-	default:
-		d.srv.Log().Error("dashboard: internal error", "method", r.Method, "path", r.URL.Path, "err", err)
-	}
+// errorPage is the dashboard's error page (htmlpage.Pages.ErrorPage), with
+// a way back to where the admin came from on this dashboard.
+func (d *Dashboard) errorPage(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	c := d.chrome(w, r, "Error", "")
 	back := r.Referer()
 	if back == "" || !strings.HasPrefix(back, "http") {
 		back = d.prefix + "/"
 	}
 	vm := templates.ErrorVM{Chrome: c, Status: status, Heading: http.StatusText(status), Message: msg, Back: d.localURL(back)}
-	d.render(w, r, status, templates.ErrorPage(vm))
+	d.pages.Render(w, r, status, templates.ErrorPage(vm))
 }
 
 // localURL keeps only the path of a URL on this dashboard, so a Referer
@@ -263,20 +226,6 @@ func (d *Dashboard) localURL(u string) string {
 		}
 	}
 	return d.prefix + "/"
-}
-
-// render writes a component with status. It renders into a buffer first, so
-// a failure half-way gives an error page rather than half a page.
-func (d *Dashboard) render(w http.ResponseWriter, r *http.Request, status int, c templ.Component) {
-	var b bytes.Buffer
-	if err := c.Render(r.Context(), &b); err != nil {
-		d.srv.Log().Error("dashboard: render failed", "path", r.URL.Path, "err", err)
-		http.Error(w, "internal error", http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.WriteHeader(status)
-	_, _ = w.Write(b.Bytes())
 }
 
 // chrome is the frame of every page; it consumes the flash cookie.
@@ -323,6 +272,6 @@ func (d *Dashboard) confirmed(w http.ResponseWriter, r *http.Request, vm templat
 			vm.Fields = append(vm.Fields, templates.Field{Name: k, Value: v})
 		}
 	}
-	d.render(w, r, http.StatusOK, templates.Confirm(vm))
+	d.pages.Render(w, r, http.StatusOK, templates.Confirm(vm))
 	return false
 }

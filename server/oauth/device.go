@@ -10,6 +10,7 @@ import (
 
 	"github.com/zitadel/oidc/v3/pkg/op"
 
+	"hearth/server/htmlpage"
 	"hearth/server/storage"
 	"hearth/templates"
 )
@@ -104,15 +105,15 @@ func (p *Provider) getDevice(w http.ResponseWriter, r *http.Request) error {
 	}
 	code := normalUserCode(r.URL.Query().Get("user_code"))
 	if code == "" {
-		p.render(w, r, http.StatusOK, templates.OAuthDeviceCode(templates.OAuthDeviceCodeVM{OAuthChrome: p.chrome(r, "Sign in a device", u)}))
+		p.pages.Render(w, r, http.StatusOK, templates.OAuthDeviceCode(templates.OAuthDeviceCodeVM{OAuthChrome: p.chrome(r, "Sign in a device", u)}))
 		return nil
 	}
 	d, c, err := p.pendingDevice(r, code)
 	if err != nil {
-		var pe *pageError
+		var pe *htmlpage.Error
 		if errors.As(err, &pe) && pe.Status == http.StatusNotFound {
 			vm := templates.OAuthDeviceCodeVM{OAuthChrome: p.chrome(r, "Sign in a device", u), UserCode: code, Error: pe.Msg}
-			p.render(w, r, http.StatusNotFound, templates.OAuthDeviceCode(vm))
+			p.pages.Render(w, r, http.StatusNotFound, templates.OAuthDeviceCode(vm))
 			return nil
 		}
 		return err
@@ -122,11 +123,11 @@ func (p *Provider) getDevice(w http.ResponseWriter, r *http.Request) error {
 		ClientName: c.displayName(), ClientURI: c.md.ClientURI, ClientHost: hostOf(c.md.ClientURI),
 		RedirectHost: "the device showing code " + code, DeviceID: device, Grants: grantsInWords(strings.Fields(d.Scope)),
 		TOSURI: c.md.TOSURI, PolicyURI: c.md.PolicyURI}
-	p.render(w, r, http.StatusOK, templates.OAuthConsent(vm))
+	p.pages.Render(w, r, http.StatusOK, templates.OAuthConsent(vm))
 	return nil
 }
 
-var errNoSuchCode = &pageError{Status: http.StatusNotFound, Msg: "There is no sign-in waiting for that code, or it has expired. Check the code on the other device."}
+var errNoSuchCode = &htmlpage.Error{Status: http.StatusNotFound, Msg: "There is no sign-in waiting for that code, or it has expired. Check the code on the other device."}
 
 func (p *Provider) pendingDevice(r *http.Request, code string) (*storage.OAuthDeviceCode, *client, error) {
 	d, err := p.store.OAuthDeviceCodeByUserCode(r.Context(), code)
@@ -174,7 +175,7 @@ func (p *Provider) postDevice(w http.ResponseWriter, r *http.Request) error {
 	if !allow {
 		heading, msg = "Sign-in cancelled", "The other device was not let in."
 	}
-	p.render(w, r, http.StatusOK, templates.OAuthMessage(templates.OAuthMessageVM{OAuthChrome: p.chrome(r, heading, u),
+	p.pages.Render(w, r, http.StatusOK, templates.OAuthMessage(templates.OAuthMessageVM{OAuthChrome: p.chrome(r, heading, u),
 		Status: http.StatusOK, Heading: heading, Message: msg}))
 	return nil
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/zitadel/oidc/v3/pkg/op"
 
 	"hearth/server"
+	"hearth/server/htmlpage"
 	"hearth/server/storage"
 )
 
@@ -40,6 +41,7 @@ type Provider struct {
 	op     *op.Provider
 	ops    *opStore
 	router http.Handler
+	pages  *htmlpage.Pages
 }
 
 var _ server.OAuthProvider = (*Provider)(nil)
@@ -61,6 +63,8 @@ const (
 // came to (fine on one host; set public_baseurl behind a proxy).
 func New(d Deps) (*Provider, error) {
 	p := &Provider{srv: d.Server, store: d.Server.Store()}
+	p.pages = &htmlpage.Pages{Name: "oauth", Log: d.Server.Log,
+		Internal: "Something went wrong inside the server. The details are in its log.", ErrorPage: p.errorPage}
 	p.ops = &opStore{p: p}
 	var key [32]byte
 	if _, err := rand.Read(key[:]); err != nil {
@@ -129,22 +133,22 @@ func (p *Provider) routes() http.Handler {
 	r.With(p.checkDeviceScope).Post("/"+pathDevice, p.op.ServeHTTP)
 	r.Group(func(r chi.Router) {
 		r.Use(securityHeaders)
-		r.Get("/login", p.page(p.getLogin))
-		r.Post("/login", p.page(p.postLogin))
-		r.Get("/register", p.page(p.getRegister))
-		r.Post("/register", p.page(p.postRegister))
-		r.Get("/consent", p.page(p.getConsent))
-		r.Post("/consent", p.page(p.postConsent))
-		r.Post("/logout", p.page(p.postSignOut))
-		r.Get("/sso", p.page(p.getSSO))
-		r.Post("/sso", p.page(p.postSSO))
-		r.Get("/device", p.page(p.getDevice))
-		r.Post("/device", p.page(p.postDevice))
-		r.Get(pathAccount, p.page(p.getAccount))
-		r.Post(pathAccount+"/profile", p.page(p.postProfile))
-		r.Post(pathAccount+"/cross_signing_reset", p.page(p.postCrossSigningReset))
-		r.Post(pathAccount+"/sessions/end", p.page(p.postEndSession))
-		r.Post(pathAccount+"/deactivate", p.page(p.postDeactivate))
+		r.Get("/login", p.pages.Handler(p.getLogin))
+		r.Post("/login", p.pages.Handler(p.postLogin))
+		r.Get("/register", p.pages.Handler(p.getRegister))
+		r.Post("/register", p.pages.Handler(p.postRegister))
+		r.Get("/consent", p.pages.Handler(p.getConsent))
+		r.Post("/consent", p.pages.Handler(p.postConsent))
+		r.Post("/logout", p.pages.Handler(p.postSignOut))
+		r.Get("/sso", p.pages.Handler(p.getSSO))
+		r.Post("/sso", p.pages.Handler(p.postSSO))
+		r.Get("/device", p.pages.Handler(p.getDevice))
+		r.Post("/device", p.pages.Handler(p.postDevice))
+		r.Get(pathAccount, p.pages.Handler(p.getAccount))
+		r.Post(pathAccount+"/profile", p.pages.Handler(p.postProfile))
+		r.Post(pathAccount+"/cross_signing_reset", p.pages.Handler(p.postCrossSigningReset))
+		r.Post(pathAccount+"/sessions/end", p.pages.Handler(p.postEndSession))
+		r.Post(pathAccount+"/deactivate", p.pages.Handler(p.postDeactivate))
 		r.Handle("/static/*", http.StripPrefix(server.OAuthPath+"/static/", staticFiles()))
 	})
 	r.Mount("/", p.op)

@@ -1,7 +1,6 @@
 package oauth
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -15,11 +14,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/a-h/templ"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
 
 	"hearth/server"
+	"hearth/server/htmlpage"
 	"hearth/server/matrix"
 	"hearth/server/secret"
 	"hearth/server/storage"
@@ -39,60 +38,17 @@ const (
 	maxForm       = 16 << 10
 )
 
-// pageFunc is a page handler; page() turns its error into an error page.
-type pageFunc func(w http.ResponseWriter, r *http.Request) error
-
-// pageError is an error with a status and a message safe to show.
-type pageError struct {
-	Status int
-	Msg    string
-}
-
-func (e *pageError) Error() string { return fmt.Sprintf("%d: %s", e.Status, e.Msg) }
-
-var errCSRF = &pageError{Status: http.StatusForbidden,
+var errCSRF = &htmlpage.Error{Status: http.StatusForbidden,
 	Msg: "This form was not accepted: it has expired or did not come from this server. Go back, reload the page and try again."}
 
-var errRequestGone = &pageError{Status: http.StatusBadRequest,
+var errRequestGone = &htmlpage.Error{Status: http.StatusBadRequest,
 	Msg: "This sign-in request has expired or was already used. Go back to the app and start signing in again."}
 
-func (p *Provider) page(f pageFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if err := f(w, r); err != nil {
-			p.writePageError(w, r, err)
-		}
-	}
-}
-
-func (p *Provider) writePageError(w http.ResponseWriter, r *http.Request, err error) {
-	status, msg := http.StatusInternalServerError, "Something went wrong inside the server. The details are in its log."
-	var pe *pageError
-	var me *matrix.Error
-	switch {
-	case errors.As(err, &pe):
-		status, msg = pe.Status, pe.Msg
-	case errors.As(err, &me) && me.HTTPStatus() < 500:
-		status, msg = me.HTTPStatus(), me.Msg
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
-		return
-	default:
-		p.srv.Log().Error("oauth: page failed", "method", r.Method, "path", r.URL.Path, "err", err)
-	}
+// errorPage is the sign-in pages' error page (htmlpage.Pages.ErrorPage).
+func (p *Provider) errorPage(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	vm := templates.OAuthMessageVM{OAuthChrome: p.chrome(r, http.StatusText(status), nil), Status: status,
 		Heading: http.StatusText(status), Message: msg}
-	p.render(w, r, status, templates.OAuthMessage(vm))
-}
-
-func (p *Provider) render(w http.ResponseWriter, r *http.Request, status int, c templ.Component) {
-	var b bytes.Buffer
-	if err := c.Render(r.Context(), &b); err != nil {
-		p.srv.Log().Error("oauth: render failed", "path", r.URL.Path, "err", err)
-		http.Error(w, "internal error", http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.WriteHeader(status)
-	_, _ = w.Write(b.Bytes())
+	p.pages.Render(w, r, status, templates.OAuthMessage(vm))
 }
 
 // signedIn is the browser's signed-in user.
@@ -159,7 +115,7 @@ func formToken(r *http.Request) string {
 func parseForm(w http.ResponseWriter, r *http.Request, want string) error {
 	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 	if err := r.ParseForm(); err != nil {
-		return &pageError{Status: http.StatusBadRequest, Msg: "The form could not be read."}
+		return &htmlpage.Error{Status: http.StatusBadRequest, Msg: "The form could not be read."}
 	}
 	if !equalTokens(r.PostFormValue("csrf"), want) {
 		return errCSRF
@@ -289,7 +245,7 @@ func (p *Provider) renderLogin(w http.ResponseWriter, r *http.Request, status in
 	if a != nil {
 		vm.RequestID, vm.ClientName = a.ID, c.displayName()
 	}
-	p.render(w, r, status, templates.OAuthLogin(vm))
+	p.pages.Render(w, r, status, templates.OAuthLogin(vm))
 }
 
 // POST /_hearth/oauth/login
@@ -336,7 +292,7 @@ func (p *Provider) getRegister(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if !p.srv.Registration().Enabled {
-		return &pageError{Status: http.StatusForbidden, Msg: "This server does not accept new accounts. Ask its admins for one."}
+		return &htmlpage.Error{Status: http.StatusForbidden, Msg: "This server does not accept new accounts. Ask its admins for one."}
 	}
 	r = p.ensureFormCookie(w, r)
 	p.renderRegister(w, r, http.StatusOK, a, c, "", "", "")
@@ -349,7 +305,7 @@ func (p *Provider) renderRegister(w http.ResponseWriter, r *http.Request, status
 	if a != nil {
 		vm.RequestID, vm.ClientName = a.ID, c.displayName()
 	}
-	p.render(w, r, status, templates.OAuthRegister(vm))
+	p.pages.Render(w, r, status, templates.OAuthRegister(vm))
 }
 
 // POST /_hearth/oauth/register
@@ -411,7 +367,7 @@ func (p *Provider) requireSession(w http.ResponseWriter, r *http.Request) (*sign
 	}
 	http.SetCookie(w, p.cookie(r, sessionCookie, "", -1))
 	if r.Method != http.MethodGet {
-		return nil, &pageError{Status: http.StatusForbidden, Msg: "You are not signed in, or your session has ended. Sign in and try again."}
+		return nil, &htmlpage.Error{Status: http.StatusForbidden, Msg: "You are not signed in, or your session has ended. Sign in and try again."}
 	}
 	q := url.Values{}
 	if id := r.URL.Query().Get("id"); id != "" {
@@ -439,7 +395,7 @@ func (p *Provider) getConsent(w http.ResponseWriter, r *http.Request) error {
 	vm := templates.OAuthConsentVM{OAuthChrome: p.chrome(r, "Allow access", u), RequestID: a.ID, ClientName: c.displayName(),
 		ClientURI: c.md.ClientURI, ClientHost: hostOf(c.md.ClientURI), RedirectHost: redirectTarget(a.RedirectURI),
 		DeviceID: a.DeviceID, Grants: grantsInWords(a.Scopes), TOSURI: c.md.TOSURI, PolicyURI: c.md.PolicyURI}
-	p.render(w, r, http.StatusOK, templates.OAuthConsent(vm))
+	p.pages.Render(w, r, http.StatusOK, templates.OAuthConsent(vm))
 	return nil
 }
 
@@ -553,7 +509,7 @@ func (p *Provider) getAccount(w http.ResponseWriter, r *http.Request) error {
 	if vm.FlashError {
 		vm.Flash = q.Get("failed")
 	}
-	p.render(w, r, http.StatusOK, templates.OAuthAccount(vm))
+	p.pages.Render(w, r, http.StatusOK, templates.OAuthAccount(vm))
 	return nil
 }
 
@@ -682,7 +638,7 @@ func (p *Provider) postDeactivate(w http.ResponseWriter, r *http.Request) error 
 	http.SetCookie(w, p.cookie(r, sessionCookie, "", -1))
 	vm := templates.OAuthMessageVM{OAuthChrome: p.chrome(r, "Account deactivated", nil), Status: http.StatusOK,
 		Heading: "Account deactivated", Message: u.UserID + " has been deactivated and signed out everywhere."}
-	p.render(w, r, http.StatusOK, templates.OAuthMessage(vm))
+	p.pages.Render(w, r, http.StatusOK, templates.OAuthMessage(vm))
 	return nil
 }
 
@@ -744,7 +700,7 @@ func (p *Provider) getSSO(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	vm := templates.OAuthSSOVM{OAuthChrome: p.chrome(r, "Continue to your app", u), RedirectURL: target, RedirectHost: host}
-	p.render(w, r, http.StatusOK, templates.OAuthSSO(vm))
+	p.pages.Render(w, r, http.StatusOK, templates.OAuthSSO(vm))
 	return nil
 }
 
@@ -777,7 +733,7 @@ func (p *Provider) postSSO(w http.ResponseWriter, r *http.Request) error {
 func ssoTarget(raw string) (string, string, error) {
 	u, err := url.Parse(raw)
 	if raw == "" || err != nil || u.Scheme == "" || strings.EqualFold(u.Scheme, "javascript") || strings.EqualFold(u.Scheme, "data") {
-		return "", "", &pageError{Status: http.StatusBadRequest, Msg: "The app did not say where to return to."}
+		return "", "", &htmlpage.Error{Status: http.StatusBadRequest, Msg: "The app did not say where to return to."}
 	}
 	return raw, redirectTarget(raw), nil
 }
