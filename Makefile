@@ -12,7 +12,7 @@ PKGS    := ./...
 # module proxy); bump it with the Go toolchain it must understand.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all run build test bench load fuzz cross dist clean complement-image complement rust-sdk
+.PHONY: all run build test race bench load fuzz cross dist clean complement-image complement rust-sdk
 
 all: build
 
@@ -79,6 +79,13 @@ LOADFLAGS ?=
 load: build
 	$(GO) build -trimpath -o $(BIN)/hearth-load ./cmd/hearth-load
 	$(BIN)/hearth-load -hearth $(BIN)/hearth $(LOADFLAGS)
+
+# race: every test again under the race detector (go test -race), which
+# needs cgo and a C compiler (Debian: gcc). Slower than make test (about
+# 12 minutes on two cores with HEARTH_TEST_POSTGRES set); .ci/run runs it
+# after make test. The binaries Hearth ships stay pure Go (CGO_ENABLED=0).
+race:
+	CGO_ENABLED=1 $(GO) test -race -timeout 30m $$($(GO) list $(PKGS) | grep -v '^hearth/interop/')
 
 # fuzz: run each fuzz target for FUZZTIME (default 1m; e.g. FUZZTIME=10m
 # make fuzz). Their seed corpora (f.Add, and testdata/fuzz/<target>/ where
