@@ -76,7 +76,7 @@ type setupState struct{ mu sync.Mutex }
 
 // SetupHandler serves SetupPath.
 func (d *Dashboard) SetupHandler() http.Handler {
-	return securityHeaders(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return htmlpage.SecurityHeaders(pageCSP)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var f htmlpage.Func
 		switch r.Method {
 		case http.MethodGet, http.MethodHead:

@@ -8,7 +8,6 @@ package web
 
 import (
 	"context"
-	"io/fs"
 	"net/http"
 	"strings"
 	"time"
@@ -20,7 +19,6 @@ import (
 	"hearth/server/cache"
 	"hearth/server/htmlpage"
 	"hearth/server/storage"
-	"hearth/static"
 	"hearth/templates"
 )
 
@@ -93,8 +91,8 @@ func (d *Dashboard) Run(ctx context.Context) {
 // Handler is the dashboard's router, to mount at Path.
 func (d *Dashboard) Handler() http.Handler {
 	r := chi.NewRouter()
-	r.Use(securityHeaders)
-	r.Handle("/static/*", http.StripPrefix(d.prefix+"/static/", staticFiles()))
+	r.Use(htmlpage.SecurityHeaders(pageCSP))
+	r.Handle("/static/*", http.StripPrefix(d.prefix+"/static/", htmlpage.Static()))
 	r.Get("/login", d.pages.Handler(d.getLogin))
 	// The federation tester's JSON, for admins' tools (diagnostics.go).
 	r.With(d.srv.AdminAPI).Get("/api/federation-test", d.apiFederationTest)
@@ -165,40 +163,10 @@ func (d *Dashboard) Standalone() http.Handler {
 	return r
 }
 
-// staticFiles serves the embedded assets. URLs carry ?v=<version>, so
-// browsers may keep them for a day.
-func staticFiles() http.Handler {
-	fsys := http.FileServerFS(static.FS)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, err := fs.Stat(static.FS, strings.TrimPrefix(r.URL.Path, "/")); err != nil || r.URL.Path == "" || strings.HasSuffix(r.URL.Path, "/") {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("Cache-Control", "public, max-age=86400")
-		fsys.ServeHTTP(w, r)
-	})
-}
-
-// securityHeaders locks pages to this origin: no framing, no inline script
-// or style, no referrer. The client API's CORS headers (which the server's
-// middleware added) are removed: the dashboard is not a cross-origin API.
-func securityHeaders(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		for _, k := range []string{"Access-Control-Allow-Origin", "Access-Control-Allow-Methods", "Access-Control-Allow-Headers"} {
-			h.Del(k)
-		}
-		h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "+
-			"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-		h.Set("X-Frame-Options", "DENY")
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
-		if !strings.Contains(r.URL.Path, "/static/") {
-			h.Set("Cache-Control", "no-store")
-		}
-		next.ServeHTTP(w, r)
-	})
-}
+// pageCSP is the dashboard's Content Security Policy: its own script,
+// stylesheet and images, forms posted to itself.
+const pageCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " +
+	"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 // errCSRF is returned when a POST lacks the form token or carries a wrong one.
 var errCSRF = &htmlpage.Error{Status: http.StatusForbidden,

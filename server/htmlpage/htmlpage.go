@@ -9,13 +9,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/a-h/templ"
 
 	"hearth/server/matrix"
 	"hearth/server/storage"
+	"hearth/static"
 )
 
 // Error is an error with a status and a message safe to show.
@@ -87,4 +90,42 @@ func (p *Pages) Render(w http.ResponseWriter, r *http.Request, status int, c tem
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	_, _ = w.Write(b.Bytes())
+}
+
+// SecurityHeaders locks pages to this origin: the given Content Security
+// Policy, no framing, no sniffing, no referrer, and no caching except of
+// the static assets. The client API's CORS headers (which the server's
+// middleware added) are removed: the pages are not a cross-origin API.
+func SecurityHeaders(csp string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := w.Header()
+			for _, k := range []string{"Access-Control-Allow-Origin", "Access-Control-Allow-Methods", "Access-Control-Allow-Headers"} {
+				h.Del(k)
+			}
+			h.Set("Content-Security-Policy", csp)
+			h.Set("X-Frame-Options", "DENY")
+			h.Set("X-Content-Type-Options", "nosniff")
+			h.Set("Referrer-Policy", "no-referrer")
+			if !strings.Contains(r.URL.Path, "/static/") {
+				h.Set("Cache-Control", "no-store")
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// Static serves the embedded stylesheet and script (package static) under
+// the path it is mounted at, stripped. Their URLs carry ?v=<version>, so
+// browsers may keep them for a day. Directories and anything else are 404.
+func Static() http.Handler {
+	fsys := http.FileServerFS(static.FS)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := fs.Stat(static.FS, strings.TrimPrefix(r.URL.Path, "/")); err != nil || r.URL.Path == "" || strings.HasSuffix(r.URL.Path, "/") {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Cache-Control", "public, max-age=86400")
+		fsys.ServeHTTP(w, r)
+	})
 }

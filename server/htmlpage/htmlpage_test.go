@@ -103,3 +103,44 @@ func TestRenderWholeOrNothing(t *testing.T) {
 		t.Fatalf("render: %d %q %q", w.Code, w.Body.String(), w.Header().Get("Content-Type"))
 	}
 }
+
+// TestSecurityHeaders: the policy given, no framing or sniffing or
+// referrer, the client API's CORS headers taken off, and nothing cached
+// but the static assets.
+func TestSecurityHeaders(t *testing.T) {
+	h := htmlpage.SecurityHeaders("default-src 'none'")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	for path, cache := range map[string]string{"/_hearth/admin/users": "no-store", "/_hearth/admin/static/dashboard.css": ""} {
+		w := httptest.NewRecorder()
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		w.Header().Set("Access-Control-Allow-Methods", "GET")
+		w.Header().Set("Access-Control-Allow-Headers", "Authorization")
+		h.ServeHTTP(w, httptest.NewRequest("GET", path, nil))
+		got := w.Header()
+		for k, want := range map[string]string{"Content-Security-Policy": "default-src 'none'", "X-Frame-Options": "DENY",
+			"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": cache,
+			"Access-Control-Allow-Origin": "", "Access-Control-Allow-Methods": "", "Access-Control-Allow-Headers": ""} {
+			if got.Get(k) != want {
+				t.Errorf("%s: %s %q, want %q", path, k, got.Get(k), want)
+			}
+		}
+	}
+}
+
+// TestStatic: an embedded asset is served and may be cached for a day;
+// a directory listing or a missing file is a 404.
+func TestStatic(t *testing.T) {
+	h := htmlpage.Static()
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", "/dashboard.css", nil))
+	if w.Code != 200 || w.Header().Get("Cache-Control") != "public, max-age=86400" || w.Body.Len() == 0 ||
+		!strings.HasPrefix(w.Header().Get("Content-Type"), "text/css") {
+		t.Fatalf("dashboard.css: %d %q %q, %d bytes", w.Code, w.Header().Get("Cache-Control"), w.Header().Get("Content-Type"), w.Body.Len())
+	}
+	for _, path := range []string{"/", "/missing.css", "/static.go"} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", path, nil))
+		if w.Code != http.StatusNotFound {
+			t.Errorf("%s: %d, want 404", path, w.Code)
+		}
+	}
+}

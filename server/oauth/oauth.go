@@ -132,7 +132,7 @@ func (p *Provider) routes() http.Handler {
 	r.Post(pathRegistration, p.postClientRegistration)
 	r.With(p.checkDeviceScope).Post("/"+pathDevice, p.op.ServeHTTP)
 	r.Group(func(r chi.Router) {
-		r.Use(securityHeaders)
+		r.Use(htmlpage.SecurityHeaders(pageCSP))
 		r.Get("/login", p.pages.Handler(p.getLogin))
 		r.Post("/login", p.pages.Handler(p.postLogin))
 		r.Get("/register", p.pages.Handler(p.getRegister))
@@ -149,7 +149,7 @@ func (p *Provider) routes() http.Handler {
 		r.Post(pathAccount+"/cross_signing_reset", p.pages.Handler(p.postCrossSigningReset))
 		r.Post(pathAccount+"/sessions/end", p.pages.Handler(p.postEndSession))
 		r.Post(pathAccount+"/deactivate", p.pages.Handler(p.postDeactivate))
-		r.Handle("/static/*", http.StripPrefix(server.OAuthPath+"/static/", staticFiles()))
+		r.Handle("/static/*", http.StripPrefix(server.OAuthPath+"/static/", htmlpage.Static()))
 	})
 	r.Mount("/", p.op)
 	return r

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/http"
 	"net/url"
 	"strings"
@@ -22,7 +21,6 @@ import (
 	"hearth/server/matrix"
 	"hearth/server/secret"
 	"hearth/server/storage"
-	"hearth/static"
 	"hearth/templates"
 )
 
@@ -642,38 +640,10 @@ func (p *Provider) postDeactivate(w http.ResponseWriter, r *http.Request) error 
 	return nil
 }
 
-// securityHeaders: no framing, no script, no referrer; the client API's
-// CORS headers removed (these are pages, not a cross-origin API). The
-// form-action policy lets the consent form's redirect reach the client.
-func securityHeaders(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		for _, k := range []string{"Access-Control-Allow-Origin", "Access-Control-Allow-Methods", "Access-Control-Allow-Headers"} {
-			h.Del(k)
-		}
-		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'")
-		h.Set("X-Frame-Options", "DENY")
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
-		if !strings.Contains(r.URL.Path, "/static/") {
-			h.Set("Cache-Control", "no-store")
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// staticFiles serves the dashboard's stylesheet, which the pages share.
-func staticFiles() http.Handler {
-	fsys := http.FileServerFS(static.FS)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, err := fs.Stat(static.FS, strings.TrimPrefix(r.URL.Path, "/")); err != nil || r.URL.Path == "" || strings.HasSuffix(r.URL.Path, "/") {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("Cache-Control", "public, max-age=86400")
-		fsys.ServeHTTP(w, r)
-	})
-}
+// pageCSP is the sign-in pages' Content Security Policy: no script at
+// all, and no form-action, since a consent form's answer redirects to the
+// client's own redirect URI.
+const pageCSP = "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 func jsonUnmarshal(raw string, v any) error { return json.Unmarshal([]byte(raw), v) }
 
