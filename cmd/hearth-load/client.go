@@ -258,8 +258,13 @@ func (rc *rawConn) roundTrip(ctx context.Context, method, host, target, token st
 }
 
 // syncFilter is what a client like Element asks for: members loaded
-// lazily, a bounded timeline, no presence.
-const syncFilter = `{"room":{"state":{"lazy_load_members":true},"timeline":{"limit":50}},"presence":{"not_types":["*"]}}`
+// lazily, a bounded timeline, and no presence (Element turns presence off
+// for servers its config names; -presence asks for it, as Element does
+// elsewhere).
+const (
+	syncFilter         = `{"room":{"state":{"lazy_load_members":true},"timeline":{"limit":50}},"presence":{"not_types":["*"]}}`
+	syncFilterPresence = `{"room":{"state":{"lazy_load_members":true},"timeline":{"limit":50}}}`
+)
 
 // sync is one /sync; since "" is an initial sync, filter "" asks for everything.
 func (c *client) sync(ctx context.Context, u *user, since string, timeout time.Duration, filter string) ([]byte, error) {

@@ -22,6 +22,7 @@ type delivery struct {
 	c           *client
 	room        string
 	syncTimeout time.Duration
+	filter      string // of the long polls: syncFilter or syncFilterPresence
 	senders     []*user
 	acked       [][]bool // by sender, by seq: the server answered the send 200; each written by its sender only
 	sendLat     [][]time.Duration
@@ -56,8 +57,12 @@ type receiver struct {
 	backfills int
 }
 
-func newDelivery(c *client, room string, syncTimeout time.Duration, senders []*user) *delivery {
-	return &delivery{c: c, room: room, syncTimeout: syncTimeout, senders: senders,
+func newDelivery(c *client, room string, o options, senders []*user) *delivery {
+	filter := syncFilter
+	if o.Presence {
+		filter = syncFilterPresence
+	}
+	return &delivery{c: c, room: room, syncTimeout: o.SyncTimeout, filter: filter, senders: senders,
 		acked: make([][]bool, len(senders)), sendLat: make([][]time.Duration, len(senders))}
 }
 
@@ -153,7 +158,7 @@ func (r *receiver) loop(ctx context.Context, d *delivery) {
 		counts := d.sending.Load()
 		t0 := time.Now()
 		since := r.since
-		b, err := d.c.sync(ctx, r.u, since, d.syncTimeout, syncFilter)
+		b, err := d.c.sync(ctx, r.u, since, d.syncTimeout, d.filter)
 		took := time.Since(t0)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -349,4 +354,13 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 	case <-time.After(time.Until(t)):
 		return true
 	}
+}
+
+// presenceNote marks the parameters of a run whose long polls ask for
+// presence.
+func (o options) presenceNote() string {
+	if o.Presence {
+		return ", with presence"
+	}
+	return ""
 }

@@ -12,7 +12,7 @@ import (
 // receiver) delivery.
 func (t *target) fanoutPhase(ctx context.Context, o options) error {
 	for _, n := range o.Receivers {
-		params := fmt.Sprintf("%d receivers, %g msg/s, %v", n, o.FanoutRate, o.FanoutTime)
+		params := fmt.Sprintf("%d receivers, %g msg/s, %v%s", n, o.FanoutRate, o.FanoutTime, o.presenceNote())
 		fmt.Fprintf(t.log, "  fanout: %s\n", params)
 		us, err := t.users(ctx, fmt.Sprintf("fan%d-", n), n+1)
 		if err != nil {
@@ -22,7 +22,7 @@ func (t *target) fanoutPhase(ctx context.Context, o options) error {
 		if err != nil {
 			return err
 		}
-		d := newDelivery(t.client, room, o.SyncTimeout, us[:1])
+		d := newDelivery(t.client, room, o, us[:1])
 		if err := d.addReceivers(ctx, us[1:], func(int) int { return -1 }); err != nil {
 			return err
 		}

@@ -36,6 +36,7 @@ type options struct {
 	FanoutRate  float64       // fanout: messages per second from one sender
 	FanoutTime  time.Duration // fanout: sending time of each run
 	SyncTimeout time.Duration // long-poll timeout of every /sync
+	Presence    bool          // fanout, crowd: the long polls ask for presence too
 
 	Clients  int           // crowd: clients, all in one room
 	Interval time.Duration // crowd: each client sends once per interval
@@ -76,6 +77,7 @@ func main() {
 	flag.StringVar(&receivers, "receivers", "20,100", "fanout: receiver counts, one run each")
 	flag.Float64Var(&o.FanoutRate, "fanout-rate", 5, "fanout: messages per second")
 	flag.DurationVar(&o.FanoutTime, "fanout-time", 20*time.Second, "fanout: sending time of each run")
+	flag.BoolVar(&o.Presence, "presence", false, "fanout, crowd: the long polls ask for presence too, as Element does unless its config turns it off")
 	flag.DurationVar(&o.SyncTimeout, "sync-timeout", 30*time.Second, "long-poll timeout of each /sync")
 	flag.IntVar(&o.Clients, "clients", 200, "crowd: clients in one room, each long-polling /sync and sending")
 	flag.DurationVar(&o.Interval, "interval", 2*time.Second, "crowd: each client sends once per interval")

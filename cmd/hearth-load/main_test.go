@@ -164,7 +164,7 @@ func checkResults(t *testing.T, results []Result) {
 // is a duplicate, the receiver's own echo and a failed send are not
 // expected, and backfilled messages count as delivered.
 func TestDeliveryCountsLoss(t *testing.T) {
-	d := newDelivery(nil, "!r:x", time.Second, make([]*user, 3))
+	d := newDelivery(nil, "!r:x", options{SyncTimeout: time.Second}, make([]*user, 3))
 	d.acked = [][]bool{{true, true, true}, {true, false}, {true}}
 	r := &receiver{self: 2, seen: make([][]bool, 3)}
 	d.receivers = []*receiver{r}
