@@ -17,6 +17,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"hearth/server"
 	"hearth/server/servertest"
 	"hearth/server/storage"
 	"hearth/server/storage/storagetest"
@@ -915,7 +916,8 @@ func presenceOf(ev *event.Event) *event.PresenceEventContent {
 
 func TestPresence(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
-		b := servertest.Start(t, e)
+		clk := &movableClock{}
+		b := servertest.StartWith(t, e, func(d *server.Deps) { d.Now = clk.now })
 		alice, bob, carol := newSyncUser(t, b, "alice"), newSyncUser(t, b, "bob"), newSyncUser(t, b, "carol")
 		room := sharedRoom(t, alice, bob)
 		noPresence := func(u roomUser, since string) *mautrix.RespSync {
@@ -975,18 +977,21 @@ func TestPresence(t *testing.T) {
 			t.Fatalf("unchanged presence sent again: %+v", r.Presence.Events)
 		}
 		// Alice goes quiet: last active ten minutes ago (written to the
-		// store, as the clock cannot be moved). She reads as offline at
-		// once, and the next /sync of someone who can see her publishes it.
+		// store, so that bob, who syncs, is not taken for gone too). She
+		// reads as offline at once. Presence is swept for the quiet at
+		// most every 15 s, by the /sync of anyone: that publishes her
+		// offline, seen from the next sync on.
 		since = doSync(t, bob, since, "", 0).NextBatch
-		quiet := &storage.Presence{UserID: string(alice.id), State: "online", StatusMsg: ptr("lunch"), LastActiveTS: time.Now().Add(-10 * time.Minute).UnixMilli()}
+		quiet := &storage.Presence{UserID: string(alice.id), State: "online", StatusMsg: ptr("lunch"), LastActiveTS: clk.now().Add(-10 * time.Minute).UnixMilli()}
 		if _, err := b.Store.SetPresence(t.Context(), quiet, false); err != nil {
 			t.Fatal(err)
 		}
 		if got, err := bob.cli.GetPresence(t.Context(), alice.id); err != nil || got.Presence != event.PresenceOffline {
 			t.Fatalf("GET presence of a gone user: %+v %v", got, err)
 		}
+		clk.advance(15 * time.Second)
+		noPresence(carol, "") // carol may not see alice's presence, but her sync sweeps
 		r = noPresence(bob, since)
-		r = noPresence(bob, r.NextBatch)
 		if len(r.Presence.Events) != 1 || presenceOf(r.Presence.Events[0]).Presence != event.PresenceOffline {
 			t.Fatalf("gone user not published offline: %+v", r.Presence.Events)
 		}

@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -50,22 +49,9 @@ func asJSON(v any) string {
 	return string(b)
 }
 
-// emailClock is a server clock the test can move forward.
-type emailClock struct {
-	mu  sync.Mutex
-	off time.Duration
-}
-
-func (c *emailClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return time.Now().Add(c.off) }
-func (c *emailClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.off += d
-}
-
 // startEmailServer runs Hearth sending through mail, with a movable clock.
-func startEmailServer(t *testing.T, e storagetest.Engine, mail *servertest.MailServer, opts ...servertest.Option) (*servertest.Bundle, *emailClock) {
-	clk := &emailClock{}
+func startEmailServer(t *testing.T, e storagetest.Engine, mail *servertest.MailServer, opts ...servertest.Option) (*servertest.Bundle, *movableClock) {
+	clk := &movableClock{}
 	opts = append([]servertest.Option{func(c *config.Config) {
 		c.PublicBaseURL = "https://matrix.hearth.test/"
 		c.Email = mail.Config()

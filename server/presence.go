@@ -86,7 +86,7 @@ func (s *Server) presenceContent(p *storage.Presence) map[string]any {
 	ago := max(s.now().UnixMilli()-p.LastActiveTS, 0)
 	state := p.State
 	if time.Duration(ago)*time.Millisecond > s.goneAfter(p.UserID) {
-		state = "offline" // not yet published by expirePresence
+		state = "offline" // not yet published by sweepPresence
 	}
 	c := map[string]any{
 		"presence":         state,
@@ -200,28 +200,41 @@ func (s *Server) notifyPeers(ctx context.Context, userID string) error {
 	return nil
 }
 
-// expirePresence publishes as offline the users among peers who have been
-// gone for presenceGoneAfter. There is no timer: the /sync of whoever can
-// see them does it, so it costs nothing while nobody looks, and the change
-// reaches the others through the stream like any other.
-func (s *Server) expirePresence(ctx context.Context, peers []string) error {
-	var local, remote []string
-	for _, u := range peers {
-		if s.isLocalUser(u) {
-			local = append(local, u)
-		} else {
-			remote = append(remote, u)
+// presenceSweepEvery is how often, at most, presence is swept for users
+// gone quiet.
+const presenceSweepEvery = 15 * time.Second
+
+// sweepPresence publishes as offline the users who have been gone for
+// goneAfter. There is no timer: a /sync that wants presence does it, at
+// most every presenceSweepEvery, so it costs nothing while nobody looks,
+// and the change reaches everyone who can see them through the stream
+// like any other. It reads the users not offline and quiet for long
+// (an index of their own), across the server: what a /sync costs does not
+// grow with how many users share a room with the syncing one.
+func (s *Server) sweepPresence(ctx context.Context) error {
+	now := s.now()
+	last := s.presenceSwept.Load()
+	if now.UnixNano()-last < int64(presenceSweepEvery) || !s.presenceSwept.CompareAndSwap(last, now.UnixNano()) {
+		return nil
+	}
+	stale, err := s.store.StalePresence(ctx, now.Add(-federationPresenceTimeout).UnixMilli(), "")
+	if err != nil {
+		return err
+	}
+	seen := make(map[string]bool, len(stale))
+	for _, p := range stale {
+		seen[p.UserID] = true
+	}
+	// This server's users are gone sooner than other servers' users.
+	local, err := s.store.StalePresence(ctx, now.Add(-presenceGoneAfter).UnixMilli(), s.cfg.ServerName)
+	if err != nil {
+		return err
+	}
+	for _, p := range local {
+		if s.isLocalUser(p.UserID) && !seen[p.UserID] {
+			stale = append(stale, p)
 		}
 	}
-	stale, err := s.store.StalePresence(ctx, local, s.now().Add(-presenceGoneAfter).UnixMilli())
-	if err != nil {
-		return err
-	}
-	staleRemote, err := s.store.StalePresence(ctx, remote, s.now().Add(-federationPresenceTimeout).UnixMilli())
-	if err != nil {
-		return err
-	}
-	stale = append(stale, staleRemote...)
 	for i := range stale {
 		p := stale[i]
 		p.State = "offline"
@@ -285,11 +298,11 @@ func (s *Server) canSeePresence(ctx context.Context, viewer, target string) (boo
 	if viewer == target {
 		return true, nil
 	}
-	peers, err := s.store.UsersSharingRooms(ctx, viewer)
+	sharing, err := s.sharingAmong(ctx, viewer, []string{target})
 	if err != nil {
 		return false, err
 	}
-	return slices.Contains(peers, target), nil
+	return sharing[target], nil
 }
 
 // GET /_matrix/client/v3/presence/{userId}/status

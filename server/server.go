@@ -131,6 +131,9 @@ type Server struct {
 	// presenceSent is when each local user's presence last went to other
 	// servers (presence.go).
 	presenceSent presenceSent
+	// presenceSwept is when (Unix ns, by Deps.Now) presence was last
+	// swept for users gone quiet (presence.go).
+	presenceSwept atomic.Int64
 	// delayed is the delayed events' scheduler (delayed_events.go).
 	delayed *delayedState
 	// bg is the background work Run owns (run.go).

@@ -64,7 +64,10 @@ func (s *Server) deviceListDelta(ctx context.Context, userID string, since, to s
 // deviceListDeltaIn is deviceListDelta given the user's rooms. Key changes
 // are on the aux stream and the rest comes from membership changes, so
 // when neither moved (most incremental syncs: a message arrived) it reads
-// nothing else, above all not everyone sharing a room with the user.
+// nothing else. When one did, only the users it names are checked against
+// the user's rooms (sharingAmong), never everyone sharing a room with the
+// user: those whose keys changed, those whose membership changed, and the
+// members of a room the user joined or left.
 func (s *Server) deviceListDeltaIn(ctx context.Context, userID string, mems []storage.RoomMembership, since, to streamToken) (changed, left, met []string, err error) {
 	changed, left = []string{}, []string{}
 	roomIDs := make([]string, 0, len(mems))
@@ -80,45 +83,50 @@ func (s *Server) deviceListDeltaIn(ctx context.Context, userID string, mems []st
 	if since.Aux >= to.Aux && len(moves) == 0 {
 		return changed, left, nil, nil
 	}
-	peers, err := s.store.UsersSharingRooms(ctx, userID)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	sharing := make(map[string]bool, len(peers)+1)
-	for _, u := range peers {
-		sharing[u] = true
-	}
-	sharing[userID] = true // one's own other devices matter too
-	ch, lf, joins := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	var keyChanges []string
 	if since.Aux < to.Aux {
-		cands := make([]string, 0, len(sharing))
-		for u := range sharing {
-			cands = append(cands, u)
+		if keyChanges, err = s.store.DeviceListChangedUsers(ctx, since.Aux, to.Aux); err != nil {
+			return nil, nil, nil, err
 		}
-		keyChanges, err := s.store.DeviceListChangesBetween(ctx, cands, since.Aux, to.Aux)
+	}
+	cands := slices.Clone(keyChanges)
+	// The members of each room the user joined or left: everyone in it is
+	// new to the user, or may be gone.
+	roomMembers := map[string]map[string]string{}
+	for _, mv := range moves {
+		cands = append(cands, mv.UserID)
+		if mv.UserID != userID || roomMembers[mv.RoomID] != nil ||
+			(mv.Membership != rooms.MembershipJoin && mv.Membership != rooms.MembershipLeave && mv.Membership != rooms.MembershipBan) {
+			continue
+		}
+		members, err := s.store.Members(ctx, mv.RoomID)
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		for _, u := range keyChanges {
-			ch[u] = true
+		roomMembers[mv.RoomID] = members
+		for u := range members {
+			cands = append(cands, u)
 		}
+	}
+	sharing, err := s.sharingAmong(ctx, userID, cands)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ch, lf, joins := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	for _, u := range keyChanges {
+		ch[u] = true
 	}
 	for _, mv := range moves {
 		joined := mv.Membership == rooms.MembershipJoin
 		left := mv.Membership == rooms.MembershipLeave || mv.Membership == rooms.MembershipBan
 		switch {
 		case mv.UserID == userID && (joined || left):
-			// Everyone in the room is new to us, or may be gone. On a
-			// join the user is listed too, for their other devices (as
-			// Synapse does; Complement expects it).
+			// On a join the user is listed too, for their other devices
+			// (as Synapse does; Complement expects it).
 			if joined {
 				ch[userID] = true
 			}
-			members, err := s.store.Members(ctx, mv.RoomID)
-			if err != nil {
-				return nil, nil, nil, err
-			}
-			for u, m := range members {
+			for u, m := range roomMembers[mv.RoomID] {
 				if m != rooms.MembershipJoin || u == userID {
 					continue
 				}
@@ -152,6 +160,32 @@ func (s *Server) deviceListDeltaIn(ctx context.Context, userID string, mems []st
 	return changed, left, met, nil
 }
 
+// sharingListAbove is the number of users above which sharingAmong reads
+// everyone sharing a room with the user rather than the users' own rooms.
+const sharingListAbove = 1000
+
+// sharingAmong reports which of users share a joined room with userID, who
+// always shares with themselves (their other devices, their own
+// presence). The map may hold more users than were asked about.
+func (s *Server) sharingAmong(ctx context.Context, userID string, users []string) (map[string]bool, error) {
+	var found []string
+	var err error
+	if len(users) > sharingListAbove {
+		found, err = s.store.UsersSharingRooms(ctx, userID)
+	} else {
+		found, err = s.store.UsersSharingRoomWith(ctx, userID, users)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(found)+1)
+	for _, u := range found {
+		out[u] = true
+	}
+	out[userID] = true
+	return out, nil
+}
+
 // syncE2EE fills the encryption and presence parts of a /sync answer for
 // the changes in (since, to]; joined are the joined rooms the room filter
 // allows.
@@ -173,26 +207,45 @@ func (s *Server) syncE2EE(ctx context.Context, req *syncRequest, since, to strea
 		resp.DeviceLists = deviceLists{Changed: changed, Left: left}
 	}
 
-	// Presence of everyone sharing a room with the user, and their own.
+	// Presence of everyone sharing a room with the user, and their own:
+	// all of it in an initial sync, what changed in an incremental one.
 	if pf := req.filter.Presence; pf == nil || pf.allows("m.presence", "") {
-		peers, err := s.store.UsersSharingRooms(ctx, me.UserID)
-		if err != nil {
-			return err
-		}
-		if !slices.Contains(peers, me.UserID) {
-			peers = append(peers, me.UserID)
-		}
 		// Published now, seen from the next sync on (presence.go).
-		if err := s.expirePresence(ctx, peers); err != nil {
+		if err := s.sweepPresence(ctx); err != nil {
 			return err
 		}
-		after := since.Aux
-		if req.since == nil {
-			after = -1 // also the presence only activity recorded (presence.go)
-		}
-		ps, err := s.store.PresenceBetween(ctx, peers, after, to.Aux)
-		if err != nil {
-			return err
+		var ps []storage.Presence
+		switch {
+		case req.since == nil:
+			peers, err := s.store.UsersSharingRooms(ctx, me.UserID)
+			if err != nil {
+				return err
+			}
+			if !slices.Contains(peers, me.UserID) {
+				peers = append(peers, me.UserID)
+			}
+			// after -1: also the presence only activity recorded (presence.go)
+			if ps, err = s.store.PresenceBetween(ctx, peers, -1, to.Aux); err != nil {
+				return err
+			}
+		case since.Aux < to.Aux:
+			// What changed on the whole server in between (one row a
+			// user), kept to those the user may see.
+			all, err := s.store.PresenceChanges(ctx, since.Aux, to.Aux)
+			if err != nil {
+				return err
+			}
+			if len(all) > 0 {
+				users := make([]string, len(all))
+				for i := range all {
+					users[i] = all[i].UserID
+				}
+				sharing, err := s.sharingAmong(ctx, me.UserID, users)
+				if err != nil {
+					return err
+				}
+				ps = slices.DeleteFunc(all, func(p storage.Presence) bool { return !sharing[p.UserID] })
+			}
 		}
 		// Users who newly share a room are sent their presence even if
 		// it did not change: the client has not seen it before.

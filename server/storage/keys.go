@@ -426,53 +426,62 @@ func (s *Store) KeySignatures(ctx context.Context, targetUser string) ([]KeySign
 // DeviceListChangesBetween lists the users among candidates whose device
 // list changed in (after, upTo].
 func (s *Store) DeviceListChangesBetween(ctx context.Context, candidates []string, after, upTo int64) ([]string, error) {
-	var out []string
-	for start := 0; start < len(candidates); start += 500 {
-		chunk := candidates[start:min(start+500, len(candidates))]
-		args := []any{after, upTo}
-		for _, u := range chunk {
-			args = append(args, u)
-		}
-		rows, err := s.read.QueryContext(ctx, `SELECT user_id FROM device_list_changes
-			WHERE stream_id > $1 AND stream_id <= $2 AND user_id IN (`+inList(3, len(chunk))+`)`, args...)
-		if err != nil {
-			return nil, fmt.Errorf("storage: device list changes: %w", err)
-		}
-		for rows.Next() {
-			var u string
-			if err := rows.Scan(&u); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("storage: scan device list change: %w", err)
-			}
-			out = append(out, u)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
+	if len(candidates) == 0 {
+		return nil, nil
+	}
+	cond, arg := s.inSet("user_id", 3, candidates)
+	out, err := queryStrings(ctx, s.read, `SELECT user_id FROM device_list_changes
+		WHERE stream_id > $1 AND stream_id <= $2 AND `+cond, after, upTo, arg)
+	if err != nil {
+		return nil, fmt.Errorf("storage: device list changes: %w", err)
+	}
+	return out, nil
+}
+
+// DeviceListChangedUsers lists every user whose device list changed in
+// (after, upTo]: one row a user, so no more than the users known.
+func (s *Store) DeviceListChangedUsers(ctx context.Context, after, upTo int64) ([]string, error) {
+	out, err := queryStrings(ctx, s.read, `SELECT user_id FROM device_list_changes
+		WHERE stream_id > $1 AND stream_id <= $2`, after, upTo)
+	if err != nil {
+		return nil, fmt.Errorf("storage: device list changes: %w", err)
 	}
 	return out, nil
 }
 
 // UsersSharingRooms lists the users joined to a room userID is joined to,
-// userID included.
+// userID included. It reads every member of every room of userID's: for
+// a few users, UsersSharingRoomWith costs less.
 func (s *Store) UsersSharingRooms(ctx context.Context, userID string) ([]string, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT DISTINCT b.state_key FROM current_state a
+	out, err := queryStrings(ctx, s.read, `SELECT DISTINCT b.state_key FROM current_state a
 		JOIN current_state b ON b.room_id = a.room_id AND b.type = 'm.room.member' AND b.membership = 'join'
 		WHERE a.type = 'm.room.member' AND a.state_key = $1 AND a.membership = 'join'`, userID)
 	if err != nil {
 		return nil, fmt.Errorf("storage: users sharing rooms: %w", err)
 	}
-	defer rows.Close()
-	out := []string{}
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			return nil, fmt.Errorf("storage: scan user: %w", err)
-		}
-		out = append(out, u)
+	if out == nil {
+		out = []string{}
 	}
-	return out, rows.Err()
+	return out, nil
+}
+
+// UsersSharingRoomWith lists the users among candidates who are joined to
+// a room userID is joined to (userID too, if among them and joined
+// anywhere). It reads the candidates' rooms, not userID's: its cost does
+// not grow with how many rooms, or room-mates, userID has.
+func (s *Store) UsersSharingRoomWith(ctx context.Context, userID string, candidates []string) ([]string, error) {
+	if len(candidates) == 0 {
+		return nil, nil
+	}
+	cond, arg := s.inSet("b.state_key", 2, candidates)
+	out, err := queryStrings(ctx, s.read, `SELECT DISTINCT b.state_key FROM current_state b
+		WHERE b.type = 'm.room.member' AND b.membership = 'join' AND `+cond+`
+		AND EXISTS (SELECT 1 FROM current_state a
+			WHERE a.room_id = b.room_id AND a.type = 'm.room.member' AND a.state_key = $1 AND a.membership = 'join')`, userID, arg)
+	if err != nil {
+		return nil, fmt.Errorf("storage: users sharing a room: %w", err)
+	}
+	return out, nil
 }
 
 // MembershipChange is a change of a user's membership in a room's current

@@ -188,71 +188,60 @@ func (s *Store) SetPresence(ctx context.Context, p *Presence, touch bool) (bool,
 }
 
 // PresenceBetween lists the presence of the users among candidates that
-// changed in (after, upTo].
+// changed in (after, upTo], in stream order.
 func (s *Store) PresenceBetween(ctx context.Context, candidates []string, after, upTo int64) ([]Presence, error) {
-	var out []Presence
-	for start := 0; start < len(candidates); start += 500 {
-		chunk := candidates[start:min(start+500, len(candidates))]
-		args := []any{after, upTo}
-		for _, u := range chunk {
-			args = append(args, u)
-		}
-		rows, err := s.read.QueryContext(ctx, `SELECT user_id, state, status_msg, last_active_ts, stream_id FROM presence
-			WHERE stream_id > $1 AND stream_id <= $2 AND user_id IN (`+inList(3, len(chunk))+`) ORDER BY stream_id`, args...)
-		if err != nil {
-			return nil, fmt.Errorf("storage: presence since: %w", err)
-		}
-		for rows.Next() {
-			var p Presence
-			var msg sql.NullString
-			if err := rows.Scan(&p.UserID, &p.State, &msg, &p.LastActiveTS, &p.StreamID); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("storage: scan presence: %w", err)
-			}
-			if msg.Valid {
-				p.StatusMsg = &msg.String
-			}
-			out = append(out, p)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
+	if len(candidates) == 0 {
+		return nil, nil
 	}
-	return out, nil
+	cond, arg := s.inSet("user_id", 3, candidates)
+	return s.queryPresence(ctx, "presence since", `SELECT user_id, state, status_msg, last_active_ts, stream_id FROM presence
+		WHERE stream_id > $1 AND stream_id <= $2 AND `+cond+` ORDER BY stream_id`, after, upTo, arg)
 }
 
-// StalePresence lists the users among candidates who are not offline but
-// were last active before the given time (Unix ms).
-func (s *Store) StalePresence(ctx context.Context, candidates []string, before int64) ([]Presence, error) {
+// PresenceChanges lists every presence that changed in (after, upTo], in
+// stream order: one row a user, so no more than the users known.
+func (s *Store) PresenceChanges(ctx context.Context, after, upTo int64) ([]Presence, error) {
+	return s.queryPresence(ctx, "presence since", `SELECT user_id, state, status_msg, last_active_ts, stream_id FROM presence
+		WHERE stream_id > $1 AND stream_id <= $2 ORDER BY stream_id`, after, upTo)
+}
+
+// StalePresence lists the users who are not offline but were last active
+// before the given time (Unix ms); with a non-empty server name, only
+// users whose ID ends in ":"+server (and perhaps a few more: LIKE ignores
+// ASCII case on SQLite, so callers check the IDs they need to).
+func (s *Store) StalePresence(ctx context.Context, before int64, server string) ([]Presence, error) {
+	q := `SELECT user_id, state, status_msg, last_active_ts, stream_id FROM presence
+		WHERE state <> 'offline' AND last_active_ts < $1`
+	args := []any{before}
+	if server != "" {
+		// Server names have no % or _ (spec: "Server name").
+		q += ` AND user_id LIKE $2`
+		args = append(args, "%:"+server)
+	}
+	return s.queryPresence(ctx, "stale presence", q, args...)
+}
+
+// queryPresence runs a query of presence rows.
+func (s *Store) queryPresence(ctx context.Context, op, query string, args ...any) ([]Presence, error) {
+	rows, err := s.read.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("storage: %s: %w", op, err)
+	}
+	defer rows.Close()
 	var out []Presence
-	for start := 0; start < len(candidates); start += 500 {
-		chunk := candidates[start:min(start+500, len(candidates))]
-		args := []any{before}
-		for _, u := range chunk {
-			args = append(args, u)
+	for rows.Next() {
+		var p Presence
+		var msg sql.NullString
+		if err := rows.Scan(&p.UserID, &p.State, &msg, &p.LastActiveTS, &p.StreamID); err != nil {
+			return nil, fmt.Errorf("storage: scan presence: %w", err)
 		}
-		rows, err := s.read.QueryContext(ctx, `SELECT user_id, state, status_msg, last_active_ts, stream_id FROM presence
-			WHERE state <> 'offline' AND last_active_ts < $1 AND user_id IN (`+inList(2, len(chunk))+`)`, args...)
-		if err != nil {
-			return nil, fmt.Errorf("storage: stale presence: %w", err)
+		if msg.Valid {
+			p.StatusMsg = &msg.String
 		}
-		for rows.Next() {
-			var p Presence
-			var msg sql.NullString
-			if err := rows.Scan(&p.UserID, &p.State, &msg, &p.LastActiveTS, &p.StreamID); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("storage: scan presence: %w", err)
-			}
-			if msg.Valid {
-				p.StatusMsg = &msg.String
-			}
-			out = append(out, p)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("storage: %s: %w", op, err)
 	}
 	return out, nil
 }
