@@ -591,6 +591,10 @@ func (s *Server) syncRoomsInto(ctx context.Context, rb *roomsBuild, mems []stora
 			continue
 		}
 		isNew := req.since == nil || m.StreamPos > since.Events
+		if m.Membership == rooms.MembershipJoin && !isNew && !req.fullState && !changed[m.RoomID] &&
+			len(roomAcct[m.RoomID]) == 0 && len(receipts[m.RoomID]) == 0 {
+			continue // nothing of this room to say: most rooms of most syncs
+		}
 		rs := &roomSync{req: req, since: since, to: to, mem: m, lazy: rb.lazy, changes: rb.stateChanges[m.RoomID], batch: batch}
 		switch m.Membership {
 		case rooms.MembershipJoin:

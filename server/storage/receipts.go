@@ -27,6 +27,7 @@ func (s *Store) PutReceipt(ctx context.Context, r *Receipt) (int64, error) {
 			return err
 		}
 		r.StreamID = id
+		s.receiptMarks.raise(r.RoomID, id) // before the commit (receiptmarks.go)
 		if _, err := tx.ExecContext(ctx, `INSERT INTO receipts (room_id, user_id, type, thread_id, event_id, ts, stream_id)
 			VALUES ($1, $2, $3, $4, $5, $6, $7)
 			ON CONFLICT (room_id, user_id, type, thread_id) DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts,
@@ -40,33 +41,30 @@ func (s *Store) PutReceipt(ctx context.Context, r *Receipt) (int64, error) {
 }
 
 // ReceiptsBetween lists the receipts of the rooms changed in (after, upTo],
-// in stream order.
+// in stream order. Only the rooms with a receipt written after after are
+// read (receiptmarks.go).
 func (s *Store) ReceiptsBetween(ctx context.Context, roomIDs []string, after, upTo int64) ([]Receipt, error) {
+	roomIDs = s.receiptMarks.roomsAfter(roomIDs, after)
+	if len(roomIDs) == 0 {
+		return nil, nil
+	}
+	cond, arg := s.inSet("room_id", 3, roomIDs)
+	rows, err := s.read.QueryContext(ctx, `SELECT room_id, user_id, type, thread_id, event_id, ts, stream_id FROM receipts
+		WHERE stream_id > $1 AND stream_id <= $2 AND `+cond+` ORDER BY stream_id`, after, upTo, arg)
+	if err != nil {
+		return nil, fmt.Errorf("storage: receipts since: %w", err)
+	}
+	defer rows.Close()
 	var out []Receipt
-	for start := 0; start < len(roomIDs); start += 500 {
-		chunk := roomIDs[start:min(start+500, len(roomIDs))]
-		args := []any{after, upTo}
-		for _, r := range chunk {
-			args = append(args, r)
+	for rows.Next() {
+		var r Receipt
+		if err := rows.Scan(&r.RoomID, &r.UserID, &r.Type, &r.ThreadID, &r.EventID, &r.TS, &r.StreamID); err != nil {
+			return nil, fmt.Errorf("storage: scan receipt: %w", err)
 		}
-		rows, err := s.read.QueryContext(ctx, `SELECT room_id, user_id, type, thread_id, event_id, ts, stream_id FROM receipts
-			WHERE stream_id > $1 AND stream_id <= $2 AND room_id IN (`+inList(3, len(chunk))+`) ORDER BY stream_id`, args...)
-		if err != nil {
-			return nil, fmt.Errorf("storage: receipts since: %w", err)
-		}
-		for rows.Next() {
-			var r Receipt
-			if err := rows.Scan(&r.RoomID, &r.UserID, &r.Type, &r.ThreadID, &r.EventID, &r.TS, &r.StreamID); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("storage: scan receipt: %w", err)
-			}
-			out = append(out, r)
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, err
-		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("storage: receipts since: %w", err)
 	}
 	return out, nil
 }

@@ -58,6 +58,9 @@ type Store struct {
 	// deltasUpTo is the highest stream position a current-state delta
 	// may have been written at (statedeltas.go).
 	deltasUpTo atomic.Int64
+	// receiptMarks is, per room, the highest aux position a receipt may
+	// have been written at (receiptmarks.go).
+	receiptMarks receiptMarks
 	// ckpt checkpoints SQLite's WAL (nil on PostgreSQL).
 	ckpt *checkpointer
 	// writerCommits counts the SQLite writer's commits: the checkpointer
@@ -162,6 +165,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	s.receiptMarks.floor = s.aux.current()
 	s.startCommitter()
 	s.registerBuffers() // buffers.go
 	if err := s.openSearchQueue(ctx); err != nil {
