@@ -213,6 +213,7 @@ func (s *Store) PurgeRoom(ctx context.Context, roomID string) error {
 	if err != nil {
 		return err
 	}
+	s.bumps.drop(roomID)
 	s.c.currentState.Remove(roomID)
 	// Index rows still queued go into the index first, where the chunks
 	// below delete them.

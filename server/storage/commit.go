@@ -197,8 +197,9 @@ func (c *committer) commit(batch []*Pending) {
 	if whole {
 		run = s.pipelineTx
 	}
+	var rows *batchRows
 	err := run(context.Background(), true, func(b *stmtBatch) error {
-		rows := newBatchRows()
+		rows = newBatchRows()
 		for i, p := range batch {
 			if p.after != nil && failed(batch[:i], errs, p.after) {
 				errs[i] = ErrBuiltOnFailed
@@ -214,6 +215,9 @@ func (c *committer) commit(batch []*Pending) {
 		}
 		return nil
 	})
+	if err == nil {
+		s.bumps.raise(rows.bumps) // committed, not yet visible (bumpstamps.go)
+	}
 	if err != nil && (len(batch) > 1 || whole) {
 		for i, p := range batch {
 			s.events.finish(p.live) // abandoned with the transaction
@@ -225,12 +229,15 @@ func (c *committer) commit(batch []*Pending) {
 				continue
 			}
 			errs[i] = s.batchTx(context.Background(), true, func(b *stmtBatch) error {
-				rows := newBatchRows()
+				rows = newBatchRows()
 				if err := s.persistTx(p.ctx, b.tx, rows, p); err != nil {
 					return err
 				}
 				return s.flushRows(b, rows)
 			})
+			if errs[i] == nil {
+				s.bumps.raise(rows.bumps)
+			}
 		}
 		err = nil
 	}

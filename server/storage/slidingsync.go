@@ -12,30 +12,6 @@ var BumpEventTypes = map[string]bool{
 	"m.call.invite": true, "m.poll.start": true, "m.beacon_info": true,
 }
 
-// BumpStamps returns the bump stamps of the rooms (rooms without a bump
-// event are absent): one indexed row per room, however long its history.
-func (s *Store) BumpStamps(ctx context.Context, roomIDs []string) (map[string]int64, error) {
-	out := make(map[string]int64, len(roomIDs))
-	if len(roomIDs) == 0 {
-		return out, nil
-	}
-	cond, arg := s.inSet("room_id", 1, roomIDs)
-	rows, err := s.read.QueryContext(ctx, `SELECT room_id, stream_ordering FROM room_bump_stamps WHERE `+cond, arg)
-	if err != nil {
-		return nil, fmt.Errorf("storage: bump stamps: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var r string
-		var pos int64
-		if err := rows.Scan(&r, &pos); err != nil {
-			return nil, fmt.Errorf("storage: scan bump stamp: %w", err)
-		}
-		out[r] = pos
-	}
-	return out, rows.Err()
-}
-
 // CurrentStateOfType returns, for each of the rooms that has any, the
 // state keys and event IDs of its current state events of type typ: one
 // query for a whole room list (sliding sync's list filters).

@@ -61,6 +61,8 @@ type Store struct {
 	// receiptMarks is, per room, the highest aux position a receipt may
 	// have been written at (receiptmarks.go).
 	receiptMarks receiptMarks
+	// bumps is every room's bump stamp (bumpstamps.go).
+	bumps bumpStamps
 	// ckpt checkpoints SQLite's WAL (nil on PostgreSQL).
 	ckpt *checkpointer
 	// writerCommits counts the SQLite writer's commits: the checkpointer
@@ -152,6 +154,10 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}
 	s.events = es
 	if err := s.loadDeltasUpTo(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.loadBumpStamps(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
