@@ -423,21 +423,6 @@ func (s *Store) KeySignatures(ctx context.Context, targetUser string) ([]KeySign
 	return out, rows.Err()
 }
 
-// DeviceListChangesBetween lists the users among candidates whose device
-// list changed in (after, upTo].
-func (s *Store) DeviceListChangesBetween(ctx context.Context, candidates []string, after, upTo int64) ([]string, error) {
-	if len(candidates) == 0 {
-		return nil, nil
-	}
-	cond, arg := s.inSet("user_id", 3, candidates)
-	out, err := queryStrings(ctx, s.read, `SELECT user_id FROM device_list_changes
-		WHERE stream_id > $1 AND stream_id <= $2 AND `+cond, after, upTo, arg)
-	if err != nil {
-		return nil, fmt.Errorf("storage: device list changes: %w", err)
-	}
-	return out, nil
-}
-
 // DeviceListChangedUsers lists every user whose device list changed in
 // (after, upTo]: one row a user, so no more than the users known.
 func (s *Store) DeviceListChangedUsers(ctx context.Context, after, upTo int64) ([]string, error) {

@@ -60,7 +60,7 @@ func TestAuxStreamVisibleOnceCommitted(t *testing.T) {
 		if marked <= took {
 			t.Fatalf("device list change not visible: %d, was %d", marked, took)
 		}
-		if changed, _ := st.DeviceListChangesBetween(ctx, []string{"@u:hs"}, took, marked); len(changed) != 1 {
+		if changed, _ := st.DeviceListChangedUsers(ctx, took, marked); len(changed) != 1 {
 			t.Fatalf("device list change up to %d: %v", marked, changed)
 		}
 		again := storagetest.Open(t, e)
