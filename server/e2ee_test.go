@@ -1010,6 +1010,13 @@ func TestPresence(t *testing.T) {
 				t.Fatal("carol was sent alice's presence")
 			}
 		}
+		// Nor does an incremental one when alice's presence changes.
+		if err := alice.cli.SetPresence(t.Context(), mautrix.ReqPresence{Presence: event.PresenceUnavailable}); err != nil {
+			t.Fatal(err)
+		}
+		if r := noPresence(carol, carolSince.NextBatch); slices.ContainsFunc(r.Presence.Events, func(ev *event.Event) bool { return ev.Sender == alice.id }) {
+			t.Fatalf("carol, in no room with alice, was sent her change: %+v", r.Presence.Events)
+		}
 		if _, err := carol.cli.JoinRoomByID(t.Context(), room); err != nil {
 			t.Fatal(err)
 		}
