@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -123,22 +124,19 @@ func (s *Server) sendPresence(ctx context.Context, userID string) {
 	if err != nil {
 		return
 	}
-	mems, err := s.store.RoomsOfUser(ctx, userID, "join")
+	// One query for all the user's rooms (it was one a room: a thousand
+	// for a user in a thousand rooms, at every change and ping).
+	peers, err := s.store.UsersSharingRooms(ctx, userID)
 	if err != nil {
-		s.log.Warn("federation: cannot list a user's rooms for presence", "user_id", userID, "err", err)
+		s.log.Warn("federation: cannot list the users sharing a room for presence", "user_id", userID, "err", err)
 		return
 	}
 	var servers []string
-	for _, m := range mems {
-		in, err := s.store.JoinedServers(ctx, m.RoomID)
-		if err != nil {
-			s.log.Warn("federation: cannot list the servers of a room for presence", "room_id", m.RoomID, "err", err)
-			return
-		}
-		for _, srv := range in {
-			if srv != s.cfg.ServerName && !slices.Contains(servers, srv) {
-				servers = append(servers, srv)
-			}
+	seen := map[string]bool{s.cfg.ServerName: true}
+	for _, u := range peers {
+		if _, srv, ok := strings.Cut(u, ":"); ok && !seen[srv] {
+			seen[srv] = true
+			servers = append(servers, srv)
 		}
 	}
 	s.presenceSent.mark(userID, s.now())
