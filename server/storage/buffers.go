@@ -9,11 +9,7 @@ func (s *Store) registerBuffers() {
 	r.RegisterBuffer("commit_queue", "event writes waiting for the committer (group commit)", func() (int, int64) {
 		return len(s.commit.queue), -1
 	})
-	r.RegisterBuffer("bump_stamps", "every room's bump stamp, sliding sync's room order (one entry a room)", func() (int, int64) {
-		s.bumps.mu.RLock()
-		defer s.bumps.mu.RUnlock()
-		return len(s.bumps.rooms), s.bumps.bytes
-	})
+	r.RegisterBuffer("bump_stamps", "every room's bump stamp, sliding sync's room order (one entry a room)", s.bumps.size)
 	if s.read.stmts != nil {
 		r.RegisterBuffer("read_statements", "queries kept prepared on the read pool (their memory is in SQLite, not the Go heap)", func() (int, int64) {
 			s.read.stmts.mu.Lock()

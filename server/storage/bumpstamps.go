@@ -17,7 +17,6 @@ import (
 type bumpStamps struct {
 	mu    sync.RWMutex
 	rooms map[string]int64
-	bytes int64 // estimated size of the map, for the caches page
 }
 
 // bumpStampEntryBytes estimates a map entry beside its key's bytes.
@@ -33,7 +32,7 @@ func (s *Store) loadBumpStamps(ctx context.Context) error {
 	b := &s.bumps
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.rooms, b.bytes = map[string]int64{}, 0
+	b.rooms = map[string]int64{}
 	for rows.Next() {
 		var room string
 		var pos int64
@@ -41,7 +40,6 @@ func (s *Store) loadBumpStamps(ctx context.Context) error {
 			return fmt.Errorf("storage: scan bump stamp: %w", err)
 		}
 		b.rooms[room] = pos
-		b.bytes += int64(len(room)) + bumpStampEntryBytes
 	}
 	return rows.Err()
 }
@@ -54,11 +52,7 @@ func (b *bumpStamps) raise(stamps map[string]int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for room, pos := range stamps {
-		old, ok := b.rooms[room]
-		if !ok {
-			b.bytes += int64(len(room)) + bumpStampEntryBytes
-		}
-		if !ok || pos > old {
+		if old, ok := b.rooms[room]; !ok || pos > old {
 			b.rooms[room] = pos
 		}
 	}
@@ -68,10 +62,18 @@ func (b *bumpStamps) raise(stamps map[string]int64) {
 func (b *bumpStamps) drop(room string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if _, ok := b.rooms[room]; ok {
-		delete(b.rooms, room)
-		b.bytes -= int64(len(room)) + bumpStampEntryBytes
+	delete(b.rooms, room)
+}
+
+// size is the rooms held and their estimated bytes, for the caches page.
+func (b *bumpStamps) size() (int, int64) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	n := int64(0)
+	for room := range b.rooms {
+		n += int64(len(room)) + bumpStampEntryBytes
 	}
+	return len(b.rooms), n
 }
 
 // BumpStamps returns the bump stamps of the rooms (rooms without a bump
