@@ -44,6 +44,13 @@ func TestCachesPageReportsMemory(t *testing.T) {
 		if status, _ := b.signIn("root", "rootpassword"); status != http.StatusSeeOther {
 			t.Fatalf("sign in: %d", status)
 		}
+		// The push evaluator may still fill a cache in the background:
+		// the page is checked against the caches that held entries both
+		// before and after it was rendered.
+		before := map[string]int{}
+		for _, s := range d.Store.Caches().Stats() {
+			before[s.Name] = s.Size
+		}
 		status, page, _ := b.do("GET", "/caches", nil)
 		if status != http.StatusOK {
 			t.Fatalf("caches page: %d", status)
@@ -55,7 +62,10 @@ func TestCachesPageReportsMemory(t *testing.T) {
 		for _, s := range stats {
 			row := rowOf(t, page, "cache-"+s.Name)
 			bytes := cellOf(t, row, "bytes")
-			if s.Size > 0 && (s.Bytes <= 0 || bytes == "0 B") {
+			if s.Size > 0 && before[s.Name] > 0 && bytes == "0 B" {
+				t.Errorf("cache %s holds %d entries but the page shows %q", s.Name, s.Size, bytes)
+			}
+			if s.Size > 0 && s.Bytes <= 0 {
 				t.Errorf("cache %s holds %d entries but reports %d bytes (%q)", s.Name, s.Size, s.Bytes, bytes)
 			}
 			if s.Size == 0 && s.Bytes != 0 {
