@@ -40,9 +40,10 @@ type client struct {
 type user struct {
 	ID, Token string
 	// sends is the user's own connection for sends, reads the one for
-	// its /sync long polls and /messages pages (rawConns): a client keeps
-	// its long poll apart from what it sends, as Element does.
-	sends, reads rawConn
+	// its /sync long polls and /messages pages, marks the one for its read
+	// receipts (rawConns): a client keeps its long poll apart from what it
+	// sends, as Element does.
+	sends, reads, marks rawConn
 }
 
 func newClient(base, secret string) *client {
@@ -164,6 +165,23 @@ func (c *client) send(ctx context.Context, u *user, room string, mark loadMark) 
 		_, err = u.sends.do(ctx, http.MethodPut, c.rawHost, c.rawPath+path, u.Token, body)
 	} else {
 		_, err = c.do(ctx, u, http.MethodPut, path, nil, json.RawMessage(body))
+	}
+	return err
+}
+
+// markRead moves the user's read receipt and read marker in room to
+// eventID, as Element does for the room in view (POST read_markers with
+// both).
+func (c *client) markRead(ctx context.Context, u *user, room, eventID string) error {
+	path := roomPath(room) + "/read_markers"
+	body, err := json.Marshal(map[string]string{"m.fully_read": eventID, "m.read": eventID})
+	if err != nil {
+		return err
+	}
+	if c.rawHost != "" {
+		_, err = u.marks.do(ctx, http.MethodPost, c.rawHost, c.rawPath+path, u.Token, body)
+	} else {
+		_, err = c.do(ctx, u, http.MethodPost, path, nil, json.RawMessage(body))
 	}
 	return err
 }

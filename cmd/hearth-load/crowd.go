@@ -13,7 +13,7 @@ import (
 // random point of the first interval) for -duration. Every member
 // receives every other member's messages.
 func (t *target) crowdPhase(ctx context.Context, o options) error {
-	params := fmt.Sprintf("%d clients in 1 room, each sending every %v, %v%s", o.Clients, o.Interval, o.Duration, o.presenceNote())
+	params := fmt.Sprintf("%d clients in 1 room, each sending every %v, %v%s", o.Clients, o.Interval, o.Duration, o.clientNote())
 	fmt.Fprintf(t.log, "  crowd: %s\n", params)
 	us, err := t.users(ctx, "crowd", o.Clients)
 	if err != nil {

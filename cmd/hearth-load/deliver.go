@@ -23,12 +23,14 @@ type delivery struct {
 	room        string
 	syncTimeout time.Duration
 	filter      string // of the long polls: syncFilter or syncFilterPresence
+	receipts    bool   // receivers mark what they receive as read (-receipts)
 	senders     []*user
 	acked       [][]bool // by sender, by seq: the server answered the send 200; each written by its sender only
 	sendLat     [][]time.Duration
 	sendFailed  atomic.Int64
 	receivers   []*receiver
 	sending     atomic.Bool // while set, a /sync that takes over slowSync counts as a stall
+	marksFailed atomic.Int64
 	// firstFail is the first failed /sync or /messages, for the report.
 	firstFail atomic.Pointer[string]
 }
@@ -45,6 +47,11 @@ type receiver struct {
 	self  int // this member's own sender index (its echoes are not deliveries), or -1
 	since string
 
+	// newest is the newest event from another member this receiver has
+	// not marked read yet (-receipts): its loop puts it, its marker
+	// takes it.
+	newest chan string
+
 	mu        sync.Mutex
 	seen      [][]bool // by sender, by seq
 	got       int
@@ -55,6 +62,7 @@ type receiver struct {
 	failed    int
 	limited   int
 	backfills int
+	marks     []time.Duration // how long each read receipt took
 }
 
 func newDelivery(c *client, room string, o options, senders []*user) *delivery {
@@ -62,7 +70,7 @@ func newDelivery(c *client, room string, o options, senders []*user) *delivery {
 	if o.Presence {
 		filter = syncFilterPresence
 	}
-	return &delivery{c: c, room: room, syncTimeout: o.SyncTimeout, filter: filter, senders: senders,
+	return &delivery{c: c, room: room, syncTimeout: o.SyncTimeout, filter: filter, receipts: o.Receipts, senders: senders,
 		acked: make([][]bool, len(senders)), sendLat: make([][]time.Duration, len(senders))}
 }
 
@@ -75,7 +83,7 @@ func (d *delivery) addReceivers(ctx context.Context, us []*user, self func(i int
 			return err
 		}
 		d.receivers[i] = &receiver{u: us[i], self: self(i), since: gjson.GetBytes(b, "next_batch").String(),
-			seen: make([][]bool, len(d.senders))}
+			seen: make([][]bool, len(d.senders)), newest: make(chan string, 1)}
 		return nil
 	})
 }
@@ -108,6 +116,13 @@ func (d *delivery) measure(ctx context.Context, grace time.Duration, send func(c
 			defer wg.Done()
 			r.loop(rctx, d)
 		}()
+		if d.receipts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r.marker(rctx, d)
+			}()
+		}
 	}
 	send(ctx)
 	d.sending.Store(false)
@@ -197,17 +212,70 @@ func (r *receiver) loop(ctx context.Context, d *delivery) {
 		if counts && took > slowSync {
 			r.slow++
 		}
+		newest := ""
 		for _, ev := range timeline.Get("events").Array() {
 			r.record(ev, now, false)
+			if ev.Get("sender").String() != r.u.ID {
+				newest = ev.Get("event_id").String()
+			}
 		}
 		limited := timeline.Get("limited").Bool()
 		if limited {
 			r.limited++
 		}
 		r.mu.Unlock()
+		if d.receipts && newest != "" {
+			// Only this goroutine puts: once drained, the put cannot block.
+			select {
+			case <-r.newest:
+			default:
+			}
+			r.newest <- newest
+		}
 		if limited {
 			r.backfill(ctx, d, timeline.Get("prev_batch").String(), since)
 		}
+	}
+}
+
+// markInterval is the least time between one member's read receipts:
+// Element sends one for the room in view at most every 500 ms.
+const markInterval = 500 * time.Millisecond
+
+// marker marks the newest event this member received as read, at most
+// every markInterval, until ctx ends: what Element does for the room in
+// view while new messages arrive.
+func (r *receiver) marker(ctx context.Context, d *delivery) {
+	var last time.Time
+	for {
+		var id string
+		select {
+		case <-ctx.Done():
+			return
+		case id = <-r.newest:
+		}
+		if wait := markInterval - time.Since(last); wait > 0 {
+			if !sleepUntil(ctx, time.Now().Add(wait)) {
+				return
+			}
+			select {
+			case id = <-r.newest:
+			default:
+			}
+		}
+		last = time.Now()
+		err := d.c.markRead(ctx, r.u, d.room, id)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			d.failed("read_markers", err)
+			d.marksFailed.Add(1)
+			continue
+		}
+		r.mu.Lock()
+		r.marks = append(r.marks, time.Since(last))
+		r.mu.Unlock()
 	}
 }
 
@@ -293,7 +361,7 @@ func (d *delivery) report(res *Result, sendTime, caughtUp time.Duration, done bo
 			}
 		}
 	}
-	var lat []time.Duration
+	var lat, marks []time.Duration
 	var syncs, slow, failed, dups, limited, backfills int
 	for _, r := range d.receivers {
 		for s, acks := range d.acked {
@@ -313,6 +381,7 @@ func (d *delivery) report(res *Result, sendTime, caughtUp time.Duration, done bo
 			}
 		}
 		lat = append(lat, r.lat...)
+		marks = append(marks, r.marks...)
 		syncs += r.syncs
 		slow += r.slow
 		failed += r.failed
@@ -336,6 +405,11 @@ func (d *delivery) report(res *Result, sendTime, caughtUp time.Duration, done bo
 	}
 	res.add("limited timelines", float64(limited), "")
 	res.add("backfill /messages", float64(backfills), "")
+	if d.receipts {
+		res.add("read receipts sent", float64(len(marks)), "")
+		res.addLatencies("read receipt", marks)
+		res.add("failed read receipts", float64(d.marksFailed.Load()), "")
+	}
 	if done {
 		res.add("all delivered after last send", ms(caughtUp), "ms")
 	} else {
@@ -356,11 +430,15 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 	}
 }
 
-// presenceNote marks the parameters of a run whose long polls ask for
-// presence.
-func (o options) presenceNote() string {
+// clientNote marks the parameters of a run whose clients do more than
+// the default: long polls that ask for presence, read receipts.
+func (o options) clientNote() string {
+	note := ""
 	if o.Presence {
-		return ", with presence"
+		note += ", with presence"
 	}
-	return ""
+	if o.Receipts {
+		note += ", with read receipts"
+	}
+	return note
 }

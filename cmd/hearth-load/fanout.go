@@ -12,7 +12,7 @@ import (
 // receiver) delivery.
 func (t *target) fanoutPhase(ctx context.Context, o options) error {
 	for _, n := range o.Receivers {
-		params := fmt.Sprintf("%d receivers, %g msg/s, %v%s", n, o.FanoutRate, o.FanoutTime, o.presenceNote())
+		params := fmt.Sprintf("%d receivers, %g msg/s, %v%s", n, o.FanoutRate, o.FanoutTime, o.clientNote())
 		fmt.Fprintf(t.log, "  fanout: %s\n", params)
 		us, err := t.users(ctx, fmt.Sprintf("fan%d-", n), n+1)
 		if err != nil {

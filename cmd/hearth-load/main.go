@@ -37,6 +37,7 @@ type options struct {
 	FanoutTime  time.Duration // fanout: sending time of each run
 	SyncTimeout time.Duration // long-poll timeout of every /sync
 	Presence    bool          // fanout, crowd: the long polls ask for presence too
+	Receipts    bool          // fanout, crowd: receivers mark what they receive as read
 
 	Clients  int           // crowd: clients, all in one room
 	Interval time.Duration // crowd: each client sends once per interval
@@ -78,6 +79,7 @@ func main() {
 	flag.Float64Var(&o.FanoutRate, "fanout-rate", 5, "fanout: messages per second")
 	flag.DurationVar(&o.FanoutTime, "fanout-time", 20*time.Second, "fanout: sending time of each run")
 	flag.BoolVar(&o.Presence, "presence", false, "fanout, crowd: the long polls ask for presence too, as Element does unless its config turns it off")
+	flag.BoolVar(&o.Receipts, "receipts", false, "fanout, crowd: every receiver marks what it receives as read (read_markers, at most every 500 ms), as Element does for the room in view")
 	flag.DurationVar(&o.SyncTimeout, "sync-timeout", 30*time.Second, "long-poll timeout of each /sync")
 	flag.IntVar(&o.Clients, "clients", 200, "crowd: clients in one room, each long-polling /sync and sending")
 	flag.DurationVar(&o.Interval, "interval", 2*time.Second, "crowd: each client sends once per interval")

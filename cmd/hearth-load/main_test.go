@@ -83,6 +83,8 @@ func TestLoadToolURL(t *testing.T) {
 	o := tiny()
 	o.Phases = "send,fanout"
 	o.URL, o.SharedSecret, o.PID = srv.url, srv.secret, srv.pid()
+	// The receivers also ask for presence and mark what they get read.
+	o.Presence, o.Receipts = true, true
 	results, err := run(t.Context(), o, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -91,6 +93,11 @@ func TestLoadToolURL(t *testing.T) {
 		t.Fatalf("%d results, want 4 (send ×2, fanout, end): %+v", len(results), results)
 	}
 	checkResults(t, results)
+	if fan := results[2]; !strings.Contains(fan.Params, "with presence, with read receipts") ||
+		!slices.ContainsFunc(fan.Metrics, func(m Metric) bool { return m.Name == "read receipts sent" && m.Value > 0 }) {
+		t.Fatalf("fanout with read receipts: %s %v", fan.Params, fan.Metrics)
+	}
+	o.Presence, o.Receipts = false, false
 
 	// Without -pid nothing is sampled, and a wrong secret is refused.
 	o.PID, o.Phases = 0, "send"
@@ -144,6 +151,9 @@ func checkResults(t *testing.T, results []Result) {
 			if m["messages sent"] < 1 || m["lost"] != 0 || m["duplicates"] != 0 || m["failed sends"] != 0 ||
 				m["deliveries expected"] < m["messages sent"] || m["delivery p50"] <= 0 || m["all delivered after last send"] < 0 {
 				t.Errorf("%s %s: %v", r.Phase, r.Params, m)
+			}
+			if _, ok := m["read receipts sent"]; ok && (m["failed read receipts"] != 0 || m["read receipt p50"] <= 0) {
+				t.Errorf("%s %s: read receipts %v", r.Phase, r.Params, m)
 			}
 		case "initsync":
 			if m["sync p50"] <= 0 || m["response size"] <= 0 {
