@@ -83,14 +83,16 @@ func (s *Store) PutAccountData(ctx context.Context, userID, roomID, typ string, 
 // UpdateAccountData replaces an entry with what fn makes of its current
 // content (nil when absent), in one transaction, and returns the new aux
 // stream position. Read-modify-write users (room tags) go through here so
-// two concurrent edits cannot lose one another.
+// two concurrent edits cannot lose one another. fn may be called more
+// than once (groupTx): it must depend on its argument alone.
 func (s *Store) UpdateAccountData(ctx context.Context, userID, roomID, typ string, fn func(old []byte) ([]byte, error)) (int64, error) {
 	var id int64
 	var committed func()
 	if roomID == "" {
 		committed = func() { s.c.accountData.Remove(userType{userID, typ}) }
 	}
-	err := s.txThen(ctx, func(tx *sql.Tx) error {
+	// Read markers move with read receipts, many at once: groupTx.
+	err := s.groupTx(ctx, func(tx *sql.Tx) error {
 		var err error
 		// Take the aux id (and, on PostgreSQL, its lock) before reading, so
 		// concurrent read-modify-writes are serialised.

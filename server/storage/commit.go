@@ -2,17 +2,20 @@ package storage
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
 	"sync"
 )
 
-// Group commit: event writes (PersistEvents) go to one committer, which
-// runs every write waiting when it is free in one transaction and commits
-// them with one fsync (SQLite) or one WAL flush (PostgreSQL). A write is acknowledged only once its batch is
-// durable; one that fails fails alone (the batch then runs again, each
-// write in a transaction of its own).
+// Group commit: event writes (PersistEvents) and the small writes many
+// clients make at once (receipts, read markers, presence: groupTx) go to
+// one committer, which runs every write waiting when it is free in one
+// transaction and commits them with one fsync (SQLite) or one WAL flush
+// (PostgreSQL). A write is acknowledged only once its batch is durable;
+// one that fails fails alone (the batch then runs again, each write in a
+// transaction of its own).
 // Writes run in the order they were queued, so a room's events keep their
 // order, and a write may name one it builds on (Pending.after): when that
 // one failed, it fails too without running, for the room's head it was
@@ -25,13 +28,17 @@ const maxCommitBatch = 128
 // ErrBuiltOnFailed is the error of a write queued on one that failed.
 var ErrBuiltOnFailed = errors.New("storage: the write this one builds on failed")
 
-// Pending is a queued event write.
+// Pending is a queued write: events, or a groupTx function.
 type Pending struct {
 	evs   []*NewEvent
 	head  *HeadUpdate
 	after *Pending
 	ctx   context.Context
 	s     *Store
+
+	// fn and committed are a groupTx write's (fn set: no events).
+	fn        func(tx *sql.Tx) error
+	committed func()
 
 	roomID string
 	// relBefore is the room's relations version before the write was
@@ -130,6 +137,28 @@ func (s *Store) QueueEvents(ctx context.Context, evs []*NewEvent, head *HeadUpda
 	return p
 }
 
+// groupTx is txThen for a small write that many requests make at once:
+// it runs in the committer's next batch, so that concurrent writes share
+// one transaction and one sync to disk, and wakes the /sync long polls
+// once, not once each. fn may run twice (again in a transaction of its
+// own, when a write in its batch failed): it must leave nothing but its
+// statements behind before it returns nil. committed (when not nil) runs
+// once the write is durable, before its aux stream positions become
+// visible. It returns once they are visible; the write runs to its end
+// whatever ctx does.
+func (s *Store) groupTx(ctx context.Context, fn func(tx *sql.Tx) error, committed func()) error {
+	p := &Pending{fn: fn, committed: committed, ctx: context.WithoutCancel(ctx), s: s, done: make(chan struct{})}
+	s.commit.mu.RLock()
+	if s.commit.closed {
+		s.commit.mu.RUnlock()
+		return errors.New("storage: closed")
+	}
+	s.commit.queue <- p
+	s.commit.mu.RUnlock()
+	<-p.done
+	return p.err
+}
+
 func (p *Pending) fail(err error) {
 	p.err = err
 	p.release()
@@ -144,7 +173,7 @@ func (p *Pending) fail(err error) {
 // the stream began: in the 200-client crowd, thousands of events and their
 // rows held in memory.
 func (p *Pending) release() {
-	p.evs, p.head, p.after, p.live = nil, nil, nil, nil
+	p.evs, p.head, p.after, p.live, p.fn, p.committed = nil, nil, nil, nil, nil, nil
 }
 
 func (c *committer) run() {
@@ -192,10 +221,18 @@ func (c *committer) run() {
 func (c *committer) commit(batch []*Pending) {
 	s := c.s
 	errs := make([]error, len(batch))
-	run := s.batchTx
 	whole := s.d.Name == "postgres" && !slices.ContainsFunc(batch, (*Pending).readsInTx)
+	run := func(ctx context.Context, durable bool, fn func(b *stmtBatch) error) error {
+		return s.batchTxThen(ctx, durable, fn, func() {
+			for i, p := range batch {
+				if p.committed != nil && errs[i] == nil {
+					p.committed()
+				}
+			}
+		})
+	}
 	if whole {
-		run = s.pipelineTx
+		run = s.pipelineTx // messages alone: no groupTx writes
 	}
 	var rows *batchRows
 	err := run(context.Background(), true, func(b *stmtBatch) error {
@@ -205,7 +242,12 @@ func (c *committer) commit(batch []*Pending) {
 				errs[i] = ErrBuiltOnFailed
 				continue
 			}
-			if errs[i] = s.persistTx(p.ctx, b.tx, rows, p); errs[i] != nil {
+			if p.fn != nil {
+				errs[i] = p.fn(b.tx)
+			} else {
+				errs[i] = s.persistTx(p.ctx, b.tx, rows, p)
+			}
+			if errs[i] != nil {
 				return errs[i]
 			}
 		}
@@ -226,6 +268,10 @@ func (c *committer) commit(batch []*Pending) {
 		for i, p := range batch {
 			if p.after != nil && failed(batch[:i], errs, p.after) {
 				errs[i] = ErrBuiltOnFailed
+				continue
+			}
+			if p.fn != nil {
+				errs[i] = s.txThen(context.Background(), p.fn, p.committed)
 				continue
 			}
 			errs[i] = s.batchTx(context.Background(), true, func(b *stmtBatch) error {
@@ -275,8 +321,8 @@ func (c *committer) commit(batch []*Pending) {
 	s.prepareWrites(context.Background())
 }
 
-// readsInTx reports whether persistTx runs statements of p in the
-// transaction itself (tx): a state event (its row, its state group) or a
+// readsInTx reports whether p runs statements in the transaction itself
+// (tx): a groupTx write, a state event (its row, its state group) or a
 // head update changing the current state. Otherwise it only adds rows
 // for flushRows (on PostgreSQL: messages, which are not read back, and
 // the room's forward extremities), and the batch can be sent whole.

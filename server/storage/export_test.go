@@ -31,3 +31,18 @@ func (s *Store) TakeAuxInTx(ctx context.Context, inside func(id int64) error) er
 
 // NoDeltasAfter is noDeltasAfter (statedeltas.go).
 func (s *Store) NoDeltasAfter(pos int64) bool { return s.noDeltasAfter(pos) }
+
+// GroupAuxTx is groupTx with an aux stream position taken in the write
+// and handed to inside with the transaction.
+func (s *Store) GroupAuxTx(ctx context.Context, inside func(tx *sql.Tx, id int64) error, committed func()) error {
+	return s.groupTx(ctx, func(tx *sql.Tx) error {
+		id, err := s.nextAuxID(ctx, tx, "test")
+		if err != nil {
+			return err
+		}
+		return inside(tx, id)
+	}, committed)
+}
+
+// QueuedWrites is how many writes wait for the committer.
+func (s *Store) QueuedWrites() int { return len(s.commit.queue) }

@@ -126,10 +126,18 @@ func (b *stmtBatch) send() error {
 // what it queued (send) before it returns. durable false is txNoSync: the
 // commit does not wait for the disk.
 func (s *Store) batchTx(ctx context.Context, durable bool, fn func(b *stmtBatch) error) error {
+	return s.batchTxThen(ctx, durable, fn, nil)
+}
+
+// batchTxThen is a durable batchTx calling committed (when not nil) once
+// the transaction committed, before the aux stream positions it took
+// become visible (txThen). A transaction that is not durable does not
+// call it.
+func (s *Store) batchTxThen(ctx context.Context, durable bool, fn func(b *stmtBatch) error, committed func()) error {
 	if s.d.Name != "postgres" {
 		run := func(tx *sql.Tx) error { return fn(&stmtBatch{s: s, ctx: ctx, tx: tx}) }
 		if durable {
-			return s.tx(ctx, run)
+			return s.txThen(ctx, run, committed)
 		}
 		return s.txNoSync(ctx, run)
 	}
@@ -152,7 +160,7 @@ func (s *Store) batchTx(ctx context.Context, durable bool, fn func(b *stmtBatch)
 				`SET LOCAL synchronous_commit = off`)
 		}
 		return fn(b)
-	}, nil)
+	}, committed)
 }
 
 // pipelineTx is batchTx for a transaction made of queued statements alone:

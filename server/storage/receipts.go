@@ -21,7 +21,8 @@ type Receipt struct {
 // same type and thread, and returns its aux stream position.
 func (s *Store) PutReceipt(ctx context.Context, r *Receipt) (int64, error) {
 	defer s.c.unread.Remove(r.UserID)
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	// Many members mark the same message read at once: groupTx.
+	err := s.groupTx(ctx, func(tx *sql.Tx) error {
 		id, err := s.nextAuxID(ctx, tx, "receipt")
 		if err != nil {
 			return err
@@ -36,7 +37,7 @@ func (s *Store) PutReceipt(ctx context.Context, r *Receipt) (int64, error) {
 			return fmt.Errorf("storage: put receipt: %w", err)
 		}
 		return nil
-	})
+	}, nil)
 	return r.StreamID, err
 }
 

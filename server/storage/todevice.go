@@ -149,7 +149,9 @@ func (s *Store) PresenceOf(ctx context.Context, userID string) (*Presence, error
 // and a new one is stored at stream position 0, seen by initial syncs only.
 func (s *Store) SetPresence(ctx context.Context, p *Presence, touch bool) (bool, error) {
 	changed := false
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	// Every client's /sync may set presence: groupTx.
+	err := s.groupTx(ctx, func(tx *sql.Tx) error {
+		changed = false // a second run (groupTx) starts afresh
 		var state string
 		var msg sql.NullString
 		err := tx.QueryRowContext(ctx, `SELECT state, status_msg FROM presence WHERE user_id = $1`, p.UserID).Scan(&state, &msg)
@@ -183,7 +185,7 @@ func (s *Store) SetPresence(ctx context.Context, p *Presence, touch bool) (bool,
 			return fmt.Errorf("storage: put presence: %w", err)
 		}
 		return nil
-	})
+	}, nil)
 	return changed, err
 }
 
