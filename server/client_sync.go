@@ -514,7 +514,7 @@ func (s *Server) buildSync(ctx context.Context, req *syncRequest, to streamToken
 	}
 	receipts := map[string][]storage.Receipt{}
 	if eph := rf.Ephemeral; auxMoved && (eph == nil || eph.allows("m.receipt", "")) {
-		rs, err := s.store.ReceiptsBetween(ctx, joined, since.Aux, to.Aux)
+		rs, err := s.receiptsBetween(ctx, joined, since.Aux, to.Aux)
 		if err != nil {
 			return nil, nil, err
 		}

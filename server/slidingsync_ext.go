@@ -135,7 +135,7 @@ func (sc *slidingCtx) extensions(ctx context.Context, cands map[string]*slidingC
 			if len(part.ids) == 0 {
 				continue
 			}
-			rs, err := sc.s.store.ReceiptsBetween(ctx, part.ids, part.after, sc.to.Aux)
+			rs, err := sc.s.receiptsBetween(ctx, part.ids, part.after, sc.to.Aux)
 			if err != nil {
 				return err
 			}

@@ -315,7 +315,7 @@ func (sc *slidingCtx) rooms(ctx context.Context, cands map[string]*slidingCandid
 	// room comes again, with its counts.
 	read := map[string]bool{}
 	if sc.prev != nil && sc.to.Aux > sc.prev.token.Aux {
-		rs, err := sc.s.store.ReceiptsBetween(ctx, ids, sc.prev.token.Aux, sc.to.Aux)
+		rs, err := sc.s.receiptsBetween(ctx, ids, sc.prev.token.Aux, sc.to.Aux)
 		if err != nil {
 			return err
 		}

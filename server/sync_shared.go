@@ -63,6 +63,7 @@ type syncShared struct {
 	gaps          *sharedReads[roomsRangeKey, int64]
 	stateAt       *sharedReads[roomsRangeKey, storage.StateKeyMap]
 	timelines     *sharedReads[timelineKey, []*storage.Event]
+	receipts      *sharedReads[roomsRangeKey, []storage.Receipt]
 
 	// builds bounds the incremental answers being built at once. One
 	// event wakes every member's long poll together; past a few per core
@@ -89,6 +90,8 @@ const (
 	sharedReadsKept = 64
 	// A room's state at a position is a map of all its state: fewer.
 	sharedStatesKept = 8
+	// Receipt reads kept: those of one wake-up's few ranges.
+	sharedReceiptsKept = 16
 	// Timeline reads kept, and the largest read shared (a filter's limit
 	// of 100, plus one): at most ~32 × 101 events held.
 	sharedTimelinesKept = 32
@@ -132,6 +135,7 @@ func newSyncShared(r *cache.Registry) *syncShared {
 		gaps:          newSharedReads[roomsRangeKey, int64](sharedReadsKept),
 		stateAt:       newSharedReads[roomsRangeKey, storage.StateKeyMap](sharedStatesKept),
 		timelines:     newSharedReads[timelineKey, []*storage.Event](sharedTimelinesKept),
+		receipts:      newSharedReads[roomsRangeKey, []storage.Receipt](sharedReceiptsKept),
 		builds:        newPlaces(buildPlaces()),
 	}
 }
@@ -246,6 +250,26 @@ func (s *Server) membershipChangesBetween(ctx context.Context, roomIDs []string,
 		return load()
 	}
 	return s.shared.memberChanges.get(ctx, newRoomsRangeKey(roomIDs, after, upTo), load)
+}
+
+// receiptsBetween is store.ReceiptsBetween, shared by the requests that
+// ask for the same rooms over the same range: when one receipt wakes a
+// room's members, one of them reads it for all. Only the rooms with a
+// receipt in the range make the key, so members of different rooms
+// still share a busy room's read. An aux position a /sync reads up to is
+// committed (MaxAuxPos), and receipts are only replaced by later ones, so
+// a result kept is an answer the range could have had; a read from the
+// start (after 0, a room new to the client) is not kept.
+func (s *Server) receiptsBetween(ctx context.Context, roomIDs []string, after, upTo int64) ([]storage.Receipt, error) {
+	roomIDs = s.store.ReceiptRoomsAfter(roomIDs, after)
+	if len(roomIDs) == 0 {
+		return nil, nil
+	}
+	load := func() ([]storage.Receipt, error) { return s.store.ReceiptsBetween(ctx, roomIDs, after, upTo) }
+	if after == 0 {
+		return load()
+	}
+	return s.shared.receipts.get(ctx, newRoomsRangeKey(roomIDs, after, upTo), load)
 }
 
 // lastTimelineGap is store.LastTimelineGap, shared. (A gap can close later,

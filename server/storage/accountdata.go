@@ -99,6 +99,7 @@ func (s *Store) UpdateAccountData(ctx context.Context, userID, roomID, typ strin
 		if id, err = s.nextAuxID(ctx, tx, "account_data"); err != nil {
 			return err
 		}
+		s.accountDataMarks.raise(userID, id) // before the commit (auxmarks.go)
 		var old []byte
 		var c string
 		switch err := tx.QueryRowContext(ctx, `SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3`,
@@ -122,8 +123,13 @@ func (s *Store) UpdateAccountData(ctx context.Context, userID, roomID, typ strin
 	return id, err
 }
 
-// AccountDataBetween lists the user's entries changed in (after, upTo], global and per room.
+// AccountDataBetween lists the user's entries changed in (after, upTo],
+// global and per room; a user with nothing written after after is
+// answered without a query (auxmarks.go).
 func (s *Store) AccountDataBetween(ctx context.Context, userID string, after, upTo int64) ([]AccountData, error) {
+	if !s.accountDataMarks.after(userID, after) {
+		return nil, nil
+	}
 	rows, err := s.read.QueryContext(ctx, `SELECT room_id, type, content, stream_id FROM account_data
 		WHERE user_id = $1 AND stream_id > $2 AND stream_id <= $3 ORDER BY stream_id`, userID, after, upTo)
 	if err != nil {

@@ -9,6 +9,15 @@ func (s *Store) registerBuffers() {
 	r.RegisterBuffer("commit_queue", "event writes waiting for the committer (group commit)", func() (int, int64) {
 		return len(s.commit.queue), -1
 	})
+	r.RegisterBuffer("aux_marks", "per room, user or kind, the newest aux stream position written (a /sync reads only what moved)", func() (int, int64) {
+		var n int
+		var b int64
+		for _, m := range s.auxMarks() {
+			mn, mb := m.size()
+			n, b = n+mn, b+mb
+		}
+		return n, b
+	})
 	r.RegisterBuffer("bump_stamps", "every room's bump stamp, sliding sync's room order (one entry a room)", s.bumps.size)
 	if s.read.stmts != nil {
 		r.RegisterBuffer("read_statements", "queries kept prepared on the read pool (their memory is in SQLite, not the Go heap)", func() (int, int64) {

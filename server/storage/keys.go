@@ -43,6 +43,7 @@ func (s *Store) markDeviceListChange(ctx context.Context, tx *sql.Tx, userID str
 			}
 		}
 	}
+	s.deviceListMarks.raise("", id) // before the commit (auxmarks.go)
 	if _, err := tx.ExecContext(ctx, `INSERT INTO device_list_changes (user_id, stream_id) VALUES ($1, $2)
 		ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id`, userID, id); err != nil {
 		return 0, fmt.Errorf("storage: mark device list change: %w", err)
@@ -424,8 +425,12 @@ func (s *Store) KeySignatures(ctx context.Context, targetUser string) ([]KeySign
 }
 
 // DeviceListChangedUsers lists every user whose device list changed in
-// (after, upTo]: one row a user, so no more than the users known.
+// (after, upTo]: one row a user, so no more than the users known; without
+// a change after after, no query (auxmarks.go).
 func (s *Store) DeviceListChangedUsers(ctx context.Context, after, upTo int64) ([]string, error) {
+	if !s.deviceListMarks.after("", after) {
+		return nil, nil
+	}
 	out, err := queryStrings(ctx, s.read, `SELECT user_id FROM device_list_changes
 		WHERE stream_id > $1 AND stream_id <= $2`, after, upTo)
 	if err != nil {

@@ -28,7 +28,7 @@ func (s *Store) PutReceipt(ctx context.Context, r *Receipt) (int64, error) {
 			return err
 		}
 		r.StreamID = id
-		s.receiptMarks.raise(r.RoomID, id) // before the commit (receiptmarks.go)
+		s.receiptMarks.raise(r.RoomID, id) // before the commit (auxmarks.go)
 		if _, err := tx.ExecContext(ctx, `INSERT INTO receipts (room_id, user_id, type, thread_id, event_id, ts, stream_id)
 			VALUES ($1, $2, $3, $4, $5, $6, $7)
 			ON CONFLICT (room_id, user_id, type, thread_id) DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts,
@@ -41,11 +41,17 @@ func (s *Store) PutReceipt(ctx context.Context, r *Receipt) (int64, error) {
 	return r.StreamID, err
 }
 
+// ReceiptRoomsAfter lists the rooms among roomIDs that may have a receipt
+// written after after (auxmarks.go): ReceiptsBetween reads only them.
+func (s *Store) ReceiptRoomsAfter(roomIDs []string, after int64) []string {
+	return s.receiptMarks.keysAfter(roomIDs, after)
+}
+
 // ReceiptsBetween lists the receipts of the rooms changed in (after, upTo],
 // in stream order. Only the rooms with a receipt written after after are
-// read (receiptmarks.go).
+// read (auxmarks.go).
 func (s *Store) ReceiptsBetween(ctx context.Context, roomIDs []string, after, upTo int64) ([]Receipt, error) {
-	roomIDs = s.receiptMarks.roomsAfter(roomIDs, after)
+	roomIDs = s.receiptMarks.keysAfter(roomIDs, after)
 	if len(roomIDs) == 0 {
 		return nil, nil
 	}

@@ -58,9 +58,11 @@ type Store struct {
 	// deltasUpTo is the highest stream position a current-state delta
 	// may have been written at (statedeltas.go).
 	deltasUpTo atomic.Int64
-	// receiptMarks is, per room, the highest aux position a receipt may
-	// have been written at (receiptmarks.go).
-	receiptMarks receiptMarks
+	// receiptMarks, accountDataMarks, toDeviceMarks and deviceListMarks
+	// are the highest aux positions a receipt (per room), account data or
+	// a to-device message (per user) or a device list change (one key:
+	// "") may have been written at (auxmarks.go).
+	receiptMarks, accountDataMarks, toDeviceMarks, deviceListMarks auxMarks
 	// bumps is every room's bump stamp (bumpstamps.go).
 	bumps bumpStamps
 	// ckpt checkpoints SQLite's WAL (nil on PostgreSQL).
@@ -171,7 +173,9 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
-	s.receiptMarks.floor = s.aux.current()
+	for _, m := range s.auxMarks() {
+		m.floor = s.aux.current()
+	}
 	s.startCommitter()
 	s.registerBuffers() // buffers.go
 	if err := s.openSearchQueue(ctx); err != nil {

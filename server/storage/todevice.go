@@ -55,6 +55,7 @@ func (s *Store) SendToDevice(ctx context.Context, senderUser, senderDevice, txnI
 			return err
 		}
 		for _, m := range msgs {
+			s.toDeviceMarks.raise(m.UserID, id) // before the commit (auxmarks.go)
 			if _, err := tx.ExecContext(ctx, `INSERT INTO to_device (stream_id, user_id, device_id, sender, type, content) VALUES ($1, $2, $3, $4, $5, $6)`,
 				id, m.UserID, m.DeviceID, m.Sender, m.Type, string(m.Content)); err != nil {
 				return fmt.Errorf("storage: queue to-device message: %w", err)
@@ -96,8 +97,12 @@ func (s *Store) AckToDevice(ctx context.Context, userID, deviceID string, upTo i
 }
 
 // ToDeviceBetween returns up to limit of the device's messages in
-// (after, upTo], oldest first.
+// (after, upTo], oldest first; without a message to the user after after,
+// no query (auxmarks.go).
 func (s *Store) ToDeviceBetween(ctx context.Context, userID, deviceID string, after, upTo int64, limit int) ([]ToDeviceMessage, error) {
+	if !s.toDeviceMarks.after(userID, after) {
+		return nil, nil
+	}
 	rows, err := s.read.QueryContext(ctx, `SELECT stream_id, sender, type, content FROM to_device
 		WHERE user_id = $1 AND device_id = $2 AND stream_id > $3 AND stream_id <= $4 ORDER BY stream_id LIMIT $5`,
 		userID, deviceID, after, upTo, limit)

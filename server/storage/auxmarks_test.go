@@ -82,3 +82,86 @@ func TestReceiptsBetweenSkipsQuietRooms(t *testing.T) {
 		}
 	})
 }
+
+// A user's account data and to-device messages, and the device list
+// changes, are read only when something was written after the reader's
+// position (auxmarks.go), yet none is missed: written since the store
+// opened, or before it (read after a restart).
+func TestAuxMarksMissNothing(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		ctx := context.Background()
+		open := func() *storage.Store {
+			t.Helper()
+			st, err := storage.Open(ctx, e.Options)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st
+		}
+		// read lists what each reader finds in (after, upTo] for @u, and
+		// the account data of @v, who has none.
+		read := func(st *storage.Store, after, upTo int64) []string {
+			t.Helper()
+			var out []string
+			for _, user := range []string{"@u:hs", "@v:hs"} {
+				ads, err := st.AccountDataBetween(ctx, user, after, upTo)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, a := range ads {
+					out = append(out, "account data "+user+" "+a.Type)
+				}
+			}
+			msgs, err := st.ToDeviceBetween(ctx, "@u:hs", "DEV", after, upTo, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range msgs {
+				out = append(out, "to-device "+m.Type)
+			}
+			users, err := st.DeviceListChangedUsers(ctx, after, upTo)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, u := range users {
+				out = append(out, "device list "+u)
+			}
+			return out
+		}
+		write := func(st *storage.Store, n string) int64 {
+			t.Helper()
+			if _, err := st.PutAccountData(ctx, "@u:hs", "", "t"+n, []byte(`{}`)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.SendToDevice(ctx, "@w:hs", "W", "txn"+n, []storage.ToDeviceMessage{{UserID: "@u:hs", DeviceID: "DEV", Sender: "@w:hs", Type: "m" + n, Content: []byte(`{}`)}}, nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.MarkDeviceListChange(ctx, "@u:hs"); err != nil {
+				t.Fatal(err)
+			}
+			pos, _ := st.MaxAuxPos(ctx)
+			return pos
+		}
+		st := open()
+		p0, _ := st.MaxAuxPos(ctx)
+		p1 := write(st, "1")
+		want1 := []string{"account data @u:hs t1", "to-device m1", "device list @u:hs"}
+		if got := read(st, p0, p1); !slices.Equal(got, want1) {
+			t.Fatalf("written since the store opened: %v, want %v", got, want1)
+		}
+		if got := read(st, p1, p1); len(got) != 0 {
+			t.Fatalf("nothing after the writes: %v", got)
+		}
+		st.Close()
+
+		st = open()
+		defer st.Close()
+		if got := read(st, p0, p1); !slices.Equal(got, want1) {
+			t.Fatalf("written before a restart: %v, want %v", got, want1)
+		}
+		p2 := write(st, "2")
+		if got, want := read(st, p1, p2), []string{"account data @u:hs t2", "to-device m2", "device list @u:hs"}; !slices.Equal(got, want) {
+			t.Fatalf("written after a restart: %v, want %v", got, want)
+		}
+	})
+}
