@@ -144,11 +144,19 @@ func (s *Server) postReadMarkers(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
+	// Clients mostly name one event for all of them: it is checked once.
+	checked := ""
 	for _, m := range []struct{ typ, eventID string }{{"m.fully_read", req.FullyRead}, {"m.read", req.Read}, {"m.read.private", req.ReadPrivate}} {
 		if m.eventID == "" {
 			continue
 		}
-		if err := s.setReceipt(r.Context(), me.UserID, roomID, m.typ, m.eventID, ""); err != nil {
+		if m.eventID != checked {
+			if err := s.checkReceiptTarget(r.Context(), me.UserID, roomID, m.eventID); err != nil {
+				return err
+			}
+			checked = m.eventID
+		}
+		if err := s.putReceipt(r.Context(), me.UserID, roomID, m.typ, m.eventID, ""); err != nil {
 			return err
 		}
 	}

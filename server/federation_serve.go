@@ -358,6 +358,7 @@ func (s *Server) fedQueryDirectory(ctx context.Context, alias string) (map[strin
 		return nil, err
 	}
 	// This server first: it answered, so it is up.
+	servers = slices.Clone(servers) // the store's list is shared
 	slices.SortFunc(servers, func(a, b string) int {
 		switch {
 		case a == s.cfg.ServerName:

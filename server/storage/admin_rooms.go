@@ -214,7 +214,7 @@ func (s *Store) PurgeRoom(ctx context.Context, roomID string) error {
 		return err
 	}
 	s.bumps.drop(roomID)
-	s.c.currentState.Remove(roomID)
+	s.currentStateChanged(roomID)
 	// Index rows still queued go into the index first, where the chunks
 	// below delete them.
 	if err := s.flushSearch(ctx); err != nil {

@@ -64,6 +64,10 @@ type caches struct {
 	// through PersistEvents or SetRoomHead, which drop the room's entry
 	// after committing and before the change becomes visible.
 	currentState *cache.LRU[string, StateKeyMap]
+	// joinedServers maps a room to the servers of its joined members
+	// (JoinedServers), read for every EDU a room's members cause
+	// (receipts, typing). Dropped with currentState (currentStateChanged).
+	joinedServers *cache.LRU[string, []string]
 	// pushRules maps a user to their stored push rules (push_rules.go,
 	// whose writes invalidate it).
 	pushRules *cache.LRU[string, *PushRules]
@@ -151,6 +155,14 @@ func newCaches(r *cache.Registry) caches {
 			stateGroupCacheBase).WithSize(func(_ int64, m StateKeyMap) int64 { return 8 + stateMapSize(m) }).WithMaxBytes(stateGroupCacheBytes),
 		currentState: cache.NewLRU[string, StateKeyMap](r, "current_state", "room → current state (read by sync, state endpoints, visibility)",
 			currentStateCacheBase).WithSize(func(k string, m StateKeyMap) int64 { return str(k) + stateMapSize(m) }).WithMaxBytes(currentStateCacheBytes),
+		joinedServers: cache.NewLRU[string, []string](r, "joined_servers", "room → servers of its joined members (every receipt and typing notice sent over federation)",
+			currentStateCacheBase).WithSize(func(k string, v []string) int64 {
+			n := str(k)
+			for _, s := range v {
+				n += str(s)
+			}
+			return n
+		}),
 		pushRules: cache.NewLRU[string, *PushRules](r, "push_rules", "user → stored push rules (read for every member on every event)",
 			pushRulesCacheBase).WithSize(func(k string, p *PushRules) int64 { return str(k) + pushRulesSize(p) }),
 		membershipAt: cache.NewLRU[groupUser, string](r, "memberships_at", "(state group, user) → membership (immutable; every event served)",
@@ -237,6 +249,13 @@ func (s *Store) tokensRevoked(userID string, deviceIDs ...string) {
 
 // membersChanged drops the cached rooms of the users whose membership
 // changes lists (RoomsOfUser).
+// currentStateChanged drops what the caches hold of a room's current
+// state, after a change commits and before it becomes visible.
+func (s *Store) currentStateChanged(roomID string) {
+	s.c.currentState.Remove(roomID)
+	s.c.joinedServers.Remove(roomID)
+}
+
 func (s *Store) membersChanged(changes []StateChange) {
 	for _, c := range changes {
 		if c.Key.Type == "m.room.member" {

@@ -297,7 +297,7 @@ func (c *committer) commit(batch []*Pending) {
 			// them must not find the old current state in the cache.
 			// A head update without changes (messages: the forward
 			// extremities alone) leaves the current state as it was.
-			s.c.currentState.Remove(p.roomID)
+			s.currentStateChanged(p.roomID)
 			s.membersChanged(p.head.Changes)
 		}
 		if p.err == nil {

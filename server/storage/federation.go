@@ -197,8 +197,12 @@ func (s *Store) CatchUpEvents(ctx context.Context, destination string, after int
 }
 
 // JoinedServers lists the servers with a joined member in the room's
-// current state.
+// current state. The list is cached: callers must not modify it.
 func (s *Store) JoinedServers(ctx context.Context, roomID string) ([]string, error) {
+	return s.c.joinedServers.GetOrLoad(roomID, func() ([]string, error) { return s.joinedServers(ctx, roomID) })
+}
+
+func (s *Store) joinedServers(ctx context.Context, roomID string) ([]string, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT state_key FROM current_state WHERE room_id = $1 AND type = 'm.room.member' AND membership = 'join'`, roomID)
 	if err != nil {
 		return nil, fmt.Errorf("storage: joined servers: %w", err)

@@ -139,7 +139,7 @@ func (s *Store) SetRoomHead(ctx context.Context, roomID string, head *HeadUpdate
 		return s.flushRows(b, rows)
 	})
 	if err == nil {
-		s.c.currentState.Remove(roomID)
+		s.currentStateChanged(roomID)
 		s.membersChanged(head.Changes)
 	}
 	s.events.finish(pos)

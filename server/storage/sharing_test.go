@@ -146,3 +146,33 @@ func TestSharingAndChangesInRange(t *testing.T) {
 		}
 	})
 }
+
+// JoinedServers, read for every receipt and typing notice a room's
+// members send, is cached per room and follows each membership change.
+func TestJoinedServersFollowMembership(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		ctx := context.Background()
+		set := memberRoom(t, st, "!a:hs", "@u:hs", "@v:other")
+		servers := func() []string {
+			t.Helper()
+			got, err := st.JoinedServers(ctx, "!a:hs")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return slices.Sorted(slices.Values(got))
+		}
+		for range 2 { // read, then cached
+			if got := servers(); !slices.Equal(got, []string{"hs", "other"}) {
+				t.Fatalf("servers: %v", got)
+			}
+		}
+		set("@v:other", "leave")
+		if got := servers(); !slices.Equal(got, []string{"hs"}) {
+			t.Fatalf("after the other server's member left: %v", got)
+		}
+		set("@w:third", "join")
+		if got := servers(); !slices.Equal(got, []string{"hs", "third"}) {
+			t.Fatalf("after a third server's member joined: %v", got)
+		}
+	})
+}
