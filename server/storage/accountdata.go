@@ -16,9 +16,10 @@ import (
 // committed and every position below it has ended (auxStream). On
 // PostgreSQL the table lock also serialises aux writers, which
 // UpdateAccountData's read-modify-write relies on; SQLite has one writer
-// anyway.
+// anyway. A transaction holds the lock until it ends, so only its first
+// position takes it (a batch of groupTx writes takes many).
 func (s *Store) nextAuxID(ctx context.Context, tx *sql.Tx, kind string) (int64, error) {
-	if s.d.Name == "postgres" {
+	if s.d.Name == "postgres" && !s.aux.took(tx) {
 		if _, err := tx.ExecContext(ctx, `LOCK TABLE aux_stream IN SHARE ROW EXCLUSIVE MODE`); err != nil {
 			return 0, fmt.Errorf("storage: lock aux stream: %w", err)
 		}

@@ -203,7 +203,29 @@ func (c *committer) run() {
 				break fill
 			}
 		}
-		c.commit(batch)
+		if c.s.d.Name != "postgres" {
+			c.commit(batch)
+			continue
+		}
+		// On PostgreSQL a batch of messages is one round trip
+		// (pipelineTx), and a groupTx write among them would make it a
+		// transaction of round trips per statement: they commit apart,
+		// events first. Neither kind reads what the other writes
+		// (receipts, account data and presence against events and room
+		// state), so their order within the batch does not matter.
+		var events, small []*Pending
+		for _, p := range batch {
+			if p.fn != nil {
+				small = append(small, p)
+			} else {
+				events = append(events, p)
+			}
+		}
+		for _, part := range [][]*Pending{events, small} {
+			if len(part) > 0 {
+				c.commit(part)
+			}
+		}
 	}
 }
 

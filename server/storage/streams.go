@@ -159,6 +159,13 @@ func loadAuxStream(ctx context.Context, db *sql.DB) (*auxStream, error) {
 	return &auxStream{watermark: newWatermark(n.Int64), byTx: map[*sql.Tx][]int64{}, committed: n.Int64}, nil
 }
 
+// took reports whether tx has taken a position already.
+func (as *auxStream) took(tx *sql.Tx) bool {
+	as.mu.Lock()
+	defer as.mu.Unlock()
+	return len(as.byTx[tx]) > 0
+}
+
 // take records that tx took position id.
 func (as *auxStream) take(tx *sql.Tx, id int64) {
 	as.mu.Lock()
