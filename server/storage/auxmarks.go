@@ -66,13 +66,9 @@ func (m *auxMarks) keysAfter(keys []string, pos int64) []string {
 	return out
 }
 
-// size is the marks' entries and approximate memory (as bumpStamps').
+// size is the marks' entries and approximate memory.
 func (m *auxMarks) size() (int, int64) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	n := int64(0)
-	for k := range m.at {
-		n += int64(len(k)) + bumpStampEntryBytes
-	}
-	return len(m.at), n
+	return positionsSize(m.at)
 }

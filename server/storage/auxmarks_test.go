@@ -9,20 +9,23 @@ import (
 	"hearth/server/storage/storagetest"
 )
 
+// openEngine opens a store on e, for tests that close and open it again.
+func openEngine(t *testing.T, e storagetest.Engine) *storage.Store {
+	t.Helper()
+	st, err := storage.Open(context.Background(), e.Options)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // ReceiptsBetween reads only the rooms with a receipt after the reader's
 // position, yet misses none: written since the store opened, or before
 // it (read after a restart), in stream order across rooms.
 func TestReceiptsBetweenSkipsQuietRooms(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
 		ctx := context.Background()
-		open := func() *storage.Store {
-			t.Helper()
-			st, err := storage.Open(ctx, e.Options)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return st
-		}
+		open := func() *storage.Store { return openEngine(t, e) }
 		st := open()
 		put := func(st *storage.Store, room, user, event string) int64 {
 			t.Helper()
@@ -90,14 +93,7 @@ func TestReceiptsBetweenSkipsQuietRooms(t *testing.T) {
 func TestAuxMarksMissNothing(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
 		ctx := context.Background()
-		open := func() *storage.Store {
-			t.Helper()
-			st, err := storage.Open(ctx, e.Options)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return st
-		}
+		open := func() *storage.Store { return openEngine(t, e) }
 		// read lists what each reader finds in (after, upTo] for @u, and
 		// the account data of @v, who has none.
 		read := func(st *storage.Store, after, upTo int64) []string {

@@ -19,9 +19,6 @@ type bumpStamps struct {
 	rooms map[string]int64
 }
 
-// bumpStampEntryBytes estimates a map entry beside its key's bytes.
-const bumpStampEntryBytes = 48
-
 // loadBumpStamps reads every room's stamp.
 func (s *Store) loadBumpStamps(ctx context.Context) error {
 	rows, err := s.write.QueryContext(ctx, `SELECT room_id, stream_ordering FROM room_bump_stamps`)
@@ -69,11 +66,20 @@ func (b *bumpStamps) drop(room string) {
 func (b *bumpStamps) size() (int, int64) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
+	return positionsSize(b.rooms)
+}
+
+// positionEntryBytes estimates a map entry beside its key's bytes.
+const positionEntryBytes = 48
+
+// positionsSize is the entries of a map of stream positions by string
+// (bump stamps, aux marks) and their estimated bytes.
+func positionsSize(m map[string]int64) (int, int64) {
 	n := int64(0)
-	for room := range b.rooms {
-		n += int64(len(room)) + bumpStampEntryBytes
+	for k := range m {
+		n += int64(len(k)) + positionEntryBytes
 	}
-	return len(b.rooms), n
+	return len(m), n
 }
 
 // BumpStamps returns the bump stamps of the rooms (rooms without a bump
