@@ -93,7 +93,7 @@ func (s *Store) UpdateAccountData(ctx context.Context, userID, roomID, typ strin
 		committed = func() { s.c.accountData.Remove(userType{userID, typ}) }
 	}
 	// Read markers move with read receipts, many at once: groupTx.
-	err := s.groupTx(ctx, func(tx *sql.Tx) error {
+	err := s.groupTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		// Take the aux id (and, on PostgreSQL, its lock) before reading, so
 		// concurrent read-modify-writes are serialised.

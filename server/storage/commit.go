@@ -37,7 +37,7 @@ type Pending struct {
 	s     *Store
 
 	// fn and committed are a groupTx write's (fn set: no events).
-	fn        func(tx *sql.Tx) error
+	fn        func(ctx context.Context, tx *sql.Tx) error
 	committed func()
 
 	roomID string
@@ -145,8 +145,9 @@ func (s *Store) QueueEvents(ctx context.Context, evs []*NewEvent, head *HeadUpda
 // statements behind before it returns nil. committed (when not nil) runs
 // once the write is durable, before its aux stream positions become
 // visible. It returns once they are visible; the write runs to its end
-// whatever ctx does.
-func (s *Store) groupTx(ctx context.Context, fn func(tx *sql.Tx) error, committed func()) error {
+// whatever ctx does: fn gets ctx without its cancellation, for a request
+// that ends must not interrupt the batch it shares.
+func (s *Store) groupTx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error, committed func()) error {
 	p := &Pending{fn: fn, committed: committed, ctx: context.WithoutCancel(ctx), s: s, done: make(chan struct{})}
 	s.commit.mu.RLock()
 	if s.commit.closed {
@@ -265,7 +266,7 @@ func (c *committer) commit(batch []*Pending) {
 				continue
 			}
 			if p.fn != nil {
-				errs[i] = p.fn(b.tx)
+				errs[i] = p.fn(p.ctx, b.tx)
 			} else {
 				errs[i] = s.persistTx(p.ctx, b.tx, rows, p)
 			}
@@ -293,7 +294,7 @@ func (c *committer) commit(batch []*Pending) {
 				continue
 			}
 			if p.fn != nil {
-				errs[i] = s.txThen(context.Background(), p.fn, p.committed)
+				errs[i] = s.txThen(context.Background(), func(tx *sql.Tx) error { return p.fn(p.ctx, tx) }, p.committed)
 				continue
 			}
 			errs[i] = s.batchTx(context.Background(), true, func(b *stmtBatch) error {

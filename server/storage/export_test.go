@@ -35,7 +35,7 @@ func (s *Store) NoDeltasAfter(pos int64) bool { return s.noDeltasAfter(pos) }
 // GroupAuxTx is groupTx with an aux stream position taken in the write
 // and handed to inside with the transaction.
 func (s *Store) GroupAuxTx(ctx context.Context, inside func(tx *sql.Tx, id int64) error, committed func()) error {
-	return s.groupTx(ctx, func(tx *sql.Tx) error {
+	return s.groupTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		id, err := s.nextAuxID(ctx, tx, "test")
 		if err != nil {
 			return err

@@ -165,5 +165,17 @@ func TestGroupTx(t *testing.T) {
 			}
 			seen[r.StreamID] = true
 		}
+
+		// A request that ended does not take its write, nor the batch it
+		// shares, down with it: the write runs to its end.
+		ended, cancel := context.WithCancel(ctx)
+		cancel()
+		pos, err := st.PutReceipt(ended, &storage.Receipt{RoomID: "!r:hs", UserID: "@gone:hs", Type: "m.read", EventID: "$e", TS: 1})
+		if err != nil {
+			t.Fatalf("receipt of an ended request: %v", err)
+		}
+		if rs, err := st.ReceiptsBetween(ctx, []string{"!r:hs"}, pos-1, pos); err != nil || len(rs) != 1 || rs[0].UserID != "@gone:hs" {
+			t.Fatalf("receipt of an ended request: %v, %v", rs, err)
+		}
 	})
 }

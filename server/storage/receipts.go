@@ -22,7 +22,7 @@ type Receipt struct {
 func (s *Store) PutReceipt(ctx context.Context, r *Receipt) (int64, error) {
 	defer s.c.unread.Remove(r.UserID)
 	// Many members mark the same message read at once: groupTx.
-	err := s.groupTx(ctx, func(tx *sql.Tx) error {
+	err := s.groupTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		id, err := s.nextAuxID(ctx, tx, "receipt")
 		if err != nil {
 			return err

@@ -155,7 +155,7 @@ func (s *Store) PresenceOf(ctx context.Context, userID string) (*Presence, error
 func (s *Store) SetPresence(ctx context.Context, p *Presence, touch bool) (bool, error) {
 	changed := false
 	// Every client's /sync may set presence: groupTx.
-	err := s.groupTx(ctx, func(tx *sql.Tx) error {
+	err := s.groupTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		changed = false // a second run (groupTx) starts afresh
 		var state string
 		var msg sql.NullString
