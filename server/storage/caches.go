@@ -247,8 +247,6 @@ func (s *Store) tokensRevoked(userID string, deviceIDs ...string) {
 	})
 }
 
-// membersChanged drops the cached rooms of the users whose membership
-// changes lists (RoomsOfUser).
 // currentStateChanged drops what the caches hold of a room's current
 // state, after a change commits and before it becomes visible.
 func (s *Store) currentStateChanged(roomID string) {
@@ -256,6 +254,8 @@ func (s *Store) currentStateChanged(roomID string) {
 	s.c.joinedServers.Remove(roomID)
 }
 
+// membersChanged drops the cached rooms of the users whose membership
+// changes lists (RoomsOfUser).
 func (s *Store) membersChanged(changes []StateChange) {
 	for _, c := range changes {
 		if c.Key.Type == "m.room.member" {
