@@ -183,7 +183,7 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 				if err != nil {
 					return err
 				}
-				return writeJSON(w, http.StatusOK, resp)
+				return writeSync(w, resp)
 			}
 			// Nothing for this user up to next_batch: wait from there.
 			next, _ := parseSyncToken(resp.NextBatch)
@@ -223,7 +223,7 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 					return err
 				}
 			}
-			return writeJSON(w, http.StatusOK, resp)
+			return writeSync(w, resp)
 		}
 	}
 }
