@@ -936,24 +936,11 @@ func (s *Server) syncRoomTimeline(ctx context.Context, rs *roomSync) (*joinedRoo
 		evs []*storage.Event
 		out *[]any
 	}{{stateEvs, &stateOut.Events}, {timeline, &jr.Timeline.Events}} {
-		if len(req.filter.EventFields) == 0 {
-			// Each event's JSON is shared by every answer it goes in.
-			formatted, err := f.formatJSON(ctx, part.evs)
-			if err != nil {
-				return nil, err
-			}
-			for _, raw := range formatted {
-				*part.out = append(*part.out, raw)
-			}
-			continue
-		}
-		formatted, err := f.format(ctx, part.evs)
+		formatted, err := formatSyncEvents(ctx, f, req.filter.EventFields, part.evs)
 		if err != nil {
 			return nil, err
 		}
-		for _, ce := range formatted {
-			*part.out = append(*part.out, applyEventFields(ce, req.filter.EventFields))
-		}
+		*part.out = append(*part.out, formatted...)
 	}
 	if rs.lazy != nil {
 		for _, e := range append(stateEvs, timeline...) {
@@ -1287,4 +1274,23 @@ func (s *Server) lazyMembersFor(req *syncRequest) *lazyMembers {
 		c.devices[key] = l
 	}
 	return l
+}
+
+// formatSyncEvents formats evs for a /sync answer: each event's JSON
+// shared by every answer it goes in (formatJSON), or, when the filter
+// picks event fields, built for this answer.
+func formatSyncEvents(ctx context.Context, f *eventFormatter, fields []string, evs []*storage.Event) ([]any, error) {
+	out := make([]any, 0, len(evs))
+	if len(fields) == 0 {
+		formatted, err := f.formatJSON(ctx, evs)
+		for _, raw := range formatted {
+			out = append(out, raw)
+		}
+		return out, err
+	}
+	formatted, err := f.format(ctx, evs)
+	for _, ce := range formatted {
+		out = append(out, applyEventFields(ce, fields))
+	}
+	return out, err
 }

@@ -3,7 +3,10 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"time"
+
+	"github.com/tidwall/gjson"
 
 	"hearth/server/storage"
 )
@@ -42,6 +45,10 @@ type eventFormatter struct {
 	// shared holds the formatted events every viewer shares (sync_shared.go;
 	// nil: none).
 	shared *syncShared
+	// peekShared reads shared's formatted events but adds none: an initial
+	// sync's thousands of events would push out what every long poll
+	// shares.
+	peekShared bool
 	// membershipAt, when set, is the viewer's membership at a state group
 	// ("" when none); nil reads it from the store.
 	membershipAt func(ctx context.Context, group int64) (string, error)
@@ -165,27 +172,79 @@ func (f *eventFormatter) one(e *storage.Event, extra map[string]*storage.Event) 
 
 // core is e's client format without unsigned: the same for every viewer.
 func (f *eventFormatter) core(e *storage.Event) (clientEvent, error) {
-	var p pduFields
-	if err := json.Unmarshal(e.JSON, &p); err != nil {
-		return clientEvent{}, err
-	}
-	if len(p.Content) == 0 {
-		p.Content = json.RawMessage("{}")
-	}
-	ce := clientEvent{Content: p.Content, EventID: e.EventID, OriginServerTS: e.OriginServerTS, Sender: e.Sender,
-		StateKey: e.StateKey, Type: e.Type, Redacts: p.Redacts}
+	content, redacts := pduContent(e)
+	ce := clientEvent{Content: content, EventID: e.EventID, OriginServerTS: e.OriginServerTS, Sender: e.Sender,
+		StateKey: e.StateKey, Type: e.Type, Redacts: redacts}
 	if !f.omitRoomID {
 		ce.RoomID = e.RoomID
 	}
-	if ce.Redacts == "" && e.Type == "m.room.redaction" {
-		// v11+ carry redacts in content; clients still read the top level.
-		var c struct {
-			Redacts string `json:"redacts"`
-		}
-		_ = json.Unmarshal(p.Content, &c)
-		ce.Redacts = c.Redacts
-	}
 	return ce, nil
+}
+
+// pduContent is e's content as stored ({} when it has none) and, for a
+// redaction, the event it redacts: the top-level key of room versions
+// 1-10, or content's since version 11 (clients still read the top level).
+// The stored JSON was checked when the event arrived, so the keys are
+// looked up, not the whole PDU decoded: for the client format that was
+// most of an initial sync's CPU. Content shares e.JSON's bytes, capped so
+// an append cannot reach past it.
+func pduContent(e *storage.Event) (json.RawMessage, string) {
+	content := json.RawMessage("{}")
+	if c := gjson.GetBytes(e.JSON, "content"); c.Exists() {
+		if c.Index > 0 && c.Index+len(c.Raw) <= len(e.JSON) {
+			end := c.Index + len(c.Raw)
+			content = e.JSON[c.Index:end:end]
+		} else {
+			content = json.RawMessage(c.Raw)
+		}
+	}
+	if e.Type != "m.room.redaction" {
+		return content, ""
+	}
+	if r := gjson.GetBytes(e.JSON, "redacts"); r.Type == gjson.String {
+		return content, r.Str
+	}
+	if r := gjson.GetBytes(content, "redacts"); r.Type == gjson.String {
+		return content, r.Str
+	}
+	return content, ""
+}
+
+// appendCore appends ce without unsigned as json.Marshal writes it (its
+// fields in order, strings and content HTML-escaped; content that is
+// already so goes as it is).
+func appendCore(dst []byte, ce *clientEvent) ([]byte, error) {
+	dst = append(dst, `{"content":`...)
+	if marshalledJSON(ce.Content) {
+		dst = append(dst, ce.Content...)
+	} else {
+		c, err := json.Marshal(ce.Content)
+		if err != nil {
+			return nil, err
+		}
+		dst = append(dst, c...)
+	}
+	dst = append(dst, `,"event_id":`...)
+	dst = appendJSONString(dst, ce.EventID)
+	dst = append(dst, `,"origin_server_ts":`...)
+	dst = strconv.AppendInt(dst, ce.OriginServerTS, 10)
+	if ce.RoomID != "" {
+		dst = append(dst, `,"room_id":`...)
+		dst = appendJSONString(dst, ce.RoomID)
+	}
+	dst = append(dst, `,"sender":`...)
+	dst = appendJSONString(dst, ce.Sender)
+	if ce.StateKey != nil {
+		dst = append(dst, `,"state_key":`...)
+		dst = appendJSONString(dst, *ce.StateKey)
+	}
+	dst = append(dst, `,"type":`...)
+	dst = appendJSONString(dst, ce.Type)
+	if ce.Redacts != "" {
+		dst = append(dst, `,"redacts":`...)
+		dst = appendJSONString(dst, ce.Redacts)
+	}
+	return append(dst, '}'), nil
 }
 
 // unsigned is e's unsigned without bundles and membership: its age, the

@@ -2,8 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json/jsontext"
-	jsonv2 "encoding/json/v2"
 	"maps"
 	"slices"
 	"strings"
@@ -206,8 +204,8 @@ func (s *Server) finishBatch(ctx context.Context, req *syncRequest, b *syncBatch
 		all = append(all, p.timeline...)
 	}
 	f := s.formatterFor(req.me)
-	f.omitRoomID = true
-	formatted, err := f.format(ctx, all)
+	f.omitRoomID, f.peekShared = true, true
+	formatted, err := formatSyncEvents(ctx, f, req.filter.EventFields, all)
 	if err != nil {
 		return err
 	}
@@ -216,9 +214,7 @@ func (s *Server) finishBatch(ctx context.Context, req *syncRequest, b *syncBatch
 			n   int
 			out *[]any
 		}{{len(stateEvs[i]), &p.stateOut.Events}, {len(p.timeline), &p.jr.Timeline.Events}} {
-			for _, ce := range formatted[:part.n] {
-				*part.out = append(*part.out, applyEventFields(ce, req.filter.EventFields))
-			}
+			*part.out = append(*part.out, formatted[:part.n]...)
 			formatted = formatted[part.n:]
 		}
 		if lazy := p.rs.lazy; lazy != nil {
@@ -245,7 +241,7 @@ const initialChunk = 32
 // a whole answer are written (the same bytes). A chunk is built in one of
 // the build places (syncShared.builds), let go before it is written, so a
 // slow reader holds none. An error once the answer has started aborts it
-// (writeJSON).
+// (writeSync).
 type roomStream struct {
 	s    *Server
 	ctx  context.Context
@@ -253,17 +249,9 @@ type roomStream struct {
 	mems []storage.RoomMembership
 }
 
-// MarshalJSONTo writes the rooms: streamed for an initial sync, otherwise
-// as the plain struct.
-func (r syncRooms) MarshalJSONTo(enc *jsontext.Encoder) error {
-	if r.stream == nil {
-		type plain syncRooms
-		return jsonv2.MarshalEncode(enc, plain(r))
-	}
-	return r.stream.write(enc)
-}
-
-func (st *roomStream) write(enc *jsontext.Encoder) error {
+// appendTo writes the rooms into a, flushing each chunk to the client
+// once written.
+func (st *roomStream) appendTo(a *jsonAppender) error {
 	rf := st.rb.req.filter.room()
 	chunkSize := initialChunk
 	if n := st.s.initialChunk.Load(); n > 0 {
@@ -271,9 +259,7 @@ func (st *roomStream) write(enc *jsontext.Encoder) error {
 	}
 	mems := slices.Clone(st.mems)
 	slices.SortFunc(mems, func(a, b storage.RoomMembership) int { return strings.Compare(a.RoomID, b.RoomID) })
-	if err := enc.WriteToken(jsontext.BeginObject); err != nil {
-		return err
-	}
+	a.open()
 	sections := []struct {
 		name  string
 		kinds []string
@@ -297,17 +283,20 @@ func (st *roomStream) write(enc *jsontext.Encoder) error {
 			if err != nil {
 				return err
 			}
-			if err := writeSection(enc, sec.name, &opened, part); err != nil {
+			appendSection(a, sec.name, &opened, part)
+			if a.err != nil {
+				return a.err
+			}
+			if err := a.flush(); err != nil {
 				return err
 			}
 		}
 		if opened {
-			if err := enc.WriteToken(jsontext.EndObject); err != nil {
-				return err
-			}
+			a.close()
 		}
 	}
-	return enc.WriteToken(jsontext.EndObject)
+	a.close()
+	return nil
 }
 
 // build builds the rooms of chunk, all of one section, in a build place.
@@ -344,42 +333,33 @@ func (st *roomStream) build(chunk []storage.RoomMembership) (*syncRooms, error) 
 	return &part.Rooms, nil
 }
 
-// writeSection writes the entries of part's section name, opening the
-// section's object before the first.
-func writeSection(enc *jsontext.Encoder, name string, opened *bool, part *syncRooms) error {
-	var write func(string) error
+// appendSection writes the entries of part's section name, opening the
+// section's object before the first, in the order of their room IDs.
+func appendSection(a *jsonAppender, name string, opened *bool, part *syncRooms) {
+	var write func(string)
 	var ids []string
 	switch name {
 	case "join":
 		ids = slices.Collect(maps.Keys(part.Join))
-		write = func(id string) error { return jsonv2.MarshalEncode(enc, part.Join[id]) }
+		write = func(id string) { a.joinedRoom(part.Join[id]) }
 	case "invite":
 		ids = slices.Collect(maps.Keys(part.Invite))
-		write = func(id string) error { return jsonv2.MarshalEncode(enc, part.Invite[id]) }
+		write = func(id string) { a.value(part.Invite[id]) }
 	case "leave":
 		ids = slices.Collect(maps.Keys(part.Leave))
-		write = func(id string) error { return jsonv2.MarshalEncode(enc, part.Leave[id]) }
+		write = func(id string) { a.leftRoom(part.Leave[id]) }
 	case "knock":
 		ids = slices.Collect(maps.Keys(part.Knock))
-		write = func(id string) error { return jsonv2.MarshalEncode(enc, part.Knock[id]) }
+		write = func(id string) { a.value(part.Knock[id]) }
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
 		if !*opened {
-			if err := enc.WriteToken(jsontext.String(name)); err != nil {
-				return err
-			}
-			if err := enc.WriteToken(jsontext.BeginObject); err != nil {
-				return err
-			}
+			a.field(name)
+			a.open()
 			*opened = true
 		}
-		if err := enc.WriteToken(jsontext.String(id)); err != nil {
-			return err
-		}
-		if err := write(id); err != nil {
-			return err
-		}
+		a.field(id)
+		write(id)
 	}
-	return nil
 }

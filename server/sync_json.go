@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"io"
 	"maps"
 	"net/http"
 	"slices"
@@ -9,42 +10,60 @@ import (
 	"unicode/utf8"
 )
 
-// An incremental /sync answer is a few fixed objects around the events of
-// the rooms that moved, and every woken member gets one. Through
-// encoding/json's reflection (struct fields, maps, the dynamic type of
-// each event in []any, and each pre-serialised event validated and
-// re-escaped again) writing it was ~7% of the server's CPU in a fan-out to
-// 20 receivers. appendSyncJSON writes the same bytes by hand: the
-// skeleton field by field, events serialised by the shared formatter
-// (json.RawMessage, already as json.Marshal writes them) as they are, and
-// anything else through json.Marshal. TestSyncJSONMatchesMarshal holds it
-// to json.Marshal's output, and to the field lists of the types it knows.
+// A /sync answer is a few fixed objects around the events of its rooms.
+// An incremental one goes to every woken member: through encoding/json's
+// reflection (struct fields, maps, the dynamic type of each event in
+// []any, and each pre-serialised event validated and re-escaped again)
+// writing it was ~7% of the server's CPU in a fan-out to 20 receivers,
+// and writing an initial sync's rooms a fifth of its CPU. appendSyncJSON
+// writes the same bytes by hand: the skeleton field by field, events
+// serialised by the shared formatter (json.RawMessage, already as
+// json.Marshal writes them) as they are, and anything else through
+// json.Marshal. TestSyncJSONMatchesMarshal holds it to json.Marshal's
+// output over answers filled at random, every field of every type in them.
 
-// writeSync writes a /sync answer. An initial sync's rooms are streamed as
-// they are built (roomStream), so it takes writeJSON's encoder.
+// writeSync writes a /sync answer. An initial sync's rooms are built as
+// they are written (roomStream), a chunk at a time: such an answer goes
+// out in parts, and an error once it has started aborts it, as writeJSON
+// does. Any other answer goes out whole, with its length.
 func writeSync(w http.ResponseWriter, resp *syncResponse) error {
-	if resp.Rooms.stream != nil {
-		return writeJSON(w, http.StatusOK, resp)
-	}
-	b, err := appendSyncJSON(make([]byte, 0, 2048), resp)
-	if err != nil {
+	out := &jsonResponse{w: w, status: http.StatusOK}
+	a := &jsonAppender{b: make([]byte, 0, 4096), out: out}
+	if err := a.syncResponse(resp); err != nil {
+		switch {
+		case out.failed: // the client went away: nothing to tell it
+			return nil
+		case out.started:
+			panic(http.ErrAbortHandler)
+		}
 		return err
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(b) // a client that went away: nothing to tell it
+	if !out.started {
+		w.Header().Set("Content-Length", strconv.Itoa(len(a.b)))
+	}
+	_, _ = out.Write(a.b)
 	return nil
 }
 
 // appendSyncJSON appends r as json.Marshal writes it.
 func appendSyncJSON(b []byte, r *syncResponse) ([]byte, error) {
 	a := &jsonAppender{b: b}
+	err := a.syncResponse(r)
+	return a.b, err
+}
+
+func (a *jsonAppender) syncResponse(r *syncResponse) error {
 	a.open()
 	a.field("next_batch")
 	a.str(r.NextBatch)
 	a.field("rooms")
-	a.syncRooms(&r.Rooms)
+	if r.Rooms.stream != nil {
+		if err := r.Rooms.stream.appendTo(a); err != nil {
+			return err
+		}
+	} else {
+		a.syncRooms(&r.Rooms)
+	}
 	a.field("account_data")
 	a.eventsBlock(&r.AccountData)
 	a.field("presence")
@@ -63,15 +82,27 @@ func appendSyncJSON(b []byte, r *syncResponse) ([]byte, error) {
 	a.field("device_unused_fallback_key_types")
 	a.strs(r.DeviceUnusedFallbackKeyTypes)
 	a.close()
-	return a.b, a.err
+	return a.err
 }
 
 // jsonAppender writes JSON into b. first tracks, per open object, whether
-// a field was written yet; err keeps the first error of json.Marshal.
+// a field was written yet; err keeps the first error of json.Marshal. out,
+// when set, takes what b holds at each flush.
 type jsonAppender struct {
 	b     []byte
 	first []bool
 	err   error
+	out   io.Writer
+}
+
+// flush hands what is written so far to out.
+func (a *jsonAppender) flush() error {
+	if a.out == nil || len(a.b) == 0 {
+		return nil
+	}
+	_, err := a.out.Write(a.b)
+	a.b = a.b[:0]
+	return err
 }
 
 func (a *jsonAppender) open() {

@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strconv"
 	"testing"
+
+	"hearth/server/storage"
 )
 
 // syncJSONValues are the values a filled `any` (an event, an invite) takes:
@@ -132,5 +134,79 @@ func TestWriteSyncHeaders(t *testing.T) {
 	rec = httptest.NewRecorder()
 	if err := writeSync(rec, resp); err == nil || rec.Body.Len() != 0 {
 		t.Fatalf("invalid raw event: err %v, %d bytes written", err, rec.Body.Len())
+	}
+}
+
+// TestCoreMatchesDecodedPDU: an event's client format, with its keys
+// looked up in the stored JSON and written by hand, is what decoding the
+// whole PDU and json.Marshal gave, for content json.Marshal writes as it
+// is and content it changes, state keys, redactions of both kinds, and
+// with the room ID or without.
+func TestCoreMatchesDecodedPDU(t *testing.T) {
+	decoded := func(e *storage.Event, omitRoomID bool) []byte {
+		var p pduFields
+		if err := json.Unmarshal(e.JSON, &p); err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Content) == 0 {
+			p.Content = json.RawMessage("{}")
+		}
+		ce := clientEvent{Content: p.Content, EventID: e.EventID, OriginServerTS: e.OriginServerTS, Sender: e.Sender,
+			StateKey: e.StateKey, Type: e.Type, Redacts: p.Redacts}
+		if !omitRoomID {
+			ce.RoomID = e.RoomID
+		}
+		if ce.Redacts == "" && e.Type == "m.room.redaction" {
+			var c struct {
+				Redacts string `json:"redacts"`
+			}
+			_ = json.Unmarshal(p.Content, &c)
+			ce.Redacts = c.Redacts
+		}
+		b, err := json.Marshal(ce)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	empty, name := "", "@bob:x"
+	cases := []struct {
+		typ      string
+		stateKey *string
+		pdu      string
+	}{
+		{"m.room.message", nil, `{"auth_events":["$a"],"content":{"body":"hello","msgtype":"m.text"},"depth":3,"room_id":"!r:x","type":"m.room.message"}`},
+		{"m.room.message", nil, `{"content":{"body":"<b>bold</b> & more","formatted_body":"a>b"},"type":"m.room.message"}`},
+		{"m.room.message", nil, "{\"content\":{\"body\":\"caf\u00e9 \u2028 \u2029 日本 \\u0041 \\n \\\" \\\\\"},\"type\":\"m.room.message\"}"},
+		{"m.room.message", nil, `{"content": { "body" : "spaced" } ,"type":"m.room.message"}`},
+		{"m.room.message", nil, `{"type":"m.room.message"}`},
+		{"m.room.message", nil, `{"content":null,"type":"m.room.message"}`},
+		{"m.room.topic", &empty, `{"content":{"topic":"t"},"state_key":"","type":"m.room.topic"}`},
+		{"m.room.member", &name, `{"content":{"membership":"join","displayname":"Bob <b>"},"state_key":"@bob:x","type":"m.room.member"}`},
+		{"m.room.redaction", nil, `{"content":{},"redacts":"$old","type":"m.room.redaction"}`},
+		{"m.room.redaction", nil, `{"content":{"redacts":"$v11","reason":"spam"},"type":"m.room.redaction"}`},
+		{"m.room.redaction", nil, `{"content":{"reason":"none"},"type":"m.room.redaction"}`},
+	}
+	for i, c := range cases {
+		e := &storage.Event{EventID: "$ev" + strconv.Itoa(i) + "<&>", RoomID: "!r:x", Type: c.typ, StateKey: c.stateKey,
+			Sender: "@alice:x", OriginServerTS: 1765000000000 + int64(i), JSON: []byte(c.pdu)}
+		for _, omit := range []bool{false, true} {
+			f := &eventFormatter{omitRoomID: omit}
+			got, err := f.coreJSON(e)
+			if err != nil {
+				t.Fatalf("case %d: %v", i, err)
+			}
+			if want := decoded(e, omit); !bytes.Equal(got, want) {
+				t.Errorf("case %d (omit room ID %v):\n got %s\nwant %s", i, omit, got, want)
+			}
+		}
+	}
+	// Content is a window on the stored JSON that an append cannot write
+	// past.
+	e := &storage.Event{Type: "m.room.message", JSON: []byte(`{"content":{"body":"x"},"type":"m.room.message"}`)}
+	content, _ := pduContent(e)
+	_ = append(content, "overwrite"...)
+	if string(e.JSON) != `{"content":{"body":"x"},"type":"m.room.message"}` {
+		t.Fatalf("appending to the content changed the stored JSON: %s", e.JSON)
 	}
 }

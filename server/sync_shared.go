@@ -355,11 +355,11 @@ func (f *eventFormatter) coreJSON(e *storage.Event) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	core, err := json.Marshal(ce)
+	core, err := appendCore(nil, &ce)
 	if err != nil {
 		return nil, err
 	}
-	if f.shared != nil {
+	if f.shared != nil && !f.peekShared {
 		f.shared.eventBytes.Add(k, &eventBytes{src: e.JSON, core: core})
 	}
 	return core, nil
