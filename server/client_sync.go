@@ -1284,7 +1284,7 @@ func formatSyncEvents(ctx context.Context, f *eventFormatter, fields []string, e
 	if len(fields) == 0 {
 		formatted, err := f.formatJSON(ctx, evs)
 		for _, raw := range formatted {
-			out = append(out, raw)
+			out = append(out, eventJSON(raw))
 		}
 		return out, err
 	}

@@ -149,12 +149,25 @@ func (a *jsonAppender) strs(ss []string) {
 	a.b = append(a.b, ']')
 }
 
-// value writes v: a json.RawMessage as json.Marshal already wrote it as
-// is, anything else through json.Marshal.
+// eventJSON is an event as formatJSON writes it: built from json.Marshal's
+// output and appendJSONString, so already as json.Marshal would write it.
+// Encoders other than jsonAppender take it as a json.RawMessage.
+type eventJSON json.RawMessage
+
+func (e eventJSON) MarshalJSON() ([]byte, error) { return e, nil }
+
+// value writes v: an eventJSON, or a json.RawMessage as json.Marshal
+// already wrote it, as is; anything else through json.Marshal.
 func (a *jsonAppender) value(v any) {
-	if raw, ok := v.(json.RawMessage); ok && marshalledJSON(raw) {
-		a.b = append(a.b, raw...)
+	switch v := v.(type) {
+	case eventJSON:
+		a.b = append(a.b, v...)
 		return
+	case json.RawMessage:
+		if marshalledJSON(v) {
+			a.b = append(a.b, v...)
+			return
+		}
 	}
 	enc, err := json.Marshal(v)
 	if err != nil {

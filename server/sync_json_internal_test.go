@@ -28,6 +28,7 @@ var syncJSONValues = []any{
 	map[string]any{"type": "m.fully_read", "content": json.RawMessage(`{"event_id":"$e"}`)},
 	"a string",
 	nil,
+	eventJSON(`{"content":{"body":"café \u003c"},"event_id":"$e","type":"m.room.message","unsigned":{"age":3}}`),
 }
 
 // fillSync sets every exported field reachable from v, recursively, to a
