@@ -17,10 +17,10 @@ import (
 // writing it was ~7% of the server's CPU in a fan-out to 20 receivers,
 // and writing an initial sync's rooms a fifth of its CPU. appendSyncJSON
 // writes the same bytes by hand: the skeleton field by field, events
-// serialised by the shared formatter (json.RawMessage, already as
-// json.Marshal writes them) as they are, and anything else through
-// json.Marshal. TestSyncJSONMatchesMarshal holds it to json.Marshal's
-// output over answers filled at random, every field of every type in them.
+// serialised by the shared formatter (eventJSON, already as json.Marshal
+// writes them) as they are, and anything else through json.Marshal.
+// TestSyncJSONMatchesMarshal holds it to json.Marshal's output over
+// answers filled at random, every field of every type in them.
 
 // writeSync writes a /sync answer. An initial sync's rooms are built as
 // they are written (roomStream), a chunk at a time: such an answer goes
