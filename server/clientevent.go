@@ -74,10 +74,7 @@ func (f *eventFormatter) format(ctx context.Context, evs []*storage.Event) ([]cl
 	}
 	out := make([]clientEvent, 0, len(evs))
 	for _, e := range evs {
-		ce, err := f.core(e)
-		if err != nil {
-			return nil, err
-		}
+		ce := f.core(e)
 		if ce.Unsigned, err = f.unsignedFor(ctx, e, p); err != nil {
 			return nil, err
 		}
@@ -161,24 +158,21 @@ type pduFields struct {
 	Redacts string          `json:"redacts"`
 }
 
-func (f *eventFormatter) one(e *storage.Event, extra map[string]*storage.Event) (clientEvent, error) {
-	ce, err := f.core(e)
-	if err != nil {
-		return ce, err
-	}
+func (f *eventFormatter) one(e *storage.Event, extra map[string]*storage.Event) clientEvent {
+	ce := f.core(e)
 	ce.Unsigned = f.unsigned(e, extra)
-	return ce, nil
+	return ce
 }
 
 // core is e's client format without unsigned: the same for every viewer.
-func (f *eventFormatter) core(e *storage.Event) (clientEvent, error) {
+func (f *eventFormatter) core(e *storage.Event) clientEvent {
 	content, redacts := pduContent(e)
 	ce := clientEvent{Content: content, EventID: e.EventID, OriginServerTS: e.OriginServerTS, Sender: e.Sender,
 		StateKey: e.StateKey, Type: e.Type, Redacts: redacts}
 	if !f.omitRoomID {
 		ce.RoomID = e.RoomID
 	}
-	return ce, nil
+	return ce
 }
 
 // pduContent is e's content as stored ({} when it has none) and, for a
@@ -272,9 +266,7 @@ func (f *eventFormatter) unsigned(e *storage.Event, extra map[string]*storage.Ev
 	if e.RedactedBy != "" {
 		if r, ok := extra[e.RedactedBy]; ok {
 			sub := &eventFormatter{store: f.store, viewer: f.viewer, now: f.now, omitRoomID: f.omitRoomID, visible: f.visible, shared: f.shared, membershipAt: f.membershipAt}
-			if rc, err := sub.one(r, nil); err == nil {
-				u["redacted_because"] = rc
-			}
+			u["redacted_because"] = sub.one(r, nil)
 		}
 	}
 	return u

@@ -351,10 +351,7 @@ func (f *eventFormatter) coreJSON(e *storage.Event) ([]byte, error) {
 			return b.core, nil
 		}
 	}
-	ce, err := f.core(e)
-	if err != nil {
-		return nil, err
-	}
+	ce := f.core(e)
 	core, err := appendCore(nil, &ce)
 	if err != nil {
 		return nil, err
