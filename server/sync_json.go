@@ -134,17 +134,20 @@ func (a *jsonAppender) bool(v bool) { a.b = strconv.AppendBool(a.b, v) }
 
 func (a *jsonAppender) null() { a.b = append(a.b, "null"...) }
 
-func (a *jsonAppender) strs(ss []string) {
-	if ss == nil {
+func (a *jsonAppender) strs(ss []string) { appendArray(a, ss, a.str) }
+
+// appendArray writes s, nil as null, as json.Marshal does.
+func appendArray[V any](a *jsonAppender, s []V, val func(V)) {
+	if s == nil {
 		a.null()
 		return
 	}
 	a.b = append(a.b, '[')
-	for i, s := range ss {
+	for i, v := range s {
 		if i > 0 {
 			a.b = append(a.b, ',')
 		}
-		a.str(s)
+		val(v)
 	}
 	a.b = append(a.b, ']')
 }
@@ -193,25 +196,10 @@ func appendMap[V any](a *jsonAppender, m map[string]V, val func(V)) {
 	a.close()
 }
 
-func (a *jsonAppender) events(evs []any) {
-	if evs == nil {
-		a.null()
-		return
-	}
-	a.b = append(a.b, '[')
-	for i, e := range evs {
-		if i > 0 {
-			a.b = append(a.b, ',')
-		}
-		a.value(e)
-	}
-	a.b = append(a.b, ']')
-}
-
 func (a *jsonAppender) eventsBlock(e *eventsBlock) {
 	a.open()
 	a.field("events")
-	a.events(e.Events)
+	appendArray(a, e.Events, a.value)
 	a.close()
 }
 
@@ -230,7 +218,7 @@ func (a *jsonAppender) timeline(t *timelineBlock) {
 	}
 	a.open()
 	a.field("events")
-	a.events(t.Events)
+	appendArray(a, t.Events, a.value)
 	a.field("limited")
 	a.bool(t.Limited)
 	if t.PrevBatch != "" {
