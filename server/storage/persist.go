@@ -188,25 +188,52 @@ func (s *Store) insertEvent(ctx context.Context, tx *sql.Tx, rows *batchRows, ne
 // insertEventRow writes the event's row and its search row.
 func (s *Store) insertEventRow(ctx context.Context, tx *sql.Tx, rows *batchRows, ne *NewEvent) error {
 	e, group := &ne.Event, ne.Event.StateGroup
-	var inserted int64
 	q, args, indexed := s.withSearchIndex(ne, insertEventSQL,
 		e.StreamPos, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS, string(e.JSON),
 		nullStr(e.Membership), nullStr(e.ReplacesState), nullInt(group), boolInt(e.Rejected), boolInt(e.SoftFailed),
 		nullStr(ne.RejectReason), boolInt(e.Outlier), nullStr(e.RelatesTo), nullStr(e.RelType),
 		nullStr(e.SenderDevice), nullStr(e.TxnID), boolInt(ne.Outbound))
-	err := s.txQueryRow(ctx, tx, q, args...).Scan(&inserted)
-	if errors.Is(err, sql.ErrNoRows) {
+	inserted, err := s.insertOnce(ctx, tx, q, args)
+	if err != nil {
+		return fmt.Errorf("storage: insert event %s: %w", e.EventID, err)
+	}
+	if !inserted {
 		indexed = false
 		if err := deOutlier(ctx, tx, ne, group); err != nil {
 			return err
 		}
-	} else if err != nil {
-		return fmt.Errorf("storage: insert event %s: %w", e.EventID, err)
 	}
 	if !indexed {
 		return s.indexForSearch(ctx, tx, rows, ne)
 	}
 	return nil
+}
+
+// insertOnce runs an event's INSERT … ON CONFLICT DO NOTHING (q, from
+// insertEventSQL) and reports whether it inserted the row.
+//
+// On SQLite it runs without its RETURNING clause, and the row count
+// answers: database/sql watches a query's rows inside a transaction
+// with a goroutine of their own, so a RETURNING made one goroutine for
+// every event the committer writes. With ten senders into one room that
+// was ~1,800 goroutines a second, each started on the committer's
+// processor and waiting in its run queue, ahead of the requests its
+// batch had just answered (an execution trace: a millisecond each).
+func (s *Store) insertOnce(ctx context.Context, tx *sql.Tx, q string, args []any) (bool, error) {
+	if s.d.Name == "sqlite" && q == insertEventSQL {
+		res, err := s.txExec(ctx, tx, insertEventSQLite, args...)
+		if err != nil {
+			return false, err
+		}
+		n, err := res.RowsAffected()
+		return n > 0, err
+	}
+	var pos int64
+	err := s.txQueryRow(ctx, tx, q, args...).Scan(&pos)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // queueEventRows queues the rows of events (PostgreSQL: one statement
@@ -282,11 +309,14 @@ func (s *Store) queueEventRows(b *stmtBatch, evs []*NewEvent, inserted *map[stri
 
 // insertEventSQL inserts an event row; nothing when the event is stored
 // already (an outlier to turn into a timeline event, or a conflict).
-const insertEventSQL = `INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth, origin_server_ts,
+const insertEventSQL = insertEventSQLite + ` RETURNING stream_ordering`
+
+// insertEventSQLite is insertEventSQL without its RETURNING (insertOnce).
+const insertEventSQLite = `INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth, origin_server_ts,
 			json, membership, replaces_state, state_group, rejected, soft_failed, rejection_reason, outlier, relates_to, rel_type,
 			sender_device, txn_id, outbound)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
-		ON CONFLICT (event_id) DO NOTHING RETURNING stream_ordering`
+		ON CONFLICT (event_id) DO NOTHING`
 
 // deOutlier turns an event stored as an outlier (from an auth chain or a
 // join's state) into a timeline event once it arrives as one. Any other
