@@ -221,7 +221,7 @@ func (s *Store) insertEventRow(ctx context.Context, tx *sql.Tx, rows *batchRows,
 // batch had just answered (an execution trace: a millisecond each).
 func (s *Store) insertOnce(ctx context.Context, tx *sql.Tx, q string, args []any) (bool, error) {
 	if s.d.Name == "sqlite" && q == insertEventSQL {
-		res, err := s.txExec(ctx, tx, insertEventSQLite, args...)
+		res, err := s.txExec(ctx, tx, insertEventFail, args...)
 		if err != nil {
 			return false, err
 		}
@@ -312,11 +312,15 @@ func (s *Store) queueEventRows(b *stmtBatch, evs []*NewEvent, inserted *map[stri
 const insertEventSQL = insertEventSQLite + ` RETURNING stream_ordering`
 
 // insertEventSQLite is insertEventSQL without its RETURNING (insertOnce).
+// SQLite runs it as INSERT OR FAIL (failNotAbort).
 const insertEventSQLite = `INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth, origin_server_ts,
 			json, membership, replaces_state, state_group, rejected, soft_failed, rejection_reason, outlier, relates_to, rel_type,
 			sender_device, txn_id, outbound)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
 		ON CONFLICT (event_id) DO NOTHING`
+
+// insertEventFail is insertEventSQLite as SQLite's writer runs it.
+var insertEventFail = failNotAbort(insertEventSQLite)
 
 // deOutlier turns an event stored as an outlier (from an auth chain or a
 // join's state) into a timeline event once it arrives as one. Any other

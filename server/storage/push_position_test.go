@@ -148,3 +148,57 @@ func TestUnreadCountsReceiptBeforeItsEvent(t *testing.T) {
 		}
 	})
 }
+
+// TestFailedNotificationWriteLeavesNothing: a write of notifications that
+// fails part way leaves none of its rows, heads or position behind. On
+// SQLite its statements are INSERT OR FAIL (failNotAbort), which keep the
+// rows a failing statement wrote before it failed: only the rollback of
+// the whole transaction takes them back. The duplicate row sits in the
+// middle of the second statement (64 rows, then 16), after rows of that
+// statement and a whole statement before it were written.
+func TestFailedNotificationWriteLeavesNothing(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		ctx := t.Context()
+		before, err := st.PushPosition(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const room = "!r:hearth.test"
+		var ns []storage.Notification
+		var heads []storage.ThreadHead
+		for i := range 80 {
+			user := fmt.Sprintf("@m%02d:hearth.test", i)
+			ns = append(ns, storage.Notification{UserID: user, StreamPos: 5, RoomID: room, EventID: "$e5",
+				ThreadID: "main", Actions: `["notify"]`, TS: 5, CumNotif: 1})
+			heads = append(heads, storage.ThreadHead{UserID: user, RoomID: room, ThreadID: "main", StreamPos: 5, CumNotif: 1})
+		}
+		ns[71] = ns[3] // a primary key written already, by the first statement
+		if err := st.RecordNotifications(ctx, 5, ns, heads); err == nil {
+			t.Fatal("a write with a duplicate notification succeeded")
+		}
+		if pos, err := st.PushPosition(ctx); err != nil || pos != before {
+			t.Fatalf("push position %d, %v after the failed write; want %d", pos, err, before)
+		}
+		for _, user := range []string{"@m00:hearth.test", "@m03:hearth.test", "@m66:hearth.test", "@m79:hearth.test"} {
+			if got, err := st.NotificationsOf(ctx, user, 0, 10, false); err != nil || len(got) != 0 {
+				t.Fatalf("%s: %d notifications (%v) after the failed write", user, len(got), err)
+			}
+			counts, err := st.UnreadCounts(ctx, user, map[string]bool{room: true}, math.MaxInt64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(counts[room]) != 0 {
+				t.Fatalf("%s: unread counts %v after the failed write", user, counts)
+			}
+		}
+		// The store still writes: the same rows without the duplicate.
+		ns[71] = storage.Notification{UserID: "@m71:hearth.test", StreamPos: 5, RoomID: room, EventID: "$e5",
+			ThreadID: "main", Actions: `["notify"]`, TS: 5, CumNotif: 1}
+		if err := st.RecordNotifications(ctx, 5, ns, heads); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := st.NotificationsOf(ctx, "@m66:hearth.test", 0, 10, false); err != nil || len(got) != 1 {
+			t.Fatalf("after the good write: %d notifications, %v", len(got), err)
+		}
+	})
+}
