@@ -309,18 +309,19 @@ func (s *Store) queueEventRows(b *stmtBatch, evs []*NewEvent, inserted *map[stri
 
 // insertEventSQL inserts an event row; nothing when the event is stored
 // already (an outlier to turn into a timeline event, or a conflict).
-const insertEventSQL = insertEventSQLite + ` RETURNING stream_ordering`
+const insertEventSQL = insertEventNoReturning + ` RETURNING stream_ordering`
 
-// insertEventSQLite is insertEventSQL without its RETURNING (insertOnce).
-// SQLite runs it as INSERT OR FAIL (failNotAbort).
-const insertEventSQLite = `INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth, origin_server_ts,
+// insertEventNoReturning is insertEventSQL without its RETURNING, which
+// SQLite runs (insertOnce) as INSERT OR FAIL (insertEventFail).
+const insertEventNoReturning = `INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender, depth, origin_server_ts,
 			json, membership, replaces_state, state_group, rejected, soft_failed, rejection_reason, outlier, relates_to, rel_type,
 			sender_device, txn_id, outbound)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
 		ON CONFLICT (event_id) DO NOTHING`
 
-// insertEventFail is insertEventSQLite as SQLite's writer runs it.
-var insertEventFail = failNotAbort(insertEventSQLite)
+// insertEventFail is the event row's INSERT on SQLite's writer
+// (failNotAbort).
+var insertEventFail = failNotAbort(insertEventNoReturning)
 
 // deOutlier turns an event stored as an outlier (from an auth chain or a
 // join's state) into a timeline event once it arrives as one. Any other
