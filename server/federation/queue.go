@@ -293,14 +293,30 @@ func (s *Sender) drain(ctx context.Context, pos int64) (int64, error) {
 		if err := s.cacheServers(ctx, evs); err != nil {
 			return pos, err
 		}
-		var queued []storage.DestinationRoom
-		byDest := map[string][]*storage.Event{}
-		for _, e := range evs {
-			dests, err := s.destinations(ctx, e)
-			if err != nil {
+		// The events were read without their JSON: only those that go
+		// somewhere need it.
+		dests := make([][]string, len(evs))
+		var going []*storage.Event
+		for i, e := range evs {
+			if dests[i], err = s.destinations(ctx, e); err != nil {
 				return pos, err
 			}
-			for _, d := range dests {
+			if len(dests[i]) > 0 {
+				going = append(going, e)
+			}
+		}
+		if len(going) > 0 {
+			if err := s.o.Store.EventJSONs(ctx, going); err != nil {
+				return pos, err
+			}
+		}
+		var queued []storage.DestinationRoom
+		byDest := map[string][]*storage.Event{}
+		for i, e := range evs {
+			if e.JSON == nil {
+				continue // nowhere to go, or purged since it was read
+			}
+			for _, d := range dests[i] {
 				queued = append(queued, storage.DestinationRoom{Destination: d, RoomID: e.RoomID, StreamPos: e.StreamPos})
 				byDest[d] = append(byDest[d], e)
 			}

@@ -40,7 +40,7 @@ func (r *fedRoom) add(id, typ string, sk *string, membership string, outbound bo
 		sender = *sk
 	}
 	ne := &storage.NewEvent{Event: storage.Event{EventID: id, RoomID: r.id, Type: typ, StateKey: sk, Sender: sender,
-		Depth: int64(len(r.prev) + 1), JSON: []byte(`{}`), Membership: membership},
+		Depth: int64(len(r.prev) + 1), JSON: []byte(`{"n":"` + id + `"}`), Membership: membership},
 		PrevEvents: r.prev, StateBefore: r.group, Outbound: outbound}
 	head := &storage.HeadUpdate{Extremities: []string{id}}
 	if sk != nil {
@@ -237,6 +237,45 @@ func TestDestinationsAdmin(t *testing.T) {
 		}
 		if got, _ := list(storage.DestinationFilter{Search: "%"}); len(got) != 0 {
 			t.Errorf("search with %%: %v", got)
+		}
+	})
+}
+
+// TestOutboundEventsReadWithoutJSON checks what the federation sender
+// reads of the stream: outbound live events in order with what decides
+// their destinations and no JSON, then the JSON of those it asks for, an
+// event gone since left without, on both engines.
+func TestOutboundEventsReadWithoutJSON(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		ctx := context.Background()
+		a := newFedRoom(t, st, "!a:hs")
+		start := a.say("$first")
+		a.member("@b:remote", "join")
+		last := a.say("$second")
+		evs, err := st.OutboundEventsAfter(ctx, start-1, last, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, e := range evs {
+			ids = append(ids, e.EventID)
+			if e.JSON != nil || e.RoomID != "!a:hs" || e.Sender != "@a:hs" || e.Type != "m.room.message" || e.StateGroup == 0 {
+				t.Errorf("%s read as %+v", e.EventID, e)
+			}
+		}
+		// The membership is not outbound (add's argument), so not read.
+		if !slices.Equal(ids, []string{"$first", "$second"}) {
+			t.Fatalf("outbound events = %v", ids)
+		}
+		gone := &storage.Event{EventID: "$gone", StreamPos: last + 100}
+		if err := st.EventJSONs(ctx, []*storage.Event{evs[1], gone, evs[0]}); err != nil {
+			t.Fatal(err)
+		}
+		if string(evs[0].JSON) != `{"n":"$first"}` || string(evs[1].JSON) != `{"n":"$second"}` || gone.JSON != nil {
+			t.Errorf("JSON filled in: %s, %s, gone %q", evs[0].JSON, evs[1].JSON, gone.JSON)
+		}
+		if evs, err = st.OutboundEventsAfter(ctx, start, last, 1); err != nil || len(evs) != 1 || evs[0].EventID != "$second" {
+			t.Errorf("after the first, limit 1: %v, %v", evs, err)
 		}
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -37,11 +38,72 @@ func (s *Store) FederationSenderPosition(ctx context.Context) (int64, error) {
 }
 
 // OutboundEventsAfter returns up to limit events the federation sender must
-// send, with stream position in (after, upTo], oldest first.
+// consider, with stream position in (after, upTo], oldest first. They are
+// read without their JSON: what decides where an event goes (its room,
+// state group, sender, type, state key and membership) is there, and most
+// events, those of rooms with no other server, go nowhere. EventJSONs
+// reads it for those that do.
 func (s *Store) OutboundEventsAfter(ctx context.Context, after, upTo int64, limit int) ([]*Event, error) {
-	return scanEvents(s.read.QueryContext(ctx, `SELECT `+eventColumns+` FROM events
+	rows, err := s.read.QueryContext(ctx, `SELECT stream_ordering, event_id, room_id, type, state_key, sender,
+		COALESCE(membership, ''), COALESCE(state_group, 0) FROM events
 		WHERE stream_ordering > $1 AND stream_ordering <= $2 AND outbound = 1 AND `+liveEvent+`
-		ORDER BY stream_ordering LIMIT $3`, after, upTo, limit))
+		ORDER BY stream_ordering LIMIT $3`, after, upTo, limit)
+	if err != nil {
+		return nil, fmt.Errorf("storage: outbound events: %w", err)
+	}
+	defer rows.Close()
+	var out []*Event
+	for rows.Next() {
+		e := &Event{}
+		var sk sql.NullString
+		if err := rows.Scan(&e.StreamPos, &e.EventID, &e.RoomID, &e.Type, &sk, &e.Sender, &e.Membership, &e.StateGroup); err != nil {
+			return nil, fmt.Errorf("storage: outbound events: %w", err)
+		}
+		if sk.Valid {
+			e.StateKey = &sk.String
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// EventJSONs fills in the JSON of events read without it
+// (OutboundEventsAfter), by stream position. An event gone since (its room
+// purged) is left without.
+func (s *Store) EventJSONs(ctx context.Context, evs []*Event) error {
+	byPos := make(map[int64]*Event, len(evs))
+	pos := make([]int64, 0, len(evs))
+	for _, e := range evs {
+		if _, dup := byPos[e.StreamPos]; !dup {
+			byPos[e.StreamPos] = e
+			pos = append(pos, e.StreamPos)
+		}
+	}
+	for chunk := range slices.Chunk(pos, 500) {
+		in, arg := s.inInts("stream_ordering", 1, chunk)
+		rows, err := s.read.QueryContext(ctx, `SELECT stream_ordering, json FROM events WHERE `+in, arg)
+		if err != nil {
+			return fmt.Errorf("storage: event JSON: %w", err)
+		}
+		for rows.Next() {
+			var p int64
+			var js []byte
+			if err := rows.Scan(&p, &js); err != nil {
+				rows.Close()
+				return fmt.Errorf("storage: event JSON: %w", err)
+			}
+			if e := byPos[p]; e != nil {
+				e.JSON = js
+				delete(byPos, p)
+			}
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return fmt.Errorf("storage: event JSON: %w", err)
+		}
+	}
+	return nil
 }
 
 // DestinationRoom is a room's newest event queued for a destination.

@@ -340,6 +340,18 @@ func (s *Store) inSet(column string, n int, values []string) (string, any) {
 	return fmt.Sprintf("%s = ANY($%d)", column, n), values
 }
 
+// inInts is inSet for integer values.
+func (s *Store) inInts(column string, n int, values []int64) (string, any) {
+	if s.d.Name == "sqlite" {
+		b, _ := json.Marshal(values)
+		return fmt.Sprintf("%s IN (SELECT value FROM json_each($%d))", column, n), string(b)
+	}
+	if values == nil {
+		values = []int64{}
+	}
+	return fmt.Sprintf("%s = ANY($%d)", column, n), values
+}
+
 // queryStrings runs a query of one text column and returns its values.
 func queryStrings(ctx context.Context, q querier, query string, args ...any) ([]string, error) {
 	rows, err := q.QueryContext(ctx, query, args...)
