@@ -466,6 +466,8 @@ func (e *Evaluator) evaluate(ctx context.Context, ev *storage.Event, b *batch) e
 	// only when some target's rules ask.
 	var subscribers map[string]bool
 	inThread := e.o.Defaults.ThreadSubscriptions && ev.RelType == "m.thread" && ev.RelatesTo != ""
+	// Room for a row a target, rather than doubling up to it.
+	b.rows = slices.Grow(b.rows, len(targets))
 	for _, u := range targets {
 		if u == ev.Sender {
 			continue // spec: never for events the user sent
