@@ -40,7 +40,15 @@ type stagedNotifications struct {
 	// wanted holds a token while a reader waits for staged rows to be
 	// written (FlushWanted); made with the Store, never replaced.
 	wanted chan struct{}
+	// flushing is FlushNotifications' buffer of rows, kept for the next
+	// flush up to keepRows.
+	flushing []Notification
 }
+
+// keepRows bounds the rows' buffers kept from one flush to the next: a
+// busy room's flush holds up to the evaluator's flush threshold (2,000
+// rows), and a burst beyond it is given back.
+const keepRows = 4096
 
 // FlushWanted is ready when a reader waits for the staged rows to be
 // written (waitWritten): the evaluator should call FlushNotifications now
@@ -97,7 +105,8 @@ func (s *Store) FlushNotifications(ctx context.Context) error {
 		return nil
 	}
 	pos := st.pos
-	rows := make([]Notification, 0, st.n)
+	rows := slices.Grow(st.flushing[:0], st.n)
+	st.flushing = nil // this flush's until it is done
 	for _, rs := range st.rows {
 		rows = append(rows, rs...) // a user's rows together: one leaf after another
 	}
@@ -114,7 +123,21 @@ func (s *Store) FlushNotifications(ctx context.Context) error {
 		}
 	}
 	st.mu.Lock()
-	clear(st.rows)
+	// A user notified since the last flush keeps the buffer of their rows
+	// for the next (busy rooms notify the same members flush after flush);
+	// one who was not has theirs dropped.
+	for u, rs := range st.rows {
+		if len(rs) == 0 || cap(rs) > keepRows {
+			delete(st.rows, u)
+			continue
+		}
+		clear(rs) // nothing kept alive by rows already written
+		st.rows[u] = rs[:0]
+	}
+	if cap(rows) <= keepRows {
+		clear(rows)
+		st.flushing = rows[:0]
+	}
 	clear(st.userHeads)
 	clear(st.roomHeads)
 	st.n, st.flushed = 0, pos

@@ -115,6 +115,58 @@ func TestStagedNotifications(t *testing.T) {
 	})
 }
 
+// TestStagedNotificationsOverSeveralFlushes: the buffers a flush keeps for
+// the next (each notified user's, and the flush's own) hold nothing of
+// what was written: every row is stored once, with its own values, flush
+// after flush, for a user notified at every flush and for one notified
+// at every other.
+func TestStagedNotificationsOverSeveralFlushes(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		ctx := t.Context()
+		const room = "!room:hs"
+		cum := map[string]int64{}
+		want := map[string][]int64{}
+		for pos := int64(1); pos <= 6; pos++ {
+			users := []string{"@bob:hs"}
+			if pos%2 == 1 {
+				users = append(users, "@carol:hs")
+			}
+			var ns []storage.Notification
+			var hs []storage.ThreadHead
+			for _, u := range users {
+				cum[u]++
+				ns = append(ns, storage.Notification{UserID: u, StreamPos: pos, RoomID: room, EventID: fmt.Sprintf("$e%d", pos),
+					ThreadID: "main", Actions: `["notify"]`, TS: pos, CumNotif: cum[u]})
+				hs = append(hs, storage.ThreadHead{UserID: u, RoomID: room, ThreadID: "main", StreamPos: pos, CumNotif: cum[u]})
+				want[u] = append([]int64{pos}, want[u]...)
+			}
+			st.StageNotifications(pos, ns, hs)
+			if err := st.FlushNotifications(ctx); err != nil {
+				t.Fatalf("flush at %d: %v", pos, err)
+			}
+		}
+		for u, positions := range want {
+			ns, err := st.NotificationsOf(ctx, u, 0, 20, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ns) != len(positions) {
+				t.Fatalf("%s: %d rows stored, want %d: %+v", u, len(ns), len(positions), ns)
+			}
+			for i, n := range ns {
+				if n.StreamPos != positions[i] || n.EventID != fmt.Sprintf("$e%d", n.StreamPos) || n.UserID != u ||
+					n.CumNotif != int64(len(positions)-i) {
+					t.Errorf("%s: row %d is %+v, want position %d with total %d", u, i, n, positions[i], len(positions)-i)
+				}
+			}
+			c, err := st.UnreadCounts(ctx, u, nil, 100)
+			if err != nil || c[room]["main"].Notifications != int64(len(positions)) {
+				t.Errorf("%s: unread %v, %v; want %d", u, c, err, len(positions))
+			}
+		}
+	})
+}
+
 // TestStagedNotificationsFailedFlush: a write that fails keeps everything
 // staged (still counted, written by a later flush); one that fails because
 // its rows were stored already, the stored position showing it, counts as
