@@ -47,7 +47,8 @@ type stagedNotifications struct {
 
 // keepRows bounds the rows' buffers kept from one flush to the next: a
 // busy room's flush holds up to the evaluator's flush threshold (2,000
-// rows), and a burst beyond it is given back.
+// rows), and a burst beyond it is given back. What the last flush before
+// a quiet spell kept stays held (cleared) until the next: ~1 MB at most.
 const keepRows = 4096
 
 // FlushWanted is ready when a reader waits for the staged rows to be
