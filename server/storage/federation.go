@@ -72,12 +72,9 @@ func (s *Store) OutboundEventsAfter(ctx context.Context, after, upTo int64, limi
 // purged) is left without.
 func (s *Store) EventJSONs(ctx context.Context, evs []*Event) error {
 	byPos := make(map[int64]*Event, len(evs))
-	pos := make([]int64, 0, len(evs))
-	for _, e := range evs {
-		if _, dup := byPos[e.StreamPos]; !dup {
-			byPos[e.StreamPos] = e
-			pos = append(pos, e.StreamPos)
-		}
+	pos := make([]int64, len(evs))
+	for i, e := range evs {
+		byPos[e.StreamPos], pos[i] = e, e.StreamPos
 	}
 	for chunk := range slices.Chunk(pos, 500) {
 		in, arg := s.inInts("stream_ordering", 1, chunk)
@@ -94,7 +91,6 @@ func (s *Store) EventJSONs(ctx context.Context, evs []*Event) error {
 			}
 			if e := byPos[p]; e != nil {
 				e.JSON = js
-				delete(byPos, p)
 			}
 		}
 		err = rows.Err()

@@ -330,24 +330,21 @@ func inList(start, count int) string {
 // values, and neither engine parses a long IN list each time (on SQLite,
 // parsing one was most of the cost of reading a few hundred events).
 func (s *Store) inSet(column string, n int, values []string) (string, any) {
-	if s.d.Name == "sqlite" {
-		b, _ := json.Marshal(values)
-		return fmt.Sprintf("%s IN (SELECT value FROM json_each($%d))", column, n), string(b)
-	}
-	if values == nil {
-		values = []string{}
-	}
-	return fmt.Sprintf("%s = ANY($%d)", column, n), values
+	return inValues(s.d.Name, column, n, values)
 }
 
 // inInts is inSet for integer values.
 func (s *Store) inInts(column string, n int, values []int64) (string, any) {
-	if s.d.Name == "sqlite" {
+	return inValues(s.d.Name, column, n, values)
+}
+
+func inValues[T string | int64](engine, column string, n int, values []T) (string, any) {
+	if engine == "sqlite" {
 		b, _ := json.Marshal(values)
 		return fmt.Sprintf("%s IN (SELECT value FROM json_each($%d))", column, n), string(b)
 	}
 	if values == nil {
-		values = []int64{}
+		values = []T{}
 	}
 	return fmt.Sprintf("%s = ANY($%d)", column, n), values
 }
