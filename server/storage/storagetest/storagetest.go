@@ -27,9 +27,14 @@ type Engine struct {
 	Options storage.Options
 }
 
-// Each runs fn as a parallel subtest per engine.
+// Each runs fn as a parallel subtest per engine, and makes t a parallel
+// test: most of a test's time is spent waiting (on commits, timeouts,
+// the other server of a federation test), so tests of both engines run
+// side by side, as many as go test's -parallel (make test sets it).
+// A test that changes what is shared by the whole process cannot use it.
 func Each(t *testing.T, fn func(t *testing.T, e Engine)) {
 	t.Helper()
+	t.Parallel()
 	t.Run("sqlite", func(t *testing.T) {
 		t.Parallel()
 		fn(t, Engine{Name: "sqlite", Options: storage.Options{SQLitePath: filepath.Join(t.TempDir(), "hearth.db")}})
@@ -64,24 +69,19 @@ func Open(t *testing.T, e Engine) *storage.Store {
 }
 
 // FreshSchema creates an empty schema and returns a DSN whose search_path
-// points at it; the schema is dropped at cleanup.
+// points at it; the schema is dropped at cleanup. The connection that
+// makes it is closed at once and another opened to drop it: tests run in
+// parallel, and one held per schema counted against PostgreSQL's
+// max_connections for every test's whole run.
 func FreshSchema(t testing.TB, dsn string) string {
 	t.Helper()
 	b := make([]byte, 6)
 	rand.Read(b)
 	schema := "t_" + strings.ToLower(hex.EncodeToString(b))
-	admin, err := sql.Open("pgx", dsn)
-	if err != nil {
-		t.Fatalf("postgres: %v", err)
-	}
-	if _, err := admin.Exec(`CREATE SCHEMA ` + schema); err != nil {
-		admin.Close()
+	if err := adminExec(dsn, `CREATE SCHEMA `+schema); err != nil {
 		t.Fatalf("postgres: create schema (is %s=%q reachable?): %v", EnvPostgres, dsn, err)
 	}
-	t.Cleanup(func() {
-		admin.Exec(`DROP SCHEMA ` + schema + ` CASCADE`)
-		admin.Close()
-	})
+	t.Cleanup(func() { _ = adminExec(dsn, `DROP SCHEMA `+schema+` CASCADE`) })
 	u, err := url.Parse(dsn)
 	if err != nil || u.Scheme == "" {
 		return dsn + " search_path=" + schema
@@ -90,6 +90,17 @@ func FreshSchema(t testing.TB, dsn string) string {
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+// adminExec runs one statement on a connection of its own.
+func adminExec(dsn, stmt string) error {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	_, err = db.Exec(stmt)
+	return err
 }
 
 // Another returns an engine of e's kind on a database of its own: for tests
