@@ -262,6 +262,7 @@ func (s *Store) PurgeRoom(ctx context.Context, roomID string) error {
 	// the thread heads.
 	s.c.notifTotals.Purge()
 	s.c.unread.Purge()
+	s.c.threadHeads.Purge()
 	return nil
 }
 

@@ -25,6 +25,10 @@ const (
 	// notifTotalsCacheBase: one entry per read receipt of a thread with
 	// unread notifications, of the users syncing.
 	notifTotalsCacheBase = 20_000
+	// Thread heads: one entry (~100 bytes a member) per (room, thread)
+	// notified in since the last flush of notifications.
+	threadHeadsCacheBase  = 1_000
+	threadHeadsCacheBytes = 4 << 20
 	// Rooms of a user: one entry (~150 bytes a room) per user syncing.
 	roomsOfUserCacheBase = 10_000
 	// Unread bases: one entry (~100 bytes per receipt and per thread with
@@ -95,6 +99,12 @@ type caches struct {
 	// an outlier (whose position changes when it joins the timeline), are
 	// not cached.
 	unread *cache.LRU[string, *unreadBase]
+	// threadHeads maps a (room, thread) to its members' stored heads
+	// (push_thread_heads), read by the push evaluator for every step that
+	// notifies in it (ThreadHeads). RecordNotifications drops the entries
+	// of the heads it wrote, after committing; DeactivateUser and PurgeRoom
+	// empty the cache after their transactions.
+	threadHeads *cache.LRU[[2]string, map[string]ThreadHead]
 	// deviceKeys maps a device to its one-time key counts and unused
 	// fallback key types, sent with every /sync. UploadKeys and
 	// ClaimOneTimeKey drop the device after their transaction; deleting
@@ -171,6 +181,14 @@ func newCaches(r *cache.Registry) caches {
 			notifTotalsCacheBase).WithSize(func(k totalsKey, _ [2]int64) int64 { return str(k.user) + str(k.room) + str(k.thread) + 24 }),
 		unread: cache.NewLRU[string, *unreadBase](r, "unread_bases", "user → read positions and notification thread heads (every /sync)",
 			unreadCacheBase).WithSize(func(k string, b *unreadBase) int64 { return str(k) + b.size() }),
+		threadHeads: cache.NewLRU[[2]string, map[string]ThreadHead](r, "thread_heads", "(room, thread) → members' notification heads (every push step)",
+			threadHeadsCacheBase).WithSize(func(k [2]string, m map[string]ThreadHead) int64 {
+			n := str(k[0]) + str(k[1]) + 48
+			for u := range m {
+				n += str(u) + int64(unsafe.Sizeof(ThreadHead{}))
+			}
+			return n
+		}).WithMaxBytes(threadHeadsCacheBytes),
 		deviceKeys: cache.NewLRU[userDevice, deviceKeyCounts](r, "device_key_counts", "device → one-time key counts and unused fallback keys (every /sync)",
 			deviceCacheBase),
 		toDeviceEmpty: cache.NewLRU[userDevice, bool](r, "to_device_empty", "device → its to-device queue is empty (every /sync acknowledges)",

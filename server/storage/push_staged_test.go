@@ -222,3 +222,63 @@ func TestStagedNotificationsFailedFlush(t *testing.T) {
 		}
 	})
 }
+
+// TestThreadHeadsCached: a thread's heads, cached once read, follow every
+// write that changes them: the heads a flush records (a user's new head,
+// a user's first), a deactivated user's heads going, and a purged room's.
+func TestThreadHeadsCached(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		ctx := t.Context()
+		const room = "!room:hs"
+		for _, u := range []string{"bob", "carol"} {
+			if err := st.CreateUser(ctx, &storage.User{UserID: "@" + u + ":hs", Localpart: u}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		record := func(pos int64, cum map[string]int64) {
+			t.Helper()
+			var ns []storage.Notification
+			var hs []storage.ThreadHead
+			for u, c := range cum {
+				ns = append(ns, storage.Notification{UserID: u, StreamPos: pos, RoomID: room, EventID: fmt.Sprintf("$e%d", pos),
+					ThreadID: "main", Actions: `["notify"]`, TS: pos, CumNotif: c})
+				hs = append(hs, storage.ThreadHead{UserID: u, RoomID: room, ThreadID: "main", StreamPos: pos, CumNotif: c})
+			}
+			if err := st.RecordNotifications(ctx, pos, ns, hs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		heads := func(want map[string]int64) {
+			t.Helper()
+			got, err := st.ThreadHeads(ctx, room, "main")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("heads %+v, want totals %v", got, want)
+			}
+			for u, c := range want {
+				if got[u].CumNotif != c || got[u].UserID != u {
+					t.Fatalf("heads %+v, want totals %v", got, want)
+				}
+			}
+		}
+		heads(map[string]int64{}) // read, and cached, empty
+		record(1, map[string]int64{"@bob:hs": 1})
+		heads(map[string]int64{"@bob:hs": 1})
+		record(2, map[string]int64{"@bob:hs": 2, "@carol:hs": 1})
+		heads(map[string]int64{"@bob:hs": 2, "@carol:hs": 1})
+		// A caller's map is its own.
+		got, _ := st.ThreadHeads(ctx, room, "main")
+		delete(got, "@bob:hs")
+		heads(map[string]int64{"@bob:hs": 2, "@carol:hs": 1})
+		if err := st.DeactivateUser(ctx, "@bob:hs", false); err != nil {
+			t.Fatal(err)
+		}
+		heads(map[string]int64{"@carol:hs": 1})
+		if err := st.PurgeRoom(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		heads(map[string]int64{})
+	})
+}

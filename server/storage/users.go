@@ -173,6 +173,7 @@ func (s *Store) DeactivateUser(ctx context.Context, userID string, erase bool) e
 	// Their notifications go: so do the totals read of them (cumAt).
 	defer s.c.notifTotals.RemoveFunc(func(k totalsKey, _ [2]int64) bool { return k.user == userID })
 	defer s.c.unread.Remove(userID)
+	defer s.c.threadHeads.Purge() // their heads, in whichever threads
 	// Staged notifications are written first, so none is written after
 	// the delete below.
 	if err := s.waitWritten(ctx); err != nil {
