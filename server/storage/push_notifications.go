@@ -179,10 +179,16 @@ func (s *Store) RecordNotifications(ctx context.Context, pos int64, ns []Notific
 		return b.send()
 	})
 	if err == nil {
-		s.headsRecorded(heads)
-		s.evaluatedUpTo(pos)
+		s.notificationsRecorded(pos, heads)
 	}
 	return err
+}
+
+// notificationsRecorded tells the caches that the heads and position of a
+// RecordNotifications are stored.
+func (s *Store) notificationsRecorded(pos int64, heads []ThreadHead) {
+	s.headsRecorded(heads)
+	s.evaluatedUpTo(pos)
 }
 
 // headsUpsert ends the thread heads' INSERT: a head replaces the one before.

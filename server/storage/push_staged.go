@@ -122,6 +122,9 @@ func (s *Store) FlushNotifications(ctx context.Context) error {
 		if stored, perr := s.PushPosition(ctx); perr != nil || stored < pos {
 			return err
 		}
+		// Committed after all: the caches learn of it as from a write
+		// that said so.
+		s.notificationsRecorded(pos, heads)
 	}
 	st.mu.Lock()
 	// A user notified since the last flush keeps the buffer of their rows

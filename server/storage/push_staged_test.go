@@ -200,6 +200,9 @@ func TestStagedNotificationsFailedFlush(t *testing.T) {
 		if pos, err := st.PushPosition(ctx); err != nil || pos != 2 {
 			t.Fatalf("stored position after a failed flush: %d, %v; want 2", pos, err)
 		}
+		if hs, err := st.ThreadHeads(ctx, room, "main"); err != nil || hs[user].CumNotif != 1 { // cached: none stored
+			t.Fatalf("thread heads after a failed flush: %+v, %v", hs, err)
+		}
 		// The same write committed after all (as when the commit's answer
 		// was lost): the stored position reaches what was staged, and
 		// the flush counts as done.
@@ -211,6 +214,13 @@ func TestStagedNotificationsFailedFlush(t *testing.T) {
 		}
 		if rows, ahead := st.Staged(); rows != 0 || ahead != 0 {
 			t.Fatalf("staged after that flush: %d rows, %d ahead", rows, ahead)
+		}
+		// What the caches hold counts the write as done too.
+		if hs, err := st.ThreadHeads(ctx, room, "main"); err != nil || hs[user].CumNotif != 1 || hs[user].StreamPos != 4 {
+			t.Fatalf("thread heads after that flush: %+v, %v", hs, err)
+		}
+		if c, err := st.UnreadCounts(ctx, user, nil, 100); err != nil || c[room]["main"].Notifications != 1 {
+			t.Fatalf("unread after that flush: %v, %v", c, err)
 		}
 		// And the next rows are written as usual.
 		st.StageNotifications(5, []storage.Notification{row(5, 2)}, []storage.ThreadHead{head(5, 2)})
