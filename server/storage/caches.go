@@ -101,9 +101,9 @@ type caches struct {
 	unread *cache.LRU[string, *unreadBase]
 	// threadHeads maps a (room, thread) to its members' stored heads
 	// (push_thread_heads), read by the push evaluator for every step that
-	// notifies in it (ThreadHeads). RecordNotifications drops the entries
-	// of the heads it wrote, after committing; DeactivateUser and PurgeRoom
-	// empty the cache after their transactions.
+	// notifies in it (ThreadHeads). RecordNotifications puts the heads it
+	// wrote into their threads' entries, after committing; DeactivateUser
+	// and PurgeRoom empty the cache after their transactions.
 	threadHeads *cache.LRU[[2]string, map[string]ThreadHead]
 	// deviceKeys maps a device to its one-time key counts and unused
 	// fallback key types, sent with every /sync. UploadKeys and

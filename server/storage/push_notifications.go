@@ -108,8 +108,8 @@ func (s *Store) MemberRows(ctx context.Context, ids []string) ([]MemberRow, erro
 // ThreadHeads returns the heads of a room's thread for every user with
 // notifications in it, by user, in a map the caller may change. What is
 // stored is cached (caches.threadHeads): the push evaluator asks at every
-// step that notifies in the thread, which in a busy room is every 10 ms,
-// and read the thread's heads of every member each time.
+// step that notifies in the thread, every 10 ms in a busy room, and each
+// read was a row per member notified there.
 func (s *Store) ThreadHeads(ctx context.Context, roomID, threadID string) (map[string]ThreadHead, error) {
 	k := [2]string{roomID, threadID}
 	stored, ok := s.c.threadHeads.Get(k)
@@ -121,10 +121,7 @@ func (s *Store) ThreadHeads(ctx context.Context, roomID, threadID string) (map[s
 		}
 		s.c.threadHeads.AddIfGeneration(k, stored, gen)
 	}
-	out := maps.Clone(stored)
-	if out == nil {
-		out = map[string]ThreadHead{}
-	}
+	out := maps.Clone(stored) // never nil: neither is what is cached
 	// Read by the evaluator, the one goroutine that flushes: nothing
 	// leaves the staged heads between the read above and this.
 	s.stagedThreadHeads(roomID, threadID, out)

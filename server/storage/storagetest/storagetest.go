@@ -30,8 +30,9 @@ type Engine struct {
 // Each runs fn as a parallel subtest per engine, and makes t a parallel
 // test: most of a test's time is spent waiting (on commits, timeouts,
 // the other server of a federation test), so tests of both engines run
-// side by side, as many as go test's -parallel (make test sets it).
-// A test that changes what is shared by the whole process cannot use it.
+// side by side, as many at once as go test's -parallel (by default the
+// number of cores). A test that changes what the whole process shares
+// cannot use it.
 func Each(t *testing.T, fn func(t *testing.T, e Engine)) {
 	t.Helper()
 	t.Parallel()
