@@ -59,7 +59,10 @@ func (s *serving) waitLog(t *testing.T, re *regexp.Regexp) string {
 
 // serve starts `hearth serve -c path` on a free loopback port and waits for
 // it to answer; it is stopped (SIGTERM) when the test ends.
-func serve(t *testing.T, path string) *serving {
+func serve(t *testing.T, path string) *serving { t.Helper(); return serveEnv(t, path) }
+
+// serveEnv is serve with env (KEY=value) added to the environment.
+func serveEnv(t *testing.T, path string, env ...string) *serving {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -69,6 +72,9 @@ func serve(t *testing.T, path string) *serving {
 	ln.Close()
 	s := &serving{url: "http://" + addr, done: make(chan error, 1)}
 	s.cmd = exec.Command(hearthBin, "serve", "-c", path, "--listen", addr)
+	if env != nil {
+		s.cmd.Env = append(os.Environ(), env...)
+	}
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -26,10 +26,20 @@ func runServe(args []string) error {
 	if path == "" {
 		return fmt.Errorf("--config-path is required (create one with: hearth generate-config)")
 	}
+	// First, before anything is opened: this may execute the binary again
+	// (timerslack_linux.go).
+	slack, err := timerSlackWanted()
+	if err != nil {
+		return err
+	}
+	slackErr := widenTimerSlack(slack)
 	cfg, warnings, err := config.Load(path)
 	log := newLogger(cfg)
 	for _, w := range warnings {
 		log.Warn(w)
+	}
+	if slackErr != nil {
+		log.Warn("running with the kernel's timer slack", "err", slackErr)
 	}
 	if err != nil {
 		return err
