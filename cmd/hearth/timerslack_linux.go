@@ -10,7 +10,8 @@ import (
 )
 
 // timerSlackEnv names the environment variable that sets the server's
-// timer slack (a Go duration; 0 leaves the kernel's, 50 µs). It is for
+// timer slack (a Go duration; 0 leaves the one it was started with, the
+// kernel's 50 µs unless its parent changed it). It is for
 // measuring the setting (docs/sync-fanout.md), not a config key.
 const timerSlackEnv = "HEARTH_TIMER_SLACK"
 
@@ -25,9 +26,9 @@ const timerSlackEnv = "HEARTH_TIMER_SLACK"
 // costs microseconds, so at a few messages a second a message paid about
 // 60 of them. With the slack at 1 ms those sleeps end at most every
 // millisecond: the fan-out to 20 receivers at 5 msg/s made half the
-// context switches and took 0.27–0.3 ms of CPU a delivery instead of
-// 0.33–0.36 (docs/sync-fanout.md). Nothing in Hearth needs a timer
-// closer than a millisecond.
+// context switches and took 0.23–0.27 ms of CPU a delivery instead of
+// 0.27–0.33 in alternated runs (docs/sync-fanout.md). Nothing in Hearth
+// needs a timer closer than a millisecond.
 const defaultTimerSlack = time.Millisecond
 
 const (
