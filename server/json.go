@@ -26,29 +26,45 @@ const maxJSONBody = 1 << 20
 // M_BAD_JSON; an empty body decodes as {} (several endpoints allow it).
 // Unknown fields are accepted: clients send extra keys.
 func decodeJSON(r *http.Request, v any) error {
+	body, err := readJSONObject(r)
+	if err != nil {
+		return err
+	}
+	return unmarshalBody(body, v)
+}
+
+// readJSONObject reads a request body that decodeJSON accepts: a JSON
+// object of valid UTF-8 (an empty body reads as {}), with decodeJSON's
+// errors for the rest.
+func readJSONObject(r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxJSONBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return matrix.TooLarge("request body is larger than %d bytes", maxJSONBody)
+			return nil, matrix.TooLarge("request body is larger than %d bytes", maxJSONBody)
 		}
-		return matrix.NotJSON("could not read body: %v", err)
+		return nil, matrix.NotJSON("could not read body: %v", err)
 	}
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
 		body = []byte("{}")
 	}
 	if !json.Valid(body) {
-		return matrix.NotJSON("content not JSON")
+		return nil, matrix.NotJSON("content not JSON")
 	}
 	if body[0] != '{' {
 		// Valid JSON of the wrong shape is M_BAD_JSON, as Synapse answers.
-		return matrix.BadJSON("content must be a JSON object")
+		return nil, matrix.BadJSON("content must be a JSON object")
 	}
 	if !utf8.Valid(body) {
 		// encoding/json would silently replace the bad bytes.
-		return matrix.NotJSON("content is not valid UTF-8")
+		return nil, matrix.NotJSON("content is not valid UTF-8")
 	}
+	return body, nil
+}
+
+// unmarshalBody decodes a body readJSONObject read into v.
+func unmarshalBody(body []byte, v any) error {
 	if err := json.Unmarshal(body, v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
