@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
@@ -33,6 +34,10 @@ type Event struct {
 	// Rejected marks an event that failed the checks on receipt of a PDU.
 	// Rejected events are never used as auth events.
 	Rejected bool
+
+	// levels is what EffectivePowerLevels made of this power levels
+	// event, kept for the next call (every event sent into the room).
+	levels atomic.Pointer[levelsMemo]
 }
 
 type eventFields struct {
