@@ -211,3 +211,30 @@ func TestCoreMatchesDecodedPDU(t *testing.T) {
 		t.Fatalf("appending to the content changed the stored JSON: %s", e.JSON)
 	}
 }
+
+// TestWriteSyncReusesBuffers: answers written one after another through
+// writeSync's kept buffers are each what json.Marshal makes, however
+// large the one before (nothing of it is left over).
+func TestWriteSyncReusesBuffers(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	var recs []*httptest.ResponseRecorder
+	var wants [][]byte
+	for range 300 {
+		var resp syncResponse
+		fillSync(r, reflect.ValueOf(&resp).Elem(), 0)
+		want, err := json.Marshal(&resp)
+		if err != nil {
+			continue
+		}
+		rec := httptest.NewRecorder()
+		if err := writeSync(rec, &resp); err != nil {
+			t.Fatal(err)
+		}
+		recs, wants = append(recs, rec), append(wants, want)
+	}
+	for i, rec := range recs {
+		if !bytes.Equal(rec.Body.Bytes(), wants[i]) {
+			t.Fatalf("answer %d:\n got %s\nwant %s", i, rec.Body, wants[i])
+		}
+	}
+}
