@@ -124,7 +124,14 @@ func (f *eventFormatter) prepare(ctx context.Context, evs []*storage.Event) (*fo
 // unsignedFor is e's unsigned for the viewer: its own fields, bundled
 // relations and the viewer's membership at it.
 func (f *eventFormatter) unsignedFor(ctx context.Context, e *storage.Event, p *formatPrep) (map[string]any, error) {
-	u := f.unsigned(e, p.extra)
+	return f.unsignedForInto(ctx, nil, e, p)
+}
+
+// unsignedForInto is unsignedFor written into u, emptied first, when u is
+// not nil (formatJSON's one map for a batch's events, each written out
+// before the next).
+func (f *eventFormatter) unsignedForInto(ctx context.Context, u map[string]any, e *storage.Event, p *formatPrep) (map[string]any, error) {
+	u = f.unsignedInto(u, e, p.extra)
 	if b := p.bundles[e.EventID]; b != nil {
 		u["m.relations"] = b
 	}
@@ -245,7 +252,18 @@ func appendCore(dst []byte, ce *clientEvent) ([]byte, error) {
 // transaction ID for the sender's own device, and what the extra events
 // give (prev_content, redacted_because).
 func (f *eventFormatter) unsigned(e *storage.Event, extra map[string]*storage.Event) map[string]any {
-	u := map[string]any{"age": max(f.now.UnixMilli()-e.OriginServerTS, 0)}
+	return f.unsignedInto(nil, e, extra)
+}
+
+// unsignedInto is unsigned written into u, emptied first, or into a new
+// map when u is nil.
+func (f *eventFormatter) unsignedInto(u map[string]any, e *storage.Event, extra map[string]*storage.Event) map[string]any {
+	if u == nil {
+		u = make(map[string]any, 2)
+	} else {
+		clear(u)
+	}
+	u["age"] = max(f.now.UnixMilli()-e.OriginServerTS, 0)
 	if f.viewer != nil && e.TxnID != "" && e.Sender == f.viewer.UserID && e.SenderDevice == f.viewer.DeviceID {
 		if delayID, ok := delayIDOfTxn(e.TxnID); ok {
 			u["org.matrix.msc4140.delay_id"] = delayID

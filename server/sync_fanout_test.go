@@ -159,14 +159,27 @@ func TestSyncSharedEventJSON(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Then Bob's, in the same answers: after an event with a
+		// transaction ID, one without for the viewer (unsigned maps are
+		// reused within a batch).
+		bobSent, err := bob.cli.SendMessageEvent(t.Context(), room, event.EventMessage,
+			map[string]any{"msgtype": "m.text", "body": "bob's"}, mautrix.ReqSendEvent{TransactionID: "txn-bob"})
+		if err != nil {
+			t.Fatal(err)
+		}
 		// Bob first, so his answer makes the shared JSON the others use.
 		for _, c := range []struct {
 			who, tok, since string
 			txn             bool
 		}{{"bob", bob.tok, bobSince, false}, {"alice's other device", other.AccessToken, otherSince, false}, {"alice's sending device", alice.tok, aliceSince, true}} {
-			ev := timelineIn(rawSync(t, b, c.tok, c.since, ""), room).byID(sent.EventID)
+			tl := timelineIn(rawSync(t, b, c.tok, c.since, ""), room)
+			ev := tl.byID(sent.EventID)
 			if ev == nil || rawBody(ev) != "shared" || ev["sender"] != string(alice.id) {
 				t.Fatalf("%s: event %v", c.who, ev)
+			}
+			bu, _ := tl.byID(bobSent.EventID)["unsigned"].(map[string]any)
+			if got, has := bu["transaction_id"]; has != (c.who == "bob") || bu["membership"] != "join" {
+				t.Fatalf("%s: Bob's event's unsigned %v (transaction_id %v)", c.who, bu, got)
 			}
 			if _, has := ev["room_id"]; has {
 				t.Fatalf("%s: /sync event carries room_id: %v", c.who, ev)

@@ -371,13 +371,16 @@ func (f *eventFormatter) formatJSON(ctx context.Context, evs []*storage.Event) (
 		return nil, err
 	}
 	out := make([]json.RawMessage, 0, len(evs))
+	// One unsigned map for the batch: each event's is written out before
+	// the next one's (a map an event was 4.5% of the bytes the server
+	// allocated in the 200-client crowd).
+	var u map[string]any
 	for _, e := range evs {
 		core, err := f.coreJSON(e)
 		if err != nil {
 			return nil, err
 		}
-		u, err := f.unsignedFor(ctx, e, p)
-		if err != nil {
+		if u, err = f.unsignedForInto(ctx, u, e, p); err != nil {
 			return nil, err
 		}
 		raw := make([]byte, 0, len(core)+len(`,"unsigned":{"age":,"membership":"leave"}`)+20)
