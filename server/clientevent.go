@@ -75,7 +75,7 @@ func (f *eventFormatter) format(ctx context.Context, evs []*storage.Event) ([]cl
 	out := make([]clientEvent, 0, len(evs))
 	for _, e := range evs {
 		ce := f.core(e)
-		if ce.Unsigned, err = f.unsignedFor(ctx, e, p); err != nil {
+		if ce.Unsigned, err = f.unsignedFor(ctx, nil, e, p); err != nil {
 			return nil, err
 		}
 		out = append(out, ce)
@@ -122,16 +122,11 @@ func (f *eventFormatter) prepare(ctx context.Context, evs []*storage.Event) (*fo
 }
 
 // unsignedFor is e's unsigned for the viewer: its own fields, bundled
-// relations and the viewer's membership at it.
-func (f *eventFormatter) unsignedFor(ctx context.Context, e *storage.Event, p *formatPrep) (map[string]any, error) {
-	return f.unsignedForInto(ctx, nil, e, p)
-}
-
-// unsignedForInto is unsignedFor written into u, emptied first, when u is
-// not nil (formatJSON's one map for a batch's events, each written out
-// before the next).
-func (f *eventFormatter) unsignedForInto(ctx context.Context, u map[string]any, e *storage.Event, p *formatPrep) (map[string]any, error) {
-	u = f.unsignedInto(u, e, p.extra)
+// relations and the viewer's membership at it, written into u, emptied
+// first, unless u is nil (formatJSON's one map for a batch's events, each
+// written out before the next).
+func (f *eventFormatter) unsignedFor(ctx context.Context, u map[string]any, e *storage.Event, p *formatPrep) (map[string]any, error) {
+	u = f.unsigned(u, e, p.extra)
 	if b := p.bundles[e.EventID]; b != nil {
 		u["m.relations"] = b
 	}
@@ -167,7 +162,7 @@ type pduFields struct {
 
 func (f *eventFormatter) one(e *storage.Event, extra map[string]*storage.Event) clientEvent {
 	ce := f.core(e)
-	ce.Unsigned = f.unsigned(e, extra)
+	ce.Unsigned = f.unsigned(nil, e, extra)
 	return ce
 }
 
@@ -250,14 +245,9 @@ func appendCore(dst []byte, ce *clientEvent) ([]byte, error) {
 
 // unsigned is e's unsigned without bundles and membership: its age, the
 // transaction ID for the sender's own device, and what the extra events
-// give (prev_content, redacted_because).
-func (f *eventFormatter) unsigned(e *storage.Event, extra map[string]*storage.Event) map[string]any {
-	return f.unsignedInto(nil, e, extra)
-}
-
-// unsignedInto is unsigned written into u, emptied first, or into a new
-// map when u is nil.
-func (f *eventFormatter) unsignedInto(u map[string]any, e *storage.Event, extra map[string]*storage.Event) map[string]any {
+// give (prev_content, redacted_because); written into u, emptied first,
+// or into a new map when u is nil.
+func (f *eventFormatter) unsigned(u map[string]any, e *storage.Event, extra map[string]*storage.Event) map[string]any {
 	if u == nil {
 		u = make(map[string]any, 2)
 	} else {

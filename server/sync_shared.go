@@ -380,7 +380,7 @@ func (f *eventFormatter) formatJSON(ctx context.Context, evs []*storage.Event) (
 		if err != nil {
 			return nil, err
 		}
-		if u, err = f.unsignedForInto(ctx, u, e, p); err != nil {
+		if u, err = f.unsignedFor(ctx, u, e, p); err != nil {
 			return nil, err
 		}
 		raw := make([]byte, 0, len(core)+len(`,"unsigned":{"age":,"membership":"leave"}`)+20)

@@ -391,7 +391,7 @@ func (e *Evaluator) step(ctx context.Context, pos int64) (next int64, notified [
 		}
 	}
 	if len(b.rows) == 0 {
-		e.rows = b.rows
+		e.keep(b.rows)
 		return next, nil, false, full, nil
 	}
 	heads := make([]storage.ThreadHead, 0, len(b.heads))
@@ -408,11 +408,17 @@ func (e *Evaluator) step(ctx context.Context, pos int64) (next int64, notified [
 		}
 	}
 	e.o.Store.StageNotifications(next, b.rows, heads)
-	if cap(b.rows) <= keepRows {
-		clear(b.rows) // nothing kept alive by rows already staged
-		e.rows = b.rows[:0]
-	}
+	e.keep(b.rows)
 	return next, notified, true, full, nil
+}
+
+// keep keeps a step's rows buffer for the next step, emptied, unless it
+// grew past keepRows.
+func (e *Evaluator) keep(rows []storage.Notification) {
+	if cap(rows) <= keepRows {
+		clear(rows) // nothing kept alive by rows already staged
+		e.rows = rows[:0]
+	}
 }
 
 // headKey names a (user, room, thread).

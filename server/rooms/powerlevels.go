@@ -94,8 +94,8 @@ func EffectivePowerLevels(rv *RoomVersion, pl, create *Event) *PowerLevels {
 	if create != nil {
 		createID = create.ID()
 	}
-	if pl == nil || (create != nil && createID == "") {
-		return effectivePowerLevels(rv, pl, create)
+	if pl == nil {
+		return effectivePowerLevels(rv, nil, create)
 	}
 	if m := pl.levels.Load(); m != nil && m.rv == rv && m.createID == createID {
 		return m.p
