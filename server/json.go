@@ -82,7 +82,8 @@ func unmarshalBody(body []byte, v any) error {
 // answers written at once hold a few KiB each instead of their size. An
 // encoding error before anything was written is returned as before (the
 // caller answers 500); one after the status went out aborts the
-// response, so the client never takes a cut answer for a whole one.
+// response (abortAnswer), so the client never takes a cut answer for a
+// whole one.
 // Errors writing are the client's problem.
 func writeJSON(w http.ResponseWriter, status int, v any) error {
 	jw := &jsonResponse{w: w, status: status}
@@ -91,10 +92,18 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 		return nil
 	}
 	if jw.started {
-		panic(http.ErrAbortHandler)
+		abortAnswer(err)
 	}
 	return err
 }
+
+// answerAborted is what abortAnswer panics with: requestLog logs err and
+// cuts the connection (http.ErrAbortHandler), so the client never takes
+// the part it got for a whole answer and the operator learns why.
+type answerAborted struct{ err error }
+
+// abortAnswer ends a response that failed after its first bytes went out.
+func abortAnswer(err error) { panic(answerAborted{err}) }
 
 // jsonResponse sends the header with the first bytes of the body.
 type jsonResponse struct {

@@ -5,12 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"hearth/server/metrics"
 )
 
 // TestWriteJSONStreams: writeJSON writes what json.Marshal makes (HTML
@@ -131,3 +135,60 @@ func TestAppendUnsigned(t *testing.T) {
 		}
 	}
 }
+
+// TestAbortedAnswerIsLogged: an answer that fails after its first bytes
+// went out cuts the client's connection (it must not take the part for a
+// whole answer), is counted, and its error is logged with the request's
+// path; a client that went away is logged at debug level only.
+func TestAbortedAnswerIsLogged(t *testing.T) {
+	var logged bytes.Buffer
+	s := &Server{log: slog.New(slog.NewTextHandler(&logged, nil)), metrics: metrics.New()}
+	cause := errors.New("disk on fire")
+	mux := http.NewServeMux()
+	mux.HandleFunc("/fails", func(w http.ResponseWriter, r *http.Request) {
+		_ = writeJSON(w, http.StatusOK, []any{strings.Repeat("x", 64<<10), failingMarshaler{cause}})
+	})
+	mux.HandleFunc("/canceled", func(w http.ResponseWriter, r *http.Request) {
+		_ = writeJSON(w, http.StatusOK, []any{strings.Repeat("x", 64<<10), failingMarshaler{context.Canceled}})
+	})
+	srv := httptest.NewServer(s.requestLog(mux))
+	defer srv.Close()
+
+	for _, path := range []string{"/fails", "/canceled"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			t.Fatalf("%s: a whole answer of %d bytes; want the connection cut", path, len(body))
+		}
+	}
+	out := logged.String()
+	if !strings.Contains(out, `level=ERROR msg="answer cut off after it had started"`) || !strings.Contains(out, "path=/fails err=") || !strings.Contains(out, "disk on fire") {
+		t.Fatalf("the error was not logged:\n%s", out)
+	}
+	if strings.Contains(out, "/canceled") {
+		t.Fatalf("a client gone away was logged above debug level:\n%s", out)
+	}
+	families, err := s.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := 0.0
+	for _, f := range families {
+		if f.GetName() == "hearth_http_requests_total" {
+			for _, m := range f.GetMetric() {
+				counted += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if counted != 2 {
+		t.Fatalf("%v requests counted, want the 2 aborted ones", counted)
+	}
+}
+
+type failingMarshaler struct{ err error }
+
+func (f failingMarshaler) MarshalJSON() ([]byte, error) { return nil, f.err }

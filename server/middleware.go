@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
@@ -75,10 +76,16 @@ func (s *Server) requestLog(next http.Handler) http.Handler {
 		rec := &statusRecorder{ResponseWriter: w}
 		start := time.Now()
 		defer func() {
-			if p := recover(); p != nil {
-				if p == http.ErrAbortHandler {
-					panic(p)
+			p := recover()
+			if a, ok := p.(answerAborted); ok {
+				level := slog.LevelError
+				if errors.Is(a.err, context.Canceled) {
+					level = slog.LevelDebug // the client went away
 				}
+				log.Log(r.Context(), level, "answer cut off after it had started", "path", r.URL.Path, "err", a.err)
+				p = http.ErrAbortHandler
+			}
+			if p != nil && p != http.ErrAbortHandler {
 				log.Error("panic in handler", "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
 				if rec.status == 0 {
 					me := matrix.Unknown("internal server error")
@@ -94,6 +101,9 @@ func (s *Server) requestLog(next http.Handler) http.Handler {
 			}
 			s.metrics.Request(route, r.Method, rec.status, took)
 			log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", took)
+			if p == http.ErrAbortHandler {
+				panic(p) // net/http cuts the connection, once the request is counted
+			}
 		}()
 		next.ServeHTTP(rec, r.WithContext(ctx))
 	})

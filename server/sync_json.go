@@ -36,7 +36,7 @@ func writeSync(w http.ResponseWriter, resp *syncResponse) error {
 		case out.failed: // the client went away: nothing to tell it
 			return nil
 		case out.started:
-			panic(http.ErrAbortHandler)
+			abortAnswer(err)
 		}
 		return err
 	}
