@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -205,28 +207,60 @@ const rawTimeout = time.Minute
 
 // do sends method target (a path and query) with a JSON body (nil: none)
 // and returns the body of a 200 answer. Any failure closes the
-// connection; the next request dials again.
+// connection; the next request dials again. A kept-alive connection the
+// server closed while it was idle (Hearth after 2 minutes, as phases that
+// set up rooms can take under a small memory limit) fails the next
+// request before any answer: a GET or PUT (the sends carry transaction
+// IDs) is then sent once more on a new connection, as net/http's client
+// does for requests it may repeat.
 func (rc *rawConn) do(ctx context.Context, method, host, target, token string, body []byte) ([]byte, error) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	if rc.conn == nil {
-		addr := host
-		if _, _, err := net.SplitHostPort(host); err != nil {
-			addr = net.JoinHostPort(strings.Trim(host, "[]"), "80")
+	for attempt := 0; ; attempt++ {
+		reused := rc.conn != nil
+		if !reused {
+			addr := host
+			if _, _, err := net.SplitHostPort(host); err != nil {
+				addr = net.JoinHostPort(strings.Trim(host, "[]"), "80")
+			}
+			var d net.Dialer
+			conn, err := d.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			rc.conn, rc.r, rc.w = conn, bufio.NewReader(conn), bufio.NewWriter(conn)
 		}
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return nil, err
+		b, keep, err := rc.roundTrip(ctx, method, host, target, token, body)
+		if err != nil || !keep {
+			rc.conn.Close()
+			rc.conn = nil
 		}
-		rc.conn, rc.r, rc.w = conn, bufio.NewReader(conn), bufio.NewWriter(conn)
+		var closed *closedBeforeAnswer
+		if reused && attempt == 0 && errors.As(err, &closed) && ctx.Err() == nil &&
+			(method == http.MethodGet || method == http.MethodPut) {
+			continue
+		}
+		return b, err
 	}
-	b, keep, err := rc.roundTrip(ctx, method, host, target, token, body)
-	if err != nil || !keep {
-		rc.conn.Close()
-		rc.conn = nil
+}
+
+// closedBeforeAnswer is a request's failure before any byte of an answer
+// came back: the connection was closed or reset under it.
+type closedBeforeAnswer struct{ err error }
+
+func (e *closedBeforeAnswer) Error() string {
+	return "connection closed before an answer: " + e.err.Error()
+}
+func (e *closedBeforeAnswer) Unwrap() error { return e.err }
+
+// beforeAnswer is err, a failure to write a request or to read the first
+// byte of its answer, marked as closedBeforeAnswer when the connection was
+// closed or reset (not when it timed out).
+func beforeAnswer(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return &closedBeforeAnswer{err}
 	}
-	return b, err
+	return err
 }
 
 // roundTrip writes the request and reads its answer; keep is false when
@@ -257,7 +291,10 @@ func (rc *rawConn) roundTrip(ctx context.Context, method, host, target, token st
 	w.WriteString("\r\n\r\n")
 	w.Write(body)
 	if err := w.Flush(); err != nil {
-		return nil, false, err
+		return nil, false, beforeAnswer(err)
+	}
+	if _, err := rc.r.Peek(1); err != nil {
+		return nil, false, beforeAnswer(err)
 	}
 	resp, err := http.ReadResponse(rc.r, &http.Request{Method: method})
 	if err != nil {

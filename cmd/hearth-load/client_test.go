@@ -73,6 +73,38 @@ func TestRawConn(t *testing.T) {
 	}
 }
 
+// TestRawConnAfterIdleClose: a kept-alive connection the server closed
+// while it was idle (its IdleTimeout) is redialled for the next GET or PUT,
+// which then succeeds; a POST, which may not be repeated, fails instead.
+func TestRawConnAfterIdleClose(t *testing.T) {
+	var requests atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		io.WriteString(w, `{"ok":true}`)
+	}))
+	srv.Config.IdleTimeout = 50 * time.Millisecond
+	conns := countConns(srv)
+	srv.Start()
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	var rc rawConn
+	for i, method := range []string{http.MethodGet, http.MethodPut, http.MethodGet} {
+		if b, err := rc.do(t.Context(), method, host, "/sync", "tok", nil); err != nil || string(b) != `{"ok":true}` {
+			t.Fatalf("%s %d after the server closed the idle connection: %q, %v", method, i, b, err)
+		}
+		time.Sleep(300 * time.Millisecond) // the server closes the idle connection
+	}
+	if n := conns.Load(); n != 3 {
+		t.Fatalf("%d connections, want 3 (one a request, each after the last was closed)", n)
+	}
+	if _, err := rc.do(t.Context(), http.MethodPost, host, "/receipt", "tok", []byte(`{}`)); err == nil {
+		t.Fatal("a POST on a connection closed under it was sent again")
+	}
+	if n := requests.Load(); n != 3 {
+		t.Fatalf("the server answered %d requests, want 3", n)
+	}
+}
+
 // TestClientSendUnderPrefix sends through a client whose base URL has a
 // path: the send goes under it, with the body the receivers read.
 func TestClientSendUnderPrefix(t *testing.T) {
