@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -236,4 +237,26 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// TestServerFailed: a phase's failure says whether the server still runs
+// and shows the errors of its log; once it exited, the log's end.
+func TestServerFailed(t *testing.T) {
+	dir := t.TempDir()
+	log := "time=1 level=WARN msg=\"no admin yet\"\ntime=2 level=ERROR msg=\"answer cut off after it had started\" err=\"disk on fire\"\ntime=3 level=WARN msg=later\n"
+	if err := os.WriteFile(filepath.Join(dir, "hearth.log"), []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := &server{dir: dir, done: make(chan error, 1)}
+	cause := errors.New("unexpected EOF")
+	err := s.failed(cause)
+	if !errors.Is(err, cause) || !strings.Contains(err.Error(), "the server still runs") ||
+		!strings.Contains(err.Error(), `err="disk on fire"`) || strings.Contains(err.Error(), "no admin yet") {
+		t.Fatalf("server running: %v", err)
+	}
+	s.done <- errors.New("signal: killed")
+	err = s.failed(cause)
+	if !strings.Contains(err.Error(), "the server exited: signal: killed") || !strings.Contains(err.Error(), "msg=later") || s.cmd != nil {
+		t.Fatalf("server exited: %v", err)
+	}
 }

@@ -21,9 +21,10 @@ func run(ctx context.Context, o options, log io.Writer) ([]Result, error) {
 		}
 	}
 	t := &target{log: log, pid: o.PID}
+	var srv *server // nil: the server at o.URL
 	if o.URL == "" {
-		srv, err := startServer(ctx, o.Hearth, o.Postgres, log)
-		if err != nil {
+		var err error
+		if srv, err = startServer(ctx, o.Hearth, o.Postgres, log); err != nil {
 			return nil, err
 		}
 		defer srv.stop()
@@ -72,6 +73,9 @@ func run(ctx context.Context, o options, log io.Writer) ([]Result, error) {
 			err = t.messagesPhase(ctx, o)
 		}
 		if err != nil {
+			if srv != nil {
+				err = srv.failed(err)
+			}
 			return t.results, fmt.Errorf("phase %s: %w", p, err)
 		}
 	}

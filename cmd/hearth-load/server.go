@@ -131,6 +131,38 @@ rc_registration: {per_second: 0, burst_count: 100000}
 
 func (s *server) pid() int { return s.cmd.Process.Pid }
 
+// failed adds to err, a phase's failure, what the server can tell about
+// it: whether it still runs, and the errors in its log (or, when it
+// exited, the log's end), since the log goes with its data when the tool
+// ends.
+func (s *server) failed(err error) error {
+	exited := false
+	state := "the server still runs"
+	select {
+	case werr := <-s.done:
+		s.cmd, exited = nil, true
+		state = fmt.Sprintf("the server exited: %v", werr)
+	default:
+	}
+	b, _ := os.ReadFile(filepath.Join(s.dir, "hearth.log"))
+	var lines []string
+	for l := range strings.Lines(string(b)) {
+		if exited || strings.Contains(l, "level=ERROR") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > serverLogLines {
+		lines = lines[len(lines)-serverLogLines:]
+	}
+	if len(lines) == 0 {
+		return fmt.Errorf("%w (%s; no errors in its log)", err, state)
+	}
+	return fmt.Errorf("%w (%s; its log:\n%s)", err, state, strings.Join(lines, ""))
+}
+
+// serverLogLines is how much of the server's log a failure shows.
+const serverLogLines = 30
+
 // stop ends the server and removes its data.
 func (s *server) stop() {
 	if s.cmd != nil {
