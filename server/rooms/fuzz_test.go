@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/json/jsontext"
+	jsonv2 "encoding/json/v2"
 	"errors"
 	"io"
 	"maps"
@@ -410,6 +411,8 @@ func FuzzBuildEvent(f *testing.F) {
 	f.Add(uint8(1), "m.room.redaction", "", false, []byte(`{"redacts":"$x","reason":"\t"}`), false)
 	f.Add(uint8(10), "m.room.message", "", false, []byte(`{"n":1.5}`), false)
 	f.Add(uint8(10), "m.room.message", "", false, []byte(`[]`), false)
+	f.Add(uint8(10), "m.room.member", "bad \xff utf8", true, []byte(`{"membership":"join"}`), false)
+	f.Add(uint8(10), "m.room.message", "", false, []byte(`{"body":"\u0041\u00e9\ud83d\ude00\/\u2028","n":1E2,"dup":1,"a":{"z":1,"y":[{"b":0,"a":-0}]}}`), false)
 	key := testKey(f, "example.org")
 	pub := key.Private.Public().(ed25519.PublicKey)
 	versions := allVersions()
@@ -432,6 +435,7 @@ func FuzzBuildEvent(f *testing.F) {
 			obj["signatures"] = map[string]map[string]string{"other.example": {"ed25519:x": "c2ln"}}
 			obj["unsigned"] = map[string]any{"age": 5}
 		}
+		checkCanonicalMembers(t, obj)
 		raw, in, err := signObject(rv, obj, key)
 		if err != nil {
 			return // not encodable (a float, invalid JSON or UTF-8, content not an object)
@@ -465,4 +469,24 @@ func FuzzBuildEvent(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkCanonicalMembers: the members canonicalMembers makes of obj, joined,
+// are the object encoded whole and made canonical, or both fail.
+func checkCanonicalMembers(t *testing.T, obj map[string]any) {
+	t.Helper()
+	ms, err := canonicalMembers(obj)
+	var want []byte
+	enc, wantErr := jsonv2.Marshal(obj, jsonv2.Deterministic(true))
+	if wantErr == nil {
+		want, wantErr = canonicalOwned(nil, enc)
+	}
+	switch {
+	case (err == nil) != (wantErr == nil):
+		t.Fatalf("canonicalMembers of %v: error %v, encoding it whole: %v", obj, err, wantErr)
+	case err == nil && !bytes.Equal(ms.join(nil), want):
+		t.Fatalf("canonicalMembers of %v:\n got %s\nwant %s", obj, ms.join(nil), want)
+	case err != nil && !errors.Is(err, ErrBadEvent):
+		t.Fatalf("canonicalMembers of %v: %v is not ErrBadEvent", obj, err)
+	}
 }

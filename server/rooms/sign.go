@@ -10,10 +10,10 @@ import (
 	"encoding/json/v2"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
@@ -113,14 +113,25 @@ func addSignature(raw []byte, key SigningKey, sig []byte) (jsontext.Value, error
 // withSignature returns the signatures object old (nil: none yet) with
 // key's signature sig added beside the others, in canonical JSON.
 func withSignature(old []byte, key SigningKey, sig []byte) (jsontext.Value, error) {
-	sigs := map[string]map[string]string{}
-	if old != nil {
-		if err := json.Unmarshal(old, &sigs); err != nil {
-			return nil, fmt.Errorf("%w: signatures: %w", ErrBadEvent, err)
+	if old == nil {
+		// The usual case, this server's event: the one signature written
+		// as the map below would be.
+		b, err := quoteCanonical(append(make([]byte, 0, 160), '{'), key.ServerName)
+		if err == nil {
+			b, err = quoteCanonical(append(b, ":{"...), key.KeyID)
 		}
-		if sigs == nil {
-			sigs = map[string]map[string]string{}
+		if err != nil {
+			return nil, err
 		}
+		b = base64.RawStdEncoding.AppendEncode(append(b, ":\""...), sig)
+		return append(b, "\"}}"...), nil
+	}
+	var sigs map[string]map[string]string
+	if err := json.Unmarshal(old, &sigs); err != nil {
+		return nil, fmt.Errorf("%w: signatures: %w", ErrBadEvent, err)
+	}
+	if sigs == nil {
+		sigs = map[string]map[string]string{}
 	}
 	if sigs[key.ServerName] == nil {
 		sigs[key.ServerName] = map[string]string{}
@@ -322,24 +333,15 @@ func finishEvent(rv *RoomVersion, obj map[string]any, key SigningKey) (*Event, e
 
 // signObject adds the event ID (random IDs), the content hash and key's
 // signature to an event object and returns its canonical JSON, and the
-// signing input (signingInput) it signed. The object is encoded and made
-// canonical once; the content hash, the signing input and the signed
-// event are then put together from its members, each already canonical,
-// which is canonical JSON again: members in the same order, none encoded
-// twice.
+// signing input (signingInput) it signed. Each member is made canonical
+// once (canonicalMembers); the content hash, the signing input and the
+// signed event are then put together from them, which is canonical JSON
+// again: members in the same order, none encoded twice.
 func signObject(rv *RoomVersion, obj map[string]any, key SigningKey) (raw, in []byte, err error) {
 	if rv.EventIDs == EventIDRandom {
 		obj["event_id"] = "$" + randomString(18) + ":" + key.ServerName
 	}
-	enc, err := json.Marshal(obj, json.Deterministic(true))
-	if err != nil {
-		return nil, nil, err
-	}
-	c, err := canonicalOwned(rv, enc)
-	if err != nil {
-		return nil, nil, err
-	}
-	ms, err := objectMembers(c)
+	ms, err := canonicalMembers(obj)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -356,6 +358,77 @@ func signObject(rv *RoomVersion, obj map[string]any, key SigningKey) (raw, in []
 	return ms.set("signatures", sigs).join(nil), in, nil
 }
 
+// canonicalMembers is the members of obj in canonical JSON, in canonical
+// order: joined, the object encoded whole and made canonical
+// (canonicalOwned of json.Marshal), without encoding and parsing the
+// whole event to get there. What an event template holds
+// (strings, integers, lists of strings) is written as it is, its content
+// made canonical on its own, and anything else (another server's
+// template, signatures, unsigned) through json.Marshal first. Names sort
+// by their UTF-8 bytes, as Go compares strings.
+func canonicalMembers(obj map[string]any) (objMembers, error) {
+	names := slices.Sorted(maps.Keys(obj))
+	// Room for an event's members and the two signObject adds.
+	ms := make(objMembers, 0, max(16, len(names)+2))
+	for _, name := range names {
+		rawName, err := quoteCanonical(nil, name)
+		if err != nil {
+			return nil, err
+		}
+		value, err := canonicalValue(obj[name])
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, objMember{name: name, rawName: rawName, value: value})
+	}
+	return ms, nil
+}
+
+// canonicalValue is v in canonical JSON.
+func canonicalValue(v any) ([]byte, error) {
+	switch v := v.(type) {
+	case string:
+		return quoteCanonical(nil, v)
+	case int64:
+		// Canonical JSON's integers: -(2^53)+1 to 2^53-1.
+		if v <= -1<<53 || v >= 1<<53 {
+			return nil, fmt.Errorf("%w: not canonical-JSON encodable: number too large: %d", ErrBadEvent, v)
+		}
+		return strconv.AppendInt(nil, v, 10), nil
+	case []string:
+		b := append(make([]byte, 0, 64), '[')
+		for i, s := range v {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			var err error
+			if b, err = quoteCanonical(b, s); err != nil {
+				return nil, err
+			}
+		}
+		return append(b, ']'), nil
+	case jsontext.Value:
+		// canonicalOwned formats in place: the content may be a
+		// request's body.
+		return canonicalBytes(nil, v)
+	}
+	enc, err := json.Marshal(v, json.Deterministic(true))
+	if err != nil {
+		return nil, fmt.Errorf("%w: not canonical-JSON encodable: %w", ErrBadEvent, err)
+	}
+	return canonicalOwned(nil, enc)
+}
+
+// quoteCanonical appends s as a canonical JSON string: the shortest
+// escaping, which is what making a value canonical gives its strings.
+func quoteCanonical(dst []byte, s string) ([]byte, error) {
+	b, err := jsontext.AppendQuote(dst, s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: not canonical-JSON encodable: %w", ErrBadEvent, err)
+	}
+	return b, nil
+}
+
 // objMember is one member of a JSON object in canonical form: its name
 // unquoted, and its name and value as they appear in the object.
 type objMember struct {
@@ -366,46 +439,6 @@ type objMember struct {
 // objMembers are the members of a canonical JSON object, in its order
 // (names sorted by their UTF-8 bytes).
 type objMembers []objMember
-
-// objectMembers splits the canonical JSON object c into its members. The
-// slices point into c.
-func objectMembers(c []byte) (objMembers, error) {
-	d := memberDecoders.Get().(*jsontext.Decoder)
-	defer memberDecoders.Put(d)
-	d.Reset(bytes.NewReader(c))
-	if tok, err := d.ReadToken(); err != nil || tok.Kind() != '{' {
-		return nil, fmt.Errorf("%w: not an object", ErrBadEvent)
-	}
-	// Room for an event's members and the two signObject adds.
-	ms := make(objMembers, 0, 16)
-	for d.PeekKind() != '}' {
-		// Offsets count from the start of c: each value read ends there.
-		rawName, err := d.ReadValue()
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrBadEvent, err)
-		}
-		nameEnd := d.InputOffset()
-		// rawName is the decoder's: the next read may overwrite it.
-		name := string(rawName[1 : len(rawName)-1])
-		if strings.IndexByte(name, '\\') >= 0 {
-			unq, err := jsontext.AppendUnquote(nil, rawName)
-			if err != nil {
-				return nil, fmt.Errorf("%w: %w", ErrBadEvent, err)
-			}
-			name = string(unq)
-		}
-		value, err := d.ReadValue()
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrBadEvent, err)
-		}
-		end := d.InputOffset()
-		ms = append(ms, objMember{name: name, rawName: c[nameEnd-int64(len(rawName)) : nameEnd], value: c[end-int64(len(value)) : end]})
-	}
-	return ms, nil
-}
-
-// memberDecoders are objectMembers' decoders, kept for the next event.
-var memberDecoders = sync.Pool{New: func() any { return jsontext.NewDecoder(bytes.NewReader(nil)) }}
 
 // get returns the value of the member called name.
 func (ms objMembers) get(name string) ([]byte, bool) {
