@@ -125,7 +125,8 @@ func (j *jsonResponse) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// pathParam returns a path parameter unescaped. chi matches on the raw
+// pathParam returns a path parameter unescaped; one that is not UTF-8
+// is the client's error (400 M_INVALID_PARAM). chi matches on the raw
 // (escaped) path when one is set, so "%40alice%3Aexample.org" arrives here
 // still escaped.
 func pathParam(r *http.Request, name string) (string, error) {
@@ -133,6 +134,9 @@ func pathParam(r *http.Request, name string) (string, error) {
 	v, err := url.PathUnescape(raw)
 	if err != nil {
 		return "", matrix.InvalidParam("path parameter %s is not validly escaped", name)
+	}
+	if !utf8.ValidString(v) {
+		return "", matrix.InvalidParam("path parameter %s is not valid UTF-8", name)
 	}
 	return v, nil
 }

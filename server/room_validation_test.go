@@ -113,3 +113,22 @@ func TestRedactUnknownEvent(t *testing.T) {
 			want(t, http.StatusForbidden, "M_FORBIDDEN")
 	})
 }
+
+// A path parameter that unescapes to invalid UTF-8 (an event type, a
+// state key, a transaction ID) is the client's error, 400, and no event
+// is made of it.
+func TestInvalidUTF8PathIsBadRequest(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		b := servertest.Start(t, e)
+		alice := newRoomUser(t, b, "alice")
+		created, err := alice.cli.CreateRoom(t.Context(), &mautrix.ReqCreateRoom{Preset: "private_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		room := "/_matrix/client/v3/rooms/" + esc(string(created.RoomID))
+		for _, path := range []string{"/state/m.room.topic/bad%FFkey", "/state/bad%FFtype/", "/send/bad%FFtype/t1", "/send/m.room.message/bad%FFtxn"} {
+			acctDo(t, b, "PUT", room+path, alice.tok, map[string]any{"topic": "x", "body": "x", "msgtype": "m.text"}).
+				want(t, http.StatusBadRequest, "M_INVALID_PARAM")
+		}
+	})
+}
