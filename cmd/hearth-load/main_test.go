@@ -240,7 +240,8 @@ func TestMain(m *testing.M) {
 }
 
 // TestServerFailed: a phase's failure says whether the server still runs
-// and shows the errors of its log; once it exited, the log's end.
+// and shows the errors of its log (or that it has none); once it exited,
+// the log's end.
 func TestServerFailed(t *testing.T) {
 	dir := t.TempDir()
 	log := "time=1 level=WARN msg=\"no admin yet\"\ntime=2 level=ERROR msg=\"answer cut off after it had started\" err=\"disk on fire\"\ntime=3 level=WARN msg=later\n"
@@ -253,6 +254,10 @@ func TestServerFailed(t *testing.T) {
 	if !errors.Is(err, cause) || !strings.Contains(err.Error(), "the server still runs") ||
 		!strings.Contains(err.Error(), `err="disk on fire"`) || strings.Contains(err.Error(), "no admin yet") {
 		t.Fatalf("server running: %v", err)
+	}
+	quiet := &server{dir: t.TempDir(), done: make(chan error, 1)}
+	if err := quiet.failed(cause); !errors.Is(err, cause) || !strings.Contains(err.Error(), "the server still runs; no errors in its log") {
+		t.Fatalf("server running, no log: %v", err)
 	}
 	s.done <- errors.New("signal: killed")
 	err = s.failed(cause)

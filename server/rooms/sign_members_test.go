@@ -48,7 +48,7 @@ func TestWithSignatureFirst(t *testing.T) {
 	}
 	for _, k := range []SigningKey{
 		{ServerName: "example.org", KeyID: "ed25519:a_test"},
-		{ServerName: "[::1]:8448", KeyID: "ed25519:\u00e9\"\\"},
+		{ServerName: "[::1]:8448", KeyID: "ed25519:\u00e9\"\\\u2028\u007f\t"},
 	} {
 		got, err := withSignature(nil, k, sig)
 		if err != nil {
