@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-chi/chi/v5"
-
 	"hearth/server"
 	"hearth/server/htmlpage"
 	"hearth/server/matrix"
@@ -298,7 +296,7 @@ func newDestinationVM(c templates.Chrome, in destinationInput, now time.Time) te
 // destinationParam reads {destination}: a server name escaped as one path
 // segment.
 func destinationParam(r *http.Request) (string, error) {
-	name, err := url.PathUnescape(chi.URLParam(r, "destination"))
+	name, err := pathParam(r, "destination")
 	if err != nil || name == "" || len(name) > 255 || strings.ContainsAny(name, "/ ") {
 		return "", &htmlpage.Error{Status: http.StatusBadRequest, Msg: "That is not a server name."}
 	}

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 
@@ -101,9 +103,19 @@ func (d *Dashboard) postUsers(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// pathParam is the path parameter name unescaped; one badly escaped or
+// not UTF-8 (which PostgreSQL refuses to store or look up) is an error.
+func pathParam(r *http.Request, name string) (string, error) {
+	v, err := url.PathUnescape(chi.URLParam(r, name))
+	if err == nil && !utf8.ValidString(v) {
+		err = errors.New("not UTF-8")
+	}
+	return v, err
+}
+
 // userParam reads {userID}: a full local user ID, escaped as one segment.
 func (d *Dashboard) userParam(r *http.Request) (string, error) {
-	raw, err := url.PathUnescape(chi.URLParam(r, "userID"))
+	raw, err := pathParam(r, "userID")
 	if err != nil {
 		return "", &htmlpage.Error{Status: http.StatusBadRequest, Msg: "That is not a user address."}
 	}

@@ -128,7 +128,7 @@ func (d *Dashboard) getRooms(w http.ResponseWriter, r *http.Request) error {
 
 // roomParam reads {roomID}: a room ID escaped as one path segment.
 func (d *Dashboard) roomParam(r *http.Request) (string, error) {
-	raw, err := url.PathUnescape(chi.URLParam(r, "roomID"))
+	raw, err := pathParam(r, "roomID")
 	if err != nil || !strings.HasPrefix(raw, "!") || len(raw) > 255 {
 		return "", &htmlpage.Error{Status: http.StatusBadRequest, Msg: "That is not a room ID."}
 	}
@@ -354,7 +354,7 @@ func newDeleteStatusVM(c templates.Chrome, del *storage.RoomDelete) templates.De
 
 // GET /_hearth/admin/rooms/deletes/{deleteID}
 func (d *Dashboard) getRoomDeleteStatus(w http.ResponseWriter, r *http.Request) error {
-	id, err := url.PathUnescape(chi.URLParam(r, "deleteID"))
+	id, err := pathParam(r, "deleteID")
 	if err != nil {
 		return &htmlpage.Error{Status: http.StatusBadRequest, Msg: "That is not a deletion ID."}
 	}

@@ -73,6 +73,11 @@ func TestRoomPages(t *testing.T) {
 		if status, _, _ = b.do("POST", path+"/block", url.Values{"csrf": {tok}, "block": {"0"}}); status != http.StatusSeeOther {
 			t.Fatalf("unblock: %d", status)
 		}
+		// A room ID that is not UTF-8 is refused before anything is stored
+		// (PostgreSQL would refuse it with a 500, SQLite keep it).
+		if status, _, _ = b.do("POST", "/rooms/%21bad%FF:hearth.test/block", url.Values{"csrf": {tok}, "block": {"1"}, "confirmed": {"yes"}}); status != http.StatusBadRequest {
+			t.Fatalf("block of a room ID that is not UTF-8: %d, want 400", status)
+		}
 
 		// A report, listed and dismissed.
 		rep := &storage.EventReport{ReceivedTS: time.Now().UnixMilli(), RoomID: roomID, EventID: "$gone", UserID: "@dave:hearth.test"}
