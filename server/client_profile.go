@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strings"
 	"time"
 	_ "time/tzdata" // m.tz is checked against the IANA database
 	"unicode/utf8"
@@ -158,6 +159,9 @@ func (s *Server) putDisplayName(w http.ResponseWriter, r *http.Request) error {
 	if name != nil {
 		v = *name
 	}
+	if strings.IndexByte(v, 0) >= 0 {
+		return matrix.BadJSON("displayname contains a NUL character")
+	}
 	if utf8.RuneCountInString(v) > maxDisplayNameLen {
 		return matrix.InvalidParam("displayname is longer than %d characters", maxDisplayNameLen)
 	}
@@ -192,6 +196,9 @@ func (s *Server) putAvatarURL(w http.ResponseWriter, r *http.Request) error {
 	v := ""
 	if url != nil {
 		v = *url
+	}
+	if strings.IndexByte(v, 0) >= 0 {
+		return matrix.BadJSON("avatar_url contains a NUL character")
 	}
 	if len(v) > maxAvatarURLLen {
 		return matrix.InvalidParam("avatar_url is longer than %d bytes", maxAvatarURLLen)

@@ -234,9 +234,9 @@ func decodeContent(r *http.Request) (json.RawMessage, error) {
 	if jsontext.Value(body).IsValid() { // no name twice (nor invalid UTF-8)
 		return body, nil
 	}
-	var content map[string]json.RawMessage
-	if err := unmarshalBody(body, &content); err != nil {
-		return nil, err
+	var content map[string]json.RawMessage // carried: NUL characters and all
+	if err := json.Unmarshal(body, &content); err != nil {
+		return nil, matrix.BadJSON("invalid JSON: %v", err)
 	}
 	return json.Marshal(content)
 }

@@ -452,7 +452,7 @@ func (s *Server) receiveDeviceListUpdate(ctx context.Context, origin string, con
 		Deleted     bool            `json:"deleted"`
 		Keys        json.RawMessage `json:"keys"`
 	}
-	if err := json.Unmarshal(content, &c); err != nil {
+	if err := decodeEDU(content, &c); err != nil {
 		return err
 	}
 	if !fromOrigin(c.UserID, origin) {
@@ -498,7 +498,7 @@ func (s *Server) receiveSigningKeyUpdate(ctx context.Context, origin string, con
 		Master      json.RawMessage `json:"master_key"`
 		SelfSigning json.RawMessage `json:"self_signing_key"`
 	}
-	if err := json.Unmarshal(content, &c); err != nil {
+	if err := decodeEDU(content, &c); err != nil {
 		return err
 	}
 	if !fromOrigin(c.UserID, origin) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"reflect"
 	"strings"
 	"time"
 
@@ -182,6 +184,20 @@ func fromOrigin(userID, origin string) bool {
 	return ok && server == origin
 }
 
+// decodeEDU decodes an EDU's content into v. What the sender says of its
+// users, rooms and devices may not hold a NUL character (nulString): no
+// ID or name has one, and PostgreSQL cannot look one up, so such an EDU
+// is ignored on both engines alike.
+func decodeEDU(content json.RawMessage, v any) error {
+	if err := json.Unmarshal(content, v); err != nil {
+		return err
+	}
+	if field, ok := nulString(reflect.ValueOf(v), ""); ok {
+		return fmt.Errorf("field %q contains a NUL character", field)
+	}
+	return nil
+}
+
 // receiveEDU applies one EDU (spec: "EDUs"). Unknown types are ignored.
 func (s *Server) receiveEDU(ctx context.Context, origin, typ string, content json.RawMessage) error {
 	switch typ {
@@ -191,7 +207,7 @@ func (s *Server) receiveEDU(ctx context.Context, origin, typ string, content jso
 			UserID string `json:"user_id"`
 			Typing bool   `json:"typing"`
 		}
-		if err := json.Unmarshal(content, &c); err != nil {
+		if err := decodeEDU(content, &c); err != nil {
 			return err
 		}
 		if !fromOrigin(c.UserID, origin) {
@@ -214,7 +230,7 @@ func (s *Server) receiveEDU(ctx context.Context, origin, typ string, content jso
 				ThreadID string `json:"thread_id"`
 			} `json:"data"`
 		}
-		if err := json.Unmarshal(content, &c); err != nil {
+		if err := decodeEDU(content, &c); err != nil {
 			return err
 		}
 		for roomID, byType := range c {

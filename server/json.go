@@ -3,11 +3,13 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"encoding/json/jsontext"
 	jsonv2 "encoding/json/v2"
 	"errors"
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"unicode/utf8"
 
@@ -34,8 +36,8 @@ func decodeJSON(r *http.Request, v any) error {
 }
 
 // readJSONObject reads a request body that decodeJSON accepts: a JSON
-// object of valid UTF-8 (an empty body reads as {}), with decodeJSON's
-// errors for the rest.
+// object of valid UTF-8 whose escapes are all characters (an empty body
+// reads as {}), with decodeJSON's errors for the rest.
 func readJSONObject(r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxJSONBody))
 	if err != nil {
@@ -49,16 +51,28 @@ func readJSONObject(r *http.Request) ([]byte, error) {
 	if len(body) == 0 {
 		body = []byte("{}")
 	}
-	if !json.Valid(body) {
-		return nil, matrix.NotJSON("content not JSON")
+	// One pass for the common case: JSON of valid UTF-8 whose escapes are
+	// all characters (names may repeat; the last counts, as encoding/json
+	// and Synapse's parser read them). Otherwise, find out what is wrong.
+	if !jsontext.Value(body).IsValid(jsontext.AllowDuplicateNames(true)) {
+		switch {
+		case !json.Valid(body):
+			return nil, matrix.NotJSON("content not JSON")
+		case body[0] != '{':
+			return nil, matrix.BadJSON("content must be a JSON object")
+		case !utf8.Valid(body):
+			// encoding/json would silently replace the bad bytes.
+			return nil, matrix.NotJSON("content is not valid UTF-8")
+		default:
+			// An escape of no character: a lone surrogate ("\ud800"),
+			// which encoding/json would also replace, and which no event
+			// can carry (canonical JSON has no encoding for it).
+			return nil, matrix.NotJSON("content has an escape of no Unicode character (a lone surrogate)")
+		}
 	}
 	if body[0] != '{' {
 		// Valid JSON of the wrong shape is M_BAD_JSON, as Synapse answers.
 		return nil, matrix.BadJSON("content must be a JSON object")
-	}
-	if !utf8.Valid(body) {
-		// encoding/json would silently replace the bad bytes.
-		return nil, matrix.NotJSON("content is not valid UTF-8")
 	}
 	return body, nil
 }
@@ -72,7 +86,79 @@ func unmarshalBody(body []byte, v any) error {
 		}
 		return matrix.BadJSON("invalid JSON: %v", err)
 	}
+	if field, ok := nulString(reflect.ValueOf(v), ""); ok {
+		return matrix.BadJSON("field %q contains a NUL character", field)
+	}
 	return nil
+}
+
+// nulString finds a string the server reads from a decoded body (a
+// struct's field, a map's key or string value, a list's string) that
+// holds a NUL character, and names its field. No user, room, device,
+// reason or name has one, and PostgreSQL cannot store one in text, so a
+// body with one is refused on both engines alike. What the server only
+// carries (event content, kept as raw JSON or an interface value, where
+// "\u0000" stays escaped) is not looked into.
+func nulString(v reflect.Value, field string) (string, bool) {
+	switch v.Kind() {
+	case reflect.String:
+		return field, strings.IndexByte(v.String(), 0) >= 0
+	case reflect.Pointer:
+		if v.IsNil() {
+			return "", false
+		}
+		return nulString(v.Elem(), field)
+	case reflect.Struct:
+		t := v.Type()
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "-" {
+				continue
+			}
+			if name == "" {
+				name = f.Name
+			}
+			if f.Anonymous && f.Tag.Get("json") == "" {
+				name = field // embedded: its fields are the object's own
+			} else if field != "" {
+				name = field + "." + name
+			}
+			if at, ok := nulString(v.Field(i), name); ok {
+				return at, true
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		if v.Type().Elem().Kind() == reflect.Uint8 {
+			return "", false // json.RawMessage and []byte: carried as they are
+		}
+		for i := range v.Len() {
+			if at, ok := nulString(v.Index(i), field); ok {
+				return at, true
+			}
+		}
+	case reflect.Map:
+		if v.Type().Key().Kind() != reflect.String {
+			return "", false
+		}
+		for it := v.MapRange(); it.Next(); {
+			key := it.Key().String()
+			at := key
+			if field != "" {
+				at = field + "." + key
+			}
+			if strings.IndexByte(key, 0) >= 0 {
+				return at, true
+			}
+			if at, ok := nulString(it.Value(), at); ok {
+				return at, true
+			}
+		}
+	}
+	return "", false
 }
 
 // writeJSON writes v with status. The JSON is encoded straight into the
@@ -125,8 +211,8 @@ func (j *jsonResponse) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// pathParam returns a path parameter unescaped; one that is not UTF-8
-// is the client's error (400 M_INVALID_PARAM). chi matches on the raw
+// pathParam returns a path parameter unescaped; one that is not UTF-8,
+// or has a NUL character, is the client's error (400 M_INVALID_PARAM). chi matches on the raw
 // (escaped) path when one is set, so "%40alice%3Aexample.org" arrives here
 // still escaped.
 func pathParam(r *http.Request, name string) (string, error) {
@@ -137,6 +223,10 @@ func pathParam(r *http.Request, name string) (string, error) {
 	}
 	if !utf8.ValidString(v) {
 		return "", matrix.InvalidParam("path parameter %s is not valid UTF-8", name)
+	}
+	if strings.IndexByte(v, 0) >= 0 {
+		// No ID, type or key has one, and PostgreSQL cannot look one up.
+		return "", matrix.InvalidParam("path parameter %s contains a NUL character", name)
 	}
 	return v, nil
 }

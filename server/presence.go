@@ -163,7 +163,7 @@ func (s *Server) receivePresence(ctx context.Context, origin string, content jso
 			LastActiveAgo int64   `json:"last_active_ago"`
 		} `json:"push"`
 	}
-	if err := json.Unmarshal(content, &c); err != nil {
+	if err := decodeEDU(content, &c); err != nil {
 		return err
 	}
 	for _, u := range c.Push {

@@ -177,7 +177,7 @@ func (s *Server) receiveDirectToDevice(ctx context.Context, origin string, conte
 		MessageID string                                `json:"message_id"`
 		Messages  map[string]map[string]json.RawMessage `json:"messages"`
 	}
-	if err := json.Unmarshal(content, &c); err != nil {
+	if err := decodeEDU(content, &c); err != nil {
 		return err
 	}
 	if !fromOrigin(c.Sender, origin) {

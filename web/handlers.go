@@ -103,12 +103,16 @@ func (d *Dashboard) postUsers(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// pathParam is the path parameter name unescaped; one badly escaped or
-// not UTF-8 (which PostgreSQL refuses to store or look up) is an error.
+// pathParam is the path parameter name unescaped; one badly escaped, not
+// UTF-8 or with a NUL character (which PostgreSQL refuses to store or look
+// up) is an error.
 func pathParam(r *http.Request, name string) (string, error) {
 	v, err := url.PathUnescape(chi.URLParam(r, name))
 	if err == nil && !utf8.ValidString(v) {
 		err = errors.New("not UTF-8")
+	}
+	if err == nil && strings.IndexByte(v, 0) >= 0 {
+		err = errors.New("has a NUL character") // PostgreSQL cannot look it up
 	}
 	return v, err
 }

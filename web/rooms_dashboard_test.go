@@ -78,6 +78,10 @@ func TestRoomPages(t *testing.T) {
 		if status, _, _ = b.do("POST", "/rooms/%21bad%FF:hearth.test/block", url.Values{"csrf": {tok}, "block": {"1"}, "confirmed": {"yes"}}); status != http.StatusBadRequest {
 			t.Fatalf("block of a room ID that is not UTF-8: %d, want 400", status)
 		}
+		// Nor one with a NUL character, which PostgreSQL cannot hold.
+		if status, _, _ = b.do("POST", "/rooms/%21bad%00:hearth.test/block", url.Values{"csrf": {tok}, "block": {"1"}, "confirmed": {"yes"}}); status != http.StatusBadRequest {
+			t.Fatalf("block of a room ID with a NUL character: %d, want 400", status)
+		}
 
 		// A report, listed and dismissed.
 		rep := &storage.EventReport{ReceivedTS: time.Now().UnixMilli(), RoomID: roomID, EventID: "$gone", UserID: "@dave:hearth.test"}
