@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"hearth/server"
 	"hearth/server/federation"
 	"hearth/server/netguard"
 	"hearth/server/rooms"
@@ -67,6 +68,13 @@ func NewFederation(t testing.TB) *Federation {
 // kind.
 func (f *Federation) Start(t testing.TB, e storagetest.Engine, opts ...Option) *Bundle {
 	t.Helper()
+	return f.StartWith(t, e, nil, opts...)
+}
+
+// StartWith is Start with the server's dependencies edited by deps, as
+// for the package's StartWith.
+func (f *Federation) StartWith(t testing.TB, e storagetest.Engine, deps func(*server.Deps), opts ...Option) *Bundle {
+	t.Helper()
 	e = storagetest.Another(t, e)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -85,7 +93,7 @@ func (f *Federation) Start(t testing.TB, e storagetest.Engine, opts ...Option) *
 		ln.Close()
 		t.Fatalf("test config invalid: %v", err)
 	}
-	b := &Bundle{Cfg: cfg, engine: e, fed: f, fedLn: ln}
+	b := &Bundle{Cfg: cfg, engine: e, fed: f, fedLn: ln, deps: deps}
 	b.open(t, "")
 	t.Cleanup(b.cleanup)
 	return b
