@@ -1,14 +1,22 @@
 package server_test
 
 import (
+	"encoding/json"
+	"errors"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
 
+	"hearth/server"
+	"hearth/server/rooms"
 	"hearth/server/servertest"
 	"hearth/server/storage/storagetest"
+	"hearth/server/timeline"
 )
 
 // A NUL character is refused where the server reads a string (an ID, a
@@ -53,5 +61,106 @@ func TestNULInContent(t *testing.T) {
 		// An escaped backslash before "u0000" is no NUL: the text \u0000.
 		acctDo(t, b, "PUT", "/_matrix/client/v3/profile/"+url.PathEscape(string(alice.id))+"/displayname", alice.tok, `{"displayname":"a\\u0000b"}`).
 			want(t, http.StatusOK, "")
+	})
+}
+
+// Another server's events may carry NUL characters in their content,
+// which both engines store and serve (the room's name, topic, members'
+// names, relations, a message's body); an event whose type, state key,
+// sender or room ID has one is malformed, refused when parsed, as on
+// both engines alike: PostgreSQL could not store it.
+func TestNULInReceivedEvents(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		errs := &errorLog{}
+		b := servertest.StartWith(t, e, func(d *server.Deps) { d.Log = slog.New(errs) })
+		f := newFed(t, b, "r2.test")
+		ctx := t.Context()
+		alice := newSyncUser(t, b, "alice")
+		bob := "@bob:r2.test"
+		created, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "11",
+			PowerLevelOverride: plOverride(map[string]any{string(alice.id): 100, bob: 100})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		roomID := string(created.RoomID)
+		rv := f.version(roomID)
+		bb := f.builderOnHead("r2.test", roomID)
+		nul := "a\x00b"
+		// As a transaction's PDUs come: parsed from their JSON.
+		receiveAs := func(want timeline.Status, ev *rooms.Event) {
+			t.Helper()
+			pe, err := rooms.ParseEvent(rv, ev.JSON())
+			if err != nil {
+				t.Fatalf("%s: %v", ev.JSON(), err)
+			}
+			f.mustReceive("r2.test", timeline.Live, want, pe)
+		}
+		receive := func(ev *rooms.Event) { t.Helper(); receiveAs(timeline.Accepted, ev) }
+		receive(f.add(bb, "m.room.member", sp(bob), bob, map[string]any{"membership": "join", "displayname": nul}))
+		for _, c := range []struct {
+			typ     string
+			sk      *string
+			content map[string]any
+		}{
+			{"m.room.name", sp(""), map[string]any{"name": nul}},
+			{"m.room.topic", sp(""), map[string]any{"topic": nul}},
+			{"m.room.avatar", sp(""), map[string]any{"url": "mxc://r2.test/" + nul}},
+			{"m.room.canonical_alias", sp(""), map[string]any{"alias": "#" + nul + ":r2.test", "alt_aliases": []string{nul}}},
+			{"m.room.join_rules", sp(""), map[string]any{"join_rule": "public", "allow": []any{map[string]any{"type": nul, "room_id": nul}}}},
+			{"m.room.history_visibility", sp(""), map[string]any{"history_visibility": nul}},
+			{"m.room.server_acl", sp(""), map[string]any{"allow": []string{"*", nul}, "deny": []string{nul}}},
+			{"m.space.child", sp("!x:r2.test"), map[string]any{"via": []string{nul}, "order": nul}},
+			{"m.room.member", sp(bob), map[string]any{"membership": "join", "displayname": nul, "avatar_url": nul}},
+			{"m.room.message", nil, map[string]any{"msgtype": nul, "body": nul, "format": nul, "formatted_body": nul}},
+			{"m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "x", "m.relates_to": map[string]any{"rel_type": nul, "event_id": "$" + nul}}},
+			{"m.reaction", nil, map[string]any{"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": "$x", "key": nul}}},
+			{"m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "x", "m.mentions": map[string]any{"user_ids": []string{nul, string(alice.id)}}}},
+		} {
+			receive(f.add(bb, c.typ, c.sk, bob, c.content))
+		}
+		// A membership no auth rule knows: rejected, and stored so.
+		forged, err := rooms.BuildEvent(rv, rooms.EventTemplate{RoomID: roomID, Type: "m.room.member", StateKey: sp(bob), Sender: bob,
+			Content: map[string]any{"membership": "join\x00"}, PrevEvents: bb.Extremities, Depth: bb.Depth + 1, OriginServerTS: f.now(),
+			AuthEvents: rooms.SelectAuthEvents(rooms.AuthEventKeys(rv, "m.room.member", sp(bob), bob, nil), bb.State)}, f.keys["r2.test"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		receiveAs(timeline.Rejected, forged)
+		resp := doSync(t, alice, "", "", 0)
+		jr, ok := resp.Rooms.Join[id.RoomID(roomID)]
+		if !ok {
+			t.Fatal("the room is not in alice's sync")
+		}
+		if jr.Summary.Heroes == nil && len(jr.Timeline.Events) == 0 {
+			t.Fatal("an empty room in alice's sync")
+		}
+		acctDo(t, b, "GET", "/_matrix/client/v3/publicRooms", alice.tok, nil).want(t, http.StatusOK, "")
+		acctDo(t, b, "POST", "/_matrix/client/v3/search", alice.tok, map[string]any{"search_categories": map[string]any{"room_events": map[string]any{"search_term": "x"}}}).want(t, http.StatusOK, "")
+		name := acctDo(t, b, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/m.room.name/", alice.tok, nil)
+		if name.body["name"] != nul {
+			t.Errorf("the room's name came back as %q", name.body["name"])
+		}
+
+		// The same event with a NUL character in each of its IDs: a
+		// remote server signs what it likes, so the JSON is edited.
+		ev := f.add(bb, "org.example.x", sp("k"), bob, map[string]any{})
+		for _, field := range []string{"type", "state_key", "sender", "room_id"} {
+			var m map[string]any
+			if err := json.Unmarshal(ev.JSON(), &m); err != nil {
+				t.Fatal(err)
+			}
+			m[field] = m[field].(string) + "\x00"
+			raw, err := json.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := rooms.ParseEvent(rv, raw); !errors.Is(err, rooms.ErrBadEvent) {
+				t.Errorf("an event with a NUL character in its %s: %v, want a malformed event", field, err)
+			}
+		}
+		time.Sleep(500 * time.Millisecond) // for what runs after a commit: search, push
+		for _, l := range errs.lines() {
+			t.Errorf("logged: %s", l)
+		}
 	})
 }

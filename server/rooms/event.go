@@ -90,6 +90,21 @@ func (e *Event) checkFieldBytes() error {
 	return nil
 }
 
+// checkNoNUL refuses an event whose sender, room ID, type, state key or
+// event ID has a NUL character. No ID has one, and PostgreSQL cannot hold
+// one in text: such an event is refused on both engines alike, before a
+// store can take it on one and fail it on the other. (Content may hold
+// one: it is kept as JSON, escaped.) Events stored already are not held
+// to it, so that a room never loses one it has.
+func (e *Event) checkNoNUL() error {
+	for name, v := range e.idFields() {
+		if strings.IndexByte(v, 0) >= 0 {
+			return fmt.Errorf("%w: %s has a NUL character", ErrBadEvent, name)
+		}
+	}
+	return nil
+}
+
 // ParseEvent parses a PDU in the given room version. It checks the shape of
 // the event and that it is canonical-JSON encodable (integers only within
 // ±(2^53-1) for v6+), and computes its event ID. It does not check hashes,
@@ -139,6 +154,11 @@ func parseEvent(rv *RoomVersion, raw []byte, id string, stored bool) (*Event, er
 	for name, v := range e.idFields() {
 		if n := utf8.RuneCountInString(v); n > maxFieldSize {
 			return nil, fmt.Errorf("%w: %s is %d codepoints", ErrEventTooLarge, name, n)
+		}
+	}
+	if !stored {
+		if err := e.checkNoNUL(); err != nil {
+			return nil, err
 		}
 	}
 	if e.f.Type == "" || e.f.Sender == "" {

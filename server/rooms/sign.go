@@ -325,6 +325,9 @@ func finishEvent(rv *RoomVersion, obj map[string]any, key SigningKey) (*Event, e
 	if err != nil {
 		return nil, err
 	}
+	if err := e.checkNoNUL(); err != nil {
+		return nil, err
+	}
 	if err := e.checkFieldBytes(); err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/tidwall/gjson"
 
@@ -368,14 +369,30 @@ func (t *Timeline) createRoom(ctx context.Context, room *storage.Room, events []
 	return out, nil
 }
 
-// storageEvent extracts the columns the store indexes from a PDU.
+// storageEvent extracts the columns the store indexes from a PDU. What
+// comes from the content may hold a NUL character, which PostgreSQL
+// cannot store in text: such a membership (a rejected event's: the auth
+// rules know no such membership) or relation is left out, on both
+// engines alike. (Its IDs, type and state key were refused with a NUL
+// character when parsed.)
 func storageEvent(e *rooms.Event) *storage.Event {
 	se := &storage.Event{EventID: e.ID(), RoomID: e.RoomID(), Type: e.Type(), Sender: e.Sender(), Depth: e.Depth(),
-		OriginServerTS: e.OriginServerTS(), JSON: e.JSON(), Membership: e.Membership(), Rejected: e.Rejected}
+		OriginServerTS: e.OriginServerTS(), JSON: e.JSON(), Membership: withoutNUL(e.Membership()), Rejected: e.Rejected}
 	if sk, ok := e.StateKey(); ok {
 		se.StateKey = &sk
 	}
 	rel := gjson.GetBytes(e.Content(), `m\.relates_to`)
 	se.RelatesTo, se.RelType = rel.Get("event_id").String(), rel.Get("rel_type").String()
+	if strings.IndexByte(se.RelatesTo, 0) >= 0 || strings.IndexByte(se.RelType, 0) >= 0 {
+		se.RelatesTo, se.RelType = "", ""
+	}
 	return se
+}
+
+// withoutNUL is s, or "" when s has a NUL character.
+func withoutNUL(s string) string {
+	if strings.IndexByte(s, 0) >= 0 {
+		return ""
+	}
+	return s
 }
