@@ -165,7 +165,31 @@ var sweepPaths = map[string]string{
 	"dots":    "..%2F..",
 }
 
-const sweepQuery = "limit=-1&from=%FF&since=%00&to=x&dir=q&filter=%7B&timeout=-1&ts=x&at=z&full_state=maybe&set_presence=nope&order_by=x&direction=q&user_id=%00&server_name=%FF&via=%00&allow_remote=x&width=-1&height=99999999999&method=x&url=x&animated=x&keyword=%00&search_term=%FF&type=%00"
+// sweepQuery gives the query parameters handlers read values of the
+// wrong kind (those that are not UTF-8 or hold a NUL character are
+// refused before any handler: sweepQueryAll).
+const sweepQuery = "limit=-1&from=zz&since=zz&to=x&dir=q&filter=%7B&timeout=-1&ts=x&at=z&full_state=maybe&set_presence=nope&order_by=x&direction=q&user_id=x&server_name=%C3%A9&via=..&allow_remote=x&width=-1&height=99999999999&method=x&url=x&animated=x&keyword=x&search_term=%E2%80%A8&type=x&include=x&only=x&membership=x&not_membership=x&max_depth=-1&size_gt=x&before_ts=x&minimum_valid_until_ts=x&valid=x&guests=x&deactivated=x&admins=x&suggested_only=x&recurse=x&page=-1&pos=x&next_batch=x&use_state_after=x&omit_members=x&keep_profiles=x&timeout_ms=-1&name=%2F&room_id=!x&event_id=$x&ver=x&v=x"
+
+// sweepQueryNames are the query parameters handlers read (grep
+// Query().Get and its kind), each sent NUL and then not UTF-8.
+var sweepQueryNames = []string{"access_token", "action", "admins", "after", "allow_remote", "at", "before", "before_ts",
+	"client_secret", "deactivated", "delay_id", "destination", "dir", "event_id", "field", "filename", "filter", "format",
+	"from", "full_state", "guests", "include", "keep_profiles", "kind", "limit", "max_depth", "membership", "method",
+	"minimum_valid_until_ts", "name", "next", "next_batch", "not_membership", "omit_members", "only", "order_by", "page",
+	"pos", "recurse", "redirectUrl", "room_alias", "room_id", "search_term", "server", "server_name", "set_presence", "sid",
+	"since", "size_gt", "suggested_only", "timeout", "timeout_ms", "to", "token", "ts", "url", "use_state_after", "user_id",
+	"username", "v", "valid", "ver", "version", "via", "id_server", "medium", "address", "reason", "type", "keyword"}
+
+// sweepQueryAll is every name of sweepQueryNames set to v.
+func sweepQueryAll(v string) string {
+	q := make([]string, 0, len(sweepQueryNames))
+	for _, n := range sweepQueryNames {
+		if n != "access_token" { // that one replaces the header's token
+			q = append(q, n+"="+v)
+		}
+	}
+	return strings.Join(q, "&")
+}
 
 func sweep(t *testing.T, b *servertest.Bundle) map[string]int {
 	t.Helper()
@@ -247,6 +271,10 @@ func sweep(t *testing.T, b *servertest.Bundle) map[string]int {
 			}
 		}
 		send(r+" query", method, normal+"?"+sweepQuery, "")
+		send(r+" query nul", method, normal+"?"+sweepQueryAll("a%00b"), "")
+		send(r+" query notutf8", method, normal+"?"+sweepQueryAll("a%FFb"), "")
+		send(r+" query overflow", method, normal+"?"+sweepQueryAll("99999999999999999999999"), "")
+		send(r+" query long", method, normal+"?"+sweepQueryAll(strings.Repeat("x", 300)), "")
 		if routeParam.MatchString(pattern) {
 			for _, k := range sortedKeys(sweepPaths) {
 				send(r+" path "+k, method, fill(func(string) string { return sweepPaths[k] }), "{}")
@@ -486,10 +514,9 @@ func TestHostileFederationSweep(t *testing.T) {
 				}
 			}
 			q, _ := url.ParseQuery(sweepQuery)
-			q.Set("ver", "\x00")
-			q.Set("event_id", "$\x00")
-			q.Set("v", "x")
 			send(r+" query", method, path, q, nil)
+			q, _ = url.ParseQuery(sweepQueryAll("a%00b"))
+			send(r+" query nul", method, path, q, nil)
 			if routeParam.MatchString(pattern) {
 				for _, k := range sortedKeys(sweepPaths) {
 					p, _ := url.PathUnescape(sweepPaths[k])

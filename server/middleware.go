@@ -7,8 +7,11 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"runtime/debug"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 
@@ -30,6 +33,41 @@ func cors(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// validQuery refuses a request whose query string, decoded, holds a NUL
+// character or text that is not UTF-8: 400 M_INVALID_PARAM, as Synapse
+// answers a parameter it cannot decode. No parameter a handler reads may
+// hold either (IDs, tokens, filters, search terms), PostgreSQL cannot
+// look one up, and SQLite would; checked once here rather than by each
+// of the handlers that read a query.
+func (s *Server) validQuery(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if name, bad := badQuery(r.URL.RawQuery); bad {
+			s.writeError(w, r, matrix.InvalidParam("query parameter %q is not valid UTF-8 or holds a NUL character", name))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// badQuery names the first parameter of a raw query whose name or value,
+// decoded, is not UTF-8 or holds a NUL character.
+func badQuery(raw string) (string, bool) {
+	if !strings.Contains(raw, "%") && utf8.ValidString(raw) && strings.IndexByte(raw, 0) < 0 {
+		return "", false // nothing escaped: the common case, no parsing
+	}
+	q, _ := url.ParseQuery(raw) // pairs badly escaped are dropped, as r.URL.Query() drops them
+	for name, vs := range q {
+		bad := !utf8.ValidString(name) || strings.IndexByte(name, 0) >= 0
+		for _, v := range vs {
+			bad = bad || !utf8.ValidString(v) || strings.IndexByte(v, 0) >= 0
+		}
+		if bad {
+			return strings.ToValidUTF8(strings.ReplaceAll(name, "\x00", ""), "?"), true
+		}
+	}
+	return "", false
 }
 
 // statusRecorder remembers the status for the access log.

@@ -54,6 +54,14 @@ func TestNULInContent(t *testing.T) {
 		acctDo(t, b, "POST", "/_matrix/client/v3/rooms/"+rid+"/invite", alice.tok, `{"user_id":"@bob\u0000:hearth.test"}`).
 			want(t, http.StatusBadRequest, "M_BAD_JSON")
 		acctDo(t, b, "GET", "/_matrix/client/v3/devices/a%00b", alice.tok, nil).want(t, http.StatusBadRequest, "M_INVALID_PARAM")
+		// Query parameters too (PostgreSQL answered these 500), and text
+		// that is not UTF-8 the same; UTF-8 beyond ASCII is a token like any.
+		for _, q := range []string{"token=a%00b", "token=a%FFb", "x=1&token=ok&a%00=1"} {
+			acctDo(t, b, "GET", "/_matrix/client/v1/register/m.login.registration_token/validity?"+q, "", nil).want(t, http.StatusBadRequest, "M_INVALID_PARAM")
+		}
+		if v := acctDo(t, b, "GET", "/_matrix/client/v1/register/m.login.registration_token/validity?token=%C3%A9", "", nil); v.status != http.StatusOK || v.body["valid"] != false {
+			t.Errorf("a token that is no token: %d %v", v.status, v.body)
+		}
 		acctDo(t, b, "PUT", "/_matrix/client/v3/rooms/"+rid+"/send/m.room.message/t2", alice.tok, `{"msgtype":"m.text","body":"\ud800"}`).
 			want(t, http.StatusBadRequest, "M_NOT_JSON")
 		acctDo(t, b, "POST", "/_matrix/client/v3/rooms/"+rid+"/join", alice.tok, `{"org.example":"\udc00"}`).

@@ -11,7 +11,7 @@ import (
 // routes is the whole HTTP surface on one screen.
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(s.requestLog, cors)
+	r.Use(s.requestLog, cors, s.validQuery)
 
 	r.Get("/.well-known/matrix/server", s.api(s.getWellKnownServer))
 	r.Get("/.well-known/matrix/client", s.api(s.getWellKnownClient))
