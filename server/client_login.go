@@ -380,13 +380,9 @@ func unmarshalFields(fields map[string]json.RawMessage, v any) error {
 	return nil
 }
 
-// hashPassword hashes a new password. bcrypt reads only the first 72 bytes;
-// they are all that is passed, as Synapse's bcrypt did before it started
-// refusing longer input, so long passwords keep working.
+// hashPassword hashes a new password at the configured cost (long ones
+// as secret.HashPassword does).
 func (s *Server) hashPassword(pw string) (string, error) {
-	if len(pw) > 72 {
-		pw = pw[:72]
-	}
 	return secret.HashPassword(pw, s.cfg.BcryptRounds)
 }
 

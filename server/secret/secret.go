@@ -45,10 +45,20 @@ func FromAlphabet(alphabet string, n int) string {
 
 // HashPassword returns a bcrypt hash at the given cost. Go writes the "$2a$"
 // prefix; Synapse's bcrypt reads it, and Hearth reads Synapse's "$2b$".
+// bcrypt reads only a password's first 72 bytes; they are all that is
+// passed (Go's bcrypt refuses more, where Synapse's bcrypt long
+// truncated), so a longer password keeps working wherever it is set, and
+// CheckPassword, whose bcrypt also reads 72 bytes, matches it whole.
 func HashPassword(password string, cost int) (string, error) {
+	if len(password) > maxBcryptBytes {
+		password = password[:maxBcryptBytes]
+	}
 	h, err := bcrypt.GenerateFromPassword([]byte(password), cost)
 	return string(h), err
 }
+
+// maxBcryptBytes is how much of a password bcrypt reads.
+const maxBcryptBytes = 72
 
 // CheckPassword reports whether password matches hash ("$2a$", "$2b$" or
 // "$2y$" bcrypt). An empty hash never matches.

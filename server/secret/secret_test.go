@@ -26,6 +26,24 @@ func TestPasswordRoundTripAndSynapseHash(t *testing.T) {
 	}
 }
 
+// A password longer than bcrypt reads is hashed, wherever it is set
+// (Go's bcrypt alone refuses it), and matches whole; one that differs
+// within the first 72 bytes does not.
+func TestLongPassword(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("é", 40) + "tail" // 84 bytes
+	h, err := HashPassword(long, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !CheckPassword(h, long) {
+		t.Error("a long password does not match its own hash")
+	}
+	if CheckPassword(h, "x"+long[1:]) {
+		t.Error("a password that differs in its first byte matches")
+	}
+}
+
 func TestTokenShape(t *testing.T) {
 	t.Parallel()
 	a, b := Token("syt_"), Token("syt_")
