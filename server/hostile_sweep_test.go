@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,13 +57,13 @@ func TestHostileInputSweep(t *testing.T) {
 		}
 	})
 	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
-		errs := &errorLog{}
+		errs := &servertest.ErrorLog{}
 		b := servertest.StartWith(t, e, func(d *server.Deps) { d.Log = slog.New(errs) })
 		got := sweep(t, b)
 		// What a request started in the background (search indexing,
 		// push evaluation, federation) failed on is only logged.
 		time.Sleep(time.Second)
-		for _, l := range errs.lines() {
+		for _, l := range errs.Lines() {
 			t.Errorf("logged: %s", l)
 		}
 		mu.Lock()
@@ -72,61 +71,6 @@ func TestHostileInputSweep(t *testing.T) {
 		mu.Unlock()
 	})
 }
-
-// errorLog keeps what is logged at error level, and any line naming
-// a PostgreSQL error (SQLSTATE): input the store could not take, which
-// some handlers only log (an EDU ignored).
-type errorLog struct {
-	mu  sync.Mutex
-	got []string
-}
-
-func (l *errorLog) Enabled(context.Context, slog.Level) bool { return true }
-
-func (l *errorLog) Handle(_ context.Context, r slog.Record) error {
-	line := r.Message
-	r.Attrs(func(a slog.Attr) bool { line += " " + a.String(); return true })
-	if r.Level < slog.LevelError && !strings.Contains(line, "SQLSTATE") {
-		return nil
-	}
-	l.mu.Lock()
-	l.got = append(l.got, line)
-	l.mu.Unlock()
-	return nil
-}
-
-func (l *errorLog) WithAttrs(as []slog.Attr) slog.Handler {
-	return &errorLogView{l: l, attrs: as}
-}
-
-func (l *errorLog) WithGroup(string) slog.Handler { return l }
-
-func (l *errorLog) lines() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.got)
-}
-
-// errorLogView is an errorLog with attributes of its own (a logger made
-// With them), written to the same list.
-type errorLogView struct {
-	l     *errorLog
-	attrs []slog.Attr
-}
-
-func (v *errorLogView) Enabled(ctx context.Context, lv slog.Level) bool { return v.l.Enabled(ctx, lv) }
-
-func (v *errorLogView) Handle(ctx context.Context, r slog.Record) error {
-	r = r.Clone()
-	r.AddAttrs(v.attrs...)
-	return v.l.Handle(ctx, r)
-}
-
-func (v *errorLogView) WithAttrs(as []slog.Attr) slog.Handler {
-	return &errorLogView{l: v.l, attrs: append(slices.Clone(v.attrs), as...)}
-}
-
-func (v *errorLogView) WithGroup(string) slog.Handler { return v }
 
 // sweepTarget is what path parameters name by default: real objects, so
 // that the handlers get past their look-ups to the input they parse.
@@ -154,7 +98,7 @@ var sweepBodies = map[string]string{
 	"nul":        `{"body":"a\u0000b","msgtype":"m.text","displayname":"a\u0000b","name":"a\u0000b","topic":"\u0000","room_alias_name":"a\u0000","reason":"\u0000","avatar_url":"mxc://a\u0000/b","content":{"k\u0000":"\u0000"},"device_id":"\u0000","user_id":"@a\u0000:hearth.test","password":"\u0000","new_password":"\u0000","username":"a\u0000","txn_id":"\u0000","type":"a\u0000","state_key":"\u0000","filter":"\u0000","ts":1,"keys":{"a\u0000":"b\u0000"}}`,
 	"numbers":    `{"limit":1e400,"timeout":-1,"ts":99999999999999999999999,"origin_server_ts":-1e30,"depth":1.5,"power":1e20,"expires_in_ms":-5,"delay":-1,"score":-1e99}`,
 	"wrongtypes": `{"body":1,"msgtype":[],"membership":{},"user_id":5,"room_id":true,"device_id":null,"content":"x","type":7,"auth":"x","password":1,"new_password":[],"displayname":[],"avatar_url":{},"visibility":3,"filter":"x","ts":"x","reason":5,"keys":"x","one_time_keys":[],"device_keys":1,"fallback_keys":"x","state_key":1,"timeout":"x","limit":"x","invite":"x","initial_state":{},"preset":1,"creation_content":[],"power_level_content_override":"x","room_version":1,"messages":[],"event_ids":{},"receipts":"x","typing":"x","presence":1,"status_msg":{},"m.fully_read":1,"m.read":[],"threepid_creds":"x","sid":1,"client_secret":2,"identifier":"x","initial_device_display_name":1,"refresh_token":1,"search_categories":"x","rules":1,"actions":"x","conditions":"x","pattern":1,"pushkey":1,"kind":1,"app_id":[],"data":"x","algorithm":1,"rooms":"x","version":{},"auth_data":"x","event_id":1,"score":"x","deactivated":"yes","admin":"yes","admin_users":1,"erase":"x","purge":"x","block":"x","new_room_user_id":1}`,
-	"hugestring": `{"body":"` + strings.Repeat("a", 70000) + `","displayname":"` + strings.Repeat("b", 70000) + `"}`,
+	"hugestring": `{"body":"` + strings.Repeat("a", 70000) + `","displayname":"` + strings.Repeat("b", 70000) + `","password":"` + strings.Repeat("c", 600) + `","new_password":"` + strings.Repeat("d", 100) + `"}`,
 }
 
 // sweepPaths are what path parameters are replaced by, in turn.
@@ -428,7 +372,7 @@ func TestHostileFederationSweep(t *testing.T) {
 	}
 	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
 		fed := servertest.NewFederation(t)
-		errs := &errorLog{}
+		errs := &servertest.ErrorLog{}
 		a := fed.StartWith(t, e, func(d *server.Deps) { d.Log = slog.New(errs) })
 		evil := fed.Start(t, e)
 		ctx := t.Context()
@@ -591,7 +535,7 @@ func TestHostileFederationSweep(t *testing.T) {
 			send(fmt.Sprintf("EDU %d %s", i, edu.Type), http.MethodPut, fmt.Sprintf("/_matrix/federation/v1/send/edu%d", i), nil, body)
 		}
 		time.Sleep(time.Second)
-		for _, l := range errs.lines() {
+		for _, l := range errs.Lines() {
 			t.Errorf("logged: %s", l)
 		}
 		t.Logf("%d federation routes, %d requests; answers by status: %v", len(routes), n, byStatus)

@@ -79,7 +79,7 @@ func TestNULInContent(t *testing.T) {
 // both engines alike: PostgreSQL could not store it.
 func TestNULInReceivedEvents(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
-		errs := &errorLog{}
+		errs := &servertest.ErrorLog{}
 		b := servertest.StartWith(t, e, func(d *server.Deps) { d.Log = slog.New(errs) })
 		f := newFed(t, b, "r2.test")
 		ctx := t.Context()
@@ -167,7 +167,7 @@ func TestNULInReceivedEvents(t *testing.T) {
 			}
 		}
 		time.Sleep(500 * time.Millisecond) // for what runs after a commit: search, push
-		for _, l := range errs.lines() {
+		for _, l := range errs.Lines() {
 			t.Errorf("logged: %s", l)
 		}
 	})

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 
@@ -108,11 +107,8 @@ func (d *Dashboard) postUsers(w http.ResponseWriter, r *http.Request) error {
 // up) is an error.
 func pathParam(r *http.Request, name string) (string, error) {
 	v, err := url.PathUnescape(chi.URLParam(r, name))
-	if err == nil && !utf8.ValidString(v) {
-		err = errors.New("not UTF-8")
-	}
-	if err == nil && strings.IndexByte(v, 0) >= 0 {
-		err = errors.New("has a NUL character") // PostgreSQL cannot look it up
+	if err == nil && !validText(v) {
+		err = errors.New("not UTF-8, or has a NUL character") // PostgreSQL cannot look it up
 	}
 	return v, err
 }

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-chi/chi/v5"
-
 	"hearth/server/htmlpage"
 	"hearth/server/storage"
 	"hearth/templates"
@@ -156,7 +154,10 @@ func (d *Dashboard) getMedia(w http.ResponseWriter, r *http.Request) error {
 
 // mediaParam reads {mediaID} and checks the item exists.
 func (d *Dashboard) mediaParam(r *http.Request) (string, error) {
-	id := chi.URLParam(r, "mediaID")
+	id, err := pathParam(r, "mediaID")
+	if err != nil {
+		return "", &htmlpage.Error{Status: http.StatusBadRequest, Msg: "That is not a media ID."}
+	}
 	if _, err := d.srv.MediaInfo(r.Context(), id); err != nil {
 		return "", err
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 
@@ -91,7 +92,7 @@ func (d *Dashboard) Run(ctx context.Context) {
 // Handler is the dashboard's router, to mount at Path.
 func (d *Dashboard) Handler() http.Handler {
 	r := chi.NewRouter()
-	r.Use(htmlpage.SecurityHeaders(pageCSP))
+	r.Use(htmlpage.SecurityHeaders(pageCSP), d.validText)
 	r.Handle("/static/*", http.StripPrefix(d.prefix+"/static/", htmlpage.Static()))
 	r.Get("/login", d.pages.Handler(d.getLogin))
 	// The federation tester's JSON, for admins' tools (diagnostics.go).
@@ -152,6 +153,31 @@ func (d *Dashboard) Handler() http.Handler {
 	}))
 	return r
 }
+
+// validText refuses a request whose query or form holds text that is
+// not UTF-8 or has a NUL character (400), before any page reads it: no
+// name, token or search a page takes has one, PostgreSQL cannot look one
+// up, and SQLite would. The dashboard's own forms never send one.
+func (d *Dashboard) validText(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm() // the query, and a POST's url-encoded body; a page reports its own errors
+		for name, vs := range r.Form {
+			bad := !validText(name)
+			for _, v := range vs {
+				bad = bad || !validText(v)
+			}
+			if bad {
+				d.pages.WriteError(w, r, &htmlpage.Error{Status: http.StatusBadRequest,
+					Msg: "This request was not accepted: a field holds text that is not UTF-8, or a NUL character."})
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// validText reports whether s is UTF-8 without a NUL character.
+func validText(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
 
 // Standalone is the handler for the dashboard's own listener: the
 // dashboard at Path, and "/" redirecting there.
