@@ -412,6 +412,10 @@ func (s *Server) Audit(ctx context.Context, by Actor, action, target, detail str
 // listeners configured with x_forwarded.
 func (s *Server) ClientIP(r *http.Request) string { return clientIP(r, s.xForwarded(r)) }
 
+// UserAgent is the request's User-Agent as a session records it (see
+// userAgent): bounded, and UTF-8.
+func (s *Server) UserAgent(r *http.Request) string { return userAgent(r) }
+
 // IsHTTPS reports whether the browser reached us over TLS: directly, or
 // through a trusted proxy that says so in X-Forwarded-Proto.
 func (s *Server) IsHTTPS(r *http.Request) bool {

@@ -174,7 +174,7 @@ func (s *Server) postAdminRegister(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	login := storage.NewLogin{UserID: userID, DeviceID: secret.DeviceID(), AccessToken: secret.Token("syt_"),
-		IP: clientIP(r, s.xForwarded(r)), UserAgent: r.UserAgent()}
+		IP: clientIP(r, s.xForwarded(r)), UserAgent: userAgent(r)}
 	if err := s.store.CreateLogin(r.Context(), login); err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"hearth/server/matrix"
 	"hearth/server/storage"
@@ -87,7 +88,7 @@ func (s *Server) authenticate(r *http.Request) (*Device, error) {
 	if s.touches.due(se.TokenID, s.now()) {
 		ip := clientIP(r, s.xForwarded(r))
 		// Best effort: a failed last-seen update must not fail the request.
-		_ = s.store.TouchDevice(r.Context(), se.UserID, se.DeviceID, ip, r.UserAgent())
+		_ = s.store.TouchDevice(r.Context(), se.UserID, se.DeviceID, ip, userAgent(r))
 	}
 	return &Device{UserID: se.UserID, DeviceID: se.DeviceID, TokenID: se.TokenID, IsAdmin: u.IsAdmin, IsGuest: u.IsGuest,
 		PuppetBy: se.PuppetBy, Suspended: u.Suspended}, nil
@@ -198,6 +199,26 @@ func WithXForwarded(h http.Handler, trust bool) http.Handler {
 
 // clientIP is the peer address, or the first X-Forwarded-For hop when the
 // listener sits behind a trusted reverse proxy.
+// userAgent is the request's User-Agent as a device records it: at most
+// maxUserAgent bytes, cut between characters, with bytes that are not
+// UTF-8 (a header may carry any) replaced, so that the store (PostgreSQL
+// refuses them) takes every client's.
+func userAgent(r *http.Request) string {
+	ua := r.UserAgent()
+	if len(ua) > maxUserAgent {
+		cut := maxUserAgent
+		for cut > 0 && !utf8.RuneStart(ua[cut]) {
+			cut--
+		}
+		ua = ua[:cut]
+	}
+	return strings.ToValidUTF8(ua, "\uFFFD")
+}
+
+// maxUserAgent bounds a stored User-Agent: real ones are a few hundred
+// bytes; the device list need not keep a client's 60 KB.
+const maxUserAgent = 1024
+
 func clientIP(r *http.Request, trustForwarded bool) string {
 	if trustForwarded {
 		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {

@@ -248,7 +248,7 @@ func (s *Server) issueLogin(r *http.Request, userID, deviceID, displayName strin
 	}
 	l := storage.NewLogin{
 		UserID: userID, DeviceID: deviceID, DeviceDisplayName: displayName,
-		IP: clientIP(r, s.xForwarded(r)), UserAgent: r.UserAgent(),
+		IP: clientIP(r, s.xForwarded(r)), UserAgent: userAgent(r),
 		AccessToken: secret.Token("syt_"), ReplaceDevice: replace,
 	}
 	resp := map[string]any{"user_id": userID, "device_id": deviceID, "home_server": s.cfg.ServerName}

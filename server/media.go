@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 
@@ -250,19 +251,29 @@ func newMediaID() string {
 // mxc is the content URI of a local media ID.
 func (s *Server) mxc(id string) string { return "mxc://" + s.cfg.ServerName + "/" + id }
 
-// uploadMeta reads the upload's content type and file name.
-func uploadMeta(r *http.Request) (contentType, name string) {
+// uploadMeta reads the upload's content type and file name. A content
+// type that is not UTF-8 (a header may carry any byte) is the client's
+// error: it is stored, and served back, as text.
+func uploadMeta(r *http.Request) (contentType, name string, err error) {
 	contentType = strings.TrimSpace(r.Header.Get("Content-Type"))
 	if contentType == "" {
 		contentType = "application/octet-stream"
 	}
-	return contentType, cleanFilename(r.URL.Query().Get("filename"))
+	if !utf8.ValidString(contentType) {
+		return "", "", matrix.InvalidParam("the Content-Type header is not valid UTF-8")
+	}
+	return contentType, cleanFilename(r.URL.Query().Get("filename")), nil
 }
 
-// cleanFilename bounds a file name and drops its control characters.
+// cleanFilename bounds a file name to 255 bytes, cut between characters,
+// and drops its control characters.
 func cleanFilename(name string) string {
 	if len(name) > 255 {
-		name = name[:255]
+		cut := 255
+		for cut > 0 && !utf8.RuneStart(name[cut]) {
+			cut--
+		}
+		name = name[:cut]
 	}
 	return strings.Map(func(c rune) rune {
 		if c < 0x20 || c == 0x7f {
@@ -289,7 +300,10 @@ func (s *Server) receiveUpload(r *http.Request) (tmp string, size int64, sum str
 // POST /_matrix/media/v3/upload
 func (s *Server) postUpload(w http.ResponseWriter, r *http.Request) error {
 	me := deviceFrom(r.Context())
-	ctype, name := uploadMeta(r)
+	ctype, name, err := uploadMeta(r)
+	if err != nil {
+		return err
+	}
 	tmp, size, sum, err := s.receiveUpload(r)
 	if err != nil {
 		return err
@@ -388,7 +402,10 @@ func (s *Server) putUpload(w http.ResponseWriter, r *http.Request) error {
 	if m.ExpiresTS <= s.now().UnixMilli() {
 		return matrix.NotFound("this media ID has expired")
 	}
-	ctype, name := uploadMeta(r)
+	ctype, name, err := uploadMeta(r)
+	if err != nil {
+		return err
+	}
 	tmp, size, sum, err := s.receiveUpload(r)
 	if err != nil {
 		return err

@@ -251,7 +251,7 @@ func (d *Dashboard) signIn(w http.ResponseWriter, r *http.Request, userID string
 		life = 12 * time.Hour
 	}
 	ds := &storage.DashboardSession{IDHash: storage.HashToken(id), UserID: userID, CreatedTS: now.UnixMilli(),
-		ExpiresTS: now.Add(life).UnixMilli(), IP: d.srv.ClientIP(r), UserAgent: r.UserAgent()}
+		ExpiresTS: now.Add(life).UnixMilli(), IP: d.srv.ClientIP(r), UserAgent: d.srv.UserAgent(r)}
 	if err := d.store.CreateDashboardSession(r.Context(), ds); err != nil {
 		return err
 	}

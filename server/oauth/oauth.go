@@ -275,7 +275,7 @@ type requestInfoKey struct{}
 
 func (p *Provider) withRequestInfo(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		info := requestInfo{ip: p.srv.ClientIP(r), userAgent: r.UserAgent()}
+		info := requestInfo{ip: p.srv.ClientIP(r), userAgent: p.srv.UserAgent(r)}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info)))
 	})
 }

@@ -3,9 +3,11 @@ package server_test
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -167,6 +169,90 @@ func TestNULInReceivedEvents(t *testing.T) {
 			}
 		}
 		time.Sleep(500 * time.Millisecond) // for what runs after a commit: search, push
+		for _, l := range errs.Lines() {
+			t.Errorf("logged: %s", l)
+		}
+	})
+}
+
+// Headers may carry any byte but NUL. A User-Agent that is not UTF-8
+// (PostgreSQL refused to store it, and the sign-in with it failed) is
+// recorded with its bad bytes replaced, and a long one cut; an upload's
+// Content-Type that is not UTF-8 is refused; a file name cut to 255
+// bytes is cut between characters.
+func TestHostileHeaders(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		errs := &servertest.ErrorLog{}
+		b := servertest.StartWith(t, e, func(d *server.Deps) { d.Log = slog.New(errs) })
+		alice := newRoomUser(t, b, "alice")
+		if err := b.Store.SetAdmin(t.Context(), string(alice.id), true); err != nil {
+			t.Fatal(err)
+		}
+		do := func(method, path, token, body string, hdr map[string]string) (int, string) {
+			t.Helper()
+			req, err := http.NewRequestWithContext(t.Context(), method, b.URL+path, strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if token != "" {
+				req.Header.Set("Authorization", "Bearer "+token)
+			}
+			for k, v := range hdr {
+				req.Header.Set(k, v)
+			}
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			raw, _ := io.ReadAll(res.Body)
+			return res.StatusCode, string(raw)
+		}
+
+		status, raw := do("POST", "/_matrix/client/v3/login", "", `{"type":"m.login.password","identifier":{"type":"m.id.user","user":"alice"},"password":"`+acctPW+`","device_id":"ODDUA"}`,
+			map[string]string{"User-Agent": "a\xff\xfeb"})
+		if status != http.StatusOK {
+			t.Fatalf("sign in with a User-Agent that is not UTF-8: %d %s", status, raw)
+		}
+		devs := acctDo(t, b, "GET", "/_synapse/admin/v2/users/"+esc(string(alice.id))+"/devices", alice.tok, nil)
+		devs.want(t, http.StatusOK, "")
+		found := false
+		for _, d := range devs.body["devices"].([]any) {
+			if d := d.(map[string]any); d["device_id"] == "ODDUA" {
+				found = true
+				if d["last_seen_user_agent"] != "a\uFFFDb" { // one replacement for the run
+					t.Errorf("the device's User-Agent: %q", d["last_seen_user_agent"])
+				}
+			}
+		}
+		if !found {
+			t.Fatal("the new device is not listed")
+		}
+		if status, raw := do("GET", "/_matrix/client/v3/account/whoami", alice.tok, "", map[string]string{"User-Agent": strings.Repeat("é", 30000)}); status != http.StatusOK {
+			t.Errorf("a 60 KB User-Agent: %d %s", status, raw)
+		}
+
+		if status, raw := do("POST", "/_matrix/media/v3/upload", alice.tok, "hello", map[string]string{"Content-Type": "text/\xff"}); status != http.StatusBadRequest || !strings.Contains(raw, "M_INVALID_PARAM") {
+			t.Errorf("an upload whose Content-Type is not UTF-8: %d %s", status, raw)
+		}
+		status, raw = do("POST", "/_matrix/media/v3/upload?filename="+strings.Repeat("%C3%A9", 200), alice.tok, "hello", map[string]string{"Content-Type": "text/plain"})
+		if status != http.StatusOK {
+			t.Fatalf("an upload with a 400-byte name: %d %s", status, raw)
+		}
+		var up struct {
+			ContentURI string `json:"content_uri"`
+		}
+		if err := json.Unmarshal([]byte(raw), &up); err != nil {
+			t.Fatal(err)
+		}
+		mediaID := up.ContentURI[strings.LastIndex(up.ContentURI, "/")+1:]
+		info := acctDo(t, b, "GET", "/_synapse/admin/v1/media/hearth.test/"+mediaID, alice.tok, nil)
+		info.want(t, http.StatusOK, "")
+		mi, _ := info.body["media_info"].(map[string]any)
+		if name, _ := mi["upload_name"].(string); name != strings.Repeat("é", 127) {
+			t.Errorf("the upload's name, cut: %q (%d bytes)", name, len(name))
+		}
+		time.Sleep(200 * time.Millisecond)
 		for _, l := range errs.Lines() {
 			t.Errorf("logged: %s", l)
 		}
