@@ -19,8 +19,10 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
+	"hearth/config"
 	"hearth/server"
 	"hearth/server/federation"
+	"hearth/server/oauth"
 	"hearth/server/servertest"
 	"hearth/server/storage/storagetest"
 )
@@ -59,7 +61,7 @@ func TestHostileInputSweep(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
 		errs := &servertest.ErrorLog{}
 		b := servertest.StartWith(t, e, func(d *server.Deps) { d.Log = slog.New(errs) })
-		got := sweep(t, b)
+		got := sweep(t, b, everyRoute)
 		// What a request started in the background (search indexing,
 		// push evaluation, federation) failed on is only logged.
 		time.Sleep(time.Second)
@@ -101,6 +103,20 @@ var sweepBodies = map[string]string{
 	"hugestring": `{"body":"` + strings.Repeat("a", 70000) + `","displayname":"` + strings.Repeat("b", 70000) + `","password":"` + strings.Repeat("c", 600) + `","new_password":"` + strings.Repeat("d", 100) + `"}`,
 }
 
+// sweepFormValues are what every OAuth form field is set to, in turn.
+var sweepFormValues = map[string]string{"nul": "a\x00b", "notutf8": "a\xff\xfeb", "long": strings.Repeat("x", 5000), "wrongkind": "x"}
+
+// sweepForm is every field the OAuth 2.0 API reads set to v.
+func sweepForm(v string) url.Values {
+	f := url.Values{}
+	for _, k := range []string{"client_id", "client_secret", "redirect_uri", "grant_type", "code", "code_verifier", "refresh_token",
+		"scope", "state", "response_type", "response_mode", "code_challenge", "code_challenge_method", "token", "token_type_hint",
+		"device_code", "prompt", "nonce", "login_hint", "id_token_hint", "username", "password", "csrf", "authRequestID", "id", "consent"} {
+		f.Set(k, v)
+	}
+	return f
+}
+
 // sweepPaths are what path parameters are replaced by, in turn.
 var sweepPaths = map[string]string{
 	"nul":     "%00",
@@ -135,14 +151,29 @@ func sweepQueryAll(v string) string {
 	return strings.Join(q, "&")
 }
 
-func sweep(t *testing.T, b *servertest.Bundle) map[string]int {
+// sweepScope is what a sweep covers: the routes want accepts, and extra
+// ones ("METHOD /path") a library serves behind one mounted route. Its
+// errors are the Matrix API's (a JSON object with an errcode) when
+// matrixErrors is set; OAuth 2.0's have their own shape.
+type sweepScope struct {
+	want         func(route string) bool
+	extra        []string
+	matrixErrors bool
+}
+
+// everyRoute is the whole Matrix surface.
+var everyRoute = sweepScope{want: func(string) bool { return true }, matrixErrors: true}
+
+// sweep sends hostile input to the routes of scope.
+func sweep(t *testing.T, b *servertest.Bundle, scope sweepScope) map[string]int {
+	want := scope.want
 	t.Helper()
 	tg := sweepSetUp(t, b)
 	answers := map[string]int{}
 	var routes []string
 	err := chi.Walk(b.HTTP.Config.Handler.(chi.Routes), func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		// r0 is v3 again.
-		if !strings.HasPrefix(route, "/_matrix/client/r0/") {
+		if !strings.HasPrefix(route, "/_matrix/client/r0/") && want(route) {
 			routes = append(routes, method+" "+strings.ReplaceAll(route, "/*/", "/"))
 		}
 		return nil
@@ -150,10 +181,18 @@ func sweep(t *testing.T, b *servertest.Bundle) map[string]int {
 	if err != nil {
 		t.Fatal(err)
 	}
+	routes = append(routes, scope.extra...)
 	slices.Sort(routes)
 	routes = slices.Compact(routes)
 	client := &http.Client{Timeout: 30 * time.Second}
 	n := 0
+	defer func() {
+		byStatus := map[int]int{}
+		for _, st := range answers {
+			byStatus[st]++
+		}
+		t.Logf("%d routes, %d requests; answers by status: %v", len(routes), n, byStatus)
+	}()
 	send := func(name, method, path, body string) {
 		n++
 		req, err := http.NewRequestWithContext(t.Context(), method, b.URL+path, strings.NewReader(body))
@@ -177,7 +216,7 @@ func sweep(t *testing.T, b *servertest.Bundle) map[string]int {
 			t.Errorf("%s: %d %.300s", name, res.StatusCode, raw)
 			return
 		}
-		if res.StatusCode >= 400 && method != http.MethodHead && !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") {
+		if scope.matrixErrors && res.StatusCode >= 400 && method != http.MethodHead && !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") {
 			// An error is a JSON object with an errcode; a browser's page
 			// (an e-mail link's) may be HTML; user-interactive auth's
 			// first answer is its flows, without one.
@@ -192,6 +231,25 @@ func sweep(t *testing.T, b *servertest.Bundle) map[string]int {
 			if err != nil || e.Errcode == "" {
 				t.Errorf("%s: %d with no errcode: %.300q", name, res.StatusCode, raw)
 			}
+		}
+	}
+	sendForm := func(name, method, path string, form url.Values) {
+		n++
+		req, err := http.NewRequestWithContext(t.Context(), method, b.URL+path, strings.NewReader(form.Encode()))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		res, err := client.Do(req)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			return
+		}
+		raw, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		answers[name] = res.StatusCode
+		if res.StatusCode >= 500 {
+			t.Errorf("%s: %d %.300s", name, res.StatusCode, raw)
 		}
 	}
 	for _, r := range routes {
@@ -213,6 +271,12 @@ func sweep(t *testing.T, b *servertest.Bundle) map[string]int {
 				send(r+" body "+k, method, normal, sweepBodies[k])
 				tg.repair(t, b)
 			}
+			// The OAuth 2.0 API reads forms.
+			if strings.HasPrefix(pattern, server.OAuthPath) {
+				for _, k := range sortedKeys(sweepFormValues) {
+					sendForm(r+" form "+k, method, normal, sweepForm(sweepFormValues[k]))
+				}
+			}
 		}
 		send(r+" query", method, normal+"?"+sweepQuery, "")
 		send(r+" query nul", method, normal+"?"+sweepQueryAll("a%00b"), "")
@@ -225,6 +289,9 @@ func sweep(t *testing.T, b *servertest.Bundle) map[string]int {
 			}
 		}
 		tg.repair(t, b)
+	}
+	if !want("/_matrix/client/v3/rooms/") {
+		return answers
 	}
 	// Content the server reads from events into columns of their own
 	// (the room's name and topic for the directory, members' names,
@@ -262,11 +329,6 @@ func sweep(t *testing.T, b *servertest.Bundle) map[string]int {
 	send("read search", http.MethodPost, "/_matrix/client/v3/search", `{"search_categories":{"room_events":{"search_term":"a"}}}`)
 	send("read sync", http.MethodGet, "/_matrix/client/v3/sync", "")
 	send("profile custom field", http.MethodPut, "/_matrix/client/v3/profile/"+url.PathEscape(string(tg.alice.id))+"/org.example.f", `{"org.example.f":"`+nul+`"}`)
-	byStatus := map[int]int{}
-	for _, st := range answers {
-		byStatus[st]++
-	}
-	t.Logf("%d routes, %d requests; answers by status: %v", len(routes), n, byStatus)
 	return answers
 }
 
@@ -360,6 +422,32 @@ func (tg *sweepTarget) repair(t *testing.T, b *servertest.Bundle) {
 	if _, err := tg.alice.cli.JoinRoomByID(ctx, id.RoomID(tg.room)); err != nil {
 		t.Fatalf("alice cannot join her room again: %v", err)
 	}
+}
+
+// The OAuth 2.0 API (package oauth, on when the config enables it) gets
+// the same, and forms with every field it reads set to NUL, text that is
+// not UTF-8 and long values.
+func TestHostileOAuthSweep(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the sweep sends hundreds of requests")
+	}
+	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
+		errs := &servertest.ErrorLog{}
+		b := servertest.StartWith(t, e, func(d *server.Deps) { d.Log = slog.New(errs); d.OAuth = oauth.Hook(nil) },
+			func(c *config.Config) { c.OAuth.Enabled = true })
+		var extra []string
+		for _, p := range []string{"oauth2/auth", "oauth2/token", "oauth2/revoke", "oauth2/keys", "oauth2/introspect", "oauth2/device",
+			"userinfo", "end_session", ".well-known/openid-configuration"} {
+			extra = append(extra, "GET "+server.OAuthPath+"/"+p, "POST "+server.OAuthPath+"/"+p)
+		}
+		sweep(t, b, sweepScope{want: func(route string) bool {
+			return strings.HasPrefix(route, server.OAuthPath) && !strings.HasSuffix(route, "*")
+		}, extra: extra})
+		time.Sleep(200 * time.Millisecond)
+		for _, l := range errs.Lines() {
+			t.Errorf("logged: %s", l)
+		}
+	})
 }
 
 // The federation API gets the same from a real server with real keys

@@ -40,7 +40,7 @@ type Provider struct {
 	store  *storage.Store
 	op     *op.Provider
 	ops    *opStore
-	router http.Handler
+	router *chi.Mux
 	pages  *htmlpage.Pages
 }
 
@@ -126,7 +126,7 @@ func Hook(build func(*Provider)) func(*server.Server) server.OAuthProvider {
 
 // routes: the pages and client registration are this package's; the rest
 // is the library's router.
-func (p *Provider) routes() http.Handler {
+func (p *Provider) routes() *chi.Mux {
 	r := chi.NewRouter()
 	r.Use(p.withRequestInfo)
 	r.Post(pathRegistration, p.postClientRegistration)
@@ -157,6 +157,27 @@ func (p *Provider) routes() http.Handler {
 
 // ServeHTTP serves everything under server.OAuthPath.
 func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.router.ServeHTTP(w, r) }
+
+// The provider is a chi.Routes, so that the server's router, where it is
+// mounted, lists its routes with the rest (chi.Walk), and names them in
+// its logs.
+var _ chi.Routes = (*Provider)(nil)
+
+// Routes is the provider's routing tree.
+func (p *Provider) Routes() []chi.Route { return p.router.Routes() }
+
+// Middlewares are the provider's own.
+func (p *Provider) Middlewares() chi.Middlewares { return p.router.Middlewares() }
+
+// Match reports whether method and path have a handler here.
+func (p *Provider) Match(rctx *chi.Context, method, path string) bool {
+	return p.router.Match(rctx, method, path)
+}
+
+// Find is the pattern of the route method and path reach.
+func (p *Provider) Find(rctx *chi.Context, method, path string) string {
+	return p.router.Find(rctx, method, path)
+}
 
 // Run sweeps expired authorisation requests and browser sessions until ctx
 // ends.
