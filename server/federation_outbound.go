@@ -148,10 +148,13 @@ func (s *Server) remoteAlias(ctx context.Context, server, alias string) (string,
 	if err != nil {
 		return "", nil, &matrix.Error{Code: "M_UNKNOWN", Status: http.StatusBadGateway, Msg: fmt.Sprintf("could not ask %s about %s", server, alias), Err: err}
 	}
-	if !strings.HasPrefix(resp.RoomID, "!") {
+	// The spec's room IDs have no NUL character (and no server would
+	// store one); the servers are server names, or no use.
+	if !strings.HasPrefix(resp.RoomID, "!") || strings.IndexByte(resp.RoomID, 0) >= 0 {
 		return "", nil, &matrix.Error{Code: "M_UNKNOWN", Status: http.StatusBadGateway, Msg: fmt.Sprintf("%s answered for %s without a room ID", server, alias)}
 	}
-	return resp.RoomID, append(resp.Servers, server), nil
+	servers := slices.DeleteFunc(resp.Servers, func(name string) bool { return !matrix.ValidServerName(name) })
+	return resp.RoomID, append(servers, server), nil
 }
 
 // parseRoomEvents parses PDUs of a room version, leaving malformed ones out.

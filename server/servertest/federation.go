@@ -113,7 +113,17 @@ func (b *Bundle) FederationRequests(prefix string) int {
 	return n
 }
 
-// countFederation counts each request (FederationRequests) before h.
+// RewriteFederation puts wrap in front of the server's federation API
+// (nil takes it away), so that a test can play a server that answers
+// other servers what it likes.
+func (b *Bundle) RewriteFederation(wrap func(http.Handler) http.Handler) {
+	b.fedMu.Lock()
+	b.fedWrap = wrap
+	b.fedMu.Unlock()
+}
+
+// countFederation counts each request (FederationRequests) before h, or
+// before the RewriteFederation in front of it.
 func (b *Bundle) countFederation(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b.fedMu.Lock()
@@ -121,7 +131,12 @@ func (b *Bundle) countFederation(h http.Handler) http.Handler {
 			b.fedSeen = map[string]int{}
 		}
 		b.fedSeen[r.URL.Path]++
+		wrap := b.fedWrap
 		b.fedMu.Unlock()
+		if wrap != nil {
+			wrap(h).ServeHTTP(w, r)
+			return
+		}
 		h.ServeHTTP(w, r)
 	})
 }

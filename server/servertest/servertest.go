@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -48,6 +49,7 @@ type Bundle struct {
 	stopped bool
 	fedMu   sync.Mutex
 	fedSeen map[string]int // path → requests (FederationRequests)
+	fedWrap func(http.Handler) http.Handler
 }
 
 // Option edits the config before the server starts.

@@ -304,17 +304,32 @@ func writeRemoteDeviceList(ctx context.Context, tx *sql.Tx, l *RemoteDeviceList)
 		return fmt.Errorf("storage: put remote device list: %w", err)
 	}
 	for _, d := range l.Devices {
+		if hasNUL(d.DeviceID) {
+			continue // see below
+		}
+		if hasNUL(d.DisplayName) {
+			d.DisplayName = ""
+		}
 		if err := putRemoteDevice(ctx, tx, l.UserID, &d); err != nil {
 			return err
 		}
 	}
 	for _, k := range l.CrossSigning {
+		if hasNUL(k.Type) || hasNUL(k.PublicKey) {
+			continue
+		}
 		if err := putRemoteCrossSigningKey(ctx, tx, l.UserID, k); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// hasNUL reports whether s has a NUL character. Another server's device
+// list may name a device, or a key, with one: no client could use it, and
+// PostgreSQL cannot store it in text, so it is left out (a display name
+// with one is dropped) on both engines alike.
+func hasNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
 
 func putRemoteDevice(ctx context.Context, tx *sql.Tx, userID string, d *RemoteDevice) error {
 	var keys any
