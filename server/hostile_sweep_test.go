@@ -36,8 +36,8 @@ import (
 // client can cause none of them. Every error answer is a JSON object
 // with an errcode, and both engines answer every request alike.
 func TestHostileInputSweep(t *testing.T) {
-	if testing.Short() {
-		t.Skip("the sweep sends thousands of requests")
+	if testing.Short() || raceDetector {
+		t.Skip("the sweep sends thousands of requests; make test runs it without the race detector")
 	}
 	var mu sync.Mutex
 	answers := map[string]map[string]int{} // engine → request → status
@@ -428,8 +428,8 @@ func (tg *sweepTarget) repair(t *testing.T, b *servertest.Bundle) {
 // the same, and forms with every field it reads set to NUL, text that is
 // not UTF-8 and long values.
 func TestHostileOAuthSweep(t *testing.T) {
-	if testing.Short() {
-		t.Skip("the sweep sends hundreds of requests")
+	if testing.Short() || raceDetector {
+		t.Skip("the sweep sends hundreds of requests; make test runs it without the race detector")
 	}
 	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
 		errs := &servertest.ErrorLog{}
@@ -455,8 +455,8 @@ func TestHostileOAuthSweep(t *testing.T) {
 // handlers), in a room it is in, with bodies it can sign; and
 // transactions whose EDUs carry NUL characters and the wrong types.
 func TestHostileFederationSweep(t *testing.T) {
-	if testing.Short() {
-		t.Skip("the sweep sends thousands of requests")
+	if testing.Short() || raceDetector {
+		t.Skip("the sweep sends thousands of requests; make test runs it without the race detector")
 	}
 	storagetest.Each(t, func(t *testing.T, e storagetest.Engine) {
 		fed := servertest.NewFederation(t)

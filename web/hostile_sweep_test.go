@@ -50,8 +50,8 @@ var dashParam = regexp.MustCompile(`\{([^}:]+)(:[^}]*)?\}`)
 // No page may answer 500, nothing may be logged at error level (or name
 // a PostgreSQL error), and both engines must answer alike.
 func TestDashboardHostileInputSweep(t *testing.T) {
-	if testing.Short() {
-		t.Skip("the sweep sends thousands of requests")
+	if testing.Short() || raceDetector {
+		t.Skip("the sweep sends thousands of requests; make test runs it without the race detector")
 	}
 	gc, limit := debug.SetGCPercent(100), debug.SetMemoryLimit(-1)
 	debug.SetGCPercent(gc)

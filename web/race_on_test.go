@@ -1,0 +1,9 @@
+//go:build race
+
+package web_test
+
+// raceDetector is whether the tests run under the race detector. The
+// hostile-input sweeps (thousands of requests through one client, one at
+// a time) run in make test only: under the detector they take minutes and
+// find no race the other tests do not.
+const raceDetector = true
