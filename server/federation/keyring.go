@@ -713,7 +713,7 @@ func parseKeyResponse(raw []byte, serverName, from string, now time.Time) (*keyR
 	keys := map[string]keyInfo{}
 	for id, v := range r.OldVerifyKeys {
 		pub, err := decodeKey(v.Key)
-		if !strings.HasPrefix(id, "ed25519:") || err != nil || v.ExpiredTS <= 0 {
+		if !usableKeyID(id) || err != nil || v.ExpiredTS <= 0 {
 			continue // another algorithm, or unusable: not ours to judge
 		}
 		exp := min(v.ExpiredTS, validUntil)
@@ -721,7 +721,7 @@ func parseKeyResponse(raw []byte, serverName, from string, now time.Time) (*keyR
 	}
 	current := map[string]ed25519.PublicKey{}
 	for id, v := range r.VerifyKeys {
-		if !strings.HasPrefix(id, "ed25519:") {
+		if !usableKeyID(id) {
 			continue
 		}
 		pub, err := decodeKey(v.Key)
@@ -747,6 +747,14 @@ func parseKeyResponse(raw []byte, serverName, from string, now time.Time) (*keyR
 	}
 	return &keyResponse{server: serverName, from: from, raw: append(jsontext.Value(nil), raw...),
 		validUntil: validUntil, fetched: nowMS, keys: keys}, nil
+}
+
+// usableKeyID reports whether id names an ed25519 key this server can
+// keep: one with a NUL character is no use to any event, and PostgreSQL
+// could not store it (its failure would lose the response's other keys
+// on that engine alone).
+func usableKeyID(id string) bool {
+	return strings.HasPrefix(id, "ed25519:") && strings.IndexByte(id, 0) < 0
 }
 
 // install merges a verified response into memory and the database.

@@ -442,3 +442,27 @@ func TestKeyRingAnswersForItselfWithoutIO(t *testing.T) {
 		t.Fatalf("published: %s", raw)
 	}
 }
+
+// A key response may list a key whose ID has a NUL character: no event
+// can name it usefully, and PostgreSQL cannot store it, so it is left
+// out, and the response's other keys are kept, on both engines.
+func TestKeyRingLeavesOutKeyIDsWithNUL(t *testing.T) {
+	storagetest.EachStore(t, func(t *testing.T, st *storage.Store) {
+		ctx := context.Background()
+		n, c := newNetwork(), newClock()
+		rm := newRemote(t, n, c, "remote.test")
+		odd := testKey(t, "remote.test", "ed25519:o1")
+		rm.serveDoc(func() []byte {
+			doc := rm.doc(c.ms(24 * time.Hour))
+			doc.OldVerifyKeys = map[string]map[string]any{"ed25519:o\x00": {"key": b64(pubOf(odd)), "expired_ts": c.ms(-time.Hour)}}
+			return signedDoc(t, doc, rm.key)
+		})
+		if _, _, err := newRing(t, st, n, c).VerifyKey(ctx, "remote.test", "ed25519:r1", c.ms(0)); err != nil {
+			t.Fatalf("the current key of a response that also lists a key ID with a NUL character: %v", err)
+		}
+		keys, err := st.ServerKeys(ctx, "remote.test")
+		if err != nil || len(keys) != 1 || keys[0].KeyID != "ed25519:r1" {
+			t.Fatalf("stored keys: %+v %v", keys, err)
+		}
+	})
+}
