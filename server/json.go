@@ -212,9 +212,9 @@ func (j *jsonResponse) Write(p []byte) (int, error) {
 }
 
 // pathParam returns a path parameter unescaped; one that is not UTF-8,
-// or has a NUL character, is the client's error (400 M_INVALID_PARAM). chi matches on the raw
-// (escaped) path when one is set, so "%40alice%3Aexample.org" arrives here
-// still escaped.
+// or has a NUL character, is the client's error (400 M_INVALID_PARAM).
+// chi matches on the raw (escaped) path when one is set, so
+// "%40alice%3Aexample.org" arrives here still escaped.
 func pathParam(r *http.Request, name string) (string, error) {
 	raw := chi.URLParam(r, name)
 	v, err := url.PathUnescape(raw)

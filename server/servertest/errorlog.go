@@ -24,15 +24,35 @@ func (l *ErrorLog) Enabled(context.Context, slog.Level) bool { return true }
 
 // Handle keeps r's message and attributes when they count.
 func (l *ErrorLog) Handle(_ context.Context, r slog.Record) error {
+	l.keep(r, nil)
+	return nil
+}
+
+// keep keeps r, with the attributes of the logger it came through, when
+// it is at error level or names a PostgreSQL error. Most records are
+// neither (every request is logged at debug level): they are passed over
+// without being formatted.
+func (l *ErrorLog) keep(r slog.Record, with []slog.Attr) {
+	if r.Level < slog.LevelError {
+		named := false
+		r.Attrs(func(a slog.Attr) bool {
+			if k := a.Value.Kind(); k == slog.KindString || k == slog.KindAny {
+				named = strings.Contains(a.Value.String(), "SQLSTATE")
+			}
+			return !named
+		})
+		if !named && !strings.Contains(r.Message, "SQLSTATE") {
+			return
+		}
+	}
 	line := r.Message
 	r.Attrs(func(a slog.Attr) bool { line += " " + a.String(); return true })
-	if r.Level < slog.LevelError && !strings.Contains(line, "SQLSTATE") {
-		return nil
+	for _, a := range with {
+		line += " " + a.String()
 	}
 	l.mu.Lock()
 	l.got = append(l.got, line)
 	l.mu.Unlock()
-	return nil
 }
 
 // WithAttrs is a view of l that adds as to every line.
@@ -59,10 +79,9 @@ type errorLogView struct {
 
 func (v *errorLogView) Enabled(ctx context.Context, lv slog.Level) bool { return v.l.Enabled(ctx, lv) }
 
-func (v *errorLogView) Handle(ctx context.Context, r slog.Record) error {
-	r = r.Clone()
-	r.AddAttrs(v.attrs...)
-	return v.l.Handle(ctx, r)
+func (v *errorLogView) Handle(_ context.Context, r slog.Record) error {
+	v.l.keep(r, v.attrs)
+	return nil
 }
 
 func (v *errorLogView) WithAttrs(as []slog.Attr) slog.Handler {
