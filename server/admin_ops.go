@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -337,11 +338,21 @@ type NewRegToken struct {
 // (spec: m.login.registration_token; Synapse's admin API).
 const regTokenChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-"
 
+// validUsesAllowed reports whether n may be a token's uses_allowed: at
+// least 0, and at most what PostgreSQL's integer column holds (SQLite's
+// would hold more; both engines refuse alike).
+func validUsesAllowed(n int) bool { return n >= 0 && n <= math.MaxInt32 }
+
+// errUsesAllowed is the answer to any other uses_allowed.
+func errUsesAllowed() error {
+	return matrix.InvalidParam("uses_allowed must be an integer from 0 to %d, or null", math.MaxInt32)
+}
+
 // CreateRegToken validates and stores a registration token.
 func (s *Server) CreateRegToken(ctx context.Context, by Actor, req NewRegToken) (*storage.RegistrationToken, error) {
 	t := &storage.RegistrationToken{UsesAllowed: req.UsesAllowed, ExpiryTime: req.ExpiryTime}
-	if t.UsesAllowed != nil && *t.UsesAllowed < 0 {
-		return nil, matrix.InvalidParam("uses_allowed must be a non-negative integer or null")
+	if t.UsesAllowed != nil && !validUsesAllowed(*t.UsesAllowed) {
+		return nil, errUsesAllowed()
 	}
 	if t.ExpiryTime != nil && *t.ExpiryTime < s.now().UnixMilli() {
 		return nil, matrix.InvalidParam("expiry_time must not be in the past")

@@ -779,8 +779,8 @@ func (s *Server) putAdminRegToken(w http.ResponseWriter, r *http.Request) error 
 		t.UsesAllowed = nil
 		if string(raw) != "null" {
 			var n int
-			if json.Unmarshal(raw, &n) != nil || n < 0 {
-				return matrix.InvalidParam("uses_allowed must be a non-negative integer or null")
+			if json.Unmarshal(raw, &n) != nil || !validUsesAllowed(n) {
+				return errUsesAllowed()
 			}
 			t.UsesAllowed = &n
 		}

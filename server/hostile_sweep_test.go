@@ -91,17 +91,21 @@ var routeParam = regexp.MustCompile(`\{([^}:]+)(:[^}]*)?\}`)
 
 // sweepBodies are sent to every route that takes a body.
 var sweepBodies = map[string]string{
-	"empty":      "",
-	"truncated":  `{"a":`,
-	"array":      `[]`,
-	"null":       `null`,
-	"string":     `"s"`,
-	"object":     `{}`,
-	"deep":       strings.Repeat("[", 10000) + strings.Repeat("]", 10000),
-	"invalid":    "{\"body\":\"\xff\xfe\",\"displayname\":\"\xc0\"}",
-	"surrogate":  `{"body":"\ud800","displayname":"\udfff","msgtype":"m.text","name":"\ud800","topic":"\ud800"}`,
-	"nul":        `{"body":"a\u0000b","msgtype":"m.text","displayname":"a\u0000b","name":"a\u0000b","topic":"\u0000","room_alias_name":"a\u0000","reason":"\u0000","avatar_url":"mxc://a\u0000/b","content":{"k\u0000":"\u0000"},"device_id":"\u0000","user_id":"@a\u0000:hearth.test","password":"\u0000","new_password":"\u0000","username":"a\u0000","txn_id":"\u0000","type":"a\u0000","state_key":"\u0000","filter":"\u0000","ts":1,"keys":{"a\u0000":"b\u0000"}}`,
-	"numbers":    `{"limit":1e400,"timeout":-1,"ts":99999999999999999999999,"origin_server_ts":-1e30,"depth":1.5,"power":1e20,"expires_in_ms":-5,"delay":-1,"score":-1e99}`,
+	"empty":     "",
+	"truncated": `{"a":`,
+	"array":     `[]`,
+	"null":      `null`,
+	"string":    `"s"`,
+	"object":    `{}`,
+	"deep":      strings.Repeat("[", 10000) + strings.Repeat("]", 10000),
+	"invalid":   "{\"body\":\"\xff\xfe\",\"displayname\":\"\xc0\"}",
+	"surrogate": `{"body":"\ud800","displayname":"\udfff","msgtype":"m.text","name":"\ud800","topic":"\ud800"}`,
+	"nul":       `{"body":"a\u0000b","msgtype":"m.text","displayname":"a\u0000b","name":"a\u0000b","topic":"\u0000","room_alias_name":"a\u0000","reason":"\u0000","avatar_url":"mxc://a\u0000/b","content":{"k\u0000":"\u0000"},"device_id":"\u0000","user_id":"@a\u0000:hearth.test","password":"\u0000","new_password":"\u0000","username":"a\u0000","txn_id":"\u0000","type":"a\u0000","state_key":"\u0000","filter":"\u0000","ts":1,"keys":{"a\u0000":"b\u0000"}}`,
+	"numbers":   `{"limit":1e400,"timeout":-1,"ts":99999999999999999999999,"origin_server_ts":-1e30,"depth":1.5,"power":1e20,"expires_in_ms":-5,"delay":-1,"score":-1e99}`,
+	// Integers a 64-bit field holds but a 32-bit column (PostgreSQL's
+	// integer) does not, and the largest a 64-bit one does (time limits
+	// added to now overflow).
+	"bigints":    `{"limit":2147483648,"timeout":2147483648,"uses_allowed":2147483648,"length":2147483648,"delay":2147483648,"score":2147483648,"size":2147483648,"expiry_time":9223372036854775807,"ts":9223372036854775807,"origin_server_ts":9223372036854775807,"expires_in_ms":9223372036854775807,"valid_until_ms":9223372036854775807,"delay_ms":9223372036854775807,"duration_ms":9223372036854775807,"before_ts":9223372036854775807,"timeout_ms":9223372036854775807}`,
 	"wrongtypes": `{"body":1,"msgtype":[],"membership":{},"user_id":5,"room_id":true,"device_id":null,"content":"x","type":7,"auth":"x","password":1,"new_password":[],"displayname":[],"avatar_url":{},"visibility":3,"filter":"x","ts":"x","reason":5,"keys":"x","one_time_keys":[],"device_keys":1,"fallback_keys":"x","state_key":1,"timeout":"x","limit":"x","invite":"x","initial_state":{},"preset":1,"creation_content":[],"power_level_content_override":"x","room_version":1,"messages":[],"event_ids":{},"receipts":"x","typing":"x","presence":1,"status_msg":{},"m.fully_read":1,"m.read":[],"threepid_creds":"x","sid":1,"client_secret":2,"identifier":"x","initial_device_display_name":1,"refresh_token":1,"search_categories":"x","rules":1,"actions":"x","conditions":"x","pattern":1,"pushkey":1,"kind":1,"app_id":[],"data":"x","algorithm":1,"rooms":"x","version":{},"auth_data":"x","event_id":1,"score":"x","deactivated":"yes","admin":"yes","admin_users":1,"erase":"x","purge":"x","block":"x","new_room_user_id":1}`,
 	"hugestring": `{"body":"` + strings.Repeat("a", 70000) + `","displayname":"` + strings.Repeat("b", 70000) + `","password":"` + strings.Repeat("c", 600) + `","new_password":"` + strings.Repeat("d", 100) + `"}`,
 }
