@@ -32,10 +32,13 @@ import (
 // added later is swept too), is sent hostile input: bodies that are not
 // JSON, not an object, nested too deep, with strings of invalid UTF-8,
 // NUL characters or lone surrogates, and with the fields handlers read
-// given the wrong types; path parameters that are NUL, too long or not
-// UTF-8; query parameters of the wrong kind. No answer may be a 500: a
-// client can cause none of them. Every error answer is a JSON object
-// with an errcode, and both engines answer every request alike.
+// given the wrong types, integers past 32 and 64 bits; path parameters
+// that are NUL, too long or not UTF-8; query parameters of the wrong
+// kind, NUL, not UTF-8, too large or too long; then event content the
+// server reads into columns of its own. No answer may be a 500: a client
+// can cause none of them. Every error answer is a JSON object with an
+// errcode; both engines answer every request alike (status and errcode);
+// nothing is logged at error level, nor a PostgreSQL error.
 func TestHostileInputSweep(t *testing.T) {
 	if testing.Short() || raceDetector {
 		t.Skip("the sweep sends thousands of requests; make test runs it without the race detector")
