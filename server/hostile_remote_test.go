@@ -90,19 +90,8 @@ func TestHostileRemoteAnswers(t *testing.T) {
 		q(200, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{m: []string{}}})
 		q(200, "POST", "/_matrix/client/v3/keys/claim", map[string]any{"one_time_keys": map[string]any{m: map[string]any{"a": "signed_curve25519"}}})
 		q(200, "GET", "/_matrix/client/v1/rooms/"+esc(string(room.RoomID))+"/hierarchy", nil)
-		req, err := http.NewRequestWithContext(ctx, "GET", b.URL+"/_matrix/client/v1/media/download/"+up.ContentURI.Homeserver+"/"+up.ContentURI.FileID, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+alice.tok)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		if res.StatusCode != http.StatusOK || string(body) != "hello" {
-			t.Errorf("remote media with a type and name that are not UTF-8: %d %q", res.StatusCode, body)
+		if res := mediaDo(t, b, "GET", "/_matrix/client/v1/media/download/"+up.ContentURI.Homeserver+"/"+up.ContentURI.FileID, alice.tok, "", nil); res.status != http.StatusOK || string(res.body) != "hello" {
+			t.Errorf("remote media with a type and name that are not UTF-8: %d %q", res.status, res.body)
 		}
 		q(200, "GET", "/_matrix/client/v3/sync", nil)
 		time.Sleep(time.Second)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -204,16 +205,19 @@ func sweep(t *testing.T, b *servertest.Bundle, scope sweepScope) map[string]stri
 		}
 		t.Logf("%d routes, %d requests; answers by status: %v", len(routes), n, byStatus)
 	}()
-	send := func(name, method, path, body string) {
+	// exchange sends one request (with alice's token when auth) and keeps
+	// its answer: the status and, for a Matrix error, its errcode.
+	exchange := func(name, method, path, ctype, body string, auth, matrixErrors bool) {
 		n++
 		req, err := http.NewRequestWithContext(t.Context(), method, b.URL+path, strings.NewReader(body))
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		tok := tg.alice.tok
-		req.Header.Set("Authorization", "Bearer "+tok)
-		if body != "" {
-			req.Header.Set("Content-Type", "application/json")
+		if auth {
+			req.Header.Set("Authorization", "Bearer "+tg.alice.tok)
+		}
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
 		}
 		res, err := client.Do(req)
 		if err != nil {
@@ -228,7 +232,7 @@ func sweep(t *testing.T, b *servertest.Bundle, scope sweepScope) map[string]stri
 			t.Errorf("%s: %d %.300s", name, res.StatusCode, raw)
 			return
 		}
-		if scope.matrixErrors && res.StatusCode >= 400 && method != http.MethodHead && !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") {
+		if matrixErrors && res.StatusCode >= 400 && method != http.MethodHead && !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") {
 			// An error is a JSON object with an errcode; a browser's page
 			// (an e-mail link's) may be HTML; user-interactive auth's
 			// first answer is its flows, without one.
@@ -246,25 +250,15 @@ func sweep(t *testing.T, b *servertest.Bundle, scope sweepScope) map[string]stri
 			answers[name] += " " + e.Errcode
 		}
 	}
+	send := func(name, method, path, body string) {
+		ctype := ""
+		if body != "" {
+			ctype = "application/json"
+		}
+		exchange(name, method, path, ctype, body, true, scope.matrixErrors)
+	}
 	sendForm := func(name, method, path string, form url.Values) {
-		n++
-		req, err := http.NewRequestWithContext(t.Context(), method, b.URL+path, strings.NewReader(form.Encode()))
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		res, err := client.Do(req)
-		if err != nil {
-			t.Errorf("%s: %v", name, err)
-			return
-		}
-		raw, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		tg.settle(t, b, path)
-		answers[name] = strconv.Itoa(res.StatusCode)
-		if res.StatusCode >= 500 {
-			t.Errorf("%s: %d %.300s", name, res.StatusCode, raw)
-		}
+		exchange(name, method, path, "application/x-www-form-urlencoded", form.Encode(), false, false)
 	}
 	for _, r := range routes {
 		method, pattern, _ := strings.Cut(r, " ")
@@ -281,13 +275,13 @@ func sweep(t *testing.T, b *servertest.Bundle, scope sweepScope) map[string]stri
 		normal := fill(func(p string) string { return tg.value(p, admin, n) })
 		hasBody := method == http.MethodPut || method == http.MethodPost || method == http.MethodDelete || method == http.MethodPatch
 		if hasBody {
-			for _, k := range sortedKeys(sweepBodies) {
+			for _, k := range slices.Sorted(maps.Keys(sweepBodies)) {
 				send(r+" body "+k, method, normal, sweepBodies[k])
 				tg.repair(t, b)
 			}
 			// The OAuth 2.0 API reads forms.
 			if strings.HasPrefix(pattern, server.OAuthPath) {
-				for _, k := range sortedKeys(sweepFormValues) {
+				for _, k := range slices.Sorted(maps.Keys(sweepFormValues)) {
 					sendForm(r+" form "+k, method, normal, sweepForm(sweepFormValues[k]))
 				}
 			}
@@ -298,7 +292,7 @@ func sweep(t *testing.T, b *servertest.Bundle, scope sweepScope) map[string]stri
 		send(r+" query overflow", method, normal+"?"+sweepQueryAll("99999999999999999999999"), "")
 		send(r+" query long", method, normal+"?"+sweepQueryAll(strings.Repeat("x", 300)), "")
 		if routeParam.MatchString(pattern) {
-			for _, k := range sortedKeys(sweepPaths) {
+			for _, k := range slices.Sorted(maps.Keys(sweepPaths)) {
 				send(r+" path "+k, method, fill(func(string) string { return sweepPaths[k] }), "{}")
 			}
 		}
@@ -344,15 +338,6 @@ func sweep(t *testing.T, b *servertest.Bundle, scope sweepScope) map[string]stri
 	send("read sync", http.MethodGet, "/_matrix/client/v3/sync", "")
 	send("profile custom field", http.MethodPut, "/_matrix/client/v3/profile/"+url.PathEscape(string(tg.alice.id))+"/org.example.f", `{"org.example.f":"`+nul+`"}`)
 	return answers
-}
-
-func sortedKeys(m map[string]string) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
 }
 
 func sweepSetUp(t *testing.T, b *servertest.Bundle) *sweepTarget {
@@ -570,7 +555,7 @@ func TestHostileFederationSweep(t *testing.T) {
 			})
 			path = strings.TrimSuffix(strings.ReplaceAll(path, "/*", "/x"), "*")
 			if method == http.MethodPut || method == http.MethodPost {
-				for _, k := range sortedKeys(sweepBodies) {
+				for _, k := range slices.Sorted(maps.Keys(sweepBodies)) {
 					if json.Valid([]byte(sweepBodies[k])) {
 						send(r+" body "+k, method, path, nil, []byte(sweepBodies[k]))
 					}
@@ -581,7 +566,7 @@ func TestHostileFederationSweep(t *testing.T) {
 			q, _ = url.ParseQuery(sweepQueryAll("a%00b"))
 			send(r+" query nul", method, path, q, nil)
 			if routeParam.MatchString(pattern) {
-				for _, k := range sortedKeys(sweepPaths) {
+				for _, k := range slices.Sorted(maps.Keys(sweepPaths)) {
 					p, _ := url.PathUnescape(sweepPaths[k])
 					hostile := routeParam.ReplaceAllStringFunc(pattern, func(string) string { return url.PathEscape(p) })
 					send(r+" path "+k, method, hostile, nil, nil)

@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -133,7 +134,7 @@ func TestDashboardHostileInputSweep(t *testing.T) {
 				return dashParam.ReplaceAllStringFunc(pattern, func(m string) string { return v(dashParam.FindStringSubmatch(m)[1]) })
 			}
 			normal := fill(func(p string) string { return url.PathEscape(values[p]) })
-			for _, k := range sortedKeys(dashboardValues) {
+			for _, k := range slices.Sorted(maps.Keys(dashboardValues)) {
 				v := dashboardValues[k]
 				if method == http.MethodGet {
 					q := url.Values{}
@@ -178,13 +179,4 @@ func TestDashboardHostileInputSweep(t *testing.T) {
 		answers[e.Name] = got
 		mu.Unlock()
 	})
-}
-
-func sortedKeys(m map[string]string) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
 }
