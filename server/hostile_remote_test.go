@@ -54,6 +54,12 @@ func TestHostileRemoteAnswers(t *testing.T) {
 		}
 		evil.RewriteFederation(func(h http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasPrefix(r.URL.Query().Get("room_alias"), "#good:") {
+					// A room ID, listed with names that are no server names.
+					w.Header().Set("Content-Type", "application/json")
+					fmt.Fprintf(w, `{"room_id":"!good:%s","servers":["\u0000","not a server!","%s"]}`, evil.Cfg.ServerName, evil.Cfg.ServerName)
+					return
+				}
 				for prefix, body := range answers {
 					if strings.HasPrefix(r.URL.Path, prefix) {
 						w.Header().Set("Content-Type", "application/json")
@@ -84,6 +90,11 @@ func TestHostileRemoteAnswers(t *testing.T) {
 		q(200, "GET", "/_matrix/client/v3/profile/"+esc(m)+"/displayname", nil)
 		q(502, "GET", "/_matrix/client/v3/directory/room/"+alias, nil)
 		q(502, "POST", "/_matrix/client/v3/join/"+alias, map[string]any{})
+		good := acctDo(t, b, "GET", "/_matrix/client/v3/directory/room/"+esc("#good:"+evil.Cfg.ServerName), alice.tok, nil)
+		good.want(t, http.StatusOK, "")
+		if servers, _ := good.body["servers"].([]any); len(servers) != 1 || servers[0] != evil.Cfg.ServerName {
+			t.Errorf("the servers of a room found through another server's directory: %v, want only %s", good.body["servers"], evil.Cfg.ServerName)
+		}
 		q(200, "GET", "/_matrix/client/v3/publicRooms?server="+url.QueryEscape(evil.Cfg.ServerName), nil)
 		// Twice: from the remote server, then from the cache it filled.
 		q(200, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{m: []string{}}})
